@@ -1,0 +1,184 @@
+//! The one trait every device implements, and the context a device sees when it is called.
+//!
+//! Devices see offsets into their own port or MMIO window, never absolute addresses. They raise
+//! interrupt lines through [`IrqLevels`] and ask the machine for board-level actions (reset, power-off,
+//! A20) through [`MachineRequests`]. Time reaches them only as [`VirtTime`] in [`DeviceCtx::now`].
+
+use crate::snapshot::{SnapshotError, SnapshotReader, SnapshotWriter};
+use crate::time::VirtTime;
+
+/// Index of a device in the machine's device table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeviceId(pub u32);
+
+/// Levels of the machine's interrupt input lines (GSIs 0..=23: ISA IRQs 0-15 and PCI lines 16-23).
+///
+/// A device sets its line's level; edge-triggered consumers (the PIC in edge mode) see the rising edge
+/// when the machine propagates changes. A pulse (`pulse`) is a raise immediately followed by a lower,
+/// delivered as one edge.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IrqLevels {
+    /// Current level of each line (bit n = GSI n).
+    pub level: u32,
+    /// Lines that saw a rising edge since the machine last collected them.
+    pub rising: u32,
+    /// Lines that changed in any way since the machine last collected them.
+    pub changed: u32,
+}
+
+impl IrqLevels {
+    /// Number of lines.
+    pub const LINES: u32 = 24;
+
+    /// Sets line `gsi` to `high`. Out-of-range lines are ignored.
+    pub fn set(&mut self, gsi: u32, high: bool) {
+        if gsi >= Self::LINES {
+            return;
+        }
+        let bit = 1u32 << gsi;
+        let was = self.level & bit != 0;
+        if was == high {
+            return;
+        }
+        self.changed |= bit;
+        if high {
+            self.level |= bit;
+            self.rising |= bit;
+        } else {
+            self.level &= !bit;
+        }
+    }
+
+    /// Raises and lowers line `gsi`: an edge for edge-triggered consumers.
+    pub fn pulse(&mut self, gsi: u32) {
+        if gsi >= Self::LINES {
+            return;
+        }
+        let bit = 1u32 << gsi;
+        self.level &= !bit;
+        self.rising |= bit;
+        self.changed |= bit;
+    }
+
+    /// Whether line `gsi` is high.
+    pub fn is_high(&self, gsi: u32) -> bool {
+        gsi < Self::LINES && self.level & (1 << gsi) != 0
+    }
+}
+
+/// Board-level actions a device may request; the machine carries them out after the device returns.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MachineRequests {
+    /// Reset the whole machine (keyboard controller pulse, port 0xCF9, ACPI reset register).
+    pub reset: bool,
+    /// Stop the emulator with this exit status (debug-exit device, ACPI S5 = 0).
+    pub exit: Option<i32>,
+    /// New state of the A20 gate, if a device changed it.
+    pub a20: Option<bool>,
+    /// The device changed its next deadline; the engine should stop its current slice early.
+    pub reschedule: bool,
+    /// Flush the CPU's TLB and decoded-code caches (pc-testdev page-flush port).
+    pub flush_tlb: bool,
+}
+
+/// What a device sees while it is being called.
+#[derive(Debug)]
+pub struct DeviceCtx<'a> {
+    /// The current virtual time.
+    pub now: VirtTime,
+    /// The machine's interrupt lines.
+    pub irq: &'a mut IrqLevels,
+    /// Board-level requests.
+    pub requests: &'a mut MachineRequests,
+}
+
+/// A device on the machine's buses.
+///
+/// Every method has a default so a device implements only what it uses. Reads of registers a device
+/// does not implement return all ones, as an unterminated ISA bus does; writes are ignored. Accesses
+/// arrive with `data.len()` of 1, 2, 4 or 8 bytes; the device decides what a size it does not support
+/// means (most byte-wide ISA devices see each byte as a separate access, which the machine arranges
+/// when the device says so in [`Device::pio_access_width`]).
+pub trait Device {
+    /// A short, stable name ("pic-master", "uart-com1") used in diagnostics and snapshots.
+    fn name(&self) -> &str;
+
+    /// Widest port access the device decodes natively; wider accesses are split into this width.
+    fn pio_access_width(&self) -> usize {
+        4
+    }
+
+    /// A port read at `offset` within the device's port window.
+    fn pio_read(&mut self, ctx: &mut DeviceCtx<'_>, offset: u16, data: &mut [u8]) {
+        let _ = (ctx, offset);
+        data.fill(0xff);
+    }
+
+    /// A port write at `offset` within the device's port window.
+    fn pio_write(&mut self, ctx: &mut DeviceCtx<'_>, offset: u16, data: &[u8]) {
+        let _ = (ctx, offset, data);
+    }
+
+    /// An MMIO read at `offset` within the device's MMIO window.
+    fn mmio_read(&mut self, ctx: &mut DeviceCtx<'_>, offset: u64, data: &mut [u8]) {
+        let _ = (ctx, offset);
+        data.fill(0xff);
+    }
+
+    /// An MMIO write at `offset` within the device's MMIO window.
+    fn mmio_write(&mut self, ctx: &mut DeviceCtx<'_>, offset: u64, data: &[u8]) {
+        let _ = (ctx, offset, data);
+    }
+
+    /// Returns the device to its power-on state (machine reset).
+    fn reset(&mut self) {}
+
+    /// The next virtual time at which the device needs [`Device::advance`] called, if any.
+    fn next_deadline(&self) -> Option<VirtTime> {
+        None
+    }
+
+    /// Brings the device up to `ctx.now`: fire timers whose deadline has passed, raise interrupts.
+    fn advance(&mut self, ctx: &mut DeviceCtx<'_>) {
+        let _ = ctx;
+    }
+
+    /// Host input arrived for this device (console bytes); called through the machine's input port so
+    /// that record/replay can log it.
+    fn host_input(&mut self, ctx: &mut DeviceCtx<'_>, data: &[u8]) {
+        let _ = (ctx, data);
+    }
+
+    /// Writes the device's state.
+    fn save(&self, w: &mut SnapshotWriter) {
+        w.tag(self.name());
+    }
+
+    /// Restores state written by [`Device::save`].
+    fn restore(&mut self, r: &mut SnapshotReader<'_>) -> Result<(), SnapshotError> {
+        r.tag(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn irq_levels_track_edges() {
+        let mut l = IrqLevels::default();
+        l.set(4, true);
+        assert!(l.is_high(4));
+        assert_eq!(l.rising, 1 << 4);
+        l.rising = 0;
+        l.set(4, true);
+        assert_eq!(l.rising, 0, "no edge when level unchanged");
+        l.set(4, false);
+        assert!(!l.is_high(4));
+        l.pulse(0);
+        assert_eq!(l.rising, 1);
+        assert!(!l.is_high(0));
+        l.set(99, true);
+        assert!(!l.is_high(99));
+    }
+}
