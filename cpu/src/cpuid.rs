@@ -1,0 +1,109 @@
+//! CPUID: one coherent feature model that advertises only what Ferrite implements.
+//!
+//! Every feature bit set here has its instructions and state implemented in the interpreter; when a
+//! family lands (x87/SSE, XSAVE, x2APIC) its bit is turned on here and nowhere else.
+
+/// Family 6, model 0x3A, stepping 9: the value of EDX at reset and of CPUID.1:EAX.
+pub const SIGNATURE: u32 = 0x0003_06a9;
+
+/// Maximum physical address width advertised (CPUID.80000008:EAX[7:0]).
+pub const PHYS_ADDR_BITS: u32 = 40;
+
+/// Feature bits advertised.
+pub mod feat {
+    /// CPUID.1:EDX bits actually set.
+    pub const LEAF1_EDX: u32 = (1 << 3) // PSE
+        | (1 << 4) // TSC
+        | (1 << 5) // MSR
+        | (1 << 6) // PAE
+        | (1 << 8) // CX8
+        | (1 << 9) // APIC
+        | (1 << 11) // SEP
+        | (1 << 12) // MTRR
+        | (1 << 13) // PGE
+        | (1 << 15) // CMOV
+        | (1 << 16) // PAT
+        | (1 << 19); // CLFSH
+    /// CPUID.1:ECX.
+    pub const LEAF1_ECX: u32 = (1 << 13) // CMPXCHG16B
+        | (1 << 22) // MOVBE
+        | (1 << 23) // POPCNT
+        | (1 << 30); // RDRAND
+    /// CPUID.7.0:EBX.
+    pub const LEAF7_EBX: u32 = (1 << 3) // BMI1
+        | (1 << 7) // SMEP
+        | (1 << 8) // BMI2
+        | (1 << 9) // ERMS
+        | (1 << 18) // RDSEED
+        | (1 << 19) // ADX
+        | (1 << 20); // SMAP
+    /// CPUID.80000001:ECX.
+    pub const EXT1_ECX: u32 = (1 << 0) // LAHF/SAHF in 64-bit mode
+        | (1 << 5); // ABM (LZCNT)
+    /// CPUID.80000001:EDX.
+    pub const EXT1_EDX: u32 = (1 << 11) // SYSCALL
+        | (1 << 20) // NX
+        | (1 << 26) // 1 GiB pages
+        | (1 << 27) // RDTSCP
+        | (1 << 29); // LM
+}
+
+/// The result of CPUID for leaf `eax`, subleaf `ecx`, for the CPU with local APIC ID `apic_id`.
+pub fn cpuid(leaf: u32, subleaf: u32, apic_id: u32) -> [u32; 4] {
+    let vendor = *b"GenuineIntel";
+    let v = |i: usize| u32::from_le_bytes([vendor[i], vendor[i + 1], vendor[i + 2], vendor[i + 3]]);
+    match leaf {
+        0 => [7, v(0), v(8), v(4)],
+        1 => [SIGNATURE, (apic_id << 24) | (1 << 16) | (8 << 8), feat::LEAF1_ECX, feat::LEAF1_EDX],
+        7 if subleaf == 0 => [0, feat::LEAF7_EBX, 0, 0],
+        0x8000_0000 => [0x8000_0008, 0, 0, 0],
+        0x8000_0001 => [0, 0, feat::EXT1_ECX, feat::EXT1_EDX],
+        0x8000_0002..=0x8000_0004 => {
+            let name = *b"Ferrite Virtual CPU\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
+            let base = ((leaf - 0x8000_0002) * 16) as usize;
+            let w = |i: usize| {
+                u32::from_le_bytes([
+                    name[base + i],
+                    name[base + i + 1],
+                    name[base + i + 2],
+                    name[base + i + 3],
+                ])
+            };
+            [w(0), w(4), w(8), w(12)]
+        }
+        0x8000_0008 => [PHYS_ADDR_BITS | (48 << 8), 0, 0, 0],
+        _ => [0, 0, 0, 0],
+    }
+}
+
+/// Whether 1 GiB pages are advertised.
+pub fn has_1g_pages() -> bool {
+    feat::EXT1_EDX & (1 << 26) != 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vendor_and_max_leaves() {
+        let r = cpuid(0, 0, 0);
+        let mut s = Vec::new();
+        for x in [r[1], r[3], r[2]] {
+            s.extend_from_slice(&x.to_le_bytes());
+        }
+        assert_eq!(&s, b"GenuineIntel");
+        assert_eq!(cpuid(0x8000_0000, 0, 0)[0], 0x8000_0008);
+        assert_eq!(cpuid(1, 0, 3)[1] >> 24, 3);
+        // Nothing beyond the advertised leaves.
+        assert_eq!(cpuid(0x4000_0000, 0, 0), [0; 4]);
+    }
+
+    #[test]
+    fn no_fpu_or_sse_until_implemented() {
+        // x87/SSE land with their own issue; until then CPUID must not claim them.
+        assert_eq!(feat::LEAF1_EDX & 1, 0, "FPU");
+        assert_eq!(feat::LEAF1_EDX & (1 << 25), 0, "SSE");
+        assert_eq!(feat::LEAF1_EDX & (1 << 26), 0, "SSE2");
+    }
+}

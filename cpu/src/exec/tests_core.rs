@@ -1,0 +1,95 @@
+//! Table-driven tests of the core families (ALU, control flow, system) on the interpreter.
+
+use crate::interp::Exit;
+use crate::state::flags;
+use crate::testutil::*;
+use iced_x86::code_asm::*;
+
+#[test]
+fn add_sets_flags_in_every_mode() {
+    for (mode, bits) in [(TestMode::Real, 16), (TestMode::Prot32, 32), (TestMode::Long64, 64)] {
+        let code = asm(bits, |a| {
+            a.mov(eax, 0x7fff_ffffu32).unwrap();
+            a.add(eax, 1).unwrap();
+        });
+        let (st, _, exit) = run(mode, &code, |_, _| {});
+        assert_eq!(exit, Exit::Halted, "{mode:?}");
+        assert_eq!(st.gpr[0], 0x8000_0000, "{mode:?}");
+        assert_eq!(st.rflags & flags::ARITH, flags::OF | flags::SF | flags::AF | flags::PF, "{mode:?}");
+    }
+}
+
+#[test]
+fn loop_sums_and_calls_return() {
+    let code = asm(64, |a| {
+        let mut top = a.create_label();
+        let mut f = a.create_label();
+        let mut done = a.create_label();
+        a.xor(eax, eax).unwrap();
+        a.mov(ecx, 10).unwrap();
+        a.set_label(&mut top).unwrap();
+        a.add(rax, rcx).unwrap();
+        a.loop_(top).unwrap();
+        a.call(f).unwrap();
+        a.jmp(done).unwrap();
+        a.set_label(&mut f).unwrap();
+        a.add(rax, 100).unwrap();
+        a.ret().unwrap();
+        a.set_label(&mut done).unwrap();
+        a.nop().unwrap();
+    });
+    let (st, _, exit) = run(TestMode::Long64, &code, |_, _| {});
+    assert_eq!(exit, Exit::Halted);
+    assert_eq!(st.gpr[0], 155);
+    assert_eq!(st.gpr[4], STACK);
+}
+
+#[test]
+fn memory_operands_and_out() {
+    let code = asm(32, |a| {
+        a.mov(dword_ptr(DATA as u32), 0x1234_5678u32).unwrap();
+        a.mov(ebx, DATA as u32).unwrap();
+        a.add(dword_ptr(ebx), 1).unwrap();
+        a.mov(eax, dword_ptr(ebx)).unwrap();
+        a.out(0xe9, al).unwrap();
+    });
+    let (st, bus, exit) = run(TestMode::Prot32, &code, |_, _| {});
+    assert_eq!(exit, Exit::Halted);
+    assert_eq!(st.gpr[0], 0x1234_5679);
+    assert_eq!(bus.outs, vec![(0xe9, 1, 0x79)]);
+}
+
+#[test]
+fn divide_fault_without_idt_triple_faults() {
+    // No IDT in the test setup beyond limit 0xffff of zeros: a #UD through a null gate escalates.
+    let code = [0x0f, 0x0b]; // ud2
+    let (_, _, exit) = run(TestMode::Long64, &code, |st, _| st.idtr.limit = 0);
+    assert_eq!(exit, Exit::Stopped(crate::fault::Stop::TripleFault));
+}
+
+#[test]
+fn real_mode_interrupt_through_ivt() {
+    // IVT entry 0x21 -> 0000:2000, handler does mov bx,0x55; iret.
+    let code = asm(16, |a| {
+        a.int(0x21).unwrap();
+        a.mov(cx, 0x66).unwrap();
+    });
+    let (st, _, exit) = run(TestMode::Real, &code, |_, bus| {
+        bus.ram[0x84..0x88].copy_from_slice(&[0x00, 0x20, 0x00, 0x00]);
+        bus.ram[0x2000..0x2004].copy_from_slice(&[0xbb, 0x55, 0x00, 0xcf]);
+    });
+    assert_eq!(exit, Exit::Halted);
+    assert_eq!(st.gpr[3] & 0xffff, 0x55);
+    assert_eq!(st.gpr[1] & 0xffff, 0x66);
+    assert_eq!(st.gpr[4], STACK);
+}
+
+#[test]
+fn unimplemented_instruction_stops_with_report() {
+    // fld1 (x87) is not implemented yet: it must stop, never run as something else.
+    let (_, _, exit) = run(TestMode::Long64, &[0xd9, 0xe8], |_, _| {});
+    match exit {
+        Exit::Stopped(crate::fault::Stop::Unimplemented(s)) => assert!(s.contains("Fld1"), "{s}"),
+        e => panic!("unexpected {e:?}"),
+    }
+}

@@ -1,0 +1,394 @@
+//! The reference interpreter: decodes guest code into blocks once (cached by physical address, RIP and
+//! code size), pairs each instruction with its handler, and runs blocks until the instruction budget
+//! is spent or something stops it.
+
+use crate::bus::CpuBus;
+use crate::exec::{self, Insn};
+use crate::fault::{Fault, Stop};
+use crate::interrupt::{self, Event};
+use crate::mem::{Ctx, Mmu};
+use crate::paging::AccessKind;
+use crate::state::{CpuState, Seg, flags};
+use iced_x86::{Decoder, DecoderOptions};
+use std::collections::HashMap;
+use std::rc::Rc;
+
+/// Why the engine returned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// The instruction budget was used up.
+    BudgetSpent,
+    /// The CPU executed HLT and no interrupt is pending.
+    Halted,
+    /// A device asked the engine to stop (the machine handles the request).
+    DeviceRequest,
+    /// The CPU cannot go on (triple fault, unimplemented instruction).
+    Stopped(Stop),
+}
+
+/// Maximum instructions in one decoded block.
+const MAX_BLOCK: usize = 64;
+
+/// A decoded block: straight-line instructions ending at a control transfer, a page boundary, an
+/// instruction that changes the mode, or [`MAX_BLOCK`].
+pub struct Block {
+    insns: Vec<Insn>,
+    pages: [u64; 2],
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct BlockKey {
+    phys: u64,
+    rip: u64,
+    cs_base: u64,
+    bits: u32,
+}
+
+/// The reference interpreter. Owns the decoded-block cache and the memory-side caches (TLB).
+#[derive(Default)]
+pub struct Interpreter {
+    /// TLB and code-page tracking.
+    pub mmu: Mmu,
+    blocks: HashMap<BlockKey, Rc<Block>>,
+    page_blocks: HashMap<u64, Vec<BlockKey>>,
+    /// Blocks decoded so far (statistics).
+    pub decoded_blocks: u64,
+}
+
+impl Interpreter {
+    /// A new interpreter with empty caches.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Drops all cached translations (TLB and decoded code): after a memory-map change or reset.
+    pub fn flush_all(&mut self) {
+        self.mmu.tlb.flush(false);
+        self.blocks.clear();
+        self.page_blocks.clear();
+        self.mmu.code_pages.clear();
+        self.mmu.dirty_code.clear();
+    }
+
+    /// Drops decoded code on physical page `page` (it was written by a device, DMA or the host).
+    pub fn invalidate_code_page(&mut self, page: u64) {
+        if let Some(keys) = self.page_blocks.remove(&page) {
+            for k in keys {
+                self.blocks.remove(&k);
+            }
+        }
+        self.mmu.code_pages.remove(&page);
+    }
+
+    fn process_dirty_code(&mut self) {
+        while let Some(p) = self.mmu.dirty_code.pop() {
+            self.invalidate_code_page(p);
+        }
+    }
+
+    /// Runs until `st.icount` reaches `until` or the CPU stops.
+    pub fn run(&mut self, st: &mut CpuState, bus: &mut dyn CpuBus, until: u64) -> Exit {
+        // Guard against a guest that takes exceptions forever without retiring instructions.
+        let mut events_without_progress = 0u32;
+        loop {
+            if st.icount >= until {
+                return Exit::BudgetSpent;
+            }
+            if bus.stop_requested() {
+                return Exit::DeviceRequest;
+            }
+            // External events at an instruction boundary.
+            let can_irq = st.rflags & flags::IF != 0 && st.irq_shadow_icount != st.icount;
+            if !st.nmi_blocked && st.irq_shadow_icount != st.icount && bus.nmi_pending() {
+                bus.take_nmi();
+                st.halted = false;
+                st.nmi_blocked = true;
+                if let Err(stop) = self.deliver(st, bus, 2, Event::Nmi) {
+                    return Exit::Stopped(stop);
+                }
+                continue;
+            }
+            if can_irq && bus.interrupt_pending() {
+                if let Some(v) = bus.acknowledge_interrupt() {
+                    st.halted = false;
+                    if let Err(stop) = self.deliver(st, bus, v, Event::External) {
+                        return Exit::Stopped(stop);
+                    }
+                    events_without_progress += 1;
+                    if events_without_progress > 1_000_000 {
+                        return Exit::Stopped(Stop::Shutdown("interrupt storm without progress".into()));
+                    }
+                    continue;
+                }
+            }
+            if st.halted {
+                return Exit::Halted;
+            }
+            let block = match self.block_at(st, bus) {
+                Ok(b) => b,
+                Err(f) => {
+                    if let Err(stop) = self.raise(st, bus, f, st.rip) {
+                        return Exit::Stopped(stop);
+                    }
+                    events_without_progress += 1;
+                    if events_without_progress > 1_000_000 {
+                        return Exit::Stopped(Stop::Shutdown("exception loop without progress".into()));
+                    }
+                    continue;
+                }
+            };
+            events_without_progress = 0;
+            let single_step = st.rflags & flags::TF != 0;
+            let mut ctx =
+                Ctx { st: &mut *st, bus: &mut *bus, mmu: &mut self.mmu, next_rip: 0, break_block: false };
+            let mut fault = None;
+            for insn in block.insns.iter() {
+                if ctx.st.icount >= until {
+                    break;
+                }
+                ctx.next_rip = insn.next_rip;
+                match (insn.handler)(&mut ctx, insn) {
+                    Ok(()) => {
+                        ctx.st.rip = ctx.next_rip;
+                        ctx.st.icount += 1;
+                    }
+                    Err(f) => {
+                        if matches!(f, Fault::Soft { .. }) {
+                            // Software interrupts retire; the saved RIP is the next instruction's.
+                            ctx.st.icount += 1;
+                        }
+                        fault = Some((f, insn.next_rip));
+                        break;
+                    }
+                }
+                if ctx.break_block || single_step {
+                    break;
+                }
+            }
+            drop(ctx);
+            self.process_dirty_code();
+            if let Some((f, next)) = fault {
+                if let Err(stop) = self.raise(st, bus, f, next) {
+                    return Exit::Stopped(stop);
+                }
+            } else if single_step && st.rflags & flags::TF != 0 {
+                // Single-step trap after the instruction (DR6.BS).
+                st.dr[6] |= 1 << 14;
+                if let Err(stop) = self.deliver(st, bus, 1, Event::Exception { error: None }) {
+                    return Exit::Stopped(stop);
+                }
+            }
+        }
+    }
+
+    /// Raises `f` (from an instruction whose next RIP is `next`).
+    fn raise(&mut self, st: &mut CpuState, bus: &mut dyn CpuBus, f: Fault, next: u64) -> Result<(), Stop> {
+        match f {
+            Fault::Exc { vector, error } => self.deliver(st, bus, vector, Event::Exception { error }),
+            Fault::Soft { vector, kind } => {
+                let cur = st.rip;
+                st.rip = next;
+                let r = self.deliver(st, bus, vector, Event::Soft { kind });
+                if r.is_err() {
+                    st.rip = cur;
+                }
+                r
+            }
+            Fault::Stop(s) => Err(s),
+        }
+    }
+
+    /// Delivers an event through the IDT/IVT, escalating to #DF and triple fault as the SDM says.
+    fn deliver(
+        &mut self,
+        st: &mut CpuState,
+        bus: &mut dyn CpuBus,
+        vector: u8,
+        ev: Event,
+    ) -> Result<(), Stop> {
+        let mut ctx = Ctx { st, bus, mmu: &mut self.mmu, next_rip: 0, break_block: false };
+        let r = interrupt::deliver_with_escalation(&mut ctx, vector, ev);
+        self.process_dirty_code();
+        r
+    }
+
+    fn block_at(&mut self, st: &mut CpuState, bus: &mut dyn CpuBus) -> Result<Rc<Block>, Fault> {
+        let bits = st.code_bits();
+        let cs = *st.sreg(Seg::Cs);
+        if bits != 64 && st.rip > cs.limit as u64 {
+            return Err(Fault::gp0());
+        }
+        let lin = if bits == 64 { st.rip } else { cs.base.wrapping_add(st.rip) & 0xffff_ffff };
+        if bits == 64 && !crate::mem::is_canonical(lin) {
+            return Err(Fault::gp0());
+        }
+        let rip = st.rip;
+        let mut ctx =
+            Ctx { st: &mut *st, bus: &mut *bus, mmu: &mut self.mmu, next_rip: 0, break_block: false };
+        let phys = ctx.lin_to_phys(lin, AccessKind::Exec)?;
+        let key = BlockKey { phys, rip, cs_base: cs.base, bits };
+        if let Some(b) = self.blocks.get(&key) {
+            return Ok(b.clone());
+        }
+        let block = Rc::new(decode_block(&mut ctx, lin, phys, bits)?);
+        for &p in block.pages.iter() {
+            if p != u64::MAX {
+                if self.mmu.code_pages.insert(p) {
+                    self.mmu.tlb.flush_phys_writes(p);
+                }
+                self.page_blocks.entry(p).or_default().push(key);
+            }
+        }
+        self.blocks.insert(key, block.clone());
+        self.decoded_blocks += 1;
+        Ok(block)
+    }
+}
+
+/// Decodes one block starting at the current RIP. Fetches go through the exec TLB so paging and the
+/// CS limit apply; an instruction that straddles a page fetches from both pages.
+pub(crate) fn decode_block(ctx: &mut Ctx<'_>, lin: u64, phys: u64, bits: u32) -> Result<Block, Fault> {
+    let mut insns = Vec::with_capacity(16);
+    let mut pages = [phys & !0xfff, u64::MAX];
+    let cs = *ctx.st.sreg(Seg::Cs);
+    let ip_mask = match bits {
+        16 => 0xffff,
+        32 => 0xffff_ffff,
+        _ => u64::MAX,
+    };
+    let mut rip = ctx.st.rip;
+    let mut cur_lin = lin;
+    loop {
+        // Fetch up to 15 bytes, not crossing into the next page unless the instruction needs it.
+        let page_left = 0x1000 - (cur_lin & 0xfff) as usize;
+        let mut buf = [0u8; 16];
+        let n1 = page_left.min(15);
+        fetch(ctx, cur_lin, &mut buf[..n1])?;
+        let mut dec = Decoder::with_ip(bits, &buf[..n1], rip, DecoderOptions::NONE);
+        let mut i = dec.decode();
+        if i.is_invalid() && dec.last_error() == iced_x86::DecoderError::NoMoreBytes && n1 < 15 {
+            // The instruction continues on the next page: fetch it (a fault there is the instruction's).
+            let next_lin = cur_lin.wrapping_add(n1 as u64);
+            let next_lin = if bits == 64 { next_lin } else { next_lin & 0xffff_ffff };
+            fetch(ctx, next_lin, &mut buf[n1..15])?;
+            let p2 = ctx.lin_to_phys(next_lin, AccessKind::Exec)?;
+            pages[1] = p2 & !0xfff;
+            dec = Decoder::with_ip(bits, &buf[..15], rip, DecoderOptions::NONE);
+            i = dec.decode();
+        }
+        let len = i.len() as u64;
+        // CS limit: the whole instruction must lie within it (legacy modes).
+        if bits != 64 && rip.wrapping_add(len.max(1) - 1) > cs.limit as u64 {
+            if insns.is_empty() {
+                return Err(Fault::gp0());
+            }
+            break;
+        }
+        let handler = if i.is_invalid() {
+            exec::handler_for(iced_x86::Code::INVALID)
+        } else {
+            exec::handler_for(i.code())
+        };
+        let asize = address_size(&buf[..len as usize], bits);
+        let osize = 0;
+        let next_rip = rip.wrapping_add(len) & ip_mask;
+        let ends = ends_block(&i) || i.is_invalid();
+        insns.push(Insn { i, handler, asize, osize, next_rip });
+        if ends || insns.len() >= MAX_BLOCK || pages[1] != u64::MAX {
+            break;
+        }
+        let next_lin = cur_lin.wrapping_add(len);
+        if (next_lin & !0xfff) != (cur_lin & !0xfff) || next_rip < rip {
+            break;
+        }
+        cur_lin = next_lin;
+        rip = next_rip;
+    }
+    Ok(Block { insns, pages })
+}
+
+fn fetch(ctx: &mut Ctx<'_>, lin: u64, out: &mut [u8]) -> Result<(), Fault> {
+    let mut done = 0;
+    while done < out.len() {
+        let a = lin.wrapping_add(done as u64);
+        let n = (out.len() - done).min(8).min(0x1000 - (a & 0xfff) as usize);
+        let v = ctx.read_lin_as(a, n as u32, AccessKind::Exec, false)?;
+        out[done..done + n].copy_from_slice(&v.to_le_bytes()[..n]);
+        done += n;
+    }
+    Ok(())
+}
+
+/// Address size in bytes from the code size and a 0x67 prefix among the legacy prefixes.
+fn address_size(bytes: &[u8], bits: u32) -> u8 {
+    let mut has67 = false;
+    for &b in bytes {
+        match b {
+            0x67 => has67 = true,
+            0x66 | 0xf0 | 0xf2 | 0xf3 | 0x26 | 0x2e | 0x36 | 0x3e | 0x64 | 0x65 => {}
+            _ => break,
+        }
+    }
+    match (bits, has67) {
+        (16, false) | (32, true) => 2,
+        (32, false) | (16, true) | (64, true) => 4,
+        _ => 8,
+    }
+}
+
+/// Whether an instruction ends a block: control transfers, and instructions that change the mode,
+/// the interrupt flag, paging, segment state, or talk to devices.
+fn ends_block(i: &iced_x86::Instruction) -> bool {
+    use iced_x86::FlowControl as F;
+    if i.flow_control() != F::Next {
+        return true;
+    }
+    use iced_x86::Mnemonic as M;
+    matches!(
+        i.mnemonic(),
+        M::Mov
+            | M::Pop
+            | M::Popf
+            | M::Sti
+            | M::Cli
+            | M::In
+            | M::Out
+            | M::Insb
+            | M::Insw
+            | M::Insd
+            | M::Outsb
+            | M::Outsw
+            | M::Outsd
+            | M::Lgdt
+            | M::Lidt
+            | M::Lldt
+            | M::Ltr
+            | M::Lmsw
+            | M::Clts
+            | M::Invlpg
+            | M::Wrmsr
+            | M::Hlt
+            | M::Lds
+            | M::Les
+            | M::Lfs
+            | M::Lgs
+            | M::Lss
+            | M::Swapgs
+            | M::Xsetbv
+            | M::Stac
+            | M::Clac
+            | M::Wbinvd
+            | M::Invd
+            | M::Invpcid
+    ) && (i.mnemonic() != M::Mov || is_special_mov(i))
+        && (i.mnemonic() != M::Pop || i.op0_register().is_segment_register())
+}
+
+fn is_special_mov(i: &iced_x86::Instruction) -> bool {
+    (0..i.op_count()).any(|k| {
+        i.op_kind(k) == iced_x86::OpKind::Register && {
+            let r = i.op_register(k);
+            r.is_segment_register() || r.is_cr() || r.is_dr() || r.is_tr()
+        }
+    })
+}

@@ -1,0 +1,379 @@
+//! Guest memory as the CPU sees it: segmentation (limits, types, canonical checks), the software TLB
+//! (host pointers for RAM pages, probed inline; the JIT will probe the same arrays), and reads and
+//! writes of 1-8 bytes that split at page boundaries.
+
+use crate::bus::CpuBus;
+use crate::fault::Fault;
+use crate::paging::{self, Access, AccessKind};
+use crate::state::{CpuState, Mode, Seg, attr, flags};
+use std::collections::HashSet;
+use std::ptr::NonNull;
+
+/// Number of entries in each TLB (direct-mapped by linear page number).
+pub const TLB_SIZE: usize = 256;
+
+/// One TLB entry. `tag` is the linear page address | 2 (valid) | 1 (user access); `host` is the host
+/// address of the page's first byte, or 0 when the page must go through the bus (MMIO, ROM writes,
+/// code pages for writes).
+#[derive(Clone, Copy, Debug, Default)]
+#[repr(C)]
+pub struct TlbEntry {
+    /// Linear page | flags; 0 = invalid.
+    pub tag: u64,
+    /// Host address of the page, or 0.
+    pub host: usize,
+    /// Physical page address.
+    pub phys: u64,
+    /// Global mapping.
+    pub global: bool,
+}
+
+/// The software TLB: separate arrays for reads, writes and fetches, so a permission check is one tag
+/// compare.
+#[repr(C)]
+pub struct Tlb {
+    /// Read entries.
+    pub read: [TlbEntry; TLB_SIZE],
+    /// Write entries (filled only by successful writes, so the dirty bit is already set).
+    pub write: [TlbEntry; TLB_SIZE],
+    /// Fetch entries.
+    pub exec: [TlbEntry; TLB_SIZE],
+}
+
+impl Default for Tlb {
+    fn default() -> Self {
+        Tlb {
+            read: [TlbEntry::default(); TLB_SIZE],
+            write: [TlbEntry::default(); TLB_SIZE],
+            exec: [TlbEntry::default(); TLB_SIZE],
+        }
+    }
+}
+
+impl Tlb {
+    /// Drops every entry (or every non-global one).
+    pub fn flush(&mut self, keep_global: bool) {
+        for t in [&mut self.read, &mut self.write, &mut self.exec] {
+            for e in t.iter_mut() {
+                if !(keep_global && e.global) {
+                    e.tag = 0;
+                }
+            }
+        }
+    }
+
+    /// Drops the entries for linear page `lin` (INVLPG).
+    pub fn flush_page(&mut self, lin: u64) {
+        let idx = ((lin >> 12) as usize) % TLB_SIZE;
+        let page = lin & !0xfff;
+        for t in [&mut self.read, &mut self.write, &mut self.exec] {
+            if t[idx].tag & !3 == page {
+                t[idx].tag = 0;
+            }
+        }
+    }
+
+    /// Drops write entries that map physical page `phys` (it now holds decoded code).
+    pub fn flush_phys_writes(&mut self, phys: u64) {
+        for e in self.write.iter_mut() {
+            if e.tag != 0 && e.phys == phys {
+                e.tag = 0;
+            }
+        }
+    }
+}
+
+/// The CPU's memory-side state that is not architectural: the TLB and the set of physical pages that
+/// hold decoded code (writes to them go through the slow path and invalidate the decoded blocks).
+#[derive(Default)]
+pub struct Mmu {
+    /// The TLB.
+    pub tlb: Box<Tlb>,
+    /// Physical pages holding decoded code.
+    pub code_pages: HashSet<u64>,
+    /// Code pages written since the interpreter last looked.
+    pub dirty_code: Vec<u64>,
+}
+
+/// Everything an instruction handler works on.
+pub struct Ctx<'a> {
+    /// Architectural state.
+    pub st: &'a mut CpuState,
+    /// The machine.
+    pub bus: &'a mut dyn CpuBus,
+    /// TLB and code tracking.
+    pub mmu: &'a mut Mmu,
+    /// RIP of the next instruction; branch handlers overwrite it.
+    pub next_rip: u64,
+    /// Set when the current block must end after this instruction (MMIO, self-modifying code, mode
+    /// changes, interrupt-flag changes).
+    pub break_block: bool,
+}
+
+#[inline]
+fn tag_of(lin: u64, user: bool) -> u64 {
+    (lin & !0xfff) | 2 | user as u64
+}
+
+impl Ctx<'_> {
+    /// Whether the current access is a user-mode one.
+    #[inline]
+    pub fn user(&self) -> bool {
+        self.st.cpl == 3
+    }
+
+    /// Translates a linear address through the TLB, filling it on a miss. Returns the TLB entry.
+    #[inline]
+    fn tlb_lookup(&mut self, lin: u64, kind: AccessKind, implicit: bool) -> Result<TlbEntry, Fault> {
+        let user = self.st.cpl == 3 && !implicit;
+        let idx = ((lin >> 12) as usize) % TLB_SIZE;
+        let tag = tag_of(lin, user);
+        let e = match kind {
+            AccessKind::Read => &self.mmu.tlb.read[idx],
+            AccessKind::Write => &self.mmu.tlb.write[idx],
+            AccessKind::Exec => &self.mmu.tlb.exec[idx],
+        };
+        if e.tag == tag && !implicit {
+            return Ok(*e);
+        }
+        self.tlb_fill(lin, kind, user, implicit)
+    }
+
+    #[cold]
+    fn tlb_fill(
+        &mut self,
+        lin: u64,
+        kind: AccessKind,
+        user: bool,
+        implicit: bool,
+    ) -> Result<TlbEntry, Fault> {
+        let t = paging::translate(self.st, self.bus, lin, Access { kind, user, implicit })?;
+        let write = kind == AccessKind::Write;
+        let host = if write && self.mmu.code_pages.contains(&t.page) {
+            0
+        } else {
+            self.bus.ram_page(t.page, write).map(|p| p.as_ptr() as usize).unwrap_or(0)
+        };
+        let e = TlbEntry { tag: tag_of(lin, user), host, phys: t.page, global: t.global };
+        if !implicit {
+            let idx = ((lin >> 12) as usize) % TLB_SIZE;
+            match kind {
+                AccessKind::Read => self.mmu.tlb.read[idx] = e,
+                AccessKind::Write => self.mmu.tlb.write[idx] = e,
+                AccessKind::Exec => self.mmu.tlb.exec[idx] = e,
+            }
+        }
+        Ok(e)
+    }
+
+    /// Physical address for a linear one (for diagnostics and instructions that need it).
+    pub fn lin_to_phys(&mut self, lin: u64, kind: AccessKind) -> Result<u64, Fault> {
+        let e = self.tlb_lookup(lin, kind, false)?;
+        Ok(e.phys | (lin & 0xfff))
+    }
+
+    /// Reads `N` <= 8 bytes at linear `lin` as a little-endian value.
+    #[inline]
+    pub fn read_lin(&mut self, lin: u64, size: u32) -> Result<u64, Fault> {
+        self.read_lin_as(lin, size, AccessKind::Read, false)
+    }
+
+    /// Reads with an explicit access kind (fetch) or as an implicit supervisor access.
+    #[inline]
+    pub fn read_lin_as(
+        &mut self,
+        lin: u64,
+        size: u32,
+        kind: AccessKind,
+        implicit: bool,
+    ) -> Result<u64, Fault> {
+        let off = (lin & 0xfff) as usize;
+        if off + size as usize <= 0x1000 {
+            let e = self.tlb_lookup(lin, kind, implicit)?;
+            if e.host != 0 {
+                let mut b = [0u8; 8];
+                // SAFETY: `e.host` is the host address of a 4 KiB RAM/ROM page handed out by the bus
+                // (`CpuBus::ram_page`), valid until the TLB is flushed on a memory-map change; `off + size`
+                // is within the page as checked above, and `b` has room for `size` <= 8 bytes.
+                unsafe {
+                    std::ptr::copy_nonoverlapping((e.host + off) as *const u8, b.as_mut_ptr(), size as usize);
+                }
+                return Ok(u64::from_le_bytes(b));
+            }
+            let mut b = [0u8; 8];
+            self.bus.read_phys(e.phys | off as u64, &mut b[..size as usize]);
+            self.break_block = true;
+            return Ok(u64::from_le_bytes(b));
+        }
+        // Crosses a page: translate both pages first (faults before any side effect), then read bytes.
+        let first = 0x1000 - off;
+        let next = (lin & !0xfff).wrapping_add(0x1000);
+        let next = if self.st.mode() == Mode::Long64 { next } else { next & 0xffff_ffff };
+        let e1 = self.tlb_lookup(lin, kind, implicit)?;
+        let e2 = self.tlb_lookup(next, kind, implicit)?;
+        let mut b = [0u8; 8];
+        self.read_phys_entry(&e1, off, &mut b[..first]);
+        self.read_phys_entry(&e2, 0, &mut b[first..size as usize]);
+        Ok(u64::from_le_bytes(b))
+    }
+
+    fn read_phys_entry(&mut self, e: &TlbEntry, off: usize, out: &mut [u8]) {
+        if e.host != 0 {
+            // SAFETY: as in `read_lin_as`: a live RAM page pointer, and `off + out.len()` <= 4096 because
+            // callers split accesses at the page boundary.
+            unsafe {
+                std::ptr::copy_nonoverlapping((e.host + off) as *const u8, out.as_mut_ptr(), out.len());
+            }
+        } else {
+            self.bus.read_phys(e.phys | off as u64, out);
+            self.break_block = true;
+        }
+    }
+
+    fn write_phys_entry(&mut self, e: &TlbEntry, off: usize, data: &[u8]) {
+        if e.host != 0 {
+            // SAFETY: `e.host` is a live, writable RAM page (write TLB entries only get host pointers for
+            // RAM that is not a code page); `off + data.len()` <= 4096 as callers split at page boundaries.
+            unsafe {
+                std::ptr::copy_nonoverlapping(data.as_ptr(), (e.host + off) as *mut u8, data.len());
+            }
+        } else {
+            if self.mmu.code_pages.contains(&e.phys) {
+                self.mmu.dirty_code.push(e.phys);
+            }
+            self.bus.write_phys(e.phys | off as u64, data);
+            self.break_block = true;
+        }
+    }
+
+    /// Writes the low `size` bytes of `v` at linear `lin`.
+    #[inline]
+    pub fn write_lin(&mut self, lin: u64, size: u32, v: u64) -> Result<(), Fault> {
+        self.write_lin_as(lin, size, v, false)
+    }
+
+    /// Writes, optionally as an implicit supervisor access.
+    #[inline]
+    pub fn write_lin_as(&mut self, lin: u64, size: u32, v: u64, implicit: bool) -> Result<(), Fault> {
+        let off = (lin & 0xfff) as usize;
+        let b = v.to_le_bytes();
+        if off + size as usize <= 0x1000 {
+            let e = self.tlb_lookup(lin, AccessKind::Write, implicit)?;
+            self.write_phys_entry(&e, off, &b[..size as usize]);
+            return Ok(());
+        }
+        let first = 0x1000 - off;
+        let next = (lin & !0xfff).wrapping_add(0x1000);
+        let next = if self.st.mode() == Mode::Long64 { next } else { next & 0xffff_ffff };
+        let e1 = self.tlb_lookup(lin, AccessKind::Write, implicit)?;
+        let e2 = self.tlb_lookup(next, AccessKind::Write, implicit)?;
+        self.write_phys_entry(&e1, off, &b[..first]);
+        self.write_phys_entry(&e2, 0, &b[first..size as usize]);
+        Ok(())
+    }
+
+    /// Checks that a write of `size` bytes at `lin` would succeed (for read-modify-write instructions and
+    /// multi-part stores that must not partially complete), without writing.
+    pub fn probe_write(&mut self, lin: u64, size: u32) -> Result<(), Fault> {
+        let off = (lin & 0xfff) as usize;
+        self.tlb_lookup(lin, AccessKind::Write, false)?;
+        if off + size as usize > 0x1000 {
+            let next = (lin & !0xfff).wrapping_add(0x1000);
+            let next = if self.st.mode() == Mode::Long64 { next } else { next & 0xffff_ffff };
+            self.tlb_lookup(next, AccessKind::Write, false)?;
+        }
+        Ok(())
+    }
+
+    /// Reads `buf.len()` bytes at linear `lin` (any length), byte-wise across pages.
+    pub fn read_bytes(&mut self, lin: u64, buf: &mut [u8]) -> Result<(), Fault> {
+        let mut done = 0usize;
+        while done < buf.len() {
+            let a = lin.wrapping_add(done as u64);
+            let n = (buf.len() - done).min(8).min(0x1000 - (a & 0xfff) as usize);
+            let v = self.read_lin(a, n as u32)?;
+            buf[done..done + n].copy_from_slice(&v.to_le_bytes()[..n]);
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// The linear address of `off` in segment `s` for an access of `size` bytes, with the segment's
+    /// limit and type checks (protected mode) or canonical check (64-bit mode).
+    #[inline]
+    pub fn seg_lin(&mut self, s: Seg, off: u64, size: u32, kind: AccessKind) -> Result<u64, Fault> {
+        let mode = self.st.mode();
+        let sr = self.st.seg[s as usize];
+        if mode == Mode::Long64 {
+            let base = if matches!(s, Seg::Fs | Seg::Gs) { sr.base } else { 0 };
+            let lin = base.wrapping_add(off);
+            if !is_canonical(lin) {
+                return Err(if s == Seg::Ss { Fault::ss(0) } else { Fault::gp0() });
+            }
+            return Ok(lin);
+        }
+        let fault = || if s == Seg::Ss { Fault::ss(0) } else { Fault::gp0() };
+        if mode != Mode::Real && mode != Mode::V86 {
+            if !sr.present() {
+                return Err(fault());
+            }
+            let code = sr.attr & attr::CODE != 0;
+            match kind {
+                AccessKind::Write if code || sr.attr & attr::RW == 0 => return Err(fault()),
+                AccessKind::Read if code && sr.attr & attr::RW == 0 => return Err(fault()),
+                _ => {}
+            }
+        }
+        let last = off.wrapping_add(size as u64 - 1);
+        if sr.is_expand_down() && mode != Mode::Real && mode != Mode::V86 {
+            let upper = if sr.big() { 0xffff_ffffu64 } else { 0xffff };
+            if off <= sr.limit as u64 || last > upper || last < off {
+                return Err(fault());
+            }
+        } else if last > sr.limit as u64 || last < off {
+            return Err(fault());
+        }
+        Ok(sr.base.wrapping_add(off) & 0xffff_ffff)
+    }
+
+    /// Reads `size` bytes at `s:off`.
+    #[inline]
+    pub fn read_mem(&mut self, s: Seg, off: u64, size: u32) -> Result<u64, Fault> {
+        let lin = self.seg_lin(s, off, size, AccessKind::Read)?;
+        self.check_alignment(lin, size)?;
+        self.read_lin(lin, size)
+    }
+
+    /// Writes `size` bytes at `s:off`.
+    #[inline]
+    pub fn write_mem(&mut self, s: Seg, off: u64, size: u32, v: u64) -> Result<(), Fault> {
+        let lin = self.seg_lin(s, off, size, AccessKind::Write)?;
+        self.check_alignment(lin, size)?;
+        self.write_lin(lin, size, v)
+    }
+
+    /// Alignment check (#AC) when CR0.AM, RFLAGS.AC and CPL 3 are all set.
+    #[inline]
+    pub fn check_alignment(&self, lin: u64, size: u32) -> Result<(), Fault> {
+        if self.st.rflags & flags::AC != 0
+            && self.st.cpl == 3
+            && self.st.cr0 & crate::state::cr0::AM != 0
+            && size > 1
+            && lin & (size as u64 - 1) != 0
+        {
+            return Err(Fault::ac());
+        }
+        Ok(())
+    }
+}
+
+/// Whether `a` is a canonical 48-bit address.
+#[inline]
+pub fn is_canonical(a: u64) -> bool {
+    ((a as i64) << 16 >> 16) as u64 == a
+}
+
+/// Wraps a pointer for the bus API (helper for machines and tests).
+pub fn page_ptr(p: *mut u8) -> Option<NonNull<u8>> {
+    NonNull::new(p)
+}
