@@ -16,6 +16,12 @@ pub trait CpuBus {
     /// Physical write of 1-8 bytes (ROM and unassigned drop it). Never crosses a page boundary.
     fn write_phys(&mut self, addr: u64, data: &[u8]);
 
+    /// Tells the machine the CPU's retired-instruction count before a device access, so devices see
+    /// the exact virtual time of the access. `Ctx::io_in`/`io_out` and the MMIO slow path call it.
+    fn sync(&mut self, icount: u64) {
+        let _ = icount;
+    }
+
     /// Port input of `size` (1, 2 or 4) bytes.
     fn io_in(&mut self, port: u16, size: u8) -> u32;
 

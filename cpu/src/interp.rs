@@ -24,6 +24,11 @@ pub enum Exit {
     DeviceRequest,
     /// The CPU cannot go on (triple fault, unimplemented instruction).
     Stopped(Stop),
+    /// RIP reached [`Interpreter::stop_at`] (before executing the instruction there).
+    ReachedStop,
+    /// An exception was raised while [`Interpreter::trap_faults`] is set: it was not delivered. For a
+    /// fault, RIP is the faulting instruction's; for a software interrupt, the next instruction's.
+    Trapped(Fault),
 }
 
 /// Maximum instructions in one decoded block.
@@ -53,6 +58,10 @@ pub struct Interpreter {
     page_blocks: HashMap<u64, Vec<BlockKey>>,
     /// Blocks decoded so far (statistics).
     pub decoded_blocks: u64,
+    /// Return [`Exit::Trapped`] instead of delivering exceptions (differential testing).
+    pub trap_faults: bool,
+    /// Return [`Exit::ReachedStop`] when RIP reaches this address (differential testing, debuggers).
+    pub stop_at: Option<u64>,
 }
 
 impl Interpreter {
@@ -108,24 +117,29 @@ impl Interpreter {
                 }
                 continue;
             }
-            if can_irq && bus.interrupt_pending() {
-                if let Some(v) = bus.acknowledge_interrupt() {
-                    st.halted = false;
-                    if let Err(stop) = self.deliver(st, bus, v, Event::External) {
-                        return Exit::Stopped(stop);
-                    }
-                    events_without_progress += 1;
-                    if events_without_progress > 1_000_000 {
-                        return Exit::Stopped(Stop::Shutdown("interrupt storm without progress".into()));
-                    }
-                    continue;
+            if can_irq
+                && bus.interrupt_pending()
+                && let Some(v) = bus.acknowledge_interrupt()
+            {
+                st.halted = false;
+                if let Err(stop) = self.deliver(st, bus, v, Event::External) {
+                    return Exit::Stopped(stop);
                 }
+                events_without_progress += 1;
+                if events_without_progress > 1_000_000 {
+                    return Exit::Stopped(Stop::Shutdown("interrupt storm without progress".into()));
+                }
+                continue;
             }
             if st.halted {
                 return Exit::Halted;
             }
+            if self.stop_at == Some(st.rip) {
+                return Exit::ReachedStop;
+            }
             let block = match self.block_at(st, bus) {
                 Ok(b) => b,
+                Err(f) if self.trap_faults => return Exit::Trapped(f),
                 Err(f) => {
                     if let Err(stop) = self.raise(st, bus, f, st.rip) {
                         return Exit::Stopped(stop);
@@ -142,8 +156,13 @@ impl Interpreter {
             let mut ctx =
                 Ctx { st: &mut *st, bus: &mut *bus, mmu: &mut self.mmu, next_rip: 0, break_block: false };
             let mut fault = None;
+            let mut reached_stop = false;
             for insn in block.insns.iter() {
                 if ctx.st.icount >= until {
+                    break;
+                }
+                if self.stop_at == Some(ctx.st.rip) {
+                    reached_stop = true;
                     break;
                 }
                 ctx.next_rip = insn.next_rip;
@@ -165,9 +184,17 @@ impl Interpreter {
                     break;
                 }
             }
-            drop(ctx);
             self.process_dirty_code();
+            if reached_stop {
+                return Exit::ReachedStop;
+            }
             if let Some((f, next)) = fault {
+                if self.trap_faults {
+                    if matches!(f, Fault::Soft { .. }) {
+                        st.rip = next;
+                    }
+                    return Exit::Trapped(f);
+                }
                 if let Err(stop) = self.raise(st, bus, f, next) {
                     return Exit::Stopped(stop);
                 }

@@ -185,10 +185,11 @@ fn deliver_protected(ctx: &mut Ctx<'_>, vector: u8, ev: Event) -> Result<(), Fau
     if gate.s() || !matches!(typ, 5 | 6 | 7 | 14 | 15) {
         return Err(Fault::gp(idt_err));
     }
-    if let Event::Soft { kind } = ev {
-        if kind != SoftKind::Icebp && gate.dpl() < ctx.st.cpl {
-            return Err(Fault::gp(idt_err));
-        }
+    if let Event::Soft { kind } = ev
+        && kind != SoftKind::Icebp
+        && gate.dpl() < ctx.st.cpl
+    {
+        return Err(Fault::gp(idt_err));
     }
     if !gate.present() {
         return Err(Fault::np(idt_err));
@@ -311,10 +312,11 @@ fn deliver_long(ctx: &mut Ctx<'_>, vector: u8, ev: Event) -> Result<(), Fault> {
     if gate.s() || !matches!(typ, 14 | 15) {
         return Err(Fault::gp(idt_err));
     }
-    if let Event::Soft { kind } = ev {
-        if kind != SoftKind::Icebp && gate.dpl() < ctx.st.cpl {
-            return Err(Fault::gp(idt_err));
-        }
+    if let Event::Soft { kind } = ev
+        && kind != SoftKind::Icebp
+        && gate.dpl() < ctx.st.cpl
+    {
+        return Err(Fault::gp(idt_err));
     }
     if !gate.present() {
         return Err(Fault::np(idt_err));

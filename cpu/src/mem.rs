@@ -116,6 +116,22 @@ fn tag_of(lin: u64, user: bool) -> u64 {
 }
 
 impl Ctx<'_> {
+    /// Port input through the bus at the current virtual time.
+    #[inline]
+    pub fn io_in(&mut self, port: u16, size: u8) -> u32 {
+        self.bus.sync(self.st.icount);
+        self.break_block = true;
+        self.bus.io_in(port, size)
+    }
+
+    /// Port output through the bus at the current virtual time.
+    #[inline]
+    pub fn io_out(&mut self, port: u16, size: u8, value: u32) {
+        self.bus.sync(self.st.icount);
+        self.break_block = true;
+        self.bus.io_out(port, size, value)
+    }
+
     /// Whether the current access is a user-mode one.
     #[inline]
     pub fn user(&self) -> bool {
@@ -201,6 +217,7 @@ impl Ctx<'_> {
                 return Ok(u64::from_le_bytes(b));
             }
             let mut b = [0u8; 8];
+            self.bus.sync(self.st.icount);
             self.bus.read_phys(e.phys | off as u64, &mut b[..size as usize]);
             self.break_block = true;
             return Ok(u64::from_le_bytes(b));
@@ -225,6 +242,7 @@ impl Ctx<'_> {
                 std::ptr::copy_nonoverlapping((e.host + off) as *const u8, out.as_mut_ptr(), out.len());
             }
         } else {
+            self.bus.sync(self.st.icount);
             self.bus.read_phys(e.phys | off as u64, out);
             self.break_block = true;
         }
@@ -241,6 +259,7 @@ impl Ctx<'_> {
             if self.mmu.code_pages.contains(&e.phys) {
                 self.mmu.dirty_code.push(e.phys);
             }
+            self.bus.sync(self.st.icount);
             self.bus.write_phys(e.phys | off as u64, data);
             self.break_block = true;
         }

@@ -132,12 +132,12 @@ impl Ctx<'_> {
 
     /// Sets the accessed bit of the descriptor for `sel` if clear.
     pub fn set_accessed(&mut self, sel: u16, d: Desc) -> Result<(), Fault> {
-        if d.0 & (1 << 40) == 0 {
-            if let Some(a) = self.desc_addr(sel, 8) {
-                let a = self.desc_lin(a + 5);
-                let b = ((d.0 >> 40) as u8) | 1;
-                self.write_lin_as(a, 1, b as u64, true)?;
-            }
+        if d.0 & (1 << 40) == 0
+            && let Some(a) = self.desc_addr(sel, 8)
+        {
+            let a = self.desc_lin(a + 5);
+            let b = ((d.0 >> 40) as u8) | 1;
+            self.write_lin_as(a, 1, b as u64, true)?;
         }
         Ok(())
     }

@@ -360,6 +360,62 @@ pub struct CpuState {
     pub msr: Msrs,
     /// State of the deterministic RDRAND/RDSEED generator.
     pub rng_state: u64,
+    /// x87, MMX and SSE state (the FXSAVE image's contents, unpacked).
+    pub fpu: FpuState,
+}
+
+/// x87/MMX/SSE register state. The x87 registers are stored as 80-bit values in physical register order
+/// (ST(i) = `st[(top + i) & 7]`); MMX registers alias their low 64 bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
+pub struct FpuState {
+    /// Physical x87 registers R0-R7, 80-bit values in the low 10 bytes (little-endian) of each u128.
+    pub st: [u128; 8],
+    /// XMM0-XMM15.
+    pub xmm: [u128; 16],
+    /// x87 control word.
+    pub fcw: u16,
+    /// x87 status word (TOP in bits 11-13).
+    pub fsw: u16,
+    /// x87 tag word, full 2-bit form (00 valid, 01 zero, 10 special, 11 empty).
+    pub ftw: u16,
+    /// Last x87 opcode (11 bits).
+    pub fop: u16,
+    /// MXCSR.
+    pub mxcsr: u32,
+    /// Padding.
+    pub _pad: u32,
+    /// Last x87 instruction pointer (offset) and its CS selector.
+    pub fip: u64,
+    /// Last x87 data pointer (offset) and its DS selector.
+    pub fdp: u64,
+    /// CS selector of the last x87 instruction.
+    pub fcs: u16,
+    /// DS selector of the last x87 data operand.
+    pub fds: u16,
+    /// Padding.
+    pub _pad2: u32,
+}
+
+impl Default for FpuState {
+    fn default() -> Self {
+        // Power-on state (SDM vol. 3 table 9-1): FCW 0x0040, FTW all empty, MXCSR 0x1F80.
+        FpuState {
+            st: [0; 8],
+            xmm: [0; 16],
+            fcw: 0x0040,
+            fsw: 0,
+            ftw: 0xffff,
+            fop: 0,
+            mxcsr: 0x1f80,
+            _pad: 0,
+            fip: 0,
+            fdp: 0,
+            fcs: 0,
+            fds: 0,
+            _pad2: 0,
+        }
+    }
 }
 
 impl Default for CpuState {
@@ -390,6 +446,7 @@ impl Default for CpuState {
             a20_mask: !0,
             msr: Msrs::default(),
             rng_state: 0x243f_6a88_85a3_08d3,
+            fpu: FpuState::default(),
         };
         s.reset();
         s
@@ -425,6 +482,7 @@ impl CpuState {
         self.efer = 0;
         self.dr = [0, 0, 0, 0, 0xffff_0ff0, 0x400, 0xffff_0ff0, 0x400];
         self.xcr0 = 1;
+        self.fpu = FpuState::default();
         self.cpl = 0;
         self.halted = false;
         self.nmi_blocked = false;

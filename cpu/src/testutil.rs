@@ -82,8 +82,7 @@ pub enum TestMode {
 
 /// A CPU in `mode` with RIP at [`CODE`] and RSP at [`STACK`].
 pub fn cpu_in(mode: TestMode, bus: &mut TestBus) -> CpuState {
-    let mut st = CpuState::default();
-    st.rip = CODE;
+    let mut st = CpuState { rip: CODE, ..CpuState::default() };
     st.gpr[4] = STACK;
     match mode {
         TestMode::Real => {

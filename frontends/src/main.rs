@@ -1,1 +1,221 @@
-fn main() {}
+//! `ferrite`: run a PC guest.
+//!
+//! `ferrite run` with no arguments boots the built-in demo ROM. Exit status: the guest's own status when
+//! it exits through the debug-exit port (`(v << 1) | 1`) or powers off (0); 70 when the machine stops
+//! (triple fault, unimplemented instruction, halted forever) after a one-line reason and a register
+//! dump on stderr; 124 when `--max-instructions` is reached; 2 for bad arguments.
+
+mod console;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use machine::{Machine, MachineConfig, RunOutcome, TripleFaultAction};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "ferrite", version, about = "Ferrite: a full-system x86-64 PC emulator")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a guest (the built-in demo ROM when no firmware is given).
+    Run(RunArgs),
+    /// Differential test: random instruction sequences on the host CPU and on Ferrite's engines.
+    Difftest(DifftestArgs),
+}
+
+#[derive(clap::Args)]
+struct DifftestArgs {
+    /// Seed: the cases are a pure function of (seed, case index, host CPU features).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Number of cases.
+    #[arg(long, default_value_t = 10_000)]
+    cases: u64,
+    /// Engines, the reference first: native,interp.
+    #[arg(long, default_value = "native,interp")]
+    engines: String,
+    /// Maximum instructions per case.
+    #[arg(long, default_value_t = 8)]
+    max_insns: usize,
+    /// Modes: long64, compat32 or all.
+    #[arg(long, default_value = "all")]
+    modes: String,
+    /// Instruction families (comma-separated) or all.
+    #[arg(long, default_value = "all")]
+    families: String,
+    /// How many divergences to print in full.
+    #[arg(long, default_value_t = 5)]
+    max_reports: usize,
+}
+
+fn difftest(a: DifftestArgs) -> ExitCode {
+    let families = match difftest::Config::parse_families(&a.families) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("ferrite: --families: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let modes = match difftest::Config::parse_modes(&a.modes) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("ferrite: --modes: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut engines: Vec<Box<dyn difftest::Engine>> = Vec::new();
+    for name in a.engines.split(',').map(str::trim) {
+        match name {
+            "native" => engines.push(Box::new(difftest::NativeEngine::new())),
+            "interp" => engines.push(Box::new(difftest::InterpEngine::new())),
+            other => {
+                eprintln!("ferrite: --engines: unknown engine '{other}' (known: native, interp)");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if engines.len() < 2 {
+        eprintln!(
+            "ferrite: --engines needs a reference and at least one engine to compare, e.g. native,interp"
+        );
+        return ExitCode::from(2);
+    }
+    let cfg = difftest::Config {
+        seed: a.seed,
+        cases: a.cases,
+        max_insns: a.max_insns.max(1),
+        modes,
+        families,
+        max_reports: a.max_reports,
+        ..difftest::Config::default()
+    };
+    let start = std::time::Instant::now();
+    let report = {
+        let mut refs: Vec<&mut dyn difftest::Engine> =
+            engines.iter_mut().map(|e| -> &mut dyn difftest::Engine { e.as_mut() }).collect();
+        difftest::run_difftest(&cfg, &mut refs)
+    };
+    println!("{report}");
+    println!("seed {} cases {} in {:.1} s", a.seed, a.cases, start.elapsed().as_secs_f64());
+    if report.is_clean() { ExitCode::SUCCESS } else { ExitCode::from(1) }
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+enum Accel {
+    /// The reference interpreter.
+    Interp,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+enum OnTripleFault {
+    /// Stop with a diagnostic.
+    Stop,
+    /// Reset the machine.
+    Reset,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Flat firmware image, mapped like QEMU's -bios (ending at 4 GiB; its last 128 KiB below 1 MiB).
+    #[arg(long, value_name = "FILE")]
+    rom: Option<PathBuf>,
+    /// Guest RAM, e.g. 512M, 2G, 65536K (suffixes K, M, G; plain number = bytes).
+    #[arg(long, default_value = "512M", value_parser = parse_size)]
+    memory: u64,
+    /// Execution engine.
+    #[arg(long, value_enum, default_value = "interp")]
+    accel: Accel,
+    /// Stop after this many retired instructions (exit status 124).
+    #[arg(long, value_name = "N")]
+    max_instructions: Option<u64>,
+    /// Virtual CPU speed in instructions per virtual second (time is derived from instruction counts).
+    #[arg(long, default_value_t = machine::DEFAULT_IPS, value_parser = clap::value_parser!(u64).range(1..))]
+    ips: u64,
+    /// What a triple fault does.
+    #[arg(long, value_enum, default_value = "stop")]
+    on_triple_fault: OnTripleFault,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.chars().last() {
+        Some('K' | 'k') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('M' | 'm') => (&t[..t.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&t[..t.len() - 1], 1 << 30),
+        Some('T' | 't') => (&t[..t.len() - 1], 1 << 40),
+        _ => (t, 1),
+    };
+    let n: u64 = num.parse().map_err(|_| format!("'{s}' is not a size (try 512M or 2G)"))?;
+    n.checked_mul(mult).ok_or_else(|| format!("'{s}' is too large"))
+}
+
+fn stdout_sink() -> Box<dyn FnMut(u8) + Send> {
+    Box::new(|b| {
+        let mut o = std::io::stdout().lock();
+        let _ = o.write_all(&[b]);
+        if b == b'\n' {
+            let _ = o.flush();
+        }
+    })
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    let firmware = match &args.rom {
+        Some(p) => match firmware::load_rom(p) {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("ferrite: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => firmware::demo_rom().to_vec(),
+    };
+    let _ = args.accel;
+    let mut cfg = MachineConfig::new(args.memory, firmware);
+    cfg.ips = args.ips;
+    cfg.com1 = stdout_sink();
+    cfg.debugcon = stdout_sink();
+    cfg.on_triple_fault = match args.on_triple_fault {
+        OnTripleFault::Stop => TripleFaultAction::Stop,
+        OnTripleFault::Reset => TripleFaultAction::Reset,
+    };
+    let mut m = match Machine::new(cfg) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("ferrite: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    m.attach_input(console::spawn_reader());
+    let outcome = {
+        let _raw = console::RawMode::enable();
+        m.run(args.max_instructions)
+    };
+    let _ = std::io::stdout().flush();
+    match outcome {
+        RunOutcome::Exited(code) => ExitCode::from((code & 0xff) as u8),
+        RunOutcome::Quit => ExitCode::SUCCESS,
+        RunOutcome::InstructionLimit => {
+            eprintln!("ferrite: instruction limit reached after {} instructions", m.cpu.icount);
+            ExitCode::from(124)
+        }
+        RunOutcome::Stopped { reason, dump } => {
+            eprintln!("ferrite: machine stopped: {reason}");
+            eprintln!("{dump}");
+            ExitCode::from(70)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(a) => run(a),
+        Command::Difftest(a) => difftest(a),
+    }
+}

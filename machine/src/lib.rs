@@ -1,1 +1,376 @@
-//! machine
+//! Ferrite's machine: an i440FX/PIIX-class PC board (guest RAM with the PC's holes, firmware ROM
+//! mapping, legacy devices on their ports, the 8259A pair on the CPU's INTR line), the virtual clock,
+//! and the run loop that drives an execution engine and the devices' deadlines.
+//!
+//! The engine today is the reference interpreter; the KVM and JIT engines plug into [`Machine::run`]
+//! behind the same `CpuBus` and `CpuState`.
+#![deny(missing_docs)]
+
+pub mod board;
+pub mod clock;
+pub mod kvm;
+
+use board::Board;
+use chipset::{ByteSink, DebugConsole, DebugExit, I8042, Pit8254, Port92, Rtc, Uart16550};
+use clock::Clock;
+use cpu::{CpuState, Exit, Interpreter, Stop};
+use mmu::layout::{self, RamLayout};
+use mmu::{AddressMap, DeviceId, GuestRam, RegionKind};
+use std::fmt;
+
+/// Which execution engine runs the CPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Accel {
+    /// The reference interpreter.
+    #[default]
+    Interp,
+    /// Hardware virtualization through /dev/kvm.
+    Kvm,
+}
+
+/// The engine instance.
+enum Engine {
+    Interp,
+    Kvm(Box<kvm::KvmEngine>),
+}
+
+/// What to do on a triple fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum TripleFaultAction {
+    /// Stop the emulator with a diagnostic (the default: tests want to see it).
+    #[default]
+    Stop,
+    /// Reset the machine, as a PC does.
+    Reset,
+}
+
+/// Machine configuration.
+pub struct MachineConfig {
+    /// Guest RAM in bytes.
+    pub memory: u64,
+    /// The firmware image, mapped like QEMU's `-bios`: ending at 4 GiB, its last 128 KiB also ending at
+    /// 1 MiB.
+    pub firmware: Vec<u8>,
+    /// Virtual instructions per second (virtual CPU speed; sets how time relates to instructions).
+    pub ips: u64,
+    /// Where COM1's transmitter writes.
+    pub com1: ByteSink,
+    /// Where the 0xE9 debug console writes.
+    pub debugcon: ByteSink,
+    /// Triple-fault behaviour.
+    pub on_triple_fault: TripleFaultAction,
+    /// RTC start time (UNIX seconds).
+    pub rtc_start: i64,
+    /// Execution engine.
+    pub accel: Accel,
+}
+
+impl MachineConfig {
+    /// A configuration with `memory` bytes, `firmware`, output discarded.
+    pub fn new(memory: u64, firmware: Vec<u8>) -> MachineConfig {
+        MachineConfig {
+            memory,
+            firmware,
+            ips: DEFAULT_IPS,
+            com1: Box::new(|_| {}),
+            debugcon: Box::new(|_| {}),
+            on_triple_fault: TripleFaultAction::Stop,
+            rtc_start: 1_767_225_600, // 2026-01-01T00:00:00Z
+            accel: Accel::Interp,
+        }
+    }
+}
+
+/// Default virtual speed: 1e9 instructions per virtual second (1 instruction = 1 ns).
+pub const DEFAULT_IPS: u64 = 1_000_000_000;
+
+/// Errors building a machine.
+#[derive(Debug)]
+pub enum MachineError {
+    /// Memory size unusable.
+    Memory(String),
+    /// Firmware image unusable.
+    Firmware(String),
+    /// The requested engine cannot run here.
+    Engine(String),
+}
+
+impl fmt::Display for MachineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MachineError::Memory(s) => write!(f, "memory: {s}"),
+            MachineError::Firmware(s) => write!(f, "firmware: {s}"),
+            MachineError::Engine(s) => write!(f, "engine: {s}"),
+        }
+    }
+}
+
+impl std::error::Error for MachineError {}
+
+/// How a run ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RunOutcome {
+    /// The guest asked to exit (debug-exit device, ACPI power-off) with this status.
+    Exited(i32),
+    /// The instruction limit was reached.
+    InstructionLimit,
+    /// The user quit from the console (Ctrl-A x).
+    Quit,
+    /// The machine stopped: triple fault, unimplemented instruction, halted forever.
+    Stopped {
+        /// One-line reason.
+        reason: String,
+        /// Register dump at the stop.
+        dump: String,
+    },
+}
+
+/// Something from the host side of the console.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HostEvent {
+    /// A byte typed on the console, for COM1's receiver.
+    Input(u8),
+    /// The user asked to quit (Ctrl-A x).
+    Quit,
+}
+
+/// Longest slice the engine runs before the loop looks at host input again.
+const MAX_SLICE: u64 = 20_000_000;
+
+/// The whole machine.
+pub struct Machine {
+    /// CPU 0's state.
+    pub cpu: CpuState,
+    /// The interpreter (the engine itself under `Accel::Interp`; its caches are unused otherwise).
+    pub interp: Interpreter,
+    engine: Engine,
+    /// The board.
+    pub board: Board,
+    /// COM1's device id (console input goes here).
+    pub com1: DeviceId,
+    on_triple_fault: TripleFaultAction,
+    input: Option<std::sync::mpsc::Receiver<HostEvent>>,
+}
+
+impl Machine {
+    /// Connects the console: host bytes arrive on `rx` and go to COM1 at the next slice boundary (the
+    /// machine's one input port, where record/replay will log them).
+    pub fn attach_input(&mut self, rx: std::sync::mpsc::Receiver<HostEvent>) {
+        self.input = Some(rx);
+    }
+
+    /// Feeds pending host input to COM1. Returns false when the user asked to quit. With `block`, waits
+    /// for at least one event (the guest is idle and only input can wake it).
+    fn poll_input(&mut self, block: bool) -> bool {
+        let Some(rx) = &self.input else { return true };
+        let mut bytes = Vec::new();
+        let mut quit = false;
+        let mut first = if block { rx.recv().ok() } else { None };
+        if block && first.is_none() {
+            // The input side closed (EOF): nothing can wake the guest any more.
+            self.input = None;
+            return true;
+        }
+        loop {
+            let ev = match first.take() {
+                Some(e) => e,
+                None => match rx.try_recv() {
+                    Ok(e) => e,
+                    Err(_) => break,
+                },
+            };
+            match ev {
+                HostEvent::Input(b) => bytes.push(b),
+                HostEvent::Quit => quit = true,
+            }
+        }
+        if !bytes.is_empty() {
+            self.board.icount = self.cpu.icount;
+            let com1 = self.com1;
+            self.board.host_input(com1, &bytes);
+        }
+        !quit
+    }
+    /// Builds a machine from `cfg`.
+    pub fn new(cfg: MachineConfig) -> Result<Machine, MachineError> {
+        if cfg.memory < 1 << 20 {
+            return Err(MachineError::Memory(format!("{} bytes is less than the 1 MiB minimum", cfg.memory)));
+        }
+        if cfg.memory > 1 << 40 {
+            return Err(MachineError::Memory(format!("{} bytes is more than the 1 TiB maximum", cfg.memory)));
+        }
+        let fw_len = cfg.firmware.len() as u64;
+        if fw_len == 0 || !fw_len.is_multiple_of(4096) || fw_len > layout::MAX_BIOS_SIZE {
+            return Err(MachineError::Firmware(format!(
+                "image is {fw_len} bytes; it must be a non-zero multiple of 4 KiB and at most 16 MiB"
+            )));
+        }
+        let ram = GuestRam::new(cfg.memory).map_err(|e| MachineError::Memory(e.to_string()))?;
+        let mut map = AddressMap::new();
+        let lay = RamLayout::for_size(cfg.memory);
+        let low_bios = fw_len.min(layout::BIOS_LOW_WINDOW_SIZE);
+        let low_bios_start = layout::HIGH_MEMORY - low_bios;
+        for (start, size, offset) in lay.ram_ranges() {
+            let mut size = size;
+            if start == layout::OPTION_ROM_AREA {
+                // RAM continues up to where the BIOS window starts.
+                size = (lay.below_4g.min(low_bios_start)).saturating_sub(start);
+            }
+            map.add(start, size, RegionKind::Ram { offset })
+                .map_err(|e| MachineError::Memory(e.to_string()))?;
+        }
+        let rom = map.add_rom_image(cfg.firmware);
+        map.add(layout::FOUR_GIB - fw_len, fw_len, RegionKind::Rom { rom, offset: 0 })
+            .map_err(|e| MachineError::Firmware(e.to_string()))?;
+        map.add(low_bios_start, low_bios, RegionKind::Rom { rom, offset: fw_len - low_bios })
+            .map_err(|e| MachineError::Firmware(e.to_string()))?;
+
+        map.add(layout::IOAPIC_BASE, 0x1000, RegionKind::Mmio { device: board::IOAPIC_DEV })
+            .map_err(|e| MachineError::Memory(e.to_string()))?;
+        map.add(layout::LAPIC_BASE, 0x1000, RegionKind::Mmio { device: board::LAPIC_DEV })
+            .map_err(|e| MachineError::Memory(e.to_string()))?;
+        let mut board = Board::new(ram, map, Clock::new(cfg.ips));
+        board.map_pic_ports();
+        let id = board.add_device(Box::new(DebugConsole::new(cfg.debugcon)));
+        board.map_ports(id, 0xe9, 1, 0);
+        let id = board.add_device(Box::new(DebugExit::new()));
+        board.map_ports(id, 0xf4, 4, 0);
+        let com1 = board.add_device(Box::new(Uart16550::new("uart-com1", 4, cfg.com1)));
+        board.map_ports(com1, 0x3f8, 8, 0);
+        let id = board.add_device(Box::new(Uart16550::new("uart-com2", 3, Box::new(|_| {}))));
+        board.map_ports(id, 0x2f8, 8, 0);
+        let id = board.add_device(Box::new(Pit8254::new()));
+        board.map_ports(id, 0x40, 4, 0);
+        board.map_ports(id, 0x61, 1, 0x21);
+        let id = board.add_device(Box::new(Rtc::new(cfg.rtc_start)));
+        board.map_ports(id, 0x70, 2, 0);
+        let id = board.add_device(Box::new(I8042::new()));
+        board.map_ports(id, 0x60, 1, 0);
+        board.map_ports(id, 0x64, 1, 4);
+        let id = board.add_device(Box::new(Port92::new()));
+        board.map_ports(id, 0x92, 1, 0);
+
+        let engine = match cfg.accel {
+            Accel::Interp => Engine::Interp,
+            Accel::Kvm => Engine::Kvm(Box::new(kvm::KvmEngine::new(&board).map_err(MachineError::Engine)?)),
+        };
+        Ok(Machine {
+            cpu: CpuState::default(),
+            interp: Interpreter::new(),
+            engine,
+            board,
+            com1,
+            on_triple_fault: cfg.on_triple_fault,
+            input: None,
+        })
+    }
+
+    /// Resets the CPU and every device (machine reset: keyboard controller, port 0x92, triple fault).
+    pub fn reset(&mut self) {
+        self.cpu.reset();
+        self.board.reset_devices();
+        self.interp.flush_all();
+        self.board.requests = Default::default();
+    }
+
+    fn stopped(&self, reason: String) -> RunOutcome {
+        RunOutcome::Stopped { reason, dump: self.cpu.dump() }
+    }
+
+    /// Runs until the guest exits, the machine stops, or `max_instructions` retire in total.
+    pub fn run(&mut self, max_instructions: Option<u64>) -> RunOutcome {
+        let limit = max_instructions.unwrap_or(u64::MAX);
+        loop {
+            // Carry out device requests.
+            let req = std::mem::take(&mut self.board.requests);
+            if let Some(code) = req.exit {
+                return RunOutcome::Exited(code);
+            }
+            if req.reset {
+                self.reset();
+                continue;
+            }
+            if let Some(on) = req.a20 {
+                self.cpu.a20_mask = if on { !0 } else { !(1u64 << 20) };
+                self.interp.flush_all();
+            }
+            if req.flush_tlb {
+                self.interp.flush_all();
+            }
+            if self.cpu.icount >= limit {
+                return RunOutcome::InstructionLimit;
+            }
+            if !self.poll_input(false) {
+                return RunOutcome::Quit;
+            }
+            let deadline = self.board.next_deadline();
+            let until = self
+                .board
+                .clock
+                .icount_at(deadline)
+                .min(limit)
+                .min(self.cpu.icount.saturating_add(MAX_SLICE))
+                .max(self.cpu.icount + 1);
+            let exit = match &mut self.engine {
+                Engine::Interp => self.interp.run(&mut self.cpu, &mut self.board, until),
+                Engine::Kvm(k) => k.run(&mut self.cpu, &mut self.board, until),
+            };
+            self.board.icount = self.cpu.icount;
+            self.board.advance_devices();
+            match exit {
+                Exit::BudgetSpent | Exit::DeviceRequest => {}
+                Exit::Halted => {
+                    if self.board.requests != Default::default() {
+                        continue;
+                    }
+                    if self.cpu.rflags & cpu::state::flags::IF == 0 {
+                        return self
+                            .stopped("the CPU halted with interrupts disabled (HLT with IF=0)".into());
+                    }
+                    // Idle until the next device deadline: time moves on, instructions do not.
+                    let d = self.board.next_deadline();
+                    if d == mmu::VirtTime::NEVER {
+                        if self.board.interrupt_pending_now() {
+                            continue;
+                        }
+                        if self.input.is_some() {
+                            // Only console input can wake the guest: wait for it.
+                            if !self.poll_input(true) {
+                                return RunOutcome::Quit;
+                            }
+                            continue;
+                        }
+                        return self.stopped("the CPU halted and no device will ever interrupt it".into());
+                    }
+                    let target = self.board.clock.icount_at(d);
+                    if target > self.cpu.icount {
+                        self.board.clock.idle += target - self.cpu.icount;
+                    }
+                    self.board.advance_devices();
+                }
+                Exit::Stopped(Stop::TripleFault) => {
+                    if self.on_triple_fault == TripleFaultAction::Reset {
+                        self.reset();
+                        continue;
+                    }
+                    return self.stopped("triple fault".into());
+                }
+                Exit::Stopped(Stop::Unimplemented(what)) => {
+                    return self.stopped(format!("unimplemented instruction: {what}"));
+                }
+                Exit::Stopped(Stop::Shutdown(why)) => return self.stopped(format!("shutdown: {why}")),
+                // The machine never sets trap_faults or stop_at; if a debugger does, hand control back.
+                Exit::ReachedStop => return self.stopped("stopped at the requested address".into()),
+                Exit::Trapped(f) => return self.stopped(format!("exception trapped for inspection: {f:?}")),
+            }
+        }
+    }
+}
+
+impl Board {
+    /// Whether the PIC is asserting INTR right now.
+    pub fn interrupt_pending_now(&self) -> bool {
+        (self.lapic.accepts_pic_interrupts() && self.pic.has_interrupt())
+            || self.lapic.has_interrupt().is_some()
+    }
+}

@@ -106,15 +106,15 @@ impl AddressMap {
         }
         let new = Region { start, size, kind };
         let pos = self.regions.partition_point(|r| r.start < start);
-        if let Some(prev) = pos.checked_sub(1).and_then(|i| self.regions.get(i)) {
-            if prev.last() >= start {
-                return Err(OverlapError { new, existing: *prev });
-            }
+        if let Some(prev) = pos.checked_sub(1).and_then(|i| self.regions.get(i))
+            && prev.last() >= start
+        {
+            return Err(OverlapError { new, existing: *prev });
         }
-        if let Some(next) = self.regions.get(pos) {
-            if new.last() >= next.start {
-                return Err(OverlapError { new, existing: *next });
-            }
+        if let Some(next) = self.regions.get(pos)
+            && new.last() >= next.start
+        {
+            return Err(OverlapError { new, existing: *next });
         }
         self.regions.insert(pos, new);
         Ok(())

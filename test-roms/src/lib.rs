@@ -1,1 +1,14 @@
-//! test roms
+//! Ferrite's self-checking test ROMs, assembled from `src/roms/*.asm` by the build (nasm).
+//!
+//! Each ROM is a 64 KiB flat image that starts at the reset vector, reports one line per case on the
+//! debug console (port 0xE9: `PASS: name` / `FAIL: name ...`) and exits through the isa-debug-exit port
+//! 0xF4 with the number of failures (exit status `(n << 1) | 1`, so 1 means every case passed). Every
+//! ROM also passes under QEMU TCG; see `tests/` for the harness and each ROM's header for its sources.
+#![deny(missing_docs)]
+
+include!(concat!(env!("OUT_DIR"), "/roms.rs"));
+
+/// The image of ROM `name`.
+pub fn rom(name: &str) -> Option<&'static [u8]> {
+    ROMS.iter().find(|(n, _)| *n == name).map(|(_, b)| *b)
+}

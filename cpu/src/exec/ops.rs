@@ -15,16 +15,18 @@ pub fn ea(ctx: &Ctx<'_>, insn: &Insn) -> u64 {
     let i = &insn.i;
     let mut a = i.memory_displacement64();
     let base = i.memory_base();
-    if base != Register::None && base != Register::RIP && base != Register::EIP {
-        if let Some(g) = gpr(base) {
-            a = a.wrapping_add(ctx.st.read_gpr(g));
-        }
+    if base != Register::None
+        && base != Register::RIP
+        && base != Register::EIP
+        && let Some(g) = gpr(base)
+    {
+        a = a.wrapping_add(ctx.st.read_gpr(g));
     }
     let index = i.memory_index();
-    if index != Register::None {
-        if let Some(g) = gpr(index) {
-            a = a.wrapping_add(ctx.st.read_gpr(g).wrapping_mul(i.memory_index_scale() as u64));
-        }
+    if index != Register::None
+        && let Some(g) = gpr(index)
+    {
+        a = a.wrapping_add(ctx.st.read_gpr(g).wrapping_mul(i.memory_index_scale() as u64));
     }
     a & size_mask(insn.asize as u32)
 }
@@ -193,7 +195,7 @@ static PARITY: [bool; 256] = {
     let mut t = [false; 256];
     let mut i = 0;
     while i < 256 {
-        t[i] = (i as u8).count_ones() % 2 == 0;
+        t[i] = (i as u8).count_ones().is_multiple_of(2);
         i += 1;
     }
     t

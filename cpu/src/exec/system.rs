@@ -448,11 +448,6 @@ fn iret(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
         if mode == Mode::V86 {
             mask &= !flags::IOPL;
         }
-        let mut mask = mask;
-        if osz == 4 {
-            // IRETD keeps VM, VIF, VIP, and RF is loaded.
-            mask &= !(flags::VM | flags::VIF | flags::VIP);
-        }
         set_rflags(ctx, fl, mask);
         return Ok(());
     }
@@ -670,10 +665,8 @@ fn int1(_: &mut Ctx<'_>, _: &Insn) -> Result<(), Fault> {
 // ------------------------------------------------------------------------------ flags
 
 fn cli(ctx: &mut Ctx<'_>, _: &Insn) -> Result<(), Fault> {
-    if protected(ctx) || ctx.st.mode() == Mode::V86 {
-        if ctx.st.iopl() < ctx.st.cpl {
-            return Err(Fault::gp0());
-        }
+    if (protected(ctx) || ctx.st.mode() == Mode::V86) && ctx.st.iopl() < ctx.st.cpl {
+        return Err(Fault::gp0());
     }
     ctx.st.rflags &= !flags::IF;
     Ok(())
@@ -1377,7 +1370,7 @@ fn in_(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
     let port = io_port(ctx, insn, 1);
     let g = reg_op(insn, 0)?;
     check_io(ctx, port, g.size)?;
-    let v = ctx.bus.io_in(port, g.size as u8);
+    let v = ctx.io_in(port, g.size as u8);
     ctx.st.write_gpr(g, v as u64);
     ctx.break_block = true;
     Ok(())
@@ -1388,7 +1381,7 @@ fn out(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
     let g = reg_op(insn, 1)?;
     check_io(ctx, port, g.size)?;
     let v = ctx.st.read_gpr(g) as u32;
-    ctx.bus.io_out(port, g.size as u8, v);
+    ctx.io_out(port, g.size as u8, v);
     ctx.break_block = true;
     Ok(())
 }

@@ -1,0 +1,78 @@
+//! Host CPU feature detection (CPUID), used to skip instruction families the host cannot run.
+
+use iced_x86::CpuidFeature;
+
+/// The CPUID bits the generator cares about.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HostFeatures {
+    /// CMOVcc (leaf 1 EDX bit 15).
+    pub cmov: bool,
+    /// CMPXCHG8B (leaf 1 EDX bit 8).
+    pub cx8: bool,
+    /// CMPXCHG16B (leaf 1 ECX bit 13).
+    pub cx16: bool,
+    /// MOVBE (leaf 1 ECX bit 22).
+    pub movbe: bool,
+    /// POPCNT (leaf 1 ECX bit 23).
+    pub popcnt: bool,
+    /// BMI1: ANDN BEXTR BLSI BLSMSK BLSR TZCNT (leaf 7 EBX bit 3).
+    pub bmi1: bool,
+    /// BMI2: BZHI MULX PDEP PEXT RORX SARX SHLX SHRX (leaf 7 EBX bit 8).
+    pub bmi2: bool,
+    /// ADX: ADCX ADOX (leaf 7 EBX bit 19).
+    pub adx: bool,
+    /// LZCNT (leaf 0x8000_0001 ECX bit 5, "ABM").
+    pub lzcnt: bool,
+    /// LAHF/SAHF in 64-bit mode (leaf 0x8000_0001 ECX bit 0).
+    pub lahf64: bool,
+}
+
+impl HostFeatures {
+    /// Reads CPUID on the running CPU.
+    pub fn detect() -> Self {
+        use std::arch::x86_64::{__cpuid, __cpuid_count};
+        // CPUID is available on every x86-64 CPU, and these intrinsics are safe on current toolchains.
+        let max = __cpuid(0).eax;
+        let l1 = __cpuid(1);
+        let l7 = if max >= 7 { __cpuid_count(7, 0) } else { __cpuid(0) };
+        let l7b = if max >= 7 { l7.ebx } else { 0 };
+        let maxext = __cpuid(0x8000_0000).eax;
+        let e1 = if maxext >= 0x8000_0001 { __cpuid(0x8000_0001).ecx } else { 0 };
+        let bit = |v: u32, b: u32| v >> b & 1 == 1;
+        HostFeatures {
+            cmov: bit(l1.edx, 15),
+            cx8: bit(l1.edx, 8),
+            cx16: bit(l1.ecx, 13),
+            movbe: bit(l1.ecx, 22),
+            popcnt: bit(l1.ecx, 23),
+            bmi1: bit(l7b, 3),
+            bmi2: bit(l7b, 8),
+            adx: bit(l7b, 19),
+            lzcnt: bit(e1, 5),
+            lahf64: bit(e1, 0),
+        }
+    }
+
+    /// Whether an iced CPUID feature requirement is met. Unknown features count as unsupported, so only
+    /// encodings the generator knows about are ever produced.
+    pub fn supports(&self, f: CpuidFeature) -> bool {
+        match f {
+            CpuidFeature::INTEL8086
+            | CpuidFeature::INTEL186
+            | CpuidFeature::INTEL286
+            | CpuidFeature::INTEL386
+            | CpuidFeature::INTEL486
+            | CpuidFeature::X64 => true,
+            CpuidFeature::CMOV => self.cmov,
+            CpuidFeature::CX8 => self.cx8,
+            CpuidFeature::CMPXCHG16B => self.cx16,
+            CpuidFeature::MOVBE => self.movbe,
+            CpuidFeature::POPCNT => self.popcnt,
+            CpuidFeature::BMI1 => self.bmi1,
+            CpuidFeature::BMI2 => self.bmi2,
+            CpuidFeature::ADX => self.adx,
+            CpuidFeature::LZCNT => self.lzcnt,
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! The reference interpreter as an [`Engine`]: builds the user-mode machine a [`Case`] describes
+//! (4-level paging with exactly the case's pages, CPL 3 flat segments, 64-bit or compatibility mode) and
+//! runs the interpreter with exceptions trapped instead of delivered.
+
+use crate::Engine;
+use crate::case::{Case, ExceptionInfo, FinalState, MemRegion, Mode, Outcome, PAGE_SIZE};
+use cpu::state::{attr, cr0, cr4, efer, flags};
+use cpu::{CpuBus, CpuState, Exit, Fault, Interpreter, Seg, Segment, Stop};
+use std::collections::HashMap;
+use std::ptr::NonNull;
+
+/// Sparse physical memory: 4 KiB frames allocated on demand.
+#[derive(Default)]
+struct SparseBus {
+    frames: HashMap<u64, Box<[u8; 4096]>>,
+    next: u64,
+}
+
+impl SparseBus {
+    fn alloc(&mut self) -> u64 {
+        let p = 0x10_0000 + self.next * PAGE_SIZE;
+        self.next += 1;
+        self.frames.insert(p, Box::new([0u8; 4096]));
+        p
+    }
+    fn frame(&mut self, phys: u64) -> &mut [u8; 4096] {
+        self.frames.entry(phys & !0xfff).or_insert_with(|| Box::new([0u8; 4096]))
+    }
+    fn write_u64(&mut self, phys: u64, v: u64) {
+        let o = (phys & 0xfff) as usize;
+        self.frame(phys)[o..o + 8].copy_from_slice(&v.to_le_bytes());
+    }
+    fn read_u64(&mut self, phys: u64) -> u64 {
+        let o = (phys & 0xfff) as usize;
+        u64::from_le_bytes(self.frame(phys)[o..o + 8].try_into().expect("8 bytes"))
+    }
+}
+
+impl CpuBus for SparseBus {
+    fn ram_page(&mut self, page: u64, _write: bool) -> Option<NonNull<u8>> {
+        self.frames.get_mut(&page).map(|f| NonNull::from(&mut f[0]))
+    }
+    fn read_phys(&mut self, addr: u64, data: &mut [u8]) {
+        match self.frames.get(&(addr & !0xfff)) {
+            Some(f) => {
+                let o = (addr & 0xfff) as usize;
+                data.copy_from_slice(&f[o..o + data.len()]);
+            }
+            None => data.fill(0xff),
+        }
+    }
+    fn write_phys(&mut self, addr: u64, data: &[u8]) {
+        if let Some(f) = self.frames.get_mut(&(addr & !0xfff)) {
+            let o = (addr & 0xfff) as usize;
+            f[o..o + data.len()].copy_from_slice(data);
+        }
+    }
+    fn io_in(&mut self, _port: u16, _size: u8) -> u32 {
+        u32::MAX
+    }
+    fn io_out(&mut self, _port: u16, _size: u8, _value: u32) {}
+    fn interrupt_pending(&mut self) -> bool {
+        false
+    }
+    fn acknowledge_interrupt(&mut self) -> Option<u8> {
+        None
+    }
+    fn tsc(&mut self, icount: u64) -> u64 {
+        icount
+    }
+}
+
+const PTE_P: u64 = 1;
+const PTE_W: u64 = 2;
+const PTE_U: u64 = 4;
+const PTE_NX: u64 = 1 << 63;
+
+/// Maps linear page `lin` to a fresh frame with `flags`; returns the frame.
+fn map_page(bus: &mut SparseBus, pml4: u64, lin: u64, leaf_flags: u64) -> u64 {
+    let mut table = pml4;
+    for shift in [39u32, 30, 21] {
+        let e_addr = table + ((lin >> shift) & 0x1ff) * 8;
+        let e = bus.read_u64(e_addr);
+        table = if e & PTE_P != 0 {
+            e & 0x000f_ffff_ffff_f000
+        } else {
+            let t = bus.alloc();
+            bus.write_u64(e_addr, t | PTE_P | PTE_W | PTE_U);
+            t
+        };
+    }
+    let e_addr = table + ((lin >> 12) & 0x1ff) * 8;
+    let e = bus.read_u64(e_addr);
+    if e & PTE_P != 0 {
+        return e & 0x000f_ffff_ffff_f000;
+    }
+    let f = bus.alloc();
+    bus.write_u64(e_addr, f | leaf_flags);
+    f
+}
+
+/// The interpreter under test.
+#[derive(Default)]
+pub struct InterpEngine {
+    /// Instruction limit per case (a guard; generated code never loops).
+    pub max_instructions: u64,
+}
+
+impl InterpEngine {
+    /// A new engine with a generous per-case instruction limit.
+    pub fn new() -> Self {
+        InterpEngine { max_instructions: 1_000_000 }
+    }
+}
+
+fn data_seg(sel: u16) -> Segment {
+    Segment {
+        selector: sel,
+        attr: attr::P | attr::S | attr::RW | attr::ACCESSED | attr::DB | attr::G | (3 << attr::DPL_SHIFT),
+        limit: 0xffff_ffff,
+        base: 0,
+    }
+}
+
+/// Builds the machine for `case`: returns the bus, the CPU state, and the data regions' frames.
+fn build(case: &Case) -> (SparseBus, CpuState, Vec<Vec<u64>>) {
+    let mut bus = SparseBus::default();
+    let pml4 = bus.alloc();
+    // Code pages: user, read-only, executable; filled with int3 outside the code.
+    let (first, last) = case.code_pages();
+    let mut page = first;
+    while page <= last {
+        let f = map_page(&mut bus, pml4, page, PTE_P | PTE_U);
+        bus.frame(f).fill(0xcc);
+        for i in 0..PAGE_SIZE {
+            let a = page + i;
+            if a >= case.code_addr && a < case.code_addr + case.code.len() as u64 {
+                bus.frame(f)[i as usize] = case.code[(a - case.code_addr) as usize];
+            }
+        }
+        page += PAGE_SIZE;
+    }
+    let mut regions = Vec::new();
+    for r in &case.data {
+        let mut frames = Vec::new();
+        for (k, chunk) in r.bytes.chunks(PAGE_SIZE as usize).enumerate() {
+            let f = map_page(&mut bus, pml4, r.addr + k as u64 * PAGE_SIZE, PTE_P | PTE_W | PTE_U | PTE_NX);
+            bus.frame(f)[..chunk.len()].copy_from_slice(chunk);
+            frames.push(f);
+        }
+        regions.push(frames);
+    }
+    let mut st = CpuState {
+        cr0: cr0::PE | cr0::PG | cr0::ET | cr0::WP | cr0::NE | cr0::MP,
+        cr4: cr4::PAE | cr4::PGE,
+        efer: efer::LME | efer::LMA | efer::NXE | efer::SCE,
+        cr3: pml4,
+        cpl: 3,
+        ..CpuState::default()
+    };
+    let mut cs = data_seg(0x33);
+    cs.attr |= attr::CODE;
+    if case.mode == Mode::Long64 {
+        cs.attr = (cs.attr & !attr::DB) | attr::L;
+    } else {
+        cs.selector = 0x23;
+    }
+    for s in [Seg::Es, Seg::Ss, Seg::Ds] {
+        *st.sreg_mut(s) = data_seg(0x2b);
+    }
+    *st.sreg_mut(Seg::Fs) = Segment::default();
+    *st.sreg_mut(Seg::Gs) = Segment::default();
+    *st.sreg_mut(Seg::Cs) = cs;
+    st.gpr = case.regs.gprs;
+    st.rip = case.regs.rip;
+    st.rflags = (case.regs.rflags | flags::FIXED1) & !flags::RF;
+    (bus, st, regions)
+}
+
+impl Engine for InterpEngine {
+    fn name(&self) -> &str {
+        "interp"
+    }
+
+    fn run(&mut self, case: &Case) -> Outcome {
+        let (mut bus, mut st, frames) = build(case);
+        let mut it = Interpreter::new();
+        it.trap_faults = true;
+        it.stop_at = Some(case.code_end());
+        let exit = it.run(&mut st, &mut bus, self.max_instructions);
+        let exception = match exit {
+            Exit::ReachedStop => None,
+            Exit::Trapped(Fault::Exc { vector, error }) => Some(ExceptionInfo {
+                vector,
+                error_code: error.map(u64::from),
+                rip: st.rip,
+                fault_addr: (vector == 14).then_some(st.cr2),
+            }),
+            Exit::Trapped(Fault::Soft { vector, .. }) => {
+                Some(ExceptionInfo { vector, error_code: None, rip: st.rip, fault_addr: None })
+            }
+            Exit::Trapped(Fault::Stop(Stop::Unimplemented(s))) | Exit::Stopped(Stop::Unimplemented(s)) => {
+                // Group by instruction code (the text after it names the operands).
+                return Outcome::Unsupported(s.split(" (").next().unwrap_or(&s).to_string());
+            }
+            other => return Outcome::HarnessError(format!("interpreter stopped: {other:?}")),
+        };
+        let data = case
+            .data
+            .iter()
+            .zip(frames)
+            .map(|(r, fr)| {
+                let mut bytes = Vec::with_capacity(r.bytes.len());
+                for (k, f) in fr.iter().enumerate() {
+                    let n = (r.bytes.len() - k * PAGE_SIZE as usize).min(PAGE_SIZE as usize);
+                    bytes.extend_from_slice(&bus.frame(*f)[..n]);
+                }
+                MemRegion { addr: r.addr, bytes }
+            })
+            .collect();
+        let rip = if case.mode == Mode::Compat32 { st.rip & 0xffff_ffff } else { st.rip };
+        Outcome::Ran(FinalState { gprs: st.gpr, rip, rflags: st.rflags & !flags::RF, data, exception })
+    }
+}

@@ -1,0 +1,90 @@
+//! One test per ROM, under the interpreter. A ROM that cannot pass yet is `#[ignore = "reason"]`,
+//! never deleted.
+
+mod harness;
+use harness::{assert_rom_passes, run_rom};
+use machine::RunOutcome;
+
+macro_rules! rom_tests {
+    ($($(#[$m:meta])* $name:ident),* $(,)?) => {
+        $(
+            #[test]
+            $(#[$m])*
+            fn $name() {
+                assert_rom_passes(stringify!($name));
+            }
+        )*
+        /// Every ROM in the suite has a test here (or is the harness self-test).
+        #[test]
+        fn every_rom_has_a_test() {
+            let listed = [$(stringify!($name)),*];
+            for (n, _) in test_roms::ROMS {
+                assert!(
+                    listed.contains(n) || *n == "selftest_wrong" || *n == "demo",
+                    "ROM {n} has no test in tests/roms.rs"
+                );
+            }
+        }
+    };
+}
+
+rom_tests!(
+    #[ignore = "interim commit: needs the PUSH/shift/mul families landing in this session"]
+    smoke,
+    #[ignore = "interim commit: needs the PUSH/shift/mul families landing in this session"]
+    real_arith,
+    #[ignore = "interim commit: needs the PUSH/shift/mul families landing in this session"]
+    real_string,
+    #[ignore = "interim commit: needs the PUSH/shift/mul families landing in this session"]
+    pm_segments,
+    #[ignore = "interim commit: needs the PUSH/shift/mul families landing in this session"]
+    pm_strict,
+    #[ignore = "interim commit: needs the PUSH/shift/mul families landing in this session"]
+    pm_interrupts,
+    #[ignore = "interim commit: needs the PUSH/shift/mul families landing in this session"]
+    pm_privilege,
+    #[ignore = "interim commit: needs the PUSH/shift/mul families landing in this session"]
+    pm_paging,
+    #[ignore = "interim commit: needs the PUSH/shift/mul families landing in this session"]
+    pm_task,
+    #[ignore = "interim commit: needs the PUSH/shift/mul families landing in this session"]
+    v86,
+    #[ignore = "interim commit: needs the PUSH/shift/mul families landing in this session"]
+    lm_entry,
+    #[ignore = "interim commit: needs the PUSH/shift/mul families landing in this session"]
+    lm_arith,
+    #[ignore = "interim commit: needs the PUSH/shift/mul families landing in this session"]
+    lm_interrupts,
+    #[ignore = "interim commit: needs the PUSH/shift/mul families landing in this session"]
+    lm_syscall,
+    #[ignore = "interim commit: needs the PUSH/shift/mul families landing in this session"]
+    lm_paging,
+    #[ignore = "interim commit: needs the PUSH/shift/mul families landing in this session"]
+    lm_ext,
+    #[ignore = "interim commit: needs the PUSH/shift/mul families landing in this session"]
+    bench_int,
+);
+
+/// The built-in demo goes from reset to long mode, prints each step, and exits with status 1.
+#[test]
+#[ignore = "interim commit: needs the PUSH/shift/mul families landing in this session"]
+fn demo_reaches_long_mode() {
+    let r = run_rom("demo", 100_000_000);
+    assert_eq!(r.outcome, RunOutcome::Exited(1), "output:\n{}", r.output);
+    assert!(r.output.contains("long mode"), "output:\n{}", r.output);
+}
+
+/// Every ROM source assembles.
+#[test]
+fn every_rom_assembles() {
+    assert!(test_roms::BROKEN.is_empty(), "nasm failed: {:#?}", test_roms::BROKEN);
+}
+
+/// The harness must be able to fail: a ROM with a wrong expectation is reported as failing.
+#[test]
+#[ignore = "interim commit: needs the PUSH/shift/mul families landing in this session"]
+fn harness_reports_a_wrong_expectation() {
+    let r = run_rom("selftest_wrong", 10_000_000);
+    assert_eq!(r.outcome, RunOutcome::Exited(3), "output:\n{}", r.output);
+    assert!(r.output.contains("FAIL: 2+2 is deliberately expected to be 5"), "output:\n{}", r.output);
+}
