@@ -14,7 +14,6 @@ pub fn run_rom(name: &str) -> (RunOutcome, u64) {
 #[cfg(test)]
 mod tests {
     #[test]
-    #[ignore = "interim commit: needs the PUSH/shift/mul families landing in this session"]
     fn bench_rom_passes_and_is_cpu_bound() {
         let (out, icount) = super::run_rom("bench_int");
         assert_eq!(out, machine::RunOutcome::Exited(1));

@@ -30,7 +30,8 @@ pub mod feat {
         | (1 << 23) // POPCNT
         | (1 << 30); // RDRAND
     /// CPUID.7.0:EBX.
-    pub const LEAF7_EBX: u32 = (1 << 3) // BMI1
+    pub const LEAF7_EBX: u32 = (1 << 0) // FSGSBASE
+        | (1 << 3) // BMI1
         | (1 << 7) // SMEP
         | (1 << 8) // BMI2
         | (1 << 9) // ERMS

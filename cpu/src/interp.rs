@@ -215,7 +215,9 @@ impl Interpreter {
             Fault::Soft { vector, kind } => {
                 let cur = st.rip;
                 st.rip = next;
-                let r = self.deliver(st, bus, vector, Event::Soft { kind });
+                let mut ctx = Ctx { st: &mut *st, bus, mmu: &mut self.mmu, next_rip: 0, break_block: false };
+                let r = interrupt::deliver_with_escalation_at(&mut ctx, vector, Event::Soft { kind }, cur);
+                self.process_dirty_code();
                 if r.is_err() {
                     st.rip = cur;
                 }

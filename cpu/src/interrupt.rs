@@ -41,6 +41,19 @@ impl Event {
 /// contributory or anything but benign on a page fault becomes #DF, and a fault while delivering #DF
 /// is a triple fault, reported as [`Stop::TripleFault`].
 pub fn deliver_with_escalation(ctx: &mut Ctx<'_>, vector: u8, ev: Event) -> Result<(), Stop> {
+    let rip = ctx.st.rip;
+    deliver_with_escalation_at(ctx, vector, ev, rip)
+}
+
+/// As [`deliver_with_escalation`], where `fault_rip` is the RIP an exception raised during delivery
+/// reports: for INT n/INT3/INTO the instruction itself (RIP at entry is the next instruction's, which is
+/// what a successful delivery pushes).
+pub fn deliver_with_escalation_at(
+    ctx: &mut Ctx<'_>,
+    vector: u8,
+    ev: Event,
+    fault_rip: u64,
+) -> Result<(), Stop> {
     let mut vector = vector;
     let mut ev = ev;
     let start_rip = ctx.st.rip;
@@ -57,7 +70,7 @@ pub fn deliver_with_escalation(ctx: &mut Ctx<'_>, vector: u8, ev: Event) -> Resu
                 let cr2 = ctx.st.cr2;
                 *ctx.st = saved;
                 ctx.st.cr2 = cr2;
-                ctx.st.rip = start_rip;
+                ctx.st.rip = if matches!(ev, Event::Soft { .. }) { fault_rip } else { start_rip };
                 let first =
                     if matches!(ev, Event::Exception { .. }) { class_of(vector) } else { Class::Benign };
                 let second = class_of(v2);

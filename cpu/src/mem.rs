@@ -344,6 +344,11 @@ impl Ctx<'_> {
             }
         }
         let last = off.wrapping_add(size as u64 - 1);
+        if sr.limit == 0xffff_ffff && !sr.is_expand_down() {
+            // A 4 GiB expand-up segment admits every offset: an access that runs past 4 GiB wraps to
+            // linear address 0 instead of faulting (measured on this host's CPU by the differential tester).
+            return Ok(sr.base.wrapping_add(off) & 0xffff_ffff);
+        }
         if sr.is_expand_down() && mode != Mode::Real && mode != Mode::V86 {
             let upper = if sr.big() { 0xffff_ffffu64 } else { 0xffff };
             if off <= sr.limit as u64 || last > upper || last < off {

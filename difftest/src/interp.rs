@@ -127,9 +127,10 @@ fn build(case: &Case) -> (SparseBus, CpuState, Vec<Vec<u64>>) {
     let mut bus = SparseBus::default();
     let pml4 = bus.alloc();
     // Code pages: user, read-only, executable; filled with int3 outside the code.
-    let (first, last) = case.code_pages();
+    // `code_pages` is the half-open range [first, end).
+    let (first, end) = case.code_pages();
     let mut page = first;
-    while page <= last {
+    while page < end {
         let f = map_page(&mut bus, pml4, page, PTE_P | PTE_U);
         bus.frame(f).fill(0xcc);
         for i in 0..PAGE_SIZE {

@@ -112,6 +112,16 @@ enum Accel {
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+enum Output {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+    /// Discarded.
+    None,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
 enum OnTripleFault {
     /// Stop with a diagnostic.
     Stop,
@@ -139,6 +149,10 @@ struct RunArgs {
     /// What a triple fault does.
     #[arg(long, value_enum, default_value = "stop")]
     on_triple_fault: OnTripleFault,
+    /// Where the 0xE9 debug console goes (default: stdout with --rom; none for the built-in demo, which
+    /// prints the same lines on COM1).
+    #[arg(long, value_enum)]
+    debugcon: Option<Output>,
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -152,6 +166,16 @@ fn parse_size(s: &str) -> Result<u64, String> {
     };
     let n: u64 = num.parse().map_err(|_| format!("'{s}' is not a size (try 512M or 2G)"))?;
     n.checked_mul(mult).ok_or_else(|| format!("'{s}' is too large"))
+}
+
+fn sink(o: Output) -> Box<dyn FnMut(u8) + Send> {
+    match o {
+        Output::Stdout => stdout_sink(),
+        Output::Stderr => Box::new(|b| {
+            let _ = std::io::stderr().lock().write_all(&[b]);
+        }),
+        Output::None => Box::new(|_| {}),
+    }
 }
 
 fn stdout_sink() -> Box<dyn FnMut(u8) + Send> {
@@ -179,7 +203,8 @@ fn run(args: RunArgs) -> ExitCode {
     let mut cfg = MachineConfig::new(args.memory, firmware);
     cfg.ips = args.ips;
     cfg.com1 = stdout_sink();
-    cfg.debugcon = stdout_sink();
+    let debugcon = args.debugcon.unwrap_or(if args.rom.is_some() { Output::Stdout } else { Output::None });
+    cfg.debugcon = sink(debugcon);
     cfg.on_triple_fault = match args.on_triple_fault {
         OnTripleFault::Stop => TripleFaultAction::Stop,
         OnTripleFault::Reset => TripleFaultAction::Reset,

@@ -29,45 +29,32 @@ macro_rules! rom_tests {
 }
 
 rom_tests!(
-    #[ignore = "interim commit: needs the PUSH/shift/mul families landing in this session"]
     smoke,
-    #[ignore = "interim commit: needs the PUSH/shift/mul families landing in this session"]
     real_arith,
-    #[ignore = "interim commit: needs the PUSH/shift/mul families landing in this session"]
     real_string,
-    #[ignore = "interim commit: needs the PUSH/shift/mul families landing in this session"]
+    #[ignore = "needs call gates, task switch and SYSCALL/SYSENTER (gates.rs/task.rs/fastcall.rs, in progress)"]
     pm_segments,
-    #[ignore = "interim commit: needs the PUSH/shift/mul families landing in this session"]
     pm_strict,
-    #[ignore = "interim commit: needs the PUSH/shift/mul families landing in this session"]
     pm_interrupts,
-    #[ignore = "interim commit: needs the PUSH/shift/mul families landing in this session"]
+    #[ignore = "needs call gates, task switch and SYSCALL/SYSENTER (gates.rs/task.rs/fastcall.rs, in progress)"]
     pm_privilege,
-    #[ignore = "interim commit: needs the PUSH/shift/mul families landing in this session"]
     pm_paging,
-    #[ignore = "interim commit: needs the PUSH/shift/mul families landing in this session"]
+    #[ignore = "needs call gates, task switch and SYSCALL/SYSENTER (gates.rs/task.rs/fastcall.rs, in progress)"]
     pm_task,
-    #[ignore = "interim commit: needs the PUSH/shift/mul families landing in this session"]
     v86,
-    #[ignore = "interim commit: needs the PUSH/shift/mul families landing in this session"]
     lm_entry,
-    #[ignore = "interim commit: needs the PUSH/shift/mul families landing in this session"]
     lm_arith,
-    #[ignore = "interim commit: needs the PUSH/shift/mul families landing in this session"]
     lm_interrupts,
-    #[ignore = "interim commit: needs the PUSH/shift/mul families landing in this session"]
+    #[ignore = "needs call gates, task switch and SYSCALL/SYSENTER (gates.rs/task.rs/fastcall.rs, in progress)"]
     lm_syscall,
-    #[ignore = "interim commit: needs the PUSH/shift/mul families landing in this session"]
     lm_paging,
-    #[ignore = "interim commit: needs the PUSH/shift/mul families landing in this session"]
+    #[ignore = "needs call gates, task switch and SYSCALL/SYSENTER (gates.rs/task.rs/fastcall.rs, in progress)"]
     lm_ext,
-    #[ignore = "interim commit: needs the PUSH/shift/mul families landing in this session"]
     bench_int,
 );
 
 /// The built-in demo goes from reset to long mode, prints each step, and exits with status 1.
 #[test]
-#[ignore = "interim commit: needs the PUSH/shift/mul families landing in this session"]
 fn demo_reaches_long_mode() {
     let r = run_rom("demo", 100_000_000);
     assert_eq!(r.outcome, RunOutcome::Exited(1), "output:\n{}", r.output);
@@ -82,7 +69,6 @@ fn every_rom_assembles() {
 
 /// The harness must be able to fail: a ROM with a wrong expectation is reported as failing.
 #[test]
-#[ignore = "interim commit: needs the PUSH/shift/mul families landing in this session"]
 fn harness_reports_a_wrong_expectation() {
     let r = run_rom("selftest_wrong", 10_000_000);
     assert_eq!(r.outcome, RunOutcome::Exited(3), "output:\n{}", r.output);

@@ -5,9 +5,17 @@
 //! Handlers see the instruction and a [`Ctx`]; they return `Err(Fault)` for exceptions and never panic.
 
 pub mod alu;
+pub mod bcd;
+pub mod bits;
 pub mod control;
 pub mod gates;
+pub mod misc;
+pub mod muldiv;
 pub mod ops;
+pub mod segops;
+pub mod shift;
+pub mod stack;
+pub mod string;
 pub mod system;
 
 use crate::fault::Fault;
@@ -41,6 +49,14 @@ pub fn handler_for(code: Code) -> Handler {
     alu::lookup(code)
         .or_else(|| control::lookup(code))
         .or_else(|| system::lookup(code))
+        .or_else(|| stack::lookup(code))
+        .or_else(|| string::lookup(code))
+        .or_else(|| segops::lookup(code))
+        .or_else(|| shift::lookup(code))
+        .or_else(|| muldiv::lookup(code))
+        .or_else(|| bits::lookup(code))
+        .or_else(|| bcd::lookup(code))
+        .or_else(|| misc::lookup(code))
         .unwrap_or(unimplemented)
 }
 

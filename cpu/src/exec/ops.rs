@@ -32,9 +32,20 @@ pub fn ea(ctx: &Ctx<'_>, insn: &Insn) -> u64 {
 }
 
 /// The segment of the instruction's memory operand (after overrides).
+///
+/// In 64-bit mode CS/DS/ES/SS overrides are ignored (segment bases are 0 and there are no limits); the
+/// segment then only decides whether a non-canonical address raises #SS (stack addressing: RSP/RBP base)
+/// or #GP, so it is derived from the base register, as the hardware does.
 #[inline]
 pub fn mem_seg(insn: &Insn) -> Seg {
-    sreg(insn.i.memory_segment()).unwrap_or(Seg::Ds)
+    let s = sreg(insn.i.memory_segment()).unwrap_or(Seg::Ds);
+    if insn.i.code_size() == iced_x86::CodeSize::Code64 && !matches!(s, Seg::Fs | Seg::Gs) {
+        return match insn.i.memory_base() {
+            Register::RSP | Register::RBP | Register::ESP | Register::EBP => Seg::Ss,
+            _ => Seg::Ds,
+        };
+    }
+    s
 }
 
 /// Size in bytes of operand `n`.

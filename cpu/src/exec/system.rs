@@ -1024,6 +1024,7 @@ pub const CR4_VALID: u64 = cr4::TSD
     | cr4::PCE
     | cr4::OSFXSR
     | cr4::OSXMMEXCPT
+    | cr4::FSGSBASE
     | cr4::SMEP
     | cr4::SMAP;
 
