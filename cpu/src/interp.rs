@@ -41,6 +41,39 @@ pub struct Block {
     pages: [u64; 2],
 }
 
+/// A fast, non-cryptographic hasher for block keys (the keys are guest addresses; no HashDoS concern
+/// here since the guest cannot observe or attack the host's hash table layout beyond slowing itself).
+#[derive(Default, Clone, Copy)]
+struct FxHasher(u64);
+
+impl std::hash::Hasher for FxHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(b));
+        }
+    }
+    #[inline]
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    #[inline]
+    fn write_u32(&mut self, v: u32) {
+        self.write_u64(v as u64);
+    }
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type FxBuild = std::hash::BuildHasherDefault<FxHasher>;
+
+/// Entries in the direct-mapped block cache in front of the hash map.
+const JUMP_CACHE: usize = 4096;
+
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 struct BlockKey {
     phys: u64,
@@ -54,8 +87,9 @@ struct BlockKey {
 pub struct Interpreter {
     /// TLB and code-page tracking.
     pub mmu: Mmu,
-    blocks: HashMap<BlockKey, Rc<Block>>,
-    page_blocks: HashMap<u64, Vec<BlockKey>>,
+    blocks: HashMap<BlockKey, Rc<Block>, FxBuild>,
+    page_blocks: HashMap<u64, Vec<BlockKey>, FxBuild>,
+    jump: Vec<Option<(BlockKey, Rc<Block>)>>,
     /// Blocks decoded so far (statistics).
     pub decoded_blocks: u64,
     /// Return [`Exit::Trapped`] instead of delivering exceptions (differential testing).
@@ -73,6 +107,7 @@ impl Interpreter {
     /// Drops all cached translations (TLB and decoded code): after a memory-map change or reset.
     pub fn flush_all(&mut self) {
         self.mmu.tlb.flush(false);
+        self.jump.clear();
         self.blocks.clear();
         self.page_blocks.clear();
         self.mmu.code_pages.clear();
@@ -81,6 +116,7 @@ impl Interpreter {
 
     /// Drops decoded code on physical page `page` (it was written by a device, DMA or the host).
     pub fn invalidate_code_page(&mut self, page: u64) {
+        self.jump.clear();
         if let Some(keys) = self.page_blocks.remove(&page) {
             for k in keys {
                 self.blocks.remove(&k);
@@ -152,7 +188,9 @@ impl Interpreter {
                 }
             };
             events_without_progress = 0;
-            let single_step = st.rflags & flags::TF != 0;
+            // After STI or MOV SS the next instruction runs with interrupts inhibited; the block ends
+            // right after it so that a pending interrupt is taken at the exact boundary.
+            let single_step = st.rflags & flags::TF != 0 || st.irq_shadow_icount == st.icount;
             let mut ctx =
                 Ctx { st: &mut *st, bus: &mut *bus, mmu: &mut self.mmu, next_rip: 0, break_block: false };
             let mut fault = None;
@@ -256,7 +294,17 @@ impl Interpreter {
             Ctx { st: &mut *st, bus: &mut *bus, mmu: &mut self.mmu, next_rip: 0, break_block: false };
         let phys = ctx.lin_to_phys(lin, AccessKind::Exec)?;
         let key = BlockKey { phys, rip, cs_base: cs.base, bits };
+        if self.jump.is_empty() {
+            self.jump.resize(JUMP_CACHE, None);
+        }
+        let slot = ((rip ^ (rip >> 12) ^ (phys >> 2)) as usize) % JUMP_CACHE;
+        if let Some((k, b)) = &self.jump[slot]
+            && *k == key
+        {
+            return Ok(b.clone());
+        }
         if let Some(b) = self.blocks.get(&key) {
+            self.jump[slot] = Some((key, b.clone()));
             return Ok(b.clone());
         }
         let block = Rc::new(decode_block(&mut ctx, lin, phys, bits)?);
@@ -269,6 +317,7 @@ impl Interpreter {
             }
         }
         self.blocks.insert(key, block.clone());
+        self.jump[slot] = Some((key, block.clone()));
         self.decoded_blocks += 1;
         Ok(block)
     }
@@ -319,10 +368,9 @@ pub(crate) fn decode_block(ctx: &mut Ctx<'_>, lin: u64, phys: u64, bits: u32) ->
             exec::handler_for(i.code())
         };
         let asize = address_size(&buf[..len as usize], bits);
-        let osize = 0;
         let next_rip = rip.wrapping_add(len) & ip_mask;
         let ends = ends_block(&i) || i.is_invalid();
-        insns.push(Insn { i, handler, asize, osize, next_rip });
+        insns.push(Insn::new(i, handler, asize, next_rip));
         if ends || insns.len() >= MAX_BLOCK || pages[1] != u64::MAX {
             break;
         }

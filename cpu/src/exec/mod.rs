@@ -35,6 +35,79 @@ pub struct Insn {
     pub osize: u8,
     /// The RIP of the next instruction, wrapped to the code size.
     pub next_rip: u64,
+    /// Operands 0 and 1 resolved at decode time (the fast paths of `ops::read_op`, `ops::loc`).
+    pub op: [Opnd; 2],
+}
+
+/// An operand resolved at decode time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Opnd {
+    /// No operand, or a kind the fast paths do not handle (segment/control registers, branches...).
+    Other,
+    /// A general-purpose register, packed small so that copying an operand never goes through memory.
+    Reg(RegOp),
+    /// The instruction's memory operand.
+    Mem,
+    /// An immediate, already sign-extended as iced defines it.
+    Imm(u64),
+}
+
+/// A register operand packed into three bytes (see [`crate::regs::GprRef`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RegOp {
+    /// GPR index 0-15.
+    pub index: u8,
+    /// Width in bytes.
+    pub size: u8,
+    /// 0, or 8 for AH/CH/DH/BH.
+    pub shift: u8,
+}
+
+impl RegOp {
+    /// The register as a [`crate::regs::GprRef`].
+    #[inline(always)]
+    pub fn gpr(self) -> crate::regs::GprRef {
+        crate::regs::GprRef { index: self.index as usize, size: self.size as u32, shift: self.shift as u32 }
+    }
+}
+
+impl Insn {
+    /// Pairs a decoded instruction with its handler and precomputes what handlers read on every
+    /// execution: operand sizes and register/immediate operands.
+    pub fn new(i: Instruction, handler: Handler, asize: u8, next_rip: u64) -> Insn {
+        use iced_x86::OpKind as K;
+        let opnd = |n: u32| -> Opnd {
+            if n >= i.op_count() {
+                return Opnd::Other;
+            }
+            match i.op_kind(n) {
+                K::Register => crate::regs::gpr(i.op_register(n)).map_or(Opnd::Other, |g| {
+                    Opnd::Reg(RegOp { index: g.index as u8, size: g.size as u8, shift: g.shift as u8 })
+                }),
+                K::Memory => Opnd::Mem,
+                K::Immediate8
+                | K::Immediate16
+                | K::Immediate32
+                | K::Immediate64
+                | K::Immediate8to16
+                | K::Immediate8to32
+                | K::Immediate8to64
+                | K::Immediate32to64
+                | K::Immediate8_2nd => Opnd::Imm(i.immediate(n)),
+                _ => Opnd::Other,
+            }
+        };
+        let osize = if i.op_count() > 0 {
+            match i.op_kind(0) {
+                K::Register => i.op_register(0).size() as u8,
+                K::Memory => i.memory_size().size() as u8,
+                _ => 0,
+            }
+        } else {
+            0
+        };
+        Insn { i, handler, asize, osize, next_rip, op: [opnd(0), opnd(1)] }
+    }
 }
 
 /// An instruction handler.

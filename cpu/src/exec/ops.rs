@@ -51,6 +51,14 @@ pub fn mem_seg(insn: &Insn) -> Seg {
 /// Size in bytes of operand `n`.
 #[inline]
 pub fn op_size(insn: &Insn, n: u32) -> u32 {
+    if n == 0 && insn.osize != 0 {
+        return insn.osize as u32;
+    }
+    if n == 1
+        && let super::Opnd::Reg(g) = insn.op[1]
+    {
+        return g.size as u32;
+    }
     match insn.i.op_kind(n) {
         OpKind::Register => insn.i.op_register(n).size() as u32,
         OpKind::Memory => insn.i.memory_size().size() as u32,
@@ -68,8 +76,20 @@ pub fn reg_op(insn: &Insn, n: u32) -> Result<GprRef, Fault> {
 }
 
 /// Reads operand `n` (register, memory or immediate) of `size` bytes.
-#[inline]
+#[inline(always)]
 pub fn read_op(ctx: &mut Ctx<'_>, insn: &Insn, n: u32) -> Result<u64, Fault> {
+    if n < 2 {
+        match insn.op[n as usize] {
+            super::Opnd::Reg(g) => return Ok(ctx.st.read_gpr(g.gpr())),
+            super::Opnd::Imm(v) => return Ok(v),
+            _ => {}
+        }
+    }
+    read_op_slow(ctx, insn, n)
+}
+
+#[inline(never)]
+fn read_op_slow(ctx: &mut Ctx<'_>, insn: &Insn, n: u32) -> Result<u64, Fault> {
     match insn.i.op_kind(n) {
         OpKind::Register => {
             let g = reg_op(insn, n)?;
@@ -94,8 +114,19 @@ pub fn read_op(ctx: &mut Ctx<'_>, insn: &Insn, n: u32) -> Result<u64, Fault> {
 }
 
 /// Writes operand `n` (register or memory).
-#[inline]
+#[inline(always)]
 pub fn write_op(ctx: &mut Ctx<'_>, insn: &Insn, n: u32, v: u64) -> Result<(), Fault> {
+    if n < 2
+        && let super::Opnd::Reg(g) = insn.op[n as usize]
+    {
+        ctx.st.write_gpr(g.gpr(), v);
+        return Ok(());
+    }
+    write_op_slow(ctx, insn, n, v)
+}
+
+#[inline(never)]
+fn write_op_slow(ctx: &mut Ctx<'_>, insn: &Insn, n: u32, v: u64) -> Result<(), Fault> {
     match insn.i.op_kind(n) {
         OpKind::Register => {
             let g = reg_op(insn, n)?;
@@ -127,8 +158,18 @@ pub enum Loc {
 
 /// Resolves operand `n` as a read-modify-write destination: memory is checked for writing first (so a
 /// fault reports a write access, as hardware does for RMW instructions).
-#[inline]
+#[inline(always)]
 pub fn loc(ctx: &mut Ctx<'_>, insn: &Insn, n: u32) -> Result<Loc, Fault> {
+    if n < 2
+        && let super::Opnd::Reg(g) = insn.op[n as usize]
+    {
+        return Ok(Loc::Reg(g.gpr()));
+    }
+    loc_slow(ctx, insn, n)
+}
+
+#[inline(never)]
+fn loc_slow(ctx: &mut Ctx<'_>, insn: &Insn, n: u32) -> Result<Loc, Fault> {
     match insn.i.op_kind(n) {
         OpKind::Register => Ok(Loc::Reg(reg_op(insn, n)?)),
         OpKind::Memory => {
@@ -144,23 +185,33 @@ pub fn loc(ctx: &mut Ctx<'_>, insn: &Insn, n: u32) -> Result<Loc, Fault> {
 }
 
 /// Reads a resolved location.
-#[inline]
+#[inline(always)]
 pub fn loc_read(ctx: &mut Ctx<'_>, l: Loc) -> Result<u64, Fault> {
     match l {
         Loc::Reg(g) => Ok(ctx.st.read_gpr(g)),
-        Loc::Mem { lin, size } => ctx.read_lin(lin, size),
+        Loc::Mem { lin, size } => mem_read(ctx, lin, size),
     }
 }
 
+#[inline(never)]
+fn mem_read(ctx: &mut Ctx<'_>, lin: u64, size: u32) -> Result<u64, Fault> {
+    ctx.read_lin(lin, size)
+}
+
+#[inline(never)]
+fn mem_write(ctx: &mut Ctx<'_>, lin: u64, size: u32, v: u64) -> Result<(), Fault> {
+    ctx.write_lin(lin, size, v)
+}
+
 /// Writes a resolved location.
-#[inline]
+#[inline(always)]
 pub fn loc_write(ctx: &mut Ctx<'_>, l: Loc, v: u64) -> Result<(), Fault> {
     match l {
         Loc::Reg(g) => {
             ctx.st.write_gpr(g, v);
             Ok(())
         }
-        Loc::Mem { lin, size } => ctx.write_lin(lin, size, v),
+        Loc::Mem { lin, size } => mem_write(ctx, lin, size, v),
     }
 }
 

@@ -639,7 +639,7 @@ pub(crate) mod testkit {
             } else {
                 0xffff
             };
-            Insn { i, handler, asize, osize: 0, next_rip: i.next_ip() & ip_mask }
+            Insn::new(i, handler, asize, i.next_ip() & ip_mask)
         }
 
         /// Runs the handler of `insn` once; on success moves RIP as the interpreter does.

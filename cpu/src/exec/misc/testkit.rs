@@ -405,7 +405,7 @@ impl Emu {
             _ => 8,
         };
         let next_rip = CODE + i.len() as u64;
-        let insn = Insn { i, handler, asize, osize: 0, next_rip };
+        let insn = Insn::new(i, handler, asize, next_rip);
         self.st.rip = CODE;
         let mut ctx =
             Ctx { st: &mut self.st, bus: &mut self.bus, mmu: &mut self.mmu, next_rip, break_block: false };
