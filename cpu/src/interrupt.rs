@@ -143,7 +143,7 @@ pub fn tss_stack(ctx: &mut Ctx<'_>, dpl: u8) -> Result<(u16, u64), Fault> {
     let ts_err = Fault::ts(sel_err(tr.selector));
     if tss32 {
         let off = 4 + dpl as u64 * 8;
-        if off + 5 > tr.limit as u64 {
+        if off + 7 > tr.limit as u64 {
             return Err(ts_err);
         }
         let esp = ctx.read_lin_as(tr.base + off, 4, crate::paging::AccessKind::Read, true)?;
@@ -212,7 +212,8 @@ fn deliver_protected(ctx: &mut Ctx<'_>, vector: u8, ev: Event) -> Result<(), Fau
         _ => None,
     };
     if typ == 5 {
-        return crate::task::task_gate_interrupt(ctx, gate.gate_selector(), error);
+        let first = if matches!(ev, Event::Exception { .. }) { class_of(vector) } else { Class::Benign };
+        return crate::task::task_gate_interrupt(ctx, gate.gate_selector(), error, ext, first);
     }
     let gate32 = typ & 8 != 0;
     let trap = typ & 1 != 0;
@@ -241,7 +242,10 @@ fn deliver_protected(ctx: &mut Ctx<'_>, vector: u8, ev: Event) -> Result<(), Fau
         if v86 && new_cpl != 0 {
             return Err(Fault::gp(sel_err(sel) + ext));
         }
-        let (nss, nsp) = tss_stack(ctx, new_cpl)?;
+        let (nss, nsp) = tss_stack(ctx, new_cpl).map_err(|f| match f {
+            Fault::Exc { vector: 10, error: Some(e) } => Fault::ts(e + ext),
+            other => other,
+        })?;
         let ssd = check_new_ss(ctx, nss, new_cpl).map_err(|f| match f {
             Fault::Exc { vector: 10, .. } => Fault::ts(sel_err(nss) + ext),
             other => other,
@@ -250,8 +254,10 @@ fn deliver_protected(ctx: &mut Ctx<'_>, vector: u8, ev: Event) -> Result<(), Fau
         let old_esp = ctx.st.gpr[4];
         let old_segs = ctx.st.seg;
         let new_ss_seg = Desc(ssd.0 | (1 << 40)).to_segment(nss);
-        // Push onto the new stack (as the new CPL, so user-page checks apply as supervisor).
+        // Push onto the new stack (as the new CPL, so user-page checks apply as supervisor). Leaving
+        // v86 mode first makes the pushes see the new SS with protected-mode segment rules.
         ctx.st.cpl = new_cpl;
+        ctx.st.rflags &= !flags::VM;
         *ctx.st.sreg_mut(Seg::Ss) = new_ss_seg;
         let sp_mask = if ssd.big() { 0xffff_ffff } else { 0xffff };
         let mut sp = nsp & sp_mask;

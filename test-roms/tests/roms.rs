@@ -32,23 +32,18 @@ rom_tests!(
     smoke,
     real_arith,
     real_string,
-    #[ignore = "needs call gates, task switch and SYSCALL/SYSENTER (gates.rs/task.rs/fastcall.rs, in progress)"]
     pm_segments,
     pm_strict,
     pm_interrupts,
-    #[ignore = "needs call gates, task switch and SYSCALL/SYSENTER (gates.rs/task.rs/fastcall.rs, in progress)"]
     pm_privilege,
     pm_paging,
-    #[ignore = "needs call gates, task switch and SYSCALL/SYSENTER (gates.rs/task.rs/fastcall.rs, in progress)"]
     pm_task,
     v86,
     lm_entry,
     lm_arith,
     lm_interrupts,
-    #[ignore = "needs call gates, task switch and SYSCALL/SYSENTER (gates.rs/task.rs/fastcall.rs, in progress)"]
     lm_syscall,
     lm_paging,
-    #[ignore = "needs call gates, task switch and SYSCALL/SYSENTER (gates.rs/task.rs/fastcall.rs, in progress)"]
     lm_ext,
     bench_int,
 );

@@ -142,10 +142,15 @@ fn bound(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
     let idx = sext(read_op(ctx, insn, 0)?, size) as i64;
     let off = ea(ctx, insn);
     let seg = mem_seg(insn);
+    // The lower bound is read and checked before the upper one is read: an index below the lower bound
+    // raises #BR even when the upper bound would fault (measured on this host's CPU).
     let lo = sext(ctx.read_mem(seg, off, size)?, size) as i64;
+    if idx < lo {
+        return Err(Fault::Exc { vector: vec::BR, error: None });
+    }
     let hi_off = off.wrapping_add(size as u64) & size_mask(insn.asize as u32);
     let hi = sext(ctx.read_mem(seg, hi_off, size)?, size) as i64;
-    if idx < lo || idx > hi {
+    if idx > hi {
         return Err(Fault::Exc { vector: vec::BR, error: None });
     }
     Ok(())

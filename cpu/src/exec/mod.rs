@@ -8,6 +8,7 @@ pub mod alu;
 pub mod bcd;
 pub mod bits;
 pub mod control;
+pub mod fastcall;
 pub mod gates;
 pub mod misc;
 pub mod muldiv;
@@ -130,6 +131,7 @@ pub fn handler_for(code: Code) -> Handler {
         .or_else(|| bits::lookup(code))
         .or_else(|| bcd::lookup(code))
         .or_else(|| misc::lookup(code))
+        .or_else(|| fastcall::lookup(code))
         .unwrap_or(unimplemented)
 }
 

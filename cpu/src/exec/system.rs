@@ -451,8 +451,11 @@ fn iret(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
         set_rflags(ctx, fl, mask);
         return Ok(());
     }
-    if mode == Mode::Protected && ctx.st.rflags & flags::NT != 0 {
-        // Return from a nested task through the back link.
+    if ctx.st.rflags & flags::NT != 0 {
+        // Return from a nested task through the back link (no task switches in IA-32e mode).
+        if ctx.st.efer & efer::LMA != 0 {
+            return Err(Fault::gp0());
+        }
         let tr = ctx.st.tr;
         let link = ctx.read_lin_as(tr.base, 2, crate::paging::AccessKind::Read, true)? as u16;
         return crate::task::switch_task(ctx, link, crate::task::SwitchReason::Iret, None);
@@ -531,13 +534,18 @@ fn iret_to_v86(ctx: &mut Ctx<'_>, ip: u64, cs: u16, fl: u64) -> Result<(), Fault
     let ds = stack_peek(ctx, 24, 4)? as u16;
     let fs = stack_peek(ctx, 28, 4)? as u16;
     let gs = stack_peek(ctx, 32, 4)? as u16;
+    // The new CS limit is 64 KiB.
+    if ip > 0xffff {
+        return Err(Fault::gp0());
+    }
     ctx.st.rflags = (fl & flags::ALL) | flags::FIXED1;
     ctx.st.cpl = 3;
     for (s, v) in [(Seg::Cs, cs), (Seg::Ss, ss), (Seg::Es, es), (Seg::Ds, ds), (Seg::Fs, fs), (Seg::Gs, gs)] {
         ctx.load_seg(s, v)?;
     }
+    ctx.st.sreg_mut(Seg::Cs).attr |= attr::CODE;
     ctx.st.gpr[4] = esp & 0xffff_ffff;
-    ctx.next_rip = ip & 0xffff;
+    ctx.next_rip = ip;
     Ok(())
 }
 
