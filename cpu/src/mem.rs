@@ -207,14 +207,24 @@ impl Ctx<'_> {
         if off + size as usize <= 0x1000 {
             let e = self.tlb_lookup(lin, kind, implicit)?;
             if e.host != 0 {
-                let mut b = [0u8; 8];
+                let p = (e.host + off) as *const u8;
                 // SAFETY: `e.host` is the host address of a 4 KiB RAM/ROM page handed out by the bus
                 // (`CpuBus::ram_page`), valid until the TLB is flushed on a memory-map change; `off + size`
-                // is within the page as checked above, and `b` has room for `size` <= 8 bytes.
-                unsafe {
-                    std::ptr::copy_nonoverlapping((e.host + off) as *const u8, b.as_mut_ptr(), size as usize);
-                }
-                return Ok(u64::from_le_bytes(b));
+                // is within the page as checked above. Unaligned reads of 1-8 bytes.
+                let v = unsafe {
+                    match size {
+                        1 => *p as u64,
+                        2 => u16::from_le(std::ptr::read_unaligned(p as *const u16)) as u64,
+                        4 => u32::from_le(std::ptr::read_unaligned(p as *const u32)) as u64,
+                        8 => u64::from_le(std::ptr::read_unaligned(p as *const u64)),
+                        _ => {
+                            let mut b = [0u8; 8];
+                            std::ptr::copy_nonoverlapping(p, b.as_mut_ptr(), (size as usize).min(8));
+                            u64::from_le_bytes(b)
+                        }
+                    }
+                };
+                return Ok(v);
             }
             let mut b = [0u8; 8];
             self.bus.sync(self.st.icount);
@@ -278,6 +288,21 @@ impl Ctx<'_> {
         let b = v.to_le_bytes();
         if off + size as usize <= 0x1000 {
             let e = self.tlb_lookup(lin, AccessKind::Write, implicit)?;
+            if e.host != 0 {
+                let p = (e.host + off) as *mut u8;
+                // SAFETY: `e.host` is a live, writable RAM page (write TLB entries only get host pointers
+                // for RAM that is not a code page); `off + size` is within the page as checked above.
+                unsafe {
+                    match size {
+                        1 => *p = v as u8,
+                        2 => std::ptr::write_unaligned(p as *mut u16, (v as u16).to_le()),
+                        4 => std::ptr::write_unaligned(p as *mut u32, (v as u32).to_le()),
+                        8 => std::ptr::write_unaligned(p as *mut u64, v.to_le()),
+                        _ => std::ptr::copy_nonoverlapping(b.as_ptr(), p, (size as usize).min(8)),
+                    }
+                }
+                return Ok(());
+            }
             self.write_phys_entry(&e, off, &b[..size as usize]);
             return Ok(());
         }
