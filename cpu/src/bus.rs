@@ -58,6 +58,19 @@ pub trait CpuBus {
         false
     }
 
+    /// The x87 FERR# output (numeric errors reported the legacy way, CR0.NE = 0): a PC routes it to
+    /// IRQ13 through the chipset. Asserted at a waiting x87 instruction with an error pending, dropped
+    /// when software clears the error.
+    fn ferr(&mut self, asserted: bool) {
+        let _ = asserted;
+    }
+
+    /// The IGNNE# input (asserted by a PC chipset after a write to port 0xF0): while asserted, a
+    /// pending x87 error is ignored when CR0.NE = 0.
+    fn ignne(&mut self) -> bool {
+        false
+    }
+
     /// A device asked the engine to end its slice early (reset, exit, a new deadline, an interrupt).
     fn stop_requested(&self) -> bool {
         false

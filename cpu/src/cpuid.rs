@@ -12,7 +12,8 @@ pub const PHYS_ADDR_BITS: u32 = 40;
 /// Feature bits advertised.
 pub mod feat {
     /// CPUID.1:EDX bits actually set.
-    pub const LEAF1_EDX: u32 = (1 << 3) // PSE
+    pub const LEAF1_EDX: u32 = (1 << 0) // FPU
+        | (1 << 3) // PSE
         | (1 << 4) // TSC
         | (1 << 5) // MSR
         | (1 << 6) // PAE
@@ -23,12 +24,25 @@ pub mod feat {
         | (1 << 13) // PGE
         | (1 << 15) // CMOV
         | (1 << 16) // PAT
-        | (1 << 19); // CLFSH
+        | (1 << 19) // CLFSH
+        | (1 << 23) // MMX
+        | (1 << 24) // FXSR
+        | (1 << 25) // SSE
+        | (1 << 26); // SSE2
     /// CPUID.1:ECX.
-    pub const LEAF1_ECX: u32 = (1 << 13) // CMPXCHG16B
+    pub const LEAF1_ECX: u32 = (1 << 0) // SSE3
+        | (1 << 1) // PCLMULQDQ
+        | (1 << 9) // SSSE3
+        | (1 << 13) // CMPXCHG16B
+        | (1 << 19) // SSE4.1
+        | (1 << 20) // SSE4.2
         | (1 << 22) // MOVBE
         | (1 << 23) // POPCNT
+        | (1 << 25) // AES
+        | (1 << 26) // XSAVE
         | (1 << 30); // RDRAND
+    /// CPUID.1:ECX.OSXSAVE: not a constant feature, it reflects CR4.OSXSAVE (see [`super::cpuid_for`]).
+    pub const OSXSAVE: u32 = 1 << 27;
     /// CPUID.7.0:EBX.
     pub const LEAF7_EBX: u32 = (1 << 0) // FSGSBASE
         | (1 << 3) // BMI1
@@ -54,9 +68,16 @@ pub fn cpuid(leaf: u32, subleaf: u32, apic_id: u32) -> [u32; 4] {
     let vendor = *b"GenuineIntel";
     let v = |i: usize| u32::from_le_bytes([vendor[i], vendor[i + 1], vendor[i + 2], vendor[i + 3]]);
     match leaf {
-        0 => [7, v(0), v(8), v(4)],
+        0 => [0xd, v(0), v(8), v(4)],
         1 => [SIGNATURE, (apic_id << 24) | (1 << 16) | (8 << 8), feat::LEAF1_ECX, feat::LEAF1_EDX],
         7 if subleaf == 0 => [0, feat::LEAF7_EBX, 0, 0],
+        // XSAVE: components x87 and SSE only, both in the 512-byte legacy region; 576-byte areas.
+        // Sub-leaf 1: XSAVEOPT, XSAVEC and XGETBV with ECX = 1; no XSAVES, no supervisor components.
+        0xd => match subleaf {
+            0 => [crate::exec::fpstate::XCR0_SUPPORTED as u32, XSAVE_AREA, XSAVE_AREA, 0],
+            1 => [0b111, XSAVE_AREA, 0, 0],
+            _ => [0, 0, 0, 0],
+        },
         0x8000_0000 => [0x8000_0008, 0, 0, 0],
         0x8000_0001 => [0, 0, feat::EXT1_ECX, feat::EXT1_EDX],
         0x8000_0002..=0x8000_0004 => {
@@ -75,6 +96,18 @@ pub fn cpuid(leaf: u32, subleaf: u32, apic_id: u32) -> [u32; 4] {
         0x8000_0008 => [PHYS_ADDR_BITS | (48 << 8), 0, 0, 0],
         _ => [0, 0, 0, 0],
     }
+}
+
+/// Size of the XSAVE area for every supported component (CPUID.0xD:EBX/ECX).
+const XSAVE_AREA: u32 = crate::exec::fpstate::XSAVE_SIZE;
+
+/// CPUID as a CPU with control register 4 `cr4` sees it: CPUID.1:ECX.OSXSAVE reflects CR4.OSXSAVE.
+pub fn cpuid_for(leaf: u32, subleaf: u32, apic_id: u32, cr4: u64) -> [u32; 4] {
+    let mut r = cpuid(leaf, subleaf, apic_id);
+    if leaf == 1 && cr4 & crate::state::cr4::OSXSAVE != 0 {
+        r[2] |= feat::OSXSAVE;
+    }
+    r
 }
 
 /// Whether 1 GiB pages are advertised.
@@ -101,10 +134,35 @@ mod tests {
     }
 
     #[test]
-    fn no_fpu_or_sse_until_implemented() {
-        // x87/SSE land with their own issue; until then CPUID must not claim them.
-        assert_eq!(feat::LEAF1_EDX & 1, 0, "FPU");
-        assert_eq!(feat::LEAF1_EDX & (1 << 25), 0, "SSE");
-        assert_eq!(feat::LEAF1_EDX & (1 << 26), 0, "SSE2");
+    fn simd_features_advertised() {
+        // MMX, SSE..SSE4.2, AES and PCLMULQDQ are implemented (exec/sse.rs); AVX is not.
+        for (bit, name) in [(23, "MMX"), (25, "SSE"), (26, "SSE2")] {
+            assert_ne!(feat::LEAF1_EDX & (1 << bit), 0, "{name}");
+        }
+        for (bit, name) in
+            [(0, "SSE3"), (1, "PCLMULQDQ"), (9, "SSSE3"), (19, "SSE4.1"), (20, "SSE4.2"), (25, "AES")]
+        {
+            assert_ne!(feat::LEAF1_ECX & (1 << bit), 0, "{name}");
+        }
+        for (bit, name) in [(12, "FMA"), (27, "OSXSAVE"), (28, "AVX")] {
+            assert_eq!(feat::LEAF1_ECX & (1 << bit), 0, "{name}");
+        }
+    }
+
+    #[test]
+    fn x87_fxsr_xsave_advertised_exactly() {
+        assert_ne!(feat::LEAF1_EDX & 1, 0, "FPU");
+        assert_ne!(feat::LEAF1_EDX & (1 << 24), 0, "FXSR");
+        assert_ne!(feat::LEAF1_ECX & (1 << 26), 0, "XSAVE");
+        assert_eq!(feat::LEAF1_ECX & feat::OSXSAVE, 0, "OSXSAVE is not constant");
+        assert!(cpuid(0, 0, 0)[0] >= 0xd);
+        // Leaf 0xD: x87 | SSE, 576-byte areas, XSAVEOPT/XSAVEC/XGETBV1, no XSAVES, no components >= 2.
+        assert_eq!(cpuid(0xd, 0, 0), [3, 576, 576, 0]);
+        assert_eq!(cpuid(0xd, 1, 0), [0b111, 576, 0, 0]);
+        for sub in 2..64 {
+            assert_eq!(cpuid(0xd, sub, 0), [0; 4], "sub-leaf {sub}");
+        }
+        assert_eq!(cpuid_for(1, 0, 0, 0)[2] & feat::OSXSAVE, 0);
+        assert_ne!(cpuid_for(1, 0, 0, crate::state::cr4::OSXSAVE)[2] & feat::OSXSAVE, 0);
     }
 }

@@ -342,6 +342,28 @@ impl Ctx<'_> {
         Ok(())
     }
 
+    /// Writes `data` (any length) at linear `lin`. Every page is checked for writing first, so a
+    /// fault leaves memory unchanged; then the bytes go out in page-bounded chunks of up to 8 bytes.
+    pub fn write_bytes(&mut self, lin: u64, data: &[u8]) -> Result<(), Fault> {
+        let mut done = 0usize;
+        while done < data.len() {
+            let a = lin.wrapping_add(done as u64);
+            let n = (data.len() - done).min(0x1000 - (a & 0xfff) as usize);
+            self.probe_write(a, n as u32)?;
+            done += n;
+        }
+        done = 0;
+        while done < data.len() {
+            let a = lin.wrapping_add(done as u64);
+            let n = (data.len() - done).min(8).min(0x1000 - (a & 0xfff) as usize);
+            let mut b = [0u8; 8];
+            b[..n].copy_from_slice(&data[done..done + n]);
+            self.write_lin(a, n as u32, u64::from_le_bytes(b))?;
+            done += n;
+        }
+        Ok(())
+    }
+
     /// The linear address of `off` in segment `s` for an access of `size` bytes, with the segment's
     /// limit and type checks (protected mode) or canonical check (64-bit mode).
     #[inline]

@@ -46,6 +46,8 @@ rom_tests!(
     lm_paging,
     lm_ext,
     bench_int,
+    sse,
+    fpu_x87,
 );
 
 /// The built-in demo goes from reset to long mode, prints each step, and exits with status 1.

@@ -9,15 +9,22 @@ pub mod bcd;
 pub mod bits;
 pub mod control;
 pub mod fastcall;
+pub mod fpstate;
 pub mod gates;
 pub mod misc;
+pub mod mmx;
 pub mod muldiv;
 pub mod ops;
 pub mod segops;
 pub mod shift;
+pub mod sse;
+pub mod sse_fp;
+pub mod sse_int;
+pub mod sse_str;
 pub mod stack;
 pub mod string;
 pub mod system;
+pub mod x87;
 
 use crate::fault::Fault;
 use crate::mem::Ctx;
@@ -132,6 +139,9 @@ pub fn handler_for(code: Code) -> Handler {
         .or_else(|| bcd::lookup(code))
         .or_else(|| misc::lookup(code))
         .or_else(|| fastcall::lookup(code))
+        .or_else(|| sse::lookup(code))
+        .or_else(|| x87::lookup(code))
+        .or_else(|| fpstate::lookup(code))
         .unwrap_or(unimplemented)
 }
 

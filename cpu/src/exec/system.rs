@@ -1032,6 +1032,7 @@ pub const CR4_VALID: u64 = cr4::TSD
     | cr4::PCE
     | cr4::OSFXSR
     | cr4::OSXMMEXCPT
+    | cr4::OSXSAVE
     | cr4::FSGSBASE
     | cr4::SMEP
     | cr4::SMAP;
@@ -1173,7 +1174,7 @@ fn cpuid_(ctx: &mut Ctx<'_>, _: &Insn) -> Result<(), Fault> {
     let leaf = ctx.st.gpr[0] as u32;
     let sub = ctx.st.gpr[1] as u32;
     let apic_id = 0;
-    let r = cpuid::cpuid(leaf, sub, apic_id);
+    let r = cpuid::cpuid_for(leaf, sub, apic_id, ctx.st.cr4);
     for (i, idx) in [0usize, 3, 1, 2].iter().enumerate() {
         ctx.st.gpr[*idx] = r[i] as u64;
     }

@@ -86,10 +86,10 @@ fn real_mode_interrupt_through_ivt() {
 
 #[test]
 fn unimplemented_instruction_stops_with_report() {
-    // fld1 (x87) is not implemented yet: it must stop, never run as something else.
-    let (_, _, exit) = run(TestMode::Long64, &[0xd9, 0xe8], |_, _| {});
+    // vzeroupper (AVX) is not implemented: it must stop, never run as something else.
+    let (_, _, exit) = run(TestMode::Long64, &[0xc5, 0xf8, 0x77], |_, _| {});
     match exit {
-        Exit::Stopped(crate::fault::Stop::Unimplemented(s)) => assert!(s.contains("Fld1"), "{s}"),
+        Exit::Stopped(crate::fault::Stop::Unimplemented(s)) => assert!(s.contains("Vzeroupper"), "{s}"),
         e => panic!("unexpected {e:?}"),
     }
 }

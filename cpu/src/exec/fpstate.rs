@@ -1,0 +1,411 @@
+//! FP/SIMD state management: FXSAVE/FXRSTOR (32- and 64-bit layouts), the XSAVE feature set for
+//! the x87 and SSE components (XSAVE, XSAVEOPT, XSAVEC, XRSTOR in standard and compacted form),
+//! XGETBV/XSETBV, and EMMS.
+//!
+//! Ferrite implements exactly two XSAVE components, x87 (0) and SSE (1): XCR0 can hold at most 3,
+//! and CPUID leaf 0xD ([`crate::cpuid`]) describes exactly that (576-byte areas, no extended
+//! region). XINUSE is computed from the register contents: a component is "in use" unless it is in
+//! its initial configuration (x87: FCW 037FH, FSW 0, all registers empty and zero, pointers and FOP
+//! 0; SSE: all XMM registers 0 and MXCSR 1F80H), which is an allowed implementation of the tracking
+//! the SDM describes (XINUSE[i] = 0 only when component i is in its initial configuration).
+
+use super::ops::{ea, mem_seg};
+use super::x87::{MASK80, check_pending};
+use super::{Handler, Insn};
+use crate::fault::Fault;
+use crate::mem::Ctx;
+use crate::paging::AccessKind;
+use crate::state::{FpuState, Mode, cr0, cr4};
+use iced_x86::Code;
+
+/// MXCSR bits that may be set (MXCSR_MASK as FXSAVE reports it; DAZ is supported).
+pub const MXCSR_MASK: u32 = 0x0000_ffff;
+/// The XCR0 bits Ferrite supports: x87 and SSE.
+pub const XCR0_SUPPORTED: u64 = 0b11;
+/// Size of an XSAVE area for the supported components (legacy region + header), either format.
+pub const XSAVE_SIZE: u32 = 576;
+
+/// Handlers of this family.
+pub fn lookup(code: Code) -> Option<Handler> {
+    use Code as C;
+    Some(match code {
+        C::Fxsave_m512byte | C::Fxsave64_m512byte => fxsave,
+        C::Fxrstor_m512byte | C::Fxrstor64_m512byte => fxrstor,
+        C::Xsave_mem
+        | C::Xsave64_mem
+        | C::Xsaveopt_mem
+        | C::Xsaveopt64_mem
+        | C::Xsavec_mem
+        | C::Xsavec64_mem => xsave,
+        C::Xrstor_mem | C::Xrstor64_mem => xrstor,
+        C::Xsaves_mem | C::Xsaves64_mem | C::Xrstors_mem | C::Xrstors64_mem => ud,
+        C::Xgetbv => xgetbv,
+        C::Xsetbv => xsetbv,
+        C::Emms => emms,
+        _ => return None,
+    })
+}
+
+fn ud(_: &mut Ctx<'_>, _: &Insn) -> Result<(), Fault> {
+    Err(Fault::ud())
+}
+
+/// Whether the x87 component is in its initial configuration.
+pub fn x87_is_init(f: &FpuState) -> bool {
+    f.fcw == 0x037f
+        && f.fsw == 0
+        && f.ftw == 0xffff
+        && f.fop == 0
+        && f.fip == 0
+        && f.fdp == 0
+        && f.fcs == 0
+        && f.fds == 0
+        && f.st.iter().all(|&r| r & MASK80 == 0)
+}
+
+/// Whether the SSE component is in its initial configuration.
+pub fn sse_is_init(f: &FpuState) -> bool {
+    f.mxcsr == 0x1f80 && f.xmm.iter().all(|&x| x == 0)
+}
+
+/// XINUSE for the supported components.
+pub fn xinuse(f: &FpuState) -> u64 {
+    (!x87_is_init(f) as u64) | ((!sse_is_init(f) as u64) << 1)
+}
+
+/// Number of XMM registers visible in the current mode.
+fn nxmm(ctx: &Ctx<'_>) -> usize {
+    if ctx.st.mode() == Mode::Long64 { 16 } else { 8 }
+}
+
+/// The x87 part of the legacy region (bytes 0-23 except 4-bit fields, and 32-159).
+fn put_x87(f: &FpuState, wide: bool, img: &mut [u8; 512]) {
+    img[0..2].copy_from_slice(&f.fcw.to_le_bytes());
+    img[2..4].copy_from_slice(&f.fsw.to_le_bytes());
+    let mut abridged = 0u8;
+    for r in 0..8 {
+        if (f.ftw >> (2 * r)) & 3 != 3 {
+            abridged |= 1 << r;
+        }
+    }
+    img[4] = abridged;
+    img[5] = 0;
+    img[6..8].copy_from_slice(&(f.fop & 0x7ff).to_le_bytes());
+    if wide {
+        img[8..16].copy_from_slice(&f.fip.to_le_bytes());
+        img[16..24].copy_from_slice(&f.fdp.to_le_bytes());
+    } else {
+        img[8..12].copy_from_slice(&(f.fip as u32).to_le_bytes());
+        img[12..14].copy_from_slice(&f.fcs.to_le_bytes());
+        img[14..16].fill(0);
+        img[16..20].copy_from_slice(&(f.fdp as u32).to_le_bytes());
+        img[20..22].copy_from_slice(&f.fds.to_le_bytes());
+        img[22..24].fill(0);
+    }
+    for i in 0..8 {
+        let v = f.st[f.phys(i)] & MASK80;
+        let o = 32 + 16 * i;
+        img[o..o + 16].copy_from_slice(&v.to_le_bytes());
+    }
+}
+
+/// Loads the x87 part of a legacy region.
+fn get_x87(f: &mut FpuState, wide: bool, img: &[u8; 512]) {
+    let r16 = |o: usize| u16::from_le_bytes([img[o], img[o + 1]]);
+    let r32 = |o: usize| u32::from_le_bytes([img[o], img[o + 1], img[o + 2], img[o + 3]]);
+    let r64 = |o: usize| r32(o) as u64 | (r32(o + 4) as u64) << 32;
+    f.fcw = super::x87::fcw_value(r16(0));
+    f.fsw = r16(2);
+    let abridged = img[4];
+    f.fop = r16(6) & 0x7ff;
+    if wide {
+        f.fip = r64(8);
+        f.fdp = r64(16);
+        f.fcs = 0;
+        f.fds = 0;
+    } else {
+        f.fip = r32(8) as u64;
+        f.fcs = r16(12);
+        f.fdp = r32(16) as u64;
+        f.fds = r16(20);
+    }
+    for i in 0..8 {
+        let o = 32 + 16 * i;
+        let mut b = [0u8; 16];
+        b[..10].copy_from_slice(&img[o..o + 10]);
+        let r = f.phys(i);
+        f.st[r] = u128::from_le_bytes(b);
+    }
+    let mut tags = 0u16;
+    for r in 0..8 {
+        if abridged & (1 << r) == 0 {
+            tags |= 3 << (2 * r);
+        }
+    }
+    f.load_tags(tags);
+    f.update_es();
+}
+
+/// The x87 initial configuration (XRSTOR with XSTATE_BV[0] = 0).
+fn init_x87(f: &mut FpuState) {
+    f.finit();
+    f.st = [0; 8];
+}
+
+/// Writes `ranges` of `img` at `lin`, after checking the whole area is writable.
+fn write_ranges(
+    ctx: &mut Ctx<'_>,
+    lin: u64,
+    size: usize,
+    img: &[u8],
+    ranges: &[(usize, usize)],
+) -> Result<(), Fault> {
+    let mut o = 0;
+    while o < size {
+        let a = lin.wrapping_add(o as u64);
+        let n = (size - o).min(0x1000 - (a & 0xfff) as usize);
+        ctx.probe_write(a, n as u32)?;
+        o += n;
+    }
+    for &(s, e) in ranges {
+        if e > s {
+            ctx.write_bytes(lin.wrapping_add(s as u64), &img[s..e])?;
+        }
+    }
+    Ok(())
+}
+
+/// The linear address of the memory operand, checked for `kind` over `size` bytes and for
+/// `align`-byte alignment (#GP).
+fn area(ctx: &mut Ctx<'_>, insn: &Insn, size: u32, align: u64, kind: AccessKind) -> Result<u64, Fault> {
+    let off = ea(ctx, insn);
+    let lin = ctx.seg_lin(mem_seg(insn), off, size, kind)?;
+    if lin & (align - 1) != 0 {
+        return Err(Fault::gp0());
+    }
+    Ok(lin)
+}
+
+fn es_changed(ctx: &mut Ctx<'_>, before: u16) {
+    if before & super::x87::sw::ES != 0 && ctx.st.fpu.fsw & super::x87::sw::ES == 0 {
+        ctx.bus.ferr(false);
+    }
+}
+
+// ------------------------------------------------------------------------------ FXSAVE/FXRSTOR
+
+fn fxsave(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
+    if ctx.st.cr0 & (cr0::EM | cr0::TS) != 0 {
+        return Err(Fault::nm());
+    }
+    let wide = insn.i.code() == Code::Fxsave64_m512byte;
+    let lin = area(ctx, insn, 512, 16, AccessKind::Write)?;
+    let mut img = [0u8; 512];
+    let f = &ctx.st.fpu;
+    put_x87(f, wide, &mut img);
+    img[24..28].copy_from_slice(&f.mxcsr.to_le_bytes());
+    img[28..32].copy_from_slice(&MXCSR_MASK.to_le_bytes());
+    let n = nxmm(ctx);
+    for i in 0..n {
+        img[160 + 16 * i..176 + 16 * i].copy_from_slice(&f.xmm[i].to_le_bytes());
+    }
+    write_ranges(ctx, lin, 512, &img, &[(0, 160 + 16 * n)])
+}
+
+fn fxrstor(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
+    if ctx.st.cr0 & (cr0::EM | cr0::TS) != 0 {
+        return Err(Fault::nm());
+    }
+    let wide = insn.i.code() == Code::Fxrstor64_m512byte;
+    let lin = area(ctx, insn, 512, 16, AccessKind::Read)?;
+    let mut img = [0u8; 512];
+    ctx.read_bytes(lin, &mut img)?;
+    let mxcsr = u32::from_le_bytes([img[24], img[25], img[26], img[27]]);
+    if mxcsr & !MXCSR_MASK != 0 {
+        return Err(Fault::gp0());
+    }
+    let n = nxmm(ctx);
+    let before = ctx.st.fpu.fsw;
+    let f = &mut ctx.st.fpu;
+    get_x87(f, wide, &img);
+    f.mxcsr = mxcsr;
+    for i in 0..n {
+        let mut b = [0u8; 16];
+        b.copy_from_slice(&img[160 + 16 * i..176 + 16 * i]);
+        f.xmm[i] = u128::from_le_bytes(b);
+    }
+    es_changed(ctx, before);
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------ XSAVE
+
+/// #UD without CR4.OSXSAVE, #NM with CR0.TS.
+fn xsave_checks(ctx: &Ctx<'_>) -> Result<(), Fault> {
+    if ctx.st.cr4 & cr4::OSXSAVE == 0 {
+        return Err(Fault::ud());
+    }
+    if ctx.st.cr0 & cr0::TS != 0 {
+        return Err(Fault::nm());
+    }
+    Ok(())
+}
+
+fn rfbm(ctx: &Ctx<'_>) -> u64 {
+    let edx_eax = (ctx.st.gpr[2] & 0xffff_ffff) << 32 | (ctx.st.gpr[0] & 0xffff_ffff);
+    edx_eax & ctx.st.xcr0
+}
+
+fn xsave(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
+    use Code as C;
+    xsave_checks(ctx)?;
+    let code = insn.i.code();
+    let wide = matches!(code, C::Xsave64_mem | C::Xsaveopt64_mem | C::Xsavec64_mem);
+    let opt = matches!(code, C::Xsaveopt_mem | C::Xsaveopt64_mem);
+    let compact = matches!(code, C::Xsavec_mem | C::Xsavec64_mem);
+    let lin = area(ctx, insn, XSAVE_SIZE, 64, AccessKind::Write)?;
+    let rfbm = rfbm(ctx);
+    let inuse = xinuse(&ctx.st.fpu);
+    let n = nxmm(ctx);
+    let mut img = [0u8; 576];
+    let mut legacy = [0u8; 512];
+    let f = &ctx.st.fpu;
+    // Which components are written.
+    let save = if opt || compact { rfbm & inuse } else { rfbm };
+    let mut ranges = [(0usize, 0usize); 5];
+    if save & 1 != 0 {
+        put_x87(f, wide, &mut legacy);
+        ranges[0] = (0, 24);
+        ranges[1] = (32, 160);
+    }
+    if rfbm & 2 != 0 && (!compact || save & 2 != 0) {
+        legacy[24..28].copy_from_slice(&f.mxcsr.to_le_bytes());
+        legacy[28..32].copy_from_slice(&MXCSR_MASK.to_le_bytes());
+        ranges[2] = (24, 32);
+    }
+    if save & 2 != 0 {
+        for i in 0..n {
+            legacy[160 + 16 * i..176 + 16 * i].copy_from_slice(&f.xmm[i].to_le_bytes());
+        }
+        ranges[3] = (160, 160 + 16 * n);
+    }
+    img[..512].copy_from_slice(&legacy);
+    // The header.
+    if compact {
+        let bv = rfbm & inuse;
+        img[512..520].copy_from_slice(&bv.to_le_bytes());
+        img[520..528].copy_from_slice(&(rfbm | 1 << 63).to_le_bytes());
+        ranges[4] = (512, 576);
+    } else {
+        let old = ctx.read_lin(lin.wrapping_add(512), 8)?;
+        let bv = (old & !rfbm) | (inuse & rfbm);
+        img[512..520].copy_from_slice(&bv.to_le_bytes());
+        ranges[4] = (512, 520);
+    }
+    write_ranges(ctx, lin, XSAVE_SIZE as usize, &img, &ranges)
+}
+
+fn xrstor(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
+    xsave_checks(ctx)?;
+    let wide = insn.i.code() == Code::Xrstor64_mem;
+    let lin = area(ctx, insn, XSAVE_SIZE, 64, AccessKind::Read)?;
+    let mut img = [0u8; 576];
+    ctx.read_bytes(lin, &mut img)?;
+    let r64 = |o: usize| u64::from_le_bytes(img[o..o + 8].try_into().unwrap_or([0; 8]));
+    let bv = r64(512);
+    let comp = r64(520);
+    let compact = comp >> 63 != 0;
+    let xcr0 = ctx.st.xcr0;
+    if compact {
+        let cbv = comp & !(1 << 63);
+        if cbv & !xcr0 != 0 || bv & !cbv != 0 || img[528..576].iter().any(|&b| b != 0) {
+            return Err(Fault::gp0());
+        }
+    } else if bv & !xcr0 != 0 || comp != 0 || img[528..536].iter().any(|&b| b != 0) {
+        return Err(Fault::gp0());
+    }
+    let rfbm = rfbm(ctx);
+    let mut legacy = [0u8; 512];
+    legacy.copy_from_slice(&img[..512]);
+    let mxcsr = u32::from_le_bytes([img[24], img[25], img[26], img[27]]);
+    // MXCSR comes from memory when SSE is requested (standard form) or present (compacted form).
+    let load_mxcsr = rfbm & 2 != 0 && (!compact || bv & 2 != 0);
+    if load_mxcsr && mxcsr & !MXCSR_MASK != 0 {
+        return Err(Fault::gp0());
+    }
+    let n = nxmm(ctx);
+    let before = ctx.st.fpu.fsw;
+    let f = &mut ctx.st.fpu;
+    if rfbm & 1 != 0 {
+        if bv & 1 != 0 {
+            get_x87(f, wide, &legacy);
+        } else {
+            init_x87(f);
+        }
+    }
+    if rfbm & 2 != 0 {
+        if bv & 2 != 0 {
+            for i in 0..n {
+                let mut b = [0u8; 16];
+                b.copy_from_slice(&legacy[160 + 16 * i..176 + 16 * i]);
+                f.xmm[i] = u128::from_le_bytes(b);
+            }
+        } else {
+            for x in f.xmm.iter_mut().take(n) {
+                *x = 0;
+            }
+        }
+        f.mxcsr = if load_mxcsr { mxcsr } else { 0x1f80 };
+    }
+    es_changed(ctx, before);
+    Ok(())
+}
+
+fn xgetbv(ctx: &mut Ctx<'_>, _: &Insn) -> Result<(), Fault> {
+    if ctx.st.cr4 & cr4::OSXSAVE == 0 {
+        return Err(Fault::ud());
+    }
+    let v = match ctx.st.gpr[1] as u32 {
+        0 => ctx.st.xcr0,
+        1 => ctx.st.xcr0 & xinuse(&ctx.st.fpu),
+        _ => return Err(Fault::gp0()),
+    };
+    ctx.st.gpr[0] = v & 0xffff_ffff;
+    ctx.st.gpr[2] = v >> 32;
+    Ok(())
+}
+
+fn xsetbv(ctx: &mut Ctx<'_>, _: &Insn) -> Result<(), Fault> {
+    if ctx.st.cr4 & cr4::OSXSAVE == 0 {
+        return Err(Fault::ud());
+    }
+    if ctx.st.cpl != 0 || ctx.st.mode() == Mode::V86 {
+        return Err(Fault::gp0());
+    }
+    if ctx.st.gpr[1] as u32 != 0 {
+        return Err(Fault::gp0());
+    }
+    let v = (ctx.st.gpr[2] & 0xffff_ffff) << 32 | (ctx.st.gpr[0] & 0xffff_ffff);
+    if v & 1 == 0 || v & !XCR0_SUPPORTED != 0 {
+        return Err(Fault::gp0());
+    }
+    ctx.st.xcr0 = v;
+    Ok(())
+}
+
+fn emms(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
+    if ctx.st.cr0 & cr0::EM != 0 {
+        return Err(Fault::ud());
+    }
+    if ctx.st.cr0 & cr0::TS != 0 {
+        return Err(Fault::nm());
+    }
+    if !check_pending(ctx, insn)? {
+        return Ok(());
+    }
+    ctx.st.fpu.ftw = 0xffff;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
