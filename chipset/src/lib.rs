@@ -19,6 +19,9 @@
 //! | isa-debug-exit | [`DebugExit`] | 0xF4 | 0 (any width) | - |
 //! | 82093AA I/O APIC | [`IoApic`] | MMIO 0xFEC0_0000, 4 KiB | 0x00, 0x10, 0x40 | messages via [`IoApic::take_messages`] |
 //! | Local APIC | [`LocalApic`] | MMIO 0xFEE0_0000, 4 KiB, and x2APIC MSRs 0x800-0x8FF | 0x000-0xFF0 | vectors via [`LocalApic::has_interrupt`] |
+//! | PCI configuration mechanism #1, bus 0 | [`PciBus`] (i440FX, PIIX3, PIIX3 IDE, PIIX4 PM functions in [`pci`]) | 0xCF8-0xCFF | `port - 0xCF8`: 0 (dword), 4-7 | PCI INTx on GSIs 16-19 (see [`pci`]) |
+//! | PIIX reset control | [`ResetControl`] | 0xCF9 (byte) | 0 | - |
+//! | PIIX4 ACPI PM block | [`PmDevice`] | PMBA (0x600 on this board), 64 ports | 0x00-0x0F | 9 (SCI, level) |
 //!
 //! # Interrupt flow
 //!
@@ -38,20 +41,24 @@
 //! device's deadline earlier, the device sets `ctx.requests.reschedule`.
 #![deny(missing_docs)]
 
+pub mod acpi;
 pub mod debug;
 pub mod i8042;
 pub mod ioapic;
 pub mod lapic;
+pub mod pci;
 pub mod pic;
 pub mod pit;
 pub mod port92;
 pub mod rtc;
 pub mod uart;
 
+pub use acpi::{PmDevice, ResetControl};
 pub use debug::{DebugConsole, DebugExit};
 pub use i8042::I8042;
 pub use ioapic::{IoApic, IoApicMessage};
 pub use lapic::{IpiMessage, LocalApic};
+pub use pci::PciBus;
 pub use pic::DualPic;
 pub use pit::Pit8254;
 pub use port92::Port92;

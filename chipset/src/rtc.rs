@@ -455,6 +455,7 @@ impl Device for Rtc {
 
     fn pio_read(&mut self, ctx: &mut DeviceCtx<'_>, offset: u16, data: &mut [u8]) {
         data.fill(0xff);
+        let before = self.next_deadline();
         self.catch_up(ctx.now.0);
         if offset == 1
             && let Some(first) = data.first_mut()
@@ -462,6 +463,8 @@ impl Device for Rtc {
             *first = self.read_data(ctx.now.0);
         }
         self.update_irq(ctx);
+        // Reading register C re-arms the interrupt timers (no deadline is kept while IRQF is set).
+        note_deadline(ctx, before, self.next_deadline());
     }
 
     fn pio_write(&mut self, ctx: &mut DeviceCtx<'_>, offset: u16, data: &[u8]) {

@@ -1,6 +1,10 @@
 //! Firmware images: loading a flat ROM file (QEMU `-bios` style) and the built-in demo ROM that
-//! `ferrite run` boots when no firmware is given.
+//! `ferrite run` boots when no firmware is given, and the ACPI and MP tables the machine writes for
+//! guests booted without a BIOS ([`acpi`], [`mptable`]).
 #![deny(missing_docs)]
+
+pub mod acpi;
+pub mod mptable;
 
 use std::path::Path;
 

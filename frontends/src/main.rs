@@ -45,7 +45,8 @@ struct DifftestArgs {
     /// Modes: long64, compat32 or all.
     #[arg(long, default_value = "all")]
     modes: String,
-    /// Instruction families (comma-separated) or all.
+    /// Instruction families (comma-separated, e.g. x87,sse,sse41) or groups: all, int (integer), fp (x87,
+    /// MMX, SSE.., AES, PCLMUL).
     #[arg(long, default_value = "all")]
     families: String,
     /// How many divergences to print in full.
@@ -109,6 +110,36 @@ fn difftest(a: DifftestArgs) -> ExitCode {
 enum Accel {
     /// The reference interpreter.
     Interp,
+    /// Hardware virtualization through /dev/kvm (time is host time; --max-instructions becomes a host-time
+    /// budget of N / --ips seconds).
+    Kvm,
+    /// KVM when it runs guests on hardware, else the interpreter (says which on stderr).
+    Auto,
+}
+
+/// Resolves `--accel` to an engine; `auto` probes /dev/kvm and prints one line saying what it chose.
+fn choose_accel(a: Accel) -> machine::Accel {
+    match a {
+        Accel::Interp => machine::Accel::Interp,
+        Accel::Kvm => machine::Accel::Kvm,
+        Accel::Auto => match machine::kvm::probe() {
+            Ok(p) if p.hardware() => {
+                eprintln!(
+                    "ferrite: accel auto: kvm (/dev/kvm runs guests on hardware: {:.0} MIPS in a calibration loop)",
+                    p.mips
+                );
+                machine::Accel::Kvm
+            }
+            Ok(p) => {
+                eprintln!("ferrite: accel auto: interp ({})", p.emulated.unwrap_or_default());
+                machine::Accel::Interp
+            }
+            Err(e) => {
+                eprintln!("ferrite: accel auto: interp (/dev/kvm not usable: {e})");
+                machine::Accel::Interp
+            }
+        },
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
@@ -199,8 +230,8 @@ fn run(args: RunArgs) -> ExitCode {
         },
         None => firmware::demo_rom().to_vec(),
     };
-    let _ = args.accel;
     let mut cfg = MachineConfig::new(args.memory, firmware);
+    cfg.accel = choose_accel(args.accel);
     cfg.ips = args.ips;
     cfg.com1 = stdout_sink();
     let debugcon = args.debugcon.unwrap_or(if args.rom.is_some() { Output::Stdout } else { Output::None });
@@ -238,7 +269,21 @@ fn run(args: RunArgs) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            // Bad arguments: one line naming the problem (clap's own text adds usage and tips).
+            let text = e.render().to_string();
+            let line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid arguments");
+            eprintln!("ferrite: {}", line.trim_start_matches("error: "));
+            return ExitCode::from(2);
+        }
+    };
     match cli.command {
         Command::Run(a) => run(a),
         Command::Difftest(a) => difftest(a),

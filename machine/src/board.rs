@@ -2,7 +2,8 @@
 //! wiring. It implements [`cpu::CpuBus`], so the CPU reaches devices only through it.
 
 use crate::clock::Clock;
-use chipset::{DualPic, IoApic, LocalApic};
+use chipset::pci::{PciBarEvent, PciFunction, Piix3Isa};
+use chipset::{DualPic, IoApic, LocalApic, PciBus};
 use cpu::CpuBus;
 use mmu::{
     AddressMap, Device, DeviceCtx, DeviceId, GuestRam, IrqLevels, MachineRequests, RegionKind, VirtTime,
@@ -33,7 +34,19 @@ enum PortOwner {
     Pic,
     /// A device in the table.
     Dev(u32),
+    /// The PCI configuration ports (a typed device, since the board applies its BAR changes).
+    Pci,
+    /// Port 0xF0: the PC's coprocessor-error latch (a write clears FERR#/IRQ13 and asserts IGNNE#).
+    FpuErr,
 }
+
+/// PCI INTx lines PIRQA-D: GSIs 16-19 in [`IrqLevels`] (asserted = high there; wired active low to the
+/// I/O APIC).
+const PCI_LINES: u32 = 0xF << 16;
+
+/// A hook called on every interrupt the CPU acknowledges: (vector, instruction count at the board's last
+/// sync with the CPU). For determinism checks and tracing; `None` costs one branch.
+pub type IrqTraceHook = Box<dyn FnMut(u8, u64)>;
 
 #[derive(Clone, Copy, Debug)]
 struct PortRange {
@@ -66,8 +79,20 @@ pub struct Board {
     pub icount: u64,
     /// An NMI taken from the local APIC, waiting for the CPU.
     nmi_latched: bool,
+    /// IGNNE# to the CPU (asserted by a write to port 0xF0 while FERR# is active).
+    ignne: bool,
     ports: Box<[u16]>,
     port_ranges: Vec<PortRange>,
+    /// PCI bus 0 behind ports 0xCF8-0xCFF (empty until functions are added).
+    pub pci: PciBus,
+    /// Which device serves each PCI decode window: (devfn, window index, device).
+    pci_windows: Vec<(u8, u8, DeviceId)>,
+    /// ISA IRQ each PIRQ line is routed to for the 8259s (PIIX3 PIRQRC), cached from config space.
+    pirq_route: [Option<u8>; 4],
+    /// Called on every acknowledged interrupt (see [`IrqTraceHook`]).
+    pub irq_trace: Option<IrqTraceHook>,
+    /// Set-up a BIOS would redo after every reset: PIIX4 PM base to program and enable.
+    pub pm_base_preset: Option<u16>,
 }
 
 impl Board {
@@ -85,8 +110,108 @@ impl Board {
             clock,
             icount: 0,
             nmi_latched: false,
+            ignne: false,
             ports: vec![0u16; 65536].into_boxed_slice(),
             port_ranges: vec![PortRange { owner: PortOwner::None, start: 0, offset_base: 0 }],
+            pci: PciBus::new(),
+            pci_windows: Vec::new(),
+            pirq_route: [None; 4],
+            irq_trace: None,
+            pm_base_preset: None,
+        }
+    }
+
+    /// Routes the PCI configuration ports to [`Board::pci`]: CONFIG_ADDRESS at 0xCF8 (and 0xCFA-0xCFB),
+    /// CONFIG_DATA at 0xCFC-0xCFF. Port 0xCF9 is left for the reset control register.
+    pub fn map_pci_ports(&mut self) {
+        self.claim_ports(0xcf8, 1, PortOwner::Pci, 0);
+        self.claim_ports(0xcfa, 6, PortOwner::Pci, 2);
+        // The idle level of the active-low PCI lines reaches the I/O APIC on the first propagation.
+        self.irq.changed |= PCI_LINES;
+        self.propagate_irqs();
+    }
+
+    /// Puts PCI function `f` at `devfn` on bus 0; `windows` says which device serves each of its decode
+    /// windows (BAR n = window n; chipset windows from [`chipset::pci::FIRST_CHIPSET_WINDOW`]). Port
+    /// windows are routed with offsets from 0; a window that would overlap RAM, ROM or another device is
+    /// left unmapped.
+    pub fn add_pci_function(&mut self, devfn: u8, f: Box<dyn PciFunction>, windows: &[(u8, DeviceId)]) {
+        self.pci.add(devfn, f);
+        for &(w, id) in windows {
+            self.pci_windows.push((devfn, w, id));
+        }
+    }
+
+    /// Programs the PIIX4 PM base to `base` and enables its decode, as a BIOS does; remembered in
+    /// [`Board::pm_base_preset`] and redone after every reset.
+    pub fn preset_pm_base(&mut self, base: u16) {
+        self.pm_base_preset = Some(base);
+        self.pci_config_write(chipset::pci::DEVFN_PM, 0x40, &u32::from(base | 1).to_le_bytes());
+        self.pci_config_write(chipset::pci::DEVFN_PM, 0x80, &[1]);
+    }
+
+    /// Host-side configuration write (firmware set-up done by the machine), with its window changes
+    /// applied.
+    pub fn pci_config_write(&mut self, devfn: u8, offset: usize, data: &[u8]) {
+        self.pci.write_config(devfn, offset, data);
+        self.apply_pci_changes();
+    }
+
+    /// Maps and unmaps the windows the PCI bus reported, and refreshes the PIRQ routing.
+    fn apply_pci_changes(&mut self) {
+        let mut routes = [None; 4];
+        for (n, r) in routes.iter_mut().enumerate() {
+            let mut b = [0u8];
+            self.pci.read_config(chipset::pci::DEVFN_ISA, chipset::pci::PIRQRC + n, &mut b);
+            *r = Piix3Isa::decode_route(b[0]);
+        }
+        if routes != self.pirq_route {
+            self.pirq_route = routes;
+            // The 8259 inputs the PCI lines feed changed.
+            self.irq.changed |= PCI_LINES;
+            self.propagate_irqs();
+        }
+        for ev in self.pci.take_events() {
+            self.apply_pci_event(ev);
+        }
+    }
+
+    fn apply_pci_event(&mut self, ev: PciBarEvent) {
+        let Some(&(_, _, id)) =
+            self.pci_windows.iter().find(|(d, w, _)| *d == ev.devfn && *w == ev.change.window)
+        else {
+            return;
+        };
+        let c = ev.change;
+        if c.kind.is_io() {
+            if let Some(old) = c.old {
+                for p in old..(old + c.size).min(0x10000) {
+                    let r = self.port_ranges[self.ports[p as usize] as usize];
+                    if r.owner == PortOwner::Dev(id.0) && u64::from(r.start) == old {
+                        self.ports[p as usize] = 0;
+                    }
+                }
+            }
+            if let Some(new) = c.new {
+                let free = (new..(new + c.size).min(0x10000)).all(|p| self.ports[p as usize] == 0);
+                if free {
+                    self.claim_ports(new as u16, c.size as u16, PortOwner::Dev(id.0), 0);
+                }
+            }
+        } else {
+            if let Some(old) = c.old
+                && self
+                    .map
+                    .lookup(old)
+                    .is_some_and(|r| r.start == old && r.kind == RegionKind::Mmio { device: id })
+            {
+                self.map.remove(old);
+            }
+            if let Some(new) = c.new {
+                // An overlapping BAR stays unmapped, as the address would decode elsewhere first.
+                let _ = self.map.add(new, c.size, RegionKind::Mmio { device: id });
+            }
+            self.requests.flush_tlb = true;
         }
     }
 
@@ -97,8 +222,18 @@ impl Board {
     }
 
     fn claim_ports(&mut self, start: u16, len: u16, owner: PortOwner, offset_base: u16) {
-        self.port_ranges.push(PortRange { owner, start, offset_base });
-        let idx = (self.port_ranges.len() - 1) as u16;
+        // Reuse an identical range (PCI windows move back and forth) so the table stays small.
+        let idx = match self
+            .port_ranges
+            .iter()
+            .position(|r| r.owner == owner && r.start == start && r.offset_base == offset_base)
+        {
+            Some(i) => i as u16,
+            None => {
+                self.port_ranges.push(PortRange { owner, start, offset_base });
+                (self.port_ranges.len() - 1) as u16
+            }
+        };
         for p in start as usize..(start as usize + len as usize).min(65536) {
             self.ports[p] = idx;
         }
@@ -115,6 +250,7 @@ impl Board {
         for (start, len) in [(0x20u16, 2u16), (0xa0, 2), (0x4d0, 2)] {
             self.claim_ports(start, len, PortOwner::Pic, start - 0x20);
         }
+        self.claim_ports(0xf0, 1, PortOwner::FpuErr, 0);
     }
 
     /// Maps MMIO `start..start+size` to device `id`.
@@ -130,7 +266,23 @@ impl Board {
     /// Propagates changed interrupt lines to the interrupt controllers.
     fn propagate_irqs(&mut self) {
         if self.irq.changed != 0 || self.irq.rising != 0 {
-            self.pic.set_irq_levels(&self.irq);
+            // PIRQA-D also reach the 8259 inputs the PIIX3 routes them to (level, merged with the ISA line).
+            let mut isa = self.irq;
+            for (n, route) in self.pirq_route.iter().enumerate() {
+                if let Some(irq) = route {
+                    let (from, to) = (1u32 << (16 + n), 1u32 << irq);
+                    if self.irq.level & from != 0 {
+                        isa.level |= to;
+                    }
+                    if self.irq.rising & from != 0 {
+                        isa.rising |= to;
+                    }
+                    if self.irq.changed & from != 0 {
+                        isa.changed |= to;
+                    }
+                }
+            }
+            self.pic.set_irq_levels(&isa);
             // ISA IRQ0 (the PIT) is wired to I/O APIC pin 2, as on every PC with an I/O APIC (and as the
             // MADT's interrupt source override says); the other ISA lines map 1:1.
             let mut io = self.irq;
@@ -138,6 +290,9 @@ impl Board {
                 let irq0 = *f & 1;
                 *f = (*f & !0b101) | (irq0 << 2);
             }
+            // PCI INTx# is active low at the I/O APIC pins (the tables declare pins 16-19 level, low).
+            io.level ^= PCI_LINES;
+            io.rising &= !PCI_LINES;
             self.ioapic.set_irq_levels(&io);
             self.irq.changed = 0;
             self.irq.rising = 0;
@@ -238,6 +393,13 @@ impl Board {
         self.ioapic.reset();
         self.lapic = new_lapic();
         self.irq = IrqLevels::default();
+        self.pci.reset();
+        self.apply_pci_changes();
+        if let Some(base) = self.pm_base_preset {
+            self.preset_pm_base(base);
+        }
+        self.irq.changed |= PCI_LINES;
+        self.propagate_irqs();
     }
 
     fn port_io(&mut self, port: u16, data: &mut [u8], write: bool) {
@@ -247,6 +409,28 @@ impl Board {
             PortOwner::None => {
                 if !write {
                     data.fill(0xff);
+                }
+            }
+            PortOwner::FpuErr => {
+                if write {
+                    // The PC's x87 error logic: a write to 0xF0 drops IRQ13 and asserts IGNNE# until
+                    // FERR# goes inactive (the CPU clears the error).
+                    self.irq.set(13, false);
+                    self.ignne = true;
+                    self.propagate_irqs();
+                } else {
+                    data.fill(0xff);
+                }
+            }
+            PortOwner::Pci => {
+                let now = self.now();
+                let Board { pci, irq, requests, .. } = self;
+                let mut ctx = DeviceCtx { now, irq, requests };
+                if write {
+                    pci.pio_write(&mut ctx, off, data);
+                    self.apply_pci_changes();
+                } else {
+                    pci.pio_read(&mut ctx, off, data);
                 }
             }
             PortOwner::Pic => {
@@ -398,6 +582,9 @@ impl CpuBus for Board {
             return None;
         };
         self.propagate_irqs();
+        if let Some(hook) = self.irq_trace.as_mut() {
+            hook(v, self.icount);
+        }
         Some(v)
     }
 
@@ -447,6 +634,19 @@ impl CpuBus for Board {
 
     fn sync(&mut self, icount: u64) {
         self.icount = icount;
+    }
+
+    fn ferr(&mut self, asserted: bool) {
+        // FERR# drives IRQ13 on a PC; deasserting it also ends IGNNE#.
+        self.irq.set(13, asserted);
+        if !asserted {
+            self.ignne = false;
+        }
+        self.propagate_irqs();
+    }
+
+    fn ignne(&mut self) -> bool {
+        self.ignne
     }
 
     fn stop_requested(&self) -> bool {

@@ -11,7 +11,9 @@ pub mod clock;
 pub mod kvm;
 
 use board::Board;
-use chipset::{ByteSink, DebugConsole, DebugExit, I8042, Pit8254, Port92, Rtc, Uart16550};
+use chipset::{
+    ByteSink, DebugConsole, DebugExit, I8042, Pit8254, PmDevice, Port92, ResetControl, Rtc, Uart16550,
+};
 use clock::Clock;
 use cpu::{CpuState, Exit, Interpreter, Stop};
 use mmu::layout::{self, RamLayout};
@@ -63,6 +65,10 @@ pub struct MachineConfig {
     pub rtc_start: i64,
     /// Execution engine.
     pub accel: Accel,
+    /// Act as the firmware for ACPI: program the PIIX4 PM base (0x600) with SCI_EN set and write the ACPI
+    /// and MP tables into the EBDA (0x9E000-0x9FFFF, see `firmware::acpi`). Off by default: bare test
+    /// ROMs own all of RAM.
+    pub acpi: bool,
 }
 
 impl MachineConfig {
@@ -77,6 +83,7 @@ impl MachineConfig {
             on_triple_fault: TripleFaultAction::Stop,
             rtc_start: 1_767_225_600, // 2026-01-01T00:00:00Z
             accel: Accel::Interp,
+            acpi: false,
         }
     }
 }
@@ -229,7 +236,9 @@ impl Machine {
             .map_err(|e| MachineError::Memory(e.to_string()))?;
         map.add(layout::LAPIC_BASE, 0x1000, RegionKind::Mmio { device: board::LAPIC_DEV })
             .map_err(|e| MachineError::Memory(e.to_string()))?;
-        let mut board = Board::new(ram, map, Clock::new(cfg.ips));
+        // KVM has no instruction counter: under it the clock is host time.
+        let clock = if cfg.accel == Accel::Kvm { Clock::host(cfg.ips) } else { Clock::new(cfg.ips) };
+        let mut board = Board::new(ram, map, clock);
         board.map_pic_ports();
         let id = board.add_device(Box::new(DebugConsole::new(cfg.debugcon)));
         board.map_ports(id, 0xe9, 1, 0);
@@ -249,6 +258,7 @@ impl Machine {
         board.map_ports(id, 0x64, 1, 4);
         let id = board.add_device(Box::new(Port92::new()));
         board.map_ports(id, 0x92, 1, 0);
+        add_pci_and_acpi(&mut board, cfg.acpi, lay.below_4g);
 
         let engine = match cfg.accel {
             Accel::Interp => Engine::Interp,
@@ -343,9 +353,8 @@ impl Machine {
                         return self.stopped("the CPU halted and no device will ever interrupt it".into());
                     }
                     let target = self.board.clock.icount_at(d);
-                    if target > self.cpu.icount {
-                        self.board.clock.idle += target - self.cpu.icount;
-                    }
+                    // Skips the idle slots (instruction time) or sleeps towards the deadline (host time).
+                    self.board.clock.idle_until(self.cpu.icount, target);
                     self.board.advance_devices();
                 }
                 Exit::Stopped(Stop::TripleFault) => {
@@ -372,5 +381,37 @@ impl Board {
     pub fn interrupt_pending_now(&self) -> bool {
         (self.lapic.accepts_pic_interrupts() && self.pic.has_interrupt())
             || self.lapic.has_interrupt().is_some()
+    }
+}
+
+/// PIIX4 PM I/O base the machine programs when it acts as the ACPI firmware (QEMU's SeaBIOS uses the same).
+pub const PM_BASE: u16 = 0x600;
+
+/// The PCI side of the board: configuration ports, the reset control register at 0xCF9, the i440FX host
+/// bridge (00:00.0), PIIX3 ISA bridge (00:01.0), PIIX3 IDE (00:01.1, BAR4 = bus-master block) and PIIX4 PM
+/// function (00:01.3) with its PM I/O block (SCI on IRQ 9). With `acpi`, also what the firmware would do:
+/// PM base at [`PM_BASE`] with decode on, and the ACPI and MP tables in the EBDA.
+fn add_pci_and_acpi(board: &mut Board, acpi: bool, below_4g: u64) {
+    use chipset::pci::{self, BusMasterIde, I440fx, Piix3Ide, Piix3Isa, Piix4Pm};
+    board.map_pci_ports();
+    let id = board.add_device(Box::new(ResetControl::new()));
+    board.map_ports(id, 0xcf9, 1, 0);
+    let pm = board.add_device(Box::new(PmDevice::new(acpi)));
+    let bmide = board.add_device(Box::new(BusMasterIde::new()));
+    board.add_pci_function(pci::DEVFN_HOST, Box::new(I440fx::new()), &[]);
+    board.add_pci_function(pci::DEVFN_ISA, Box::new(Piix3Isa::new()), &[]);
+    board.add_pci_function(pci::DEVFN_IDE, Box::new(Piix3Ide::new()), &[(4, bmide)]);
+    board.add_pci_function(pci::DEVFN_PM, Box::new(Piix4Pm::new()), &[(pci::PM_WINDOW, pm)]);
+    if acpi {
+        board.preset_pm_base(PM_BASE);
+        let cfg = firmware::acpi::PlatformConfig {
+            pm_base: PM_BASE,
+            pci_hole_start: below_4g.min(layout::IOAPIC_BASE) as u32,
+            ..Default::default()
+        };
+        for (addr, bytes) in firmware::acpi::build_tables(&cfg).writes {
+            // Low RAM is identity-mapped into guest RAM (offset = address).
+            board.ram.write(addr, &bytes);
+        }
     }
 }

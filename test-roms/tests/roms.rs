@@ -48,6 +48,11 @@ rom_tests!(
     bench_int,
     sse,
     fpu_x87,
+    chip_pit_pic,
+    chip_ioapic,
+    chip_lapic_timer,
+    chip_rtc,
+    chip_pci,
 );
 
 /// The built-in demo goes from reset to long mode, prints each step, and exits with status 1.

@@ -1,0 +1,68 @@
+//! The command line: bad input gets a one-line error and a non-zero exit; the demo runs.
+
+use std::process::Command;
+
+fn ferrite(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ferrite")).args(args).output().expect("run ferrite");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_flag_is_one_line_and_exit_2() {
+    let (code, _, err) = ferrite(&["run", "--no-such-flag"]);
+    assert_eq!(code, 2);
+    assert_eq!(err.trim_end().lines().count(), 1, "stderr: {err}");
+    assert!(err.contains("--no-such-flag"), "stderr: {err}");
+}
+
+#[test]
+fn bad_memory_size_is_one_line() {
+    let (code, _, err) = ferrite(&["run", "--memory", "lots"]);
+    assert_eq!(code, 2);
+    assert_eq!(err.trim_end().lines().count(), 1, "stderr: {err}");
+    assert!(err.contains("lots"), "stderr: {err}");
+}
+
+#[test]
+fn missing_rom_is_one_line() {
+    let (code, _, err) = ferrite(&["run", "--rom", "/nonexistent/bios.bin"]);
+    assert_eq!(code, 2);
+    assert_eq!(err.trim_end().lines().count(), 1, "stderr: {err}");
+    assert!(err.contains("/nonexistent/bios.bin"), "stderr: {err}");
+}
+
+#[test]
+fn wrong_size_rom_is_rejected() {
+    let p = std::env::temp_dir().join(format!("ferrite-cli-test-{}.bin", std::process::id()));
+    std::fs::write(&p, [0u8; 1000]).unwrap();
+    let (code, _, err) = ferrite(&["run", "--rom", p.to_str().unwrap()]);
+    std::fs::remove_file(&p).unwrap();
+    assert_eq!(code, 2);
+    assert!(err.contains("multiple of 4 KiB"), "stderr: {err}");
+}
+
+#[test]
+fn demo_runs_to_long_mode() {
+    let (code, out, err) = ferrite(&["run"]);
+    assert_eq!(code, 1, "stderr: {err}");
+    assert!(out.contains("long mode"), "stdout: {out}");
+}
+
+#[test]
+fn triple_fault_stops_with_a_reason_and_a_dump() {
+    // At the reset vector: `lidt [0]` (RAM is zero: IDT limit 0), then `int3`: the IVT entry is beyond the
+    // limit (#GP), so is #GP's, so is #DF's -> triple fault.
+    let mut rom = [0xf4u8; 4096];
+    rom[0xff0..0xff6].copy_from_slice(&[0x0f, 0x01, 0x1e, 0x00, 0x00, 0xcc]);
+    let p = std::env::temp_dir().join(format!("ferrite-cli-tf-{}.bin", std::process::id()));
+    std::fs::write(&p, rom).unwrap();
+    let (code, _, err) = ferrite(&["run", "--rom", p.to_str().unwrap(), "--max-instructions", "1000"]);
+    std::fs::remove_file(&p).unwrap();
+    assert_eq!(code, 70, "stderr: {err}");
+    assert!(err.lines().next().unwrap_or("").contains("triple fault"), "stderr: {err}");
+    assert!(err.contains("rip="), "stderr: {err}");
+}
