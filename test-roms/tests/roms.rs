@@ -53,6 +53,7 @@ rom_tests!(
     chip_lapic_timer,
     chip_rtc,
     chip_pci,
+    chip_uart,
 );
 
 /// The built-in demo goes from reset to long mode, prints each step, and exits with status 1.
