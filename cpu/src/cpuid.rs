@@ -40,7 +40,8 @@ pub mod feat {
         | (1 << 23) // POPCNT
         | (1 << 25) // AES
         | (1 << 26) // XSAVE
-        | (1 << 30); // RDRAND
+        | (1 << 30) // RDRAND
+        | (1 << 31); // hypervisor: a virtual CPU (no signature at 0x40000000: no paravirt interface)
     /// CPUID.1:ECX.OSXSAVE: not a constant feature, it reflects CR4.OSXSAVE (see [`super::cpuid_for`]).
     pub const OSXSAVE: u32 = 1 << 27;
     /// CPUID.7.0:EBX.
@@ -52,6 +53,8 @@ pub mod feat {
         | (1 << 18) // RDSEED
         | (1 << 19) // ADX
         | (1 << 20); // SMAP
+    /// CPUID.7.0:EDX.
+    pub const LEAF7_EDX: u32 = 1 << 29; // IA32_ARCH_CAPABILITIES
     /// CPUID.80000001:ECX.
     pub const EXT1_ECX: u32 = (1 << 0) // LAHF/SAHF in 64-bit mode
         | (1 << 5); // ABM (LZCNT)
@@ -63,6 +66,25 @@ pub mod feat {
         | (1 << 29); // LM
 }
 
+/// IA32_ARCH_CAPABILITIES (MSR 0x10A): the interpreter has none of the microarchitectural side channels
+/// (it executes nothing speculatively and shares no buffers with another logical CPU), so it says so, as
+/// a CPU without the flaws does: RDCL_NO (Meltdown), SKIP_L1DFL_VMENTRY, SSB_NO, MDS_NO,
+/// IF_PSCHANGE_MC_NO, TAA_NO, SBDR_SSDP_NO, FBSDP_NO, PSDP_NO (MMIO stale data), BHI_NO, PBRSB_NO,
+/// GDS_NO, RFDS_NO.
+pub const ARCH_CAPABILITIES: u64 = (1 << 0)
+    | (1 << 3)
+    | (1 << 4)
+    | (1 << 5)
+    | (1 << 6)
+    | (1 << 8)
+    | (1 << 13)
+    | (1 << 14)
+    | (1 << 15)
+    | (1 << 20)
+    | (1 << 24)
+    | (1 << 26)
+    | (1 << 27);
+
 /// The result of CPUID for leaf `eax`, subleaf `ecx`, for the CPU with local APIC ID `apic_id`.
 pub fn cpuid(leaf: u32, subleaf: u32, apic_id: u32) -> [u32; 4] {
     let vendor = *b"GenuineIntel";
@@ -70,7 +92,7 @@ pub fn cpuid(leaf: u32, subleaf: u32, apic_id: u32) -> [u32; 4] {
     match leaf {
         0 => [0xd, v(0), v(8), v(4)],
         1 => [SIGNATURE, (apic_id << 24) | (1 << 16) | (8 << 8), feat::LEAF1_ECX, feat::LEAF1_EDX],
-        7 if subleaf == 0 => [0, feat::LEAF7_EBX, 0, 0],
+        7 if subleaf == 0 => [0, feat::LEAF7_EBX, 0, feat::LEAF7_EDX],
         // XSAVE: components x87 and SSE only, both in the 512-byte legacy region; 576-byte areas.
         // Sub-leaf 1: XSAVEOPT, XSAVEC and XGETBV with ECX = 1; no XSAVES, no supervisor components.
         0xd => match subleaf {
@@ -131,6 +153,16 @@ mod tests {
         assert_eq!(cpuid(1, 0, 3)[1] >> 24, 3);
         // Nothing beyond the advertised leaves.
         assert_eq!(cpuid(0x4000_0000, 0, 0), [0; 4]);
+    }
+
+    #[test]
+    fn hypervisor_bit_and_arch_capabilities() {
+        // A virtual CPU says so (Linux then skips PMU and microcode probing a VM cannot do), and
+        // enumerates IA32_ARCH_CAPABILITIES with the not-affected bits.
+        assert_ne!(cpuid(1, 0, 0)[2] & (1 << 31), 0);
+        assert_ne!(cpuid(7, 0, 0)[3] & (1 << 29), 0);
+        assert_eq!(ARCH_CAPABILITIES & 1, 1, "RDCL_NO");
+        assert_ne!(ARCH_CAPABILITIES & (1 << 5), 0, "MDS_NO");
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! is spent or something stops it.
 
 use crate::bus::CpuBus;
+use crate::debug::{dr6, dr7};
 use crate::exec::{self, Insn};
-use crate::fault::{Fault, Stop};
+use crate::fault::{Fault, Stop, vec};
 use crate::interrupt::{self, Event};
 use crate::mem::{Ctx, Mmu};
 use crate::paging::AccessKind;
@@ -83,7 +84,6 @@ struct BlockKey {
 }
 
 /// The reference interpreter. Owns the decoded-block cache and the memory-side caches (TLB).
-#[derive(Default)]
 pub struct Interpreter {
     /// TLB and code-page tracking.
     pub mmu: Mmu,
@@ -96,6 +96,24 @@ pub struct Interpreter {
     pub trap_faults: bool,
     /// Return [`Exit::ReachedStop`] when RIP reaches this address (differential testing, debuggers).
     pub stop_at: Option<u64>,
+    /// `icount` of the instruction after a MOV SS/POP SS whose debug traps wait until it completes
+    /// (SDM Vol. 3A 6.8.3: the load of SS inhibits debug exceptions for one instruction), or `u64::MAX`.
+    db_defer_icount: u64,
+}
+
+impl Default for Interpreter {
+    fn default() -> Self {
+        Interpreter {
+            mmu: Mmu::default(),
+            blocks: HashMap::default(),
+            page_blocks: HashMap::default(),
+            jump: Vec::new(),
+            decoded_blocks: 0,
+            trap_faults: false,
+            stop_at: None,
+            db_defer_icount: u64::MAX,
+        }
+    }
 }
 
 impl Interpreter {
@@ -133,9 +151,26 @@ impl Interpreter {
 
     /// Runs until `st.icount` reaches `until` or the CPU stops.
     pub fn run(&mut self, st: &mut CpuState, bus: &mut dyn CpuBus, until: u64) -> Exit {
+        // The debug registers may have been written from outside (reset, snapshot, another engine).
+        if self.mmu.debug.sync(st) {
+            self.mmu.tlb.flush(false);
+        }
         // Guard against a guest that takes exceptions forever without retiring instructions.
         let mut events_without_progress = 0u32;
         loop {
+            // Trap-class debug exceptions (data/I/O breakpoints, single step, task switch) of the previous
+            // instruction or event delivery come before anything else at this boundary (SDM Vol. 3A
+            // table 6-2: priority 4, above NMI and maskable interrupts).
+            if self.mmu.debug.pending != 0 && self.db_defer_icount != st.icount {
+                if let Err(stop) = self.deliver_debug_trap(st, bus) {
+                    return Exit::Stopped(stop);
+                }
+                events_without_progress += 1;
+                if events_without_progress > 1_000_000 {
+                    return Exit::Stopped(Stop::Shutdown("debug exception loop without progress".into()));
+                }
+                continue;
+            }
             if st.icount >= until {
                 return Exit::BudgetSpent;
             }
@@ -173,6 +208,24 @@ impl Interpreter {
             if self.stop_at == Some(st.rip) {
                 return Exit::ReachedStop;
             }
+            // Instruction breakpoints: a fault-class #DB before the instruction, after NMI and interrupts
+            // and before faults of the fetch (priority 7); RF suppresses them for one instruction.
+            if self.mmu.debug.code && st.rflags & flags::RF == 0 && self.db_defer_icount != st.icount {
+                let hits = self.mmu.debug.code_hits(linear_rip(st));
+                if hits != 0 {
+                    st.dr[6] |= hits;
+                    st.dr[7] &= !dr7::GD;
+                    // RF is pushed as it is (0): the handler sets it to resume (SDM Vol. 3B 17.3.1.1).
+                    if let Err(stop) = self.deliver(st, bus, vec::DB, Event::Exception { error: None }) {
+                        return Exit::Stopped(stop);
+                    }
+                    events_without_progress += 1;
+                    if events_without_progress > 1_000_000 {
+                        return Exit::Stopped(Stop::Shutdown("instruction breakpoint loop".into()));
+                    }
+                    continue;
+                }
+            }
             let block = match self.block_at(st, bus) {
                 Ok(b) => b,
                 Err(f) if self.trap_faults => return Exit::Trapped(f),
@@ -189,13 +242,28 @@ impl Interpreter {
             };
             events_without_progress = 0;
             // After STI or MOV SS the next instruction runs with interrupts inhibited; the block ends
-            // right after it so that a pending interrupt is taken at the exact boundary.
-            let single_step = st.rflags & flags::TF != 0 || st.irq_shadow_icount == st.icount;
+            // right after it so that a pending interrupt is taken at the exact boundary. TF is sampled
+            // before the instruction: it single-steps the instruction that clears it, not the one that
+            // sets it (SDM Vol. 3B 17.3.1.4).
+            let tf = st.rflags & flags::TF != 0;
+            let single_step = tf || st.irq_shadow_icount == st.icount;
+            // RF is cleared at the start of the instruction, after the instruction-breakpoint check.
+            if st.rflags & flags::RF != 0 {
+                st.rflags &= !flags::RF;
+            }
+            // With instruction breakpoints enabled, the block stops before a later instruction at a
+            // breakpoint address, so that the check above sees it.
+            let insns = if self.mmu.debug.code {
+                &block.insns[..self.code_bp_stop(st, &block)]
+            } else {
+                &block.insns[..]
+            };
+            let start_icount = st.icount;
             let mut ctx =
                 Ctx { st: &mut *st, bus: &mut *bus, mmu: &mut self.mmu, next_rip: 0, break_block: false };
             let mut fault = None;
             let mut reached_stop = false;
-            for insn in block.insns.iter() {
+            for insn in insns.iter() {
                 if ctx.st.icount >= until {
                     break;
                 }
@@ -227,7 +295,14 @@ impl Interpreter {
                 return Exit::ReachedStop;
             }
             if let Some((f, next)) = fault {
+                // The instruction did not complete: its breakpoint hits are dropped. Conditions of a
+                // MOV SS/POP SS deferred past it stay, and are delivered after this event.
+                if self.db_defer_icount != start_icount {
+                    self.mmu.debug.pending = 0;
+                }
+                self.db_defer_icount = u64::MAX;
                 if self.trap_faults {
+                    self.mmu.debug.pending = 0;
                     if matches!(f, Fault::Soft { .. }) {
                         st.rip = next;
                     }
@@ -236,20 +311,66 @@ impl Interpreter {
                 if let Err(stop) = self.raise(st, bus, f, next) {
                     return Exit::Stopped(stop);
                 }
-            } else if single_step && st.rflags & flags::TF != 0 {
-                // Single-step trap after the instruction (DR6.BS).
-                st.dr[6] |= 1 << 14;
-                if let Err(stop) = self.deliver(st, bus, 1, Event::Exception { error: None }) {
-                    return Exit::Stopped(stop);
+            } else if single_step || self.mmu.debug.pending != 0 {
+                if tf {
+                    // Single-step trap after the instruction (DR6.BS).
+                    self.mmu.debug.pending |= dr6::BS;
+                }
+                // A load of SS holds its debug traps until after the next instruction.
+                let done = (st.icount - start_icount) as usize;
+                if self.mmu.debug.pending != 0
+                    && done > 0
+                    && st.irq_shadow_icount == st.icount
+                    && loads_ss(&insns[done - 1])
+                {
+                    self.db_defer_icount = st.icount;
                 }
             }
         }
     }
 
+    /// Delivers the pending trap-class debug conditions as one #DB: their DR6 bits are ORed in (B0-B3,
+    /// BS and BT are sticky), DR7.GD is cleared on entry to the handler (SDM Vol. 3B 17.2.4), and the
+    /// pushed RF is RFLAGS.RF as it is (1 only between iterations of a REP string instruction).
+    fn deliver_debug_trap(&mut self, st: &mut CpuState, bus: &mut dyn CpuBus) -> Result<(), Stop> {
+        let bits = std::mem::take(&mut self.mmu.debug.pending);
+        self.db_defer_icount = u64::MAX;
+        st.dr[6] |= bits;
+        st.dr[7] &= !dr7::GD;
+        self.deliver(st, bus, vec::DB, Event::Exception { error: None })
+    }
+
+    /// Index of the first instruction after the block's first whose linear address is an enabled
+    /// instruction breakpoint (the block's length if none).
+    #[cold]
+    fn code_bp_stop(&self, st: &CpuState, block: &Block) -> usize {
+        let bits = st.code_bits();
+        let base = st.sreg(Seg::Cs).base;
+        for (k, insn) in block.insns.iter().enumerate().skip(1) {
+            let ip = insn.i.ip();
+            let lin = if bits == 64 { ip } else { base.wrapping_add(ip) & 0xffff_ffff };
+            if self.mmu.debug.code_hits(lin) != 0 {
+                return k;
+            }
+        }
+        block.insns.len()
+    }
+
     /// Raises `f` (from an instruction whose next RIP is `next`).
     fn raise(&mut self, st: &mut CpuState, bus: &mut dyn CpuBus, f: Fault, next: u64) -> Result<(), Stop> {
         match f {
-            Fault::Exc { vector, error } => self.deliver(st, bus, vector, Event::Exception { error }),
+            Fault::Exc { vector, error } => {
+                // Fault-class exceptions push RF = 1, so that the restarted instruction does not report
+                // its instruction breakpoint again (SDM Vol. 3B 17.3.1.1); #DF and #MC are aborts. The only
+                // #DB raised by an instruction is the general-detect fault.
+                if !matches!(vector, vec::DF | vec::MC) {
+                    st.rflags |= flags::RF;
+                }
+                if vector == vec::DB {
+                    st.dr[7] &= !dr7::GD;
+                }
+                self.deliver(st, bus, vector, Event::Exception { error })
+            }
             Fault::Soft { vector, kind } => {
                 let cur = st.rip;
                 st.rip = next;
@@ -320,6 +441,23 @@ impl Interpreter {
         self.jump[slot] = Some((key, block.clone()));
         self.decoded_blocks += 1;
         Ok(block)
+    }
+}
+
+/// The linear address of the current instruction.
+fn linear_rip(st: &CpuState) -> u64 {
+    if st.code_bits() == 64 { st.rip } else { st.sreg(Seg::Cs).base.wrapping_add(st.rip) & 0xffff_ffff }
+}
+
+/// Whether `insn` loads SS (MOV SS, POP SS), which holds debug exceptions for one instruction.
+fn loads_ss(insn: &Insn) -> bool {
+    use iced_x86::Code as C;
+    match insn.i.code() {
+        C::Popw_SS | C::Popd_SS => true,
+        C::Mov_Sreg_rm16 | C::Mov_Sreg_r32m16 | C::Mov_Sreg_r64m16 => {
+            insn.i.op0_register() == iced_x86::Register::SS
+        }
+        _ => false,
     }
 }
 

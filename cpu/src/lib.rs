@@ -7,6 +7,7 @@
 
 pub mod bus;
 pub mod cpuid;
+pub mod debug;
 pub mod exec;
 pub mod fault;
 pub mod interp;

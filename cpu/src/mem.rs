@@ -3,6 +3,7 @@
 //! writes of 1-8 bytes that split at page boundaries.
 
 use crate::bus::CpuBus;
+use crate::debug::Breakpoints;
 use crate::fault::Fault;
 use crate::paging::{self, Access, AccessKind};
 use crate::state::{CpuState, Mode, Seg, attr, flags};
@@ -93,6 +94,8 @@ pub struct Mmu {
     pub code_pages: HashSet<u64>,
     /// Code pages written since the interpreter last looked.
     pub dirty_code: Vec<u64>,
+    /// Decoded breakpoints (DR0-DR3/DR7) and debug conditions waiting for delivery.
+    pub debug: Breakpoints,
 }
 
 /// Everything an instruction handler works on.
@@ -121,6 +124,9 @@ impl Ctx<'_> {
     pub fn io_in(&mut self, port: u16, size: u8) -> u32 {
         self.bus.sync(self.st.icount);
         self.break_block = true;
+        if self.mmu.debug.io {
+            self.mmu.debug.pending |= self.mmu.debug.io_hits(self.st, port, size);
+        }
         self.bus.io_in(port, size)
     }
 
@@ -129,6 +135,9 @@ impl Ctx<'_> {
     pub fn io_out(&mut self, port: u16, size: u8, value: u32) {
         self.bus.sync(self.st.icount);
         self.break_block = true;
+        if self.mmu.debug.io {
+            self.mmu.debug.pending |= self.mmu.debug.io_hits(self.st, port, size);
+        }
         self.bus.io_out(port, size, value)
     }
 
@@ -139,8 +148,16 @@ impl Ctx<'_> {
     }
 
     /// Translates a linear address through the TLB, filling it on a miss. Returns the TLB entry.
+    /// `size` is the number of bytes of this page the access touches (0 for a translation only), for
+    /// data breakpoints: pages they watch are never cached, so the check costs nothing on a hit.
     #[inline]
-    fn tlb_lookup(&mut self, lin: u64, kind: AccessKind, implicit: bool) -> Result<TlbEntry, Fault> {
+    fn tlb_lookup(
+        &mut self,
+        lin: u64,
+        kind: AccessKind,
+        implicit: bool,
+        size: u32,
+    ) -> Result<TlbEntry, Fault> {
         let user = self.st.cpl == 3 && !implicit;
         let idx = ((lin >> 12) as usize) % TLB_SIZE;
         let tag = tag_of(lin, user);
@@ -152,7 +169,7 @@ impl Ctx<'_> {
         if e.tag == tag && !implicit {
             return Ok(*e);
         }
-        self.tlb_fill(lin, kind, user, implicit)
+        self.tlb_fill(lin, kind, user, implicit, size)
     }
 
     #[cold]
@@ -162,8 +179,21 @@ impl Ctx<'_> {
         kind: AccessKind,
         user: bool,
         implicit: bool,
+        size: u32,
     ) -> Result<TlbEntry, Fault> {
         let t = paging::translate(self.st, self.bus, lin, Access { kind, user, implicit })?;
+        let mut cache = !implicit;
+        if self.mmu.debug.data && kind != AccessKind::Exec && self.mmu.debug.watches_page(lin) {
+            // A watched page stays out of the TLB so that every access to it comes here. The hit is
+            // recorded once the translation succeeded (the access happens); the trap is delivered after
+            // the instruction, which ends its block.
+            cache = false;
+            let hits = self.mmu.debug.data_hits(lin, size as u64, kind == AccessKind::Write);
+            if hits != 0 {
+                self.mmu.debug.pending |= hits;
+                self.break_block = true;
+            }
+        }
         let write = kind == AccessKind::Write;
         let host = if write && self.mmu.code_pages.contains(&t.page) {
             0
@@ -171,7 +201,7 @@ impl Ctx<'_> {
             self.bus.ram_page(t.page, write).map(|p| p.as_ptr() as usize).unwrap_or(0)
         };
         let e = TlbEntry { tag: tag_of(lin, user), host, phys: t.page, global: t.global };
-        if !implicit {
+        if cache {
             let idx = ((lin >> 12) as usize) % TLB_SIZE;
             match kind {
                 AccessKind::Read => self.mmu.tlb.read[idx] = e,
@@ -184,7 +214,7 @@ impl Ctx<'_> {
 
     /// Physical address for a linear one (for diagnostics and instructions that need it).
     pub fn lin_to_phys(&mut self, lin: u64, kind: AccessKind) -> Result<u64, Fault> {
-        let e = self.tlb_lookup(lin, kind, false)?;
+        let e = self.tlb_lookup(lin, kind, false, 0)?;
         Ok(e.phys | (lin & 0xfff))
     }
 
@@ -205,7 +235,7 @@ impl Ctx<'_> {
     ) -> Result<u64, Fault> {
         let off = (lin & 0xfff) as usize;
         if off + size as usize <= 0x1000 {
-            let e = self.tlb_lookup(lin, kind, implicit)?;
+            let e = self.tlb_lookup(lin, kind, implicit, size)?;
             if e.host != 0 {
                 let p = (e.host + off) as *const u8;
                 // SAFETY: `e.host` is the host address of a 4 KiB RAM/ROM page handed out by the bus
@@ -236,8 +266,8 @@ impl Ctx<'_> {
         let first = 0x1000 - off;
         let next = (lin & !0xfff).wrapping_add(0x1000);
         let next = if self.st.mode() == Mode::Long64 { next } else { next & 0xffff_ffff };
-        let e1 = self.tlb_lookup(lin, kind, implicit)?;
-        let e2 = self.tlb_lookup(next, kind, implicit)?;
+        let e1 = self.tlb_lookup(lin, kind, implicit, first as u32)?;
+        let e2 = self.tlb_lookup(next, kind, implicit, size - first as u32)?;
         let mut b = [0u8; 8];
         self.read_phys_entry(&e1, off, &mut b[..first]);
         self.read_phys_entry(&e2, 0, &mut b[first..size as usize]);
@@ -287,7 +317,7 @@ impl Ctx<'_> {
         let off = (lin & 0xfff) as usize;
         let b = v.to_le_bytes();
         if off + size as usize <= 0x1000 {
-            let e = self.tlb_lookup(lin, AccessKind::Write, implicit)?;
+            let e = self.tlb_lookup(lin, AccessKind::Write, implicit, size)?;
             if e.host != 0 {
                 let p = (e.host + off) as *mut u8;
                 // SAFETY: `e.host` is a live, writable RAM page (write TLB entries only get host pointers
@@ -309,8 +339,8 @@ impl Ctx<'_> {
         let first = 0x1000 - off;
         let next = (lin & !0xfff).wrapping_add(0x1000);
         let next = if self.st.mode() == Mode::Long64 { next } else { next & 0xffff_ffff };
-        let e1 = self.tlb_lookup(lin, AccessKind::Write, implicit)?;
-        let e2 = self.tlb_lookup(next, AccessKind::Write, implicit)?;
+        let e1 = self.tlb_lookup(lin, AccessKind::Write, implicit, first as u32)?;
+        let e2 = self.tlb_lookup(next, AccessKind::Write, implicit, size - first as u32)?;
         self.write_phys_entry(&e1, off, &b[..first]);
         self.write_phys_entry(&e2, 0, &b[first..size as usize]);
         Ok(())
@@ -320,11 +350,11 @@ impl Ctx<'_> {
     /// multi-part stores that must not partially complete), without writing.
     pub fn probe_write(&mut self, lin: u64, size: u32) -> Result<(), Fault> {
         let off = (lin & 0xfff) as usize;
-        self.tlb_lookup(lin, AccessKind::Write, false)?;
+        self.tlb_lookup(lin, AccessKind::Write, false, 0)?;
         if off + size as usize > 0x1000 {
             let next = (lin & !0xfff).wrapping_add(0x1000);
             let next = if self.st.mode() == Mode::Long64 { next } else { next & 0xffff_ffff };
-            self.tlb_lookup(next, AccessKind::Write, false)?;
+            self.tlb_lookup(next, AccessKind::Write, false, 0)?;
         }
         Ok(())
     }

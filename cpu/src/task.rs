@@ -249,6 +249,9 @@ fn commit(
     ctx.st.cr0 |= cr0::TS;
     // Local breakpoint enables (L0-L3, LE) are cleared on every task switch.
     ctx.st.dr[7] &= !0x155;
+    if ctx.mmu.debug.sync(ctx.st) {
+        ctx.mmu.tlb.flush(false);
+    }
     if t.tss32 && ctx.st.paging() {
         ctx.st.cr3 = t.cr3 as u64;
         ctx.mmu.tlb.flush(true);
@@ -305,9 +308,11 @@ fn commit(
         return Err(Fault::gp(ext));
     }
     if t.trap {
-        // Debug trap before the new task's first instruction (DR6.BT).
-        ctx.st.dr[6] |= 1 << 15;
-        return Err(Fault::Exc { vector: vec::DB, error: None });
+        // Debug trap before the new task's first instruction (DR6.BT), delivered by the interpreter with
+        // the other trap-class debug conditions once the switch (or the event delivery through a task
+        // gate) completes.
+        ctx.st.dr[6] |= crate::debug::dr6::BT;
+        ctx.mmu.debug.pending |= crate::debug::dr6::BT;
     }
     Ok(())
 }

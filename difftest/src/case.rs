@@ -45,6 +45,16 @@
 //! * **Traps** (#BP from `int3`, #OF from `into`): state *after* the instruction, `rip` = the next
 //!   instruction.
 //!
+//! # FP/SIMD state
+//!
+//! A case with x87, MMX or SSE instructions carries an initial [`FpState`] (the architectural part of an
+//! FXSAVE image) in [`Case::fp`]. The machine then has CR0.EM = 0, CR0.MP = 1, CR0.TS = 0, CR0.NE = 1,
+//! CR4.OSFXSR = 1 and CR4.OSXMMEXCPT = 1 (as Linux sets them): SSE instructions are available and an
+//! unmasked SIMD floating-point exception is #XM (vector 19), an unmasked x87 exception #MF (vector 16), both
+//! faults without error code. The engine loads the state as FXRSTOR would (x87 tags are recomputed from the
+//! abridged tag word and the register contents, SDM vol. 1 §10.5.1.1) and reports the final state as FXSAVE
+//! would store it. FOP, FIP, FDP, FCS and FDS are not part of the comparison.
+//!
 //! RFLAGS is compared in full (every bit, including the flags an instruction leaves "undefined": the host CPU
 //! defines them) except RF (bit 16), which hardware sets in fault frames; report it clear.
 
@@ -181,6 +191,9 @@ pub struct Case {
     pub regs: RegState,
     /// Initial contents of the writable data regions (page-aligned, whole pages, disjoint).
     pub data: Vec<MemRegion>,
+    /// Initial x87/MMX/SSE state, for cases with FP/SIMD instructions; `None` for GPR-only cases (the FP
+    /// state is then neither set up specially nor compared). See [`FpState`].
+    pub fp: Option<FpState>,
 }
 
 impl Case {
@@ -234,6 +247,9 @@ impl Case {
             if self.regs.rip > u32::MAX as u64 {
                 return Err("compat32 rip above 4 GiB".into());
             }
+        }
+        if let Some(fp) = &self.fp {
+            fp.validate()?;
         }
         let mut ranges: Vec<(u64, u64, &str)> =
             vec![(clo, chi, "code"), (RESERVED_RANGE.start, RESERVED_RANGE.end, "reserved")];
@@ -298,9 +314,13 @@ pub struct FinalState {
     pub data: Vec<MemRegion>,
     /// The exception that stopped the run, if any (the end-of-sequence marker is not one).
     pub exception: Option<ExceptionInfo>,
+    /// Final x87/MMX/SSE state: `Some` exactly when the case has an initial [`Case::fp`].
+    pub fp: Option<FpState>,
 }
 
 /// What an engine reports for a case.
+// `Ran` is large (the FP state); an outcome is built once per case and moved, so boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// The case ran (to `code_end` or to an exception).
@@ -338,4 +358,134 @@ pub trait Engine {
     fn name(&self) -> &str;
     /// Runs one case from a fresh machine state.
     fn run(&mut self, case: &Case) -> Outcome;
+}
+
+/// Architectural x87/MMX/SSE state in FXSAVE terms (SDM vol. 1 §10.5.1, table 10-2).
+///
+/// The x87 registers are kept in **stack order** as FXSAVE stores them (`st[i]` is ST(i), i.e. physical
+/// register `(TOP + i) & 7`, TOP = `fsw[13:11]`), while the abridged tag word `ftw` is indexed by
+/// **physical** register (bit `p` = 1: R`p` is not empty).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FpState {
+    /// x87 control word.
+    pub fcw: u16,
+    /// x87 status word (exception flags, SF, ES, C0-C3, TOP, B).
+    pub fsw: u16,
+    /// Abridged tag word: bit `p` set when physical register R`p` is not empty.
+    pub ftw: u8,
+    /// ST(0)..ST(7) as 80-bit values (little-endian: 64-bit significand, then sign and exponent).
+    pub st: [[u8; 10]; 8],
+    /// MXCSR.
+    pub mxcsr: u32,
+    /// XMM0-XMM15 (little-endian lanes).
+    pub xmm: [u128; 16],
+}
+
+/// MXCSR bits a case may set (MXCSR_MASK of every SSE2-capable CPU with DAZ: 0xFFFF).
+pub const MXCSR_VALID: u32 = 0xFFFF;
+
+impl Default for FpState {
+    /// The state after FNINIT and with MXCSR at its reset value: FCW 0x037F, empty stack, MXCSR 0x1F80.
+    fn default() -> Self {
+        FpState { fcw: 0x037F, fsw: 0, ftw: 0, st: [[0; 10]; 8], mxcsr: 0x1F80, xmm: [0; 16] }
+    }
+}
+
+impl FpState {
+    /// TOP (FSW bits 13:11).
+    pub fn top(&self) -> usize {
+        ((self.fsw >> 11) & 7) as usize
+    }
+
+    /// Physical register holding ST(`i`).
+    pub fn phys(&self, i: usize) -> usize {
+        (self.top() + i) & 7
+    }
+
+    /// Whether ST(`i`) is not empty.
+    pub fn st_valid(&self, i: usize) -> bool {
+        self.ftw >> self.phys(i) & 1 == 1
+    }
+
+    /// Checks what FXRSTOR would reject (reserved MXCSR bits raise #GP).
+    pub fn validate(&self) -> Result<(), String> {
+        if self.mxcsr & !MXCSR_VALID != 0 {
+            return Err(format!("mxcsr {:#x} sets reserved bits", self.mxcsr));
+        }
+        Ok(())
+    }
+
+    /// The 512-byte FXSAVE image (64-bit format; FOP, FIP and FDP zero).
+    pub fn to_fxsave(&self) -> [u8; 512] {
+        let mut b = [0u8; 512];
+        b[0..2].copy_from_slice(&self.fcw.to_le_bytes());
+        b[2..4].copy_from_slice(&self.fsw.to_le_bytes());
+        b[4] = self.ftw;
+        b[24..28].copy_from_slice(&self.mxcsr.to_le_bytes());
+        b[28..32].copy_from_slice(&MXCSR_VALID.to_le_bytes());
+        for (i, r) in self.st.iter().enumerate() {
+            b[32 + 16 * i..42 + 16 * i].copy_from_slice(r);
+        }
+        for (i, x) in self.xmm.iter().enumerate() {
+            b[160 + 16 * i..176 + 16 * i].copy_from_slice(&x.to_le_bytes());
+        }
+        b
+    }
+
+    /// Parses an FXSAVE image (either format; only the fields of [`FpState`] are read).
+    pub fn from_fxsave(b: &[u8; 512]) -> FpState {
+        let mut st = [[0u8; 10]; 8];
+        for (i, r) in st.iter_mut().enumerate() {
+            r.copy_from_slice(&b[32 + 16 * i..42 + 16 * i]);
+        }
+        let mut xmm = [0u128; 16];
+        for (i, x) in xmm.iter_mut().enumerate() {
+            *x = u128::from_le_bytes(b[160 + 16 * i..176 + 16 * i].try_into().expect("16 bytes"));
+        }
+        FpState {
+            fcw: u16::from_le_bytes([b[0], b[1]]),
+            fsw: u16::from_le_bytes([b[2], b[3]]),
+            ftw: b[4],
+            st,
+            mxcsr: u32::from_le_bytes(b[24..28].try_into().expect("4 bytes")),
+            xmm,
+        }
+    }
+
+    /// Names of the differing fields under the comparison rules: FCW, FSW, abridged FTW, MXCSR, every XMM
+    /// register, and the ST(i) registers that are non-empty on both sides (an emptiness mismatch already
+    /// shows in the tag word).
+    pub fn diff(&self, other: &FpState) -> Vec<String> {
+        let mut d = Vec::new();
+        if self.fcw != other.fcw {
+            d.push("fcw".to_string());
+        }
+        if self.fsw != other.fsw {
+            d.push("fsw".to_string());
+        }
+        if self.ftw != other.ftw {
+            d.push("ftw".to_string());
+        }
+        for i in 0..8 {
+            if self.st_valid(i) && other.st_valid(i) && self.st[i] != other.st[i] {
+                d.push(format!("st{i}"));
+            }
+        }
+        if self.mxcsr != other.mxcsr {
+            d.push("mxcsr".to_string());
+        }
+        for i in 0..16 {
+            if self.xmm[i] != other.xmm[i] {
+                d.push(format!("xmm{i}"));
+            }
+        }
+        d
+    }
+}
+
+/// Formats an 80-bit register as `sign exponent.significand`.
+pub fn f80_text(r: &[u8; 10]) -> String {
+    let sig = u64::from_le_bytes(r[..8].try_into().expect("8 bytes"));
+    let se = u16::from_le_bytes([r[8], r[9]]);
+    format!("{}{:04x}.{sig:016x}", if se >> 15 == 1 { '-' } else { '+' }, se & 0x7FFF)
 }

@@ -66,11 +66,78 @@ pub enum Family {
     FlagOps,
     /// INTO BOUND (compatibility mode only).
     Legacy,
+    /// x87: arithmetic, loads/stores of every memory format, compares (FCOM/FUCOM/FCOMI/FTST/FXAM), FCMOVcc,
+    /// constants, transcendentals, FXCH/FFREE/FINCSTP/FDECSTP, control/status stores (not FLDCW or the
+    /// environment/state images).
+    X87,
+    /// MMX, and the SSE/SSE2 instructions on MMX registers.
+    Mmx,
+    /// SSE and SSE2 on XMM registers: floating point and integer.
+    Sse,
+    /// SSE3 (FISTTP is in [`Family::X87`]).
+    Sse3,
+    /// SSSE3 (XMM and MMX forms).
+    Ssse3,
+    /// SSE4.1.
+    Sse41,
+    /// SSE4.2: PCMPESTRI/M, PCMPISTRI/M, PCMPGTQ, CRC32.
+    Sse42,
+    /// AES-NI.
+    Aes,
+    /// PCLMULQDQ.
+    Pclmul,
 }
 
 impl Family {
-    /// Every family.
-    pub const ALL: [Family; 20] = [
+    /// Every family: [`Family::INTEGER`] then [`Family::FP_SIMD`].
+    pub const ALL: [Family; 29] = [
+        Family::Alu,
+        Family::Shift,
+        Family::MulDiv,
+        Family::Bcd,
+        Family::BitOps,
+        Family::Bmi1,
+        Family::Bmi2,
+        Family::BitCount,
+        Family::Adx,
+        Family::Movbe,
+        Family::CondMove,
+        Family::Exchange,
+        Family::MovExt,
+        Family::Lea,
+        Family::String,
+        Family::Stack,
+        Family::Convert,
+        Family::Bswap,
+        Family::FlagOps,
+        Family::Legacy,
+        Family::X87,
+        Family::Mmx,
+        Family::Sse,
+        Family::Sse3,
+        Family::Ssse3,
+        Family::Sse41,
+        Family::Sse42,
+        Family::Aes,
+        Family::Pclmul,
+    ];
+
+    /// The families with x87, MMX or SSE instructions: their cases carry an [`crate::FpState`].
+    pub const FP_SIMD: [Family; 9] = [
+        Family::X87,
+        Family::Mmx,
+        Family::Sse,
+        Family::Sse3,
+        Family::Ssse3,
+        Family::Sse41,
+        Family::Sse42,
+        Family::Aes,
+        Family::Pclmul,
+    ];
+
+    /// The general-purpose-register families: the default set ([`GenConfig::default`]), whose output for a
+    /// seed is pinned by the generator's golden test.
+    pub const INTEGER: [Family; 20] = [
         Family::Alu,
         Family::Shift,
         Family::MulDiv,
@@ -116,10 +183,25 @@ impl Family {
             Family::Bswap => "bswap",
             Family::FlagOps => "flagops",
             Family::Legacy => "legacy",
+            Family::X87 => "x87",
+            Family::Mmx => "mmx",
+            Family::Sse => "sse",
+            Family::Sse3 => "sse3",
+            Family::Ssse3 => "ssse3",
+            Family::Sse41 => "sse41",
+            Family::Sse42 => "sse42",
+            Family::Aes => "aes",
+            Family::Pclmul => "pclmul",
         }
     }
 
-    /// The mnemonics that make up the family.
+    /// Whether the family's cases carry FP/SIMD state.
+    pub fn is_fp_simd(self) -> bool {
+        Family::FP_SIMD.contains(&self)
+    }
+
+    /// The mnemonics that make up an integer family (empty for the FP/SIMD families, which are defined by
+    /// CPUID feature, see [`Family::of_code`]).
     pub fn mnemonics(self) -> &'static [Mnemonic] {
         use Mnemonic as M;
         match self {
@@ -226,6 +308,15 @@ impl Family {
             Family::Bswap => &[M::Bswap],
             Family::FlagOps => &[M::Sahf, M::Lahf, M::Clc, M::Stc, M::Cmc, M::Cld, M::Std],
             Family::Legacy => &[M::Into, M::Bound],
+            Family::X87
+            | Family::Mmx
+            | Family::Sse
+            | Family::Sse3
+            | Family::Ssse3
+            | Family::Sse41
+            | Family::Sse42
+            | Family::Aes
+            | Family::Pclmul => &[],
         }
     }
 
@@ -234,9 +325,15 @@ impl Family {
         !matches!((self, mode), (Family::Bcd | Family::Legacy, Mode::Long64))
     }
 
-    /// The family containing a mnemonic, if any.
+    /// The integer family containing a mnemonic, if any.
     pub fn of_mnemonic(m: Mnemonic) -> Option<Family> {
-        Family::ALL.into_iter().find(|f| f.mnemonics().contains(&m))
+        Family::INTEGER.into_iter().find(|f| f.mnemonics().contains(&m))
+    }
+
+    /// The family of an encoding: FP/SIMD families by the encoding's CPUID features (legacy encodings only),
+    /// integer families by mnemonic.
+    pub fn of_code(code: Code) -> Option<Family> {
+        fp_family_of(code).or_else(|| Family::of_mnemonic(code.mnemonic()))
     }
 }
 
@@ -244,6 +341,83 @@ impl fmt::Display for Family {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
+}
+
+/// FP/SIMD family of a legacy encoding, from its CPUID features (see [`Family::of_code`]).
+fn fp_family_of(code: Code) -> Option<Family> {
+    use iced_x86::CpuidFeature as F;
+    let op = code.op_code();
+    if op.encoding() != EncodingKind::Legacy {
+        return None;
+    }
+    let feats = code.cpuid_features();
+    let has = |f: F| feats.contains(&f);
+    let kinds = op.op_kinds();
+    let x87_operand = kinds.iter().any(|k| matches!(k, K::st0 | K::sti_opcode));
+    if has(F::FPU) || has(F::FPU287) || has(F::FPU387) || x87_operand || code.mnemonic() == Mnemonic::Fisttp {
+        return Some(Family::X87);
+    }
+    let mm_operand = kinds.iter().any(|k| matches!(k, K::mm_reg | K::mm_rm | K::mm_or_mem));
+    let fam = if has(F::AES) {
+        Family::Aes
+    } else if has(F::PCLMULQDQ) {
+        Family::Pclmul
+    } else if has(F::SSE4_2) {
+        Family::Sse42
+    } else if has(F::SSE4_1) {
+        Family::Sse41
+    } else if has(F::SSSE3) {
+        Family::Ssse3
+    } else if has(F::SSE3) {
+        Family::Sse3
+    } else if has(F::MMX) || ((has(F::SSE) || has(F::SSE2)) && mm_operand) {
+        Family::Mmx
+    } else if has(F::SSE) || has(F::SSE2) {
+        Family::Sse
+    } else {
+        return None;
+    };
+    Some(fam)
+}
+
+/// Encodings of the FP/SIMD families that the generator leaves out: the FPU environment and state images
+/// (they hold FIP/FDP/FCS/FDS, which are not modelled in the comparison), FLDCW (a random control word would
+/// unmask x87 exceptions), the WAIT-prefixed forms, the memory-ordering and cache hints, and the
+/// implicit-RDI stores.
+fn fp_excluded(m: Mnemonic) -> bool {
+    use Mnemonic as M;
+    matches!(
+        m,
+        M::Fxsave
+            | M::Fxsave64
+            | M::Fxrstor
+            | M::Fxrstor64
+            | M::Fsave
+            | M::Fnsave
+            | M::Frstor
+            | M::Fldenv
+            | M::Fstenv
+            | M::Fnstenv
+            | M::Fldcw
+            // WAIT-prefixed forms decode as WAIT + FN*: the FN* forms are generated instead.
+            | M::Finit
+            | M::Fclex
+            | M::Fstcw
+            | M::Fstsw
+            | M::Feni
+            | M::Fdisi
+            | M::Fsetpm
+            | M::Maskmovq
+            | M::Maskmovdqu
+            | M::Prefetchnta
+            | M::Prefetcht0
+            | M::Prefetcht1
+            | M::Prefetcht2
+            | M::Lfence
+            | M::Sfence
+            | M::Mfence
+            | M::Pause
+    )
 }
 
 impl std::str::FromStr for Family {
@@ -283,10 +457,11 @@ pub fn host_allows_low_region() -> bool {
 }
 
 impl Default for GenConfig {
+    /// The integer families ([`Family::INTEGER`]), both modes, 8 instructions at most.
     fn default() -> Self {
         GenConfig {
             max_insns: 8,
-            families: Family::ALL.to_vec(),
+            families: Family::INTEGER.to_vec(),
             modes: Mode::ALL.to_vec(),
             mixed_percent: 25,
             low_region: host_allows_low_region(),
@@ -390,6 +565,18 @@ const GPR8: [Register; 16] = [
 ];
 const GPR8_HIGH: [Register; 4] = [Register::AH, Register::CH, Register::DH, Register::BH];
 
+fn xmm_register(i: usize) -> Register {
+    Register::try_from(Register::XMM0 as usize + i).unwrap_or(Register::XMM0)
+}
+
+fn mm_register(i: usize) -> Register {
+    Register::try_from(Register::MM0 as usize + i).unwrap_or(Register::MM0)
+}
+
+fn st_register(i: usize) -> Register {
+    Register::try_from(Register::ST0 as usize + i).unwrap_or(Register::ST0)
+}
+
 /// Index (encoding order) of the 64-bit register containing `r`, if it is a GPR.
 pub fn gpr_index(r: Register) -> Option<usize> {
     let full = r.full_register();
@@ -434,6 +621,14 @@ fn operand_supported(k: K) -> bool {
             | K::seg_rSI
             | K::es_rDI
             | K::seg_rDI
+            | K::xmm_reg
+            | K::xmm_rm
+            | K::xmm_or_mem
+            | K::mm_reg
+            | K::mm_rm
+            | K::mm_or_mem
+            | K::st0
+            | K::sti_opcode
     )
 }
 
@@ -468,7 +663,10 @@ impl Generator {
             if !op.is_instruction() || !matches!(op.encoding(), EncodingKind::Legacy | EncodingKind::VEX) {
                 continue;
             }
-            let Some(fam) = Family::of_mnemonic(code.mnemonic()) else { continue };
+            let Some(fam) = Family::of_code(code) else { continue };
+            if fam.is_fp_simd() && fp_excluded(code.mnemonic()) {
+                continue;
+            }
             if op.is_privileged()
                 || op.is_input_output()
                 || !op.op_kinds().iter().all(|&k| operand_supported(k))
@@ -556,6 +754,7 @@ impl Generator {
             let code = *b.rng.pick(codes);
             if let Some(k) = b.emit(code, fam) {
                 insn_families.extend(std::iter::repeat_n(fam, k));
+                b.fp_used |= fam.is_fp_simd();
             }
         }
         let insn_offsets = b.offsets.clone();
@@ -576,12 +775,19 @@ struct Builder<'r> {
     written: u16,
     rflags: u64,
     info: InstructionInfoFactory,
+    /// An FP/SIMD instruction was emitted: the case gets an initial FP state.
+    fp_used: bool,
+    /// Initial memory contents chosen for FP/SIMD memory operands: (address, bytes).
+    fills: Vec<(u64, Vec<u8>)>,
+    /// Address the last memory operand was aimed at.
+    last_target: u64,
 }
 
 /// Saved pinning state so a failed instruction leaves no trace.
 #[derive(Clone, Copy)]
 struct Snapshot {
     init: [Option<u64>; 16],
+    fills: usize,
 }
 
 fn edge_value(rng: &mut Rng) -> u64 {
@@ -643,6 +849,9 @@ impl<'r> Builder<'r> {
             written: 0,
             rflags: 0,
             info: InstructionInfoFactory::new(),
+            fp_used: false,
+            fills: Vec::new(),
+            last_target: 0,
         };
         // Stack pointer in the middle of the main data region (usually 8-aligned).
         let mut sp = (DATA_ADDR + 2 * PAGE_SIZE).wrapping_add(b.rng.range_i64(-256, 256) as u64);
@@ -662,11 +871,12 @@ impl<'r> Builder<'r> {
     }
 
     fn snapshot(&self) -> Snapshot {
-        Snapshot { init: self.init }
+        Snapshot { init: self.init, fills: self.fills.len() }
     }
 
     fn restore(&mut self, s: Snapshot) {
         self.init = s.init;
+        self.fills.truncate(s.fills);
     }
 
     fn nregs(&self) -> usize {
@@ -783,6 +993,7 @@ impl<'r> Builder<'r> {
         };
         let region = self.region_for(addr_bits);
         let target = self.pick_target(&region, size, align);
+        self.last_target = target;
         let mask: u64 = match addr_bits {
             16 => 0xFFFF,
             32 => 0xFFFF_FFFF,
@@ -1187,6 +1398,11 @@ impl<'r> Builder<'r> {
     }
 
     fn imm_value(&mut self, fam: Family, k: K) -> u64 {
+        if fam.is_fp_simd() {
+            // Selector/control bytes: small values (lane selectors, rounding controls, string-compare
+            // modes) or any byte.
+            return if self.rng.chance(50) { self.rng.below(16) } else { self.rng.below(256) };
+        }
         if matches!(fam, Family::Shift | Family::Bmi2) || (fam == Family::BitOps && k == K::imm8) {
             return count_value(self.rng);
         }
@@ -1207,17 +1423,40 @@ impl<'r> Builder<'r> {
                 K::r64_or_mem | K::r64_reg | K::r64_rm | K::r64_opcode | K::r64_vvvv => Some(64),
                 _ => None,
             };
-            let may_mem = matches!(k, K::r8_or_mem | K::r16_or_mem | K::r32_or_mem | K::r64_or_mem);
+            let may_mem = matches!(
+                k,
+                K::r8_or_mem | K::r16_or_mem | K::r32_or_mem | K::r64_or_mem | K::xmm_or_mem | K::mm_or_mem
+            );
             if k == K::mem || (may_mem && self.rng.chance(45)) {
                 ins.set_op_kind(n, OpKind::Memory);
                 let align = match code {
                     Code::Cmpxchg16b_m128 => 16,
+                    _ if fam.is_fp_simd() => mem_size.clamp(1, 16),
                     _ => mem_size.clamp(1, 8),
                 };
                 if !self.memory(&mut ins, mem_size, align, fam == Family::Lea) {
                     return None;
                 }
+                if fam.is_fp_simd() {
+                    let bytes = crate::fpvalues::memory_value(self.rng, op.memory_size());
+                    self.fills.push((self.last_target, bytes));
+                }
                 has_mem = true;
+                continue;
+            }
+            let vec_reg = match k {
+                K::xmm_reg | K::xmm_rm | K::xmm_or_mem => {
+                    let n = if self.mode == Mode::Long64 { 16 } else { 8 };
+                    Some(xmm_register(self.rng.below(n) as usize))
+                }
+                K::mm_reg | K::mm_rm | K::mm_or_mem => Some(mm_register(self.rng.below(8) as usize)),
+                K::st0 => Some(Register::ST0),
+                K::sti_opcode => Some(st_register(self.rng.below(8) as usize)),
+                _ => None,
+            };
+            if let Some(r) = vec_reg {
+                ins.set_op_kind(n, OpKind::Register);
+                ins.set_op_register(n, r);
                 continue;
             }
             if let Some(bits) = reg_bits {
@@ -1264,6 +1503,13 @@ impl<'r> Builder<'r> {
             let v = self.rng.range_i64(-96, 96) as u64;
             self.pin(i, v);
         }
+        // Explicit-length string compares: keep the EAX/EDX lengths near the 8/16-element range.
+        if matches!(code.mnemonic(), Mnemonic::Pcmpestri | Mnemonic::Pcmpestrm) {
+            for r in [gpr::RAX, gpr::RDX] {
+                let v = self.rng.range_i64(-20, 20) as u64;
+                self.pin(r, v);
+            }
+        }
         // LOCK: valid on memory-destination read-modify-write forms, and occasionally anywhere (#UD).
         if (has_mem && op.can_use_lock_prefix() && ins.op0_kind() == OpKind::Memory && self.rng.chance(8))
             || self.rng.chance(1)
@@ -1291,12 +1537,28 @@ impl<'r> Builder<'r> {
                 MemRegion { addr: LOW_DATA_ADDR, bytes: random_bytes(self.rng, LOW_DATA_SIZE as usize) },
             );
         }
+        // FP/SIMD cases only (drawn after everything else, so integer cases are unchanged): the chosen
+        // operand values in memory, and the initial x87/SSE state.
+        let fp = if self.fp_used {
+            for (addr, bytes) in &self.fills {
+                for r in data.iter_mut() {
+                    if *addr >= r.addr && addr + bytes.len() as u64 <= r.end() {
+                        let o = (addr - r.addr) as usize;
+                        r.bytes[o..o + bytes.len()].copy_from_slice(bytes);
+                    }
+                }
+            }
+            Some(crate::fpvalues::initial_state(self.rng, self.mode))
+        } else {
+            None
+        };
         Case {
             mode: self.mode,
             code_addr: crate::case::CODE_ADDR,
             code: self.code,
             regs: RegState { gprs, rip: crate::case::CODE_ADDR, rflags: self.rflags },
             data,
+            fp,
         }
     }
 }

@@ -25,6 +25,18 @@ pub struct HostFeatures {
     pub lzcnt: bool,
     /// LAHF/SAHF in 64-bit mode (leaf 0x8000_0001 ECX bit 0).
     pub lahf64: bool,
+    /// SSE3 (leaf 1 ECX bit 0).
+    pub sse3: bool,
+    /// SSSE3 (leaf 1 ECX bit 9).
+    pub ssse3: bool,
+    /// SSE4.1 (leaf 1 ECX bit 19).
+    pub sse41: bool,
+    /// SSE4.2 (leaf 1 ECX bit 20).
+    pub sse42: bool,
+    /// AES-NI (leaf 1 ECX bit 25).
+    pub aes: bool,
+    /// PCLMULQDQ (leaf 1 ECX bit 1).
+    pub pclmul: bool,
 }
 
 impl HostFeatures {
@@ -50,6 +62,34 @@ impl HostFeatures {
             adx: bit(l7b, 19),
             lzcnt: bit(e1, 5),
             lahf64: bit(e1, 0),
+            sse3: bit(l1.ecx, 0),
+            ssse3: bit(l1.ecx, 9),
+            sse41: bit(l1.ecx, 19),
+            sse42: bit(l1.ecx, 20),
+            aes: bit(l1.ecx, 25),
+            pclmul: bit(l1.ecx, 1),
+        }
+    }
+
+    /// Every feature the generator knows (for host-independent generator tests).
+    pub fn all() -> Self {
+        HostFeatures {
+            cmov: true,
+            cx8: true,
+            cx16: true,
+            movbe: true,
+            popcnt: true,
+            bmi1: true,
+            bmi2: true,
+            adx: true,
+            lzcnt: true,
+            lahf64: true,
+            sse3: true,
+            ssse3: true,
+            sse41: true,
+            sse42: true,
+            aes: true,
+            pclmul: true,
         }
     }
 
@@ -63,6 +103,20 @@ impl HostFeatures {
             | CpuidFeature::INTEL386
             | CpuidFeature::INTEL486
             | CpuidFeature::X64 => true,
+            // x87, MMX, SSE, SSE2 and FXSAVE are part of the x86-64 baseline.
+            CpuidFeature::FPU
+            | CpuidFeature::FPU287
+            | CpuidFeature::FPU387
+            | CpuidFeature::MMX
+            | CpuidFeature::SSE
+            | CpuidFeature::SSE2
+            | CpuidFeature::FXSR => true,
+            CpuidFeature::SSE3 => self.sse3,
+            CpuidFeature::SSSE3 => self.ssse3,
+            CpuidFeature::SSE4_1 => self.sse41,
+            CpuidFeature::SSE4_2 => self.sse42,
+            CpuidFeature::AES => self.aes,
+            CpuidFeature::PCLMULQDQ => self.pclmul,
             CpuidFeature::CMOV => self.cmov,
             CpuidFeature::CX8 => self.cx8,
             CpuidFeature::CMPXCHG16B => self.cx16,

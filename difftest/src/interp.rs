@@ -3,7 +3,8 @@
 //! runs the interpreter with exceptions trapped instead of delivered.
 
 use crate::Engine;
-use crate::case::{Case, ExceptionInfo, FinalState, MemRegion, Mode, Outcome, PAGE_SIZE};
+use crate::case::{Case, ExceptionInfo, FinalState, FpState, MemRegion, Mode, Outcome, PAGE_SIZE};
+use cpu::state::FpuState;
 use cpu::state::{attr, cr0, cr4, efer, flags};
 use cpu::{CpuBus, CpuState, Exit, Fault, Interpreter, Seg, Segment, Stop};
 use std::collections::HashMap;
@@ -153,7 +154,8 @@ fn build(case: &Case) -> (SparseBus, CpuState, Vec<Vec<u64>>) {
     }
     let mut st = CpuState {
         cr0: cr0::PE | cr0::PG | cr0::ET | cr0::WP | cr0::NE | cr0::MP,
-        cr4: cr4::PAE | cr4::PGE,
+        // OSFXSR and OSXMMEXCPT as Linux sets them (SSE enabled, unmasked SIMD FP exceptions are #XM).
+        cr4: cr4::PAE | cr4::PGE | cr4::OSFXSR | cr4::OSXMMEXCPT,
         efer: efer::LME | efer::LMA | efer::NXE | efer::SCE,
         cr3: pml4,
         cpl: 3,
@@ -175,6 +177,7 @@ fn build(case: &Case) -> (SparseBus, CpuState, Vec<Vec<u64>>) {
     st.gpr = case.regs.gprs;
     st.rip = case.regs.rip;
     st.rflags = (case.regs.rflags | flags::FIXED1) & !flags::RF;
+    st.fpu = fp_to_fpu(&case.fp.unwrap_or_default());
     (bus, st, regions)
 }
 
@@ -220,6 +223,63 @@ impl Engine for InterpEngine {
             })
             .collect();
         let rip = if case.mode == Mode::Compat32 { st.rip & 0xffff_ffff } else { st.rip };
-        Outcome::Ran(FinalState { gprs: st.gpr, rip, rflags: st.rflags & !flags::RF, data, exception })
+        let fp = case.fp.map(|_| fpu_to_fp(&st.fpu));
+        Outcome::Ran(FinalState { gprs: st.gpr, rip, rflags: st.rflags & !flags::RF, data, exception, fp })
     }
+}
+
+/// Full 2-bit tag of a non-empty x87 register, recomputed from its contents the way FXRSTOR does it (SDM
+/// vol. 1 §10.5.1.1, table 10-3 "Recreating FTW from the abridged FTW"): exponent all ones → special (10);
+/// exponent zero → zero (01) when the J bit and the fraction are zero, else special (denormal or
+/// pseudo-denormal); otherwise valid (00) when J = 1, special (unnormal) when J = 0.
+pub fn tag_of(r: &[u8; 10]) -> u16 {
+    let sig = u64::from_le_bytes(r[..8].try_into().expect("8 bytes"));
+    let exp = u16::from_le_bytes([r[8], r[9]]) & 0x7FFF;
+    let j = sig >> 63 == 1;
+    let frac = sig & !(1u64 << 63);
+    match exp {
+        0x7FFF => 0b10,
+        0 if !j && frac == 0 => 0b01,
+        0 => 0b10,
+        _ if j => 0b00,
+        _ => 0b10,
+    }
+}
+
+/// Loads an [`FpState`] (FXSAVE terms) into the interpreter's [`FpuState`] as FXRSTOR would: ST(i) goes to
+/// physical register (TOP + i) & 7, and the full tag word is recreated from the abridged one and the
+/// register contents ([`tag_of`]). FOP, FIP, FDP, FCS and FDS are zero.
+pub fn fp_to_fpu(fp: &FpState) -> FpuState {
+    let mut f = FpuState { fcw: fp.fcw, fsw: fp.fsw, mxcsr: fp.mxcsr, xmm: fp.xmm, ..FpuState::default() };
+    let mut ftw = 0u16;
+    for i in 0..8 {
+        let p = fp.phys(i);
+        let mut v = [0u8; 16];
+        v[..10].copy_from_slice(&fp.st[i]);
+        f.st[p] = u128::from_le_bytes(v);
+        let tag = if fp.ftw >> p & 1 == 1 { tag_of(&fp.st[i]) } else { 0b11 };
+        ftw |= tag << (2 * p);
+    }
+    f.ftw = ftw;
+    f.fop = 0;
+    f.fip = 0;
+    f.fdp = 0;
+    f
+}
+
+/// Stores the interpreter's [`FpuState`] as FXSAVE would: registers in stack order, abridged tag bit `p` set
+/// unless the full tag of R`p` is 11 (empty).
+pub fn fpu_to_fp(f: &FpuState) -> FpState {
+    let top = ((f.fsw >> 11) & 7) as usize;
+    let mut st = [[0u8; 10]; 8];
+    for (i, r) in st.iter_mut().enumerate() {
+        r.copy_from_slice(&f.st[(top + i) & 7].to_le_bytes()[..10]);
+    }
+    let mut ftw = 0u8;
+    for p in 0..8 {
+        if (f.ftw >> (2 * p)) & 3 != 3 {
+            ftw |= 1 << p;
+        }
+    }
+    FpState { fcw: f.fcw, fsw: f.fsw, ftw, st, mxcsr: f.mxcsr, xmm: f.xmm }
 }

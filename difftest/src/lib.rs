@@ -5,6 +5,9 @@
 //! * [`native`] runs a case on the host CPU in a sandboxed child process ([`NativeEngine`]).
 //! * [`runner`] runs every case on a reference engine and the engines under test, compares the final state
 //!   ([`runner::compare`]), shrinks divergences to the first differing instruction and builds a [`Report`].
+//! * [`fpvalues`] supplies edge-biased x87/SSE operands and the initial [`FpState`] of FP/SIMD cases.
+//! * [`sysrom`] is the system-level oracle: random privileged programs as ROMs, run under QEMU TCG and
+//!   Ferrite, with the dumps diffed and known QEMU deviations from the SDM filtered.
 //!
 //! To test a CPU implementation, implement [`Engine`] for it (the machine model it must follow is specified
 //! in [`case`]) and call [`run_difftest`] with the native engine first:
@@ -30,18 +33,20 @@
 //!
 //! The generator assumes nothing beyond x86-64 baseline (CMOV, CMPXCHG8B): it reads CPUID at run time and
 //! leaves out every encoding whose CPUID feature is missing (BMI1, BMI2, ADX, POPCNT, LZCNT, MOVBE,
-//! CMPXCHG16B, LAHF/SAHF in 64-bit mode); a family left without encodings is listed in
+//! CMPXCHG16B, LAHF/SAHF in 64-bit mode, SSE3, SSSE3, SSE4.1, SSE4.2, AES, PCLMULQDQ); a family left without encodings is listed in
 //! [`Report::skipped_families`] with the reason. Note that the generated sequence for a seed therefore
 //! depends on the host's feature set (identical hosts produce identical cases).
 
 pub mod case;
 pub mod disasm;
+pub mod fpvalues;
 pub mod generator;
 pub mod hostcpu;
 pub mod interp;
 pub mod native;
 pub mod rng;
 pub mod runner;
+pub mod sysrom;
 
 pub use case::*;
 pub use generator::{Family, GenConfig, GeneratedCase, Generator};

@@ -11,7 +11,8 @@
 //! # Entering and leaving the sequence
 //!
 //! The harness calls the entry trampoline as an ordinary `sysv64` function. It saves the callee-saved
-//! registers and RSP into the state block, loads DS and ES with `__USER_DS` (0x2b; a 64-bit process runs with
+//! registers and RSP into the state block, restores the case's x87/SSE state with `fxrstor64` from the state
+//! block, loads DS and ES with `__USER_DS` (0x2b; a 64-bit process runs with
 //! null DS/ES, which would make every DS/ES access #GP in compatibility mode), points RSP at the saved RFLAGS
 //! image and executes `popfq`, loads
 //! all sixteen GPRs with absolute `mov r64, [disp32]` loads (which do not touch flags), and then:
@@ -23,7 +24,8 @@
 //! The sequence ends at an `int3` (the page filler byte at `code_end`), or earlier at a fault. Either way the
 //! kernel delivers a signal (SIGTRAP, SIGSEGV, SIGBUS, SIGILL or SIGFPE) to a 64-bit `SA_SIGINFO` handler on
 //! an alternate signal stack, even when the CPU was in compatibility mode. The handler copies the register
-//! state, `trapno` (vector), `err` (error code) and CR2 out of the `ucontext`, then rewrites the context to
+//! state, `trapno` (vector), `err` (error code), CR2 and the FXSAVE image of the FP state
+//! (`uc_mcontext.fpregs`) out of the `ucontext`, resets the frame's FCW/FSW/FTW/MXCSR, then rewrites the context to
 //! continue at the return stub with CS = 0x33 (64-bit) and RFLAGS = 0x202. The kernel's `rt_sigreturn` then
 //! loads that context, the stub restores the saved host registers and returns to the harness. No
 //! `setjmp`/`longjmp` is involved.
@@ -71,6 +73,9 @@ const ST_SANDBOX_LO: u64 = 0x1C0; // code pages range accepted as "inside the sa
 const ST_SANDBOX_HI: u64 = 0x1C8;
 const ST_RET_STUB: u64 = 0x1D0;
 const ST_ENTRY32: u64 = 0x1D8;
+const ST_FXIN: u64 = 0x200; // 512-byte FXRSTOR image (16-byte aligned)
+const ST_FXOUT: u64 = 0x400; // 512-byte FXSAVE image copied out of the signal frame
+const FX_SIZE: usize = 512;
 
 const USER_CS64: u64 = 0x33;
 const USER_CS32: u64 = 0x23;
@@ -103,6 +108,8 @@ struct ShmHeader {
     signo: u64,
     cr2: u64,
     cs: u64,
+    fp_in: [u8; FX_SIZE],
+    fp_out: [u8; FX_SIZE],
 }
 
 const STATUS_OK: u32 = 0;
@@ -141,6 +148,10 @@ fn entry_prologue(out: &mut Vec<u8>) {
     // DS = ES = __USER_DS (0x2b). A 64-bit Linux process runs with null DS/ES, which is fine in 64-bit mode
     // but makes every DS/ES access #GP in compatibility mode. mov eax, 0x2b; mov ds, eax; mov es, eax
     out.extend_from_slice(&[0xB8, 0x2B, 0, 0, 0, 0x8E, 0xD8, 0x8E, 0xC0]);
+    // fxrstor64 [disp32]: the case's x87/SSE state (the harness's own state comes back from the signal frame,
+    // which the handler resets to the ABI's initial control words).
+    out.extend_from_slice(&[0x48, 0x0F, 0xAE, 0x0C, 0x25]);
+    out.extend_from_slice(&((STATE_ADDR + ST_FXIN) as u32).to_le_bytes());
     // mov rsp, imm32 (sign-extended; the address is below 2 GiB)
     out.extend_from_slice(&[0x48, 0xC7, 0xC4]);
     out.extend_from_slice(&((STATE_ADDR + ST_RFLAGS) as u32).to_le_bytes());
@@ -360,6 +371,8 @@ impl NativeEngine {
             signo: 0,
             cr2: 0,
             cs: 0,
+            fp_in: case.fp.unwrap_or_default().to_fxsave(),
+            fp_out: [0; FX_SIZE],
         };
         for (i, r) in case.data.iter().enumerate() {
             hdr.regions[i] = [r.addr, r.bytes.len() as u64];
@@ -440,10 +453,11 @@ fn decode_result(case: &Case, out: &ShmHeader, data: Vec<MemRegion>) -> Outcome 
         }
         rip &= 0xFFFF_FFFF;
     }
+    let fp = case.fp.map(|_| crate::case::FpState::from_fxsave(&out.fp_out));
     let vector = out.trapno as u8;
     let signo = out.signo as libc::c_int;
     if signo == libc::SIGTRAP && vector == 3 && rip == case.code_end() + 1 {
-        return Outcome::Ran(FinalState { gprs, rip: case.code_end(), rflags, data, exception: None });
+        return Outcome::Ran(FinalState { gprs, rip: case.code_end(), rflags, data, exception: None, fp });
     }
     let error_code = match vector {
         8 | 10 | 11 | 12 | 13 | 14 | 17 => Some(out.err),
@@ -451,7 +465,7 @@ fn decode_result(case: &Case, out: &ShmHeader, data: Vec<MemRegion>) -> Outcome 
     };
     let fault_addr = if vector == 14 { Some(out.cr2) } else { None };
     let exception = Some(ExceptionInfo { vector, error_code, rip, fault_addr });
-    Outcome::Ran(FinalState { gprs, rip, rflags, data, exception })
+    Outcome::Ran(FinalState { gprs, rip, rflags, data, exception, fp })
 }
 
 impl Engine for NativeEngine {
@@ -554,6 +568,18 @@ extern "C" fn on_signal(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut 
         ptr::write_volatile(st(ST_OUT_CR2), (*info).si_addr() as u64);
         let csgsfs = g[libc::REG_CSGSFS as usize] as u64;
         ptr::write_volatile(st(ST_OUT_CS), csgsfs & 0xFFFF);
+        // The FP state at the signal: the kernel's frame holds it as an FXSAVE image (the legacy area of its
+        // XSAVE buffer). Copy it out, then give the harness clean x87/SSE control state back on sigreturn
+        // (FCW 0x37F, empty x87 stack, MXCSR 0x1F80, no pending flags); Linux keeps the FP/SSE bits set in
+        // the frame's XSTATE_BV, so these edits are what rt_sigreturn restores.
+        let fpregs = uc.uc_mcontext.fpregs as *mut u8;
+        if !fpregs.is_null() {
+            ptr::copy_nonoverlapping(fpregs, (STATE_ADDR + ST_FXOUT) as *mut u8, FX_SIZE);
+            ptr::write_unaligned(fpregs as *mut u16, 0x037F); // FCW
+            ptr::write_unaligned(fpregs.add(2) as *mut u16, 0); // FSW
+            ptr::write_unaligned(fpregs.add(4) as *mut u16, 0); // abridged FTW: all empty
+            ptr::write_unaligned(fpregs.add(24) as *mut u32, 0x1F80); // MXCSR
+        }
         ptr::write_volatile(st(ST_ACTIVE), 0);
         // Resume at the return stub in 64-bit mode with clean flags (DF clear for the Rust code).
         g[libc::REG_RIP as usize] = ptr::read_volatile(st(ST_RET_STUB)) as i64;
@@ -707,6 +733,7 @@ unsafe fn child_run_case(
             ptr::write_volatile(st(ST_GPRS + 8 * i as u64), hdr.regs_in[i]);
         }
         ptr::write_volatile(st(ST_RFLAGS), hdr.rflags_in);
+        ptr::copy_nonoverlapping(hdr.fp_in.as_ptr(), (STATE_ADDR + ST_FXIN) as *mut u8, FX_SIZE);
         ptr::write_volatile(st(ST_JMP64), hdr.rip_in);
         let far = (hdr.rip_in & 0xFFFF_FFFF) | (USER_CS32 << 32);
         ptr::write_volatile(st(ST_JMPFAR), far);
@@ -731,6 +758,7 @@ unsafe fn child_run_case(
         hdr.signo = ptr::read_volatile(st(ST_OUT_SIGNO));
         hdr.cr2 = ptr::read_volatile(st(ST_OUT_CR2));
         hdr.cs = ptr::read_volatile(st(ST_OUT_CS));
+        ptr::copy_nonoverlapping((STATE_ADDR + ST_FXOUT) as *const u8, hdr.fp_out.as_mut_ptr(), FX_SIZE);
         let mut off = SHM_DATA;
         for r in &hdr.regions[..nreg] {
             ptr::copy_nonoverlapping(r[0] as *const u8, shm.add(off), r[1] as usize);

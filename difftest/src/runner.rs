@@ -1,7 +1,7 @@
 //! The differential run: generate cases, run them on every engine, compare against the reference, shrink and
 //! report divergences.
 
-use crate::case::{Case, Engine, ExceptionInfo, FinalState, GPR_NAMES, Mode, Outcome};
+use crate::case::{Case, Engine, ExceptionInfo, FinalState, FpState, GPR_NAMES, Mode, Outcome, f80_text};
 use crate::disasm;
 use crate::generator::{Family, GenConfig, Generator};
 use std::collections::BTreeMap;
@@ -19,7 +19,8 @@ pub struct Config {
     pub max_insns: usize,
     /// Modes to test.
     pub modes: Vec<Mode>,
-    /// Families to test; empty means all.
+    /// Families to test; empty means the integer families ([`Family::INTEGER`], as before the FP/SIMD
+    /// families existed, so old seeds reproduce).
     pub families: Vec<Family>,
     /// Percentage of cases mixing instructions of all selected families.
     pub mixed_percent: u64,
@@ -45,13 +46,25 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Parses a comma-separated family list ("alu,shift"; "all" or empty for every family).
+    /// Parses a comma-separated family list ("alu,shift,x87"). Group names: "all" (every family), "int"
+    /// (the integer families, [`Family::INTEGER`]), "fp" or "simd" (x87, MMX and SSE.., [`Family::FP_SIMD`]).
+    /// The empty string gives the empty list (the default: the integer families).
     pub fn parse_families(s: &str) -> Result<Vec<Family>, String> {
-        let s = s.trim();
-        if s.is_empty() || s.eq_ignore_ascii_case("all") {
-            return Ok(Vec::new());
+        let mut out: Vec<Family> = Vec::new();
+        for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            let group: Vec<Family> = match name.to_ascii_lowercase().as_str() {
+                "all" => Family::ALL.to_vec(),
+                "int" | "integer" | "gpr" => Family::INTEGER.to_vec(),
+                "fp" | "simd" | "fpsimd" => Family::FP_SIMD.to_vec(),
+                _ => vec![name.parse()?],
+            };
+            for f in group {
+                if !out.contains(&f) {
+                    out.push(f);
+                }
+            }
         }
-        s.split(',').map(|f| f.trim().parse()).collect()
+        Ok(out)
     }
 
     /// Parses a comma-separated mode list ("long64,compat32"; "all" for both).
@@ -67,7 +80,7 @@ impl Config {
     pub fn gen_config(&self) -> GenConfig {
         GenConfig {
             max_insns: self.max_insns.max(1),
-            families: if self.families.is_empty() { Family::ALL.to_vec() } else { self.families.clone() },
+            families: if self.families.is_empty() { Family::INTEGER.to_vec() } else { self.families.clone() },
             modes: if self.modes.is_empty() { Mode::ALL.to_vec() } else { self.modes.clone() },
             mixed_percent: self.mixed_percent,
             low_region: crate::generator::host_allows_low_region(),
@@ -275,6 +288,11 @@ pub fn compare(mode: Mode, reference: &FinalState, actual: &FinalState) -> Vec<S
         }
         _ => d.push("exception".to_string()),
     }
+    match (&reference.fp, &actual.fp) {
+        (None, None) => {}
+        (Some(a), Some(b)) => d.extend(a.diff(b)),
+        _ => d.push("fp".to_string()),
+    }
     if reference.data.len() != actual.data.len() {
         d.push("memory-layout".to_string());
     } else {
@@ -317,7 +335,9 @@ fn exc_text(e: &Option<ExceptionInfo>) -> String {
                 12 => "#SS",
                 13 => "#GP",
                 14 => "#PF",
+                16 => "#MF",
                 17 => "#AC",
+                19 => "#XM",
                 _ => "#?",
             };
             let mut s = format!("{name}({})", x.vector);
@@ -412,6 +432,9 @@ fn format_divergence(
     let _ = writeln!(s, "           {engine:<7} {}{}", flags_text(a.rflags), mark("rflags"));
     let _ = writeln!(s, "exception  {reference_name:<7} {}", exc_text(&r.exception));
     let _ = writeln!(s, "           {engine:<7} {}{}", exc_text(&a.exception), mark("exception"));
+    if let (Some(rf), Some(af)) = (&r.fp, &a.fp) {
+        fp_section(&mut s, case.fp.as_ref(), rf, af, reference_name, engine, fields);
+    }
     for (ri, (rr, ar)) in r.data.iter().zip(&a.data).enumerate() {
         if rr.bytes == ar.bytes {
             continue;
@@ -437,6 +460,61 @@ fn format_divergence(
         }
     }
     s
+}
+
+/// One FP/SIMD field of an [`FpState`] as text (for divergence reports).
+fn fp_field(fp: &FpState, name: &str) -> String {
+    match name {
+        "fcw" => format!("{:#06x}", fp.fcw),
+        "fsw" => format!("{:#06x} (top {})", fp.fsw, fp.top()),
+        "ftw" => format!("{:#04x} (abridged, by physical register)", fp.ftw),
+        "mxcsr" => format!("{:#010x}", fp.mxcsr),
+        n if n.starts_with("xmm") => {
+            let i: usize = n[3..].parse().unwrap_or(0);
+            format!("{:#034x}", fp.xmm[i])
+        }
+        n if n.starts_with("st") => {
+            let i: usize = n[2..].parse().unwrap_or(0);
+            let tag = if fp.st_valid(i) { "" } else { " (empty)" };
+            format!("{}{tag}", f80_text(&fp.st[i]))
+        }
+        _ => String::new(),
+    }
+}
+
+/// The FP/SIMD part of a divergence report: the control/status words always, the registers that differ.
+fn fp_section(
+    s: &mut String,
+    init: Option<&FpState>,
+    r: &FpState,
+    a: &FpState,
+    reference_name: &str,
+    engine: &str,
+    fields: &[String],
+) {
+    let mut names: Vec<String> = ["fcw", "fsw", "ftw", "mxcsr"].iter().map(|n| n.to_string()).collect();
+    for f in fields {
+        if (f.starts_with("st") || f.starts_with("xmm")) && !names.contains(f) {
+            names.push(f.clone());
+        }
+    }
+    let _ = writeln!(s, "fp/simd state:");
+    for n in &names {
+        let mark = if fields.contains(n) { "  <-- differs" } else { "" };
+        if let Some(i) = init {
+            let _ = writeln!(s, "{n:<10} initial  {}", fp_field(i, n));
+        }
+        let _ =
+            writeln!(s, "{:<10} {reference_name:<8} {}", if init.is_some() { "" } else { n }, fp_field(r, n));
+        let _ = writeln!(s, "{:<10} {engine:<8} {}{mark}", "", fp_field(a, n));
+    }
+    if !fields.iter().any(|f| f.starts_with("st")) {
+        let live: Vec<String> =
+            (0..8).filter(|&i| r.st_valid(i)).map(|i| format!("st{i}={}", f80_text(&r.st[i]))).collect();
+        if !live.is_empty() {
+            let _ = writeln!(s, "x87 stack ({reference_name}): {}", live.join(" "));
+        }
+    }
 }
 
 /// Runs the reference and one engine on `case`; returns both states and the differing fields if they differ.

@@ -14,6 +14,7 @@ fn case64(code: &[u8], set: &[(usize, u64)], rflags: u64) -> Case {
         code: code.to_vec(),
         regs: RegState { gprs, rip: CODE_ADDR, rflags },
         data: vec![MemRegion { addr: DATA_ADDR, bytes: vec![0; DATA_SIZE as usize] }],
+        fp: None,
     }
 }
 

@@ -26,6 +26,8 @@ enum Command {
     Run(RunArgs),
     /// Differential test: random instruction sequences on the host CPU and on Ferrite's engines.
     Difftest(DifftestArgs),
+    /// System-level differential test: random privileged programs as ROMs under QEMU TCG and Ferrite.
+    DifftestSys(DifftestSysArgs),
 }
 
 #[derive(clap::Args)]
@@ -52,6 +54,64 @@ struct DifftestArgs {
     /// How many divergences to print in full.
     #[arg(long, default_value_t = 5)]
     max_reports: usize,
+}
+
+#[derive(clap::Args)]
+struct DifftestSysArgs {
+    /// Seed: program i is a pure function of (seed, i).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Number of programs.
+    #[arg(long, default_value_t = 50)]
+    programs: u64,
+    /// Where the generated sources and ROM images are kept (default: a fresh temporary directory).
+    #[arg(long, value_name = "DIR")]
+    work_dir: Option<PathBuf>,
+    /// Directory with the test-ROM include files (common.inc, sys.inc, reset.inc).
+    #[arg(long, value_name = "DIR")]
+    include_dir: Option<PathBuf>,
+    /// Instruction limit for Ferrite per program.
+    #[arg(long, default_value_t = 20_000_000)]
+    max_instructions: u64,
+}
+
+fn difftest_sys(a: DifftestSysArgs) -> ExitCode {
+    let mut cfg = difftest::sysrom::SysConfig { seed: a.seed, programs: a.programs, ..Default::default() };
+    if let Some(d) = a.work_dir {
+        cfg.work_dir = d;
+    }
+    if let Some(d) = a.include_dir {
+        cfg.include_dir = d;
+    }
+    if let Err(why) = difftest::sysrom::tools_available() {
+        println!("ferrite difftest-sys: skipped: {why}");
+        return ExitCode::SUCCESS;
+    }
+    let limit = a.max_instructions;
+    let mut ferrite = |rom: &[u8]| -> String {
+        let out = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+        let o2 = out.clone();
+        let mut mc = MachineConfig::new(32 << 20, rom.to_vec());
+        mc.debugcon = Box::new(move |b| o2.lock().unwrap_or_else(|e| e.into_inner()).push(b));
+        match Machine::new(mc) {
+            Ok(mut m) => {
+                let _ = m.run(Some(limit));
+            }
+            Err(e) => return format!("machine error: {e}"),
+        }
+        String::from_utf8_lossy(&out.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+    };
+    match difftest::sysrom::run_sys_difftest(&cfg, &mut ferrite) {
+        Ok(report) => {
+            println!("{report}");
+            println!("sources and images in {}", cfg.work_dir.display());
+            if report.divergences() == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) }
+        }
+        Err(e) => {
+            eprintln!("ferrite difftest-sys: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 fn difftest(a: DifftestArgs) -> ExitCode {
@@ -287,5 +347,6 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run(a) => run(a),
         Command::Difftest(a) => difftest(a),
+        Command::DifftestSys(a) => difftest_sys(a),
     }
 }

@@ -54,6 +54,7 @@ rom_tests!(
     chip_rtc,
     chip_pci,
     chip_uart,
+    debugregs,
 );
 
 /// The built-in demo goes from reset to long mode, prints each step, and exits with status 1.

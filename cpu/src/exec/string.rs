@@ -163,6 +163,10 @@ struct ZeroCountTouches {
 fn stay(ctx: &mut Ctx<'_>) {
     ctx.next_rip = ctx.st.rip;
     ctx.break_block = true;
+    // The instruction is between iterations: an interrupt or a trap-class #DB taken now pushes RF = 1
+    // (SDM Vol. 3B 17.3.1.1), and resuming it must not report its instruction breakpoint again. The
+    // interpreter clears RF when the instruction resumes.
+    ctx.st.rflags |= flags::RF;
 }
 
 /// Runs the REP loop around `body` (one iteration, which updates rSI/rDI itself on success). `fast`, if
@@ -229,7 +233,9 @@ fn rep_loop(
             Rep::WhileNotEqual if ctx.flag(flags::ZF) => return Ok(()),
             _ => {}
         }
-        if done >= limit || ctx.break_block || (io && ctx.bus.stop_requested()) {
+        // A debug condition met by this iteration (data or I/O breakpoint) is reported right after it.
+        if done >= limit || ctx.break_block || ctx.mmu.debug.pending != 0 || (io && ctx.bus.stop_requested())
+        {
             ctx.st.rflags = flags_at_start;
             stay(ctx);
             return Ok(());
@@ -443,6 +449,10 @@ fn elems_before_wrap(off: u64, amask: u64, n: u32) -> u64 {
 /// translation sets the dirty bit), and, for writes, not a page that holds decoded code.
 #[inline]
 fn host_ptr(ctx: &mut Ctx<'_>, lin: u64, kind: AccessKind) -> Option<*mut u8> {
+    if ctx.mmu.debug.data {
+        // Data breakpoints are matched per access: the element loop does that.
+        return None;
+    }
     let phys = ctx.lin_to_phys(lin, kind).ok()?;
     let page = phys & !0xfff;
     let write = kind == AccessKind::Write;

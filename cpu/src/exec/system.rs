@@ -1125,8 +1125,20 @@ fn dr_index(r: Register) -> Option<usize> {
     (n < 16).then_some(n as usize)
 }
 
+/// General detect (DR7.GD): any MOV to or from a debug register is a fault-class #DB with DR6.BD set
+/// (SDM Vol. 3B 17.2.4); it comes after the CPL check and before the DR4/DR5 #UD. The processor clears
+/// GD when it enters the #DB handler (done by the interpreter on every #DB delivery).
+fn general_detect(ctx: &mut Ctx<'_>) -> Result<(), Fault> {
+    if ctx.st.dr[7] & crate::debug::dr7::GD != 0 {
+        ctx.st.dr[6] |= crate::debug::dr6::BD;
+        return Err(Fault::Exc { vector: crate::fault::vec::DB, error: None });
+    }
+    Ok(())
+}
+
 fn mov_from_dr(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
     require_cpl0(ctx)?;
+    general_detect(ctx)?;
     let mut n = dr_index(insn.i.op1_register()).ok_or_else(Fault::ud)?;
     if n == 4 || n == 5 {
         if ctx.st.cr4 & cr4::DE != 0 {
@@ -1145,6 +1157,7 @@ fn mov_from_dr(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
 
 fn mov_to_dr(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
     require_cpl0(ctx)?;
+    general_detect(ctx)?;
     let mut n = dr_index(insn.i.op0_register()).ok_or_else(Fault::ud)?;
     if n == 4 || n == 5 {
         if ctx.st.cr4 & cr4::DE != 0 {
@@ -1165,6 +1178,10 @@ fn mov_to_dr(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
         7 => (v & 0xffff_2bff) | 0x400,
         _ => v,
     };
+    if ctx.mmu.debug.sync(ctx.st) {
+        // A newly watched data page may be cached in the TLB.
+        ctx.mmu.tlb.flush(false);
+    }
     Ok(())
 }
 
@@ -1212,6 +1229,7 @@ pub fn msr_read(ctx: &mut Ctx<'_>, msr: u32) -> Option<u64> {
         0x1b => m.apic_base,
         0x3a => m.feature_control,
         0x8b => 0,
+        0x10a => crate::cpuid::ARCH_CAPABILITIES,
         0xfe => 0x508, // MTRRcap: 8 variable ranges, fixed ranges, write-combining.
         0x174 => m.sysenter_cs,
         0x175 => m.sysenter_esp,

@@ -93,3 +93,24 @@ fn unimplemented_instruction_stops_with_report() {
         e => panic!("unexpected {e:?}"),
     }
 }
+
+/// Linux reads IA32_ARCH_CAPABILITIES when CPUID.7:EDX[29] says it exists (else it assumes Meltdown,
+/// MDS, TAA... and turns on page-table isolation); writing it is #GP (read-only).
+#[test]
+fn arch_capabilities_msr_is_readable_and_read_only() {
+    let code = asm(64, |a| {
+        a.mov(ecx, 0x10au32).unwrap();
+        a.rdmsr().unwrap();
+    });
+    let (st, _, exit) = run(TestMode::Long64, &code, |_, _| {});
+    assert_eq!(exit, Exit::Halted);
+    let v = (st.gpr[2] << 32) | (st.gpr[0] & 0xffff_ffff);
+    assert_eq!(v, crate::cpuid::ARCH_CAPABILITIES);
+    let code = asm(64, |a| {
+        a.mov(ecx, 0x10au32).unwrap();
+        a.wrmsr().unwrap();
+    });
+    let (st, _, _) = run(TestMode::Long64, &code, |st, _| st.idtr.limit = 0);
+    // #GP with an empty IDT escalates: the write never retires.
+    assert_eq!(st.rip, crate::testutil::CODE + 5);
+}
