@@ -103,6 +103,9 @@ pub struct Counts {
     pub unsupported: u64,
     /// Cases where an engine (reference or under test) reported a harness error.
     pub harness_errors: u64,
+    /// Comparisons that differed only because the native reference reached memory the host process has
+    /// mapped outside the case (the runner's own trampoline pages, the host stack): not comparable.
+    pub host_memory: u64,
 }
 
 impl Counts {
@@ -113,6 +116,7 @@ impl Counts {
         self.diverged += o.diverged;
         self.unsupported += o.unsupported;
         self.harness_errors += o.harness_errors;
+        self.host_memory += o.host_memory;
     }
 }
 
@@ -231,6 +235,13 @@ impl fmt::Display for Report {
             "  {:<10} {:<9} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7}",
             "total", "", t.cases, t.ref_exceptions, t.passed, t.diverged, t.unsupported, t.harness_errors
         )?;
+        if t.host_memory > 0 {
+            writeln!(
+                f,
+                "  {} case(s) reached host memory outside the case on the native side (not comparable)",
+                t.host_memory
+            )?;
+        }
         if !self.unsupported.is_empty() {
             writeln!(f, "unsupported (engine: message x count, first case):")?;
             for ((e, m), (n, first)) in &self.unsupported {
@@ -247,6 +258,29 @@ impl fmt::Display for Report {
             writeln!(f, "({} more divergences not shown)", t.diverged as usize - self.divergences.len())?;
         }
         Ok(())
+    }
+}
+
+/// Whether a difference comes from the native side touching memory the host process maps outside the case
+/// (the runner's trampoline pages, the host's stack at the top of the user half): the engine under test
+/// took a #PF at an address no page of the case covers, and the native run either did not fault there
+/// (it read or wrote the host's page) or faulted there with the P bit set (a host page it could not use).
+/// Such a case says nothing about the engine: both sides modelled different address spaces.
+pub fn reached_host_memory(case: &Case, reference: &FinalState, actual: &FinalState) -> bool {
+    let Some(ExceptionInfo { vector: 14, fault_addr: Some(addr), rip, .. }) = actual.exception else {
+        return false;
+    };
+    let page = addr & !(crate::case::PAGE_SIZE - 1);
+    let (code_lo, code_end) = case.code_pages();
+    let in_case =
+        (code_lo..code_end).contains(&page) || case.data.iter().any(|r| (r.addr..r.end()).contains(&addr));
+    if in_case {
+        return false;
+    }
+    match &reference.exception {
+        None => true,
+        Some(e) if e.vector == 14 && e.fault_addr == Some(addr) => e.error_code.is_some_and(|c| c & 1 == 1),
+        Some(e) => e.rip != rip,
     }
 }
 
@@ -594,6 +628,10 @@ pub fn run_difftest(config: &Config, engines: &mut [&mut dyn Engine]) -> Report 
                     let fields = compare(g.case.mode, &rstate, &a);
                     if fields.is_empty() {
                         counts.passed += 1;
+                        continue;
+                    }
+                    if reached_host_memory(&g.case, &rstate, &a) {
+                        counts.host_memory += 1;
                         continue;
                     }
                     counts.diverged += 1;
