@@ -429,6 +429,14 @@ impl LocalApic {
         std::mem::take(&mut self.nmi_pending)
     }
 
+    /// Puts LINT0 in ExtINT mode, unmasked (virtual wire), bypassing the rule that LVT writes are masked
+    /// while the APIC is software-disabled: the state a PC's bootstrap processor is left in at reset by the
+    /// platform (QEMU does the same in its APIC reset), so that the 8259's interrupts reach a CPU whose
+    /// software never touches the APIC.
+    pub fn set_virtual_wire(&mut self) {
+        self.lvt[LVT_LINT0] = 0x700;
+    }
+
     /// Sets LINT0 (`pin` 0, normally the PIC's INTR) or LINT1 (`pin` 1, normally NMI) to `level`.
     pub fn set_lint(&mut self, pin: usize, level: bool) {
         let Some(old) = self.lint.get(pin).copied() else { return };
@@ -831,6 +839,18 @@ mod tests {
         let mut a = LocalApic::new(1, TSC_HZ, BUS_HZ);
         assert!(a.write_reg(VirtTime(0), 0x0f, 0x1ff));
         a
+    }
+
+    #[test]
+    fn virtual_wire_at_reset_passes_pic_interrupts() {
+        // Software-disabled after reset: a guest write to LINT0 is forced masked, the platform reset is not.
+        let mut a = LocalApic::new(0, TSC_HZ, BUS_HZ);
+        assert!(a.write_reg(VirtTime(0), 0x35, 0x700));
+        assert!(!a.accepts_pic_interrupts(), "software LVT writes stay masked while disabled");
+        a.set_virtual_wire();
+        assert!(a.accepts_pic_interrupts());
+        a.set_lint(0, true);
+        assert!(a.extint_pending());
     }
 
     fn mmio_rd(b: &mut Bus, a: &mut LocalApic, ns: u64, off: u64) -> u32 {

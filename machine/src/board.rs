@@ -21,7 +21,7 @@ fn new_lapic() -> LocalApic {
     let mut l = LocalApic::new(0, APIC_HZ, APIC_HZ);
     // The BSP's LINT0 starts in ExtINT mode (virtual-wire), as QEMU does, so that a guest that never
     // touches the APIC gets the 8259's interrupts.
-    l.write_reg(VirtTime::ZERO, 0x35, 0x700);
+    l.set_virtual_wire();
     l
 }
 
