@@ -70,7 +70,7 @@ pub mod feat {
 /// (it executes nothing speculatively and shares no buffers with another logical CPU), so it says so, as
 /// a CPU without the flaws does: RDCL_NO (Meltdown), SKIP_L1DFL_VMENTRY, SSB_NO, MDS_NO,
 /// IF_PSCHANGE_MC_NO, TAA_NO, SBDR_SSDP_NO, FBSDP_NO, PSDP_NO (MMIO stale data), BHI_NO, PBRSB_NO,
-/// GDS_NO, RFDS_NO.
+/// GDS_NO, RFDS_NO, ITS_NO.
 pub const ARCH_CAPABILITIES: u64 = (1 << 0)
     | (1 << 3)
     | (1 << 4)
@@ -83,7 +83,8 @@ pub const ARCH_CAPABILITIES: u64 = (1 << 0)
     | (1 << 20)
     | (1 << 24)
     | (1 << 26)
-    | (1 << 27);
+    | (1 << 27)
+    | (1 << 62);
 
 /// The result of CPUID for leaf `eax`, subleaf `ecx`, for the CPU with local APIC ID `apic_id`.
 pub fn cpuid(leaf: u32, subleaf: u32, apic_id: u32) -> [u32; 4] {

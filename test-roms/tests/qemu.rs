@@ -3,7 +3,9 @@
 //! Each ROM is assembled again with `-DQEMU_QUIRKS` (which relaxes only the checks where QEMU is known to
 //! differ from the Intel SDM; each such place cites the SDM in the ROM) and run with
 //! `qemu-system-x86_64 -bios ROM -device isa-debug-exit,iobase=0xf4,iosize=4 -debugcon stdio` plus the
-//! arguments on the ROM's `; qemu-args:` line, if any. Skipped, with a message, when QEMU is not installed.
+//! arguments on the ROM's `; qemu-args:` line, if any. ROMs that measure interrupt timing run QEMU with
+//! `-icount shift=3,sleep=off -rtc clock=vm`: QEMU's time then follows its instruction count, as Ferrite's
+//! does, so the check does not depend on how loaded the host is. Skipped, with a message, when QEMU is not installed.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};

@@ -403,7 +403,9 @@ fn emms(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
     if !check_pending(ctx, insn)? {
         return Ok(());
     }
+    // SDM vol. 1 table 9-3: EMMS empties every tag and also sets TOP to 0.
     ctx.st.fpu.ftw = 0xffff;
+    ctx.st.fpu.fsw &= !(7 << 11);
     Ok(())
 }
 

@@ -30,8 +30,10 @@
 //! integer indefinite and even the RCPPS/RSQRTPS approximation tables are bit-exact by construction.
 //! The dependence on the host is confined to `sse_fp::host`, whose functions take and return plain
 //! `u128`/`u64` values and an MXCSR image, so a soft-float backend could replace it.
-//! Known approximation: for an unmasked overflow the reported flags are those of the masked run (OE and
-//! PE), which matches current Intel parts.
+//! Known approximation: for an unmasked overflow or underflow the reported flags are those of the
+//! masked run (OE/UE and PE). The host sets PE only when the result rounded with an unbounded exponent
+//! is inexact (a tiny result that is exact at full precision but not once denormalised reports UE
+//! alone), which the masked run cannot tell apart.
 //!
 //! # Coverage
 //! Every legacy-encoded iced `Code` whose CPUID features include MMX, SSE, SSE2, SSE3, SSSE3, SSE4.1,
@@ -58,7 +60,7 @@ use crate::fault::{Fault, vec};
 use crate::mem::Ctx;
 use crate::paging::AccessKind;
 use crate::regs::gpr;
-use crate::state::{cr0, cr4, flags};
+use crate::state::{Mode, Seg, cr0, cr4, flags};
 use iced_x86::{Code, CpuidFeature, EncodingKind, Mnemonic as M, OpKind, Register};
 
 /// Whether `code` is a legacy-encoded MMX/SSE*/AES/PCLMUL instruction (this family's domain).
@@ -85,6 +87,7 @@ pub fn lookup(code: Code) -> Option<Handler> {
     if !is_simd_code(code) {
         return None;
     }
+    let mm = names_mm(code);
     let h: Handler = match code.mnemonic() {
         // Owned by other families.
         M::Emms
@@ -130,16 +133,55 @@ pub fn lookup(code: Code) -> Option<Handler> {
         | M::Movd
         | M::Movq
         | M::Movq2dq
-        | M::Movdq2q => mov_v,
-        M::Movmskps | M::Movmskpd | M::Pmovmskb => movmsk,
-        M::Pextrb | M::Pextrw | M::Pextrd | M::Pextrq | M::Extractps => pextr,
-        M::Pinsrb | M::Pinsrw | M::Pinsrd | M::Pinsrq => pinsr,
-        M::Maskmovq | M::Maskmovdqu => maskmov,
+        | M::Movdq2q => {
+            if mm {
+                mm_mov_v
+            } else {
+                mov_v
+            }
+        }
+        M::Movmskps | M::Movmskpd | M::Pmovmskb => {
+            if mm {
+                mm_movmsk
+            } else {
+                movmsk
+            }
+        }
+        M::Pextrb | M::Pextrw | M::Pextrd | M::Pextrq | M::Extractps => {
+            if mm {
+                mm_pextr
+            } else {
+                pextr
+            }
+        }
+        M::Pinsrb | M::Pinsrw | M::Pinsrd | M::Pinsrq => {
+            if mm {
+                mm_pinsr
+            } else {
+                pinsr
+            }
+        }
+        M::Maskmovq | M::Maskmovdqu => {
+            if mm {
+                mm_maskmov
+            } else {
+                maskmov
+            }
+        }
         M::Ldmxcsr => ldmxcsr,
         M::Stmxcsr => stmxcsr,
         M::Ptest => ptest,
         M::Pcmpestri | M::Pcmpestri64 | M::Pcmpestrm | M::Pcmpestrm64 | M::Pcmpistri | M::Pcmpistrm => {
             sse_str::pcmpstr
+        }
+        m if mm => {
+            if sse_fp::op_of(m).is_some() {
+                mm_fp_op
+            } else if sse_int::handles(m) {
+                mm_int_op
+            } else {
+                return None;
+            }
         }
         m => {
             if let Some(h) = sse_fp::lookup(m) {
@@ -152,6 +194,65 @@ pub fn lookup(code: Code) -> Option<Handler> {
         }
     };
     Some(h)
+}
+
+/// Whether the instruction form names an MM register (and so makes the MMX state transition).
+fn names_mm(code: Code) -> bool {
+    use iced_x86::OpCodeOperandKind as K;
+    code.op_code().op_kinds().iter().any(|k| matches!(k, K::mm_reg | K::mm_rm | K::mm_or_mem))
+}
+
+/// Runs an instruction on MM registers: the MMX state transition (TOP = 0, all tags valid) happens
+/// once the instruction has its operands, as on the host: a fault of the prologue or of the memory
+/// operand (#UD/#NM/#MF, #PF/#GP/#SS/#AC) leaves the x87 state, MM registers included, as it was; an
+/// unmasked SIMD floating-point exception (CVTPS2PI and friends: #XM, or #UD when CR4.OSXMMEXCPT = 0)
+/// comes after the transition.
+#[inline(always)]
+fn mmx_form(ctx: &mut Ctx<'_>, insn: &Insn, h: Handler) -> Result<(), Fault> {
+    if !reg_files(insn).1 {
+        // CVTPI2PS/CVTPI2PD from memory name no MM register: no transition (host).
+        return h(ctx, insn);
+    }
+    enter(ctx, insn)?;
+    let (fsw, ftw, regs) = (ctx.st.fpu.fsw, ctx.st.fpu.ftw, ctx.st.fpu.st);
+    match h(ctx, insn) {
+        Ok(()) => {
+            mmx::enter_mmx_state(ctx);
+            Ok(())
+        }
+        Err(f) => {
+            if f == simd_fp_fault(ctx) {
+                mmx::enter_mmx_state(ctx);
+            } else {
+                let fpu = &mut ctx.st.fpu;
+                (fpu.fsw, fpu.ftw, fpu.st) = (fsw, ftw, regs);
+                if insn.i.op0_kind() == OpKind::Memory {
+                    // A store (MOVD/MOVQ/MOVNTQ m, mm) whose write faults has already set TOP to 0
+                    // on the host, tags untouched (`--families mmx --seed 3`).
+                    fpu.fsw &= !(7 << 11);
+                }
+            }
+            Err(f)
+        }
+    }
+}
+
+macro_rules! mm_forms {
+    ($($name:ident => $inner:path),* $(,)?) => {
+        $(fn $name(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
+            mmx_form(ctx, insn, $inner)
+        })*
+    };
+}
+
+mm_forms! {
+    mm_mov_v => mov_v,
+    mm_movmsk => movmsk,
+    mm_pextr => pextr,
+    mm_pinsr => pinsr,
+    mm_maskmov => maskmov,
+    mm_fp_op => sse_fp::fp_op,
+    mm_int_op => sse_int::int_op,
 }
 
 // ------------------------------------------------------------------------------------ prologue
@@ -182,8 +283,8 @@ fn reg_files(insn: &Insn) -> (bool, bool) {
     (x || !m, m)
 }
 
-/// The checks every instruction of the family makes before touching state, and the MMX state
-/// transition (TOP = 0, all tags valid) for instructions on MM registers.
+/// The checks every instruction of the family makes before touching state (#MF for instructions on
+/// MM registers; their MMX state transition is made by `mmx_form` when they complete).
 #[inline]
 pub fn enter(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
     if insn.i.has_lock_prefix() {
@@ -198,8 +299,8 @@ pub fn enter(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
         return Err(Fault::nm());
     }
     if mm {
+        // The state transition itself is made on completion (`mmx_form`).
         mmx::check_pending_x87(ctx)?;
-        mmx::enter_mmx_state(ctx);
     }
     Ok(())
 }
@@ -262,7 +363,16 @@ fn needs_align(insn: &Insn) -> bool {
 #[inline]
 fn mem_lin(ctx: &mut Ctx<'_>, insn: &Insn, size: u32, kind: AccessKind) -> Result<u64, Fault> {
     let off = ea(ctx, insn);
-    let lin = ctx.seg_lin(mem_seg(insn), off, size, kind)?;
+    let seg = mem_seg(insn);
+    if size == 16 && ctx.st.mode() == Mode::Long64 && needs_align(insn) {
+        // The 16-byte alignment #GP(0) comes before the non-canonical check, so a misaligned
+        // non-canonical stack operand raises #GP(0), not #SS(0) (host, `--families sse41 --seed 9`).
+        let base = if matches!(seg, Seg::Fs | Seg::Gs) { ctx.st.sreg(seg).base } else { 0 };
+        if base.wrapping_add(off) & 15 != 0 {
+            return Err(Fault::gp0());
+        }
+    }
+    let lin = ctx.seg_lin(seg, off, size, kind)?;
     if size == 16 {
         if needs_align(insn) && lin & 15 != 0 {
             return Err(Fault::gp0());

@@ -400,7 +400,7 @@ pub fn apply_flags(
 const LO64: u128 = u64::MAX as u128;
 
 /// Two-operand FP instructions (XMM or MM destination), with an optional imm8.
-fn fp_op(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
+pub(super) fn fp_op(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
     enter(ctx, insn)?;
     let m = insn.i.mnemonic();
     let Some((f, shape)) = op_of(m) else {

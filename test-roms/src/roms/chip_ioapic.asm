@@ -1,4 +1,5 @@
 ; chip_ioapic: the 8254's IRQ0 through the 82093AA I/O APIC to the local APIC, in long mode.
+; qemu-args: -icount shift=3,sleep=off -rtc clock=vm
 ;
 ; Covers: I/O APIC ID, version (max redirection entry 23) and redirection-entry read-back through
 ; IOREGSEL/IOWIN; the PIT's IRQ0 arrives on pin 2 (the ISA IRQ 0 -> GSI 2 override every PC has);

@@ -8,6 +8,7 @@
 ; timer; a masked LVT entry delivers nothing although the count still runs to 0. TSC-deadline mode is not
 ; covered: QEMU's default CPU does not report it.
 ; SDM Vol. 3A 10.5.4 (APIC timer, divide configuration register, LVT timer modes), 10.8.5 (EOI).
+; qemu-args: -icount shift=3,sleep=off -rtc clock=vm
 ; QEMU: default machine (pc) and CPU.
 %include "common.inc"
 %include "longmode.inc"

@@ -11,6 +11,7 @@
 ; Timing ranges accept up to 100% late (QEMU TCG runs on the host clock) but never early by more than 2%.
 ; Intel 8259A datasheet (ICW/OCW formats), Intel 82C54 datasheet (modes 0 and 2, counter latch, read-back
 ; command and status byte), ACPI 6.x 4.8.2.1 (PM timer), PIIX4 datasheet (PMBA).
+; qemu-args: -icount shift=3,sleep=off -rtc clock=vm
 ; QEMU: default machine (pc) and CPU.
 %include "common.inc"
 %include "longmode.inc"

@@ -1,4 +1,5 @@
 ; chip_rtc: the MC146818 RTC's periodic and update-ended interrupts on IRQ 8, register C, UIP.
+; qemu-args: -icount shift=3,sleep=off -rtc clock=vm
 ;
 ; Covers: register A rate select read-back; periodic interrupt (PIE) at rate 6 = 1024 Hz through the
 ; slave 8259 (IRQ 8 via the cascade on IRQ 2): register C reads IRQF|PF in the handler, 64 periods take

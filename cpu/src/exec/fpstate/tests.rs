@@ -242,6 +242,11 @@ fn emms_empties_the_tags() {
     let (st, _, exit) = exec(TestMode::Long64, &[0xd9, 0xe8, 0x0f, 0x77], |_, _| {});
     assert_eq!(exit, Exit::Halted);
     assert_eq!(st.fpu.ftw, 0xffff);
+    // fld1 left TOP = 7: EMMS resets it to 0 (SDM vol. 1 table 9-3; difftest seed 9 case 3569).
+    assert_eq!(st.fpu.fsw & (7 << 11), 0);
+    let (st, _, exit) = exec(TestMode::Long64, &[0x0f, 0x77], |st, _| st.fpu.fsw = 5 << 11 | 0x3c);
+    assert_eq!(exit, Exit::Halted);
+    assert_eq!(st.fpu.fsw, 0x3c, "only TOP changes");
     let (_, _, exit) = exec(TestMode::Long64, &[0x0f, 0x77], |st, _| st.cr0 |= cr0::EM);
     assert_eq!(exit, ud());
     let (_, _, exit) = exec(TestMode::Long64, &[0x0f, 0x77], |st, _| st.cr0 |= cr0::TS);

@@ -930,3 +930,56 @@ fn native_mask_moves() {
     assert_eq!(bus.ram[d + 15], 0x0f);
     assert_eq!(bus.ram[d + 14], 0);
 }
+
+// ------------------------------------------------------------- regressions from the difftest
+
+#[test]
+fn mmx_transition_only_when_the_instruction_completes() {
+    const NONCANON: u64 = 0x8000_0000_0000_0000;
+    let x87 = |st: &mut CpuState| {
+        st.fpu.fsw = 5 << 11;
+        st.fpu.ftw = 0xffff;
+        st.fpu.st[3] = 0x1234;
+    };
+    // A faulting memory source: x87 state and MM3 untouched (host; `--families ssse3 --seed 6`).
+    for code in [
+        asm(64, |a| a.paddw(mm3, qword_ptr(rax)).unwrap()),
+        asm(64, |a| a.pshufb(mm3, qword_ptr(rax)).unwrap()),
+    ] {
+        let (st, _, e) = run_one(&code, |st, _| {
+            x87(st);
+            st.gpr[0] = NONCANON;
+        });
+        assert_eq!(e, Exit::Trapped(Fault::gp0()));
+        assert_eq!((st.fpu.fsw, st.fpu.ftw, st.fpu.st[3]), (5 << 11, 0xffff, 0x1234));
+    }
+    // A faulting store: TOP already 0, tags untouched (`--families mmx --seed 3`).
+    let (st, _, e) = run_one(&asm(64, |a| a.movq(qword_ptr(rax), mm3).unwrap()), |st, _| {
+        x87(st);
+        st.gpr[0] = NONCANON;
+    });
+    assert_eq!(e, Exit::Trapped(Fault::gp0()));
+    assert_eq!((st.fpu.fsw, st.fpu.ftw), (0, 0xffff));
+    // CVTPI2PS from memory names no MM register: no transition.
+    let (st, _, e) = run_one(&asm(64, |a| a.cvtpi2ps(xmm1, qword_ptr(rsp)).unwrap()), |st, _| x87(st));
+    assert_eq!(e, Exit::BudgetSpent);
+    assert_eq!((st.fpu.fsw, st.fpu.ftw), (5 << 11, 0xffff));
+    // An unmasked #XM of CVTPS2PI comes after the transition.
+    let (st, _, e) = run_one(&asm(64, |a| a.cvtps2pi(mm1, xmm2).unwrap()), |st, _| {
+        x87(st);
+        st.fpu.xmm[2] = f32::NAN.to_bits() as u128;
+        st.fpu.mxcsr = 0x1f80 & !(1 << 7);
+    });
+    assert_eq!(e, trapped(vec::XM));
+    assert_eq!((st.fpu.fsw, st.fpu.ftw), (0, 0));
+}
+
+#[test]
+fn misaligned_noncanonical_stack_operand_is_gp() {
+    // Alignment #GP(0) before the canonical #SS(0) (host; `--families fp --seed 9`).
+    let code = asm(64, |a| a.pminsb(xmm1, xmmword_ptr(rsp + 1)).unwrap());
+    let (_, _, e) = run_one(&code, |st, _| st.gpr[4] = 0x8000_0000_0000_0000);
+    assert_eq!(e, Exit::Trapped(Fault::gp0()));
+    let (_, _, e) = run_one(&code, |st, _| st.gpr[4] = 0x8000_0000_0000_000f);
+    assert_eq!(e, Exit::Trapped(Fault::ss(0)));
+}

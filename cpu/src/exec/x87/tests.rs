@@ -309,6 +309,8 @@ native! {
     n_fst_st3 => ".byte 0xdd, 0xd3",
     n_fstp_st3 => ".byte 0xdd, 0xdb",
     n_fstp_st0 => ".byte 0xdd, 0xd8",
+    n_fstpnce_st3 => ".byte 0xd9, 0xdb",
+    n_fstpnce_st0 => ".byte 0xd9, 0xd8",
     n_fucom_st3 => ".byte 0xdd, 0xe3",
     n_fucomp_st3 => ".byte 0xdd, 0xeb",
     n_fucompp => ".byte 0xda, 0xe9",
@@ -452,6 +454,9 @@ const CASES: &[Case] = cases! {
     n_fst_st3 [0xdd, 0xd3] None,
     n_fstp_st3 [0xdd, 0xdb] None,
     n_fstp_st0 [0xdd, 0xd8] None,
+    // FSTPNCE with an empty ST(0): no stack fault, only the pop (difftest x87 seed 5).
+    n_fstpnce_st3 [0xd9, 0xdb] None,
+    n_fstpnce_st0 [0xd9, 0xd8] None,
     n_fucom_st3 [0xdd, 0xe3] None,
     n_fucomp_st3 [0xdd, 0xeb] None,
     n_fucompp [0xda, 0xe9] None,
