@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
 # One-time set-up of a fresh Debian machine for Ferrite: nasm assembles the test and demo ROMs;
-# qemu-system-x86 is the cross-check that every test ROM also passes under QEMU TCG.
+# qemu-system-x86 is the cross-check that every test ROM also passes under QEMU TCG. `ferrite images` (the
+# Linux guest: Debian's kernel and busybox-static, fetched with `apt-get download`) needs the package lists,
+# which a fresh machine does not have until `apt-get update`.
 # Safe to run again: it installs only what is missing. Needs root (or sudo) for apt-get.
 set -euo pipefail
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+updated=0
+if ! apt-cache show --no-all-versions linux-image-cloud-amd64 busybox-static >/dev/null 2>&1; then
+  # Offline, the demo ROM still runs: do not fail here.
+  if $SUDO apt-get update -qq; then updated=1; else echo "setup.sh: apt-get update failed (offline?)" >&2; fi
+fi
 need=()
 command -v nasm >/dev/null 2>&1 || need+=(nasm)
 command -v qemu-system-x86_64 >/dev/null 2>&1 || need+=(qemu-system-x86)
 if [ ${#need[@]} -gt 0 ]; then
-  SUDO=""
-  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-  export DEBIAN_FRONTEND=noninteractive
-  $SUDO apt-get update -qq
+  if [ "$updated" -eq 0 ]; then $SUDO apt-get update -qq; fi
   $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi

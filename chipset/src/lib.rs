@@ -22,6 +22,9 @@
 //! | PCI configuration mechanism #1, bus 0 | [`PciBus`] (i440FX, PIIX3, PIIX3 IDE, PIIX4 PM functions in [`pci`]) | 0xCF8-0xCFF | `port - 0xCF8`: 0 (dword), 4-7 | PCI INTx on GSIs 16-19 (see [`pci`]) |
 //! | PIIX reset control | [`ResetControl`] | 0xCF9 (byte) | 0 | - |
 //! | PIIX4 ACPI PM block | [`PmDevice`] | PMBA (0x600 on this board), 64 ports | 0x00-0x0F | 9 (SCI, level) |
+//! | QEMU fw_cfg (with DMA) | [`FwCfg`] | 0x510-0x51B | 0-1 (selector, data), 4-11 (DMA address) | - (DMA through [`DmaMemory`]) |
+//! | QEMU pc-testdev | [`TestDev`] | 0xE0-0xE7, 0x2000-0x2017, MMIO 0xFF00_0000 64 KiB | 0-7, 0x100-0x117; MMIO 0-0xFFFF | ISA 0-15, as written |
+//! | Bochs shutdown port | [`ShutdownPort`] | 0x8900 | 0 | - |
 //!
 //! # Interrupt flow
 //!
@@ -43,6 +46,7 @@
 
 pub mod acpi;
 pub mod debug;
+pub mod fw_cfg;
 pub mod i8042;
 pub mod ioapic;
 pub mod lapic;
@@ -51,10 +55,12 @@ pub mod pic;
 pub mod pit;
 pub mod port92;
 pub mod rtc;
+pub mod testdev;
 pub mod uart;
 
 pub use acpi::{PmDevice, ResetControl};
 pub use debug::{DebugConsole, DebugExit};
+pub use fw_cfg::{DmaMemory, FwCfg};
 pub use i8042::I8042;
 pub use ioapic::{IoApic, IoApicMessage};
 pub use lapic::{IpiMessage, LocalApic};
@@ -63,6 +69,7 @@ pub use pic::DualPic;
 pub use pit::Pit8254;
 pub use port92::Port92;
 pub use rtc::{CmosConfig, Rtc};
+pub use testdev::{ShutdownPort, TestDev};
 pub use uart::Uart16550;
 
 /// Where a device sends the bytes it outputs (UART transmitter, debug console).

@@ -15,7 +15,12 @@
 //! The counters run at 1.193182 MHz and are computed from virtual time: counter values and OUT levels are a
 //! function of the tick at which the count was loaded, never of per-tick events. Following the datasheet,
 //! a count is loaded into the counting element on the clock edge after it is written, so in mode 0 OUT goes
-//! high N+1 clocks after the write. All six modes (6 and 7 alias 2 and 3), binary and BCD counting, the
+//! high N+1 clocks after the write. Reads in the window between the write and that edge (less than one PIT
+//! clock, 838 ns) return the new count: the datasheet leaves the counting element undefined there, and on a
+//! PC no read can land in it, since an ISA I/O cycle takes longer than a PIT clock; Ferrite's port accesses
+//! take one instruction slot, and Linux's `quick_pit_calibrate` relies on that ("the PIT starts counting at
+//! the next edge, so we need to delay for a microsecond ... just read back the 16-bit counter once"): with
+//! the stale value it fails with "Fast TSC calibration failed". All six modes (6 and 7 alias 2 and 3), binary and BCD counting, the
 //! three access modes, counter latch, read-back (status with OUT and null count) and the gate inputs are
 //! implemented. In modes 2 and 3 a new count written while counting takes effect at the end of the current
 //! period (for mode 3 the datasheet says half-period; the difference is not visible to software that waits
@@ -104,10 +109,12 @@ impl Channel {
         if let Some((ce, _, _)) = self.frozen {
             return (u64::from(ce) % m) as u32;
         }
-        if !self.loaded || t < self.start {
+        if !self.loaded {
             return self.ce_idle;
         }
-        let k = t - self.start;
+        // Before the load edge the counting element already reads as the new count (see the module docs:
+        // no ISA read can land in that window on a PC).
+        let k = t.saturating_sub(self.start);
         let n = u64::from(self.n);
         let v = match self.mode {
             2 if n >= 2 => n - k % n,
@@ -817,6 +824,25 @@ mod tests {
         b.wr(&mut p, at(110), 3, 0x34); // mode 2: OUT goes high at once
         assert!(b.high(0));
         assert!(b.took_edge(0), "the control word itself is an OUT0 edge");
+    }
+
+    /// Linux's quick_pit_calibrate writes channel 2 (mode 0, 0xFFFF) and reads it back at once, expecting
+    /// the new count: a read before the load edge returns it, not the counter's stale contents, while OUT
+    /// and the terminal count still follow the load on the next clock.
+    #[test]
+    fn read_before_the_load_edge_sees_the_new_count() {
+        let mut p = Pit8254::new();
+        let mut b = Bus::new();
+        b.wr(&mut p, at(10), 0x21, 0x01); // gate 2 on
+        b.wr(&mut p, at(10), 3, 0xb0); // ch2, LSB/MSB, mode 0
+        b.wr(&mut p, at(10), 2, 0xff);
+        b.wr(&mut p, at(10) + 1, 2, 0xff);
+        assert_eq!(read16(&mut b, &mut p, at(10) + 2, 2), 0xffff);
+        assert_eq!(read16(&mut b, &mut p, at(11), 2), 0xffff);
+        assert_eq!(read16(&mut b, &mut p, at(12), 2), 0xfffe);
+        assert_eq!(read16(&mut b, &mut p, at(11 + 256), 2) >> 8, 0xfe);
+        assert!(!p.out(2, VirtTime(at(11 + 0xffff) - 1)));
+        assert!(p.out(2, VirtTime(at(11 + 0xffff))));
     }
 
     #[test]

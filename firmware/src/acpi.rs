@@ -7,15 +7,17 @@
 //!
 //! # Tables
 //!
-//! RSDP (revision 2) → XSDT and RSDT → FADT (revision 6.0; FACS and DSDT through both the 32- and 64-bit
-//! fields), MADT. The MADT has one local APIC, the I/O APIC, interrupt source overrides ISA IRQ 0 → GSI 2
+//! RSDP (revision 2) → XSDT and RSDT → FADT (revision 6.0; the DSDT through both the 32- and 64-bit
+//! fields, the FACS through the 32-bit one only, as ACPI allows one), MADT. The MADT has one local APIC, the I/O APIC, interrupt source overrides ISA IRQ 0 → GSI 2
 //! (edge, high: conforming) and ISA IRQ 9 → GSI 9 (level, active high, as PC firmware declares the SCI),
 //! and a local APIC NMI on LINT1. The DSDT holds `\_S5` = {0, 0} (the PIIX4's soft-off SUS_TYP) and
 //! `\_SB.PCI0` (PNP0A03) with `_CRS` (bus 0-255, ports 0xCF8-0xCFF consumed, the two port windows around
 //! them, the VGA window and the PCI hole below the I/O APIC) and a `_PRT` mapping every slot's INTA#-INTD#
 //! straight to GSIs 16-19 (`16 + pirq_of(slot, pin)`, the PIIX's swizzle). Those GSIs are level-triggered,
 //! active low, as `_PRT` entries without a link device are by definition; the board wires PCI INTx to
-//! I/O APIC pins 16-19 active low. There are no PCI interrupt link devices, so a guest that runs in
+//! I/O APIC pins 16-19 active low. `\_SB.PCI0.ISA` (the PIIX3, 00:01.0) lists the legacy devices for PnP
+//! enumeration: RTC (PNP0B00), keyboard controller (PNP0303) and mouse port (PNP0F13), COM1 and COM2
+//! (PNP0501). There are no PCI interrupt link devices, so a guest that runs in
 //! PIC mode (`_PIC(0)`, Linux `noapic`) has to program the PIIX3 PIRQRC registers itself. No HPET.
 //!
 //! The tables are written by hand rather than with the `acpi_tables` crate: the board needs seven
@@ -195,7 +197,8 @@ fn fadt(cfg: &PlatformConfig, facs: u64, dsdt: u64) -> Vec<u8> {
     put(116, &gas_io(cfg.reset_port, 8, 1));
     put(128, &[cfg.reset_value]);
     put(131, &[0]); // FADT minor version: 6.0
-    put(132, &facs.to_le_bytes());
+    // X_FIRMWARE_CTRL stays zero: the FACS is below 4 GiB, and with both fields set ACPICA installs (and
+    // Linux lists) the FACS twice. ACPI 6.x 5.2.9: at most one of them is used.
     put(140, &dsdt.to_le_bytes());
     put(148, &gas_io(pm, 32, 2)); // X_PM1a_EVT_BLK
     put(172, &gas_io(pm + 4, 16, 2)); // X_PM1a_CNT_BLK
@@ -421,6 +424,42 @@ pub fn prt_entries() -> Vec<(u8, u8, u32)> {
     v
 }
 
+/// `_CRS` of a legacy ISA device: 16-bit-decoded I/O ranges (base, length) and one IRQ (ACPI 6.x 6.4.2).
+fn isa_crs(io: &[(u16, u8)], irq: Option<u8>) -> Vec<u8> {
+    let mut r = Vec::new();
+    for &(base, len) in io {
+        let [lo, hi] = base.to_le_bytes();
+        r.extend_from_slice(&[0x47, 0x01, lo, hi, lo, hi, 0x01, len]);
+    }
+    if let Some(irq) = irq {
+        r.extend_from_slice(&[0x22]);
+        r.extend_from_slice(&(1u16 << irq).to_le_bytes());
+    }
+    r.extend_from_slice(&[0x79, 0x00]);
+    r
+}
+
+/// The legacy devices on the PIIX3's ISA bus, for the OS's PnP enumeration (as QEMU's DSDT describes
+/// them): RTC, keyboard controller and its mouse port, COM1 and COM2.
+fn isa_devices() -> Vec<Vec<u8>> {
+    use aml::*;
+    let dev = |path: &str, hid: &str, uid: Option<u64>, crs: Vec<u8>| {
+        let mut terms = vec![name("_HID", &dword(eisa_id(hid)))];
+        if let Some(u) = uid {
+            terms.push(name("_UID", &int(u)));
+        }
+        terms.push(name("_CRS", &buffer(&crs)));
+        device(path, &terms)
+    };
+    vec![
+        dev("RTC", "PNP0B00", None, isa_crs(&[(0x70, 2)], Some(8))),
+        dev("KBD", "PNP0303", None, isa_crs(&[(0x60, 1), (0x64, 1)], Some(1))),
+        dev("MOU", "PNP0F13", None, isa_crs(&[], Some(12))),
+        dev("COM1", "PNP0501", Some(1), isa_crs(&[(0x3F8, 8)], Some(4))),
+        dev("COM2", "PNP0501", Some(2), isa_crs(&[(0x2F8, 8)], Some(3))),
+    ]
+}
+
 /// The DSDT (AML).
 fn dsdt(cfg: &PlatformConfig) -> Vec<u8> {
     use aml::*;
@@ -446,6 +485,10 @@ fn dsdt(cfg: &PlatformConfig) -> Vec<u8> {
             name("_BBN", &int(0)),
             name("_CRS", &buffer(&pci0_crs(cfg))),
             name("_PRT", &package(&prt)),
+            device(
+                "ISA",
+                &[name("_ADR", &int(0x0001_0000))].into_iter().chain(isa_devices()).collect::<Vec<_>>(),
+            ),
         ],
     );
     let sb = scope("\\_SB", &[pci0]);
@@ -622,7 +665,7 @@ mod tests {
         assert_eq!(m.u64(f + 120), 0xCF9);
         assert_eq!(m.u8(f + 128), 6);
         // X_ fields agree with the 32-bit ones.
-        assert_eq!(m.u64(f + 132), u64::from(m.u32(f + 36)));
+        assert_eq!(m.u64(f + 132), 0, "X_FIRMWARE_CTRL: FIRMWARE_CTRL alone names the FACS");
         assert_eq!(m.u64(f + 140), u64::from(m.u32(f + 40)));
         assert_eq!(m.u64(f + 148 + 4), 0x600);
         assert_eq!(m.u8(f + 148 + 1), 32);
@@ -811,6 +854,15 @@ mod tests {
         for n in ["\\_S5_", "\\_SB_.PCI0._HID", "\\_SB_.PCI0._CRS", "\\_SB_.PCI0._PRT", "\\_SB_.PCI0._UID"] {
             assert!(w.names.iter().any(|x| x == n), "{n} missing from {:?}", w.names);
         }
+        for n in ["RTC_", "KBD_", "MOU_", "COM1", "COM2"] {
+            let crs = format!("\\_SB_.PCI0.ISA_.{n}._CRS");
+            assert!(w.names.contains(&crs), "{crs} missing from {:?}", w.names);
+        }
+        // COM1: I/O 0x3F8-0x3FF, IRQ 4.
+        assert_eq!(
+            isa_crs(&[(0x3F8, 8)], Some(4)),
+            [0x47, 0x01, 0xF8, 0x03, 0xF8, 0x03, 0x01, 0x08, 0x22, 0x10, 0x00, 0x79, 0x00]
+        );
         // _S5 is {0, 0, 0, 0}.
         let i = d.windows(4).position(|x| x == b"_S5_").unwrap();
         assert_eq!(&d[i + 4..i + 4 + 7], [0x12, 0x06, 0x04, 0, 0, 0, 0]);

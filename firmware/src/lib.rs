@@ -4,7 +4,9 @@
 #![deny(missing_docs)]
 
 pub mod acpi;
+pub mod linux;
 pub mod mptable;
+pub mod multiboot;
 
 use std::path::Path;
 

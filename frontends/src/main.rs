@@ -1,11 +1,14 @@
 //! `ferrite`: run a PC guest.
 //!
-//! `ferrite run` with no arguments boots the built-in demo ROM. Exit status: the guest's own status when
+//! `ferrite run` with no arguments boots Debian's Linux kernel with a busybox initramfs to a shell on the
+//! console (fetching them with `ferrite images` on first use; the built-in demo ROM with `--demo` or when
+//! they cannot be had). Exit status: the guest's own status when
 //! it exits through the debug-exit port (`(v << 1) | 1`) or powers off (0); 70 when the machine stops
 //! (triple fault, unimplemented instruction, halted forever) after a one-line reason and a register
 //! dump on stderr; 124 when `--max-instructions` is reached; 2 for bad arguments.
 
 mod console;
+mod images;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use machine::{Machine, MachineConfig, RunOutcome, TripleFaultAction};
@@ -22,38 +25,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a guest (the built-in demo ROM when no firmware is given).
+    /// Run a guest (Debian's Linux to a shell when no firmware or kernel is given; see --demo).
     Run(RunArgs),
+    /// Fetch Debian's kernel and busybox-static and build the initramfs for the direct Linux boot; prints
+    /// the kernel and initrd paths.
+    Images(images::ImagesArgs),
     /// Differential test: random instruction sequences on the host CPU and on Ferrite's engines.
     Difftest(DifftestArgs),
     /// System-level differential test: random privileged programs as ROMs under QEMU TCG and Ferrite.
     DifftestSys(DifftestSysArgs),
-}
-
-#[derive(clap::Args)]
-struct DifftestArgs {
-    /// Seed: the cases are a pure function of (seed, case index, host CPU features).
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
-    /// Number of cases.
-    #[arg(long, default_value_t = 10_000)]
-    cases: u64,
-    /// Engines, the reference first: native,interp.
-    #[arg(long, default_value = "native,interp")]
-    engines: String,
-    /// Maximum instructions per case.
-    #[arg(long, default_value_t = 8)]
-    max_insns: usize,
-    /// Modes: long64, compat32 or all.
-    #[arg(long, default_value = "all")]
-    modes: String,
-    /// Instruction families (comma-separated, e.g. x87,sse,sse41) or groups: all, int (integer), fp (x87,
-    /// MMX, SSE.., AES, PCLMUL).
-    #[arg(long, default_value = "all")]
-    families: String,
-    /// How many divergences to print in full.
-    #[arg(long, default_value_t = 5)]
-    max_reports: usize,
 }
 
 #[derive(clap::Args)]
@@ -112,6 +92,32 @@ fn difftest_sys(a: DifftestSysArgs) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+#[derive(clap::Args)]
+struct DifftestArgs {
+    /// Seed: the cases are a pure function of (seed, case index, host CPU features).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Number of cases.
+    #[arg(long, default_value_t = 10_000)]
+    cases: u64,
+    /// Engines, the reference first: native,interp.
+    #[arg(long, default_value = "native,interp")]
+    engines: String,
+    /// Maximum instructions per case.
+    #[arg(long, default_value_t = 8)]
+    max_insns: usize,
+    /// Modes: long64, compat32 or all.
+    #[arg(long, default_value = "all")]
+    modes: String,
+    /// Instruction families (comma-separated, e.g. x87,sse,sse41) or groups: all, int (integer), fp (x87,
+    /// MMX, SSE.., AES, PCLMUL).
+    #[arg(long, default_value = "all")]
+    families: String,
+    /// How many divergences to print in full.
+    #[arg(long, default_value_t = 5)]
+    max_reports: usize,
 }
 
 fn difftest(a: DifftestArgs) -> ExitCode {
@@ -244,6 +250,115 @@ struct RunArgs {
     /// prints the same lines on COM1).
     #[arg(long, value_enum)]
     debugcon: Option<Output>,
+    /// Extra devices (repeatable): `testdev` is QEMU's pc-testdev.
+    #[arg(long = "device", value_enum, value_name = "DEVICE")]
+    devices: Vec<DeviceArg>,
+    #[command(flatten)]
+    linux: LinuxArgs,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+enum DeviceArg {
+    /// QEMU's pc-testdev: scratch port 0xE0, page-flush port 0xE4, IRQ lines at 0x2000+n, 64 KiB of
+    /// scratch memory at 0xFF000000.
+    Testdev,
+}
+
+/// For a `--kernel` with a multiboot header (and no bzImage header): the boot QEMU would do, with
+/// `--initrd` as a comma-separated module list ("path args", `,,` for a comma) and the command line
+/// "<kernel path> <append>". `None` when the kernel is not a multiboot one (or cannot be read).
+fn multiboot_boot(kernel: &PathBuf, a: &LinuxArgs) -> Option<Result<machine::LinuxBoot, String>> {
+    let image = std::fs::read(kernel).ok()?;
+    if image.get(0x202..0x206) == Some(b"HdrS") || !firmware::multiboot::is_multiboot(&image) {
+        return None;
+    }
+    let mut modules = Vec::new();
+    let list = a.initrd.as_ref().map(|p| p.to_string_lossy().into_owned());
+    for entry in list.as_deref().map(firmware::multiboot::split_modules).unwrap_or_default() {
+        let path = entry.split(' ').next().unwrap_or_default();
+        match std::fs::read(path) {
+            Ok(data) => modules.push(firmware::multiboot::Module { data, cmdline: entry.clone() }),
+            Err(e) => return Some(Err(format!("cannot read multiboot module {path}: {e}"))),
+        }
+    }
+    let cmdline =
+        firmware::multiboot::qemu_cmdline(&kernel.to_string_lossy(), a.append.as_deref().unwrap_or(""));
+    Some(Ok(machine::LinuxBoot { kernel: image, initrd: None, cmdline, modules }))
+}
+
+/// Direct Linux boot, like QEMU's -kernel/-initrd/-append.
+#[derive(clap::Args)]
+struct LinuxArgs {
+    /// Boot this Linux bzImage (64-bit boot protocol) or multiboot kernel directly; the machine acts as BIOS
+    /// and boot loader.
+    #[arg(long, value_name = "FILE", conflicts_with = "rom")]
+    kernel: Option<PathBuf>,
+    /// Initial RAM disk for --kernel; for a multiboot kernel, its modules: `path args` entries separated
+    /// by commas, as with QEMU.
+    #[arg(long, value_name = "FILE", requires = "kernel")]
+    initrd: Option<PathBuf>,
+    /// Kernel command line for --kernel (default: the guest images' serial-console line).
+    #[arg(long, value_name = "CMDLINE")]
+    append: Option<String>,
+    /// Boot the built-in demo ROM instead of Linux.
+    #[arg(long, conflicts_with_all = ["rom", "kernel"])]
+    demo: bool,
+}
+
+/// What `ferrite run` boots when neither --rom nor --kernel is given: the guest images (fetched on first
+/// use), or the demo ROM with a one-line reason when they cannot be had (offline, not Debian).
+fn default_linux(a: &LinuxArgs) -> Option<machine::LinuxBoot> {
+    if a.demo {
+        return None;
+    }
+    let opts = images::ImagesArgs {
+        dir: None,
+        package: images::DEFAULT_META.into(),
+        modules: vec![],
+        rebuild: false,
+    }
+    .options();
+    match images::ensure(&opts) {
+        Ok(imgs) => match (std::fs::read(&imgs.kernel), std::fs::read(&imgs.initrd)) {
+            (Ok(kernel), Ok(initrd)) => {
+                eprintln!(
+                    "ferrite: booting {} (Ctrl-A x quits; `ferrite run --demo` runs the demo ROM)",
+                    imgs.package
+                );
+                Some(machine::LinuxBoot {
+                    kernel,
+                    initrd: Some(initrd),
+                    cmdline: a.append.clone().unwrap_or_else(|| images::DEFAULT_APPEND.into()),
+                    modules: Vec::new(),
+                })
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                eprintln!("ferrite: cannot read the guest images ({e}); running the demo ROM instead");
+                None
+            }
+        },
+        Err(e) => {
+            eprintln!("ferrite: no Linux guest ({e}); running the demo ROM instead");
+            None
+        }
+    }
+}
+
+fn images_cmd(a: images::ImagesArgs) -> ExitCode {
+    match images::ensure(&a.options()) {
+        Ok(imgs) => {
+            println!("kernel={}", imgs.kernel.display());
+            println!("initrd={}", imgs.initrd.display());
+            println!("package={}", imgs.package);
+            println!("append={}", images::DEFAULT_APPEND);
+            println!("marker={}", images::READY_MARKER);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ferrite images: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -271,11 +386,11 @@ fn sink(o: Output) -> Box<dyn FnMut(u8) + Send> {
 
 fn stdout_sink() -> Box<dyn FnMut(u8) + Send> {
     Box::new(|b| {
+        // Every byte is flushed: a shell prompt ("/ # ") or the echo of a typed key has no newline after
+        // it and must show at once (a UART byte costs the guest far more than the write).
         let mut o = std::io::stdout().lock();
         let _ = o.write_all(&[b]);
-        if b == b'\n' {
-            let _ = o.flush();
-        }
+        let _ = o.flush();
     })
 }
 
@@ -290,11 +405,51 @@ fn run(args: RunArgs) -> ExitCode {
         },
         None => firmware::demo_rom().to_vec(),
     };
-    let mut cfg = MachineConfig::new(args.memory, firmware);
+    let multiboot = args.linux.kernel.as_ref().and_then(|k| multiboot_boot(k, &args.linux));
+    let is_multiboot = multiboot.is_some();
+    let linux = match &args.linux.kernel {
+        Some(_) if multiboot.is_some() => match multiboot {
+            Some(Ok(b)) => Some(b),
+            Some(Err(e)) => {
+                eprintln!("ferrite: {e}");
+                return ExitCode::from(2);
+            }
+            None => None,
+        },
+        Some(k) => {
+            let read = |p: &PathBuf, what: &str| {
+                std::fs::read(p).map_err(|e| format!("cannot read {what} {}: {e}", p.display()))
+            };
+            let kernel = read(k, "kernel");
+            let initrd = args.linux.initrd.as_ref().map(|p| read(p, "initrd")).transpose();
+            match (kernel, initrd) {
+                (Ok(kernel), Ok(initrd)) => Some(machine::LinuxBoot {
+                    kernel,
+                    initrd,
+                    cmdline: args.linux.append.clone().unwrap_or_else(|| images::DEFAULT_APPEND.into()),
+                    modules: Vec::new(),
+                }),
+                (Err(e), _) | (_, Err(e)) => {
+                    eprintln!("ferrite: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        None if args.rom.is_none() => default_linux(&args.linux),
+        None => None,
+    };
+    let mut cfg = MachineConfig::new(args.memory, if linux.is_some() { Vec::new() } else { firmware });
+    cfg.linux = linux;
+    cfg.testdev = args.devices.contains(&DeviceArg::Testdev);
     cfg.accel = choose_accel(args.accel);
     cfg.ips = args.ips;
     cfg.com1 = stdout_sink();
-    let debugcon = args.debugcon.unwrap_or(if args.rom.is_some() { Output::Stdout } else { Output::None });
+    // Test ROMs and multiboot test kernels report on 0xE9.
+    let debugcon = args.debugcon.unwrap_or(if args.rom.is_some() || is_multiboot {
+        Output::Stdout
+    } else {
+        Output::None
+    });
     cfg.debugcon = sink(debugcon);
     cfg.on_triple_fault = match args.on_triple_fault {
         OnTripleFault::Stop => TripleFaultAction::Stop,
@@ -346,6 +501,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Run(a) => run(a),
+        Command::Images(a) => images_cmd(a),
         Command::Difftest(a) => difftest(a),
         Command::DifftestSys(a) => difftest_sys(a),
     }

@@ -47,7 +47,7 @@ fn wrong_size_rom_is_rejected() {
 
 #[test]
 fn demo_runs_to_long_mode() {
-    let (code, out, err) = ferrite(&["run"]);
+    let (code, out, err) = ferrite(&["run", "--demo"]);
     assert_eq!(code, 1, "stderr: {err}");
     assert!(out.contains("long mode"), "stdout: {out}");
 }

@@ -3,7 +3,7 @@
 
 use crate::clock::Clock;
 use chipset::pci::{PciBarEvent, PciFunction, Piix3Isa};
-use chipset::{DualPic, IoApic, LocalApic, PciBus};
+use chipset::{DmaMemory, DualPic, FwCfg, IoApic, LocalApic, PciBus};
 use cpu::CpuBus;
 use mmu::{
     AddressMap, Device, DeviceCtx, DeviceId, GuestRam, IrqLevels, MachineRequests, RegionKind, VirtTime,
@@ -38,6 +38,8 @@ enum PortOwner {
     Pci,
     /// Port 0xF0: the PC's coprocessor-error latch (a write clears FERR#/IRQ13 and asserts IGNNE#).
     FpuErr,
+    /// QEMU's fw_cfg at 0x510-0x51B (a typed device, since its DMA engine reaches guest RAM).
+    FwCfg,
 }
 
 /// PCI INTx lines PIRQA-D: GSIs 16-19 in [`IrqLevels`] (asserted = high there; wired active low to the
@@ -93,12 +95,16 @@ pub struct Board {
     pub irq_trace: Option<IrqTraceHook>,
     /// Set-up a BIOS would redo after every reset: PIIX4 PM base to program and enable.
     pub pm_base_preset: Option<u16>,
+    /// QEMU's fw_cfg device (ports 0x510-0x51B, always present as on QEMU's `pc`); the machine adds its
+    /// files and direct-boot items.
+    pub fw_cfg: FwCfg,
 }
 
 impl Board {
     /// A board with `ram` and an empty map.
     pub fn new(ram: GuestRam, map: AddressMap, clock: Clock) -> Board {
-        Board {
+        let fw_cfg = FwCfg::new(ram.len(), 1);
+        let mut b = Board {
             ram,
             map,
             devices: Vec::new(),
@@ -118,7 +124,10 @@ impl Board {
             pirq_route: [None; 4],
             irq_trace: None,
             pm_base_preset: None,
-        }
+            fw_cfg,
+        };
+        b.claim_ports(0x510, 12, PortOwner::FwCfg, 0);
+        b
     }
 
     /// Routes the PCI configuration ports to [`Board::pci`]: CONFIG_ADDRESS at 0xCF8 (and 0xCFA-0xCFB),
@@ -390,6 +399,7 @@ impl Board {
             d.reset();
         }
         self.pic.reset();
+        self.fw_cfg.reset();
         self.ioapic.reset();
         self.lapic = new_lapic();
         self.irq = IrqLevels::default();
@@ -420,6 +430,22 @@ impl Board {
                     self.propagate_irqs();
                 } else {
                     data.fill(0xff);
+                }
+            }
+            PortOwner::FwCfg => {
+                let now = self.now();
+                let Board { fw_cfg, irq, requests, ram, map, .. } = self;
+                let mut ctx = DeviceCtx { now, irq, requests };
+                if write {
+                    fw_cfg.pio_write(&mut ctx, off, data);
+                } else {
+                    fw_cfg.pio_read(&mut ctx, off, data);
+                }
+                if let Some(desc) = fw_cfg.take_dma_request() {
+                    // The transfer completes before the guest's next instruction, as in QEMU; the data may
+                    // land on pages holding decoded code.
+                    fw_cfg.run_dma(desc, &mut RamDma { ram, map });
+                    requests.flush_tlb = true;
                 }
             }
             PortOwner::Pci => {
@@ -512,6 +538,54 @@ impl Board {
         if !tail.is_empty() {
             self.phys_access(addr + avail as u64, tail, write);
         }
+    }
+}
+
+/// Guest RAM as fw_cfg's DMA engine sees it: RAM regions of the address map only (a transfer touching
+/// ROM, MMIO or unassigned space fails with the error bit).
+struct RamDma<'a> {
+    ram: &'a mut GuestRam,
+    map: &'a AddressMap,
+}
+
+impl RamDma<'_> {
+    /// Calls `f(ram offset, range within the buffer)` for each RAM piece of `addr..addr+len`; false if
+    /// any byte is not RAM.
+    fn walk(&self, addr: u64, len: usize, mut f: impl FnMut(u64, std::ops::Range<usize>) -> bool) -> bool {
+        let mut done = 0usize;
+        while done < len {
+            let Some(a) = addr.checked_add(done as u64) else { return false };
+            let Some(r) = self.map.lookup(a) else { return false };
+            let RegionKind::Ram { offset } = r.kind else { return false };
+            let n = ((r.end() - a) as usize).min(len - done);
+            if n == 0 || !f(offset + (a - r.start), done..done + n) {
+                return false;
+            }
+            done += n;
+        }
+        true
+    }
+}
+
+impl DmaMemory for RamDma<'_> {
+    fn read(&mut self, addr: u64, buf: &mut [u8]) -> bool {
+        let ram = &*self.ram;
+        let len = buf.len();
+        let mut pieces = Vec::new();
+        let ok = self.walk(addr, len, |o, r| {
+            pieces.push((o, r));
+            true
+        });
+        ok && pieces.into_iter().all(|(o, r)| ram.read(o, &mut buf[r]))
+    }
+
+    fn write(&mut self, addr: u64, data: &[u8]) -> bool {
+        let mut pieces = Vec::new();
+        let ok = self.walk(addr, data.len(), |o, r| {
+            pieces.push((o, r));
+            true
+        });
+        ok && pieces.into_iter().all(|(o, r)| self.ram.write(o, &data[r]))
     }
 }
 

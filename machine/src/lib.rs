@@ -7,6 +7,7 @@
 #![deny(missing_docs)]
 
 pub mod board;
+mod boot;
 pub mod clock;
 pub mod kvm;
 
@@ -16,6 +17,7 @@ use chipset::{
 };
 use clock::Clock;
 use cpu::{CpuState, Exit, Interpreter, Stop};
+pub use firmware::multiboot::Module as MultibootModule;
 use mmu::layout::{self, RamLayout};
 use mmu::{AddressMap, DeviceId, GuestRam, RegionKind};
 use std::fmt;
@@ -69,6 +71,30 @@ pub struct MachineConfig {
     /// and MP tables into the EBDA (0x9E000-0x9FFFF, see `firmware::acpi`). Off by default: bare test
     /// ROMs own all of RAM.
     pub acpi: bool,
+    /// Direct Linux boot (like QEMU's `-kernel/-initrd/-append`): the machine acts as the boot loader and
+    /// as the BIOS before it (see [`LinuxBoot`]). Implies `acpi`.
+    pub linux: Option<LinuxBoot>,
+    /// QEMU's pc-testdev (`--device testdev`): ports 0xE0-0xE7 and 0x2000-0x2017, 64 KiB of scratch
+    /// memory at 0xFF000000 (see `chipset::testdev`).
+    pub testdev: bool,
+}
+
+/// A Linux kernel booted directly through the x86 boot protocol's 64-bit entry
+/// (`firmware::linux`). The machine then starts in the state a PC BIOS leaves: the 8259s at vectors
+/// 0x08/0x70, PIT channel 0 in mode 3 at 18.2 Hz, the PIIX3 IDE bus-master BAR assigned, the ACPI tables in
+/// the EBDA. A reset (keyboard controller, 0xCF9, ACPI reset register, triple fault with `Reset`) repeats
+/// the whole boot: there is no BIOS at the reset vector to do it.
+#[derive(Clone, Debug, Default)]
+pub struct LinuxBoot {
+    /// The bzImage.
+    pub kernel: Vec<u8>,
+    /// The initial RAM disk.
+    pub initrd: Option<Vec<u8>>,
+    /// The kernel command line.
+    pub cmdline: String,
+    /// Modules of a multiboot kernel (`--initrd a,b` with a multiboot `--kernel`; the kernel is a
+    /// multiboot one when it is not a bzImage and has a multiboot header, see `firmware::multiboot`).
+    pub modules: Vec<firmware::multiboot::Module>,
 }
 
 impl MachineConfig {
@@ -84,6 +110,8 @@ impl MachineConfig {
             rtc_start: 1_767_225_600, // 2026-01-01T00:00:00Z
             accel: Accel::Interp,
             acpi: false,
+            linux: None,
+            testdev: false,
         }
     }
 }
@@ -157,6 +185,14 @@ pub struct Machine {
     pub com1: DeviceId,
     on_triple_fault: TripleFaultAction,
     input: Option<std::sync::mpsc::Receiver<HostEvent>>,
+    /// The direct Linux boot, redone after every reset.
+    direct_boot: Option<DirectBoot>,
+}
+
+/// What the machine redoes as boot loader and BIOS for a direct Linux boot.
+struct DirectBoot {
+    plan: boot::Loader,
+    acpi_writes: Vec<(u64, Vec<u8>)>,
 }
 
 impl Machine {
@@ -205,6 +241,13 @@ impl Machine {
         }
         if cfg.memory > 1 << 40 {
             return Err(MachineError::Memory(format!("{} bytes is more than the 1 TiB maximum", cfg.memory)));
+        }
+        let mut cfg = cfg;
+        if cfg.linux.is_some() {
+            cfg.acpi = true;
+            if cfg.firmware.is_empty() {
+                cfg.firmware = no_bios_rom();
+            }
         }
         let fw_len = cfg.firmware.len() as u64;
         if fw_len == 0 || !fw_len.is_multiple_of(4096) || fw_len > layout::MAX_BIOS_SIZE {
@@ -258,7 +301,28 @@ impl Machine {
         board.map_ports(id, 0x64, 1, 4);
         let id = board.add_device(Box::new(Port92::new()));
         board.map_ports(id, 0x92, 1, 0);
-        add_pci_and_acpi(&mut board, cfg.acpi, lay.below_4g);
+        let acpi = add_pci_and_acpi(&mut board, cfg.acpi, lay.below_4g);
+        let mem = firmware::linux::MemoryLayout {
+            below_4g: lay.below_4g,
+            above_4g: lay.above_4g,
+            ebda_start: if acpi.is_some() { firmware::acpi::EBDA_BASE } else { layout::LOW_RAM_END },
+            rom_size: fw_len,
+        };
+        let direct_boot = match (&cfg.linux, acpi) {
+            (Some(l), Some(tables)) => {
+                let plan = boot::plan(l, &mem, Some(tables.rsdp))
+                    .map_err(|e| MachineError::Firmware(format!("kernel: {e}")))?;
+                boot::fill_fw_cfg(&mut board.fw_cfg, &mem, Some(&tables), Some((l, &plan)))
+                    .map_err(MachineError::Firmware)?;
+                Some(DirectBoot { plan, acpi_writes: tables.writes })
+            }
+            (_, tables) => {
+                boot::fill_fw_cfg(&mut board.fw_cfg, &mem, tables.as_ref(), None)
+                    .map_err(MachineError::Firmware)?;
+                None
+            }
+        };
+        boot::add_test_interfaces(&mut board, cfg.testdev)?;
 
         let engine = match cfg.accel {
             Accel::Interp => Engine::Interp,
@@ -272,7 +336,85 @@ impl Machine {
             com1,
             on_triple_fault: cfg.on_triple_fault,
             input: None,
+            direct_boot,
         })
+        .map(|mut m| {
+            m.redo_direct_boot();
+            m
+        })
+    }
+
+    /// For a direct Linux boot: does what the BIOS and the boot loader would have done before the kernel's
+    /// 64-bit entry (memory contents, chipset state, CPU registers). Nothing without one.
+    fn redo_direct_boot(&mut self) {
+        use cpu::state::{Segment, attr, cr0, cr4, efer};
+        let Some(db) = &self.direct_boot else { return };
+        let board = &mut self.board;
+        // Low RAM is identity-mapped into guest RAM (offset = address) below the PCI hole, where every
+        // write of the plan and the tables lies.
+        for (addr, bytes) in db.acpi_writes.iter().chain(db.plan.writes()) {
+            board.ram.write(*addr, bytes);
+        }
+        for &(addr, len) in db.plan.zero() {
+            for a in (addr..addr + len).step_by(4096) {
+                board.ram.write(a, &[0u8; 4096][..(addr + len - a).min(4096) as usize]);
+            }
+        }
+        // BIOS state: 8259s at 0x08/0x70 (only the cascade unmasked), PIT channel 0 in mode 3 with the
+        // full 65536 count (18.2 Hz), IDE bus-master BAR at 0xC000 with I/O decode and bus mastering on.
+        board.pic.program_like_bios(0x08, 0x70);
+        for (port, v) in [(0x43u16, 0x36u32), (0x40, 0), (0x40, 0)] {
+            cpu::CpuBus::io_out(board, port, 1, v);
+        }
+        board.pci_config_write(chipset::pci::DEVFN_IDE, 0x20, &0xc001u32.to_le_bytes());
+        board.pci_config_write(chipset::pci::DEVFN_IDE, 0x04, &[0x05, 0x00]);
+        // The local APIC in virtual-wire mode, as SeaBIOS leaves it: software-enabled (SVR 0x1FF), LINT0
+        // ExtINT and LINT1 NMI, both level (the 8259's INTR reaches the CPU through LINT0).
+        let now = board.now();
+        for (reg, v) in [(0x0fu32, 0x1ffu64), (0x35, 0x8700), (0x36, 0x8400)] {
+            board.lapic.write_reg(now, reg, v);
+        }
+        board.requests = Default::default();
+
+        let e = match &db.plan {
+            boot::Loader::Linux(p) => p.entry,
+            boot::Loader::Multiboot(s) => {
+                boot::enter_multiboot(&mut self.cpu, &s.entry);
+                self.interp.flush_all();
+                return;
+            }
+        };
+        let cpu = &mut self.cpu;
+        cpu.reset();
+        let data = Segment {
+            selector: e.ds,
+            attr: attr::P | attr::S | attr::RW | attr::ACCESSED | attr::DB | attr::G,
+            limit: 0xffff_ffff,
+            base: 0,
+        };
+        cpu.seg = [data; 6];
+        cpu.seg[cpu::state::Seg::Cs as usize] = Segment {
+            selector: e.cs,
+            attr: attr::P | attr::S | attr::CODE | attr::RW | attr::ACCESSED | attr::L | attr::G,
+            limit: 0xffff_ffff,
+            base: 0,
+        };
+        cpu.tr = Segment { selector: 0, attr: attr::P | 0xb, limit: 0xffff, base: 0 };
+        cpu.gdtr.base = e.gdt_base;
+        cpu.gdtr.limit = u32::from(e.gdt_limit);
+        cpu.idtr.base = 0;
+        cpu.idtr.limit = 0;
+        cpu.cr0 = cr0::PE | cr0::ET | cr0::NE | cr0::PG;
+        cpu.cr3 = e.cr3;
+        cpu.cr4 = cr4::PAE;
+        cpu.efer = efer::LME | efer::LMA;
+        cpu.rip = e.rip;
+        cpu.gpr = [0; 16];
+        cpu.gpr[4] = e.rsp;
+        cpu.gpr[6] = e.rsi;
+        cpu.rflags = cpu::state::flags::FIXED1;
+        bios_mtrrs(&mut cpu.msr, RamLayout::for_size(self.board.ram.len()).below_4g);
+        self.interp.flush_all();
     }
 
     /// Resets the CPU and every device (machine reset: keyboard controller, port 0x92, triple fault).
@@ -281,6 +423,7 @@ impl Machine {
         self.board.reset_devices();
         self.interp.flush_all();
         self.board.requests = Default::default();
+        self.redo_direct_boot();
     }
 
     fn stopped(&self, reason: String) -> RunOutcome {
@@ -391,7 +534,8 @@ pub const PM_BASE: u16 = 0x600;
 /// bridge (00:00.0), PIIX3 ISA bridge (00:01.0), PIIX3 IDE (00:01.1, BAR4 = bus-master block) and PIIX4 PM
 /// function (00:01.3) with its PM I/O block (SCI on IRQ 9). With `acpi`, also what the firmware would do:
 /// PM base at [`PM_BASE`] with decode on, and the ACPI and MP tables in the EBDA.
-fn add_pci_and_acpi(board: &mut Board, acpi: bool, below_4g: u64) {
+/// Returns the tables written, if any.
+fn add_pci_and_acpi(board: &mut Board, acpi: bool, below_4g: u64) -> Option<firmware::acpi::AcpiTables> {
     use chipset::pci::{self, BusMasterIde, I440fx, Piix3Ide, Piix3Isa, Piix4Pm};
     board.map_pci_ports();
     let id = board.add_device(Box::new(ResetControl::new()));
@@ -409,9 +553,45 @@ fn add_pci_and_acpi(board: &mut Board, acpi: bool, below_4g: u64) {
             pci_hole_start: below_4g.min(layout::IOAPIC_BASE) as u32,
             ..Default::default()
         };
-        for (addr, bytes) in firmware::acpi::build_tables(&cfg).writes {
+        let tables = firmware::acpi::build_tables(&cfg);
+        for (addr, bytes) in &tables.writes {
             // Low RAM is identity-mapped into guest RAM (offset = address).
-            board.ram.write(addr, &bytes);
+            board.ram.write(*addr, bytes);
         }
+        return Some(tables);
     }
+    None
+}
+
+/// The MTRRs as SeaBIOS leaves them (src/fw/mtrr.c), so the kernel finds them enabled and sets up PAT:
+/// default write-back; fixed ranges WB below 640K, UC for the VGA window, write-protected for the ROM
+/// area 0xC0000-0xFFFFF; one variable range making the PCI hole (from the end of low RAM, at 3 or 3.5 GiB)
+/// up to 4 GiB uncacheable.
+fn bios_mtrrs(msr: &mut cpu::state::Msrs, below_4g: u64) {
+    const WB: u64 = 0x0606_0606_0606_0606;
+    const WP: u64 = 0x0505_0505_0505_0505;
+    msr.mtrr_fixed = [WB, WB, 0, WP, WP, WP, WP, WP, WP, WP, WP];
+    // SeaBIOS's hole starts at 0xE0000000; when low RAM ends at 3 GiB (RamLayout for large memory), at
+    // 0xC0000000. Both are power-of-two sized, naturally aligned ranges ending at 4 GiB.
+    let hole = if below_4g == layout::PCI_HOLE_START_LARGE {
+        layout::PCI_HOLE_START_LARGE
+    } else {
+        layout::PCI_HOLE_THRESHOLD
+    };
+    let size = layout::FOUR_GIB - hole;
+    let phys_mask = (1u64 << cpu::cpuid::PHYS_ADDR_BITS) - 1;
+    msr.mtrr_var = [0; 16];
+    msr.mtrr_var[0] = hole; // type 0: uncacheable
+    msr.mtrr_var[1] = (!(size - 1) & phys_mask) | 0x800;
+    msr.mtrr_def_type = 0xc06;
+}
+
+/// The ROM at the reset vector when Linux is booted directly: `cli; hlt` (a reset re-runs the direct boot
+/// instead of jumping here), padded to 64 KiB with 0xFF like an erased flash.
+fn no_bios_rom() -> Vec<u8> {
+    let mut rom = vec![0xffu8; 0x1_0000];
+    let rv = rom.len() - 16;
+    rom[rv..rv + 3].copy_from_slice(&[0xfa, 0xf4, 0xeb]);
+    rom[rv + 3] = 0xfd; // jmp back to the hlt
+    rom
 }

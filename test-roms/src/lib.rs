@@ -4,9 +4,17 @@
 //! debug console (port 0xE9: `PASS: name` / `FAIL: name ...`) and exits through the isa-debug-exit port
 //! 0xF4 with the number of failures (exit status `(n << 1) | 1`, so 1 means every case passed). Every
 //! ROM also passes under QEMU TCG; see `tests/` for the harness and each ROM's header for its sources.
+//!
+//! [`KERNELS`] are multiboot test kernels (`src/kernels/*.asm`, flat images with the a.out-kludge
+//! header, loaded at 1 MiB) booted with `--kernel`; they report the same way.
 #![deny(missing_docs)]
 
 include!(concat!(env!("OUT_DIR"), "/roms.rs"));
+
+/// The image of multiboot test kernel `name` (from `src/kernels`).
+pub fn kernel(name: &str) -> Option<&'static [u8]> {
+    KERNELS.iter().find(|(n, _)| *n == name).map(|(_, b)| *b)
+}
 
 /// The image of ROM `name`.
 pub fn rom(name: &str) -> Option<&'static [u8]> {

@@ -38,6 +38,7 @@ rom_tests!(
     pm_privilege,
     pm_paging,
     pm_task,
+    debugregs,
     v86,
     lm_entry,
     lm_arith,
@@ -54,7 +55,6 @@ rom_tests!(
     chip_rtc,
     chip_pci,
     chip_uart,
-    debugregs,
 );
 
 /// The built-in demo goes from reset to long mode, prints each step, and exits with status 1.

@@ -1,0 +1,493 @@
+//! `ferrite images`: the guest images for the direct Linux boot, made from Debian's own packages.
+//!
+//! The kernel package is resolved through its meta-package (`linux-image-cloud-amd64` by default, or
+//! `linux-image-amd64`): `apt-cache depends` names the versioned package the meta-package pulls in today,
+//! `apt-get download` fetches it and `busybox-static` into the cache, `dpkg -x` unpacks them there (nothing
+//! is installed on the host), and the initramfs is written here: a gzip-compressed newc cpio with
+//! busybox, `/init` and any kernel modules asked for (with the modules they depend on, read from each
+//! module's `.modinfo`). The cloud kernel has everything the machine needs built in (8250 serial console,
+//! ACPI, devtmpfs, tmpfs), so the default module list is empty.
+//!
+//! `/init` mounts proc, sysfs, devtmpfs and a tmpfs on /tmp, loads the modules, prints [`READY_MARKER`]
+//! and hands PID 1 to busybox init, which keeps a shell on the console and carries out `poweroff` and
+//! `reboot` (a shell script as PID 1 would ignore the signals busybox's `poweroff` sends).
+//!
+//! Cache layout (default `<target dir>/guest-images`, or `--dir`, or `$FERRITE_IMAGES`):
+//! `debs/` the downloaded packages; `<package>_<version>/` each unpacked package;
+//! `initrd-<kernel package>_<version>.img` the initramfs; `current` the paths of the last good set, used
+//! when the package lists cannot be read (offline).
+
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// What `/init` prints once the system is up; tests wait for it.
+pub const READY_MARKER: &str = "FERRITE-READY";
+/// The default kernel meta-package (LZ4-compressed, few drivers: boots fastest).
+pub const DEFAULT_META: &str = "linux-image-cloud-amd64";
+/// The default kernel command line for the images: serial console, no probing the machine lacks.
+pub const DEFAULT_APPEND: &str = "console=ttyS0 earlyprintk=serial,ttyS0 panic=-1 quiet";
+
+/// A ready set of guest images.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GuestImages {
+    /// The bzImage.
+    pub kernel: PathBuf,
+    /// The gzip newc initramfs.
+    pub initrd: PathBuf,
+    /// The versioned kernel package it came from.
+    pub package: String,
+}
+
+/// Options for [`ensure`].
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Cache directory.
+    pub dir: PathBuf,
+    /// Kernel meta-package.
+    pub meta: String,
+    /// Kernel modules to put in the initramfs and load at boot (names as in `modprobe`).
+    pub modules: Vec<String>,
+    /// Rebuild the initramfs even if it is cached.
+    pub rebuild: bool,
+}
+
+/// `<target dir>/guest-images`: `$FERRITE_IMAGES`, else beside the running binary's profile directory
+/// (`target/release/ferrite` -> `target/guest-images`), else `./target/guest-images`.
+pub fn default_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("FERRITE_IMAGES") {
+        return PathBuf::from(d);
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        // target/<profile>/ferrite or target/<profile>/deps/<test binary>
+        let mut p = exe.parent().map(Path::to_path_buf);
+        if p.as_ref().is_some_and(|d| d.ends_with("deps")) {
+            p = p.and_then(|d| d.parent().map(Path::to_path_buf));
+        }
+        if let Some(profile) = p
+            && let Some(target) = profile.parent()
+            && target.join("CACHEDIR.TAG").exists()
+        {
+            return target.join("guest-images");
+        }
+    }
+    PathBuf::from("target").join("guest-images")
+}
+
+fn run_tool(cmd: &mut Command, what: &str) -> Result<String, String> {
+    let out = cmd.output().map_err(|e| {
+        format!(
+            "cannot run {what}: {e} (the guest images come from Debian's packages: run on Debian with apt, \
+             or pass --kernel/--initrd)"
+        )
+    })?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let err = err
+            .lines()
+            .filter(|l| !l.starts_with("W: Download is performed unsandboxed"))
+            .collect::<Vec<_>>();
+        return Err(format!("{what} failed ({}): {}", out.status, err.join(" / ").trim()));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The versioned package `meta` depends on (`linux-image-6.1.0-56-cloud-amd64`).
+pub fn resolve_meta(meta: &str) -> Result<String, String> {
+    let out = run_tool(
+        Command::new("apt-cache").args(["depends", "--no-recommends", "--no-suggests", meta]),
+        &format!("apt-cache depends {meta}"),
+    )?;
+    parse_depends(&out, meta).ok_or_else(|| {
+        format!(
+            "apt-cache knows no kernel package behind {meta}; run `apt-get update` first (scripts/setup.sh does)"
+        )
+    })
+}
+
+fn parse_depends(out: &str, meta: &str) -> Option<String> {
+    out.lines()
+        .filter_map(|l| l.trim().trim_start_matches('|').strip_prefix("Depends:"))
+        .map(str::trim)
+        .find(|d| d.starts_with("linux-image-") && *d != meta && !d.starts_with('<'))
+        .map(str::to_string)
+}
+
+/// The candidate version of `pkg`.
+fn candidate_version(pkg: &str) -> Result<String, String> {
+    let out = run_tool(
+        Command::new("apt-cache").args(["show", "--no-all-versions", pkg]),
+        &format!("apt-cache show {pkg}"),
+    )?;
+    out.lines()
+        .find_map(|l| l.strip_prefix("Version:"))
+        .map(|v| v.trim().to_string())
+        .ok_or_else(|| format!("apt-cache show {pkg} gave no version; run `apt-get update` first"))
+}
+
+/// Downloads `pkg` into `dir/debs` (unless there) and unpacks it into `dir/<pkg>_<version>`; returns
+/// that directory.
+fn fetch_and_unpack(dir: &Path, pkg: &str) -> Result<PathBuf, String> {
+    let version = candidate_version(pkg)?;
+    let safe = |s: &str| s.replace([':', '/'], "_");
+    let root = dir.join(format!("{}_{}", pkg, safe(&version)));
+    if root.join(".unpacked").exists() {
+        return Ok(root);
+    }
+    let debs = dir.join("debs");
+    std::fs::create_dir_all(&debs).map_err(|e| format!("cannot create {}: {e}", debs.display()))?;
+    let deb_name = |v: &str| format!("{pkg}_{}_amd64.deb", v.replace(':', "%3a"));
+    let deb = debs.join(deb_name(&version));
+    if !deb.exists() {
+        eprintln!("ferrite images: downloading {pkg} {version}");
+        run_tool(
+            Command::new("apt-get").args(["download", "-q", &format!("{pkg}={version}")]).current_dir(&debs),
+            &format!("apt-get download {pkg}"),
+        )?;
+        if !deb.exists() {
+            return Err(format!("apt-get download {pkg} did not produce {}", deb.display()));
+        }
+    }
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).map_err(|e| format!("cannot create {}: {e}", root.display()))?;
+    run_tool(Command::new("dpkg").arg("-x").arg(&deb).arg(&root), &format!("dpkg -x {}", deb.display()))?;
+    std::fs::write(root.join(".unpacked"), b"").map_err(|e| e.to_string())?;
+    Ok(root)
+}
+
+/// Makes sure the images exist (downloading and building what is missing) and returns them.
+pub fn ensure(opts: &Options) -> Result<GuestImages, String> {
+    std::fs::create_dir_all(&opts.dir).map_err(|e| format!("cannot create {}: {e}", opts.dir.display()))?;
+    let current = opts.dir.join("current");
+    let kpkg = match resolve_meta(&opts.meta) {
+        Ok(p) => p,
+        Err(e) => {
+            // Offline or no package lists: the last good set, if there is one.
+            if let Some(imgs) = read_current(&current)
+                && !opts.rebuild
+            {
+                eprintln!("ferrite images: {e}; using the cached {}", imgs.package);
+                return Ok(imgs);
+            }
+            return Err(e);
+        }
+    };
+    let kroot = fetch_and_unpack(&opts.dir, &kpkg)?;
+    let broot = fetch_and_unpack(&opts.dir, "busybox-static")?;
+    let kname = kroot.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let kernel = find_vmlinuz(&kroot)?;
+    let mods_tag =
+        if opts.modules.is_empty() { String::new() } else { format!("+{}", opts.modules.join(",")) };
+    let initrd = opts.dir.join(format!("initrd-{kname}{mods_tag}.img"));
+    if opts.rebuild || !initrd.exists() {
+        let busybox = std::fs::read(broot.join("bin/busybox"))
+            .map_err(|e| format!("busybox-static has no bin/busybox: {e}"))?;
+        let modules = collect_modules(&kroot, &opts.modules)?;
+        let img = build_initramfs(&busybox, &modules)?;
+        let tmp = initrd.with_extension("tmp");
+        std::fs::write(&tmp, &img).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+        std::fs::rename(&tmp, &initrd).map_err(|e| format!("cannot write {}: {e}", initrd.display()))?;
+        eprintln!("ferrite images: built {} ({} KiB)", initrd.display(), img.len() >> 10);
+    }
+    let imgs = GuestImages { kernel, initrd, package: kpkg };
+    let _ = std::fs::write(
+        &current,
+        format!("{}\n{}\n{}\n", imgs.package, imgs.kernel.display(), imgs.initrd.display()),
+    );
+    Ok(imgs)
+}
+
+fn read_current(path: &Path) -> Option<GuestImages> {
+    let s = std::fs::read_to_string(path).ok()?;
+    let mut l = s.lines();
+    let imgs = GuestImages {
+        package: l.next()?.to_string(),
+        kernel: PathBuf::from(l.next()?),
+        initrd: PathBuf::from(l.next()?),
+    };
+    (imgs.kernel.exists() && imgs.initrd.exists()).then_some(imgs)
+}
+
+fn find_vmlinuz(root: &Path) -> Result<PathBuf, String> {
+    let boot = root.join("boot");
+    let rd = std::fs::read_dir(&boot).map_err(|e| format!("kernel package has no boot/: {e}"))?;
+    rd.filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-")))
+        .ok_or_else(|| format!("no vmlinuz-* in {}", boot.display()))
+}
+
+/// The `.ko` files for `names` and everything they depend on, dependencies first: (name, contents).
+fn collect_modules(kroot: &Path, names: &[String]) -> Result<Vec<(String, Vec<u8>)>, String> {
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut index = std::collections::HashMap::new();
+    let mut stack = vec![kroot.join("lib/modules")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).map_err(|e| format!("{}: {e}", d.display()))?.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Some(n) = p.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".ko"))
+            {
+                index.insert(n.replace('-', "_"), p);
+            }
+        }
+    }
+    let mut out: Vec<(String, Vec<u8>)> = Vec::new();
+    fn add(
+        name: &str,
+        index: &std::collections::HashMap<String, PathBuf>,
+        out: &mut Vec<(String, Vec<u8>)>,
+        depth: usize,
+    ) -> Result<(), String> {
+        let key = name.replace('-', "_");
+        if out.iter().any(|(n, _)| *n == key) {
+            return Ok(());
+        }
+        if depth > 32 {
+            return Err(format!("module dependency loop at {name}"));
+        }
+        let path = index.get(&key).ok_or_else(|| format!("the kernel package has no module {name}"))?;
+        let ko = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        for dep in modinfo_depends(&ko) {
+            add(&dep, index, out, depth + 1)?;
+        }
+        out.push((key, ko));
+        Ok(())
+    }
+    for n in names {
+        add(n, &index, &mut out, 0)?;
+    }
+    Ok(out)
+}
+
+/// The `depends=` list in a module's `.modinfo` strings.
+fn modinfo_depends(ko: &[u8]) -> Vec<String> {
+    let pat = b"\0depends=";
+    let Some(i) = ko.windows(pat.len()).position(|w| w == pat) else { return Vec::new() };
+    let rest = &ko[i + pat.len()..];
+    let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
+    String::from_utf8_lossy(&rest[..end]).split(',').filter(|s| !s.is_empty()).map(str::to_string).collect()
+}
+
+/// The `/init` script.
+fn init_script(modules: &[(String, Vec<u8>)]) -> String {
+    let mut s = String::from(
+        "#!/bin/busybox sh\n\
+         # Ferrite's guest init (written by `ferrite images`).\n\
+         /bin/busybox --install -s\n\
+         export PATH=/sbin:/bin:/usr/sbin:/usr/bin HOME=/root\n\
+         mount -t proc proc /proc\n\
+         mount -t sysfs sysfs /sys\n\
+         mount -t devtmpfs devtmpfs /dev\n\
+         mount -t tmpfs tmpfs /tmp\n",
+    );
+    for (name, _) in modules {
+        s.push_str(&format!("insmod /lib/modules/{name}.ko || echo \"init: cannot load {name}\"\n"));
+    }
+    s.push_str(&format!("echo {READY_MARKER}\n"));
+    // busybox init (inittab below) keeps a shell on the console and carries out poweroff/reboot.
+    s.push_str("exec /sbin/init\n");
+    s
+}
+
+const INITTAB: &str = "::respawn:/bin/cttyhack /bin/sh -l\n::ctrlaltdel:/sbin/reboot\n::shutdown:/bin/sync\n";
+const PROFILE: &str = "export PS1='\\w # '\n";
+
+/// The gzip-compressed newc archive with busybox, `/init`, its configuration and `modules`.
+pub fn build_initramfs(busybox: &[u8], modules: &[(String, Vec<u8>)]) -> Result<Vec<u8>, String> {
+    let mut c = Cpio::default();
+    for d in
+        [".", "bin", "sbin", "usr", "usr/bin", "usr/sbin", "dev", "proc", "sys", "tmp", "etc", "root", "lib"]
+    {
+        c.dir(d);
+    }
+    // The console node, so the kernel can open init's stdin/stdout before devtmpfs is mounted.
+    c.node("dev/console", 0o020600, 5, 1, &[]);
+    c.file("bin/busybox", 0o755, busybox);
+    c.symlink("sbin/init", "/bin/busybox");
+    c.file("init", 0o755, init_script(modules).as_bytes());
+    c.file("etc/inittab", 0o644, INITTAB.as_bytes());
+    c.file("etc/profile", 0o644, PROFILE.as_bytes());
+    if !modules.is_empty() {
+        c.dir("lib/modules");
+        for (name, ko) in modules {
+            c.file(&format!("lib/modules/{name}.ko"), 0o644, ko);
+        }
+    }
+    let cpio = c.finish();
+    let mut gz = GzEncoder::new(Vec::new(), Compression::default());
+    gz.write_all(&cpio).map_err(|e| e.to_string())?;
+    gz.finish().map_err(|e| e.to_string())
+}
+
+/// A newc ("070701") cpio writer.
+#[derive(Default)]
+pub struct Cpio {
+    out: Vec<u8>,
+    ino: u32,
+}
+
+impl Cpio {
+    fn entry(&mut self, name: &str, mode: u32, rdev: (u32, u32), data: &[u8]) {
+        self.ino += 1;
+        let nlink = if mode & 0o170000 == 0o040000 { 2 } else { 1 };
+        let fields = [
+            self.ino,
+            mode,
+            0, // uid
+            0, // gid
+            nlink,
+            0, // mtime: fixed, so the archive is reproducible
+            data.len() as u32,
+            0, // devmajor
+            0, // devminor
+            rdev.0,
+            rdev.1,
+            name.len() as u32 + 1,
+            0, // check
+        ];
+        self.out.extend_from_slice(b"070701");
+        for f in fields {
+            self.out.extend_from_slice(format!("{f:08X}").as_bytes());
+        }
+        self.out.extend_from_slice(name.as_bytes());
+        self.out.push(0);
+        self.pad();
+        self.out.extend_from_slice(data);
+        self.pad();
+    }
+
+    fn pad(&mut self) {
+        while !self.out.len().is_multiple_of(4) {
+            self.out.push(0);
+        }
+    }
+
+    /// A directory.
+    pub fn dir(&mut self, name: &str) {
+        self.entry(name, 0o040755, (0, 0), &[]);
+    }
+
+    /// A regular file with permission bits `perm`.
+    pub fn file(&mut self, name: &str, perm: u32, data: &[u8]) {
+        self.entry(name, 0o100000 | perm, (0, 0), data);
+    }
+
+    /// A symbolic link.
+    pub fn symlink(&mut self, name: &str, target: &str) {
+        self.entry(name, 0o120777, (0, 0), target.as_bytes());
+    }
+
+    /// A device node (`mode` includes the file type bits).
+    pub fn node(&mut self, name: &str, mode: u32, major: u32, minor: u32, data: &[u8]) {
+        self.entry(name, mode, (major, minor), data);
+    }
+
+    /// The archive with its trailer.
+    pub fn finish(mut self) -> Vec<u8> {
+        self.entry("TRAILER!!!", 0, (0, 0), &[]);
+        self.out
+    }
+}
+
+/// `ferrite images` arguments.
+#[derive(clap::Args)]
+pub struct ImagesArgs {
+    /// Cache directory (default: `<target dir>/guest-images`, or $FERRITE_IMAGES).
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Kernel meta-package to resolve (linux-image-cloud-amd64 or linux-image-amd64).
+    #[arg(long, default_value = DEFAULT_META)]
+    pub package: String,
+    /// A kernel module to include and load at boot, with its dependencies (repeatable).
+    #[arg(long = "module", value_name = "NAME")]
+    pub modules: Vec<String>,
+    /// Rebuild the initramfs even when a cached one exists.
+    #[arg(long)]
+    pub rebuild: bool,
+}
+
+impl ImagesArgs {
+    /// The options these arguments ask for.
+    pub fn options(&self) -> Options {
+        Options {
+            dir: self.dir.clone().unwrap_or_else(default_dir),
+            meta: self.package.clone(),
+            modules: self.modules.clone(),
+            rebuild: self.rebuild,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn depends_parsing() {
+        let out = "linux-image-cloud-amd64\n  Depends: linux-image-6.1.0-56-cloud-amd64\n";
+        assert_eq!(
+            parse_depends(out, "linux-image-cloud-amd64").as_deref(),
+            Some("linux-image-6.1.0-56-cloud-amd64")
+        );
+        assert_eq!(parse_depends("linux-image-amd64\n", "linux-image-amd64"), None);
+    }
+
+    #[test]
+    fn modinfo_depends_list() {
+        let ko = b"\x7fELF....\0license=GPL\0depends=virtio,virtio_ring\0name=x\0";
+        assert_eq!(modinfo_depends(ko), vec!["virtio".to_string(), "virtio_ring".to_string()]);
+        assert!(modinfo_depends(b"\0depends=\0").is_empty());
+        assert!(modinfo_depends(b"nothing").is_empty());
+    }
+
+    /// Parses a newc archive back: (name, mode, rdev major, data).
+    fn parse_newc(mut b: &[u8]) -> Vec<(String, u32, u32, Vec<u8>)> {
+        let mut v = Vec::new();
+        let hex = |s: &[u8]| u32::from_str_radix(std::str::from_utf8(s).unwrap(), 16).unwrap();
+        let mut off = 0usize;
+        loop {
+            assert_eq!(&b[..6], b"070701");
+            let f = |i: usize| hex(&b[6 + i * 8..14 + i * 8]);
+            let (mode, size, rmaj, namesize) = (f(1), f(6) as usize, f(9), f(11) as usize);
+            let name = String::from_utf8(b[110..110 + namesize - 1].to_vec()).unwrap();
+            let data_at = (off + 110 + namesize).next_multiple_of(4) - off;
+            let data = b[data_at..data_at + size].to_vec();
+            let next = (off + data_at + size).next_multiple_of(4) - off;
+            if name == "TRAILER!!!" {
+                return v;
+            }
+            v.push((name, mode, rmaj, data));
+            b = &b[next..];
+            off += next;
+        }
+    }
+
+    #[test]
+    fn initramfs_is_a_gzip_newc_archive() {
+        use std::io::Read;
+        let gz = build_initramfs(b"BUSYBOX", &[("dummy".into(), b"KO".to_vec())]).unwrap();
+        let mut cpio = Vec::new();
+        flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut cpio).unwrap();
+        assert_eq!(cpio.len() % 4, 0);
+        let entries = parse_newc(&cpio);
+        let get = |n: &str| entries.iter().find(|e| e.0 == n).unwrap_or_else(|| panic!("{n} missing"));
+        assert_eq!(get("bin/busybox").3, b"BUSYBOX");
+        assert_eq!(get("bin/busybox").1, 0o100755);
+        assert_eq!(get("dev/console").1, 0o020600);
+        assert_eq!(get("dev/console").2, 5);
+        assert_eq!(get("sbin/init").3, b"/bin/busybox");
+        let init = String::from_utf8(get("init").3.clone()).unwrap();
+        assert!(init.starts_with("#!/bin/busybox sh\n"));
+        assert!(init.contains("mount -t devtmpfs"));
+        assert!(init.contains("insmod /lib/modules/dummy.ko"));
+        assert!(init.contains(&format!("echo {READY_MARKER}")));
+        assert_eq!(get("lib/modules/dummy.ko").3, b"KO");
+        assert_eq!(get(".").1, 0o040755);
+    }
+}

@@ -1,0 +1,186 @@
+//! Boots Debian's cloud kernel with the busybox initramfs from `ferrite images` under the interpreter,
+//! waits for the ready marker, types commands on COM1 through the machine's host-input path, checks
+//! their output and powers the guest off (exit status 0).
+//!
+//! The images are downloaded on first use (Debian's mirrors through apt-get; see `ferrite images`). When
+//! that is impossible the test fails and says why: it never passes without booting Linux.
+
+use machine::{HostEvent, LinuxBoot, Machine, MachineConfig, RunOutcome};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The command line CI boots with: serial console only; `quiet` keeps the console (one port write per
+/// character) short; one 8250 port; no i8042 AUX probe; the TSC is trusted (no clocksource watchdog).
+const CMDLINE: &str = "console=ttyS0 panic=-1 quiet 8250.nr_uarts=1 i8042.noaux tsc=reliable";
+const MARKER: &str = "FERRITE-READY";
+const PROMPT: &str = "/ # ";
+/// Instruction budget for the whole session (boot + commands + power-off).
+const MAX_INSTRUCTIONS: u64 = 30_000_000_000;
+/// Host-time budget: generous for a 2-core CI machine under load.
+const MAX_WALL: Duration = Duration::from_secs(900);
+
+fn images() -> (Vec<u8>, Vec<u8>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ferrite")).arg("images").output().expect("run ferrite images");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the Linux guest images could not be made, so Linux was not booted.\n\
+         `ferrite images` said: {stderr}\n\
+         It needs apt-get with Debian's package lists (`apt-get update`, which scripts/setup.sh runs) and \
+         access to Debian's mirrors."
+    );
+    let field = |k: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .unwrap_or_else(|| panic!("`ferrite images` printed no {k}=: {stdout}"))
+            .to_string()
+    };
+    let kernel = std::fs::read(field("kernel")).expect("read kernel");
+    let initrd = std::fs::read(field("initrd")).expect("read initrd");
+    (kernel, initrd, field("package"))
+}
+
+struct Session {
+    m: Machine,
+    out: Arc<Mutex<Vec<u8>>>,
+    tx: std::sync::mpsc::Sender<HostEvent>,
+    /// Output already consumed by `wait_for`.
+    seen: usize,
+    start: Instant,
+    exit: Option<i32>,
+}
+
+impl Session {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.out.lock().unwrap()).into_owned()
+    }
+
+    /// Runs until `pat` appears in the output after what was already seen; returns the output up to and
+    /// including it.
+    fn wait_for(&mut self, pat: &str) -> String {
+        loop {
+            {
+                let out = self.out.lock().unwrap();
+                let tail = String::from_utf8_lossy(&out[self.seen..]).into_owned();
+                if let Some(i) = tail.find(pat) {
+                    self.seen += i + pat.len();
+                    return tail[..i + pat.len()].to_string();
+                }
+            }
+            if self.exit.is_some() {
+                panic!("the guest exited while waiting for {pat:?}; console:\n{}", self.text());
+            }
+            assert!(
+                self.start.elapsed() < MAX_WALL,
+                "no {pat:?} after {:?} ({} instructions); console:\n{}",
+                self.start.elapsed(),
+                self.m.cpu.icount,
+                self.text()
+            );
+            let limit = (self.m.cpu.icount + 50_000_000).min(MAX_INSTRUCTIONS);
+            match self.m.run(Some(limit)) {
+                RunOutcome::InstructionLimit if self.m.cpu.icount >= MAX_INSTRUCTIONS => {
+                    panic!("instruction budget spent waiting for {pat:?}; console:\n{}", self.text())
+                }
+                RunOutcome::InstructionLimit => {}
+                RunOutcome::Exited(c) => self.exit = Some(c),
+                other => panic!("machine stopped waiting for {pat:?}: {other:?}\nconsole:\n{}", self.text()),
+            }
+        }
+    }
+
+    fn type_line(&mut self, line: &str) {
+        for b in line.bytes().chain([b'\n']) {
+            self.tx.send(HostEvent::Input(b)).unwrap();
+        }
+    }
+
+    /// Types `cmd`, followed by an echo of a unique end marker, and returns what the command printed.
+    fn command(&mut self, cmd: &str, n: usize) -> String {
+        let end = format!("END-{n}-OF-COMMAND");
+        // The marker is split in the typed line so that the echo of the input does not match it.
+        let (a, b) = end.split_at(4);
+        self.type_line(&format!("{cmd}; echo {a}''{b}"));
+        let out = self.wait_for(&end);
+        self.wait_for(PROMPT);
+        out
+    }
+}
+
+/// The awk program and the value it must print, computed here with the same IEEE doubles.
+fn awk_case() -> (String, String) {
+    let mut x = 1.0f64;
+    for i in 1..=30 {
+        x = x * 1.5 + 0.25 / f64::from(i);
+    }
+    let prog = "awk 'BEGIN { x = 1; for (i = 1; i <= 30; i++) x = x * 1.5 + 0.25 / i; printf \"awk=%.6f\\n\", x / 7 }'";
+    (prog.to_string(), format!("awk={:.6}", x / 7.0))
+}
+
+#[test]
+fn linux_boots_to_a_shell_and_powers_off() {
+    let (kernel, initrd, package) = images();
+    let out = Arc::new(Mutex::new(Vec::new()));
+    let o2 = out.clone();
+    let mut cfg = MachineConfig::new(512 << 20, Vec::new());
+    cfg.com1 = Box::new(move |b| o2.lock().unwrap().push(b));
+    cfg.linux =
+        Some(LinuxBoot { kernel, initrd: Some(initrd), cmdline: CMDLINE.into(), ..Default::default() });
+    let mut m = Machine::new(cfg).expect("machine");
+    let (tx, rx) = std::sync::mpsc::channel();
+    m.attach_input(rx);
+    let mut s = Session { m, out, tx, seen: 0, start: Instant::now(), exit: None };
+
+    s.wait_for(MARKER);
+    let (boot_icount, boot_wall) = (s.m.cpu.icount, s.start.elapsed());
+    s.wait_for(PROMPT);
+    println!(
+        "{package}: {MARKER} after {boot_icount} instructions, {:.1} s host time ({:.0} MIPS)",
+        boot_wall.as_secs_f64(),
+        boot_icount as f64 / boot_wall.as_secs_f64() / 1e6
+    );
+
+    let uname = s.command("uname -a", 1);
+    assert!(uname.contains("Linux") && uname.contains("x86_64"), "uname -a:\n{uname}");
+
+    let irqs = s.command("cat /proc/interrupts", 2);
+    for want in ["timer", "ttyS0", "acpi", "LOC:"] {
+        assert!(irqs.contains(want), "/proc/interrupts has no {want}:\n{irqs}");
+    }
+
+    let (prog, want) = awk_case();
+    let awk = s.command(&prog, 3);
+    assert!(awk.contains(&want), "awk printed:\n{awk}\nexpected {want}");
+
+    // `seq 1 10000` on a host gives the same bytes; its SHA-256:
+    let sum = s.command("seq 1 10000 > /tmp/f && sha256sum /tmp/f && df /tmp | tail -1", 4);
+    assert!(
+        sum.contains("8060aa0ac20a3e5db2b67325c98a0122f2d09a612574458225dcb9a086f87cc3  /tmp/f"),
+        "checksum of the tmpfs file:\n{sum}"
+    );
+    assert!(sum.contains("tmpfs"), "/tmp is not a tmpfs:\n{sum}");
+
+    s.type_line("poweroff");
+    s.wait_for("reboot: Power down");
+    while s.exit.is_none() {
+        match s.m.run(Some(s.m.cpu.icount + 50_000_000)) {
+            RunOutcome::Exited(c) => s.exit = Some(c),
+            RunOutcome::InstructionLimit if s.m.cpu.icount < MAX_INSTRUCTIONS => {}
+            other => panic!("no power-off: {other:?}\nconsole:\n{}", s.text()),
+        }
+    }
+    let log = s.text();
+    assert_eq!(s.exit, Some(0), "poweroff must end the machine with status 0; console:\n{log}");
+    println!(
+        "whole session: {} instructions, {:.1} s host time",
+        s.m.cpu.icount,
+        s.start.elapsed().as_secs_f64()
+    );
+    // The kernel's log (quiet: warnings and errors only) must be free of these.
+    for bad in ["WARNING", "Oops", "BUG", "Call Trace", "unknown", "unsupported", "not supported"] {
+        assert!(!log.contains(bad), "kernel log contains {bad:?}:\n{log}");
+    }
+}

@@ -1,0 +1,131 @@
+//! The multiboot test kernels (`src/kernels`), booted with `--kernel` on the machine and under QEMU TCG.
+//!
+//! Each kernel is run the way its header says: `-append mbtest`, one module starting with
+//! "FERRITE-MODULE" with the argument "modarg", pc-testdev, 128 MiB. Under QEMU:
+//! `qemu-system-x86_64 -kernel K -append mbtest -initrd "MOD modarg" -m 128 -device pc-testdev
+//! -device isa-debug-exit,iobase=0xf4,iosize=4 -debugcon stdio` (skipped, with a message, when QEMU is
+//! not installed).
+
+use machine::{LinuxBoot, Machine, MachineConfig, MultibootModule, RunOutcome};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const MODULE: &[u8] = b"FERRITE-MODULE\nsome module data\n";
+
+fn run_on_machine(name: &str, testdev: bool) -> (RunOutcome, String) {
+    let image = test_roms::kernel(name).unwrap_or_else(|| panic!("no kernel named {name}"));
+    let out = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let o2 = out.clone();
+    let mut cfg = MachineConfig::new(128 << 20, Vec::new());
+    cfg.debugcon = Box::new(move |b| o2.lock().unwrap().push(b));
+    cfg.testdev = testdev;
+    cfg.linux = Some(LinuxBoot {
+        kernel: image.to_vec(),
+        initrd: None,
+        cmdline: format!("{name}.bin mbtest"),
+        modules: vec![MultibootModule { data: MODULE.to_vec(), cmdline: "module.bin modarg".into() }],
+    });
+    let mut m = Machine::new(cfg).expect("machine");
+    let outcome = m.run(Some(200_000_000));
+    let output = String::from_utf8_lossy(&out.lock().unwrap()).into_owned();
+    (outcome, output)
+}
+
+fn assert_passes(name: &str, outcome: &RunOutcome, output: &str) {
+    let fails: Vec<&str> = output.lines().filter(|l| l.starts_with("FAIL")).collect();
+    let passes = output.lines().filter(|l| l.starts_with("PASS")).count();
+    assert!(
+        *outcome == RunOutcome::Exited(1) && fails.is_empty() && passes > 0,
+        "kernel {name}: outcome {outcome:?}, {passes} passed, failures:\n{}\n--- output ---\n{output}",
+        fails.join("\n"),
+    );
+}
+
+#[test]
+fn every_kernel_assembles() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/kernels");
+    let sources = std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| e.as_ref().is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".asm")));
+    assert_eq!(
+        sources.count(),
+        test_roms::KERNELS.len(),
+        "a kernel failed to assemble (see the build warnings)"
+    );
+    assert!(test_roms::kernel("mb_testdev").is_some());
+}
+
+#[test]
+fn mb_testdev_passes_on_the_machine() {
+    let (outcome, output) = run_on_machine("mb_testdev", true);
+    assert_passes("mb_testdev", &outcome, &output);
+}
+
+/// The harness can fail: without the test device, the testdev and IRQ cases fail.
+#[test]
+fn mb_testdev_fails_without_the_test_device() {
+    let (outcome, output) = run_on_machine("mb_testdev", false);
+    assert!(output.contains("FAIL: testdev scratch port dword"), "output:\n{output}");
+    assert!(matches!(outcome, RunOutcome::Exited(s) if s != 1), "outcome {outcome:?}");
+}
+
+fn qemu_available() -> bool {
+    Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[test]
+fn every_kernel_passes_under_qemu_tcg() {
+    if !qemu_available() {
+        eprintln!("qemu-system-x86_64 not installed: skipping the QEMU cross-check (run scripts/setup.sh)");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("ferrite-kernels-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let module = dir.join("module.bin");
+    std::fs::write(&module, MODULE).unwrap();
+    let mut failures = Vec::new();
+    for (name, image) in test_roms::KERNELS {
+        let kernel = dir.join(format!("{name}.bin"));
+        std::fs::write(&kernel, image).unwrap();
+        let mut child = Command::new("qemu-system-x86_64")
+            .args(["-display", "none", "-nodefaults", "-no-reboot", "-m", "128", "-kernel"])
+            .arg(&kernel)
+            .args(["-append", "mbtest", "-initrd"])
+            .arg(format!("{} modarg", module.display()))
+            .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=4", "-device", "pc-testdev"])
+            .args(["-debugcon", "stdio", "-serial", "none", "-monitor", "none"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("qemu");
+        let start = Instant::now();
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break Some(s);
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                let _ = child.kill();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let ok = status.and_then(|s| s.code()) == Some(1)
+            && !stdout.lines().any(|l| l.starts_with("FAIL"))
+            && stdout.lines().any(|l| l.starts_with("PASS"));
+        if !ok {
+            failures.push(format!(
+                "{name}: QEMU status {status:?}\n{stdout}{}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(failures.is_empty(), "kernels fail under QEMU:\n{}", failures.join("\n"));
+}
