@@ -246,6 +246,13 @@ struct RunArgs {
     /// What a triple fault does.
     #[arg(long, value_enum, default_value = "stop")]
     on_triple_fault: OnTripleFault,
+    /// COM2's output: file:PATH or unix:PATH (a listening Unix socket). Default: discarded.
+    #[arg(long, value_name = "TARGET")]
+    com2: Option<String>,
+    /// The RTC's time at power-on: 2026-01-01T00:00:00 (UTC), UNIX seconds, or `now` (host clock; the run
+    /// then depends on when it starts). Default 2026-01-01T00:00:00, so runs are repeatable.
+    #[arg(long, default_value = "2026-01-01T00:00:00", value_parser = parse_rtc)]
+    rtc: i64,
     /// Where the 0xE9 debug console goes (default: stdout with --rom; none for the built-in demo, which
     /// prints the same lines on COM1).
     #[arg(long, value_enum)]
@@ -361,6 +368,53 @@ fn images_cmd(a: images::ImagesArgs) -> ExitCode {
     }
 }
 
+/// Parses `--rtc`: UNIX seconds, or a UTC date `YYYY-MM-DD` / `YYYY-MM-DDTHH:MM:SS`, or `now` (the host
+/// clock, which makes the run depend on when it starts).
+fn parse_rtc(s: &str) -> Result<i64, String> {
+    let bad = || format!("'{s}' is not a time (try 2026-01-01T00:00:00, a UNIX time in seconds, or now)");
+    if s == "now" {
+        let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_err(|_| bad())?;
+        return i64::try_from(d.as_secs()).map_err(|_| bad());
+    }
+    if let Ok(v) = s.parse::<i64>() {
+        return Ok(v);
+    }
+    let (date, time) = s.split_once('T').unwrap_or((s, "00:00:00"));
+    let d: Vec<i64> = date.split('-').map(|p| p.parse().map_err(|_| bad())).collect::<Result<_, _>>()?;
+    let t: Vec<i64> = time.split(':').map(|p| p.parse().map_err(|_| bad())).collect::<Result<_, _>>()?;
+    let ([y, m, day], [hh, mm, ss]) = (d.as_slice(), t.as_slice()) else { return Err(bad()) };
+    if !(1..=12).contains(m) || !(1..=31).contains(day) || *hh > 23 || *mm > 59 || *ss > 60 || *y < 1970 {
+        return Err(bad());
+    }
+    // Days since 1970-01-01 (civil-from-days inverse, proleptic Gregorian).
+    let (yy, mo) = if *m <= 2 { (y - 1, m + 9) } else { (*y, m - 3) };
+    let era = yy.div_euclid(400);
+    let yoe = yy - era * 400;
+    let doy = (153 * mo + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Ok(days * 86_400 + hh * 3600 + mm * 60 + ss)
+}
+
+/// Opens the `--com2` target: `file:PATH` (created or truncated) or `unix:PATH` (a listening Unix socket
+/// to connect to). COM2 output only.
+fn com2_sink(spec: &str) -> Result<Box<dyn FnMut(u8) + Send>, String> {
+    if let Some(path) = spec.strip_prefix("file:") {
+        let mut f = std::fs::File::create(path).map_err(|e| format!("--com2: cannot create {path}: {e}"))?;
+        return Ok(Box::new(move |b| {
+            let _ = f.write_all(&[b]);
+        }));
+    }
+    if let Some(path) = spec.strip_prefix("unix:") {
+        let mut s = std::os::unix::net::UnixStream::connect(path)
+            .map_err(|e| format!("--com2: cannot connect to {path}: {e}"))?;
+        return Ok(Box::new(move |b| {
+            let _ = s.write_all(&[b]);
+        }));
+    }
+    Err(format!("--com2: '{spec}' is neither file:PATH nor unix:PATH"))
+}
+
 fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let (num, mult) = match t.chars().last() {
@@ -444,6 +498,16 @@ fn run(args: RunArgs) -> ExitCode {
     cfg.accel = choose_accel(args.accel);
     cfg.ips = args.ips;
     cfg.com1 = stdout_sink();
+    if let Some(spec) = &args.com2 {
+        match com2_sink(spec) {
+            Ok(sink) => cfg.com2 = sink,
+            Err(e) => {
+                eprintln!("ferrite: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    cfg.rtc_start = args.rtc;
     // Test ROMs and multiboot test kernels report on 0xE9.
     let debugcon = args.debugcon.unwrap_or(if args.rom.is_some() || is_multiboot {
         Output::Stdout
@@ -504,5 +568,21 @@ fn main() -> ExitCode {
         Command::Images(a) => images_cmd(a),
         Command::Difftest(a) => difftest(a),
         Command::DifftestSys(a) => difftest_sys(a),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_rtc;
+
+    #[test]
+    fn rtc_times_parse() {
+        assert_eq!(parse_rtc("0"), Ok(0));
+        assert_eq!(parse_rtc("1970-01-01"), Ok(0));
+        assert_eq!(parse_rtc("2026-01-01T00:00:00"), Ok(1_767_225_600));
+        assert_eq!(parse_rtc("2000-02-29T12:34:56"), Ok(951_827_696));
+        assert!(parse_rtc("2026-13-01").is_err());
+        assert!(parse_rtc("soon").is_err());
+        assert!(parse_rtc("now").unwrap() > 1_767_225_600);
     }
 }

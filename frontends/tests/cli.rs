@@ -66,3 +66,26 @@ fn triple_fault_stops_with_a_reason_and_a_dump() {
     assert!(err.lines().next().unwrap_or("").contains("triple fault"), "stderr: {err}");
     assert!(err.contains("rip="), "stderr: {err}");
 }
+
+#[test]
+fn bad_rtc_and_com2_are_one_line_errors() {
+    let (code, _, err) = ferrite(&["run", "--demo", "--rtc", "yesterday"]);
+    assert_eq!(code, 2);
+    assert_eq!(err.trim_end().lines().count(), 1, "stderr: {err}");
+    assert!(err.contains("yesterday"), "stderr: {err}");
+    let (code, _, err) = ferrite(&["run", "--demo", "--com2", "tcp:1234"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("tcp:1234"), "stderr: {err}");
+}
+
+#[test]
+fn com2_output_goes_to_a_file() {
+    // The demo does not write to COM2: the file is created and stays empty; the run succeeds with a
+    // chosen RTC start.
+    let p = std::env::temp_dir().join(format!("ferrite-com2-{}.txt", std::process::id()));
+    let spec = format!("file:{}", p.display());
+    let (code, _, err) = ferrite(&["run", "--demo", "--com2", &spec, "--rtc", "2030-06-15T12:00:00"]);
+    assert_eq!(code, 1, "stderr: {err}");
+    assert!(p.exists());
+    std::fs::remove_file(&p).unwrap();
+}

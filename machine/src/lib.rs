@@ -59,6 +59,8 @@ pub struct MachineConfig {
     pub ips: u64,
     /// Where COM1's transmitter writes.
     pub com1: ByteSink,
+    /// Where COM2's transmitter writes (discarded by default).
+    pub com2: ByteSink,
     /// Where the 0xE9 debug console writes.
     pub debugcon: ByteSink,
     /// Triple-fault behaviour.
@@ -105,6 +107,7 @@ impl MachineConfig {
             firmware,
             ips: DEFAULT_IPS,
             com1: Box::new(|_| {}),
+            com2: Box::new(|_| {}),
             debugcon: Box::new(|_| {}),
             on_triple_fault: TripleFaultAction::Stop,
             rtc_start: 1_767_225_600, // 2026-01-01T00:00:00Z
@@ -289,7 +292,7 @@ impl Machine {
         board.map_ports(id, 0xf4, 4, 0);
         let com1 = board.add_device(Box::new(Uart16550::new("uart-com1", 4, cfg.com1)));
         board.map_ports(com1, 0x3f8, 8, 0);
-        let id = board.add_device(Box::new(Uart16550::new("uart-com2", 3, Box::new(|_| {}))));
+        let id = board.add_device(Box::new(Uart16550::new("uart-com2", 3, cfg.com2)));
         board.map_ports(id, 0x2f8, 8, 0);
         let id = board.add_device(Box::new(Pit8254::new()));
         board.map_ports(id, 0x40, 4, 0);
