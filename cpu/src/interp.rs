@@ -72,6 +72,9 @@ impl std::hash::Hasher for FxHasher {
 
 type FxBuild = std::hash::BuildHasherDefault<FxHasher>;
 
+/// Most decoded blocks kept at once (a few hundred MiB at worst); the cache starts over beyond it.
+const MAX_BLOCKS: usize = 1 << 18;
+
 /// Entries in the direct-mapped block cache in front of the hash map.
 const JUMP_CACHE: usize = 4096;
 
@@ -429,6 +432,15 @@ impl Interpreter {
             return Ok(b.clone());
         }
         let block = Rc::new(decode_block(&mut ctx, lin, phys, bits)?);
+        if self.blocks.len() >= MAX_BLOCKS {
+            // A guest can make endless distinct keys for the same code (CS bases, RIPs in aliased
+            // pages): bound the host memory the cache may take by starting over.
+            self.blocks.clear();
+            self.page_blocks.clear();
+            self.jump.iter_mut().for_each(|e| *e = None);
+            // Write-TLB entries of former code pages keep taking the slow path until refilled: harmless.
+            self.mmu.code_pages.clear();
+        }
         for &p in block.pages.iter() {
             if p != u64::MAX {
                 if self.mmu.code_pages.insert(p) {
