@@ -256,7 +256,7 @@ impl Chip {
     fn restore(&mut self, r: &mut SnapshotReader<'_>) -> Result<(), SnapshotError> {
         let mut c = Chip::new(self.elcr_mask);
         [c.irr, c.isr, c.imr, c.elcr, c.lines, c.init_step, c.vector_base, c.icw3, c.priority_base] =
-            [r.u8()?, r.u8()?, r.u8()?, r.u8()?, r.u8()?, r.u8()?, r.u8()?, r.u8()?, r.u8()?];
+            r.u8s::<9>()?;
         [
             c.expect_icw4,
             c.single,
@@ -268,18 +268,7 @@ impl Chip {
             c.poll,
             c.read_isr,
             c.initialized,
-        ] = [
-            r.bool()?,
-            r.bool()?,
-            r.bool()?,
-            r.bool()?,
-            r.bool()?,
-            r.bool()?,
-            r.bool()?,
-            r.bool()?,
-            r.bool()?,
-            r.bool()?,
-        ];
+        ] = r.bools::<10>()?;
         if c.init_step > 4 || c.init_step == 1 || c.priority_base > 7 {
             return Err(SnapshotError::Invalid("pic state".into()));
         }

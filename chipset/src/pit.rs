@@ -420,7 +420,7 @@ impl Channel {
 
     fn restore(r: &mut SnapshotReader<'_>) -> Result<Channel, SnapshotError> {
         let mut c = Channel::default();
-        [c.control, c.mode, c.access, c.write_lsb] = [r.u8()?, r.u8()?, r.u8()?, r.u8()?];
+        [c.control, c.mode, c.access, c.write_lsb] = r.u8s::<4>()?;
         c.cr = r.u16()?;
         [
             c.bcd,
@@ -433,18 +433,7 @@ impl Channel {
             c.fired,
             c.out_idle,
             c.null_count,
-        ] = [
-            r.bool()?,
-            r.bool()?,
-            r.bool()?,
-            r.bool()?,
-            r.bool()?,
-            r.bool()?,
-            r.bool()?,
-            r.bool()?,
-            r.bool()?,
-            r.bool()?,
-        ];
+        ] = r.bools::<10>()?;
         let has_latch = r.bool()?;
         let latch = r.u16()?;
         c.latched = has_latch.then_some(latch);

@@ -123,6 +123,22 @@ impl<'a> SnapshotReader<'a> {
             v => Err(SnapshotError::Invalid(format!("bool {v}"))),
         }
     }
+    /// Reads `N` bools (written one after another with [`SnapshotWriter::bool`]).
+    pub fn bools<const N: usize>(&mut self) -> Result<[bool; N], SnapshotError> {
+        let mut out = [false; N];
+        for b in &mut out {
+            *b = self.bool()?;
+        }
+        Ok(out)
+    }
+    /// Reads `N` bytes written one after another with [`SnapshotWriter::u8`].
+    pub fn u8s<const N: usize>(&mut self) -> Result<[u8; N], SnapshotError> {
+        let mut out = [0u8; N];
+        for b in &mut out {
+            *b = self.u8()?;
+        }
+        Ok(out)
+    }
     /// Reads a u16.
     pub fn u16(&mut self) -> Result<u16, SnapshotError> {
         Ok(u16::from_le_bytes(self.take(2)?.try_into().expect("2 bytes")))
@@ -167,6 +183,17 @@ mod tests {
         assert!(r.bool().unwrap());
         assert_eq!(r.bytes().unwrap(), b"abc");
         assert_eq!(r.u8(), Err(SnapshotError::Truncated));
+        let mut w = SnapshotWriter::new();
+        for v in [true, false, true] {
+            w.bool(v);
+        }
+        w.u8(7);
+        w.u8(9);
+        let buf = w.finish();
+        let mut r = SnapshotReader::new(&buf);
+        assert_eq!(r.bools::<3>().unwrap(), [true, false, true]);
+        assert_eq!(r.u8s::<2>().unwrap(), [7, 9]);
+        assert_eq!(r.bools::<1>(), Err(SnapshotError::Truncated));
     }
 
     #[test]

@@ -389,21 +389,7 @@ fn ins_once<const N: u32>(ctx: &mut Ctx<'_>, s: &Str, port: u16) -> Result<(), F
 }
 
 fn ins<const N: u32>(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
-    let s = Str::new(ctx, insn, N);
-    let rep = rep_kind(insn, false);
-    let port = ctx.st.gpr[2] as u16;
-    let r = if rep == Rep::None {
-        check_io(ctx, port, N)?;
-        ins_once::<N>(ctx, &s, port)
-    } else {
-        if ctx.st.gpr[RCX] & s.amask != 0 {
-            check_io(ctx, port, N)?;
-        }
-        let zc = ZeroCountTouches { si: false, di: false };
-        rep_loop(ctx, &s, rep, zc, true, |c| ins_once::<N>(c, &s, port), no_fast)
-    };
-    ctx.break_block = true;
-    r
+    port_string::<N>(ctx, insn, ins_once::<N>)
 }
 
 #[inline(always)]
@@ -418,18 +404,29 @@ fn outs_once<const N: u32>(ctx: &mut Ctx<'_>, s: &Str, port: u16) -> Result<(), 
 }
 
 fn outs<const N: u32>(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
+    port_string::<N>(ctx, insn, outs_once::<N>)
+}
+
+/// INS/OUTS: the I/O permission check (once, and not at all for a zero REP count), then one element or
+/// the REP loop; the block always ends after a port instruction.
+#[inline(always)]
+fn port_string<const N: u32>(
+    ctx: &mut Ctx<'_>,
+    insn: &Insn,
+    once: fn(&mut Ctx<'_>, &Str, u16) -> Result<(), Fault>,
+) -> Result<(), Fault> {
     let s = Str::new(ctx, insn, N);
     let rep = rep_kind(insn, false);
     let port = ctx.st.gpr[2] as u16;
     let r = if rep == Rep::None {
         check_io(ctx, port, N)?;
-        outs_once::<N>(ctx, &s, port)
+        once(ctx, &s, port)
     } else {
         if ctx.st.gpr[RCX] & s.amask != 0 {
             check_io(ctx, port, N)?;
         }
         let zc = ZeroCountTouches { si: false, di: false };
-        rep_loop(ctx, &s, rep, zc, true, |c| outs_once::<N>(c, &s, port), no_fast)
+        rep_loop(ctx, &s, rep, zc, true, |c| once(c, &s, port), no_fast)
     };
     ctx.break_block = true;
     r

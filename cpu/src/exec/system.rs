@@ -1136,10 +1136,12 @@ fn general_detect(ctx: &mut Ctx<'_>) -> Result<(), Fault> {
     Ok(())
 }
 
-fn mov_from_dr(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
+/// The checks common to MOV from/to DRn, in the SDM's order: CPL 0 (#GP), general detect (#DB), then
+/// the register: DR4/DR5 alias DR6/DR7 unless CR4.DE (then #UD); DR8-15 are #UD. Returns the index.
+fn dr_operand(ctx: &mut Ctx<'_>, r: Register) -> Result<usize, Fault> {
     require_cpl0(ctx)?;
     general_detect(ctx)?;
-    let mut n = dr_index(insn.i.op1_register()).ok_or_else(Fault::ud)?;
+    let mut n = dr_index(r).ok_or_else(Fault::ud)?;
     if n == 4 || n == 5 {
         if ctx.st.cr4 & cr4::DE != 0 {
             return Err(Fault::ud());
@@ -1149,6 +1151,11 @@ fn mov_from_dr(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
     if n > 7 {
         return Err(Fault::ud());
     }
+    Ok(n)
+}
+
+fn mov_from_dr(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
+    let n = dr_operand(ctx, insn.i.op1_register())?;
     let v = ctx.st.dr[n];
     let g = reg_op(insn, 0)?;
     ctx.st.write_gpr(g, v & size_mask(g.size));
@@ -1156,18 +1163,7 @@ fn mov_from_dr(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
 }
 
 fn mov_to_dr(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
-    require_cpl0(ctx)?;
-    general_detect(ctx)?;
-    let mut n = dr_index(insn.i.op0_register()).ok_or_else(Fault::ud)?;
-    if n == 4 || n == 5 {
-        if ctx.st.cr4 & cr4::DE != 0 {
-            return Err(Fault::ud());
-        }
-        n += 2;
-    }
-    if n > 7 {
-        return Err(Fault::ud());
-    }
+    let n = dr_operand(ctx, insn.i.op0_register())?;
     let g = reg_op(insn, 1)?;
     let v = ctx.st.read_gpr(g);
     if (n == 6 || n == 7) && v >> 32 != 0 {
