@@ -39,6 +39,8 @@ pub struct GuestImages {
     pub initrd: PathBuf,
     /// The versioned kernel package it came from.
     pub package: String,
+    /// The static busybox the initramfs carries (the same binary runs on the host).
+    pub busybox: PathBuf,
 }
 
 /// Options for [`ensure`].
@@ -52,6 +54,8 @@ pub struct Options {
     pub modules: Vec<String>,
     /// Rebuild the initramfs even if it is cached.
     pub rebuild: bool,
+    /// Extra host files to put in the initramfs: (path in the guest, host file).
+    pub files: Vec<(String, PathBuf)>,
 }
 
 /// `<target dir>/guest-images`: `$FERRITE_IMAGES`, else beside the running binary's profile directory
@@ -180,22 +184,35 @@ pub fn ensure(opts: &Options) -> Result<GuestImages, String> {
     let kernel = find_vmlinuz(&kroot)?;
     let mods_tag =
         if opts.modules.is_empty() { String::new() } else { format!("+{}", opts.modules.join(",")) };
-    let initrd = opts.dir.join(format!("initrd-{kname}{mods_tag}.img"));
+    let files = read_extra_files(&opts.files)?;
+    let files_tag =
+        if files.is_empty() { String::new() } else { format!("+files-{:016x}", files_digest(&files)) };
+    let initrd = opts.dir.join(format!("initrd-{kname}{mods_tag}{files_tag}.img"));
+    let busybox_path = broot.join("bin/busybox");
     if opts.rebuild || !initrd.exists() {
-        let busybox = std::fs::read(broot.join("bin/busybox"))
-            .map_err(|e| format!("busybox-static has no bin/busybox: {e}"))?;
+        let busybox =
+            std::fs::read(&busybox_path).map_err(|e| format!("busybox-static has no bin/busybox: {e}"))?;
         let modules = collect_modules(&kroot, &opts.modules)?;
-        let img = build_initramfs(&busybox, &modules)?;
+        let img = build_initramfs(&busybox, &modules, &files)?;
         let tmp = initrd.with_extension("tmp");
         std::fs::write(&tmp, &img).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
         std::fs::rename(&tmp, &initrd).map_err(|e| format!("cannot write {}: {e}", initrd.display()))?;
         eprintln!("ferrite images: built {} ({} KiB)", initrd.display(), img.len() >> 10);
     }
-    let imgs = GuestImages { kernel, initrd, package: kpkg };
-    let _ = std::fs::write(
-        &current,
-        format!("{}\n{}\n{}\n", imgs.package, imgs.kernel.display(), imgs.initrd.display()),
-    );
+    let imgs = GuestImages { kernel, initrd, package: kpkg, busybox: busybox_path };
+    if files.is_empty() {
+        // `current` is the offline fallback of the plain set only.
+        let _ = std::fs::write(
+            &current,
+            format!(
+                "{}\n{}\n{}\n{}\n",
+                imgs.package,
+                imgs.kernel.display(),
+                imgs.initrd.display(),
+                imgs.busybox.display()
+            ),
+        );
+    }
     Ok(imgs)
 }
 
@@ -206,6 +223,7 @@ fn read_current(path: &Path) -> Option<GuestImages> {
         package: l.next()?.to_string(),
         kernel: PathBuf::from(l.next()?),
         initrd: PathBuf::from(l.next()?),
+        busybox: PathBuf::from(l.next()?),
     };
     (imgs.kernel.exists() && imgs.initrd.exists()).then_some(imgs)
 }
@@ -217,6 +235,42 @@ fn find_vmlinuz(root: &Path) -> Result<PathBuf, String> {
         .map(|e| e.path())
         .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-")))
         .ok_or_else(|| format!("no vmlinuz-* in {}", boot.display()))
+}
+
+/// Parses `--add HOST:GUEST` (split at the last colon; the guest path is absolute or relative to `/`).
+pub fn parse_add(arg: &str) -> Result<(String, PathBuf), String> {
+    let (host, guest) =
+        arg.rsplit_once(':').ok_or_else(|| format!("--add {arg}: expected HOSTFILE:GUESTPATH"))?;
+    let rel = guest.trim_start_matches('/');
+    let parts: Vec<&str> = rel.split('/').collect();
+    if host.is_empty() || rel.is_empty() || parts.iter().any(|p| p.is_empty() || *p == "." || *p == "..") {
+        return Err(format!("--add {arg}: the guest path must name a file, without empty, . or .. parts"));
+    }
+    Ok((rel.to_string(), PathBuf::from(host)))
+}
+
+/// Reads the `--add` files: (path in the archive, contents).
+fn read_extra_files(files: &[(String, PathBuf)]) -> Result<Vec<(String, Vec<u8>)>, String> {
+    files
+        .iter()
+        .map(|(guest, host)| {
+            std::fs::read(host)
+                .map(|d| (guest.clone(), d))
+                .map_err(|e| format!("--add {}: {e}", host.display()))
+        })
+        .collect()
+}
+
+/// FNV-1a over the extra files' names and contents: the cache key of an initramfs that carries them.
+fn files_digest(files: &[(String, Vec<u8>)]) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for (name, data) in files {
+        for b in name.bytes().chain([0]).chain(data.iter().copied()).chain((data.len() as u64).to_le_bytes())
+        {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
 }
 
 /// The `.ko` files for `names` and everything they depend on, dependencies first: (name, contents).
@@ -298,12 +352,19 @@ fn init_script(modules: &[(String, Vec<u8>)]) -> String {
 const INITTAB: &str = "::respawn:/bin/cttyhack /bin/sh -l\n::ctrlaltdel:/sbin/reboot\n::shutdown:/bin/sync\n";
 const PROFILE: &str = "export PS1='\\w # '\n";
 
-/// The gzip-compressed newc archive with busybox, `/init`, its configuration and `modules`.
-pub fn build_initramfs(busybox: &[u8], modules: &[(String, Vec<u8>)]) -> Result<Vec<u8>, String> {
+/// The standard directories of the initramfs.
+const DIRS: [&str; 13] =
+    [".", "bin", "sbin", "usr", "usr/bin", "usr/sbin", "dev", "proc", "sys", "tmp", "etc", "root", "lib"];
+
+/// The gzip-compressed newc archive with busybox, `/init`, its configuration, `modules` and the extra
+/// executable `files` (path relative to `/`, contents).
+pub fn build_initramfs(
+    busybox: &[u8],
+    modules: &[(String, Vec<u8>)],
+    files: &[(String, Vec<u8>)],
+) -> Result<Vec<u8>, String> {
     let mut c = Cpio::default();
-    for d in
-        [".", "bin", "sbin", "usr", "usr/bin", "usr/sbin", "dev", "proc", "sys", "tmp", "etc", "root", "lib"]
-    {
+    for d in DIRS {
         c.dir(d);
     }
     // The console node, so the kernel can open init's stdin/stdout before devtmpfs is mounted.
@@ -318,6 +379,22 @@ pub fn build_initramfs(busybox: &[u8], modules: &[(String, Vec<u8>)]) -> Result<
         for (name, ko) in modules {
             c.file(&format!("lib/modules/{name}.ko"), 0o644, ko);
         }
+    }
+    let mut made: Vec<String> = DIRS.iter().map(|d| d.to_string()).collect();
+    for (path, data) in files {
+        // Parent directories first, each once.
+        let mut parent = String::new();
+        for part in path.split('/').collect::<Vec<_>>().split_last().map_or(&[][..], |(_, p)| p) {
+            if !parent.is_empty() {
+                parent.push('/');
+            }
+            parent.push_str(part);
+            if !made.contains(&parent) {
+                c.dir(&parent);
+                made.push(parent.clone());
+            }
+        }
+        c.file(path, 0o755, data);
     }
     let cpio = c.finish();
     let mut gz = GzEncoder::new(Vec::new(), Compression::default());
@@ -410,6 +487,10 @@ pub struct ImagesArgs {
     /// Rebuild the initramfs even when a cached one exists.
     #[arg(long)]
     pub rebuild: bool,
+    /// Put a host file into the initramfs, executable, at GUESTPATH (repeatable), e.g.
+    /// `--add ./mytest:/bin/mytest`. The initramfs with extra files is cached under its own name.
+    #[arg(long = "add", value_name = "HOSTFILE:GUESTPATH", value_parser = parse_add)]
+    pub files: Vec<(String, PathBuf)>,
 }
 
 impl ImagesArgs {
@@ -420,6 +501,7 @@ impl ImagesArgs {
             meta: self.package.clone(),
             modules: self.modules.clone(),
             rebuild: self.rebuild,
+            files: self.files.clone(),
         }
     }
 }
@@ -471,7 +553,8 @@ mod tests {
     #[test]
     fn initramfs_is_a_gzip_newc_archive() {
         use std::io::Read;
-        let gz = build_initramfs(b"BUSYBOX", &[("dummy".into(), b"KO".to_vec())]).unwrap();
+        let extra = [("opt/t/check".to_string(), b"ELF".to_vec()), ("bin/two".to_string(), b"2".to_vec())];
+        let gz = build_initramfs(b"BUSYBOX", &[("dummy".into(), b"KO".to_vec())], &extra).unwrap();
         let mut cpio = Vec::new();
         flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut cpio).unwrap();
         assert_eq!(cpio.len() % 4, 0);
@@ -489,5 +572,24 @@ mod tests {
         assert!(init.contains(&format!("echo {READY_MARKER}")));
         assert_eq!(get("lib/modules/dummy.ko").3, b"KO");
         assert_eq!(get(".").1, 0o040755);
+        // Extra files: executable, parents created once and before the file, standard dirs not repeated.
+        assert_eq!(get("opt/t/check").3, b"ELF");
+        assert_eq!(get("opt/t/check").1, 0o100755);
+        let pos = |n: &str| entries.iter().position(|e| e.0 == n).unwrap();
+        assert!(pos("opt") < pos("opt/t") && pos("opt/t") < pos("opt/t/check"));
+        assert_eq!(entries.iter().filter(|e| e.0 == "bin").count(), 1);
+        assert_eq!(get("bin/two").3, b"2");
+    }
+
+    #[test]
+    fn add_argument_parsing() {
+        assert_eq!(parse_add("/tmp/a:b:/bin/x").unwrap(), ("bin/x".to_string(), PathBuf::from("/tmp/a:b")));
+        assert_eq!(parse_add("f:opt/y").unwrap(), ("opt/y".to_string(), PathBuf::from("f")));
+        for bad in ["nocolon", ":/bin/x", "f:/", "f:/bin/../etc/passwd", "f:/bin//x", "f:./x"] {
+            assert!(parse_add(bad).is_err(), "{bad} accepted");
+        }
+        let a = [("x".to_string(), b"1".to_vec())];
+        let b = [("x".to_string(), b"2".to_vec())];
+        assert_ne!(files_digest(&a), files_digest(&b));
     }
 }

@@ -323,6 +323,7 @@ fn default_linux(a: &LinuxArgs) -> Option<machine::LinuxBoot> {
         package: images::DEFAULT_META.into(),
         modules: vec![],
         rebuild: false,
+        files: vec![],
     }
     .options();
     match images::ensure(&opts) {
@@ -357,6 +358,7 @@ fn images_cmd(a: images::ImagesArgs) -> ExitCode {
             println!("kernel={}", imgs.kernel.display());
             println!("initrd={}", imgs.initrd.display());
             println!("package={}", imgs.package);
+            println!("busybox={}", imgs.busybox.display());
             println!("append={}", images::DEFAULT_APPEND);
             println!("marker={}", images::READY_MARKER);
             ExitCode::SUCCESS

@@ -20,8 +20,56 @@ const MAX_INSTRUCTIONS: u64 = 30_000_000_000;
 /// Host-time budget: generous for a 2-core CI machine under load.
 const MAX_WALL: Duration = Duration::from_secs(900);
 
-fn images() -> (Vec<u8>, Vec<u8>, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ferrite")).arg("images").output().expect("run ferrite images");
+/// Operand sets per group of `fpcheck` (about 210,000 checked results per run).
+const FPCHECK_N: &str = "200";
+
+/// Compiles `tests/guest/fpcheck.c` into a static x86-64 Linux program (x87 and SSE edge cases folded
+/// into hashes, and an x87/SSE context-switch check) and returns its path.
+fn build_fpcheck() -> std::path::PathBuf {
+    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/guest/fpcheck.c");
+    let bin = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("fpcheck");
+    let out = Command::new("cc")
+        .args(["-static", "-O2", "-mno-red-zone", "-msse4.2", "-maes", "-mpclmul", "-mno-avx", "-o"])
+        .arg(&bin)
+        .arg(src)
+        .output()
+        .expect("run cc (scripts/setup.sh installs gcc and libc6-dev)");
+    assert!(
+        out.status.success(),
+        "cc -static fpcheck.c failed (scripts/setup.sh installs gcc and libc6-dev): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    bin
+}
+
+/// Runs a program natively on this host and returns its standard output.
+fn native(prog: &std::path::Path, args: &[&str]) -> String {
+    let out =
+        Command::new(prog).args(args).output().unwrap_or_else(|e| panic!("run {}: {e}", prog.display()));
+    assert!(out.status.success(), "{} {args:?} failed natively: {:?}", prog.display(), out);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The lines of a guest command's output that `want` (native output) has, in order: the guest's copy
+/// carries the echoed command line and CRLF line ends.
+fn guest_lines(out: &str) -> Vec<String> {
+    out.lines().map(|l| l.trim_end_matches('\r').to_string()).collect()
+}
+
+struct Images {
+    kernel: Vec<u8>,
+    initrd: Vec<u8>,
+    package: String,
+    busybox: std::path::PathBuf,
+}
+
+fn images(fpcheck: &std::path::Path) -> Images {
+    let out = Command::new(env!("CARGO_BIN_EXE_ferrite"))
+        .arg("images")
+        .arg("--add")
+        .arg(format!("{}:/bin/fpcheck", fpcheck.display()))
+        .output()
+        .expect("run ferrite images");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -38,9 +86,12 @@ fn images() -> (Vec<u8>, Vec<u8>, String) {
             .unwrap_or_else(|| panic!("`ferrite images` printed no {k}=: {stdout}"))
             .to_string()
     };
-    let kernel = std::fs::read(field("kernel")).expect("read kernel");
-    let initrd = std::fs::read(field("initrd")).expect("read initrd");
-    (kernel, initrd, field("package"))
+    Images {
+        kernel: std::fs::read(field("kernel")).expect("read kernel"),
+        initrd: std::fs::read(field("initrd")).expect("read initrd"),
+        package: field("package"),
+        busybox: field("busybox").into(),
+    }
 }
 
 struct Session {
@@ -120,9 +171,16 @@ fn awk_case() -> (String, String) {
     (prog.to_string(), format!("awk={:.6}", x / 7.0))
 }
 
+/// A longer busybox awk program (printf of doubles to 17 digits, division, int(), exponentiation,
+/// string-to-number conversions) whose output under Ferrite must equal the same binary's on this host.
+const AWK_NATIVE: &str = "BEGIN { x = 1; s = 0; for (i = 1; i <= 40; i++) { x = x * 1.37 + 1 / i; \
+s += x / (i + 0.5); if (i % 8 == 0) printf \"%.17g %.17g %d %.10e %.17g\\n\", x, s, int(x * 1000) % 97, x / 3, \
+(\"0.\" i) + 1e-300 * i } }";
+
 #[test]
 fn linux_boots_to_a_shell_and_powers_off() {
-    let (kernel, initrd, package) = images();
+    let fpcheck = build_fpcheck();
+    let Images { kernel, initrd, package, busybox } = images(&fpcheck);
     let out = Arc::new(Mutex::new(Vec::new()));
     let o2 = out.clone();
     let mut cfg = MachineConfig::new(512 << 20, Vec::new());
@@ -154,6 +212,29 @@ fn linux_boots_to_a_shell_and_powers_off() {
     let (prog, want) = awk_case();
     let awk = s.command(&prog, 3);
     assert!(awk.contains(&want), "awk printed:\n{awk}\nexpected {want}");
+
+    // The same static busybox on this host and in the guest: identical floating-point output.
+    let want = native(&busybox, &["awk", AWK_NATIVE]);
+    assert_eq!(want.lines().count(), 5, "native awk printed:\n{want}");
+    let got = guest_lines(&s.command(&format!("awk '{AWK_NATIVE}'"), 5));
+    for line in want.lines() {
+        assert!(
+            got.iter().any(|g| g == line),
+            "busybox awk under Ferrite lacks the native line {line:?}; got:\n{got:#?}"
+        );
+    }
+
+    // x87 and SSE edge cases in a static C program: the guest's output must be the host's, line by line.
+    let want = native(&fpcheck, &[FPCHECK_N]);
+    assert!(want.contains("ctxsw        ok"), "fpcheck natively:\n{want}");
+    let got = guest_lines(&s.command(&format!("fpcheck {FPCHECK_N}"), 6));
+    for line in want.lines() {
+        assert!(
+            got.iter().any(|g| g == line),
+            "fpcheck under Ferrite differs from this host's CPU at {line:?}; native:\n{want}\nguest:\n{got:#?}"
+        );
+    }
+    println!("fpcheck under Ferrite matches the host:\n{want}");
 
     // `seq 1 10000` on a host gives the same bytes; its SHA-256:
     let sum = s.command("seq 1 10000 > /tmp/f && sha256sum /tmp/f && df /tmp | tail -1", 4);
