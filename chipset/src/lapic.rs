@@ -417,6 +417,27 @@ impl LocalApic {
         }
     }
 
+    /// Whether an interrupt message with the 8-bit xAPIC-format destination `dest` (MSI address bits
+    /// 19:12, an I/O APIC entry's bits 63:56) in physical or logical mode is for this APIC (SDM vol. 3A
+    /// 10.6.2): 0xFF is a broadcast in both modes; physical mode compares the APIC ID; logical mode
+    /// matches LDR by the flat model (DFR bits 31:28 = 1111b: any common bit) or the cluster model
+    /// (0000b: same cluster in bits 7:4, a common bit in 3:0). In x2APIC mode the logical ID is the
+    /// derived cluster/bit form, which an 8-bit destination reaches in cluster 0 only.
+    pub fn matches_destination(&self, logical: bool, dest: u8) -> bool {
+        if dest == 0xFF {
+            return true;
+        }
+        if !logical {
+            return self.id == u32::from(dest);
+        }
+        if self.x2apic {
+            let ldr = self.ldr_value(true);
+            return ldr >> 16 == 0 && ldr & u32::from(dest) != 0;
+        }
+        let ldr = (self.ldr >> 24) as u8;
+        if self.dfr >> 28 == 0xF { ldr & dest != 0 } else { ldr >> 4 == dest >> 4 && ldr & dest & 0xF != 0 }
+    }
+
     /// Queues an NMI (delivery mode NMI from an IPI or the I/O APIC).
     pub fn accept_nmi(&mut self) {
         if self.hw_enabled {
@@ -861,6 +882,34 @@ mod tests {
 
     fn mmio_wr(b: &mut Bus, a: &mut LocalApic, ns: u64, off: u64, v: u32) {
         a.mmio_write(&mut b.ctx(ns), off, &v.to_le_bytes());
+    }
+
+    #[test]
+    fn message_destinations_physical_logical_broadcast() {
+        let mut b = Bus::new();
+        let mut a = apic(); // ID 1
+        assert!(a.matches_destination(false, 1));
+        assert!(!a.matches_destination(false, 0));
+        assert!(a.matches_destination(false, 0xFF), "physical broadcast");
+        assert!(!a.matches_destination(true, 0x01), "LDR 0 matches no logical destination");
+        assert!(a.matches_destination(true, 0xFF), "logical broadcast");
+        mmio_wr(&mut b, &mut a, 0, 0xD0, 0x0400_0000); // LDR bit 2, flat model
+        assert!(a.matches_destination(true, 0x04));
+        assert!(a.matches_destination(true, 0x0C));
+        assert!(!a.matches_destination(true, 0x03));
+        mmio_wr(&mut b, &mut a, 0, 0xE0, 0x0FFF_FFFF); // cluster model
+        mmio_wr(&mut b, &mut a, 0, 0xD0, 0x3200_0000); // cluster 3, bit 1
+        assert!(a.matches_destination(true, 0x32));
+        assert!(a.matches_destination(true, 0x33));
+        assert!(!a.matches_destination(true, 0x22), "other cluster");
+        assert!(!a.matches_destination(true, 0x31));
+        mmio_wr(&mut b, &mut a, 0, 0x20, 0x0500_0000); // ID 5
+        assert!(a.matches_destination(false, 5));
+        assert!(!a.matches_destination(false, 1));
+        a.set_x2apic_mode(true); // logical ID 0x0000_0020 (cluster 0, bit 5)
+        assert!(a.matches_destination(true, 0x20));
+        assert!(!a.matches_destination(true, 0x10));
+        assert!(a.matches_destination(false, 5));
     }
 
     #[test]

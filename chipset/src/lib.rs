@@ -22,6 +22,7 @@
 //! | PCI configuration mechanism #1, bus 0 | [`PciBus`] (i440FX, PIIX3, PIIX3 IDE, PIIX4 PM functions in [`pci`]) | 0xCF8-0xCFF | `port - 0xCF8`: 0 (dword), 4-7 | PCI INTx on GSIs 16-19 (see [`pci`]) |
 //! | PIIX reset control | [`ResetControl`] | 0xCF9 (byte) | 0 | - |
 //! | PIIX4 ACPI PM block | [`PmDevice`] | PMBA (0x600 on this board), 64 ports | 0x00-0x0F | 9 (SCI, level) |
+//! | QEMU `edu` (PCI 1234:11e8, see [`edu`]) | [`Edu`], a [`pci::PciFunction`] serving its own BAR | BAR0: 1 MiB MMIO | 0x00-0x9F | INTA# or MSI ([`msi`]) |
 //! | QEMU fw_cfg (with DMA) | [`FwCfg`] | 0x510-0x51B | 0-1 (selector, data), 4-11 (DMA address) | - (DMA through [`DmaMemory`]) |
 //! | QEMU pc-testdev | [`TestDev`] | 0xE0-0xE7, 0x2000-0x2017, MMIO 0xFF00_0000 64 KiB | 0-7, 0x100-0x117; MMIO 0-0xFFFF | ISA 0-15, as written |
 //! | Bochs shutdown port | [`ShutdownPort`] | 0x8900 | 0 | - |
@@ -46,10 +47,12 @@
 
 pub mod acpi;
 pub mod debug;
+pub mod edu;
 pub mod fw_cfg;
 pub mod i8042;
 pub mod ioapic;
 pub mod lapic;
+pub mod msi;
 pub mod pci;
 pub mod pic;
 pub mod pit;
@@ -60,10 +63,12 @@ pub mod uart;
 
 pub use acpi::{PmDevice, ResetControl};
 pub use debug::{DebugConsole, DebugExit};
+pub use edu::Edu;
 pub use fw_cfg::{DmaMemory, FwCfg};
 pub use i8042::I8042;
 pub use ioapic::{IoApic, IoApicMessage};
 pub use lapic::{IpiMessage, LocalApic};
+pub use msi::{MsiCapability, MsiMessage};
 pub use pci::PciBus;
 pub use pic::DualPic;
 pub use pit::Pit8254;

@@ -36,6 +36,8 @@
 
 use mmu::{Device, DeviceCtx, SnapshotError, SnapshotReader, SnapshotWriter};
 
+use crate::fw_cfg::DmaMemory;
+use crate::msi::MsiMessage;
 use crate::{le_value, put_le};
 
 /// Window index of the first chipset-specific window (after the six BARs).
@@ -216,6 +218,22 @@ impl ConfigSpace {
                 self.initial[off + i] = *b;
             }
         }
+    }
+
+    /// Device-side update of a 16-bit register (status bits a function reports): unlike
+    /// [`ConfigSpace::set_u16`] the power-on value stays.
+    pub fn update_u16(&mut self, off: usize, v: u16) {
+        for (i, b) in v.to_le_bytes().iter().enumerate() {
+            if let Some(d) = self.data.get_mut(off + i) {
+                *d = *b;
+            }
+        }
+    }
+
+    /// Device-side update of a 32-bit register; the power-on value stays.
+    pub fn update_u32(&mut self, off: usize, v: u32) {
+        self.update_u16(off, v as u16);
+        self.update_u16(off + 2, (v >> 16) as u16);
     }
 
     /// Makes `mask` of the 16-bit register at `off` writable.
@@ -452,6 +470,38 @@ pub trait PciFunction {
         r.tag(self.name())?;
         self.config_mut().restore(r)
     }
+
+    // A function that serves its own BARs (added with `Board::add_pci_device`) implements the rest.
+
+    /// A guest read of `data.len()` bytes at offset `off` of decode window `window` (BAR n). Only
+    /// called while the window is decoded.
+    fn bar_read(&mut self, _ctx: &mut DeviceCtx<'_>, _window: u8, _off: u64, data: &mut [u8]) {
+        data.fill(0xFF);
+    }
+
+    /// A guest write at offset `off` of decode window `window`.
+    fn bar_write(&mut self, _ctx: &mut DeviceCtx<'_>, _window: u8, _off: u64, _data: &[u8]) {}
+
+    /// The level of the function's INTx# pin now (asserted = true). The board ORs the functions
+    /// sharing a PIRQ line ([`pirq_of`] of the slot and the interrupt pin register).
+    fn intx(&self) -> bool {
+        false
+    }
+
+    /// Whether a bus-master transfer is waiting: the board then calls [`PciFunction::run_dma`] before
+    /// the guest's next instruction. The function never touches memory itself.
+    fn dma_pending(&self) -> bool {
+        false
+    }
+
+    /// Runs the waiting transfer over `mem` (guest memory as the function sees it as bus master).
+    fn run_dma(&mut self, _mem: &mut dyn DmaMemory) {}
+
+    /// The message-signalled interrupts (memory writes) the function issued since the last call, in
+    /// order. The board carries each out as a bus-master dword write.
+    fn take_msi(&mut self) -> Vec<MsiMessage> {
+        Vec::new()
+    }
 }
 
 /// Bus 0 and the configuration mechanism #1 ports.
@@ -494,6 +544,16 @@ impl PciBus {
     /// The function at `devfn`.
     pub fn function(&self, devfn: u8) -> Option<&dyn PciFunction> {
         self.functions[usize::from(devfn)].as_deref()
+    }
+
+    /// The function at `devfn`, mutable.
+    pub fn function_mut(&mut self, devfn: u8) -> Option<&mut (dyn PciFunction + 'static)> {
+        self.functions[usize::from(devfn)].as_deref_mut()
+    }
+
+    /// The devfns with a function, in order.
+    pub fn devfns(&self) -> impl Iterator<Item = u8> + '_ {
+        self.functions.iter().enumerate().filter(|(_, f)| f.is_some()).map(|(i, _)| i as u8)
     }
 
     /// Host-side configuration read (for the board and firmware set-up); all ones if absent.
@@ -594,56 +654,6 @@ impl Device for PciBus {
             }
         }
         Ok(())
-    }
-}
-
-/// MSI capability helper (PCI 3.0, 6.8.1): adds the structure and decodes the programmed message.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MsiCapability {
-    /// Offset of the capability in configuration space.
-    pub offset: usize,
-    /// 64-bit message address.
-    pub is64: bool,
-}
-
-impl MsiCapability {
-    /// Adds an MSI capability supporting `2^log2_vectors` vectors (0-5), with a 64-bit address if `is64`.
-    pub fn add(cfg: &mut ConfigSpace, log2_vectors: u8, is64: bool) -> Option<MsiCapability> {
-        let mmc = u16::from(log2_vectors.min(5)) << 1;
-        let ctl = mmc | (u16::from(is64) << 7);
-        let mut body = ctl.to_le_bytes().to_vec();
-        // Message control: enable (bit 0) and multiple message enable (6:4) writable.
-        let mut mask = vec![0x71u8, 0x00];
-        body.extend([0; 4]);
-        mask.extend([0xFC, 0xFF, 0xFF, 0xFF]);
-        if is64 {
-            body.extend([0; 4]);
-            mask.extend([0xFF; 4]);
-        }
-        body.extend([0; 2]);
-        mask.extend([0xFF; 2]);
-        let offset = cfg.add_capability(0x05, &body, &mask)?;
-        Some(MsiCapability { offset, is64 })
-    }
-
-    /// Whether the guest enabled MSI.
-    pub fn enabled(&self, cfg: &ConfigSpace) -> bool {
-        cfg.u16(self.offset + 2) & 1 != 0
-    }
-
-    /// The message (address, data) for vector `n` of the enabled block, if MSI is enabled: the low
-    /// bits of the data carry `n` as the multiple-message-enable field allows.
-    pub fn message(&self, cfg: &ConfigSpace, n: u32) -> Option<(u64, u32)> {
-        if !self.enabled(cfg) {
-            return None;
-        }
-        let lo = u64::from(cfg.u32(self.offset + 4));
-        let (addr, data_off) =
-            if self.is64 { (lo | (u64::from(cfg.u32(self.offset + 8)) << 32), 12) } else { (lo, 8) };
-        let mme = (cfg.u16(self.offset + 2) >> 4) & 7;
-        let mask = (1u32 << mme.min(5)) - 1;
-        let data = u32::from(cfg.u16(self.offset + data_off));
-        Some((addr, (data & !mask) | (n & mask)))
     }
 }
 
@@ -994,6 +1004,7 @@ pub const DEVFN_PM: u8 = 0x0B;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::msi::MsiCapability;
     use crate::testutil::{Bus, hammer, roundtrip};
 
     fn pc_bus() -> PciBus {
@@ -1135,7 +1146,7 @@ mod tests {
         cfg.add_bar(0, BarDef { kind: BarKind::Mem32, size: 0x1000, prefetchable: false });
         cfg.add_bar(2, BarDef { kind: BarKind::Mem64, size: 0x2_0000_0000, prefetchable: true });
         cfg.add_bar(5, BarDef { kind: BarKind::Mem64, size: 0x1000, prefetchable: false }); // no room: ignored
-        let msi = MsiCapability::add(&mut cfg, 2, true).unwrap();
+        let msi = MsiCapability::add(&mut cfg, 2, true, false).unwrap();
         let mut p = PciBus::new();
         p.add(0x18, Box::new(TestDev { cfg }));
         let mut b = Bus::new();
@@ -1173,7 +1184,10 @@ mod tests {
             0x00A5,
             "MME=2, enable; MMC and 64-bit bits read-only"
         );
-        assert_eq!(msi.message(p.function(0x18).unwrap().config(), 3), Some((0xFEE0_0000, 0x4043)));
+        assert_eq!(
+            msi.message(p.function(0x18).unwrap().config(), 3),
+            Some(MsiMessage { address: 0xFEE0_0000, data: 0x4043 })
+        );
     }
 
     #[test]
