@@ -257,7 +257,7 @@ struct RunArgs {
     /// prints the same lines on COM1).
     #[arg(long, value_enum)]
     debugcon: Option<Output>,
-    /// Extra devices (repeatable): `testdev` is QEMU's pc-testdev.
+    /// Extra devices (repeatable): `testdev` is QEMU's pc-testdev, `edu` QEMU's educational PCI device.
     #[arg(long = "device", value_enum, value_name = "DEVICE")]
     devices: Vec<DeviceArg>,
     #[command(flatten)]
@@ -269,6 +269,9 @@ enum DeviceArg {
     /// QEMU's pc-testdev: scratch port 0xE0, page-flush port 0xE4, IRQ lines at 0x2000+n, 64 KiB of
     /// scratch memory at 0xFF000000.
     Testdev,
+    /// QEMU's `edu` educational PCI device (1234:11e8) at 00:02.0: BAR0 1 MiB MMIO (identification,
+    /// liveness, factorial, interrupt raise/acknowledge, DMA with a 4 KiB buffer), INTA# or MSI.
+    Edu,
 }
 
 /// For a `--kernel` with a multiboot header (and no bzImage header): the boot QEMU would do, with
@@ -497,6 +500,7 @@ fn run(args: RunArgs) -> ExitCode {
     let mut cfg = MachineConfig::new(args.memory, if linux.is_some() { Vec::new() } else { firmware });
     cfg.linux = linux;
     cfg.testdev = args.devices.contains(&DeviceArg::Testdev);
+    cfg.edu = args.devices.contains(&DeviceArg::Edu);
     cfg.accel = choose_accel(args.accel);
     cfg.ips = args.ips;
     cfg.com1 = stdout_sink();

@@ -2,7 +2,8 @@
 //! wiring. It implements [`cpu::CpuBus`], so the CPU reaches devices only through it.
 
 use crate::clock::Clock;
-use chipset::pci::{PciBarEvent, PciFunction, Piix3Isa};
+use chipset::msi::{MSI_WINDOW_BASE, MSI_WINDOW_SIZE, MsiMessage, X86Interrupt, delivery};
+use chipset::pci::{PciBarEvent, PciFunction, Piix3Isa, pirq_of};
 use chipset::{DmaMemory, DualPic, FwCfg, IoApic, LocalApic, PciBus};
 use cpu::CpuBus;
 use mmu::{
@@ -14,6 +15,23 @@ use std::ptr::NonNull;
 pub const IOAPIC_DEV: DeviceId = DeviceId(u32::MAX - 1);
 /// Device id standing for the local APIC in the address map.
 pub const LAPIC_DEV: DeviceId = DeviceId(u32::MAX - 2);
+/// Device ids from here up to `PCI_FN_DEV + 0x800` stand for a decode window of a PCI function that serves
+/// its own BARs: `PCI_FN_DEV + devfn * 8 + window` (see [`Board::add_pci_device`]).
+const PCI_FN_DEV: u32 = u32::MAX - 0x1000;
+
+fn pci_fn_id(devfn: u8, window: u8) -> DeviceId {
+    DeviceId(PCI_FN_DEV + u32::from(devfn) * 8 + u32::from(window & 7))
+}
+
+/// The (devfn, window) a [`pci_fn_id`] stands for.
+fn pci_fn_of(id: DeviceId) -> Option<(u8, u8)> {
+    let n = id.0.checked_sub(PCI_FN_DEV).filter(|n| *n < 0x800)?;
+    Some(((n / 8) as u8, (n % 8) as u8))
+}
+
+/// Most interrupt messages one DMA transfer may carry (a 4 KiB burst into the MSI window is 1024).
+const MAX_DMA_MSI: usize = 4096;
+
 /// The local APIC's TSC and timer input clock: 1 GHz, the TSC's rate (one tick per virtual ns).
 const APIC_HZ: u64 = 1_000_000_000;
 
@@ -89,6 +107,10 @@ pub struct Board {
     pub pci: PciBus,
     /// Which device serves each PCI decode window: (devfn, window index, device).
     pci_windows: Vec<(u8, u8, DeviceId)>,
+    /// PCI functions that serve their own BARs, DMA and interrupts ([`Board::add_pci_device`]).
+    pci_devices: Vec<u8>,
+    /// Interrupt messages delivered to the local APIC (MSI and DMA writes into the MSI window).
+    pub msi_delivered: u64,
     /// ISA IRQ each PIRQ line is routed to for the 8259s (PIIX3 PIRQRC), cached from config space.
     pirq_route: [Option<u8>; 4],
     /// Called on every acknowledged interrupt (see [`IrqTraceHook`]).
@@ -121,6 +143,8 @@ impl Board {
             port_ranges: vec![PortRange { owner: PortOwner::None, start: 0, offset_base: 0 }],
             pci: PciBus::new(),
             pci_windows: Vec::new(),
+            pci_devices: Vec::new(),
+            msi_delivered: 0,
             pirq_route: [None; 4],
             irq_trace: None,
             pm_base_preset: None,
@@ -149,6 +173,114 @@ impl Board {
         for &(w, id) in windows {
             self.pci_windows.push((devfn, w, id));
         }
+    }
+
+    /// Puts PCI device `f` at `devfn`: a function that serves its own BARs (through
+    /// [`PciFunction::bar_read`]/[`PciFunction::bar_write`]), drives INTx# (the board ORs the functions on
+    /// each PIRQ line, GSIs 16-19), runs bus-master transfers over guest memory when it has one waiting
+    /// and sends message-signalled interrupts; the board services it after every access.
+    pub fn add_pci_device(&mut self, devfn: u8, f: Box<dyn PciFunction>) {
+        let bars: Vec<u8> = (0..6u8).filter(|i| f.config().bar(usize::from(*i)).is_some()).collect();
+        self.pci.add(devfn, f);
+        self.pci_windows.retain(|(d, _, _)| *d != devfn);
+        for w in bars {
+            self.pci_windows.push((devfn, w, pci_fn_id(devfn, w)));
+        }
+        if !self.pci_devices.contains(&devfn) {
+            self.pci_devices.push(devfn);
+        }
+        self.service_pci_devices();
+    }
+
+    /// After any access to a PCI device: runs waiting transfers, delivers the interrupt messages and
+    /// refreshes the INTx# lines.
+    fn service_pci_devices(&mut self) {
+        let mut lines = 0u32;
+        let mut msgs = Vec::new();
+        for i in 0..self.pci_devices.len() {
+            let devfn = self.pci_devices[i];
+            let Board { pci, ram, map, requests, .. } = self;
+            let Some(f) = pci.function_mut(devfn) else { continue };
+            if f.dma_pending() {
+                let mut mem = RamDma { ram, map, msi: Vec::new() };
+                f.run_dma(&mut mem);
+                msgs.append(&mut mem.msi);
+                // The data may land on pages holding decoded code.
+                requests.flush_tlb = true;
+            }
+            msgs.extend(f.take_msi());
+            let pin = f.config().u8(chipset::pci::reg::INTERRUPT_PIN);
+            if f.intx() && (1..=4).contains(&pin) {
+                lines |= 1 << (16 + u32::from(pirq_of(devfn >> 3, pin)));
+            }
+        }
+        for m in msgs {
+            self.bus_master_dword(m);
+        }
+        if !self.pci_devices.is_empty() {
+            for p in 16..20 {
+                self.irq.set(p, lines & (1 << p) != 0);
+            }
+        }
+        self.propagate_irqs();
+    }
+
+    /// A dword memory write by a bus master (an MSI): into the MSI window it is an interrupt message to
+    /// the local APIC; elsewhere an ordinary write, dropped where there is no RAM (a master abort).
+    fn bus_master_dword(&mut self, m: MsiMessage) {
+        match m.x86() {
+            Some(irq) => self.deliver_interrupt_message(irq),
+            None => {
+                let Board { ram, map, .. } = self;
+                let mut mem = RamDma { ram, map, msi: Vec::new() };
+                if mem.write(m.address, &m.data.to_le_bytes()) {
+                    self.requests.flush_tlb = true;
+                }
+            }
+        }
+    }
+
+    /// An interrupt message (MSI format, SDM vol. 3A 11.11) to the one local APIC: dropped unless the
+    /// destination names it (APIC ID, logical destination or broadcast 0xFF). Fixed and lowest-priority
+    /// messages set IRR (TMR too for level-triggered ones, whose EOI then goes to the I/O APIC like any
+    /// level EOI; a level de-assert message does nothing), NMI raises an NMI. SMI (the CPU has no SMM),
+    /// INIT (no INIT-without-reset path exists) and ExtINT (only meaningful from an 8259 on LINT0) are
+    /// dropped, as are the reserved modes 3 and 6.
+    fn deliver_interrupt_message(&mut self, m: X86Interrupt) {
+        if !self.lapic.matches_destination(m.dest_logical, m.dest) {
+            return;
+        }
+        match m.delivery_mode {
+            delivery::FIXED | delivery::LOWEST_PRIORITY => {
+                if m.trigger_level && !m.level_assert {
+                    return;
+                }
+                self.lapic.accept(m.vector, m.trigger_level);
+            }
+            delivery::NMI => self.lapic.accept_nmi(),
+            _ => return,
+        }
+        self.msi_delivered += 1;
+        self.propagate_irqs();
+    }
+
+    /// A guest access to decode window `window` of PCI device `devfn`.
+    fn pci_bar_access(&mut self, devfn: u8, window: u8, off: u64, data: &mut [u8], write: bool) {
+        let now = self.now();
+        let Board { pci, irq, requests, .. } = self;
+        let Some(f) = pci.function_mut(devfn) else {
+            if !write {
+                data.fill(0xff);
+            }
+            return;
+        };
+        let mut ctx = DeviceCtx { now, irq, requests };
+        if write {
+            f.bar_write(&mut ctx, window, off, data);
+        } else {
+            f.bar_read(&mut ctx, window, off, data);
+        }
+        self.service_pci_devices();
     }
 
     /// Programs the PIIX4 PM base to `base` and enables its decode, as a BIOS does; remembered in
@@ -182,6 +314,10 @@ impl Board {
         }
         for ev in self.pci.take_events() {
             self.apply_pci_event(ev);
+        }
+        // A configuration write may enable MSI, bus mastering or interrupt disable.
+        if !self.pci_devices.is_empty() {
+            self.service_pci_devices();
         }
     }
 
@@ -444,8 +580,12 @@ impl Board {
                 if let Some(desc) = fw_cfg.take_dma_request() {
                     // The transfer completes before the guest's next instruction, as in QEMU; the data may
                     // land on pages holding decoded code.
-                    fw_cfg.run_dma(desc, &mut RamDma { ram, map });
+                    let mut mem = RamDma { ram, map, msi: Vec::new() };
+                    fw_cfg.run_dma(desc, &mut mem);
                     requests.flush_tlb = true;
+                    for m in std::mem::take(&mut mem.msi) {
+                        self.bus_master_dword(m);
+                    }
                 }
             }
             PortOwner::Pci => {
@@ -473,6 +613,9 @@ impl Board {
                     }
                 }
                 self.propagate_irqs();
+            }
+            PortOwner::Dev(i) if let Some((devfn, w)) = pci_fn_of(DeviceId(i)) => {
+                self.pci_bar_access(devfn, w, u64::from(off), data, write);
             }
             PortOwner::Dev(i) => {
                 self.with_device(i, |d, ctx| {
@@ -525,6 +668,9 @@ impl Board {
             RegionKind::Mmio { device } if device == IOAPIC_DEV || device == LAPIC_DEV => {
                 self.apic_mmio(device, off, head, write);
             }
+            RegionKind::Mmio { device } if let Some((devfn, w)) = pci_fn_of(device) => {
+                self.pci_bar_access(devfn, w, off, head, write);
+            }
             RegionKind::Mmio { device } => {
                 self.with_device(device.0, |d, ctx| {
                     if write {
@@ -541,11 +687,24 @@ impl Board {
     }
 }
 
-/// Guest RAM as fw_cfg's DMA engine sees it: RAM regions of the address map only (a transfer touching
-/// ROM, MMIO or unassigned space fails with the error bit).
+/// Guest memory as a bus master (fw_cfg's DMA engine, PCI devices) sees it: the RAM regions of the
+/// address map, and the MSI window 0xFEE00000-0xFEEFFFFF, where each aligned dword written is an interrupt
+/// message (collected in `msi`, at most [`MAX_DMA_MSI`] per transfer; the bytes of a partial dword are
+/// dropped). A read of anything but RAM, or a write touching ROM, MMIO or unassigned space, fails and
+/// moves nothing (fw_cfg then sets its error bit).
 struct RamDma<'a> {
     ram: &'a mut GuestRam,
     map: &'a AddressMap,
+    msi: Vec<MsiMessage>,
+}
+
+/// The part of `addr..addr+len` that lies in the MSI window from `addr` on (0 if `addr` is outside).
+fn msi_window_run(addr: u64, len: usize) -> usize {
+    if (MSI_WINDOW_BASE..MSI_WINDOW_BASE + MSI_WINDOW_SIZE).contains(&addr) {
+        ((MSI_WINDOW_BASE + MSI_WINDOW_SIZE - addr) as usize).min(len)
+    } else {
+        0
+    }
 }
 
 impl RamDma<'_> {
@@ -580,12 +739,45 @@ impl DmaMemory for RamDma<'_> {
     }
 
     fn write(&mut self, addr: u64, data: &[u8]) -> bool {
-        let mut pieces = Vec::new();
-        let ok = self.walk(addr, data.len(), |o, r| {
-            pieces.push((o, r));
-            true
-        });
-        ok && pieces.into_iter().all(|(o, r)| self.ram.write(o, &data[r]))
+        // Split into RAM pieces and MSI-window pieces; check all before writing any.
+        let mut ram_pieces = Vec::new();
+        let mut msi_pieces = Vec::new();
+        let mut done = 0usize;
+        while done < data.len() {
+            let Some(a) = addr.checked_add(done as u64) else { return false };
+            let left = data.len() - done;
+            let n = msi_window_run(a, left);
+            if n > 0 {
+                msi_pieces.push((a, done..done + n));
+                done += n;
+                continue;
+            }
+            // RAM up to the next MSI window byte, if the window lies ahead.
+            let until = if a < MSI_WINDOW_BASE { ((MSI_WINDOW_BASE - a) as usize).min(left) } else { left };
+            let base = done;
+            if !self.walk(a, until, |o, r| {
+                ram_pieces.push((o, base + r.start..base + r.end));
+                true
+            }) {
+                return false;
+            }
+            done += until;
+        }
+        if !ram_pieces.into_iter().all(|(o, r)| self.ram.write(o, &data[r])) {
+            return false;
+        }
+        for (a, r) in msi_pieces {
+            let bytes = &data[r];
+            let skip = ((4 - (a & 3)) & 3) as usize;
+            for (k, dw) in bytes.get(skip..).unwrap_or_default().chunks_exact(4).enumerate() {
+                if self.msi.len() >= MAX_DMA_MSI {
+                    break;
+                }
+                let address = a + (skip + 4 * k) as u64;
+                self.msi.push(MsiMessage { address, data: u32::from_le_bytes([dw[0], dw[1], dw[2], dw[3]]) });
+            }
+        }
+        true
     }
 }
 
@@ -729,5 +921,73 @@ impl CpuBus for Board {
             || self.requests.reschedule
             || self.requests.a20.is_some()
             || self.requests.flush_tlb
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 64 KiB of RAM at 0, the local APIC page in the MSI window, RAM again right after the window.
+    fn ram_and_map() -> (GuestRam, AddressMap) {
+        let ram = GuestRam::new(0x2_0000).unwrap();
+        let mut map = AddressMap::new();
+        map.add(0, 0x1_0000, RegionKind::Ram { offset: 0 }).unwrap();
+        map.add(MSI_WINDOW_BASE, 0x1000, RegionKind::Mmio { device: LAPIC_DEV }).unwrap();
+        map.add(MSI_WINDOW_BASE + MSI_WINDOW_SIZE, 0x1_0000, RegionKind::Ram { offset: 0x1_0000 }).unwrap();
+        (ram, map)
+    }
+
+    #[test]
+    fn dma_writes_into_the_msi_window_are_interrupt_messages() {
+        let (mut ram, map) = ram_and_map();
+        let mut mem = RamDma { ram: &mut ram, map: &map, msi: Vec::new() };
+        let data: Vec<u8> = [0x61u32, 0x4062, 0x0000_0400].iter().flat_map(|d| d.to_le_bytes()).collect();
+        assert!(mem.write(MSI_WINDOW_BASE + 0x1000, &data));
+        assert_eq!(
+            mem.msi,
+            vec![
+                MsiMessage { address: 0xFEE0_1000, data: 0x61 },
+                MsiMessage { address: 0xFEE0_1004, data: 0x4062 },
+                MsiMessage { address: 0xFEE0_1008, data: 0x400 },
+            ]
+        );
+        // A write that straddles the end of the window: one whole dword in it, the rest to RAM.
+        mem.msi.clear();
+        assert!(mem.write(MSI_WINDOW_BASE + MSI_WINDOW_SIZE - 6, &[1, 2, 3, 4, 5, 6, 7, 8]));
+        assert_eq!(
+            mem.msi,
+            vec![MsiMessage { address: 0xFEEF_FFFC, data: 0x0605_0403 }],
+            "partial dword dropped"
+        );
+        let mut back = [0u8; 2];
+        assert!(mem.read(MSI_WINDOW_BASE + MSI_WINDOW_SIZE, &mut back));
+        assert_eq!(back, [7, 8]);
+        // Reads of the window and writes that touch unassigned space fail and move nothing.
+        mem.msi.clear();
+        assert!(!mem.read(MSI_WINDOW_BASE, &mut [0u8; 4]));
+        assert!(!mem.write(0xFFFC, &[9; 8]), "runs past RAM into unassigned space");
+        let mut b = [0u8; 4];
+        assert!(mem.read(0xFFFC, &mut b));
+        assert_eq!(b, [0; 4]);
+        assert!(!mem.write(MSI_WINDOW_BASE - 4, &[9; 8]), "unassigned space before the window");
+        assert!(mem.msi.is_empty());
+        assert!(!mem.write(u64::MAX - 1, &[0; 4]), "address wrap");
+        // A long burst is bounded.
+        let burst = vec![0x30u8; 64 * 1024];
+        assert!(mem.write(MSI_WINDOW_BASE, &burst));
+        assert_eq!(mem.msi.len(), MAX_DMA_MSI.min(burst.len() / 4));
+    }
+
+    #[test]
+    fn pci_function_window_ids_round_trip() {
+        for devfn in [0u8, 0x10, 0xFF] {
+            for w in 0..6 {
+                assert_eq!(pci_fn_of(pci_fn_id(devfn, w)), Some((devfn, w)));
+            }
+        }
+        assert_eq!(pci_fn_of(IOAPIC_DEV), None);
+        assert_eq!(pci_fn_of(LAPIC_DEV), None);
+        assert_eq!(pci_fn_of(DeviceId(3)), None);
     }
 }

@@ -79,6 +79,9 @@ pub struct MachineConfig {
     /// QEMU's pc-testdev (`--device testdev`): ports 0xE0-0xE7 and 0x2000-0x2017, 64 KiB of scratch
     /// memory at 0xFF000000 (see `chipset::testdev`).
     pub testdev: bool,
+    /// QEMU's `edu` educational PCI device (`--device edu`) at 00:02.0, the first free slot (where QEMU
+    /// puts it with `-nodefaults`): BAR0 1 MiB MMIO, INTA# (PIRQB, GSI 17) or MSI, DMA (see `chipset::edu`).
+    pub edu: bool,
 }
 
 /// A Linux kernel booted directly through the x86 boot protocol's 64-bit entry
@@ -115,9 +118,13 @@ impl MachineConfig {
             acpi: false,
             linux: None,
             testdev: false,
+            edu: false,
         }
     }
 }
+
+/// Where `--device edu` goes: device 2, function 0.
+pub const EDU_DEVFN: u8 = 2 << 3;
 
 /// Default virtual speed: 1e9 instructions per virtual second (1 instruction = 1 ns).
 pub const DEFAULT_IPS: u64 = 1_000_000_000;
@@ -326,6 +333,9 @@ impl Machine {
             }
         };
         boot::add_test_interfaces(&mut board, cfg.testdev)?;
+        if cfg.edu {
+            board.add_pci_device(EDU_DEVFN, Box::new(chipset::Edu::new()));
+        }
 
         let engine = match cfg.accel {
             Accel::Interp => Engine::Interp,
