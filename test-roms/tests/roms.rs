@@ -2,7 +2,7 @@
 //! never deleted.
 
 mod harness;
-use harness::{assert_rom_passes, run_rom};
+use harness::{assert_rom_passes, run_rom, run_rom_with};
 use machine::RunOutcome;
 
 macro_rules! rom_tests {
@@ -55,7 +55,16 @@ rom_tests!(
     chip_rtc,
     chip_pci,
     chip_uart,
+    chip_msi,
 );
+
+/// The MSI ROM can fail: without the edu device it finds nothing on the bus and says so.
+#[test]
+fn chip_msi_fails_without_edu() {
+    let r = run_rom_with("chip_msi", 200_000_000, &[]);
+    assert_eq!(r.outcome, RunOutcome::Exited(3), "output:\n{}", r.output);
+    assert!(r.output.contains("FAIL: edu 1234:11e8 on bus 0"), "output:\n{}", r.output);
+}
 
 /// The built-in demo goes from reset to long mode, prints each step, and exits with status 1.
 #[test]
