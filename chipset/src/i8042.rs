@@ -702,6 +702,12 @@ impl Device for I8042 {
             0 => {
                 if let Some((b, _)) = self.out.take() {
                     self.last_out = b;
+                    // Reading the output buffer clears OBF, which drops IRQ 1/12; a byte waiting behind
+                    // it raises the line again in `pump`, a fresh edge for the edge-triggered PIC and
+                    // I/O APIC. Without the drop a multi-byte reply (ACK, 0xAB, 0x83 for GET ID) would
+                    // interrupt only once.
+                    ctx.irq.set(1, false);
+                    ctx.irq.set(12, false);
                 }
                 *first = self.last_out;
             }
@@ -963,6 +969,34 @@ mod tests {
         b.wr(&mut k, 0, 0, 0x01);
         assert_eq!(read_all(&mut b, &mut k), [ACK, ACK, ACK, ACK, 0xee, RESEND]);
         assert_eq!(k.kbd.leds, 7);
+    }
+
+    #[test]
+    fn every_reply_byte_is_an_interrupt_edge() {
+        // Linux's atkbd reads each byte of a reply in its IRQ 1 handler: GET ID's ACK, 0xAB and the
+        // translated 0x41 must each be a rising edge, as must each byte of the mouse's reset reply.
+        let mut k = I8042::new();
+        let mut b = Bus::new();
+        b.wr(&mut k, 0, 0, 0xf2);
+        let mut got = Vec::new();
+        while b.took_edge(1) {
+            got.push(b.rd(&mut k, 0, 0));
+        }
+        assert_eq!(got, [ACK, 0xab, 0x41]);
+        assert!(!b.high(1));
+        b.wr(&mut k, 0, 4, 0xd4);
+        b.wr(&mut k, 0, 0, 0xff);
+        let mut got = Vec::new();
+        while b.took_edge(12) {
+            got.push(b.rd(&mut k, 0, 0));
+        }
+        assert_eq!(got, [ACK, BAT_OK, 0x00]);
+        // A status read takes nothing and makes no edge.
+        b.wr(&mut k, 0, 0, 0xee);
+        assert!(b.took_edge(1));
+        b.rd(&mut k, 0, 4);
+        assert!(!b.took_edge(1) && b.high(1));
+        assert_eq!(b.rd(&mut k, 0, 0), 0xee);
     }
 
     #[test]
