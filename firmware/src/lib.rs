@@ -1,12 +1,13 @@
 //! Firmware images: loading a flat ROM file (QEMU `-bios` style) and the built-in demo ROM that
 //! `ferrite run` boots when no firmware is given, and the ACPI and MP tables the machine writes for
-//! guests booted without a BIOS ([`acpi`], [`mptable`]).
+//! guests booted without a BIOS ([`acpi`], [`mptable`], [`smbios`]).
 #![deny(missing_docs)]
 
 pub mod acpi;
 pub mod linux;
 pub mod mptable;
 pub mod multiboot;
+pub mod smbios;
 
 use std::path::Path;
 

@@ -256,7 +256,7 @@ impl Machine {
         if cfg.linux.is_some() {
             cfg.acpi = true;
             if cfg.firmware.is_empty() {
-                cfg.firmware = no_bios_rom();
+                cfg.firmware = no_bios_rom(&RamLayout::for_size(cfg.memory));
             }
         }
         let fw_len = cfg.firmware.len() as u64;
@@ -600,11 +600,52 @@ fn bios_mtrrs(msr: &mut cpu::state::Msrs, below_4g: u64) {
 }
 
 /// The ROM at the reset vector when Linux is booted directly: `cli; hlt` (a reset re-runs the direct boot
-/// instead of jumping here), padded to 64 KiB with 0xFF like an erased flash.
-fn no_bios_rom() -> Vec<u8> {
-    let mut rom = vec![0xffu8; 0x1_0000];
+/// instead of jumping here), padded to 64 KiB with 0xFF like an erased flash, with the SMBIOS entry point
+/// and tables (`firmware::smbios`) at its first byte, 0xF0000 in the low window, where an OS without
+/// EFI looks for them.
+fn no_bios_rom(lay: &RamLayout) -> Vec<u8> {
+    const SIZE: usize = 0x1_0000;
+    let mut rom = vec![0xffu8; SIZE];
+    let [cpuid_eax, _, _, cpuid_edx] = cpu::cpuid::cpuid(1, 0, 0);
+    let smbios = firmware::smbios::build(&firmware::smbios::SmbiosConfig {
+        address: (layout::HIGH_MEMORY - SIZE as u64) as u32,
+        below_4g: lay.below_4g,
+        above_4g: lay.above_4g,
+        cpuid_eax,
+        cpuid_edx,
+        // The TSC's rate: virtual time runs at 1 GHz.
+        cpu_mhz: 1000,
+        rom_size: SIZE as u64,
+    });
+    rom[..smbios.len()].copy_from_slice(&smbios);
     let rv = rom.len() - 16;
     rom[rv..rv + 3].copy_from_slice(&[0xfa, 0xf4, 0xeb]);
     rom[rv + 3] = 0xfd; // jmp back to the hlt
     rom
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn direct_boot_rom_carries_smbios_and_the_reset_vector() {
+        let rom = no_bios_rom(&RamLayout::for_size(512 << 20));
+        assert_eq!(rom.len(), 0x1_0000);
+        // Mapped ending at 1 MiB: the entry point is at 0xF0000, 16-byte aligned, checksummed.
+        assert_eq!(&rom[0..4], b"_SM_");
+        assert_eq!(rom[..0x1f].iter().fold(0u8, |a, b| a.wrapping_add(*b)), 0);
+        assert_eq!(&rom[0x10..0x15], b"_DMI_");
+        let table = u32::from_le_bytes(rom[0x18..0x1c].try_into().unwrap());
+        let len = u16::from_le_bytes([rom[0x16], rom[0x17]]) as u32;
+        assert!((0xf0000..0xfff00).contains(&table) && table + len < 0xffff0);
+        // The system structure's strings say what Linux prints on its "DMI:" line.
+        let t = &rom[(table - 0xf0000) as usize..(table - 0xf0000 + len) as usize];
+        let text = String::from_utf8_lossy(t);
+        assert!(text.contains(firmware::smbios::PRODUCT), "{text}");
+        // The processor structure carries this CPU's signature.
+        let sig = cpu::cpuid::SIGNATURE.to_le_bytes();
+        assert!(t.windows(4).any(|w| w == sig));
+        assert_eq!(&rom[0xfff0..0xfff4], &[0xfa, 0xf4, 0xeb, 0xfd]);
+    }
 }
