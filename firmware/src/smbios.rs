@@ -31,8 +31,10 @@ pub struct SmbiosConfig {
 pub const VENDOR: &str = "Ferrite";
 /// The system's product name.
 pub const PRODUCT: &str = "Ferrite PC (i440FX + PIIX3, direct boot)";
-/// The "BIOS" release date (format mm/dd/yyyy): the firmware's fixed release, so runs repeat.
-pub const BIOS_DATE: &str = "01/01/2026";
+/// The "BIOS" release date (mm/dd/yyyy). OSes key quirks on the year (Linux: no ACPI before 2001, no
+/// PCI _CRS before 2008, no E820 clipping of host bridge windows from 2023), so this is the date of
+/// QEMU's SeaBIOS build: a guest makes the same choices as on QEMU's i440FX machine.
+pub const BIOS_DATE: &str = "04/01/2014";
 
 /// Size of the 32-bit entry point structure.
 const ENTRY_LEN: usize = 0x1f;
