@@ -217,7 +217,7 @@ impl Qemu {
     }
 
     /// Waits for the marker (or QEMU's exit, or the deadline) and stops QEMU; returns its console.
-    fn finish(mut self, start: Instant) -> String {
+    fn finish(&mut self, start: Instant) -> String {
         loop {
             let text = String::from_utf8_lossy(&self.out.lock().unwrap()).into_owned();
             let exited = self.child.try_wait().ok().flatten();
@@ -232,6 +232,16 @@ impl Qemu {
                 return text;
             }
             std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Qemu {
+    /// A failure on Ferrite's side must not leave QEMU running at the guest's shell prompt.
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
     }
 }
@@ -276,7 +286,7 @@ fn linux_log_shows_the_devices_and_no_warning_qemu_lacks() {
     let (kernel_path, initrd_path) = images();
     let start = Instant::now();
     // QEMU runs in its own process meanwhile.
-    let qemu = Qemu::start(&kernel_path, &initrd_path);
+    let mut qemu = Qemu::start(&kernel_path, &initrd_path);
     let kernel = std::fs::read(&kernel_path).expect("read kernel");
     let initrd = std::fs::read(&initrd_path).expect("read initrd");
     let ferrite_console = boot_ferrite(kernel, initrd);
