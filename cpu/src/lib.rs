@@ -25,4 +25,4 @@ pub mod testutil;
 pub use bus::CpuBus;
 pub use fault::{Fault, Stop};
 pub use interp::{Exit, Interpreter};
-pub use state::{CpuState, Mode, Seg, Segment};
+pub use state::{CpuState, Mode, Quirks, Seg, Segment};

@@ -306,6 +306,50 @@ pub struct Msrs {
     pub debugctl: u64,
 }
 
+/// Which vendor's CPUs Ferrite copies where the SDM and the APM leave a result undefined: arithmetic
+/// flags the manuals call undefined (MUL, DIV, shifts and rotates by more than one, BCD adjustments,
+/// BSF/BSR/TZCNT/LZCNT, BMI), and a few corner cases (a 32-bit-address REP with a zero count). The
+/// differential tests run with the host's vendor, whose CPU is the oracle; a machine follows Intel by
+/// default, as its CPUID vendor string says, so a guest behaves the same on every host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[repr(u8)]
+pub enum Quirks {
+    /// Intel Core (what Ferrite's CPUID presents).
+    #[default]
+    Intel = 0,
+    /// AMD Zen.
+    Amd = 1,
+}
+
+impl Quirks {
+    /// The vendor of the CPU this process runs on (Intel for any vendor but AMD and Hygon).
+    pub fn host() -> Quirks {
+        #[cfg(target_arch = "x86_64")]
+        {
+            // CPUID leaf 0 exists on every x86-64 CPU and has no side effects.
+            let r = core::arch::x86_64::__cpuid(0);
+            let mut v = [0u8; 12];
+            v[..4].copy_from_slice(&r.ebx.to_le_bytes());
+            v[4..8].copy_from_slice(&r.edx.to_le_bytes());
+            v[8..].copy_from_slice(&r.ecx.to_le_bytes());
+            if &v == b"AuthenticAMD" || &v == b"HygonGenuine" {
+                return Quirks::Amd;
+            }
+        }
+        Quirks::Intel
+    }
+
+    /// Parses `intel`, `amd` or `host`.
+    pub fn parse(s: &str) -> Option<Quirks> {
+        match s {
+            "intel" => Some(Quirks::Intel),
+            "amd" => Some(Quirks::Amd),
+            "host" => Some(Quirks::host()),
+            _ => None,
+        }
+    }
+}
+
 /// Complete architectural state of one CPU.
 #[derive(Clone, Debug)]
 #[repr(C)]
@@ -350,8 +394,11 @@ pub struct CpuState {
     pub halted: bool,
     /// An NMI is being handled (blocks further NMIs until IRET).
     pub nmi_blocked: bool,
+    /// Whose behaviour the CPU follows where the architecture leaves results undefined (a model
+    /// setting, not guest state: it survives reset and is kept in snapshots like the rest).
+    pub quirks: Quirks,
     /// Padding.
-    pub _pad: [u8; 5],
+    pub _pad: [u8; 4],
     /// Interrupts are inhibited while `icount` equals this value (STI / MOV SS shadow).
     pub irq_shadow_icount: u64,
     /// A20 mask applied to every physical address (all ones when A20 is enabled).
@@ -441,7 +488,8 @@ impl Default for CpuState {
             cpl: 0,
             halted: false,
             nmi_blocked: false,
-            _pad: [0; 5],
+            quirks: Quirks::Intel,
+            _pad: [0; 4],
             irq_shadow_icount: u64::MAX,
             a20_mask: !0,
             msr: Msrs::default(),

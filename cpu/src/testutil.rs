@@ -82,7 +82,8 @@ pub enum TestMode {
 
 /// A CPU in `mode` with RIP at [`CODE`] and RSP at [`STACK`].
 pub fn cpu_in(mode: TestMode, bus: &mut TestBus) -> CpuState {
-    let mut st = CpuState { rip: CODE, ..CpuState::default() };
+    // The host's CPU is the oracle of the native tests: follow its vendor where results are undefined.
+    let mut st = CpuState { rip: CODE, quirks: crate::state::Quirks::host(), ..CpuState::default() };
     st.gpr[4] = STACK;
     match mode {
         TestMode::Real => {

@@ -159,6 +159,8 @@ fn build(case: &Case) -> (SparseBus, CpuState, Vec<Vec<u64>>) {
         efer: efer::LME | efer::LMA | efer::NXE | efer::SCE,
         cr3: pml4,
         cpl: 3,
+        // The reference is this host's CPU: follow its vendor where results are undefined.
+        quirks: cpu::Quirks::host(),
         ..CpuState::default()
     };
     let mut cs = data_seg(0x33);

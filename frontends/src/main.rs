@@ -253,6 +253,12 @@ struct RunArgs {
     /// then depends on when it starts). Default 2026-01-01T00:00:00, so runs are repeatable.
     #[arg(long, default_value = "2026-01-01T00:00:00", value_parser = parse_rtc)]
     rtc: i64,
+
+    /// Whose CPUs the interpreter copies where results are architecturally undefined (flags after
+    /// MUL/DIV/shifts/BCD/bit scans, a zero-count 32-bit REP): `intel` (as the CPUID vendor says),
+    /// `amd`, or `host` (this machine's vendor, as the differential tester uses).
+    #[arg(long, default_value = "intel", value_parser = parse_quirks)]
+    quirks: cpu::Quirks,
     /// Where the 0xE9 debug console goes (default: stdout with --rom; none for the built-in demo, which
     /// prints the same lines on COM1).
     #[arg(long, value_enum)]
@@ -371,6 +377,11 @@ fn images_cmd(a: images::ImagesArgs) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Parses `--quirks`.
+fn parse_quirks(s: &str) -> Result<cpu::Quirks, String> {
+    cpu::Quirks::parse(s).ok_or_else(|| format!("unknown CPU quirks `{s}` (expected intel, amd or host)"))
 }
 
 /// Parses `--rtc`: UNIX seconds, or a UTC date `YYYY-MM-DD` / `YYYY-MM-DDTHH:MM:SS`, or `now` (the host
@@ -514,6 +525,7 @@ fn run(args: RunArgs) -> ExitCode {
         }
     }
     cfg.rtc_start = args.rtc;
+    cfg.quirks = args.quirks;
     // Test ROMs and multiboot test kernels report on 0xE9.
     let debugcon = args.debugcon.unwrap_or(if args.rom.is_some() || is_multiboot {
         Output::Stdout

@@ -82,6 +82,9 @@ pub struct MachineConfig {
     /// QEMU's `edu` educational PCI device (`--device edu`) at 00:02.0, the first free slot (where QEMU
     /// puts it with `-nodefaults`): BAR0 1 MiB MMIO, INTA# (PIRQB, GSI 17) or MSI, DMA (see `chipset::edu`).
     pub edu: bool,
+    /// Whose CPUs the interpreter copies where results are architecturally undefined (`--quirks`).
+    /// Intel by default, as the CPUID vendor string says; the KVM engine runs on the host's CPU.
+    pub quirks: cpu::Quirks,
 }
 
 /// A Linux kernel booted directly through the x86 boot protocol's 64-bit entry
@@ -119,6 +122,7 @@ impl MachineConfig {
             linux: None,
             testdev: false,
             edu: false,
+            quirks: cpu::Quirks::Intel,
         }
     }
 }
@@ -342,7 +346,7 @@ impl Machine {
             Accel::Kvm => Engine::Kvm(Box::new(kvm::KvmEngine::new(&board).map_err(MachineError::Engine)?)),
         };
         Ok(Machine {
-            cpu: CpuState::default(),
+            cpu: CpuState { quirks: cfg.quirks, ..CpuState::default() },
             interp: Interpreter::new(),
             engine,
             board,
