@@ -6,7 +6,7 @@ use super::{Handler, Insn};
 use crate::fault::Fault;
 use crate::mem::Ctx;
 use crate::regs::{sext, size_mask};
-use crate::state::flags;
+use crate::state::{Quirks, flags};
 use iced_x86::{Code, Mnemonic, OpCodeOperandKind, OpKind};
 
 /// Handlers of this family.
@@ -210,7 +210,16 @@ fn movzx(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
 fn movsx(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
     let dst = op_size(insn, 0);
     let src = op_size(insn, 1);
-    let v = read_op(ctx, insn, 1)?;
+    // MOVSXD with a 16-bit operand size: Intel CPUs read a 16-bit source, AMD CPUs a 32-bit one (of
+    // which the low 16 bits land), so only a fault on its upper half tells them apart.
+    let v = if insn.i.code() == Code::Movsxd_r16_rm16
+        && insn.i.op1_kind() == OpKind::Memory
+        && ctx.st.quirks == Quirks::Amd
+    {
+        ctx.read_mem(mem_seg(insn), ea(ctx, insn), 4)?
+    } else {
+        read_op(ctx, insn, 1)?
+    };
     write_op(ctx, insn, 0, sext(v, src) & size_mask(dst))
 }
 
@@ -256,4 +265,32 @@ fn cmov(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
 fn setcc(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
     let v = cond(cc_of(insn), ctx.st.rflags) as u64;
     write_op(ctx, insn, 0, v)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::exec::misc::testkit::Emu;
+    use crate::fault::{Fault, vec};
+    use crate::state::Quirks;
+    use crate::testutil::TestMode;
+
+    #[test]
+    fn movsxd_r16_reads_by_vendor() {
+        // movsxd ax,[rsi] two bytes before the end of the test machine's 1 GiB identity map: the
+        // 16-bit read Intel does fits, AMD's 32-bit read reaches the unmapped page (#PF).
+        for (q, faults) in [(Quirks::Intel, false), (Quirks::Amd, true)] {
+            let mut e = Emu::new(TestMode::Long64);
+            e.st.quirks = q;
+            e.st.gpr[6] = 0x3fff_fffe;
+            e.st.gpr[0] = 0x1234_5678_9abc_def0;
+            let r = e.exec(&[0x66, 0x63, 0x06]);
+            if faults {
+                assert!(matches!(r, Err(Fault::Exc { vector: vec::PF, .. })), "{q:?}: {r:?}");
+                assert_eq!(e.st.gpr[0], 0x1234_5678_9abc_def0);
+            } else {
+                assert_eq!(r, Ok(()), "{q:?}");
+                assert_eq!(e.st.gpr[0] & !0xffff, 0x1234_5678_9abc_0000);
+            }
+        }
+    }
 }

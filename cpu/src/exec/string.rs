@@ -29,7 +29,7 @@ use crate::fault::Fault;
 use crate::mem::Ctx;
 use crate::paging::AccessKind;
 use crate::regs::{size_mask, sreg};
-use crate::state::{Seg, flags};
+use crate::state::{Quirks, Seg, flags};
 use iced_x86::{Code, Register};
 
 /// Most iterations one call of a REP string handler performs before yielding (so the interpreter's
@@ -183,7 +183,8 @@ fn rep_loop(
 ) -> Result<(), Fault> {
     let mut count = ctx.st.gpr[RCX] & s.amask;
     if count == 0 {
-        if s.asz == 4 {
+        // Intel zero-extends the registers even with nothing to do; AMD leaves them alone.
+        if s.asz == 4 && ctx.st.quirks == Quirks::Intel {
             ctx.st.set_reg(RCX, 4, 0);
             if zc.si {
                 let v = ctx.st.gpr[RSI];
@@ -212,14 +213,21 @@ fn rep_loop(
     }
     let limit = if ctx.st.rflags & flags::TF != 0 { 1 } else { MAX_ITERS };
     let mut done = 0u64;
-    // The arithmetic flags become visible only when the instruction completes: a fault in a later
-    // iteration reports them as they were when the instruction started, not those of the completed
-    // iterations (REPE/REPNE CMPS/SCAS; measured on this host's CPU). A batch that pauses restores them
-    // too, so the resumed instruction still starts from the original flags.
+    // On Intel CPUs the arithmetic flags become visible only when the instruction completes: a fault
+    // in a later iteration reports them as they were when the instruction started, not those of the
+    // completed iterations (REPE/REPNE CMPS/SCAS; measured on an Intel host). A batch that pauses
+    // restores them too, so the resumed instruction still starts from the original flags. AMD CPUs
+    // show the flags of the last completed iteration (measured on an AMD host).
     let flags_at_start = ctx.st.rflags;
+    let intel = ctx.st.quirks == Quirks::Intel;
+    let restore = |ctx: &mut Ctx<'_>| {
+        if intel {
+            ctx.st.rflags = flags_at_start;
+        }
+    };
     loop {
         if let Err(e) = body(ctx) {
-            ctx.st.rflags = flags_at_start;
+            restore(ctx);
             return Err(e);
         }
         count = count.wrapping_sub(1) & s.amask;
@@ -236,7 +244,7 @@ fn rep_loop(
         // A debug condition met by this iteration (data or I/O breakpoint) is reported right after it.
         if done >= limit || ctx.break_block || ctx.mmu.debug.pending != 0 || (io && ctx.bus.stop_requested())
         {
-            ctx.st.rflags = flags_at_start;
+            restore(ctx);
             stay(ctx);
             return Ok(());
         }
@@ -249,7 +257,7 @@ fn rep_loop(
                 return Ok(());
             }
             if done >= limit {
-                ctx.st.rflags = flags_at_start;
+                restore(ctx);
                 stay(ctx);
                 return Ok(());
             }
@@ -325,11 +333,16 @@ fn lods<const N: u32>(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
 // ------------------------------------------------------------------------------------------ CMPS
 
 #[inline(always)]
-fn cmps_once<const N: u32>(ctx: &mut Ctx<'_>, s: &Str) -> Result<(), Fault> {
-    // This host's CPU reads the ES:rDI operand first: when both fault, the #PF reports ES:rDI (measured by
-    // the differential tester).
-    let b = ctx.read_mem(Seg::Es, s.di(ctx), N)?;
-    let a = ctx.read_mem(s.src, s.si(ctx), N)?;
+fn cmps_once<const N: u32>(ctx: &mut Ctx<'_>, s: &Str, src_first: bool) -> Result<(), Fault> {
+    // CPUs read the ES:rDI operand first: when both fault, the #PF reports ES:rDI (measured by the
+    // differential tester), but for `src_first` ([`cmps`]).
+    let (a, b) = if src_first {
+        let a = ctx.read_mem(s.src, s.si(ctx), N)?;
+        (a, ctx.read_mem(Seg::Es, s.di(ctx), N)?)
+    } else {
+        let b = ctx.read_mem(Seg::Es, s.di(ctx), N)?;
+        (ctx.read_mem(s.src, s.si(ctx), N)?, b)
+    };
     let r = a.wrapping_sub(b);
     ctx.set_arith_flags(flags_sub(a, b, 0, r, N));
     s.advance(ctx, RSI);
@@ -341,10 +354,12 @@ fn cmps<const N: u32>(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
     let s = Str::new(ctx, insn, N);
     let rep = rep_kind(insn, true);
     if rep == Rep::None {
-        return cmps_once::<N>(ctx, &s);
+        return cmps_once::<N>(ctx, &s, false);
     }
+    // AMD CPUs read the source first in a REPE CMPSB, and only there (measured on an AMD host).
+    let src_first = N == 1 && rep == Rep::WhileEqual && ctx.st.quirks == Quirks::Amd;
     let zc = ZeroCountTouches { si: false, di: false };
-    rep_loop(ctx, &s, rep, zc, false, |c| cmps_once::<N>(c, &s), no_fast)
+    rep_loop(ctx, &s, rep, zc, false, |c| cmps_once::<N>(c, &s, src_first), no_fast)
 }
 
 // ------------------------------------------------------------------------------------------ SCAS
@@ -689,10 +704,11 @@ pub(crate) mod testkit {
 #[cfg(test)]
 mod tests {
     use super::MAX_ITERS;
-    use super::testkit::Machine;
+    use super::testkit::{Machine, Stepped};
+    use super::{RCX, RDI, RSI};
     use crate::fault::Fault;
     use crate::interp::Exit;
-    use crate::state::{Seg, flags};
+    use crate::state::{Quirks, Seg, flags};
     use crate::testutil::*;
     use iced_x86::code_asm::{byte_ptr, cr2, eax, ecx, esi, qword_ptr, r15, rax, rdi, rsi, rsp};
 
@@ -1395,7 +1411,8 @@ mod tests {
     #[test]
     fn address_size_32_zero_count_matches_the_host() {
         // With a 0x67 prefix and ECX = 0 in 64-bit mode, Intel CPUs still zero-extend RCX, and for
-        // MOVS RSI/RDI and for STOS RDI; nothing else. (No memory is touched with a zero count.)
+        // MOVS RSI/RDI and for STOS RDI; nothing else; AMD CPUs leave all of them alone. (No memory is
+        // touched with a zero count.)
         let hi = 0xabcd_0000_0000_0000u64;
         let cases: [(&str, [u8; 3]); 5] = [
             ("movsb", [0x67, 0xf3, 0xa4]),
@@ -1421,6 +1438,64 @@ mod tests {
                 (host.0, host.1, host.2, host.3),
                 "{name}"
             );
+        }
+    }
+
+    /// A 32-bit protected-mode machine running `code` with ES and SS limited to 0xFFF.
+    fn limited(code: &[u8], quirks: Quirks) -> Machine {
+        let mut m = Machine::new(TestMode::Prot32, code);
+        m.st.quirks = quirks;
+        m.st.sreg_mut(Seg::Es).limit = 0xfff;
+        m.st.sreg_mut(Seg::Ss).limit = 0xfff;
+        m
+    }
+
+    #[test]
+    fn vendor_quirks_of_rep_strings() {
+        use crate::fault::vec;
+        let vector = |r: Result<Stepped, Fault>| match r {
+            Err(Fault::Exc { vector, .. }) => vector,
+            r => panic!("no fault: {r:?}"),
+        };
+        // REPE CMPSB with both operands beyond their limits: Intel reads ES:EDI first (#GP), AMD the
+        // SS:ESI source (#SS); any other CMPS reads ES:EDI first on both.
+        for (code, amd) in
+            [(&[0x36, 0xf3, 0xa6][..], vec::SS), (&[0x36, 0xf2, 0xa6], vec::GP), (&[0x36, 0xa6], vec::GP)]
+        {
+            for (q, want) in [(Quirks::Intel, vec::GP), (Quirks::Amd, amd)] {
+                let mut m = limited(code, q);
+                m.st.gpr[RSI] = 0x2000;
+                m.st.gpr[RDI] = 0x2000;
+                m.st.gpr[RCX] = 3;
+                assert_eq!(vector(m.step()), want, "{code:02x?} {q:?}");
+            }
+        }
+        // REPE CMPSB that faults in its second iteration: Intel reports the flags the instruction
+        // started with, AMD those of the first (equal) comparison.
+        for (q, zf) in [(Quirks::Intel, 0), (Quirks::Amd, flags::ZF)] {
+            let mut m = limited(&[0xf3, 0xa6], q);
+            m.poke(0x3000, &[7]);
+            m.poke(0xfff, &[7]);
+            m.st.gpr[RSI] = 0x3000;
+            m.st.gpr[RDI] = 0xfff;
+            m.st.gpr[RCX] = 3;
+            m.st.rflags &= !flags::ARITH;
+            assert_eq!(vector(m.step()), vec::GP);
+            assert_eq!(m.st.rflags & flags::ZF, zf, "{q:?}");
+            assert_eq!(m.st.gpr[RCX], 2, "{q:?}");
+        }
+    }
+
+    #[test]
+    fn vendor_quirks_of_a_zero_count_32_bit_rep() {
+        let hi = 0xabcd_0000_0000_0000u64;
+        for (q, touched) in [(Quirks::Intel, true), (Quirks::Amd, false)] {
+            let mut m = Machine::new(TestMode::Long64, &[0x67, 0xf3, 0xa4]);
+            m.st.quirks = q;
+            regs(&mut m, hi | 0x10, hi | 0x20, hi, false);
+            m.step().unwrap();
+            let want = if touched { (0x10, 0x20, 0) } else { (hi | 0x10, hi | 0x20, hi) };
+            assert_eq!((m.st.gpr[RSI], m.st.gpr[RDI], m.st.gpr[RCX]), want, "{q:?}");
         }
     }
 }

@@ -42,7 +42,7 @@ use super::{Handler, Insn};
 use crate::fault::{Fault, vec};
 use crate::mem::Ctx;
 use crate::paging::AccessKind;
-use crate::state::{FpuState, Mode, Seg, cr0, flags};
+use crate::state::{FpuState, Mode, Quirks, Seg, cr0, flags};
 use iced_x86::{Code, Register};
 
 /// The low 80 bits of a register value.
@@ -447,9 +447,10 @@ const MISC_ENABLE_FOPCODE: u64 = 1 << 2;
 
 /// Records the last instruction pointer and (for memory forms) data pointer, and the opcode when
 /// the FOP code compatibility mode is on. With it off (the default), FOP is only recorded for an
-/// instruction that raised an unmasked exception ([`track_fop`]), as on the oracle.
+/// instruction that raised an unmasked exception ([`track_fop`]), as on Intel CPUs. AMD CPUs record it
+/// for every non-control instruction, as in that mode.
 fn note(ctx: &mut Ctx<'_>, insn: &Insn, mem: Option<(Seg, u64)>) {
-    if ctx.st.msr.misc_enable & MISC_ENABLE_FOPCODE != 0 {
+    if ctx.st.msr.misc_enable & MISC_ENABLE_FOPCODE != 0 || ctx.st.quirks == Quirks::Amd {
         ctx.st.fpu.fop = fetch_fop(ctx, insn);
     }
     let cs = ctx.st.sreg(Seg::Cs).selector;

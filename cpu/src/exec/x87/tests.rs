@@ -6,7 +6,7 @@
 
 use super::*;
 use crate::interp::{Exit, Interpreter};
-use crate::state::{CpuState, FpuState};
+use crate::state::{CpuState, FpuState, Quirks};
 use crate::testutil::*;
 
 // ------------------------------------------------------------------------------------- helpers
@@ -921,5 +921,29 @@ fn fsave_frstor_round_trip_and_fnstenv_layout_matches_host() {
         let mut orig = FpuState::default();
         load_image(&mut orig, &img);
         assert_eq!(fields_of_state(&back), fields_of_state(&orig));
+    }
+}
+
+#[test]
+fn fop_is_recorded_by_vendor() {
+    // FADD ST, ST(3) (D8 C3) on valid operands raises nothing: Intel CPUs (FOP compatibility mode
+    // off) leave FOP alone, AMD CPUs record 0x0C3; with an unmasked exception both record it.
+    for (q, unmasked, want) in [
+        (Quirks::Intel, false, 0),
+        (Quirks::Amd, false, 0x0c3),
+        (Quirks::Intel, true, 0x0c3),
+        (Quirks::Amd, true, 0x0c3),
+    ] {
+        let (st, _, exit) = exec(TestMode::Long64, &[0xd8, 0xc3], |st, _| {
+            st.quirks = q;
+            // ST(0) = 1.0 and ST(3) = 3.0, or an SNaN that raises IE (reported at the next FP
+            // instruction, so this one completes and HLT follows).
+            st.fpu.fcw = if unmasked { 0x037e } else { 0x037f };
+            st.fpu.ftw = 0;
+            st.fpu.st[0] = 0x3fff_8000_0000_0000_0000;
+            st.fpu.st[3] = if unmasked { 0x7fff_a000_0000_0000_0000 } else { 0x4000_c000_0000_0000_0000 };
+        });
+        assert_eq!(exit, Exit::Halted, "{q:?}");
+        assert_eq!(st.fpu.fop, want, "{q:?} unmasked={unmasked}");
     }
 }
