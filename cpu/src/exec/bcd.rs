@@ -9,7 +9,7 @@ use super::ops::*;
 use super::{Handler, Insn};
 use crate::fault::Fault;
 use crate::mem::Ctx;
-use crate::state::flags;
+use crate::state::{Quirks, flags};
 use iced_x86::{Code, Mnemonic};
 
 /// Handlers of this family.
@@ -26,7 +26,7 @@ pub fn lookup(code: Code) -> Option<Handler> {
 }
 
 /// DAA on AL with flags `fl`: (new AL, new flags).
-pub fn daa_calc(al: u8, fl: u64) -> (u8, u64) {
+pub fn daa_calc(al: u8, fl: u64, q: Quirks) -> (u8, u64) {
     let cf = fl & flags::CF != 0;
     let af = fl & flags::AF != 0;
     let mut r = al;
@@ -39,13 +39,17 @@ pub fn daa_calc(al: u8, fl: u64) -> (u8, u64) {
         r = r.wrapping_add(0x60);
         f |= flags::CF;
     }
-    // SF, ZF, PF from the result. OF (undefined): the host clears it.
+    // SF, ZF, PF from the result. OF (undefined): Intel clears it; AMD sets it as for the signed
+    // overflow of AL + the whole adjustment (0, 6, 0x60 or 0x66) done as one ADD.
     f |= szp(r as u64, 1);
+    if q == Quirks::Amd && (!(al ^ r.wrapping_sub(al)) & (al ^ r)) & 0x80 != 0 {
+        f |= flags::OF;
+    }
     (r, f)
 }
 
 /// DAS on AL with flags `fl`: (new AL, new flags).
-pub fn das_calc(al: u8, fl: u64) -> (u8, u64) {
+pub fn das_calc(al: u8, fl: u64, q: Quirks) -> (u8, u64) {
     let cf = fl & flags::CF != 0;
     let af = fl & flags::AF != 0;
     let mut r = al;
@@ -59,25 +63,36 @@ pub fn das_calc(al: u8, fl: u64) -> (u8, u64) {
         r = r.wrapping_sub(0x60);
         f |= flags::CF;
     }
-    // SF, ZF, PF from the result. OF (undefined): the host clears it.
+    // SF, ZF, PF from the result. OF (undefined): Intel clears it; AMD sets it as for the signed
+    // overflow of AL - the whole adjustment done as one SUB.
     f |= szp(r as u64, 1);
+    if q == Quirks::Amd && ((al ^ al.wrapping_sub(r)) & (al ^ r)) & 0x80 != 0 {
+        f |= flags::OF;
+    }
     (r, f)
 }
 
 /// AAA (`sub` = false) or AAS on AX with flags `fl`: (new AX, new flags).
-pub fn aaa_calc(ax: u16, fl: u64, sub: bool) -> (u16, u64) {
+pub fn aaa_calc(ax: u16, fl: u64, sub: bool, q: Quirks) -> (u16, u64) {
     let af = fl & flags::AF != 0;
     let al = ax as u8;
     // AAA adds 0x106 to AX (a carry out of AL reaches AH), AAS subtracts 6 from AX and 1 from AH; AL's
-    // high nibble is then cleared. SF, ZF, PF (undefined): the host sets them from the final AL;
+    // high nibble is then cleared. SF, ZF, PF (undefined): Intel sets them from the final AL;
     // OF (undefined): cleared.
+    // AMD: SF, ZF, PF come from the 16-bit AX +/- 0x106 before AL's high nibble is cleared (from AX
+    // itself when no adjustment is made), and OF too, as for that 16-bit ADD/SUB of 0x106.
     if al & 0x0f > 9 || af {
         let r = if sub { ax.wrapping_sub(6).wrapping_sub(0x100) } else { ax.wrapping_add(0x106) };
-        let r = r & 0xff0f;
-        (r, flags::AF | flags::CF | szp(r as u64 & 0xff, 1))
+        let f = if q == Quirks::Amd {
+            let op = if sub { flags_sub } else { flags_add };
+            op(ax as u64, 0x106, 0, r as u64, 2) & (flags::SF | flags::ZF | flags::PF | flags::OF)
+        } else {
+            szp(r as u64 & 0x0f, 1)
+        };
+        (r & 0xff0f, flags::AF | flags::CF | f)
     } else {
         let r = ax & 0xff0f;
-        (r, szp(r as u64 & 0xff, 1))
+        (r, if q == Quirks::Amd { szp(ax as u64, 2) } else { szp(r as u64 & 0xff, 1) })
     }
 }
 
@@ -101,7 +116,7 @@ pub fn aad_calc(ax: u16, b: u8) -> (u16, u64) {
 
 fn daa(ctx: &mut Ctx<'_>, _: &Insn) -> Result<(), Fault> {
     not_64(ctx)?;
-    let (r, f) = daa_calc(ctx.st.gpr[0] as u8, ctx.st.rflags);
+    let (r, f) = daa_calc(ctx.st.gpr[0] as u8, ctx.st.rflags, ctx.st.quirks);
     ctx.st.set_reg(0, 1, r as u64);
     ctx.set_arith_flags(f);
     Ok(())
@@ -109,7 +124,7 @@ fn daa(ctx: &mut Ctx<'_>, _: &Insn) -> Result<(), Fault> {
 
 fn das(ctx: &mut Ctx<'_>, _: &Insn) -> Result<(), Fault> {
     not_64(ctx)?;
-    let (r, f) = das_calc(ctx.st.gpr[0] as u8, ctx.st.rflags);
+    let (r, f) = das_calc(ctx.st.gpr[0] as u8, ctx.st.rflags, ctx.st.quirks);
     ctx.st.set_reg(0, 1, r as u64);
     ctx.set_arith_flags(f);
     Ok(())
@@ -117,7 +132,7 @@ fn das(ctx: &mut Ctx<'_>, _: &Insn) -> Result<(), Fault> {
 
 fn aaa(ctx: &mut Ctx<'_>, _: &Insn) -> Result<(), Fault> {
     not_64(ctx)?;
-    let (r, f) = aaa_calc(ctx.st.gpr[0] as u16, ctx.st.rflags, false);
+    let (r, f) = aaa_calc(ctx.st.gpr[0] as u16, ctx.st.rflags, false, ctx.st.quirks);
     ctx.st.set_reg(0, 2, r as u64);
     ctx.set_arith_flags(f);
     Ok(())
@@ -125,7 +140,7 @@ fn aaa(ctx: &mut Ctx<'_>, _: &Insn) -> Result<(), Fault> {
 
 fn aas(ctx: &mut Ctx<'_>, _: &Insn) -> Result<(), Fault> {
     not_64(ctx)?;
-    let (r, f) = aaa_calc(ctx.st.gpr[0] as u16, ctx.st.rflags, true);
+    let (r, f) = aaa_calc(ctx.st.gpr[0] as u16, ctx.st.rflags, true, ctx.st.quirks);
     ctx.st.set_reg(0, 2, r as u64);
     ctx.set_arith_flags(f);
     Ok(())
@@ -154,7 +169,29 @@ fn aad(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
 #[cfg(test)]
 mod tests {
     use super::super::misc::testkit::*;
+    use super::*;
     use crate::testutil::TestMode;
+
+    /// The undefined flags of each vendor, as measured on each (the native test checks the host's).
+    #[test]
+    fn undefined_flags_by_vendor() {
+        use flags::{AF, CF, OF, PF, SF, ZF};
+        // DAA of 0x1A with CF: 0x1A + 0x66 = 0x80 overflows as a signed ADD.
+        assert_eq!(daa_calc(0x1a, CF, Quirks::Intel), (0x80, SF | AF | CF));
+        assert_eq!(daa_calc(0x1a, CF, Quirks::Amd), (0x80, OF | SF | AF | CF));
+        // DAS of 0x80 with AF: 0x80 - 6 = 0x7A overflows.
+        assert_eq!(das_calc(0x80, AF, Quirks::Intel), (0x7a, AF));
+        assert_eq!(das_calc(0x80, AF, Quirks::Amd), (0x7a, OF | AF));
+        // AAA of AX = 0x7EFA: Intel's flags from the final AL (0x00), AMD's from AX + 0x106 = 0x8000.
+        assert_eq!(aaa_calc(0x7efa, 0, false, Quirks::Intel), (0x8000, ZF | PF | AF | CF));
+        assert_eq!(aaa_calc(0x7efa, 0, false, Quirks::Amd), (0x8000, OF | SF | PF | AF | CF));
+        // AAS of AX = 0 with AF: AX - 0x106 = 0xFEFA; AL ends as 0x0A.
+        assert_eq!(aaa_calc(0, AF, true, Quirks::Intel), (0xfe0a, PF | AF | CF));
+        assert_eq!(aaa_calc(0, AF, true, Quirks::Amd), (0xfe0a, SF | PF | AF | CF));
+        // No adjustment: Intel's flags from AL AND 0x0F, AMD's from AX.
+        assert_eq!(aaa_calc(0x0083, 0, false, Quirks::Intel), (0x0003, PF));
+        assert_eq!(aaa_calc(0x0083, 0, false, Quirks::Amd), (0x0003, 0));
+    }
 
     /// Every AL (and AH for AAA/AAS/AAD) with every combination of CF and AF, against the host in
     /// 32-bit compatibility mode.
