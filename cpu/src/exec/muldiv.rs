@@ -1,16 +1,16 @@
 //! Multiply and divide: MUL, IMUL (one, two and three operands), DIV, IDIV.
 //!
 //! CF and OF after a multiply are architectural; SF, ZF, AF and PF are undefined and follow what Intel
-//! CPUs produce (rules next to the code, checked against the host by the native-oracle tests). Divides
-//! raise #DE on a zero divisor and on a quotient that does not fit (including INT_MIN / -1); all their
-//! flags are undefined, and follow the host too.
+//! or AMD CPUs produce, by [`Quirks`] (rules next to the code, checked against the host by the
+//! native-oracle tests). Divides raise #DE on a zero divisor and on a quotient that does not fit
+//! (including INT_MIN / -1); all their flags are undefined, and follow the vendor too.
 
 use super::ops::*;
 use super::{Handler, Insn};
 use crate::fault::Fault;
 use crate::mem::Ctx;
 use crate::regs::{sext, size_mask};
-use crate::state::flags;
+use crate::state::{Quirks, flags};
 use iced_x86::{Code, EncodingKind, Mnemonic};
 
 /// Handlers of this family.
@@ -30,13 +30,17 @@ pub fn lookup(code: Code) -> Option<Handler> {
     })
 }
 
-/// Flags after a multiply whose low half (at `size` bytes) is `lo` and whose result did (`ovf`) or did
-/// not fit in it. CF = OF = `ovf`. The undefined ones, as the host computes them: SF = MSB(lo),
-/// ZF = 0 always, AF = 0, PF = parity of the low byte of `lo`.
+/// Sets the flags after a multiply whose low half (at `size` bytes) is `lo` and whose result did
+/// (`ovf`) or did not fit in it. CF = OF = `ovf`. The undefined ones: Intel computes SF = MSB(lo),
+/// ZF = 0 always, AF = 0, PF = parity of the low byte of `lo`; AMD leaves SF, ZF, AF, PF unchanged.
 #[inline]
-pub fn mul_flags(lo: u64, ovf: bool, size: u32) -> u64 {
-    let f = szp(lo, size) & !flags::ZF;
-    f | if ovf { flags::CF | flags::OF } else { 0 }
+fn set_mul_flags(ctx: &mut Ctx<'_>, lo: u64, ovf: bool, size: u32) {
+    let cf_of = if ovf { flags::CF | flags::OF } else { 0 };
+    if ctx.st.quirks == Quirks::Amd {
+        ctx.set_flags_masked(cf_of, flags::CF | flags::OF);
+    } else {
+        ctx.set_arith_flags((szp(lo, size) & !flags::ZF) | cf_of);
+    }
 }
 
 /// Reads the accumulator pair (AX, DX:AX, EDX:EAX or RDX:RAX) for a `size`-byte divide as a u128.
@@ -69,7 +73,7 @@ fn mul(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
     let lo = p as u64 & m;
     let hi = (p >> (size * 8)) as u64 & m;
     set_pair(ctx, size, lo, hi);
-    ctx.set_arith_flags(mul_flags(lo, hi != 0, size));
+    set_mul_flags(ctx, lo, hi != 0, size);
     Ok(())
 }
 
@@ -91,7 +95,7 @@ fn imul1(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
     let a = ctx.st.reg(0, size);
     let (lo, hi, ovf) = imul_parts(a, b, size);
     set_pair(ctx, size, lo, hi);
-    ctx.set_arith_flags(mul_flags(lo, ovf, size));
+    set_mul_flags(ctx, lo, ovf, size);
     Ok(())
 }
 
@@ -103,7 +107,7 @@ fn imul_n(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
     let b = read_op(ctx, insn, n - 1)?;
     let (lo, _, ovf) = imul_parts(a, b, size);
     write_op(ctx, insn, 0, lo)?;
-    ctx.set_arith_flags(mul_flags(lo, ovf, size));
+    set_mul_flags(ctx, lo, ovf, size);
     Ok(())
 }
 
@@ -121,7 +125,7 @@ fn div(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
         return Err(Fault::de());
     }
     set_pair(ctx, size, q as u64, r as u64);
-    // All six flags are undefined: the host leaves them unchanged.
+    div_flags(ctx);
     Ok(())
 }
 
@@ -144,8 +148,17 @@ fn idiv(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
         return Err(Fault::de());
     }
     set_pair(ctx, size, q as u64 & m, r as u64 & m);
-    // All six flags are undefined: the host leaves them unchanged.
+    div_flags(ctx);
     Ok(())
+}
+
+/// All six flags are undefined after a divide that completes: Intel leaves them unchanged; AMD leaves
+/// OF and CF, clears SF, ZF, PF and sets AF.
+#[inline]
+fn div_flags(ctx: &mut Ctx<'_>) {
+    if ctx.st.quirks == Quirks::Amd {
+        ctx.set_flags_masked(flags::AF, flags::SF | flags::ZF | flags::AF | flags::PF);
+    }
 }
 
 #[cfg(test)]
@@ -154,6 +167,28 @@ mod tests {
     use crate::fault::Fault;
     use crate::regs::{sext, size_mask};
     use iced_x86::Mnemonic as M;
+
+    /// The undefined flags of each vendor, as measured on each (the native tests check the host's).
+    #[test]
+    fn undefined_flags_by_vendor() {
+        use crate::state::{Quirks, flags::*};
+        use crate::testutil::TestMode;
+        let run = |q: Quirks, code: &[u8]| {
+            let mut e = Emu::new(TestMode::Long64);
+            e.st.quirks = q;
+            e.st.gpr[0] = 0x40;
+            e.st.gpr[1] = 3;
+            e.st.rflags = (e.st.rflags & !ARITH) | ZF | SF | CF;
+            e.exec(code).unwrap();
+            (e.st.gpr[0] & 0xffff, e.st.rflags & ARITH)
+        };
+        // mul cl: 0x40 * 3 = 0xC0 fits in AL.
+        assert_eq!(run(Quirks::Intel, &[0xf6, 0xe1]), (0xc0, SF | PF));
+        assert_eq!(run(Quirks::Amd, &[0xf6, 0xe1]), (0xc0, ZF | SF));
+        // div cl: 0x40 / 3 = 21 rest 1.
+        assert_eq!(run(Quirks::Intel, &[0xf6, 0xf1]), (0x0115, ZF | SF | CF));
+        assert_eq!(run(Quirks::Amd, &[0xf6, 0xf1]), (0x0115, AF | CF));
+    }
 
     #[test]
     fn native_multiplies() {
