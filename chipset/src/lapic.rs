@@ -12,14 +12,14 @@
 //! | Index | Register |
 //! |---|---|
 //! | 0x02 | ID (xAPIC bits 31:24) |
-//! | 0x03 | version 0x0005_0014: version 0x14, six LVT entries, no EOI-broadcast suppression |
+//! | 0x03 | version 0x0105_0014: version 0x14, six LVT entries, EOI-broadcast suppression (bit 24) |
 //! | 0x08 | TPR |
 //! | 0x09 | APR (reads 0, xAPIC only) |
 //! | 0x0A | PPR |
 //! | 0x0B | EOI |
 //! | 0x0D | LDR |
 //! | 0x0E | DFR (xAPIC only) |
-//! | 0x0F | spurious vector register (bit 8: software enable, bit 9: focus checking disable) |
+//! | 0x0F | spurious vector register (bit 8: software enable, bit 9: focus checking disable, bit 12: EOI-broadcast suppression) |
 //! | 0x10-0x17, 0x18-0x1F, 0x20-0x27 | ISR, TMR, IRR (256 bits each, 32 per register) |
 //! | 0x28 | ESR (write latches the errors collected since the previous write) |
 //! | 0x30, 0x31 | ICR low, high |
@@ -34,7 +34,8 @@
 //!   vector from the PIC) and [`LocalApic::take_nmi`], then [`LocalApic::has_interrupt`] (the highest IRR
 //!   vector whose priority class beats PPR) and [`LocalApic::acknowledge`] (IRR → ISR).
 //! * EOI of a level-triggered vector (TMR set) is queued for [`LocalApic::take_eois`]; the machine passes
-//!   each vector to the I/O APIC's `eoi`.
+//!   each vector to the I/O APIC's `eoi`. With SVR bit 12 set the broadcast is suppressed: the OS ends
+//!   the I/O APIC's level interrupt through that APIC's EOI register instead (SDM vol. 3 11.8.5).
 //! * IPIs written to ICR are queued as [`IpiMessage`]s for [`LocalApic::take_ipis`], except fixed IPIs
 //!   with the "self" shorthand, which are accepted locally. "All including self" is queued like the
 //!   others: the machine routes it back to this APIC too.
@@ -52,7 +53,7 @@ use mmu::{Device, DeviceCtx, SnapshotError, SnapshotReader, SnapshotWriter, Virt
 
 use crate::{le_value, note_deadline, put_le};
 
-const VERSION: u32 = 0x0005_0014;
+const VERSION: u32 = 0x0105_0014;
 const LVT_TIMER: usize = 0;
 const LVT_LINT0: usize = 3;
 const LVT_ERROR: usize = 5;
@@ -61,6 +62,10 @@ const LVT_MASKED: u32 = 1 << 16;
 const LVT_WRITABLE: [u32; 6] = [0x0007_00ff, 0x0001_07ff, 0x0001_07ff, 0x0001_a7ff, 0x0001_a7ff, 0x0001_00ff];
 const LVT_REMOTE_IRR: u32 = 1 << 14;
 const SVR_ENABLE: u32 = 1 << 8;
+/// SVR bit 12: suppress the EOI broadcast of level-triggered vectors.
+const SVR_SUPPRESS_EOI_BROADCAST: u32 = 1 << 12;
+/// Writable SVR bits: vector, software enable, focus checking, EOI-broadcast suppression.
+const SVR_WRITABLE: u32 = 0x13ff;
 
 const ESR_SEND_ILLEGAL: u32 = 1 << 5;
 const ESR_RECV_ILLEGAL: u32 = 1 << 6;
@@ -545,7 +550,7 @@ impl LocalApic {
                     *e &= !LVT_REMOTE_IRR;
                 }
             }
-            if self.eois.len() < MAX_QUEUE {
+            if self.svr & SVR_SUPPRESS_EOI_BROADCAST == 0 && self.eois.len() < MAX_QUEUE {
                 self.eois.push(v);
             }
         }
@@ -633,7 +638,7 @@ impl LocalApic {
             0x0d if !x2 => self.ldr = v & 0xff00_0000,
             0x0e if !x2 => self.dfr = v | 0x0fff_ffff,
             0x0f => {
-                self.svr = v & 0x3ff;
+                self.svr = v & SVR_WRITABLE;
                 if !self.sw_enabled() {
                     for e in &mut self.lvt {
                         *e |= LVT_MASKED;
@@ -842,7 +847,7 @@ impl Device for LocalApic {
         }
         s.eois = eois.to_vec();
         s.divide &= 0xb;
-        s.svr &= 0x3ff;
+        s.svr &= SVR_WRITABLE;
         *self = s;
         Ok(())
     }
@@ -917,7 +922,7 @@ mod tests {
         let mut a = LocalApic::new(3, TSC_HZ, BUS_HZ);
         let mut b = Bus::new();
         assert_eq!(mmio_rd(&mut b, &mut a, 0, 0x20), 0x0300_0000);
-        assert_eq!(mmio_rd(&mut b, &mut a, 0, 0x30), 0x0005_0014);
+        assert_eq!(mmio_rd(&mut b, &mut a, 0, 0x30), 0x0105_0014);
         assert_eq!(mmio_rd(&mut b, &mut a, 0, 0xe0), 0xffff_ffff);
         assert_eq!(mmio_rd(&mut b, &mut a, 0, 0xf0), 0xff);
         for off in (0x320..=0x370).step_by(0x10) {
@@ -980,6 +985,25 @@ mod tests {
         mmio_wr(&mut b, &mut a, 0, 0xb0, 0);
         assert_eq!(a.take_eois(), [0x52]);
         assert_eq!(a.acknowledge(), 0x31);
+    }
+
+    #[test]
+    fn eoi_broadcast_suppression() {
+        let mut a = apic();
+        let mut b = Bus::new();
+        assert_ne!(mmio_rd(&mut b, &mut a, 0, 0x30) & (1 << 24), 0, "advertised in the version register");
+        mmio_wr(&mut b, &mut a, 0, 0xf0, 0x11ff);
+        assert_eq!(mmio_rd(&mut b, &mut a, 0, 0xf0), 0x11ff, "SVR bit 12 is writable");
+        a.accept(0x52, true);
+        assert_eq!(a.acknowledge(), 0x52);
+        mmio_wr(&mut b, &mut a, 0, 0xb0, 0);
+        assert!(a.take_eois().is_empty(), "suppressed broadcast");
+        assert_eq!(mmio_rd(&mut b, &mut a, 0, 0x100 + 0x20), 0, "the EOI still clears ISR");
+        mmio_wr(&mut b, &mut a, 0, 0xf0, 0x1ff);
+        a.accept(0x52, true);
+        assert_eq!(a.acknowledge(), 0x52);
+        mmio_wr(&mut b, &mut a, 0, 0xb0, 0);
+        assert_eq!(a.take_eois(), [0x52], "broadcast again once the bit is cleared");
     }
 
     #[test]
