@@ -1,16 +1,17 @@
 //! Shifts and rotates: SHL/SAL, SHR, SAR, ROL, ROR, RCL, RCR (by 1, CL or imm8), SHLD, SHRD.
 //!
 //! The count is masked to 5 bits (6 for 64-bit operands). A masked count of zero changes neither the
-//! destination nor any flag. Flags the SDM calls undefined follow what Intel CPUs produce; the rule for
-//! each is written next to its computation and checked against the host CPU by the native-oracle tests
-//! below (every operand size, every count 0..=65).
+//! destination nor any flag. Flags the SDM calls undefined follow what the CPU of `CpuState::quirks`
+//! produces (Intel or AMD); the rule for each is written next to its computation and checked against
+//! the host CPU by the native-oracle tests below (every operand size, every count 0..=65), and both
+//! vendors' rules by `undefined_results_by_vendor`.
 
 use super::ops::*;
 use super::{Handler, Insn};
 use crate::fault::Fault;
 use crate::mem::Ctx;
 use crate::regs::{sext, size_mask};
-use crate::state::flags;
+use crate::state::{Quirks, flags};
 use iced_x86::{Code, EncodingKind, Mnemonic, OpKind};
 
 /// Handlers of this family.
@@ -64,9 +65,44 @@ fn bit(v: u64, n: u32) -> u64 {
 
 /// Result, new flag values and the mask of flags written, for `op` on the `size`-byte value `a` with a
 /// masked, nonzero count `cnt` and incoming flags `fl`; `imm_reg` says the count is an immediate and
-/// the destination a register.
+/// the destination a register. `amd` selects AMD's undefined flags (see `amd_flags`).
 #[inline]
-pub fn compute(op: Op, size: u32, a: u64, cnt: u32, fl: u64, imm_reg: bool) -> (u64, u64, u64) {
+pub fn compute(op: Op, size: u32, a: u64, cnt: u32, fl: u64, imm_reg: bool, amd: bool) -> (u64, u64, u64) {
+    let (r, f, mask) = intel(op, size, a, cnt, fl, imm_reg);
+    if !amd {
+        (r, f, mask)
+    } else if mask == 0 {
+        // RCL/RCR by a multiple of the width plus one: AMD still writes OF (from the unchanged
+        // value and CF).
+        amd_flags(op, size, r, fl & flags::CF, 0)
+    } else {
+        amd_flags(op, size, r, f, mask)
+    }
+}
+
+/// AMD Zen computes the flags the SDM leaves undefined from the last single-bit step instead: OF is
+/// MSB(result) XOR CF for left shifts and rotates, MSB(result) XOR MSB-1(result) for right ones, for
+/// every count; rotates write OF for immediate counts too, and RCL/RCR also when the count modulo
+/// the width plus one is 0; SHL/SHR/SAR set AF. The result and CF are
+/// those of the architectural definition (the same on both vendors).
+#[inline]
+fn amd_flags(op: Op, size: u32, r: u64, f: u64, mask: u64) -> (u64, u64, u64) {
+    let n = size * 8;
+    let msb = (r >> (n - 1)) & 1;
+    let cf = f & flags::CF;
+    let of = match op {
+        Op::Shl | Op::Rol | Op::Rcl => msb ^ cf,
+        Op::Shr | Op::Sar | Op::Ror | Op::Rcr => msb ^ bit(r, n - 2),
+    };
+    let f = (f & !flags::OF) | (of * flags::OF);
+    match op {
+        Op::Shl | Op::Shr | Op::Sar => (r, f | flags::AF, mask),
+        _ => (r, f, mask | flags::OF),
+    }
+}
+
+#[inline]
+fn intel(op: Op, size: u32, a: u64, cnt: u32, fl: u64, imm_reg: bool) -> (u64, u64, u64) {
     let n = size * 8;
     let m = size_mask(size);
     let a = a & m;
@@ -170,7 +206,8 @@ fn shift(ctx: &mut Ctx<'_>, insn: &Insn, op: Op) -> Result<(), Fault> {
     }
     // ROL/ROR of a register by an immediate leave OF alone (see `rot_mask`).
     let imm_reg = insn.i.op1_kind() != OpKind::Register && matches!(l, Loc::Reg(_));
-    let (r, f, mask) = compute(op, size, a, cnt, ctx.st.rflags, imm_reg);
+    let amd = ctx.st.quirks == Quirks::Amd;
+    let (r, f, mask) = compute(op, size, a, cnt, ctx.st.rflags, imm_reg, amd);
     loc_write(ctx, l, r)?;
     ctx.set_flags_masked(f, mask);
     Ok(())
@@ -198,18 +235,24 @@ fn sar(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
     shift(ctx, insn, Op::Sar)
 }
 
-/// SHLD (`left`) or SHRD of destination `a` with source `b` by a masked, nonzero count: result and flags.
+/// SHLD (`left`) or SHRD of destination `a` with source `b` by a masked, nonzero count: result and
+/// flags; `amd` selects AMD's undefined results.
 #[inline]
-pub fn double_shift(left: bool, size: u32, a: u64, b: u64, cnt: u32) -> (u64, u64) {
+pub fn double_shift(left: bool, size: u32, a: u64, b: u64, cnt: u32, amd: bool) -> (u64, u64) {
     let n = size * 8;
     let m = size_mask(size);
     let (a, b) = (a & m, b & m);
     let (r, cf) = if size == 2 {
-        // 16-bit counts can reach 31 (the SDM leaves the result of counts > 16 undefined). The host
-        // shifts the 48-bit value a:b:a (a in the top and bottom 16 bits): SHLD keeps the top 16 bits,
-        // SHRD the bottom 16; CF is the last bit shifted out of them. For counts <= 16 this is the
-        // architectural result.
-        let v = ((a as u128) << 32) | ((b as u128) << 16) | a as u128;
+        // 16-bit counts can reach 31 (the SDM leaves the result of counts > 16 undefined). Both
+        // vendors shift a 48-bit value and keep 16 bits of it, CF being the last bit shifted out of
+        // those: Intel shifts a:b:a (SHLD keeps the top 16 bits, SHRD the bottom 16), AMD shifts
+        // a:b:b for SHLD and b:b:a for SHRD. For counts <= 16 both give the architectural result.
+        let (hi, lo) = match (left, amd) {
+            (_, false) => (a, a),
+            (true, true) => (a, b),
+            (false, true) => (b, a),
+        };
+        let v = ((hi as u128) << 32) | ((b as u128) << 16) | lo as u128;
         if left {
             let s = v << cnt;
             (((s >> 32) as u64) & m, ((s >> 48) as u64) & 1)
@@ -222,11 +265,27 @@ pub fn double_shift(left: bool, size: u32, a: u64, b: u64, cnt: u32) -> (u64, u6
     } else {
         ((a >> cnt | b << (n - cnt)) & m, bit(a, cnt - 1))
     };
+    // AMD, 16 bits, counts 16..=31: CF is the last bit shifted out of the destination itself for
+    // count 16 (LSB(a) for SHLD, MSB(a) for SHRD) and 0 beyond; SHLD's OF then equals CF.
+    let amd_wide = amd && size == 2 && cnt >= 16;
+    let cf = match (amd_wide, cnt == 16, left) {
+        (false, ..) => cf,
+        (true, false, _) => 0,
+        (true, true, true) => a & 1,
+        (true, true, false) => a >> 15,
+    };
     let msb = |v: u64| (v >> (n - 1)) & 1;
-    // OF (defined for count 1 only): as for the first single-bit step, for every count: SHLD gives
-    // MSB(a) XOR MSB-1(a), SHRD gives MSB(a) XOR LSB(b). AF (undefined): the host clears it.
-    let of = if left { msb(a) ^ bit(a, n - 2) } else { msb(a) ^ (b & 1) };
-    let f = szp(r, size) | (cf * flags::CF) | (of * flags::OF);
+    // OF (defined for count 1 only) and AF (undefined). Intel: OF as for the first single-bit step,
+    // for every count (SHLD: MSB(a) XOR MSB-1(a); SHRD: MSB(a) XOR LSB(b)), AF clear. AMD: OF as for
+    // the last step (SHLD: MSB(result) XOR CF; SHRD: MSB(result) XOR MSB-1(result)), AF set.
+    let (of, af) = match (left, amd) {
+        (true, false) => (msb(a) ^ bit(a, n - 2), 0),
+        (false, false) => (msb(a) ^ (b & 1), 0),
+        (true, true) if amd_wide => (cf, flags::AF),
+        (true, true) => (msb(r) ^ cf, flags::AF),
+        (false, true) => (msb(r) ^ bit(r, n - 2), flags::AF),
+    };
+    let f = szp(r, size) | (cf * flags::CF) | (of * flags::OF) | af;
     (r, f)
 }
 
@@ -243,7 +302,7 @@ fn dshift(ctx: &mut Ctx<'_>, insn: &Insn, left: bool) -> Result<(), Fault> {
         }
         return Ok(());
     }
-    let (r, f) = double_shift(left, size, a, b, cnt);
+    let (r, f) = double_shift(left, size, a, b, cnt, ctx.st.quirks == Quirks::Amd);
     loc_write(ctx, l, r)?;
     ctx.set_arith_flags(f);
     Ok(())
@@ -260,6 +319,50 @@ fn shrd(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
 mod tests {
     use super::super::misc::testkit::*;
     use iced_x86::Mnemonic as M;
+
+    /// The undefined results of each vendor, as measured on each (the native tests check the host's).
+    #[test]
+    fn undefined_results_by_vendor() {
+        use crate::state::{Quirks, flags::*};
+        use crate::testutil::TestMode;
+        // rax = a, rdx = b, rcx = count, all flags clear on entry.
+        let run = |q: Quirks, code: &[u8], a: u64, b: u64, c: u64| {
+            let mut e = Emu::new(TestMode::Long64);
+            e.st.quirks = q;
+            e.st.gpr[0] = a;
+            e.st.gpr[1] = c;
+            e.st.gpr[2] = b;
+            e.st.rflags &= !ARITH;
+            e.exec(code).unwrap();
+            (e.st.gpr[0], e.st.rflags & ARITH)
+        };
+        // shl al,cl by 3 of 0x21: Intel's OF is the first step's (0 XOR 0), AMD's the last step's
+        // (MSB(0x08) XOR CF=1); AMD sets AF.
+        let shl = [0xd2, 0xe0];
+        assert_eq!(run(Quirks::Intel, &shl, 0x21, 0, 3), (0x08, CF));
+        assert_eq!(run(Quirks::Amd, &shl, 0x21, 0, 3), (0x08, CF | OF | AF));
+        // shr al,cl by 2 of 0x81: Intel OF = MSB(a); AMD OF = MSB(r) XOR MSB-1(r) = 0.
+        let shr = [0xd2, 0xe8];
+        assert_eq!(run(Quirks::Intel, &shr, 0x81, 0, 2), (0x20, OF));
+        assert_eq!(run(Quirks::Amd, &shr, 0x81, 0, 2), (0x20, AF));
+        // rol al,2 of 0x40: Intel leaves OF alone for an immediate count, AMD writes
+        // MSB(0x01) XOR CF = 0 XOR 1.
+        let rol = [0xc0, 0xc0, 0x02];
+        assert_eq!(run(Quirks::Intel, &rol, 0x40, 0, 0), (0x01, CF));
+        assert_eq!(run(Quirks::Amd, &rol, 0x40, 0, 0), (0x01, CF | OF));
+        // rcl al,cl by 9 of 0x80: nothing changes on Intel; AMD writes OF = MSB(a) XOR CF = 1.
+        let rcl = [0xd2, 0xd0];
+        assert_eq!(run(Quirks::Intel, &rcl, 0x80, 0, 9), (0x80, 0));
+        assert_eq!(run(Quirks::Amd, &rcl, 0x80, 0, 9), (0x80, OF));
+        // shld ax,dx,cl by 30 (16-bit counts above 16), a = 0x0f76, b = 0x255a: Intel shifts
+        // a:b:a, AMD a:b:b and clears CF and OF.
+        let shld = [0x66, 0x0f, 0xa5, 0xd0];
+        assert_eq!(run(Quirks::Intel, &shld, 0x0f76, 0x255a, 30), (0x83dd, SF | PF));
+        assert_eq!(run(Quirks::Amd, &shld, 0x0f76, 0x255a, 30), (0x8956, SF | AF | PF));
+        // shrd ax,dx,cl by 30: AMD shifts b:b:a.
+        let shrd = [0x66, 0x0f, 0xad, 0xd0];
+        assert_eq!(run(Quirks::Amd, &shrd, 0x0f76, 0x255a, 30), (0x9568, SF | OF | AF));
+    }
 
     #[test]
     fn native_shifts_and_rotates() {
