@@ -12,7 +12,7 @@ use crate::fault::Fault;
 use crate::mem::Ctx;
 use crate::paging::AccessKind;
 use crate::regs::{sext, size_mask};
-use crate::state::{Mode, flags};
+use crate::state::{Mode, Quirks, flags};
 use iced_x86::{Code, EncodingKind, Mnemonic, OpKind};
 
 /// Handlers of this family.
@@ -183,9 +183,14 @@ fn count_zeros(ctx: &mut Ctx<'_>, insn: &Insn, leading: bool) -> Result<(), Faul
         src.trailing_zeros()
     } as u64;
     write_op(ctx, insn, 0, r)?;
-    // CF = (source == 0), ZF = (result == 0); OF, SF, AF, PF (undefined): the host clears them.
+    // CF = (source == 0), ZF = (result == 0); OF, SF, AF, PF (undefined): Intel clears them, AMD
+    // keeps OF and clears the others.
     let f = if src == 0 { flags::CF } else { 0 } | if r == 0 { flags::ZF } else { 0 };
-    ctx.set_arith_flags(f);
+    if ctx.st.quirks == Quirks::Amd {
+        ctx.set_flags_masked(f, flags::ARITH & !flags::OF);
+    } else {
+        ctx.set_arith_flags(f);
+    }
     Ok(())
 }
 
@@ -373,10 +378,12 @@ fn vex_mode(ctx: &Ctx<'_>) -> Result<(), Fault> {
     if matches!(ctx.st.mode(), Mode::Real | Mode::V86) { Err(Fault::ud()) } else { Ok(()) }
 }
 
-/// SF and ZF of a result; the other BMI flags are set by the callers.
+/// SF and ZF of a result, and PF on AMD (Intel clears the undefined PF); the other BMI flags are set
+/// by the callers.
 #[inline]
-fn sz(r: u64, size: u32) -> u64 {
-    szp(r, size) & (flags::SF | flags::ZF)
+fn sz(ctx: &Ctx<'_>, r: u64, size: u32) -> u64 {
+    let pf = if ctx.st.quirks == Quirks::Amd { flags::PF } else { 0 };
+    szp(r, size) & (flags::SF | flags::ZF | pf)
 }
 
 /// ANDN r, v, r/m: r = !v & r/m.
@@ -387,8 +394,8 @@ fn andn(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
     let b = read_op(ctx, insn, 2)?;
     let r = !a & b & size_mask(size);
     write_op(ctx, insn, 0, r)?;
-    // SF, ZF from the result; CF = OF = 0; AF, PF (undefined): the host clears them.
-    ctx.set_arith_flags(sz(r, size));
+    // SF, ZF from the result; CF = OF = 0; AF (undefined) clear, PF (undefined) see `sz`.
+    ctx.set_arith_flags(sz(ctx, r, size));
     Ok(())
 }
 
@@ -408,8 +415,13 @@ fn bextr(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
         if len >= 64 { v } else { v & ((1u64 << len) - 1) }
     };
     write_op(ctx, insn, 0, r)?;
-    // ZF from the result; CF = OF = 0; SF, AF, PF (undefined): the host clears them.
-    ctx.set_arith_flags(if r == 0 { flags::ZF } else { 0 });
+    // ZF from the result; CF = OF = 0; SF, AF, PF (undefined): Intel clears them, AMD sets PF from
+    // the result, sets AF and clears SF.
+    if ctx.st.quirks == Quirks::Amd {
+        ctx.set_arith_flags((szp(r, size) & !flags::SF) | flags::AF);
+    } else {
+        ctx.set_arith_flags(if r == 0 { flags::ZF } else { 0 });
+    }
     Ok(())
 }
 
@@ -421,8 +433,8 @@ fn bls(ctx: &mut Ctx<'_>, insn: &Insn, f: fn(u64) -> u64, kind: u8) -> Result<()
     let r = f(src) & size_mask(size);
     write_op(ctx, insn, 0, r)?;
     // OF = 0; SF from the result. BLSI: ZF from the result, CF = (src != 0). BLSMSK: ZF = 0,
-    // CF = (src == 0). BLSR: ZF from the result, CF = (src == 0). AF, PF (undefined): the host clears them.
-    let mut fl = sz(r, size);
+    // CF = (src == 0). BLSR: ZF from the result, CF = (src == 0). AF (undefined) clear, PF (undefined) see `sz`.
+    let mut fl = sz(ctx, r, size);
     match kind {
         0 => fl |= if src != 0 { flags::CF } else { 0 },
         1 => fl = (fl & !flags::ZF) | if src == 0 { flags::CF } else { 0 },
@@ -451,9 +463,9 @@ fn bzhi(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
     let idx = (read_op(ctx, insn, 2)? & 0xff) as u32;
     let (r, cf) = if idx < width { (src & ((1u64 << idx) - 1), 0) } else { (src, flags::CF) };
     write_op(ctx, insn, 0, r)?;
-    // SF, ZF from the result; CF = (index > width - 1); OF = 0; AF, PF (undefined): the host
-    // clears them.
-    ctx.set_arith_flags(sz(r, size) | cf);
+    // SF, ZF from the result; CF = (index > width - 1); OF = 0; AF (undefined) clear, PF
+    // (undefined) see `sz`.
+    ctx.set_arith_flags(sz(ctx, r, size) | cf);
     Ok(())
 }
 
@@ -558,6 +570,37 @@ fn shrx(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
 mod tests {
     use super::super::misc::testkit::*;
     use iced_x86::Mnemonic as M;
+
+    /// The undefined flags of each vendor, as measured on each (the native tests check the host's).
+    #[test]
+    fn undefined_flags_by_vendor() {
+        use crate::state::{Quirks, flags::*};
+        use crate::testutil::TestMode;
+        // rcx, rdx as given; OF, SF, AF and PF set on entry; returns eax and the flags.
+        let run = |q: Quirks, code: &[u8], c: u64, d: u64| {
+            let mut e = Emu::new(TestMode::Long64);
+            e.st.quirks = q;
+            e.st.gpr[1] = c;
+            e.st.gpr[2] = d;
+            e.st.rflags = (e.st.rflags & !ARITH) | OF | SF | AF | PF;
+            e.exec(code).unwrap();
+            (e.st.gpr[0], e.st.rflags & ARITH)
+        };
+        // tzcnt eax,ecx of 0x10: Intel clears OF, SF, AF, PF; AMD keeps OF.
+        let tzcnt = [0xf3, 0x0f, 0xbc, 0xc1];
+        assert_eq!(run(Quirks::Intel, &tzcnt, 0x10, 0), (4, 0));
+        assert_eq!(run(Quirks::Amd, &tzcnt, 0x10, 0), (4, OF));
+        // andn eax,ecx,edx = !0xf0 & 0xf3 = 3: AMD sets PF from the result.
+        let andn = [0xc4, 0xe2, 0x70, 0xf2, 0xc2];
+        assert_eq!(run(Quirks::Intel, &andn, 0xf0, 0xf3), (3, 0));
+        assert_eq!(run(Quirks::Amd, &andn, 0xf0, 0xf3), (3, PF));
+        // bextr eax,edx,ecx: 4 bits from bit 4 of 0xf3 = 0xf: AMD sets PF from the result and AF.
+        let bextr = [0xc4, 0xe2, 0x70, 0xf7, 0xc2];
+        assert_eq!(run(Quirks::Intel, &bextr, 0x0404, 0xf3), (0xf, 0));
+        assert_eq!(run(Quirks::Amd, &bextr, 0x0404, 0xf3), (0xf, PF | AF));
+        // bextr of all 32 bits of 0x8000_0001: SF stays clear on AMD.
+        assert_eq!(run(Quirks::Amd, &bextr, 0x2000, 0x8000_0001), (0x8000_0001, AF));
+    }
 
     #[test]
     fn native_register_forms() {
