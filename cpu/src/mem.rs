@@ -6,7 +6,7 @@ use crate::bus::CpuBus;
 use crate::debug::Breakpoints;
 use crate::fault::Fault;
 use crate::paging::{self, Access, AccessKind};
-use crate::state::{CpuState, Mode, Seg, attr, flags};
+use crate::state::{CpuState, Mode, Quirks, Seg, attr, flags};
 use std::collections::HashSet;
 use std::ptr::NonNull;
 
@@ -403,7 +403,10 @@ impl Ctx<'_> {
         if mode == Mode::Long64 {
             let base = if matches!(s, Seg::Fs | Seg::Gs) { sr.base } else { 0 };
             let lin = base.wrapping_add(off);
-            if !is_canonical(lin) {
+            // Every byte of the access must be canonical: one that runs from the top of the lower half
+            // into the hole faults like a non-canonical start (measured on an AMD host; the SDM
+            // requires canonical addresses for every reference, Vol. 1 3.3.7.1).
+            if !is_canonical(lin) || !is_canonical(lin.wrapping_add(size as u64 - 1)) {
                 return Err(if s == Seg::Ss { Fault::ss(0) } else { Fault::gp0() });
             }
             return Ok(lin);
@@ -421,9 +424,11 @@ impl Ctx<'_> {
             }
         }
         let last = off.wrapping_add(size as u64 - 1);
-        if sr.limit == 0xffff_ffff && !sr.is_expand_down() {
-            // A 4 GiB expand-up segment admits every offset: an access that runs past 4 GiB wraps to
-            // linear address 0 instead of faulting (measured on this host's CPU by the differential tester).
+        if sr.limit == 0xffff_ffff && !sr.is_expand_down() && self.st.quirks == Quirks::Intel {
+            // On Intel a 4 GiB expand-up segment admits every offset: an access that runs past 4 GiB
+            // wraps to linear address 0 instead of faulting (measured on an Intel host by the
+            // differential tester). AMD checks the last byte against the limit like any other segment:
+            // #GP, or #SS for SS (measured on an AMD host).
             return Ok(sr.base.wrapping_add(off) & 0xffff_ffff);
         }
         if sr.is_expand_down() && mode != Mode::Real && mode != Mode::V86 {
@@ -477,4 +482,42 @@ pub fn is_canonical(a: u64) -> bool {
 /// Wraps a pointer for the bus API (helper for machines and tests).
 pub fn page_ptr(p: *mut u8) -> Option<NonNull<u8>> {
     NonNull::new(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::exec::misc::testkit::Emu;
+    use crate::fault::Fault;
+    use crate::state::Quirks;
+    use crate::testutil::TestMode;
+
+    /// mov eax, [0xffffffff] with a flat 4 GiB DS: Intel wraps the last three bytes to linear 0, AMD
+    /// checks the last byte against the limit (#GP(0)); both measured by the differential tester.
+    #[test]
+    fn flat_segment_wrap_by_vendor() {
+        for (q, want) in [(Quirks::Intel, Ok(())), (Quirks::Amd, Err(Fault::gp0()))] {
+            let mut e = Emu::new(TestMode::Prot32);
+            e.st.quirks = q;
+            e.bus.ram[..3].copy_from_slice(&[0x11, 0x22, 0x33]);
+            assert_eq!(e.exec(&[0x8b, 0x05, 0xff, 0xff, 0xff, 0xff]), want, "{q:?}");
+            if want.is_ok() {
+                assert_eq!(e.st.gpr[0] >> 8, 0x33_2211, "{q:?}");
+            }
+        }
+    }
+
+    /// An access that starts canonical and ends in the non-canonical hole is #GP(0) (#SS(0) through
+    /// SS), not a page fault on its first byte.
+    #[test]
+    fn every_byte_must_be_canonical() {
+        for (code, want) in [(&[0x8b, 0x06][..], Fault::gp0()), (&[0x8b, 0x04, 0x24][..], Fault::ss(0))] {
+            for q in [Quirks::Intel, Quirks::Amd] {
+                let mut e = Emu::new(TestMode::Long64);
+                e.st.quirks = q;
+                e.st.gpr[6] = 0x7fff_ffff_fffe;
+                e.st.gpr[4] = 0x7fff_ffff_fffe;
+                assert_eq!(e.exec(code), Err(want.clone()), "{code:02x?} {q:?}");
+            }
+        }
+    }
 }

@@ -12,7 +12,7 @@ use crate::fault::Fault;
 use crate::mem::Ctx;
 use crate::paging::AccessKind;
 use crate::regs::{sext, size_mask};
-use crate::state::{Mode, Quirks, flags};
+use crate::state::{Mode, Quirks, Seg, flags};
 use iced_x86::{Code, EncodingKind, Mnemonic, OpKind};
 
 /// Handlers of this family.
@@ -309,7 +309,16 @@ fn cmpxchg16b(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
         return Err(Fault::ud());
     }
     let off = ea(ctx, insn);
-    let lin = ctx.seg_lin(mem_seg(insn), off, 16, AccessKind::Write)?;
+    let seg = mem_seg(insn);
+    if ctx.st.quirks == Quirks::Amd {
+        // AMD checks the alignment before the segment and canonical checks: a misaligned operand at a
+        // non-canonical stack address is #GP(0), not #SS(0) (measured on an AMD host).
+        let base = if matches!(seg, Seg::Fs | Seg::Gs) { ctx.st.seg[seg as usize].base } else { 0 };
+        if base.wrapping_add(off) & 15 != 0 {
+            return Err(Fault::gp0());
+        }
+    }
+    let lin = ctx.seg_lin(seg, off, 16, AccessKind::Write)?;
     if lin & 15 != 0 {
         return Err(Fault::gp0());
     }
@@ -740,6 +749,16 @@ mod tests {
             let mut e = Emu::new(TestMode::Long64);
             e.st.gpr[6] = DATA + off;
             assert_eq!(e.exec(&[0x48, 0x0f, 0xc7, 0x0e]), want);
+        }
+        // cmpxchg16b [rsp] with RSP misaligned and non-canonical: Intel checks the stack address first
+        // (#SS(0)), AMD the alignment (#GP(0)); measured on each.
+        for (q, want) in
+            [(crate::state::Quirks::Intel, Fault::ss(0)), (crate::state::Quirks::Amd, Fault::gp0())]
+        {
+            let mut e = Emu::new(TestMode::Long64);
+            e.st.quirks = q;
+            e.st.gpr[4] = 0x8000_0000_0000_0008;
+            assert_eq!(e.exec(&[0x48, 0x0f, 0xc7, 0x0c, 0x24]), Err(want), "{q:?}");
         }
         // Equal: memory gets RCX:RBX and ZF = 1.
         let mut e = Emu::new(TestMode::Long64);

@@ -6,7 +6,7 @@ use super::{Handler, Insn};
 use crate::fault::{Fault, vec};
 use crate::mem::Ctx;
 use crate::regs::{sext, size_mask};
-use crate::state::{Mode, flags};
+use crate::state::{Mode, Quirks, flags};
 use iced_x86::{Code, EncodingKind, Mnemonic, OpKind};
 
 #[cfg(test)]
@@ -142,14 +142,20 @@ fn bound(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
     let idx = sext(read_op(ctx, insn, 0)?, size) as i64;
     let off = ea(ctx, insn);
     let seg = mem_seg(insn);
-    // The lower bound is read and checked before the upper one is read: an index below the lower bound
-    // raises #BR even when the upper bound would fault (measured on this host's CPU).
+    // Intel reads and checks the lower bound before it reads the upper one: an index below the lower
+    // bound raises #BR even when the upper bound would fault (measured on an Intel host). AMD reads
+    // both bounds first: the fault of the upper one wins (measured on an AMD host).
     let lo = sext(ctx.read_mem(seg, off, size)?, size) as i64;
+    let hi_off = off.wrapping_add(size as u64) & size_mask(insn.asize as u32);
+    let amd = ctx.st.quirks == Quirks::Amd;
+    let hi = if amd { Some(sext(ctx.read_mem(seg, hi_off, size)?, size) as i64) } else { None };
     if idx < lo {
         return Err(Fault::Exc { vector: vec::BR, error: None });
     }
-    let hi_off = off.wrapping_add(size as u64) & size_mask(insn.asize as u32);
-    let hi = sext(ctx.read_mem(seg, hi_off, size)?, size) as i64;
+    let hi = match hi {
+        Some(h) => h,
+        None => sext(ctx.read_mem(seg, hi_off, size)?, size) as i64,
+    };
     if idx > hi {
         return Err(Fault::Exc { vector: vec::BR, error: None });
     }
@@ -190,7 +196,7 @@ mod tests {
     use super::rng_next;
     use super::testkit::*;
     use crate::fault::{Fault, vec};
-    use crate::state::flags;
+    use crate::state::{Quirks, Seg, flags};
     use crate::testutil::TestMode;
     use iced_x86::Mnemonic as M;
 
@@ -264,6 +270,25 @@ mod tests {
         setup(&mut e);
         let r = e.exec(code);
         (e, r)
+    }
+
+    /// BOUND with the index below the lower bound and the upper bound beyond the DS limit: Intel
+    /// checks the lower bound before reading the upper one (#BR), AMD reads both first (#GP).
+    #[test]
+    fn bound_order_by_vendor() {
+        for (q, want) in [(Quirks::Intel, vec::BR), (Quirks::Amd, vec::GP)] {
+            let (_, r) = run1(TestMode::Prot32, &[0x62, 0x06], |e| {
+                e.st.quirks = q;
+                e.st.sreg_mut(Seg::Ds).limit = 0xfff;
+                e.st.gpr[6] = 0xffc;
+                e.st.gpr[0] = 3;
+                e.bus.ram[0xffc..0x1000].copy_from_slice(&10u32.to_le_bytes());
+            });
+            match r {
+                Err(Fault::Exc { vector, .. }) => assert_eq!(vector, want, "{q:?}"),
+                r => panic!("{q:?}: {r:?}"),
+            }
+        }
     }
 
     /// Legacy-only opcodes in 64-bit mode, and the other faults of this family.

@@ -197,9 +197,11 @@ fn rep_loop(
         }
         return Ok(());
     }
-    if s.asz == 4 {
-        // A 32-bit address size zero-extends the registers the instruction uses before the first
-        // iteration: a fault in that iteration already shows them truncated (measured on this host's CPU).
+    if s.asz == 4 && ctx.st.quirks == Quirks::Intel {
+        // On Intel a 32-bit address size zero-extends the registers the instruction uses before the
+        // first iteration: a fault in that iteration already shows them truncated (measured on an Intel
+        // host). AMD writes them only as iterations complete: a fault in the first leaves them whole
+        // (measured on an AMD host).
         let c = ctx.st.gpr[RCX];
         ctx.st.set_reg(RCX, 4, c);
         if zc.si {
@@ -1483,6 +1485,21 @@ mod tests {
             assert_eq!(vector(m.step()), vec::GP);
             assert_eq!(m.st.rflags & flags::ZF, zf, "{q:?}");
             assert_eq!(m.st.gpr[RCX], 2, "{q:?}");
+        }
+    }
+
+    #[test]
+    fn vendor_quirks_of_a_faulting_first_32_bit_iteration() {
+        // rep movsb with 32-bit addresses from ESI = 0x8000_0000 (not mapped: #PF): Intel has already
+        // zero-extended RSI/RDI/RCX, AMD leaves them whole.
+        let hi = 0xabcd_0000_0000_0000u64;
+        for (q, truncated) in [(Quirks::Intel, true), (Quirks::Amd, false)] {
+            let mut m = Machine::new(TestMode::Long64, &[0x67, 0xf3, 0xa4]);
+            m.st.quirks = q;
+            regs(&mut m, hi | 0x8000_0000, hi | 0x20, hi | 4, false);
+            assert!(matches!(m.step(), Err(Fault::Exc { vector: 14, .. })), "{q:?}");
+            let want = if truncated { (0x8000_0000, 0x20, 4) } else { (hi | 0x8000_0000, hi | 0x20, hi | 4) };
+            assert_eq!((m.st.gpr[RSI], m.st.gpr[RDI], m.st.gpr[RCX]), want, "{q:?}");
         }
     }
 

@@ -579,6 +579,23 @@ fn compare_all(iters: usize, seed: u64) -> (usize, Vec<String>) {
                 want.3 = 0;
                 got.3 = 0;
             }
+            // The host's FOP is not always the instruction's: on AMD, a context switch between the
+            // instruction and FNSAVE (the kernel's XSAVE/XRSTOR with no exception pending) clears FOP.
+            // A disagreement in FOP alone is re-measured a few times; one native run that agrees
+            // settles it, a persistent one stays a mismatch.
+            let mut retries = 0;
+            while want.3 != got.3
+                && (want.0, want.1, want.2, want.4) == (got.0, got.1, got.2, got.4)
+                && retries < 4
+            {
+                retries += 1;
+                let mut again = img0;
+                let mut again_mem = mem0;
+                native(&mut again, &mut again_mem, flags_in);
+                if fields_of_image(&again).3 == got.3 {
+                    want.3 = got.3;
+                }
+            }
             let fl_mask = flags::CF | flags::PF | flags::ZF | flags::SF | flags::OF | flags::AF;
             if exit != Exit::Halted
                 || want != got
