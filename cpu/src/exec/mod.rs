@@ -21,6 +21,7 @@ pub mod sse;
 pub mod sse_fp;
 pub mod sse_int;
 pub mod sse_str;
+pub mod sse_unbounded;
 pub mod stack;
 pub mod string;
 pub mod system;

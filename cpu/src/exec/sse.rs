@@ -60,7 +60,7 @@ use crate::fault::{Fault, vec};
 use crate::mem::Ctx;
 use crate::paging::AccessKind;
 use crate::regs::gpr;
-use crate::state::{Mode, Seg, cr0, cr4, flags};
+use crate::state::{Mode, Quirks, Seg, cr0, cr4, flags};
 use iced_x86::{Code, CpuidFeature, EncodingKind, Mnemonic as M, OpKind, Register};
 
 /// Whether `code` is a legacy-encoded MMX/SSE*/AES/PCLMUL instruction (this family's domain).
@@ -226,9 +226,10 @@ fn mmx_form(ctx: &mut Ctx<'_>, insn: &Insn, h: Handler) -> Result<(), Fault> {
             } else {
                 let fpu = &mut ctx.st.fpu;
                 (fpu.fsw, fpu.ftw, fpu.st) = (fsw, ftw, regs);
-                if insn.i.op0_kind() == OpKind::Memory {
-                    // A store (MOVD/MOVQ/MOVNTQ m, mm) whose write faults has already set TOP to 0
-                    // on the host, tags untouched (`--families mmx --seed 3`).
+                if insn.i.op0_kind() == OpKind::Memory && ctx.st.quirks == Quirks::Intel {
+                    // On Intel, a store (MOVD/MOVQ/MOVNTQ m, mm) whose write faults has already set
+                    // TOP to 0, tags untouched (`--families mmx --seed 3`); AMD leaves TOP as it was
+                    // (`--families mmx --seed 2024`, compat32).
                     fpu.fsw &= !(7 << 11);
                 }
             }

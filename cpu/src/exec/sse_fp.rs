@@ -3,7 +3,7 @@
 //! in [`super::sse`]), with the guest's MXCSR masks applied by [`apply_flags`].
 
 use super::sse::{MXCSR_FLAGS, enter, imm8, read_reg, read_src, simd_fp_fault, write_reg};
-use super::{Handler, Insn};
+use super::{Handler, Insn, sse_unbounded};
 use crate::fault::Fault;
 use crate::mem::Ctx;
 use crate::state::flags;
@@ -423,7 +423,21 @@ pub(super) fn fp_op(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
         _ => imm,
     };
     let guest = ctx.st.fpu.mxcsr;
-    let (mut r, raised) = f(a, b, himm, host_mxcsr(guest));
+    let (mut r, mut raised) = f(a, b, himm, host_mxcsr(guest));
+    let masks = (guest >> 7) & MXCSR_FLAGS;
+    if masks != MXCSR_FLAGS
+        && matches!(m, M::Dpps | M::Dppd)
+        && let Some(report) = sse_unbounded::dot_product_fault(m == M::Dppd, a, b, imm, guest)
+    {
+        ctx.st.fpu.mxcsr |= report;
+        return Err(simd_fp_fault(ctx));
+    }
+    if raised & mx::PE != 0
+        && masks & (mx::OE | mx::UE) != mx::OE | mx::UE
+        && let Some(pe) = sse_unbounded::precision_flag(m, a, b, guest)
+    {
+        raised = (raised & !mx::PE) | pe;
+    }
     apply_flags(ctx, raised, shape, || f(a, b, himm, host_mxcsr(guest) & !mx::FTZ))?;
     match m {
         M::Dpps => {
