@@ -252,6 +252,15 @@ fn stage(lanes: &[Lane], raised: u32, guest: u32) -> (u32, bool) {
     (report, fault)
 }
 
+/// Runs a stage's lanes: their results, and the flags of all of them together.
+fn run_all(lanes: &[Lane], mxcsr: u32) -> (Vec<u64>, u32) {
+    lanes.iter().fold((Vec::with_capacity(lanes.len()), 0), |(mut rs, fl), &l| {
+        let (r, f) = run(l, mxcsr);
+        rs.push(r);
+        (rs, fl | f)
+    })
+}
+
 /// DPPS/DPPD with at least one exception unmasked: the flags to report if a stage raises an unmasked
 /// exception (the instruction then faults and writes nothing), or `None` if every stage completes (the
 /// caller then reports the whole instruction's flags as usual).
@@ -268,13 +277,7 @@ pub fn dot_product_fault(dbl: bool, a: u128, b: u128, imm: u8, guest: u32) -> Op
         })
         .collect();
     let mut flags = 0;
-    let mut products = Vec::with_capacity(n);
-    let mut raised = 0;
-    for &l in &muls {
-        let (r, f) = run(l, base);
-        products.push(r);
-        raised |= f;
-    }
+    let (products, raised) = run_all(&muls, base);
     let (rep, fault) = stage(&muls, raised, guest);
     flags |= rep;
     if fault {
@@ -284,13 +287,7 @@ pub fn dot_product_fault(dbl: bool, a: u128, b: u128, imm: u8, guest: u32) -> Op
     let mut level = products;
     while level.len() > 1 {
         let adds: Vec<Lane> = level.chunks(2).map(|p| Lane { op: Op::Add, dbl, x: p[0], y: p[1] }).collect();
-        let mut next = Vec::with_capacity(adds.len());
-        let mut raised = 0;
-        for &l in &adds {
-            let (r, f) = run(l, base);
-            next.push(r);
-            raised |= f;
-        }
+        let (next, raised) = run_all(&adds, base);
         let (rep, fault) = stage(&adds, raised, guest);
         flags |= rep;
         if fault {
