@@ -88,7 +88,8 @@ pub struct NRegs {
 
 const PAGE: usize = 0x2000;
 
-fn mmap(len: usize, low: bool) -> *mut u8 {
+/// A fresh anonymous RWX mapping of `len` bytes (below 4 GiB when `low`), through the raw syscall.
+pub fn mmap(len: usize, low: bool) -> *mut u8 {
     const PROT_RWX: u64 = 7;
     const MAP_PRIVATE_ANON: u64 = 0x22;
     const MAP_32BIT: u64 = 0x40;
@@ -115,7 +116,8 @@ fn mmap(len: usize, low: bool) -> *mut u8 {
     ret as *mut u8
 }
 
-fn munmap(p: *mut u8, len: usize) {
+/// Unmaps a mapping made by [`mmap`].
+pub fn munmap(p: *mut u8, len: usize) {
     // SAFETY: unmaps a mapping this module created with `mmap` and no longer references.
     unsafe {
         asm!(

@@ -3,6 +3,7 @@
 //! interpreter with the same registers, memory and MXCSR.
 
 use super::*;
+use crate::exec::misc::testkit;
 use crate::exec::sse_fp::mx;
 use crate::exec::{alu, bits, misc, system};
 use crate::interp::{Exit, Interpreter};
@@ -424,44 +425,6 @@ impl Default for NState {
 
 const PAGE: usize = 0x1000;
 
-fn sys_mmap(len: usize) -> *mut u8 {
-    let ret: i64;
-    // SAFETY: Linux mmap (syscall 9) of a fresh anonymous private RWX mapping; it touches no existing
-    // memory. The syscall instruction clobbers RCX and R11, declared here.
-    unsafe {
-        asm!(
-            "syscall",
-            inlateout("rax") 9i64 => ret,
-            in("rdi") 0u64,
-            in("rsi") len,
-            in("rdx") 7u64,
-            in("r10") 0x22u64,
-            in("r8") -1i64,
-            in("r9") 0u64,
-            lateout("rcx") _,
-            lateout("r11") _,
-            options(nostack),
-        );
-    }
-    assert!(ret > 0 && ret & 0xfff == 0, "mmap failed: {ret}");
-    ret as *mut u8
-}
-
-fn sys_munmap(p: *mut u8, len: usize) {
-    // SAFETY: unmaps the mapping `Native::new` created; nothing references it any more.
-    unsafe {
-        asm!(
-            "syscall",
-            inlateout("rax") 11i64 => _,
-            in("rdi") p,
-            in("rsi") len,
-            lateout("rcx") _,
-            lateout("r11") _,
-            options(nostack),
-        );
-    }
-}
-
 const XMMS: [AsmRegisterXmm; 16] =
     [xmm0, xmm1, xmm2, xmm3, xmm4, xmm5, xmm6, xmm7, xmm8, xmm9, xmm10, xmm11, xmm12, xmm13, xmm14, xmm15];
 const MMS: [AsmRegisterMm; 8] = [mm0, mm1, mm2, mm3, mm4, mm5, mm6, mm7];
@@ -535,7 +498,7 @@ impl Native {
             }
             a.ret().unwrap();
         });
-        Native { page: sys_mmap(PAGE), pro, epi }
+        Native { page: testkit::mmap(PAGE, false), pro, epi }
     }
 
     /// Runs `insn` (position independent, no RSP/RDI operands) on `s`; RSI points at `s.mem`.
@@ -568,7 +531,7 @@ impl Native {
 
 impl Drop for Native {
     fn drop(&mut self) {
-        sys_munmap(self.page, PAGE);
+        testkit::munmap(self.page, PAGE);
     }
 }
 
