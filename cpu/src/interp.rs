@@ -11,6 +11,7 @@ use crate::mem::{Ctx, Mmu};
 use crate::paging::AccessKind;
 use crate::state::{CpuState, Seg, flags};
 use iced_x86::{Decoder, DecoderOptions};
+use std::cell::{Cell, OnceCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
@@ -40,6 +41,66 @@ const MAX_BLOCK: usize = 64;
 pub struct Block {
     insns: Vec<Insn>,
     pages: [u64; 2],
+    /// Times the block was entered while a [`BlockBackend`] was installed and it was not compiled yet.
+    hits: Cell<u32>,
+    /// The backend's translation (`None` inside: the backend declined it). Owned by the block, so
+    /// that invalidating the block (self-modifying code, flushes, the cache bound) drops its code too.
+    compiled: OnceCell<Option<Box<dyn CompiledBlock>>>,
+}
+
+/// A translator of decoded blocks into host code: the JIT's entry point into the interpreter.
+///
+/// The interpreter decodes, caches and invalidates blocks; a backend only turns a block's
+/// instructions into something that runs them. Every instruction keeps its single semantics, the
+/// interpreter's handler: a backend calls it, or lowers exactly what it does (with a differential test).
+pub trait BlockBackend {
+    /// Translates `insns` (a block of the interpreter's, which outlives the result), or declines.
+    fn compile(&mut self, insns: &[Insn]) -> Option<Box<dyn CompiledBlock>>;
+    /// Blocks translated so far (statistics).
+    fn compiled_blocks(&self) -> u64;
+}
+
+/// A block translated by a [`BlockBackend`].
+pub trait CompiledBlock {
+    /// Runs the block from its first instruction, exactly as [`run_insns`] does, on the same `insns` it
+    /// was compiled from. The interpreter only calls it when the whole block fits in the instruction
+    /// budget and no per-instruction check (breakpoints, single step, `stop_at`) applies.
+    fn run(&self, ctx: &mut Ctx<'_>, insns: &[Insn]) -> Option<(Fault, u64)>;
+}
+
+/// Runs one instruction as the interpreter's inner loop does: `Ok(true)` when the block goes on,
+/// `Ok(false)` when the instruction ended it (`Ctx::break_block`), `Err` with the fault and the next
+/// RIP when it raised one (a software interrupt has retired). Generated code calls this (through the
+/// JIT's trampoline), so both engines share it.
+#[inline(always)]
+pub fn step(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<bool, (Fault, u64)> {
+    ctx.next_rip = insn.next_rip;
+    match (insn.handler)(ctx, insn) {
+        Ok(()) => {
+            ctx.st.rip = ctx.next_rip;
+            ctx.st.icount += 1;
+            Ok(!ctx.break_block)
+        }
+        Err(f) => {
+            if matches!(f, Fault::Soft { .. }) {
+                // Software interrupts retire; the saved RIP is the next instruction's.
+                ctx.st.icount += 1;
+            }
+            Err((f, insn.next_rip))
+        }
+    }
+}
+
+/// The reference form of [`CompiledBlock::run`]: `step` over the block until one ends it.
+pub fn run_insns(ctx: &mut Ctx<'_>, insns: &[Insn]) -> Option<(Fault, u64)> {
+    for insn in insns {
+        match step(ctx, insn) {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(e) => return Some(e),
+        }
+    }
+    None
 }
 
 /// A fast, non-cryptographic hasher for block keys (the keys are guest addresses; no HashDoS concern
@@ -102,6 +163,9 @@ pub struct Interpreter {
     /// `icount` of the instruction after a MOV SS/POP SS whose debug traps wait until it completes
     /// (SDM Vol. 3A 6.8.3: the load of SS inhibits debug exceptions for one instruction), or `u64::MAX`.
     db_defer_icount: u64,
+    /// The JIT, when installed ([`Interpreter::set_backend`]), and the number of entries after which
+    /// a block is handed to it.
+    backend: Option<(Box<dyn BlockBackend>, u32)>,
 }
 
 impl Default for Interpreter {
@@ -115,6 +179,7 @@ impl Default for Interpreter {
             trap_faults: false,
             stop_at: None,
             db_defer_icount: u64::MAX,
+            backend: None,
         }
     }
 }
@@ -123,6 +188,18 @@ impl Interpreter {
     /// A new interpreter with empty caches.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Installs a block backend (the JIT): a block entered `threshold` times (at least 1) is translated,
+    /// and from then on runs as host code whenever the interpreter would run it whole.
+    pub fn set_backend(&mut self, backend: Box<dyn BlockBackend>, threshold: u32) {
+        self.backend = Some((backend, threshold.max(1)));
+        self.flush_all();
+    }
+
+    /// Blocks the backend has translated (0 without one).
+    pub fn compiled_blocks(&self) -> u64 {
+        self.backend.as_ref().map_or(0, |(b, _)| b.compiled_blocks())
     }
 
     /// Drops all cached translations (TLB and decoded code): after a memory-map change or reset.
@@ -262,35 +339,54 @@ impl Interpreter {
                 &block.insns[..]
             };
             let start_icount = st.icount;
+            // The compiled form runs the block whole, so it is used only where the loop below would
+            // also run it whole: no per-instruction stop, single step or breakpoint, and the budget
+            // covers every instruction.
+            let compiled = match &mut self.backend {
+                Some((backend, threshold))
+                    if !single_step
+                        && !self.mmu.debug.code
+                        && self.stop_at.is_none()
+                        && st.icount.saturating_add(block.insns.len() as u64) <= until =>
+                {
+                    match block.compiled.get() {
+                        Some(c) => c.as_deref(),
+                        None => {
+                            let h = block.hits.get() + 1;
+                            block.hits.set(h);
+                            if h >= *threshold {
+                                block.compiled.get_or_init(|| backend.compile(&block.insns)).as_deref()
+                            } else {
+                                None
+                            }
+                        }
+                    }
+                }
+                _ => None,
+            };
             let mut ctx =
                 Ctx { st: &mut *st, bus: &mut *bus, mmu: &mut self.mmu, next_rip: 0, break_block: false };
             let mut fault = None;
             let mut reached_stop = false;
-            for insn in insns.iter() {
-                if ctx.st.icount >= until {
-                    break;
-                }
-                if self.stop_at == Some(ctx.st.rip) {
-                    reached_stop = true;
-                    break;
-                }
-                ctx.next_rip = insn.next_rip;
-                match (insn.handler)(&mut ctx, insn) {
-                    Ok(()) => {
-                        ctx.st.rip = ctx.next_rip;
-                        ctx.st.icount += 1;
-                    }
-                    Err(f) => {
-                        if matches!(f, Fault::Soft { .. }) {
-                            // Software interrupts retire; the saved RIP is the next instruction's.
-                            ctx.st.icount += 1;
-                        }
-                        fault = Some((f, insn.next_rip));
+            if let Some(code) = compiled {
+                fault = code.run(&mut ctx, insns);
+            } else {
+                for insn in insns.iter() {
+                    if ctx.st.icount >= until {
                         break;
                     }
-                }
-                if ctx.break_block || single_step {
-                    break;
+                    if self.stop_at == Some(ctx.st.rip) {
+                        reached_stop = true;
+                        break;
+                    }
+                    match step(&mut ctx, insn) {
+                        Ok(true) if !single_step => {}
+                        Ok(_) => break,
+                        Err(e) => {
+                            fault = Some(e);
+                            break;
+                        }
+                    }
                 }
             }
             self.process_dirty_code();
@@ -531,7 +627,7 @@ pub(crate) fn decode_block(ctx: &mut Ctx<'_>, lin: u64, phys: u64, bits: u32) ->
         cur_lin = next_lin;
         rip = next_rip;
     }
-    Ok(Block { insns, pages })
+    Ok(Block { insns, pages, hits: Cell::new(0), compiled: OnceCell::new() })
 }
 
 fn fetch(ctx: &mut Ctx<'_>, lin: u64, out: &mut [u8]) -> Result<(), Fault> {

@@ -24,5 +24,5 @@ pub mod testutil;
 
 pub use bus::CpuBus;
 pub use fault::{Fault, Stop};
-pub use interp::{Exit, Interpreter};
+pub use interp::{BlockBackend, CompiledBlock, Exit, Interpreter};
 pub use state::{CpuState, Mode, Quirks, Seg, Segment};

@@ -179,7 +179,9 @@ enum Accel {
     /// Hardware virtualization through /dev/kvm (time is host time; --max-instructions becomes a host-time
     /// budget of N / --ips seconds).
     Kvm,
-    /// KVM when it runs guests on hardware, else the interpreter (says which on stderr).
+    /// The Cranelift JIT: the interpreter with hot blocks translated to host code.
+    Jit,
+    /// KVM when it runs guests on hardware, else the JIT (says which on stderr).
     Auto,
 }
 
@@ -188,6 +190,7 @@ fn choose_accel(a: Accel) -> machine::Accel {
     match a {
         Accel::Interp => machine::Accel::Interp,
         Accel::Kvm => machine::Accel::Kvm,
+        Accel::Jit => machine::Accel::Jit,
         Accel::Auto => match machine::kvm::probe() {
             Ok(p) if p.hardware() => {
                 eprintln!(
@@ -197,12 +200,12 @@ fn choose_accel(a: Accel) -> machine::Accel {
                 machine::Accel::Kvm
             }
             Ok(p) => {
-                eprintln!("ferrite: accel auto: interp ({})", p.emulated.unwrap_or_default());
-                machine::Accel::Interp
+                eprintln!("ferrite: accel auto: jit ({})", p.emulated.unwrap_or_default());
+                machine::Accel::Jit
             }
             Err(e) => {
-                eprintln!("ferrite: accel auto: interp (/dev/kvm not usable: {e})");
-                machine::Accel::Interp
+                eprintln!("ferrite: accel auto: jit (/dev/kvm not usable: {e})");
+                machine::Accel::Jit
             }
         },
     }

@@ -1,8 +1,253 @@
-//! Ferrite's Cranelift JIT (not yet implemented).
+//! Ferrite's Cranelift JIT: the `jit` engine.
 //!
-//! Planned design (see ARCHITECTURE.md): guest basic blocks decoded with iced-x86 are lowered to Cranelift
-//! IR, keyed by (physical RIP, mode bits) like the interpreter's blocks; instructions not inlined call the
-//! interpreter's own handlers (`cpu::exec`), so each instruction's semantics exist once. Generated code
-//! reads `cpu::CpuState` at the offsets named in `cpu::offsets` and probes the interpreter's software TLB
-//! inline (`cpu::mem::Tlb`, host pointers for RAM pages). Until it lands, `--accel` offers `interp` and `kvm`.
+//! The interpreter (`cpu::Interpreter`) decodes guest code into blocks, caches them by physical
+//! address, RIP and mode, and invalidates them on self-modifying code. This crate is a
+//! [`cpu::BlockBackend`] for it: a block entered often enough is translated into one host function,
+//! which runs the block's instructions back to back with the interpreter's per-instruction bookkeeping
+//! (next RIP, RIP, the retired-instruction count, the end-of-block flag) done in generated code, and
+//! each instruction's semantics in the interpreter's own handler, called directly from the generated
+//! code through [`call_handler`]. So an instruction's semantics exist once, in `cpu::exec`, and the
+//! ROM and Linux tests that compare the two engines check the bookkeeping.
+//!
+//! Code is compiled with `cranelift-codegen` into position-independent bytes (no relocations: the
+//! trampoline's address is an immediate) and copied into executable chunks of our own ([`arena`]).
+//! A translation is owned by the interpreter's block, so invalidating the block frees its code.
+//!
+//! What is not here yet: inlined instructions (register moves, ALU, the TLB probe for memory
+//! operands) and direct block chaining. Each will be a lowering of the handler's semantics checked by
+//! a jit-versus-interpreter differential test.
 #![deny(missing_docs)]
+
+mod arena;
+
+use arena::{Arena, Code};
+use cpu::exec::Insn;
+use cpu::mem::Ctx;
+use cpu::{BlockBackend, CompiledBlock, Fault};
+use cranelift_codegen::ir::{self, AbiParam, InstBuilder, MemFlagsData, UserFuncName, types};
+use cranelift_codegen::isa::{OwnedTargetIsa, TargetIsa};
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use std::any::Any;
+use std::ffi::c_void;
+use std::mem::offset_of;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+
+/// Status returned by [`call_handler`] and by a block's function: the instruction completed.
+const ST_OK: u32 = 0;
+/// The block ended early; `Outcome` says why (a fault, or a panic in a handler).
+const ST_EXIT: u32 = 1;
+
+/// What a block's function leaves for its caller when it ends early.
+#[derive(Default)]
+pub struct Outcome {
+    /// The fault that ended the block, with the next instruction's RIP.
+    fault: Option<(Fault, u64)>,
+    /// A handler panicked (a bug of ours): the panic resumes once the generated frames are left.
+    panic: Option<Box<dyn Any + Send>>,
+}
+
+/// Calls the handler of `insn`, the one call generated code makes per instruction.
+///
+/// Returns [`ST_OK`] when the instruction completed; otherwise records the fault in `out` (a software
+/// interrupt has retired, so the retired count is raised here, as `cpu::interp::step` does) and
+/// returns [`ST_EXIT`]. A panic is caught and kept in `out`: unwinding must not cross generated code,
+/// which has no unwind tables.
+///
+/// # Safety
+/// `ctx` points to a live, exclusively borrowed `Ctx`, `insn` to a live `Insn`, and `out` to a live
+/// `Outcome`; none of them aliases another.
+pub unsafe extern "C" fn call_handler(ctx: *mut c_void, insn: *const Insn, out: *mut Outcome) -> u32 {
+    // SAFETY: the caller (a block's function, entered only from `JitBlock::run`) passes the `Ctx` it
+    // was given, an element of the block's instruction slice and the `Outcome` on `run`'s stack.
+    let (ctx, insn, out) = unsafe { (&mut *(ctx as *mut Ctx<'_>), &*insn, &mut *out) };
+    match catch_unwind(AssertUnwindSafe(|| (insn.handler)(ctx, insn))) {
+        Ok(Ok(())) => ST_OK,
+        Ok(Err(f)) => {
+            if matches!(f, Fault::Soft { .. }) {
+                ctx.st.icount += 1;
+            }
+            out.fault = Some((f, insn.next_rip));
+            ST_EXIT
+        }
+        Err(p) => {
+            out.panic = Some(p);
+            ST_EXIT
+        }
+    }
+}
+
+/// The signature of a block's function: `(ctx, insns, out) -> status`.
+type BlockFn = unsafe extern "C" fn(*mut c_void, *const Insn, *mut Outcome) -> u32;
+
+/// Translation statistics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Blocks translated.
+    pub compiled: u64,
+    /// Blocks the backend declined (code generation failed): they stay interpreted.
+    pub declined: u64,
+    /// Bytes of host code generated.
+    pub code_bytes: u64,
+}
+
+/// The Cranelift block backend.
+pub struct Jit {
+    isa: OwnedTargetIsa,
+    ctx: cranelift_codegen::Context,
+    fctx: FunctionBuilderContext,
+    arena: Arena,
+    stats: Stats,
+}
+
+impl Jit {
+    /// A JIT for this host's CPU; fails when Cranelift does not support the host.
+    pub fn new() -> Result<Self, String> {
+        let mut flags = settings::builder();
+        flags.set("opt_level", "speed").map_err(|e| e.to_string())?;
+        // Code is copied to wherever the arena has room: it must not depend on its address.
+        flags.set("is_pic", "true").map_err(|e| e.to_string())?;
+        let isa = cranelift_native::builder()
+            .map_err(|e| format!("cranelift does not support this host: {e}"))?
+            .finish(settings::Flags::new(flags))
+            .map_err(|e| e.to_string())?;
+        Ok(Jit {
+            isa,
+            ctx: cranelift_codegen::Context::new(),
+            fctx: FunctionBuilderContext::new(),
+            arena: Arena::default(),
+            stats: Stats::default(),
+        })
+    }
+
+    /// Translation statistics so far.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Builds the Cranelift function of a block of `n` instructions with the given next RIPs.
+    fn build(&mut self, insns: &[Insn]) -> ir::Function {
+        let isa: &dyn TargetIsa = &*self.isa;
+        let ptr = isa.pointer_type();
+        let mut sig = ir::Signature::new(isa.default_call_conv());
+        sig.params.extend([AbiParam::new(ptr), AbiParam::new(ptr), AbiParam::new(ptr)]);
+        sig.returns.push(AbiParam::new(types::I32));
+        let mut func = ir::Function::with_name_signature(UserFuncName::default(), sig.clone());
+        let mut b = FunctionBuilder::new(&mut func, &mut self.fctx);
+        let callee = b.import_signature(sig);
+        let mf = MemFlagsData::trusted();
+
+        let entry = b.create_block();
+        b.append_block_params_for_function_params(entry);
+        let exit = b.create_block();
+        b.append_block_param(exit, types::I32);
+        b.switch_to_block(entry);
+        let (ctx, base, out) = {
+            let p = b.block_params(entry);
+            (p[0], p[1], p[2])
+        };
+        // `Ctx::st` cannot change while the block runs: load it once.
+        let st = b.ins().load(ptr, mf, ctx, offset_of!(Ctx<'static>, st) as i32);
+        let tramp = b.ins().iconst(ptr, call_handler as *const () as usize as i64);
+        let ok = b.ins().iconst(types::I32, ST_OK as i64);
+        let size = std::mem::size_of::<Insn>() as i64;
+        for (k, insn) in insns.iter().enumerate() {
+            // ctx.next_rip = insn.next_rip; status = handler(ctx, insn)
+            let next = b.ins().iconst(types::I64, insn.next_rip as i64);
+            b.ins().store(mf, next, ctx, offset_of!(Ctx<'static>, next_rip) as i32);
+            let ip = b.ins().iadd_imm_s(base, k as i64 * size);
+            let call = b.ins().call_indirect(callee, tramp, &[ctx, ip, out]);
+            let status = b.inst_results(call)[0];
+            let done = b.create_block();
+            b.ins().brif(status, exit, &[status.into()], done, &[]);
+            b.switch_to_block(done);
+            b.seal_block(done);
+            // st.rip = ctx.next_rip; st.icount += 1
+            let rip = b.ins().load(types::I64, mf, ctx, offset_of!(Ctx<'static>, next_rip) as i32);
+            b.ins().store(mf, rip, st, cpu::offsets::RIP as i32);
+            let ic = b.ins().load(types::I64, mf, st, cpu::offsets::ICOUNT as i32);
+            let ic = b.ins().iadd_imm_s(ic, 1);
+            b.ins().store(mf, ic, st, cpu::offsets::ICOUNT as i32);
+            if k + 1 < insns.len() {
+                // An instruction that must end the block (MMIO, self-modifying code, mode changes)
+                // says so in ctx.break_block.
+                let bb = b.ins().load(types::I8, mf, ctx, offset_of!(Ctx<'static>, break_block) as i32);
+                let next_block = b.create_block();
+                b.ins().brif(bb, exit, &[ok.into()], next_block, &[]);
+                b.switch_to_block(next_block);
+                b.seal_block(next_block);
+            }
+        }
+        b.ins().jump(exit, &[ok.into()]);
+        b.seal_block(entry);
+        b.seal_block(exit);
+        b.switch_to_block(exit);
+        let status = b.block_params(exit)[0];
+        b.ins().return_(&[status]);
+        b.finalize(isa.frontend_config());
+        func
+    }
+}
+
+impl BlockBackend for Jit {
+    fn compile(&mut self, insns: &[Insn]) -> Option<Box<dyn CompiledBlock>> {
+        if insns.is_empty() {
+            return None;
+        }
+        let func = self.build(insns);
+        self.ctx.clear();
+        self.ctx.func = func;
+        let mut ctrl = cranelift_codegen::control::ControlPlane::default();
+        let code = match self.ctx.compile(&*self.isa, &mut ctrl) {
+            // Only self-contained code can be copied into the arena.
+            Ok(c) if c.buffer.relocs().is_empty() => self.arena.copy_in(c.code_buffer()),
+            _ => None,
+        };
+        let Some(code) = code else {
+            self.stats.declined += 1;
+            return None;
+        };
+        self.stats.compiled += 1;
+        self.stats.code_bytes += code.len() as u64;
+        Some(Box::new(JitBlock { code, len: insns.len(), first_ip: insns[0].next_rip }))
+    }
+
+    fn compiled_blocks(&self) -> u64 {
+        self.stats.compiled
+    }
+}
+
+/// One translated block.
+struct JitBlock {
+    code: Code,
+    /// Instructions the code was generated for.
+    len: usize,
+    /// The first instruction's next RIP (identifies the block the code belongs to).
+    first_ip: u64,
+}
+
+impl CompiledBlock for JitBlock {
+    fn run(&self, ctx: &mut Ctx<'_>, insns: &[Insn]) -> Option<(Fault, u64)> {
+        if insns.len() != self.len || insns[0].next_rip != self.first_ip {
+            // Not the block this code was made for (the interpreter never does this): stay correct.
+            return cpu::interp::run_insns(ctx, insns);
+        }
+        let mut out = Outcome::default();
+        // SAFETY: the code was generated by `Jit::build` for a block of `self.len` instructions with the
+        // `BlockFn` signature, and stays mapped executable while `self.code` lives. It reads and writes
+        // only `ctx` (the fields named by `offset_of!`), the `CpuState` it points to (offsets checked in
+        // `cpu::offsets`), and passes `insns[k]` for k < len, checked above, to `call_handler`.
+        let status = unsafe {
+            let f: BlockFn = std::mem::transmute::<*const u8, BlockFn>(self.code.as_ptr());
+            f(ctx as *mut Ctx<'_> as *mut c_void, insns.as_ptr(), &mut out)
+        };
+        if let Some(p) = out.panic {
+            resume_unwind(p);
+        }
+        debug_assert_eq!(status == ST_EXIT, out.fault.is_some());
+        out.fault
+    }
+}
+
+#[cfg(test)]
+mod tests;

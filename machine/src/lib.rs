@@ -30,7 +30,12 @@ pub enum Accel {
     Interp,
     /// Hardware virtualization through /dev/kvm.
     Kvm,
+    /// The Cranelift JIT (the `jit` crate): the interpreter with hot blocks translated to host code.
+    Jit,
 }
+
+/// Entries after which the JIT translates a block, by default (see docs/PERF.md for the measurement).
+pub const JIT_THRESHOLD: u32 = 16;
 
 /// The engine instance.
 enum Engine {
@@ -69,6 +74,9 @@ pub struct MachineConfig {
     pub rtc_start: i64,
     /// Execution engine.
     pub accel: Accel,
+    /// Under [`Accel::Jit`]: entries after which a block is translated (1 translates every block
+    /// on its first entry, as the tests do).
+    pub jit_threshold: u32,
     /// Act as the firmware for ACPI: program the PIIX4 PM base (0x600) with SCI_EN set and write the ACPI
     /// and MP tables into the EBDA (0x9E000-0x9FFFF, see `firmware::acpi`). Off by default: bare test
     /// ROMs own all of RAM.
@@ -118,6 +126,7 @@ impl MachineConfig {
             on_triple_fault: TripleFaultAction::Stop,
             rtc_start: 1_767_225_600, // 2026-01-01T00:00:00Z
             accel: Accel::Interp,
+            jit_threshold: JIT_THRESHOLD,
             acpi: false,
             linux: None,
             testdev: false,
@@ -190,7 +199,8 @@ const MAX_SLICE: u64 = 20_000_000;
 pub struct Machine {
     /// CPU 0's state.
     pub cpu: CpuState,
-    /// The interpreter (the engine itself under `Accel::Interp`; its caches are unused otherwise).
+    /// The interpreter (the engine itself under `Accel::Interp`, and with the JIT as its block
+    /// backend under `Accel::Jit`; its caches are unused under KVM).
     pub interp: Interpreter,
     engine: Engine,
     /// The board.
@@ -342,12 +352,17 @@ impl Machine {
         }
 
         let engine = match cfg.accel {
-            Accel::Interp => Engine::Interp,
+            Accel::Interp | Accel::Jit => Engine::Interp,
             Accel::Kvm => Engine::Kvm(Box::new(kvm::KvmEngine::new(&board).map_err(MachineError::Engine)?)),
         };
+        let mut interp = Interpreter::new();
+        if cfg.accel == Accel::Jit {
+            let jit = jit::Jit::new().map_err(|e| MachineError::Engine(format!("jit: {e}")))?;
+            interp.set_backend(Box::new(jit), cfg.jit_threshold);
+        }
         Ok(Machine {
             cpu: CpuState { quirks: cfg.quirks, ..CpuState::default() },
-            interp: Interpreter::new(),
+            interp,
             engine,
             board,
             com1,

@@ -1,0 +1,107 @@
+//! Executable memory for generated code: chunks mapped read-write while code is copied in and
+//! read-execute otherwise (never both), shared by the blocks whose code they hold and unmapped when
+//! the last of those blocks is dropped. (Raw `mmap`/`mprotect`: memmap2's protection changes consume
+//! the mapping, and a failed change would unmap code that other blocks still hold.)
+
+use std::rc::Rc;
+
+/// Size of one chunk of code memory.
+const CHUNK: usize = 256 << 10;
+/// Alignment of each function (Cranelift's constant pools assume 16).
+const ALIGN: usize = 16;
+
+struct Chunk {
+    base: *mut u8,
+    size: usize,
+}
+
+impl Chunk {
+    fn map(size: usize) -> Option<Chunk> {
+        // SAFETY: an anonymous private mapping at an address of the kernel's choice touches no
+        // existing memory; the result is checked.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                size,
+                libc::PROT_READ | libc::PROT_EXEC,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        (p != libc::MAP_FAILED).then_some(Chunk { base: p as *mut u8, size })
+    }
+
+    fn protect(&self, prot: libc::c_int) -> bool {
+        // SAFETY: `base..base+size` is this chunk's own mapping, alive until `drop`.
+        unsafe { libc::mprotect(self.base as *mut libc::c_void, self.size, prot) == 0 }
+    }
+}
+
+impl Drop for Chunk {
+    fn drop(&mut self) {
+        // SAFETY: the mapping is ours, and no `Code` handle (the only way to reach it) is left.
+        unsafe {
+            libc::munmap(self.base as *mut libc::c_void, self.size);
+        }
+    }
+}
+
+/// A function's code, alive while this handle is.
+pub(crate) struct Code {
+    chunk: Rc<Chunk>,
+    offset: usize,
+    len: usize,
+}
+
+impl Code {
+    /// The first byte of the code.
+    pub(crate) fn as_ptr(&self) -> *const u8 {
+        self.chunk.base.wrapping_add(self.offset)
+    }
+
+    /// Bytes of code.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+}
+
+/// Bump allocator over chunks.
+#[derive(Default)]
+pub(crate) struct Arena {
+    current: Option<Rc<Chunk>>,
+    used: usize,
+}
+
+impl Arena {
+    /// Copies `bytes` into executable memory; `None` if the host refuses the mapping.
+    pub(crate) fn copy_in(&mut self, bytes: &[u8]) -> Option<Code> {
+        let need = bytes.len().div_ceil(ALIGN) * ALIGN;
+        let fits = self.current.as_ref().is_some_and(|c| self.used + need <= c.size);
+        if !fits {
+            let size = need.max(CHUNK).div_ceil(4096) * 4096;
+            self.current = Some(Rc::new(Chunk::map(size)?));
+            self.used = 0;
+        }
+        let chunk = self.current.clone()?;
+        let offset = self.used;
+        // No code of this chunk runs while it is writable: code runs only from `JitBlock::run`, and
+        // translation happens between blocks on the same thread (`Chunk` is behind an `Rc`, so it
+        // is not `Send`).
+        if !chunk.protect(libc::PROT_READ | libc::PROT_WRITE) {
+            return None;
+        }
+        // SAFETY: `offset + bytes.len() <= size` (checked above), the chunk is writable now, and the
+        // bytes lie past every function already in it, so no live function changes.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), chunk.base.add(offset), bytes.len()) };
+        // Other blocks' code in this chunk must run again: a host that refuses to give back the
+        // permission it gave a moment ago leaves no correct way on.
+        assert!(
+            chunk.protect(libc::PROT_READ | libc::PROT_EXEC),
+            "jit: mprotect(PROT_READ|PROT_EXEC) of a code chunk failed: {}",
+            std::io::Error::last_os_error()
+        );
+        self.used += need;
+        Some(Code { chunk, offset, len: bytes.len() })
+    }
+}
