@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Linux boot benchmark: Ferrite (each available engine) beside QEMU (TCG, and KVM when usable) on the
+"""Linux boot benchmark: Ferrite (each available engine: interp, jit, kvm) beside QEMU (TCG, and KVM when usable) on the
 same Debian kernel, initramfs and command line, 1 vCPU, 512 MiB.
 
 For every engine and run it measures host wall time from process start to the guest's ready marker
@@ -72,6 +72,7 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--ferrite", default="target/release/ferrite")
     ap.add_argument("--timeout", type=float, default=600)
+    ap.add_argument("--only", help="comma-separated engine names (default: all)")
     a = ap.parse_args()
     paths = subprocess.run([a.ferrite, "images"], capture_output=True, check=True).stdout.decode()
     field = lambda k: re.search(rf"^{k}=(.*)$", paths, re.M).group(1)
@@ -79,6 +80,8 @@ def main():
     engines = {
         "ferrite-interp": [a.ferrite, "run", "--accel", "interp", "--memory", "512M", "--kernel", kernel,
                            "--initrd", initrd, "--append", CMDLINE],
+        "ferrite-jit": [a.ferrite, "run", "--accel", "jit", "--memory", "512M", "--kernel", kernel,
+                        "--initrd", initrd, "--append", CMDLINE],
         "qemu-tcg": ["qemu-system-x86_64", "-accel", "tcg", "-m", "512", "-smp", "1", "-nographic",
                      "-no-reboot", "-kernel", kernel, "-initrd", initrd, "-append", CMDLINE],
     }
@@ -88,6 +91,8 @@ def main():
         engines["qemu-kvm"] = ["qemu-system-x86_64", "-accel", "kvm"] + engines["qemu-tcg"][3:]
     else:
         print("kvm engines skipped: /dev/kvm missing or a software-emulating KVM (PVM)", file=sys.stderr)
+    if a.only:
+        engines = {k: v for k, v in engines.items() if k in a.only.split(",")}
     results = {}
     for name, cmd in engines.items():
         ready, work, sums = [], [], set()

@@ -19,7 +19,7 @@ pub mod regs;
 pub mod seg;
 pub mod state;
 pub mod task;
-#[cfg(test)]
+#[cfg(any(test, feature = "testutil"))]
 pub mod testutil;
 
 pub use bus::CpuBus;

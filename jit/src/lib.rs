@@ -19,6 +19,7 @@
 #![deny(missing_docs)]
 
 mod arena;
+mod lower;
 
 use arena::{Arena, Code};
 use cpu::exec::Insn;
@@ -89,6 +90,10 @@ pub struct Stats {
     pub declined: u64,
     /// Bytes of host code generated.
     pub code_bytes: u64,
+    /// Instructions lowered inline (counted once per translation).
+    pub inlined: u64,
+    /// Instructions translated as a call of their handler.
+    pub called: u64,
 }
 
 /// The Cranelift block backend.
@@ -104,6 +109,13 @@ impl Jit {
     /// A JIT for this host's CPU; fails when Cranelift does not support the host.
     pub fn new() -> Result<Self, String> {
         let mut flags = settings::builder();
+        let verify = if cfg!(debug_assertions) || std::env::var_os("FERRITE_JIT_VERIFY").is_some() {
+            "true"
+        } else {
+            "false"
+        };
+        flags.set("enable_verifier", verify).map_err(|e| e.to_string())?;
+        flags.set("regalloc_algorithm", "backtracking").map_err(|e| e.to_string())?;
         flags.set("opt_level", "speed").map_err(|e| e.to_string())?;
         // Code is copied to wherever the arena has room: it must not depend on its address.
         flags.set("is_pic", "true").map_err(|e| e.to_string())?;
@@ -151,7 +163,51 @@ impl Jit {
         let tramp = b.ins().iconst(ptr, call_handler as *const () as usize as i64);
         let ok = b.ins().iconst(types::I32, ST_OK as i64);
         let size = std::mem::size_of::<Insn>() as i64;
+        // Inlined instructions retire without touching `rip`/`icount`: those are brought up to date
+        // before the next handler call and at the end (`pending` instructions, the last one's next RIP).
+        let mut pending = 0i64;
+        let mut last_next = 0u64;
+        let sync = |b: &mut FunctionBuilder<'_>, pending: &mut i64, rip: u64| {
+            if *pending == 0 {
+                return;
+            }
+            let r = b.ins().iconst(types::I64, rip as i64);
+            b.ins().store(mf, r, st, cpu::offsets::RIP as i32);
+            let ic = b.ins().load(types::I64, mf, st, cpu::offsets::ICOUNT as i32);
+            let ic = b.ins().iadd_imm_s(ic, *pending);
+            b.ins().store(mf, ic, st, cpu::offsets::ICOUNT as i32);
+            *pending = 0;
+        };
+        let mut ended = false;
         for (k, insn) in insns.iter().enumerate() {
+            if let Some(op) = lower::inline_op(insn) {
+                self.stats.inlined += 1;
+                if let lower::Op::Branch(cc) = op {
+                    // A branch ends the block: RIP is the target or the next instruction.
+                    let target = b.ins().iconst(types::I64, insn.i.near_branch_target() as i64);
+                    let rip = match cc {
+                        None => target,
+                        Some(cc) => {
+                            let taken = lower::Lower { b: &mut b, st }.cond(cc);
+                            let fall = b.ins().iconst(types::I64, insn.next_rip as i64);
+                            b.ins().select(taken, target, fall)
+                        }
+                    };
+                    b.ins().store(mf, rip, st, cpu::offsets::RIP as i32);
+                    let ic = b.ins().load(types::I64, mf, st, cpu::offsets::ICOUNT as i32);
+                    let ic = b.ins().iadd_imm_s(ic, pending + 1);
+                    b.ins().store(mf, ic, st, cpu::offsets::ICOUNT as i32);
+                    pending = 0;
+                    ended = true;
+                    break;
+                }
+                lower::Lower { b: &mut b, st }.emit(insn, op);
+                pending += 1;
+                last_next = insn.next_rip;
+                continue;
+            }
+            self.stats.called += 1;
+            sync(&mut b, &mut pending, last_next);
             // ctx.next_rip = insn.next_rip; status = handler(ctx, insn)
             let next = b.ins().iconst(types::I64, insn.next_rip as i64);
             b.ins().store(mf, next, ctx, offset_of!(Ctx<'static>, next_rip) as i32);
@@ -177,6 +233,9 @@ impl Jit {
                 b.switch_to_block(next_block);
                 b.seal_block(next_block);
             }
+        }
+        if !ended {
+            sync(&mut b, &mut pending, last_next);
         }
         b.ins().jump(exit, &[ok.into()]);
         b.seal_block(entry);

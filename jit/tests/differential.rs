@@ -1,0 +1,288 @@
+//! The JIT against the interpreter, instruction by instruction: random straight-line programs made of
+//! every encoding the JIT lowers inline (register/immediate MOV, MOVZX/MOVSX/MOVSXD, LEA with every
+//! addressing form, ADD/SUB/CMP/AND/OR/XOR/TEST, INC/DEC, NOP, Jcc/JMP rel), with prefixes (66, 67,
+//! REX) and interleaved with instructions it calls the handler for, run from random registers and
+//! flags in real, 32-bit protected and 64-bit mode. The translated run (threshold 1: every block is
+//! translated on its first entry) must end in exactly the interpreter's state: GPRs, RFLAGS, RIP and
+//! the retired-instruction count.
+//!
+//! `FERRITE_JIT_DIFF_CASES=N` runs N programs per mode (default 3000).
+
+use cpu::Interpreter;
+use cpu::interp::Exit;
+use cpu::testutil::{CODE, TestBus, TestMode, cpu_in};
+use iced_x86::{Decoder, DecoderOptions, Mnemonic};
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn byte(&mut self) -> u8 {
+        self.next() as u8
+    }
+}
+
+fn bits_of(mode: TestMode) -> u32 {
+    match mode {
+        TestMode::Real => 16,
+        TestMode::Prot32 => 32,
+        TestMode::Long64 => 64,
+    }
+}
+
+/// A ModRM byte with a register operand (mod = 11).
+fn modrm_reg(r: &mut Rng) -> u8 {
+    0xc0 | (r.byte() & 0x3f)
+}
+
+/// One random instruction of the kinds the JIT inlines (or one it calls, `filler`), as bytes.
+fn gen_insn(r: &mut Rng, bits: u32, filler: bool) -> Vec<u8> {
+    let mut v = Vec::new();
+    if r.below(4) == 0 {
+        v.push(0x66);
+    }
+    if r.below(6) == 0 {
+        v.push(0x67);
+    }
+    if bits == 64 && r.below(2) == 0 {
+        v.push(0x40 | (r.byte() & 0x0f));
+    }
+    if filler {
+        // Called through the handler: rotates, ADC/SBB, IMUL, BSWAP, XCHG.
+        match r.below(5) {
+            0 => v.extend([0xc1, 0xc0 | (r.byte() & 0x0f), r.byte()]),
+            1 => v.extend([[0x11, 0x19][r.below(2) as usize], modrm_reg(r)]),
+            2 => v.extend([0x0f, 0xaf, modrm_reg(r)]),
+            3 => v.extend([0x0f, 0xc8 | (r.byte() & 7)]),
+            _ => v.extend([0x87, modrm_reg(r)]),
+        }
+        return v;
+    }
+    match r.below(14) {
+        // ALU r/m, r and r, r/m: 00-03 ADD, 08-0B OR, 20-23 AND, 28-2B SUB, 30-33 XOR, 38-3B CMP.
+        0 | 1 => {
+            let base = [0x00, 0x08, 0x20, 0x28, 0x30, 0x38][r.below(6) as usize];
+            v.extend([base + r.below(4) as u8, modrm_reg(r)]);
+        }
+        // ALU AL/eAX, imm.
+        2 => {
+            let base = [0x04, 0x0c, 0x24, 0x2c, 0x34, 0x3c, 0xa8][r.below(7) as usize];
+            let wide = r.below(2) as u8;
+            v.push(base + wide);
+            let n = if wide == 0 {
+                1
+            } else if bits == 16 {
+                2
+            } else {
+                4
+            };
+            v.extend((0..n).map(|_| r.byte()));
+        }
+        // Group 1 r/m, imm (80, 81, 83) with /0 ADD /1 OR /4 AND /5 SUB /6 XOR /7 CMP.
+        3 | 4 => {
+            let op = [0x80u8, 0x81, 0x83][r.below(3) as usize];
+            let sub = [0u8, 1, 4, 5, 6, 7][r.below(6) as usize];
+            v.extend([op, 0xc0 | (sub << 3) | (r.byte() & 7)]);
+            let n = if op == 0x81 { 4 } else { 1 };
+            v.extend((0..n).map(|_| r.byte()));
+        }
+        // TEST r/m, r.
+        5 => v.extend([0x84 + r.below(2) as u8, modrm_reg(r)]),
+        // MOV r/m, r and r, r/m.
+        6 => v.extend([0x88 + r.below(4) as u8, modrm_reg(r)]),
+        // MOV r, imm (B0-BF; with REX.W, B8-BF take 8 bytes).
+        7 => {
+            let op = 0xb0 + r.below(16) as u8;
+            v.push(op);
+            let n = if op < 0xb8 { 1 } else { 8 };
+            v.extend((0..n).map(|_| r.byte()));
+        }
+        // MOV r/m, imm (C6 /0, C7 /0).
+        8 => {
+            let op = 0xc6 + r.below(2) as u8;
+            v.extend([op, 0xc0 | (r.byte() & 7)]);
+            let n = if op == 0xc6 { 1 } else { 4 };
+            v.extend((0..n).map(|_| r.byte()));
+        }
+        // MOVZX/MOVSX r, r/m8/16; MOVSXD.
+        9 => {
+            if bits == 64 && r.below(3) == 0 {
+                v.extend([0x63, modrm_reg(r)]);
+            } else {
+                v.extend([0x0f, [0xb6, 0xb7, 0xbe, 0xbf][r.below(4) as usize], modrm_reg(r)]);
+            }
+        }
+        // LEA with a random memory form (any ModRM with mod != 11, SIB and displacement bytes).
+        10 | 11 => {
+            let modrm = r.byte() % 0xc0;
+            v.extend([0x8d, modrm]);
+            // Enough bytes for any SIB and displacement; the decoder takes what it needs.
+            v.extend((0..5).map(|_| r.byte()));
+        }
+        // INC/DEC r/m (FE/FF /0 /1), and 40-4F outside 64-bit mode (there they are REX).
+        12 => {
+            if bits != 64 && r.below(2) == 0 {
+                v.clear();
+                v.push(0x40 + r.below(16) as u8);
+            } else {
+                v.extend([0xfe + r.below(2) as u8, 0xc0 | ((r.below(2) as u8) << 3) | (r.byte() & 7)]);
+            }
+        }
+        _ => {
+            if r.below(2) == 0 {
+                v.clear();
+                v.push(0x90);
+            } else {
+                v.extend([0x0f, 0x1f, modrm_reg(r)]);
+            }
+        }
+    }
+    v
+}
+
+/// Decodes exactly one instruction from `bytes` (in `bits`), returning its length and mnemonic.
+fn decode_one(bytes: &[u8], bits: u32) -> Option<(usize, Mnemonic)> {
+    let mut d = Decoder::with_ip(bits, bytes, 0, DecoderOptions::NONE);
+    let i = d.decode();
+    if i.is_invalid() { None } else { Some((i.len(), i.mnemonic())) }
+}
+
+/// A random program: instructions, some Jcc/JMP rel8 over whole instructions, and HLT at the end.
+fn gen_program(r: &mut Rng, bits: u32) -> Vec<u8> {
+    let n = 1 + r.below(40) as usize;
+    let mut insns: Vec<Vec<u8>> = Vec::new();
+    while insns.len() < n {
+        let filler = r.below(5) == 0;
+        let mut v = gen_insn(r, bits, filler);
+        // Keep only what decodes, cut to its length (trailing random bytes of LEA).
+        let Some((len, m)) = decode_one(&v, bits) else { continue };
+        // Privileged, I/O, stack or control instructions that random prefixes could turn some bytes
+        // into are not what this test is about.
+        if matches!(m, Mnemonic::Hlt | Mnemonic::In | Mnemonic::Out) {
+            continue;
+        }
+        v.truncate(len);
+        insns.push(v);
+    }
+    // Branches: before instruction k, jump over the next few instructions (or not, for Jcc).
+    let mut out = Vec::new();
+    for k in 0..insns.len() {
+        if r.below(6) == 0 {
+            let skip = r.below(4) as usize;
+            let d: usize = insns[k..(k + skip).min(insns.len())].iter().map(|v| v.len()).sum();
+            if d < 128 {
+                let op = if r.below(5) == 0 { 0xeb } else { 0x70 + r.below(16) as u8 };
+                out.extend([op, d as u8]);
+            }
+        }
+        out.extend(&insns[k]);
+    }
+    out.push(0xf4);
+    out
+}
+
+/// Runs `code` from the given registers and flags on `it` (its caches flushed first).
+fn run(
+    it: &mut Interpreter,
+    mode: TestMode,
+    code: &[u8],
+    gpr: &[u64; 16],
+    rflags: u64,
+) -> (cpu::CpuState, Exit) {
+    let mut bus = TestBus::default();
+    let mut st = cpu_in(mode, &mut bus);
+    bus.ram[CODE as usize..CODE as usize + code.len()].copy_from_slice(code);
+    st.gpr = *gpr;
+    // Keep the stack pointer usable (the filler never uses it, but keep it sane anyway).
+    st.gpr[4] = cpu::testutil::STACK;
+    st.rflags = rflags;
+    it.flush_all();
+    let exit = it.run(&mut st, &mut bus, 1_000);
+    (st, exit)
+}
+
+#[test]
+fn jit_matches_interpreter_on_inlined_forms() {
+    let cases: u64 =
+        std::env::var("FERRITE_JIT_DIFF_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(3000);
+    let mut r = Rng(0x5eed_0f1e_2026_0001);
+    let mut inlined_mnemonics = std::collections::BTreeSet::new();
+    // One engine of each kind for all programs (a fresh JIT per program costs more than the program).
+    let mut interp = Interpreter::new();
+    let mut jit = Interpreter::new();
+    jit.set_backend(Box::new(jit::Jit::new().expect("jit")), 1);
+    // A fault ends the run (there is no IDT): both engines must raise the same one at the same place.
+    interp.trap_faults = true;
+    jit.trap_faults = true;
+    for mode in [TestMode::Long64, TestMode::Prot32, TestMode::Real] {
+        let bits = bits_of(mode);
+        for case in 0..cases {
+            let code = gen_program(&mut r, bits);
+            let mut gpr = [0u64; 16];
+            for g in gpr.iter_mut() {
+                // Mix small, boundary and random values so that carries, overflows and zeros occur.
+                *g = match r.below(4) {
+                    0 => r.below(4),
+                    1 => [
+                        0x7f,
+                        0x80,
+                        0xff,
+                        0x7fff,
+                        0x8000,
+                        0xffff,
+                        0x7fff_ffff,
+                        0x8000_0000,
+                        0xffff_ffff,
+                        u64::MAX,
+                    ][r.below(10) as usize],
+                    _ => r.next(),
+                };
+            }
+            // Arithmetic flags at random; IF and the reserved bit 1 as a real CPU has them.
+            let rflags = 0x2 | (r.next() & cpu::state::flags::ARITH);
+            let (a, ea) = run(&mut interp, mode, &code, &gpr, rflags);
+            let (b, eb) = run(&mut jit, mode, &code, &gpr, rflags);
+            let same =
+                a.gpr == b.gpr && a.rflags == b.rflags && a.rip == b.rip && a.icount == b.icount && ea == eb;
+            assert!(
+                same,
+                "{mode:?} case {case}: program {code:02x?}\n{}\ninterp: {ea:?} rip {:#x} icount {} rflags {:#x}\n  gpr {:x?}\njit:    {eb:?} rip {:#x} icount {} rflags {:#x}\n  gpr {:x?}",
+                disasm(&code, bits),
+                a.rip,
+                a.icount,
+                a.rflags,
+                a.gpr,
+                b.rip,
+                b.icount,
+                b.rflags,
+                b.gpr
+            );
+            let mut d = Decoder::with_ip(bits, &code, 0, DecoderOptions::NONE);
+            for i in d.iter() {
+                inlined_mnemonics.insert(format!("{:?}", i.mnemonic()));
+            }
+        }
+    }
+    let translated = jit.compiled_blocks();
+    assert!(translated >= cases * 3, "only {translated} blocks translated");
+    assert_eq!(interp.compiled_blocks(), 0);
+    println!("{translated} blocks translated; mnemonics seen: {inlined_mnemonics:?}");
+    for m in [
+        "Mov", "Movzx", "Movsx", "Movsxd", "Lea", "Add", "Sub", "Cmp", "And", "Or", "Xor", "Test", "Inc",
+        "Dec", "Nop",
+    ] {
+        assert!(inlined_mnemonics.contains(m), "the generator never produced {m}");
+    }
+}
+
+fn disasm(code: &[u8], bits: u32) -> String {
+    let mut d = Decoder::with_ip(bits, code, CODE, DecoderOptions::NONE);
+    d.iter().map(|i| format!("  {:#x}: {i}", i.ip())).collect::<Vec<_>>().join("\n")
+}
