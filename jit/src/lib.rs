@@ -163,51 +163,33 @@ impl Jit {
         let tramp = b.ins().iconst(ptr, call_handler as *const () as usize as i64);
         let ok = b.ins().iconst(types::I32, ST_OK as i64);
         let size = std::mem::size_of::<Insn>() as i64;
-        // Inlined instructions retire without touching `rip`/`icount`: those are brought up to date
-        // before the next handler call and at the end (`pending` instructions, the last one's next RIP).
-        let mut pending = 0i64;
-        let mut last_next = 0u64;
-        let sync = |b: &mut FunctionBuilder<'_>, pending: &mut i64, rip: u64| {
-            if *pending == 0 {
-                return;
-            }
+        // The retired count lives in an SSA variable while the block runs; `rip` and `icount` in
+        // `CpuState` are brought up to date (`sync`) before each handler call and at the end.
+        let icount = b.declare_var(types::I64);
+        let ic0 = b.ins().load(types::I64, mf, st, cpu::offsets::ICOUNT as i32);
+        b.def_var(icount, ic0);
+        let mmu = b.ins().load(ptr, mf, ctx, offset_of!(Ctx<'static>, mmu) as i32);
+        let tlb = b.ins().load(ptr, mf, mmu, offset_of!(cpu::mem::Mmu, tlb) as i32);
+        let bump = |b: &mut FunctionBuilder<'_>, n: i64| {
+            let v = b.use_var(icount);
+            let v = b.ins().iadd_imm_s(v, n);
+            b.def_var(icount, v);
+        };
+        let sync = |b: &mut FunctionBuilder<'_>, rip: u64| {
             let r = b.ins().iconst(types::I64, rip as i64);
             b.ins().store(mf, r, st, cpu::offsets::RIP as i32);
-            let ic = b.ins().load(types::I64, mf, st, cpu::offsets::ICOUNT as i32);
-            let ic = b.ins().iadd_imm_s(ic, *pending);
-            b.ins().store(mf, ic, st, cpu::offsets::ICOUNT as i32);
-            *pending = 0;
+            let v = b.use_var(icount);
+            b.ins().store(mf, v, st, cpu::offsets::ICOUNT as i32);
         };
+        // Whether `rip`/`icount` in memory lag behind (an inlined instruction ran since the last sync).
+        let mut dirty = false;
         let mut ended = false;
-        for (k, insn) in insns.iter().enumerate() {
-            if let Some(op) = lower::inline_op(insn) {
-                self.stats.inlined += 1;
-                if let lower::Op::Branch(cc) = op {
-                    // A branch ends the block: RIP is the target or the next instruction.
-                    let target = b.ins().iconst(types::I64, insn.i.near_branch_target() as i64);
-                    let rip = match cc {
-                        None => target,
-                        Some(cc) => {
-                            let taken = lower::Lower { b: &mut b, st }.cond(cc);
-                            let fall = b.ins().iconst(types::I64, insn.next_rip as i64);
-                            b.ins().select(taken, target, fall)
-                        }
-                    };
-                    b.ins().store(mf, rip, st, cpu::offsets::RIP as i32);
-                    let ic = b.ins().load(types::I64, mf, st, cpu::offsets::ICOUNT as i32);
-                    let ic = b.ins().iadd_imm_s(ic, pending + 1);
-                    b.ins().store(mf, ic, st, cpu::offsets::ICOUNT as i32);
-                    pending = 0;
-                    ended = true;
-                    break;
-                }
-                lower::Lower { b: &mut b, st }.emit(insn, op);
-                pending += 1;
-                last_next = insn.next_rip;
-                continue;
+        // Emits the handler call of instruction `k` (state synced first), continuing in a new block
+        // when the instruction completed without ending the block.
+        let call = |b: &mut FunctionBuilder<'_>, k: usize, insn: &Insn, dirty: bool| {
+            if dirty {
+                sync(b, insn.i.ip());
             }
-            self.stats.called += 1;
-            sync(&mut b, &mut pending, last_next);
             // ctx.next_rip = insn.next_rip; status = handler(ctx, insn)
             let next = b.ins().iconst(types::I64, insn.next_rip as i64);
             b.ins().store(mf, next, ctx, offset_of!(Ctx<'static>, next_rip) as i32);
@@ -221,21 +203,73 @@ impl Jit {
             // st.rip = ctx.next_rip; st.icount += 1
             let rip = b.ins().load(types::I64, mf, ctx, offset_of!(Ctx<'static>, next_rip) as i32);
             b.ins().store(mf, rip, st, cpu::offsets::RIP as i32);
-            let ic = b.ins().load(types::I64, mf, st, cpu::offsets::ICOUNT as i32);
-            let ic = b.ins().iadd_imm_s(ic, 1);
-            b.ins().store(mf, ic, st, cpu::offsets::ICOUNT as i32);
-            if k + 1 < insns.len() {
-                // An instruction that must end the block (MMIO, self-modifying code, mode changes)
-                // says so in ctx.break_block.
-                let bb = b.ins().load(types::I8, mf, ctx, offset_of!(Ctx<'static>, break_block) as i32);
-                let next_block = b.create_block();
-                b.ins().brif(bb, exit, &[ok.into()], next_block, &[]);
-                b.switch_to_block(next_block);
-                b.seal_block(next_block);
+            bump(b, 1);
+            let v = b.use_var(icount);
+            b.ins().store(mf, v, st, cpu::offsets::ICOUNT as i32);
+            // An instruction that must end the block (MMIO, self-modifying code, mode changes) says
+            // so in ctx.break_block.
+            let bb = b.ins().load(types::I8, mf, ctx, offset_of!(Ctx<'static>, break_block) as i32);
+            let next_block = b.create_block();
+            b.ins().brif(bb, exit, &[ok.into()], next_block, &[]);
+            b.switch_to_block(next_block);
+            b.seal_block(next_block);
+        };
+        for (k, insn) in insns.iter().enumerate() {
+            let Some(form) = lower::inline_op(insn) else {
+                self.stats.called += 1;
+                call(&mut b, k, insn, dirty);
+                dirty = false;
+                continue;
+            };
+            self.stats.inlined += 1;
+            if let lower::Op::Branch(cc) = form.op {
+                // A branch ends the block: RIP is the target or the next instruction.
+                let target = b.ins().iconst(types::I64, insn.i.near_branch_target() as i64);
+                let rip = match cc {
+                    None => target,
+                    Some(cc) => {
+                        let taken = lower::Lower { b: &mut b, st }.cond(cc);
+                        let fall = b.ins().iconst(types::I64, insn.next_rip as i64);
+                        b.ins().select(taken, target, fall)
+                    }
+                };
+                b.ins().store(mf, rip, st, cpu::offsets::RIP as i32);
+                bump(&mut b, 1);
+                let v = b.use_var(icount);
+                b.ins().store(mf, v, st, cpu::offsets::ICOUNT as i32);
+                ended = true;
+                break;
             }
+            if form.mem == lower::Mem::None {
+                lower::Lower { b: &mut b, st }.emit(insn, form.op);
+            } else {
+                // The access inline when the interpreter would take its fast path; else the handler.
+                let (hit, host) = lower::Lower { b: &mut b, st }.probe(insn, form, tlb);
+                let fast = b.create_block();
+                let slow = b.create_block();
+                let join = b.create_block();
+                b.set_cold_block(slow);
+                b.ins().brif(hit, fast, &[], slow, &[]);
+                b.seal_block(fast);
+                b.seal_block(slow);
+                b.switch_to_block(fast);
+                lower::Lower { b: &mut b, st }.emit_mem(insn, form, host);
+                bump(&mut b, 1);
+                b.ins().jump(join, &[]);
+                b.switch_to_block(slow);
+                call(&mut b, k, insn, dirty);
+                b.ins().jump(join, &[]);
+                b.seal_block(join);
+                b.switch_to_block(join);
+                // The slow path is synced, the fast path is not: `rip`/`icount` lag at the join.
+                dirty = true;
+                continue;
+            }
+            bump(&mut b, 1);
+            dirty = true;
         }
-        if !ended {
-            sync(&mut b, &mut pending, last_next);
+        if !ended && dirty {
+            sync(&mut b, insns[insns.len() - 1].next_rip);
         }
         b.ins().jump(exit, &[ok.into()]);
         b.seal_block(entry);

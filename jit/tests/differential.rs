@@ -10,7 +10,7 @@
 
 use cpu::Interpreter;
 use cpu::interp::Exit;
-use cpu::testutil::{CODE, TestBus, TestMode, cpu_in};
+use cpu::testutil::{CODE, DATA, STACK, TestBus, TestMode, cpu_in};
 use iced_x86::{Decoder, DecoderOptions, Mnemonic};
 
 struct Rng(u64);
@@ -147,6 +147,78 @@ fn gen_insn(r: &mut Rng, bits: u32, filler: bool) -> Vec<u8> {
     v
 }
 
+/// One random memory-operand instruction of the forms the JIT inlines in 64-bit code (or PUSH/POP),
+/// addressing through RBX, RSI, RDI or RBP (set to data pages by the test) with a small
+/// displacement, RIP-relative, or FS/GS-relative.
+fn gen_mem_insn(r: &mut Rng) -> Vec<u8> {
+    let mut v = Vec::new();
+    if r.below(5) == 0 {
+        v.push(0x66);
+    }
+    if r.below(8) == 0 {
+        v.push([0x64, 0x65][r.below(2) as usize]);
+    }
+    // REX: W and R at random (B and X stay 0 so that the base stays one of ours).
+    if r.below(2) == 0 {
+        v.push(0x40 | (r.byte() & 0x0c));
+    }
+    if r.below(6) == 0 {
+        v.clear();
+        if r.below(3) == 0 {
+            v.push(0x41);
+        }
+        v.push(0x50 + r.below(16) as u8);
+        return v;
+    }
+    let (op, ext, imm): (&[u8], Option<u8>, usize) = match r.below(9) {
+        0 | 1 => {
+            let base = [0x00u8, 0x08, 0x20, 0x28, 0x30, 0x38][r.below(6) as usize];
+            (&[base + r.below(4) as u8][..].to_vec().leak()[..], None, 0)
+        }
+        2 => (&[0x84 + r.below(2) as u8][..].to_vec().leak()[..], None, 0),
+        3 | 4 => (&[0x88 + r.below(4) as u8][..].to_vec().leak()[..], None, 0),
+        5 => {
+            let op = 0xc6 + r.below(2) as u8;
+            (&[op][..].to_vec().leak()[..], Some(0), if op == 0xc6 { 1 } else { 4 })
+        }
+        6 => {
+            let op = [0x80u8, 0x81, 0x83][r.below(3) as usize];
+            let sub = [0u8, 1, 4, 5, 6, 7][r.below(6) as usize];
+            (&[op][..].to_vec().leak()[..], Some(sub), if op == 0x81 { 4 } else { 1 })
+        }
+        7 => (&[0xfe + r.below(2) as u8][..].to_vec().leak()[..], Some(r.below(2) as u8), 0),
+        _ => {
+            if r.below(3) == 0 {
+                (&[0x63u8][..], None, 0)
+            } else {
+                (&[0x0f, [0xb6, 0xb7, 0xbe, 0xbf][r.below(4) as usize]][..].to_vec().leak()[..], None, 0)
+            }
+        }
+    };
+    v.extend_from_slice(op);
+    let reg = ext.unwrap_or(r.byte() & 7);
+    match r.below(8) {
+        // RIP-relative (into the code and data around it).
+        0 => {
+            v.push((reg << 3) | 5);
+            v.extend((r.below(0x800) as i32 - 0x400).to_le_bytes());
+        }
+        // [base + disp8]
+        1..=5 => {
+            let base = [3u8, 5, 6, 7][r.below(4) as usize];
+            v.push(0x40 | (reg << 3) | base);
+            v.push(r.byte());
+        }
+        // [base]
+        _ => {
+            let base = [3u8, 6, 7][r.below(3) as usize];
+            v.push((reg << 3) | base);
+        }
+    }
+    v.extend((0..imm).map(|_| r.byte()));
+    v
+}
+
 /// Decodes exactly one instruction from `bytes` (in `bits`), returning its length and mnemonic.
 fn decode_one(bytes: &[u8], bits: u32) -> Option<(usize, Mnemonic)> {
     let mut d = Decoder::with_ip(bits, bytes, 0, DecoderOptions::NONE);
@@ -160,7 +232,7 @@ fn gen_program(r: &mut Rng, bits: u32) -> Vec<u8> {
     let mut insns: Vec<Vec<u8>> = Vec::new();
     while insns.len() < n {
         let filler = r.below(5) == 0;
-        let mut v = gen_insn(r, bits, filler);
+        let mut v = if bits == 64 && r.below(3) == 0 { gen_mem_insn(r) } else { gen_insn(r, bits, filler) };
         // Keep only what decodes, cut to its length (trailing random bytes of LEA).
         let Some((len, m)) = decode_one(&v, bits) else { continue };
         // Privileged, I/O, stack or control instructions that random prefixes could turn some bytes
@@ -195,17 +267,26 @@ fn run(
     code: &[u8],
     gpr: &[u64; 16],
     rflags: u64,
-) -> (cpu::CpuState, Exit) {
+    seed: u64,
+) -> (cpu::CpuState, Exit, TestBus) {
     let mut bus = TestBus::default();
     let mut st = cpu_in(mode, &mut bus);
     bus.ram[CODE as usize..CODE as usize + code.len()].copy_from_slice(code);
     st.gpr = *gpr;
     // Keep the stack pointer usable (the filler never uses it, but keep it sane anyway).
-    st.gpr[4] = cpu::testutil::STACK;
+    st.gpr[4] = STACK;
     st.rflags = rflags;
+    // Data the memory forms read (the same pseudo-random bytes for both engines), and FS/GS bases
+    // into it.
+    let mut x = Rng(seed | 1);
+    for b in bus.ram[DATA as usize - 0x1000..DATA as usize + 0x3000].iter_mut() {
+        *b = x.byte();
+    }
+    st.seg[4].base = DATA + 0x800;
+    st.seg[5].base = DATA + 0x1ff0;
     it.flush_all();
     let exit = it.run(&mut st, &mut bus, 1_000);
-    (st, exit)
+    (st, exit, bus)
 }
 
 #[test]
@@ -245,15 +326,29 @@ fn jit_matches_interpreter_on_inlined_forms() {
                     _ => r.next(),
                 };
             }
+            // Memory bases: RBX, RBP, RSI, RDI usually point into the data pages (some near a page end,
+            // so that accesses cross it).
+            for g in [3, 5, 6, 7] {
+                if r.below(4) != 0 {
+                    gpr[g] = DATA + [0x10, 0x800, 0xffa, 0x1ffc, 0x2000][r.below(5) as usize] + r.below(8);
+                }
+            }
             // Arithmetic flags at random; IF and the reserved bit 1 as a real CPU has them.
             let rflags = 0x2 | (r.next() & cpu::state::flags::ARITH);
-            let (a, ea) = run(&mut interp, mode, &code, &gpr, rflags);
-            let (b, eb) = run(&mut jit, mode, &code, &gpr, rflags);
-            let same =
-                a.gpr == b.gpr && a.rflags == b.rflags && a.rip == b.rip && a.icount == b.icount && ea == eb;
+            let seed = r.next();
+            let (a, ea, ma) = run(&mut interp, mode, &code, &gpr, rflags, seed);
+            let (b, eb, mb) = run(&mut jit, mode, &code, &gpr, rflags, seed);
+            let same_mem = ma.ram == mb.ram;
+            let same = same_mem
+                && a.gpr == b.gpr
+                && a.rflags == b.rflags
+                && a.rip == b.rip
+                && a.icount == b.icount
+                && ea == eb;
             assert!(
                 same,
-                "{mode:?} case {case}: program {code:02x?}\n{}\ninterp: {ea:?} rip {:#x} icount {} rflags {:#x}\n  gpr {:x?}\njit:    {eb:?} rip {:#x} icount {} rflags {:#x}\n  gpr {:x?}",
+                "{mode:?} case {case}: program {code:02x?} (memory {})\n{}\ninterp: {ea:?} rip {:#x} icount {} rflags {:#x}\n  gpr {:x?}\njit:    {eb:?} rip {:#x} icount {} rflags {:#x}\n  gpr {:x?}",
+                if same_mem { "same" } else { "DIFFERS" },
                 disasm(&code, bits),
                 a.rip,
                 a.icount,
