@@ -1,11 +1,11 @@
-//! Boots Debian's cloud kernel with the busybox initramfs from `ferrite images` under the interpreter,
-//! waits for the ready marker, types commands on COM1 through the machine's host-input path, checks
+//! Boots Debian's cloud kernel with the busybox initramfs from `ferrite images` under the JIT and under
+//! the interpreter, waits for the ready marker, types commands on COM1 through the machine's host-input path, checks
 //! their output and powers the guest off (exit status 0).
 //!
 //! The images are downloaded on first use (Debian's mirrors through apt-get; see `ferrite images`). When
 //! that is impossible the test fails and says why: it never passes without booting Linux.
 
-use machine::{HostEvent, LinuxBoot, Machine, MachineConfig, RunOutcome};
+use machine::{Accel, HostEvent, LinuxBoot, Machine, MachineConfig, RunOutcome};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -178,12 +178,22 @@ s += x / (i + 0.5); if (i % 8 == 0) printf \"%.17g %.17g %d %.10e %.17g\\n\", x,
 (\"0.\" i) + 1e-300 * i } }";
 
 #[test]
-fn linux_boots_to_a_shell_and_powers_off() {
+fn linux_boots_to_a_shell_and_powers_off_under_jit() {
+    boot_and_check(Accel::Jit);
+}
+
+#[test]
+fn linux_boots_to_a_shell_and_powers_off_under_interp() {
+    boot_and_check(Accel::Interp);
+}
+
+fn boot_and_check(accel: Accel) {
     let fpcheck = build_fpcheck();
     let Images { kernel, initrd, package, busybox } = images(&fpcheck);
     let out = Arc::new(Mutex::new(Vec::new()));
     let o2 = out.clone();
     let mut cfg = MachineConfig::new(512 << 20, Vec::new());
+    cfg.accel = accel;
     cfg.com1 = Box::new(move |b| o2.lock().unwrap().push(b));
     cfg.linux =
         Some(LinuxBoot { kernel, initrd: Some(initrd), cmdline: CMDLINE.into(), ..Default::default() });
@@ -196,7 +206,7 @@ fn linux_boots_to_a_shell_and_powers_off() {
     let (boot_icount, boot_wall) = (s.m.cpu.icount, s.start.elapsed());
     s.wait_for(PROMPT);
     println!(
-        "{package}: {MARKER} after {boot_icount} instructions, {:.1} s host time ({:.0} MIPS)",
+        "{package} under {accel:?}: {MARKER} after {boot_icount} instructions, {:.1} s host time ({:.0} MIPS)",
         boot_wall.as_secs_f64(),
         boot_icount as f64 / boot_wall.as_secs_f64() / 1e6
     );
@@ -256,10 +266,18 @@ fn linux_boots_to_a_shell_and_powers_off() {
     let log = s.text();
     assert_eq!(s.exit, Some(0), "poweroff must end the machine with status 0; console:\n{log}");
     println!(
-        "whole session: {} instructions, {:.1} s host time",
+        "whole session under {accel:?}: {} instructions, {:.1} s host time{}",
         s.m.cpu.icount,
-        s.start.elapsed().as_secs_f64()
+        s.start.elapsed().as_secs_f64(),
+        s.m.interp.backend_stats().map(|b| format!("; {b}")).unwrap_or_default()
     );
+    if accel == Accel::Jit {
+        assert!(
+            s.m.interp.compiled_blocks() > 1000,
+            "the JIT translated only {} blocks",
+            s.m.interp.compiled_blocks()
+        );
+    }
     // The kernel's log (quiet: warnings and errors only) must be free of these.
     for bad in ["WARNING", "Oops", "BUG", "Call Trace", "unknown", "unsupported", "not supported"] {
         assert!(!log.contains(bad), "kernel log contains {bad:?}:\n{log}");

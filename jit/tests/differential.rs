@@ -6,7 +6,7 @@
 //! translated on its first entry) must end in exactly the interpreter's state: GPRs, RFLAGS, RIP and
 //! the retired-instruction count.
 //!
-//! `FERRITE_JIT_DIFF_CASES=N` runs N programs per mode (default 3000).
+//! `FERRITE_JIT_DIFF_CASES=N` runs N programs per mode (default 1500).
 
 use cpu::Interpreter;
 use cpu::interp::Exit;
@@ -292,7 +292,7 @@ fn run(
 #[test]
 fn jit_matches_interpreter_on_inlined_forms() {
     let cases: u64 =
-        std::env::var("FERRITE_JIT_DIFF_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(3000);
+        std::env::var("FERRITE_JIT_DIFF_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(1500);
     let mut r = Rng(0x5eed_0f1e_2026_0001);
     let mut inlined_mnemonics = std::collections::BTreeSet::new();
     // One engine of each kind for all programs (a fresh JIT per program costs more than the program).

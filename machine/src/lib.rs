@@ -35,7 +35,7 @@ pub enum Accel {
 }
 
 /// Entries after which the JIT translates a block, by default (see docs/PERF.md for the measurement).
-pub const JIT_THRESHOLD: u32 = 16;
+pub const JIT_THRESHOLD: u32 = 1000;
 
 /// The engine instance.
 enum Engine {
