@@ -58,6 +58,10 @@ pub trait BlockBackend {
     fn compile(&mut self, insns: &[Insn]) -> Option<Box<dyn CompiledBlock>>;
     /// Blocks translated so far (statistics).
     fn compiled_blocks(&self) -> u64;
+    /// One line of statistics for humans.
+    fn describe(&self) -> String {
+        format!("{} blocks translated", self.compiled_blocks())
+    }
 }
 
 /// A block translated by a [`BlockBackend`].
@@ -195,6 +199,11 @@ impl Interpreter {
     pub fn set_backend(&mut self, backend: Box<dyn BlockBackend>, threshold: u32) {
         self.backend = Some((backend, threshold.max(1)));
         self.flush_all();
+    }
+
+    /// The backend's statistics line, if one is installed.
+    pub fn backend_stats(&self) -> Option<String> {
+        self.backend.as_ref().map(|(b, _)| b.describe())
     }
 
     /// Blocks the backend has translated (0 without one).
@@ -340,13 +349,13 @@ impl Interpreter {
             };
             let start_icount = st.icount;
             // The compiled form runs the block whole, so it is used only where the loop below would
-            // also run it whole: no per-instruction stop, single step or breakpoint, and the budget
-            // covers every instruction.
+            // also run it whole: no single step or breakpoint, no `stop_at` inside the block, and the
+            // budget covers every instruction.
             let compiled = match &mut self.backend {
                 Some((backend, threshold))
                     if !single_step
                         && !self.mmu.debug.code
-                        && self.stop_at.is_none()
+                        && self.stop_at.is_none_or(|s| !block.insns.iter().any(|i| i.i.ip() == s))
                         && st.icount.saturating_add(block.insns.len() as u64) <= until =>
                 {
                     match block.compiled.get() {
@@ -527,7 +536,7 @@ impl Interpreter {
             self.jump[slot] = Some((key, b.clone()));
             return Ok(b.clone());
         }
-        let block = Rc::new(decode_block(&mut ctx, lin, phys, bits)?);
+        let block = Rc::new(decode_block(&mut ctx, lin, phys, bits, self.stop_at)?);
         if self.blocks.len() >= MAX_BLOCKS {
             // A guest can make endless distinct keys for the same code (CS bases, RIPs in aliased
             // pages): bound the host memory the cache may take by starting over.
@@ -570,8 +579,15 @@ fn loads_ss(insn: &Insn) -> bool {
 }
 
 /// Decodes one block starting at the current RIP. Fetches go through the exec TLB so paging and the
-/// CS limit apply; an instruction that straddles a page fetches from both pages.
-pub(crate) fn decode_block(ctx: &mut Ctx<'_>, lin: u64, phys: u64, bits: u32) -> Result<Block, Fault> {
+/// CS limit apply; an instruction that straddles a page fetches from both pages. The block also ends
+/// before RIP `stop_at` (so that a block backend can run it whole; any end is a correct one).
+pub(crate) fn decode_block(
+    ctx: &mut Ctx<'_>,
+    lin: u64,
+    phys: u64,
+    bits: u32,
+    stop_at: Option<u64>,
+) -> Result<Block, Fault> {
     let mut insns = Vec::with_capacity(16);
     let mut pages = [phys & !0xfff, u64::MAX];
     let cs = *ctx.st.sreg(Seg::Cs);
@@ -622,6 +638,9 @@ pub(crate) fn decode_block(ctx: &mut Ctx<'_>, lin: u64, phys: u64, bits: u32) ->
         }
         let next_lin = cur_lin.wrapping_add(len);
         if (next_lin & !0xfff) != (cur_lin & !0xfff) || next_rip < rip {
+            break;
+        }
+        if stop_at == Some(next_rip) {
             break;
         }
         cur_lin = next_lin;

@@ -105,12 +105,20 @@ fn map_page(bus: &mut SparseBus, pml4: u64, lin: u64, leaf_flags: u64) -> u64 {
 pub struct InterpEngine {
     /// Instruction limit per case (a guard; generated code never loops).
     pub max_instructions: u64,
+    /// Run with the Cranelift JIT as block backend, translating every block on first entry (the
+    /// `jit` engine).
+    pub jit: bool,
 }
 
 impl InterpEngine {
     /// A new engine with a generous per-case instruction limit.
     pub fn new() -> Self {
-        InterpEngine { max_instructions: 1_000_000 }
+        InterpEngine { max_instructions: 1_000_000, jit: false }
+    }
+
+    /// The JIT engine: the interpreter with every block translated by `jit::Jit` before it runs.
+    pub fn jit() -> Self {
+        InterpEngine { jit: true, ..Self::new() }
     }
 }
 
@@ -185,12 +193,18 @@ fn build(case: &Case) -> (SparseBus, CpuState, Vec<Vec<u64>>) {
 
 impl Engine for InterpEngine {
     fn name(&self) -> &str {
-        "interp"
+        if self.jit { "jit" } else { "interp" }
     }
 
     fn run(&mut self, case: &Case) -> Outcome {
         let (mut bus, mut st, frames) = build(case);
         let mut it = Interpreter::new();
+        if self.jit {
+            match jit::Jit::new() {
+                Ok(j) => it.set_backend(Box::new(j), 1),
+                Err(e) => return Outcome::HarnessError(format!("jit: {e}")),
+            }
+        }
         it.trap_faults = true;
         it.stop_at = Some(case.code_end());
         let exit = it.run(&mut st, &mut bus, self.max_instructions);

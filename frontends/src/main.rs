@@ -140,8 +140,9 @@ fn difftest(a: DifftestArgs) -> ExitCode {
         match name {
             "native" => engines.push(Box::new(difftest::NativeEngine::new())),
             "interp" => engines.push(Box::new(difftest::InterpEngine::new())),
+            "jit" => engines.push(Box::new(difftest::InterpEngine::jit())),
             other => {
-                eprintln!("ferrite: --engines: unknown engine '{other}' (known: native, interp)");
+                eprintln!("ferrite: --engines: unknown engine '{other}' (known: native, interp, jit)");
                 return ExitCode::from(2);
             }
         }
@@ -240,6 +241,12 @@ struct RunArgs {
     /// Execution engine.
     #[arg(long, value_enum, default_value = "interp")]
     accel: Accel,
+    /// Under `--accel jit`: entries after which a block is translated to host code.
+    #[arg(long, value_name = "N", default_value_t = machine::JIT_THRESHOLD, value_parser = clap::value_parser!(u32).range(1..))]
+    jit_threshold: u32,
+    /// On exit, print engine statistics to stderr (instructions retired, host time, JIT translation).
+    #[arg(long)]
+    stats: bool,
     /// Stop after this many retired instructions (exit status 124).
     #[arg(long, value_name = "N")]
     max_instructions: Option<u64>,
@@ -516,6 +523,7 @@ fn run(args: RunArgs) -> ExitCode {
     cfg.testdev = args.devices.contains(&DeviceArg::Testdev);
     cfg.edu = args.devices.contains(&DeviceArg::Edu);
     cfg.accel = choose_accel(args.accel);
+    cfg.jit_threshold = args.jit_threshold;
     cfg.ips = args.ips;
     cfg.com1 = stdout_sink();
     if let Some(spec) = &args.com2 {
@@ -548,11 +556,23 @@ fn run(args: RunArgs) -> ExitCode {
         }
     };
     m.attach_input(console::spawn_reader());
+    let started = std::time::Instant::now();
     let outcome = {
         let _raw = console::RawMode::enable();
         m.run(args.max_instructions)
     };
     let _ = std::io::stdout().flush();
+    if args.stats {
+        let secs = started.elapsed().as_secs_f64();
+        eprintln!(
+            "ferrite: {} instructions in {secs:.2} s of host time ({:.1} MIPS)",
+            m.cpu.icount,
+            m.cpu.icount as f64 / secs / 1e6
+        );
+        if let Some(s) = m.interp.backend_stats() {
+            eprintln!("ferrite: {s}");
+        }
+    }
     match outcome {
         RunOutcome::Exited(code) => ExitCode::from((code & 0xff) as u8),
         RunOutcome::Quit => ExitCode::SUCCESS,

@@ -1,0 +1,27 @@
+//! The bounded CI run of the differential tester for the JIT: random integer sequences on this host's
+//! CPU and on the `jit` engine (the interpreter with every block translated by Cranelift before it
+//! runs), in 64-bit and compatibility mode. Any divergence fails the test with the tester's reproducer.
+//! (The interpreter's own run is `interp_vs_native.rs`; `jit/tests/differential.rs` compares the two
+//! engines directly, memory forms included.)
+
+use difftest::{Config, InterpEngine, NativeEngine, run_difftest};
+
+#[test]
+fn jit_matches_host_cpu() {
+    let cases: u64 =
+        std::env::var("FERRITE_DIFFTEST_JIT_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(40_000);
+    let families = Config::parse_families(
+        "alu,shift,muldiv,bcd,bitops,bitcount,bmi1,bmi2,adx,movbe,condmove,exchange,movext,lea,string,stack,\
+         convert,bswap,flagops,legacy",
+    )
+    .expect("integer families");
+    let cfg = Config { seed: 0x0f1e_2026, cases, max_reports: 3, families, ..Config::default() };
+    let mut native = NativeEngine::new();
+    let mut jit = InterpEngine::jit();
+    let report = run_difftest(&cfg, &mut [&mut native, &mut jit]);
+    println!("{report}");
+    let t = report.totals();
+    assert!(report.is_clean(), "divergences between the host CPU and the JIT:\n{report}");
+    assert_eq!(t.unsupported, 0, "the JIT engine stopped on unimplemented instructions:\n{report}");
+    assert!(t.passed > cases / 2, "too few comparable cases:\n{report}");
+}
