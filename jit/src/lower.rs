@@ -90,23 +90,7 @@ pub(crate) fn inline_op(insn: &Insn) -> Option<Form> {
     let mem_ok = long && lea_regs_ok(insn) && matches!(i.memory_size().size(), 1 | 2 | 4 | 8);
     match m {
         Mnemonic::Nop => plain(Op::Nop),
-        Mnemonic::Jmp
-        | Mnemonic::Jo
-        | Mnemonic::Jno
-        | Mnemonic::Jb
-        | Mnemonic::Jae
-        | Mnemonic::Je
-        | Mnemonic::Jne
-        | Mnemonic::Jbe
-        | Mnemonic::Ja
-        | Mnemonic::Js
-        | Mnemonic::Jns
-        | Mnemonic::Jp
-        | Mnemonic::Jnp
-        | Mnemonic::Jl
-        | Mnemonic::Jge
-        | Mnemonic::Jle
-        | Mnemonic::Jg => {
+        _ if i.is_jcc_short_or_near() || i.is_jmp_short_or_near() => {
             // Only 64-bit code, where the target needs no CS-limit check, only a canonical one,
             // which is decided here from the constant target.
             if !long
@@ -115,7 +99,7 @@ pub(crate) fn inline_op(insn: &Insn) -> Option<Form> {
             {
                 return None;
             }
-            plain(Op::Branch((m != Mnemonic::Jmp).then(|| cpu::exec::ops::cc_of(insn))))
+            plain(Op::Branch(i.is_jcc_short_or_near().then(|| cpu::exec::ops::cc_of(insn))))
         }
         Mnemonic::Push if long && i.code() == iced_x86::Code::Push_r64 && reg(0) => {
             Some(Form { op: Op::Push, mem: Mem::Stack })
