@@ -187,6 +187,20 @@ fn linux_boots_to_a_shell_and_powers_off_under_interp() {
     boot_and_check(Accel::Interp);
 }
 
+/// Under KVM only where /dev/kvm runs guests on hardware: an emulating KVM (PVM) runs about 1 MIPS,
+/// far too slow for a boot in CI.
+#[test]
+fn linux_boots_to_a_shell_and_powers_off_under_kvm() {
+    match machine::kvm::probe() {
+        Ok(p) if p.hardware() => boot_and_check(Accel::Kvm),
+        Ok(p) => println!(
+            "/dev/kvm emulates guests in software ({}): skipping the Linux boot under KVM",
+            p.emulated.unwrap_or_default()
+        ),
+        Err(e) => println!("/dev/kvm not usable ({e}): skipping the Linux boot under KVM"),
+    }
+}
+
 fn boot_and_check(accel: Accel) {
     let fpcheck = build_fpcheck();
     let Images { kernel, initrd, package, busybox } = images(&fpcheck);
