@@ -1,5 +1,5 @@
 //! Guest memory as the CPU sees it: segmentation (limits, types, canonical checks), the software TLB
-//! (host pointers for RAM pages, probed inline; the JIT will probe the same arrays), and reads and
+//! (host pointers for RAM pages, probed inline; the JIT's generated code probes the same arrays), and reads and
 //! writes of 1-8 bytes that split at page boundaries.
 
 use crate::bus::CpuBus;

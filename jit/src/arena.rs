@@ -3,20 +3,27 @@
 //! the last of those blocks is dropped. (Raw `mmap`/`mprotect`: memmap2's protection changes consume
 //! the mapping, and a failed change would unmap code that other blocks still hold.)
 
+use std::cell::Cell;
 use std::rc::Rc;
 
 /// Size of one chunk of code memory.
 const CHUNK: usize = 256 << 10;
+/// Most code memory mapped at once. A chunk lives while any of its blocks does, so a guest that
+/// invalidates all but one block of every chunk could otherwise pin up to one chunk per cached block;
+/// past this bound the JIT declines to translate (the blocks stay interpreted).
+const MAX_MAPPED: usize = 256 << 20;
 /// Alignment of each function (Cranelift's constant pools assume 16).
 const ALIGN: usize = 16;
 
 struct Chunk {
     base: *mut u8,
     size: usize,
+    /// The arena's count of mapped bytes, lowered when this chunk is unmapped.
+    mapped: Rc<Cell<usize>>,
 }
 
 impl Chunk {
-    fn map(size: usize) -> Option<Chunk> {
+    fn map(size: usize, mapped: Rc<Cell<usize>>) -> Option<Chunk> {
         // SAFETY: an anonymous private mapping at an address of the kernel's choice touches no
         // existing memory; the result is checked.
         let p = unsafe {
@@ -29,7 +36,11 @@ impl Chunk {
                 0,
             )
         };
-        (p != libc::MAP_FAILED).then_some(Chunk { base: p as *mut u8, size })
+        if p == libc::MAP_FAILED {
+            return None;
+        }
+        mapped.set(mapped.get() + size);
+        Some(Chunk { base: p as *mut u8, size, mapped })
     }
 
     fn protect(&self, prot: libc::c_int) -> bool {
@@ -44,6 +55,7 @@ impl Drop for Chunk {
         unsafe {
             libc::munmap(self.base as *mut libc::c_void, self.size);
         }
+        self.mapped.set(self.mapped.get() - self.size);
     }
 }
 
@@ -66,11 +78,20 @@ impl Code {
     }
 }
 
+impl Arena {
+    /// Bytes of code memory mapped now (live chunks).
+    pub(crate) fn mapped(&self) -> usize {
+        self.mapped.get()
+    }
+}
+
 /// Bump allocator over chunks.
 #[derive(Default)]
 pub(crate) struct Arena {
     current: Option<Rc<Chunk>>,
     used: usize,
+    /// Bytes of all live chunks.
+    mapped: Rc<Cell<usize>>,
 }
 
 impl Arena {
@@ -80,7 +101,13 @@ impl Arena {
         let fits = self.current.as_ref().is_some_and(|c| self.used + need <= c.size);
         if !fits {
             let size = need.max(CHUNK).div_ceil(4096) * 4096;
-            self.current = Some(Rc::new(Chunk::map(size)?));
+            // The current chunk is dropped from the arena first, so that it counts only while blocks
+            // still hold it.
+            self.current = None;
+            if self.mapped.get() + size > MAX_MAPPED {
+                return None;
+            }
+            self.current = Some(Rc::new(Chunk::map(size, self.mapped.clone())?));
             self.used = 0;
         }
         let chunk = self.current.clone()?;
@@ -103,5 +130,29 @@ impl Arena {
         );
         self.used += need;
         Some(Code { chunk, offset, len: bytes.len() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mapped_code_memory_is_bounded_and_returned() {
+        let mut a = Arena::default();
+        let big = vec![0xc3u8; CHUNK];
+        let mut live = Vec::new();
+        while let Some(c) = a.copy_in(&big) {
+            live.push(c);
+            assert!(live.len() <= MAX_MAPPED / CHUNK, "the arena mapped past its bound");
+        }
+        assert_eq!(live.len(), MAX_MAPPED / CHUNK);
+        assert!(a.mapped() <= MAX_MAPPED);
+        // The bytes are there, executable memory readable as data.
+        // SAFETY: `live[0]` holds its chunk mapped (PROT_READ | PROT_EXEC) for `CHUNK` bytes.
+        assert_eq!(unsafe { *live[0].as_ptr() }, 0xc3);
+        live.truncate(1);
+        assert_eq!(a.mapped(), CHUNK, "dropped blocks return their chunks");
+        assert!(a.copy_in(&[0x90; 16]).is_some(), "room again once code is dropped");
     }
 }

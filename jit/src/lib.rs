@@ -4,18 +4,19 @@
 //! address, RIP and mode, and invalidates them on self-modifying code. This crate is a
 //! [`cpu::BlockBackend`] for it: a block entered often enough is translated into one host function,
 //! which runs the block's instructions back to back with the interpreter's per-instruction bookkeeping
-//! (next RIP, RIP, the retired-instruction count, the end-of-block flag) done in generated code, and
-//! each instruction's semantics in the interpreter's own handler, called directly from the generated
-//! code through [`call_handler`]. So an instruction's semantics exist once, in `cpu::exec`, and the
-//! ROM and Linux tests that compare the two engines check the bookkeeping.
+//! (next RIP, RIP, the retired-instruction count, the end-of-block flag) done in generated code. Each
+//! instruction either calls the interpreter's own handler through [`call_handler`], or is one of the
+//! forms `lower.rs` restates in IR (register/immediate moves and ALU operations, LEA, and in 64-bit
+//! code their memory forms through an inline probe of the interpreter's TLB, PUSH/POP r64 and
+//! Jcc/JMP), each checked against the handler by `tests/differential.rs`. The ROM and Linux tests that
+//! compare the two engines check the bookkeeping.
 //!
 //! Code is compiled with `cranelift-codegen` into position-independent bytes (no relocations: the
 //! trampoline's address is an immediate) and copied into executable chunks of our own ([`arena`]).
 //! A translation is owned by the interpreter's block, so invalidating the block frees its code.
 //!
-//! What is not here yet: inlined instructions (register moves, ALU, the TLB probe for memory
-//! operands) and direct block chaining. Each will be a lowering of the handler's semantics checked by
-//! a jit-versus-interpreter differential test.
+//! What is not here yet: block chaining (every block returns to the interpreter's loop), dead-flag
+//! elimination, and inlined shifts, CALL/RET and string instructions.
 #![deny(missing_docs)]
 
 mod arena;
@@ -302,11 +303,12 @@ impl BlockBackend for Jit {
     fn describe(&self) -> String {
         let s = &self.stats;
         format!(
-            "jit: {} blocks translated ({} declined) in {:.2} s, {} KiB of code; {} instructions inlined, {} calls",
+            "jit: {} blocks translated ({} declined) in {:.2} s, {} KiB of code ({} KiB mapped now); {} instructions inlined, {} calls",
             s.compiled,
             s.declined,
             s.compile_ns as f64 / 1e9,
             s.code_bytes / 1024,
+            self.arena.mapped() / 1024,
             s.inlined,
             s.called
         )

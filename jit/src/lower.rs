@@ -378,8 +378,8 @@ impl Lower<'_, '_> {
             Op::Movzx | Op::Movsx => {
                 let Opnd::Reg(s) = insn.op[1] else { unreachable!() };
                 let v = self.read(s);
+                // MOVZX's source is narrower than its destination: already zero-extended.
                 let v = if op == Op::Movsx { self.sext(v, s.size as u32, size) } else { v };
-                let v = if size < 8 { self.b.ins().band_imm_s(v, mask(size)) } else { v };
                 self.write(d, v);
             }
             Op::Lea => {

@@ -2,8 +2,8 @@
 //! mapping, legacy devices on their ports, the 8259A pair on the CPU's INTR line), the virtual clock,
 //! and the run loop that drives an execution engine and the devices' deadlines.
 //!
-//! The engine today is the reference interpreter; the KVM and JIT engines plug into [`Machine::run`]
-//! behind the same `CpuBus` and `CpuState`.
+//! The engines (the reference interpreter, the interpreter with the Cranelift JIT as its block
+//! backend, and KVM) plug into [`Machine::run`] behind the same `CpuBus` and `CpuState`.
 #![deny(missing_docs)]
 
 pub mod board;
