@@ -132,7 +132,8 @@ fn candidate_version(pkg: &str) -> Result<String, String> {
 }
 
 /// Downloads `pkg` into `dir/debs` (unless there) and unpacks it into `dir/<pkg>_<version>`; returns
-/// that directory.
+/// that directory. Both steps are atomic (work in a per-process temporary, then a rename), so a run
+/// killed half-way leaves no partial package behind for the next run to trust.
 fn fetch_and_unpack(dir: &Path, pkg: &str) -> Result<PathBuf, String> {
     let version = candidate_version(pkg)?;
     let safe = |s: &str| s.replace([':', '/'], "_");
@@ -140,30 +141,90 @@ fn fetch_and_unpack(dir: &Path, pkg: &str) -> Result<PathBuf, String> {
     if root.join(".unpacked").exists() {
         return Ok(root);
     }
+    let pid = std::process::id();
     let debs = dir.join("debs");
     std::fs::create_dir_all(&debs).map_err(|e| format!("cannot create {}: {e}", debs.display()))?;
-    let deb_name = |v: &str| format!("{pkg}_{}_amd64.deb", v.replace(':', "%3a"));
-    let deb = debs.join(deb_name(&version));
+    let deb_name = format!("{pkg}_{}_amd64.deb", version.replace(':', "%3a"));
+    let deb = debs.join(&deb_name);
     if !deb.exists() {
         eprintln!("ferrite images: downloading {pkg} {version}");
-        run_tool(
-            Command::new("apt-get").args(["download", "-q", &format!("{pkg}={version}")]).current_dir(&debs),
-            &format!("apt-get download {pkg}"),
-        )?;
-        if !deb.exists() {
-            return Err(format!("apt-get download {pkg} did not produce {}", deb.display()));
+        let partial = debs.join(format!(".partial-{pid}"));
+        let _ = std::fs::remove_dir_all(&partial);
+        std::fs::create_dir_all(&partial).map_err(|e| format!("cannot create {}: {e}", partial.display()))?;
+        // Up to three tries: a mirror or proxy mid-sync serves a file of the wrong size now and then.
+        let mut got = Err(String::new());
+        for attempt in 1..=3 {
+            got = run_tool(
+                Command::new("apt-get")
+                    .args(["download", "-q", &format!("{pkg}={version}")])
+                    .current_dir(&partial),
+                &format!("apt-get download {pkg}"),
+            );
+            match &got {
+                Err(e) if attempt < 3 => {
+                    eprintln!("ferrite images: {e}; trying again");
+                    std::thread::sleep(std::time::Duration::from_secs(2 * attempt));
+                }
+                _ => break,
+            }
         }
+        let got = got.and_then(|_| {
+            let fetched = partial.join(&deb_name);
+            if !fetched.exists() {
+                return Err(format!("apt-get download {pkg} did not produce {deb_name}"));
+            }
+            std::fs::rename(&fetched, &deb).map_err(|e| format!("cannot move {deb_name} into place: {e}"))
+        });
+        let _ = std::fs::remove_dir_all(&partial);
+        got?;
     }
-    let _ = std::fs::remove_dir_all(&root);
-    std::fs::create_dir_all(&root).map_err(|e| format!("cannot create {}: {e}", root.display()))?;
-    run_tool(Command::new("dpkg").arg("-x").arg(&deb).arg(&root), &format!("dpkg -x {}", deb.display()))?;
-    std::fs::write(root.join(".unpacked"), b"").map_err(|e| e.to_string())?;
+    let tmp = dir.join(format!(".{}_{}.tmp-{pid}", pkg, safe(&version)));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+    let unpacked =
+        run_tool(Command::new("dpkg").arg("-x").arg(&deb).arg(&tmp), &format!("dpkg -x {}", deb.display()))
+            .and_then(|_| std::fs::write(tmp.join(".unpacked"), b"").map_err(|e| e.to_string()))
+            .and_then(|_| {
+                // A directory left by an older, non-atomic run (no `.unpacked`) is replaced.
+                let _ = std::fs::remove_dir_all(&root);
+                std::fs::rename(&tmp, &root)
+                    .map_err(|e| format!("cannot move {} into place: {e}", root.display()))
+            });
+    if unpacked.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    unpacked?;
     Ok(root)
+}
+
+/// Holds the cache directory's lock: one `ferrite images` (or test) at a time downloads and builds in
+/// it; the others wait, then find the work done. Released when dropped (the OS releases it if the
+/// process dies).
+struct CacheLock(#[allow(dead_code)] std::fs::File);
+
+fn lock_cache(dir: &Path) -> Result<CacheLock, String> {
+    let path = dir.join(".lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    match f.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            eprintln!("ferrite images: waiting for another run using {}", dir.display());
+            f.lock().map_err(|e| format!("cannot lock {}: {e}", path.display()))?;
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(format!("cannot lock {}: {e}", path.display())),
+    }
+    Ok(CacheLock(f))
 }
 
 /// Makes sure the images exist (downloading and building what is missing) and returns them.
 pub fn ensure(opts: &Options) -> Result<GuestImages, String> {
     std::fs::create_dir_all(&opts.dir).map_err(|e| format!("cannot create {}: {e}", opts.dir.display()))?;
+    let _lock = lock_cache(&opts.dir)?;
     let current = opts.dir.join("current");
     let kpkg = match resolve_meta(&opts.meta) {
         Ok(p) => p,
@@ -194,7 +255,7 @@ pub fn ensure(opts: &Options) -> Result<GuestImages, String> {
             std::fs::read(&busybox_path).map_err(|e| format!("busybox-static has no bin/busybox: {e}"))?;
         let modules = collect_modules(&kroot, &opts.modules)?;
         let img = build_initramfs(&busybox, &modules, &files)?;
-        let tmp = initrd.with_extension("tmp");
+        let tmp = initrd.with_extension(format!("tmp-{}", std::process::id()));
         std::fs::write(&tmp, &img).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
         std::fs::rename(&tmp, &initrd).map_err(|e| format!("cannot write {}: {e}", initrd.display()))?;
         eprintln!("ferrite images: built {} ({} KiB)", initrd.display(), img.len() >> 10);
@@ -509,6 +570,30 @@ impl ImagesArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two users of one cache directory take turns: the second waits until the first lets go (the
+    /// fresh-cache CI failure came from three tests downloading into one `debs/` at once).
+    #[test]
+    fn cache_lock_excludes_a_second_user_until_released() {
+        let dir = std::env::temp_dir().join(format!("ferrite-lock-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let first = lock_cache(&dir).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let d2 = dir.clone();
+        let t = std::thread::spawn(move || {
+            let second = lock_cache(&d2).unwrap();
+            tx.send(()).unwrap();
+            drop(second);
+        });
+        assert!(
+            rx.recv_timeout(std::time::Duration::from_millis(300)).is_err(),
+            "a second user got the cache lock while the first held it"
+        );
+        drop(first);
+        rx.recv_timeout(std::time::Duration::from_secs(30)).expect("the second user never got the lock");
+        t.join().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn depends_parsing() {

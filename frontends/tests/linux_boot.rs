@@ -201,9 +201,21 @@ fn linux_boots_to_a_shell_and_powers_off_under_kvm() {
     }
 }
 
+/// The images and `fpcheck`, made once per test process: the tests run in parallel, and two
+/// compilers writing one output file, or two `ferrite images` racing on a fresh cache, are not a test
+/// of Ferrite. (`ferrite images` also locks its cache, for separate processes.)
+fn prepared() -> &'static (Images, std::path::PathBuf) {
+    static ONCE: std::sync::OnceLock<(Images, std::path::PathBuf)> = std::sync::OnceLock::new();
+    ONCE.get_or_init(|| {
+        let fpcheck = build_fpcheck();
+        (images(&fpcheck), fpcheck)
+    })
+}
+
 fn boot_and_check(accel: Accel) {
-    let fpcheck = build_fpcheck();
-    let Images { kernel, initrd, package, busybox } = images(&fpcheck);
+    let (imgs, fpcheck) = prepared();
+    let (kernel, initrd, package, busybox) =
+        (imgs.kernel.clone(), imgs.initrd.clone(), imgs.package.clone(), imgs.busybox.clone());
     let out = Arc::new(Mutex::new(Vec::new()));
     let o2 = out.clone();
     let mut cfg = MachineConfig::new(512 << 20, Vec::new());
@@ -249,7 +261,7 @@ fn boot_and_check(accel: Accel) {
     }
 
     // x87 and SSE edge cases in a static C program: the guest's output must be the host's, line by line.
-    let want = native(&fpcheck, &[FPCHECK_N]);
+    let want = native(fpcheck, &[FPCHECK_N]);
     assert!(want.contains("ctxsw        ok"), "fpcheck natively:\n{want}");
     let got = guest_lines(&s.command(&format!("fpcheck {FPCHECK_N}"), 6));
     for line in want.lines() {
