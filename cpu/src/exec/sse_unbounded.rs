@@ -177,6 +177,11 @@ fn inexact_unbounded(l: Lane, tiny: bool) -> bool {
                 let small = if ex < ey { l.x } else { l.y };
                 return !is_zero(small, l.dbl);
             }
+            if ex.min(ey) <= 2 {
+                // Not an overflowing sum (its operands lie near the top of the range): the bounded
+                // result's flag is the answer. Also keeps the exponent arithmetic below from borrowing.
+                return run(l, all_masked).1 & mx::PE != 0;
+            }
             // Both large (an overflowing sum needs an operand near the top of the range): divide both
             // by 4 exactly by lowering their exponents.
             let quarter = |v: u64| v - (2u64 << mb);
@@ -334,6 +339,11 @@ mod tests {
         let max = f(f32::MAX);
         assert!(!inexact_unbounded(Lane { op: Op::Add, dbl: false, x: max, y: max }, false));
         assert!(inexact_unbounded(Lane { op: Op::Add, dbl: false, x: max, y: f(1.0) }, false));
+        // Operands with tiny exponents (not an overflow, but the function must not borrow from the sign
+        // bit): the bounded result's flag. 1e-45 + 1 is inexact; 2^-149 + 2^-149 is exact.
+        assert!(inexact_unbounded(Lane { op: Op::Add, dbl: false, x: 1, y: f(1.0) }, false));
+        assert!(!inexact_unbounded(Lane { op: Op::Add, dbl: false, x: 1, y: 1 }, false));
+        assert!(!inexact_unbounded(Lane { op: Op::Sub, dbl: true, x: 1, y: 0 }, false));
         // Narrowing: 2^200 is exact, 2^200 * (1 + 2^-30) is not.
         let p = 2f64.powi(200);
         assert!(!inexact_unbounded(Lane { op: Op::Narrow, dbl: true, x: p.to_bits(), y: 0 }, false));
