@@ -260,7 +260,26 @@ fn gen_program(r: &mut Rng, bits: u32) -> Vec<u8> {
     out
 }
 
-/// Runs `code` from the given registers and flags on `it` (its caches flushed first).
+/// The 4 KiB page table that replaces the first 2 MiB page when the data pages are scattered.
+const SCATTER_PT: u64 = 0x104000;
+/// Linear pages `DATA - 0x1000 .. DATA + 0x4000` map, in order, to these physical pages when scattered:
+/// neither adjacent nor ascending, so an access that crosses a linear page boundary but is carried out
+/// as one host access reads or writes the wrong bytes.
+const SCATTERED: [u64; 5] = [0x1c6000, 0x1c0000, 0x1c8000, 0x1c4000, 0x1c2000];
+
+/// The physical address of linear `lin` in the data window (identity when not scattered).
+fn data_phys(lin: u64, scatter: bool) -> u64 {
+    let first = (DATA >> 12) - 1;
+    let page = lin >> 12;
+    if scatter && (first..first + SCATTERED.len() as u64).contains(&page) {
+        SCATTERED[(page - first) as usize] | (lin & 0xfff)
+    } else {
+        lin
+    }
+}
+
+/// Runs `code` from the given registers and flags on `it` (its caches flushed first). With `scatter`
+/// (64-bit mode only) the data window is mapped to scattered physical pages through a 4 KiB page table.
 fn run(
     it: &mut Interpreter,
     mode: TestMode,
@@ -271,6 +290,18 @@ fn run(
 ) -> (cpu::CpuState, Exit, TestBus) {
     let mut bus = TestBus::default();
     let mut st = cpu_in(mode, &mut bus);
+    let scatter = mode == TestMode::Long64 && seed & 1 == 0;
+    if scatter {
+        // cpu_in maps the first GiB with 2 MiB pages (PML4 at 0x100000, its PD at 0x102000): point the
+        // first PD entry at a page table instead.
+        let w = |bus: &mut TestBus, a: u64, v: u64| {
+            bus.ram[a as usize..a as usize + 8].copy_from_slice(&v.to_le_bytes())
+        };
+        w(&mut bus, 0x102000, SCATTER_PT | 3);
+        for i in 0..512u64 {
+            w(&mut bus, SCATTER_PT + i * 8, data_phys(i << 12, true) | 3);
+        }
+    }
     bus.ram[CODE as usize..CODE as usize + code.len()].copy_from_slice(code);
     st.gpr = *gpr;
     // Keep the stack pointer usable (the filler never uses it, but keep it sane anyway).
@@ -279,8 +310,8 @@ fn run(
     // Data the memory forms read (the same pseudo-random bytes for both engines), and FS/GS bases
     // into it.
     let mut x = Rng(seed | 1);
-    for b in bus.ram[DATA as usize - 0x1000..DATA as usize + 0x3000].iter_mut() {
-        *b = x.byte();
+    for lin in DATA - 0x1000..DATA + 0x3000 {
+        bus.ram[data_phys(lin, scatter) as usize] = x.byte();
     }
     st.seg[4].base = DATA + 0x800;
     st.seg[5].base = DATA + 0x1ff0;
@@ -415,4 +446,52 @@ fn self_modifying_code_runs_the_new_instruction() {
             assert!(it.compiled_blocks() >= 2, "the patched block was translated again");
         }
     }
+}
+
+/// Accesses that cross a linear page boundary whose two pages are far apart physically: each engine
+/// must split them (the JIT's inline fast path must decline, its handler then splits), reading and
+/// writing the bytes the page tables name. Checked against the mapping itself, not only engine against
+/// engine, and run hot so the JIT translates the loop.
+#[test]
+fn page_crossing_accesses_follow_scattered_pages() {
+    let code: &[u8] = &[
+        0x48, 0x8b, 0x03, // mov rax, [rbx]
+        0x48, 0x89, 0x56, 0x00, // mov [rsi+0], rdx
+        0x48, 0x03, 0x17, // add rdx, [rdi]
+        0xff, 0xc9, // dec ecx
+        0x75, 0xf2, // jnz 0x1000
+        0xf4, // hlt
+    ];
+    let mut gpr = [0u64; 16];
+    gpr[1] = 50; // rcx: iterations
+    gpr[2] = 0x1122_3344_5566_7788; // rdx
+    gpr[3] = DATA + 0xffc; // rbx: read across DATA+0x1000
+    gpr[6] = DATA + 0x1ffa; // rsi: write across DATA+0x2000
+    gpr[7] = DATA - 3; // rdi: read across DATA
+    let seed = 2; // even: scattered
+    let expect = |ram: &[u8], lin: u64| {
+        let b: Vec<u8> = (0..8).map(|k| ram[data_phys(lin + k, true) as usize]).collect();
+        u64::from_le_bytes(b.try_into().unwrap())
+    };
+    let mut results = Vec::new();
+    for jit_on in [false, true] {
+        let mut it = Interpreter::new();
+        if jit_on {
+            it.set_backend(Box::new(jit::Jit::new().expect("jit")), 1);
+        }
+        let (st, exit, bus) = run(&mut it, TestMode::Long64, code, &gpr, 0x2, seed);
+        assert_eq!(exit, Exit::Halted, "jit {jit_on}");
+        assert_eq!(st.gpr[0], expect(&bus.ram, DATA + 0xffc), "jit {jit_on}: the read across DATA+0x1000");
+        // The last store wrote the RDX of the last iteration before its ADD.
+        let stored = expect(&bus.ram, DATA + 0x1ffa);
+        assert_eq!(stored.wrapping_add(expect(&bus.ram, DATA - 3)), st.gpr[2], "jit {jit_on}: store or add");
+        // The physical bytes an identity map would have used stay untouched (the store went to the
+        // scattered pages).
+        assert_eq!(&bus.ram[DATA as usize + 0x1ffa..DATA as usize + 0x2002], &[0; 8], "jit {jit_on}");
+        if jit_on {
+            assert!(it.compiled_blocks() >= 1, "the loop was not translated");
+        }
+        results.push((st.gpr, bus.ram));
+    }
+    assert!(results[0] == results[1], "interp and jit differ on page-crossing accesses");
 }
