@@ -15,7 +15,9 @@
 //! Cache layout (default `<target dir>/guest-images`, or `--dir`, or `$FERRITE_IMAGES`):
 //! `debs/` the downloaded packages; `<package>_<version>/` each unpacked package;
 //! `initrd-<kernel package>_<version>.img` the initramfs; `current` the paths of the last good set, used
-//! when the package lists cannot be read (offline).
+//! when the package lists cannot be read (offline); `.lock` held (flock) by the run that downloads and
+//! builds, so that concurrent runs (parallel tests) take turns. Every file or directory appears by a
+//! rename once complete, so a killed run leaves only `*.tmp-<pid>` / `.partial-<pid>` debris behind.
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
