@@ -17,6 +17,9 @@ pub const STACK: u64 = 0x8000;
 pub const DATA: u64 = 0x10000;
 /// Page tables for long mode (identity map of the first 1 GiB with 2 MiB pages).
 const PML4: u64 = 0x100000;
+/// The long-mode page directory under [`PML4`] (entry 0 maps linear 0..2 MiB); a test may point an
+/// entry at a 4 KiB page table of its own.
+pub const PD: u64 = PML4 + 0x2000;
 
 /// A bus with flat RAM and a port log.
 pub struct TestBus {
@@ -116,9 +119,9 @@ pub fn cpu_in(mode: TestMode, bus: &mut TestBus) -> CpuState {
                     bus.ram[a as usize..a as usize + 8].copy_from_slice(&v.to_le_bytes())
                 };
                 w(bus, PML4, (PML4 + 0x1000) | 3);
-                w(bus, PML4 + 0x1000, (PML4 + 0x2000) | 3);
+                w(bus, PML4 + 0x1000, PD | 3);
                 for i in 0..512u64 {
-                    w(bus, PML4 + 0x2000 + i * 8, (i << 21) | 0x83);
+                    w(bus, PD + i * 8, (i << 21) | 0x83);
                 }
             }
             *st.sreg_mut(Seg::Cs) = cs;

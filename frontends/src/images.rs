@@ -199,12 +199,10 @@ fn fetch_and_unpack(dir: &Path, pkg: &str) -> Result<PathBuf, String> {
     Ok(root)
 }
 
-/// Holds the cache directory's lock: one `ferrite images` (or test) at a time downloads and builds in
-/// it; the others wait, then find the work done. Released when dropped (the OS releases it if the
-/// process dies).
-struct CacheLock(#[allow(dead_code)] std::fs::File);
-
-fn lock_cache(dir: &Path) -> Result<CacheLock, String> {
+/// Takes the cache directory's lock: one `ferrite images` (or test) at a time downloads and builds in
+/// it; the others wait, then find the work done. Held until the returned file is dropped (the OS
+/// releases it if the process dies).
+fn lock_cache(dir: &Path) -> Result<std::fs::File, String> {
     let path = dir.join(".lock");
     let f = std::fs::OpenOptions::new()
         .create(true)
@@ -220,7 +218,7 @@ fn lock_cache(dir: &Path) -> Result<CacheLock, String> {
         }
         Err(std::fs::TryLockError::Error(e)) => return Err(format!("cannot lock {}: {e}", path.display())),
     }
-    Ok(CacheLock(f))
+    Ok(f)
 }
 
 /// Makes sure the images exist (downloading and building what is missing) and returns them.

@@ -10,7 +10,7 @@
 
 use cpu::Interpreter;
 use cpu::interp::Exit;
-use cpu::testutil::{CODE, DATA, STACK, TestBus, TestMode, cpu_in};
+use cpu::testutil::{CODE, DATA, PD, STACK, TestBus, TestMode, cpu_in};
 use iced_x86::{Decoder, DecoderOptions, Mnemonic};
 
 struct Rng(u64);
@@ -292,12 +292,11 @@ fn run(
     let mut st = cpu_in(mode, &mut bus);
     let scatter = mode == TestMode::Long64 && seed & 1 == 0;
     if scatter {
-        // cpu_in maps the first GiB with 2 MiB pages (PML4 at 0x100000, its PD at 0x102000): point the
-        // first PD entry at a page table instead.
+        // cpu_in maps the first GiB with 2 MiB pages: point the first PD entry at a page table instead.
         let w = |bus: &mut TestBus, a: u64, v: u64| {
             bus.ram[a as usize..a as usize + 8].copy_from_slice(&v.to_le_bytes())
         };
-        w(&mut bus, 0x102000, SCATTER_PT | 3);
+        w(&mut bus, PD, SCATTER_PT | 3);
         for i in 0..512u64 {
             w(&mut bus, SCATTER_PT + i * 8, data_phys(i << 12, true) | 3);
         }

@@ -178,8 +178,9 @@ fn inexact_unbounded(l: Lane, tiny: bool) -> bool {
                 return !is_zero(small, l.dbl);
             }
             if ex.min(ey) <= 2 {
-                // Not an overflowing sum (its operands lie near the top of the range): the bounded
-                // result's flag is the answer. Also keeps the exponent arithmetic below from borrowing.
+                // An overflowing sum's operands lie near the top of the range, so this is not one and
+                // the bounded result's flag is the answer. (The exponent shift below would also borrow
+                // from the sign bit.)
                 return run(l, all_masked).1 & mx::PE != 0;
             }
             // Both large (an overflowing sum needs an operand near the top of the range): divide both
