@@ -1,0 +1,1 @@
+//! AVX tests.
