@@ -10,7 +10,7 @@
 
 use super::avx::{Y, enter, imm8, legacy, read_reg, read_src, sources, wide, write_mem, write_reg};
 use super::sse_fp::{self, Shape, apply_flags, host_mxcsr, mx};
-use super::{Handler, Insn, sse_unbounded};
+use super::{Handler, Insn, avx_unbounded, sse_unbounded};
 use crate::fault::Fault;
 use crate::mem::Ctx;
 use crate::state::flags;
@@ -432,6 +432,15 @@ fn fma(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
         r[l] = v;
         raised |= fl;
     }
+    let masks = (guest >> 7) & super::sse::MXCSR_FLAGS;
+    if raised & mx::PE != 0 && masks & (mx::OE | mx::UE) != mx::OE | mx::UE {
+        let name = format!("{m:?}").to_ascii_lowercase();
+        let mut pe = 0;
+        for l in 0..n {
+            pe |= avx_unbounded::fma_precision_flag(f, &name, a[l], b[l], c[l], guest).unwrap_or(mx::PE);
+        }
+        raised = (raised & !mx::PE) | pe;
+    }
     apply_flags(ctx, raised, shape, || {
         let mut out = (0, 0);
         for l in 0..n {
@@ -482,6 +491,13 @@ fn cvtps2ph(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
     let (hi, f1) = if wide_src { host::vcvtps2ph(s[1], imm, host_mxcsr(guest)) } else { (0, 0) };
     let r = (lo & LO64) | ((hi & LO64) << 64);
     let mut raised = f0 | f1;
+    if raised & mx::PE != 0 && (guest >> 7) & (mx::OE | mx::UE) != mx::OE | mx::UE {
+        let mut pe = avx_unbounded::cvtps2ph_precision_flag(s[0], imm, guest);
+        if wide_src {
+            pe |= avx_unbounded::cvtps2ph_precision_flag(s[1], imm, guest);
+        }
+        raised = (raised & !mx::PE) | pe;
+    }
     if (guest >> 7) & mx::UE == 0 && raised & mx::UE == 0 && half_denormal(lo) | (wide_src && half_denormal(hi))
     {
         raised |= mx::UE;

@@ -7,6 +7,7 @@
 pub mod alu;
 pub mod avx;
 pub mod avx_fp;
+pub mod avx_unbounded;
 pub mod bcd;
 pub mod bits;
 pub mod control;
