@@ -279,7 +279,13 @@ fn xsave_avx_component() {
         avx(st);
         st.gpr[1] = 1;
     });
-    assert_eq!(st.gpr[0], 4, "only the AVX component is in use");
+    assert_eq!(st.gpr[0] & 6, 4, "the AVX component is in use, SSE (all zero) is not");
+    let (st, _, _) = exec(TestMode::Long64, &XGETBV, |st, _| {
+        osxsave(st);
+        st.xcr0 = 7;
+        st.gpr[1] = 1;
+    });
+    assert_eq!(st.gpr[0] & 4, 0, "zero upper halves: the AVX component is initial");
     for (save, compact) in [(&XSAVE, false), (&XSAVEOPT, false), (&XSAVEC, true)] {
         let (st, bus, exit) = exec(TestMode::Long64, save, |st, bus| {
             avx(st);
