@@ -389,7 +389,15 @@ pub const MXCSR_VALID: u32 = 0xFFFF;
 impl Default for FpState {
     /// The state after FNINIT and with MXCSR at its reset value: FCW 0x037F, empty stack, MXCSR 0x1F80.
     fn default() -> Self {
-        FpState { fcw: 0x037F, fsw: 0, ftw: 0, st: [[0; 10]; 8], mxcsr: 0x1F80, xmm: [0; 16], ymm_hi: [0; 16] }
+        FpState {
+            fcw: 0x037F,
+            fsw: 0,
+            ftw: 0,
+            st: [[0; 10]; 8],
+            mxcsr: 0x1F80,
+            xmm: [0; 16],
+            ymm_hi: [0; 16],
+        }
     }
 }
 

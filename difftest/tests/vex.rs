@@ -65,7 +65,13 @@ fn ymm_upper_halves_round_trip_and_vex128_zeroing() {
 }
 
 fn vex_config(seed: u64, cases: u64) -> Config {
-    Config { seed, cases, families: Config::parse_families("vex").unwrap(), max_reports: 3, ..Config::default() }
+    Config {
+        seed,
+        cases,
+        families: Config::parse_families("vex").unwrap(),
+        max_reports: 3,
+        ..Config::default()
+    }
 }
 
 /// The bounded CI run: interpreter against the host over AVX, AVX2, FMA and F16C, both modes.

@@ -234,7 +234,9 @@ pub mod host {
         let y = v(b);
         let mut m = mx;
         macro_rules! arm {
-            ($k:literal) => { run2!(x, y, m, concat!("vcvtps2ph {x}, {y}, ", stringify!($k))) };
+            ($k:literal) => {
+                run2!(x, y, m, concat!("vcvtps2ph {x}, {y}, ", stringify!($k)))
+            };
         }
         match imm & 7 {
             0 => arm!(0),
@@ -498,7 +500,9 @@ fn cvtps2ph(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
         }
         raised = (raised & !mx::PE) | pe;
     }
-    if (guest >> 7) & mx::UE == 0 && raised & mx::UE == 0 && half_denormal(lo) | (wide_src && half_denormal(hi))
+    if (guest >> 7) & mx::UE == 0
+        && raised & mx::UE == 0
+        && half_denormal(lo) | (wide_src && half_denormal(hi))
     {
         raised |= mx::UE;
     }
