@@ -236,7 +236,7 @@ mod tests {
         assert!(fma_inexact(one, one, tiny, true, false, false, false));
         // Singles: 3 * 3 + 2^-30 needs more than 24 bits.
         let three = 0x4040_0000u64;
-        let small = ((127u64 - 30) << 23) as u64;
+        let small = (127u64 - 30) << 23;
         assert!(fma_inexact(three, three, small, false, false, false, false));
         assert!(!fma_inexact(three, three, three, false, false, false, false));
     }
