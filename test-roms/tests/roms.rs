@@ -50,6 +50,7 @@ rom_tests!(
     sse,
     fpu_x87,
     chip_pit_pic,
+    chip_reset_state,
     chip_ioapic,
     chip_lapic_timer,
     chip_rtc,
