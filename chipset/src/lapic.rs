@@ -4,8 +4,9 @@
 //!
 //! Registers are 16 bytes apart; `index` below is the xAPIC MMIO offset >> 4, which is also the x2APIC MSR
 //! number - 0x800. [`LocalApic::read_reg`] / [`LocalApic::write_reg`] give the x2APIC view (64-bit ICR at
-//! index 0x30, full 32-bit ID, LDR derived from the ID, no DFR/ICR-high/APR, SELF IPI at 0x3F; `None` /
-//! `false` mean the access must raise #GP). The [`Device`] MMIO window (offsets 0x000-0xFF0) gives the
+//! index 0x30, full 32-bit ID, LDR derived from the ID, no DFR/ICR-high/APR, SELF IPI at 0x3F, reserved
+//! bits checked; `None` / `false` mean the access must raise #GP; the CPU makes the whole MSR range raise
+//! #GP outside x2APIC mode). The [`Device`] MMIO window (not decoded in x2APIC mode) (offsets 0x000-0xFF0) gives the
 //! xAPIC view: 32-bit accesses at the start of each 16-byte slot; other writes are ignored, other reads
 //! return all ones.
 //!
@@ -61,6 +62,10 @@ const LVT_MASKED: u32 = 1 << 16;
 /// Writable bits of each LVT entry.
 const LVT_WRITABLE: [u32; 6] = [0x0007_00ff, 0x0001_07ff, 0x0001_07ff, 0x0001_a7ff, 0x0001_a7ff, 0x0001_00ff];
 const LVT_REMOTE_IRR: u32 = 1 << 14;
+/// LVT delivery status (read-only).
+const LVT_DELIVERY_STATUS: u32 = 1 << 12;
+/// Reserved ICR bits in x2APIC mode: 31:20, 17:16, 13.
+const X2APIC_ICR_RESERVED: u64 = 0xfff0_0000 | (3 << 16) | (1 << 13);
 const SVR_ENABLE: u32 = 1 << 8;
 /// SVR bit 12: suppress the EOI broadcast of level-triggered vectors.
 const SVR_SUPPRESS_EOI_BROADCAST: u32 = 1 << 12;
@@ -707,18 +712,35 @@ impl LocalApic {
         self.read32(now, index, true).map(u64::from)
     }
 
-    /// x2APIC MSR write of register `index` (MSR - 0x800); `false` = #GP.
+    /// x2APIC MSR write of register `index` (MSR - 0x800); `false` = #GP: no such register, a
+    /// read-only one, or a non-zero write to a reserved bit (SDM vol. 3A 11.12.1.3, "Reserved Bit
+    /// Checking": bits 63:32 of every register but the ICR; TPR 31:8; SVR 31:13, 11:10; each LVT entry's
+    /// reserved bits (figure 11-8; its read-only delivery-status and remote-IRR bits are ignored); DCR
+    /// 31:4 and 2; SELF IPI 31:8; ICR 31:20, 17:16 and 13 (delivery status, bit 12, is ignored); EOI
+    /// and ESR take only zero). Whether x2APIC mode is on is the CPU's check (IA32_APIC_BASE).
     pub fn write_reg(&mut self, now: VirtTime, index: u32, value: u64) -> bool {
         if index == 0x30 {
+            if value & X2APIC_ICR_RESERVED != 0 {
+                return false;
+            }
             self.run_timer(now);
             self.icr = value & 0xffff_ffff_000c_cfff;
             self.send_ipi();
             return true;
         }
-        if value >> 32 != 0 {
+        let v = value as u32;
+        let reserved = match index {
+            0x08 => !0xff,
+            0x0f => !SVR_WRITABLE,
+            0x32..=0x37 => !(LVT_WRITABLE[index as usize - 0x32] | LVT_DELIVERY_STATUS | LVT_REMOTE_IRR),
+            0x3e => !0xb,
+            0x3f => !0xff,
+            _ => 0,
+        };
+        if value >> 32 != 0 || v & reserved != 0 {
             return false;
         }
-        self.write32(now, index, value as u32, true)
+        self.write32(now, index, v, true)
     }
 }
 
@@ -728,7 +750,9 @@ impl Device for LocalApic {
     }
 
     fn mmio_read(&mut self, ctx: &mut DeviceCtx<'_>, offset: u64, data: &mut [u8]) {
-        let value = if offset & 0xf == 0 && offset < 0x1000 {
+        // In x2APIC mode the MMIO page is not decoded, as in the globally disabled state (SDM vol. 3A
+        // 11.12.2): reads float high, writes are dropped.
+        let value = if offset & 0xf == 0 && offset < 0x1000 && !self.x2apic {
             self.read32(ctx.now, (offset >> 4) as u32, false)
                 .map_or(u64::MAX, |v| u64::from(v) | !0xffff_ffffu64)
         } else {
@@ -738,7 +762,7 @@ impl Device for LocalApic {
     }
 
     fn mmio_write(&mut self, ctx: &mut DeviceCtx<'_>, offset: u64, data: &[u8]) {
-        if offset & 0xf != 0 || offset >= 0x1000 || data.len() < 4 {
+        if offset & 0xf != 0 || offset >= 0x1000 || data.len() < 4 || self.x2apic {
             return;
         }
         let before = self.next_deadline();
@@ -1056,6 +1080,53 @@ mod tests {
         assert!(a.write_reg(VirtTime(0), 0x3f, 0x66));
         assert_eq!(a.has_interrupt(), Some(0x66));
         assert_eq!(a.read_reg(VirtTime(0), 0x3f), None, "SELF IPI is write-only");
+    }
+
+    /// x2APIC reserved-bit checking (SDM vol. 3A 11.12.1.3): a non-zero reserved bit is #GP and the
+    /// register keeps its value; read-only bits inside an LVT entry are ignored. In x2APIC mode the
+    /// MMIO page is not decoded.
+    #[test]
+    fn x2apic_reserved_bits_and_no_mmio() {
+        let mut a = LocalApic::new(0, TSC_HZ, BUS_HZ);
+        let mut b = Bus::new();
+        assert!(a.write_reg(VirtTime(0), 0x0f, 0x1ff));
+        a.set_x2apic_mode(true);
+        let t = VirtTime(0);
+        for (idx, bad) in [
+            (0x08, 0x100u64),          // TPR 31:8
+            (0x08, 1 << 32),           // upper half
+            (0x0f, 0x1ff | (1 << 10)), // SVR bit 10
+            (0x0f, 0x1ff | (1 << 13)), // SVR 31:13
+            (0x32, 0x20 | (1 << 19)),  // LVT timer 31:19
+            (0x35, 0x700 | (1 << 11)), // LVT LINT0 bit 11
+            (0x37, 0x40 | (1 << 8)),   // LVT error: delivery mode bits are reserved
+            (0x3e, 0x4),               // DCR bit 2
+            (0x3e, 0x10),              // DCR 31:4
+            (0x3f, 0x100),             // SELF IPI 31:8
+            (0x30, (1 << 13) | 0x30),  // ICR bit 13
+            (0x30, (1 << 16) | 0x30),  // ICR 17:16
+            (0x30, (1 << 20) | 0x30),  // ICR 31:20
+            (0x28, 1),                 // ESR takes only 0
+            (0x38, 1 << 32),           // initial count: upper half
+        ] {
+            let before = a.read_reg(t, idx);
+            assert!(!a.write_reg(t, idx, bad), "index {idx:#x} <- {bad:#x}");
+            assert_eq!(a.read_reg(t, idx), before, "index {idx:#x} unchanged");
+        }
+        assert!(a.take_ipis().is_empty(), "a refused ICR write sends nothing");
+        // Accepted: full TPR, LINT0 with the read-only delivery-status and remote-IRR bits set, ICR with
+        // the delivery-status bit.
+        assert!(a.write_reg(t, 0x08, 0xff));
+        assert!(a.write_reg(t, 0x35, 0x0001_0700 | (1 << 12) | (1 << 14)));
+        assert_eq!(a.read_reg(t, 0x35), Some(0x0001_0700));
+        assert!(a.write_reg(t, 0x30, (5 << 32) | (1 << 12) | 0x40));
+        assert_eq!(a.take_ipis().len(), 1);
+        // MMIO: reads float, writes are dropped.
+        assert_eq!(mmio_rd(&mut b, &mut a, 0, 0x30), 0xffff_ffff);
+        mmio_wr(&mut b, &mut a, 0, 0x80, 0x10);
+        assert_eq!(a.read_reg(t, 0x08), Some(0xff));
+        a.set_x2apic_mode(false);
+        assert_eq!(mmio_rd(&mut b, &mut a, 0, 0x30), VERSION);
     }
 
     #[test]

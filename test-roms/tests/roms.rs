@@ -46,6 +46,7 @@ rom_tests!(
     lm_syscall,
     lm_paging,
     lm_ext,
+    lm_msr,
     bench_int,
     sse,
     fpu_x87,
