@@ -39,6 +39,7 @@ rom_tests!(
     pm_paging,
     pm_task,
     debugregs,
+    pm_shadows,
     v86,
     lm_entry,
     lm_arith,
