@@ -38,8 +38,9 @@
 //!   each vector to the I/O APIC's `eoi`. With SVR bit 12 set the broadcast is suppressed: the OS ends
 //!   the I/O APIC's level interrupt through that APIC's EOI register instead (SDM vol. 3 11.8.5).
 //! * IPIs written to ICR are queued as [`IpiMessage`]s for [`LocalApic::take_ipis`], except fixed IPIs
-//!   with the "self" shorthand, which are accepted locally. "All including self" is queued like the
-//!   others: the machine routes it back to this APIC too.
+//!   with the "self" shorthand, which are accepted locally. A single-processor board calls
+//!   [`LocalApic::deliver_own_ipis`] instead, which accepts those addressed to this APIC (NMIs to its
+//!   own ID, "all including self", ...) and drops the rest.
 //! * The timer runs from a bus clock (`timer_hz`) through the divide configuration in one-shot and
 //!   periodic modes, and from the TSC in TSC-deadline mode. The TSC is `now.ticks(tsc_hz) + tsc_offset`
 //!   (wrapping); [`LocalApic::set_tsc_offset`] follows guest writes to the TSC, and
@@ -590,6 +591,45 @@ impl LocalApic {
         }
     }
 
+    /// Whether IPI `m`, sent by this APIC, is addressed to this APIC itself: the "self" and "all
+    /// including self" shorthands, or no shorthand and a destination that names it (physical: its ID or
+    /// the broadcast ID; logical: [`LocalApic::matches_destination`] in xAPIC mode, the cluster and a
+    /// common bit of the derived logical ID in x2APIC mode).
+    pub fn ipi_targets_self(&self, m: &IpiMessage) -> bool {
+        match m.shorthand {
+            1 | 2 => true,
+            3 => false,
+            _ if self.x2apic => {
+                if m.dest == u32::MAX {
+                    true
+                } else if m.dest_logical {
+                    let ldr = self.ldr_value(true);
+                    m.dest >> 16 == ldr >> 16 && m.dest & ldr & 0xffff != 0
+                } else {
+                    m.dest == self.id
+                }
+            }
+            _ => self.matches_destination(m.dest_logical, m.dest as u8),
+        }
+    }
+
+    /// Delivers the queued IPIs that this APIC addresses to itself (the board of a single processor
+    /// calls this after every APIC access: no other processor could take the rest, which are
+    /// dropped): fixed and lowest-priority set IRR, NMI raises an NMI; INIT, start-up, SMI and ExtINT
+    /// have nothing to act on here.
+    pub fn deliver_own_ipis(&mut self) {
+        for m in std::mem::take(&mut self.ipis) {
+            if !self.ipi_targets_self(&m) {
+                continue;
+            }
+            match m.delivery_mode {
+                0 | 1 => self.accept(m.vector, m.trigger_level),
+                4 => self.accept_nmi(),
+                _ => {}
+            }
+        }
+    }
+
     fn ldr_value(&self, x2: bool) -> u32 {
         if x2 { ((self.id >> 4) << 16) | (1 << (self.id & 0xf)) } else { self.ldr }
     }
@@ -1080,6 +1120,36 @@ mod tests {
         assert!(a.write_reg(VirtTime(0), 0x3f, 0x66));
         assert_eq!(a.has_interrupt(), Some(0x66));
         assert_eq!(a.read_reg(VirtTime(0), 0x3f), None, "SELF IPI is write-only");
+    }
+
+    /// On a single-processor board the APIC delivers its own IPIs: an NMI to its own ID, a fixed IPI
+    /// to "all including self" or to its logical ID; others (another ID, "all excluding self", INIT)
+    /// are dropped.
+    #[test]
+    fn own_ipis_are_delivered_locally() {
+        let mut a = LocalApic::new(2, TSC_HZ, BUS_HZ);
+        let mut b = Bus::new();
+        mmio_wr(&mut b, &mut a, 0, 0xf0, 0x1ff);
+        let send = |a: &mut LocalApic, b: &mut Bus, hi: u32, lo: u32| {
+            mmio_wr(b, a, 0, 0x310, hi);
+            mmio_wr(b, a, 0, 0x300, lo);
+            a.deliver_own_ipis();
+        };
+        send(&mut a, &mut b, 2 << 24, 0x4400);
+        assert!(a.take_nmi(), "NMI to its own ID");
+        send(&mut a, &mut b, 3 << 24, 0x4400);
+        assert!(!a.take_nmi(), "NMI to another ID");
+        send(&mut a, &mut b, 0, 0xc_4400);
+        assert!(!a.take_nmi(), "NMI to all excluding self");
+        send(&mut a, &mut b, 0, 0x8_0051);
+        assert_eq!(a.has_interrupt(), Some(0x51), "fixed to all including self");
+        a.acknowledge();
+        mmio_wr(&mut b, &mut a, 0, 0xb0, 0);
+        mmio_wr(&mut b, &mut a, 0, 0xd0, 0x0400_0000); // LDR: logical ID bit 2 (flat model)
+        send(&mut a, &mut b, 0x0400_0000, 0x0852);
+        assert_eq!(a.has_interrupt(), Some(0x52), "fixed to its logical ID");
+        send(&mut a, &mut b, 2 << 24, 0x4500);
+        assert!(!a.take_nmi() && a.take_ipis().is_empty(), "INIT dropped, queue empty");
     }
 
     /// x2APIC reserved-bit checking (SDM vol. 3A 11.12.1.3): a non-zero reserved bit is #GP and the

@@ -40,6 +40,7 @@ rom_tests!(
     pm_task,
     debugregs,
     pm_shadows,
+    pm_nmi,
     v86,
     lm_entry,
     lm_arith,
