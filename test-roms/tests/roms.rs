@@ -41,6 +41,7 @@ rom_tests!(
     debugregs,
     pm_shadows,
     pm_nmi,
+    pm_escalate,
     v86,
     lm_entry,
     lm_arith,
