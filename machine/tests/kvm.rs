@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 /// PVM host, with what PVM does. Under emulated KVM a failure of these is reported, not counted.
 const PVM_FAULTS: &[(&str, &str)] = &[
     ("lm_paging", "INT 0xF0 from CPL 3 raises #UD instead of entering the DPL-3 gate"),
+    ("lm_msr", "RDMSR/WRMSR of x2APIC MSRs outside x2APIC mode and of non-canonical bases raise no #GP"),
     ("lm_syscall", "SYSRET (64-bit) raises #GP"),
     ("pm_paging", "MOV CR0 enabling legacy 32-bit paging (no PAE) raises #GP"),
 ];

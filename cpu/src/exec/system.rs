@@ -1241,6 +1241,11 @@ pub fn x2apic_mode(st: &crate::state::CpuState) -> bool {
     st.msr.apic_base & (APIC_EN | APIC_EXTD) == APIC_EN | APIC_EXTD
 }
 
+/// Whether IA32_TSC_DEADLINE (0x6E0) exists: CPUID.1:ECX.TSC_Deadline[bit 24].
+fn tsc_deadline_supported(st: &crate::state::CpuState) -> bool {
+    cpuid::cpuid_for(1, 0, 0, st.cr4)[2] & (1 << 24) != 0
+}
+
 /// Bits of an MSR holding a physical address that lie above MAXPHYADDR (reserved).
 fn above_maxphyaddr() -> u64 {
     !((1u64 << crate::cpuid::PHYS_ADDR_BITS) - 1)
@@ -1305,6 +1310,7 @@ pub fn msr_read(ctx: &mut Ctx<'_>, msr: u32) -> Option<u64> {
         0xc000_0102 => m.kernel_gs_base,
         0xc000_0103 => m.tsc_aux,
         0x800..=0xbff if !x2apic_mode(ctx.st) => return None,
+        0x6e0 if !tsc_deadline_supported(ctx.st) => return None,
         _ => return ctx.bus.read_msr(msr),
     })
 }
@@ -1421,6 +1427,7 @@ pub fn msr_write(ctx: &mut Ctx<'_>, msr: u32, v: u64) -> bool {
             return false;
         }
         0x800..=0xbff if !x2apic_mode(ctx.st) => return false,
+        0x6e0 if !tsc_deadline_supported(ctx.st) => return false,
         _ => return ctx.bus.write_msr(msr, v),
     }
     true
@@ -1527,7 +1534,7 @@ mod msr_tests {
     use crate::testutil::{TestBus, TestMode, cpu_in};
     use std::ptr::NonNull;
 
-    /// A bus whose machine serves every x2APIC MSR (reads 0x42, accepts writes) and logs
+    /// A bus whose machine serves every x2APIC MSR and IA32_TSC_DEADLINE (reads 0x42, accepts writes) and logs
     /// IA32_APIC_BASE writes, so the CPU's own gating is what a test observes.
     #[derive(Default)]
     struct ApicBus {
@@ -1561,13 +1568,13 @@ mod msr_tests {
             icount
         }
         fn read_msr(&mut self, msr: u32) -> Option<u64> {
-            (0x800..=0x8ff).contains(&msr).then_some(0x42)
+            ((0x800..=0x8ff).contains(&msr) || msr == 0x6e0).then_some(0x42)
         }
         fn write_msr(&mut self, msr: u32, value: u64) -> bool {
             if msr == 0x1b {
                 self.apic_base_writes.push(value);
             }
-            (0x800..=0x8ff).contains(&msr)
+            (0x800..=0x8ff).contains(&msr) || msr == 0x6e0
         }
     }
 
@@ -1675,6 +1682,10 @@ mod msr_tests {
             refuse(ctx, 0x250, 0x0606_0606_0606_0603); // MTRRfix64K: a byte of type 3
             assert!(!msr_write(ctx, 0x179, 0), "MCG_CAP is read-only");
             assert!(!msr_write(ctx, 0xfe, 0), "MTRRcap is read-only");
+            if crate::cpuid::cpuid_for(1, 0, 0, 0)[2] & (1 << 24) == 0 {
+                assert_eq!(msr_read(ctx, 0x6e0), None, "no TSC deadline without its CPUID bit");
+                assert!(!msr_write(ctx, 0x6e0, 1), "no TSC deadline without its CPUID bit");
+            }
             // The valid neighbours are accepted.
             for (msr, v) in [
                 (0xc000_0084, 0xffff_ffffu64),
