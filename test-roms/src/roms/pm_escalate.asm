@@ -17,7 +17,8 @@
 ;    fault are handled serially: the #PF is delivered, not #DF;
 ;  * #GP whose delivery raises #TS (contributory then contributory): #DF with error code 0;
 ;  * #PF (ring 3 reads a not-present page) whose delivery raises #TS (page fault then contributory):
-;    #DF with error code 0.
+;    #DF with error code 0;
+;  * INT n whose IDT gate lies on a not-present page: #PF (supervisor read, CR2 = the gate's address).
 ;
 ; QEMU quirk (-DQEMU_QUIRKS): QEMU 7.2 TCG raises #TS, not #SS, for a not-present SS0
 ; (target/i386/tcg/seg_helper.c do_interrupt_protected); the SDM's INT n pseudocode says #SS(SS
@@ -172,6 +173,27 @@ pm_main:
         CHECK32 [C_ERR], 0, "#PF then #TS: #DF error code 0"
         RESTORE_GATE 8
         RESTORE_GATE 12
+        ; ------------------------------------------------ #PF reading the IDT gate
+        ; A copy of the IDT whose vectors from 0x40 on lie on the not-present page: INT 0x40 in ring 0
+        ; faults reading its gate (#PF, supervisor read, CR2 = the gate's address), delivered through
+        ; vector 14's gate, which is mapped.
+        mov esi, IDT_ADDR
+        mov edi, HOLE - 0x200
+        mov ecx, 0x200 / 4
+        cld
+        rep movsd
+        sub esp, 8
+        mov word [esp], 0x7FF
+        mov dword [esp + 2], HOLE - 0x200
+        lidt [esp]
+        add esp, 8
+        TRY .idtpf
+        int 0x40
+.idtpf: ENDTRY
+        lidt [IDTR_RAM]
+        CHECK32 [EXC_VEC], 14, "INT n whose gate is on a not-present page: #PF"
+        CHECK32 [EXC_ERR], 0, "INT n whose gate is on a not-present page: supervisor read, not present"
+        CHECK32 [EXC_CR2], HOLE, "INT n whose gate is on a not-present page: CR2 = the gate"
         jmp finish32
 
 %include "reset.inc"
