@@ -43,6 +43,7 @@ rom_tests!(
     pm_nmi,
     pm_escalate,
     v86,
+    v86_vme,
     lm_entry,
     lm_arith,
     lm_interrupts,

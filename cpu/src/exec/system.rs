@@ -429,12 +429,17 @@ fn iret(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
     let mode = ctx.st.mode();
     let ss = sp_size(ctx);
     if mode == Mode::Real || mode == Mode::V86 {
-        if mode == Mode::V86 && ctx.st.iopl() < 3 {
+        // v86 with IOPL < 3: #GP(0), unless CR4.VME virtualises a 16-bit IRET (SDM Vol. 3A 20.4).
+        let virt = mode == Mode::V86 && ctx.st.iopl() < 3;
+        if virt && !(ctx.st.cr4 & cr4::VME != 0 && osz == 2) {
             return Err(Fault::gp0());
         }
         let ip = stack_peek(ctx, 0, osz)?;
         let cs = stack_peek(ctx, osz as u64, osz)? as u16;
         let fl = stack_peek(ctx, 2 * osz as u64, osz)?;
+        if virt && virtual_if_refused(ctx, fl) {
+            return Err(Fault::gp0());
+        }
         if ip > ctx.st.sreg(Seg::Cs).limit as u64 {
             return Err(Fault::gp0());
         }
@@ -447,6 +452,10 @@ fn iret(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
         }
         if mode == Mode::V86 {
             mask &= !flags::IOPL;
+        }
+        if virt {
+            mask &= !flags::IF;
+            set_vif(ctx, fl & flags::IF != 0);
         }
         set_rflags(ctx, fl, mask);
         return Ok(());
@@ -649,10 +658,89 @@ pub fn set_rflags(ctx: &mut Ctx<'_>, v: u64, mask: u64) {
 
 fn int_n(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
     let v = insn.i.immediate(0) as u8;
-    if ctx.st.mode() == Mode::V86 && ctx.st.iopl() < 3 {
-        return Err(Fault::gp0());
+    if ctx.st.mode() == Mode::V86 {
+        // CR4.VME: a clear bit in the TSS's interrupt redirection bitmap sends INT n to the 8086
+        // program's own handler through its IVT (SDM Vol. 3A 20.3.3, table 20-2 methods 4 and 5).
+        if ctx.st.cr4 & cr4::VME != 0 && !redirection_bit(ctx, v)? {
+            return v86_redirected_int(ctx, v);
+        }
+        if ctx.st.iopl() < 3 {
+            return Err(Fault::gp0());
+        }
     }
     Err(Fault::Soft { vector: v, kind: SoftKind::IntN })
+}
+
+/// Bit `v` of the interrupt redirection bitmap: the 32 bytes below the I/O permission bitmap of the
+/// current 32-bit TSS. #GP(0) if the TSS is not a 32-bit one or the byte lies past its limit.
+fn redirection_bit(ctx: &mut Ctx<'_>, v: u8) -> Result<bool, Fault> {
+    let tr = ctx.st.tr;
+    let t = tr.attr & 0xf;
+    if !(t == 9 || t == 0xb) || tr.limit < 0x67 {
+        return Err(Fault::gp0());
+    }
+    let io_base = ctx.read_lin_as(tr.base + 0x66, 2, crate::paging::AccessKind::Read, true)?;
+    let byte = (io_base + u64::from(v >> 3)).wrapping_sub(32);
+    if byte > u64::from(tr.limit) {
+        return Err(Fault::gp0());
+    }
+    let b = ctx.read_lin_as(tr.base + byte, 1, crate::paging::AccessKind::Read, true)?;
+    Ok(b & (1 << (v & 7)) != 0)
+}
+
+/// INT n redirected to the 8086 program's handler (CR4.VME, redirection bit clear): FLAGS, CS and IP
+/// are pushed on the v86 stack and CS:IP is loaded from the v86 IVT at linear 4*n, as in real mode.
+/// With IOPL = 3, IF and TF are cleared; with IOPL < 3 the pushed FLAGS carry VIF as IF and IOPL = 3,
+/// and VIF and TF are cleared instead (SDM Vol. 3A 20.3.3.4-20.3.3.5).
+fn v86_redirected_int(ctx: &mut Ctx<'_>, v: u8) -> Result<(), Fault> {
+    let fl = ctx.st.rflags;
+    let iopl3 = ctx.st.iopl() == 3;
+    let mut image = fl & 0xffff;
+    if !iopl3 {
+        image = (image & !flags::IF) | flags::IOPL | if fl & flags::VIF != 0 { flags::IF } else { 0 };
+    }
+    let vector = ctx.read_lin_as(u64::from(v) * 4, 4, crate::paging::AccessKind::Read, false)?;
+    let (ip, cs) = (vector & 0xffff, (vector >> 16) as u16);
+    let ret_ip = ctx.next_rip & 0xffff;
+    let ret_cs = ctx.st.sreg(Seg::Cs).selector;
+    let sp0 = ctx.st.gpr[4];
+    for w in [image, u64::from(ret_cs), ret_ip] {
+        if let Err(e) = push(ctx, 2, w) {
+            ctx.st.gpr[4] = sp0;
+            return Err(e);
+        }
+    }
+    real_far(ctx, cs, ip);
+    if iopl3 {
+        ctx.st.rflags &= !(flags::IF | flags::TF);
+    } else {
+        ctx.st.rflags &= !(flags::VIF | flags::TF);
+    }
+    Ok(())
+}
+
+/// The VME/PVI rule that refuses to load an IF of 1 while an interrupt is virtually pending, or a TF of
+/// 1 (POPF, IRET): #GP(0) if `(VIP and new IF) or new TF`.
+fn virtual_if_refused(ctx: &Ctx<'_>, new: u64) -> bool {
+    (ctx.st.rflags & flags::VIP != 0 && new & flags::IF != 0) || new & flags::TF != 0
+}
+
+fn set_vif(ctx: &mut Ctx<'_>, on: bool) {
+    if on {
+        ctx.st.rflags |= flags::VIF;
+    } else {
+        ctx.st.rflags &= !flags::VIF;
+    }
+}
+
+/// Whether CLI/STI at an IOPL below CPL act on VIF: v86 mode with CR4.VME, or CPL 3 in protected mode
+/// with CR4.PVI (SDM Vol. 2 CLI/STI, Vol. 3A 20.4).
+fn virtual_interrupt_flag(ctx: &Ctx<'_>) -> bool {
+    match ctx.st.mode() {
+        Mode::V86 => ctx.st.cr4 & cr4::VME != 0,
+        Mode::Real => false,
+        _ => ctx.st.cpl == 3 && ctx.st.cr4 & cr4::PVI != 0,
+    }
 }
 
 fn int3(_: &mut Ctx<'_>, _: &Insn) -> Result<(), Fault> {
@@ -674,6 +762,10 @@ fn int1(_: &mut Ctx<'_>, _: &Insn) -> Result<(), Fault> {
 
 fn cli(ctx: &mut Ctx<'_>, _: &Insn) -> Result<(), Fault> {
     if (protected(ctx) || ctx.st.mode() == Mode::V86) && ctx.st.iopl() < ctx.st.cpl {
+        if virtual_interrupt_flag(ctx) {
+            set_vif(ctx, false);
+            return Ok(());
+        }
         return Err(Fault::gp0());
     }
     ctx.st.rflags &= !flags::IF;
@@ -682,6 +774,12 @@ fn cli(ctx: &mut Ctx<'_>, _: &Insn) -> Result<(), Fault> {
 
 fn sti(ctx: &mut Ctx<'_>, _: &Insn) -> Result<(), Fault> {
     if (protected(ctx) || ctx.st.mode() == Mode::V86) && ctx.st.iopl() < ctx.st.cpl {
+        // VME/PVI: VIF is set unless an interrupt is virtually pending (VIP), which is #GP(0) for the
+        // monitor to deliver it.
+        if virtual_interrupt_flag(ctx) && ctx.st.rflags & flags::VIP == 0 {
+            set_vif(ctx, true);
+            return Ok(());
+        }
         return Err(Fault::gp0());
     }
     if ctx.st.rflags & flags::IF == 0 {
@@ -700,6 +798,13 @@ fn pushf(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
         _ => 8,
     };
     if ctx.st.mode() == Mode::V86 && ctx.st.iopl() < 3 {
+        // CR4.VME virtualises the 16-bit form: the image carries VIF as IF and IOPL = 3.
+        if ctx.st.cr4 & cr4::VME != 0 && size == 2 {
+            let fl = ctx.st.rflags;
+            let image =
+                (fl & 0xffff & !flags::IF) | flags::IOPL | if fl & flags::VIF != 0 { flags::IF } else { 0 };
+            return push(ctx, 2, image);
+        }
         return Err(Fault::gp0());
     }
     // VM and RF are pushed as 0.
@@ -715,6 +820,18 @@ fn popf(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
     };
     let mode = ctx.st.mode();
     if mode == Mode::V86 && ctx.st.iopl() < 3 {
+        // CR4.VME virtualises the 16-bit form: IF goes to VIF, IOPL stays; a popped TF, or IF while VIP
+        // is set, is #GP(0) with nothing popped.
+        if ctx.st.cr4 & cr4::VME != 0 && size == 2 {
+            let v = stack_peek(ctx, 0, 2)?;
+            if virtual_if_refused(ctx, v) {
+                return Err(Fault::gp0());
+            }
+            pop(ctx, 2)?;
+            set_vif(ctx, v & flags::IF != 0);
+            set_rflags(ctx, v, (flags::ARITH | flags::DF | flags::NT) & 0xffff);
+            return Ok(());
+        }
         return Err(Fault::gp0());
     }
     let v = pop(ctx, size)?;
@@ -1034,7 +1151,8 @@ fn mov_from_cr(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
     Ok(())
 }
 
-/// CR4 bits software may set (only features Ferrite implements and advertises).
+/// CR4 bits software may set (only features Ferrite implements and advertises; VME and PVI only while
+/// CPUID.1:EDX.VME[bit 1] is advertised, see [`cr4_valid`]).
 pub const CR4_VALID: u64 = cr4::TSD
     | cr4::DE
     | cr4::PSE
@@ -1047,6 +1165,12 @@ pub const CR4_VALID: u64 = cr4::TSD
     | cr4::FSGSBASE
     | cr4::SMEP
     | cr4::SMAP;
+
+/// The CR4 bits this CPU lets software set: [`CR4_VALID`], plus VME and PVI when CPUID advertises VME.
+pub fn cr4_valid(st: &crate::state::CpuState) -> u64 {
+    let vme = cpuid::cpuid_for(1, 0, 0, st.cr4)[3] & (1 << 1) != 0;
+    CR4_VALID | if vme { cr4::VME | cr4::PVI } else { 0 }
+}
 
 /// Writes CR0 with the architectural checks and side effects (long-mode activation, TLB flush).
 pub fn write_cr0(ctx: &mut Ctx<'_>, v: u64) -> Result<(), Fault> {
@@ -1107,7 +1231,7 @@ fn mov_to_cr(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
             Ok(())
         }
         4 => {
-            if v & !CR4_VALID != 0 {
+            if v & !cr4_valid(ctx.st) != 0 {
                 return Err(Fault::gp0());
             }
             let old = ctx.st.cr4;
