@@ -202,11 +202,13 @@ impl Board {
             let Board { pci, ram, map, requests, .. } = self;
             let Some(f) = pci.function_mut(devfn) else { continue };
             if f.dma_pending() {
-                let mut mem = RamDma { ram, map, msi: Vec::new() };
+                let mut mem = RamDma::new(ram, map);
                 f.run_dma(&mut mem);
                 msgs.append(&mut mem.msi);
-                // The data may land on pages holding decoded code.
-                requests.flush_tlb = true;
+                // The data may land on pages holding decoded code: the machine drops what is on them.
+                for r in mem.written {
+                    requests.note_dma_write(r);
+                }
             }
             msgs.extend(f.take_msi());
             let pin = f.config().u8(chipset::pci::reg::INTERRUPT_PIN);
@@ -232,9 +234,11 @@ impl Board {
             Some(irq) => self.deliver_interrupt_message(irq),
             None => {
                 let Board { ram, map, .. } = self;
-                let mut mem = RamDma { ram, map, msi: Vec::new() };
+                let mut mem = RamDma::new(ram, map);
                 if mem.write(m.address, &m.data.to_le_bytes()) {
-                    self.requests.flush_tlb = true;
+                    for r in mem.written {
+                        self.requests.note_dma_write(r);
+                    }
                 }
             }
         }
@@ -580,9 +584,11 @@ impl Board {
                 if let Some(desc) = fw_cfg.take_dma_request() {
                     // The transfer completes before the guest's next instruction, as in QEMU; the data may
                     // land on pages holding decoded code.
-                    let mut mem = RamDma { ram, map, msi: Vec::new() };
+                    let mut mem = RamDma::new(ram, map);
                     fw_cfg.run_dma(desc, &mut mem);
-                    requests.flush_tlb = true;
+                    for r in std::mem::take(&mut mem.written) {
+                        requests.note_dma_write(r);
+                    }
                     for m in std::mem::take(&mut mem.msi) {
                         self.bus_master_dword(m);
                     }
@@ -691,11 +697,14 @@ impl Board {
 /// address map, and the MSI window 0xFEE00000-0xFEEFFFFF, where each aligned dword written is an interrupt
 /// message (collected in `msi`, at most [`MAX_DMA_MSI`] per transfer; the bytes of a partial dword are
 /// dropped). A read of anything but RAM, or a write touching ROM, MMIO or unassigned space, fails and
-/// moves nothing (fw_cfg then sets its error bit).
+/// moves nothing (fw_cfg then sets its error bit). The RAM ranges written are kept in `written`, so that
+/// only decoded code on those pages is dropped.
 struct RamDma<'a> {
     ram: &'a mut GuestRam,
     map: &'a AddressMap,
     msi: Vec<MsiMessage>,
+    /// Guest-physical RAM ranges written, in order (for per-page code invalidation).
+    written: Vec<std::ops::Range<u64>>,
 }
 
 /// The part of `addr..addr+len` that lies in the MSI window from `addr` on (0 if `addr` is outside).
@@ -707,7 +716,11 @@ fn msi_window_run(addr: u64, len: usize) -> usize {
     }
 }
 
-impl RamDma<'_> {
+impl<'a> RamDma<'a> {
+    fn new(ram: &'a mut GuestRam, map: &'a AddressMap) -> Self {
+        RamDma { ram, map, msi: Vec::new(), written: Vec::new() }
+    }
+
     /// Calls `f(ram offset, range within the buffer)` for each RAM piece of `addr..addr+len`; false if
     /// any byte is not RAM.
     fn walk(&self, addr: u64, len: usize, mut f: impl FnMut(u64, std::ops::Range<usize>) -> bool) -> bool {
@@ -742,6 +755,7 @@ impl DmaMemory for RamDma<'_> {
         // Split into RAM pieces and MSI-window pieces; check all before writing any.
         let mut ram_pieces = Vec::new();
         let mut msi_pieces = Vec::new();
+        let mut guest_ranges = Vec::new();
         let mut done = 0usize;
         while done < data.len() {
             let Some(a) = addr.checked_add(done as u64) else { return false };
@@ -761,11 +775,15 @@ impl DmaMemory for RamDma<'_> {
             }) {
                 return false;
             }
+            if until > 0 {
+                guest_ranges.push(a..a + until as u64);
+            }
             done += until;
         }
         if !ram_pieces.into_iter().all(|(o, r)| self.ram.write(o, &data[r])) {
             return false;
         }
+        self.written.extend(guest_ranges);
         for (a, r) in msi_pieces {
             let bytes = &data[r];
             let skip = ((4 - (a & 3)) & 3) as usize;
@@ -921,6 +939,7 @@ impl CpuBus for Board {
             || self.requests.reschedule
             || self.requests.a20.is_some()
             || self.requests.flush_tlb
+            || !self.requests.dma_written.is_empty()
     }
 }
 
@@ -941,7 +960,7 @@ mod tests {
     #[test]
     fn dma_writes_into_the_msi_window_are_interrupt_messages() {
         let (mut ram, map) = ram_and_map();
-        let mut mem = RamDma { ram: &mut ram, map: &map, msi: Vec::new() };
+        let mut mem = RamDma::new(&mut ram, &map);
         let data: Vec<u8> = [0x61u32, 0x4062, 0x0000_0400].iter().flat_map(|d| d.to_le_bytes()).collect();
         assert!(mem.write(MSI_WINDOW_BASE + 0x1000, &data));
         assert_eq!(

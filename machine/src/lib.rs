@@ -481,6 +481,8 @@ impl Machine {
             }
             if req.flush_tlb {
                 self.interp.flush_all();
+            } else if !req.dma_written.is_empty() {
+                invalidate_code_ranges(&mut self.interp, &req.dma_written);
             }
             if self.cpu.icount >= limit {
                 return RunOutcome::InstructionLimit;
@@ -556,6 +558,34 @@ impl Board {
     pub fn interrupt_pending_now(&self) -> bool {
         (self.lapic.accepts_pic_interrupts() && self.pic.has_interrupt())
             || self.lapic.has_interrupt().is_some()
+    }
+}
+
+/// Drops the interpreter's decoded blocks (and their JIT translations) on the guest-physical pages that
+/// `ranges` touch, leaving all other code in place. Walks whichever is smaller: the pages of the ranges,
+/// or the set of pages holding code.
+fn invalidate_code_ranges(interp: &mut Interpreter, ranges: &[std::ops::Range<u64>]) {
+    let page_count =
+        |r: &std::ops::Range<u64>| ((r.end.saturating_sub(1)) >> 12).saturating_sub(r.start >> 12) + 1;
+    let total: u64 = ranges.iter().filter(|r| !r.is_empty()).map(page_count).fold(0, u64::saturating_add);
+    let hit: Vec<u64> = if total <= interp.mmu.code_pages.len() as u64 {
+        ranges
+            .iter()
+            .filter(|r| !r.is_empty())
+            .flat_map(|r| (r.start >> 12..=(r.end - 1) >> 12).map(|p| p << 12))
+            .filter(|p| interp.mmu.code_pages.contains(p))
+            .collect()
+    } else {
+        interp
+            .mmu
+            .code_pages
+            .iter()
+            .copied()
+            .filter(|p| ranges.iter().any(|r| !r.is_empty() && *p < r.end && r.start < *p + mmu::PAGE_SIZE))
+            .collect()
+    };
+    for p in hit {
+        interp.invalidate_code_page(p);
     }
 }
 

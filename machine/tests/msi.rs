@@ -176,3 +176,30 @@ fn dma_round_trip_through_guest_ram_with_a_completion_msi() {
     }
     assert_eq!(back, pattern);
 }
+
+/// A bus-master transfer reports the guest-physical range it wrote (and only writes report one), so
+/// that the machine drops decoded code on those pages alone; an MSI aimed at RAM is a write like any.
+#[test]
+fn edu_dma_reports_the_range_it_wrote() {
+    let mut m = machine();
+    setup(&mut m);
+    let b = &mut m.board;
+    b.requests = Default::default();
+    wr64(b, 0x80, 0x10_0F80);
+    wr64(b, 0x88, 0x40000);
+    wr64(b, 0x90, 0x100);
+    wr64(b, 0x98, 1);
+    assert!(b.requests.dma_written.is_empty(), "RAM to device writes no guest memory");
+    wr64(b, 0x80, 0x40000);
+    wr64(b, 0x88, 0x20_0F80);
+    wr64(b, 0x98, 1 | 2);
+    assert_eq!(b.requests.dma_written, vec![0x20_0F80..0x20_1080], "device to RAM, across a page boundary");
+    assert!(b.stop_requested(), "the engine stops to drop code on those pages");
+    b.requests = Default::default();
+    let cap = msi_cap(b);
+    cfg_wr(b, cap + 4, 4, 0x7000);
+    cfg_wr(b, cap + 12, 2, 0x1234);
+    cfg_wr(b, cap + 2, 2, 1);
+    wr32(b, 0x60, 1);
+    assert_eq!(b.requests.dma_written, vec![0x7000..0x7004], "an MSI into RAM is a dword write");
+}
