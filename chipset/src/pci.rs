@@ -34,7 +34,7 @@
 //! board also feeds each PIRQ to the 8259 input selected by the PIIX3's PIRQRC registers 0x60-0x63
 //! ([`Piix3Isa::pirq_route`]).
 
-use mmu::{Device, DeviceCtx, SnapshotError, SnapshotReader, SnapshotWriter};
+use mmu::{Device, DeviceCtx, SnapshotError, SnapshotReader, SnapshotWriter, VirtTime};
 
 use crate::fw_cfg::DmaMemory;
 use crate::msi::MsiMessage;
@@ -502,6 +502,18 @@ pub trait PciFunction {
     fn take_msi(&mut self) -> Vec<MsiMessage> {
         Vec::new()
     }
+
+    /// The next virtual time at which the function needs [`PciFunction::advance`] (a command that
+    /// completes later, a timer), if any. The machine runs the CPU exactly up to it, so the event lands
+    /// on the same instruction in every run. A guest access that moves it earlier sets
+    /// `ctx.requests.reschedule`.
+    fn next_deadline(&self) -> Option<VirtTime> {
+        None
+    }
+
+    /// Brings the function up to `ctx.now` once its deadline has passed: complete what is due, raise
+    /// INTx# or queue MSIs and transfers (the board services them right after, as after an access).
+    fn advance(&mut self, _ctx: &mut DeviceCtx<'_>) {}
 }
 
 /// Bus 0 and the configuration mechanism #1 ports.
@@ -554,6 +566,24 @@ impl PciBus {
     /// The devfns with a function, in order.
     pub fn devfns(&self) -> impl Iterator<Item = u8> + '_ {
         self.functions.iter().enumerate().filter(|(_, f)| f.is_some()).map(|(i, _)| i as u8)
+    }
+
+    /// Calls `f` with every function on the bus, in devfn order.
+    pub fn for_each_function(&mut self, mut f: impl FnMut(u8, &mut dyn PciFunction)) {
+        for (i, func) in self.functions.iter_mut().enumerate() {
+            if let Some(func) = func {
+                f(i as u8, func.as_mut());
+            }
+        }
+    }
+
+    /// Calls `f` with every function on the bus, in devfn order, read-only.
+    pub fn for_each_function_ref(&self, mut f: impl FnMut(u8, &dyn PciFunction)) {
+        for (i, func) in self.functions.iter().enumerate() {
+            if let Some(func) = func {
+                f(i as u8, func.as_ref());
+            }
+        }
     }
 
     /// Host-side configuration read (for the board and firmware set-up); all ones if absent.

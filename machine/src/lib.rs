@@ -9,9 +9,11 @@
 pub mod board;
 mod boot;
 pub mod clock;
+mod dma;
+pub mod irqchip;
 pub mod kvm;
 
-use board::Board;
+use board::{Board, IrqChipPart};
 use chipset::{
     ByteSink, DebugConsole, DebugExit, I8042, Pit8254, PmDevice, Port92, ResetControl, Rtc, Uart16550,
 };
@@ -299,13 +301,15 @@ impl Machine {
         map.add(low_bios_start, low_bios, RegionKind::Rom { rom, offset: fw_len - low_bios })
             .map_err(|e| MachineError::Firmware(e.to_string()))?;
 
-        map.add(layout::IOAPIC_BASE, 0x1000, RegionKind::Mmio { device: board::IOAPIC_DEV })
-            .map_err(|e| MachineError::Memory(e.to_string()))?;
-        map.add(layout::LAPIC_BASE, 0x1000, RegionKind::Mmio { device: board::LAPIC_DEV })
-            .map_err(|e| MachineError::Memory(e.to_string()))?;
         // KVM has no instruction counter: under it the clock is host time.
         let clock = if cfg.accel == Accel::Kvm { Clock::host(cfg.ips) } else { Clock::new(cfg.ips) };
         let mut board = Board::new(ram, map, clock);
+        for (part, base) in
+            [(IrqChipPart::IoApic, layout::IOAPIC_BASE), (IrqChipPart::LocalApic, layout::LAPIC_BASE)]
+        {
+            let id = board.irqchip_id(part);
+            board.map_mmio(id, base, 0x1000).map_err(|e| MachineError::Memory(e.to_string()))?;
+        }
         board.map_pic_ports();
         let id = board.add_device(Box::new(DebugConsole::new(cfg.debugcon)));
         board.map_ports(id, 0xe9, 1, 0);
@@ -394,7 +398,7 @@ impl Machine {
         }
         // BIOS state: 8259s at 0x08/0x70 (only the cascade unmasked), PIT channel 0 in mode 3 with the
         // full 65536 count (18.2 Hz), IDE bus-master BAR at 0xC000 with I/O decode and bus mastering on.
-        board.pic.program_like_bios(0x08, 0x70);
+        board.irqchip.pic.program_like_bios(0x08, 0x70);
         for (port, v) in [(0x43u16, 0x36u32), (0x40, 0), (0x40, 0)] {
             cpu::CpuBus::io_out(board, port, 1, v);
         }
@@ -404,7 +408,7 @@ impl Machine {
         // ExtINT and LINT1 NMI, both level (the 8259's INTR reaches the CPU through LINT0).
         let now = board.now();
         for (reg, v) in [(0x0fu32, 0x1ffu64), (0x35, 0x8700), (0x36, 0x8400)] {
-            board.lapic.write_reg(now, reg, v);
+            board.irqchip.lapic.write_reg(now, reg, v);
         }
         board.requests = Default::default();
 
@@ -550,14 +554,6 @@ impl Machine {
                 Exit::Trapped(f) => return self.stopped(format!("exception trapped for inspection: {f:?}")),
             }
         }
-    }
-}
-
-impl Board {
-    /// Whether the PIC is asserting INTR right now.
-    pub fn interrupt_pending_now(&self) -> bool {
-        (self.lapic.accepts_pic_interrupts() && self.pic.has_interrupt())
-            || self.lapic.has_interrupt().is_some()
     }
 }
 
