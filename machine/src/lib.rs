@@ -9,6 +9,7 @@
 pub mod board;
 mod boot;
 pub mod clock;
+pub mod devices;
 mod dma;
 pub mod irqchip;
 pub mod kvm;
@@ -19,6 +20,7 @@ use chipset::{
 };
 use clock::Clock;
 use cpu::{CpuState, Exit, Interpreter, Stop};
+pub use devices::{DeviceSpec, PortWindow};
 pub use firmware::multiboot::Module as MultibootModule;
 use mmu::layout::{self, RamLayout};
 use mmu::{AddressMap, DeviceId, GuestRam, RegionKind};
@@ -86,12 +88,9 @@ pub struct MachineConfig {
     /// Direct Linux boot (like QEMU's `-kernel/-initrd/-append`): the machine acts as the boot loader and
     /// as the BIOS before it (see [`LinuxBoot`]). Implies `acpi`.
     pub linux: Option<LinuxBoot>,
-    /// QEMU's pc-testdev (`--device testdev`): ports 0xE0-0xE7 and 0x2000-0x2017, 64 KiB of scratch
-    /// memory at 0xFF000000 (see `chipset::testdev`).
-    pub testdev: bool,
-    /// QEMU's `edu` educational PCI device (`--device edu`) at 00:02.0, the first free slot (where QEMU
-    /// puts it with `-nodefaults`): BAR0 1 MiB MMIO, INTA# (PIRQB, GSI 17) or MSI, DMA (see `chipset::edu`).
-    pub edu: bool,
+    /// Optional devices, registered in this order after the board's own (`--device NAME` adds
+    /// [`DeviceSpec::named`]; see [`devices::DEVICES`]).
+    pub devices: Vec<DeviceSpec>,
     /// Whose CPUs the interpreter copies where results are architecturally undefined (`--quirks`).
     /// Intel by default, as the CPUID vendor string says; the KVM engine runs on the host's CPU.
     pub quirks: cpu::Quirks,
@@ -131,14 +130,63 @@ impl MachineConfig {
             jit_threshold: JIT_THRESHOLD,
             acpi: false,
             linux: None,
-            testdev: false,
-            edu: false,
+            devices: Vec::new(),
             quirks: cpu::Quirks::Intel,
         }
     }
 }
 
-/// Where `--device edu` goes: device 2, function 0.
+/// Builds a [`Machine`]: a configuration plus the list of optional devices.
+///
+/// ```no_run
+/// # use machine::{MachineBuilder, DeviceSpec};
+/// let m = MachineBuilder::new(32 << 20, vec![0xF4; 0x1_0000])
+///     .device(DeviceSpec::named("edu").unwrap())
+///     .configure(|c| c.ips = 500_000_000)
+///     .build()
+///     .unwrap();
+/// ```
+pub struct MachineBuilder {
+    cfg: MachineConfig,
+}
+
+impl MachineBuilder {
+    /// A builder for a machine with `memory` bytes of RAM and `firmware` (see [`MachineConfig::new`]).
+    pub fn new(memory: u64, firmware: Vec<u8>) -> MachineBuilder {
+        MachineBuilder { cfg: MachineConfig::new(memory, firmware) }
+    }
+
+    /// A builder starting from `cfg`.
+    pub fn from_config(cfg: MachineConfig) -> MachineBuilder {
+        MachineBuilder { cfg }
+    }
+
+    /// Adds a device (registered after the ones added before it).
+    pub fn device(mut self, spec: DeviceSpec) -> MachineBuilder {
+        self.cfg.devices.push(spec);
+        self
+    }
+
+    /// Adds devices in order.
+    pub fn devices(mut self, specs: impl IntoIterator<Item = DeviceSpec>) -> MachineBuilder {
+        self.cfg.devices.extend(specs);
+        self
+    }
+
+    /// Changes the rest of the configuration.
+    pub fn configure(mut self, f: impl FnOnce(&mut MachineConfig)) -> MachineBuilder {
+        f(&mut self.cfg);
+        self
+    }
+
+    /// Builds the machine: the board's own devices, then the listed ones, then the engine.
+    pub fn build(self) -> Result<Machine, MachineError> {
+        Machine::build(self.cfg)
+    }
+}
+
+/// Where `--device edu` goes: device 2, function 0, the first free slot (where QEMU puts it with
+/// `-nodefaults`): BAR0 1 MiB MMIO, INTA# (PIRQB, GSI 17) or MSI, DMA (see `chipset::edu`).
 pub const EDU_DEVFN: u8 = 2 << 3;
 
 /// Default virtual speed: 1e9 instructions per virtual second (1 instruction = 1 ns).
@@ -153,6 +201,8 @@ pub enum MachineError {
     Firmware(String),
     /// The requested engine cannot run here.
     Engine(String),
+    /// A device cannot be added (its address is taken).
+    Device(String),
 }
 
 impl fmt::Display for MachineError {
@@ -161,6 +211,7 @@ impl fmt::Display for MachineError {
             MachineError::Memory(s) => write!(f, "memory: {s}"),
             MachineError::Firmware(s) => write!(f, "firmware: {s}"),
             MachineError::Engine(s) => write!(f, "engine: {s}"),
+            MachineError::Device(s) => write!(f, "device: {s}"),
         }
     }
 }
@@ -260,8 +311,12 @@ impl Machine {
         }
         !quit
     }
-    /// Builds a machine from `cfg`.
+    /// Builds a machine from `cfg` (the same as [`MachineBuilder::from_config`]`(cfg).build()`).
     pub fn new(cfg: MachineConfig) -> Result<Machine, MachineError> {
+        Machine::build(cfg)
+    }
+
+    fn build(cfg: MachineConfig) -> Result<Machine, MachineError> {
         if cfg.memory < 1 << 20 {
             return Err(MachineError::Memory(format!("{} bytes is less than the 1 MiB minimum", cfg.memory)));
         }
@@ -350,9 +405,9 @@ impl Machine {
                 None
             }
         };
-        boot::add_test_interfaces(&mut board, cfg.testdev)?;
-        if cfg.edu {
-            board.add_pci_device(EDU_DEVFN, Box::new(chipset::Edu::new()));
+        boot::add_shutdown_port(&mut board);
+        for spec in std::mem::take(&mut cfg.devices) {
+            spec.add_to(&mut board)?;
         }
 
         let engine = match cfg.accel {

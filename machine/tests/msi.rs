@@ -8,7 +8,7 @@ const BAR: u64 = 0xFEB0_0000;
 
 fn machine() -> Machine {
     let mut cfg = MachineConfig::new(32 << 20, vec![0xF4; 0x1_0000]);
-    cfg.edu = true;
+    cfg.devices.push(machine::DeviceSpec::named("edu").unwrap());
     Machine::new(cfg).expect("machine")
 }
 

@@ -19,7 +19,9 @@ fn run_on_machine(name: &str, testdev: bool) -> (RunOutcome, String) {
     let o2 = out.clone();
     let mut cfg = MachineConfig::new(128 << 20, Vec::new());
     cfg.debugcon = Box::new(move |b| o2.lock().unwrap().push(b));
-    cfg.testdev = testdev;
+    if testdev {
+        cfg.devices.push(machine::DeviceSpec::named("testdev").unwrap());
+    }
     cfg.linux = Some(LinuxBoot {
         kernel: image.to_vec(),
         initrd: None,
