@@ -573,7 +573,7 @@ fn run(args: RunArgs) -> ExitCode {
             m.cpu.icount,
             m.cpu.icount as f64 / secs / 1e6
         );
-        if let Some(s) = m.interp.backend_stats() {
+        if let Some(s) = m.engine().stats() {
             eprintln!("ferrite: {s}");
         }
     }

@@ -295,13 +295,13 @@ fn boot_and_check(accel: Accel) {
         "whole session under {accel:?}: {} instructions, {:.1} s host time{}",
         s.m.cpu.icount,
         s.start.elapsed().as_secs_f64(),
-        s.m.interp.backend_stats().map(|b| format!("; {b}")).unwrap_or_default()
+        s.m.engine().stats().map(|b| format!("; {b}")).unwrap_or_default()
     );
     if accel == Accel::Jit {
         assert!(
-            s.m.interp.compiled_blocks() > 1000,
+            s.m.interp().map_or(0, |i| i.compiled_blocks()) > 1000,
             "the JIT translated only {} blocks",
-            s.m.interp.compiled_blocks()
+            s.m.interp().map_or(0, |i| i.compiled_blocks())
         );
     }
     // The kernel's log (quiet: warnings and errors only) must be free of these.

@@ -16,6 +16,7 @@
 //!   and a POSIX timer kicks the vCPU out of `KVM_RUN` when the slice's deadline passes.
 
 use crate::board::Board;
+use crate::engine::Engine;
 use cpu::state::{DescTable, FpuState, Msrs, Segment, attr, cr0, flags};
 use cpu::{CpuBus, CpuState, Exit, Stop};
 use kvm_bindings::{
@@ -1388,6 +1389,22 @@ pub fn probe() -> Result<KvmProbe, String> {
         None
     };
     Ok(KvmProbe { mips, emulated })
+}
+
+/// KVM as the machine's engine: guest memory is shared with KVM (DMA writes need no invalidation, and
+/// there are no translations to flush).
+impl Engine for KvmEngine {
+    fn name(&self) -> &'static str {
+        "kvm"
+    }
+
+    fn run(&mut self, cpu: &mut CpuState, board: &mut Board, until: u64) -> Exit {
+        KvmEngine::run(self, cpu, board, until)
+    }
+
+    fn flush_all(&mut self) {}
+
+    fn invalidate_code(&mut self, _ranges: &[std::ops::Range<u64>]) {}
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ mod boot;
 pub mod clock;
 pub mod devices;
 mod dma;
+pub mod engine;
 pub mod irqchip;
 pub mod kvm;
 
@@ -21,6 +22,7 @@ use chipset::{
 use clock::Clock;
 use cpu::{CpuState, Exit, Interpreter, Stop};
 pub use devices::{DeviceSpec, PortWindow};
+pub use engine::{Engine, InterpEngine};
 pub use firmware::multiboot::Module as MultibootModule;
 use mmu::layout::{self, RamLayout};
 use mmu::{AddressMap, DeviceId, GuestRam, RegionKind};
@@ -40,12 +42,6 @@ pub enum Accel {
 
 /// Entries after which the JIT translates a block, by default (see docs/PERF.md for the measurement).
 pub const JIT_THRESHOLD: u32 = 1000;
-
-/// The engine instance.
-enum Engine {
-    Interp,
-    Kvm(Box<kvm::KvmEngine>),
-}
 
 /// What to do on a triple fault.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -252,10 +248,8 @@ const MAX_SLICE: u64 = 20_000_000;
 pub struct Machine {
     /// CPU 0's state.
     pub cpu: CpuState,
-    /// The interpreter (the engine itself under `Accel::Interp`, and with the JIT as its block
-    /// backend under `Accel::Jit`; its caches are unused under KVM).
-    pub interp: Interpreter,
-    engine: Engine,
+    /// The execution engine (the interpreter with or without the JIT, or KVM).
+    engine: Box<dyn Engine>,
     /// The board.
     pub board: Board,
     /// COM1's device id (console input goes here).
@@ -410,18 +404,13 @@ impl Machine {
             spec.add_to(&mut board)?;
         }
 
-        let engine = match cfg.accel {
-            Accel::Interp | Accel::Jit => Engine::Interp,
-            Accel::Kvm => Engine::Kvm(Box::new(kvm::KvmEngine::new(&board).map_err(MachineError::Engine)?)),
+        let engine: Box<dyn Engine> = match cfg.accel {
+            Accel::Interp => Box::new(InterpEngine::new()),
+            Accel::Jit => Box::new(InterpEngine::with_jit(cfg.jit_threshold).map_err(MachineError::Engine)?),
+            Accel::Kvm => Box::new(kvm::KvmEngine::new(&board).map_err(MachineError::Engine)?),
         };
-        let mut interp = Interpreter::new();
-        if cfg.accel == Accel::Jit {
-            let jit = jit::Jit::new().map_err(|e| MachineError::Engine(format!("jit: {e}")))?;
-            interp.set_backend(Box::new(jit), cfg.jit_threshold);
-        }
         Ok(Machine {
             cpu: CpuState { quirks: cfg.quirks, ..CpuState::default() },
-            interp,
             engine,
             board,
             com1,
@@ -471,7 +460,7 @@ impl Machine {
             boot::Loader::Linux(p) => p.entry,
             boot::Loader::Multiboot(s) => {
                 boot::enter_multiboot(&mut self.cpu, &s.entry);
-                self.interp.flush_all();
+                self.engine.flush_all();
                 return;
             }
         };
@@ -505,14 +494,24 @@ impl Machine {
         cpu.gpr[6] = e.rsi;
         cpu.rflags = cpu::state::flags::FIXED1;
         bios_mtrrs(&mut cpu.msr, RamLayout::for_size(self.board.ram.len()).below_4g);
-        self.interp.flush_all();
+        self.engine.flush_all();
+    }
+
+    /// The execution engine.
+    pub fn engine(&self) -> &dyn Engine {
+        self.engine.as_ref()
+    }
+
+    /// The interpreter, when the engine is built on it (interp and jit; `None` under KVM).
+    pub fn interp(&self) -> Option<&Interpreter> {
+        self.engine.interpreter()
     }
 
     /// Resets the CPU and every device (machine reset: keyboard controller, port 0x92, triple fault).
     pub fn reset(&mut self) {
         self.cpu.reset();
         self.board.reset_devices();
-        self.interp.flush_all();
+        self.engine.flush_all();
         self.board.requests = Default::default();
         self.redo_direct_boot();
     }
@@ -536,12 +535,12 @@ impl Machine {
             }
             if let Some(on) = req.a20 {
                 self.cpu.a20_mask = if on { !0 } else { !(1u64 << 20) };
-                self.interp.flush_all();
+                self.engine.flush_all();
             }
             if req.flush_tlb {
-                self.interp.flush_all();
+                self.engine.flush_all();
             } else if !req.dma_written.is_empty() {
-                invalidate_code_ranges(&mut self.interp, &req.dma_written);
+                self.engine.invalidate_code(&req.dma_written);
             }
             if self.cpu.icount >= limit {
                 return RunOutcome::InstructionLimit;
@@ -557,10 +556,7 @@ impl Machine {
                 .min(limit)
                 .min(self.cpu.icount.saturating_add(MAX_SLICE))
                 .max(self.cpu.icount + 1);
-            let exit = match &mut self.engine {
-                Engine::Interp => self.interp.run(&mut self.cpu, &mut self.board, until),
-                Engine::Kvm(k) => k.run(&mut self.cpu, &mut self.board, until),
-            };
+            let exit = self.engine.run(&mut self.cpu, &mut self.board, until);
             self.board.icount = self.cpu.icount;
             self.board.advance_devices();
             match exit {
@@ -609,34 +605,6 @@ impl Machine {
                 Exit::Trapped(f) => return self.stopped(format!("exception trapped for inspection: {f:?}")),
             }
         }
-    }
-}
-
-/// Drops the interpreter's decoded blocks (and their JIT translations) on the guest-physical pages that
-/// `ranges` touch, leaving all other code in place. Walks whichever is smaller: the pages of the ranges,
-/// or the set of pages holding code.
-fn invalidate_code_ranges(interp: &mut Interpreter, ranges: &[std::ops::Range<u64>]) {
-    let page_count =
-        |r: &std::ops::Range<u64>| ((r.end.saturating_sub(1)) >> 12).saturating_sub(r.start >> 12) + 1;
-    let total: u64 = ranges.iter().filter(|r| !r.is_empty()).map(page_count).fold(0, u64::saturating_add);
-    let hit: Vec<u64> = if total <= interp.mmu.code_pages.len() as u64 {
-        ranges
-            .iter()
-            .filter(|r| !r.is_empty())
-            .flat_map(|r| (r.start >> 12..=(r.end - 1) >> 12).map(|p| p << 12))
-            .filter(|p| interp.mmu.code_pages.contains(p))
-            .collect()
-    } else {
-        interp
-            .mmu
-            .code_pages
-            .iter()
-            .copied()
-            .filter(|p| ranges.iter().any(|r| !r.is_empty() && *p < r.end && r.start < *p + mmu::PAGE_SIZE))
-            .collect()
-    };
-    for p in hit {
-        interp.invalidate_code_page(p);
     }
 }
 

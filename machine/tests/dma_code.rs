@@ -78,7 +78,8 @@ fn run_data_page(accel: Accel, iterations: u16) -> (u64, u64) {
     let mut got = vec![0u8; 256];
     m.board.ram.read(DATA, &mut got);
     assert_eq!(got, payload, "the DMA landed");
-    (m.interp.decoded_blocks, m.interp.compiled_blocks())
+    let i = m.interp().expect("an interpreter engine");
+    (i.decoded_blocks, i.compiled_blocks())
 }
 
 #[test]
