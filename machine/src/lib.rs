@@ -12,6 +12,7 @@ pub mod clock;
 pub mod devices;
 mod dma;
 pub mod engine;
+pub mod input;
 pub mod irqchip;
 pub mod kvm;
 
@@ -24,6 +25,7 @@ use cpu::{CpuState, Exit, Interpreter, Stop};
 pub use devices::{DeviceSpec, PortWindow};
 pub use engine::{Engine, InterpEngine};
 pub use firmware::multiboot::Module as MultibootModule;
+pub use input::{GuestInput, InputRecorder, StampedInput};
 use mmu::layout::{self, RamLayout};
 use mmu::{AddressMap, DeviceId, GuestRam, RegionKind};
 use std::fmt;
@@ -241,7 +243,7 @@ pub enum HostEvent {
     Quit,
 }
 
-/// Longest slice the engine runs before the loop looks at host input again.
+/// Longest slice the engine runs before the loop looks at its state again.
 const MAX_SLICE: u64 = 20_000_000;
 
 /// The whole machine.
@@ -256,6 +258,14 @@ pub struct Machine {
     pub com1: DeviceId,
     on_triple_fault: TripleFaultAction,
     input: Option<std::sync::mpsc::Receiver<HostEvent>>,
+    /// The slot at which host input is taken next while a channel is attached.
+    next_input: u64,
+    /// Called with every delivered input.
+    recorder: Option<InputRecorder>,
+    /// Inputs delivered through [`Machine::inject`] so far.
+    pub inputs_delivered: u64,
+    /// The RTC's start time (UNIX seconds): an input taken at slot 0.
+    rtc_start: i64,
     /// The direct Linux boot, redone after every reset.
     direct_boot: Option<DirectBoot>,
 }
@@ -267,14 +277,45 @@ struct DirectBoot {
 }
 
 impl Machine {
-    /// Connects the console: host bytes arrive on `rx` and go to COM1 at the next slice boundary (the
-    /// machine's one input port, where record/replay will log them).
+    /// Connects the console: host bytes arrive on `rx` and go to COM1 through the input port
+    /// ([`Machine::inject`]) at the next input point (see [`input`]).
     pub fn attach_input(&mut self, rx: std::sync::mpsc::Receiver<HostEvent>) {
         self.input = Some(rx);
+        self.next_input = self.slot();
     }
 
-    /// Feeds pending host input to COM1. Returns false when the user asked to quit. With `block`, waits
-    /// for at least one event (the guest is idle and only input can wake it).
+    /// Installs `recorder`, called with every input from now on (record/replay). It is first given the
+    /// RTC's start time, the input the machine took when it was built (stamped at slot 0).
+    pub fn record_inputs(&mut self, mut recorder: InputRecorder) {
+        recorder(&StampedInput { slot: 0, input: GuestInput::RtcStart(self.rtc_start) });
+        self.recorder = Some(recorder);
+    }
+
+    /// The current instruction slot: retired instructions plus idle slots (the clock's time base).
+    pub fn slot(&self) -> u64 {
+        self.cpu.icount.saturating_add(self.board.clock.idle)
+    }
+
+    /// The input port: stamps `input` with the current slot, records it, and delivers it to the guest.
+    pub fn inject(&mut self, input: GuestInput) {
+        let stamped = StampedInput { slot: self.slot(), input };
+        if let Some(r) = self.recorder.as_mut() {
+            r(&stamped);
+        }
+        self.inputs_delivered += 1;
+        match stamped.input {
+            GuestInput::Serial { device, bytes } => {
+                self.board.icount = self.cpu.icount;
+                self.board.host_input(device, &bytes);
+            }
+            // Applied when the RTC was built: nothing to deliver.
+            GuestInput::RtcStart(_) => {}
+        }
+    }
+
+    /// Takes pending host input and delivers it through [`Machine::inject`]. Returns false when the
+    /// user asked to quit. With `block`, waits for at least one event (the guest is idle and only input
+    /// can wake it).
     fn poll_input(&mut self, block: bool) -> bool {
         let Some(rx) = &self.input else { return true };
         let mut bytes = Vec::new();
@@ -299,12 +340,12 @@ impl Machine {
             }
         }
         if !bytes.is_empty() {
-            self.board.icount = self.cpu.icount;
-            let com1 = self.com1;
-            self.board.host_input(com1, &bytes);
+            let device = self.com1;
+            self.inject(GuestInput::Serial { device, bytes });
         }
         !quit
     }
+
     /// Builds a machine from `cfg` (the same as [`MachineBuilder::from_config`]`(cfg).build()`).
     pub fn new(cfg: MachineConfig) -> Result<Machine, MachineError> {
         Machine::build(cfg)
@@ -416,6 +457,10 @@ impl Machine {
             com1,
             on_triple_fault: cfg.on_triple_fault,
             input: None,
+            next_input: 0,
+            recorder: None,
+            inputs_delivered: 0,
+            rtc_start: cfg.rtc_start,
             direct_boot,
         })
         .map(|mut m| {
@@ -523,6 +568,13 @@ impl Machine {
     /// Runs until the guest exits, the machine stops, or `max_instructions` retire in total.
     pub fn run(&mut self, max_instructions: Option<u64>) -> RunOutcome {
         let limit = max_instructions.unwrap_or(u64::MAX);
+        // An input point: the start of every run.
+        if !self.poll_input(false) {
+            return RunOutcome::Quit;
+        }
+        if self.input.is_some() {
+            self.next_input = input::next_input_point(self.slot());
+        }
         loop {
             // Carry out device requests.
             let req = std::mem::take(&mut self.board.requests);
@@ -545,8 +597,16 @@ impl Machine {
             if self.cpu.icount >= limit {
                 return RunOutcome::InstructionLimit;
             }
-            if !self.poll_input(false) {
-                return RunOutcome::Quit;
+            // Input points: every INPUT_QUANTUM slots while a channel is attached.
+            let mut until_input = u64::MAX;
+            if self.input.is_some() {
+                if self.slot() >= self.next_input {
+                    if !self.poll_input(false) {
+                        return RunOutcome::Quit;
+                    }
+                    self.next_input = input::next_input_point(self.slot());
+                }
+                until_input = self.next_input.saturating_sub(self.board.clock.idle);
             }
             let deadline = self.board.next_deadline();
             let until = self
@@ -554,6 +614,7 @@ impl Machine {
                 .clock
                 .icount_at(deadline)
                 .min(limit)
+                .min(until_input)
                 .min(self.cpu.icount.saturating_add(MAX_SLICE))
                 .max(self.cpu.icount + 1);
             let exit = self.engine.run(&mut self.cpu, &mut self.board, until);
@@ -584,7 +645,12 @@ impl Machine {
                         }
                         return self.stopped("the CPU halted and no device will ever interrupt it".into());
                     }
-                    let target = self.board.clock.icount_at(d);
+                    let mut target = self.board.clock.icount_at(d);
+                    if self.input.is_some() {
+                        // Idle only up to the next input point.
+                        target = target
+                            .min(self.next_input.saturating_sub(self.board.clock.idle).max(self.cpu.icount));
+                    }
                     // Skips the idle slots (instruction time) or sleeps towards the deadline (host time).
                     self.board.clock.idle_until(self.cpu.icount, target);
                     self.board.advance_devices();
