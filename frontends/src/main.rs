@@ -244,7 +244,8 @@ struct RunArgs {
     /// Under `--accel jit`: entries after which a block is translated to host code.
     #[arg(long, value_name = "N", default_value_t = machine::JIT_THRESHOLD, value_parser = clap::value_parser!(u32).range(1..))]
     jit_threshold: u32,
-    /// On exit, print engine statistics to stderr (instructions retired, host time, JIT translation).
+    /// On exit, print engine statistics to stderr (instructions retired, host time, JIT translation) and
+    /// the hash of the whole machine state.
     #[arg(long)]
     stats: bool,
     /// Stop after this many retired instructions (exit status 124).
@@ -576,6 +577,9 @@ fn run(args: RunArgs) -> ExitCode {
         if let Some(s) = m.engine().stats() {
             eprintln!("ferrite: {s}");
         }
+        // The whole machine's state (CPU, devices, RAM): the same guest gives the same hash under every
+        // instruction-counting engine.
+        eprintln!("ferrite: state hash {:016x}", m.state_hash());
     }
     match outcome {
         RunOutcome::Exited(code) => ExitCode::from((code & 0xff) as u8),

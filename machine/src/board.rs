@@ -21,7 +21,10 @@ use chipset::msi::MsiMessage;
 use chipset::pci::{PciBarEvent, PciFunction, Piix3Isa, pirq_of};
 use chipset::{FwCfg, PciBus};
 use cpu::CpuBus;
-use mmu::{AddressMap, Device, DeviceCtx, DeviceId, GuestRam, MachineRequests, RegionKind, VirtTime};
+use mmu::{
+    AddressMap, Device, DeviceCtx, DeviceId, GuestRam, MachineRequests, RegionKind, SnapshotError,
+    SnapshotReader, SnapshotWriter, VirtTime,
+};
 use std::ptr::NonNull;
 
 /// A hook called on every interrupt the CPU acknowledges: (vector, instruction count at the board's last
@@ -574,6 +577,101 @@ impl Board {
         }
         self.irqchip.mark_pci_lines_changed();
         self.irqchip.propagate();
+    }
+
+    /// Writes the board's state: clock, requests, interrupt controllers, every registered device,
+    /// fw_cfg and the PCI bus (RAM is the machine's to write).
+    pub fn save(&self, w: &mut SnapshotWriter) {
+        w.tag("board");
+        w.u64(self.clock.ips);
+        w.u64(self.clock.idle);
+        w.u64(self.icount);
+        w.bool(self.ignne);
+        let MachineRequests { reset, exit, a20, reschedule, flush_tlb, dma_written } = &self.requests;
+        w.bool(*reset);
+        w.bool(exit.is_some());
+        w.u32(exit.unwrap_or(0) as u32);
+        w.u8(a20.map_or(2, u8::from));
+        w.bool(*reschedule);
+        w.bool(*flush_tlb);
+        w.u64(dma_written.len() as u64);
+        for r in dma_written {
+            w.u64(r.start);
+            w.u64(r.end);
+        }
+        self.irqchip.save(w);
+        w.u64(self.slots.len() as u64);
+        for slot in &self.slots {
+            if let Slot::Device(d) = slot {
+                d.save(w);
+            }
+        }
+        self.fw_cfg.save(w);
+        self.pci.save(w);
+    }
+
+    /// Restores [`Board::save`] into a board built the same way, and remaps the BAR windows.
+    pub fn restore(&mut self, r: &mut SnapshotReader<'_>) -> Result<(), SnapshotError> {
+        r.tag("board")?;
+        let ips = r.u64()?;
+        if ips != self.clock.ips {
+            return Err(SnapshotError::Invalid(format!(
+                "snapshot at {ips} instructions/s, machine at {}",
+                self.clock.ips
+            )));
+        }
+        self.clock.idle = r.u64()?;
+        self.icount = r.u64()?;
+        self.ignne = r.bool()?;
+        let reset = r.bool()?;
+        let has_exit = r.bool()?;
+        let code = r.u32()? as i32;
+        let a20 = match r.u8()? {
+            0 => Some(false),
+            1 => Some(true),
+            2 => None,
+            v => return Err(SnapshotError::Invalid(format!("A20 request {v}"))),
+        };
+        let reschedule = r.bool()?;
+        let flush_tlb = r.bool()?;
+        let n = r.u64()?;
+        if n > MachineRequests::MAX_DMA_RANGES as u64 + 1 {
+            return Err(SnapshotError::Invalid(format!("{n} DMA ranges")));
+        }
+        let mut dma_written = Vec::new();
+        for _ in 0..n {
+            dma_written.push(r.u64()?..r.u64()?);
+        }
+        let requests = MachineRequests {
+            reset,
+            exit: has_exit.then_some(code),
+            a20,
+            reschedule,
+            flush_tlb,
+            dma_written,
+        };
+        self.irqchip.restore(r)?;
+        let slots = r.u64()?;
+        if slots != self.slots.len() as u64 {
+            return Err(SnapshotError::Invalid(format!(
+                "snapshot has {slots} device entries, this machine {}",
+                self.slots.len()
+            )));
+        }
+        for slot in self.slots.iter_mut() {
+            if let Slot::Device(d) = slot {
+                d.restore(r)?;
+            }
+        }
+        self.fw_cfg.restore(r)?;
+        self.pci.restore(r)?;
+        for ev in self.pci.take_events() {
+            self.apply_pci_event(ev);
+        }
+        // Remapping asked for a flush, which the machine does on any restore: the requests are the saved
+        // ones.
+        self.requests = requests;
+        Ok(())
     }
 
     fn port_io(&mut self, port: u16, data: &mut [u8], write: bool) {

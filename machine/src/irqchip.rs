@@ -17,7 +17,9 @@
 
 use chipset::msi::{X86Interrupt, delivery};
 use chipset::{DualPic, IoApic, LocalApic};
-use mmu::{Device, DeviceCtx, IrqLevels, MachineRequests, VirtTime};
+use mmu::{
+    Device, DeviceCtx, IrqLevels, MachineRequests, SnapshotError, SnapshotReader, SnapshotWriter, VirtTime,
+};
 
 /// The local APIC's TSC and timer input clock: 1 GHz, the TSC's rate (one tick per virtual ns).
 const APIC_HZ: u64 = 1_000_000_000;
@@ -262,6 +264,42 @@ impl IrqChip {
         };
         self.propagate();
         ok
+    }
+
+    /// Writes the controllers' and lines' state.
+    pub fn save(&self, w: &mut SnapshotWriter) {
+        w.tag("irqchip");
+        self.pic.save(w);
+        self.ioapic.save(w);
+        self.lapic.save(w);
+        w.u32(self.lines.level);
+        w.u32(self.lines.rising);
+        w.u32(self.lines.changed);
+        for r in self.pirq_route {
+            w.u8(r.unwrap_or(0xFF));
+        }
+        w.bool(self.nmi_latched);
+        w.u64(self.msi_delivered);
+    }
+
+    /// Restores [`IrqChip::save`].
+    pub fn restore(&mut self, r: &mut SnapshotReader<'_>) -> Result<(), SnapshotError> {
+        r.tag("irqchip")?;
+        self.pic.restore(r)?;
+        self.ioapic.restore(r)?;
+        self.lapic.restore(r)?;
+        let mask = (1u32 << IrqLevels::LINES) - 1;
+        self.lines = IrqLevels { level: r.u32()? & mask, rising: r.u32()? & mask, changed: r.u32()? & mask };
+        for route in self.pirq_route.iter_mut() {
+            *route = match r.u8()? {
+                0xFF => None,
+                irq @ 0..=15 => Some(irq),
+                v => return Err(SnapshotError::Invalid(format!("PIRQ route {v}"))),
+            };
+        }
+        self.nmi_latched = r.bool()?;
+        self.msi_delivered = r.u64()?;
+        Ok(())
     }
 
     /// The earliest deadline of the controllers (the local APIC timer).

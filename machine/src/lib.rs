@@ -15,6 +15,7 @@ pub mod engine;
 pub mod input;
 pub mod irqchip;
 pub mod kvm;
+pub mod snapshot;
 
 use board::{Board, IrqChipPart};
 use chipset::{
