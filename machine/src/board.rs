@@ -9,7 +9,7 @@
 //! PCI function that serves its own BARs, one of the interrupt controllers, or one of the three board
 //! functions that need the board itself (PCI configuration ports, fw_cfg with its DMA, the FPU error
 //! port). Every guest access and every timer event goes through one dispatch path
-//! ([`Board::call`]), which builds the device's [`DeviceCtx`] (time, interrupt lines, requests), calls
+//! (`Board::call`), which builds the device's [`DeviceCtx`] (time, interrupt lines, requests), calls
 //! it, then carries out what the device left: interrupt propagation, bus-master transfers, MSIs, INTx,
 //! BAR moves. Deadlines are collected from every entry, PCI functions included
 //! ([`Board::next_deadline`]).
