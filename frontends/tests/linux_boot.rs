@@ -353,3 +353,105 @@ fn linux_restored_mid_boot_matches_an_uninterrupted_boot() {
     assert_eq!(second.state_hash(), whole.state_hash(), "the whole machine state at {END} instructions");
     println!("Linux saved at {SAVE_AT} and restored: the same console and state hash at {END}");
 }
+
+#[test]
+#[ignore]
+fn zz_debug_snapshot() {
+    let (imgs, _) = prepared();
+    let build = || {
+        let mut cfg = MachineConfig::new(512 << 20, Vec::new());
+        cfg.accel = Accel::Jit;
+        cfg.linux = Some(LinuxBoot {
+            kernel: imgs.kernel.clone(),
+            initrd: Some(imgs.initrd.clone()),
+            cmdline: CMDLINE.into(),
+            ..Default::default()
+        });
+        Machine::new(cfg).expect("machine")
+    };
+    let end: u64 = std::env::var("ZZ_END").ok().and_then(|v| v.parse().ok()).unwrap_or(300_000_000);
+    let mut whole = build();
+    whole.run(Some(end));
+    let mut split = build();
+    split.run(Some(end / 2));
+    split.run(Some(end));
+    let mut first = build();
+    first.run(Some(end / 2));
+    let snap = first.save_state();
+    let mut second = build();
+    second.restore_state(&snap).unwrap();
+    second.run(Some(end));
+    let a = whole.save_state();
+    for (name, m) in [("split", &split), ("restored", &second)] {
+        let b = m.save_state();
+        println!("{name}: icount {} vs {}, len {} vs {}", m.cpu.icount, whole.cpu.icount, b.len(), a.len());
+        if let Some(i) = a.iter().zip(b.iter()).position(|(x, y)| x != y) {
+            let s = i.saturating_sub(300);
+            println!("{name}: first difference at {i}: {:?}\n  vs {:?}", &a[i.saturating_sub(16)..i + 16], &b[i.saturating_sub(16)..i + 16]);
+            println!("{name} context: {}", String::from_utf8_lossy(&a[s..i + 16]).replace(|c: char| c.is_control(), "."));
+        } else {
+            println!("{name}: identical");
+        }
+    }
+}
+
+#[test]
+#[ignore]
+fn zz_debug_roundtrip() {
+    let (imgs, _) = prepared();
+    let build = || {
+        let mut cfg = MachineConfig::new(512 << 20, Vec::new());
+        cfg.accel = Accel::Jit;
+        cfg.linux = Some(LinuxBoot {
+            kernel: imgs.kernel.clone(),
+            initrd: Some(imgs.initrd.clone()),
+            cmdline: CMDLINE.into(),
+            ..Default::default()
+        });
+        Machine::new(cfg).expect("machine")
+    };
+    let mut first = build();
+    first.run(Some(800_000_000));
+    let a = first.save_state();
+    let mut second = build();
+    second.restore_state(&a).unwrap();
+    let b = second.save_state();
+    match a.iter().zip(b.iter()).position(|(x, y)| x != y) {
+        Some(i) => {
+            let s = i.saturating_sub(300);
+            println!("RT first difference at {i}: {:?}\n  vs {:?}", &a[i.saturating_sub(16)..i + 16], &b[i.saturating_sub(16)..i + 16]);
+            println!("RT context: {}", String::from_utf8_lossy(&a[s..i + 16]).replace(|c: char| c.is_control(), "."));
+        }
+        None => println!("RT identical ({} bytes)", a.len()),
+    }
+    // Then in steps: where do the CPUs part?
+    let step = 1_000_000u64;
+    let mut at = 800_000_000u64;
+    let key = |m: &Machine| (m.cpu.gpr, m.cpu.rip, m.cpu.icount, m.cpu.rflags);
+    while at < 1_600_000_000 {
+        first.run(Some(at + step));
+        second.run(Some(at + step));
+        if key(&first) != key(&second) {
+            println!("RT diverged within ({at}, {}]", at + step);
+            println!("RT first {}", first.cpu.dump());
+            println!("RT second {}", second.cpu.dump());
+            let (fa, fb) = (first.save_state(), second.save_state());
+            let lim = fa.len().min(fb.len()) - (512 << 20);
+            let mut shown = 0;
+            let mut i = 0;
+            while i < lim && shown < 8 {
+                if fa[i] != fb[i] {
+                    let s = i.saturating_sub(120);
+                    println!("RT diff at {i}: {}", String::from_utf8_lossy(&fa[s..i + 8]).replace(|c: char| c.is_control(), "."));
+                    println!("   {:?} vs {:?}", &fa[i..i + 8], &fb[i..i + 8]);
+                    shown += 1;
+                    i += 64;
+                } else {
+                    i += 1;
+                }
+            }
+            break;
+        }
+        at += step;
+    }
+}
