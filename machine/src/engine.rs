@@ -8,7 +8,9 @@
 //! - [`crate::kvm::KvmEngine`]: hardware virtualization; time is host time (see [`crate::clock`]).
 
 use crate::board::Board;
-use cpu::{CpuState, Exit, Interpreter};
+use cpu::mem::{TLB_SIZE, TlbEntry};
+use cpu::{CpuBus, CpuState, Exit, Interpreter};
+use mmu::{SnapshotError, SnapshotReader, SnapshotWriter};
 use std::ops::Range;
 
 /// An execution engine.
@@ -31,6 +33,24 @@ pub trait Engine {
     /// The interpreter, for engines built on it (statistics, tests).
     fn interpreter(&self) -> Option<&Interpreter> {
         None
+    }
+
+    /// Writes the engine's state that can change what the guest sees, for snapshots: the interpreter's
+    /// TLB, which (like a CPU's) may hold translations the page tables no longer give until the guest
+    /// invalidates them.
+    fn save_hidden(&self, w: &mut SnapshotWriter) {
+        w.tag(self.name());
+    }
+
+    /// Restores [`Engine::save_hidden`] (after the CPU and board are restored).
+    fn restore_hidden(
+        &mut self,
+        r: &mut SnapshotReader<'_>,
+        cpu: &CpuState,
+        board: &mut Board,
+    ) -> Result<(), SnapshotError> {
+        let _ = (cpu, board);
+        r.tag(self.name())
     }
 
     /// One line of statistics (JIT translation counts), if the engine has any.
@@ -90,6 +110,66 @@ impl Engine for InterpEngine {
 
     fn stats(&self) -> Option<String> {
         self.interp.backend_stats()
+    }
+
+    fn save_hidden(&self, w: &mut SnapshotWriter) {
+        // The same under interp and jit: a snapshot moves between them.
+        w.tag("interp-tlb");
+        let tlb = &self.interp.mmu.tlb;
+        for table in [&tlb.read, &tlb.write, &tlb.exec] {
+            for e in table.iter() {
+                // What an invalid entry last held does not matter: it is written as all zeros.
+                let valid = e.tag != 0;
+                w.u64(e.tag);
+                w.u64(if valid { e.phys } else { 0 });
+                w.bool(valid && e.global);
+                w.bool(valid && e.host != 0);
+            }
+        }
+        // Which pages hold decoded code decides which write entries take the slow path.
+        let mut pages: Vec<u64> = self.interp.mmu.code_pages.iter().copied().collect();
+        pages.sort_unstable();
+        w.u64(pages.len() as u64);
+        pages.iter().for_each(|p| w.u64(*p));
+    }
+
+    fn restore_hidden(
+        &mut self,
+        r: &mut SnapshotReader<'_>,
+        cpu: &CpuState,
+        board: &mut Board,
+    ) -> Result<(), SnapshotError> {
+        r.tag("interp-tlb")?;
+        self.interp.flush_all();
+        // Debug registers as the TLB was filled under them (a later sync would flush it).
+        self.interp.mmu.debug.sync(cpu);
+        let mut tables = [[TlbEntry::default(); TLB_SIZE]; 3];
+        for (n, table) in tables.iter_mut().enumerate() {
+            for e in table.iter_mut() {
+                let (tag, phys, global, host) = (r.u64()?, r.u64()?, r.bool()?, r.bool()?);
+                let host = if host && tag != 0 {
+                    board.ram_page(phys & !0xfff, n == 1).map_or(0, |p| p.as_ptr() as usize)
+                } else {
+                    0
+                };
+                *e = TlbEntry { tag, host, phys, global };
+            }
+        }
+        let n = r.u64()?;
+        if n > 1 << 24 {
+            return Err(SnapshotError::Invalid(format!("{n} code pages")));
+        }
+        let mut pages = Vec::new();
+        for _ in 0..n {
+            pages.push(r.u64()?);
+        }
+        let [read, write, exec] = tables;
+        let tlb = &mut self.interp.mmu.tlb;
+        tlb.read = read;
+        tlb.write = write;
+        tlb.exec = exec;
+        self.interp.mmu.code_pages = pages.into_iter().collect();
+        Ok(())
     }
 }
 

@@ -2,10 +2,13 @@
 //!
 //! A snapshot is the CPU's architectural state, the clock (instruction rate and idle slots), the board
 //! (its requests, the interrupt controllers and lines, every registered device, fw_cfg, the PCI bus with
-//! every function's configuration space and state) and guest RAM, in the `mmu::snapshot` byte format.
+//! every function's configuration space and state), the engine's hidden state (the interpreter's TLB,
+//! which may hold stale translations a guest relies on until it invalidates them, and which pages hold
+//! code) and guest RAM, in the `mmu::snapshot` byte format.
 //! It restores into a machine built from the same configuration (same memory size, firmware and
-//! devices, in the same order); the engine's caches are flushed and the BAR windows remapped.
-//! Host-side things are not state: output sinks, the input channel, the engine's translations.
+//! devices, in the same order; interp and jit snapshots are interchangeable); the decoded blocks and JIT
+//! code are dropped and the BAR windows remapped. Host-side things are not state: output sinks, the
+//! input channel, decoded blocks and translations.
 //!
 //! [`Machine::state_hash`] hashes exactly what a snapshot holds (RAM in place, without copying it): two
 //! runs of the same guest that reach the same state have the same hash, whichever engine ran them.
@@ -13,7 +16,7 @@
 use crate::Machine;
 use crate::board::Board;
 use cpu::CpuState;
-use cpu::state::{DescTable, FpuState, Msrs, Quirks, Segment};
+use cpu::state::{DescTable, FpuState, Msrs, Quirks, Segment, VecState};
 use mmu::{SnapshotError, SnapshotReader, SnapshotWriter};
 
 /// First tag of a machine snapshot.
@@ -183,6 +186,27 @@ fn restore_fpu(r: &mut SnapshotReader<'_>) -> Result<FpuState, SnapshotError> {
     })
 }
 
+fn save_vec(w: &mut SnapshotWriter, v: &VecState) {
+    let VecState { ymm_hi, zmm_hi256, hi16_zmm, k } = v;
+    save_u128s(w, ymm_hi);
+    zmm_hi256.iter().for_each(|z| save_u128s(w, z));
+    hi16_zmm.iter().for_each(|z| save_u128s(w, z));
+    k.iter().for_each(|v| w.u64(*v));
+}
+
+fn restore_vec(r: &mut SnapshotReader<'_>) -> Result<VecState, SnapshotError> {
+    let ymm_hi = u128s(r)?;
+    let mut zmm_hi256 = [[0u128; 2]; 16];
+    for z in zmm_hi256.iter_mut() {
+        *z = u128s(r)?;
+    }
+    let mut hi16_zmm = [[0u128; 4]; 16];
+    for z in hi16_zmm.iter_mut() {
+        *z = u128s(r)?;
+    }
+    Ok(VecState { ymm_hi, zmm_hi256, hi16_zmm, k: u64s(r)? })
+}
+
 /// Writes the CPU's architectural state.
 pub fn save_cpu(w: &mut SnapshotWriter, c: &CpuState) {
     // Destructured without `..`: a new field is a compile error here until it is saved.
@@ -214,6 +238,7 @@ pub fn save_cpu(w: &mut SnapshotWriter, c: &CpuState) {
         msr,
         rng_state,
         fpu,
+        vec,
     } = c;
     w.tag("cpu");
     gpr.iter().for_each(|v| w.u64(*v));
@@ -238,6 +263,7 @@ pub fn save_cpu(w: &mut SnapshotWriter, c: &CpuState) {
     save_msrs(w, msr);
     w.u64(*rng_state);
     save_fpu(w, fpu);
+    save_vec(w, vec);
 }
 
 /// Reads state written by [`save_cpu`].
@@ -296,6 +322,7 @@ pub fn restore_cpu(r: &mut SnapshotReader<'_>) -> Result<CpuState, SnapshotError
         msr: restore_msrs(r)?,
         rng_state: r.u64()?,
         fpu: restore_fpu(r)?,
+        vec: restore_vec(r)?,
     })
 }
 
@@ -367,6 +394,7 @@ impl Machine {
         w.tag(MAGIC);
         save_cpu(w, &self.cpu);
         self.board.save(w);
+        self.engine.save_hidden(w);
         w.tag("ram");
         w.u64(self.board.ram.len());
     }
@@ -388,6 +416,8 @@ impl Machine {
         r.tag(MAGIC)?;
         let cpu = restore_cpu(&mut r)?;
         self.board.restore(&mut r)?;
+        self.engine.flush_all();
+        self.engine.restore_hidden(&mut r, &cpu, &mut self.board)?;
         r.tag("ram")?;
         let len = r.u64()?;
         if len != self.board.ram.len() {
@@ -404,7 +434,6 @@ impl Machine {
         self.board.ram.write(0, ram);
         self.cpu = cpu;
         self.board.icount = self.cpu.icount;
-        self.engine.flush_all();
         Ok(())
     }
 
@@ -429,6 +458,9 @@ mod tests {
         c.gpr[3] = 0x1122_3344_5566_7788;
         c.fpu.xmm[7] = u128::MAX - 5;
         c.fpu.st[2] = 1 << 100;
+        c.vec.ymm_hi[3] = 77;
+        c.vec.hi16_zmm[15][3] = 1 << 127;
+        c.vec.k[7] = 5;
         c.msr.mtrr_var[15] = 9;
         c.seg[2].base = 0xdead_0000;
         c.quirks = Quirks::Amd;
