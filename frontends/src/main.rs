@@ -244,7 +244,8 @@ struct RunArgs {
     /// Under `--accel jit`: entries after which a block is translated to host code.
     #[arg(long, value_name = "N", default_value_t = machine::JIT_THRESHOLD, value_parser = clap::value_parser!(u32).range(1..))]
     jit_threshold: u32,
-    /// On exit, print engine statistics to stderr (instructions retired, host time, JIT translation).
+    /// On exit, print engine statistics to stderr (instructions retired, host time, JIT translation) and
+    /// the hash of the whole machine state.
     #[arg(long)]
     stats: bool,
     /// Stop after this many retired instructions (exit status 124).
@@ -273,21 +274,21 @@ struct RunArgs {
     /// prints the same lines on COM1).
     #[arg(long, value_enum)]
     debugcon: Option<Output>,
-    /// Extra devices (repeatable): `testdev` is QEMU's pc-testdev, `edu` QEMU's educational PCI device.
-    #[arg(long = "device", value_enum, value_name = "DEVICE")]
-    devices: Vec<DeviceArg>,
+    /// Extra devices (repeatable), by name: `testdev` (QEMU's pc-testdev), `edu` (QEMU's educational PCI
+    /// device); the list is machine::devices::DEVICES.
+    #[arg(long = "device", value_name = "DEVICE", value_parser = parse_device)]
+    devices: Vec<&'static machine::devices::DeviceKind>,
     #[command(flatten)]
     linux: LinuxArgs,
 }
 
-#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
-enum DeviceArg {
-    /// QEMU's pc-testdev: scratch port 0xE0, page-flush port 0xE4, IRQ lines at 0x2000+n, 64 KiB of
-    /// scratch memory at 0xFF000000.
-    Testdev,
-    /// QEMU's `edu` educational PCI device (1234:11e8) at 00:02.0: BAR0 1 MiB MMIO (identification,
-    /// liveness, factorial, interrupt raise/acknowledge, DMA with a 4 KiB buffer), INTA# or MSI.
-    Edu,
+/// Parses `--device NAME` against the machine's device table.
+fn parse_device(s: &str) -> Result<&'static machine::devices::DeviceKind, String> {
+    machine::devices::DEVICES.iter().find(|k| k.name == s).ok_or_else(|| {
+        let known: Vec<String> =
+            machine::devices::DEVICES.iter().map(|k| format!("{} ({})", k.name, k.help)).collect();
+        format!("unknown device '{s}'; known: {}", known.join("; "))
+    })
 }
 
 /// For a `--kernel` with a multiboot header (and no bzImage header): the boot QEMU would do, with
@@ -520,8 +521,12 @@ fn run(args: RunArgs) -> ExitCode {
     };
     let mut cfg = MachineConfig::new(args.memory, if linux.is_some() { Vec::new() } else { firmware });
     cfg.linux = linux;
-    cfg.testdev = args.devices.contains(&DeviceArg::Testdev);
-    cfg.edu = args.devices.contains(&DeviceArg::Edu);
+    // Each device once, in table order (as the former per-device flags did).
+    for kind in machine::devices::DEVICES {
+        if args.devices.iter().any(|d| std::ptr::eq(*d, kind)) {
+            cfg.devices.push(machine::DeviceSpec::Named(kind));
+        }
+    }
     cfg.accel = choose_accel(args.accel);
     cfg.jit_threshold = args.jit_threshold;
     cfg.ips = args.ips;
@@ -569,9 +574,12 @@ fn run(args: RunArgs) -> ExitCode {
             m.cpu.icount,
             m.cpu.icount as f64 / secs / 1e6
         );
-        if let Some(s) = m.interp.backend_stats() {
+        if let Some(s) = m.engine().stats() {
             eprintln!("ferrite: {s}");
         }
+        // The whole machine's state (CPU, devices, RAM): the same guest gives the same hash under every
+        // instruction-counting engine.
+        eprintln!("ferrite: state hash {:016x}", m.state_hash());
     }
     match outcome {
         RunOutcome::Exited(code) => ExitCode::from((code & 0xff) as u8),

@@ -1,6 +1,7 @@
 //! The crate dependency rules of ARCHITECTURE.md, checked over `cargo metadata`: the CPU never depends
 //! on devices, devices never depend on an execution engine, the JIT depends on the CPU and not the
-//! reverse, and nothing below `machine` knows which engine runs.
+//! reverse, and nothing below `machine` knows which engine runs; and, over the sources, that `chipset`
+//! never reads the host clock.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
@@ -66,5 +67,79 @@ fn dependency_direction() {
     // No cycles: no crate reaches itself.
     for k in map.keys() {
         assert!(!closure(&map, k).contains(k), "dependency cycle through {k}");
+    }
+}
+
+/// Host-clock APIs a device model must not use: device time is `VirtTime`, given by the machine.
+const HOST_CLOCK: &[&str] = &[
+    "Instant",
+    "SystemTime",
+    "UNIX_EPOCH",
+    "std::time",
+    "clock_gettime",
+    "gettimeofday",
+    "chrono",
+    "_rdtsc",
+];
+
+/// The host-clock uses in `src` (code only: `//` comments may name them), as (line number, token).
+fn host_clock_uses(src: &str) -> Vec<(usize, &'static str)> {
+    let mut found = Vec::new();
+    for (n, line) in src.lines().enumerate() {
+        let code = line.split("//").next().unwrap_or("");
+        for tok in HOST_CLOCK {
+            if code.contains(tok) {
+                found.push((n + 1, *tok));
+            }
+        }
+    }
+    found
+}
+
+/// Every `.rs` file under `dir`.
+fn rust_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            rust_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+#[test]
+fn chipset_never_reads_the_host_clock() {
+    // The scanner finds what it looks for.
+    assert_eq!(
+        host_clock_uses("let t = std::time::Instant::now(); // Instant"),
+        vec![(1, "Instant"), (1, "std::time")]
+    );
+    assert!(host_clock_uses("// SystemTime in a comment").is_empty());
+
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../chipset");
+    let mut files = Vec::new();
+    rust_files(&root.join("src"), &mut files);
+    assert!(files.len() > 10, "chipset sources not found under {}", root.display());
+    let mut bad = Vec::new();
+    for f in &files {
+        let src = std::fs::read_to_string(f).unwrap();
+        for (line, tok) in host_clock_uses(&src) {
+            bad.push(format!("{}:{line}: {tok}", f.display()));
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "chipset reads the host clock (devices get time only as VirtTime):\n{}",
+        bad.join("\n")
+    );
+    // Nor through a dependency.
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    for krate in ["chrono", "time", "quanta", "coarsetime"] {
+        assert!(
+            !manifest.lines().any(|l| l.trim_start().starts_with(&format!("{krate} "))
+                || l.trim_start().starts_with(&format!("{krate}="))),
+            "chipset depends on {krate}"
+        );
     }
 }

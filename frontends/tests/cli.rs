@@ -119,3 +119,26 @@ fn truncated_bzimage_is_one_line() {
     assert_eq!(err.trim_end().lines().count(), 1, "stderr: {err}");
     assert!(err.contains("truncated") && err.contains("65536 bytes"), "stderr: {err}");
 }
+
+/// `--device` takes the names of the machine's device table; an unknown one is one line listing them.
+#[test]
+fn unknown_device_is_one_line_naming_the_known_ones() {
+    let (code, _, err) = ferrite(&["run", "--demo", "--device", "floppy"]);
+    assert_eq!(code, 2);
+    assert_eq!(err.trim_end().lines().count(), 1, "stderr: {err}");
+    assert!(err.contains("floppy") && err.contains("edu") && err.contains("testdev"), "stderr: {err}");
+}
+
+/// `--stats` ends with the state hash, the same for two runs of the same guest.
+#[test]
+fn stats_print_a_repeatable_state_hash() {
+    let run = || {
+        let (_, _, err) = ferrite(&["run", "--demo", "--memory", "16M", "--stats"]);
+        err.lines()
+            .find_map(|l| l.strip_prefix("ferrite: state hash ").map(str::to_string))
+            .unwrap_or_else(|| panic!("no hash line: {err}"))
+    };
+    let h = run();
+    assert_eq!(h.len(), 16, "{h}");
+    assert_eq!(run(), h);
+}

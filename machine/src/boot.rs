@@ -156,23 +156,23 @@ pub(crate) fn fill_fw_cfg(
     Ok(())
 }
 
-/// The Bochs shutdown port (always), and QEMU's pc-testdev when `testdev` (ports 0xE0-0xE7 and
-/// 0x2000-0x2017, 64 KiB of scratch memory at 0xFF000000, which a firmware image larger than
-/// 16 MiB - 64 KiB would overlap).
-pub(crate) fn add_test_interfaces(board: &mut Board, testdev: bool) -> Result<(), MachineError> {
+/// The Bochs shutdown port at 0x8900 (always present).
+pub(crate) fn add_shutdown_port(board: &mut Board) {
     let id = board.add_device(Box::new(ShutdownPort::new()));
     board.map_ports(id, 0x8900, 1, 0);
-    if testdev {
-        let id = board.add_device(Box::new(TestDev::new()));
-        board.map_ports(id, 0xe0, 8, 0);
-        board.map_ports(id, 0x2000, IRQ_PORTS, IRQ_OFFSET);
-        board.map_mmio(id, IOMEM_BASE, IOMEM_SIZE as u64).map_err(|e| {
-            MachineError::Firmware(format!(
-                "pc-testdev's scratch memory at {IOMEM_BASE:#x} overlaps the firmware image ({e}); images up to 16 MiB - 64 KiB fit beside it"
-            ))
-        })?;
-    }
-    Ok(())
+}
+
+/// QEMU's pc-testdev (`--device testdev`): ports 0xE0-0xE7 and 0x2000-0x2017, 64 KiB of scratch memory
+/// at 0xFF000000, which a firmware image larger than 16 MiB - 64 KiB would overlap.
+pub(crate) fn add_testdev(board: &mut Board) -> Result<(), MachineError> {
+    let id = board.add_device(Box::new(TestDev::new()));
+    board.map_ports(id, 0xe0, 8, 0);
+    board.map_ports(id, 0x2000, IRQ_PORTS, IRQ_OFFSET);
+    board.map_mmio(id, IOMEM_BASE, IOMEM_SIZE as u64).map_err(|e| {
+        MachineError::Firmware(format!(
+            "pc-testdev's scratch memory at {IOMEM_BASE:#x} overlaps the firmware image ({e}); images up to 16 MiB - 64 KiB fit beside it"
+        ))
+    })
 }
 
 #[cfg(test)]

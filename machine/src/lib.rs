@@ -9,15 +9,24 @@
 pub mod board;
 mod boot;
 pub mod clock;
+pub mod devices;
+mod dma;
+pub mod engine;
+pub mod input;
+pub mod irqchip;
 pub mod kvm;
+pub mod snapshot;
 
-use board::Board;
+use board::{Board, IrqChipPart};
 use chipset::{
     ByteSink, DebugConsole, DebugExit, I8042, Pit8254, PmDevice, Port92, ResetControl, Rtc, Uart16550,
 };
 use clock::Clock;
 use cpu::{CpuState, Exit, Interpreter, Stop};
+pub use devices::{DeviceSpec, PortWindow};
+pub use engine::{Engine, InterpEngine};
 pub use firmware::multiboot::Module as MultibootModule;
+pub use input::{GuestInput, InputRecorder, StampedInput};
 use mmu::layout::{self, RamLayout};
 use mmu::{AddressMap, DeviceId, GuestRam, RegionKind};
 use std::fmt;
@@ -36,12 +45,6 @@ pub enum Accel {
 
 /// Entries after which the JIT translates a block, by default (see docs/PERF.md for the measurement).
 pub const JIT_THRESHOLD: u32 = 1000;
-
-/// The engine instance.
-enum Engine {
-    Interp,
-    Kvm(Box<kvm::KvmEngine>),
-}
 
 /// What to do on a triple fault.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -84,12 +87,9 @@ pub struct MachineConfig {
     /// Direct Linux boot (like QEMU's `-kernel/-initrd/-append`): the machine acts as the boot loader and
     /// as the BIOS before it (see [`LinuxBoot`]). Implies `acpi`.
     pub linux: Option<LinuxBoot>,
-    /// QEMU's pc-testdev (`--device testdev`): ports 0xE0-0xE7 and 0x2000-0x2017, 64 KiB of scratch
-    /// memory at 0xFF000000 (see `chipset::testdev`).
-    pub testdev: bool,
-    /// QEMU's `edu` educational PCI device (`--device edu`) at 00:02.0, the first free slot (where QEMU
-    /// puts it with `-nodefaults`): BAR0 1 MiB MMIO, INTA# (PIRQB, GSI 17) or MSI, DMA (see `chipset::edu`).
-    pub edu: bool,
+    /// Optional devices, registered in this order after the board's own (`--device NAME` adds
+    /// [`DeviceSpec::named`]; see [`devices::DEVICES`]).
+    pub devices: Vec<DeviceSpec>,
     /// Whose CPUs the interpreter copies where results are architecturally undefined (`--quirks`).
     /// Intel by default, as the CPUID vendor string says; the KVM engine runs on the host's CPU.
     pub quirks: cpu::Quirks,
@@ -129,14 +129,63 @@ impl MachineConfig {
             jit_threshold: JIT_THRESHOLD,
             acpi: false,
             linux: None,
-            testdev: false,
-            edu: false,
+            devices: Vec::new(),
             quirks: cpu::Quirks::Intel,
         }
     }
 }
 
-/// Where `--device edu` goes: device 2, function 0.
+/// Builds a [`Machine`]: a configuration plus the list of optional devices.
+///
+/// ```no_run
+/// # use machine::{MachineBuilder, DeviceSpec};
+/// let m = MachineBuilder::new(32 << 20, vec![0xF4; 0x1_0000])
+///     .device(DeviceSpec::named("edu").unwrap())
+///     .configure(|c| c.ips = 500_000_000)
+///     .build()
+///     .unwrap();
+/// ```
+pub struct MachineBuilder {
+    cfg: MachineConfig,
+}
+
+impl MachineBuilder {
+    /// A builder for a machine with `memory` bytes of RAM and `firmware` (see [`MachineConfig::new`]).
+    pub fn new(memory: u64, firmware: Vec<u8>) -> MachineBuilder {
+        MachineBuilder { cfg: MachineConfig::new(memory, firmware) }
+    }
+
+    /// A builder starting from `cfg`.
+    pub fn from_config(cfg: MachineConfig) -> MachineBuilder {
+        MachineBuilder { cfg }
+    }
+
+    /// Adds a device (registered after the ones added before it).
+    pub fn device(mut self, spec: DeviceSpec) -> MachineBuilder {
+        self.cfg.devices.push(spec);
+        self
+    }
+
+    /// Adds devices in order.
+    pub fn devices(mut self, specs: impl IntoIterator<Item = DeviceSpec>) -> MachineBuilder {
+        self.cfg.devices.extend(specs);
+        self
+    }
+
+    /// Changes the rest of the configuration.
+    pub fn configure(mut self, f: impl FnOnce(&mut MachineConfig)) -> MachineBuilder {
+        f(&mut self.cfg);
+        self
+    }
+
+    /// Builds the machine: the board's own devices, then the listed ones, then the engine.
+    pub fn build(self) -> Result<Machine, MachineError> {
+        Machine::build(self.cfg)
+    }
+}
+
+/// Where `--device edu` goes: device 2, function 0, the first free slot (where QEMU puts it with
+/// `-nodefaults`): BAR0 1 MiB MMIO, INTA# (PIRQB, GSI 17) or MSI, DMA (see `chipset::edu`).
 pub const EDU_DEVFN: u8 = 2 << 3;
 
 /// Default virtual speed: 1e9 instructions per virtual second (1 instruction = 1 ns).
@@ -151,6 +200,8 @@ pub enum MachineError {
     Firmware(String),
     /// The requested engine cannot run here.
     Engine(String),
+    /// A device cannot be added (its address is taken).
+    Device(String),
 }
 
 impl fmt::Display for MachineError {
@@ -159,6 +210,7 @@ impl fmt::Display for MachineError {
             MachineError::Memory(s) => write!(f, "memory: {s}"),
             MachineError::Firmware(s) => write!(f, "firmware: {s}"),
             MachineError::Engine(s) => write!(f, "engine: {s}"),
+            MachineError::Device(s) => write!(f, "device: {s}"),
         }
     }
 }
@@ -192,23 +244,29 @@ pub enum HostEvent {
     Quit,
 }
 
-/// Longest slice the engine runs before the loop looks at host input again.
+/// Longest slice the engine runs before the loop looks at its state again.
 const MAX_SLICE: u64 = 20_000_000;
 
 /// The whole machine.
 pub struct Machine {
     /// CPU 0's state.
     pub cpu: CpuState,
-    /// The interpreter (the engine itself under `Accel::Interp`, and with the JIT as its block
-    /// backend under `Accel::Jit`; its caches are unused under KVM).
-    pub interp: Interpreter,
-    engine: Engine,
+    /// The execution engine (the interpreter with or without the JIT, or KVM).
+    engine: Box<dyn Engine>,
     /// The board.
     pub board: Board,
     /// COM1's device id (console input goes here).
     pub com1: DeviceId,
     on_triple_fault: TripleFaultAction,
     input: Option<std::sync::mpsc::Receiver<HostEvent>>,
+    /// The slot at which host input is taken next while a channel is attached.
+    next_input: u64,
+    /// Called with every delivered input.
+    recorder: Option<InputRecorder>,
+    /// Inputs delivered through [`Machine::inject`] so far.
+    pub inputs_delivered: u64,
+    /// The RTC's start time (UNIX seconds): an input taken at slot 0.
+    rtc_start: i64,
     /// The direct Linux boot, redone after every reset.
     direct_boot: Option<DirectBoot>,
 }
@@ -220,14 +278,45 @@ struct DirectBoot {
 }
 
 impl Machine {
-    /// Connects the console: host bytes arrive on `rx` and go to COM1 at the next slice boundary (the
-    /// machine's one input port, where record/replay will log them).
+    /// Connects the console: host bytes arrive on `rx` and go to COM1 through the input port
+    /// ([`Machine::inject`]) at the next input point (see [`input`]).
     pub fn attach_input(&mut self, rx: std::sync::mpsc::Receiver<HostEvent>) {
         self.input = Some(rx);
+        self.next_input = self.slot();
     }
 
-    /// Feeds pending host input to COM1. Returns false when the user asked to quit. With `block`, waits
-    /// for at least one event (the guest is idle and only input can wake it).
+    /// Installs `recorder`, called with every input from now on (record/replay). It is first given the
+    /// RTC's start time, the input the machine took when it was built (stamped at slot 0).
+    pub fn record_inputs(&mut self, mut recorder: InputRecorder) {
+        recorder(&StampedInput { slot: 0, input: GuestInput::RtcStart(self.rtc_start) });
+        self.recorder = Some(recorder);
+    }
+
+    /// The current instruction slot: retired instructions plus idle slots (the clock's time base).
+    pub fn slot(&self) -> u64 {
+        self.cpu.icount.saturating_add(self.board.clock.idle)
+    }
+
+    /// The input port: stamps `input` with the current slot, records it, and delivers it to the guest.
+    pub fn inject(&mut self, input: GuestInput) {
+        let stamped = StampedInput { slot: self.slot(), input };
+        if let Some(r) = self.recorder.as_mut() {
+            r(&stamped);
+        }
+        self.inputs_delivered += 1;
+        match stamped.input {
+            GuestInput::Serial { device, bytes } => {
+                self.board.icount = self.cpu.icount;
+                self.board.host_input(device, &bytes);
+            }
+            // Applied when the RTC was built: nothing to deliver.
+            GuestInput::RtcStart(_) => {}
+        }
+    }
+
+    /// Takes pending host input and delivers it through [`Machine::inject`]. Returns false when the
+    /// user asked to quit. With `block`, waits for at least one event (the guest is idle and only input
+    /// can wake it).
     fn poll_input(&mut self, block: bool) -> bool {
         let Some(rx) = &self.input else { return true };
         let mut bytes = Vec::new();
@@ -252,14 +341,18 @@ impl Machine {
             }
         }
         if !bytes.is_empty() {
-            self.board.icount = self.cpu.icount;
-            let com1 = self.com1;
-            self.board.host_input(com1, &bytes);
+            let device = self.com1;
+            self.inject(GuestInput::Serial { device, bytes });
         }
         !quit
     }
-    /// Builds a machine from `cfg`.
+
+    /// Builds a machine from `cfg` (the same as [`MachineBuilder::from_config`]`(cfg).build()`).
     pub fn new(cfg: MachineConfig) -> Result<Machine, MachineError> {
+        Machine::build(cfg)
+    }
+
+    fn build(cfg: MachineConfig) -> Result<Machine, MachineError> {
         if cfg.memory < 1 << 20 {
             return Err(MachineError::Memory(format!("{} bytes is less than the 1 MiB minimum", cfg.memory)));
         }
@@ -299,13 +392,15 @@ impl Machine {
         map.add(low_bios_start, low_bios, RegionKind::Rom { rom, offset: fw_len - low_bios })
             .map_err(|e| MachineError::Firmware(e.to_string()))?;
 
-        map.add(layout::IOAPIC_BASE, 0x1000, RegionKind::Mmio { device: board::IOAPIC_DEV })
-            .map_err(|e| MachineError::Memory(e.to_string()))?;
-        map.add(layout::LAPIC_BASE, 0x1000, RegionKind::Mmio { device: board::LAPIC_DEV })
-            .map_err(|e| MachineError::Memory(e.to_string()))?;
         // KVM has no instruction counter: under it the clock is host time.
         let clock = if cfg.accel == Accel::Kvm { Clock::host(cfg.ips) } else { Clock::new(cfg.ips) };
         let mut board = Board::new(ram, map, clock);
+        for (part, base) in
+            [(IrqChipPart::IoApic, layout::IOAPIC_BASE), (IrqChipPart::LocalApic, layout::LAPIC_BASE)]
+        {
+            let id = board.irqchip_id(part);
+            board.map_mmio(id, base, 0x1000).map_err(|e| MachineError::Memory(e.to_string()))?;
+        }
         board.map_pic_ports();
         let id = board.add_device(Box::new(DebugConsole::new(cfg.debugcon)));
         board.map_ports(id, 0xe9, 1, 0);
@@ -346,28 +441,27 @@ impl Machine {
                 None
             }
         };
-        boot::add_test_interfaces(&mut board, cfg.testdev)?;
-        if cfg.edu {
-            board.add_pci_device(EDU_DEVFN, Box::new(chipset::Edu::new()));
+        boot::add_shutdown_port(&mut board);
+        for spec in std::mem::take(&mut cfg.devices) {
+            spec.add_to(&mut board)?;
         }
 
-        let engine = match cfg.accel {
-            Accel::Interp | Accel::Jit => Engine::Interp,
-            Accel::Kvm => Engine::Kvm(Box::new(kvm::KvmEngine::new(&board).map_err(MachineError::Engine)?)),
+        let engine: Box<dyn Engine> = match cfg.accel {
+            Accel::Interp => Box::new(InterpEngine::new()),
+            Accel::Jit => Box::new(InterpEngine::with_jit(cfg.jit_threshold).map_err(MachineError::Engine)?),
+            Accel::Kvm => Box::new(kvm::KvmEngine::new(&board).map_err(MachineError::Engine)?),
         };
-        let mut interp = Interpreter::new();
-        if cfg.accel == Accel::Jit {
-            let jit = jit::Jit::new().map_err(|e| MachineError::Engine(format!("jit: {e}")))?;
-            interp.set_backend(Box::new(jit), cfg.jit_threshold);
-        }
         Ok(Machine {
             cpu: CpuState { quirks: cfg.quirks, ..CpuState::default() },
-            interp,
             engine,
             board,
             com1,
             on_triple_fault: cfg.on_triple_fault,
             input: None,
+            next_input: 0,
+            recorder: None,
+            inputs_delivered: 0,
+            rtc_start: cfg.rtc_start,
             direct_boot,
         })
         .map(|mut m| {
@@ -394,7 +488,7 @@ impl Machine {
         }
         // BIOS state: 8259s at 0x08/0x70 (only the cascade unmasked), PIT channel 0 in mode 3 with the
         // full 65536 count (18.2 Hz), IDE bus-master BAR at 0xC000 with I/O decode and bus mastering on.
-        board.pic.program_like_bios(0x08, 0x70);
+        board.irqchip.pic.program_like_bios(0x08, 0x70);
         for (port, v) in [(0x43u16, 0x36u32), (0x40, 0), (0x40, 0)] {
             cpu::CpuBus::io_out(board, port, 1, v);
         }
@@ -404,7 +498,7 @@ impl Machine {
         // ExtINT and LINT1 NMI, both level (the 8259's INTR reaches the CPU through LINT0).
         let now = board.now();
         for (reg, v) in [(0x0fu32, 0x1ffu64), (0x35, 0x8700), (0x36, 0x8400)] {
-            board.lapic.write_reg(now, reg, v);
+            board.irqchip.lapic.write_reg(now, reg, v);
         }
         board.requests = Default::default();
 
@@ -412,7 +506,7 @@ impl Machine {
             boot::Loader::Linux(p) => p.entry,
             boot::Loader::Multiboot(s) => {
                 boot::enter_multiboot(&mut self.cpu, &s.entry);
-                self.interp.flush_all();
+                self.engine.flush_all();
                 return;
             }
         };
@@ -446,14 +540,24 @@ impl Machine {
         cpu.gpr[6] = e.rsi;
         cpu.rflags = cpu::state::flags::FIXED1;
         bios_mtrrs(&mut cpu.msr, RamLayout::for_size(self.board.ram.len()).below_4g);
-        self.interp.flush_all();
+        self.engine.flush_all();
+    }
+
+    /// The execution engine.
+    pub fn engine(&self) -> &dyn Engine {
+        self.engine.as_ref()
+    }
+
+    /// The interpreter, when the engine is built on it (interp and jit; `None` under KVM).
+    pub fn interp(&self) -> Option<&Interpreter> {
+        self.engine.interpreter()
     }
 
     /// Resets the CPU and every device (machine reset: keyboard controller, port 0x92, triple fault).
     pub fn reset(&mut self) {
         self.cpu.reset();
         self.board.reset_devices();
-        self.interp.flush_all();
+        self.engine.flush_all();
         self.board.requests = Default::default();
         self.redo_direct_boot();
     }
@@ -465,6 +569,13 @@ impl Machine {
     /// Runs until the guest exits, the machine stops, or `max_instructions` retire in total.
     pub fn run(&mut self, max_instructions: Option<u64>) -> RunOutcome {
         let limit = max_instructions.unwrap_or(u64::MAX);
+        // An input point: the start of every run.
+        if !self.poll_input(false) {
+            return RunOutcome::Quit;
+        }
+        if self.input.is_some() {
+            self.next_input = input::next_input_point(self.slot());
+        }
         loop {
             // Carry out device requests.
             let req = std::mem::take(&mut self.board.requests);
@@ -477,16 +588,26 @@ impl Machine {
             }
             if let Some(on) = req.a20 {
                 self.cpu.a20_mask = if on { !0 } else { !(1u64 << 20) };
-                self.interp.flush_all();
+                self.engine.flush_all();
             }
             if req.flush_tlb {
-                self.interp.flush_all();
+                self.engine.flush_all();
+            } else if !req.dma_written.is_empty() {
+                self.engine.invalidate_code(&req.dma_written);
             }
             if self.cpu.icount >= limit {
                 return RunOutcome::InstructionLimit;
             }
-            if !self.poll_input(false) {
-                return RunOutcome::Quit;
+            // Input points: every INPUT_QUANTUM slots while a channel is attached.
+            let mut until_input = u64::MAX;
+            if self.input.is_some() {
+                if self.slot() >= self.next_input {
+                    if !self.poll_input(false) {
+                        return RunOutcome::Quit;
+                    }
+                    self.next_input = input::next_input_point(self.slot());
+                }
+                until_input = self.next_input.saturating_sub(self.board.clock.idle);
             }
             let deadline = self.board.next_deadline();
             let until = self
@@ -494,12 +615,10 @@ impl Machine {
                 .clock
                 .icount_at(deadline)
                 .min(limit)
+                .min(until_input)
                 .min(self.cpu.icount.saturating_add(MAX_SLICE))
                 .max(self.cpu.icount + 1);
-            let exit = match &mut self.engine {
-                Engine::Interp => self.interp.run(&mut self.cpu, &mut self.board, until),
-                Engine::Kvm(k) => k.run(&mut self.cpu, &mut self.board, until),
-            };
+            let exit = self.engine.run(&mut self.cpu, &mut self.board, until);
             self.board.icount = self.cpu.icount;
             self.board.advance_devices();
             match exit {
@@ -527,7 +646,12 @@ impl Machine {
                         }
                         return self.stopped("the CPU halted and no device will ever interrupt it".into());
                     }
-                    let target = self.board.clock.icount_at(d);
+                    let mut target = self.board.clock.icount_at(d);
+                    if self.input.is_some() {
+                        // Idle only up to the next input point.
+                        target = target
+                            .min(self.next_input.saturating_sub(self.board.clock.idle).max(self.cpu.icount));
+                    }
                     // Skips the idle slots (instruction time) or sleeps towards the deadline (host time).
                     self.board.clock.idle_until(self.cpu.icount, target);
                     self.board.advance_devices();
@@ -548,14 +672,6 @@ impl Machine {
                 Exit::Trapped(f) => return self.stopped(format!("exception trapped for inspection: {f:?}")),
             }
         }
-    }
-}
-
-impl Board {
-    /// Whether the PIC is asserting INTR right now.
-    pub fn interrupt_pending_now(&self) -> bool {
-        (self.lapic.accepts_pic_interrupts() && self.pic.has_interrupt())
-            || self.lapic.has_interrupt().is_some()
     }
 }
 

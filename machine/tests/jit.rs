@@ -43,7 +43,7 @@ fn run(image: &[u8], accel: Accel, threshold: u32) -> (Run, u64) {
         rip: m.cpu.rip,
         rflags: m.cpu.rflags,
     };
-    (r, m.interp.compiled_blocks())
+    (r, m.interp().expect("an interpreter engine").compiled_blocks())
 }
 
 #[test]

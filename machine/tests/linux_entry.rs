@@ -104,8 +104,8 @@ fn entry_state_follows_the_64bit_boot_protocol() {
     m.board.ram.read(rsdp, &mut sig);
     assert_eq!(&sig, b"RSD PTR ");
     // BIOS state: the 8259s at 0x08/0x70 with only the cascade unmasked; MTRRs enabled.
-    assert_eq!(m.board.pic.imr(0), 0xfb);
-    assert_eq!(m.board.pic.imr(1), 0xff);
+    assert_eq!(m.board.irqchip.pic.imr(0), 0xfb);
+    assert_eq!(m.board.irqchip.pic.imr(1), 0xff);
     assert_eq!(m.cpu.msr.mtrr_def_type, 0xc06);
 }
 

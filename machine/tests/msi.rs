@@ -8,7 +8,7 @@ const BAR: u64 = 0xFEB0_0000;
 
 fn machine() -> Machine {
     let mut cfg = MachineConfig::new(32 << 20, vec![0xF4; 0x1_0000]);
-    cfg.edu = true;
+    cfg.devices.push(machine::DeviceSpec::named("edu").unwrap());
     Machine::new(cfg).expect("machine")
 }
 
@@ -71,15 +71,15 @@ fn intx_reaches_pirq_b_and_honours_interrupt_disable() {
     let b = &mut m.board;
     assert_eq!(cfg_rd(b, 0x3C) >> 8 & 0xFF, 1, "INTA#");
     wr32(b, 0x60, 0x5);
-    assert!(b.irq.is_high(17), "slot 2 INTA# = PIRQB = GSI 17");
+    assert!(b.irqchip.lines.is_high(17), "slot 2 INTA# = PIRQB = GSI 17");
     cfg_wr(b, 0x04, 2, 0x0406);
-    assert!(!b.irq.is_high(17), "interrupt disable");
+    assert!(!b.irqchip.lines.is_high(17), "interrupt disable");
     assert_eq!(cfg_rd(b, 0x04) >> 16 & 0x8, 0x8, "status: interrupt pending");
     cfg_wr(b, 0x04, 2, 0x0006);
-    assert!(b.irq.is_high(17));
+    assert!(b.irqchip.lines.is_high(17));
     wr32(b, 0x64, 0x5);
-    assert!(!b.irq.is_high(17), "acknowledged");
-    assert_eq!(b.msi_delivered, 0);
+    assert!(!b.irqchip.lines.is_high(17), "acknowledged");
+    assert_eq!(b.msi_delivered(), 0);
 }
 
 #[test]
@@ -94,9 +94,9 @@ fn msi_to_the_local_apic_by_destination_and_mode() {
     cfg_wr(b, cap + 12, 2, 0x0061);
     cfg_wr(b, cap + 2, 2, 1);
     wr32(b, 0x60, 0x1);
-    assert!(!b.irq.is_high(17), "no INTx with MSI on");
-    assert_eq!(b.msi_delivered, 1);
-    assert_eq!(b.lapic.has_interrupt(), Some(0x61));
+    assert!(!b.irqchip.lines.is_high(17), "no INTx with MSI on");
+    assert_eq!(b.msi_delivered(), 1);
+    assert_eq!(b.irqchip.lapic.has_interrupt(), Some(0x61));
     assert!(b.interrupt_pending());
     assert_eq!(b.acknowledge_interrupt(), Some(0x61));
     b.write_phys(0xFEE0_00B0, &0u32.to_le_bytes()); // EOI
@@ -105,14 +105,14 @@ fn msi_to_the_local_apic_by_destination_and_mode() {
     cfg_wr(b, cap + 4, 4, 0xFEE0_3000);
     wr32(b, 0x60, 0x1);
     wr32(b, 0x64, 0x1);
-    assert_eq!(b.msi_delivered, 1);
-    assert_eq!(b.lapic.has_interrupt(), None);
+    assert_eq!(b.msi_delivered(), 1);
+    assert_eq!(b.irqchip.lapic.has_interrupt(), None);
     // Logical broadcast 0xFF, with the redirection hint.
     cfg_wr(b, cap + 4, 4, 0xFEEF_F00C);
     cfg_wr(b, cap + 12, 2, 0x0072);
     wr32(b, 0x60, 0x1);
     wr32(b, 0x64, 0x1);
-    assert_eq!(b.lapic.has_interrupt(), Some(0x72));
+    assert_eq!(b.irqchip.lapic.has_interrupt(), Some(0x72));
     assert_eq!(b.acknowledge_interrupt(), Some(0x72));
     // NMI delivery mode.
     cfg_wr(b, cap + 4, 4, 0xFEE0_0000);
@@ -122,13 +122,13 @@ fn msi_to_the_local_apic_by_destination_and_mode() {
     assert!(b.nmi_pending());
     b.take_nmi();
     // SMI and INIT are dropped.
-    let before = b.msi_delivered;
+    let before = b.msi_delivered();
     for data in [0x0200, 0x0500, 0x0700] {
         cfg_wr(b, cap + 12, 2, data);
         wr32(b, 0x60, 0x1);
         wr32(b, 0x64, 0x1);
     }
-    assert_eq!(b.msi_delivered, before);
+    assert_eq!(b.msi_delivered(), before);
     assert!(!b.nmi_pending());
     // A message address outside the window is an ordinary memory write.
     cfg_wr(b, cap + 4, 4, 0x8000);
@@ -165,7 +165,7 @@ fn dma_round_trip_through_guest_ram_with_a_completion_msi() {
     wr64(b, 0x98, 1 | 4);
     assert_eq!(rd32(b, 0x98) & 1, 0, "done before the next instruction");
     assert_eq!(rd32(b, 0x24), 0x100);
-    assert_eq!(b.lapic.has_interrupt(), Some(0x65));
+    assert_eq!(b.irqchip.lapic.has_interrupt(), Some(0x65));
     wr32(b, 0x64, 0x100);
     wr64(b, 0x80, 0x40000);
     wr64(b, 0x88, 0x20_0000);
@@ -175,4 +175,31 @@ fn dma_round_trip_through_guest_ram_with_a_completion_msi() {
         b.read_phys(0x20_0000 + 8 * i as u64, c);
     }
     assert_eq!(back, pattern);
+}
+
+/// A bus-master transfer reports the guest-physical range it wrote (and only writes report one), so
+/// that the machine drops decoded code on those pages alone; an MSI aimed at RAM is a write like any.
+#[test]
+fn edu_dma_reports_the_range_it_wrote() {
+    let mut m = machine();
+    setup(&mut m);
+    let b = &mut m.board;
+    b.requests = Default::default();
+    wr64(b, 0x80, 0x10_0F80);
+    wr64(b, 0x88, 0x40000);
+    wr64(b, 0x90, 0x100);
+    wr64(b, 0x98, 1);
+    assert!(b.requests.dma_written.is_empty(), "RAM to device writes no guest memory");
+    wr64(b, 0x80, 0x40000);
+    wr64(b, 0x88, 0x20_0F80);
+    wr64(b, 0x98, 1 | 2);
+    assert_eq!(b.requests.dma_written, vec![0x20_0F80..0x20_1080], "device to RAM, across a page boundary");
+    assert!(b.stop_requested(), "the engine stops to drop code on those pages");
+    b.requests = Default::default();
+    let cap = msi_cap(b);
+    cfg_wr(b, cap + 4, 4, 0x7000);
+    cfg_wr(b, cap + 12, 2, 0x1234);
+    cfg_wr(b, cap + 2, 2, 1);
+    wr32(b, 0x60, 1);
+    assert_eq!(b.requests.dma_written, vec![0x7000..0x7004], "an MSI into RAM is a dword write");
 }

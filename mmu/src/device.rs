@@ -79,6 +79,40 @@ pub struct MachineRequests {
     pub reschedule: bool,
     /// Flush the CPU's TLB and decoded-code caches (pc-testdev page-flush port).
     pub flush_tlb: bool,
+    /// Guest-physical ranges `start..end` that bus masters (DMA) wrote since the machine last looked: the
+    /// machine drops decoded and translated code on those pages only. Kept short by
+    /// [`MachineRequests::note_dma_write`].
+    pub dma_written: Vec<std::ops::Range<u64>>,
+}
+
+impl MachineRequests {
+    /// Most ranges [`MachineRequests::dma_written`] holds before they are merged into one covering range
+    /// (a guest scattering DMA over many pages cannot grow the list without bound).
+    pub const MAX_DMA_RANGES: usize = 64;
+
+    /// Records that a bus master wrote guest-physical `range` (merged with the previous range when they
+    /// touch).
+    pub fn note_dma_write(&mut self, range: std::ops::Range<u64>) {
+        if range.is_empty() {
+            return;
+        }
+        let list = &mut self.dma_written;
+        if let Some(last) = list.last_mut()
+            && last.start <= range.end
+            && range.start <= last.end
+        {
+            last.start = last.start.min(range.start);
+            last.end = last.end.max(range.end);
+            return;
+        }
+        list.push(range);
+        if list.len() > Self::MAX_DMA_RANGES {
+            let start = list.iter().map(|r| r.start).min().unwrap_or(0);
+            let end = list.iter().map(|r| r.end).max().unwrap_or(0);
+            list.clear();
+            list.push(start..end);
+        }
+    }
 }
 
 /// What a device sees while it is being called.
@@ -180,5 +214,25 @@ mod tests {
         assert!(!l.is_high(0));
         l.set(99, true);
         assert!(!l.is_high(99));
+    }
+
+    #[test]
+    fn dma_write_ranges_merge_and_stay_bounded() {
+        let mut r = MachineRequests::default();
+        r.note_dma_write(0x1000..0x1800);
+        r.note_dma_write(0x1800..0x2000);
+        r.note_dma_write(0x1100..0x1200);
+        r.note_dma_write(5..5);
+        assert_eq!(r.dma_written, vec![0x1000..0x2000], "touching and contained ranges merge, empty dropped");
+        r.note_dma_write(0x9000..0x9004);
+        assert_eq!(r.dma_written, vec![0x1000..0x2000, 0x9000..0x9004]);
+        for i in 0..200u64 {
+            r.note_dma_write(0x10_0000 + i * 0x2000..0x10_0000 + i * 0x2000 + 4);
+            assert!(r.dma_written.len() <= MachineRequests::MAX_DMA_RANGES);
+        }
+        // Whatever was merged, every written byte is still covered.
+        for a in [0x1000u64, 0x1fff, 0x9003, 0x10_0000, 0x10_0000 + 199 * 0x2000 + 3] {
+            assert!(r.dma_written.iter().any(|x| x.contains(&a)), "{a:#x} lost");
+        }
     }
 }

@@ -94,6 +94,10 @@ impl<'a> SnapshotReader<'a> {
     pub fn new(data: &'a [u8]) -> Self {
         SnapshotReader { data, pos: 0 }
     }
+    /// Bytes not read yet.
+    pub fn remaining(&self) -> usize {
+        self.data.len() - self.pos
+    }
     fn take(&mut self, n: usize) -> Result<&'a [u8], SnapshotError> {
         let end = self.pos.checked_add(n).ok_or(SnapshotError::Truncated)?;
         let s = self.data.get(self.pos..end).ok_or(SnapshotError::Truncated)?;

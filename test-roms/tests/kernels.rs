@@ -26,7 +26,9 @@ fn run_counted(name: &str, testdev: bool, accel: Accel, threshold: u32) -> (RunO
     let o2 = out.clone();
     let mut cfg = MachineConfig::new(128 << 20, Vec::new());
     cfg.debugcon = Box::new(move |b| o2.lock().unwrap().push(b));
-    cfg.testdev = testdev;
+    if testdev {
+        cfg.devices.push(machine::DeviceSpec::named("testdev").unwrap());
+    }
     cfg.accel = accel;
     cfg.jit_threshold = threshold;
     cfg.linux = Some(LinuxBoot {

@@ -33,10 +33,9 @@ pub fn run_rom_with(name: &str, limit: u64, devices: &[String]) -> RomRun {
     let o2 = out.clone();
     let mut cfg = MachineConfig::new(32 << 20, image.to_vec());
     for d in devices {
-        match d.as_str() {
-            "edu" => cfg.edu = true,
-            "testdev" => cfg.testdev = true,
-            other => panic!("ROM {name}: unknown ferrite device {other:?}"),
+        match machine::DeviceSpec::named(d) {
+            Ok(spec) => cfg.devices.push(spec),
+            Err(e) => panic!("ROM {name}: {e}"),
         }
     }
     cfg.debugcon = Box::new(move |b| o2.lock().unwrap().push(b));

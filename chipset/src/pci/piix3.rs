@@ -1,0 +1,183 @@
+//! The PIIX3's PCI functions: the ISA bridge (00:01.0, with the PIRQ routing registers) and the IDE
+//! function (00:01.1) with its bus-master register block.
+
+use super::*;
+
+/// The PIIX3 PCI-to-ISA bridge, 00:01.0 (8086:7000), multi-function.
+///
+/// PIRQRC[A:D] at 0x60-0x63: bit 7 set disables the route, bits 3:0 select the ISA IRQ (3-7, 9-12, 14,
+/// 15 are valid; others are reserved and route nowhere). Power-on value 0x80 each. Also read/write:
+/// IORT 0x4C, XBCS 0x4E-0x4F, TOM 0x69, MSTAT 0x6A-0x6B, MBIRQ 0x70-0x71, MBDMA 0x76-0x77, APICBASE
+/// 0x80, DLC 0x82, SMI/clock registers 0xA0-0xAF.
+#[derive(Clone, Debug)]
+pub struct Piix3Isa {
+    cfg: ConfigSpace,
+}
+
+impl Default for Piix3Isa {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Offset of PIRQRC[A].
+pub const PIRQRC: usize = 0x60;
+
+impl Piix3Isa {
+    /// The bridge in its power-on state.
+    pub fn new() -> Self {
+        let mut cfg = ConfigSpace::new(0x8086, 0x7000, 0x06_01_00, 0x00, 0x80);
+        cfg.set_u16(reg::COMMAND, 0x0007);
+        cfg.set_u16(reg::STATUS, 0x0200);
+        for r in
+            [0x4C..0x50, 0x60..0x64, 0x69..0x6C, 0x70..0x72, 0x76..0x78, 0x80..0x81, 0x82..0x83, 0xA0..0xB0]
+        {
+            cfg.set_writable(r);
+        }
+        cfg.set_bytes(0x4C, &[0x4D, 0x00, 0x03, 0x00]);
+        cfg.set_bytes(PIRQRC, &[0x80; 4]);
+        cfg.set_bytes(0x69, &[0x02]);
+        cfg.set_bytes(0x70, &[0x80, 0x80]);
+        cfg.set_bytes(0x76, &[0x0C, 0x0C]);
+        Piix3Isa { cfg }
+    }
+
+    /// Decodes a PIRQRC value: the ISA IRQ it routes to, if enabled and valid.
+    pub fn decode_route(v: u8) -> Option<u8> {
+        let irq = v & 0x0F;
+        (v & 0x80 == 0 && matches!(irq, 3..=7 | 9..=12 | 14 | 15)).then_some(irq)
+    }
+
+    /// The ISA IRQ PIRQ `n` (0 = A) is routed to.
+    pub fn pirq_route(&self, n: usize) -> Option<u8> {
+        Self::decode_route(self.cfg.u8(PIRQRC + n))
+    }
+}
+
+impl PciFunction for Piix3Isa {
+    fn name(&self) -> &str {
+        "piix3-isa"
+    }
+    fn config(&self) -> &ConfigSpace {
+        &self.cfg
+    }
+    fn config_mut(&mut self) -> &mut ConfigSpace {
+        &mut self.cfg
+    }
+}
+
+/// The PIIX3 IDE function, 00:01.1 (8086:7010), legacy mode only: the command/control blocks stay at
+/// the ISA addresses; BAR4 is the 16-byte bus-master IDE I/O block, served by [`BusMasterIde`].
+#[derive(Clone, Debug)]
+pub struct Piix3Ide {
+    cfg: ConfigSpace,
+}
+
+impl Default for Piix3Ide {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Piix3Ide {
+    /// The function in its power-on state (BAR4 at 0, I/O decode off).
+    pub fn new() -> Self {
+        let mut cfg = ConfigSpace::new(0x8086, 0x7010, 0x01_01_80, 0x00, 0x00);
+        cfg.set_u16(reg::STATUS, 0x0280);
+        cfg.add_bar(4, BarDef { kind: BarKind::Io, size: 16, prefetchable: false });
+        cfg.set_writable(0x40..0x45); // IDETIM primary/secondary, SIDETIM
+        Piix3Ide { cfg }
+    }
+}
+
+impl PciFunction for Piix3Ide {
+    fn name(&self) -> &str {
+        "piix3-ide"
+    }
+    fn config(&self) -> &ConfigSpace {
+        &self.cfg
+    }
+    fn config_mut(&mut self) -> &mut ConfigSpace {
+        &mut self.cfg
+    }
+}
+
+/// The bus-master IDE register block behind [`Piix3Ide`]'s BAR4 (offsets 0-15: per channel at +0/+8
+/// the command byte (bits 0 and 3), status byte (bits 5-6 read/write, 1-2 write-one-to-clear) and the
+/// descriptor table pointer dword (bits 31:2)). No drives are attached, so no transfer ever starts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BusMasterIde {
+    cmd: [u8; 2],
+    status: [u8; 2],
+    prd: [u32; 2],
+}
+
+impl BusMasterIde {
+    /// The block in its power-on state.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Device for BusMasterIde {
+    fn name(&self) -> &str {
+        "piix3-bmide"
+    }
+
+    fn pio_read(&mut self, _ctx: &mut DeviceCtx<'_>, offset: u16, data: &mut [u8]) {
+        for (i, b) in data.iter_mut().enumerate() {
+            let o = usize::from(offset) + i;
+            let ch = (o >> 3) & 1;
+            *b = match o & 7 {
+                _ if o >= 16 => 0xFF,
+                0 => self.cmd[ch],
+                2 => self.status[ch],
+                4..=7 => (self.prd[ch] >> (8 * (o & 3))) as u8,
+                _ => 0,
+            };
+        }
+    }
+
+    fn pio_write(&mut self, _ctx: &mut DeviceCtx<'_>, offset: u16, data: &[u8]) {
+        for (i, v) in data.iter().enumerate() {
+            let o = usize::from(offset) + i;
+            if o >= 16 {
+                break;
+            }
+            let ch = (o >> 3) & 1;
+            match o & 7 {
+                0 => self.cmd[ch] = v & 0x09,
+                2 => self.status[ch] = (self.status[ch] & !0x60 & !(v & 0x06)) | (v & 0x60),
+                4..=7 => {
+                    let sh = 8 * (o & 3);
+                    let p = (self.prd[ch] & !(0xFF << sh)) | (u32::from(*v) << sh);
+                    self.prd[ch] = p & !3;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn reset(&mut self) {
+        *self = Self::default();
+    }
+
+    fn save(&self, w: &mut SnapshotWriter) {
+        w.tag(self.name());
+        for ch in 0..2 {
+            w.u8(self.cmd[ch]);
+            w.u8(self.status[ch]);
+            w.u32(self.prd[ch]);
+        }
+    }
+
+    fn restore(&mut self, r: &mut SnapshotReader<'_>) -> Result<(), SnapshotError> {
+        r.tag("piix3-bmide")?;
+        for ch in 0..2 {
+            self.cmd[ch] = r.u8()? & 0x09;
+            self.status[ch] = r.u8()?;
+            self.prd[ch] = r.u32()? & !3;
+        }
+        Ok(())
+    }
+}

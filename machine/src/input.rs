@@ -1,0 +1,64 @@
+//! The machine's input port: the one way host-originated input reaches the guest.
+//!
+//! Everything the host gives a running guest (console bytes for a UART, and later disk completions
+//! and other host-backed devices) is a [`GuestInput`]. [`crate::Machine::inject`] stamps it with the
+//! instruction slot at which the guest sees it ([`StampedInput::slot`]: retired instructions plus idle
+//! slots, the clock's time base), hands it to the recorder if one is installed, and delivers it. Input
+//! from the host's channel ([`crate::Machine::attach_input`]) is taken only at deterministic points:
+//! at the start of every [`crate::Machine::run`] and at every multiple of [`INPUT_QUANTUM`] slots (the
+//! run loop ends its slices there while a channel is attached), or, when the guest is halted with
+//! nothing else to wake it, when the input arrives. A log of stamped inputs is therefore enough to
+//! replay a session: deliver each input at its slot.
+//!
+//! The RTC's start time (`--rtc`, which may be the host's clock with `now`) is an input too, taken when
+//! the machine is built: a recorder is given it first, stamped at slot 0.
+
+use mmu::DeviceId;
+
+/// Slots between two points at which host input is taken (100 µs of virtual time at the default 1e9
+/// instructions per second).
+pub const INPUT_QUANTUM: u64 = 100_000;
+
+/// One host input for the guest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GuestInput {
+    /// Bytes for a serial port's receiver (the console on COM1).
+    Serial {
+        /// The UART's registry id.
+        device: DeviceId,
+        /// The bytes, in order.
+        bytes: Vec<u8>,
+    },
+    /// The RTC's time at power-on, in UNIX seconds (given when the machine is built).
+    RtcStart(i64),
+}
+
+/// An input with the slot at which the guest saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StampedInput {
+    /// Retired instructions plus idle slots (the clock's time base) at delivery.
+    pub slot: u64,
+    /// The input.
+    pub input: GuestInput,
+}
+
+/// Called with every input as it is delivered (record/replay logs them).
+pub type InputRecorder = Box<dyn FnMut(&StampedInput)>;
+
+/// The first input point after `slot` (a multiple of [`INPUT_QUANTUM`]).
+pub fn next_input_point(slot: u64) -> u64 {
+    (slot / INPUT_QUANTUM).saturating_add(1).saturating_mul(INPUT_QUANTUM)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn input_points_are_the_next_multiple_of_the_quantum() {
+        assert_eq!(next_input_point(0), INPUT_QUANTUM);
+        assert_eq!(next_input_point(INPUT_QUANTUM - 1), INPUT_QUANTUM);
+        assert_eq!(next_input_point(INPUT_QUANTUM), 2 * INPUT_QUANTUM);
+        assert!(next_input_point(u64::MAX) >= u64::MAX - INPUT_QUANTUM);
+    }
+}
