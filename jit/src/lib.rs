@@ -26,6 +26,7 @@ use arena::{Arena, Code};
 use cpu::exec::Insn;
 use cpu::mem::Ctx;
 use cpu::{BlockBackend, CompiledBlock, Fault};
+use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{self, AbiParam, InstBuilder, MemFlagsData, UserFuncName, types};
 use cranelift_codegen::isa::{OwnedTargetIsa, TargetIsa};
 use cranelift_codegen::settings::{self, Configurable};
@@ -47,6 +48,10 @@ pub struct Outcome {
     fault: Option<(Fault, u64)>,
     /// A handler panicked (a bug of ours): the panic resumes once the generated frames are left.
     panic: Option<Box<dyn Any + Send>>,
+    /// Read by generated code: a block whose exit leads back to its own first instruction runs
+    /// again while the retired count after the next run would not pass this (see
+    /// [`CompiledBlock::run`]); 0 when it must return after each run.
+    loop_limit: u64,
 }
 
 /// Calls the handler of `insn`, the one call generated code makes per instruction.
@@ -171,8 +176,28 @@ impl Jit {
         let icount = b.declare_var(types::I64);
         let ic0 = b.ins().load(types::I64, mf, st, cpu::offsets::ICOUNT as i32);
         b.def_var(icount, ic0);
+        // RFLAGS too: stored before each handler call (and reloaded after it) and at the end.
+        let fl = b.declare_var(types::I64);
+        let fl0 = b.ins().load(types::I64, mf, st, cpu::offsets::RFLAGS as i32);
+        b.def_var(fl, fl0);
+        let mut hsig = ir::Signature::new(isa.default_call_conv());
+        hsig.params.extend([ptr, types::I64, types::I64, types::I64, types::I32].map(AbiParam::new));
+        hsig.returns.push(AbiParam::new(types::I64));
+        let helper_sig = b.import_signature(hsig);
+        let live = lower::liveness(insns);
+        let store_fl = |b: &mut FunctionBuilder<'_>| {
+            let v = b.use_var(fl);
+            b.ins().store(mf, v, st, cpu::offsets::RFLAGS as i32);
+        };
         let mmu = b.ins().load(ptr, mf, ctx, offset_of!(Ctx<'static>, mmu) as i32);
         let tlb = b.ins().load(ptr, mf, mmu, offset_of!(cpu::mem::Mmu, tlb) as i32);
+        let loop_limit = b.ins().load(types::I64, mf, out, offset_of!(Outcome, loop_limit) as i32);
+        // A block that branches back to its own start loops here (the state is synced at the branch).
+        let top = b.create_block();
+        b.ins().jump(top, &[]);
+        b.switch_to_block(top);
+        let first_ip = insns[0].i.ip();
+        let len = insns.len() as i64;
         let bump = |b: &mut FunctionBuilder<'_>, n: i64| {
             let v = b.use_var(icount);
             let v = b.ins().iadd_imm_s(v, n);
@@ -193,6 +218,7 @@ impl Jit {
             if dirty {
                 sync(b, insn.i.ip());
             }
+            store_fl(b);
             // ctx.next_rip = insn.next_rip; status = handler(ctx, insn)
             let next = b.ins().iconst(types::I64, insn.next_rip as i64);
             b.ins().store(mf, next, ctx, offset_of!(Ctx<'static>, next_rip) as i32);
@@ -203,6 +229,8 @@ impl Jit {
             b.ins().brif(status, exit, &[status.into()], done, &[]);
             b.switch_to_block(done);
             b.seal_block(done);
+            let v = b.ins().load(types::I64, mf, st, cpu::offsets::RFLAGS as i32);
+            b.def_var(fl, v);
             // st.rip = ctx.next_rip; st.icount += 1
             let rip = b.ins().load(types::I64, mf, ctx, offset_of!(Ctx<'static>, next_rip) as i32);
             b.ins().store(mf, rip, st, cpu::offsets::RIP as i32);
@@ -231,7 +259,7 @@ impl Jit {
                 let rip = match cc {
                     None => target,
                     Some(cc) => {
-                        let taken = lower::Lower { b: &mut b, st }.cond(cc);
+                        let taken = lower::Lower { b: &mut b, st, fl, helper_sig }.cond(cc);
                         let fall = b.ins().iconst(types::I64, insn.next_rip as i64);
                         b.ins().select(taken, target, fall)
                     }
@@ -240,14 +268,28 @@ impl Jit {
                 bump(&mut b, 1);
                 let v = b.use_var(icount);
                 b.ins().store(mf, v, st, cpu::offsets::ICOUNT as i32);
+                store_fl(&mut b);
+                let target = insn.i.near_branch_target();
+                if target == first_ip || (cc.is_some() && insn.next_rip == first_ip) {
+                    // Run again while the next run fits below the limit: exactly the interpreter's
+                    // budget check; nothing else can be due (the block ran to its end).
+                    let again = b.ins().icmp_imm_s(IntCC::Equal, rip, first_ip as i64);
+                    let after = b.ins().iadd_imm_s(v, len);
+                    let fits = b.ins().icmp(IntCC::UnsignedLessThanOrEqual, after, loop_limit);
+                    let go = b.ins().band(again, fits);
+                    b.ins().brif(go, top, &[], exit, &[ok.into()]);
+                    let dead = b.create_block();
+                    b.switch_to_block(dead);
+                    b.seal_block(dead);
+                }
                 ended = true;
                 break;
             }
             if form.mem == lower::Mem::None {
-                lower::Lower { b: &mut b, st }.emit(insn, form.op);
+                lower::Lower { b: &mut b, st, fl, helper_sig }.emit(insn, form.op, live[k]);
             } else {
                 // The access inline when the interpreter would take its fast path; else the handler.
-                let (hit, host) = lower::Lower { b: &mut b, st }.probe(insn, form, tlb);
+                let (hit, host) = lower::Lower { b: &mut b, st, fl, helper_sig }.probe(insn, form, tlb);
                 let fast = b.create_block();
                 let slow = b.create_block();
                 let join = b.create_block();
@@ -256,7 +298,7 @@ impl Jit {
                 b.seal_block(fast);
                 b.seal_block(slow);
                 b.switch_to_block(fast);
-                lower::Lower { b: &mut b, st }.emit_mem(insn, form, host);
+                lower::Lower { b: &mut b, st, fl, helper_sig }.emit_mem(insn, form, host, live[k]);
                 bump(&mut b, 1);
                 b.ins().jump(join, &[]);
                 b.switch_to_block(slow);
@@ -271,11 +313,15 @@ impl Jit {
             bump(&mut b, 1);
             dirty = true;
         }
-        if !ended && dirty {
-            sync(&mut b, insns[insns.len() - 1].next_rip);
+        if !ended {
+            if dirty {
+                sync(&mut b, insns[insns.len() - 1].next_rip);
+            }
+            store_fl(&mut b);
         }
         b.ins().jump(exit, &[ok.into()]);
         b.seal_block(entry);
+        b.seal_block(top);
         b.seal_block(exit);
         b.switch_to_block(exit);
         let status = b.block_params(exit)[0];
@@ -347,12 +393,12 @@ struct JitBlock {
 }
 
 impl CompiledBlock for JitBlock {
-    fn run(&self, ctx: &mut Ctx<'_>, insns: &[Insn]) -> Option<(Fault, u64)> {
+    fn run(&self, ctx: &mut Ctx<'_>, insns: &[Insn], loop_limit: u64) -> Option<(Fault, u64)> {
         if insns.len() != self.len || insns[0].next_rip != self.first_ip {
             // Not the block this code was made for (the interpreter never does this): stay correct.
             return cpu::interp::run_insns(ctx, insns);
         }
-        let mut out = Outcome::default();
+        let mut out = Outcome { loop_limit, ..Outcome::default() };
         // SAFETY: the code was generated by `Jit::build` for a block of `self.len` instructions with the
         // `BlockFn` signature, and stays mapped executable while `self.code` lives. It reads and writes
         // only `ctx` (the fields named by `offset_of!`), the `CpuState` it points to (offsets checked in

@@ -7,14 +7,16 @@
 //! `tests/differential.rs` runs random sequences of every form here under both engines and requires
 //! identical states.
 
+use cpu::exec::shift::Op as ShiftOp;
 use cpu::exec::{Insn, Opnd, RegOp};
 use cpu::mem::{TLB_SIZE, Tlb, TlbEntry};
 use cpu::state::Seg;
 use cpu::state::flags;
+use cranelift_codegen::ir::SigRef;
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::I64;
 use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Type, Value, types};
-use cranelift_frontend::FunctionBuilder;
+use cranelift_frontend::{FunctionBuilder, Variable};
 use iced_x86::{CodeSize, EncodingKind, Mnemonic, OpKind, Register};
 use std::mem::offset_of;
 
@@ -41,6 +43,62 @@ pub(crate) enum Op {
     Push,
     /// POP r64 (64-bit code).
     Pop,
+    /// ROL/ROR/SHL/SHR/SAR of a register by an immediate: the operation and the masked count.
+    Shift(ShiftOp, u32),
+    /// IMUL r, r/m and IMUL r, r/m, imm with register sources.
+    Imul,
+}
+
+/// The arithmetic flags `op` writes whatever the vendor (`CpuState::quirks`): the flags after it do
+/// not depend on their value before. Dead-flag elimination (`liveness`) relies on this.
+fn kills(op: Op) -> u64 {
+    match op {
+        Op::Add | Op::Sub | Op::Cmp | Op::And | Op::Or | Op::Xor | Op::Test => flags::ARITH,
+        Op::Inc | Op::Dec => flags::ARITH & !flags::CF,
+        Op::Shift(_, 0) => 0,
+        Op::Shift(ShiftOp::Shl | ShiftOp::Shr | ShiftOp::Sar, _) => flags::ARITH,
+        // Intel's mask (`shift::rot_mask` with a register destination and an immediate count); AMD
+        // writes OF as well.
+        Op::Shift(_, 1) => flags::CF | flags::OF,
+        Op::Shift(..) => flags::CF,
+        // AMD leaves SF, ZF, AF and PF alone.
+        Op::Imul => flags::CF | flags::OF,
+        _ => 0,
+    }
+}
+
+/// For each instruction of a block, the arithmetic flags that may be read after it (by a later
+/// instruction, a handler, an exception or the code after the block): a flag that is not is not
+/// computed. Memory forms count as reading all of them (their slow path runs the handler, which may
+/// fault), and so does every instruction that is not lowered inline.
+pub(crate) fn liveness(insns: &[Insn]) -> Vec<u64> {
+    let mut live = flags::ARITH;
+    let mut out = vec![0; insns.len()];
+    for (k, insn) in insns.iter().enumerate().rev() {
+        out[k] = live;
+        live = match inline_op(insn) {
+            Some(f) if f.mem == Mem::None => (live & !kills(f.op)) | reads(insn),
+            _ => flags::ARITH,
+        };
+    }
+    out
+}
+
+/// The arithmetic flags an instruction reads (iced's table).
+fn reads(insn: &Insn) -> u64 {
+    use iced_x86::RflagsBits as R;
+    let r = insn.i.rflags_read();
+    [
+        (R::OF, flags::OF),
+        (R::SF, flags::SF),
+        (R::ZF, flags::ZF),
+        (R::AF, flags::AF),
+        (R::CF, flags::CF),
+        (R::PF, flags::PF),
+    ]
+    .iter()
+    .filter(|(b, _)| r & b != 0)
+    .fold(0, |acc, (_, f)| acc | f)
 }
 
 /// Where an inlined instruction's memory operand is.
@@ -108,6 +166,22 @@ pub(crate) fn inline_op(insn: &Insn) -> Option<Form> {
             Some(Form { op: Op::Pop, mem: Mem::Stack })
         }
         Mnemonic::Lea if reg(0) && insn.op[1] == Opnd::Mem && lea_regs_ok(insn) => plain(Op::Lea),
+        Mnemonic::Rol | Mnemonic::Ror | Mnemonic::Shl | Mnemonic::Sal | Mnemonic::Shr | Mnemonic::Sar
+            if reg(0) && matches!(insn.op[1], Opnd::Imm(_)) =>
+        {
+            let (Opnd::Reg(d), Opnd::Imm(c)) = (insn.op[0], insn.op[1]) else { return None };
+            let op = match m {
+                Mnemonic::Rol => ShiftOp::Rol,
+                Mnemonic::Ror => ShiftOp::Ror,
+                Mnemonic::Shr => ShiftOp::Shr,
+                Mnemonic::Sar => ShiftOp::Sar,
+                _ => ShiftOp::Shl,
+            };
+            plain(Op::Shift(op, (c & cpu::exec::shift::count_mask(d.size as u32)) as u32))
+        }
+        Mnemonic::Imul if reg(0) && reg(1) && (i.op_count() == 2 || i.op2_kind() != OpKind::Register) => {
+            plain(Op::Imul)
+        }
         _ => {
             let op = match m {
                 Mnemonic::Mov if i.op_count() == 2 => Op::Mov,
@@ -157,6 +231,50 @@ fn mask(size: u32) -> i64 {
 pub(crate) struct Lower<'a, 'b> {
     pub b: &'a mut FunctionBuilder<'b>,
     pub st: Value,
+    /// RFLAGS while the block runs (stored to `CpuState` before handler calls and at exits).
+    pub fl: Variable,
+    /// The signature of [`flags_helper`]-like helpers.
+    pub helper_sig: SigRef,
+}
+
+/// `(st, rflags, a, b, code) -> rflags`: a flag computation of the interpreter's, called from
+/// generated code where its flags are live.
+pub(crate) type FlagsHelper = extern "C" fn(*const cpu::CpuState, u64, u64, u64, u32) -> u64;
+
+/// RFLAGS after ROL/ROR/SHL/SHR/SAR of the register value `a` by the masked, nonzero immediate
+/// count `cnt`, `code` = operation | size << 8: `cpu::exec::shift::compute`, the handler's own.
+pub(crate) extern "C" fn shift_flags(st: *const cpu::CpuState, fl: u64, a: u64, cnt: u64, code: u32) -> u64 {
+    // SAFETY: generated code passes the `CpuState` of the `Ctx` it runs on, live for the call.
+    let amd = unsafe { (*st).quirks } == cpu::state::Quirks::Amd;
+    let op = match code & 0xff {
+        0 => ShiftOp::Rol,
+        1 => ShiftOp::Ror,
+        2 => ShiftOp::Shl,
+        3 => ShiftOp::Shr,
+        _ => ShiftOp::Sar,
+    };
+    let (_, f, mask) = cpu::exec::shift::compute(op, code >> 8, a, cnt as u32, fl, true, amd);
+    (fl & !mask) | (f & mask)
+}
+
+/// The `code` of [`shift_flags`] for an operation.
+fn shift_code(op: ShiftOp) -> u32 {
+    match op {
+        ShiftOp::Rol => 0,
+        ShiftOp::Ror => 1,
+        ShiftOp::Shl => 2,
+        ShiftOp::Shr => 3,
+        _ => 4,
+    }
+}
+
+/// RFLAGS after IMUL of `a` by `b` at `code` bytes: `cpu::exec::muldiv::{imul_parts, mul_flags}`,
+/// the handler's own.
+pub(crate) extern "C" fn imul_flags(st: *const cpu::CpuState, fl: u64, a: u64, b: u64, code: u32) -> u64 {
+    // SAFETY: as in `shift_flags`.
+    let quirks = unsafe { (*st).quirks };
+    let (lo, _, ovf) = cpu::exec::muldiv::imul_parts(a, b, code);
+    cpu::exec::muldiv::mul_flags(fl, lo, ovf, code, quirks)
 }
 
 const MF: MemFlagsData = MemFlagsData::trusted();
@@ -249,16 +367,25 @@ impl Lower<'_, '_> {
 
     /// Replaces the flags in `which` with `f`.
     fn set_flags(&mut self, f: Value, which: u64) {
-        let off = cpu::offsets::RFLAGS as i32;
-        let old = self.b.ins().load(I64, MF, self.st, off);
+        let old = self.b.use_var(self.fl);
         let old = self.b.ins().band_imm_s(old, !(which as i64));
         let new = self.b.ins().bor(old, f);
-        self.b.ins().store(MF, new, self.st, off);
+        self.b.def_var(self.fl, new);
+    }
+
+    /// Calls a flag helper of the interpreter's: RFLAGS = helper(st, RFLAGS, a, b, code).
+    fn call_flags(&mut self, helper: FlagsHelper, a: Value, b: Value, code: u32) {
+        let f = self.b.ins().iconst(I64, helper as *const () as usize as i64);
+        let fl = self.b.use_var(self.fl);
+        let code = self.b.ins().iconst(types::I32, code as i64);
+        let call = self.b.ins().call_indirect(self.helper_sig, f, &[self.st, fl, a, b, code]);
+        let r = self.b.inst_results(call)[0];
+        self.b.def_var(self.fl, r);
     }
 
     /// `ops::cond`: condition code `cc` on the current RFLAGS, as an i8 0/1.
     pub(crate) fn cond(&mut self, cc: u32) -> Value {
-        let fl = self.b.ins().load(I64, MF, self.st, cpu::offsets::RFLAGS as i32);
+        let fl = self.b.use_var(self.fl);
         let bit = |s: &mut Self, f: u64| s.bit_to(fl, f.trailing_zeros(), 0);
         let v = match cc >> 1 {
             0 => bit(self, flags::OF),
@@ -314,15 +441,19 @@ impl Lower<'_, '_> {
 
     /// `a op b` at `size` bytes (a, b masked), with the flags the handler sets; the value to write
     /// back (`None` for CMP and TEST). `b` is ignored by INC and DEC.
-    fn alu(&mut self, op: Op, a: Value, b: Value, size: u32) -> Option<Value> {
+    fn alu(&mut self, op: Op, a: Value, b: Value, size: u32, live: u64) -> Option<Value> {
         let arith = flags::ARITH;
+        // Flags nothing reads are not computed (`liveness`).
+        let live = live & kills(op) != 0;
         match op {
             Op::Add | Op::Sub | Op::Cmp => {
                 let sub = op != Op::Add;
                 let r = if sub { self.b.ins().isub(a, b) } else { self.b.ins().iadd(a, b) };
                 let r = if size < 8 { self.b.ins().band_imm_s(r, mask(size)) } else { r };
-                let f = self.arith_flags(a, b, r, size, sub);
-                self.set_flags(f, arith);
+                if live {
+                    let f = self.arith_flags(a, b, r, size, sub);
+                    self.set_flags(f, arith);
+                }
                 (op != Op::Cmp).then_some(r)
             }
             Op::And | Op::Or | Op::Xor | Op::Test => {
@@ -331,8 +462,10 @@ impl Lower<'_, '_> {
                     Op::Xor => self.b.ins().bxor(a, b),
                     _ => self.b.ins().band(a, b),
                 };
-                let f = self.szp(r, size);
-                self.set_flags(f, arith);
+                if live {
+                    let f = self.szp(r, size);
+                    self.set_flags(f, arith);
+                }
                 (op != Op::Test).then_some(r)
             }
             Op::Inc | Op::Dec => {
@@ -340,10 +473,12 @@ impl Lower<'_, '_> {
                 let sub = op == Op::Dec;
                 let r = if sub { self.b.ins().isub(a, one) } else { self.b.ins().iadd(a, one) };
                 let r = if size < 8 { self.b.ins().band_imm_s(r, mask(size)) } else { r };
-                let f = self.arith_flags(a, one, r, size, sub);
-                // INC and DEC leave CF.
-                let f = self.b.ins().band_imm_s(f, !(flags::CF as i64));
-                self.set_flags(f, arith & !flags::CF);
+                if live {
+                    let f = self.arith_flags(a, one, r, size, sub);
+                    // INC and DEC leave CF.
+                    let f = self.b.ins().band_imm_s(f, !(flags::CF as i64));
+                    self.set_flags(f, arith & !flags::CF);
+                }
                 Some(r)
             }
             _ => unreachable!("{op:?} is not an ALU operation"),
@@ -363,7 +498,7 @@ impl Lower<'_, '_> {
     }
 
     /// Emits an inlined instruction without a memory operand (branches are the caller's).
-    pub(crate) fn emit(&mut self, insn: &Insn, op: Op) {
+    pub(crate) fn emit(&mut self, insn: &Insn, op: Op, live: u64) {
         if op == Op::Nop {
             return;
         }
@@ -387,10 +522,65 @@ impl Lower<'_, '_> {
                 let v = if size < 8 { self.b.ins().band_imm_s(v, mask(size)) } else { v };
                 self.write(d, v);
             }
+            Op::Shift(sop, cnt) => {
+                let a = self.read(d);
+                if cnt == 0 {
+                    // Nothing changes, but a 32-bit destination is still written (zero-extended).
+                    self.write(d, a);
+                    return;
+                }
+                let n = size * 8;
+                let r = match sop {
+                    ShiftOp::Shl => self.b.ins().ishl_imm_s(a, cnt as i64),
+                    ShiftOp::Shr => self.b.ins().ushr_imm_s(a, cnt as i64),
+                    ShiftOp::Sar => {
+                        let x = self.sext(a, size, 8);
+                        self.b.ins().sshr_imm_s(x, cnt as i64)
+                    }
+                    ShiftOp::Rol | ShiftOp::Ror => {
+                        let rc = cnt % n;
+                        let rc = if sop == ShiftOp::Ror && rc != 0 { n - rc } else { rc };
+                        if rc == 0 {
+                            a
+                        } else {
+                            let hi = self.b.ins().ishl_imm_s(a, rc as i64);
+                            let lo = self.b.ins().ushr_imm_s(a, (n - rc) as i64);
+                            self.b.ins().bor(hi, lo)
+                        }
+                    }
+                    _ => unreachable!("{sop:?} is not inlined"),
+                };
+                let r = if size < 8 { self.b.ins().band_imm_s(r, mask(size)) } else { r };
+                if live & kills(op) != 0 || live & (flags::OF | flags::AF) != 0 {
+                    let c = self.b.ins().iconst(I64, cnt as i64);
+                    self.call_flags(shift_flags, a, c, shift_code(sop) | size << 8);
+                }
+                self.write(d, r);
+            }
+            Op::Imul => {
+                let (a, b) = if insn.i.op_count() == 2 {
+                    (self.read(d), self.operand(insn.op[1], size))
+                } else {
+                    let a = self.operand(insn.op[1], size);
+                    (a, self.b.ins().iconst(I64, (insn.i.immediate(2) as i64) & mask(size)))
+                };
+                let r = if size == 8 {
+                    self.b.ins().imul(a, b)
+                } else {
+                    let x = self.sext(a, size, 8);
+                    let y = self.sext(b, size, 8);
+                    let p = self.b.ins().imul(x, y);
+                    self.b.ins().band_imm_s(p, mask(size))
+                };
+                if live & flags::ARITH != 0 {
+                    self.call_flags(imul_flags, a, b, size);
+                }
+                self.write(d, r);
+            }
             _ => {
                 let a = self.read(d);
                 let b = if matches!(op, Op::Inc | Op::Dec) { a } else { self.operand(insn.op[1], size) };
-                if let Some(r) = self.alu(op, a, b, size) {
+                if let Some(r) = self.alu(op, a, b, size, live) {
                     self.write(d, r);
                 }
             }
@@ -433,7 +623,7 @@ impl Lower<'_, '_> {
         let off = self.b.ins().band_imm_s(lin, 0xfff);
         let in_page = self.b.ins().icmp_imm_s(IntCC::UnsignedLessThanOrEqual, off, 0x1000 - size as i64);
         // RFLAGS.AC clear: no alignment check to make.
-        let fl = self.b.ins().load(I64, MF, self.st, cpu::offsets::RFLAGS as i32);
+        let fl = self.b.use_var(self.fl);
         let ac = self.b.ins().band_imm_s(fl, flags::AC as i64);
         let no_ac = self.b.ins().icmp_imm_s(IntCC::Equal, ac, 0);
         // The TLB entry: tag = page | 2 | user.
@@ -471,7 +661,7 @@ impl Lower<'_, '_> {
     }
 
     /// Emits a memory form's operation once [`Self::probe`] succeeded (`host` addresses the access).
-    pub(crate) fn emit_mem(&mut self, insn: &Insn, form: Form, host: Value) {
+    pub(crate) fn emit_mem(&mut self, insn: &Insn, form: Form, host: Value, live: u64) {
         let msize = Self::access_size(insn, form);
         match form.mem {
             Mem::Stack => {
@@ -503,7 +693,7 @@ impl Lower<'_, '_> {
                     }
                     op => {
                         let a = self.read(d);
-                        if let Some(r) = self.alu(op, a, m, size) {
+                        if let Some(r) = self.alu(op, a, m, size, live) {
                             self.write(d, r);
                         }
                     }
@@ -518,7 +708,7 @@ impl Lower<'_, '_> {
                 let a = self.host_load(host, msize);
                 let b =
                     if matches!(form.op, Op::Inc | Op::Dec) { a } else { self.operand(insn.op[1], msize) };
-                if let Some(r) = self.alu(form.op, a, b, msize) {
+                if let Some(r) = self.alu(form.op, a, b, msize, live) {
                     self.host_store(host, r, msize);
                 }
             }
