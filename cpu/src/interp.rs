@@ -63,6 +63,11 @@ pub trait BlockBackend {
     fn compile(&mut self, insns: &[Insn]) -> Option<Box<dyn CompiledBlock>>;
     /// Blocks translated so far (statistics).
     fn compiled_blocks(&self) -> u64;
+    /// Retired instructions that ran inline in generated code rather than through their handler
+    /// (statistics; 0 when the backend does not count them).
+    fn inline_retired(&self) -> u64 {
+        0
+    }
     /// One line of statistics for humans.
     fn describe(&self) -> String {
         format!("{} blocks translated", self.compiled_blocks())
@@ -221,6 +226,11 @@ impl Interpreter {
     /// The backend's statistics line, if one is installed.
     pub fn backend_stats(&self) -> Option<String> {
         self.backend.as_ref().map(|(b, _)| b.describe())
+    }
+
+    /// Retired instructions that ran inline in the backend's code (0 without one).
+    pub fn inline_retired(&self) -> u64 {
+        self.backend.as_ref().map_or(0, |(b, _)| b.inline_retired())
     }
 
     /// Blocks the backend has translated (0 without one).

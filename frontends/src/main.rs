@@ -571,6 +571,11 @@ fn run(args: RunArgs) -> ExitCode {
         );
         if let Some(s) = m.interp.backend_stats() {
             eprintln!("ferrite: {s}");
+            let inline = m.interp.inline_retired();
+            eprintln!(
+                "ferrite: {inline} retired instructions ran inline in generated code ({:.1}% of all)",
+                inline as f64 * 100.0 / m.cpu.icount.max(1) as f64
+            );
         }
     }
     match outcome {

@@ -32,9 +32,11 @@ use cranelift_codegen::isa::{OwnedTargetIsa, TargetIsa};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use std::any::Any;
+use std::cell::Cell;
 use std::ffi::c_void;
 use std::mem::offset_of;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::rc::Rc;
 
 /// Status returned by [`call_handler`] and by a block's function: the instruction completed.
 const ST_OK: u32 = 0;
@@ -111,6 +113,9 @@ pub struct Jit {
     fctx: FunctionBuilderContext,
     arena: Arena,
     stats: Stats,
+    /// Instructions retired inline by generated code, which adds to it at each exit (statistics).
+    /// Shared with every translation, so that the memory outlives all code that writes it.
+    inline_retired: Rc<Cell<u64>>,
 }
 
 impl Jit {
@@ -137,6 +142,7 @@ impl Jit {
             fctx: FunctionBuilderContext::new(),
             arena: Arena::default(),
             stats: Stats::default(),
+            inline_retired: Rc::default(),
         })
     }
 
@@ -185,6 +191,15 @@ impl Jit {
         hsig.returns.push(AbiParam::new(types::I64));
         let helper_sig = b.import_signature(hsig);
         let live = lower::liveness(insns);
+        // Instructions that ran inline in this call (statistics).
+        let inl = b.declare_var(types::I64);
+        let zero = b.ins().iconst(types::I64, 0);
+        b.def_var(inl, zero);
+        let bump_inl = |b: &mut FunctionBuilder<'_>| {
+            let v = b.use_var(inl);
+            let v = b.ins().iadd_imm_s(v, 1);
+            b.def_var(inl, v);
+        };
         let store_fl = |b: &mut FunctionBuilder<'_>| {
             let v = b.use_var(fl);
             b.ins().store(mf, v, st, cpu::offsets::RFLAGS as i32);
@@ -266,6 +281,7 @@ impl Jit {
                 };
                 b.ins().store(mf, rip, st, cpu::offsets::RIP as i32);
                 bump(&mut b, 1);
+                bump_inl(&mut b);
                 let v = b.use_var(icount);
                 b.ins().store(mf, v, st, cpu::offsets::ICOUNT as i32);
                 store_fl(&mut b);
@@ -300,6 +316,7 @@ impl Jit {
                 b.switch_to_block(fast);
                 lower::Lower { b: &mut b, st, fl, helper_sig }.emit_mem(insn, form, host, live[k]);
                 bump(&mut b, 1);
+                bump_inl(&mut b);
                 b.ins().jump(join, &[]);
                 b.switch_to_block(slow);
                 call(&mut b, k, insn, dirty);
@@ -311,6 +328,7 @@ impl Jit {
                 continue;
             }
             bump(&mut b, 1);
+            bump_inl(&mut b);
             dirty = true;
         }
         if !ended {
@@ -325,6 +343,12 @@ impl Jit {
         b.seal_block(exit);
         b.switch_to_block(exit);
         let status = b.block_params(exit)[0];
+        // Statistics: the instructions that ran inline, added to the JIT's counter.
+        let counter = b.ins().iconst(ptr, self.inline_retired.as_ptr() as i64);
+        let n = b.ins().load(types::I64, mf, counter, 0);
+        let add = b.use_var(inl);
+        let n = b.ins().iadd(n, add);
+        b.ins().store(mf, n, counter, 0);
         b.ins().return_(&[status]);
         b.finalize(isa.frontend_config());
         func
@@ -344,6 +368,10 @@ impl BlockBackend for Jit {
 
     fn compiled_blocks(&self) -> u64 {
         self.stats.compiled
+    }
+
+    fn inline_retired(&self) -> u64 {
+        self.inline_retired.get()
     }
 
     fn describe(&self) -> String {
@@ -379,7 +407,12 @@ impl Jit {
         };
         self.stats.compiled += 1;
         self.stats.code_bytes += code.len() as u64;
-        Some(Box::new(JitBlock { code, len: insns.len(), first_ip: insns[0].next_rip }))
+        Some(Box::new(JitBlock {
+            code,
+            len: insns.len(),
+            first_ip: insns[0].next_rip,
+            _counter: self.inline_retired.clone(),
+        }))
     }
 }
 
@@ -390,6 +423,8 @@ struct JitBlock {
     len: usize,
     /// The first instruction's next RIP (identifies the block the code belongs to).
     first_ip: u64,
+    /// The statistics counter the code writes (see `Jit::inline_retired`).
+    _counter: Rc<Cell<u64>>,
 }
 
 impl CompiledBlock for JitBlock {
