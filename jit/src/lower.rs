@@ -1,6 +1,7 @@
 //! Instructions the JIT lowers to Cranelift IR instead of calling their handler: register and
 //! immediate forms that cannot fault and touch only general registers, RFLAGS' arithmetic flags and
-//! the next RIP; and, in 64-bit code, their memory forms and PUSH/POP r64, whose access is inlined
+//! the next RIP (shifts, rotates and IMUL compute their vendor-dependent flags by calling the
+//! interpreter's own flag functions, and only when the flags are live); and, in 64-bit code, their memory forms and PUSH/POP r64, whose access is inlined
 //! when it is the interpreter's own fast path (a canonical address, no page crossing, RFLAGS.AC clear,
 //! and a hit in the interpreter's TLB with a host pointer): anything else runs the handler. Each lowering restates its handler's semantics (`cpu::exec::alu`, `cpu::exec::ops`
 //! `flags_add`/`flags_sub`/`szp`, `cpu::regs::write_gpr`, `cpu::exec::control::jcc`), and
@@ -12,9 +13,9 @@ use cpu::exec::{Insn, Opnd, RegOp};
 use cpu::mem::{TLB_SIZE, Tlb, TlbEntry};
 use cpu::state::Seg;
 use cpu::state::flags;
-use cranelift_codegen::ir::SigRef;
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::I64;
+use cranelift_codegen::ir::{Block, SigRef};
 use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Type, Value, types};
 use cranelift_frontend::{FunctionBuilder, Variable};
 use iced_x86::{CodeSize, EncodingKind, Mnemonic, OpKind, Register};
@@ -231,6 +232,8 @@ fn mask(size: u32) -> i64 {
 pub(crate) struct Lower<'a, 'b> {
     pub b: &'a mut FunctionBuilder<'b>,
     pub st: Value,
+    /// The guest's general registers as the generated code holds them.
+    pub regs: &'a mut Regs,
     /// RFLAGS while the block runs (stored to `CpuState` before handler calls and at exits).
     pub fl: Variable,
     /// The signature of [`flags_helper`]-like helpers.
@@ -281,11 +284,11 @@ const MF: MemFlagsData = MemFlagsData::trusted();
 
 impl Lower<'_, '_> {
     fn load_gpr(&mut self, index: u8) -> Value {
-        self.b.ins().load(I64, MF, self.st, cpu::offsets::gpr(index as usize) as i32)
+        self.regs.get(self.b, self.st, index)
     }
 
     fn store_gpr(&mut self, index: u8, v: Value) {
-        self.b.ins().store(MF, v, self.st, cpu::offsets::gpr(index as usize) as i32);
+        self.regs.set(self.b, index, v);
     }
 
     /// `CpuState::read_gpr`.
@@ -373,8 +376,36 @@ impl Lower<'_, '_> {
         self.b.def_var(self.fl, new);
     }
 
+    /// Makes `p` the pending flag computation. One still pending is computed first, unless `p`
+    /// overwrites all its flags (nothing can have read them: every reader computes it first).
+    fn defer(&mut self, p: Pending) {
+        if let Some(old) = self.regs.pending
+            && old.mask() & !p.mask() != 0
+        {
+            self.materialize();
+        }
+        self.regs.pending = Some(p);
+    }
+
+    /// Computes the pending flags into RFLAGS (before anything reads them).
+    pub(crate) fn materialize(&mut self) {
+        let Some(p) = self.regs.pending.take() else { return };
+        match p {
+            Pending::Arith { a, b, r, size, sub, keep_cf } => {
+                let f = self.arith_flags(a, b, r, size, sub);
+                let f = if keep_cf { self.b.ins().band_imm_s(f, !(flags::CF as i64)) } else { f };
+                self.set_flags(f, p.mask());
+            }
+            Pending::Logic { r, size } => {
+                let f = self.szp(r, size);
+                self.set_flags(f, p.mask());
+            }
+        }
+    }
+
     /// Calls a flag helper of the interpreter's: RFLAGS = helper(st, RFLAGS, a, b, code).
     fn call_flags(&mut self, helper: FlagsHelper, a: Value, b: Value, code: u32) {
+        self.materialize();
         let f = self.b.ins().iconst(I64, helper as *const () as usize as i64);
         let fl = self.b.use_var(self.fl);
         let code = self.b.ins().iconst(types::I32, code as i64);
@@ -385,6 +416,7 @@ impl Lower<'_, '_> {
 
     /// `ops::cond`: condition code `cc` on the current RFLAGS, as an i8 0/1.
     pub(crate) fn cond(&mut self, cc: u32) -> Value {
+        self.materialize();
         let fl = self.b.use_var(self.fl);
         let bit = |s: &mut Self, f: u64| s.bit_to(fl, f.trailing_zeros(), 0);
         let v = match cc >> 1 {
@@ -442,7 +474,6 @@ impl Lower<'_, '_> {
     /// `a op b` at `size` bytes (a, b masked), with the flags the handler sets; the value to write
     /// back (`None` for CMP and TEST). `b` is ignored by INC and DEC.
     fn alu(&mut self, op: Op, a: Value, b: Value, size: u32, live: u64) -> Option<Value> {
-        let arith = flags::ARITH;
         // Flags nothing reads are not computed (`liveness`).
         let live = live & kills(op) != 0;
         match op {
@@ -451,8 +482,7 @@ impl Lower<'_, '_> {
                 let r = if sub { self.b.ins().isub(a, b) } else { self.b.ins().iadd(a, b) };
                 let r = if size < 8 { self.b.ins().band_imm_s(r, mask(size)) } else { r };
                 if live {
-                    let f = self.arith_flags(a, b, r, size, sub);
-                    self.set_flags(f, arith);
+                    self.defer(Pending::Arith { a, b, r, size, sub, keep_cf: false });
                 }
                 (op != Op::Cmp).then_some(r)
             }
@@ -463,8 +493,7 @@ impl Lower<'_, '_> {
                     _ => self.b.ins().band(a, b),
                 };
                 if live {
-                    let f = self.szp(r, size);
-                    self.set_flags(f, arith);
+                    self.defer(Pending::Logic { r, size });
                 }
                 (op != Op::Test).then_some(r)
             }
@@ -474,10 +503,8 @@ impl Lower<'_, '_> {
                 let r = if sub { self.b.ins().isub(a, one) } else { self.b.ins().iadd(a, one) };
                 let r = if size < 8 { self.b.ins().band_imm_s(r, mask(size)) } else { r };
                 if live {
-                    let f = self.arith_flags(a, one, r, size, sub);
                     // INC and DEC leave CF.
-                    let f = self.b.ins().band_imm_s(f, !(flags::CF as i64));
-                    self.set_flags(f, arith & !flags::CF);
+                    self.defer(Pending::Arith { a, b: one, r, size, sub, keep_cf: true });
                 }
                 Some(r)
             }
@@ -612,7 +639,14 @@ impl Lower<'_, '_> {
     /// The interpreter's fast path for a memory form's access (`Ctx::seg_lin`, `check_alignment`,
     /// `tlb_lookup` and `read_lin_as`/`write_lin_as` when they go straight to a host page): returns
     /// (taken, host address). When not taken, the handler must run the instruction.
-    pub(crate) fn probe(&mut self, insn: &Insn, form: Form, tlb: Value) -> (Value, Value) {
+    pub(crate) fn probe(
+        &mut self,
+        insn: &Insn,
+        form: Form,
+        tlb: Value,
+        user_tag: Value,
+        slow: Block,
+    ) -> Value {
         let size = Self::access_size(insn, form);
         let lin = self.lin(insn, form);
         // Canonical (the whole access is: it does not cross a page, and the canonical boundaries are
@@ -620,34 +654,47 @@ impl Lower<'_, '_> {
         let x = self.b.ins().ishl_imm_s(lin, 16);
         let x = self.b.ins().sshr_imm_s(x, 16);
         let canonical = self.b.ins().icmp(IntCC::Equal, x, lin);
+        self.or_slow(canonical, slow);
         let off = self.b.ins().band_imm_s(lin, 0xfff);
         let in_page = self.b.ins().icmp_imm_s(IntCC::UnsignedLessThanOrEqual, off, 0x1000 - size as i64);
+        self.or_slow(in_page, slow);
         // RFLAGS.AC clear: no alignment check to make.
         let fl = self.b.use_var(self.fl);
         let ac = self.b.ins().band_imm_s(fl, flags::AC as i64);
         let no_ac = self.b.ins().icmp_imm_s(IntCC::Equal, ac, 0);
+        self.or_slow(no_ac, slow);
         // The TLB entry: tag = page | 2 | user.
-        let cpl = self.b.ins().load(types::I8, MF, self.st, std::mem::offset_of!(cpu::CpuState, cpl) as i32);
-        let user = self.b.ins().icmp_imm_s(IntCC::Equal, cpl, 3);
-        let user = self.b.ins().uextend(I64, user);
         let page = self.b.ins().band_imm_s(lin, !0xfff);
-        let tag = self.b.ins().bor_imm_s(page, 2);
-        let tag = self.b.ins().bor(tag, user);
+        let tag = self.b.ins().bor(page, user_tag);
         let idx = self.b.ins().ushr_imm_s(lin, 12);
         let idx = self.b.ins().band_imm_s(idx, (TLB_SIZE - 1) as i64);
         let ent = self.b.ins().imul_imm_s(idx, std::mem::size_of::<TlbEntry>() as i64);
         let ent = self.b.ins().iadd(tlb, ent);
         let table = if form.writes() { offset_of!(Tlb, write) } else { offset_of!(Tlb, read) };
         let etag = self.b.ins().load(I64, MF, ent, (table + offset_of!(TlbEntry, tag)) as i32);
-        let ehost = self.b.ins().load(I64, MF, ent, (table + offset_of!(TlbEntry, host)) as i32);
         let hit = self.b.ins().icmp(IntCC::Equal, etag, tag);
+        self.or_slow(hit, slow);
+        let ehost = self.b.ins().load(I64, MF, ent, (table + offset_of!(TlbEntry, host)) as i32);
         let has_host = self.b.ins().icmp_imm_s(IntCC::NotEqual, ehost, 0);
-        let ok = self.b.ins().band(canonical, in_page);
-        let ok = self.b.ins().band(ok, no_ac);
-        let ok = self.b.ins().band(ok, hit);
-        let ok = self.b.ins().band(ok, has_host);
-        let host = self.b.ins().iadd(ehost, off);
-        (ok, host)
+        self.or_slow(has_host, slow);
+        self.b.ins().iadd(ehost, off)
+    }
+
+    /// Continues in a new block when `ok`, else branches to `slow`.
+    fn or_slow(&mut self, ok: Value, slow: Block) {
+        let next = self.b.create_block();
+        self.b.ins().brif(ok, next, &[], slow, &[]);
+        self.b.switch_to_block(next);
+        self.b.seal_block(next);
+    }
+
+    /// `2 | user` for the TLB tags of this block's accesses (CPL cannot change inside a block: what
+    /// changes it ends the block).
+    pub(crate) fn user_tag(&mut self) -> Value {
+        let cpl = self.b.ins().load(types::I8, MF, self.st, std::mem::offset_of!(cpu::CpuState, cpl) as i32);
+        let user = self.b.ins().icmp_imm_s(IntCC::Equal, cpl, 3);
+        let user = self.b.ins().uextend(I64, user);
+        self.b.ins().bor_imm_s(user, 2)
     }
 
     fn host_load(&mut self, host: Value, size: u32) -> Value {
@@ -727,4 +774,103 @@ fn ty_of(size: u32) -> Type {
         4 => types::I32,
         _ => I64,
     }
+}
+
+/// The guest's general registers in Cranelift variables while a block runs: a register is loaded
+/// from `CpuState` at its first use, and written back (if it changed) before anything that can
+/// observe `CpuState` (a handler call, the exit). The masks are compile-time state: what holds at
+/// the point being emitted.
+pub(crate) struct Regs {
+    vars: [Variable; 16],
+    /// Registers whose variable holds the current value.
+    pub in_var: u16,
+    /// Registers whose variable is newer than `CpuState` (a subset of `in_var`).
+    pub dirty: u16,
+    /// The last flag-writing operation, not computed into RFLAGS yet (lazy flags: its operands are
+    /// kept, and the flags computed where something may read them).
+    pub pending: Option<Pending>,
+}
+
+/// A flag computation kept for later (see `Regs::pending`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Pending {
+    /// ADD/SUB/CMP, or INC/DEC (`keep_cf`): `ops::flags_add`/`flags_sub` of `a`, `b`, result `r`.
+    Arith { a: Value, b: Value, r: Value, size: u32, sub: bool, keep_cf: bool },
+    /// AND/OR/XOR/TEST: SF, ZF, PF of `r`; CF, OF, AF cleared.
+    Logic { r: Value, size: u32 },
+}
+
+impl Pending {
+    /// The flags it writes.
+    fn mask(self) -> u64 {
+        match self {
+            Pending::Arith { keep_cf: true, .. } => flags::ARITH & !flags::CF,
+            _ => flags::ARITH,
+        }
+    }
+}
+
+impl Regs {
+    /// Declares the variables; nothing is held yet.
+    pub(crate) fn new(b: &mut FunctionBuilder<'_>) -> Self {
+        Regs { vars: std::array::from_fn(|_| b.declare_var(I64)), in_var: 0, dirty: 0, pending: None }
+    }
+
+    fn get(&mut self, b: &mut FunctionBuilder<'_>, st: Value, index: u8) -> Value {
+        let bit = 1u16 << index;
+        if self.in_var & bit == 0 {
+            let v = b.ins().load(I64, MF, st, cpu::offsets::gpr(index as usize) as i32);
+            b.def_var(self.vars[index as usize], v);
+            self.in_var |= bit;
+        }
+        b.use_var(self.vars[index as usize])
+    }
+
+    fn set(&mut self, b: &mut FunctionBuilder<'_>, index: u8, v: Value) {
+        b.def_var(self.vars[index as usize], v);
+        self.in_var |= 1 << index;
+        self.dirty |= 1 << index;
+    }
+
+    /// Writes the changed registers back to `CpuState`.
+    pub(crate) fn flush(&mut self, b: &mut FunctionBuilder<'_>, st: Value) {
+        for k in 0..16 {
+            if self.dirty & (1 << k) != 0 {
+                let v = b.use_var(self.vars[k]);
+                b.ins().store(MF, v, st, cpu::offsets::gpr(k) as i32);
+            }
+        }
+        self.dirty = 0;
+    }
+
+    /// Loads the registers in `mask` from `CpuState` into their variables.
+    pub(crate) fn load(&mut self, b: &mut FunctionBuilder<'_>, st: Value, mask: u16) {
+        for k in 0..16 {
+            if mask & (1 << k) != 0 {
+                let v = b.ins().load(I64, MF, st, cpu::offsets::gpr(k) as i32);
+                b.def_var(self.vars[k], v);
+            }
+        }
+        self.in_var |= mask;
+    }
+
+    /// After something that may have changed any register in `CpuState` (a handler): nothing held.
+    pub(crate) fn forget(&mut self) {
+        debug_assert_eq!(self.dirty, 0, "registers must be flushed before a handler runs");
+        self.in_var = 0;
+    }
+}
+
+/// The general registers `insns` read or write (iced's table), as a mask of indices.
+pub(crate) fn used_gprs(insns: &[Insn]) -> u16 {
+    let mut f = iced_x86::InstructionInfoFactory::new();
+    let mut mask = 0u16;
+    for insn in insns {
+        for u in f.info(&insn.i).used_registers() {
+            if let Some(g) = cpu::regs::gpr(u.register()) {
+                mask |= 1 << g.index;
+            }
+        }
+    }
+    mask
 }
