@@ -414,6 +414,9 @@ impl Interpreter {
                 let loop_limit = if chain_ok { until } else { 0 };
                 fault = code.run(&mut ctx, insns, loop_limit);
                 let mut go = chain_ok && block.chain;
+                // The block running now, borrowed from the jump cache (nothing changes the cache
+                // while blocks run: invalidation waits for `process_dirty_code` below).
+                let mut last: Option<&Rc<Block>> = None;
                 while go && fault.is_none() && !ctx.break_block {
                     let st = &*ctx.st;
                     if st.rflags & (flags::TF | flags::RF) != 0
@@ -424,6 +427,7 @@ impl Interpreter {
                         break;
                     }
                     let Some(next) = cached_block(st, ctx.mmu, &self.jump) else { break };
+                    let next: &Rc<Block> = next;
                     let Some(Some(code)) = next.compiled.get() else { break };
                     if st.icount.saturating_add(next.insns.len() as u64) > until {
                         break;
@@ -431,8 +435,9 @@ impl Interpreter {
                     start_icount = st.icount;
                     fault = code.run(&mut ctx, &next.insns, loop_limit);
                     go = next.chain;
-                    chained = Some(next);
+                    last = Some(next);
                 }
+                chained = last.cloned();
             } else {
                 for insn in insns.iter() {
                     if ctx.st.icount >= until {
@@ -623,7 +628,11 @@ impl Interpreter {
 /// cache through a hit in the fetch TLB, with no side effect; `None` when it would do more (walk the
 /// page tables, fault, decode), which the caller leaves to `block_at`.
 #[inline]
-fn cached_block(st: &CpuState, mmu: &Mmu, jump: &[Option<(BlockKey, Rc<Block>)>]) -> Option<Rc<Block>> {
+fn cached_block<'a>(
+    st: &CpuState,
+    mmu: &Mmu,
+    jump: &'a [Option<(BlockKey, Rc<Block>)>],
+) -> Option<&'a Rc<Block>> {
     let bits = st.code_bits();
     let cs = st.sreg(Seg::Cs);
     if bits != 64 && st.rip > cs.limit as u64 {
@@ -642,7 +651,7 @@ fn cached_block(st: &CpuState, mmu: &Mmu, jump: &[Option<(BlockKey, Rc<Block>)>]
     let key = BlockKey { phys, rip, cs_base: cs.base, bits };
     let slot = jump_slot(rip, phys);
     match jump.get(slot) {
-        Some(Some((k, b))) if *k == key => Some(b.clone()),
+        Some(Some((k, b))) if *k == key => Some(b),
         _ => None,
     }
 }

@@ -48,13 +48,25 @@ pub(crate) enum Op {
     Shift(ShiftOp, u32),
     /// IMUL r, r/m and IMUL r, r/m, imm with register sources.
     Imul,
+    /// NEG r.
+    Neg,
+    /// NOT r.
+    Not,
+    /// SETcc r8 (the condition code).
+    Setcc(u32),
+    /// CMOVcc r, r (the condition code).
+    Cmov(u32),
+    /// CALL rel32 in 64-bit code, to a canonical target (ends the block).
+    Call,
+    /// RET (C3) in 64-bit code (ends the block).
+    Ret,
 }
 
 /// The arithmetic flags `op` writes whatever the vendor (`CpuState::quirks`): the flags after it do
 /// not depend on their value before. Dead-flag elimination (`liveness`) relies on this.
 fn kills(op: Op) -> u64 {
     match op {
-        Op::Add | Op::Sub | Op::Cmp | Op::And | Op::Or | Op::Xor | Op::Test => flags::ARITH,
+        Op::Add | Op::Sub | Op::Cmp | Op::And | Op::Or | Op::Xor | Op::Test | Op::Neg => flags::ARITH,
         Op::Inc | Op::Dec => flags::ARITH & !flags::CF,
         Op::Shift(_, 0) => 0,
         Op::Shift(ShiftOp::Shl | ShiftOp::Shr | ShiftOp::Sar, _) => flags::ARITH,
@@ -127,7 +139,7 @@ impl Form {
     fn writes(self) -> bool {
         match self.mem {
             Mem::Dst => !matches!(self.op, Op::Cmp | Op::Test),
-            Mem::Stack => self.op == Op::Push,
+            Mem::Stack => matches!(self.op, Op::Push | Op::Call),
             _ => false,
         }
     }
@@ -160,6 +172,16 @@ pub(crate) fn inline_op(insn: &Insn) -> Option<Form> {
             }
             plain(Op::Branch(i.is_jcc_short_or_near().then(|| cpu::exec::ops::cc_of(insn))))
         }
+        Mnemonic::Call
+            if long
+                && i.code() == iced_x86::Code::Call_rel32_64
+                && cpu::mem::is_canonical(i.near_branch_target()) =>
+        {
+            Some(Form { op: Op::Call, mem: Mem::Stack })
+        }
+        Mnemonic::Ret if long && i.code() == iced_x86::Code::Retnq => {
+            Some(Form { op: Op::Ret, mem: Mem::Stack })
+        }
         Mnemonic::Push if long && i.code() == iced_x86::Code::Push_r64 && reg(0) => {
             Some(Form { op: Op::Push, mem: Mem::Stack })
         }
@@ -183,6 +205,10 @@ pub(crate) fn inline_op(insn: &Insn) -> Option<Form> {
         Mnemonic::Imul if reg(0) && reg(1) && (i.op_count() == 2 || i.op2_kind() != OpKind::Register) => {
             plain(Op::Imul)
         }
+        Mnemonic::Neg if reg(0) && i.op_count() == 1 => plain(Op::Neg),
+        Mnemonic::Not if reg(0) && i.op_count() == 1 => plain(Op::Not),
+        _ if op0f(insn, 0x90) && reg(0) => plain(Op::Setcc(cpu::exec::ops::cc_of(insn))),
+        _ if op0f(insn, 0x40) && reg(0) && reg(1) => plain(Op::Cmov(cpu::exec::ops::cc_of(insn))),
         _ => {
             let op = match m {
                 Mnemonic::Mov if i.op_count() == 2 => Op::Mov,
@@ -214,6 +240,14 @@ pub(crate) fn inline_op(insn: &Insn) -> Option<Form> {
             None
         }
     }
+}
+
+/// Whether `insn` is one of the 16 two-byte opcodes `0F base+cc` (SETcc, CMOVcc) with a condition.
+fn op0f(insn: &Insn, base: u32) -> bool {
+    let oc = insn.i.code().op_code();
+    oc.table() == iced_x86::OpCodeTableKind::T0F
+        && (base..base + 16).contains(&oc.op_code())
+        && cpu::exec::ops::cc_of(insn) < 16
 }
 
 /// LEA's base and index are general registers (or RIP/EIP, or none).
@@ -584,6 +618,36 @@ impl Lower<'_, '_> {
                 }
                 self.write(d, r);
             }
+            Op::Neg => {
+                let a = self.read(d);
+                let zero = self.b.ins().iconst(I64, 0);
+                let r = self.b.ins().isub(zero, a);
+                let r = if size < 8 { self.b.ins().band_imm_s(r, mask(size)) } else { r };
+                // `ops::flags_sub(0, a, 0, r)`.
+                if live & kills(op) != 0 {
+                    self.defer(Pending::Arith { a: zero, b: a, r, size, sub: true, keep_cf: false });
+                }
+                self.write(d, r);
+            }
+            Op::Not => {
+                let a = self.read(d);
+                let r = self.b.ins().bxor_imm_s(a, mask(size));
+                self.write(d, r);
+            }
+            Op::Setcc(cc) => {
+                let c = self.cond(cc);
+                let v = self.b.ins().uextend(I64, c);
+                self.write(d, v);
+            }
+            Op::Cmov(cc) => {
+                // The source is read whatever the condition; a 32-bit destination is written
+                // (zero-extended) even when it is false.
+                let v = self.operand(insn.op[1], size);
+                let cur = self.read(d);
+                let c = self.cond(cc);
+                let v = self.b.ins().select(c, v, cur);
+                self.write(d, v);
+            }
             Op::Imul => {
                 let (a, b) = if insn.i.op_count() == 2 {
                     (self.read(d), self.operand(insn.op[1], size))
@@ -618,7 +682,7 @@ impl Lower<'_, '_> {
     fn lin(&mut self, insn: &Insn, form: Form) -> Value {
         if form.mem == Mem::Stack {
             let sp = self.load_gpr(4);
-            return if form.op == Op::Push { self.b.ins().iadd_imm_s(sp, -8) } else { sp };
+            return if form.writes() { self.b.ins().iadd_imm_s(sp, -8) } else { sp };
         }
         let off = self.ea(insn);
         match cpu::exec::ops::mem_seg(insn) {
@@ -656,15 +720,16 @@ impl Lower<'_, '_> {
         let canonical = self.b.ins().icmp(IntCC::Equal, x, lin);
         self.or_slow(canonical, slow);
         let off = self.b.ins().band_imm_s(lin, 0xfff);
-        let in_page = self.b.ins().icmp_imm_s(IntCC::UnsignedLessThanOrEqual, off, 0x1000 - size as i64);
-        self.or_slow(in_page, slow);
         // RFLAGS.AC clear: no alignment check to make.
         let fl = self.b.use_var(self.fl);
         let ac = self.b.ins().band_imm_s(fl, flags::AC as i64);
         let no_ac = self.b.ins().icmp_imm_s(IntCC::Equal, ac, 0);
         self.or_slow(no_ac, slow);
-        // The TLB entry: tag = page | 2 | user.
-        let page = self.b.ins().band_imm_s(lin, !0xfff);
+        // The TLB entry: tag = page | 2 | user. The page is that of the access's last byte: an
+        // access that crosses into the next page has a tag that cannot be in `lin`'s slot (the next
+        // page has the next slot), so it takes the slow path, which splits it.
+        let end = self.b.ins().iadd_imm_s(lin, size as i64 - 1);
+        let page = self.b.ins().band_imm_s(end, !0xfff);
         let tag = self.b.ins().bor(page, user_tag);
         let idx = self.b.ins().ushr_imm_s(lin, 12);
         let idx = self.b.ins().band_imm_s(idx, (TLB_SIZE - 1) as i64);
@@ -705,6 +770,29 @@ impl Lower<'_, '_> {
     fn host_store(&mut self, host: Value, v: Value, size: u32) {
         let v = if size < 8 { self.b.ins().ireduce(ty_of(size), v) } else { v };
         self.b.ins().store(HOST, v, host, 0);
+    }
+
+    /// CALL/RET once [`Self::probe`] succeeded (`host` addresses the stack slot): the push or pop
+    /// (`ops::push`/`pop` of 8 bytes) and the new RIP, which for RET must be canonical
+    /// (`control::branch_to`), else the handler runs it (and raises #GP).
+    pub(crate) fn emit_call_ret(&mut self, insn: &Insn, form: Form, host: Value, slow: Block) -> Value {
+        let sp = self.load_gpr(4);
+        if form.op == Op::Call {
+            let ret = self.b.ins().iconst(I64, insn.next_rip as i64);
+            self.host_store(host, ret, 8);
+            let sp = self.b.ins().iadd_imm_s(sp, -8);
+            self.store_gpr(4, sp);
+            self.b.ins().iconst(I64, insn.i.near_branch_target() as i64)
+        } else {
+            let t = self.host_load(host, 8);
+            let x = self.b.ins().ishl_imm_s(t, 16);
+            let x = self.b.ins().sshr_imm_s(x, 16);
+            let canonical = self.b.ins().icmp(IntCC::Equal, x, t);
+            self.or_slow(canonical, slow);
+            let sp = self.b.ins().iadd_imm_s(sp, 8);
+            self.store_gpr(4, sp);
+            t
+        }
     }
 
     /// Emits a memory form's operation once [`Self::probe`] succeeded (`host` addresses the access).

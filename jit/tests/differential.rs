@@ -66,7 +66,14 @@ fn gen_insn(r: &mut Rng, bits: u32, filler: bool) -> Vec<u8> {
         }
         return v;
     }
-    match r.below(17) {
+    match r.below(19) {
+        // SETcc r/m8 and CMOVcc r, r/m (register forms), NEG/NOT r/m (F6/F7 /2 /3).
+        17 => match r.below(3) {
+            0 => v.extend([0x0f, 0x90 + r.below(16) as u8, modrm_reg(r)]),
+            1 => v.extend([0x0f, 0x40 + r.below(16) as u8, modrm_reg(r)]),
+            _ => v.extend([0xf6 + r.below(2) as u8, 0xd0 | ((r.below(2) as u8) << 3) | (r.byte() & 7)]),
+        },
+        18 => v.extend([0xf6 + r.below(2) as u8, 0xd8 | (r.byte() & 7)]),
         // Shifts and rotates of a register by an immediate or by 1 (C0/C1 ib, D0/D1): /0 ROL /1 ROR
         // /4 SHL /5 SHR /6 SAL /7 SAR, counts around 0, 1, the operand widths and their masks.
         14 | 15 => {
@@ -192,6 +199,18 @@ fn gen_mem_insn(r: &mut Rng) -> Vec<u8> {
             v.push(0x41);
         }
         v.push(0x50 + r.below(16) as u8);
+        return v;
+    }
+    // CALL rel32 to the next instruction (a push of its address, then a new block), and RET, which
+    // returns after an earlier CALL (a loop, cut by the budget) or to whatever is on the stack
+    // (often a #GP for a non-canonical address, or code elsewhere).
+    if r.below(12) == 0 {
+        v.clear();
+        if r.below(2) == 0 {
+            v.extend([0xe8, 0, 0, 0, 0]);
+        } else {
+            v.push(0xc3);
+        }
         return v;
     }
     let (op, ext, imm): (&[u8], Option<u8>, usize) = match r.below(9) {
@@ -428,7 +447,7 @@ fn jit_matches_interpreter_on_inlined_forms() {
     println!("{translated} blocks translated; mnemonics seen: {inlined_mnemonics:?}");
     for m in [
         "Mov", "Movzx", "Movsx", "Movsxd", "Lea", "Add", "Sub", "Cmp", "And", "Or", "Xor", "Test", "Inc",
-        "Dec", "Nop", "Rol", "Ror", "Shl", "Shr", "Sar", "Imul",
+        "Dec", "Nop", "Rol", "Ror", "Shl", "Shr", "Sar", "Imul", "Neg", "Not", "Call", "Ret",
     ] {
         assert!(inlined_mnemonics.contains(m), "the generator never produced {m}");
     }
