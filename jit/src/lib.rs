@@ -7,8 +7,9 @@
 //! (next RIP, RIP, the retired-instruction count, the end-of-block flag) done in generated code. Each
 //! instruction either calls the interpreter's own handler through [`call_handler`], or is one of the
 //! forms `lower.rs` restates in IR (register/immediate moves and ALU operations, LEA, shifts and
-//! rotates by an immediate, IMUL, and in 64-bit code the memory forms through an inline probe of the
-//! interpreter's TLB, PUSH/POP r64 and Jcc/JMP), each checked against the handler by
+//! rotates by an immediate, IMUL, NEG/NOT, SETcc/CMOVcc, and in 64-bit code the memory forms through
+//! an inline probe of the interpreter's TLB, PUSH/POP r64, Jcc/JMP and CALL/RET), each checked against
+//! the handler by
 //! `tests/differential.rs`. The ROM and Linux tests that compare the two engines check the bookkeeping.
 //!
 //! Within a block, guest registers and RFLAGS are Cranelift variables, written back before handler
@@ -20,8 +21,8 @@
 //! trampoline's address is an immediate) and copied into executable chunks of our own ([`arena`]).
 //! A translation is owned by the interpreter's block, so invalidating the block frees its code.
 //!
-//! What is not here yet: direct jumps between translations, inlined CALL/RET and string
-//! instructions, compilation on a second thread, the persistent translation cache.
+//! What is not here yet: direct jumps between translations, inlined string instructions,
+//! compilation on a second thread, the persistent translation cache.
 #![deny(missing_docs)]
 
 mod arena;
