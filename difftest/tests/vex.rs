@@ -113,3 +113,75 @@ fn jit_vs_native_vex_families() {
     assert!(report.is_clean(), "divergences between the host CPU and the JIT:\n{report}");
     assert_eq!(report.totals().unsupported, 0, "{report}");
 }
+
+fn f32x4(v: [u32; 4]) -> u128 {
+    v.iter().enumerate().fold(0, |acc, (k, &x)| acc | (u128::from(x) << (32 * k)))
+}
+
+/// `vdpps ymm0, ymm1, ymm2, 0xff` with exceptions unmasked: the host runs each stage (products, first
+/// sums, final sum) of both 128-bit lanes before the next, so a stage that faults in one lane reports
+/// the flags of that stage in both lanes, and an earlier-stage fault in the upper lane wins over a
+/// later-stage fault in the lower one. Each scenario fails if Ferrite handles the lanes one after the
+/// other.
+#[test]
+fn vdpps_ymm_stages_span_both_lanes() {
+    if !host_has_avx2() {
+        println!("skipped: the host CPU has no AVX2/FMA/F16C");
+        return;
+    }
+    const P100: u32 = 0x7180_0000; // 2^100: its square overflows exactly
+    const TENTH: u32 = 0x3dcc_cccd; // 0.1: its square is inexact
+    const ONE: u32 = 0x3f80_0000;
+    const INF: u32 = 0x7f80_0000;
+    const NINF: u32 = 0xff80_0000;
+    const BIG: u32 = 0x7f40_0000; // 1.5 * 2^127: the sum of two overflows
+    const DEN: u32 = 0x0000_0001;
+    // (name, mxcsr, lane 0 a, lane 0 b, lane 1 a, lane 1 b)
+    type Scenario = (&'static str, u32, [u32; 4], [u32; 4], [u32; 4], [u32; 4]);
+    let scenarios: [Scenario; 6] = [
+        ("overflow in lane 0, inexact in lane 1", 0x1b80, [P100, 0, 0, 0], [P100, 0, 0, 0], [TENTH; 4], [TENTH; 4]),
+        ("inexact in lane 0, overflow in lane 1", 0x1b80, [TENTH; 4], [TENTH; 4], [P100, 0, 0, 0], [P100, 0, 0, 0]),
+        (
+            "invalid sum in lane 0, overflowing product in lane 1",
+            0x1b00,
+            [INF, NINF, 0, 0],
+            [ONE, ONE, 0, 0],
+            [P100, 0, 0, 0],
+            [P100, 0, 0, 0],
+        ),
+        (
+            "overflowing sum in lane 0, inexact products in lane 1",
+            0x1b80,
+            [BIG, BIG, 0, 0],
+            [ONE, ONE, 0, 0],
+            [TENTH; 4],
+            [TENTH; 4],
+        ),
+        ("denormal operand in lane 1, overflow in lane 0", 0x1b80, [P100, 0, 0, 0], [P100, 0, 0, 0], [DEN, 0, 0, 0], [ONE; 4]),
+        ("overflowing sum in lane 1, no flags in lane 0", 0x1b80, [ONE; 4], [ONE; 4], [BIG, BIG, 0, 0], [ONE, ONE, 0, 0]),
+    ];
+    let code = [0xc4, 0xe3, 0x75, 0x40, 0xc2, 0xff];
+    let mut failures = Vec::new();
+    for (name, mxcsr, a0, b0, a1, b1) in scenarios {
+        let mut fp = FpState { mxcsr, ..FpState::default() };
+        fp.xmm[1] = f32x4(a0);
+        fp.xmm[2] = f32x4(b0);
+        fp.ymm_hi[1] = f32x4(a1);
+        fp.ymm_hi[2] = f32x4(b1);
+        let c = vex_case(&code, fp);
+        let n = NativeEngine::new().run(&c);
+        let i = InterpEngine::new().run(&c);
+        let (ns, is) = (n.state().expect("native ran"), i.state().expect("interp ran"));
+        println!(
+            "{name}: native mxcsr {:#x} {:?}, interp mxcsr {:#x} {:?}",
+            ns.fp.as_ref().unwrap().mxcsr,
+            ns.exception,
+            is.fp.as_ref().unwrap().mxcsr,
+            is.exception
+        );
+        if n != i {
+            failures.push(name);
+        }
+    }
+    assert!(failures.is_empty(), "host and interpreter differ: {failures:?}");
+}
