@@ -1512,9 +1512,7 @@ impl<'r> Builder<'r> {
         ins.set_memory_displacement64(if addr_bits == 32 { disp as i32 as u32 as u64 } else { disp as u64 });
         if addr_bits == 32 && self.mode == Mode::Long64 {
             // The 0x67 prefix comes from the 32-bit base register; with no base it must be asked for.
-            if base.is_none() {
-                return None;
-            }
+            base?;
         }
         Some(ins)
     }
