@@ -34,6 +34,7 @@ pub mod feat {
     pub const LEAF1_ECX: u32 = (1 << 0) // SSE3
         | (1 << 1) // PCLMULQDQ
         | (1 << 9) // SSSE3
+        | (1 << 12) // FMA
         | (1 << 13) // CMPXCHG16B
         | (1 << 19) // SSE4.1
         | (1 << 20) // SSE4.2
@@ -41,6 +42,8 @@ pub mod feat {
         | (1 << 23) // POPCNT
         | (1 << 25) // AES
         | (1 << 26) // XSAVE
+        | (1 << 28) // AVX
+        | (1 << 29) // F16C
         | (1 << 30) // RDRAND
         | (1 << 31); // hypervisor: a virtual CPU (no signature at 0x40000000: no paravirt interface)
     /// CPUID.1:ECX.OSXSAVE: not a constant feature, it reflects CR4.OSXSAVE (see [`super::cpuid_for`]).
@@ -48,6 +51,7 @@ pub mod feat {
     /// CPUID.7.0:EBX.
     pub const LEAF7_EBX: u32 = (1 << 0) // FSGSBASE
         | (1 << 3) // BMI1
+        | (1 << 5) // AVX2
         | (1 << 7) // SMEP
         | (1 << 8) // BMI2
         | (1 << 9) // ERMS
@@ -184,7 +188,8 @@ mod tests {
 
     #[test]
     fn simd_features_advertised() {
-        // MMX, SSE..SSE4.2, AES and PCLMULQDQ are implemented (exec/sse.rs); AVX is not.
+        // MMX, SSE..SSE4.2, AES and PCLMULQDQ are implemented (exec/sse.rs), AVX, AVX2, FMA and F16C
+        // too (exec/avx*.rs, with the XSAVE AVX component); OSXSAVE follows CR4 (not a constant bit).
         for (bit, name) in [(23, "MMX"), (25, "SSE"), (26, "SSE2")] {
             assert_ne!(feat::LEAF1_EDX & (1 << bit), 0, "{name}");
         }
@@ -193,9 +198,13 @@ mod tests {
         {
             assert_ne!(feat::LEAF1_ECX & (1 << bit), 0, "{name}");
         }
-        for (bit, name) in [(12, "FMA"), (27, "OSXSAVE"), (28, "AVX")] {
-            assert_eq!(feat::LEAF1_ECX & (1 << bit), 0, "{name}");
+        for (bit, name) in [(12, "FMA"), (28, "AVX"), (29, "F16C")] {
+            assert_ne!(feat::LEAF1_ECX & (1 << bit), 0, "{name}");
         }
+        assert_eq!(feat::LEAF1_ECX & (1 << 27), 0, "OSXSAVE");
+        assert_ne!(cpuid(7, 0, 0)[1] & (1 << 5), 0, "AVX2");
+        // The AVX state component is supported in XCR0 (bit 2), so a kernel that sees AVX can enable it.
+        assert_ne!(cpuid(0xd, 0, 0)[0] & 4, 0, "XCR0.AVX");
     }
 
     #[test]
