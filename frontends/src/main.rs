@@ -576,11 +576,12 @@ fn run(args: RunArgs) -> ExitCode {
         );
         if let Some(s) = m.engine().stats() {
             eprintln!("ferrite: {s}");
-            let inline = m.interp.inline_retired();
-            eprintln!(
-                "ferrite: {inline} retired instructions ran inline in generated code ({:.1}% of all)",
-                inline as f64 * 100.0 / m.cpu.icount.max(1) as f64
-            );
+            if let Some(inline) = m.interp().map(|i| i.inline_retired()) {
+                eprintln!(
+                    "ferrite: {inline} retired instructions ran inline in generated code ({:.1}% of all)",
+                    inline as f64 * 100.0 / m.cpu.icount.max(1) as f64
+                );
+            }
         }
         // The whole machine's state (CPU, devices, RAM): the same guest gives the same hash under every
         // instruction-counting engine.

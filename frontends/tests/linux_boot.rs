@@ -378,7 +378,7 @@ fn boot_and_check(accel: Accel) {
 fn linux_restored_mid_boot_matches_an_uninterrupted_boot() {
     const SAVE_AT: u64 = 800_000_000;
     const END: u64 = 1_600_000_000;
-    let (imgs, _) = prepared();
+    let (imgs, _, _) = prepared();
     let build = || {
         let out = Arc::new(Mutex::new(Vec::new()));
         let o2 = out.clone();
