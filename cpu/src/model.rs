@@ -317,6 +317,31 @@ impl CpuModel {
         self.regs[reg as usize] >> bit & 1 != 0
     }
 
+    /// The CR4 bits MOV to CR4 accepts on this model: `base` (the default model's set) without the
+    /// bits of features this model does not advertise, plus CR4.PCIDE when it advertises PCID.
+    pub fn cr4_valid(&self, base: u64) -> u64 {
+        use crate::state::cr4;
+        let mut v = base;
+        for (reg, bit, c) in [
+            (Reg::L1Edx, 3, cr4::PSE),
+            (Reg::L1Edx, 6, cr4::PAE),
+            (Reg::L1Edx, 13, cr4::PGE),
+            (Reg::L1Edx, 24, cr4::OSFXSR),
+            (Reg::L1Ecx, 26, cr4::OSXSAVE),
+            (Reg::L7Ebx, 0, cr4::FSGSBASE),
+            (Reg::L7Ebx, 7, cr4::SMEP),
+            (Reg::L7Ebx, 20, cr4::SMAP),
+        ] {
+            if !self.has(reg, bit) {
+                v &= !c;
+            }
+        }
+        if self.has(Reg::L1Ecx, 17) {
+            v |= cr4::PCIDE;
+        }
+        v
+    }
+
     /// Whether the named feature is advertised.
     pub fn has_named(&self, name: &str) -> bool {
         feature(name).is_some_and(|f| self.has(f.reg, f.bit))

@@ -1023,7 +1023,8 @@ fn mov_from_cr(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
     Ok(())
 }
 
-/// CR4 bits software may set (only features Ferrite implements and advertises).
+/// CR4 bits software may set on the default model (only features Ferrite implements and advertises;
+/// [`crate::model::CpuModel::cr4_valid`] adjusts them to a model).
 pub const CR4_VALID: u64 = cr4::TSD
     | cr4::DE
     | cr4::PSE
@@ -1061,6 +1062,10 @@ pub fn write_cr0(ctx: &mut Ctx<'_>, v: u64) -> Result<(), Fault> {
         }
         ctx.st.efer |= efer::LMA;
     }
+    if pg_off && ctx.st.cr4 & cr4::PCIDE != 0 {
+        // Paging cannot be turned off with PCIDs enabled (SDM MOV to CR0).
+        return Err(Fault::gp0());
+    }
     if pg_off && ctx.st.efer & efer::LMA != 0 {
         if ctx.st.mode() == Mode::Long64 {
             return Err(Fault::gp0());
@@ -1088,6 +1093,9 @@ fn mov_to_cr(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
             Ok(())
         }
         3 => {
+            // With CR4.PCIDE = 1, bit 63 asks to keep the PCID's TLB entries; it is not stored (and
+            // every entry is flushed anyway: the TLB is not tagged by PCID).
+            let v = if ctx.st.cr4 & cr4::PCIDE != 0 { v & !(1 << 63) } else { v };
             if ctx.st.efer & efer::LMA != 0 && v >> crate::cpuid::PHYS_ADDR_BITS != 0 {
                 return Err(Fault::gp0());
             }
@@ -1096,10 +1104,14 @@ fn mov_to_cr(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
             Ok(())
         }
         4 => {
-            if v & !CR4_VALID != 0 {
+            if v & !ctx.st.model.cr4_valid(CR4_VALID) != 0 {
                 return Err(Fault::gp0());
             }
             let old = ctx.st.cr4;
+            // PCIDE can be set only in IA-32e mode with CR3[11:0] = 0 (SDM MOV to CR4).
+            if v & !old & cr4::PCIDE != 0 && (ctx.st.efer & efer::LMA == 0 || ctx.st.cr3 & 0xfff != 0) {
+                return Err(Fault::gp0());
+            }
             if ctx.st.efer & efer::LMA != 0 && v & cr4::PAE == 0 {
                 return Err(Fault::gp0());
             }
