@@ -93,6 +93,11 @@ pub struct MachineConfig {
     /// Whose CPUs the interpreter copies where results are architecturally undefined (`--quirks`).
     /// Intel by default, as the CPUID vendor string says; the KVM engine runs on the host's CPU.
     pub quirks: cpu::Quirks,
+    /// The CPU model (`--cpu`): CPUID, which instructions exist, the vendor's differences. Kept in the
+    /// CPU state, so reset keeps it.
+    pub model: cpu::CpuModel,
+    /// Stop on an instruction Ferrite does not implement instead of raising #UD (`--strict`).
+    pub strict: bool,
 }
 
 /// A Linux kernel booted directly through the x86 boot protocol's 64-bit entry
@@ -132,6 +137,8 @@ impl MachineConfig {
             testdev: false,
             edu: false,
             quirks: cpu::Quirks::Intel,
+            model: cpu::CpuModel::ferrite(),
+            strict: false,
         }
     }
 }
@@ -356,12 +363,13 @@ impl Machine {
             Accel::Kvm => Engine::Kvm(Box::new(kvm::KvmEngine::new(&board).map_err(MachineError::Engine)?)),
         };
         let mut interp = Interpreter::new();
+        interp.strict = cfg.strict;
         if cfg.accel == Accel::Jit {
             let jit = jit::Jit::new().map_err(|e| MachineError::Engine(format!("jit: {e}")))?;
             interp.set_backend(Box::new(jit), cfg.jit_threshold);
         }
         Ok(Machine {
-            cpu: CpuState { quirks: cfg.quirks, ..CpuState::default() },
+            cpu: CpuState { quirks: cfg.quirks, ..CpuState::with_model(cfg.model) },
             interp,
             engine,
             board,
