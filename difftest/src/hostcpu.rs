@@ -126,6 +126,11 @@ impl HostFeatures {
             CpuidFeature::BMI2 => self.bmi2,
             CpuidFeature::ADX => self.adx,
             CpuidFeature::LZCNT => self.lzcnt,
+            // The system family's instructions fault at CPL 3 (or #UD where the CPU lacks them); either
+            // outcome is what the interpreter, running the `host-compatible` model, must reproduce.
+            CpuidFeature::RDPMC | CpuidFeature::MONITOR | CpuidFeature::SERIALIZE | CpuidFeature::INVPCID => {
+                true
+            }
             _ => false,
         }
     }

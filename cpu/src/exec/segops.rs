@@ -10,8 +10,9 @@
 //! followed by a 16-bit selector, load the segment register exactly as MOV Sreg does (every
 //! protected-mode check, #GP/#SS/#NP on the selector, the null-SS rules of each mode), and only then
 //! write the offset to the register, so a faulting load leaves both unchanged. LDS and LES do not
-//! exist in 64-bit mode (C4/C5 are VEX prefixes there). REX.W selects m16:64 on Intel and on the AMD
-//! Zen 4 this was checked on (older AMD parts ignored REX.W; Ferrite follows the current parts).
+//! exist in 64-bit mode (C4/C5 are VEX prefixes there). REX.W selects m16:64 (the SDM; checked
+//! natively on this project's Intel host, and by the differential tester). AMD's manual documents
+//! only the 16- and 32-bit offsets for these loads; Ferrite uses m16:64 for both vendors.
 //! LSS creates no interrupt shadow: the SDM (vol. 3A 6.8.3) gives the shadow to MOV SS and POP SS
 //! only, because LSS loads SS and the stack pointer in one instruction, which is why it exists.
 
