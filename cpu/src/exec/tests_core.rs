@@ -86,10 +86,10 @@ fn real_mode_interrupt_through_ivt() {
 
 #[test]
 fn unimplemented_instruction_raises_ud_by_default() {
-    // vzeroupper (AVX) is not implemented: by default it raises #UD (vector 6 through the IDT, which
-    // the long-mode test setup leaves empty, so the machine escalates), never runs as something else;
-    // `strict` stops instead (see tests_coverage).
-    let (_, _, exit) = run(TestMode::Long64, &[0xc5, 0xf8, 0x77], |_, _| {});
+    // vaddps zmm0, zmm1, zmm2 (AVX-512, EVEX) is not implemented: by default it raises #UD (vector 6
+    // through the IDT, which the long-mode test setup leaves empty, so the machine escalates), never
+    // runs as something else; `strict` stops instead (see tests_coverage).
+    let (_, _, exit) = run(TestMode::Long64, &[0x62, 0xf1, 0x74, 0x48, 0x58, 0xc2], |_, _| {});
     assert!(!matches!(exit, Exit::Stopped(crate::fault::Stop::Unimplemented(_))), "{exit:?}");
 }
 

@@ -224,11 +224,27 @@ fn max_runs_everything_implemented() {
     }
 }
 
-/// The default model changes nothing: the only handled codes it gates are the reasoned list.
+/// The AVX family (AVX, AVX2, FMA, F16C, and the VEX forms of AES/PCLMULQDQ): implemented and advertised
+/// by `max` and `host-compatible`, not yet by the default model (the CPUID Ferrite always presented), so
+/// #UD there as on a CPU without AVX.
+fn avx_family_only(m: &CpuModel, code: Code) -> bool {
+    use CpuidFeature as F;
+    let missing: Vec<CpuidFeature> =
+        features(code).into_iter().filter(|&f| !m.feature_available(f)).collect();
+    !missing.is_empty() && missing.iter().all(|f| matches!(f, F::AVX | F::AVX2 | F::FMA | F::F16C))
+}
+
+/// The default model changes nothing: the only handled codes it gates are the reasoned list and the
+/// AVX family.
 #[test]
 fn default_model_gates_only_the_listed_codes() {
     let m = CpuModel::ferrite();
-    let mut gated: Vec<Code> = Code::values().filter(|&c| implemented(c) && !m.allows(c)).collect();
+    let avx: Vec<Code> = Code::values().filter(|&c| implemented(c) && avx_family_only(&m, c)).collect();
+    assert!(avx.len() > 300, "the AVX family is implemented: {}", avx.len());
+    assert!(avx.iter().all(|c| c.encoding() == iced_x86::EncodingKind::VEX));
+    assert!(avx.iter().all(|&c| CpuModel::max().allows(c)), "max advertises the AVX family");
+    let mut gated: Vec<Code> =
+        Code::values().filter(|&c| implemented(c) && !m.allows(c) && !avx_family_only(&m, c)).collect();
     gated.sort_by_key(|c| *c as u32);
     let mut listed: Vec<Code> = DEFAULT_UD.iter().map(|e| e.0).collect();
     listed.sort_by_key(|c| *c as u32);
@@ -285,7 +301,8 @@ fn unadvertised_instructions_raise_ud_and_the_run_goes_on() {
     // End to end in real mode: the #UD handler (IVT vector 6) records the faulting IP and skips the
     // 4-byte RDPID; execution then reaches the HLT after it.
     let code = [0xf3, 0x0f, 0xc7, 0xf8, 0xbb, 0x34, 0x12, 0xf4]; // rdpid eax; mov bx, 0x1234; hlt
-    let (st, _, exit) = run(TestMode::Real, &code, |_, bus| {
+    let (st, _, exit) = run(TestMode::Real, &code, |st, bus| {
+        st.model = CpuModel::ferrite();
         bus.ram[6 * 4..6 * 4 + 4].copy_from_slice(&[0x00, 0x20, 0x00, 0x00]);
         // pop ax; add ax, 4; push ax; mov cx, ax; iret
         bus.ram[0x2000..0x200a]
@@ -296,23 +313,31 @@ fn unadvertised_instructions_raise_ud_and_the_run_goes_on() {
     assert_eq!(st.gpr[3] & 0xffff, 0x1234, "the run went on after the #UD");
 }
 
+/// vaddps zmm0, zmm1, zmm2 (AVX-512, EVEX): not implemented.
+const EVEX_VADDPS: [u8; 6] = [0x62, 0xf1, 0x74, 0x48, 0x58, 0xc2];
+
 /// Under `strict` an instruction Ferrite does not implement stops the machine with a report naming
-/// it; one it implements but the model lacks is still the model's #UD.
+/// it; one it implements but the model lacks (RDPID, VZEROUPPER on the default model) is still the
+/// model's #UD.
 #[test]
 fn strict_stops_on_unimplemented_only() {
-    let (exit, _) = trap(64, &[0xc5, 0xf8, 0x77], CpuModel::ferrite(), true);
+    let (exit, _) = trap(64, &EVEX_VADDPS, CpuModel::max(), true);
     match exit {
         Exit::Trapped(crate::fault::Fault::Stop(crate::fault::Stop::Unimplemented(s))) => {
-            assert!(s.contains("Vzeroupper"), "{s}")
+            assert!(s.contains("Vaddps"), "{s}")
         }
         e => panic!("unexpected {e:?}"),
     }
-    let (exit, _) = trap(64, &[0xf3, 0x0f, 0xc7, 0xf8], CpuModel::ferrite(), true);
-    assert_eq!(exit, Exit::Trapped(crate::fault::Fault::ud()));
+    let (exit, _) = trap(64, &EVEX_VADDPS, CpuModel::max(), false);
+    assert_eq!(exit, Exit::Trapped(crate::fault::Fault::ud()), "not strict: #UD");
+    for code in [&[0xf3, 0x0f, 0xc7, 0xf8][..], &[0xc5, 0xf8, 0x77]] {
+        let (exit, _) = trap(64, code, CpuModel::ferrite(), true);
+        assert_eq!(exit, Exit::Trapped(crate::fault::Fault::ud()), "{code:x?}");
+    }
     // Delivered (not trapped): the machine stops only under strict.
     let mut bus = TestBus::default();
     let mut st = cpu_in(TestMode::Long64, &mut bus);
-    bus.ram[CODE as usize..CODE as usize + 3].copy_from_slice(&[0xc5, 0xf8, 0x77]);
+    bus.ram[CODE as usize..CODE as usize + 6].copy_from_slice(&EVEX_VADDPS);
     let mut it = Interpreter::new();
     it.strict = true;
     assert!(matches!(it.run(&mut st, &mut bus, 100), Exit::Stopped(crate::fault::Stop::Unimplemented(_))));

@@ -68,7 +68,7 @@ fn parse_features_and_vendor() {
     // Errors: one line each, naming what is wrong.
     for (spec, want) in [
         ("pentium", "unknown CPU model"),
-        ("max,+avx", "does not implement"),
+        ("max,+sha-ni", "does not implement"),
         ("max,+x2apic", "does not implement"),
         ("max,+nosuch", "unknown CPU feature"),
         ("max,vendor=via", "unknown vendor"),
