@@ -303,8 +303,8 @@ impl CpuModel {
         let max = CpuModel::max();
         let host = host_regs();
         let mut regs = [0u32; 7];
-        for i in 0..7 {
-            regs[i] = max.regs[i] & host.0[i];
+        for (r, (m, h)) in regs.iter_mut().zip(max.regs.iter().zip(host.0.iter())) {
+            *r = m & h;
         }
         // Ferrite is a virtual CPU whatever the host says.
         regs[Reg::L1Ecx as usize] |= 1 << 31;

@@ -694,7 +694,7 @@ unsafe fn child_main(
         // A far-pointer load (LFS) in a case replaces FS and its base, which holds glibc's thread
         // pointer (and the stack-protector canary the harness's libc calls read): remember the base so
         // the signal handler can put it back.
-        if libc::syscall(libc::SYS_arch_prctl, ARCH_GET_FS, st(ST_FSBASE) as *mut u64) != 0 {
+        if libc::syscall(libc::SYS_arch_prctl, ARCH_GET_FS, st(ST_FSBASE)) != 0 {
             libc::_exit(106);
         }
 

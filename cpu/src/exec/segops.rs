@@ -716,7 +716,7 @@ mod far_pointer_tests {
             m.st.cpl = cpl;
             // The first 2 MiB become a user page so that CPL 3 can read the pointer.
             // (U at every level: the PML4 at PD - 0x2000, the PDPT at PD - 0x1000, and the PD.)
-            m.poke(PD - 0x2000, &(PD - 0x1000 | 7).to_le_bytes());
+            m.poke(PD - 0x2000, &((PD - 0x1000) | 7).to_le_bytes());
             m.poke(PD - 0x1000, &(PD | 7).to_le_bytes());
             m.poke(PD, &0x87u64.to_le_bytes());
             m.st.gpr[1] = 7;
