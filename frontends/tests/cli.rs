@@ -94,7 +94,7 @@ fn com2_output_goes_to_a_file() {
 fn bad_cpu_model_is_one_line() {
     for (spec, want) in [
         ("pentium", "unknown CPU model"),
-        ("max,+avx", "does not implement"),
+        ("max,+sha-ni", "does not implement"),
         ("qemu64,vendor=via", "vendor"),
     ] {
         let (code, _, err) = ferrite(&["run", "--cpu", spec]);
