@@ -186,6 +186,9 @@ pub struct Interpreter {
     pub trap_faults: bool,
     /// Return [`Exit::ReachedStop`] when RIP reaches this address (differential testing, debuggers).
     pub stop_at: Option<u64>,
+    /// Stop the machine on an instruction Ferrite has no handler for (`--strict`, for development)
+    /// instead of raising #UD as a CPU without it does (the default).
+    pub strict: bool,
     /// `icount` of the instruction after a MOV SS/POP SS whose debug traps wait until it completes
     /// (SDM Vol. 3A 6.8.3: the load of SS inhibits debug exceptions for one instruction), or `u64::MAX`.
     db_defer_icount: u64,
@@ -203,6 +206,7 @@ impl Default for Interpreter {
             jump: Vec::new(),
             decoded_blocks: 0,
             trap_faults: false,
+            strict: false,
             stop_at: None,
             db_defer_icount: u64::MAX,
             backend: None,
@@ -472,6 +476,11 @@ impl Interpreter {
                     self.mmu.debug.pending = 0;
                 }
                 self.db_defer_icount = u64::MAX;
+                // Without `strict`, an instruction Ferrite lacks is one this CPU does not have: #UD.
+                let f = match f {
+                    Fault::Stop(Stop::Unimplemented(_)) if !self.strict => Fault::ud(),
+                    f => f,
+                };
                 if self.trap_faults {
                     self.mmu.debug.pending = 0;
                     if matches!(f, Fault::Soft { .. }) {
@@ -722,7 +731,7 @@ pub(crate) fn decode_block(
         let handler = if i.is_invalid() {
             exec::handler_for(iced_x86::Code::INVALID)
         } else {
-            exec::handler_for(i.code())
+            exec::handler_for_model(i.code(), &ctx.st.model)
         };
         let asize = address_size(&buf[..len as usize], bits);
         let next_rip = rip.wrapping_add(len) & ip_mask;

@@ -94,11 +94,20 @@ pub enum Family {
     Fma,
     /// F16C.
     F16c,
+    /// LDS LES LSS LFS LGS: far pointers whose selector is one of Linux's user-visible GDT selectors
+    /// (or null, a kernel one, the TSS, an LDT or out-of-limit one), so every SDM check is exercised.
+    FarPtr,
+    /// System instructions a user-mode guest can reach, each of which faults at CPL 3 or where the CPU
+    /// lacks it: RDPMC (#GP with CR4.PCE clear), MONITOR/MWAIT (#UD at CPL 3), SERIALIZE and INVPCID
+    /// (#UD where absent, else #GP at CPL 3). The interpreter runs the `host-compatible` model, so it
+    /// must raise exactly what this CPU raises. RDPID is left out: it returns IA32_TSC_AUX, which
+    /// Linux sets to the number of whichever host CPU the sandbox runs on (unit tests cover it).
+    Sys,
 }
 
 impl Family {
     /// Every family: [`Family::INTEGER`], [`Family::FP_SIMD`], then [`Family::VEX`].
-    pub const ALL: [Family; 33] = [
+    pub const ALL: [Family; 35] = [
         Family::Alu,
         Family::Shift,
         Family::MulDiv,
@@ -132,6 +141,8 @@ impl Family {
         Family::Avx2,
         Family::Fma,
         Family::F16c,
+        Family::FarPtr,
+        Family::Sys,
     ];
 
     /// The VEX-encoded vector families (x86-64-v3): their cases carry an [`crate::FpState`] with YMM upper
@@ -212,6 +223,8 @@ impl Family {
             Family::Avx2 => "avx2",
             Family::Fma => "fma",
             Family::F16c => "f16c",
+            Family::FarPtr => "farptr",
+            Family::Sys => "sys",
         }
     }
 
@@ -328,6 +341,8 @@ impl Family {
             Family::Bswap => &[M::Bswap],
             Family::FlagOps => &[M::Sahf, M::Lahf, M::Clc, M::Stc, M::Cmc, M::Cld, M::Std],
             Family::Legacy => &[M::Into, M::Bound],
+            Family::FarPtr => &[M::Lds, M::Les, M::Lss, M::Lfs, M::Lgs],
+            Family::Sys => &[M::Rdpmc, M::Monitor, M::Mwait, M::Serialize, M::Invpcid],
             Family::X87
             | Family::Mmx
             | Family::Sse
@@ -351,7 +366,7 @@ impl Family {
 
     /// The integer family containing a mnemonic, if any.
     pub fn of_mnemonic(m: Mnemonic) -> Option<Family> {
-        Family::INTEGER.into_iter().find(|f| f.mnemonics().contains(&m))
+        Family::INTEGER.into_iter().chain([Family::FarPtr, Family::Sys]).find(|f| f.mnemonics().contains(&m))
     }
 
     /// The family of an encoding: FP/SIMD families by the encoding's CPUID features (legacy encodings only),
@@ -753,7 +768,8 @@ impl Generator {
             if fam.is_fp_simd() && fp_excluded(code.mnemonic()) {
                 continue;
             }
-            if op.is_privileged()
+            // The system family is there to compare the faults of privileged instructions at CPL 3.
+            if (op.is_privileged() && fam != Family::Sys)
                 || op.is_input_output()
                 || !op.op_kinds().iter().all(|&k| operand_supported(k) || vex_operand_supported(k))
             {
@@ -1637,6 +1653,23 @@ impl<'r> Builder<'r> {
         Some(ins)
     }
 
+    /// A far pointer of `size` bytes (offset of `size - 2` bytes, then a selector) for LDS..LGS.
+    fn far_pointer(&mut self, size: usize) -> Vec<u8> {
+        // Linux's GDT (see `interp::LINUX_GDT`) at CPL 3: null with every RPL; USER_DS 0x2b (and with
+        // RPL 0-2: fine for DS..GS, #GP for SS); USER32_CS 0x23 and USER_CS 0x33 (readable code: DS..GS
+        // only); kernel segments (DPL 0: #GP); the TSS (system: #GP); empty TLS entries; entry 7 (zero);
+        // LDT selectors (no LDT: #GP); beyond the GDT limit. CPUNODE (0x78-0x7f) is never used: its limit
+        // is the CPU number.
+        const SELECTORS: [u16; 24] = [
+            0x00, 0x01, 0x02, 0x03, 0x2b, 0x28, 0x29, 0x2a, 0x23, 0x33, 0x08, 0x0b, 0x10, 0x13, 0x18, 0x1b,
+            0x40, 0x38, 0x63, 0x6b, 0x2f, 0x04, 0x83, 0xfffb,
+        ];
+        let sel = if self.rng.chance(75) { 0x2b } else { *self.rng.pick(&SELECTORS) };
+        let mut v = edge_value(self.rng).to_le_bytes()[..size.saturating_sub(2).min(8)].to_vec();
+        v.extend_from_slice(&sel.to_le_bytes());
+        v
+    }
+
     fn imm_value(&mut self, fam: Family, k: K) -> u64 {
         if fam.is_fp_simd() {
             // Selector/control bytes: small values (lane selectors, rounding controls, string-compare
@@ -1685,6 +1718,10 @@ impl<'r> Builder<'r> {
                 }
                 if fam.is_fp_simd() {
                     let bytes = crate::fpvalues::memory_value(self.rng, op.memory_size());
+                    self.fills.push((self.last_target, bytes));
+                }
+                if fam == Family::FarPtr {
+                    let bytes = self.far_pointer(mem_size as usize);
                     self.fills.push((self.last_target, bytes));
                 }
                 has_mem = true;
@@ -1783,17 +1820,18 @@ impl<'r> Builder<'r> {
                 MemRegion { addr: LOW_DATA_ADDR, bytes: random_bytes(self.rng, LOW_DATA_SIZE as usize) },
             );
         }
-        // FP/SIMD cases only (drawn after everything else, so integer cases are unchanged): the chosen
-        // operand values in memory, and the initial x87/SSE state.
-        let fp = if self.fp_used {
-            for (addr, bytes) in &self.fills {
-                for r in data.iter_mut() {
-                    if *addr >= r.addr && addr + bytes.len() as u64 <= r.end() {
-                        let o = (addr - r.addr) as usize;
-                        r.bytes[o..o + bytes.len()].copy_from_slice(bytes);
-                    }
+        // The operand values chosen for memory (FP/SIMD values, far pointers; integer cases have none,
+        // so they are unchanged), then for FP/SIMD cases (drawn after everything else) the initial
+        // x87/SSE state.
+        for (addr, bytes) in &self.fills {
+            for r in data.iter_mut() {
+                if *addr >= r.addr && addr + bytes.len() as u64 <= r.end() {
+                    let o = (addr - r.addr) as usize;
+                    r.bytes[o..o + bytes.len()].copy_from_slice(bytes);
                 }
             }
+        }
+        let fp = if self.fp_used {
             let mut fp = crate::fpvalues::initial_state(self.rng, self.mode);
             if self.vex_used {
                 crate::fpvalues::upper_halves(&mut fp, self.rng, self.mode);
