@@ -1475,7 +1475,7 @@ impl<'r> Builder<'r> {
         let base_value = if base.is_some() { center.wrapping_sub(disp as u64) } else { 0 };
         let disp = if base.is_some() { disp } else { center as i64 };
         // Index elements: small offsets, or one element sent past the end of the region.
-        // VGATHERQPS/VPGATHERQD with a YMM index leave mask bits 191:128 in a Zen 4-specific state on a
+        // VGATHERQPS/VPGATHERQD with a YMM index leave mask bits 191:128 in a host-specific state on a
         // fault (the SDM only says "partially updated"): their elements stay in the region.
         let quirky = ibits == 64 && iy && ebits == 32;
         let faulting = if !quirky && self.rng.chance(10) { Some(self.rng.index(elems)) } else { None };

@@ -596,7 +596,7 @@ pub(super) fn maskmov_body(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> 
         if wrap { a & 0xffff_ffff } else { a }
     };
     if n == 16 {
-        // (V)MASKMOVDQU, measured on Zen 4 (`difftest/tests/vex.rs`, `vmaskmovdqu_fault_address`): the
+        // (V)MASKMOVDQU, measured on an Intel Xeon host (`difftest/tests/vex.rs`, `vmaskmovdqu_fault_address`): the
         // destination is checked as two 8-byte halves, the upper half first, whatever the mask (the SDM
         // lets an all-zero mask fault), before any byte is written.
         ctx.probe_write(byte(8), 8)?;
