@@ -20,9 +20,12 @@ fn default_model_is_the_old_cpuid() {
     assert_eq!(cpuid_model(&m, 1, 0, 0)[3], feat::LEAF1_EDX);
     assert_eq!(cpuid_model(&m, 7, 0, 0), [0, feat::LEAF7_EBX, 0, feat::LEAF7_EDX]);
     assert_eq!(cpuid_model(&m, 0x8000_0001, 0, 0), [0, 0, feat::EXT1_ECX, feat::EXT1_EDX]);
-    // And the CR4 bits it accepts are the ones MOV CR4 always accepted.
+    // And the CR4 bits it accepts are the ones MOV CR4 always accepted, plus VME and PVI now that
+    // virtual-8086 mode extensions are implemented and advertised.
     let base = crate::exec::system::CR4_VALID;
-    assert_eq!(m.cr4_valid(base), base);
+    use crate::state::cr4;
+    assert_eq!(m.cr4_valid(base), base | cr4::VME | cr4::PVI);
+    assert_eq!(CpuModel::qemu64().cr4_valid(base) & cr4::VME, 0, "qemu64 has no VME");
     // A reset CPU reports its model's signature in EDX.
     let st = crate::CpuState::with_model(CpuModel::qemu64());
     assert_eq!(st.gpr[2], 0x0006_0fb1);
