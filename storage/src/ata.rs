@@ -487,10 +487,15 @@ impl Drive {
         if matches!(xfer, Xfer::Pio { block: 0 }) {
             return Action::Error(error::ABRT); // MULTIPLE without SET MULTIPLE
         }
-        let (lba, count) = if ext { (Some(tf.lba48()), tf.count48()) } else { (self.lba28(tf), tf.count28()) };
+        let (lba, count) =
+            if ext { (Some(tf.lba48()), tf.count48()) } else { (self.lba28(tf), tf.count28()) };
         match lba {
             Some(lba) if self.in_range(lba, count) => {
-                if write { Action::Write { lba, count, xfer } } else { Action::Read { lba, count, xfer } }
+                if write {
+                    Action::Write { lba, count, xfer }
+                } else {
+                    Action::Read { lba, count, xfer }
+                }
             }
             _ => Action::Error(error::IDNF | error::ABRT),
         }
@@ -597,29 +602,43 @@ impl Drive {
         self.write_cache
     }
 
-    /// Reads whole sectors (disk: 512 bytes; CD-ROM: 2048) at `lba` into `buf`. Errors are the ATA
-    /// error register value.
-    pub fn read_sectors(&mut self, lba: u64, buf: &mut [u8]) -> Result<(), u8> {
-        let unit = if self.kind == DriveKind::Disk { SECTOR } else { CD_BLOCK };
+    /// Bytes per sector: 512 (disk) or 2048 (CD-ROM).
+    pub fn unit(&self) -> u64 {
+        if self.kind == DriveKind::Disk { SECTOR } else { CD_BLOCK }
+    }
+
+    /// Reads `buf.len()` bytes at byte offset `off` of the medium. Errors are the ATA error register
+    /// value (UNC for a host read error, ABRT without a medium).
+    pub fn read_at(&mut self, off: u64, buf: &mut [u8]) -> Result<(), u8> {
         let b = self.backend.as_mut().ok_or(error::ABRT)?;
-        let off = lba.checked_mul(unit).ok_or(error::IDNF)?;
         b.read(off, buf).map_err(|_| error::UNC)
     }
 
-    /// Writes whole sectors at `lba` (disk). With the write cache disabled the data is flushed
+    /// Writes `data` at byte offset `off` (disk). With the write cache disabled the data is flushed
     /// before the write completes.
-    pub fn write_sectors(&mut self, lba: u64, data: &[u8]) -> Result<(), u8> {
+    pub fn write_at(&mut self, off: u64, data: &[u8]) -> Result<(), u8> {
         let wc = self.write_cache;
         let b = self.backend.as_mut().ok_or(error::ABRT)?;
         if b.read_only() {
             return Err(error::ABRT);
         }
-        let off = lba.checked_mul(SECTOR).ok_or(error::IDNF)?;
         b.write(off, data).map_err(|_| error::ABRT)?;
         if !wc {
             b.flush().map_err(|_| error::ABRT)?;
         }
         Ok(())
+    }
+
+    /// Reads whole sectors at `lba` into `buf`.
+    pub fn read_sectors(&mut self, lba: u64, buf: &mut [u8]) -> Result<(), u8> {
+        let off = lba.checked_mul(self.unit()).ok_or(error::IDNF)?;
+        self.read_at(off, buf)
+    }
+
+    /// Writes whole sectors at `lba`.
+    pub fn write_sectors(&mut self, lba: u64, data: &[u8]) -> Result<(), u8> {
+        let off = lba.checked_mul(SECTOR).ok_or(error::IDNF)?;
+        self.write_at(off, data)
     }
 
     /// FLUSH CACHE: returns once the data is on stable storage.
@@ -708,7 +727,8 @@ mod tests {
         h.hob_lba_high = 0xFF;
         assert_eq!(d.decode(&h, false), Action::Error(error::IDNF | error::ABRT));
         // CHS: cylinder 0, head 1, sector 1 = LBA 63; sector 0 is invalid.
-        let mut c = TaskFile { command: cmd::READ_SECTORS, device: 0x01, lba_low: 1, count: 1, ..Default::default() };
+        let mut c =
+            TaskFile { command: cmd::READ_SECTORS, device: 0x01, lba_low: 1, count: 1, ..Default::default() };
         assert_eq!(d.decode(&c, false), Action::Read { lba: 63, count: 1, xfer: Xfer::Pio { block: 1 } });
         c.lba_low = 0;
         assert_eq!(d.decode(&c, false), Action::Error(error::IDNF | error::ABRT));

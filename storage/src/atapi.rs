@@ -265,9 +265,8 @@ impl Drive {
             return self.check(sense::ILLEGAL_REQUEST, 0x39, 0);
         }
         let error_recovery = [0x01u8, 0x06, 0, 5, 0, 0, 0, 0];
-        let capabilities = [
-            0x2Au8, 0x12, 0x3B, 0, 0x71, 0x60, 0x29, 0, 0x02, 0xC2, 0, 2, 0x02, 0, 0x02, 0xC2, 0, 0, 0, 0,
-        ];
+        let capabilities =
+            [0x2Au8, 0x12, 0x3B, 0, 0x71, 0x60, 0x29, 0, 0x02, 0xC2, 0, 2, 0x02, 0, 0x02, 0xC2, 0, 0, 0, 0];
         let mut d = vec![0u8; 8];
         d[2] = if self.has_media() { 0x01 } else { 0x70 }; // medium type: data CD / no disc
         match page {
@@ -371,11 +370,11 @@ mod tests {
         assert_eq!((i[0], i[1], i.len()), (5, 0x80, 36));
         assert_eq!(d.packet(&cdb(&[op::INQUIRY, 0, 0, 0, 5])), PacketResult::Data(i[..5].to_vec()));
         assert_eq!(d.packet(&cdb(&[op::TEST_UNIT_READY])), PacketResult::Done);
+        assert_eq!(d.packet(&cdb(&[op::READ_CAPACITY])), PacketResult::Data(vec![0, 0, 0, 99, 0, 0, 8, 0]));
         assert_eq!(
-            d.packet(&cdb(&[op::READ_CAPACITY])),
-            PacketResult::Data(vec![0, 0, 0, 99, 0, 0, 8, 0])
+            d.packet(&cdb(&[op::READ_10, 0, 0, 0, 0, 98, 0, 0, 2])),
+            PacketResult::Read { lba: 98, blocks: 2 }
         );
-        assert_eq!(d.packet(&cdb(&[op::READ_10, 0, 0, 0, 0, 98, 0, 0, 2])), PacketResult::Read { lba: 98, blocks: 2 });
         assert_eq!(d.packet(&cdb(&[op::READ_10, 0, 0, 0, 0, 99, 0, 0, 2])), PacketResult::Check(0x54));
         assert_eq!(sense_of(&mut d), [sense::ILLEGAL_REQUEST, asc::LBA_OUT_OF_RANGE, 0]);
         assert_eq!(sense_of(&mut d), [0, 0, 0], "REQUEST SENSE clears");
@@ -400,20 +399,32 @@ mod tests {
     #[test]
     fn toc_mode_sense_configuration() {
         let mut d = Drive::cdrom(Some(iso(300)), "CD");
-        let PacketResult::Data(t) = d.packet(&cdb(&[op::READ_TOC, 0, 0, 0, 0, 0, 0, 0, 100])) else { panic!() };
+        let PacketResult::Data(t) = d.packet(&cdb(&[op::READ_TOC, 0, 0, 0, 0, 0, 0, 0, 100])) else {
+            panic!()
+        };
         assert_eq!(t, vec![0, 18, 1, 1, 0, 0x14, 1, 0, 0, 0, 0, 0, 0, 0x16, 0xAA, 0, 0, 0, 0x01, 0x2C]);
-        let PacketResult::Data(m) = d.packet(&cdb(&[op::READ_TOC, 2, 0, 0, 0, 0, 0, 0, 100])) else { panic!() };
+        let PacketResult::Data(m) = d.packet(&cdb(&[op::READ_TOC, 2, 0, 0, 0, 0, 0, 0, 100])) else {
+            panic!()
+        };
         assert_eq!(&m[16..20], &[0, 0, 6, 0], "lead-out at 300 + 150 frames = 0:06:00");
-        let PacketResult::Data(s) = d.packet(&cdb(&[op::READ_TOC, 0, 1, 0, 0, 0, 0, 0, 12])) else { panic!() };
+        let PacketResult::Data(s) = d.packet(&cdb(&[op::READ_TOC, 0, 1, 0, 0, 0, 0, 0, 12])) else {
+            panic!()
+        };
         assert_eq!(s.len(), 12);
         assert!(matches!(d.packet(&cdb(&[op::READ_TOC, 0, 5, 0, 0, 0, 0, 0, 12])), PacketResult::Check(_)));
-        let PacketResult::Data(p) = d.packet(&cdb(&[op::MODE_SENSE_10, 0, 0x2A, 0, 0, 0, 0, 0, 64])) else { panic!() };
+        let PacketResult::Data(p) = d.packet(&cdb(&[op::MODE_SENSE_10, 0, 0x2A, 0, 0, 0, 0, 0, 64])) else {
+            panic!()
+        };
         assert_eq!((p[8], p[1] as usize + 2), (0x2A, p.len()));
-        let PacketResult::Data(all) = d.packet(&cdb(&[op::MODE_SENSE_10, 0, 0x3F, 0, 0, 0, 0, 0, 255])) else {
+        let PacketResult::Data(all) = d.packet(&cdb(&[op::MODE_SENSE_10, 0, 0x3F, 0, 0, 0, 0, 0, 255]))
+        else {
             panic!()
         };
         assert_eq!(all.len(), 8 + 8 + 20);
-        assert!(matches!(d.packet(&cdb(&[op::MODE_SENSE_10, 0, 0x05, 0, 0, 0, 0, 0, 64])), PacketResult::Check(_)));
+        assert!(matches!(
+            d.packet(&cdb(&[op::MODE_SENSE_10, 0, 0x05, 0, 0, 0, 0, 0, 64])),
+            PacketResult::Check(_)
+        ));
         let PacketResult::Data(g) = d.packet(&cdb(&[op::GET_CONFIGURATION, 0, 0, 0, 0, 0, 0, 1, 0])) else {
             panic!()
         };
@@ -438,7 +449,11 @@ mod tests {
         let gesn = cdb(&[op::GET_EVENT_STATUS, 1, 0, 0, 0x10, 0, 0, 0, 8]);
         assert_eq!(d.packet(&gesn), PacketResult::Data(vec![0, 6, 4, 0x10, 2, 2, 0, 0]), "new media");
         assert_eq!(d.packet(&gesn), PacketResult::Data(vec![0, 6, 4, 0x10, 0, 2, 0, 0]), "reported once");
-        assert_eq!(d.packet(&cdb(&[op::GET_EVENT_STATUS, 0, 0, 0, 0x10])), PacketResult::Check(0x54), "async");
+        assert_eq!(
+            d.packet(&cdb(&[op::GET_EVENT_STATUS, 0, 0, 0, 0x10])),
+            PacketResult::Check(0x54),
+            "async"
+        );
         assert_eq!(d.packet(&cdb(&[op::TEST_UNIT_READY])), PacketResult::Check(0x64), "unit attention");
         assert_eq!(sense_of(&mut d), [sense::UNIT_ATTENTION, asc::MEDIUM_CHANGED, 0]);
         assert_eq!(d.packet(&cdb(&[op::TEST_UNIT_READY])), PacketResult::Done);

@@ -239,10 +239,11 @@ fn snapshot_overlay(base: Access) -> io::Result<Access> {
     let storage = open_storage(&path, true);
     let _ = std::fs::remove_file(&path);
     let storage = storage?;
-    let q = Qcow2::<Box<dyn DynStorage>>::create_builder(storage).size(size).create_open(
-        DenyImplicitOpenGate::default(),
-        |image| Ok(Qcow2::<Box<dyn DynStorage>>::builder(image).backing(Some(base)).write(true)),
-    )?;
+    let q = Qcow2::<Box<dyn DynStorage>>::create_builder(storage)
+        .size(size)
+        .create_open(DenyImplicitOpenGate::default(), |image| {
+            Ok(Qcow2::<Box<dyn DynStorage>>::builder(image).backing(Some(base)).write(true))
+        })?;
     Ok(FormatAccess::new(q))
 }
 
@@ -264,7 +265,8 @@ impl ImageBackend {
         let access = open_format(p, format, write_file)
             .map_err(|e| format!("{shown}: cannot open as {}: {e}", format.name()))?;
         let access = if opts.snapshot && !opts.read_only {
-            snapshot_overlay(access).map_err(|e| format!("{shown}: cannot create the snapshot overlay: {e}"))?
+            snapshot_overlay(access)
+                .map_err(|e| format!("{shown}: cannot create the snapshot overlay: {e}"))?
         } else {
             access
         };

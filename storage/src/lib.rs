@@ -4,7 +4,10 @@
 pub mod ata;
 pub mod atapi;
 pub mod backend;
+pub mod dma;
+pub mod ide;
 pub mod lock;
 
 pub use ata::{Drive, DriveKind, TaskFile};
 pub use backend::{BlockBackend, ImageBackend, ImageFormat, ImageOptions, MemBackend, SECTOR};
+pub use ide::IdeController;

@@ -46,7 +46,9 @@ fn qemu_img_ok(args: &[&str]) {
 /// A deterministic pattern: each 512-byte sector starts with its number.
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
-        .map(|i| if i % 512 < 8 { ((i / 512) >> (8 * (i % 512))) as u8 } else { (i as u8).wrapping_mul(31) ^ seed })
+        .map(|i| {
+            if i % 512 < 8 { ((i / 512) >> (8 * (i % 512))) as u8 } else { (i as u8).wrapping_mul(31) ^ seed }
+        })
         .collect()
 }
 
@@ -154,7 +156,8 @@ fn qcow2_compressed_clusters_read() {
     qemu_img_ok(&["convert", "-c", "-f", "raw", "-O", "qcow2", s(&raw), s(&q)]);
     let qlen = std::fs::metadata(&q).unwrap().len();
     assert!(qlen < data.len() as u64, "the image really is compressed ({qlen} bytes)");
-    let mut b = ImageBackend::open(&ImageOptions { read_only: true, ..opts(&q, ImageFormat::Qcow2) }).unwrap();
+    let mut b =
+        ImageBackend::open(&ImageOptions { read_only: true, ..opts(&q, ImageFormat::Qcow2) }).unwrap();
     let mut back = vec![0u8; data.len()];
     b.read(0, &mut back).unwrap();
     assert_eq!(back, data);
@@ -227,7 +230,9 @@ fn snapshot_writes_are_dropped() {
             .unwrap()
             .filter_map(|e| e.ok())
             .filter(|e| {
-                e.file_name().to_string_lossy().starts_with(&format!("ferrite-snapshot-{}-", std::process::id()))
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(&format!("ferrite-snapshot-{}-", std::process::id()))
             })
             .collect();
         assert!(leftovers.is_empty(), "overlay files left behind: {leftovers:?}");
