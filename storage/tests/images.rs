@@ -34,8 +34,7 @@ impl Drop for TempDir {
 }
 
 fn qemu_img(args: &[&str]) -> std::process::Output {
-    let out = Command::new("qemu-img").args(args).output().expect("qemu-img runs");
-    out
+    Command::new("qemu-img").args(args).output().expect("qemu-img runs")
 }
 
 fn qemu_img_ok(args: &[&str]) {

@@ -237,7 +237,7 @@ fn pio_write_and_multiple() {
     b.lba28(0, 5, 2, cmd::WRITE_SECTORS);
     assert_eq!(b.inb(CTL), status::DRDY | status::DSC | status::DRQ, "first block requested at once");
     assert!(!b.irq(14), "without an interrupt");
-    b.out(DATA, &[0x11; 2].repeat(1)); // one word
+    b.out(DATA, &[0x11; 2]); // one word
     for _ in 1..256 {
         b.out(DATA, &[0x11, 0x11]);
     }
@@ -392,7 +392,8 @@ fn dma_read_and_write_with_prd_tables() {
 
 #[test]
 fn hostile_prd_tables() {
-    let cases: [(&str, Vec<(u32, u16, bool)>, u32, u8); 4] = [
+    type Case = (&'static str, Vec<(u32, u16, bool)>, u32, u8);
+    let cases: [Case; 4] = [
         ("table outside RAM", vec![], 0xFFF0_0000, BM_START | BM_WRITE_MEM),
         ("too short", vec![(0x2000, 512, true)], 0x1000, BM_START | BM_WRITE_MEM),
         ("buffer outside RAM", vec![(0xFFFF_0000, 1024, true)], 0x1000, BM_START | BM_WRITE_MEM),
