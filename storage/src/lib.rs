@@ -1,6 +1,7 @@
 //! Ferrite's storage layer.
 #![deny(missing_docs)]
 
+pub mod ahci;
 pub mod ata;
 pub mod atapi;
 pub mod backend;
@@ -8,6 +9,7 @@ pub mod dma;
 pub mod ide;
 pub mod lock;
 
+pub use ahci::Ahci;
 pub use ata::{Drive, DriveKind, TaskFile};
 pub use backend::{BlockBackend, ImageBackend, ImageFormat, ImageOptions, MemBackend, SECTOR};
 pub use ide::IdeController;
