@@ -5,6 +5,7 @@ pub mod ahci;
 pub mod ata;
 pub mod atapi;
 pub mod backend;
+pub mod config;
 pub mod dma;
 pub mod ide;
 pub mod lock;
