@@ -163,7 +163,9 @@ fn split_options(s: &str) -> Vec<String> {
         if c == ',' {
             if chars.peek() == Some(&',') {
                 chars.next();
-                out.last_mut().map(|p| p.push(','));
+                if let Some(p) = out.last_mut() {
+                    p.push(',');
+                }
             } else {
                 out.push(String::new());
             }
@@ -182,8 +184,11 @@ pub struct Controllers {
     pub ahci: Option<Ahci>,
 }
 
+/// Disks with their positions.
+pub type Placed<'a> = Vec<(usize, &'a DiskSpec)>;
+
 /// Where each disk goes: IDE positions 0-3 (channel * 2 + unit) and AHCI ports. Errors name the disk.
-pub fn assign(specs: &[DiskSpec]) -> Result<(Vec<(usize, &DiskSpec)>, Vec<(usize, &DiskSpec)>), String> {
+pub fn assign(specs: &[DiskSpec]) -> Result<(Placed<'_>, Placed<'_>), String> {
     let mut ide: [Option<&DiskSpec>; 4] = [None; 4];
     for s in specs.iter().filter(|s| s.index.is_some()) {
         let i = s.index.unwrap_or(0);
