@@ -31,6 +31,7 @@ use imago::{
 };
 
 use crate::lock::ImageLock;
+use crate::qcow2_guard::Qcow2Guard;
 
 /// Bytes in a disk sector.
 pub const SECTOR: u64 = 512;
@@ -182,6 +183,8 @@ pub struct ImageBackend {
     format: ImageFormat,
     read_only: bool,
     size: u64,
+    /// Crash ordering for a writable qcow2 file (not for the throw-away snapshot overlay).
+    guard: Option<Qcow2Guard>,
     /// Held for as long as the image is open.
     _lock: ImageLock,
 }
@@ -271,7 +274,12 @@ impl ImageBackend {
             access
         };
         let size = access.size();
-        Ok(ImageBackend { access, format, read_only: opts.read_only, size, _lock: lock })
+        let guard = if write_file && format == ImageFormat::Qcow2 {
+            Some(Qcow2Guard::open(p).map_err(|e| format!("{shown}: {e}"))?)
+        } else {
+            None
+        };
+        Ok(ImageBackend { access, format, read_only: opts.read_only, size, guard, _lock: lock })
     }
 
     /// The image's format.
@@ -299,7 +307,16 @@ impl BlockBackend for ImageBackend {
             return Err(read_only_error());
         }
         check_range(offset, data.len(), self.size)?;
-        self.access.write(data, offset)
+        let new_l2 = self.guard.as_ref().is_some_and(|g| g.touches_new_l2(offset, data.len()));
+        self.access.write(data, offset)?;
+        if let Some(g) = self.guard.as_mut() {
+            // See `qcow2_guard`: metadata imago wrote out of order gets its refcounts written now.
+            if new_l2 || g.grew_past_refblock()? {
+                self.access.flush()?;
+                g.mark(offset, data.len());
+            }
+        }
+        Ok(())
     }
 
     fn flush(&mut self) -> io::Result<()> {

@@ -9,6 +9,7 @@ pub mod config;
 pub mod dma;
 pub mod ide;
 pub mod lock;
+pub mod qcow2_guard;
 
 pub use ahci::Ahci;
 pub use ata::{Drive, DriveKind, TaskFile};
