@@ -9,11 +9,14 @@
 //!
 //! | Ports | Offset | Registers |
 //! |---|---|---|
-//! | 0x1F0-0x1F7 | 0x00-0x07 | primary command block: data, error/features, count, LBA low/mid/high, device, status/command |
-//! | 0x3F6 | 0x08 | primary alternate status / device control |
-//! | 0x170-0x177 | 0x10-0x17 | secondary command block |
-//! | 0x376 | 0x18 | secondary alternate status / device control |
-//! | BAR4 + 0..15 | 0x20-0x2F | bus master: per channel (+0 primary, +8 secondary) command, status, PRD table address |
+//! | BAR4 + 0..15 | 0x00-0x0F | bus master: per channel (+0 primary, +8 secondary) command, status, PRD table address |
+//! | 0x1F0-0x1F7 | 0x10-0x17 | primary command block: data, error/features, count, LBA low/mid/high, device, status/command |
+//! | 0x3F6 | 0x18 | primary alternate status / device control |
+//! | 0x170-0x177 | 0x20-0x27 | secondary command block |
+//! | 0x376 | 0x28 | secondary alternate status / device control |
+//!
+//! (The bus-master block sits at offset 0 so the PIIX3 function's BAR4 window, which the board routes
+//! with offsets from 0, lands on it.)
 //!
 //! Interrupts: ISA IRQ 14 (primary) and 15 (secondary), high while the selected device's INTRQ is
 //! pending and nIEN is clear; reading the status register (not the alternate one) or writing a command
@@ -39,12 +42,14 @@ use crate::ata::{Action, CD_BLOCK, Drive, DriveKind, TaskFile, Xfer, error, late
 use crate::atapi::PacketResult;
 use crate::dma::{DmaError, DmaMemory, Region, from_memory, to_memory};
 
-/// Offset of the secondary channel's command block.
-pub const SECONDARY: u16 = 0x10;
+/// Offset of the bus-master registers (the BAR4 window).
+pub const BUS_MASTER: u16 = 0x00;
+/// Offset of the primary channel's command block (ports 0x1F0-0x1F7).
+pub const PRIMARY: u16 = 0x10;
+/// Offset of the secondary channel's command block (ports 0x170-0x177).
+pub const SECONDARY: u16 = 0x20;
 /// Offset of a channel's control register (alternate status / device control) from its command block.
 pub const CONTROL: u16 = 0x08;
-/// Offset of the bus-master registers.
-pub const BUS_MASTER: u16 = 0x20;
 /// ISA IRQs of the two channels.
 pub const IRQS: [u32; 2] = [14, 15];
 
@@ -871,11 +876,9 @@ impl Device for IdeController {
         self.now = ctx.now;
         self.advance_to(ctx.now);
         match offset {
-            0x00..=0x07 => self.reg_read(0, offset, data),
-            0x08 => self.reg_read(0, 8, data),
-            0x10..=0x17 => self.reg_read(1, offset - 0x10, data),
-            0x18 => self.reg_read(1, 8, data),
-            0x20..=0x2F => self.bm_read(offset - 0x20, data),
+            0x00..=0x0F => self.bm_read(offset, data),
+            0x10..=0x18 => self.reg_read(0, offset - PRIMARY, data),
+            0x20..=0x28 => self.reg_read(1, offset - SECONDARY, data),
             _ => data.fill(0xFF),
         }
         self.sync_irqs(ctx.irq);
@@ -886,11 +889,9 @@ impl Device for IdeController {
         self.advance_to(ctx.now);
         let before = self.next_deadline();
         match offset {
-            0x00..=0x07 => self.reg_write(0, offset, data),
-            0x08 => self.reg_write(0, 8, data),
-            0x10..=0x17 => self.reg_write(1, offset - 0x10, data),
-            0x18 => self.reg_write(1, 8, data),
-            0x20..=0x2F => self.bm_write(offset - 0x20, data),
+            0x00..=0x0F => self.bm_write(offset, data),
+            0x10..=0x18 => self.reg_write(0, offset - PRIMARY, data),
+            0x20..=0x28 => self.reg_write(1, offset - SECONDARY, data),
             _ => {}
         }
         if self.next_deadline() != before {

@@ -4,15 +4,17 @@ use crate::backend::MemBackend;
 use crate::dma::TestMemory;
 use mmu::MachineRequests;
 
-const DATA: u16 = 0;
-const ERR: u16 = 1;
-const COUNT: u16 = 2;
-const LBAL: u16 = 3;
-const LBAM: u16 = 4;
-const LBAH: u16 = 5;
-const DEV: u16 = 6;
-const CMD: u16 = 7;
-const CTL: u16 = 8;
+// Primary channel registers; secondary ones are `S + reg`.
+const DATA: u16 = PRIMARY;
+const ERR: u16 = PRIMARY + 1;
+const COUNT: u16 = PRIMARY + 2;
+const LBAL: u16 = PRIMARY + 3;
+const LBAM: u16 = PRIMARY + 4;
+const LBAH: u16 = PRIMARY + 5;
+const DEV: u16 = PRIMARY + 6;
+const CMD: u16 = PRIMARY + 7;
+const CTL: u16 = PRIMARY + CONTROL;
+const S: u16 = SECONDARY - PRIMARY;
 const BM: u16 = BUS_MASTER;
 
 struct Bench {
@@ -141,14 +143,14 @@ fn signatures_absent_devices_and_empty_channel() {
     b.outb(CMD, cmd::IDENTIFY);
     b.settle();
     assert!(!b.irq(14), "commands to an absent device are ignored");
-    let s = SECONDARY;
+    let s = S;
     assert_eq!(b.inb(s + CMD), 0, "ATAPI devices post status 0 after reset");
     assert_eq!([b.inb(s + LBAM), b.inb(s + LBAH)], [0x14, 0xEB]);
     let mut empty = IdeController::new();
     let mut irq = IrqLevels::default();
     let mut req = MachineRequests::default();
     let mut v = [0u8];
-    empty.pio_read(&mut DeviceCtx { now: VirtTime(0), irq: &mut irq, requests: &mut req }, 7, &mut v);
+    empty.pio_read(&mut DeviceCtx { now: VirtTime(0), irq: &mut irq, requests: &mut req }, CMD, &mut v);
     assert_eq!(v[0], 0xFF, "no drives: floating bus");
 }
 
@@ -431,7 +433,7 @@ fn hostile_prd_tables() {
 }
 
 fn packet(b: &mut Bench, cdb: &[u8], limit: u16, dma: bool) {
-    let s = SECONDARY;
+    let s = S;
     b.outb(s + ERR, u8::from(dma));
     b.outb(s + LBAM, limit as u8);
     b.outb(s + LBAH, (limit >> 8) as u8);
@@ -448,7 +450,7 @@ fn packet(b: &mut Bench, cdb: &[u8], limit: u16, dma: bool) {
 #[test]
 fn atapi_pio_packets() {
     let mut b = Bench::new();
-    let s = SECONDARY;
+    let s = S;
     b.outb(s + CMD, cmd::IDENTIFY);
     b.settle();
     assert_eq!(b.inb(s + ERR), error::ABRT, "ATAPI aborts IDENTIFY");
@@ -501,7 +503,7 @@ fn atapi_pio_packets() {
 #[test]
 fn atapi_dma_read() {
     let mut b = Bench::new();
-    let s = SECONDARY;
+    let s = S;
     b.prd(0x1000, &[(0x8000, 4096, true)]);
     b.out(BM + 8 + 4, &0x1000u32.to_le_bytes());
     packet(&mut b, &[0x28, 0, 0, 0, 0, 3, 0, 0, 2], 0, true);
