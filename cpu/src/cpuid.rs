@@ -94,11 +94,15 @@ pub fn cpuid(leaf: u32, subleaf: u32, apic_id: u32) -> [u32; 4] {
         0 => [0xd, v(0), v(8), v(4)],
         1 => [SIGNATURE, (apic_id << 24) | (1 << 16) | (8 << 8), feat::LEAF1_ECX, feat::LEAF1_EDX],
         7 if subleaf == 0 => [0, feat::LEAF7_EBX, 0, feat::LEAF7_EDX],
-        // XSAVE: components x87 and SSE only, both in the 512-byte legacy region; 576-byte areas.
-        // Sub-leaf 1: XSAVEOPT, XSAVEC and XGETBV with ECX = 1; no XSAVES, no supervisor components.
+        // XSAVE: components x87 and SSE (the 512-byte legacy region) and AVX (YMM_Hi128, 256 bytes at
+        // offset 576): 576-byte areas with XCR0 = 3, 832 with XCR0 = 7 (EBX of sub-leaves 0 and 1 follow
+        // XCR0, see [`with_xcr0`]; here they are for XCR0's reset value). Sub-leaf 1: XSAVEOPT, XSAVEC and
+        // XGETBV with ECX = 1; no XSAVES, no supervisor components. The AVX component exists whether or
+        // not CPUID.1 advertises AVX (Linux enables only components whose feature is advertised).
         0xd => match subleaf {
-            0 => [crate::exec::fpstate::XCR0_SUPPORTED as u32, XSAVE_AREA, XSAVE_AREA, 0],
-            1 => [0b111, XSAVE_AREA, 0, 0],
+            0 => [crate::exec::fpstate::XCR0_SUPPORTED as u32, XSAVE_LEGACY, XSAVE_AREA, 0],
+            1 => [0b111, XSAVE_LEGACY, 0, 0],
+            2 => [crate::exec::fpstate::XSAVE_AVX_SIZE, crate::exec::fpstate::XSAVE_AVX_OFFSET, 0, 0],
             _ => [0, 0, 0, 0],
         },
         0x8000_0000 => [0x8000_0008, 0, 0, 0],
@@ -121,8 +125,19 @@ pub fn cpuid(leaf: u32, subleaf: u32, apic_id: u32) -> [u32; 4] {
     }
 }
 
-/// Size of the XSAVE area for every supported component (CPUID.0xD:EBX/ECX).
+/// Size of the XSAVE area for every supported component (CPUID.0xD.0:ECX).
 const XSAVE_AREA: u32 = crate::exec::fpstate::XSAVE_SIZE;
+/// Size of the XSAVE area for x87 and SSE (CPUID.0xD.0:EBX with XCR0 = 3).
+const XSAVE_LEGACY: u32 = crate::exec::fpstate::XSAVE_LEGACY_SIZE;
+
+/// CPUID result `r` for (`leaf`, `subleaf`) adjusted to the current XCR0: CPUID.0xD.0:EBX and
+/// CPUID.0xD.1:EBX give the area size for the enabled components.
+pub fn with_xcr0(mut r: [u32; 4], leaf: u32, subleaf: u32, xcr0: u64) -> [u32; 4] {
+    if leaf == 0xd && subleaf <= 1 {
+        r[1] = crate::exec::fpstate::xsave_size(xcr0);
+    }
+    r
+}
 
 /// CPUID as a CPU with control register 4 `cr4` sees it: CPUID.1:ECX.OSXSAVE reflects CR4.OSXSAVE.
 pub fn cpuid_for(leaf: u32, subleaf: u32, apic_id: u32, cr4: u64) -> [u32; 4] {
@@ -189,10 +204,15 @@ mod tests {
         assert_ne!(feat::LEAF1_ECX & (1 << 26), 0, "XSAVE");
         assert_eq!(feat::LEAF1_ECX & feat::OSXSAVE, 0, "OSXSAVE is not constant");
         assert!(cpuid(0, 0, 0)[0] >= 0xd);
-        // Leaf 0xD: x87 | SSE, 576-byte areas, XSAVEOPT/XSAVEC/XGETBV1, no XSAVES, no components >= 2.
-        assert_eq!(cpuid(0xd, 0, 0), [3, 576, 576, 0]);
+        // Leaf 0xD: x87 | SSE | AVX, 576-byte areas for XCR0 = 3 and 832 for XCR0 = 7 (EBX follows
+        // XCR0), the AVX component at 576, XSAVEOPT/XSAVEC/XGETBV1, no XSAVES, no components >= 3.
+        assert_eq!(cpuid(0xd, 0, 0), [7, 576, 832, 0]);
         assert_eq!(cpuid(0xd, 1, 0), [0b111, 576, 0, 0]);
-        for sub in 2..64 {
+        assert_eq!(with_xcr0(cpuid(0xd, 0, 0), 0xd, 0, 7), [7, 832, 832, 0]);
+        assert_eq!(with_xcr0(cpuid(0xd, 1, 0), 0xd, 1, 7), [0b111, 832, 0, 0]);
+        assert_eq!(with_xcr0(cpuid(0xd, 0, 0), 0xd, 0, 3), [7, 576, 832, 0]);
+        assert_eq!(cpuid(0xd, 2, 0), [256, 576, 0, 0]);
+        for sub in 3..64 {
             assert_eq!(cpuid(0xd, sub, 0), [0; 4], "sub-leaf {sub}");
         }
         assert_eq!(cpuid_for(1, 0, 0, 0)[2] & feat::OSXSAVE, 0);

@@ -409,6 +409,52 @@ pub struct CpuState {
     pub rng_state: u64,
     /// x87, MMX and SSE state (the FXSAVE image's contents, unpacked).
     pub fpu: FpuState,
+    /// The vector registers beyond XMM0-15's low 128 bits (AVX, and room for AVX-512).
+    pub vec: VecState,
+}
+
+/// The vector register file beyond [`FpuState::xmm`], laid out as the XSAVE components that hold it, so
+/// that XSAVE/XRSTOR copy fields and AVX-512 needs no change of layout:
+///
+/// | register bits | field | XSAVE component |
+/// |---|---|---|
+/// | 127:0 of (X/Y/Z)MM0-15 | [`FpuState::xmm`] | 1 (SSE) |
+/// | 255:128 of YMM0-15 | [`VecState::ymm_hi`] | 2 (YMM_Hi128) |
+/// | 511:256 of ZMM0-15 | [`VecState::zmm_hi256`] | 6 (ZMM_Hi256) |
+/// | 511:0 of ZMM16-31 | [`VecState::hi16_zmm`] | 7 (Hi16_ZMM) |
+/// | k0-k7 | [`VecState::k`] | 5 (opmask) |
+///
+/// Ferrite implements AVX/AVX2 today (XCR0 components 0-2); the AVX-512 fields exist so that a VEX
+/// instruction can zero "bits MAXVL-1:128" of its destination exactly as on a CPU with AVX-512, and stay
+/// zero until EVEX instructions are implemented.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[repr(C)]
+pub struct VecState {
+    /// Bits 255:128 of YMM0-YMM15.
+    pub ymm_hi: [u128; 16],
+    /// Bits 511:256 of ZMM0-ZMM15 (low 128 bits first).
+    pub zmm_hi256: [[u128; 2]; 16],
+    /// ZMM16-ZMM31, all 512 bits (low 128 bits first).
+    pub hi16_zmm: [[u128; 4]; 16],
+    /// Opmask registers k0-k7.
+    pub k: [u64; 8],
+}
+
+impl VecState {
+    /// Sets bits MAXVL-1:128 of vector register `i` (0-15) to zero: what every VEX.128 write does to its
+    /// destination, and VZEROUPPER to every register.
+    #[inline]
+    pub fn clear_above_128(&mut self, i: usize) {
+        let i = i & 15;
+        self.ymm_hi[i] = 0;
+        self.zmm_hi256[i] = [0; 2];
+    }
+
+    /// Sets bits MAXVL-1:256 of vector register `i` (0-15) to zero (a VEX.256 write).
+    #[inline]
+    pub fn clear_above_256(&mut self, i: usize) {
+        self.zmm_hi256[i & 15] = [0; 2];
+    }
 }
 
 /// x87/MMX/SSE register state. The x87 registers are stored as 80-bit values in physical register order
@@ -495,6 +541,7 @@ impl Default for CpuState {
             msr: Msrs::default(),
             rng_state: 0x243f_6a88_85a3_08d3,
             fpu: FpuState::default(),
+            vec: VecState::default(),
         };
         s.reset();
         s
@@ -531,6 +578,9 @@ impl CpuState {
         self.dr = [0, 0, 0, 0, 0xffff_0ff0, 0x400, 0xffff_0ff0, 0x400];
         self.xcr0 = 1;
         self.fpu = FpuState::default();
+        // RESET clears the upper halves too (SDM vol. 3 table 9-1: YMM/ZMM registers 0; INIT keeps them,
+        // but Ferrite's reset path is RESET).
+        self.vec = VecState::default();
         self.cpl = 0;
         self.halted = false;
         self.nmi_blocked = false;

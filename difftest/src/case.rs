@@ -379,6 +379,8 @@ pub struct FpState {
     pub mxcsr: u32,
     /// XMM0-XMM15 (little-endian lanes).
     pub xmm: [u128; 16],
+    /// Bits 255:128 of YMM0-YMM15 (the XSAVE AVX component; zero in cases without VEX instructions).
+    pub ymm_hi: [u128; 16],
 }
 
 /// MXCSR bits a case may set (MXCSR_MASK of every SSE2-capable CPU with DAZ: 0xFFFF).
@@ -387,7 +389,15 @@ pub const MXCSR_VALID: u32 = 0xFFFF;
 impl Default for FpState {
     /// The state after FNINIT and with MXCSR at its reset value: FCW 0x037F, empty stack, MXCSR 0x1F80.
     fn default() -> Self {
-        FpState { fcw: 0x037F, fsw: 0, ftw: 0, st: [[0; 10]; 8], mxcsr: 0x1F80, xmm: [0; 16] }
+        FpState {
+            fcw: 0x037F,
+            fsw: 0,
+            ftw: 0,
+            st: [[0; 10]; 8],
+            mxcsr: 0x1F80,
+            xmm: [0; 16],
+            ymm_hi: [0; 16],
+        }
     }
 }
 
@@ -432,7 +442,8 @@ impl FpState {
         b
     }
 
-    /// Parses an FXSAVE image (either format; only the fields of [`FpState`] are read).
+    /// Parses an FXSAVE image (either format; only the fields of [`FpState`] are read; `ymm_hi` is
+    /// zero).
     pub fn from_fxsave(b: &[u8; 512]) -> FpState {
         let mut st = [[0u8; 10]; 8];
         for (i, r) in st.iter_mut().enumerate() {
@@ -449,11 +460,12 @@ impl FpState {
             st,
             mxcsr: u32::from_le_bytes(b[24..28].try_into().expect("4 bytes")),
             xmm,
+            ymm_hi: [0; 16],
         }
     }
 
     /// Names of the differing fields under the comparison rules: FCW, FSW, abridged FTW, MXCSR, every XMM
-    /// register, and the ST(i) registers that are non-empty on both sides (an emptiness mismatch already
+    /// register and YMM upper half, and the ST(i) registers that are non-empty on both sides (an emptiness mismatch already
     /// shows in the tag word).
     pub fn diff(&self, other: &FpState) -> Vec<String> {
         let mut d = Vec::new();
@@ -477,6 +489,11 @@ impl FpState {
         for i in 0..16 {
             if self.xmm[i] != other.xmm[i] {
                 d.push(format!("xmm{i}"));
+            }
+        }
+        for i in 0..16 {
+            if self.ymm_hi[i] != other.ymm_hi[i] {
+                d.push(format!("ymm{i}_hi"));
             }
         }
         d

@@ -225,3 +225,12 @@ pub fn initial_state(rng: &mut Rng, mode: Mode) -> FpState {
     }
     fp
 }
+
+/// Random bits 255:128 for the YMM registers a case's mode can name (VEX cases only, drawn after
+/// [`initial_state`] so that the other FP cases of a seed are unchanged).
+pub fn upper_halves(fp: &mut FpState, rng: &mut Rng, mode: Mode) {
+    let n = if mode == Mode::Long64 { 16 } else { 8 };
+    for y in fp.ymm_hi.iter_mut().take(n) {
+        *y = if rng.chance(10) { 0 } else { vector_value(rng) };
+    }
+}

@@ -86,11 +86,19 @@ pub enum Family {
     Aes,
     /// PCLMULQDQ.
     Pclmul,
+    /// AVX (VEX-encoded; the VEX.128 AES and PCLMULQDQ forms too).
+    Avx,
+    /// AVX2.
+    Avx2,
+    /// FMA.
+    Fma,
+    /// F16C.
+    F16c,
 }
 
 impl Family {
-    /// Every family: [`Family::INTEGER`] then [`Family::FP_SIMD`].
-    pub const ALL: [Family; 29] = [
+    /// Every family: [`Family::INTEGER`], [`Family::FP_SIMD`], then [`Family::VEX`].
+    pub const ALL: [Family; 33] = [
         Family::Alu,
         Family::Shift,
         Family::MulDiv,
@@ -120,7 +128,15 @@ impl Family {
         Family::Sse42,
         Family::Aes,
         Family::Pclmul,
+        Family::Avx,
+        Family::Avx2,
+        Family::Fma,
+        Family::F16c,
     ];
+
+    /// The VEX-encoded vector families (x86-64-v3): their cases carry an [`crate::FpState`] with YMM upper
+    /// halves. Selected with `--families vex`.
+    pub const VEX: [Family; 4] = [Family::Avx, Family::Avx2, Family::Fma, Family::F16c];
 
     /// The families with x87, MMX or SSE instructions: their cases carry an [`crate::FpState`].
     pub const FP_SIMD: [Family; 9] = [
@@ -192,12 +208,16 @@ impl Family {
             Family::Sse42 => "sse42",
             Family::Aes => "aes",
             Family::Pclmul => "pclmul",
+            Family::Avx => "avx",
+            Family::Avx2 => "avx2",
+            Family::Fma => "fma",
+            Family::F16c => "f16c",
         }
     }
 
     /// Whether the family's cases carry FP/SIMD state.
     pub fn is_fp_simd(self) -> bool {
-        Family::FP_SIMD.contains(&self)
+        Family::FP_SIMD.contains(&self) || Family::VEX.contains(&self)
     }
 
     /// The mnemonics that make up an integer family (empty for the FP/SIMD families, which are defined by
@@ -316,7 +336,11 @@ impl Family {
             | Family::Sse41
             | Family::Sse42
             | Family::Aes
-            | Family::Pclmul => &[],
+            | Family::Pclmul
+            | Family::Avx
+            | Family::Avx2
+            | Family::Fma
+            | Family::F16c => &[],
         }
     }
 
@@ -333,7 +357,7 @@ impl Family {
     /// The family of an encoding: FP/SIMD families by the encoding's CPUID features (legacy encodings only),
     /// integer families by mnemonic.
     pub fn of_code(code: Code) -> Option<Family> {
-        fp_family_of(code).or_else(|| Family::of_mnemonic(code.mnemonic()))
+        fp_family_of(code).or_else(|| vex_family_of(code)).or_else(|| Family::of_mnemonic(code.mnemonic()))
     }
 }
 
@@ -380,6 +404,43 @@ fn fp_family_of(code: Code) -> Option<Family> {
     Some(fam)
 }
 
+/// VEX family of an encoding: AVX, AVX2, FMA or F16C by its CPUID features (the same set the
+/// interpreter's AVX family handles, `cpu::exec::avx::is_avx_code`).
+fn vex_family_of(code: Code) -> Option<Family> {
+    use iced_x86::CpuidFeature as F;
+    if !cpu::exec::avx::is_avx_code(code) {
+        return None;
+    }
+    let feats = code.cpuid_features();
+    Some(if feats.contains(&F::FMA) {
+        Family::Fma
+    } else if feats.contains(&F::F16C) {
+        Family::F16c
+    } else if feats.contains(&F::AVX2) {
+        Family::Avx2
+    } else {
+        Family::Avx
+    })
+}
+
+/// The VEX operand kinds the generator fills (vector registers, VEX.vvvv, the is4 register).
+fn vex_operand_supported(k: K) -> bool {
+    matches!(k, K::ymm_reg | K::ymm_rm | K::ymm_or_mem | K::xmm_vvvv | K::ymm_vvvv | K::xmm_is4 | K::ymm_is4)
+}
+
+/// A vector register for a VEX operand kind, if `k` is one.
+fn vex_register(rng: &mut Rng, mode: Mode, k: K) -> Option<Register> {
+    let n = if mode == Mode::Long64 { 16 } else { 8 };
+    let i = rng.below(n) as usize;
+    match k {
+        K::xmm_vvvv | K::xmm_is4 => Some(xmm_register(i)),
+        K::ymm_reg | K::ymm_rm | K::ymm_or_mem | K::ymm_vvvv | K::ymm_is4 => {
+            Some(Register::try_from(Register::YMM0 as usize + i).unwrap_or(Register::YMM0))
+        }
+        _ => None,
+    }
+}
+
 /// Encodings of the FP/SIMD families that the generator leaves out: the FPU environment and state images
 /// (they hold FIP/FDP/FCS/FDS, which are not modelled in the comparison), FLDCW (a random control word would
 /// unmask x87 exceptions), the WAIT-prefixed forms, the memory-ordering and cache hints, and the
@@ -409,6 +470,7 @@ fn fp_excluded(m: Mnemonic) -> bool {
             | M::Fsetpm
             | M::Maskmovq
             | M::Maskmovdqu
+            | M::Vmaskmovdqu
             | M::Prefetchnta
             | M::Prefetcht0
             | M::Prefetcht1
@@ -669,7 +731,7 @@ impl Generator {
             }
             if op.is_privileged()
                 || op.is_input_output()
-                || !op.op_kinds().iter().all(|&k| operand_supported(k))
+                || !op.op_kinds().iter().all(|&k| operand_supported(k) || vex_operand_supported(k))
             {
                 continue;
             }
@@ -755,6 +817,7 @@ impl Generator {
             if let Some(k) = b.emit(code, fam) {
                 insn_families.extend(std::iter::repeat_n(fam, k));
                 b.fp_used |= fam.is_fp_simd();
+                b.vex_used |= Family::VEX.contains(&fam);
             }
         }
         let insn_offsets = b.offsets.clone();
@@ -777,6 +840,8 @@ struct Builder<'r> {
     info: InstructionInfoFactory,
     /// An FP/SIMD instruction was emitted: the case gets an initial FP state.
     fp_used: bool,
+    /// A VEX instruction was emitted: the initial FP state gets random YMM upper halves.
+    vex_used: bool,
     /// Initial memory contents chosen for FP/SIMD memory operands: (address, bytes).
     fills: Vec<(u64, Vec<u8>)>,
     /// Address the last memory operand was aimed at.
@@ -850,6 +915,7 @@ impl<'r> Builder<'r> {
             rflags: 0,
             info: InstructionInfoFactory::new(),
             fp_used: false,
+            vex_used: false,
             fills: Vec::new(),
             last_target: 0,
         };
@@ -1425,13 +1491,19 @@ impl<'r> Builder<'r> {
             };
             let may_mem = matches!(
                 k,
-                K::r8_or_mem | K::r16_or_mem | K::r32_or_mem | K::r64_or_mem | K::xmm_or_mem | K::mm_or_mem
+                K::r8_or_mem
+                    | K::r16_or_mem
+                    | K::r32_or_mem
+                    | K::r64_or_mem
+                    | K::xmm_or_mem
+                    | K::mm_or_mem
+                    | K::ymm_or_mem
             );
             if k == K::mem || (may_mem && self.rng.chance(45)) {
                 ins.set_op_kind(n, OpKind::Memory);
                 let align = match code {
                     Code::Cmpxchg16b_m128 => 16,
-                    _ if fam.is_fp_simd() => mem_size.clamp(1, 16),
+                    _ if fam.is_fp_simd() => mem_size.clamp(1, 32),
                     _ => mem_size.clamp(1, 8),
                 };
                 if !self.memory(&mut ins, mem_size, align, fam == Family::Lea) {
@@ -1452,7 +1524,7 @@ impl<'r> Builder<'r> {
                 K::mm_reg | K::mm_rm | K::mm_or_mem => Some(mm_register(self.rng.below(8) as usize)),
                 K::st0 => Some(Register::ST0),
                 K::sti_opcode => Some(st_register(self.rng.below(8) as usize)),
-                _ => None,
+                _ => vex_register(self.rng, self.mode, k),
             };
             if let Some(r) = vec_reg {
                 ins.set_op_kind(n, OpKind::Register);
@@ -1548,7 +1620,11 @@ impl<'r> Builder<'r> {
                     }
                 }
             }
-            Some(crate::fpvalues::initial_state(self.rng, self.mode))
+            let mut fp = crate::fpvalues::initial_state(self.rng, self.mode);
+            if self.vex_used {
+                crate::fpvalues::upper_halves(&mut fp, self.rng, self.mode);
+            }
+            Some(fp)
         } else {
             None
         };

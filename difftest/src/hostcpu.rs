@@ -37,6 +37,14 @@ pub struct HostFeatures {
     pub aes: bool,
     /// PCLMULQDQ (leaf 1 ECX bit 1).
     pub pclmul: bool,
+    /// AVX, with the OS having enabled the YMM state (leaf 1 ECX bits 28 and 27, XCR0[2:1]).
+    pub avx: bool,
+    /// AVX2 (leaf 7 EBX bit 5; needs `avx`).
+    pub avx2: bool,
+    /// FMA (leaf 1 ECX bit 12; needs `avx`).
+    pub fma: bool,
+    /// F16C (leaf 1 ECX bit 29; needs `avx`).
+    pub f16c: bool,
 }
 
 impl HostFeatures {
@@ -68,6 +76,10 @@ impl HostFeatures {
             sse42: bit(l1.ecx, 20),
             aes: bit(l1.ecx, 25),
             pclmul: bit(l1.ecx, 1),
+            avx: std::arch::is_x86_feature_detected!("avx"),
+            avx2: std::arch::is_x86_feature_detected!("avx2"),
+            fma: std::arch::is_x86_feature_detected!("fma"),
+            f16c: std::arch::is_x86_feature_detected!("f16c"),
         }
     }
 
@@ -90,6 +102,10 @@ impl HostFeatures {
             sse42: true,
             aes: true,
             pclmul: true,
+            avx: true,
+            avx2: true,
+            fma: true,
+            f16c: true,
         }
     }
 
@@ -126,6 +142,10 @@ impl HostFeatures {
             CpuidFeature::BMI2 => self.bmi2,
             CpuidFeature::ADX => self.adx,
             CpuidFeature::LZCNT => self.lzcnt,
+            CpuidFeature::AVX => self.avx,
+            CpuidFeature::AVX2 => self.avx && self.avx2,
+            CpuidFeature::FMA => self.avx && self.fma,
+            CpuidFeature::F16C => self.avx && self.f16c,
             _ => false,
         }
     }

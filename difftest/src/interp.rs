@@ -188,6 +188,12 @@ fn build(case: &Case) -> (SparseBus, CpuState, Vec<Vec<u64>>) {
     st.rip = case.regs.rip;
     st.rflags = (case.regs.rflags | flags::FIXED1) & !flags::RF;
     st.fpu = fp_to_fpu(&case.fp.unwrap_or_default());
+    st.vec.ymm_hi = case.fp.unwrap_or_default().ymm_hi;
+    if crate::native::host_avx() {
+        // As Linux runs processes on an AVX host: XSAVE enabled with the x87, SSE and AVX components.
+        st.cr4 |= cr4::OSXSAVE;
+        st.xcr0 = 7;
+    }
     (bus, st, regions)
 }
 
@@ -239,7 +245,7 @@ impl Engine for InterpEngine {
             })
             .collect();
         let rip = if case.mode == Mode::Compat32 { st.rip & 0xffff_ffff } else { st.rip };
-        let fp = case.fp.map(|_| fpu_to_fp(&st.fpu));
+        let fp = case.fp.map(|_| FpState { ymm_hi: st.vec.ymm_hi, ..fpu_to_fp(&st.fpu) });
         Outcome::Ran(FinalState { gprs: st.gpr, rip, rflags: st.rflags & !flags::RF, data, exception, fp })
     }
 }
@@ -297,5 +303,5 @@ pub fn fpu_to_fp(f: &FpuState) -> FpState {
             ftw |= 1 << p;
         }
     }
-    FpState { fcw: f.fcw, fsw: f.fsw, ftw, st, mxcsr: f.mxcsr, xmm: f.xmm }
+    FpState { fcw: f.fcw, fsw: f.fsw, ftw, st, mxcsr: f.mxcsr, xmm: f.xmm, ymm_hi: [0; 16] }
 }

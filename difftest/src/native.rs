@@ -76,6 +76,20 @@ const ST_ENTRY32: u64 = 0x1D8;
 const ST_FXIN: u64 = 0x200; // 512-byte FXRSTOR image (16-byte aligned)
 const ST_FXOUT: u64 = 0x400; // 512-byte FXSAVE image copied out of the signal frame
 const FX_SIZE: usize = 512;
+const ST_YMMIN: u64 = 0x600; // 16 x 16 bytes: bits 255:128 of YMM0-15 loaded at entry
+const ST_YMMOUT: u64 = 0x700; // 16 x 16 bytes: the same copied out of the signal frame
+const YMM_SIZE: usize = 256;
+/// Offset of the AVX component (YMM_Hi128) in the standard-format XSAVE area of a signal frame
+/// (CPUID.(EAX=0DH,ECX=2):EBX on every CPU with AVX).
+const XSAVE_YMM_OFFSET: usize = 576;
+/// `fpx_sw_bytes.magic1` at byte 464 of the frame's FP area when it holds an XSAVE image.
+const FP_XSTATE_MAGIC1: u32 = 0x4650_5853;
+
+/// Whether this host runs AVX instructions (CPU and OS): the native engine then loads and reports the
+/// YMM upper halves, and the interpreter engine runs with CR4.OSXSAVE = 1 and XCR0 = 7 as Linux does.
+pub fn host_avx() -> bool {
+    std::arch::is_x86_feature_detected!("avx")
+}
 
 const USER_CS64: u64 = 0x33;
 const USER_CS32: u64 = 0x23;
@@ -110,6 +124,8 @@ struct ShmHeader {
     cs: u64,
     fp_in: [u8; FX_SIZE],
     fp_out: [u8; FX_SIZE],
+    ymm_in: [u8; YMM_SIZE],
+    ymm_out: [u8; YMM_SIZE],
 }
 
 const STATUS_OK: u32 = 0;
@@ -152,12 +168,31 @@ fn entry_prologue(out: &mut Vec<u8>) {
     // which the handler resets to the ABI's initial control words).
     out.extend_from_slice(&[0x48, 0x0F, 0xAE, 0x0C, 0x25]);
     out.extend_from_slice(&((STATE_ADDR + ST_FXIN) as u32).to_le_bytes());
+    if host_avx() {
+        load_ymm_upper(out);
+    }
     // mov rsp, imm32 (sign-extended; the address is below 2 GiB)
     out.extend_from_slice(&[0x48, 0xC7, 0xC4]);
     out.extend_from_slice(&((STATE_ADDR + ST_RFLAGS) as u32).to_le_bytes());
     out.push(0x9D); // popfq
     for r in 0..16u8 {
         load_abs(out, r, STATE_ADDR + ST_GPRS + 8 * r as u64);
+    }
+}
+
+/// `vinserti128 ymmN, ymmN, [disp32], 1` for N = 0..15: bits 255:128 of every YMM register from the
+/// state block (VEX.256.66.0F3A.W0 38 /r ib, three-byte VEX form).
+fn load_ymm_upper(out: &mut Vec<u8>) {
+    for r in 0..16u8 {
+        let nr = !r & 15;
+        out.push(0xC4);
+        out.push(((nr >> 3) << 7) | 0x60 | 0x03); // R̄, X̄ = 1, B̄ = 1, map 0F3A
+        out.push((nr << 3) | 0x04 | 0x01); // W0, vvvv = N̄, L = 1, pp = 66
+        out.push(0x38);
+        out.push(((r & 7) << 3) | 4);
+        out.push(0x25);
+        out.extend_from_slice(&((STATE_ADDR + ST_YMMIN + 16 * r as u64) as u32).to_le_bytes());
+        out.push(1);
     }
 }
 
@@ -373,7 +408,12 @@ impl NativeEngine {
             cs: 0,
             fp_in: case.fp.unwrap_or_default().to_fxsave(),
             fp_out: [0; FX_SIZE],
+            ymm_in: [0; YMM_SIZE],
+            ymm_out: [0; YMM_SIZE],
         };
+        for (i, x) in case.fp.unwrap_or_default().ymm_hi.iter().enumerate() {
+            hdr.ymm_in[16 * i..16 * i + 16].copy_from_slice(&x.to_le_bytes());
+        }
         for (i, r) in case.data.iter().enumerate() {
             hdr.regions[i] = [r.addr, r.bytes.len() as u64];
         }
@@ -453,7 +493,13 @@ fn decode_result(case: &Case, out: &ShmHeader, data: Vec<MemRegion>) -> Outcome 
         }
         rip &= 0xFFFF_FFFF;
     }
-    let fp = case.fp.map(|_| crate::case::FpState::from_fxsave(&out.fp_out));
+    let fp = case.fp.map(|_| {
+        let mut ymm_hi = [0u128; 16];
+        for (i, y) in ymm_hi.iter_mut().enumerate() {
+            *y = u128::from_le_bytes(out.ymm_out[16 * i..16 * i + 16].try_into().expect("16 bytes"));
+        }
+        crate::case::FpState { ymm_hi, ..crate::case::FpState::from_fxsave(&out.fp_out) }
+    });
     let vector = out.trapno as u8;
     let signo = out.signo as libc::c_int;
     if signo == libc::SIGTRAP && vector == 3 && rip == case.code_end() + 1 {
@@ -579,6 +625,18 @@ extern "C" fn on_signal(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut 
             ptr::write_unaligned(fpregs.add(2) as *mut u16, 0); // FSW
             ptr::write_unaligned(fpregs.add(4) as *mut u16, 0); // abridged FTW: all empty
             ptr::write_unaligned(fpregs.add(24) as *mut u32, 0x1F80); // MXCSR
+            // The YMM upper halves: present in the frame's XSAVE image when the magic says it is one and
+            // XSTATE_BV[2] is set; otherwise they are in their initial state (zero). The component is then
+            // marked initial in the frame, so the harness resumes with clean upper halves.
+            let out = (STATE_ADDR + ST_YMMOUT) as *mut u8;
+            ptr::write_bytes(out, 0, YMM_SIZE);
+            if ptr::read_unaligned(fpregs.add(464) as *const u32) == FP_XSTATE_MAGIC1 {
+                let bv = fpregs.add(512) as *mut u64;
+                if ptr::read_unaligned(bv) & 4 != 0 {
+                    ptr::copy_nonoverlapping(fpregs.add(XSAVE_YMM_OFFSET), out, YMM_SIZE);
+                    ptr::write_unaligned(bv, ptr::read_unaligned(bv) & !4);
+                }
+            }
         }
         ptr::write_volatile(st(ST_ACTIVE), 0);
         // Resume at the return stub in 64-bit mode with clean flags (DF clear for the Rust code).
@@ -734,6 +792,7 @@ unsafe fn child_run_case(
         }
         ptr::write_volatile(st(ST_RFLAGS), hdr.rflags_in);
         ptr::copy_nonoverlapping(hdr.fp_in.as_ptr(), (STATE_ADDR + ST_FXIN) as *mut u8, FX_SIZE);
+        ptr::copy_nonoverlapping(hdr.ymm_in.as_ptr(), (STATE_ADDR + ST_YMMIN) as *mut u8, YMM_SIZE);
         ptr::write_volatile(st(ST_JMP64), hdr.rip_in);
         let far = (hdr.rip_in & 0xFFFF_FFFF) | (USER_CS32 << 32);
         ptr::write_volatile(st(ST_JMPFAR), far);
@@ -759,6 +818,7 @@ unsafe fn child_run_case(
         hdr.cr2 = ptr::read_volatile(st(ST_OUT_CR2));
         hdr.cs = ptr::read_volatile(st(ST_OUT_CS));
         ptr::copy_nonoverlapping((STATE_ADDR + ST_FXOUT) as *const u8, hdr.fp_out.as_mut_ptr(), FX_SIZE);
+        ptr::copy_nonoverlapping((STATE_ADDR + ST_YMMOUT) as *const u8, hdr.ymm_out.as_mut_ptr(), YMM_SIZE);
         let mut off = SHM_DATA;
         for r in &hdr.regions[..nreg] {
             ptr::copy_nonoverlapping(r[0] as *const u8, shm.add(off), r[1] as usize);

@@ -47,7 +47,8 @@ impl Default for Config {
 
 impl Config {
     /// Parses a comma-separated family list ("alu,shift,x87"). Group names: "all" (every family), "int"
-    /// (the integer families, [`Family::INTEGER`]), "fp" or "simd" (x87, MMX and SSE.., [`Family::FP_SIMD`]).
+    /// (the integer families, [`Family::INTEGER`]), "fp" or "simd" (x87, MMX and SSE.., [`Family::FP_SIMD`]),
+    /// "vex" or "avx" (AVX, AVX2, FMA, F16C: [`Family::VEX`]).
     /// The empty string gives the empty list (the default: the integer families).
     pub fn parse_families(s: &str) -> Result<Vec<Family>, String> {
         let mut out: Vec<Family> = Vec::new();
@@ -56,6 +57,7 @@ impl Config {
                 "all" => Family::ALL.to_vec(),
                 "int" | "integer" | "gpr" => Family::INTEGER.to_vec(),
                 "fp" | "simd" | "fpsimd" => Family::FP_SIMD.to_vec(),
+                "vex" | "x86-64-v3" => Family::VEX.to_vec(),
                 _ => vec![name.parse()?],
             };
             for f in group {

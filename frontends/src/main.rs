@@ -112,7 +112,7 @@ struct DifftestArgs {
     #[arg(long, default_value = "all")]
     modes: String,
     /// Instruction families (comma-separated, e.g. x87,sse,sse41) or groups: all, int (integer), fp (x87,
-    /// MMX, SSE.., AES, PCLMUL).
+    /// MMX, SSE.., AES, PCLMUL), vex (AVX, AVX2, FMA, F16C).
     #[arg(long, default_value = "all")]
     families: String,
     /// How many divergences to print in full.

@@ -1,13 +1,18 @@
 //! FP/SIMD state management: FXSAVE/FXRSTOR (32- and 64-bit layouts), the XSAVE feature set for
-//! the x87 and SSE components (XSAVE, XSAVEOPT, XSAVEC, XRSTOR in standard and compacted form),
+//! the x87, SSE and AVX components (XSAVE, XSAVEOPT, XSAVEC, XRSTOR in standard and compacted form),
 //! XGETBV/XSETBV, and EMMS.
 //!
-//! Ferrite implements exactly two XSAVE components, x87 (0) and SSE (1): XCR0 can hold at most 3,
-//! and CPUID leaf 0xD ([`crate::cpuid`]) describes exactly that (576-byte areas, no extended
-//! region). XINUSE is computed from the register contents: a component is "in use" unless it is in
-//! its initial configuration (x87: FCW 037FH, FSW 0, all registers empty and zero, pointers and FOP
-//! 0; SSE: all XMM registers 0 and MXCSR 1F80H), which is an allowed implementation of the tracking
-//! the SDM describes (XINUSE[i] = 0 only when component i is in its initial configuration).
+//! Ferrite implements three XSAVE components, x87 (0), SSE (1) and AVX (2, YMM_Hi128: bits 255:128 of
+//! YMM0-15, [`crate::state::VecState::ymm_hi`]): XCR0 can hold at most 7, with bit 2 only beside bit 1
+//! (SDM vol. 1 §13.3). CPUID leaf 0xD ([`crate::cpuid`]) describes exactly that: the AVX component at
+//! offset 576, 256 bytes, so an area is 576 bytes for x87+SSE and 832 with AVX, in either format (the
+//! compacted form puts component 2 at 576 as well, it being the first extended component). XINUSE is
+//! computed from the register contents: a component is "in use" unless it is in its initial
+//! configuration (x87: FCW 037FH, FSW 0, all registers empty and zero, pointers and FOP 0; SSE: all XMM
+//! registers 0 and MXCSR 1F80H; AVX: bits 255:128 of every YMM register 0), which is an allowed
+//! implementation of the tracking the SDM describes (XINUSE[i] = 0 only when component i is in its
+//! initial configuration). Outside 64-bit mode only registers 0-7 of the SSE and AVX components are
+//! saved and restored, as for FXSAVE.
 
 use super::ops::{ea, mem_seg};
 use super::x87::{MASK80, check_pending};
@@ -15,15 +20,26 @@ use super::{Handler, Insn};
 use crate::fault::Fault;
 use crate::mem::Ctx;
 use crate::paging::AccessKind;
-use crate::state::{FpuState, Mode, cr0, cr4};
+use crate::state::{CpuState, FpuState, Mode, cr0, cr4};
 use iced_x86::Code;
 
 /// MXCSR bits that may be set (MXCSR_MASK as FXSAVE reports it; DAZ is supported).
 pub const MXCSR_MASK: u32 = 0x0000_ffff;
-/// The XCR0 bits Ferrite supports: x87 and SSE.
-pub const XCR0_SUPPORTED: u64 = 0b11;
-/// Size of an XSAVE area for the supported components (legacy region + header), either format.
-pub const XSAVE_SIZE: u32 = 576;
+/// The XCR0 bits Ferrite supports: x87, SSE and AVX.
+pub const XCR0_SUPPORTED: u64 = 0b111;
+/// Size of the legacy region and the XSAVE header (the area for x87 and SSE alone).
+pub const XSAVE_LEGACY_SIZE: u32 = 576;
+/// Offset of the AVX component (YMM_Hi128) in an XSAVE area, standard and compacted form alike.
+pub const XSAVE_AVX_OFFSET: u32 = 576;
+/// Size of the AVX component.
+pub const XSAVE_AVX_SIZE: u32 = 256;
+/// Size of an XSAVE area for every supported component, either format (CPUID.0xD.0:ECX).
+pub const XSAVE_SIZE: u32 = XSAVE_AVX_OFFSET + XSAVE_AVX_SIZE;
+
+/// Size of an XSAVE area for the components enabled in `xcr0` (CPUID.0xD.0:EBX).
+pub fn xsave_size(xcr0: u64) -> u32 {
+    if xcr0 & 4 != 0 { XSAVE_SIZE } else { XSAVE_LEGACY_SIZE }
+}
 
 /// Handlers of this family.
 pub fn lookup(code: Code) -> Option<Handler> {
@@ -68,9 +84,15 @@ pub fn sse_is_init(f: &FpuState) -> bool {
     f.mxcsr == 0x1f80 && f.xmm.iter().all(|&x| x == 0)
 }
 
+/// Whether the AVX component (bits 255:128 of YMM0-15) is in its initial configuration.
+pub fn avx_is_init(st: &CpuState) -> bool {
+    st.vec.ymm_hi.iter().all(|&x| x == 0)
+}
+
 /// XINUSE for the supported components.
-pub fn xinuse(f: &FpuState) -> u64 {
-    (!x87_is_init(f) as u64) | ((!sse_is_init(f) as u64) << 1)
+pub fn xinuse(st: &CpuState) -> u64 {
+    let f = &st.fpu;
+    (!x87_is_init(f) as u64) | ((!sse_is_init(f) as u64) << 1) | ((!avx_is_init(st) as u64) << 2)
 }
 
 /// Number of XMM registers visible in the current mode.
@@ -263,16 +285,19 @@ fn xsave(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
     let wide = matches!(code, C::Xsave64_mem | C::Xsaveopt64_mem | C::Xsavec64_mem);
     let opt = matches!(code, C::Xsaveopt_mem | C::Xsaveopt64_mem);
     let compact = matches!(code, C::Xsavec_mem | C::Xsavec64_mem);
-    let lin = area(ctx, insn, XSAVE_SIZE, 64, AccessKind::Write)?;
     let rfbm = rfbm(ctx);
-    let inuse = xinuse(&ctx.st.fpu);
+    // The area's extent: the AVX component is part of it when requested (in the compacted form its
+    // space is reserved by XCOMP_BV = RFBM even when it is not written).
+    let size = if rfbm & 4 != 0 { XSAVE_SIZE } else { XSAVE_LEGACY_SIZE };
+    let lin = area(ctx, insn, size, 64, AccessKind::Write)?;
+    let inuse = xinuse(ctx.st);
     let n = nxmm(ctx);
-    let mut img = [0u8; 576];
+    let mut img = [0u8; XSAVE_SIZE as usize];
     let mut legacy = [0u8; 512];
     let f = &ctx.st.fpu;
     // Which components are written.
     let save = if opt || compact { rfbm & inuse } else { rfbm };
-    let mut ranges = [(0usize, 0usize); 5];
+    let mut ranges = [(0usize, 0usize); 6];
     if save & 1 != 0 {
         put_x87(f, wide, &mut legacy);
         ranges[0] = (0, 24);
@@ -290,6 +315,13 @@ fn xsave(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
         ranges[3] = (160, 160 + 16 * n);
     }
     img[..512].copy_from_slice(&legacy);
+    if save & 4 != 0 {
+        let o = XSAVE_AVX_OFFSET as usize;
+        for i in 0..n {
+            img[o + 16 * i..o + 16 * i + 16].copy_from_slice(&ctx.st.vec.ymm_hi[i].to_le_bytes());
+        }
+        ranges[5] = (o, o + 16 * n);
+    }
     // The header.
     if compact {
         let bv = rfbm & inuse;
@@ -302,15 +334,15 @@ fn xsave(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
         img[512..520].copy_from_slice(&bv.to_le_bytes());
         ranges[4] = (512, 520);
     }
-    write_ranges(ctx, lin, XSAVE_SIZE as usize, &img, &ranges)
+    write_ranges(ctx, lin, size as usize, &img, &ranges)
 }
 
 fn xrstor(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
     xsave_checks(ctx)?;
     let wide = insn.i.code() == Code::Xrstor64_mem;
-    let lin = area(ctx, insn, XSAVE_SIZE, 64, AccessKind::Read)?;
-    let mut img = [0u8; 576];
-    ctx.read_bytes(lin, &mut img)?;
+    let lin = area(ctx, insn, XSAVE_LEGACY_SIZE, 64, AccessKind::Read)?;
+    let mut img = [0u8; XSAVE_SIZE as usize];
+    ctx.read_bytes(lin, &mut img[..XSAVE_LEGACY_SIZE as usize])?;
     let r64 = |o: usize| u64::from_le_bytes(img[o..o + 8].try_into().unwrap_or([0; 8]));
     let bv = r64(512);
     let comp = r64(520);
@@ -325,6 +357,17 @@ fn xrstor(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
         return Err(Fault::gp0());
     }
     let rfbm = rfbm(ctx);
+    let n = nxmm(ctx);
+    // The AVX component is read (before any state changes) when requested and present; in both forms
+    // it sits at offset 576 (in the compacted form it is the first extended component).
+    let load_avx = rfbm & 4 != 0 && bv & 4 != 0;
+    if load_avx {
+        // The segment check now covers the whole area.
+        let lin = area(ctx, insn, XSAVE_SIZE, 64, AccessKind::Read)?;
+        let o = lin.wrapping_add(XSAVE_AVX_OFFSET as u64);
+        let (lo, hi) = (XSAVE_AVX_OFFSET as usize, XSAVE_SIZE as usize);
+        ctx.read_bytes(o, &mut img[lo..hi])?;
+    }
     let mut legacy = [0u8; 512];
     legacy.copy_from_slice(&img[..512]);
     let mxcsr = u32::from_le_bytes([img[24], img[25], img[26], img[27]]);
@@ -333,7 +376,6 @@ fn xrstor(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
     if load_mxcsr && mxcsr & !MXCSR_MASK != 0 {
         return Err(Fault::gp0());
     }
-    let n = nxmm(ctx);
     let before = ctx.st.fpu.fsw;
     let f = &mut ctx.st.fpu;
     if rfbm & 1 != 0 {
@@ -357,6 +399,16 @@ fn xrstor(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
         }
         f.mxcsr = if load_mxcsr { mxcsr } else { 0x1f80 };
     }
+    if rfbm & 4 != 0 {
+        let o = XSAVE_AVX_OFFSET as usize;
+        for i in 0..n {
+            ctx.st.vec.ymm_hi[i] = if load_avx {
+                u128::from_le_bytes(img[o + 16 * i..o + 16 * i + 16].try_into().unwrap_or([0; 16]))
+            } else {
+                0
+            };
+        }
+    }
     es_changed(ctx, before);
     Ok(())
 }
@@ -367,7 +419,7 @@ fn xgetbv(ctx: &mut Ctx<'_>, _: &Insn) -> Result<(), Fault> {
     }
     let v = match ctx.st.gpr[1] as u32 {
         0 => ctx.st.xcr0,
-        1 => ctx.st.xcr0 & xinuse(&ctx.st.fpu),
+        1 => ctx.st.xcr0 & xinuse(ctx.st),
         _ => return Err(Fault::gp0()),
     };
     ctx.st.gpr[0] = v & 0xffff_ffff;
@@ -386,7 +438,9 @@ fn xsetbv(ctx: &mut Ctx<'_>, _: &Insn) -> Result<(), Fault> {
         return Err(Fault::gp0());
     }
     let v = (ctx.st.gpr[2] & 0xffff_ffff) << 32 | (ctx.st.gpr[0] & 0xffff_ffff);
-    if v & 1 == 0 || v & !XCR0_SUPPORTED != 0 {
+    // x87 must stay enabled, only supported components, and AVX state only with SSE state (SDM vol. 1
+    // §13.3: XCR0[2:1] = 10b is #GP).
+    if v & 1 == 0 || v & !XCR0_SUPPORTED != 0 || v & 0b110 == 0b100 {
         return Err(Fault::gp0());
     }
     ctx.st.xcr0 = v;

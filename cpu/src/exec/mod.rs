@@ -5,6 +5,9 @@
 //! Handlers see the instruction and a [`Ctx`]; they return `Err(Fault)` for exceptions and never panic.
 
 pub mod alu;
+pub mod avx;
+pub mod avx_fp;
+pub mod avx_unbounded;
 pub mod bcd;
 pub mod bits;
 pub mod control;
@@ -143,6 +146,7 @@ pub fn handler_for(code: Code) -> Handler {
         .or_else(|| sse::lookup(code))
         .or_else(|| x87::lookup(code))
         .or_else(|| fpstate::lookup(code))
+        .or_else(|| avx::lookup(code))
         .unwrap_or(unimplemented)
 }
 

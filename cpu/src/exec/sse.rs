@@ -572,6 +572,11 @@ fn pinsr(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
 /// MASKMOVQ/MASKMOVDQU: byte-masked store of the first operand to DS:rDI (segment overridable).
 fn maskmov(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
     enter(ctx, insn)?;
+    maskmov_body(ctx, insn)
+}
+
+/// MASKMOVQ/MASKMOVDQU/VMASKMOVDQU after their prologue.
+pub(super) fn maskmov_body(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
     let (r1, r2) = (insn.i.op1_register(), insn.i.op2_register());
     let data = read_reg(ctx, r1);
     let mask = read_reg(ctx, r2);
@@ -604,6 +609,11 @@ fn maskmov(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
 fn ldmxcsr(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
     enter(ctx, insn)?;
     let v = read_mem_op(ctx, insn)? as u32;
+    load_mxcsr(ctx, v)
+}
+
+/// Loads MXCSR (LDMXCSR, VLDMXCSR): #GP(0) when bits outside MXCSR_MASK are set.
+pub(super) fn load_mxcsr(ctx: &mut Ctx<'_>, v: u32) -> Result<(), Fault> {
     if v & !MXCSR_MASK != 0 {
         return Err(Fault::gp0());
     }

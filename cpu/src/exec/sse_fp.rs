@@ -346,7 +346,8 @@ pub fn host_mxcsr(guest: u32) -> u32 {
     (guest & (mx::RC | mx::DAZ | mx::FTZ)) | mx::MASKS
 }
 
-fn has_denormal(r: u128, shape: Shape) -> bool {
+/// Whether a lane of `r` that an instruction of `shape` writes holds a denormal.
+pub(super) fn has_denormal(r: u128, shape: Shape) -> bool {
     let d32 = |k: u32| {
         let x = (r >> (32 * k)) as u32;
         x & 0x7f80_0000 == 0 && x & 0x007f_ffff != 0

@@ -103,10 +103,15 @@ pub fn compare(a: u128, b: u128, imm: u8, len1: Option<i64>, len2: Option<i64>) 
 /// All four instructions.
 pub fn pcmpstr(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
     enter(ctx, insn)?;
-    let m = insn.i.mnemonic();
     let a = read_reg(ctx, insn.i.op0_register());
     let b = read_src(ctx, insn, 1)?;
-    let imm = imm8(insn);
+    run(ctx, insn.i.mnemonic(), a, b, imm8(insn));
+    Ok(())
+}
+
+/// The compare `m` (a legacy mnemonic) of `a` and `b` with control `imm`: sets ECX or XMM0 and the
+/// flags. Returns whether XMM0 was written (the VEX forms then zero its upper bits).
+pub fn run(ctx: &mut Ctx<'_>, m: M, a: u128, b: u128, imm: u8) -> bool {
     let (l1, l2) = match m {
         M::Pcmpestri | M::Pcmpestrm => {
             (Some(ctx.st.gpr[0] as u32 as i32 as i64), Some(ctx.st.gpr[2] as u32 as i32 as i64))
@@ -115,7 +120,8 @@ pub fn pcmpstr(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
         _ => (None, None),
     };
     let (res, len1, len2, n) = compare(a, b, imm, l1, l2);
-    if matches!(m, M::Pcmpestri | M::Pcmpestri64 | M::Pcmpistri) {
+    let index = matches!(m, M::Pcmpestri | M::Pcmpestri64 | M::Pcmpistri);
+    if index {
         let idx = if res == 0 {
             n
         } else if imm & 0x40 != 0 {
@@ -153,5 +159,5 @@ pub fn pcmpstr(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
         f |= flags::OF;
     }
     ctx.set_arith_flags(f);
-    Ok(())
+    !index
 }

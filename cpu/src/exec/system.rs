@@ -1187,7 +1187,7 @@ fn cpuid_(ctx: &mut Ctx<'_>, _: &Insn) -> Result<(), Fault> {
     let leaf = ctx.st.gpr[0] as u32;
     let sub = ctx.st.gpr[1] as u32;
     let apic_id = 0;
-    let r = cpuid::cpuid_for(leaf, sub, apic_id, ctx.st.cr4);
+    let r = cpuid::with_xcr0(cpuid::cpuid_for(leaf, sub, apic_id, ctx.st.cr4), leaf, sub, ctx.st.xcr0);
     for (i, idx) in [0usize, 3, 1, 2].iter().enumerate() {
         ctx.st.gpr[*idx] = r[i] as u64;
     }

@@ -86,10 +86,10 @@ fn real_mode_interrupt_through_ivt() {
 
 #[test]
 fn unimplemented_instruction_stops_with_report() {
-    // vzeroupper (AVX) is not implemented: it must stop, never run as something else.
-    let (_, _, exit) = run(TestMode::Long64, &[0xc5, 0xf8, 0x77], |_, _| {});
+    // vaddps zmm0, zmm1, zmm2 (AVX-512, EVEX) is not implemented: it must stop, never run as something else.
+    let (_, _, exit) = run(TestMode::Long64, &[0x62, 0xf1, 0x74, 0x48, 0x58, 0xc2], |_, _| {});
     match exit {
-        Exit::Stopped(crate::fault::Stop::Unimplemented(s)) => assert!(s.contains("Vzeroupper"), "{s}"),
+        Exit::Stopped(crate::fault::Stop::Unimplemented(s)) => assert!(s.contains("Vaddps"), "{s}"),
         e => panic!("unexpected {e:?}"),
     }
 }

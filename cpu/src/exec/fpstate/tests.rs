@@ -149,7 +149,8 @@ fn xgetbv_xsetbv_rules() {
     assert_eq!(exit, ud());
     let (_, _, exit) = exec(TestMode::Long64, &XSETBV, |_, _| {});
     assert_eq!(exit, ud());
-    // XCR0 = 3 is accepted; bit 0 clear, AVX (bit 2) or ECX != 0 are #GP.
+    // XCR0 = 3 is accepted; bit 0 clear, AVX (bit 2) without SSE (bit 1), an unsupported bit (3: MPX
+    // BNDREGS) or ECX != 0 are #GP.
     let (st, _, exit) = exec(TestMode::Long64, &[&XSETBV[..], &XGETBV[..]].concat(), |st, _| {
         osxsave(st);
         st.xcr0 = 1;
@@ -157,7 +158,7 @@ fn xgetbv_xsetbv_rules() {
     });
     assert_eq!(exit, Exit::Halted);
     assert_eq!((st.xcr0, st.gpr[0], st.gpr[2]), (3, 3, 0));
-    for (eax, ecx) in [(2u64, 0u64), (7, 0), (3, 1)] {
+    for (eax, ecx) in [(2u64, 0u64), (5, 0), (0xf, 0), (3, 1)] {
         let (_, _, exit) = exec(TestMode::Long64, &XSETBV, |st, _| {
             osxsave(st);
             st.gpr[0] = eax;
@@ -251,4 +252,93 @@ fn emms_empties_the_tags() {
     assert_eq!(exit, ud());
     let (_, _, exit) = exec(TestMode::Long64, &[0x0f, 0x77], |st, _| st.cr0 |= cr0::TS);
     assert_eq!(exit, Exit::Trapped(Fault::nm()));
+}
+
+/// The AVX component (XCR0 bit 2): XSETBV accepts 7, XGETBV(1) reports it in use once an upper half is
+/// non-zero, XSAVE/XSAVEOPT/XSAVEC write bits 255:128 of YMM0-15 at offset 576 (standard and compacted
+/// forms alike) and XRSTOR loads them back or initialises them (XSTATE_BV[2] = 0); outside 64-bit mode
+/// only YMM0-7 are touched.
+#[test]
+fn xsave_avx_component() {
+    let avx = |st: &mut CpuState| {
+        osxsave(st);
+        st.xcr0 = 7;
+        st.gpr[0] = 7;
+        for (i, y) in st.vec.ymm_hi.iter_mut().enumerate() {
+            *y = 0xabcd_0000_0000_0000_0000_0000_0000_0000u128 | i as u128;
+        }
+    };
+    let (st, _, exit) = exec(TestMode::Long64, &[&XSETBV[..], &XGETBV[..]].concat(), |st, _| {
+        osxsave(st);
+        st.gpr[0] = 7;
+        st.gpr[1] = 0;
+    });
+    assert_eq!(exit, Exit::Halted);
+    assert_eq!((st.xcr0, st.gpr[0]), (7, 7));
+    let (st, _, _) = exec(TestMode::Long64, &XGETBV, |st, _| {
+        avx(st);
+        st.gpr[1] = 1;
+    });
+    assert_eq!(st.gpr[0] & 6, 4, "the AVX component is in use, SSE (all zero) is not");
+    let (st, _, _) = exec(TestMode::Long64, &XGETBV, |st, _| {
+        osxsave(st);
+        st.xcr0 = 7;
+        st.gpr[1] = 1;
+    });
+    assert_eq!(st.gpr[0] & 4, 0, "zero upper halves: the AVX component is initial");
+    for (save, compact) in [(&XSAVE, false), (&XSAVEOPT, false), (&XSAVEC, true)] {
+        let (st, bus, exit) = exec(TestMode::Long64, save, |st, bus| {
+            avx(st);
+            fill(st);
+            bus.ram[DATA as usize..DATA as usize + 1024].fill(0xee);
+            bus.ram[DATA as usize + 512..DATA as usize + 576].fill(0);
+        });
+        assert_eq!(exit, Exit::Halted, "{save:x?}");
+        let area: Vec<u8> = bus.ram[DATA as usize..DATA as usize + 832].to_vec();
+        let bv = u64::from_le_bytes(area[512..520].try_into().unwrap_or([0; 8]));
+        assert_eq!(bv, 7);
+        if compact {
+            assert_eq!(u64::from_le_bytes(area[520..528].try_into().unwrap_or([0; 8])), 7 | 1 << 63);
+        }
+        for i in 0..16 {
+            assert_eq!(&area[576 + 16 * i..592 + 16 * i], &st.vec.ymm_hi[i].to_le_bytes(), "ymm{i}");
+        }
+        // Nothing past the component is written.
+        assert_eq!(bus.ram[DATA as usize + 832], 0xee);
+        let (st2, _, exit) = exec(TestMode::Long64, &XRSTOR, |st, bus| {
+            osxsave(st);
+            st.xcr0 = 7;
+            st.gpr[0] = 7;
+            bus.ram[DATA as usize..DATA as usize + 832].copy_from_slice(&area);
+        });
+        assert_eq!(exit, Exit::Halted);
+        assert_eq!(st2.vec.ymm_hi, st.vec.ymm_hi);
+    }
+    // XSTATE_BV[2] = 0 initialises the upper halves; RFBM without bit 2 leaves them alone.
+    for (eax, want_zero) in [(7u64, true), (3, false)] {
+        let (st, _, exit) = exec(TestMode::Long64, &XRSTOR, |st, bus| {
+            avx(st);
+            st.gpr[0] = eax;
+            bus.ram[DATA as usize..DATA as usize + 832].fill(0);
+            bus.ram[DATA as usize + 24..DATA as usize + 28].copy_from_slice(&0x1f80u32.to_le_bytes());
+        });
+        assert_eq!(exit, Exit::Halted);
+        assert_eq!(st.vec.ymm_hi.iter().all(|&y| y == 0), want_zero, "rfbm {eax}");
+    }
+    // An XSTATE_BV with bit 2 while XCR0 = 3 is #GP.
+    let (_, _, exit) = exec(TestMode::Long64, &XRSTOR, |st, bus| {
+        osxsave(st);
+        bus.ram[DATA as usize..DATA as usize + 832].fill(0);
+        bus.ram[DATA as usize + 512] = 4;
+    });
+    assert_eq!(exit, gp());
+    // 32-bit protected mode: YMM0-7 only.
+    let (st, bus, exit) = exec(TestMode::Prot32, &XSAVE, |st, bus| {
+        avx(st);
+        bus.ram[DATA as usize..DATA as usize + 1024].fill(0xee);
+        bus.ram[DATA as usize + 512..DATA as usize + 576].fill(0);
+    });
+    assert_eq!(exit, Exit::Halted);
+    assert_eq!(&bus.ram[DATA as usize + 576..DATA as usize + 592], &st.vec.ymm_hi[0].to_le_bytes());
+    assert_eq!(bus.ram[DATA as usize + 576 + 16 * 8], 0xee, "ymm8 is not saved outside 64-bit mode");
 }
