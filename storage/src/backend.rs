@@ -187,6 +187,8 @@ pub struct ImageBackend {
     guard: Option<Qcow2Guard>,
     /// Held for as long as the image is open.
     _lock: ImageLock,
+    /// Read locks on the backing chain, as QEMU takes them.
+    _backing_locks: Vec<ImageLock>,
 }
 
 impl std::fmt::Debug for ImageBackend {
@@ -265,6 +267,10 @@ impl ImageBackend {
         };
         let write_file = !opts.read_only && !opts.snapshot;
         let lock = ImageLock::acquire(p, write_file)?;
+        let backing_locks = match format {
+            ImageFormat::Qcow2 => lock_backing_chain(p)?,
+            ImageFormat::Raw => Vec::new(),
+        };
         let access = open_format(p, format, write_file)
             .map_err(|e| format!("{shown}: cannot open as {}: {e}", format.name()))?;
         let access = if opts.snapshot && !opts.read_only {
@@ -279,7 +285,15 @@ impl ImageBackend {
         } else {
             None
         };
-        Ok(ImageBackend { access, format, read_only: opts.read_only, size, guard, _lock: lock })
+        Ok(ImageBackend {
+            access,
+            format,
+            read_only: opts.read_only,
+            size,
+            guard,
+            _lock: lock,
+            _backing_locks: backing_locks,
+        })
     }
 
     /// The image's format.
@@ -335,6 +349,42 @@ impl Drop for ImageBackend {
             eprintln!("ferrite: flushing disk image at exit: {e}");
         }
     }
+}
+
+/// Longest backing chain followed for locking (a loop in the chain cannot hang the open).
+const MAX_CHAIN: usize = 16;
+
+/// The backing file named in a qcow2 header, resolved against the image's directory.
+fn backing_of(path: &Path) -> io::Result<Option<PathBuf>> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(path)?;
+    let mut h = [0u8; 20];
+    f.read_exact_at(&mut h, 0)?;
+    if h[..4] != *b"QFI\xfb" {
+        return Ok(None);
+    }
+    let off = u64::from_be_bytes(h[8..16].try_into().unwrap_or_default());
+    let len = u32::from_be_bytes(h[16..20].try_into().unwrap_or_default());
+    if off == 0 || len == 0 || len > 1023 {
+        return Ok(None);
+    }
+    let mut name = vec![0u8; len as usize];
+    f.read_exact_at(&mut name, off)?;
+    let name = PathBuf::from(String::from_utf8_lossy(&name).into_owned());
+    Ok(Some(if name.is_absolute() { name } else { path.parent().unwrap_or(Path::new(".")).join(name) }))
+}
+
+/// Read locks on every file of `path`'s backing chain, so nobody writes a base under an overlay.
+fn lock_backing_chain(path: &Path) -> Result<Vec<ImageLock>, String> {
+    let mut locks = Vec::new();
+    let mut cur = path.to_path_buf();
+    for _ in 0..MAX_CHAIN {
+        let next = backing_of(&cur).map_err(|e| format!("{}: {e}", cur.display()))?;
+        let Some(next) = next else { break };
+        locks.push(ImageLock::acquire(&next, false)?);
+        cur = next;
+    }
+    Ok(locks)
 }
 
 /// Creates an empty image of `size` bytes (used by tests and `snapshot`).

@@ -136,6 +136,14 @@ fn qcow2_backing_file_stays_untouched() {
         assert_eq!(buf[2048..], base_data[65536 + 1024..65536 + 3072], "copy-on-write keeps the rest");
     }
     assert_eq!(std::fs::read(&base).unwrap(), base_data, "base unchanged");
+    {
+        // While the overlay is open, its base is read-locked: nobody may write it, reading is fine.
+        let _ov = ImageBackend::open(&opts(&ov, ImageFormat::Qcow2)).unwrap();
+        let e = ImageBackend::open(&opts(&base, ImageFormat::Raw)).unwrap_err();
+        assert!(e.contains("in use"), "{e}");
+        ImageBackend::open(&ImageOptions { read_only: true, ..opts(&base, ImageFormat::Raw) }).unwrap();
+    }
+    ImageBackend::open(&opts(&base, ImageFormat::Raw)).expect("base unlocked with the overlay closed");
     qemu_img_ok(&["check", "-q", s(&ov)]);
     let c = contents(&ov, &dir);
     assert!(c[65536..65536 + 1024].iter().all(|&x| x == 0x5A));
