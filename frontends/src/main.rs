@@ -278,6 +278,21 @@ struct RunArgs {
     /// device); the list is machine::devices::DEVICES.
     #[arg(long = "device", value_name = "DEVICE", value_parser = parse_device)]
     devices: Vec<&'static machine::devices::DeviceKind>,
+    /// A disk image (repeatable), as QEMU's -drive:
+    /// `path[,if=ide|ahci][,media=disk|cdrom][,format=raw|qcow2][,readonly=on|off][,snapshot=on|off]`
+    /// (`,,` is a comma in the path). IDE disks take primary master, primary slave, secondary master,
+    /// secondary slave in turn; AHCI disks ports 0-5.
+    #[arg(long = "disk", value_name = "SPEC", value_parser = storage::config::DiskSpec::parse)]
+    disks: Vec<storage::config::DiskSpec>,
+    /// IDE primary master hard disk image (QEMU's -hda).
+    #[arg(long, value_name = "FILE")]
+    hda: Option<PathBuf>,
+    /// IDE primary slave hard disk image (QEMU's -hdb).
+    #[arg(long, value_name = "FILE")]
+    hdb: Option<PathBuf>,
+    /// IDE secondary master CD-ROM: an ISO image (QEMU's -cdrom).
+    #[arg(long, value_name = "FILE")]
+    cdrom: Option<PathBuf>,
     #[command(flatten)]
     linux: LinuxArgs,
 }
@@ -475,7 +490,36 @@ fn stdout_sink() -> Box<dyn FnMut(u8) + Send> {
     })
 }
 
+/// The disks of `--disk`, `--hda`, `--hdb` and `--cdrom`.
+fn disk_specs(args: &RunArgs) -> Vec<storage::config::DiskSpec> {
+    let mut specs = args.disks.clone();
+    for (p, index) in [(&args.hda, 0), (&args.hdb, 1), (&args.cdrom, 2)] {
+        if let Some(p) = p {
+            specs.push(storage::config::DiskSpec::shorthand(p, index));
+        }
+    }
+    specs
+}
+
 fn run(args: RunArgs) -> ExitCode {
+    let specs = disk_specs(&args);
+    if !specs.is_empty() {
+        // The images are opened (and locked) so every error shows now; the board cannot take the
+        // controllers until the machine's device registry (issue #14) lands.
+        return match storage::config::build(&specs) {
+            Ok(_) => {
+                eprintln!(
+                    "ferrite: disks: the IDE/AHCI controllers are built but this board cannot attach them yet \
+                     (it waits for the machine's device registry)"
+                );
+                ExitCode::from(2)
+            }
+            Err(e) => {
+                eprintln!("ferrite: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let firmware = match &args.rom {
         Some(p) => match firmware::load_rom(p) {
             Ok(d) => d,
