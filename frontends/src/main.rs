@@ -503,22 +503,19 @@ fn disk_specs(args: &RunArgs) -> Vec<storage::config::DiskSpec> {
 
 fn run(args: RunArgs) -> ExitCode {
     let specs = disk_specs(&args);
-    if !specs.is_empty() {
-        // The images are opened (and locked) so every error shows now; the board cannot take the
-        // controllers until the machine's device registry (issue #14) lands.
-        return match storage::config::build(&specs) {
-            Ok(_) => {
-                eprintln!(
-                    "ferrite: disks: the IDE/AHCI controllers are built but this board cannot attach them yet \
-                     (it waits for the machine's device registry)"
-                );
-                ExitCode::from(2)
-            }
-            Err(e) => {
-                eprintln!("ferrite: {e}");
-                ExitCode::from(2)
-            }
-        };
+    // The images are opened (and locked) before anything else so every error shows now.
+    let controllers = match storage::config::build(&specs) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ferrite: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if specs.iter().any(|s| s.interface == storage::config::Interface::Ide) {
+        // The IDE controller still needs a board hook to run its bus-master DMA (it is a port device,
+        // not a PCI function); until then an IDE disk is refused rather than silently absent.
+        eprintln!("ferrite: disks: IDE disks are not attached to the board yet; use --disk PATH,if=ahci");
+        return ExitCode::from(2);
     }
     let firmware = match &args.rom {
         Some(p) => match firmware::load_rom(p) {
@@ -570,6 +567,10 @@ fn run(args: RunArgs) -> ExitCode {
         if args.devices.iter().any(|d| std::ptr::eq(*d, kind)) {
             cfg.devices.push(machine::DeviceSpec::Named(kind));
         }
+    }
+    if let Some(ahci) = controllers.ahci {
+        cfg.devices
+            .push(machine::DeviceSpec::Pci { devfn: storage::config::AHCI_DEVFN, function: Box::new(ahci) });
     }
     cfg.accel = choose_accel(args.accel);
     cfg.jit_threshold = args.jit_threshold;

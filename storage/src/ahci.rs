@@ -1002,6 +1002,16 @@ impl PciFunction for Ahci {
     fn take_msi(&mut self) -> Vec<MsiMessage> {
         std::mem::take(&mut self.msi_out)
     }
+
+    // The board asks the function, not the inherent methods: without these two the board's deadline
+    // loop would never complete a command.
+    fn next_deadline(&self) -> Option<VirtTime> {
+        Ahci::next_deadline(self)
+    }
+
+    fn advance(&mut self, ctx: &mut DeviceCtx<'_>) {
+        Ahci::advance(self, ctx.now);
+    }
 }
 
 #[cfg(test)]

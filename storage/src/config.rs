@@ -184,6 +184,10 @@ pub struct Controllers {
     pub ahci: Option<Ahci>,
 }
 
+/// Where the board puts the AHCI function: 00:05.0 (00:02.0 is `edu`'s; QEMU's `-device ich9-ahci`
+/// on an i440FX board also takes the first free slot, so guests find it by class, not by slot).
+pub const AHCI_DEVFN: u8 = 5 << 3;
+
 /// Disks with their positions.
 pub type Placed<'a> = Vec<(usize, &'a DiskSpec)>;
 
