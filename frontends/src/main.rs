@@ -511,12 +511,6 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if specs.iter().any(|s| s.interface == storage::config::Interface::Ide) {
-        // The IDE controller still needs a board hook to run its bus-master DMA (it is a port device,
-        // not a PCI function); until then an IDE disk is refused rather than silently absent.
-        eprintln!("ferrite: disks: IDE disks are not attached to the board yet; use --disk PATH,if=ahci");
-        return ExitCode::from(2);
-    }
     let firmware = match &args.rom {
         Some(p) => match firmware::load_rom(p) {
             Ok(d) => d,
@@ -568,6 +562,7 @@ fn run(args: RunArgs) -> ExitCode {
             cfg.devices.push(machine::DeviceSpec::Named(kind));
         }
     }
+    cfg.ide = Some(controllers.ide);
     if let Some(ahci) = controllers.ahci {
         cfg.devices
             .push(machine::DeviceSpec::Pci { devfn: storage::config::AHCI_DEVFN, function: Box::new(ahci) });

@@ -654,7 +654,7 @@ fn sense_error(d: Option<&mut Drive>, _ata: u8) -> u8 {
 /// The PIIX3 IDE controller: two channels and the bus master.
 pub struct IdeController {
     ch: [Channel; 2],
-    bus_master: bool,
+    pub(crate) bus_master: bool,
     now: VirtTime,
 }
 

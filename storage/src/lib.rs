@@ -24,9 +24,11 @@ pub mod config;
 pub mod dma;
 pub mod ide;
 pub mod lock;
+pub mod piix3;
 pub mod qcow2_guard;
 
 pub use ahci::Ahci;
 pub use ata::{Drive, DriveKind, TaskFile};
 pub use backend::{BlockBackend, ImageBackend, ImageFormat, ImageOptions, MemBackend, SECTOR};
 pub use ide::IdeController;
+pub use piix3::Piix3IdeFunction;
