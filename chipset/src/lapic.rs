@@ -4,8 +4,9 @@
 //!
 //! Registers are 16 bytes apart; `index` below is the xAPIC MMIO offset >> 4, which is also the x2APIC MSR
 //! number - 0x800. [`LocalApic::read_reg`] / [`LocalApic::write_reg`] give the x2APIC view (64-bit ICR at
-//! index 0x30, full 32-bit ID, LDR derived from the ID, no DFR/ICR-high/APR, SELF IPI at 0x3F; `None` /
-//! `false` mean the access must raise #GP). The [`Device`] MMIO window (offsets 0x000-0xFF0) gives the
+//! index 0x30, full 32-bit ID, LDR derived from the ID, no DFR/ICR-high/APR, SELF IPI at 0x3F, reserved
+//! bits checked; `None` / `false` mean the access must raise #GP; the CPU makes the whole MSR range raise
+//! #GP outside x2APIC mode). The [`Device`] MMIO window (not decoded in x2APIC mode) (offsets 0x000-0xFF0) gives the
 //! xAPIC view: 32-bit accesses at the start of each 16-byte slot; other writes are ignored, other reads
 //! return all ones.
 //!
@@ -37,8 +38,9 @@
 //!   each vector to the I/O APIC's `eoi`. With SVR bit 12 set the broadcast is suppressed: the OS ends
 //!   the I/O APIC's level interrupt through that APIC's EOI register instead (SDM vol. 3 11.8.5).
 //! * IPIs written to ICR are queued as [`IpiMessage`]s for [`LocalApic::take_ipis`], except fixed IPIs
-//!   with the "self" shorthand, which are accepted locally. "All including self" is queued like the
-//!   others: the machine routes it back to this APIC too.
+//!   with the "self" shorthand, which are accepted locally. A single-processor board calls
+//!   [`LocalApic::deliver_own_ipis`] instead, which accepts those addressed to this APIC (NMIs to its
+//!   own ID, "all including self", ...) and drops the rest.
 //! * The timer runs from a bus clock (`timer_hz`) through the divide configuration in one-shot and
 //!   periodic modes, and from the TSC in TSC-deadline mode. The TSC is `now.ticks(tsc_hz) + tsc_offset`
 //!   (wrapping); [`LocalApic::set_tsc_offset`] follows guest writes to the TSC, and
@@ -61,6 +63,10 @@ const LVT_MASKED: u32 = 1 << 16;
 /// Writable bits of each LVT entry.
 const LVT_WRITABLE: [u32; 6] = [0x0007_00ff, 0x0001_07ff, 0x0001_07ff, 0x0001_a7ff, 0x0001_a7ff, 0x0001_00ff];
 const LVT_REMOTE_IRR: u32 = 1 << 14;
+/// LVT delivery status (read-only).
+const LVT_DELIVERY_STATUS: u32 = 1 << 12;
+/// Reserved ICR bits in x2APIC mode: 31:20, 17:16, 13.
+const X2APIC_ICR_RESERVED: u64 = 0xfff0_0000 | (3 << 16) | (1 << 13);
 const SVR_ENABLE: u32 = 1 << 8;
 /// SVR bit 12: suppress the EOI broadcast of level-triggered vectors.
 const SVR_SUPPRESS_EOI_BROADCAST: u32 = 1 << 12;
@@ -585,6 +591,45 @@ impl LocalApic {
         }
     }
 
+    /// Whether IPI `m`, sent by this APIC, is addressed to this APIC itself: the "self" and "all
+    /// including self" shorthands, or no shorthand and a destination that names it (physical: its ID or
+    /// the broadcast ID; logical: [`LocalApic::matches_destination`] in xAPIC mode, the cluster and a
+    /// common bit of the derived logical ID in x2APIC mode).
+    pub fn ipi_targets_self(&self, m: &IpiMessage) -> bool {
+        match m.shorthand {
+            1 | 2 => true,
+            3 => false,
+            _ if self.x2apic => {
+                if m.dest == u32::MAX {
+                    true
+                } else if m.dest_logical {
+                    let ldr = self.ldr_value(true);
+                    m.dest >> 16 == ldr >> 16 && m.dest & ldr & 0xffff != 0
+                } else {
+                    m.dest == self.id
+                }
+            }
+            _ => self.matches_destination(m.dest_logical, m.dest as u8),
+        }
+    }
+
+    /// Delivers the queued IPIs that this APIC addresses to itself (the board of a single processor
+    /// calls this after every APIC access: no other processor could take the rest, which are
+    /// dropped): fixed and lowest-priority set IRR, NMI raises an NMI; INIT, start-up, SMI and ExtINT
+    /// have nothing to act on here.
+    pub fn deliver_own_ipis(&mut self) {
+        for m in std::mem::take(&mut self.ipis) {
+            if !self.ipi_targets_self(&m) {
+                continue;
+            }
+            match m.delivery_mode {
+                0 | 1 => self.accept(m.vector, m.trigger_level),
+                4 => self.accept_nmi(),
+                _ => {}
+            }
+        }
+    }
+
     fn ldr_value(&self, x2: bool) -> u32 {
         if x2 { ((self.id >> 4) << 16) | (1 << (self.id & 0xf)) } else { self.ldr }
     }
@@ -707,18 +752,35 @@ impl LocalApic {
         self.read32(now, index, true).map(u64::from)
     }
 
-    /// x2APIC MSR write of register `index` (MSR - 0x800); `false` = #GP.
+    /// x2APIC MSR write of register `index` (MSR - 0x800); `false` = #GP: no such register, a
+    /// read-only one, or a non-zero write to a reserved bit (SDM vol. 3A 11.12.1.3, "Reserved Bit
+    /// Checking": bits 63:32 of every register but the ICR; TPR 31:8; SVR 31:13, 11:10; each LVT entry's
+    /// reserved bits (figure 11-8; its read-only delivery-status and remote-IRR bits are ignored); DCR
+    /// 31:4 and 2; SELF IPI 31:8; ICR 31:20, 17:16 and 13 (delivery status, bit 12, is ignored); EOI
+    /// and ESR take only zero). Whether x2APIC mode is on is the CPU's check (IA32_APIC_BASE).
     pub fn write_reg(&mut self, now: VirtTime, index: u32, value: u64) -> bool {
         if index == 0x30 {
+            if value & X2APIC_ICR_RESERVED != 0 {
+                return false;
+            }
             self.run_timer(now);
             self.icr = value & 0xffff_ffff_000c_cfff;
             self.send_ipi();
             return true;
         }
-        if value >> 32 != 0 {
+        let v = value as u32;
+        let reserved = match index {
+            0x08 => !0xff,
+            0x0f => !SVR_WRITABLE,
+            0x32..=0x37 => !(LVT_WRITABLE[index as usize - 0x32] | LVT_DELIVERY_STATUS | LVT_REMOTE_IRR),
+            0x3e => !0xb,
+            0x3f => !0xff,
+            _ => 0,
+        };
+        if value >> 32 != 0 || v & reserved != 0 {
             return false;
         }
-        self.write32(now, index, value as u32, true)
+        self.write32(now, index, v, true)
     }
 }
 
@@ -728,7 +790,9 @@ impl Device for LocalApic {
     }
 
     fn mmio_read(&mut self, ctx: &mut DeviceCtx<'_>, offset: u64, data: &mut [u8]) {
-        let value = if offset & 0xf == 0 && offset < 0x1000 {
+        // In x2APIC mode the MMIO page is not decoded, as in the globally disabled state (SDM vol. 3A
+        // 11.12.2): reads float high, writes are dropped.
+        let value = if offset & 0xf == 0 && offset < 0x1000 && !self.x2apic {
             self.read32(ctx.now, (offset >> 4) as u32, false)
                 .map_or(u64::MAX, |v| u64::from(v) | !0xffff_ffffu64)
         } else {
@@ -738,7 +802,7 @@ impl Device for LocalApic {
     }
 
     fn mmio_write(&mut self, ctx: &mut DeviceCtx<'_>, offset: u64, data: &[u8]) {
-        if offset & 0xf != 0 || offset >= 0x1000 || data.len() < 4 {
+        if offset & 0xf != 0 || offset >= 0x1000 || data.len() < 4 || self.x2apic {
             return;
         }
         let before = self.next_deadline();
@@ -1056,6 +1120,83 @@ mod tests {
         assert!(a.write_reg(VirtTime(0), 0x3f, 0x66));
         assert_eq!(a.has_interrupt(), Some(0x66));
         assert_eq!(a.read_reg(VirtTime(0), 0x3f), None, "SELF IPI is write-only");
+    }
+
+    /// On a single-processor board the APIC delivers its own IPIs: an NMI to its own ID, a fixed IPI
+    /// to "all including self" or to its logical ID; others (another ID, "all excluding self", INIT)
+    /// are dropped.
+    #[test]
+    fn own_ipis_are_delivered_locally() {
+        let mut a = LocalApic::new(2, TSC_HZ, BUS_HZ);
+        let mut b = Bus::new();
+        mmio_wr(&mut b, &mut a, 0, 0xf0, 0x1ff);
+        let send = |a: &mut LocalApic, b: &mut Bus, hi: u32, lo: u32| {
+            mmio_wr(b, a, 0, 0x310, hi);
+            mmio_wr(b, a, 0, 0x300, lo);
+            a.deliver_own_ipis();
+        };
+        send(&mut a, &mut b, 2 << 24, 0x4400);
+        assert!(a.take_nmi(), "NMI to its own ID");
+        send(&mut a, &mut b, 3 << 24, 0x4400);
+        assert!(!a.take_nmi(), "NMI to another ID");
+        send(&mut a, &mut b, 0, 0xc_4400);
+        assert!(!a.take_nmi(), "NMI to all excluding self");
+        send(&mut a, &mut b, 0, 0x8_0051);
+        assert_eq!(a.has_interrupt(), Some(0x51), "fixed to all including self");
+        a.acknowledge();
+        mmio_wr(&mut b, &mut a, 0, 0xb0, 0);
+        mmio_wr(&mut b, &mut a, 0, 0xd0, 0x0400_0000); // LDR: logical ID bit 2 (flat model)
+        send(&mut a, &mut b, 0x0400_0000, 0x0852);
+        assert_eq!(a.has_interrupt(), Some(0x52), "fixed to its logical ID");
+        send(&mut a, &mut b, 2 << 24, 0x4500);
+        assert!(!a.take_nmi() && a.take_ipis().is_empty(), "INIT dropped, queue empty");
+    }
+
+    /// x2APIC reserved-bit checking (SDM vol. 3A 11.12.1.3): a non-zero reserved bit is #GP and the
+    /// register keeps its value; read-only bits inside an LVT entry are ignored. In x2APIC mode the
+    /// MMIO page is not decoded.
+    #[test]
+    fn x2apic_reserved_bits_and_no_mmio() {
+        let mut a = LocalApic::new(0, TSC_HZ, BUS_HZ);
+        let mut b = Bus::new();
+        assert!(a.write_reg(VirtTime(0), 0x0f, 0x1ff));
+        a.set_x2apic_mode(true);
+        let t = VirtTime(0);
+        for (idx, bad) in [
+            (0x08, 0x100u64),          // TPR 31:8
+            (0x08, 1 << 32),           // upper half
+            (0x0f, 0x1ff | (1 << 10)), // SVR bit 10
+            (0x0f, 0x1ff | (1 << 13)), // SVR 31:13
+            (0x32, 0x20 | (1 << 19)),  // LVT timer 31:19
+            (0x35, 0x700 | (1 << 11)), // LVT LINT0 bit 11
+            (0x37, 0x40 | (1 << 8)),   // LVT error: delivery mode bits are reserved
+            (0x3e, 0x4),               // DCR bit 2
+            (0x3e, 0x10),              // DCR 31:4
+            (0x3f, 0x100),             // SELF IPI 31:8
+            (0x30, (1 << 13) | 0x30),  // ICR bit 13
+            (0x30, (1 << 16) | 0x30),  // ICR 17:16
+            (0x30, (1 << 20) | 0x30),  // ICR 31:20
+            (0x28, 1),                 // ESR takes only 0
+            (0x38, 1 << 32),           // initial count: upper half
+        ] {
+            let before = a.read_reg(t, idx);
+            assert!(!a.write_reg(t, idx, bad), "index {idx:#x} <- {bad:#x}");
+            assert_eq!(a.read_reg(t, idx), before, "index {idx:#x} unchanged");
+        }
+        assert!(a.take_ipis().is_empty(), "a refused ICR write sends nothing");
+        // Accepted: full TPR, LINT0 with the read-only delivery-status and remote-IRR bits set, ICR with
+        // the delivery-status bit.
+        assert!(a.write_reg(t, 0x08, 0xff));
+        assert!(a.write_reg(t, 0x35, 0x0001_0700 | (1 << 12) | (1 << 14)));
+        assert_eq!(a.read_reg(t, 0x35), Some(0x0001_0700));
+        assert!(a.write_reg(t, 0x30, (5 << 32) | (1 << 12) | 0x40));
+        assert_eq!(a.take_ipis().len(), 1);
+        // MMIO: reads float, writes are dropped.
+        assert_eq!(mmio_rd(&mut b, &mut a, 0, 0x30), 0xffff_ffff);
+        mmio_wr(&mut b, &mut a, 0, 0x80, 0x10);
+        assert_eq!(a.read_reg(t, 0x08), Some(0xff));
+        a.set_x2apic_mode(false);
+        assert_eq!(mmio_rd(&mut b, &mut a, 0, 0x30), VERSION);
     }
 
     #[test]

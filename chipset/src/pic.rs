@@ -23,8 +23,11 @@
 //!
 //! # Model
 //!
-//! Power-on state is uninitialised: no interrupt is signalled until the chip has received an ICW1-ICW2
-//! sequence. [`DualPic::program_like_bios`] performs the usual BIOS initialisation. The slave's INT output
+//! Power-on state is uninitialised: no interrupt is signalled until the chip has received its whole
+//! initialisation sequence (ICW1, ICW2, then ICW3 unless ICW1 said single, then ICW4 if ICW1 asked for
+//! it); an ICW1 while initialised starts a new sequence, silent until its last ICW. ICW1 clears the IMR,
+//! the ISR, the edge latches and the special mask mode (8259A datasheet, "Initialization Command
+//! Words"), so a chip is fully unmasked right after initialisation until OCW1 masks it. [`DualPic::program_like_bios`] performs the usual BIOS initialisation. The slave's INT output
 //! feeds the master's IRQ2 input as a level. In edge mode an edge sets IRR, which stays set until the
 //! interrupt is acknowledged (a short pulse is not lost); in level mode IRR follows the line. The 8080/85
 //! call mode, buffered mode and the ADI bit are accepted and ignored (the x86 INTA protocol is always used).
@@ -149,11 +152,11 @@ impl Chip {
             // ICW1
             let elcr = self.elcr;
             let lines = self.lines;
-            let was_init = self.initialized;
+            // The chip is in its initialisation sequence until the last ICW it expects: it signals
+            // nothing until then (a re-initialisation silences it too).
             self.power_on();
             self.elcr = elcr;
             self.lines = lines;
-            self.initialized = was_init;
             self.expect_icw4 = v & 0x01 != 0;
             self.single = v & 0x02 != 0;
             self.ltim = v & 0x08 != 0;
@@ -198,10 +201,10 @@ impl Chip {
     }
 
     fn write_data(&mut self, v: u8) {
+        let in_sequence = self.init_step != 0;
         match self.init_step {
             2 => {
                 self.vector_base = v & 0xf8;
-                self.initialized = true;
                 self.init_step = if !self.single {
                     3
                 } else if self.expect_icw4 {
@@ -220,6 +223,9 @@ impl Chip {
                 self.init_step = 0;
             }
             _ => self.imr = v,
+        }
+        if in_sequence && self.init_step == 0 {
+            self.initialized = true;
         }
     }
 
@@ -582,6 +588,45 @@ mod tests {
         b.wr(&mut p, 0, 1, 0xfa);
         assert!(p.has_interrupt());
         assert_eq!(p.acknowledge(), 0x08);
+    }
+
+    /// Nothing is signalled in the middle of the ICW sequence, however long it takes, even with IRQ
+    /// edges arriving and the IMR cleared by ICW1; the pending edge is delivered at the end.
+    #[test]
+    fn silent_until_the_last_icw() {
+        let mut p = DualPic::new();
+        let mut b = Bus::new();
+        p.pulse_line(0);
+        assert!(!p.has_interrupt(), "power-on");
+        b.wr(&mut p, 0, 1, 0x00); // OCW1 before any ICW1 does not initialise
+        assert!(!p.has_interrupt(), "OCW1 at power-on");
+        b.wr(&mut p, 0, 0, 0x11); // ICW1: cascade, ICW4 needed
+        p.pulse_line(0);
+        assert!(!p.has_interrupt(), "after ICW1");
+        b.wr(&mut p, 0, 1, 0x20);
+        p.pulse_line(0);
+        assert!(!p.has_interrupt(), "after ICW2");
+        b.wr(&mut p, 0, 1, 0x04);
+        assert!(!p.has_interrupt(), "after ICW3");
+        b.wr(&mut p, 0, 1, 0x01);
+        assert!(p.has_interrupt(), "after ICW4, IRQ0 unmasked by ICW1");
+        assert_eq!(p.acknowledge(), 0x20);
+        // Single mode without ICW4: initialised after ICW2.
+        let mut q = DualPic::new();
+        b.wr(&mut q, 0, 0, 0x12);
+        q.pulse_line(3);
+        assert!(!q.has_interrupt());
+        b.wr(&mut q, 0, 1, 0x40);
+        assert_eq!(q.acknowledge(), 0x43);
+        // A re-initialisation silences the chip until it completes.
+        let (mut r, mut b) = bios_pic();
+        b.wr(&mut r, 0, 0, 0x11);
+        r.pulse_line(1);
+        b.wr(&mut r, 0, 1, 0x08);
+        b.wr(&mut r, 0, 1, 0x04);
+        assert!(!r.has_interrupt(), "re-initialisation in progress");
+        b.wr(&mut r, 0, 1, 0x01);
+        assert_eq!(r.acknowledge(), 0x09);
     }
 
     #[test]

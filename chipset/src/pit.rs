@@ -845,6 +845,45 @@ mod tests {
         assert_eq!(b.rd(&mut p, 0, 0x21) & 0x0f, 0x0c);
     }
 
+    /// After power-on and after a reset (here of a running channel 0), nothing counts: no IRQ0 edge and
+    /// no deadline however long the clock runs; a control word alone loads nothing (it only sets OUT's
+    /// initial level); the first count written starts the counter and so the interrupts.
+    #[test]
+    fn counts_nothing_until_programmed() {
+        let mut p = Pit8254::new();
+        let mut b = Bus::new();
+        let check_silent = |p: &mut Pit8254, b: &mut Bus, from: u64| {
+            assert_eq!(p.next_deadline(), None);
+            for s in 1..=10 {
+                b.advance(p, from + s * 1_000_000_000);
+                assert!(!b.took_edge(0), "IRQ0 edge {s} s after reset at {from} ns");
+                assert!(!b.high(0), "OUT0 high {s} s after reset");
+            }
+        };
+        check_silent(&mut p, &mut b, 0);
+        b.wr(&mut p, 10_000_000_000, 3, 0x34);
+        b.wr(&mut p, 10_000_000_000, 0, 100);
+        b.wr(&mut p, 10_000_000_000, 0, 0);
+        assert!(p.next_deadline().is_some());
+        b.took_edge(0);
+        p.reset();
+        check_silent(&mut p, &mut b, 10_000_000_000);
+        let t = 20_000_000_000;
+        b.wr(&mut p, t, 3, 0x34);
+        assert_eq!(p.next_deadline(), None, "control word without a count");
+        // 82C54 datasheet, mode 2: "OUT will be initially high" after the control word (one edge).
+        assert!(b.took_edge(0) && b.high(0));
+        b.advance(&mut p, t + 1_000_000_000);
+        assert!(!b.took_edge(0), "no count loaded, no further edge");
+        let t = t + 1_000_000_000;
+        b.wr(&mut p, t, 0, 100);
+        b.wr(&mut p, t, 0, 0);
+        let first = p.next_deadline().expect("counting");
+        b.took_edge(0);
+        b.advance(&mut p, first.0);
+        assert!(b.took_edge(0), "IRQ0 once programmed");
+    }
+
     #[test]
     fn snapshot_and_hostile_input() {
         let mut p = Pit8254::new();

@@ -13,6 +13,7 @@ pub const PHYS_ADDR_BITS: u32 = 40;
 pub mod feat {
     /// CPUID.1:EDX bits actually set.
     pub const LEAF1_EDX: u32 = (1 << 0) // FPU
+        | (1 << 1) // VME
         | (1 << 3) // PSE
         | (1 << 4) // TSC
         | (1 << 5) // MSR

@@ -108,6 +108,10 @@ pub struct SetupHeader {
     pub init_size: u32,
     /// Length of the header as found in the image (0x1F1 up to the end of the header).
     pub header_end: usize,
+    /// `syssize`: the protected-mode code's size in 16-byte paragraphs (0: not stated).
+    pub syssize: u32,
+    /// `payload_offset` and `payload_length`: the compressed kernel, relative to the protected-mode code.
+    pub payload: (u32, u32),
 }
 
 fn u16_at(b: &[u8], off: usize) -> u16 {
@@ -148,6 +152,8 @@ impl SetupHeader {
             cmdline_size: u32_at(image, 0x238),
             init_size: u32_at(image, 0x260),
             header_end,
+            syssize: u32_at(image, 0x1f4),
+            payload: (u32_at(image, 0x248), u32_at(image, 0x24c)),
         };
         if h.loadflags & LOADED_HIGH == 0 {
             return err("kernel is a zImage (not loaded high): only bzImages are supported");
@@ -163,6 +169,21 @@ impl SetupHeader {
                 "kernel has {} setup sectors but is only {} bytes",
                 h.setup_sects,
                 image.len()
+            ));
+        }
+        // A truncated file (a cut-off download, say) must not be run: the decompressor would read past
+        // the end of what was loaded and the guest would die in a triple fault.
+        let code = (image.len() - h.setup_offset()) as u64;
+        let promised = u64::from(h.syssize) * 16;
+        if promised > code {
+            return err(format!(
+                "kernel image is truncated: its setup header promises {promised} bytes of protected-mode code, the file holds {code}"
+            ));
+        }
+        let payload_end = u64::from(h.payload.0) + u64::from(h.payload.1);
+        if payload_end > code {
+            return err(format!(
+                "kernel image is truncated: its compressed payload ends at byte {payload_end} of the protected-mode code, the file holds {code}"
             ));
         }
         Ok(h)
@@ -446,6 +467,34 @@ mod tests {
         for n in 0..b.len() {
             let _ = SetupHeader::parse(&b[..n]);
         }
+    }
+
+    /// A file shorter than its setup header says (syssize, or the payload's offset and length) is
+    /// refused at load, whatever the cut; the whole file loads.
+    #[test]
+    fn truncated_images_are_refused() {
+        let mut b = bzimage(0x020f, 1, 4096);
+        b[0x1f4..0x1f8].copy_from_slice(&(4096u32 / 16).to_le_bytes());
+        b[0x248..0x24c].copy_from_slice(&0x100u32.to_le_bytes());
+        b[0x24c..0x250].copy_from_slice(&0xe00u32.to_le_bytes());
+        assert!(SetupHeader::parse(&b).is_ok());
+        assert!(plan(&b, None, "", &mem(64 << 20), None).is_ok());
+        for cut in [1, 16, 512, 4096 - 0xf00 + 1, 4095] {
+            let t = &b[..b.len() - cut];
+            let e = plan(t, None, "", &mem(64 << 20), None).unwrap_err().0;
+            assert!(e.contains("truncated") && e.contains("4096 bytes"), "cut {cut}: {e}");
+            assert!(!e.contains('\n'));
+        }
+        // syssize satisfied but the payload runs past the end.
+        let mut p = b.clone();
+        p[0x1f4..0x1f8].copy_from_slice(&0u32.to_le_bytes());
+        p[0x24c..0x250].copy_from_slice(&0xf01u32.to_le_bytes());
+        let e = SetupHeader::parse(&p).unwrap_err().0;
+        assert!(e.contains("compressed payload ends at byte 4097"), "{e}");
+        // Header fields near u32::MAX do not overflow.
+        p[0x248..0x250].fill(0xff);
+        p[0x1f4..0x1f8].fill(0xff);
+        assert!(SetupHeader::parse(&p).unwrap_err().0.contains("truncated"));
     }
 
     #[test]

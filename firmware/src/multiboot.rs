@@ -18,9 +18,14 @@
 //! - The command line is passed as given; QEMU passes `"<kernel path> <append>"` — see
 //!   [`qemu_cmdline`]. Module command lines are the `--initrd` entries, `"path args"`; [`split_modules`]
 //!   splits a QEMU-style list at commas (`,,` is a literal comma).
-//! - Layout (QEMU's): the memory map at 0x9000, the information structure at 0x9500, a GDT at 0x9600;
-//!   after the kernel's last byte (page-aligned) the module list, then the command lines and the boot
-//!   loader name, then each module on its own page.
+//! - Layout: QEMU's where it can be: the memory map at 0x9000, the information structure at 0x9500, a
+//!   GDT at 0x9600; after the kernel's last byte (page-aligned) the module list, then the command lines
+//!   and the boot loader name, then each module on its own page. Everything is clear of every loaded
+//!   segment (bss included), as the specification (3.3) requires: a kernel with a segment on the page
+//!   at 0x9000 gets that page's contents on the lowest free page of RAM instead (not page 0, not the
+//!   page under the entry stack), and the module area moves above it when it lies above the kernel.
+//!   QEMU 7.2 keeps 0x9000/0x9500 and loads the kernel over them (the kernel then finds its own bytes at
+//!   EBX); Ferrite follows the specification, and `test-roms/src/kernels/mb_low.asm` checks it.
 //!
 //! # Entry state
 //!
@@ -45,8 +50,8 @@ pub const MMAP_ADDR: u64 = 0x9000;
 pub const INFO_ADDR: u64 = 0x9500;
 /// Where the GDT goes.
 pub const GDT_ADDR: u64 = 0x9600;
-/// End of the loader's low area (the kernel may not load into 0x9000..this).
-pub const LOW_AREA_END: u64 = 0xA000;
+/// Size of the page holding the memory map, the information structure and the GDT.
+pub const LOW_AREA_SIZE: u64 = 0x1000;
 /// Initial ESP.
 pub const STACK_TOP: u32 = 0x7C00;
 /// The name in `boot_loader_name`.
@@ -377,6 +382,38 @@ fn page_align(x: u64) -> u64 {
     x.div_ceil(4096) * 4096
 }
 
+/// The page for the memory map, the information structure and the GDT: [`MMAP_ADDR`] if it is RAM
+/// clear of every segment, else the lowest such page below 4 GiB, never page 0 (the real-mode IVT) nor
+/// the page under the entry stack. The lowest free page starts where RAM starts, right after a segment,
+/// or right after one of the two excluded pages, so only those candidates are tried (a hostile image
+/// with many segments costs O(n log n)).
+fn info_page(segs: &[Segment<'_>], e820: &[E820Entry]) -> Option<u64> {
+    let mut busy: Vec<(u64, u64)> =
+        segs.iter().map(|s| (s.addr & !0xfff, page_align(s.addr + s.memsz))).collect();
+    busy.push((0, 0x1000));
+    let stack_page = u64::from(STACK_TOP - 1) & !0xfff;
+    busy.push((stack_page, stack_page + 0x1000));
+    busy.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(busy.len());
+    for (a, b) in busy {
+        match merged.last_mut() {
+            Some(last) if a <= last.1 => last.1 = last.1.max(b),
+            _ => merged.push((a, b)),
+        }
+    }
+    let free = |a: u64| {
+        let i = merged.partition_point(|&(start, _)| start < a + LOW_AREA_SIZE);
+        a + LOW_AREA_SIZE <= 1 << 32 && in_ram(e820, a, LOW_AREA_SIZE) && (i == 0 || merged[i - 1].1 <= a)
+    };
+    if free(MMAP_ADDR) {
+        return Some(MMAP_ADDR);
+    }
+    let mut candidates: Vec<u64> = merged.iter().map(|m| m.1).collect();
+    candidates.extend(e820.iter().filter(|e| e.kind == E820_RAM).map(|e| page_align(e.addr)));
+    candidates.sort_unstable();
+    candidates.into_iter().find(|&a| free(a))
+}
+
 /// Loads the multiboot kernel `image` with `cmdline` and `modules` on a machine laid out as `mem`.
 pub fn load(
     image: &[u8],
@@ -411,12 +448,6 @@ pub fn load(
         if !in_ram(&e820, s.addr, s.memsz) {
             return Err(format!("multiboot kernel segment {:#x}-{:#x} is not in usable RAM", s.addr, end));
         }
-        if s.addr < LOW_AREA_END && end > MMAP_ADDR {
-            return Err(format!(
-                "multiboot kernel segment {:#x}-{end:#x} overlaps the boot information at {MMAP_ADDR:#x}-{LOW_AREA_END:#x}",
-                s.addr
-            ));
-        }
         if !s.bytes.is_empty() {
             writes.push((s.addr, s.bytes.to_vec()));
         }
@@ -430,9 +461,15 @@ pub fn load(
         return Err(format!("multiboot entry point {entry:#x} is not a 32-bit address"));
     }
 
+    // The page with the memory map, the information structure and the GDT: QEMU's 0x9000 unless a
+    // segment lies there, else the lowest free page of RAM, so it is clear of every loaded segment.
+    let low = info_page(&segs, &e820)
+        .ok_or_else(|| "multiboot kernel leaves no free page of RAM for the boot information".to_string())?;
+    let (mmap_addr, info_addr, gdt_addr) = (low, low + (INFO_ADDR - MMAP_ADDR), low + (GDT_ADDR - MMAP_ADDR));
+
     // After the kernel: the module list, the strings, then the modules, each on its own page.
-    // (A kernel loaded below the loader's low area gets them above it.)
-    let mods_addr = page_align(hi).max(LOW_AREA_END);
+    // (A kernel loaded below the information page gets them above it.)
+    let mods_addr = if low >= hi { page_align(hi).max(low + LOW_AREA_SIZE) } else { page_align(hi) };
     let mut strings: Vec<u8> = Vec::new();
     let strings_addr = mods_addr + 16 * modules.len() as u64;
     let mut add_string = |s: &str| {
@@ -496,25 +533,25 @@ pub fn load(
     put(20, modules.len() as u32);
     put(24, mods_addr as u32);
     put(44, mmap.len() as u32);
-    put(48, MMAP_ADDR as u32);
+    put(48, mmap_addr as u32);
     put(64, name_addr as u32);
 
     // GDT: null, flat 32-bit code (0x08), flat data (0x10).
     let gdt: [u64; 3] = [0, 0x00cf_9b00_0000_ffff, 0x00cf_9300_0000_ffff];
     let gdt_bytes: Vec<u8> = gdt.iter().flat_map(|d| d.to_le_bytes()).collect();
 
-    writes.push((MMAP_ADDR, mmap));
-    writes.push((INFO_ADDR, info));
-    writes.push((GDT_ADDR, gdt_bytes));
+    writes.push((mmap_addr, mmap));
+    writes.push((info_addr, info));
+    writes.push((gdt_addr, gdt_bytes));
     Ok(BootSetup {
         writes,
         zero,
         entry: EntryState {
             eip: entry as u32,
             eax: BOOTLOADER_MAGIC,
-            ebx: INFO_ADDR as u32,
+            ebx: info_addr as u32,
             esp: STACK_TOP,
-            gdt_base: GDT_ADDR as u32,
+            gdt_base: gdt_addr as u32,
             gdt_limit: (gdt.len() * 8 - 1) as u16,
             cs: CODE_SEL,
             ds: DATA_SEL,
@@ -723,6 +760,75 @@ mod tests {
         assert_eq!(s.warnings.len(), 1);
     }
 
+    /// Every place the loader writes (memory map, information structure, GDT, module list, strings,
+    /// modules) must be clear of every segment the kernel occupies, bss included.
+    fn assert_clear_of_kernel(s: &BootSetup, segs: &[(u64, u64)]) {
+        let info = write_at(s, u64::from(s.entry.ebx));
+        let mut placed: Vec<(u64, u64)> = vec![
+            (u64::from(rd32(info, 48)), u64::from(rd32(info, 48) + rd32(info, 44))),
+            (u64::from(s.entry.ebx), u64::from(s.entry.ebx) + INFO_SIZE as u64),
+            (u64::from(s.entry.gdt_base), u64::from(s.entry.gdt_base) + 24),
+        ];
+        placed.extend(s.modules.iter().copied());
+        for (a, bytes) in &s.writes {
+            if !segs.iter().any(|&(k, _)| k == *a) {
+                placed.push((*a, a + bytes.len() as u64));
+            }
+        }
+        for &(a, b) in &placed {
+            for &(k, e) in segs {
+                assert!(b <= k || a >= e, "{a:#x}-{b:#x} overlaps the kernel's {k:#x}-{e:#x}");
+            }
+        }
+    }
+
+    /// QEMU's layout puts the boot information at 0x9000-0x9FFF; a kernel loaded there gets it on the
+    /// lowest free page instead, and everything else after the kernel.
+    #[test]
+    fn boot_information_is_placed_clear_of_a_low_kernel() {
+        let m = mem(16 << 20);
+        let kludge = |a: [u32; 5], len: usize| {
+            let mut img = vec![0u8; 16];
+            img.extend(header(HF_AOUT_KLUDGE, Some(a)));
+            img.resize(len, 0);
+            img
+        };
+        let mods = vec![Module { data: b"module".to_vec(), cmdline: "m.bin arg".into() }];
+        // Loaded at 0x9000 (4 KiB of image, 4 KiB of bss): the page at 0x1000 is the first free one.
+        let img = kludge([0x9010, 0x9000, 0, 0xb000, 0x9040], 0x1000);
+        let s = load(&img, "k.bin low", &mods, &m).unwrap();
+        assert_eq!(s.kernel, (0x9000, 0xb000));
+        assert_eq!(s.entry.ebx, 0x1500);
+        assert_eq!(s.entry.gdt_base, 0x1600);
+        let info = write_at(&s, 0x1500);
+        assert_eq!(rd32(info, 48), 0x1000, "memory map on the same page");
+        assert_eq!(string_at(&s, u64::from(rd32(info, 16))), "k.bin low");
+        assert_eq!(rd32(info, 24), 0xb000, "module list right after the bss");
+        assert_eq!(s.modules, vec![(0xc000, 0xc006)]);
+        assert_clear_of_kernel(&s, &[(0x9000, 0xb000)]);
+        // A kernel from 0x1000 to past 0xA000 (over the entry stack's page too): the information page
+        // goes after it.
+        let img = kludge([0x1010, 0x1000, 0, 0xa800, 0x1040], 0x3000);
+        let s = load(&img, "", &mods, &m).unwrap();
+        assert_eq!(s.entry.ebx, 0xb500);
+        assert_eq!(s.modules[0].0, 0xd000);
+        assert_eq!(rd32(write_at(&s, 0xb500), 24), 0xc000);
+        assert_clear_of_kernel(&s, &[(0x1000, 0xa800)]);
+        // ELF with segments at 0x1000-0x3000 and 0x4000-0xC000 (the PT_NOTE made a second PT_LOAD):
+        // the gap at 0x3000 is used.
+        let mut x = elf32(0x1000, 0x1000, 0x1000, &[0x90u8; 0x100], 0x2000);
+        for (i, v) in [1u32, 0x1000, 0x4000, 0x4000, 0x100, 0x8000, 5, 0x1000].iter().enumerate() {
+            x[52 + 4 * i..56 + 4 * i].copy_from_slice(&v.to_le_bytes());
+        }
+        let s = load(&x, "", &[], &m).unwrap();
+        assert_eq!(s.entry.ebx, 0x3500);
+        assert_clear_of_kernel(&s, &[(0x1000, 0x3000), (0x4000, 0xc000)]);
+        // No free page at all: one line.
+        let tiny = MemoryLayout { below_4g: 0xa0000, above_4g: 0, ebda_start: 0x9_e000, rom_size: 0x1_0000 };
+        let whole = kludge([0x1010, 0x1000, 0, 0x9_e000, 0x1040], 0x1000);
+        assert!(load(&whole, "", &[], &tiny).unwrap_err().contains("no free page"));
+    }
+
     #[test]
     fn hostile_images_are_one_line_errors() {
         let m = mem(16 << 20);
@@ -748,10 +854,9 @@ mod tests {
         assert!(e(&kludge([0x2000_0010, 0x2000_0000, 0, 0, 0])).contains("not in usable RAM"));
         assert!(e(&kludge([0x9_e010, 0x9_e000, 0, 0, 0])).contains("not in usable RAM"));
         assert!(e(&kludge([0xfff_fff0, 0xfff_ffe0, 0, 0xffff_fff0, 0])).contains("not in usable RAM"));
-        assert!(e(&kludge([0x9010, 0x9000, 0, 0, 0])).contains("overlaps the boot information"));
-        assert!(e(&kludge([0x8010, 0x8000, 0, 0x9800, 0])).contains("overlaps the boot information"));
-        // A kernel below the low area is fine; what follows it goes above the low area.
+        // A kernel below the information page is fine; what follows it goes above that page.
         let low = load(&kludge([0x8010, 0x8000, 0, 0, 0x8000]), "c", &[], &m).unwrap();
+        assert_eq!(low.entry.ebx, 0x9500);
         assert_eq!(string_at(&low, 0xa000), "c");
         // Modules that do not fit after the kernel.
         let big = Module { data: vec![0; 15 << 20], cmdline: "big".into() };

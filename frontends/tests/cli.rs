@@ -178,3 +178,33 @@ fn an_image_in_use_by_another_process_is_refused() {
     assert_eq!(code, 2);
     assert_eq!(err.trim_end().lines().count(), 1, "stderr: {err}");
 }
+
+/// A bzImage cut short (its setup header's syssize promises more protected-mode code than the file
+/// holds) is refused before anything runs: one line naming the truncation, exit status 2, never a boot
+/// into a triple fault.
+#[test]
+fn truncated_bzimage_is_one_line() {
+    // Boot protocol 2.15, 4 setup sectors, loaded high, 64-bit entry; syssize promises 64 KiB but only
+    // 4 KiB of protected-mode code follow the setup.
+    let mut k = vec![0u8; 5 * 512 + 4096];
+    k[0x1f1] = 4;
+    k[0x1f4..0x1f8].copy_from_slice(&(0x1_0000u32 / 16).to_le_bytes());
+    k[0x1fe..0x200].copy_from_slice(&0xaa55u16.to_le_bytes());
+    k[0x201] = 0x6a;
+    k[0x202..0x206].copy_from_slice(b"HdrS");
+    k[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes());
+    k[0x211] = 1;
+    k[0x230..0x234].copy_from_slice(&0x20_0000u32.to_le_bytes());
+    k[0x234] = 1;
+    k[0x236..0x238].copy_from_slice(&3u16.to_le_bytes());
+    k[0x238..0x23c].copy_from_slice(&2047u32.to_le_bytes());
+    k[0x260..0x264].copy_from_slice(&0x100_0000u32.to_le_bytes());
+    let p = std::env::temp_dir().join(format!("ferrite-cli-trunc-{}.bzImage", std::process::id()));
+    std::fs::write(&p, &k).unwrap();
+    let (code, _, err) =
+        ferrite(&["run", "--kernel", p.to_str().unwrap(), "--append", "x", "--max-instructions", "1000"]);
+    std::fs::remove_file(&p).unwrap();
+    assert_eq!(code, 2, "stderr: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "stderr: {err}");
+    assert!(err.contains("truncated") && err.contains("65536 bytes"), "stderr: {err}");
+}

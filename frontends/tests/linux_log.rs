@@ -27,10 +27,10 @@ const MAX_INSTRUCTIONS: u64 = 12_000_000_000;
 const MAX_WALL: Duration = Duration::from_secs(600);
 
 /// QEMU's CPU: Ivy Bridge (family 6 model 58 stepping 9, as Ferrite) with what Ferrite does not
-/// advertise turned off (VME, DE, MCE, MCA, PSE36, x2APIC, TSC deadline, AVX, F16C, ARAT) and what it
+/// advertise turned off (DE, MCE, MCA, PSE36, x2APIC, TSC deadline, AVX, F16C, ARAT) and what it
 /// adds turned on (MOVBE, BMI1/2, ADX, SMAP, ABM, 1 GiB pages, XGETBV1), and Ferrite's brand string.
 /// TCG (QEMU 7.2) lacks three of Ferrite's bits: RDSEED, XSAVEC and IA32_ARCH_CAPABILITIES.
-const QEMU_CPU: &str = "IvyBridge,-vme,-de,-mce,-mca,-pse36,-x2apic,-tsc-deadline,-avx,-f16c,+movbe,+bmi1,\
+const QEMU_CPU: &str = "IvyBridge,-de,-mce,-mca,-pse36,-x2apic,-tsc-deadline,-avx,-f16c,+movbe,+bmi1,\
 +bmi2,+adx,+smap,+abm,+pdpe1gb,+xgetbv1,-arat,model-id=Ferrite Virtual CPU";
 
 /// The board Ferrite is: i440FX/PIIX3, 512 MiB, no HPET, no VGA, no NIC, COM1 and COM2.

@@ -176,6 +176,8 @@ impl IrqChip {
                 break;
             }
         }
+        // IPIs the one processor sends to itself (self-IPIs, NMIs to its own ID, broadcasts).
+        self.lapic.deliver_own_ipis();
         let intr = self.pic.has_interrupt();
         self.lapic.set_lint(0, intr);
     }

@@ -429,12 +429,17 @@ fn iret(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
     let mode = ctx.st.mode();
     let ss = sp_size(ctx);
     if mode == Mode::Real || mode == Mode::V86 {
-        if mode == Mode::V86 && ctx.st.iopl() < 3 {
+        // v86 with IOPL < 3: #GP(0), unless CR4.VME virtualises a 16-bit IRET (SDM Vol. 3A 20.4).
+        let virt = mode == Mode::V86 && ctx.st.iopl() < 3;
+        if virt && !(ctx.st.cr4 & cr4::VME != 0 && osz == 2) {
             return Err(Fault::gp0());
         }
         let ip = stack_peek(ctx, 0, osz)?;
         let cs = stack_peek(ctx, osz as u64, osz)? as u16;
         let fl = stack_peek(ctx, 2 * osz as u64, osz)?;
+        if virt && virtual_if_refused(ctx, fl) {
+            return Err(Fault::gp0());
+        }
         if ip > ctx.st.sreg(Seg::Cs).limit as u64 {
             return Err(Fault::gp0());
         }
@@ -447,6 +452,10 @@ fn iret(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
         }
         if mode == Mode::V86 {
             mask &= !flags::IOPL;
+        }
+        if virt {
+            mask &= !flags::IF;
+            set_vif(ctx, fl & flags::IF != 0);
         }
         set_rflags(ctx, fl, mask);
         return Ok(());
@@ -649,10 +658,89 @@ pub fn set_rflags(ctx: &mut Ctx<'_>, v: u64, mask: u64) {
 
 fn int_n(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
     let v = insn.i.immediate(0) as u8;
-    if ctx.st.mode() == Mode::V86 && ctx.st.iopl() < 3 {
-        return Err(Fault::gp0());
+    if ctx.st.mode() == Mode::V86 {
+        // CR4.VME: a clear bit in the TSS's interrupt redirection bitmap sends INT n to the 8086
+        // program's own handler through its IVT (SDM Vol. 3A 20.3.3, table 20-2 methods 4 and 5).
+        if ctx.st.cr4 & cr4::VME != 0 && !redirection_bit(ctx, v)? {
+            return v86_redirected_int(ctx, v);
+        }
+        if ctx.st.iopl() < 3 {
+            return Err(Fault::gp0());
+        }
     }
     Err(Fault::Soft { vector: v, kind: SoftKind::IntN })
+}
+
+/// Bit `v` of the interrupt redirection bitmap: the 32 bytes below the I/O permission bitmap of the
+/// current 32-bit TSS. #GP(0) if the TSS is not a 32-bit one or the byte lies past its limit.
+fn redirection_bit(ctx: &mut Ctx<'_>, v: u8) -> Result<bool, Fault> {
+    let tr = ctx.st.tr;
+    let t = tr.attr & 0xf;
+    if !(t == 9 || t == 0xb) || tr.limit < 0x67 {
+        return Err(Fault::gp0());
+    }
+    let io_base = ctx.read_lin_as(tr.base + 0x66, 2, crate::paging::AccessKind::Read, true)?;
+    let byte = (io_base + u64::from(v >> 3)).wrapping_sub(32);
+    if byte > u64::from(tr.limit) {
+        return Err(Fault::gp0());
+    }
+    let b = ctx.read_lin_as(tr.base + byte, 1, crate::paging::AccessKind::Read, true)?;
+    Ok(b & (1 << (v & 7)) != 0)
+}
+
+/// INT n redirected to the 8086 program's handler (CR4.VME, redirection bit clear): FLAGS, CS and IP
+/// are pushed on the v86 stack and CS:IP is loaded from the v86 IVT at linear 4*n, as in real mode.
+/// With IOPL = 3, IF and TF are cleared; with IOPL < 3 the pushed FLAGS carry VIF as IF and IOPL = 3,
+/// and VIF and TF are cleared instead (SDM Vol. 3A 20.3.3.4-20.3.3.5).
+fn v86_redirected_int(ctx: &mut Ctx<'_>, v: u8) -> Result<(), Fault> {
+    let fl = ctx.st.rflags;
+    let iopl3 = ctx.st.iopl() == 3;
+    let mut image = fl & 0xffff;
+    if !iopl3 {
+        image = (image & !flags::IF) | flags::IOPL | if fl & flags::VIF != 0 { flags::IF } else { 0 };
+    }
+    let vector = ctx.read_lin_as(u64::from(v) * 4, 4, crate::paging::AccessKind::Read, false)?;
+    let (ip, cs) = (vector & 0xffff, (vector >> 16) as u16);
+    let ret_ip = ctx.next_rip & 0xffff;
+    let ret_cs = ctx.st.sreg(Seg::Cs).selector;
+    let sp0 = ctx.st.gpr[4];
+    for w in [image, u64::from(ret_cs), ret_ip] {
+        if let Err(e) = push(ctx, 2, w) {
+            ctx.st.gpr[4] = sp0;
+            return Err(e);
+        }
+    }
+    real_far(ctx, cs, ip);
+    if iopl3 {
+        ctx.st.rflags &= !(flags::IF | flags::TF);
+    } else {
+        ctx.st.rflags &= !(flags::VIF | flags::TF);
+    }
+    Ok(())
+}
+
+/// The VME/PVI rule that refuses to load an IF of 1 while an interrupt is virtually pending, or a TF of
+/// 1 (POPF, IRET): #GP(0) if `(VIP and new IF) or new TF`.
+fn virtual_if_refused(ctx: &Ctx<'_>, new: u64) -> bool {
+    (ctx.st.rflags & flags::VIP != 0 && new & flags::IF != 0) || new & flags::TF != 0
+}
+
+fn set_vif(ctx: &mut Ctx<'_>, on: bool) {
+    if on {
+        ctx.st.rflags |= flags::VIF;
+    } else {
+        ctx.st.rflags &= !flags::VIF;
+    }
+}
+
+/// Whether CLI/STI at an IOPL below CPL act on VIF: v86 mode with CR4.VME, or CPL 3 in protected mode
+/// with CR4.PVI (SDM Vol. 2 CLI/STI, Vol. 3A 20.4).
+fn virtual_interrupt_flag(ctx: &Ctx<'_>) -> bool {
+    match ctx.st.mode() {
+        Mode::V86 => ctx.st.cr4 & cr4::VME != 0,
+        Mode::Real => false,
+        _ => ctx.st.cpl == 3 && ctx.st.cr4 & cr4::PVI != 0,
+    }
 }
 
 fn int3(_: &mut Ctx<'_>, _: &Insn) -> Result<(), Fault> {
@@ -674,6 +762,10 @@ fn int1(_: &mut Ctx<'_>, _: &Insn) -> Result<(), Fault> {
 
 fn cli(ctx: &mut Ctx<'_>, _: &Insn) -> Result<(), Fault> {
     if (protected(ctx) || ctx.st.mode() == Mode::V86) && ctx.st.iopl() < ctx.st.cpl {
+        if virtual_interrupt_flag(ctx) {
+            set_vif(ctx, false);
+            return Ok(());
+        }
         return Err(Fault::gp0());
     }
     ctx.st.rflags &= !flags::IF;
@@ -682,6 +774,12 @@ fn cli(ctx: &mut Ctx<'_>, _: &Insn) -> Result<(), Fault> {
 
 fn sti(ctx: &mut Ctx<'_>, _: &Insn) -> Result<(), Fault> {
     if (protected(ctx) || ctx.st.mode() == Mode::V86) && ctx.st.iopl() < ctx.st.cpl {
+        // VME/PVI: VIF is set unless an interrupt is virtually pending (VIP), which is #GP(0) for the
+        // monitor to deliver it.
+        if virtual_interrupt_flag(ctx) && ctx.st.rflags & flags::VIP == 0 {
+            set_vif(ctx, true);
+            return Ok(());
+        }
         return Err(Fault::gp0());
     }
     if ctx.st.rflags & flags::IF == 0 {
@@ -700,6 +798,13 @@ fn pushf(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
         _ => 8,
     };
     if ctx.st.mode() == Mode::V86 && ctx.st.iopl() < 3 {
+        // CR4.VME virtualises the 16-bit form: the image carries VIF as IF and IOPL = 3.
+        if ctx.st.cr4 & cr4::VME != 0 && size == 2 {
+            let fl = ctx.st.rflags;
+            let image =
+                (fl & 0xffff & !flags::IF) | flags::IOPL | if fl & flags::VIF != 0 { flags::IF } else { 0 };
+            return push(ctx, 2, image);
+        }
         return Err(Fault::gp0());
     }
     // VM and RF are pushed as 0.
@@ -715,6 +820,18 @@ fn popf(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
     };
     let mode = ctx.st.mode();
     if mode == Mode::V86 && ctx.st.iopl() < 3 {
+        // CR4.VME virtualises the 16-bit form: IF goes to VIF, IOPL stays; a popped TF, or IF while VIP
+        // is set, is #GP(0) with nothing popped.
+        if ctx.st.cr4 & cr4::VME != 0 && size == 2 {
+            let v = stack_peek(ctx, 0, 2)?;
+            if virtual_if_refused(ctx, v) {
+                return Err(Fault::gp0());
+            }
+            pop(ctx, 2)?;
+            set_vif(ctx, v & flags::IF != 0);
+            set_rflags(ctx, v, (flags::ARITH | flags::DF | flags::NT) & 0xffff);
+            return Ok(());
+        }
         return Err(Fault::gp0());
     }
     let v = pop(ctx, size)?;
@@ -865,6 +982,19 @@ fn sys_sel_operand(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<u16, Fault> {
     Ok(read_op(ctx, insn, 0)? as u16)
 }
 
+/// The 64-bit base of the 16-byte LDT or TSS descriptor `sel` (IA-32e mode), whose low 32 bits are
+/// `low`: #GP(selector) if the type field of the upper eight bytes (bits 12:8 of its high dword) is not
+/// zero (SDM vol. 3A figure 8-4, "must be zero"; LTR/LLDT in vol. 2) or the base is not canonical (LTR
+/// and LLDT: "IF IA32_EFER.LMA = 1 and the descriptor's base is not canonical, #GP(selector)").
+fn long_system_base(ctx: &mut Ctx<'_>, sel: u16, low: u64) -> Result<u64, Fault> {
+    let hi = ctx.read_desc_high(sel, Fault::gp(sel_err(sel)))?;
+    let base = (low & 0xffff_ffff) | ((hi & 0xffff_ffff) << 32);
+    if (hi >> 40) & 0x1f != 0 || !is_canonical(base) {
+        return Err(Fault::gp(sel_err(sel)));
+    }
+    Ok(base)
+}
+
 fn lldt(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
     let sel = sys_sel_operand(ctx, insn)?;
     ctx.break_block = true;
@@ -884,8 +1014,7 @@ fn lldt(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
     }
     let mut seg = d.to_segment(sel);
     if ctx.st.efer & efer::LMA != 0 {
-        let hi = ctx.read_desc_high(sel, Fault::gp(sel_err(sel)))?;
-        seg.base |= (hi & 0xffff_ffff) << 32;
+        seg.base = long_system_base(ctx, sel, seg.base)?;
     }
     ctx.st.ldtr = seg;
     Ok(())
@@ -911,8 +1040,7 @@ fn ltr(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
     }
     let mut seg = d.to_segment(sel);
     if long {
-        let hi = ctx.read_desc_high(sel, Fault::gp(sel_err(sel)))?;
-        seg.base |= (hi & 0xffff_ffff) << 32;
+        seg.base = long_system_base(ctx, sel, seg.base)?;
     }
     ctx.set_tss_busy(sel, true)?;
     seg.attr |= 2;
@@ -1023,7 +1151,8 @@ fn mov_from_cr(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
     Ok(())
 }
 
-/// CR4 bits software may set (only features Ferrite implements and advertises).
+/// CR4 bits software may set (only features Ferrite implements and advertises; VME and PVI only while
+/// CPUID.1:EDX.VME[bit 1] is advertised, see [`cr4_valid`]).
 pub const CR4_VALID: u64 = cr4::TSD
     | cr4::DE
     | cr4::PSE
@@ -1036,6 +1165,12 @@ pub const CR4_VALID: u64 = cr4::TSD
     | cr4::FSGSBASE
     | cr4::SMEP
     | cr4::SMAP;
+
+/// The CR4 bits this CPU lets software set: [`CR4_VALID`], plus VME and PVI when CPUID advertises VME.
+pub fn cr4_valid(st: &crate::state::CpuState) -> u64 {
+    let vme = cpuid::cpuid_for(1, 0, 0, st.cr4)[3] & (1 << 1) != 0;
+    CR4_VALID | if vme { cr4::VME | cr4::PVI } else { 0 }
+}
 
 /// Writes CR0 with the architectural checks and side effects (long-mode activation, TLB flush).
 pub fn write_cr0(ctx: &mut Ctx<'_>, v: u64) -> Result<(), Fault> {
@@ -1096,7 +1231,7 @@ fn mov_to_cr(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
             Ok(())
         }
         4 => {
-            if v & !CR4_VALID != 0 {
+            if v & !cr4_valid(ctx.st) != 0 {
                 return Err(Fault::gp0());
             }
             let old = ctx.st.cr4;
@@ -1216,6 +1351,54 @@ fn rdtscp(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
     Ok(())
 }
 
+/// IA32_APIC_BASE.BSP: this processor is the bootstrap processor.
+const APIC_BSP: u64 = 1 << 8;
+/// IA32_APIC_BASE.EXTD: x2APIC mode (with EN).
+const APIC_EXTD: u64 = 1 << 10;
+/// IA32_APIC_BASE.EN: the local APIC is globally enabled.
+const APIC_EN: u64 = 1 << 11;
+
+/// Whether the local APIC is in x2APIC mode (IA32_APIC_BASE.EN and EXTD both set): only then do the
+/// x2APIC MSRs (0x800-0xBFF) exist; otherwise RDMSR and WRMSR of them raise #GP(0) (SDM vol. 3A
+/// 11.12.1.2, "x2APIC Register Address Space").
+pub fn x2apic_mode(st: &crate::state::CpuState) -> bool {
+    st.msr.apic_base & (APIC_EN | APIC_EXTD) == APIC_EN | APIC_EXTD
+}
+
+/// Whether IA32_TSC_DEADLINE (0x6E0) exists: CPUID.1:ECX.TSC_Deadline[bit 24].
+fn tsc_deadline_supported(st: &crate::state::CpuState) -> bool {
+    cpuid::cpuid_for(1, 0, 0, st.cr4)[2] & (1 << 24) != 0
+}
+
+/// Bits of an MSR holding a physical address that lie above MAXPHYADDR (reserved).
+fn above_maxphyaddr() -> u64 {
+    !((1u64 << crate::cpuid::PHYS_ADDR_BITS) - 1)
+}
+
+/// A valid MTRR memory type: UC, WC, WT, WP, WB (SDM vol. 3A table 12-8; 2, 3 and 7+ are reserved).
+fn mtrr_type_ok(t: u64) -> bool {
+    matches!(t, 0 | 1 | 4 | 5 | 6)
+}
+
+/// The rules of an IA32_APIC_BASE write (SDM vol. 3A 11.12.5, figure 11-27): reserved bits (0-7, 9,
+/// above MAXPHYADDR, and EXTD when CPUID.1:ECX.x2APIC[bit 21] is clear), the invalid state EXTD without
+/// EN, and the two forbidden transitions x2APIC -> xAPIC and disabled -> x2APIC all raise #GP(0).
+fn apic_base_ok(st: &crate::state::CpuState, v: u64) -> bool {
+    let x2apic_supported = cpuid::cpuid_for(1, 0, 0, st.cr4)[2] & (1 << 21) != 0;
+    let mut valid = (!above_maxphyaddr() & !0xfff) | APIC_BSP | APIC_EN;
+    if x2apic_supported {
+        valid |= APIC_EXTD;
+    }
+    if v & !valid != 0 || v & (APIC_EN | APIC_EXTD) == APIC_EXTD {
+        return false;
+    }
+    let old = st.msr.apic_base;
+    let new_x2 = v & (APIC_EN | APIC_EXTD) == APIC_EN | APIC_EXTD;
+    let x2_to_xapic = x2apic_mode(st) && v & (APIC_EN | APIC_EXTD) == APIC_EN;
+    let disabled_to_x2 = old & APIC_EN == 0 && new_x2;
+    !x2_to_xapic && !disabled_to_x2
+}
+
 /// Reads MSR `msr`, or `None` if it does not exist (#GP).
 pub fn msr_read(ctx: &mut Ctx<'_>, msr: u32) -> Option<u64> {
     let m = &ctx.st.msr;
@@ -1250,11 +1433,15 @@ pub fn msr_read(ctx: &mut Ctx<'_>, msr: u32) -> Option<u64> {
         0xc000_0101 => ctx.st.sreg(Seg::Gs).base,
         0xc000_0102 => m.kernel_gs_base,
         0xc000_0103 => m.tsc_aux,
+        0x800..=0xbff if !x2apic_mode(ctx.st) => return None,
+        0x6e0 if !tsc_deadline_supported(ctx.st) => return None,
         _ => return ctx.bus.read_msr(msr),
     })
 }
 
-/// Writes MSR `msr`; false = #GP (no such MSR or a reserved bit set).
+/// Writes MSR `msr`; false = #GP (no such MSR, a read-only one, or a reserved bit set: SDM vol. 4
+/// tables 2-2 and 2-3, and the WRMSR reference: "#GP(0) if ... an attempt is made to write a non-zero
+/// value into a reserved bit").
 pub fn msr_write(ctx: &mut Ctx<'_>, msr: u32, v: u64) -> bool {
     let canon = is_canonical(v);
     match msr {
@@ -1263,21 +1450,50 @@ pub fn msr_write(ctx: &mut Ctx<'_>, msr: u32, v: u64) -> bool {
             ctx.st.msr.tsc_offset = v.wrapping_sub(now);
         }
         0x1b => {
-            if v & !(0xff_ffff_f000 | (1 << 8) | (1 << 11) | (1 << 10)) != 0 {
+            if !apic_base_ok(ctx.st, v) {
                 return false;
             }
             ctx.st.msr.apic_base = v;
             let _ = ctx.bus.write_msr(msr, v);
         }
-        0x3a => ctx.st.msr.feature_control = v,
+        0x3a => {
+            // IA32_FEATURE_CONTROL: no write once the lock bit is set; with no VMX, SMX, SGX or LMCE
+            // advertised, every bit but the lock is reserved.
+            if ctx.st.msr.feature_control & 1 != 0 || v & !1 != 0 {
+                return false;
+            }
+            ctx.st.msr.feature_control = v;
+        }
         0x8b => {}
-        0x174 => ctx.st.msr.sysenter_cs = v & 0xffff,
+        // IA32_SYSENTER_CS: bits 63:16 are "not used (can be read and written)".
+        0x174 => ctx.st.msr.sysenter_cs = v,
         0x175 if canon => ctx.st.msr.sysenter_esp = v,
         0x176 if canon => ctx.st.msr.sysenter_eip = v,
-        0x179 | 0x17a => {}
+        // IA32_MCG_STATUS: RIPV, EIPV, MCIP, LMCE_S; the rest reserved. (IA32_MCG_CAP is read-only.)
+        0x17a if v & !0xf == 0 => {}
         0x1a0 => ctx.st.msr.misc_enable = v,
-        0x1d9 => ctx.st.msr.debugctl = v & 0x3,
-        0x200..=0x20f => ctx.st.msr.mtrr_var[(msr - 0x200) as usize] = v,
+        // IA32_DEBUGCTL: LBR and BTF; the branch-trace-store and freeze bits need features not
+        // advertised, so they are reserved here.
+        0x1d9 if v & !0x3 == 0 => ctx.st.msr.debugctl = v,
+        0x200..=0x20f => {
+            let reserved = if msr & 1 == 0 {
+                // PHYSBASE: type in 7:0, 11:8 reserved.
+                if !mtrr_type_ok(v & 0xff) {
+                    return false;
+                }
+                above_maxphyaddr() | 0xf00
+            } else {
+                // PHYSMASK: valid in bit 11, 10:0 reserved.
+                above_maxphyaddr() | 0x7ff
+            };
+            if v & reserved != 0 {
+                return false;
+            }
+            ctx.st.msr.mtrr_var[(msr - 0x200) as usize] = v;
+        }
+        0x250 | 0x258 | 0x259 | 0x268..=0x26f if !(0..8).all(|i| mtrr_type_ok((v >> (8 * i)) & 0xff)) => {
+            return false;
+        }
         0x250 => ctx.st.msr.mtrr_fixed[0] = v,
         0x258 => ctx.st.msr.mtrr_fixed[1] = v,
         0x259 => ctx.st.msr.mtrr_fixed[2] = v,
@@ -1291,7 +1507,7 @@ pub fn msr_write(ctx: &mut Ctx<'_>, msr: u32, v: u64) -> bool {
             ctx.mmu.tlb.flush(false);
         }
         0x2ff => {
-            if v & !0xcff != 0 {
+            if v & !0xcff != 0 || !mtrr_type_ok(v & 0xff) {
                 return false;
             }
             ctx.st.msr.mtrr_def_type = v;
@@ -1313,7 +1529,8 @@ pub fn msr_write(ctx: &mut Ctx<'_>, msr: u32, v: u64) -> bool {
         0xc000_0081 => ctx.st.msr.star = v,
         0xc000_0082 if canon => ctx.st.msr.lstar = v,
         0xc000_0083 if canon => ctx.st.msr.cstar = v,
-        0xc000_0084 => ctx.st.msr.sfmask = v & 0xffff_ffff,
+        // IA32_FMASK: bits 63:32 reserved.
+        0xc000_0084 if v >> 32 == 0 => ctx.st.msr.sfmask = v,
         0xc000_0100 if canon => ctx.st.sreg_mut(Seg::Fs).base = v,
         0xc000_0101 if canon => ctx.st.sreg_mut(Seg::Gs).base = v,
         0xc000_0102 if canon => ctx.st.msr.kernel_gs_base = v,
@@ -1323,6 +1540,18 @@ pub fn msr_write(ctx: &mut Ctx<'_>, msr: u32, v: u64) -> bool {
             }
             ctx.st.msr.tsc_aux = v;
         }
+        // Known MSRs whose rule refused the value (non-canonical bases, reserved bits).
+        0x174..=0x176
+        | 0x17a
+        | 0x1d9
+        | 0xc000_0082
+        | 0xc000_0083
+        | 0xc000_0084
+        | 0xc000_0100..=0xc000_0102 => {
+            return false;
+        }
+        0x800..=0xbff if !x2apic_mode(ctx.st) => return false,
+        0x6e0 if !tsc_deadline_supported(ctx.st) => return false,
         _ => return ctx.bus.write_msr(msr, v),
     }
     true
@@ -1418,4 +1647,242 @@ fn mnemonic_is(insn: &Insn, m: Mnemonic) -> bool {
 #[allow(dead_code)]
 fn branch(ctx: &mut Ctx<'_>, t: u64) -> Result<(), Fault> {
     branch_to(ctx, t)
+}
+
+#[cfg(test)]
+mod msr_tests {
+    use super::{msr_read, msr_write};
+    use crate::bus::CpuBus;
+    use crate::mem::{Ctx, Mmu};
+    use crate::state::CpuState;
+    use crate::testutil::{TestBus, TestMode, cpu_in};
+    use std::ptr::NonNull;
+
+    /// A bus whose machine serves every x2APIC MSR and IA32_TSC_DEADLINE (reads 0x42, accepts writes) and logs
+    /// IA32_APIC_BASE writes, so the CPU's own gating is what a test observes.
+    #[derive(Default)]
+    struct ApicBus {
+        inner: TestBus,
+        apic_base_writes: Vec<u64>,
+    }
+
+    impl CpuBus for ApicBus {
+        fn ram_page(&mut self, page: u64, write: bool) -> Option<NonNull<u8>> {
+            self.inner.ram_page(page, write)
+        }
+        fn read_phys(&mut self, addr: u64, data: &mut [u8]) {
+            self.inner.read_phys(addr, data)
+        }
+        fn write_phys(&mut self, addr: u64, data: &[u8]) {
+            self.inner.write_phys(addr, data)
+        }
+        fn io_in(&mut self, port: u16, size: u8) -> u32 {
+            self.inner.io_in(port, size)
+        }
+        fn io_out(&mut self, port: u16, size: u8, value: u32) {
+            self.inner.io_out(port, size, value)
+        }
+        fn interrupt_pending(&mut self) -> bool {
+            false
+        }
+        fn acknowledge_interrupt(&mut self) -> Option<u8> {
+            None
+        }
+        fn tsc(&mut self, icount: u64) -> u64 {
+            icount
+        }
+        fn read_msr(&mut self, msr: u32) -> Option<u64> {
+            ((0x800..=0x8ff).contains(&msr) || msr == 0x6e0).then_some(0x42)
+        }
+        fn write_msr(&mut self, msr: u32, value: u64) -> bool {
+            if msr == 0x1b {
+                self.apic_base_writes.push(value);
+            }
+            (0x800..=0x8ff).contains(&msr) || msr == 0x6e0
+        }
+    }
+
+    fn with_ctx<R>(st: &mut CpuState, bus: &mut ApicBus, f: impl FnOnce(&mut Ctx<'_>) -> R) -> R {
+        let mut mmu = Mmu::default();
+        let mut ctx = Ctx { st, bus, mmu: &mut mmu, next_rip: 0, break_block: false };
+        f(&mut ctx)
+    }
+
+    fn machine() -> (CpuState, ApicBus) {
+        let mut bus = ApicBus::default();
+        let st = cpu_in(TestMode::Long64, &mut bus.inner);
+        (st, bus)
+    }
+
+    /// Without x2APIC mode (the reset state: xAPIC, EXTD clear) every MSR of 0x800-0xBFF raises #GP,
+    /// even where the machine would serve it; in x2APIC mode they reach the local APIC.
+    #[test]
+    fn x2apic_msrs_exist_only_in_x2apic_mode() {
+        let (mut st, mut bus) = machine();
+        assert_eq!(st.msr.apic_base & (3 << 10), 1 << 11, "reset: xAPIC mode");
+        with_ctx(&mut st, &mut bus, |ctx| {
+            for msr in [0x800, 0x802, 0x803, 0x808, 0x80b, 0x830, 0x83f, 0x8ff, 0x900, 0xbff] {
+                assert_eq!(msr_read(ctx, msr), None, "rdmsr {msr:#x}");
+                assert!(!msr_write(ctx, msr, 0), "wrmsr {msr:#x}");
+            }
+        });
+        st.msr.apic_base |= 1 << 10;
+        with_ctx(&mut st, &mut bus, |ctx| {
+            assert_eq!(msr_read(ctx, 0x802), Some(0x42));
+            assert!(msr_write(ctx, 0x808, 0));
+            // Globally disabled (EN clear): gone again.
+            ctx.st.msr.apic_base &= !(1 << 11);
+            assert_eq!(msr_read(ctx, 0x802), None);
+        });
+    }
+
+    /// IA32_APIC_BASE (SDM vol. 3A 11.12.5): reserved bits, EXTD without x2APIC support, EXTD without
+    /// EN, x2APIC -> xAPIC and disabled -> x2APIC are #GP; xAPIC <-> disabled and a base move are not.
+    #[test]
+    fn apic_base_rules() {
+        let (mut st, mut bus) = machine();
+        let x2_supported = crate::cpuid::cpuid_for(1, 0, 0, 0)[2] & (1 << 21) != 0;
+        with_ctx(&mut st, &mut bus, |ctx| {
+            let base = 0xfee0_0000u64;
+            for bad in [base | 0x900 | 1, base | 0x900 | (1 << 9), base | 0x900 | (1 << 40), base | (1 << 10)]
+            {
+                assert!(!msr_write(ctx, 0x1b, bad), "{bad:#x}");
+            }
+            assert_eq!(ctx.st.msr.apic_base, base | 0x900, "refused writes change nothing");
+            assert!(msr_write(ctx, 0x1b, 0xfed0_0000 | 0x900), "base move");
+            assert!(msr_write(ctx, 0x1b, base | 0x100), "xAPIC -> disabled");
+            assert!(!msr_write(ctx, 0x1b, base | 0xd00), "disabled -> x2APIC");
+            assert!(msr_write(ctx, 0x1b, base | 0x900), "disabled -> xAPIC");
+            assert_eq!(msr_write(ctx, 0x1b, base | 0xd00), x2_supported, "xAPIC -> x2APIC");
+            if x2_supported {
+                assert!(!msr_write(ctx, 0x1b, base | 0x900), "x2APIC -> xAPIC");
+                assert!(msr_write(ctx, 0x1b, base | 0x100), "x2APIC -> disabled");
+            }
+        });
+        assert!(
+            bus.apic_base_writes.iter().all(|v| v & (1 << 9) == 0),
+            "refused writes never reach the APIC"
+        );
+    }
+
+    /// A non-canonical base is #GP for every base MSR; a canonical one is stored.
+    #[test]
+    fn base_msrs_reject_non_canonical_values() {
+        let (mut st, mut bus) = machine();
+        with_ctx(&mut st, &mut bus, |ctx| {
+            for msr in [0x175, 0x176, 0xc000_0082, 0xc000_0083, 0xc000_0100, 0xc000_0101, 0xc000_0102] {
+                for bad in [0x0000_8000_0000_0000u64, 0x7fff_0000_0000_0000, 0xffff_7fff_ffff_ffff] {
+                    assert!(!msr_write(ctx, msr, bad), "{msr:#x} <- {bad:#x}");
+                }
+                for good in [0xffff_8000_0000_0000u64, 0x0000_7fff_ffff_f000] {
+                    assert!(msr_write(ctx, msr, good), "{msr:#x} <- {good:#x}");
+                    assert_eq!(msr_read(ctx, msr), Some(good), "{msr:#x}");
+                }
+            }
+        });
+    }
+
+    /// Reserved bits of the MSRs the CPU keeps: #GP, the old value kept.
+    #[test]
+    fn reserved_bits_raise_gp() {
+        let (mut st, mut bus) = machine();
+        with_ctx(&mut st, &mut bus, |ctx| {
+            let refuse = |ctx: &mut Ctx<'_>, msr: u32, v: u64| {
+                let before = msr_read(ctx, msr);
+                assert!(!msr_write(ctx, msr, v), "{msr:#x} <- {v:#x}");
+                assert_eq!(msr_read(ctx, msr), before, "{msr:#x} unchanged");
+            };
+            refuse(ctx, 0xc000_0084, 1 << 32); // FMASK 63:32
+            refuse(ctx, 0xc000_0103, 1 << 32); // TSC_AUX 63:32
+            refuse(ctx, 0xc000_0080, 1 << 1); // EFER bit 1
+            refuse(ctx, 0x1d9, 1 << 6); // DEBUGCTL.TR: no branch trace messages
+            refuse(ctx, 0x277, 0x0007_0406_0002_0406); // PAT entry 2 holds type 2
+            refuse(ctx, 0x2ff, 0xc02); // MTRRdefType: type 2
+            refuse(ctx, 0x2ff, 0x1006); // MTRRdefType bit 12
+            refuse(ctx, 0x200, 0x1000 | 7); // PHYSBASE0: type 7
+            refuse(ctx, 0x200, 0x1000 | 6 | (1 << 8)); // PHYSBASE0: bit 8
+            refuse(ctx, 0x200, (1 << 40) | 6); // PHYSBASE0: above MAXPHYADDR
+            refuse(ctx, 0x201, 0xffff_f000 | 0x800 | 1); // PHYSMASK0: bit 0
+            refuse(ctx, 0x250, 0x0606_0606_0606_0603); // MTRRfix64K: a byte of type 3
+            assert!(!msr_write(ctx, 0x179, 0), "MCG_CAP is read-only");
+            assert!(!msr_write(ctx, 0xfe, 0), "MTRRcap is read-only");
+            if crate::cpuid::cpuid_for(1, 0, 0, 0)[2] & (1 << 24) == 0 {
+                assert_eq!(msr_read(ctx, 0x6e0), None, "no TSC deadline without its CPUID bit");
+                assert!(!msr_write(ctx, 0x6e0, 1), "no TSC deadline without its CPUID bit");
+            }
+            // The valid neighbours are accepted.
+            for (msr, v) in [
+                (0xc000_0084, 0xffff_ffffu64),
+                (0x1d9, 3),
+                (0x2ff, 0xc06),
+                (0x200, 0xff_ffff_f006),
+                (0x201, 0xff_ffff_f800),
+                (0x250, 0x0606_0606_0606_0606),
+                (0x174, 0xdead_beef_0010),
+            ] {
+                assert!(msr_write(ctx, msr, v), "{msr:#x} <- {v:#x}");
+                assert_eq!(msr_read(ctx, msr), Some(v), "{msr:#x}");
+            }
+            // FEATURE_CONTROL: only the lock bit, and nothing once locked.
+            refuse(ctx, 0x3a, 1 << 2);
+            assert!(msr_write(ctx, 0x3a, 1));
+            refuse(ctx, 0x3a, 1);
+        });
+    }
+}
+
+#[cfg(test)]
+mod long_system_descriptor_tests {
+    use crate::interp::Exit;
+    use crate::testutil::*;
+    use iced_x86::code_asm::*;
+
+    /// A 16-byte system descriptor (type `typ`, present, limit 0x67) with `base`, and `upper_type` in
+    /// bits 12:8 of its high dword.
+    fn desc16(typ: u64, base: u64, upper_type: u64) -> [u8; 16] {
+        let lo = 0x67 | ((base & 0xff_ffff) << 16) | (typ << 40) | (1 << 47) | (((base >> 24) & 0xff) << 56);
+        let hi = (base >> 32) | (upper_type << 40);
+        let mut d = [0u8; 16];
+        d[..8].copy_from_slice(&lo.to_le_bytes());
+        d[8..].copy_from_slice(&hi.to_le_bytes());
+        d
+    }
+
+    /// Runs `ltr ax` (TSS at 0x20) or `lldt ax` (LDT at 0x30) in long mode with that descriptor; an
+    /// exception escalates (empty IDT) so the instruction never retires. Returns (retired, TR/LDTR base).
+    fn load(ltr: bool, base: u64, upper_type: u64) -> (bool, u64) {
+        let code = asm(64, |a| {
+            a.mov(ax, if ltr { 0x20 } else { 0x30 }).unwrap();
+            if ltr {
+                a.ltr(ax).unwrap();
+            } else {
+                a.lldt(ax).unwrap();
+            }
+            a.nop().unwrap();
+        });
+        let (st, _, exit) = run(TestMode::Long64, &code, |st, bus| {
+            st.gdtr.limit = 0x3f;
+            st.idtr.limit = 0;
+            let (at, typ) = if ltr { (0x520, 9) } else { (0x530, 2) };
+            bus.ram[at..at + 16].copy_from_slice(&desc16(typ, base, upper_type));
+        });
+        let retired = exit == Exit::Halted;
+        (retired, if ltr { st.tr.base } else { st.ldtr.base })
+    }
+
+    /// LTR and LLDT in IA-32e mode: a canonical 64-bit base loads; a non-canonical one, or a non-zero
+    /// type in the upper eight bytes, is #GP(selector) and nothing loads.
+    #[test]
+    fn ltr_lldt_check_the_upper_half() {
+        for ltr in [true, false] {
+            let good = 0xffff_8000_1234_5000;
+            assert_eq!(load(ltr, good, 0), (true, good), "ltr={ltr}");
+            for bad in [0x0000_8000_0000_0000u64, 0x1234_0000_0000_0000] {
+                let (retired, b) = load(ltr, bad, 0);
+                assert!(!retired && b != bad, "ltr={ltr} base {bad:#x}");
+            }
+            let (retired, _) = load(ltr, good, 0x1f);
+            assert!(!retired, "ltr={ltr} upper type");
+        }
+    }
 }
