@@ -1,15 +1,18 @@
-//! CPUID: one coherent feature model that advertises only what Ferrite implements.
+//! CPUID: the leaves a [`CpuModel`] presents, advertising only what Ferrite implements.
 //!
-//! Every feature bit set here has its instructions and state implemented in the interpreter; when a
-//! family lands (x87/SSE, XSAVE, x2APIC) its bit is turned on here and nowhere else.
+//! Every feature bit a model may set has its instructions and state implemented in the interpreter
+//! (see [`crate::model::FEATURES`]); when a family lands (x87/SSE, XSAVE, x2APIC) its bit is marked
+//! implemented there. [`feat`] holds the default model's bits (the CPUID Ferrite always presented).
 
-/// Family 6, model 0x3A, stepping 9: the value of EDX at reset and of CPUID.1:EAX.
+use crate::model::{CpuModel, Reg, Vendor};
+
+/// Family 6, model 0x3A, stepping 9: the default model's value of EDX at reset and of CPUID.1:EAX.
 pub const SIGNATURE: u32 = 0x0003_06a9;
 
 /// Maximum physical address width advertised (CPUID.80000008:EAX[7:0]).
 pub const PHYS_ADDR_BITS: u32 = 40;
 
-/// Feature bits advertised.
+/// Feature bits the default model advertises.
 pub mod feat {
     /// CPUID.1:EDX bits actually set.
     pub const LEAF1_EDX: u32 = (1 << 0) // FPU
@@ -34,6 +37,7 @@ pub mod feat {
     pub const LEAF1_ECX: u32 = (1 << 0) // SSE3
         | (1 << 1) // PCLMULQDQ
         | (1 << 9) // SSSE3
+        | (1 << 12) // FMA
         | (1 << 13) // CMPXCHG16B
         | (1 << 19) // SSE4.1
         | (1 << 20) // SSE4.2
@@ -41,6 +45,8 @@ pub mod feat {
         | (1 << 23) // POPCNT
         | (1 << 25) // AES
         | (1 << 26) // XSAVE
+        | (1 << 28) // AVX
+        | (1 << 29) // F16C
         | (1 << 30) // RDRAND
         | (1 << 31); // hypervisor: a virtual CPU (no signature at 0x40000000: no paravirt interface)
     /// CPUID.1:ECX.OSXSAVE: not a constant feature, it reflects CR4.OSXSAVE (see [`super::cpuid_for`]).
@@ -48,6 +54,7 @@ pub mod feat {
     /// CPUID.7.0:EBX.
     pub const LEAF7_EBX: u32 = (1 << 0) // FSGSBASE
         | (1 << 3) // BMI1
+        | (1 << 5) // AVX2
         | (1 << 7) // SMEP
         | (1 << 8) // BMI2
         | (1 << 9) // ERMS
@@ -87,29 +94,49 @@ pub const ARCH_CAPABILITIES: u64 = (1 << 0)
     | (1 << 27)
     | (1 << 62);
 
-/// The result of CPUID for leaf `eax`, subleaf `ecx`, for the CPU with local APIC ID `apic_id`.
+/// The result of CPUID for leaf `eax`, subleaf `ecx`, for the default model's CPU with local APIC ID
+/// `apic_id`.
 pub fn cpuid(leaf: u32, subleaf: u32, apic_id: u32) -> [u32; 4] {
-    let vendor = *b"GenuineIntel";
+    cpuid_model(&CpuModel::ferrite(), leaf, subleaf, apic_id)
+}
+
+/// Leaf 1 EDX bits an AMD CPU repeats in leaf 0x80000001 EDX (FPU..PAT, PSE36, MMX, FXSR; AMD APM
+/// vol. 3 appendix E), as QEMU does for an AMD-vendor model.
+const AMD_EXT1_ALIASES: u32 = 0x0183_f3ff;
+
+/// The result of CPUID for leaf `eax`, subleaf `ecx`, on `model` with local APIC ID `apic_id`.
+pub fn cpuid_model(model: &CpuModel, leaf: u32, subleaf: u32, apic_id: u32) -> [u32; 4] {
+    let vendor = *model.vendor.id();
     let v = |i: usize| u32::from_le_bytes([vendor[i], vendor[i + 1], vendor[i + 2], vendor[i + 3]]);
+    let r = |x: Reg| model.regs[x as usize];
+    let xsave = model.has(Reg::L1Ecx, 26);
     match leaf {
         0 => [0xd, v(0), v(8), v(4)],
-        1 => [SIGNATURE, (apic_id << 24) | (1 << 16) | (8 << 8), feat::LEAF1_ECX, feat::LEAF1_EDX],
-        7 if subleaf == 0 => [0, feat::LEAF7_EBX, 0, feat::LEAF7_EDX],
+        1 => [model.signature, (apic_id << 24) | (1 << 16) | (8 << 8), r(Reg::L1Ecx), r(Reg::L1Edx)],
+        7 if subleaf == 0 => [0, r(Reg::L7Ebx), r(Reg::L7Ecx), r(Reg::L7Edx)],
         // XSAVE: components x87 and SSE (the 512-byte legacy region) and AVX (YMM_Hi128, 256 bytes at
         // offset 576): 576-byte areas with XCR0 = 3, 832 with XCR0 = 7 (EBX of sub-leaves 0 and 1 follow
         // XCR0, see [`with_xcr0`]; here they are for XCR0's reset value). Sub-leaf 1: XSAVEOPT, XSAVEC and
         // XGETBV with ECX = 1; no XSAVES, no supervisor components. The AVX component exists whether or
-        // not CPUID.1 advertises AVX (Linux enables only components whose feature is advertised).
-        0xd => match subleaf {
+        // not CPUID.1 advertises AVX (Linux enables only components whose feature is advertised). A
+        // model without XSAVE has no leaf 0xD.
+        0xd if xsave => match subleaf {
             0 => [crate::exec::fpstate::XCR0_SUPPORTED as u32, XSAVE_LEGACY, XSAVE_AREA, 0],
             1 => [0b111, XSAVE_LEGACY, 0, 0],
             2 => [crate::exec::fpstate::XSAVE_AVX_SIZE, crate::exec::fpstate::XSAVE_AVX_OFFSET, 0, 0],
             _ => [0, 0, 0, 0],
         },
         0x8000_0000 => [0x8000_0008, 0, 0, 0],
-        0x8000_0001 => [0, 0, feat::EXT1_ECX, feat::EXT1_EDX],
+        0x8000_0001 => {
+            let mut edx = r(Reg::E1Edx);
+            if model.vendor == Vendor::Amd {
+                edx |= r(Reg::L1Edx) & AMD_EXT1_ALIASES;
+            }
+            [0, 0, r(Reg::E1Ecx), edx]
+        }
         0x8000_0002..=0x8000_0004 => {
-            let name = *b"Ferrite Virtual CPU\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
+            let mut name = [0u8; 48];
+            name[..19].copy_from_slice(b"Ferrite Virtual CPU");
             let base = ((leaf - 0x8000_0002) * 16) as usize;
             let w = |i: usize| {
                 u32::from_le_bytes([
@@ -142,8 +169,13 @@ pub fn with_xcr0(mut r: [u32; 4], leaf: u32, subleaf: u32, xcr0: u64) -> [u32; 4
 
 /// CPUID as a CPU with control register 4 `cr4` sees it: CPUID.1:ECX.OSXSAVE reflects CR4.OSXSAVE.
 pub fn cpuid_for(leaf: u32, subleaf: u32, apic_id: u32, cr4: u64) -> [u32; 4] {
-    let mut r = cpuid(leaf, subleaf, apic_id);
-    if leaf == 1 && cr4 & crate::state::cr4::OSXSAVE != 0 {
+    cpuid_for_model(&CpuModel::ferrite(), leaf, subleaf, apic_id, cr4)
+}
+
+/// [`cpuid_for`] on `model`.
+pub fn cpuid_for_model(model: &CpuModel, leaf: u32, subleaf: u32, apic_id: u32, cr4: u64) -> [u32; 4] {
+    let mut r = cpuid_model(model, leaf, subleaf, apic_id);
+    if leaf == 1 && cr4 & crate::state::cr4::OSXSAVE != 0 && model.has(Reg::L1Ecx, 26) {
         r[2] |= feat::OSXSAVE;
     }
     r
@@ -184,7 +216,8 @@ mod tests {
 
     #[test]
     fn simd_features_advertised() {
-        // MMX, SSE..SSE4.2, AES and PCLMULQDQ are implemented (exec/sse.rs); AVX is not.
+        // MMX, SSE..SSE4.2, AES and PCLMULQDQ are implemented (exec/sse.rs), AVX, AVX2, FMA and F16C
+        // too (exec/avx*.rs, with the XSAVE AVX component); OSXSAVE follows CR4 (not a constant bit).
         for (bit, name) in [(23, "MMX"), (25, "SSE"), (26, "SSE2")] {
             assert_ne!(feat::LEAF1_EDX & (1 << bit), 0, "{name}");
         }
@@ -193,9 +226,13 @@ mod tests {
         {
             assert_ne!(feat::LEAF1_ECX & (1 << bit), 0, "{name}");
         }
-        for (bit, name) in [(12, "FMA"), (27, "OSXSAVE"), (28, "AVX")] {
-            assert_eq!(feat::LEAF1_ECX & (1 << bit), 0, "{name}");
+        for (bit, name) in [(12, "FMA"), (28, "AVX"), (29, "F16C")] {
+            assert_ne!(feat::LEAF1_ECX & (1 << bit), 0, "{name}");
         }
+        assert_eq!(feat::LEAF1_ECX & (1 << 27), 0, "OSXSAVE");
+        assert_ne!(cpuid(7, 0, 0)[1] & (1 << 5), 0, "AVX2");
+        // The AVX state component is supported in XCR0 (bit 2), so a kernel that sees AVX can enable it.
+        assert_ne!(cpuid(0xd, 0, 0)[0] & 4, 0, "XCR0.AVX");
     }
 
     #[test]

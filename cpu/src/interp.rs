@@ -46,6 +46,11 @@ pub struct Block {
     /// The backend's translation (`None` inside: the backend declined it). Owned by the block, so
     /// that invalidating the block (self-modifying code, flushes, the cache bound) drops its code too.
     compiled: OnceCell<Option<Box<dyn CompiledBlock>>>,
+    /// Whether the block, run to its end, may be followed by the next one without the checks of
+    /// `Interpreter::run`'s loop: it ends with a near jump, call, return or conditional branch, or
+    /// at the length or page limit, so it cannot have changed the mode, the interrupt flag, segments
+    /// or paging, nor touched a device (an instruction that does sets `Ctx::break_block`).
+    chain: bool,
 }
 
 /// A translator of decoded blocks into host code: the JIT's entry point into the interpreter.
@@ -58,6 +63,11 @@ pub trait BlockBackend {
     fn compile(&mut self, insns: &[Insn]) -> Option<Box<dyn CompiledBlock>>;
     /// Blocks translated so far (statistics).
     fn compiled_blocks(&self) -> u64;
+    /// Retired instructions that ran inline in generated code rather than through their handler
+    /// (statistics; 0 when the backend does not count them).
+    fn inline_retired(&self) -> u64 {
+        0
+    }
     /// One line of statistics for humans.
     fn describe(&self) -> String {
         format!("{} blocks translated", self.compiled_blocks())
@@ -69,7 +79,13 @@ pub trait CompiledBlock {
     /// Runs the block from its first instruction, exactly as [`run_insns`] does, on the same `insns` it
     /// was compiled from. The interpreter only calls it when the whole block fits in the instruction
     /// budget and no per-instruction check (breakpoints, single step, `stop_at`) applies.
-    fn run(&self, ctx: &mut Ctx<'_>, insns: &[Insn]) -> Option<(Fault, u64)>;
+    ///
+    /// When the block ran to its end without `Ctx::break_block`, left RIP at its own first
+    /// instruction, and `ctx.st.icount + insns.len() <= loop_limit`, it may run again from there,
+    /// as often as that holds: that is exactly what the interpreter's loop would do (the block is
+    /// [chainable](Block), so no event can have become due). `loop_limit` is 0 when the interpreter
+    /// must see every block boundary.
+    fn run(&self, ctx: &mut Ctx<'_>, insns: &[Insn], loop_limit: u64) -> Option<(Fault, u64)>;
 }
 
 /// Runs one instruction as the interpreter's inner loop does: `Ok(true)` when the block goes on,
@@ -143,6 +159,12 @@ const MAX_BLOCKS: usize = 1 << 18;
 /// Entries in the direct-mapped block cache in front of the hash map.
 const JUMP_CACHE: usize = 4096;
 
+/// The jump-cache slot of a block at `rip`, physical address `phys`.
+#[inline]
+fn jump_slot(rip: u64, phys: u64) -> usize {
+    ((rip ^ (rip >> 12) ^ (phys >> 2)) as usize) % JUMP_CACHE
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 struct BlockKey {
     phys: u64,
@@ -164,6 +186,9 @@ pub struct Interpreter {
     pub trap_faults: bool,
     /// Return [`Exit::ReachedStop`] when RIP reaches this address (differential testing, debuggers).
     pub stop_at: Option<u64>,
+    /// Stop the machine on an instruction Ferrite has no handler for (`--strict`, for development)
+    /// instead of raising #UD as a CPU without it does (the default).
+    pub strict: bool,
     /// `icount` of the instruction after a MOV SS/POP SS whose debug traps wait until it completes
     /// (SDM Vol. 3A 6.8.3: the load of SS inhibits debug exceptions for one instruction), or `u64::MAX`.
     db_defer_icount: u64,
@@ -181,6 +206,7 @@ impl Default for Interpreter {
             jump: Vec::new(),
             decoded_blocks: 0,
             trap_faults: false,
+            strict: false,
             stop_at: None,
             db_defer_icount: u64::MAX,
             backend: None,
@@ -204,6 +230,11 @@ impl Interpreter {
     /// The backend's statistics line, if one is installed.
     pub fn backend_stats(&self) -> Option<String> {
         self.backend.as_ref().map(|(b, _)| b.describe())
+    }
+
+    /// Retired instructions that ran inline in the backend's code (0 without one).
+    pub fn inline_retired(&self) -> u64 {
+        self.backend.as_ref().map_or(0, |(b, _)| b.inline_retired())
     }
 
     /// Blocks the backend has translated (0 without one).
@@ -347,7 +378,7 @@ impl Interpreter {
             } else {
                 &block.insns[..]
             };
-            let start_icount = st.icount;
+            let mut start_icount = st.icount;
             // The compiled form runs the block whole, so it is used only where the loop below would
             // also run it whole: no single step or breakpoint, no `stop_at` inside the block, and the
             // budget covers every instruction.
@@ -377,8 +408,40 @@ impl Interpreter {
                 Ctx { st: &mut *st, bus: &mut *bus, mmu: &mut self.mmu, next_rip: 0, break_block: false };
             let mut fault = None;
             let mut reached_stop = false;
+            // The last block chained after this one, if any (kept alive while it may still be read).
+            let mut chained: Option<Rc<Block>> = None;
             if let Some(code) = compiled {
-                fault = code.run(&mut ctx, insns);
+                // Chaining: without breakpoints or `stop_at`, a block that ran to its end (see
+                // `Block::chain`) is followed by the next translated block here, with only the checks
+                // that can fire between two such blocks; anything else goes back to the loop above.
+                let chain_ok = !ctx.mmu.debug.code && self.stop_at.is_none();
+                let loop_limit = if chain_ok { until } else { 0 };
+                fault = code.run(&mut ctx, insns, loop_limit);
+                let mut go = chain_ok && block.chain;
+                // The block running now, borrowed from the jump cache (nothing changes the cache
+                // while blocks run: invalidation waits for `process_dirty_code` below).
+                let mut last: Option<&Rc<Block>> = None;
+                while go && fault.is_none() && !ctx.break_block {
+                    let st = &*ctx.st;
+                    if st.rflags & (flags::TF | flags::RF) != 0
+                        || st.irq_shadow_icount == st.icount
+                        || ctx.mmu.debug.pending != 0
+                        || !ctx.mmu.dirty_code.is_empty()
+                    {
+                        break;
+                    }
+                    let Some(next) = cached_block(st, ctx.mmu, &self.jump) else { break };
+                    let next: &Rc<Block> = next;
+                    let Some(Some(code)) = next.compiled.get() else { break };
+                    if st.icount.saturating_add(next.insns.len() as u64) > until {
+                        break;
+                    }
+                    start_icount = st.icount;
+                    fault = code.run(&mut ctx, &next.insns, loop_limit);
+                    go = next.chain;
+                    last = Some(next);
+                }
+                chained = last.cloned();
             } else {
                 for insn in insns.iter() {
                     if ctx.st.icount >= until {
@@ -398,6 +461,10 @@ impl Interpreter {
                     }
                 }
             }
+            let insns: &[Insn] = match &chained {
+                Some(b) => &b.insns,
+                None => insns,
+            };
             self.process_dirty_code();
             if reached_stop {
                 return Exit::ReachedStop;
@@ -409,6 +476,11 @@ impl Interpreter {
                     self.mmu.debug.pending = 0;
                 }
                 self.db_defer_icount = u64::MAX;
+                // Without `strict`, an instruction Ferrite lacks is one this CPU does not have: #UD.
+                let f = match f {
+                    Fault::Stop(Stop::Unimplemented(_)) if !self.strict => Fault::ud(),
+                    f => f,
+                };
                 if self.trap_faults {
                     self.mmu.debug.pending = 0;
                     if matches!(f, Fault::Soft { .. }) {
@@ -526,7 +598,7 @@ impl Interpreter {
         if self.jump.is_empty() {
             self.jump.resize(JUMP_CACHE, None);
         }
-        let slot = ((rip ^ (rip >> 12) ^ (phys >> 2)) as usize) % JUMP_CACHE;
+        let slot = jump_slot(rip, phys);
         if let Some((k, b)) = &self.jump[slot]
             && *k == key
         {
@@ -558,6 +630,38 @@ impl Interpreter {
         self.jump[slot] = Some((key, block.clone()));
         self.decoded_blocks += 1;
         Ok(block)
+    }
+}
+
+/// The cached block at the current RIP when `Interpreter::block_at` would return it from the jump
+/// cache through a hit in the fetch TLB, with no side effect; `None` when it would do more (walk the
+/// page tables, fault, decode), which the caller leaves to `block_at`.
+#[inline]
+fn cached_block<'a>(
+    st: &CpuState,
+    mmu: &Mmu,
+    jump: &'a [Option<(BlockKey, Rc<Block>)>],
+) -> Option<&'a Rc<Block>> {
+    let bits = st.code_bits();
+    let cs = st.sreg(Seg::Cs);
+    if bits != 64 && st.rip > cs.limit as u64 {
+        return None;
+    }
+    let lin = if bits == 64 { st.rip } else { cs.base.wrapping_add(st.rip) & 0xffff_ffff };
+    if bits == 64 && !crate::mem::is_canonical(lin) {
+        return None;
+    }
+    let e = &mmu.tlb.exec[((lin >> 12) as usize) % crate::mem::TLB_SIZE];
+    if e.tag != crate::mem::tag_of(lin, st.cpl == 3) {
+        return None;
+    }
+    let rip = st.rip;
+    let phys = e.phys | (lin & 0xfff);
+    let key = BlockKey { phys, rip, cs_base: cs.base, bits };
+    let slot = jump_slot(rip, phys);
+    match jump.get(slot) {
+        Some(Some((k, b))) if *k == key => Some(b),
+        _ => None,
     }
 }
 
@@ -627,7 +731,7 @@ pub(crate) fn decode_block(
         let handler = if i.is_invalid() {
             exec::handler_for(iced_x86::Code::INVALID)
         } else {
-            exec::handler_for(i.code())
+            exec::handler_for_model(i.code(), &ctx.st.model)
         };
         let asize = address_size(&buf[..len as usize], bits);
         let next_rip = rip.wrapping_add(len) & ip_mask;
@@ -646,7 +750,27 @@ pub(crate) fn decode_block(
         cur_lin = next_lin;
         rip = next_rip;
     }
-    Ok(Block { insns, pages, hits: Cell::new(0), compiled: OnceCell::new() })
+    let chain = insns.last().is_some_and(chains);
+    Ok(Block { insns, pages, hits: Cell::new(0), compiled: OnceCell::new(), chain })
+}
+
+/// Whether a block ending with `insn` may be followed by the next block directly (see `Block::chain`):
+/// near control transfers within the same code segment, and instructions that do not end blocks.
+fn chains(insn: &Insn) -> bool {
+    use iced_x86::Mnemonic as M;
+    let i = &insn.i;
+    if i.is_invalid() {
+        return false;
+    }
+    if !ends_block(i) {
+        return true;
+    }
+    i.is_jcc_short_or_near()
+        || i.is_jmp_short_or_near()
+        || i.is_jmp_near_indirect()
+        || i.is_call_near()
+        || i.is_call_near_indirect()
+        || matches!(i.mnemonic(), M::Ret | M::Loop | M::Loope | M::Loopne | M::Jcxz | M::Jecxz | M::Jrcxz)
 }
 
 fn fetch(ctx: &mut Ctx<'_>, lin: u64, out: &mut [u8]) -> Result<(), Fault> {

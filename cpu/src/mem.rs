@@ -113,8 +113,9 @@ pub struct Ctx<'a> {
     pub break_block: bool,
 }
 
+/// The TLB tag of linear address `lin` for a user or supervisor access.
 #[inline]
-fn tag_of(lin: u64, user: bool) -> u64 {
+pub(crate) fn tag_of(lin: u64, user: bool) -> u64 {
     (lin & !0xfff) | 2 | user as u64
 }
 

@@ -397,8 +397,10 @@ pub struct CpuState {
     /// Whose behaviour the CPU follows where the architecture leaves results undefined (a model
     /// setting, not guest state: it survives reset and is kept in snapshots like the rest).
     pub quirks: Quirks,
+    /// MONITOR has armed the address-range monitor (cleared by MWAIT).
+    pub monitor_armed: bool,
     /// Padding.
-    pub _pad: [u8; 4],
+    pub _pad: [u8; 3],
     /// Interrupts are inhibited while `icount` equals this value (STI / MOV SS shadow).
     pub irq_shadow_icount: u64,
     /// A20 mask applied to every physical address (all ones when A20 is enabled).
@@ -411,6 +413,10 @@ pub struct CpuState {
     pub fpu: FpuState,
     /// The vector registers beyond XMM0-15's low 128 bits (AVX, and room for AVX-512).
     pub vec: VecState,
+    /// The CPU model: CPUID, which instructions exist, the vendor's differences (a model setting, not
+    /// guest state: it survives reset). Set it before the first instruction is decoded: the
+    /// interpreter gates instructions by it at decode time.
+    pub model: crate::model::CpuModel,
 }
 
 /// The vector register file beyond [`FpuState::xmm`], laid out as the XSAVE components that hold it, so
@@ -535,13 +541,15 @@ impl Default for CpuState {
             halted: false,
             nmi_blocked: false,
             quirks: Quirks::Intel,
-            _pad: [0; 4],
+            monitor_armed: false,
+            _pad: [0; 3],
             irq_shadow_icount: u64::MAX,
             a20_mask: !0,
             msr: Msrs::default(),
             rng_state: 0x243f_6a88_85a3_08d3,
             fpu: FpuState::default(),
             vec: VecState::default(),
+            model: crate::model::CpuModel::ferrite(),
         };
         s.reset();
         s
@@ -549,11 +557,18 @@ impl Default for CpuState {
 }
 
 impl CpuState {
+    /// A CPU of `model` in its power-on state, following the model vendor's quirks.
+    pub fn with_model(model: crate::model::CpuModel) -> CpuState {
+        let mut s = CpuState { model, quirks: model.vendor.quirks(), ..CpuState::default() };
+        s.reset();
+        s
+    }
+
     /// Puts the CPU in its power-on/RESET state (Intel SDM vol. 3 table 9-1): real mode, CS:IP =
     /// F000:FFF0 with CS base 0xFFFF0000, EDX = family/model/stepping signature.
     pub fn reset(&mut self) {
         self.gpr = [0; 16];
-        self.gpr[2] = crate::cpuid::SIGNATURE as u64;
+        self.gpr[2] = self.model.signature as u64;
         self.rip = 0xfff0;
         self.rflags = flags::FIXED1;
         for s in &mut self.seg {
@@ -584,6 +599,7 @@ impl CpuState {
         self.cpl = 0;
         self.halted = false;
         self.nmi_blocked = false;
+        self.monitor_armed = false;
         self.irq_shadow_icount = u64::MAX;
         self.a20_mask = !0;
         self.msr = Msrs {

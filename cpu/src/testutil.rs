@@ -86,7 +86,13 @@ pub enum TestMode {
 /// A CPU in `mode` with RIP at [`CODE`] and RSP at [`STACK`].
 pub fn cpu_in(mode: TestMode, bus: &mut TestBus) -> CpuState {
     // The host's CPU is the oracle of the native tests: follow its vendor where results are undefined.
-    let mut st = CpuState { rip: CODE, quirks: crate::state::Quirks::host(), ..CpuState::default() };
+    // The model is `max`, so every implemented instruction exists (a test of another model sets it).
+    let mut st = CpuState {
+        rip: CODE,
+        quirks: crate::state::Quirks::host(),
+        model: crate::model::CpuModel::max(),
+        ..CpuState::default()
+    };
     st.gpr[4] = STACK;
     match mode {
         TestMode::Real => {

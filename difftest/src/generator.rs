@@ -94,11 +94,20 @@ pub enum Family {
     Fma,
     /// F16C.
     F16c,
+    /// LDS LES LSS LFS LGS: far pointers whose selector is one of Linux's user-visible GDT selectors
+    /// (or null, a kernel one, the TSS, an LDT or out-of-limit one), so every SDM check is exercised.
+    FarPtr,
+    /// System instructions a user-mode guest can reach, each of which faults at CPL 3 or where the CPU
+    /// lacks it: RDPMC (#GP with CR4.PCE clear), MONITOR/MWAIT (#UD at CPL 3), SERIALIZE and INVPCID
+    /// (#UD where absent, else #GP at CPL 3). The interpreter runs the `host-compatible` model, so it
+    /// must raise exactly what this CPU raises. RDPID is left out: it returns IA32_TSC_AUX, which
+    /// Linux sets to the number of whichever host CPU the sandbox runs on (unit tests cover it).
+    Sys,
 }
 
 impl Family {
     /// Every family: [`Family::INTEGER`], [`Family::FP_SIMD`], then [`Family::VEX`].
-    pub const ALL: [Family; 33] = [
+    pub const ALL: [Family; 35] = [
         Family::Alu,
         Family::Shift,
         Family::MulDiv,
@@ -132,6 +141,8 @@ impl Family {
         Family::Avx2,
         Family::Fma,
         Family::F16c,
+        Family::FarPtr,
+        Family::Sys,
     ];
 
     /// The VEX-encoded vector families (x86-64-v3): their cases carry an [`crate::FpState`] with YMM upper
@@ -212,6 +223,8 @@ impl Family {
             Family::Avx2 => "avx2",
             Family::Fma => "fma",
             Family::F16c => "f16c",
+            Family::FarPtr => "farptr",
+            Family::Sys => "sys",
         }
     }
 
@@ -328,6 +341,8 @@ impl Family {
             Family::Bswap => &[M::Bswap],
             Family::FlagOps => &[M::Sahf, M::Lahf, M::Clc, M::Stc, M::Cmc, M::Cld, M::Std],
             Family::Legacy => &[M::Into, M::Bound],
+            Family::FarPtr => &[M::Lds, M::Les, M::Lss, M::Lfs, M::Lgs],
+            Family::Sys => &[M::Rdpmc, M::Monitor, M::Mwait, M::Serialize, M::Invpcid],
             Family::X87
             | Family::Mmx
             | Family::Sse
@@ -351,7 +366,7 @@ impl Family {
 
     /// The integer family containing a mnemonic, if any.
     pub fn of_mnemonic(m: Mnemonic) -> Option<Family> {
-        Family::INTEGER.into_iter().find(|f| f.mnemonics().contains(&m))
+        Family::INTEGER.into_iter().chain([Family::FarPtr, Family::Sys]).find(|f| f.mnemonics().contains(&m))
     }
 
     /// The family of an encoding: FP/SIMD families by the encoding's CPUID features (legacy encodings only),
@@ -423,9 +438,34 @@ fn vex_family_of(code: Code) -> Option<Family> {
     })
 }
 
-/// The VEX operand kinds the generator fills (vector registers, VEX.vvvv, the is4 register).
+/// The VEX operand kinds the generator fills (vector registers, VEX.vvvv, the is4 register, and the VSIB
+/// memory operands of the gathers, see [`Builder::gather_insn`]).
 fn vex_operand_supported(k: K) -> bool {
-    matches!(k, K::ymm_reg | K::ymm_rm | K::ymm_or_mem | K::xmm_vvvv | K::ymm_vvvv | K::xmm_is4 | K::ymm_is4)
+    matches!(
+        k,
+        K::ymm_reg
+            | K::ymm_rm
+            | K::ymm_or_mem
+            | K::xmm_vvvv
+            | K::ymm_vvvv
+            | K::xmm_is4
+            | K::ymm_is4
+            | K::mem_vsib32x
+            | K::mem_vsib64x
+            | K::mem_vsib32y
+            | K::mem_vsib64y
+    )
+}
+
+/// The VSIB operand of a gather encoding: (index element bits, index register is a YMM register).
+fn vsib_kind(code: Code) -> Option<(u32, bool)> {
+    code.op_code().op_kinds().iter().find_map(|&k| match k {
+        K::mem_vsib32x => Some((32, false)),
+        K::mem_vsib64x => Some((64, false)),
+        K::mem_vsib32y => Some((32, true)),
+        K::mem_vsib64y => Some((64, true)),
+        _ => None,
+    })
 }
 
 /// A vector register for a VEX operand kind, if `k` is one.
@@ -470,7 +510,6 @@ fn fp_excluded(m: Mnemonic) -> bool {
             | M::Fsetpm
             | M::Maskmovq
             | M::Maskmovdqu
-            | M::Vmaskmovdqu
             | M::Prefetchnta
             | M::Prefetcht0
             | M::Prefetcht1
@@ -729,7 +768,8 @@ impl Generator {
             if fam.is_fp_simd() && fp_excluded(code.mnemonic()) {
                 continue;
             }
-            if op.is_privileged()
+            // The system family is there to compare the faults of privileged instructions at CPL 3.
+            if (op.is_privileged() && fam != Family::Sys)
                 || op.is_input_output()
                 || !op.op_kinds().iter().all(|&k| operand_supported(k) || vex_operand_supported(k))
             {
@@ -846,6 +886,10 @@ struct Builder<'r> {
     fills: Vec<(u64, Vec<u8>)>,
     /// Address the last memory operand was aimed at.
     last_target: u64,
+    /// Vector registers possibly modified by instructions emitted so far (bit per XMM/YMM number).
+    vwritten: u16,
+    /// Initial vector register values chosen so far: (register number, low 128 bits, upper 128 bits).
+    vpins: Vec<(usize, u128, u128)>,
 }
 
 /// Saved pinning state so a failed instruction leaves no trace.
@@ -853,6 +897,7 @@ struct Builder<'r> {
 struct Snapshot {
     init: [Option<u64>; 16],
     fills: usize,
+    vpins: usize,
 }
 
 fn edge_value(rng: &mut Rng) -> u64 {
@@ -918,6 +963,8 @@ impl<'r> Builder<'r> {
             vex_used: false,
             fills: Vec::new(),
             last_target: 0,
+            vwritten: 0,
+            vpins: Vec::new(),
         };
         // Stack pointer in the middle of the main data region (usually 8-aligned).
         let mut sp = (DATA_ADDR + 2 * PAGE_SIZE).wrapping_add(b.rng.range_i64(-256, 256) as u64);
@@ -937,12 +984,13 @@ impl<'r> Builder<'r> {
     }
 
     fn snapshot(&self) -> Snapshot {
-        Snapshot { init: self.init, fills: self.fills.len() }
+        Snapshot { init: self.init, fills: self.fills.len(), vpins: self.vpins.len() }
     }
 
     fn restore(&mut self, s: Snapshot) {
         self.init = s.init;
         self.fills.truncate(s.fills);
+        self.vpins.truncate(s.vpins);
     }
 
     fn nregs(&self) -> usize {
@@ -1318,6 +1366,10 @@ impl<'r> Builder<'r> {
             self.popf_unit(code)
         } else if is_string(code) {
             self.string_insn(code).map(|i| vec![i])
+        } else if vsib_kind(code).is_some() {
+            self.gather_insn(code).map(|i| vec![i])
+        } else if code == Code::VEX_Vmaskmovdqu_rDI_xmm_xmm {
+            self.maskmov_insn()
         } else {
             self.generic(code, fam).map(|i| vec![i])
         };
@@ -1358,16 +1410,154 @@ impl<'r> Builder<'r> {
     fn note_writes(&mut self, ins: &Instruction) {
         let info = self.info.info(ins);
         let mut w = 0u16;
+        let mut vw = 0u16;
         for u in info.used_registers() {
-            if matches!(
+            if !matches!(
                 u.access(),
                 OpAccess::Write | OpAccess::CondWrite | OpAccess::ReadWrite | OpAccess::ReadCondWrite
-            ) && let Some(i) = gpr_index(u.register())
-            {
+            ) {
+                continue;
+            }
+            let r = u.register();
+            if let Some(i) = gpr_index(r) {
                 w |= 1 << i;
+            }
+            if r.is_xmm() || r.is_ymm() || r.is_zmm() {
+                vw |= 1 << (r.number() & 15);
             }
         }
         self.written |= w;
+        self.vwritten |= vw;
+    }
+
+    /// A vector register whose initial value is still unchosen and unmodified, pinned to (`lo`, `hi`); its
+    /// number, or `None` if every candidate is taken.
+    fn pin_vector(&mut self, avoid: &[usize], lo: u128, hi: u128) -> Option<usize> {
+        let n = self.nregs();
+        let start = self.rng.index(n);
+        (0..n).map(|k| (start + k) % n).find(|&i| {
+            let free =
+                self.vwritten >> i & 1 == 0 && !self.vpins.iter().any(|p| p.0 == i) && !avoid.contains(&i);
+            if free {
+                self.vpins.push((i, lo, hi));
+            }
+            free
+        })
+    }
+
+    /// A gather (VGATHER*/VPGATHER*): the index register is pinned so that every element addresses the data
+    /// region around a pinned base (now and then one element points past the region's end, or partly over
+    /// it, so that element faults), and the mask register is pinned with most element sign bits set.
+    /// Destination, index and mask are distinct registers except now and then (which is #UD).
+    fn gather_insn(&mut self, code: Code) -> Option<Instruction> {
+        let (ibits, iy) = vsib_kind(code)?;
+        let op = code.op_code();
+        let ebits = op.memory_size().element_size() as u32 * 8;
+        let dy = op.op_kind(0) == K::ymm_reg;
+        let elems = ((if dy { 256 } else { 128 }) / ebits).min((if iy { 256 } else { 128 }) / ibits) as usize;
+        let addr_bits = if self.mode == Mode::Long64 && self.rng.chance(90) { 64 } else { 32 };
+        let amask = if addr_bits == 64 { u64::MAX } else { 0xFFFF_FFFF };
+        let scale = 1u64 << self.rng.below(4);
+        let esize = u64::from(ebits / 8);
+        let region_end = DATA_ADDR + DATA_SIZE;
+        let center = DATA_ADDR + DATA_SIZE / 2 + self.rng.below(0x400) - 0x200;
+        let disp = self.rng.range_i64(-128, 127);
+        // Base: a pinned GPR, or none (then the displacement carries the address).
+        let mut base = None;
+        for _ in 0..4 {
+            let i = self.reg_index();
+            let v = (center.wrapping_sub(disp as u64) & amask) | self.garbage(addr_bits);
+            if i != gpr::RSP && self.pin(i, v) {
+                base = Some(i);
+                break;
+            }
+        }
+        let base_value = if base.is_some() { center.wrapping_sub(disp as u64) } else { 0 };
+        let disp = if base.is_some() { disp } else { center as i64 };
+        // Index elements: small offsets, or one element sent past the end of the region.
+        // VGATHERQPS/VPGATHERQD with a YMM index leave mask bits 191:128 in a host-specific state on a
+        // fault (the SDM only says "partially updated"): their elements stay in the region.
+        let quirky = ibits == 64 && iy && ebits == 32;
+        let faulting = if !quirky && self.rng.chance(10) { Some(self.rng.index(elems)) } else { None };
+        let mut index = [0u128; 2];
+        let mut mask = [0u128; 2];
+        for k in 0..elems {
+            let target = if faulting == Some(k) {
+                if self.rng.chance(50) { region_end - esize / 2 } else { region_end + self.rng.below(0x1000) }
+            } else {
+                center.wrapping_add(self.rng.range_i64(-64, 64) as u64 * 8)
+            };
+            // index * scale = target - base - disp, rounded down to a multiple of the scale.
+            let want = target.wrapping_sub(base_value).wrapping_sub(disp as u64) as i64 / scale as i64;
+            let v = if ibits == 32 { want as i32 as u32 as u64 } else { want as u64 };
+            let (lane, sh) = ((k as u32 * ibits / 128) as usize, k as u32 * ibits % 128);
+            index[lane] |= u128::from(v) << sh;
+            let on = self.rng.chance(80);
+            let (ml, msh) = ((k as u32 * ebits / 128) as usize, k as u32 * ebits % 128);
+            let mv = if on { 1u128 << (ebits - 1) } else { 0 }
+                | (self.rng.next_u64() as u128 & ((1 << (ebits - 1)) - 1));
+            mask[ml] |= mv << msh;
+        }
+        // Random bits above the used elements (the instruction ignores or zeroes them).
+        let index_hi = if iy { index[1] } else { self.rng.next_u64() as u128 };
+        let xi = self.pin_vector(&[], index[0], index_hi)?;
+        let collide = self.rng.chance(3);
+        let mask_hi = if ebits as usize * elems > 128 { mask[1] } else { self.rng.next_u64() as u128 };
+        let mi = if collide { xi } else { self.pin_vector(&[xi], mask[0], mask_hi)? };
+        let n = self.nregs();
+        let di = if collide && self.rng.chance(50) { xi } else { self.rng.index(n) };
+        if !collide && (di == xi || di == mi) {
+            return None;
+        }
+        let vreg = |i: usize, y: bool| {
+            let first = if y { Register::YMM0 } else { Register::XMM0 };
+            Register::try_from(first as usize + i).unwrap_or(first)
+        };
+        let mut ins = new_insn(code);
+        ins.set_op0_kind(OpKind::Register);
+        ins.set_op0_register(vreg(di, dy));
+        ins.set_op1_kind(OpKind::Memory);
+        ins.set_op2_kind(OpKind::Register);
+        ins.set_op2_register(vreg(mi, op.op_kind(2) == K::ymm_vvvv));
+        let regs: &[Register; 16] = if addr_bits == 64 { &GPR64 } else { &GPR32 };
+        ins.set_memory_base(base.map(|b| regs[b]).unwrap_or(Register::None));
+        ins.set_memory_index(vreg(xi, iy));
+        ins.set_memory_index_scale(scale as u32);
+        let small = base.is_some() && (-128..=127).contains(&disp);
+        ins.set_memory_displ_size(if small { 1 } else { 4 });
+        ins.set_memory_displacement64(if addr_bits == 32 { disp as i32 as u32 as u64 } else { disp as u64 });
+        if addr_bits == 32 && self.mode == Mode::Long64 {
+            // The 0x67 prefix comes from the 32-bit base register; with no base it must be asked for.
+            base?;
+        }
+        Some(ins)
+    }
+
+    /// VMASKMOVDQU: its implicit DS:rDI destination pinned into the data region (now and then across a
+    /// page boundary or the region's end, see [`Builder::pick_target`]), any address size.
+    fn maskmov_insn(&mut self) -> Option<Vec<Instruction>> {
+        let addr_bits = match self.mode {
+            Mode::Long64 if self.rng.chance(15) => 32,
+            Mode::Long64 => 64,
+            Mode::Compat32 if self.rng.chance(15) => 16,
+            Mode::Compat32 => 32,
+        };
+        let region = self.region_for(addr_bits);
+        let target = self.pick_target(&region, 16, 1);
+        let mask = match addr_bits {
+            16 => 0xFFFF,
+            32 => 0xFFFF_FFFF,
+            _ => u64::MAX,
+        };
+        let v = (target & mask) | self.garbage(addr_bits);
+        if !self.pin(gpr::RDI, v) {
+            return None;
+        }
+        let n = self.nregs();
+        let (a, b) = (xmm_register(self.rng.index(n)), xmm_register(self.rng.index(n)));
+        let seg =
+            if self.rng.chance(6) { *self.rng.pick(&[Register::ES, Register::SS]) } else { Register::None };
+        Some(vec![Instruction::with_vmaskmovdqu(addr_bits, a, b, seg).ok()?])
     }
 
     /// `push imm; popf` with only arithmetic flags, DF and ignored bits (IF, IOPL, reserved) varying.
@@ -1463,6 +1653,23 @@ impl<'r> Builder<'r> {
         Some(ins)
     }
 
+    /// A far pointer of `size` bytes (offset of `size - 2` bytes, then a selector) for LDS..LGS.
+    fn far_pointer(&mut self, size: usize) -> Vec<u8> {
+        // Linux's GDT (see `interp::LINUX_GDT`) at CPL 3: null with every RPL; USER_DS 0x2b (and with
+        // RPL 0-2: fine for DS..GS, #GP for SS); USER32_CS 0x23 and USER_CS 0x33 (readable code: DS..GS
+        // only); kernel segments (DPL 0: #GP); the TSS (system: #GP); empty TLS entries; entry 7 (zero);
+        // LDT selectors (no LDT: #GP); beyond the GDT limit. CPUNODE (0x78-0x7f) is never used: its limit
+        // is the CPU number.
+        const SELECTORS: [u16; 24] = [
+            0x00, 0x01, 0x02, 0x03, 0x2b, 0x28, 0x29, 0x2a, 0x23, 0x33, 0x08, 0x0b, 0x10, 0x13, 0x18, 0x1b,
+            0x40, 0x38, 0x63, 0x6b, 0x2f, 0x04, 0x83, 0xfffb,
+        ];
+        let sel = if self.rng.chance(75) { 0x2b } else { *self.rng.pick(&SELECTORS) };
+        let mut v = edge_value(self.rng).to_le_bytes()[..size.saturating_sub(2).min(8)].to_vec();
+        v.extend_from_slice(&sel.to_le_bytes());
+        v
+    }
+
     fn imm_value(&mut self, fam: Family, k: K) -> u64 {
         if fam.is_fp_simd() {
             // Selector/control bytes: small values (lane selectors, rounding controls, string-compare
@@ -1511,6 +1718,10 @@ impl<'r> Builder<'r> {
                 }
                 if fam.is_fp_simd() {
                     let bytes = crate::fpvalues::memory_value(self.rng, op.memory_size());
+                    self.fills.push((self.last_target, bytes));
+                }
+                if fam == Family::FarPtr {
+                    let bytes = self.far_pointer(mem_size as usize);
                     self.fills.push((self.last_target, bytes));
                 }
                 has_mem = true;
@@ -1609,20 +1820,25 @@ impl<'r> Builder<'r> {
                 MemRegion { addr: LOW_DATA_ADDR, bytes: random_bytes(self.rng, LOW_DATA_SIZE as usize) },
             );
         }
-        // FP/SIMD cases only (drawn after everything else, so integer cases are unchanged): the chosen
-        // operand values in memory, and the initial x87/SSE state.
-        let fp = if self.fp_used {
-            for (addr, bytes) in &self.fills {
-                for r in data.iter_mut() {
-                    if *addr >= r.addr && addr + bytes.len() as u64 <= r.end() {
-                        let o = (addr - r.addr) as usize;
-                        r.bytes[o..o + bytes.len()].copy_from_slice(bytes);
-                    }
+        // The operand values chosen for memory (FP/SIMD values, far pointers; integer cases have none,
+        // so they are unchanged), then for FP/SIMD cases (drawn after everything else) the initial
+        // x87/SSE state.
+        for (addr, bytes) in &self.fills {
+            for r in data.iter_mut() {
+                if *addr >= r.addr && addr + bytes.len() as u64 <= r.end() {
+                    let o = (addr - r.addr) as usize;
+                    r.bytes[o..o + bytes.len()].copy_from_slice(bytes);
                 }
             }
+        }
+        let fp = if self.fp_used {
             let mut fp = crate::fpvalues::initial_state(self.rng, self.mode);
             if self.vex_used {
                 crate::fpvalues::upper_halves(&mut fp, self.rng, self.mode);
+            }
+            for &(i, lo, hi) in &self.vpins {
+                fp.xmm[i] = lo;
+                fp.ymm_hi[i] = hi;
             }
             Some(fp)
         } else {

@@ -146,6 +146,11 @@ impl HostFeatures {
             CpuidFeature::AVX2 => self.avx && self.avx2,
             CpuidFeature::FMA => self.avx && self.fma,
             CpuidFeature::F16C => self.avx && self.f16c,
+            // The system family's instructions fault at CPL 3 (or #UD where the CPU lacks them); either
+            // outcome is what the interpreter, running the `host-compatible` model, must reproduce.
+            CpuidFeature::RDPMC | CpuidFeature::MONITOR | CpuidFeature::SERIALIZE | CpuidFeature::INVPCID => {
+                true
+            }
             _ => false,
         }
     }

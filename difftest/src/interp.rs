@@ -131,6 +131,35 @@ fn data_seg(sel: u16) -> Segment {
     }
 }
 
+/// Where the interpreter's copy of Linux's GDT lives (a supervisor page: descriptor reads are implicit
+/// supervisor accesses).
+const GDT_LIN: u64 = 0xffff_ffff_fe00_0000;
+
+/// Linux's x86-64 GDT as a user process sees its effects (arch/x86/kernel/cpu/common.c): 1 KERNEL32_CS,
+/// 2 KERNEL_CS, 3 KERNEL_DS, 4 USER32_CS (0x23), 5 USER_DS (0x2b), 6 USER_CS (0x33), 8-9 the TSS, TLS
+/// entries 12-14 empty, 15 CPUNODE (DPL 3 read-only expand-down data whose limit is the CPU and node
+/// number: 0 here; only accesses at offsets up to that number could tell the difference, and the
+/// generator's data regions lie far above). So far-pointer loads fault or succeed as natively, even
+/// with a selector from random data.
+pub const LINUX_GDT: [u64; 16] = [
+    0,
+    0x00cf_9b00_0000_ffff,
+    0x00af_9b00_0000_ffff,
+    0x00cf_9300_0000_ffff,
+    0x00cf_fb00_0000_ffff,
+    0x00cf_f300_0000_ffff,
+    0x00af_fb00_0000_ffff,
+    0,
+    0x0000_8b00_0000_0067,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0x0040_f500_0000_0000,
+];
+
 /// Builds the machine for `case`: returns the bus, the CPU state, and the data regions' frames.
 fn build(case: &Case) -> (SparseBus, CpuState, Vec<Vec<u64>>) {
     let mut bus = SparseBus::default();
@@ -160,7 +189,15 @@ fn build(case: &Case) -> (SparseBus, CpuState, Vec<Vec<u64>>) {
         }
         regions.push(frames);
     }
+    let gdt = map_page(&mut bus, pml4, GDT_LIN, PTE_P | PTE_W | PTE_NX);
+    for (i, d) in LINUX_GDT.iter().enumerate() {
+        bus.write_u64(gdt + 8 * i as u64, *d);
+    }
     let mut st = CpuState {
+        gdtr: cpu::state::DescTable { base: GDT_LIN, limit: 16 * 8 - 1, _pad: 0 },
+        // What this host's CPU and Ferrite both have: an instruction the generator picks exists on
+        // both sides.
+        model: cpu::CpuModel::host_compatible(),
         cr0: cr0::PE | cr0::PG | cr0::ET | cr0::WP | cr0::NE | cr0::MP,
         // OSFXSR and OSXMMEXCPT as Linux sets them (SSE enabled, unmasked SIMD FP exceptions are #XM).
         cr4: cr4::PAE | cr4::PGE | cr4::OSFXSR | cr4::OSXMMEXCPT,
@@ -212,6 +249,9 @@ impl Engine for InterpEngine {
             }
         }
         it.trap_faults = true;
+        // An instruction Ferrite lacks is reported (Unsupported), not compared as #UD against a host
+        // that runs it.
+        it.strict = true;
         it.stop_at = Some(case.code_end());
         let exit = it.run(&mut st, &mut bus, self.max_instructions);
         let exception = match exit {

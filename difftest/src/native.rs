@@ -73,6 +73,7 @@ const ST_SANDBOX_LO: u64 = 0x1C0; // code pages range accepted as "inside the sa
 const ST_SANDBOX_HI: u64 = 0x1C8;
 const ST_RET_STUB: u64 = 0x1D0;
 const ST_ENTRY32: u64 = 0x1D8;
+const ST_FSBASE: u64 = 0x1E0; // the child's FS base (glibc's TLS), restored after every case
 const ST_FXIN: u64 = 0x200; // 512-byte FXRSTOR image (16-byte aligned)
 const ST_FXOUT: u64 = 0x400; // 512-byte FXSAVE image copied out of the signal frame
 const FX_SIZE: usize = 512;
@@ -92,6 +93,9 @@ pub fn host_avx() -> bool {
 }
 
 const USER_CS64: u64 = 0x33;
+/// arch_prctl codes (asm/prctl.h).
+const ARCH_SET_FS: libc::c_int = 0x1002;
+const ARCH_GET_FS: libc::c_int = 0x1003;
 const USER_CS32: u64 = 0x23;
 
 // Shared-memory layout between parent and child.
@@ -639,6 +643,8 @@ extern "C" fn on_signal(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut 
             }
         }
         ptr::write_volatile(st(ST_ACTIVE), 0);
+        // Put back FS (selector 0, the saved base) in case the sequence loaded it; nothing above reads it.
+        libc::syscall(libc::SYS_arch_prctl, ARCH_SET_FS, ptr::read_volatile(st(ST_FSBASE)));
         // Resume at the return stub in 64-bit mode with clean flags (DF clear for the Rust code).
         g[libc::REG_RIP as usize] = ptr::read_volatile(st(ST_RET_STUB)) as i64;
         g[libc::REG_EFL as usize] = 0x202;
@@ -685,6 +691,12 @@ unsafe fn child_main(
         }
         ptr::write_volatile(st(ST_RET_STUB), ret_stub);
         ptr::write_volatile(st(ST_ENTRY32), entry32);
+        // A far-pointer load (LFS) in a case replaces FS and its base, which holds glibc's thread
+        // pointer (and the stack-protector canary the harness's libc calls read): remember the base so
+        // the signal handler can put it back.
+        if libc::syscall(libc::SYS_arch_prctl, ARCH_GET_FS, st(ST_FSBASE)) != 0 {
+            libc::_exit(106);
+        }
 
         // Alternate signal stack: generated code runs with an arbitrary RSP.
         let alt = libc::mmap(

@@ -121,3 +121,65 @@ fn every_family_has_encodings_on_this_host() {
     assert!(g.codes(Family::Bcd, Mode::Long64).is_empty());
     assert!(!g.codes(Family::Bcd, Mode::Compat32).is_empty());
 }
+
+#[test]
+fn far_pointer_and_system_families_cover_their_encodings() {
+    let g = Generator::new(GenConfig {
+        families: vec![Family::FarPtr, Family::Sys],
+        max_insns: 1,
+        ..GenConfig::default()
+    });
+    let long: Vec<Code> = g.codes(Family::FarPtr, Mode::Long64).to_vec();
+    let compat: Vec<Code> = g.codes(Family::FarPtr, Mode::Compat32).to_vec();
+    // Every operand size of LSS/LFS/LGS in 64-bit mode (m16:64 with REX.W); LDS/LES only outside it.
+    for c in [
+        Code::Lss_r16_m1616,
+        Code::Lss_r32_m1632,
+        Code::Lss_r64_m1664,
+        Code::Lfs_r64_m1664,
+        Code::Lgs_r16_m1616,
+    ] {
+        assert!(long.contains(&c), "{c:?}");
+    }
+    assert!(!long.iter().any(|c| matches!(c.mnemonic(), iced_x86::Mnemonic::Lds | iced_x86::Mnemonic::Les)));
+    for c in [
+        Code::Lds_r16_m1616,
+        Code::Lds_r32_m1632,
+        Code::Les_r16_m1616,
+        Code::Les_r32_m1632,
+        Code::Lss_r32_m1632,
+    ] {
+        assert!(compat.contains(&c), "{c:?}");
+    }
+    let sys = g.codes(Family::Sys, Mode::Long64);
+    for c in [Code::Rdpmc, Code::Serialize, Code::Invpcid_r64_m128, Code::Mwait] {
+        assert!(sys.contains(&c), "{c:?} in {sys:?}");
+    }
+    // The far pointer in memory carries a selector from the list (mostly USER_DS), not random bytes.
+    let mut user_ds = 0;
+    for i in 0..200 {
+        let gc = g.generate(3, i);
+        let insns = decode_all(&gc.case.code, gc.case.code_addr, gc.case.mode.bitness());
+        if let Some(ins) = insns.first()
+            && Family::of_code(ins.code()) == Some(Family::FarPtr)
+            && gc.insn_families.len() == 1
+        {
+            let size = ins.memory_size().size() as u64;
+            // The address the generator aimed at is in the data region; find the selector there.
+            let ea = ins
+                .virtual_address(1, 0, |r, _, _| {
+                    Some(difftest::generator::gpr_index(r).map_or(0, |k| gc.case.regs.gprs[k]))
+                })
+                .unwrap_or(0);
+            for d in &gc.case.data {
+                if ea >= d.addr && ea + size <= d.end() {
+                    let o = (ea - d.addr + size - 2) as usize;
+                    if u16::from_le_bytes([d.bytes[o], d.bytes[o + 1]]) == 0x2b {
+                        user_ds += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert!(user_ds > 10, "{user_ds}");
+}

@@ -25,3 +25,19 @@ fn jit_matches_host_cpu() {
     assert_eq!(t.unsupported, 0, "the JIT engine stopped on unimplemented instructions:\n{report}");
     assert!(t.passed > cases / 2, "too few comparable cases:\n{report}");
 }
+
+/// The far-pointer loads and user-reachable system instructions under the JIT engine (see
+/// `interp_vs_native.rs`).
+#[test]
+fn jit_far_pointer_and_system_instructions_match_host_cpu() {
+    let cases: u64 =
+        std::env::var("FERRITE_DIFFTEST_JIT_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(40_000) / 4;
+    let families = Config::parse_families("farptr,sys,alu").expect("families");
+    let cfg = Config { seed: 0x1d5_0f1e, cases, max_reports: 3, families, ..Config::default() };
+    let mut native = NativeEngine::new();
+    let mut jit = InterpEngine::jit();
+    let report = run_difftest(&cfg, &mut [&mut native, &mut jit]);
+    println!("{report}");
+    assert!(report.is_clean(), "divergences between the host CPU and the JIT:\n{report}");
+    assert_eq!(report.totals().unsupported, 0, "{report}");
+}

@@ -26,7 +26,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a guest (Debian's Linux to a shell when no firmware or kernel is given; see --demo).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Fetch Debian's kernel and busybox-static and build the initramfs for the direct Linux boot; prints
     /// the kernel and initrd paths.
     Images(images::ImagesArgs),
@@ -266,10 +266,19 @@ struct RunArgs {
     rtc: i64,
 
     /// Whose CPUs the interpreter copies where results are architecturally undefined (flags after
-    /// MUL/DIV/shifts/BCD/bit scans, a zero-count 32-bit REP): `intel` (as the CPUID vendor says),
-    /// `amd`, or `host` (this machine's vendor, as the differential tester uses).
-    #[arg(long, default_value = "intel", value_parser = parse_quirks)]
-    quirks: cpu::Quirks,
+    /// MUL/DIV/shifts/BCD/bit scans, a zero-count 32-bit REP): `intel`, `amd`, or `host` (this
+    /// machine's vendor, as the differential tester uses). Default: the `--cpu` model's vendor.
+    #[arg(long, value_parser = parse_quirks)]
+    quirks: Option<cpu::Quirks>,
+    /// CPU model as QEMU spells it: MODEL[,+feature][,-feature][,vendor=intel|amd], MODEL one of
+    /// `ferrite` (the default), `qemu64`, `max` (all Ferrite implements) or `host-compatible`
+    /// (what this host's CPU and Ferrite both have). See docs/CONFORMANCE.md.
+    #[arg(long = "cpu", value_name = "MODEL", default_value = "ferrite", value_parser = cpu::CpuModel::parse)]
+    cpu_model: cpu::CpuModel,
+    /// Stop the machine on an instruction Ferrite does not implement ("unimplemented instruction")
+    /// instead of raising #UD in the guest as a CPU without it does. For development.
+    #[arg(long)]
+    strict: bool,
     /// Where the 0xE9 debug console goes (default: stdout with --rom; none for the built-in demo, which
     /// prints the same lines on COM1).
     #[arg(long, value_enum)]
@@ -581,7 +590,9 @@ fn run(args: RunArgs) -> ExitCode {
         }
     }
     cfg.rtc_start = args.rtc;
-    cfg.quirks = args.quirks;
+    cfg.model = args.cpu_model;
+    cfg.quirks = args.quirks.unwrap_or(args.cpu_model.vendor.quirks());
+    cfg.strict = args.strict;
     // Test ROMs and multiboot test kernels report on 0xE9.
     let debugcon = args.debugcon.unwrap_or(if args.rom.is_some() || is_multiboot {
         Output::Stdout
@@ -616,6 +627,12 @@ fn run(args: RunArgs) -> ExitCode {
         );
         if let Some(s) = m.engine().stats() {
             eprintln!("ferrite: {s}");
+            if let Some(inline) = m.interp().map(|i| i.inline_retired()) {
+                eprintln!(
+                    "ferrite: {inline} retired instructions ran inline in generated code ({:.1}% of all)",
+                    inline as f64 * 100.0 / m.cpu.icount.max(1) as f64
+                );
+            }
         }
         // The whole machine's state (CPU, devices, RAM): the same guest gives the same hash under every
         // instruction-counting engine.
@@ -653,7 +670,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Run(a) => run(a),
+        Command::Run(a) => run(*a),
         Command::Images(a) => images_cmd(a),
         Command::Difftest(a) => difftest(a),
         Command::DifftestSys(a) => difftest_sys(a),

@@ -90,29 +90,6 @@ fn com2_output_goes_to_a_file() {
     std::fs::remove_file(&p).unwrap();
 }
 
-/// `--device` takes the names of the machine's device table; an unknown one is one line listing them.
-#[test]
-fn unknown_device_is_one_line_naming_the_known_ones() {
-    let (code, _, err) = ferrite(&["run", "--demo", "--device", "floppy"]);
-    assert_eq!(code, 2);
-    assert_eq!(err.trim_end().lines().count(), 1, "stderr: {err}");
-    assert!(err.contains("floppy") && err.contains("edu") && err.contains("testdev"), "stderr: {err}");
-}
-
-/// `--stats` ends with the state hash, the same for two runs of the same guest.
-#[test]
-fn stats_print_a_repeatable_state_hash() {
-    let run = || {
-        let (_, _, err) = ferrite(&["run", "--demo", "--memory", "16M", "--stats"]);
-        err.lines()
-            .find_map(|l| l.strip_prefix("ferrite: state hash ").map(str::to_string))
-            .unwrap_or_else(|| panic!("no hash line: {err}"))
-    };
-    let h = run();
-    assert_eq!(h.len(), 16, "{h}");
-    assert_eq!(run(), h);
-}
-
 #[test]
 fn bad_disk_specs_are_one_line() {
     for (spec, needle) in [
@@ -207,4 +184,60 @@ fn truncated_bzimage_is_one_line() {
     assert_eq!(code, 2, "stderr: {err}");
     assert_eq!(err.trim_end().lines().count(), 1, "stderr: {err}");
     assert!(err.contains("truncated") && err.contains("65536 bytes"), "stderr: {err}");
+}
+
+/// `--device` takes the names of the machine's device table; an unknown one is one line listing them.
+#[test]
+fn unknown_device_is_one_line_naming_the_known_ones() {
+    let (code, _, err) = ferrite(&["run", "--demo", "--device", "floppy"]);
+    assert_eq!(code, 2);
+    assert_eq!(err.trim_end().lines().count(), 1, "stderr: {err}");
+    assert!(err.contains("floppy") && err.contains("edu") && err.contains("testdev"), "stderr: {err}");
+}
+
+/// `--stats` ends with the state hash, the same for two runs of the same guest.
+#[test]
+fn stats_print_a_repeatable_state_hash() {
+    let run = || {
+        let (_, _, err) = ferrite(&["run", "--demo", "--memory", "16M", "--stats"]);
+        err.lines()
+            .find_map(|l| l.strip_prefix("ferrite: state hash ").map(str::to_string))
+            .unwrap_or_else(|| panic!("no hash line: {err}"))
+    };
+    let h = run();
+    assert_eq!(h.len(), 16, "{h}");
+    assert_eq!(run(), h);
+}
+
+#[test]
+fn bad_cpu_model_is_one_line() {
+    for (spec, want) in [
+        ("pentium", "unknown CPU model"),
+        ("max,+sha-ni", "does not implement"),
+        ("qemu64,vendor=via", "vendor"),
+    ] {
+        let (code, _, err) = ferrite(&["run", "--cpu", spec]);
+        assert_eq!(code, 2, "{spec}");
+        assert_eq!(err.trim_end().lines().count(), 1, "stderr: {err}");
+        assert!(err.contains(want), "stderr: {err}");
+    }
+}
+
+#[test]
+fn unimplemented_instruction_is_ud_unless_strict() {
+    // At the reset vector: XTEST (0F 01 D6), which Ferrite does not implement. By default it is #UD
+    // through the IVT (all zeros: the handler runs zero bytes, ADD [BX+SI],AL, until the budget ends);
+    // with --strict the machine stops and names the instruction.
+    let mut rom = [0xf4u8; 4096];
+    rom[0xff0..0xff3].copy_from_slice(&[0x0f, 0x01, 0xd6]);
+    let p = std::env::temp_dir().join(format!("ferrite-cli-ud-{}.bin", std::process::id()));
+    std::fs::write(&p, rom).unwrap();
+    let rom_arg = p.to_str().unwrap();
+    let (code, _, err) = ferrite(&["run", "--rom", rom_arg, "--max-instructions", "1000"]);
+    assert_eq!(code, 124, "stderr: {err}");
+    assert!(!err.contains("unimplemented"), "stderr: {err}");
+    let (code, _, err) = ferrite(&["run", "--rom", rom_arg, "--strict", "--max-instructions", "1000"]);
+    std::fs::remove_file(&p).unwrap();
+    assert_ne!(code, 124, "stderr: {err}");
+    assert!(err.contains("unimplemented instruction") && err.contains("Xtest"), "stderr: {err}");
 }

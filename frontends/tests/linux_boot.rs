@@ -42,6 +42,40 @@ fn build_fpcheck() -> std::path::PathBuf {
     bin
 }
 
+/// Rounds of `v3check` (each round: 1024-element vectorised loops, intrinsics, string functions).
+const V3CHECK_ROUNDS: &str = "4";
+
+/// Compiles `tests/guest/v3check.c` for the x86-64-v3 level (`-march=x86-64-v3`: AVX2, FMA, F16C, BMI
+/// code paths from the compiler, glibc's AVX2 string functions chosen at run time from CPUID, a YMM
+/// context-switch check) and returns its path.
+fn build_v3check() -> std::path::PathBuf {
+    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/guest/v3check.c");
+    let bin = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("v3check");
+    let out = Command::new("gcc")
+        .args(["-O2", "-march=x86-64-v3", "-static", "-o"])
+        .arg(&bin)
+        .arg(src)
+        .arg("-lm")
+        .output()
+        .expect("run gcc (scripts/setup.sh installs gcc and libc6-dev)");
+    assert!(
+        out.status.success(),
+        "gcc -march=x86-64-v3 -static v3check.c failed (scripts/setup.sh installs gcc and libc6-dev): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    bin
+}
+
+/// Whether this host runs x86-64-v3 code natively (the reference for `v3check`).
+fn host_is_v3() -> bool {
+    std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("fma")
+        && std::arch::is_x86_feature_detected!("f16c")
+        && std::arch::is_x86_feature_detected!("bmi2")
+        && std::arch::is_x86_feature_detected!("lzcnt")
+        && std::arch::is_x86_feature_detected!("movbe")
+}
+
 /// Runs a program natively on this host and returns its standard output.
 fn native(prog: &std::path::Path, args: &[&str]) -> String {
     let out =
@@ -63,11 +97,13 @@ struct Images {
     busybox: std::path::PathBuf,
 }
 
-fn images(fpcheck: &std::path::Path) -> Images {
+fn images(fpcheck: &std::path::Path, v3check: &std::path::Path) -> Images {
     let out = Command::new(env!("CARGO_BIN_EXE_ferrite"))
         .arg("images")
         .arg("--add")
         .arg(format!("{}:/bin/fpcheck", fpcheck.display()))
+        .arg("--add")
+        .arg(format!("{}:/bin/v3check", v3check.display()))
         .output()
         .expect("run ferrite images");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -201,19 +237,21 @@ fn linux_boots_to_a_shell_and_powers_off_under_kvm() {
     }
 }
 
-/// The images and `fpcheck`, made once per test process: the tests run in parallel, and two
+/// The images, `fpcheck` and `v3check`, made once per test process: the tests run in parallel, and two
 /// compilers writing one output file, or two `ferrite images` racing on a fresh cache, are not a test
 /// of Ferrite. (`ferrite images` also locks its cache, for separate processes.)
-fn prepared() -> &'static (Images, std::path::PathBuf) {
-    static ONCE: std::sync::OnceLock<(Images, std::path::PathBuf)> = std::sync::OnceLock::new();
+fn prepared() -> &'static (Images, std::path::PathBuf, std::path::PathBuf) {
+    static ONCE: std::sync::OnceLock<(Images, std::path::PathBuf, std::path::PathBuf)> =
+        std::sync::OnceLock::new();
     ONCE.get_or_init(|| {
         let fpcheck = build_fpcheck();
-        (images(&fpcheck), fpcheck)
+        let v3check = build_v3check();
+        (images(&fpcheck, &v3check), fpcheck, v3check)
     })
 }
 
 fn boot_and_check(accel: Accel) {
-    let (imgs, fpcheck) = prepared();
+    let (imgs, fpcheck, v3check) = prepared();
     let (kernel, initrd, package, busybox) =
         (imgs.kernel.clone(), imgs.initrd.clone(), imgs.package.clone(), imgs.busybox.clone());
     let out = Arc::new(Mutex::new(Vec::new()));
@@ -272,6 +310,29 @@ fn boot_and_check(accel: Accel) {
     }
     println!("fpcheck under Ferrite matches the host:\n{want}");
 
+    // The x86-64-v3 program under the JIT (the boot already made, so no second boot in CI): CPUID must
+    // offer AVX2/FMA/F16C/BMI2 (so glibc picks its AVX2 string functions), and every hash, and the
+    // YMM context-switch check (the kernel's XSAVE of the AVX component), must be the host's.
+    if accel == Accel::Jit {
+        if host_is_v3() {
+            let want = native(v3check, &[V3CHECK_ROUNDS]);
+            assert!(want.contains("avx=1 avx2=1 fma=1 f16c=1 bmi2=1"), "v3check natively:\n{want}");
+            assert!(want.contains("ymm-ctxsw    ok"), "v3check natively:\n{want}");
+            let got = guest_lines(&s.command(&format!("v3check {V3CHECK_ROUNDS}"), 7));
+            for line in want.lines() {
+                assert!(
+                    got.iter().any(|g| g == line),
+                    "v3check under Ferrite differs from this host's CPU at {line:?}; native:\n{want}\nguest:\n{got:#?}"
+                );
+            }
+            println!("v3check (x86-64-v3) under Ferrite matches the host:\n{want}");
+        } else {
+            println!(
+                "skipped v3check: this host cannot run x86-64-v3 code natively, so there is no reference"
+            );
+        }
+    }
+
     // `seq 1 10000` on a host gives the same bytes; its SHA-256:
     let sum = s.command("seq 1 10000 > /tmp/f && sha256sum /tmp/f && df /tmp | tail -1", 4);
     assert!(
@@ -317,7 +378,7 @@ fn boot_and_check(accel: Accel) {
 fn linux_restored_mid_boot_matches_an_uninterrupted_boot() {
     const SAVE_AT: u64 = 800_000_000;
     const END: u64 = 1_600_000_000;
-    let (imgs, _) = prepared();
+    let (imgs, _, _) = prepared();
     let build = || {
         let out = Arc::new(Mutex::new(Vec::new()));
         let o2 = out.clone();

@@ -6,17 +6,23 @@
 //! which runs the block's instructions back to back with the interpreter's per-instruction bookkeeping
 //! (next RIP, RIP, the retired-instruction count, the end-of-block flag) done in generated code. Each
 //! instruction either calls the interpreter's own handler through [`call_handler`], or is one of the
-//! forms `lower.rs` restates in IR (register/immediate moves and ALU operations, LEA, and in 64-bit
-//! code their memory forms through an inline probe of the interpreter's TLB, PUSH/POP r64 and
-//! Jcc/JMP), each checked against the handler by `tests/differential.rs`. The ROM and Linux tests that
-//! compare the two engines check the bookkeeping.
+//! forms `lower.rs` restates in IR (register/immediate moves and ALU operations, LEA, shifts and
+//! rotates by an immediate, IMUL, NEG/NOT, SETcc/CMOVcc, and in 64-bit code the memory forms through
+//! an inline probe of the interpreter's TLB, PUSH/POP r64, Jcc/JMP and CALL/RET), each checked against
+//! the handler by
+//! `tests/differential.rs`. The ROM and Linux tests that compare the two engines check the bookkeeping.
+//!
+//! Within a block, guest registers and RFLAGS are Cranelift variables, written back before handler
+//! calls and at exits; flags are computed only where live, and lazily (`lower::Pending`). A block
+//! that branches back to its own start loops in generated code while the budget allows; the
+//! interpreter chains other blocks (`cpu::interp`).
 //!
 //! Code is compiled with `cranelift-codegen` into position-independent bytes (no relocations: the
 //! trampoline's address is an immediate) and copied into executable chunks of our own ([`arena`]).
 //! A translation is owned by the interpreter's block, so invalidating the block frees its code.
 //!
-//! What is not here yet: block chaining (every block returns to the interpreter's loop), dead-flag
-//! elimination, and inlined shifts, CALL/RET and string instructions.
+//! What is not here yet: direct jumps between translations, inlined string instructions,
+//! compilation on a second thread, the persistent translation cache.
 #![deny(missing_docs)]
 
 mod arena;
@@ -26,14 +32,17 @@ use arena::{Arena, Code};
 use cpu::exec::Insn;
 use cpu::mem::Ctx;
 use cpu::{BlockBackend, CompiledBlock, Fault};
+use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{self, AbiParam, InstBuilder, MemFlagsData, UserFuncName, types};
 use cranelift_codegen::isa::{OwnedTargetIsa, TargetIsa};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use std::any::Any;
+use std::cell::Cell;
 use std::ffi::c_void;
 use std::mem::offset_of;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::rc::Rc;
 
 /// Status returned by [`call_handler`] and by a block's function: the instruction completed.
 const ST_OK: u32 = 0;
@@ -47,6 +56,12 @@ pub struct Outcome {
     fault: Option<(Fault, u64)>,
     /// A handler panicked (a bug of ours): the panic resumes once the generated frames are left.
     panic: Option<Box<dyn Any + Send>>,
+    /// Read by generated code: a block whose exit leads back to its own first instruction runs
+    /// again while the retired count after the next run would not pass this (see
+    /// [`CompiledBlock::run`]); 0 when it must return after each run.
+    loop_limit: u64,
+    /// Instructions retired through [`call_handler`] (statistics: the rest ran inline).
+    called: u64,
 }
 
 /// Calls the handler of `insn`, the one call generated code makes per instruction.
@@ -64,10 +79,14 @@ pub unsafe extern "C" fn call_handler(ctx: *mut c_void, insn: *const Insn, out: 
     // was given, an element of the block's instruction slice and the `Outcome` on `run`'s stack.
     let (ctx, insn, out) = unsafe { (&mut *(ctx as *mut Ctx<'_>), &*insn, &mut *out) };
     match catch_unwind(AssertUnwindSafe(|| (insn.handler)(ctx, insn))) {
-        Ok(Ok(())) => ST_OK,
+        Ok(Ok(())) => {
+            out.called += 1;
+            ST_OK
+        }
         Ok(Err(f)) => {
             if matches!(f, Fault::Soft { .. }) {
                 ctx.st.icount += 1;
+                out.called += 1;
             }
             out.fault = Some((f, insn.next_rip));
             ST_EXIT
@@ -106,6 +125,8 @@ pub struct Jit {
     fctx: FunctionBuilderContext,
     arena: Arena,
     stats: Stats,
+    /// Instructions retired inline by generated code (statistics), shared with every translation.
+    inline_retired: Rc<Cell<u64>>,
 }
 
 impl Jit {
@@ -132,6 +153,7 @@ impl Jit {
             fctx: FunctionBuilderContext::new(),
             arena: Arena::default(),
             stats: Stats::default(),
+            inline_retired: Rc::default(),
         })
     }
 
@@ -171,8 +193,38 @@ impl Jit {
         let icount = b.declare_var(types::I64);
         let ic0 = b.ins().load(types::I64, mf, st, cpu::offsets::ICOUNT as i32);
         b.def_var(icount, ic0);
+        // RFLAGS too: stored before each handler call (and reloaded after it) and at the end.
+        let fl = b.declare_var(types::I64);
+        let fl0 = b.ins().load(types::I64, mf, st, cpu::offsets::RFLAGS as i32);
+        b.def_var(fl, fl0);
+        let mut hsig = ir::Signature::new(isa.default_call_conv());
+        hsig.params.extend([ptr, types::I64, types::I64, types::I64, types::I32].map(AbiParam::new));
+        hsig.returns.push(AbiParam::new(types::I64));
+        let helper_sig = b.import_signature(hsig);
+        let live = lower::liveness(insns);
+        let store_fl = |b: &mut FunctionBuilder<'_>| {
+            let v = b.use_var(fl);
+            b.ins().store(mf, v, st, cpu::offsets::RFLAGS as i32);
+        };
         let mmu = b.ins().load(ptr, mf, ctx, offset_of!(Ctx<'static>, mmu) as i32);
         let tlb = b.ins().load(ptr, mf, mmu, offset_of!(cpu::mem::Mmu, tlb) as i32);
+        let loop_limit = b.ins().load(types::I64, mf, out, offset_of!(Outcome, loop_limit) as i32);
+        let first_ip = insns[0].i.ip();
+        let len = insns.len() as i64;
+        // A block that branches back to its own start loops in generated code, its registers and
+        // flags staying in variables across the back edge: the registers it uses are loaded before
+        // the loop, and counted as held (and changed) at its top.
+        let last = &insns[insns.len() - 1];
+        let self_loop = matches!(lower::inline_op(last), Some(lower::Form { op: lower::Op::Branch(cc), .. })
+            if last.i.near_branch_target() == first_ip || (cc.is_some() && last.next_rip == first_ip));
+        let mut regs = lower::Regs::new(&mut b);
+        let used = if self_loop { lower::used_gprs(insns) } else { 0 };
+        regs.load(&mut b, st, used);
+        regs.dirty = used;
+        let user_tag = lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig }.user_tag();
+        let top = b.create_block();
+        b.ins().jump(top, &[]);
+        b.switch_to_block(top);
         let bump = |b: &mut FunctionBuilder<'_>, n: i64| {
             let v = b.use_var(icount);
             let v = b.ins().iadd_imm_s(v, n);
@@ -189,38 +241,45 @@ impl Jit {
         let mut ended = false;
         // Emits the handler call of instruction `k` (state synced first), continuing in a new block
         // when the instruction completed without ending the block.
-        let call = |b: &mut FunctionBuilder<'_>, k: usize, insn: &Insn, dirty: bool| {
-            if dirty {
-                sync(b, insn.i.ip());
-            }
-            // ctx.next_rip = insn.next_rip; status = handler(ctx, insn)
-            let next = b.ins().iconst(types::I64, insn.next_rip as i64);
-            b.ins().store(mf, next, ctx, offset_of!(Ctx<'static>, next_rip) as i32);
-            let ip = b.ins().iadd_imm_s(base, k as i64 * size);
-            let call = b.ins().call_indirect(callee, tramp, &[ctx, ip, out]);
-            let status = b.inst_results(call)[0];
-            let done = b.create_block();
-            b.ins().brif(status, exit, &[status.into()], done, &[]);
-            b.switch_to_block(done);
-            b.seal_block(done);
-            // st.rip = ctx.next_rip; st.icount += 1
-            let rip = b.ins().load(types::I64, mf, ctx, offset_of!(Ctx<'static>, next_rip) as i32);
-            b.ins().store(mf, rip, st, cpu::offsets::RIP as i32);
-            bump(b, 1);
-            let v = b.use_var(icount);
-            b.ins().store(mf, v, st, cpu::offsets::ICOUNT as i32);
-            // An instruction that must end the block (MMIO, self-modifying code, mode changes) says
-            // so in ctx.break_block.
-            let bb = b.ins().load(types::I8, mf, ctx, offset_of!(Ctx<'static>, break_block) as i32);
-            let next_block = b.create_block();
-            b.ins().brif(bb, exit, &[ok.into()], next_block, &[]);
-            b.switch_to_block(next_block);
-            b.seal_block(next_block);
-        };
+        let call =
+            |b: &mut FunctionBuilder<'_>, regs: &mut lower::Regs, k: usize, insn: &Insn, dirty: bool| {
+                if dirty {
+                    sync(b, insn.i.ip());
+                }
+                lower::Lower { b, st, regs, fl, helper_sig }.materialize();
+                store_fl(b);
+                regs.flush(b, st);
+                regs.forget();
+                // ctx.next_rip = insn.next_rip; status = handler(ctx, insn)
+                let next = b.ins().iconst(types::I64, insn.next_rip as i64);
+                b.ins().store(mf, next, ctx, offset_of!(Ctx<'static>, next_rip) as i32);
+                let ip = b.ins().iadd_imm_s(base, k as i64 * size);
+                let call = b.ins().call_indirect(callee, tramp, &[ctx, ip, out]);
+                let status = b.inst_results(call)[0];
+                let done = b.create_block();
+                b.ins().brif(status, exit, &[status.into()], done, &[]);
+                b.switch_to_block(done);
+                b.seal_block(done);
+                let v = b.ins().load(types::I64, mf, st, cpu::offsets::RFLAGS as i32);
+                b.def_var(fl, v);
+                // st.rip = ctx.next_rip; st.icount += 1
+                let rip = b.ins().load(types::I64, mf, ctx, offset_of!(Ctx<'static>, next_rip) as i32);
+                b.ins().store(mf, rip, st, cpu::offsets::RIP as i32);
+                bump(b, 1);
+                let v = b.use_var(icount);
+                b.ins().store(mf, v, st, cpu::offsets::ICOUNT as i32);
+                // An instruction that must end the block (MMIO, self-modifying code, mode changes) says
+                // so in ctx.break_block.
+                let bb = b.ins().load(types::I8, mf, ctx, offset_of!(Ctx<'static>, break_block) as i32);
+                let next_block = b.create_block();
+                b.ins().brif(bb, exit, &[ok.into()], next_block, &[]);
+                b.switch_to_block(next_block);
+                b.seal_block(next_block);
+            };
         for (k, insn) in insns.iter().enumerate() {
             let Some(form) = lower::inline_op(insn) else {
                 self.stats.called += 1;
-                call(&mut b, k, insn, dirty);
+                call(&mut b, &mut regs, k, insn, dirty);
                 dirty = false;
                 continue;
             };
@@ -231,7 +290,7 @@ impl Jit {
                 let rip = match cc {
                     None => target,
                     Some(cc) => {
-                        let taken = lower::Lower { b: &mut b, st }.cond(cc);
+                        let taken = lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig }.cond(cc);
                         let fall = b.ins().iconst(types::I64, insn.next_rip as i64);
                         b.ins().select(taken, target, fall)
                     }
@@ -240,27 +299,93 @@ impl Jit {
                 bump(&mut b, 1);
                 let v = b.use_var(icount);
                 b.ins().store(mf, v, st, cpu::offsets::ICOUNT as i32);
+                lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig }.materialize();
+                store_fl(&mut b);
+                if self_loop {
+                    // Run again while the next run fits below the limit: exactly the interpreter's
+                    // budget check; nothing else can be due (the block ran to its end).
+                    let again = b.ins().icmp_imm_s(IntCC::Equal, rip, first_ip as i64);
+                    let after = b.ins().iadd_imm_s(v, len);
+                    let fits = b.ins().icmp(IntCC::UnsignedLessThanOrEqual, after, loop_limit);
+                    let go = b.ins().band(again, fits);
+                    let latch = b.create_block();
+                    let leave = b.create_block();
+                    b.ins().brif(go, latch, &[], leave, &[]);
+                    b.seal_block(latch);
+                    b.seal_block(leave);
+                    b.switch_to_block(latch);
+                    // The top holds every used register: load those a handler call made us drop.
+                    let missing = used & !regs.in_var;
+                    regs.load(&mut b, st, missing);
+                    // A register outside `used` (none, if iced's table is complete) is not held at
+                    // the top: write it back.
+                    let (in_var, dirty) = (regs.in_var, regs.dirty);
+                    regs.dirty &= !used;
+                    regs.flush(&mut b, st);
+                    b.ins().jump(top, &[]);
+                    (regs.in_var, regs.dirty) = (in_var, dirty);
+                    b.switch_to_block(leave);
+                }
+                regs.flush(&mut b, st);
                 ended = true;
                 break;
             }
             if form.mem == lower::Mem::None {
-                lower::Lower { b: &mut b, st }.emit(insn, form.op);
+                lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig }.emit(insn, form.op, live[k]);
             } else {
                 // The access inline when the interpreter would take its fast path; else the handler.
-                let (hit, host) = lower::Lower { b: &mut b, st }.probe(insn, form, tlb);
-                let fast = b.create_block();
                 let slow = b.create_block();
                 let join = b.create_block();
                 b.set_cold_block(slow);
-                b.ins().brif(hit, fast, &[], slow, &[]);
-                b.seal_block(fast);
+                let host = lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig }
+                    .probe(insn, form, tlb, user_tag, slow);
+                if matches!(form.op, lower::Op::Call | lower::Op::Ret) {
+                    // They end the block: each path leaves on its own, fully synced.
+                    let (in0, dirty0, pending0) = (regs.in_var, regs.dirty, regs.pending);
+                    let rip = lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig }
+                        .emit_call_ret(insn, form, host, slow);
+                    b.seal_block(slow);
+                    b.ins().store(mf, rip, st, cpu::offsets::RIP as i32);
+                    bump(&mut b, 1);
+                    let v = b.use_var(icount);
+                    b.ins().store(mf, v, st, cpu::offsets::ICOUNT as i32);
+                    lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig }.materialize();
+                    store_fl(&mut b);
+                    regs.flush(&mut b, st);
+                    b.ins().jump(exit, &[ok.into()]);
+                    (regs.in_var, regs.dirty, regs.pending) = (in0, dirty0, pending0);
+                    b.switch_to_block(slow);
+                    call(&mut b, &mut regs, k, insn, dirty);
+                    // `call` synced everything (and left a fresh block for the fall-through).
+                    ended = true;
+                    break;
+                }
                 b.seal_block(slow);
-                b.switch_to_block(fast);
-                lower::Lower { b: &mut b, st }.emit_mem(insn, form, host);
+                // The registers and pending flags as they are where the probe branches to the slow
+                // path.
+                let (in0, dirty0, pending0) = (regs.in_var, regs.dirty, regs.pending);
+                let mut l = lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig };
+                l.emit_mem(insn, form, host, live[k]);
+                // Flags pending from this instruction are computed here (their operands are not
+                // available after the join); flags still pending from before stay so: the slow
+                // path computes them before its handler, and computing them again after the
+                // join gives the same RFLAGS (an instruction that leaves them pending does not
+                // write flags).
+                if l.regs.pending != pending0 {
+                    l.materialize();
+                }
                 bump(&mut b, 1);
                 b.ins().jump(join, &[]);
+                let (in1, dirty1, pending1) = (regs.in_var, regs.dirty, regs.pending);
+                // The slow path leaves the registers as the fast path does (held in `in1`).
+                regs.in_var = in0;
+                regs.dirty = dirty0;
+                regs.pending = pending0;
                 b.switch_to_block(slow);
-                call(&mut b, k, insn, dirty);
+                call(&mut b, &mut regs, k, insn, dirty);
+                regs.load(&mut b, st, in1);
+                regs.dirty = dirty1;
+                regs.pending = pending1;
                 b.ins().jump(join, &[]);
                 b.seal_block(join);
                 b.switch_to_block(join);
@@ -271,11 +396,17 @@ impl Jit {
             bump(&mut b, 1);
             dirty = true;
         }
-        if !ended && dirty {
-            sync(&mut b, insns[insns.len() - 1].next_rip);
+        if !ended {
+            if dirty {
+                sync(&mut b, insns[insns.len() - 1].next_rip);
+            }
+            lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig }.materialize();
+            store_fl(&mut b);
+            regs.flush(&mut b, st);
         }
         b.ins().jump(exit, &[ok.into()]);
         b.seal_block(entry);
+        b.seal_block(top);
         b.seal_block(exit);
         b.switch_to_block(exit);
         let status = b.block_params(exit)[0];
@@ -300,6 +431,10 @@ impl BlockBackend for Jit {
         self.stats.compiled
     }
 
+    fn inline_retired(&self) -> u64 {
+        self.inline_retired.get()
+    }
+
     fn describe(&self) -> String {
         let s = &self.stats;
         format!(
@@ -321,10 +456,18 @@ impl Jit {
         let func = self.build(insns);
         self.ctx.clear();
         self.ctx.func = func;
+        // `FERRITE_JIT_DUMP=1`: print each translation's machine code (for looking at what we emit).
+        let dump = std::env::var_os("FERRITE_JIT_DUMP").is_some();
+        self.ctx.set_disasm(dump);
         let mut ctrl = cranelift_codegen::control::ControlPlane::default();
         let code = match self.ctx.compile(&*self.isa, &mut ctrl) {
             // Only self-contained code can be copied into the arena.
-            Ok(c) if c.buffer.relocs().is_empty() => self.arena.copy_in(c.code_buffer()),
+            Ok(c) if c.buffer.relocs().is_empty() => {
+                if dump && let Some(v) = &c.vcode {
+                    eprintln!("jit: block at {:#x}, {} instructions:\n{v}", insns[0].i.ip(), insns.len());
+                }
+                self.arena.copy_in(c.code_buffer())
+            }
             _ => None,
         };
         let Some(code) = code else {
@@ -333,7 +476,12 @@ impl Jit {
         };
         self.stats.compiled += 1;
         self.stats.code_bytes += code.len() as u64;
-        Some(Box::new(JitBlock { code, len: insns.len(), first_ip: insns[0].next_rip }))
+        Some(Box::new(JitBlock {
+            code,
+            len: insns.len(),
+            first_ip: insns[0].next_rip,
+            inline_retired: self.inline_retired.clone(),
+        }))
     }
 }
 
@@ -344,15 +492,20 @@ struct JitBlock {
     len: usize,
     /// The first instruction's next RIP (identifies the block the code belongs to).
     first_ip: u64,
+    /// `Jit::inline_retired`, which `run` adds to.
+    inline_retired: Rc<Cell<u64>>,
 }
 
 impl CompiledBlock for JitBlock {
-    fn run(&self, ctx: &mut Ctx<'_>, insns: &[Insn]) -> Option<(Fault, u64)> {
-        if insns.len() != self.len || insns[0].next_rip != self.first_ip {
-            // Not the block this code was made for (the interpreter never does this): stay correct.
+    fn run(&self, ctx: &mut Ctx<'_>, insns: &[Insn], loop_limit: u64) -> Option<(Fault, u64)> {
+        if insns.len() != self.len {
+            // Not the block this code was made for (the interpreter never does this): the code
+            // passes `insns[k]` for k < len to handlers, so run the handlers instead.
             return cpu::interp::run_insns(ctx, insns);
         }
-        let mut out = Outcome::default();
+        debug_assert_eq!(insns[0].next_rip, self.first_ip, "a translation run on another block");
+        let mut out = Outcome { loop_limit, ..Outcome::default() };
+        let icount0 = ctx.st.icount;
         // SAFETY: the code was generated by `Jit::build` for a block of `self.len` instructions with the
         // `BlockFn` signature, and stays mapped executable while `self.code` lives. It reads and writes
         // only `ctx` (the fields named by `offset_of!`), the `CpuState` it points to (offsets checked in
@@ -364,6 +517,8 @@ impl CompiledBlock for JitBlock {
         if let Some(p) = out.panic {
             resume_unwind(p);
         }
+        let retired = ctx.st.icount.wrapping_sub(icount0);
+        self.inline_retired.set(self.inline_retired.get() + retired.saturating_sub(out.called));
         debug_assert_eq!(status == ST_EXIT, out.fault.is_some());
         out.fault
     }

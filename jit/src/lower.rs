@@ -1,20 +1,23 @@
 //! Instructions the JIT lowers to Cranelift IR instead of calling their handler: register and
 //! immediate forms that cannot fault and touch only general registers, RFLAGS' arithmetic flags and
-//! the next RIP; and, in 64-bit code, their memory forms and PUSH/POP r64, whose access is inlined
+//! the next RIP (shifts, rotates and IMUL compute their vendor-dependent flags by calling the
+//! interpreter's own flag functions, and only when the flags are live); and, in 64-bit code, their memory forms and PUSH/POP r64, whose access is inlined
 //! when it is the interpreter's own fast path (a canonical address, no page crossing, RFLAGS.AC clear,
 //! and a hit in the interpreter's TLB with a host pointer): anything else runs the handler. Each lowering restates its handler's semantics (`cpu::exec::alu`, `cpu::exec::ops`
 //! `flags_add`/`flags_sub`/`szp`, `cpu::regs::write_gpr`, `cpu::exec::control::jcc`), and
 //! `tests/differential.rs` runs random sequences of every form here under both engines and requires
 //! identical states.
 
+use cpu::exec::shift::Op as ShiftOp;
 use cpu::exec::{Insn, Opnd, RegOp};
 use cpu::mem::{TLB_SIZE, Tlb, TlbEntry};
 use cpu::state::Seg;
 use cpu::state::flags;
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::I64;
+use cranelift_codegen::ir::{Block, SigRef};
 use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Type, Value, types};
-use cranelift_frontend::FunctionBuilder;
+use cranelift_frontend::{FunctionBuilder, Variable};
 use iced_x86::{CodeSize, EncodingKind, Mnemonic, OpKind, Register};
 use std::mem::offset_of;
 
@@ -41,6 +44,74 @@ pub(crate) enum Op {
     Push,
     /// POP r64 (64-bit code).
     Pop,
+    /// ROL/ROR/SHL/SHR/SAR of a register by an immediate: the operation and the masked count.
+    Shift(ShiftOp, u32),
+    /// IMUL r, r/m and IMUL r, r/m, imm with register sources.
+    Imul,
+    /// NEG r.
+    Neg,
+    /// NOT r.
+    Not,
+    /// SETcc r8 (the condition code).
+    Setcc(u32),
+    /// CMOVcc r, r (the condition code).
+    Cmov(u32),
+    /// CALL rel32 in 64-bit code, to a canonical target (ends the block).
+    Call,
+    /// RET (C3) in 64-bit code (ends the block).
+    Ret,
+}
+
+/// The arithmetic flags `op` writes whatever the vendor (`CpuState::quirks`): the flags after it do
+/// not depend on their value before. Dead-flag elimination (`liveness`) relies on this.
+fn kills(op: Op) -> u64 {
+    match op {
+        Op::Add | Op::Sub | Op::Cmp | Op::And | Op::Or | Op::Xor | Op::Test | Op::Neg => flags::ARITH,
+        Op::Inc | Op::Dec => flags::ARITH & !flags::CF,
+        Op::Shift(_, 0) => 0,
+        Op::Shift(ShiftOp::Shl | ShiftOp::Shr | ShiftOp::Sar, _) => flags::ARITH,
+        // Intel's mask (`shift::rot_mask` with a register destination and an immediate count); AMD
+        // writes OF as well.
+        Op::Shift(_, 1) => flags::CF | flags::OF,
+        Op::Shift(..) => flags::CF,
+        // AMD leaves SF, ZF, AF and PF alone.
+        Op::Imul => flags::CF | flags::OF,
+        _ => 0,
+    }
+}
+
+/// For each instruction of a block, the arithmetic flags that may be read after it (by a later
+/// instruction, a handler, an exception or the code after the block): a flag that is not is not
+/// computed. Memory forms count as reading all of them (their slow path runs the handler, which may
+/// fault), and so does every instruction that is not lowered inline.
+pub(crate) fn liveness(insns: &[Insn]) -> Vec<u64> {
+    let mut live = flags::ARITH;
+    let mut out = vec![0; insns.len()];
+    for (k, insn) in insns.iter().enumerate().rev() {
+        out[k] = live;
+        live = match inline_op(insn) {
+            Some(f) if f.mem == Mem::None => (live & !kills(f.op)) | reads(insn),
+            _ => flags::ARITH,
+        };
+    }
+    out
+}
+
+/// The arithmetic flags an instruction reads (iced's table).
+fn reads(insn: &Insn) -> u64 {
+    use iced_x86::RflagsBits as R;
+    let r = insn.i.rflags_read();
+    [
+        (R::OF, flags::OF),
+        (R::SF, flags::SF),
+        (R::ZF, flags::ZF),
+        (R::AF, flags::AF),
+        (R::CF, flags::CF),
+        (R::PF, flags::PF),
+    ]
+    .iter()
+    .filter(|(b, _)| r & b != 0)
+    .fold(0, |acc, (_, f)| acc | f)
 }
 
 /// Where an inlined instruction's memory operand is.
@@ -68,7 +139,7 @@ impl Form {
     fn writes(self) -> bool {
         match self.mem {
             Mem::Dst => !matches!(self.op, Op::Cmp | Op::Test),
-            Mem::Stack => self.op == Op::Push,
+            Mem::Stack => matches!(self.op, Op::Push | Op::Call),
             _ => false,
         }
     }
@@ -101,6 +172,16 @@ pub(crate) fn inline_op(insn: &Insn) -> Option<Form> {
             }
             plain(Op::Branch(i.is_jcc_short_or_near().then(|| cpu::exec::ops::cc_of(insn))))
         }
+        Mnemonic::Call
+            if long
+                && i.code() == iced_x86::Code::Call_rel32_64
+                && cpu::mem::is_canonical(i.near_branch_target()) =>
+        {
+            Some(Form { op: Op::Call, mem: Mem::Stack })
+        }
+        Mnemonic::Ret if long && i.code() == iced_x86::Code::Retnq => {
+            Some(Form { op: Op::Ret, mem: Mem::Stack })
+        }
         Mnemonic::Push if long && i.code() == iced_x86::Code::Push_r64 && reg(0) => {
             Some(Form { op: Op::Push, mem: Mem::Stack })
         }
@@ -108,6 +189,26 @@ pub(crate) fn inline_op(insn: &Insn) -> Option<Form> {
             Some(Form { op: Op::Pop, mem: Mem::Stack })
         }
         Mnemonic::Lea if reg(0) && insn.op[1] == Opnd::Mem && lea_regs_ok(insn) => plain(Op::Lea),
+        Mnemonic::Rol | Mnemonic::Ror | Mnemonic::Shl | Mnemonic::Sal | Mnemonic::Shr | Mnemonic::Sar
+            if reg(0) && matches!(insn.op[1], Opnd::Imm(_)) =>
+        {
+            let (Opnd::Reg(d), Opnd::Imm(c)) = (insn.op[0], insn.op[1]) else { return None };
+            let op = match m {
+                Mnemonic::Rol => ShiftOp::Rol,
+                Mnemonic::Ror => ShiftOp::Ror,
+                Mnemonic::Shr => ShiftOp::Shr,
+                Mnemonic::Sar => ShiftOp::Sar,
+                _ => ShiftOp::Shl,
+            };
+            plain(Op::Shift(op, (c & cpu::exec::shift::count_mask(d.size as u32)) as u32))
+        }
+        Mnemonic::Imul if reg(0) && reg(1) && (i.op_count() == 2 || i.op2_kind() != OpKind::Register) => {
+            plain(Op::Imul)
+        }
+        Mnemonic::Neg if reg(0) && i.op_count() == 1 => plain(Op::Neg),
+        Mnemonic::Not if reg(0) && i.op_count() == 1 => plain(Op::Not),
+        _ if op0f(insn, 0x90) && reg(0) => plain(Op::Setcc(cpu::exec::ops::cc_of(insn))),
+        _ if op0f(insn, 0x40) && reg(0) && reg(1) => plain(Op::Cmov(cpu::exec::ops::cc_of(insn))),
         _ => {
             let op = match m {
                 Mnemonic::Mov if i.op_count() == 2 => Op::Mov,
@@ -141,6 +242,14 @@ pub(crate) fn inline_op(insn: &Insn) -> Option<Form> {
     }
 }
 
+/// Whether `insn` is one of the 16 two-byte opcodes `0F base+cc` (SETcc, CMOVcc) with a condition.
+fn op0f(insn: &Insn, base: u32) -> bool {
+    let oc = insn.i.code().op_code();
+    oc.table() == iced_x86::OpCodeTableKind::T0F
+        && (base..base + 16).contains(&oc.op_code())
+        && cpu::exec::ops::cc_of(insn) < 16
+}
+
 /// LEA's base and index are general registers (or RIP/EIP, or none).
 fn lea_regs_ok(insn: &Insn) -> bool {
     let b = insn.i.memory_base();
@@ -157,17 +266,63 @@ fn mask(size: u32) -> i64 {
 pub(crate) struct Lower<'a, 'b> {
     pub b: &'a mut FunctionBuilder<'b>,
     pub st: Value,
+    /// The guest's general registers as the generated code holds them.
+    pub regs: &'a mut Regs,
+    /// RFLAGS while the block runs (stored to `CpuState` before handler calls and at exits).
+    pub fl: Variable,
+    /// The signature of [`flags_helper`]-like helpers.
+    pub helper_sig: SigRef,
+}
+
+/// `(st, rflags, a, b, code) -> rflags`: a flag computation of the interpreter's, called from
+/// generated code where its flags are live.
+pub(crate) type FlagsHelper = extern "C" fn(*const cpu::CpuState, u64, u64, u64, u32) -> u64;
+
+/// RFLAGS after ROL/ROR/SHL/SHR/SAR of the register value `a` by the masked, nonzero immediate
+/// count `cnt`, `code` = operation | size << 8: `cpu::exec::shift::compute`, the handler's own.
+pub(crate) extern "C" fn shift_flags(st: *const cpu::CpuState, fl: u64, a: u64, cnt: u64, code: u32) -> u64 {
+    // SAFETY: generated code passes the `CpuState` of the `Ctx` it runs on, live for the call.
+    let amd = unsafe { (*st).quirks } == cpu::state::Quirks::Amd;
+    let op = match code & 0xff {
+        0 => ShiftOp::Rol,
+        1 => ShiftOp::Ror,
+        2 => ShiftOp::Shl,
+        3 => ShiftOp::Shr,
+        _ => ShiftOp::Sar,
+    };
+    let (_, f, mask) = cpu::exec::shift::compute(op, code >> 8, a, cnt as u32, fl, true, amd);
+    (fl & !mask) | (f & mask)
+}
+
+/// The `code` of [`shift_flags`] for an operation.
+fn shift_code(op: ShiftOp) -> u32 {
+    match op {
+        ShiftOp::Rol => 0,
+        ShiftOp::Ror => 1,
+        ShiftOp::Shl => 2,
+        ShiftOp::Shr => 3,
+        _ => 4,
+    }
+}
+
+/// RFLAGS after IMUL of `a` by `b` at `code` bytes: `cpu::exec::muldiv::{imul_parts, mul_flags}`,
+/// the handler's own.
+pub(crate) extern "C" fn imul_flags(st: *const cpu::CpuState, fl: u64, a: u64, b: u64, code: u32) -> u64 {
+    // SAFETY: as in `shift_flags`.
+    let quirks = unsafe { (*st).quirks };
+    let (lo, _, ovf) = cpu::exec::muldiv::imul_parts(a, b, code);
+    cpu::exec::muldiv::mul_flags(fl, lo, ovf, code, quirks)
 }
 
 const MF: MemFlagsData = MemFlagsData::trusted();
 
 impl Lower<'_, '_> {
     fn load_gpr(&mut self, index: u8) -> Value {
-        self.b.ins().load(I64, MF, self.st, cpu::offsets::gpr(index as usize) as i32)
+        self.regs.get(self.b, self.st, index)
     }
 
     fn store_gpr(&mut self, index: u8, v: Value) {
-        self.b.ins().store(MF, v, self.st, cpu::offsets::gpr(index as usize) as i32);
+        self.regs.set(self.b, index, v);
     }
 
     /// `CpuState::read_gpr`.
@@ -249,16 +404,54 @@ impl Lower<'_, '_> {
 
     /// Replaces the flags in `which` with `f`.
     fn set_flags(&mut self, f: Value, which: u64) {
-        let off = cpu::offsets::RFLAGS as i32;
-        let old = self.b.ins().load(I64, MF, self.st, off);
+        let old = self.b.use_var(self.fl);
         let old = self.b.ins().band_imm_s(old, !(which as i64));
         let new = self.b.ins().bor(old, f);
-        self.b.ins().store(MF, new, self.st, off);
+        self.b.def_var(self.fl, new);
+    }
+
+    /// Makes `p` the pending flag computation. One still pending is computed first, unless `p`
+    /// overwrites all its flags (nothing can have read them: every reader computes it first).
+    fn defer(&mut self, p: Pending) {
+        if let Some(old) = self.regs.pending
+            && old.mask() & !p.mask() != 0
+        {
+            self.materialize();
+        }
+        self.regs.pending = Some(p);
+    }
+
+    /// Computes the pending flags into RFLAGS (before anything reads them).
+    pub(crate) fn materialize(&mut self) {
+        let Some(p) = self.regs.pending.take() else { return };
+        match p {
+            Pending::Arith { a, b, r, size, sub, keep_cf } => {
+                let f = self.arith_flags(a, b, r, size, sub);
+                let f = if keep_cf { self.b.ins().band_imm_s(f, !(flags::CF as i64)) } else { f };
+                self.set_flags(f, p.mask());
+            }
+            Pending::Logic { r, size } => {
+                let f = self.szp(r, size);
+                self.set_flags(f, p.mask());
+            }
+        }
+    }
+
+    /// Calls a flag helper of the interpreter's: RFLAGS = helper(st, RFLAGS, a, b, code).
+    fn call_flags(&mut self, helper: FlagsHelper, a: Value, b: Value, code: u32) {
+        self.materialize();
+        let f = self.b.ins().iconst(I64, helper as *const () as usize as i64);
+        let fl = self.b.use_var(self.fl);
+        let code = self.b.ins().iconst(types::I32, code as i64);
+        let call = self.b.ins().call_indirect(self.helper_sig, f, &[self.st, fl, a, b, code]);
+        let r = self.b.inst_results(call)[0];
+        self.b.def_var(self.fl, r);
     }
 
     /// `ops::cond`: condition code `cc` on the current RFLAGS, as an i8 0/1.
     pub(crate) fn cond(&mut self, cc: u32) -> Value {
-        let fl = self.b.ins().load(I64, MF, self.st, cpu::offsets::RFLAGS as i32);
+        self.materialize();
+        let fl = self.b.use_var(self.fl);
         let bit = |s: &mut Self, f: u64| s.bit_to(fl, f.trailing_zeros(), 0);
         let v = match cc >> 1 {
             0 => bit(self, flags::OF),
@@ -314,15 +507,17 @@ impl Lower<'_, '_> {
 
     /// `a op b` at `size` bytes (a, b masked), with the flags the handler sets; the value to write
     /// back (`None` for CMP and TEST). `b` is ignored by INC and DEC.
-    fn alu(&mut self, op: Op, a: Value, b: Value, size: u32) -> Option<Value> {
-        let arith = flags::ARITH;
+    fn alu(&mut self, op: Op, a: Value, b: Value, size: u32, live: u64) -> Option<Value> {
+        // Flags nothing reads are not computed (`liveness`).
+        let live = live & kills(op) != 0;
         match op {
             Op::Add | Op::Sub | Op::Cmp => {
                 let sub = op != Op::Add;
                 let r = if sub { self.b.ins().isub(a, b) } else { self.b.ins().iadd(a, b) };
                 let r = if size < 8 { self.b.ins().band_imm_s(r, mask(size)) } else { r };
-                let f = self.arith_flags(a, b, r, size, sub);
-                self.set_flags(f, arith);
+                if live {
+                    self.defer(Pending::Arith { a, b, r, size, sub, keep_cf: false });
+                }
                 (op != Op::Cmp).then_some(r)
             }
             Op::And | Op::Or | Op::Xor | Op::Test => {
@@ -331,8 +526,9 @@ impl Lower<'_, '_> {
                     Op::Xor => self.b.ins().bxor(a, b),
                     _ => self.b.ins().band(a, b),
                 };
-                let f = self.szp(r, size);
-                self.set_flags(f, arith);
+                if live {
+                    self.defer(Pending::Logic { r, size });
+                }
                 (op != Op::Test).then_some(r)
             }
             Op::Inc | Op::Dec => {
@@ -340,10 +536,10 @@ impl Lower<'_, '_> {
                 let sub = op == Op::Dec;
                 let r = if sub { self.b.ins().isub(a, one) } else { self.b.ins().iadd(a, one) };
                 let r = if size < 8 { self.b.ins().band_imm_s(r, mask(size)) } else { r };
-                let f = self.arith_flags(a, one, r, size, sub);
-                // INC and DEC leave CF.
-                let f = self.b.ins().band_imm_s(f, !(flags::CF as i64));
-                self.set_flags(f, arith & !flags::CF);
+                if live {
+                    // INC and DEC leave CF.
+                    self.defer(Pending::Arith { a, b: one, r, size, sub, keep_cf: true });
+                }
                 Some(r)
             }
             _ => unreachable!("{op:?} is not an ALU operation"),
@@ -363,7 +559,7 @@ impl Lower<'_, '_> {
     }
 
     /// Emits an inlined instruction without a memory operand (branches are the caller's).
-    pub(crate) fn emit(&mut self, insn: &Insn, op: Op) {
+    pub(crate) fn emit(&mut self, insn: &Insn, op: Op, live: u64) {
         if op == Op::Nop {
             return;
         }
@@ -387,10 +583,95 @@ impl Lower<'_, '_> {
                 let v = if size < 8 { self.b.ins().band_imm_s(v, mask(size)) } else { v };
                 self.write(d, v);
             }
+            Op::Shift(sop, cnt) => {
+                let a = self.read(d);
+                if cnt == 0 {
+                    // Nothing changes, but a 32-bit destination is still written (zero-extended).
+                    self.write(d, a);
+                    return;
+                }
+                let n = size * 8;
+                let r = match sop {
+                    ShiftOp::Shl => self.b.ins().ishl_imm_s(a, cnt as i64),
+                    ShiftOp::Shr => self.b.ins().ushr_imm_s(a, cnt as i64),
+                    ShiftOp::Sar => {
+                        let x = self.sext(a, size, 8);
+                        self.b.ins().sshr_imm_s(x, cnt as i64)
+                    }
+                    ShiftOp::Rol | ShiftOp::Ror => {
+                        let rc = cnt % n;
+                        let rc = if sop == ShiftOp::Ror && rc != 0 { n - rc } else { rc };
+                        if rc == 0 {
+                            a
+                        } else {
+                            let hi = self.b.ins().ishl_imm_s(a, rc as i64);
+                            let lo = self.b.ins().ushr_imm_s(a, (n - rc) as i64);
+                            self.b.ins().bor(hi, lo)
+                        }
+                    }
+                    _ => unreachable!("{sop:?} is not inlined"),
+                };
+                let r = if size < 8 { self.b.ins().band_imm_s(r, mask(size)) } else { r };
+                if live & kills(op) != 0 || live & (flags::OF | flags::AF) != 0 {
+                    let c = self.b.ins().iconst(I64, cnt as i64);
+                    self.call_flags(shift_flags, a, c, shift_code(sop) | size << 8);
+                }
+                self.write(d, r);
+            }
+            Op::Neg => {
+                let a = self.read(d);
+                let zero = self.b.ins().iconst(I64, 0);
+                let r = self.b.ins().isub(zero, a);
+                let r = if size < 8 { self.b.ins().band_imm_s(r, mask(size)) } else { r };
+                // `ops::flags_sub(0, a, 0, r)`.
+                if live & kills(op) != 0 {
+                    self.defer(Pending::Arith { a: zero, b: a, r, size, sub: true, keep_cf: false });
+                }
+                self.write(d, r);
+            }
+            Op::Not => {
+                let a = self.read(d);
+                let r = self.b.ins().bxor_imm_s(a, mask(size));
+                self.write(d, r);
+            }
+            Op::Setcc(cc) => {
+                let c = self.cond(cc);
+                let v = self.b.ins().uextend(I64, c);
+                self.write(d, v);
+            }
+            Op::Cmov(cc) => {
+                // The source is read whatever the condition; a 32-bit destination is written
+                // (zero-extended) even when it is false.
+                let v = self.operand(insn.op[1], size);
+                let cur = self.read(d);
+                let c = self.cond(cc);
+                let v = self.b.ins().select(c, v, cur);
+                self.write(d, v);
+            }
+            Op::Imul => {
+                let (a, b) = if insn.i.op_count() == 2 {
+                    (self.read(d), self.operand(insn.op[1], size))
+                } else {
+                    let a = self.operand(insn.op[1], size);
+                    (a, self.b.ins().iconst(I64, (insn.i.immediate(2) as i64) & mask(size)))
+                };
+                let r = if size == 8 {
+                    self.b.ins().imul(a, b)
+                } else {
+                    let x = self.sext(a, size, 8);
+                    let y = self.sext(b, size, 8);
+                    let p = self.b.ins().imul(x, y);
+                    self.b.ins().band_imm_s(p, mask(size))
+                };
+                if live & flags::ARITH != 0 {
+                    self.call_flags(imul_flags, a, b, size);
+                }
+                self.write(d, r);
+            }
             _ => {
                 let a = self.read(d);
                 let b = if matches!(op, Op::Inc | Op::Dec) { a } else { self.operand(insn.op[1], size) };
-                if let Some(r) = self.alu(op, a, b, size) {
+                if let Some(r) = self.alu(op, a, b, size, live) {
                     self.write(d, r);
                 }
             }
@@ -401,7 +682,7 @@ impl Lower<'_, '_> {
     fn lin(&mut self, insn: &Insn, form: Form) -> Value {
         if form.mem == Mem::Stack {
             let sp = self.load_gpr(4);
-            return if form.op == Op::Push { self.b.ins().iadd_imm_s(sp, -8) } else { sp };
+            return if form.writes() { self.b.ins().iadd_imm_s(sp, -8) } else { sp };
         }
         let off = self.ea(insn);
         match cpu::exec::ops::mem_seg(insn) {
@@ -422,7 +703,14 @@ impl Lower<'_, '_> {
     /// The interpreter's fast path for a memory form's access (`Ctx::seg_lin`, `check_alignment`,
     /// `tlb_lookup` and `read_lin_as`/`write_lin_as` when they go straight to a host page): returns
     /// (taken, host address). When not taken, the handler must run the instruction.
-    pub(crate) fn probe(&mut self, insn: &Insn, form: Form, tlb: Value) -> (Value, Value) {
+    pub(crate) fn probe(
+        &mut self,
+        insn: &Insn,
+        form: Form,
+        tlb: Value,
+        user_tag: Value,
+        slow: Block,
+    ) -> Value {
         let size = Self::access_size(insn, form);
         let lin = self.lin(insn, form);
         // Canonical (the whole access is: it does not cross a page, and the canonical boundaries are
@@ -430,34 +718,48 @@ impl Lower<'_, '_> {
         let x = self.b.ins().ishl_imm_s(lin, 16);
         let x = self.b.ins().sshr_imm_s(x, 16);
         let canonical = self.b.ins().icmp(IntCC::Equal, x, lin);
+        self.or_slow(canonical, slow);
         let off = self.b.ins().band_imm_s(lin, 0xfff);
-        let in_page = self.b.ins().icmp_imm_s(IntCC::UnsignedLessThanOrEqual, off, 0x1000 - size as i64);
         // RFLAGS.AC clear: no alignment check to make.
-        let fl = self.b.ins().load(I64, MF, self.st, cpu::offsets::RFLAGS as i32);
+        let fl = self.b.use_var(self.fl);
         let ac = self.b.ins().band_imm_s(fl, flags::AC as i64);
         let no_ac = self.b.ins().icmp_imm_s(IntCC::Equal, ac, 0);
-        // The TLB entry: tag = page | 2 | user.
-        let cpl = self.b.ins().load(types::I8, MF, self.st, std::mem::offset_of!(cpu::CpuState, cpl) as i32);
-        let user = self.b.ins().icmp_imm_s(IntCC::Equal, cpl, 3);
-        let user = self.b.ins().uextend(I64, user);
-        let page = self.b.ins().band_imm_s(lin, !0xfff);
-        let tag = self.b.ins().bor_imm_s(page, 2);
-        let tag = self.b.ins().bor(tag, user);
+        self.or_slow(no_ac, slow);
+        // The TLB entry: tag = page | 2 | user. The page is that of the access's last byte: an
+        // access that crosses into the next page has a tag that cannot be in `lin`'s slot (the next
+        // page has the next slot), so it takes the slow path, which splits it.
+        let end = self.b.ins().iadd_imm_s(lin, size as i64 - 1);
+        let page = self.b.ins().band_imm_s(end, !0xfff);
+        let tag = self.b.ins().bor(page, user_tag);
         let idx = self.b.ins().ushr_imm_s(lin, 12);
         let idx = self.b.ins().band_imm_s(idx, (TLB_SIZE - 1) as i64);
         let ent = self.b.ins().imul_imm_s(idx, std::mem::size_of::<TlbEntry>() as i64);
         let ent = self.b.ins().iadd(tlb, ent);
         let table = if form.writes() { offset_of!(Tlb, write) } else { offset_of!(Tlb, read) };
         let etag = self.b.ins().load(I64, MF, ent, (table + offset_of!(TlbEntry, tag)) as i32);
-        let ehost = self.b.ins().load(I64, MF, ent, (table + offset_of!(TlbEntry, host)) as i32);
         let hit = self.b.ins().icmp(IntCC::Equal, etag, tag);
+        self.or_slow(hit, slow);
+        let ehost = self.b.ins().load(I64, MF, ent, (table + offset_of!(TlbEntry, host)) as i32);
         let has_host = self.b.ins().icmp_imm_s(IntCC::NotEqual, ehost, 0);
-        let ok = self.b.ins().band(canonical, in_page);
-        let ok = self.b.ins().band(ok, no_ac);
-        let ok = self.b.ins().band(ok, hit);
-        let ok = self.b.ins().band(ok, has_host);
-        let host = self.b.ins().iadd(ehost, off);
-        (ok, host)
+        self.or_slow(has_host, slow);
+        self.b.ins().iadd(ehost, off)
+    }
+
+    /// Continues in a new block when `ok`, else branches to `slow`.
+    fn or_slow(&mut self, ok: Value, slow: Block) {
+        let next = self.b.create_block();
+        self.b.ins().brif(ok, next, &[], slow, &[]);
+        self.b.switch_to_block(next);
+        self.b.seal_block(next);
+    }
+
+    /// `2 | user` for the TLB tags of this block's accesses (CPL cannot change inside a block: what
+    /// changes it ends the block).
+    pub(crate) fn user_tag(&mut self) -> Value {
+        let cpl = self.b.ins().load(types::I8, MF, self.st, std::mem::offset_of!(cpu::CpuState, cpl) as i32);
+        let user = self.b.ins().icmp_imm_s(IntCC::Equal, cpl, 3);
+        let user = self.b.ins().uextend(I64, user);
+        self.b.ins().bor_imm_s(user, 2)
     }
 
     fn host_load(&mut self, host: Value, size: u32) -> Value {
@@ -470,8 +772,31 @@ impl Lower<'_, '_> {
         self.b.ins().store(HOST, v, host, 0);
     }
 
+    /// CALL/RET once [`Self::probe`] succeeded (`host` addresses the stack slot): the push or pop
+    /// (`ops::push`/`pop` of 8 bytes) and the new RIP, which for RET must be canonical
+    /// (`control::branch_to`), else the handler runs it (and raises #GP).
+    pub(crate) fn emit_call_ret(&mut self, insn: &Insn, form: Form, host: Value, slow: Block) -> Value {
+        let sp = self.load_gpr(4);
+        if form.op == Op::Call {
+            let ret = self.b.ins().iconst(I64, insn.next_rip as i64);
+            self.host_store(host, ret, 8);
+            let sp = self.b.ins().iadd_imm_s(sp, -8);
+            self.store_gpr(4, sp);
+            self.b.ins().iconst(I64, insn.i.near_branch_target() as i64)
+        } else {
+            let t = self.host_load(host, 8);
+            let x = self.b.ins().ishl_imm_s(t, 16);
+            let x = self.b.ins().sshr_imm_s(x, 16);
+            let canonical = self.b.ins().icmp(IntCC::Equal, x, t);
+            self.or_slow(canonical, slow);
+            let sp = self.b.ins().iadd_imm_s(sp, 8);
+            self.store_gpr(4, sp);
+            t
+        }
+    }
+
     /// Emits a memory form's operation once [`Self::probe`] succeeded (`host` addresses the access).
-    pub(crate) fn emit_mem(&mut self, insn: &Insn, form: Form, host: Value) {
+    pub(crate) fn emit_mem(&mut self, insn: &Insn, form: Form, host: Value, live: u64) {
         let msize = Self::access_size(insn, form);
         match form.mem {
             Mem::Stack => {
@@ -503,7 +828,7 @@ impl Lower<'_, '_> {
                     }
                     op => {
                         let a = self.read(d);
-                        if let Some(r) = self.alu(op, a, m, size) {
+                        if let Some(r) = self.alu(op, a, m, size, live) {
                             self.write(d, r);
                         }
                     }
@@ -518,7 +843,7 @@ impl Lower<'_, '_> {
                 let a = self.host_load(host, msize);
                 let b =
                     if matches!(form.op, Op::Inc | Op::Dec) { a } else { self.operand(insn.op[1], msize) };
-                if let Some(r) = self.alu(form.op, a, b, msize) {
+                if let Some(r) = self.alu(form.op, a, b, msize, live) {
                     self.host_store(host, r, msize);
                 }
             }
@@ -537,4 +862,103 @@ fn ty_of(size: u32) -> Type {
         4 => types::I32,
         _ => I64,
     }
+}
+
+/// The guest's general registers in Cranelift variables while a block runs: a register is loaded
+/// from `CpuState` at its first use, and written back (if it changed) before anything that can
+/// observe `CpuState` (a handler call, the exit). The masks are compile-time state: what holds at
+/// the point being emitted.
+pub(crate) struct Regs {
+    vars: [Variable; 16],
+    /// Registers whose variable holds the current value.
+    pub in_var: u16,
+    /// Registers whose variable is newer than `CpuState` (a subset of `in_var`).
+    pub dirty: u16,
+    /// The last flag-writing operation, not computed into RFLAGS yet (lazy flags: its operands are
+    /// kept, and the flags computed where something may read them).
+    pub pending: Option<Pending>,
+}
+
+/// A flag computation kept for later (see `Regs::pending`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Pending {
+    /// ADD/SUB/CMP, or INC/DEC (`keep_cf`): `ops::flags_add`/`flags_sub` of `a`, `b`, result `r`.
+    Arith { a: Value, b: Value, r: Value, size: u32, sub: bool, keep_cf: bool },
+    /// AND/OR/XOR/TEST: SF, ZF, PF of `r`; CF, OF, AF cleared.
+    Logic { r: Value, size: u32 },
+}
+
+impl Pending {
+    /// The flags it writes.
+    fn mask(self) -> u64 {
+        match self {
+            Pending::Arith { keep_cf: true, .. } => flags::ARITH & !flags::CF,
+            _ => flags::ARITH,
+        }
+    }
+}
+
+impl Regs {
+    /// Declares the variables; nothing is held yet.
+    pub(crate) fn new(b: &mut FunctionBuilder<'_>) -> Self {
+        Regs { vars: std::array::from_fn(|_| b.declare_var(I64)), in_var: 0, dirty: 0, pending: None }
+    }
+
+    fn get(&mut self, b: &mut FunctionBuilder<'_>, st: Value, index: u8) -> Value {
+        let bit = 1u16 << index;
+        if self.in_var & bit == 0 {
+            let v = b.ins().load(I64, MF, st, cpu::offsets::gpr(index as usize) as i32);
+            b.def_var(self.vars[index as usize], v);
+            self.in_var |= bit;
+        }
+        b.use_var(self.vars[index as usize])
+    }
+
+    fn set(&mut self, b: &mut FunctionBuilder<'_>, index: u8, v: Value) {
+        b.def_var(self.vars[index as usize], v);
+        self.in_var |= 1 << index;
+        self.dirty |= 1 << index;
+    }
+
+    /// Writes the changed registers back to `CpuState`.
+    pub(crate) fn flush(&mut self, b: &mut FunctionBuilder<'_>, st: Value) {
+        for k in 0..16 {
+            if self.dirty & (1 << k) != 0 {
+                let v = b.use_var(self.vars[k]);
+                b.ins().store(MF, v, st, cpu::offsets::gpr(k) as i32);
+            }
+        }
+        self.dirty = 0;
+    }
+
+    /// Loads the registers in `mask` from `CpuState` into their variables.
+    pub(crate) fn load(&mut self, b: &mut FunctionBuilder<'_>, st: Value, mask: u16) {
+        for k in 0..16 {
+            if mask & (1 << k) != 0 {
+                let v = b.ins().load(I64, MF, st, cpu::offsets::gpr(k) as i32);
+                b.def_var(self.vars[k], v);
+            }
+        }
+        self.in_var |= mask;
+    }
+
+    /// After something that may have changed any register in `CpuState` (a handler): nothing held.
+    pub(crate) fn forget(&mut self) {
+        debug_assert_eq!(self.dirty, 0, "registers must be flushed before a handler runs");
+        self.in_var = 0;
+    }
+}
+
+/// The general registers `insns` read or write (iced's table), as a mask of indices.
+pub(crate) fn used_gprs(insns: &[Insn]) -> u16 {
+    let mut f = iced_x86::InstructionInfoFactory::new();
+    let mut mask = 0u16;
+    for insn in insns {
+        for u in f.info(&insn.i).used_registers() {
+            if let Some(g) = cpu::regs::gpr(u.register()) {
+                mask |= 1 << g.index;
+            }
+        }
+    }
+    mask
 }

@@ -10,6 +10,7 @@
 
 use cpu::Interpreter;
 use cpu::interp::Exit;
+use cpu::state::Quirks;
 use cpu::testutil::{CODE, DATA, PD, STACK, TestBus, TestMode, cpu_in};
 use iced_x86::{Decoder, DecoderOptions, Mnemonic};
 
@@ -55,17 +56,47 @@ fn gen_insn(r: &mut Rng, bits: u32, filler: bool) -> Vec<u8> {
         v.push(0x40 | (r.byte() & 0x0f));
     }
     if filler {
-        // Called through the handler: rotates, ADC/SBB, IMUL, BSWAP, XCHG.
+        // Called through the handler: RCL/RCR, shifts by CL, ADC/SBB, BSWAP, XCHG.
         match r.below(5) {
-            0 => v.extend([0xc1, 0xc0 | (r.byte() & 0x0f), r.byte()]),
+            0 => v.extend([0xc1, 0xd0 | (r.byte() & 0x0f), r.byte()]),
             1 => v.extend([[0x11, 0x19][r.below(2) as usize], modrm_reg(r)]),
-            2 => v.extend([0x0f, 0xaf, modrm_reg(r)]),
+            2 => v.extend([0xd2 + r.below(2) as u8, modrm_reg(r)]),
             3 => v.extend([0x0f, 0xc8 | (r.byte() & 7)]),
             _ => v.extend([0x87, modrm_reg(r)]),
         }
         return v;
     }
-    match r.below(14) {
+    match r.below(19) {
+        // SETcc r/m8 and CMOVcc r, r/m (register forms), NEG/NOT r/m (F6/F7 /2 /3).
+        17 => match r.below(3) {
+            0 => v.extend([0x0f, 0x90 + r.below(16) as u8, modrm_reg(r)]),
+            1 => v.extend([0x0f, 0x40 + r.below(16) as u8, modrm_reg(r)]),
+            _ => v.extend([0xf6 + r.below(2) as u8, 0xd0 | ((r.below(2) as u8) << 3) | (r.byte() & 7)]),
+        },
+        18 => v.extend([0xf6 + r.below(2) as u8, 0xd8 | (r.byte() & 7)]),
+        // Shifts and rotates of a register by an immediate or by 1 (C0/C1 ib, D0/D1): /0 ROL /1 ROR
+        // /4 SHL /5 SHR /6 SAL /7 SAR, counts around 0, 1, the operand widths and their masks.
+        14 | 15 => {
+            let sub = [0u8, 1, 4, 5, 6, 7][r.below(6) as usize];
+            let rm = 0xc0 | (sub << 3) | (r.byte() & 7);
+            if r.below(4) == 0 {
+                v.extend([0xd0 + r.below(2) as u8, rm]);
+            } else {
+                let cnt = [0u8, 1, 2, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 0xff][r.below(15) as usize];
+                let cnt = if r.below(3) == 0 { r.byte() } else { cnt };
+                v.extend([0xc0 + r.below(2) as u8, rm, cnt]);
+            }
+        }
+        // IMUL r, r/m (0F AF) and IMUL r, r/m, imm (6B ib, 69 iw/id).
+        16 => match r.below(3) {
+            0 => v.extend([0x0f, 0xaf, modrm_reg(r)]),
+            1 => v.extend([0x6b, modrm_reg(r), r.byte()]),
+            _ => {
+                v.extend([0x69, modrm_reg(r)]);
+                let n = if bits == 16 { 2 } else { 4 };
+                v.extend((0..n).map(|_| r.byte()));
+            }
+        },
         // ALU r/m, r and r, r/m: 00-03 ADD, 08-0B OR, 20-23 AND, 28-2B SUB, 30-33 XOR, 38-3B CMP.
         0 | 1 => {
             let base = [0x00, 0x08, 0x20, 0x28, 0x30, 0x38][r.below(6) as usize];
@@ -168,6 +199,18 @@ fn gen_mem_insn(r: &mut Rng) -> Vec<u8> {
             v.push(0x41);
         }
         v.push(0x50 + r.below(16) as u8);
+        return v;
+    }
+    // CALL rel32 to the next instruction (a push of its address, then a new block), and RET, which
+    // returns after an earlier CALL (a loop, cut by the budget) or to whatever is on the stack
+    // (often a #GP for a non-canonical address, or code elsewhere).
+    if r.below(12) == 0 {
+        v.clear();
+        if r.below(2) == 0 {
+            v.extend([0xe8, 0, 0, 0, 0]);
+        } else {
+            v.push(0xc3);
+        }
         return v;
     }
     let (op, ext, imm): (&[u8], Option<u8>, usize) = match r.below(9) {
@@ -287,6 +330,7 @@ fn run(
     gpr: &[u64; 16],
     rflags: u64,
     seed: u64,
+    until: u64,
 ) -> (cpu::CpuState, Exit, TestBus) {
     let mut bus = TestBus::default();
     let mut st = cpu_in(mode, &mut bus);
@@ -306,6 +350,8 @@ fn run(
     // Keep the stack pointer usable (the filler never uses it, but keep it sane anyway).
     st.gpr[4] = STACK;
     st.rflags = rflags;
+    // The flags the SDM leaves undefined (shifts, multiplies) follow either vendor's rules.
+    st.quirks = if seed & 2 == 0 { Quirks::Intel } else { Quirks::Amd };
     // Data the memory forms read (the same pseudo-random bytes for both engines), and FS/GS bases
     // into it.
     let mut x = Rng(seed | 1);
@@ -315,7 +361,7 @@ fn run(
     st.seg[4].base = DATA + 0x800;
     st.seg[5].base = DATA + 0x1ff0;
     it.flush_all();
-    let exit = it.run(&mut st, &mut bus, 1_000);
+    let exit = it.run(&mut st, &mut bus, until);
     (st, exit, bus)
 }
 
@@ -366,8 +412,8 @@ fn jit_matches_interpreter_on_inlined_forms() {
             // Arithmetic flags at random; IF and the reserved bit 1 as a real CPU has them.
             let rflags = 0x2 | (r.next() & cpu::state::flags::ARITH);
             let seed = r.next();
-            let (a, ea, ma) = run(&mut interp, mode, &code, &gpr, rflags, seed);
-            let (b, eb, mb) = run(&mut jit, mode, &code, &gpr, rflags, seed);
+            let (a, ea, ma) = run(&mut interp, mode, &code, &gpr, rflags, seed, 1_000);
+            let (b, eb, mb) = run(&mut jit, mode, &code, &gpr, rflags, seed, 1_000);
             let same_mem = ma.ram == mb.ram;
             let same = same_mem
                 && a.gpr == b.gpr
@@ -401,7 +447,7 @@ fn jit_matches_interpreter_on_inlined_forms() {
     println!("{translated} blocks translated; mnemonics seen: {inlined_mnemonics:?}");
     for m in [
         "Mov", "Movzx", "Movsx", "Movsxd", "Lea", "Add", "Sub", "Cmp", "And", "Or", "Xor", "Test", "Inc",
-        "Dec", "Nop",
+        "Dec", "Nop", "Rol", "Ror", "Shl", "Shr", "Sar", "Imul", "Neg", "Not", "Call", "Ret",
     ] {
         assert!(inlined_mnemonics.contains(m), "the generator never produced {m}");
     }
@@ -433,7 +479,7 @@ fn self_modifying_code_runs_the_new_instruction() {
         if jit_on {
             it.set_backend(Box::new(jit::Jit::new().expect("jit")), 1);
         }
-        let (st, exit, bus) = run(&mut it, TestMode::Long64, code, &gpr, 0x2, 1);
+        let (st, exit, bus) = run(&mut it, TestMode::Long64, code, &gpr, 0x2, 1, 1_000);
         assert_eq!(exit, Exit::Halted, "jit {jit_on}");
         assert_eq!(
             st.gpr[3],
@@ -478,7 +524,7 @@ fn page_crossing_accesses_follow_scattered_pages() {
         if jit_on {
             it.set_backend(Box::new(jit::Jit::new().expect("jit")), 1);
         }
-        let (st, exit, bus) = run(&mut it, TestMode::Long64, code, &gpr, 0x2, seed);
+        let (st, exit, bus) = run(&mut it, TestMode::Long64, code, &gpr, 0x2, seed, 1_000);
         assert_eq!(exit, Exit::Halted, "jit {jit_on}");
         assert_eq!(st.gpr[0], expect(&bus.ram, DATA + 0xffc), "jit {jit_on}: the read across DATA+0x1000");
         // The last store wrote the RDX of the last iteration before its ADD.
@@ -493,4 +539,86 @@ fn page_crossing_accesses_follow_scattered_pages() {
         results.push((st.gpr, bus.ram));
     }
     assert!(results[0] == results[1], "interp and jit differ on page-crossing accesses");
+}
+
+/// Loops and the budget: a random body of inlined (and some called) instructions closed by a
+/// backward JMP or Jcc, run until a random instruction budget is spent. A translated block that
+/// branches to itself loops in generated code, and blocks that end in a branch chain to the next
+/// translated one without the interpreter's loop; both must stop at exactly the instruction the
+/// interpreter stops at, in every mode, with the same state.
+#[test]
+fn loops_stop_exactly_at_the_budget() {
+    let cases: u64 =
+        std::env::var("FERRITE_JIT_DIFF_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(1500) / 3;
+    let mut r = Rng(0x5eed_0f1e_2026_1206);
+    let mut interp = Interpreter::new();
+    let mut jit = Interpreter::new();
+    jit.set_backend(Box::new(jit::Jit::new().expect("jit")), 1);
+    interp.trap_faults = true;
+    jit.trap_faults = true;
+    let mut budget_stops = 0;
+    for mode in [TestMode::Long64, TestMode::Prot32, TestMode::Real] {
+        let bits = bits_of(mode);
+        for case in 0..cases {
+            let mut code = gen_program(&mut r, bits);
+            code.pop(); // the HLT
+            // Back to the start: JMP rel8; or a Jcc, HLT when not taken; or a Jcc followed by a
+            // second block that jumps back too.
+            let back = |len: usize| (-((len + 2) as i64)) as u8;
+            match r.below(3) {
+                0 => {
+                    let d = back(code.len());
+                    code.extend([0xeb, d]);
+                }
+                1 => {
+                    let d = back(code.len());
+                    code.extend([0x70 + r.below(16) as u8, d, 0xf4]);
+                }
+                _ => {
+                    let d = back(code.len());
+                    code.extend([0x70 + r.below(16) as u8, d]);
+                    let d = back(code.len());
+                    code.extend([0x90, 0xeb, d.wrapping_sub(1)]);
+                }
+            }
+            if code.len() > 120 {
+                continue;
+            }
+            let mut gpr = [0u64; 16];
+            for g in gpr.iter_mut() {
+                *g = r.next();
+            }
+            for g in [3, 5, 6, 7] {
+                gpr[g] = DATA + 0x800 + r.below(8);
+            }
+            let rflags = 0x2 | (r.next() & cpu::state::flags::ARITH);
+            let seed = r.next();
+            let until = 1 + r.below(400);
+            let (a, ea, ma) = run(&mut interp, mode, &code, &gpr, rflags, seed, until);
+            let (b, eb, mb) = run(&mut jit, mode, &code, &gpr, rflags, seed, until);
+            if ea == Exit::BudgetSpent {
+                budget_stops += 1;
+            }
+            let same = ma.ram == mb.ram
+                && a.gpr == b.gpr
+                && a.rflags == b.rflags
+                && a.rip == b.rip
+                && a.icount == b.icount
+                && ea == eb;
+            assert!(
+                same,
+                "{mode:?} case {case}: budget {until}, program {code:02x?}\n{}\ninterp: {ea:?} rip {:#x} icount {} rflags {:#x}\n  gpr {:x?}\njit:    {eb:?} rip {:#x} icount {} rflags {:#x}\n  gpr {:x?}",
+                disasm(&code, bits),
+                a.rip,
+                a.icount,
+                a.rflags,
+                a.gpr,
+                b.rip,
+                b.icount,
+                b.rflags,
+                b.gpr
+            );
+        }
+    }
+    assert!(budget_stops > cases, "only {budget_stops} runs ended at the budget");
 }

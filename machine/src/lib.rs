@@ -96,6 +96,11 @@ pub struct MachineConfig {
     /// Whose CPUs the interpreter copies where results are architecturally undefined (`--quirks`).
     /// Intel by default, as the CPUID vendor string says; the KVM engine runs on the host's CPU.
     pub quirks: cpu::Quirks,
+    /// The CPU model (`--cpu`): CPUID, which instructions exist, the vendor's differences. Kept in the
+    /// CPU state, so reset keeps it.
+    pub model: cpu::CpuModel,
+    /// Stop on an instruction Ferrite does not implement instead of raising #UD (`--strict`).
+    pub strict: bool,
 }
 
 /// A Linux kernel booted directly through the x86 boot protocol's 64-bit entry
@@ -135,6 +140,8 @@ impl MachineConfig {
             devices: Vec::new(),
             ide: None,
             quirks: cpu::Quirks::Intel,
+            model: cpu::CpuModel::ferrite(),
+            strict: false,
         }
     }
 }
@@ -452,12 +459,19 @@ impl Machine {
         }
 
         let engine: Box<dyn Engine> = match cfg.accel {
-            Accel::Interp => Box::new(InterpEngine::new()),
-            Accel::Jit => Box::new(InterpEngine::with_jit(cfg.jit_threshold).map_err(MachineError::Engine)?),
+            Accel::Interp | Accel::Jit => {
+                let mut e = if cfg.accel == Accel::Jit {
+                    InterpEngine::with_jit(cfg.jit_threshold).map_err(MachineError::Engine)?
+                } else {
+                    InterpEngine::new()
+                };
+                e.interp.strict = cfg.strict;
+                Box::new(e)
+            }
             Accel::Kvm => Box::new(kvm::KvmEngine::new(&board).map_err(MachineError::Engine)?),
         };
         Ok(Machine {
-            cpu: CpuState { quirks: cfg.quirks, ..CpuState::default() },
+            cpu: CpuState { quirks: cfg.quirks, ..CpuState::with_model(cfg.model) },
             engine,
             board,
             com1,

@@ -16,6 +16,7 @@
 use crate::Machine;
 use crate::board::Board;
 use cpu::CpuState;
+use cpu::model::{Base, CpuModel, Vendor};
 use cpu::state::{DescTable, FpuState, Msrs, Quirks, Segment, VecState};
 use mmu::{SnapshotError, SnapshotReader, SnapshotWriter};
 
@@ -232,6 +233,7 @@ pub fn save_cpu(w: &mut SnapshotWriter, c: &CpuState) {
         halted,
         nmi_blocked,
         quirks,
+        monitor_armed,
         _pad,
         irq_shadow_icount,
         a20_mask,
@@ -239,6 +241,7 @@ pub fn save_cpu(w: &mut SnapshotWriter, c: &CpuState) {
         rng_state,
         fpu,
         vec,
+        model,
     } = c;
     w.tag("cpu");
     gpr.iter().for_each(|v| w.u64(*v));
@@ -257,6 +260,7 @@ pub fn save_cpu(w: &mut SnapshotWriter, c: &CpuState) {
     w.bool(*halted);
     w.bool(*nmi_blocked);
     w.u8(*quirks as u8);
+    w.bool(*monitor_armed);
     _pad.iter().for_each(|v| w.u8(*v));
     w.u64(*irq_shadow_icount);
     w.u64(*a20_mask);
@@ -264,6 +268,40 @@ pub fn save_cpu(w: &mut SnapshotWriter, c: &CpuState) {
     w.u64(*rng_state);
     save_fpu(w, fpu);
     save_vec(w, vec);
+    save_model(w, model);
+}
+
+/// Writes the CPU model (what CPUID says and which instructions exist are part of the machine).
+fn save_model(w: &mut SnapshotWriter, m: &CpuModel) {
+    let CpuModel { regs, signature, vendor, base, _pad } = m;
+    w.tag("model");
+    regs.iter().for_each(|v| w.u32(*v));
+    w.u32(*signature);
+    w.u8(*vendor as u8);
+    w.u8(*base as u8);
+    _pad.iter().for_each(|v| w.u8(*v));
+}
+
+fn restore_model(r: &mut SnapshotReader<'_>) -> Result<CpuModel, SnapshotError> {
+    r.tag("model")?;
+    let mut regs = [0u32; 7];
+    for v in regs.iter_mut() {
+        *v = r.u32()?;
+    }
+    let signature = r.u32()?;
+    let vendor = match r.u8()? {
+        0 => Vendor::Intel,
+        1 => Vendor::Amd,
+        v => return Err(SnapshotError::Invalid(format!("CPU vendor {v}"))),
+    };
+    let base = match r.u8()? {
+        0 => Base::Ferrite,
+        1 => Base::Qemu64,
+        2 => Base::Max,
+        3 => Base::HostCompatible,
+        b => return Err(SnapshotError::Invalid(format!("CPU model {b}"))),
+    };
+    Ok(CpuModel { regs, signature, vendor, base, _pad: r.u8s()? })
 }
 
 /// Reads state written by [`save_cpu`].
@@ -293,6 +331,7 @@ pub fn restore_cpu(r: &mut SnapshotReader<'_>) -> Result<CpuState, SnapshotError
         1 => Quirks::Amd,
         q => return Err(SnapshotError::Invalid(format!("quirks {q}"))),
     };
+    let monitor_armed = r.bool()?;
     let _pad = r.u8s()?;
     Ok(CpuState {
         gpr,
@@ -316,6 +355,7 @@ pub fn restore_cpu(r: &mut SnapshotReader<'_>) -> Result<CpuState, SnapshotError
         halted,
         nmi_blocked,
         quirks,
+        monitor_armed,
         _pad,
         irq_shadow_icount: r.u64()?,
         a20_mask: r.u64()?,
@@ -323,6 +363,7 @@ pub fn restore_cpu(r: &mut SnapshotReader<'_>) -> Result<CpuState, SnapshotError
         rng_state: r.u64()?,
         fpu: restore_fpu(r)?,
         vec: restore_vec(r)?,
+        model: restore_model(r)?,
     })
 }
 

@@ -31,6 +31,7 @@ macro_rules! rom_tests {
 rom_tests!(
     smoke,
     real_arith,
+    real_farptr,
     real_string,
     pm_segments,
     pm_strict,

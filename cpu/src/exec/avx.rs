@@ -778,7 +778,7 @@ fn maskmovdqu(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
 /// unmapped byte of the first faulting element). A store checks the selected elements as one range
 /// before storing any: the segment checks element by element, then the page of the range's first
 /// byte, then the page of its last byte, so CR2 is the first selected byte when that page faults, else
-/// the last selected byte. Measured on AMD Zen 4 (`ferrite difftest --families vex --seed 173809702`:
+/// the last selected byte. Measured on this project's Intel Xeon host (2026-12-06; `ferrite difftest --families vex --seed 173809702`:
 /// store case 47621, whose only selected element crosses into an unmapped page, reports the element's
 /// last byte; load cases 5399, 76590 and 96361 report the first unmapped byte of the first faulting
 /// element). The Intel behaviour is not yet measured.
@@ -871,6 +871,7 @@ fn gather(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
     let seg = mem_seg(insn);
     let esize = ebits / 8;
     let mut fault = None;
+    let mut gathered = false;
     for k in 0..n {
         if get(mask, k, ebits) >> (ebits - 1) == 0 {
             continue;
@@ -886,6 +887,7 @@ fn gather(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
                 let em = (sse_int::lane_mask(ebits) as u128) << sh;
                 dst[l] = (dst[l] & !em) | ((v as u128) << sh);
                 mask[l] &= !em;
+                gathered = true;
             }
             Err(f) => {
                 fault = Some(f);
@@ -905,13 +907,37 @@ fn gather(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
             [v[0] & ((1u128 << bits) - 1), 0]
         }
     };
-    let dst = keep(dst);
-    let mask = if fault.is_some() { keep(mask) } else { [0, 0] };
-    write_reg(ctx, d, dst);
-    write_reg(ctx, mreg, mask);
     match fault {
-        Some(f) => Err(f),
-        None => Ok(()),
+        None => {
+            write_reg(ctx, d, keep(dst));
+            write_reg(ctx, mreg, [0, 0]);
+            Ok(())
+        }
+        Some(f) => {
+            // On a fault (measured on an Intel Xeon host, and as the SDM's pseudo-code reads: the mask is first made
+            // all-ones or all-zeros per element from its sign bit): each mask element still to be
+            // gathered is all-ones, every other element zero, the bits past the `n` elements zero. The
+            // destination is written (with the VEX zeroing above its width, but its elements past `n`
+            // kept) only if an element was gathered; otherwise it is left whole. (For VGATHERQPS and
+            // VPGATHERQD with a YMM index, the host leaves mask bits past the 4 elements in a state of its
+            // own on a fault; the differential tester does not generate faults for those two forms.)
+            let mut norm = [0u128; 2];
+            for k in 0..n {
+                if get(mask, k, ebits) >> (ebits - 1) != 0 {
+                    let (l, sh) = (((k * ebits) / 128) as usize, (k * ebits) % 128);
+                    norm[l] |= (sse_int::lane_mask(ebits) as u128) << sh;
+                }
+            }
+            if gathered && xreg.is_ymm() && !d.is_ymm() {
+                // VGATHERQPS/VPGATHERQD with a YMM index (VEX.L=1, XMM destination): the partial result
+                // is written at the vector length, so bits 255:128 keep their value (measured).
+                ctx.st.fpu.xmm[di] = dst[0];
+            } else if gathered {
+                write_reg(ctx, d, dst);
+            }
+            write_reg(ctx, mreg, norm);
+            Err(f)
+        }
     }
 }
 

@@ -335,18 +335,20 @@ fn fp_op(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
     };
     let guest = ctx.st.fpu.mxcsr;
     let masks = (guest >> 7) & super::sse::MXCSR_FLAGS;
+    // A dot product with an exception unmasked runs stage by stage across both lanes (measured: see
+    // `dot_product_fault`), so the fault check covers every lane before any lane's result counts.
+    if masks != super::sse::MXCSR_FLAGS
+        && matches!(m, M::Dpps | M::Dppd)
+        && let Some(report) = sse_unbounded::dot_product_fault(m == M::Dppd, &ins[..n], imm, guest)
+    {
+        ctx.st.fpu.mxcsr |= report;
+        return Err(super::sse::simd_fp_fault(ctx));
+    }
     let mut r = [0u128; 2];
     let mut raised = 0;
     for l in 0..n {
         let (x, y) = ins[l];
         let (v, mut fl) = f(x, y, himm, host_mxcsr(guest));
-        if masks != super::sse::MXCSR_FLAGS
-            && matches!(m, M::Dpps | M::Dppd)
-            && let Some(report) = sse_unbounded::dot_product_fault(m == M::Dppd, x, y, imm, guest)
-        {
-            ctx.st.fpu.mxcsr |= report;
-            return Err(super::sse::simd_fp_fault(ctx));
-        }
         if fl & mx::PE != 0
             && masks & (mx::OE | mx::UE) != mx::OE | mx::UE
             && let Some(pe) = sse_unbounded::precision_flag(m, x, y, guest)

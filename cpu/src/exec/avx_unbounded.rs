@@ -182,7 +182,12 @@ pub fn fma_precision_flag(f: host::Fma, name: &str, a: u128, b: u128, c: u128, g
                 pe = mx::PE;
             }
         } else {
-            pe |= fl & mx::PE;
+            // The element's own PE under the guest's MXCSR, FTZ included when UE is masked (the only
+            // case FTZ applies): a masked underflow flushed to zero is inexact even when the denormal
+            // result would be exact (seed 0x5eed0001 case 97743); with UE unmasked an exact tiny result
+            // traps instead and is not flushed (cases 50914, 58171).
+            let m = if masks & mx::UE != 0 { host_mxcsr(guest) } else { host_mxcsr(guest) & !mx::FTZ };
+            pe |= f(ea << sh, eb << sh, ec << sh, m).1 & mx::PE;
         }
     }
     Some(pe)

@@ -1,12 +1,19 @@
-//! Fast system calls: SYSCALL/SYSRET (STAR, LSTAR, SFMASK; 64-bit mode only, as on Intel CPUs, which
-//! never use CSTAR) and SYSENTER/SYSEXIT (IA32_SYSENTER_CS/ESP/EIP; protected, v86, compatibility and
-//! 64-bit mode). The segments they load are fixed flat descriptors taken from the MSRs, never read
-//! from the GDT (Intel SDM vol. 2 SYSCALL, SYSRET, SYSENTER, SYSEXIT; vol. 3 5.8.7-5.8.8).
+//! Fast system calls: SYSCALL/SYSRET (STAR, LSTAR, CSTAR, SFMASK) and SYSENTER/SYSEXIT
+//! (IA32_SYSENTER_CS/ESP/EIP). The segments they load are fixed flat descriptors taken from the MSRs,
+//! never read from the GDT (Intel SDM vol. 2 SYSCALL, SYSRET, SYSENTER, SYSEXIT; vol. 3 5.8.7-5.8.8;
+//! AMD APM vol. 3).
+//!
+//! Where they exist follows the model's vendor (`CpuState::model`): on Intel, SYSCALL/SYSRET are 64-bit
+//! mode only (#UD in compatibility mode, CSTAR unused) and SYSENTER/SYSEXIT work in protected, v86,
+//! compatibility and 64-bit mode; on AMD, SYSCALL/SYSRET also work in compatibility mode (SYSCALL
+//! enters 64-bit mode at CSTAR) and SYSENTER/SYSEXIT are #UD in long mode. AMD's legacy-mode
+//! SYSCALL/SYSRET (protected mode without long mode) is not modelled: #UD on both vendors.
 
 use super::system::set_rflags;
 use super::{Handler, Insn};
 use crate::fault::Fault;
 use crate::mem::{Ctx, is_canonical};
+use crate::model::Vendor;
 use crate::state::{Mode, Seg, Segment, attr, efer, flags};
 use iced_x86::Code;
 
@@ -64,9 +71,22 @@ fn enter(ctx: &mut Ctx<'_>, cs: Segment, ss: Segment, cpl: u8, rip: u64) {
     ctx.break_block = true;
 }
 
-/// #UD unless in 64-bit mode with EFER.SCE set.
+/// #UD unless EFER.SCE is set and the CPU is in 64-bit mode (or, on AMD, compatibility mode).
 fn check_sce(ctx: &Ctx<'_>) -> Result<(), Fault> {
-    if ctx.st.mode() != Mode::Long64 || ctx.st.efer & efer::SCE == 0 {
+    let mode_ok = match ctx.st.mode() {
+        Mode::Long64 => true,
+        Mode::Compat => ctx.st.model.vendor == Vendor::Amd,
+        _ => false,
+    };
+    if !mode_ok || ctx.st.efer & efer::SCE == 0 {
+        return Err(Fault::ud());
+    }
+    Ok(())
+}
+
+/// #UD for SYSENTER/SYSEXIT in long mode on AMD.
+fn check_sysenter_vendor(ctx: &Ctx<'_>) -> Result<(), Fault> {
+    if ctx.st.model.vendor == Vendor::Amd && ctx.st.efer & efer::LMA != 0 {
         return Err(Fault::ud());
     }
     Ok(())
@@ -80,8 +100,9 @@ fn syscall(ctx: &mut Ctx<'_>, _: &Insn) -> Result<(), Fault> {
     let mask = (ctx.st.msr.sfmask & flags::ALL) | flags::RF;
     set_rflags(ctx, 0, mask);
     let cs = ((star >> 32) as u16) & 0xfffc;
-    let lstar = ctx.st.msr.lstar;
-    enter(ctx, flat_code(cs, 0, true), flat_stack(cs.wrapping_add(8), 0), 0, lstar);
+    // AMD: from compatibility mode the target is CSTAR (checked above: Intel never gets here).
+    let target = if ctx.st.mode() == Mode::Compat { ctx.st.msr.cstar } else { ctx.st.msr.lstar };
+    enter(ctx, flat_code(cs, 0, true), flat_stack(cs.wrapping_add(8), 0), 0, target);
     Ok(())
 }
 
@@ -107,6 +128,7 @@ fn sysret(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
 }
 
 fn sysenter(ctx: &mut Ctx<'_>, _: &Insn) -> Result<(), Fault> {
+    check_sysenter_vendor(ctx)?;
     let cs_msr = ctx.st.msr.sysenter_cs as u16;
     if ctx.st.mode() == Mode::Real || cs_msr & 0xfffc == 0 {
         return Err(Fault::gp0());
@@ -122,6 +144,7 @@ fn sysenter(ctx: &mut Ctx<'_>, _: &Insn) -> Result<(), Fault> {
 }
 
 fn sysexit(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
+    check_sysenter_vendor(ctx)?;
     let cs_msr = ctx.st.msr.sysenter_cs as u16;
     let mode = ctx.st.mode();
     if mode == Mode::Real || mode == Mode::V86 || ctx.st.cpl != 0 || cs_msr & 0xfffc == 0 {
@@ -271,6 +294,61 @@ mod tests {
         // SYSCALL outside 64-bit mode is #UD on Intel CPUs.
         assert_eq!(rd(&bus, VEC, 4), 6);
         assert_eq!(rd(&bus, st.gpr[4] + 8, 8), 0x1b, "#UD frame CS");
+    }
+
+    #[test]
+    fn amd_syscall_from_compatibility_mode_enters_at_cstar() {
+        // The same round trip on an AMD model: SYSRET to compatibility mode, whose SYSCALL now enters
+        // 64-bit ring 0 at CSTAR (a HLT of its own).
+        const COMPAT: u64 = 0x2800;
+        let (compat, _) = asm_at(32, COMPAT, |a| {
+            a.syscall().unwrap();
+            vec![]
+        });
+        let (user, _) = asm_at(64, CODE, |a| {
+            a.syscall().unwrap();
+            vec![]
+        });
+        let h = handler(false, 0x202, COMPAT as u32);
+        let (st, _, exit) = run(TestMode::Long64, &user, |st, bus| {
+            ring3_64(st, bus);
+            st.model = crate::model::CpuModel::qemu64();
+            st.msr.cstar = 0x3000;
+            place(bus, HANDLER, &h);
+            place(bus, COMPAT, &compat);
+            place(bus, 0x3000, &[0xf4]);
+        });
+        assert_eq!(exit, Exit::Halted, "{}", st.dump());
+        assert_eq!(st.rip, 0x3001, "halted at CSTAR");
+        assert_eq!(st.gpr[1], COMPAT + 2, "RCX = the RIP after the compatibility-mode SYSCALL");
+        assert_eq!(st.gpr[11] & flags::IF, flags::IF, "R11 = RFLAGS of the caller");
+        assert!(st.sreg(Seg::Cs).long());
+        assert_eq!((st.sreg(Seg::Cs).selector, st.cpl), (0x08, 0));
+    }
+
+    #[test]
+    fn amd_sysenter_sysexit_are_undefined_in_long_mode() {
+        use super::super::string::testkit::Machine;
+        use crate::fault::Fault;
+        for (bytes, mode) in [
+            (&[0x0f, 0x34][..], TestMode::Long64),
+            (&[0x48, 0x0f, 0x35][..], TestMode::Long64),
+            (&[0x0f, 0x34][..], TestMode::Prot32),
+        ] {
+            for amd in [false, true] {
+                let mut m = Machine::new(mode, bytes);
+                m.st.msr.sysenter_cs = 0x08;
+                if amd {
+                    m.st.model = crate::model::CpuModel::qemu64();
+                }
+                let r = m.step().map(|_| ());
+                if amd && mode == TestMode::Long64 {
+                    assert_eq!(r, Err(Fault::ud()), "{bytes:x?} AMD");
+                } else {
+                    assert_eq!(r, Ok(()), "{bytes:x?} {mode:?} amd={amd}");
+                }
+            }
+        }
     }
 
     #[test]

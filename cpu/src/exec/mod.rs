@@ -27,11 +27,13 @@ pub mod sse_str;
 pub mod sse_unbounded;
 pub mod stack;
 pub mod string;
+pub mod sysext;
 pub mod system;
 pub mod x87;
 
 use crate::fault::Fault;
 use crate::mem::Ctx;
+use crate::model::CpuModel;
 use iced_x86::{Code, Instruction};
 
 /// A decoded instruction with what its handler needs beyond iced's `Instruction`.
@@ -125,11 +127,34 @@ impl Insn {
 /// An instruction handler.
 pub type Handler = fn(&mut Ctx<'_>, &Insn) -> Result<(), Fault>;
 
-/// The handler for `code`. Unknown codes get a handler that stops the machine with an
-/// "unimplemented instruction" report naming the instruction; `INVALID` raises #UD.
+/// The handler for `code`. Unknown codes get a handler that reports "unimplemented instruction"
+/// naming the instruction (the interpreter raises #UD for it, or stops the machine under `--strict`,
+/// see [`crate::Interpreter::strict`]); `INVALID` raises #UD.
 pub fn handler_for(code: Code) -> Handler {
+    lookup(code).unwrap_or(unimplemented)
+}
+
+/// The handler for `code` on a CPU of `model`: an instruction Ferrite implements but whose CPUID
+/// feature the model does not advertise raises #UD, as it does on a CPU without the feature; one
+/// Ferrite does not implement gets the "unimplemented" handler (#UD too, unless `--strict`: no model
+/// advertises its feature, see [`crate::model`]); otherwise [`handler_for`]. The vendor-dependent rules
+/// (SYSCALL outside 64-bit mode, SYSENTER in long mode) are in the handlers.
+pub fn handler_for_model(code: Code, model: &CpuModel) -> Handler {
+    match lookup(code) {
+        None => unimplemented,
+        Some(_) if !model.allows(code) => invalid,
+        Some(h) => h,
+    }
+}
+
+/// Whether Ferrite has a handler for `code` (`INVALID` counts: it is the #UD handler).
+pub fn implemented(code: Code) -> bool {
+    lookup(code).is_some()
+}
+
+fn lookup(code: Code) -> Option<Handler> {
     if code == Code::INVALID {
-        return invalid;
+        return Some(invalid);
     }
     alu::lookup(code)
         .or_else(|| control::lookup(code))
@@ -147,7 +172,7 @@ pub fn handler_for(code: Code) -> Handler {
         .or_else(|| x87::lookup(code))
         .or_else(|| fpstate::lookup(code))
         .or_else(|| avx::lookup(code))
-        .unwrap_or(unimplemented)
+        .or_else(|| sysext::lookup(code))
 }
 
 fn invalid(_: &mut Ctx<'_>, _: &Insn) -> Result<(), Fault> {
@@ -160,3 +185,5 @@ fn unimplemented(_: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
 
 #[cfg(test)]
 mod tests_core;
+#[cfg(test)]
+mod tests_coverage;

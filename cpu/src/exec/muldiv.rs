@@ -35,11 +35,17 @@ pub fn lookup(code: Code) -> Option<Handler> {
 /// ZF = 0 always, AF = 0, PF = parity of the low byte of `lo`; AMD leaves SF, ZF, AF, PF unchanged.
 #[inline]
 fn set_mul_flags(ctx: &mut Ctx<'_>, lo: u64, ovf: bool, size: u32) {
+    ctx.st.rflags = mul_flags(ctx.st.rflags, lo, ovf, size, ctx.st.quirks);
+}
+
+/// RFLAGS `fl` after a multiply (see `set_mul_flags`); the JIT's inlined IMUL calls it too.
+#[inline]
+pub fn mul_flags(fl: u64, lo: u64, ovf: bool, size: u32, quirks: Quirks) -> u64 {
     let cf_of = if ovf { flags::CF | flags::OF } else { 0 };
-    if ctx.st.quirks == Quirks::Amd {
-        ctx.set_flags_masked(cf_of, flags::CF | flags::OF);
+    if quirks == Quirks::Amd {
+        (fl & !(flags::CF | flags::OF)) | cf_of
     } else {
-        ctx.set_arith_flags((szp(lo, size) & !flags::ZF) | cf_of);
+        (fl & !flags::ARITH) | (((szp(lo, size) & !flags::ZF) | cf_of) & flags::ARITH)
     }
 }
 

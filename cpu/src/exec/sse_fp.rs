@@ -428,7 +428,7 @@ pub(super) fn fp_op(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
     let masks = (guest >> 7) & MXCSR_FLAGS;
     if masks != MXCSR_FLAGS
         && matches!(m, M::Dpps | M::Dppd)
-        && let Some(report) = sse_unbounded::dot_product_fault(m == M::Dppd, a, b, imm, guest)
+        && let Some(report) = sse_unbounded::dot_product_fault(m == M::Dppd, &[(a, b)], imm, guest)
     {
         ctx.st.fpu.mxcsr |= report;
         return Err(simd_fp_fault(ctx));

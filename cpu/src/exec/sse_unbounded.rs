@@ -269,17 +269,23 @@ fn run_all(lanes: &[Lane], mxcsr: u32) -> (Vec<u64>, u32) {
 
 /// DPPS/DPPD with at least one exception unmasked: the flags to report if a stage raises an unmasked
 /// exception (the instruction then faults and writes nothing), or `None` if every stage completes (the
-/// caller then reports the whole instruction's flags as usual).
-pub fn dot_product_fault(dbl: bool, a: u128, b: u128, imm: u8, guest: u32) -> Option<u32> {
+/// caller then reports the whole instruction's flags as usual). `lanes` holds the (a, b) operands of each
+/// 128-bit lane: VDPPS ymm runs each stage (products, first sums, final sum) of both lanes before the
+/// next stage, as measured on the host (a product that faults in the upper lane stops the instruction
+/// before a sum of the lower lane can, and a faulting stage reports the flags of that stage in both lanes).
+pub fn dot_product_fault(dbl: bool, lanes: &[(u128, u128)], imm: u8, guest: u32) -> Option<u32> {
     let base = super::sse_fp::host_mxcsr(guest);
     let n = if dbl { 2 } else { 4 };
     let lane = |v: u128, k: usize| if dbl { f64_lane(v, k) } else { f32_lane(v, k) };
     let sel = |k: usize| (imm >> (4 + k)) & 1 != 0;
     // Stage 1: the selected products (unselected lanes are +0 * +0, which raises nothing).
-    let muls: Vec<Lane> = (0..n)
-        .map(|k| {
-            let (x, y) = if sel(k) { (lane(a, k), lane(b, k)) } else { (0, 0) };
-            Lane { op: Op::Mul, dbl, x, y }
+    let muls: Vec<Lane> = lanes
+        .iter()
+        .flat_map(|&(a, b)| {
+            (0..n).map(move |k| {
+                let (x, y) = if sel(k) { (lane(a, k), lane(b, k)) } else { (0, 0) };
+                Lane { op: Op::Mul, dbl, x, y }
+            })
         })
         .collect();
     let mut flags = 0;
@@ -289,9 +295,10 @@ pub fn dot_product_fault(dbl: bool, a: u128, b: u128, imm: u8, guest: u32) -> Op
     if fault {
         return Some(flags);
     }
-    // Then pairwise sums until one value is left.
+    // Then pairwise sums until one value per 128-bit lane is left (each lane's values are contiguous and
+    // a power of two in number, so pairing the concatenation never mixes lanes).
     let mut level = products;
-    while level.len() > 1 {
+    while level.len() > lanes.len() {
         let adds: Vec<Lane> = level.chunks(2).map(|p| Lane { op: Op::Add, dbl, x: p[0], y: p[1] }).collect();
         let (next, raised) = run_all(&adds, base);
         let (rep, fault) = stage(&adds, raised, guest);
@@ -376,10 +383,10 @@ mod tests {
         let t = 0x1c80_0000u128; // 2^-70
         let a = t | (t << 32);
         let guest = mx::MASKS & !(mx::UE << 7);
-        let got = dot_product_fault(false, a, a, 0x3f, guest).expect("the products fault");
+        let got = dot_product_fault(false, &[(a, a)], 0x3f, guest).expect("the products fault");
         assert_eq!(got & mx::DE, 0);
         assert_ne!(got & mx::UE, 0);
         // Everything masked: nothing faults.
-        assert_eq!(dot_product_fault(false, a, a, 0x3f, mx::MASKS), None);
+        assert_eq!(dot_product_fault(false, &[(a, a)], 0x3f, mx::MASKS), None);
     }
 }

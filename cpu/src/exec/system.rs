@@ -1151,8 +1151,8 @@ fn mov_from_cr(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
     Ok(())
 }
 
-/// CR4 bits software may set (only features Ferrite implements and advertises; VME and PVI only while
-/// CPUID.1:EDX.VME[bit 1] is advertised, see [`cr4_valid`]).
+/// CR4 bits software may set on the default model (only features Ferrite implements and advertises;
+/// [`crate::model::CpuModel::cr4_valid`] adjusts them to a model).
 pub const CR4_VALID: u64 = cr4::TSD
     | cr4::DE
     | cr4::PSE
@@ -1166,10 +1166,10 @@ pub const CR4_VALID: u64 = cr4::TSD
     | cr4::SMEP
     | cr4::SMAP;
 
-/// The CR4 bits this CPU lets software set: [`CR4_VALID`], plus VME and PVI when CPUID advertises VME.
+/// The CR4 bits this CPU lets software set: [`CR4_VALID`] adjusted to its model (VME and PVI only
+/// while the model advertises VME, CPUID.1:EDX[1]).
 pub fn cr4_valid(st: &crate::state::CpuState) -> u64 {
-    let vme = cpuid::cpuid_for(1, 0, 0, st.cr4)[3] & (1 << 1) != 0;
-    CR4_VALID | if vme { cr4::VME | cr4::PVI } else { 0 }
+    st.model.cr4_valid(CR4_VALID)
 }
 
 /// Writes CR0 with the architectural checks and side effects (long-mode activation, TLB flush).
@@ -1195,6 +1195,10 @@ pub fn write_cr0(ctx: &mut Ctx<'_>, v: u64) -> Result<(), Fault> {
             return Err(Fault::gp0());
         }
         ctx.st.efer |= efer::LMA;
+    }
+    if pg_off && ctx.st.cr4 & cr4::PCIDE != 0 {
+        // Paging cannot be turned off with PCIDs enabled (SDM MOV to CR0).
+        return Err(Fault::gp0());
     }
     if pg_off && ctx.st.efer & efer::LMA != 0 {
         if ctx.st.mode() == Mode::Long64 {
@@ -1223,6 +1227,9 @@ fn mov_to_cr(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
             Ok(())
         }
         3 => {
+            // With CR4.PCIDE = 1, bit 63 asks to keep the PCID's TLB entries; it is not stored (and
+            // every entry is flushed anyway: the TLB is not tagged by PCID).
+            let v = if ctx.st.cr4 & cr4::PCIDE != 0 { v & !(1 << 63) } else { v };
             if ctx.st.efer & efer::LMA != 0 && v >> crate::cpuid::PHYS_ADDR_BITS != 0 {
                 return Err(Fault::gp0());
             }
@@ -1235,6 +1242,10 @@ fn mov_to_cr(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
                 return Err(Fault::gp0());
             }
             let old = ctx.st.cr4;
+            // PCIDE can be set only in IA-32e mode with CR3[11:0] = 0 (SDM MOV to CR4).
+            if v & !old & cr4::PCIDE != 0 && (ctx.st.efer & efer::LMA == 0 || ctx.st.cr3 & 0xfff != 0) {
+                return Err(Fault::gp0());
+            }
             if ctx.st.efer & efer::LMA != 0 && v & cr4::PAE == 0 {
                 return Err(Fault::gp0());
             }
@@ -1322,7 +1333,12 @@ fn cpuid_(ctx: &mut Ctx<'_>, _: &Insn) -> Result<(), Fault> {
     let leaf = ctx.st.gpr[0] as u32;
     let sub = ctx.st.gpr[1] as u32;
     let apic_id = 0;
-    let r = cpuid::with_xcr0(cpuid::cpuid_for(leaf, sub, apic_id, ctx.st.cr4), leaf, sub, ctx.st.xcr0);
+    let r = cpuid::with_xcr0(
+        cpuid::cpuid_for_model(&ctx.st.model, leaf, sub, apic_id, ctx.st.cr4),
+        leaf,
+        sub,
+        ctx.st.xcr0,
+    );
     for (i, idx) in [0usize, 3, 1, 2].iter().enumerate() {
         ctx.st.gpr[*idx] = r[i] as u64;
     }
