@@ -26,7 +26,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a guest (Debian's Linux to a shell when no firmware or kernel is given; see --demo).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Fetch Debian's kernel and busybox-static and build the initramfs for the direct Linux boot; prints
     /// the kernel and initrd paths.
     Images(images::ImagesArgs),
@@ -287,6 +287,21 @@ struct RunArgs {
     /// device); the list is machine::devices::DEVICES.
     #[arg(long = "device", value_name = "DEVICE", value_parser = parse_device)]
     devices: Vec<&'static machine::devices::DeviceKind>,
+    /// A disk image (repeatable), as QEMU's -drive:
+    /// `path[,if=ide|ahci][,media=disk|cdrom][,format=raw|qcow2][,readonly=on|off][,snapshot=on|off]`
+    /// (`,,` is a comma in the path). IDE disks take primary master, primary slave, secondary master,
+    /// secondary slave in turn; AHCI disks ports 0-5.
+    #[arg(long = "disk", value_name = "SPEC", value_parser = storage::config::DiskSpec::parse)]
+    disks: Vec<storage::config::DiskSpec>,
+    /// IDE primary master hard disk image (QEMU's -hda).
+    #[arg(long, value_name = "FILE")]
+    hda: Option<PathBuf>,
+    /// IDE primary slave hard disk image (QEMU's -hdb).
+    #[arg(long, value_name = "FILE")]
+    hdb: Option<PathBuf>,
+    /// IDE secondary master CD-ROM: an ISO image (QEMU's -cdrom).
+    #[arg(long, value_name = "FILE")]
+    cdrom: Option<PathBuf>,
     #[command(flatten)]
     linux: LinuxArgs,
 }
@@ -484,7 +499,27 @@ fn stdout_sink() -> Box<dyn FnMut(u8) + Send> {
     })
 }
 
+/// The disks of `--disk`, `--hda`, `--hdb` and `--cdrom`.
+fn disk_specs(args: &RunArgs) -> Vec<storage::config::DiskSpec> {
+    let mut specs = args.disks.clone();
+    for (p, index) in [(&args.hda, 0), (&args.hdb, 1), (&args.cdrom, 2)] {
+        if let Some(p) = p {
+            specs.push(storage::config::DiskSpec::shorthand(p, index));
+        }
+    }
+    specs
+}
+
 fn run(args: RunArgs) -> ExitCode {
+    let specs = disk_specs(&args);
+    // The images are opened (and locked) before anything else so every error shows now.
+    let controllers = match storage::config::build(&specs) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ferrite: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let firmware = match &args.rom {
         Some(p) => match firmware::load_rom(p) {
             Ok(d) => d,
@@ -535,6 +570,11 @@ fn run(args: RunArgs) -> ExitCode {
         if args.devices.iter().any(|d| std::ptr::eq(*d, kind)) {
             cfg.devices.push(machine::DeviceSpec::Named(kind));
         }
+    }
+    cfg.ide = Some(controllers.ide);
+    if let Some(ahci) = controllers.ahci {
+        cfg.devices
+            .push(machine::DeviceSpec::Pci { devfn: storage::config::AHCI_DEVFN, function: Box::new(ahci) });
     }
     cfg.accel = choose_accel(args.accel);
     cfg.jit_threshold = args.jit_threshold;
@@ -630,7 +670,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Run(a) => run(a),
+        Command::Run(a) => run(*a),
         Command::Images(a) => images_cmd(a),
         Command::Difftest(a) => difftest(a),
         Command::DifftestSys(a) => difftest_sys(a),

@@ -54,6 +54,7 @@ fn dependency_direction() {
         ("chipset", &["cpu", "jit", "machine", "ferrite"]),
         ("jit", &["chipset", "machine", "firmware", "ferrite"]),
         ("firmware", &["cpu", "jit", "machine", "chipset"]),
+        ("storage", &["cpu", "jit", "machine", "firmware", "ferrite"]),
         ("difftest", &["chipset", "machine", "firmware"]),
         ("machine", &["ferrite"]),
     ];

@@ -90,6 +90,72 @@ fn com2_output_goes_to_a_file() {
     std::fs::remove_file(&p).unwrap();
 }
 
+#[test]
+fn bad_disk_specs_are_one_line() {
+    for (spec, needle) in [
+        ("x.img,if=scsi", "if=scsi"),
+        ("x.img,cache=none", "unknown option 'cache'"),
+        ("x.img,format", "not key=value"),
+        ("", "no image path"),
+    ] {
+        let (code, _, err) = ferrite(&["run", "--disk", spec]);
+        assert_eq!(code, 2, "{spec}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{spec}: stderr: {err}");
+        assert!(err.contains(needle), "{spec}: stderr: {err}");
+    }
+    let (code, _, err) = ferrite(&["run", "--hda", "/nonexistent/disk.img"]);
+    assert_eq!(code, 2);
+    assert_eq!(err.trim_end().lines().count(), 1, "stderr: {err}");
+    assert!(err.contains("/nonexistent/disk.img"), "stderr: {err}");
+}
+
+#[test]
+fn an_image_in_use_by_another_process_is_refused() {
+    let Ok(out) = Command::new("qemu-io").arg("--version").output() else {
+        eprintln!("skipped: qemu-io is not installed (scripts/setup.sh installs qemu-utils)");
+        return;
+    };
+    assert!(out.status.success());
+    let p = std::env::temp_dir().join(format!("ferrite-cli-lock-{}.img", std::process::id()));
+    std::fs::write(&p, vec![0u8; 1 << 20]).unwrap();
+    // Another process (QEMU's qemu-io) holds the image open for writing while it sleeps.
+    let mut holder = Command::new("qemu-io")
+        .args(["-f", "raw", "-c", "sleep 20000", p.to_str().unwrap()])
+        .spawn()
+        .expect("start qemu-io");
+    // Wait until its write lock (QEMU's byte 101) is visible, so Ferrite cannot win the race.
+    let f = std::fs::File::open(&p).unwrap();
+    let mut locked = false;
+    for _ in 0..400 {
+        if holder.try_wait().unwrap().is_some() {
+            break;
+        }
+        // SAFETY: all-zero is a valid flock; the descriptor is open during the call.
+        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+        fl.l_type = libc::F_WRLCK as libc::c_short;
+        fl.l_start = 101;
+        fl.l_len = 1;
+        // SAFETY: as above; F_OFD_GETLK only writes into `fl`.
+        let r = unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&f), libc::F_OFD_GETLK, &mut fl) };
+        if r == 0 && fl.l_type != libc::F_UNLCK as libc::c_short {
+            locked = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    let refused = locked.then(|| {
+        let (code, _, err) = ferrite(&["run", "--disk", &format!("{},format=raw", p.display())]);
+        (code, err)
+    });
+    let _ = holder.kill();
+    let _ = holder.wait();
+    std::fs::remove_file(&p).unwrap();
+    let (code, err) = refused.expect("qemu-io never locked the image");
+    assert!(err.contains("in use by another process"), "stderr: {err}");
+    assert_eq!(code, 2);
+    assert_eq!(err.trim_end().lines().count(), 1, "stderr: {err}");
+}
+
 /// A bzImage cut short (its setup header's syssize promises more protected-mode code than the file
 /// holds) is refused before anything runs: one line naming the truncation, exit status 2, never a boot
 /// into a triple fault.

@@ -90,6 +90,9 @@ pub struct MachineConfig {
     /// Optional devices, registered in this order after the board's own (`--device NAME` adds
     /// [`DeviceSpec::named`]; see [`devices::DEVICES`]).
     pub devices: Vec<DeviceSpec>,
+    /// The IDE controller behind the PIIX3 IDE function (00:01.1) with its drives attached; `None`
+    /// gives the board one without drives (the function is always there, as on a PC).
+    pub ide: Option<storage::IdeController>,
     /// Whose CPUs the interpreter copies where results are architecturally undefined (`--quirks`).
     /// Intel by default, as the CPUID vendor string says; the KVM engine runs on the host's CPU.
     pub quirks: cpu::Quirks,
@@ -135,6 +138,7 @@ impl MachineConfig {
             acpi: false,
             linux: None,
             devices: Vec::new(),
+            ide: None,
             quirks: cpu::Quirks::Intel,
             model: cpu::CpuModel::ferrite(),
             strict: false,
@@ -427,7 +431,8 @@ impl Machine {
         board.map_ports(id, 0x64, 1, 4);
         let id = board.add_device(Box::new(Port92::new()));
         board.map_ports(id, 0x92, 1, 0);
-        let acpi = add_pci_and_acpi(&mut board, cfg.acpi, lay.below_4g);
+        let ide = cfg.ide.take().unwrap_or_default();
+        let acpi = add_pci_and_acpi(&mut board, cfg.acpi, lay.below_4g, ide);
         let mem = firmware::linux::MemoryLayout {
             below_4g: lay.below_4g,
             above_4g: lay.above_4g,
@@ -508,6 +513,9 @@ impl Machine {
         }
         board.pci_config_write(chipset::pci::DEVFN_IDE, 0x20, &0xc001u32.to_le_bytes());
         board.pci_config_write(chipset::pci::DEVFN_IDE, 0x04, &[0x05, 0x00]);
+        // IDETIM of both channels with the decode-enable bit (15), as SeaBIOS leaves them: Linux's
+        // ata_piix treats a channel without it as disabled.
+        board.pci_config_write(chipset::pci::DEVFN_IDE, 0x40, &[0x00, 0x80, 0x00, 0x80]);
         // The local APIC in virtual-wire mode, as SeaBIOS leaves it: software-enabled (SVR 0x1FF), LINT0
         // ExtINT and LINT1 NMI, both level (the 8259's INTR reaches the CPU through LINT0).
         let now = board.now();
@@ -693,20 +701,31 @@ impl Machine {
 pub const PM_BASE: u16 = 0x600;
 
 /// The PCI side of the board: configuration ports, the reset control register at 0xCF9, the i440FX host
-/// bridge (00:00.0), PIIX3 ISA bridge (00:01.0), PIIX3 IDE (00:01.1, BAR4 = bus-master block) and PIIX4 PM
+/// bridge (00:00.0), PIIX3 ISA bridge (00:01.0), PIIX3 IDE (00:01.1, BAR4 = bus-master block, the
+/// channels at 0x1F0/0x3F6 and 0x170/0x376 on IRQ 14/15, `storage`'s controller behind it) and PIIX4 PM
 /// function (00:01.3) with its PM I/O block (SCI on IRQ 9). With `acpi`, also what the firmware would do:
 /// PM base at [`PM_BASE`] with decode on, and the ACPI and MP tables in the EBDA.
 /// Returns the tables written, if any.
-fn add_pci_and_acpi(board: &mut Board, acpi: bool, below_4g: u64) -> Option<firmware::acpi::AcpiTables> {
-    use chipset::pci::{self, BusMasterIde, I440fx, Piix3Ide, Piix3Isa, Piix4Pm};
+fn add_pci_and_acpi(
+    board: &mut Board,
+    acpi: bool,
+    below_4g: u64,
+    ide: storage::IdeController,
+) -> Option<firmware::acpi::AcpiTables> {
+    use chipset::pci::{self, I440fx, Piix3Isa, Piix4Pm};
     board.map_pci_ports();
     let id = board.add_device(Box::new(ResetControl::new()));
     board.map_ports(id, 0xcf9, 1, 0);
     let pm = board.add_device(Box::new(PmDevice::new(acpi)));
-    let bmide = board.add_device(Box::new(BusMasterIde::new()));
     board.add_pci_function(pci::DEVFN_HOST, Box::new(I440fx::new()), &[]);
     board.add_pci_function(pci::DEVFN_ISA, Box::new(Piix3Isa::new()), &[]);
-    board.add_pci_function(pci::DEVFN_IDE, Box::new(Piix3Ide::new()), &[(4, bmide)]);
+    // PIIX3 IDE serves its own windows: BAR4 (bus master) and the compatibility-mode channel ports,
+    // which are fixed, so they are mapped here once; IRQ 14/15 come from the controller.
+    board.add_pci_device(pci::DEVFN_IDE, Box::new(storage::Piix3IdeFunction::new(ide)));
+    for (window, start, len, _) in storage::piix3::LEGACY_WINDOWS {
+        let id = board.register(crate::board::Slot::PciWindow { devfn: pci::DEVFN_IDE, window });
+        board.map_ports(id, start, len, 0);
+    }
     board.add_pci_function(pci::DEVFN_PM, Box::new(Piix4Pm::new()), &[(pci::PM_WINDOW, pm)]);
     if acpi {
         board.preset_pm_base(PM_BASE);
