@@ -195,7 +195,16 @@ pub struct Interpreter {
     /// The JIT, when installed ([`Interpreter::set_backend`]), and the number of entries after which
     /// a block is handed to it.
     backend: Option<(Box<dyn BlockBackend>, u32)>,
+    /// Times each physical page's decoded code was invalidated (self-modifying code, DMA). A block on
+    /// a page invalidated `k` times is translated only after `threshold << min(k, SMC_BACKOFF_MAX)`
+    /// entries, so code that keeps rewriting itself (or data written next to code) stays interpreted
+    /// instead of paying a translation for every rewrite. Host-side statistics: it decides only when a
+    /// block is translated, which no guest can observe.
+    invalidations: HashMap<u64, u32, FxBuild>,
 }
+
+/// Most doublings of the translation threshold for a page whose code keeps being invalidated.
+const SMC_BACKOFF_MAX: u32 = 6;
 
 impl Default for Interpreter {
     fn default() -> Self {
@@ -210,6 +219,7 @@ impl Default for Interpreter {
             stop_at: None,
             db_defer_icount: u64::MAX,
             backend: None,
+            invalidations: HashMap::default(),
         }
     }
 }
@@ -258,6 +268,10 @@ impl Interpreter {
         if let Some(keys) = self.page_blocks.remove(&page) {
             for k in keys {
                 self.blocks.remove(&k);
+            }
+            if self.backend.is_some() {
+                let n = self.invalidations.entry(page).or_insert(0);
+                *n = n.saturating_add(1);
             }
         }
         self.mmu.code_pages.remove(&page);
@@ -394,7 +408,18 @@ impl Interpreter {
                         None => {
                             let h = block.hits.get() + 1;
                             block.hits.set(h);
-                            if h >= *threshold {
+                            // The back-off map is consulted only once the plain threshold is reached.
+                            if h >= *threshold
+                                && (self.invalidations.is_empty() || {
+                                    let k = block
+                                        .pages
+                                        .iter()
+                                        .filter_map(|p| self.invalidations.get(p))
+                                        .copied()
+                                        .max();
+                                    h >= threshold.saturating_mul(1 << k.unwrap_or(0).min(SMC_BACKOFF_MAX))
+                                })
+                            {
                                 block.compiled.get_or_init(|| backend.compile(&block.insns)).as_deref()
                             } else {
                                 None
