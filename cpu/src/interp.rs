@@ -196,8 +196,8 @@ pub struct Interpreter {
     /// a block is handed to it.
     backend: Option<(Box<dyn BlockBackend>, u32)>,
     /// Times each physical page's decoded code was invalidated (self-modifying code, DMA). A block on
-    /// a page invalidated `k` times is translated only after `threshold << min(k, SMC_BACKOFF_MAX)`
-    /// entries, so code that keeps rewriting itself (or data written next to code) stays interpreted
+    /// a page invalidated `k` times is translated only after
+    /// `threshold << min(k - SMC_BACKOFF_GRACE, SMC_BACKOFF_MAX)` entries, so code that keeps rewriting itself (or data written next to code) stays interpreted
     /// instead of paying a translation for every rewrite. Host-side statistics: it decides only when a
     /// block is translated, which no guest can observe.
     invalidations: HashMap<u64, u32, FxBuild>,
@@ -205,6 +205,9 @@ pub struct Interpreter {
 
 /// Most doublings of the translation threshold for a page whose code keeps being invalidated.
 const SMC_BACKOFF_MAX: u32 = 6;
+/// Invalidations of a page before its threshold starts doubling: code patched once or twice (a
+/// loader, a one-time fix-up) is translated again as soon as it would have been.
+const SMC_BACKOFF_GRACE: u32 = 2;
 
 impl Default for Interpreter {
     fn default() -> Self {
@@ -260,6 +263,7 @@ impl Interpreter {
         self.page_blocks.clear();
         self.mmu.code_pages.clear();
         self.mmu.dirty_code.clear();
+        self.invalidations.clear();
     }
 
     /// Drops decoded code on physical page `page` (it was written by a device, DMA or the host).
@@ -417,7 +421,8 @@ impl Interpreter {
                                         .filter_map(|p| self.invalidations.get(p))
                                         .copied()
                                         .max();
-                                    h >= threshold.saturating_mul(1 << k.unwrap_or(0).min(SMC_BACKOFF_MAX))
+                                    let k = k.unwrap_or(0).saturating_sub(SMC_BACKOFF_GRACE);
+                                    h >= threshold.saturating_mul(1 << k.min(SMC_BACKOFF_MAX))
                                 })
                             {
                                 block.compiled.get_or_init(|| backend.compile(&block.insns)).as_deref()
