@@ -85,14 +85,32 @@ enum Dut {
     Lapic(LocalApic),
     IoApic(IoApic),
     FwCfg(FwCfg),
-    Edu(Box<Edu>),
+    /// A PCI function serving its own BARs (edu, AHCI), with its constructor.
+    Pci(Box<dyn PciFunction>, fn() -> Box<dyn PciFunction>),
+    /// The PIIX3 IDE controller (a port device with a bus-master engine), with its constructor.
+    Ide(Box<storage::IdeController>),
 }
 
 /// Names of the devices, by the index byte 0 selects (modulo the count).
 pub const DEVICES: &[&str] = &[
     "uart", "pic", "pit", "rtc", "i8042", "port92", "ioapic", "lapic", "pm", "reset", "fw_cfg", "testdev",
-    "debugcon", "edu",
+    "debugcon", "edu", "ide", "ahci",
 ];
+
+/// A 1 MiB RAM disk.
+fn disk() -> storage::Drive {
+    storage::Drive::disk(Box::new(storage::MemBackend::new(1 << 20)), "FUZZ")
+}
+
+/// The IDE controller with a disk as primary master and a CD-ROM (with media) as secondary master.
+fn ide() -> storage::IdeController {
+    let mut c = storage::IdeController::new();
+    c.attach(0, 0, disk());
+    let iso = storage::MemBackend::new(1 << 20);
+    c.attach(1, 0, storage::Drive::cdrom(Some(Box::new(iso)), "FUZZCD"));
+    c.set_bus_master_enabled(true);
+    c
+}
 
 fn make(index: usize) -> Dut {
     fn b<D: Device + 'static>(d: D) -> Box<dyn Device> {
@@ -113,7 +131,11 @@ fn make(index: usize) -> Dut {
         10 => Dut::FwCfg(FwCfg::new(64 << 10, 1)),
         11 => plain(|| b(TestDev::new())),
         12 => plain(|| b(DebugConsole::new(Box::new(|_| {})))),
-        _ => Dut::Edu(Box::new(Edu::new())),
+        13 => Dut::Pci(Box::new(Edu::new()), || Box::new(Edu::new())),
+        14 => Dut::Ide(Box::new(ide())),
+        _ => Dut::Pci(Box::new(storage::Ahci::new(vec![Some(disk()), None])), || {
+            Box::new(storage::Ahci::new(vec![Some(disk()), None]))
+        }),
     }
 }
 
@@ -125,8 +147,9 @@ impl Dut {
             Dut::Lapic(d) => d,
             Dut::IoApic(d) => d,
             Dut::FwCfg(d) => d,
-            // Edu is a PCI function, not a `Device`: its accesses go through `bar_*` below.
-            Dut::Edu(_) => unreachable!("edu is handled as a PCI function"),
+            Dut::Ide(d) => d.as_mut(),
+            // A PCI function is not a `Device`: its accesses go through `config_*`/`bar_*` below.
+            Dut::Pci(..) => unreachable!("PCI functions are handled apart"),
         }
     }
 
@@ -137,14 +160,15 @@ impl Dut {
             Dut::Lapic(_) => Dut::Lapic(LocalApic::new(0, 1_000_000_000, 1_000_000_000)),
             Dut::IoApic(_) => Dut::IoApic(IoApic::new(0)),
             Dut::FwCfg(_) => Dut::FwCfg(FwCfg::new(64 << 10, 1)),
-            Dut::Edu(_) => Dut::Edu(Box::new(Edu::new())),
+            Dut::Pci(_, f) => Dut::Pci(f(), *f),
+            Dut::Ide(_) => Dut::Ide(Box::new(ide())),
         }
     }
 
     fn save(&mut self) -> Vec<u8> {
         let mut w = SnapshotWriter::new();
         match self {
-            Dut::Edu(e) => e.save(&mut w),
+            Dut::Pci(e, _) => e.save(&mut w),
             _ => self.dev().save(&mut w),
         }
         w.finish()
@@ -153,7 +177,7 @@ impl Dut {
     fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
         let mut r = SnapshotReader::new(bytes);
         match self {
-            Dut::Edu(e) => e.restore(&mut r).map(|_| ()),
+            Dut::Pci(e, _) => e.restore(&mut r).map(|_| ()),
             _ => self.dev().restore(&mut r),
         }
         .map_err(|e| format!("{e:?}"))
@@ -161,7 +185,7 @@ impl Dut {
 
     fn deadline(&mut self) -> Option<VirtTime> {
         match self {
-            Dut::Edu(_) => None,
+            Dut::Pci(e, _) => e.next_deadline(),
             _ => self.dev().next_deadline(),
         }
     }
@@ -189,7 +213,7 @@ pub fn device(input: &[u8]) -> Result<u64, String> {
                 let off = ops.u16() & 0xfff;
                 let mut data = ops.u64().to_le_bytes();
                 match &mut dut {
-                    Dut::Edu(e) => {
+                    Dut::Pci(e, _) => {
                         // Configuration space for a PCI function.
                         let off = usize::from(off & 0xff);
                         let len = size.min(256 - off);
@@ -214,11 +238,14 @@ pub fn device(input: &[u8]) -> Result<u64, String> {
                 let off = (u64::from(ops.u16()) << 4 | u64::from(ops.u8() & 0xf)) & 0xf_ffff;
                 let mut data = ops.u64().to_le_bytes();
                 match &mut dut {
-                    Dut::Edu(e) => {
+                    Dut::Pci(e, _) => {
+                        // BAR0 for edu; AHCI serves its registers in BAR5.
+                        let window = if off & 0x8_0000 != 0 { 5 } else { 0 };
+                        let off = off & 0x7_ffff;
                         if op & 1 == 0 {
-                            e.bar_read(&mut ctx, 0, off, &mut data[..size]);
+                            e.bar_read(&mut ctx, window, off, &mut data[..size]);
                         } else {
-                            e.bar_write(&mut ctx, 0, off, &data[..size]);
+                            e.bar_write(&mut ctx, window, off, &data[..size]);
                         }
                     }
                     d => {
@@ -238,7 +265,10 @@ pub fn device(input: &[u8]) -> Result<u64, String> {
                     && d <= now
                 {
                     let mut ctx = DeviceCtx { now, irq: &mut irq, requests: &mut requests };
-                    dut.dev().advance(&mut ctx);
+                    match &mut dut {
+                        Dut::Pci(e, _) => e.advance(&mut ctx),
+                        d => d.dev().advance(&mut ctx),
+                    }
                     if let Some(after) = dut.deadline()
                         && after <= now
                     {
@@ -285,7 +315,12 @@ pub fn device(input: &[u8]) -> Result<u64, String> {
                         f.run_dma(desc, &mut mem);
                     }
                 }
-                Dut::Edu(e) => {
+                Dut::Ide(c) => {
+                    if c.dma_pending() {
+                        c.run_dma(&mut mem);
+                    }
+                }
+                Dut::Pci(e, _) => {
                     if e.dma_pending() {
                         e.run_dma(&mut mem);
                     }
@@ -316,8 +351,8 @@ pub fn device(input: &[u8]) -> Result<u64, String> {
             }
             // Reset.
             7 => match &mut dut {
-                Dut::Edu(e) => {
-                    let _ = PciFunction::reset(e.as_mut());
+                Dut::Pci(e, _) => {
+                    let _ = e.reset();
                 }
                 d => d.dev().reset(),
             },
