@@ -19,20 +19,8 @@ use iced_x86::{Mnemonic as M, OpKind};
 /// Host instructions that only exist in VEX form (they need the host's AVX, FMA or F16C; callers check
 /// with [`host::has`] first).
 pub mod host {
+    use crate::exec::sse_fp::host::{run_xx as run2, u, v};
     use core::arch::asm;
-    use core::arch::x86_64::__m128i;
-
-    #[inline]
-    fn v(x: u128) -> __m128i {
-        // SAFETY: `__m128i` and `u128` are both 16-byte plain-data types; every bit pattern is valid.
-        unsafe { core::mem::transmute::<u128, __m128i>(x) }
-    }
-
-    #[inline]
-    fn u(x: __m128i) -> u128 {
-        // SAFETY: as in `v`.
-        unsafe { core::mem::transmute::<__m128i, u128>(x) }
-    }
 
     /// A host feature the VEX operations need.
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,30 +59,6 @@ pub mod host {
                     x = inout(xmm_reg) $x,
                     y = in(xmm_reg) $y,
                     z = in(xmm_reg) $z,
-                    m = in(reg) &raw mut $m,
-                    s = in(reg) &raw mut save,
-                    options(nostack, preserves_flags),
-                );
-            }
-        }};
-    }
-
-    macro_rules! run2 {
-        ($x:ident, $y:ident, $m:ident, $text:expr) => {{
-            let mut save = 0u32;
-            // SAFETY: the block saves the host MXCSR, loads the caller's image (all exceptions masked, so
-            // the instruction cannot trap), executes one VEX.128 instruction on the XMM operands named
-            // here (the caller has checked the host supports it), stores the resulting MXCSR into `$m`
-            // and restores the host MXCSR. The pointers address live locals; no stack or flags are touched.
-            unsafe {
-                asm!(
-                    "stmxcsr [{s}]",
-                    "ldmxcsr [{m}]",
-                    $text,
-                    "stmxcsr [{m}]",
-                    "ldmxcsr [{s}]",
-                    x = inout(xmm_reg) $x,
-                    y = in(xmm_reg) $y,
                     m = in(reg) &raw mut $m,
                     s = in(reg) &raw mut save,
                     options(nostack, preserves_flags),

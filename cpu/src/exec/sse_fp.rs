@@ -40,14 +40,16 @@ pub mod host {
     use core::arch::asm;
     use core::arch::x86_64::__m128i;
 
+    /// A 128-bit value as an XMM register operand (also used by `avx_fp::host`).
     #[inline]
-    fn v(x: u128) -> __m128i {
+    pub(crate) fn v(x: u128) -> __m128i {
         // SAFETY: `__m128i` and `u128` are both 16-byte plain-data types; every bit pattern is valid.
         unsafe { core::mem::transmute::<u128, __m128i>(x) }
     }
 
+    /// An XMM register operand as a 128-bit value.
     #[inline]
-    fn u(x: __m128i) -> u128 {
+    pub(crate) fn u(x: __m128i) -> u128 {
         // SAFETY: as in `v`.
         unsafe { core::mem::transmute::<__m128i, u128>(x) }
     }
@@ -59,8 +61,8 @@ pub mod host {
         ($x:ident, $y:ident, $m:ident, $text:expr) => {{
             let mut save = 0u32;
             // SAFETY: the block saves the host MXCSR, loads the caller's image (all exceptions masked, so
-            // the instruction cannot trap), executes one SSE register-register instruction on the two
-            // XMM operands named here, stores the resulting MXCSR into `$m` and restores the host MXCSR.
+            // the instruction cannot trap), executes one SSE (or, for `avx_fp`, VEX.128: its caller has
+            // checked the host supports it) register-register instruction on the two XMM operands named here, stores the resulting MXCSR into `$m` and restores the host MXCSR.
             // The two pointers address live locals of this function; no stack or flags are touched.
             unsafe {
                 asm!(
@@ -78,6 +80,7 @@ pub mod host {
             }
         }};
     }
+    pub(crate) use run_xx;
 
     macro_rules! rr {
         ($($name:ident = $ins:literal;)*) => {$(
