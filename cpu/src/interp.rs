@@ -72,6 +72,36 @@ pub trait BlockBackend {
     fn describe(&self) -> String {
         format!("{} blocks translated", self.compiled_blocks())
     }
+    /// Decoded blocks were dropped (self-modifying code, DMA, a flush, the cache bound): every link
+    /// between translations must be forgotten before any translation runs again.
+    fn unlink_all(&mut self) {}
+}
+
+/// What [`CompiledBlock::run`] leaves for the interpreter.
+#[derive(Debug, Default)]
+pub struct RunEnd {
+    /// The fault that ended the run, with the next instruction's RIP (as [`run_insns`] returns it).
+    pub fault: Option<(Fault, u64)>,
+    /// When the run went on into other translated blocks (direct links between translations): the
+    /// last block it ran.
+    pub last: Option<LastBlock>,
+    /// Handed to the next [`CompiledBlock::run`] of the same chain (no block dropped in between),
+    /// which may link the block that ended this run to itself; 0 for none.
+    pub link_from: usize,
+}
+
+/// The last block a linked run ran (see [`RunEnd::last`]).
+#[derive(Debug)]
+pub struct LastBlock {
+    /// The retired count when it started.
+    pub start_icount: u64,
+    /// Its instructions (those of a block in the interpreter's cache, alive until the interpreter
+    /// drops blocks).
+    pub insns: *const Insn,
+    /// How many.
+    pub len: usize,
+    /// Whether it may be followed directly (`Block::chain`).
+    pub chain: bool,
 }
 
 /// A block translated by a [`BlockBackend`].
@@ -85,7 +115,13 @@ pub trait CompiledBlock {
     /// as often as that holds: that is exactly what the interpreter's loop would do (the block is
     /// [chainable](Block), so no event can have become due). `loop_limit` is 0 when the interpreter
     /// must see every block boundary.
-    fn run(&self, ctx: &mut Ctx<'_>, insns: &[Insn], loop_limit: u64) -> Option<(Fault, u64)>;
+    ///
+    /// Under the same conditions it may go on into the translation of the block at the new RIP,
+    /// as the interpreter's chaining loop would (the interpreter's cache holds that block, and
+    /// the fetch TLB maps its RIP to its physical address), and so on; [`RunEnd::last`] then
+    /// names the last block run. `link_from` is the [`RunEnd::link_from`] of the run just before
+    /// in the same chain, or 0.
+    fn run(&self, ctx: &mut Ctx<'_>, insns: &[Insn], loop_limit: u64, link_from: usize) -> RunEnd;
 }
 
 /// Runs one instruction as the interpreter's inner loop does: `Ok(true)` when the block goes on,
@@ -264,6 +300,9 @@ impl Interpreter {
         self.mmu.code_pages.clear();
         self.mmu.dirty_code.clear();
         self.invalidations.clear();
+        if let Some((b, _)) = &mut self.backend {
+            b.unlink_all();
+        }
     }
 
     /// Drops decoded code on physical page `page` (it was written by a device, DMA or the host).
@@ -273,7 +312,8 @@ impl Interpreter {
             for k in keys {
                 self.blocks.remove(&k);
             }
-            if self.backend.is_some() {
+            if let Some((b, _)) = &mut self.backend {
+                b.unlink_all();
                 let n = self.invalidations.entry(page).or_insert(0);
                 *n = n.saturating_add(1);
             }
@@ -438,19 +478,28 @@ impl Interpreter {
                 Ctx { st: &mut *st, bus: &mut *bus, mmu: &mut self.mmu, next_rip: 0, break_block: false };
             let mut fault = None;
             let mut reached_stop = false;
-            // The last block chained after this one, if any (kept alive while it may still be read).
-            let mut chained: Option<Rc<Block>> = None;
+            // Whether the last instruction run loads SS (read before blocks may be dropped).
+            let last_loads_ss;
             if let Some(code) = compiled {
                 // Chaining: without breakpoints or `stop_at`, a block that ran to its end (see
                 // `Block::chain`) is followed by the next translated block here, with only the checks
                 // that can fire between two such blocks; anything else goes back to the loop above.
+                // The translation may also go on into the next ones by itself (`RunEnd::last`).
                 let chain_ok = !ctx.mmu.debug.code && self.stop_at.is_none();
                 let loop_limit = if chain_ok { until } else { 0 };
-                fault = code.run(&mut ctx, insns, loop_limit);
+                let end = code.run(&mut ctx, insns, loop_limit, 0);
+                fault = end.fault;
                 let mut go = chain_ok && block.chain;
-                // The block running now, borrowed from the jump cache (nothing changes the cache
-                // while blocks run: invalidation waits for `process_dirty_code` below).
+                // The block that ran last: borrowed from the jump cache (nothing changes the cache
+                // while blocks run: invalidation waits for `process_dirty_code` below), or one the
+                // translation went on into.
                 let mut last: Option<&Rc<Block>> = None;
+                let mut last_linked = None;
+                let mut link_from = end.link_from;
+                if let Some(l) = end.last {
+                    go = chain_ok && l.chain;
+                    last_linked = Some(l);
+                }
                 while go && fault.is_none() && !ctx.break_block {
                     let st = &*ctx.st;
                     if st.rflags & (flags::TF | flags::RF) != 0
@@ -467,11 +516,30 @@ impl Interpreter {
                         break;
                     }
                     start_icount = st.icount;
-                    fault = code.run(&mut ctx, &next.insns, loop_limit);
+                    let end = code.run(&mut ctx, &next.insns, loop_limit, link_from);
+                    fault = end.fault;
+                    link_from = end.link_from;
                     go = next.chain;
                     last = Some(next);
+                    last_linked = None;
+                    if let Some(l) = end.last {
+                        go = l.chain;
+                        last_linked = Some(l);
+                    }
                 }
-                chained = last.cloned();
+                let last_insns: &[Insn] = match (&last_linked, last) {
+                    (Some(l), _) => {
+                        start_icount = l.start_icount;
+                        // SAFETY: `CompiledBlock::run` names the instructions of a block in this
+                        // interpreter's cache, and no block has been dropped since (that happens
+                        // only in `process_dirty_code`, below, and in `block_at`/`flush_all`).
+                        unsafe { std::slice::from_raw_parts(l.insns, l.len) }
+                    }
+                    (None, Some(b)) => &b.insns,
+                    (None, None) => insns,
+                };
+                let done = ctx.st.icount.wrapping_sub(start_icount) as usize;
+                last_loads_ss = done > 0 && last_insns.get(done - 1).is_some_and(loads_ss);
             } else {
                 for insn in insns.iter() {
                     if ctx.st.icount >= until {
@@ -490,11 +558,9 @@ impl Interpreter {
                         }
                     }
                 }
+                let done = ctx.st.icount.wrapping_sub(start_icount) as usize;
+                last_loads_ss = done > 0 && insns.get(done - 1).is_some_and(loads_ss);
             }
-            let insns: &[Insn] = match &chained {
-                Some(b) => &b.insns,
-                None => insns,
-            };
             self.process_dirty_code();
             if reached_stop {
                 return Exit::ReachedStop;
@@ -527,12 +593,7 @@ impl Interpreter {
                     self.mmu.debug.pending |= dr6::BS;
                 }
                 // A load of SS holds its debug traps until after the next instruction.
-                let done = (st.icount - start_icount) as usize;
-                if self.mmu.debug.pending != 0
-                    && done > 0
-                    && st.irq_shadow_icount == st.icount
-                    && loads_ss(&insns[done - 1])
-                {
+                if self.mmu.debug.pending != 0 && st.irq_shadow_icount == st.icount && last_loads_ss {
                     self.db_defer_icount = st.icount;
                 }
             }
@@ -645,6 +706,9 @@ impl Interpreter {
             self.blocks.clear();
             self.page_blocks.clear();
             self.jump.iter_mut().for_each(|e| *e = None);
+            if let Some((b, _)) = &mut self.backend {
+                b.unlink_all();
+            }
             // Write-TLB entries of former code pages keep taking the slow path until refilled: harmless.
             self.mmu.code_pages.clear();
         }
@@ -786,7 +850,7 @@ pub(crate) fn decode_block(
 
 /// Whether a block ending with `insn` may be followed by the next block directly (see `Block::chain`):
 /// near control transfers within the same code segment, and instructions that do not end blocks.
-fn chains(insn: &Insn) -> bool {
+pub fn chains(insn: &Insn) -> bool {
     use iced_x86::Mnemonic as M;
     let i = &insn.i;
     if i.is_invalid() {

@@ -183,7 +183,10 @@ impl Ctx<'_> {
         size: u32,
     ) -> Result<TlbEntry, Fault> {
         let t = paging::translate(self.st, self.bus, lin, Access { kind, user, implicit })?;
-        let mut cache = !implicit;
+        // A non-canonical page is never cached (the accesses that reach here check canonical form
+        // first; this keeps it an invariant): the JIT's inline probe relies on it instead of
+        // checking canonical form itself.
+        let mut cache = !implicit && is_canonical(lin);
         if self.mmu.debug.data && kind != AccessKind::Exec && self.mmu.debug.watches_page(lin) {
             // A watched page stays out of the TLB so that every access to it comes here. The hit is
             // recorded once the translation succeeded (the access happens); the trap is delivered after

@@ -30,13 +30,14 @@ mod lower;
 
 use arena::{Arena, Code};
 use cpu::exec::Insn;
+use cpu::interp::{LastBlock, RunEnd};
 use cpu::mem::Ctx;
 use cpu::{BlockBackend, CompiledBlock, Fault};
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{self, AbiParam, InstBuilder, MemFlagsData, UserFuncName, types};
 use cranelift_codegen::isa::{OwnedTargetIsa, TargetIsa};
 use cranelift_codegen::settings::{self, Configurable};
-use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 use std::any::Any;
 use std::cell::Cell;
 use std::ffi::c_void;
@@ -48,6 +49,9 @@ use std::rc::Rc;
 const ST_OK: u32 = 0;
 /// The block ended early; `Outcome` says why (a fault, or a panic in a handler).
 const ST_EXIT: u32 = 1;
+/// A block's function only: the block ran to its end and its successor is the translation named in
+/// `Outcome::next_*` (a direct link, see [`Link`]), which the caller runs next.
+const ST_LINK: u32 = 2;
 
 /// What a block's function leaves for its caller when it ends early.
 #[derive(Default)]
@@ -62,7 +66,47 @@ pub struct Outcome {
     loop_limit: u64,
     /// Instructions retired through [`call_handler`] (statistics: the rest ran inline).
     called: u64,
+    /// Read by generated code: the JIT's link epoch (`Jit::epoch`) for this run; a [`Link`] made
+    /// in another epoch is not followed.
+    epoch: u64,
+    /// Written by generated code with [`ST_LINK`]: the successor's function, instructions, links,
+    /// instruction count and chain flag (copied from the [`Link`] taken).
+    next_code: usize,
+    next_insns: usize,
+    next_links: usize,
+    next_len: u64,
+    next_chain: u64,
 }
+
+/// One exit slot of a translated block: a direct link to the translation of the block at `rip`,
+/// followed by generated code (without returning to the interpreter's loop) when the block ran to
+/// its end at that RIP, `epoch` is the current one (no decoded block has been dropped since the link
+/// was made: the successor and its code are alive), the fetch TLB still maps the linear page
+/// `page` to `phys` for the current privilege (so the interpreter's lookup would find the same
+/// block), and the successor fits in the budget (`Outcome::loop_limit`, the interpreter's own
+/// check). Made by [`JitBlock::link_into`] when the interpreter's chaining loop runs the successor
+/// after the block. Fields are `Cell`s: generated code reads them, the JIT rewrites them.
+#[repr(C)]
+#[derive(Default)]
+struct Link {
+    rip: Cell<u64>,
+    /// 0: never linked (epochs start at 1).
+    epoch: Cell<u64>,
+    /// The target's linear page.
+    page: Cell<u64>,
+    /// Byte offset of the fetch-TLB entry of `page` in `cpu::mem::Tlb`.
+    tlb_off: Cell<u64>,
+    /// The physical page that entry must map.
+    phys: Cell<u64>,
+    code: Cell<usize>,
+    insns: Cell<usize>,
+    links: Cell<usize>,
+    len: Cell<u64>,
+    chain: Cell<u64>,
+}
+
+/// Exit slots per block (a conditional branch has two successors).
+const LINKS: usize = 2;
 
 /// Calls the handler of `insn`, the one call generated code makes per instruction.
 ///
@@ -99,7 +143,8 @@ pub unsafe extern "C" fn call_handler(ctx: *mut c_void, insn: *const Insn, out: 
 }
 
 /// The signature of a block's function: `(ctx, insns, out) -> status`.
-type BlockFn = unsafe extern "C" fn(*mut c_void, *const Insn, *mut Outcome) -> u32;
+/// `(ctx, insns, out, links) -> status`, where `links` is the block's own [`Link`] slots.
+type BlockFn = unsafe extern "C" fn(*mut c_void, *const Insn, *mut Outcome, *const Link) -> u32;
 
 /// Translation statistics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -127,6 +172,11 @@ pub struct Jit {
     stats: Stats,
     /// Instructions retired inline by generated code (statistics), shared with every translation.
     inline_retired: Rc<Cell<u64>>,
+    /// The link epoch, shared with every translation: raised whenever decoded blocks are dropped
+    /// ([`BlockBackend::unlink_all`]), which invalidates every [`Link`] at once.
+    epoch: Rc<Cell<u64>>,
+    /// Links made (statistics).
+    links_made: Rc<Cell<u64>>,
 }
 
 impl Jit {
@@ -154,6 +204,8 @@ impl Jit {
             arena: Arena::default(),
             stats: Stats::default(),
             inline_retired: Rc::default(),
+            epoch: Rc::new(Cell::new(1)),
+            links_made: Rc::default(),
         })
     }
 
@@ -169,7 +221,10 @@ impl Jit {
         let mut sig = ir::Signature::new(isa.default_call_conv());
         sig.params.extend([AbiParam::new(ptr), AbiParam::new(ptr), AbiParam::new(ptr)]);
         sig.returns.push(AbiParam::new(types::I32));
-        let mut func = ir::Function::with_name_signature(UserFuncName::default(), sig.clone());
+        // The block's own signature adds its link slots.
+        let mut bsig = sig.clone();
+        bsig.params.push(AbiParam::new(ptr));
+        let mut func = ir::Function::with_name_signature(UserFuncName::default(), bsig);
         let mut b = FunctionBuilder::new(&mut func, &mut self.fctx);
         let callee = b.import_signature(sig);
         let mf = MemFlagsData::trusted();
@@ -178,10 +233,14 @@ impl Jit {
         b.append_block_params_for_function_params(entry);
         let exit = b.create_block();
         b.append_block_param(exit, types::I32);
+        // A normal end (no fault, no `break_block`): where links are followed.
+        let link_exit = b.create_block();
+        let ret_ok = b.create_block();
+        let chain = cpu::interp::chains(&insns[insns.len() - 1]);
         b.switch_to_block(entry);
-        let (ctx, base, out) = {
+        let (ctx, base, out, links) = {
             let p = b.block_params(entry);
-            (p[0], p[1], p[2])
+            (p[0], p[1], p[2], p[3])
         };
         // `Ctx::st` cannot change while the block runs: load it once.
         let st = b.ins().load(ptr, mf, ctx, offset_of!(Ctx<'static>, st) as i32);
@@ -222,6 +281,23 @@ impl Jit {
         regs.load(&mut b, st, used);
         regs.dirty = used;
         let user_tag = lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig }.user_tag();
+        // In a self-loop, each memory form keeps the TLB entry (tag, host page) of its last inline
+        // access in SSA across the back edge, and probes it before the TLB: a loop walking a buffer
+        // then has no TLB load on its dependency chain. Only the inline path fills it, and every
+        // handler call (anything that may change the TLB) empties it; a tag of 0 matches nothing.
+        let micro: Vec<Option<(Variable, Variable)>> = insns
+            .iter()
+            .map(|insn| {
+                let mem = lower::inline_op(insn).is_some_and(|f| f.mem != lower::Mem::None);
+                (self_loop && mem).then(|| {
+                    let (t, h) = (b.declare_var(types::I64), b.declare_var(types::I64));
+                    let zero = b.ins().iconst(types::I64, 0);
+                    b.def_var(t, zero);
+                    b.def_var(h, zero);
+                    (t, h)
+                })
+            })
+            .collect();
         let top = b.create_block();
         b.ins().jump(top, &[]);
         b.switch_to_block(top);
@@ -237,7 +313,11 @@ impl Jit {
             b.ins().store(mf, v, st, cpu::offsets::ICOUNT as i32);
         };
         // Whether `rip`/`icount` in memory lag behind (an inlined instruction ran since the last sync).
-        let mut dirty = false;
+        // At the top of a self-loop they may: the back edge does not store them.
+        let mut dirty = self_loop;
+        // Flags a self-loop's next iteration may read before writing them: the back edge computes
+        // only those.
+        let live_in = lower::live_in(insns, &live);
         let mut ended = false;
         // Emits the handler call of instruction `k` (state synced first), continuing in a new block
         // when the instruction completed without ending the block.
@@ -260,6 +340,12 @@ impl Jit {
                 b.ins().brif(status, exit, &[status.into()], done, &[]);
                 b.switch_to_block(done);
                 b.seal_block(done);
+                if micro.iter().any(Option::is_some) {
+                    let zero = b.ins().iconst(types::I64, 0);
+                    for &(t, _) in micro.iter().flatten() {
+                        b.def_var(t, zero);
+                    }
+                }
                 let v = b.ins().load(types::I64, mf, st, cpu::offsets::RFLAGS as i32);
                 b.def_var(fl, v);
                 // st.rip = ctx.next_rip; st.icount += 1
@@ -287,45 +373,68 @@ impl Jit {
             if let lower::Op::Branch(cc) = form.op {
                 // A branch ends the block: RIP is the target or the next instruction.
                 let target = b.ins().iconst(types::I64, insn.i.near_branch_target() as i64);
-                let rip = match cc {
+                let taken =
+                    cc.map(|cc| lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig }.cond(cc));
+                let rip = match taken {
                     None => target,
-                    Some(cc) => {
-                        let taken = lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig }.cond(cc);
+                    Some(taken) => {
                         let fall = b.ins().iconst(types::I64, insn.next_rip as i64);
                         b.ins().select(taken, target, fall)
                     }
                 };
-                b.ins().store(mf, rip, st, cpu::offsets::RIP as i32);
                 bump(&mut b, 1);
                 let v = b.use_var(icount);
-                b.ins().store(mf, v, st, cpu::offsets::ICOUNT as i32);
-                lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig }.materialize();
-                store_fl(&mut b);
                 if self_loop {
                     // Run again while the next run fits below the limit: exactly the interpreter's
-                    // budget check; nothing else can be due (the block ran to its end).
-                    let again = b.ins().icmp_imm_s(IntCC::Equal, rip, first_ip as i64);
+                    // budget check; nothing else can be due (the block ran to its end). The back
+                    // edge keeps RIP, the count, RFLAGS and the registers in SSA: only the way out
+                    // stores them.
                     let after = b.ins().iadd_imm_s(v, len);
                     let fits = b.ins().icmp(IntCC::UnsignedLessThanOrEqual, after, loop_limit);
-                    let go = b.ins().band(again, fits);
                     let latch = b.create_block();
                     let leave = b.create_block();
-                    b.ins().brif(go, latch, &[], leave, &[]);
+                    // Whether the branch leads back to the top, from the condition itself.
+                    let again = match taken {
+                        None => None,
+                        Some(t) if insn.i.near_branch_target() == first_ip => Some((t, false)),
+                        Some(t) => Some((t, true)),
+                    };
+                    if let Some((t, negated)) = again {
+                        let check = b.create_block();
+                        let (yes, no) = if negated { (leave, check) } else { (check, leave) };
+                        b.ins().brif(t, yes, &[], no, &[]);
+                        b.seal_block(check);
+                        b.switch_to_block(check);
+                    }
+                    b.ins().brif(fits, latch, &[], leave, &[]);
                     b.seal_block(latch);
                     b.seal_block(leave);
                     b.switch_to_block(latch);
+                    let (in_var, held_dirty, pending) = (regs.in_var, regs.dirty, regs.pending);
+                    {
+                        let mut l = lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig };
+                        if live_in == 0 {
+                            // The next iteration writes every flag before reading one.
+                            l.drop_pending();
+                        } else {
+                            l.materialize();
+                        }
+                    }
                     // The top holds every used register: load those a handler call made us drop.
                     let missing = used & !regs.in_var;
                     regs.load(&mut b, st, missing);
                     // A register outside `used` (none, if iced's table is complete) is not held at
                     // the top: write it back.
-                    let (in_var, dirty) = (regs.in_var, regs.dirty);
                     regs.dirty &= !used;
                     regs.flush(&mut b, st);
                     b.ins().jump(top, &[]);
-                    (regs.in_var, regs.dirty) = (in_var, dirty);
+                    (regs.in_var, regs.dirty, regs.pending) = (in_var, held_dirty, pending);
                     b.switch_to_block(leave);
                 }
+                b.ins().store(mf, rip, st, cpu::offsets::RIP as i32);
+                b.ins().store(mf, v, st, cpu::offsets::ICOUNT as i32);
+                lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig }.materialize();
+                store_fl(&mut b);
                 regs.flush(&mut b, st);
                 ended = true;
                 break;
@@ -338,7 +447,7 @@ impl Jit {
                 let join = b.create_block();
                 b.set_cold_block(slow);
                 let host = lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig }
-                    .probe(insn, form, tlb, user_tag, slow);
+                    .probe_cached(insn, form, tlb, user_tag, slow, micro[k]);
                 if matches!(form.op, lower::Op::Call | lower::Op::Ret) {
                     // They end the block: each path leaves on its own, fully synced.
                     let (in0, dirty0, pending0) = (regs.in_var, regs.dirty, regs.pending);
@@ -352,7 +461,7 @@ impl Jit {
                     lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig }.materialize();
                     store_fl(&mut b);
                     regs.flush(&mut b, st);
-                    b.ins().jump(exit, &[ok.into()]);
+                    b.ins().jump(link_exit, &[]);
                     (regs.in_var, regs.dirty, regs.pending) = (in0, dirty0, pending0);
                     b.switch_to_block(slow);
                     call(&mut b, &mut regs, k, insn, dirty);
@@ -404,6 +513,78 @@ impl Jit {
             store_fl(&mut b);
             regs.flush(&mut b, st);
         }
+        b.ins().jump(link_exit, &[]);
+        b.seal_block(link_exit);
+        b.switch_to_block(link_exit);
+        if chain {
+            // Everything is in `CpuState` now. Follow a link whose successor is the block at the new
+            // RIP (see `Link`), else return to the interpreter.
+            let rip = b.ins().load(types::I64, mf, st, cpu::offsets::RIP as i32);
+            let ic = b.ins().load(types::I64, mf, st, cpu::offsets::ICOUNT as i32);
+            let epoch = b.ins().load(types::I64, mf, out, offset_of!(Outcome, epoch) as i32);
+            let utag = b.ins().band_imm_s(user_tag, 3);
+            for k in 0..LINKS {
+                let at = |f: usize| (k * std::mem::size_of::<Link>() + f) as i32;
+                let check = b.create_block();
+                let other = if k + 1 < LINKS { b.create_block() } else { ret_ok };
+                let r = b.ins().load(types::I64, mf, links, at(offset_of!(Link, rip)));
+                let same = b.ins().icmp(IntCC::Equal, r, rip);
+                b.ins().brif(same, check, &[], other, &[]);
+                b.seal_block(check);
+                b.switch_to_block(check);
+                let e = b.ins().load(types::I64, mf, links, at(offset_of!(Link, epoch)));
+                let ok_epoch = b.ins().icmp(IntCC::Equal, e, epoch);
+                let c2 = b.create_block();
+                b.ins().brif(ok_epoch, c2, &[], ret_ok, &[]);
+                b.seal_block(c2);
+                b.switch_to_block(c2);
+                let off = b.ins().load(types::I64, mf, links, at(offset_of!(Link, tlb_off)));
+                let ent = b.ins().iadd(tlb, off);
+                let t = b.ins().load(types::I64, mf, ent, offset_of!(cpu::mem::TlbEntry, tag) as i32);
+                let page = b.ins().load(types::I64, mf, links, at(offset_of!(Link, page)));
+                let want = b.ins().bor(page, utag);
+                let ok_tag = b.ins().icmp(IntCC::Equal, t, want);
+                let c3 = b.create_block();
+                b.ins().brif(ok_tag, c3, &[], ret_ok, &[]);
+                b.seal_block(c3);
+                b.switch_to_block(c3);
+                let p = b.ins().load(types::I64, mf, ent, offset_of!(cpu::mem::TlbEntry, phys) as i32);
+                let wp = b.ins().load(types::I64, mf, links, at(offset_of!(Link, phys)));
+                let ok_phys = b.ins().icmp(IntCC::Equal, p, wp);
+                let c4 = b.create_block();
+                b.ins().brif(ok_phys, c4, &[], ret_ok, &[]);
+                b.seal_block(c4);
+                b.switch_to_block(c4);
+                // The interpreter's budget check, the one event check between blocks.
+                let n = b.ins().load(types::I64, mf, links, at(offset_of!(Link, len)));
+                let after = b.ins().iadd(ic, n);
+                let fits = b.ins().icmp(IntCC::UnsignedLessThanOrEqual, after, loop_limit);
+                let take = b.create_block();
+                b.ins().brif(fits, take, &[], ret_ok, &[]);
+                b.seal_block(take);
+                b.switch_to_block(take);
+                for (from, to) in [
+                    (offset_of!(Link, code), offset_of!(Outcome, next_code)),
+                    (offset_of!(Link, insns), offset_of!(Outcome, next_insns)),
+                    (offset_of!(Link, links), offset_of!(Outcome, next_links)),
+                    (offset_of!(Link, len), offset_of!(Outcome, next_len)),
+                    (offset_of!(Link, chain), offset_of!(Outcome, next_chain)),
+                ] {
+                    let v = b.ins().load(types::I64, mf, links, at(from));
+                    b.ins().store(mf, v, out, to as i32);
+                }
+                let st_link = b.ins().iconst(types::I32, ST_LINK as i64);
+                b.ins().jump(exit, &[st_link.into()]);
+                if k + 1 < LINKS {
+                    b.seal_block(other);
+                    b.switch_to_block(other);
+                }
+            }
+        } else {
+            b.ins().jump(ret_ok, &[]);
+        }
+        b.seal_block(ret_ok);
+        b.switch_to_block(ret_ok);
         b.ins().jump(exit, &[ok.into()]);
         b.seal_block(entry);
         b.seal_block(top);
@@ -435,17 +616,23 @@ impl BlockBackend for Jit {
         self.inline_retired.get()
     }
 
+    fn unlink_all(&mut self) {
+        self.epoch.set(self.epoch.get() + 1);
+    }
+
     fn describe(&self) -> String {
         let s = &self.stats;
         format!(
-            "jit: {} blocks translated ({} declined) in {:.2} s, {} KiB of code ({} KiB mapped now); {} instructions inlined, {} calls",
+            "jit: {} blocks translated ({} declined) in {:.2} s, {} KiB of code ({} KiB mapped now); {} instructions inlined, {} calls; {} links made, {} unlink epochs",
             s.compiled,
             s.declined,
             s.compile_ns as f64 / 1e9,
             s.code_bytes / 1024,
             self.arena.mapped() / 1024,
             s.inlined,
-            s.called
+            s.called,
+            self.links_made.get(),
+            self.epoch.get() - 1
         )
     }
 }
@@ -479,7 +666,11 @@ impl Jit {
         Some(Box::new(JitBlock {
             code,
             len: insns.len(),
-            first_ip: insns[0].next_rip,
+            start: insns[0].i.ip(),
+            chain: cpu::interp::chains(&insns[insns.len() - 1]),
+            links: Box::default(),
+            epoch: self.epoch.clone(),
+            links_made: self.links_made.clone(),
             inline_retired: self.inline_retired.clone(),
         }))
     }
@@ -490,29 +681,107 @@ struct JitBlock {
     code: Code,
     /// Instructions the code was generated for.
     len: usize,
-    /// The first instruction's next RIP (identifies the block the code belongs to).
-    first_ip: u64,
+    /// The first instruction's RIP.
+    start: u64,
+    /// Whether the block may be followed directly (`cpu::interp::chains` of its last instruction):
+    /// only then does its code follow links.
+    chain: bool,
+    /// Its exit slots (at a fixed address: generated code of this block reads them, and
+    /// `link_into` of a successor writes them).
+    links: Box<[Link; LINKS]>,
+    /// `Jit::epoch`.
+    epoch: Rc<Cell<u64>>,
+    /// `Jit::links_made`.
+    links_made: Rc<Cell<u64>>,
     /// `Jit::inline_retired`, which `run` adds to.
     inline_retired: Rc<Cell<u64>>,
 }
 
+impl JitBlock {
+    /// Links the block whose slots are at `from` (the block that ran just before this one, in the
+    /// interpreter's chaining loop) to this block, which is about to run at the current RIP.
+    ///
+    /// # Safety
+    /// `from` is the `links` of a live `JitBlock` (a `RunEnd::link_from` of the same chain: no block
+    /// has been dropped since).
+    unsafe fn link_into(&self, from: usize, ctx: &Ctx<'_>, insns: &[Insn]) {
+        let st = &*ctx.st;
+        if st.rip != self.start {
+            return;
+        }
+        let lin = if st.code_bits() == 64 {
+            st.rip
+        } else {
+            st.sreg(cpu::state::Seg::Cs).base.wrapping_add(st.rip) & 0xffff_ffff
+        };
+        let idx = ((lin >> 12) as usize) % cpu::mem::TLB_SIZE;
+        let e = &ctx.mmu.tlb.exec[idx];
+        // The entry the interpreter's lookup just used to find this block (else no link).
+        if e.tag != (lin & !0xfff) | 2 | (st.cpl == 3) as u64 {
+            return;
+        }
+        // SAFETY: the caller's contract.
+        let slots = unsafe { &*(from as *const [Link; LINKS]) };
+        let epoch = self.epoch.get();
+        let k =
+            slots.iter().position(|l| l.epoch.get() != epoch || l.rip.get() == st.rip).unwrap_or(LINKS - 1);
+        let l = &slots[k];
+        l.rip.set(st.rip);
+        l.page.set(lin & !0xfff);
+        l.tlb_off
+            .set((offset_of!(cpu::mem::Tlb, exec) + idx * std::mem::size_of::<cpu::mem::TlbEntry>()) as u64);
+        l.phys.set(e.phys);
+        l.code.set(self.code.as_ptr() as usize);
+        l.insns.set(insns.as_ptr() as usize);
+        l.links.set(self.links.as_ptr() as usize);
+        l.len.set(self.len as u64);
+        l.chain.set(self.chain as u64);
+        l.epoch.set(epoch);
+        self.links_made.set(self.links_made.get() + 1);
+    }
+}
+
 impl CompiledBlock for JitBlock {
-    fn run(&self, ctx: &mut Ctx<'_>, insns: &[Insn], loop_limit: u64) -> Option<(Fault, u64)> {
+    fn run(&self, ctx: &mut Ctx<'_>, insns: &[Insn], loop_limit: u64, link_from: usize) -> RunEnd {
         if insns.len() != self.len {
             // Not the block this code was made for (the interpreter never does this): the code
             // passes `insns[k]` for k < len to handlers, so run the handlers instead.
-            return cpu::interp::run_insns(ctx, insns);
+            return RunEnd { fault: cpu::interp::run_insns(ctx, insns), ..RunEnd::default() };
         }
-        debug_assert_eq!(insns[0].next_rip, self.first_ip, "a translation run on another block");
-        let mut out = Outcome { loop_limit, ..Outcome::default() };
+        debug_assert_eq!(insns[0].i.ip(), self.start, "a translation run on another block");
+        if link_from != 0 && loop_limit != 0 {
+            // SAFETY: `CompiledBlock::run`'s contract: `link_from` comes from the run just before
+            // in the same chain, during which no block was dropped.
+            unsafe { self.link_into(link_from, ctx, insns) };
+        }
+        let mut out = Outcome { loop_limit, epoch: self.epoch.get(), ..Outcome::default() };
         let icount0 = ctx.st.icount;
-        // SAFETY: the code was generated by `Jit::build` for a block of `self.len` instructions with the
-        // `BlockFn` signature, and stays mapped executable while `self.code` lives. It reads and writes
-        // only `ctx` (the fields named by `offset_of!`), the `CpuState` it points to (offsets checked in
-        // `cpu::offsets`), and passes `insns[k]` for k < len, checked above, to `call_handler`.
-        let status = unsafe {
-            let f: BlockFn = std::mem::transmute::<*const u8, BlockFn>(self.code.as_ptr());
-            f(ctx as *mut Ctx<'_> as *mut c_void, insns.as_ptr(), &mut out)
+        let mut f: BlockFn;
+        // SAFETY: the code was generated by `Jit::build` with the `BlockFn` signature, and stays
+        // mapped executable while `self.code` lives.
+        f = unsafe { std::mem::transmute::<*const u8, BlockFn>(self.code.as_ptr()) };
+        let (mut ins, mut links) = (insns.as_ptr(), self.links.as_ptr());
+        let mut last = None;
+        let status = loop {
+            // SAFETY: `f` is the code of a block of `n` instructions at `ins` with its slots at
+            // `links` (this block's, or those a `Link` named: a live block's, checked by the epoch
+            // in generated code). It reads and writes only `ctx` (the fields named by `offset_of!`),
+            // the `CpuState` it points to (offsets checked in `cpu::offsets`), the TLB, `out` and
+            // the slots, and passes `ins[k]` for k < n to `call_handler`.
+            let status = unsafe { f(ctx as *mut Ctx<'_> as *mut c_void, ins, &mut out, links) };
+            if status != ST_LINK {
+                break status;
+            }
+            // SAFETY: as above: `next_code` is a live translation's `BlockFn`.
+            f = unsafe { std::mem::transmute::<usize, BlockFn>(out.next_code) };
+            ins = out.next_insns as *const Insn;
+            links = out.next_links as *const Link;
+            last = Some(LastBlock {
+                start_icount: ctx.st.icount,
+                insns: ins,
+                len: out.next_len as usize,
+                chain: out.next_chain != 0,
+            });
         };
         if let Some(p) = out.panic {
             resume_unwind(p);
@@ -520,7 +789,7 @@ impl CompiledBlock for JitBlock {
         let retired = ctx.st.icount.wrapping_sub(icount0);
         self.inline_retired.set(self.inline_retired.get() + retired.saturating_sub(out.called));
         debug_assert_eq!(status == ST_EXIT, out.fault.is_some());
-        out.fault
+        RunEnd { fault: out.fault, last, link_from: links as usize }
     }
 }
 

@@ -89,12 +89,23 @@ pub(crate) fn liveness(insns: &[Insn]) -> Vec<u64> {
     let mut out = vec![0; insns.len()];
     for (k, insn) in insns.iter().enumerate().rev() {
         out[k] = live;
-        live = match inline_op(insn) {
-            Some(f) if f.mem == Mem::None => (live & !kills(f.op)) | reads(insn),
-            _ => flags::ARITH,
-        };
+        live = live_before(insn, live);
     }
     out
+}
+
+/// The arithmetic flags that may be read before `insn` runs, given those live after it.
+fn live_before(insn: &Insn, after: u64) -> u64 {
+    match inline_op(insn) {
+        Some(f) if f.mem == Mem::None => (after & !kills(f.op)) | reads(insn),
+        _ => flags::ARITH,
+    }
+}
+
+/// The arithmetic flags that may be read when the block is entered (`live` from [`liveness`]): at
+/// a loop's back edge, flags outside this set need not be computed.
+pub(crate) fn live_in(insns: &[Insn], live: &[u64]) -> u64 {
+    live_before(&insns[0], live[0])
 }
 
 /// The arithmetic flags an instruction reads (iced's table).
@@ -325,11 +336,23 @@ impl Lower<'_, '_> {
         self.regs.set(self.b, index, v);
     }
 
+    /// `v` cut to `size` bytes (4: a 32-bit move, not an AND with a constant from memory).
+    fn trunc(&mut self, v: Value, size: u32) -> Value {
+        match size {
+            8 => v,
+            4 => {
+                let x = self.b.ins().ireduce(types::I32, v);
+                self.b.ins().uextend(I64, x)
+            }
+            _ => self.b.ins().band_imm_s(v, mask(size)),
+        }
+    }
+
     /// `CpuState::read_gpr`.
     fn read(&mut self, g: RegOp) -> Value {
         let v = self.load_gpr(g.index);
         let v = if g.shift != 0 { self.b.ins().ushr_imm_s(v, g.shift as i64) } else { v };
-        if g.size < 8 { self.b.ins().band_imm_s(v, mask(g.size as u32)) } else { v }
+        self.trunc(v, g.size as u32)
     }
 
     /// `CpuState::write_gpr`: `v` already masked to the register's size.
@@ -367,39 +390,57 @@ impl Lower<'_, '_> {
         self.b.ins().ishl_imm_s(x, f.trailing_zeros() as i64)
     }
 
-    /// `ops::szp`: PF, ZF, SF of `r` (masked to `size`).
-    fn szp(&mut self, r: Value, size: u32) -> Value {
-        let z = self.b.ins().icmp_imm_s(IntCC::Equal, r, 0);
-        let zf = self.flag_of(z, flags::ZF);
-        let sf = self.bit_to(r, size * 8 - 1, flags::SF.trailing_zeros());
-        let lo = self.b.ins().band_imm_s(r, 0xff);
-        let pc = self.b.ins().popcnt(lo);
-        let even = self.b.ins().band_imm_s(pc, 1);
-        let even = self.b.ins().bxor_imm_s(even, 1);
-        let pf = self.b.ins().ishl_imm_s(even, flags::PF.trailing_zeros() as i64);
-        let f = self.b.ins().bor(zf, sf);
-        self.b.ins().bor(f, pf)
+    /// `ops::szp`: those of PF, ZF, SF of `r` (masked to `size`) that are in `want`; the other
+    /// bits zero.
+    fn szp(&mut self, r: Value, size: u32, want: u64) -> Value {
+        let mut f = self.b.ins().iconst(I64, 0);
+        if want & flags::ZF != 0 {
+            let z = self.b.ins().icmp_imm_s(IntCC::Equal, r, 0);
+            let zf = self.flag_of(z, flags::ZF);
+            f = self.b.ins().bor(f, zf);
+        }
+        if want & flags::SF != 0 {
+            let sf = self.bit_to(r, size * 8 - 1, flags::SF.trailing_zeros());
+            f = self.b.ins().bor(f, sf);
+        }
+        if want & flags::PF != 0 {
+            let lo = self.b.ins().band_imm_s(r, 0xff);
+            let pc = self.b.ins().popcnt(lo);
+            let even = self.b.ins().band_imm_s(pc, 1);
+            let even = self.b.ins().bxor_imm_s(even, 1);
+            let pf = self.b.ins().ishl_imm_s(even, flags::PF.trailing_zeros() as i64);
+            f = self.b.ins().bor(f, pf);
+        }
+        f
     }
 
-    /// `ops::flags_add` / `ops::flags_sub` without carry in: a, b, r masked to `size`.
-    fn arith_flags(&mut self, a: Value, b: Value, r: Value, size: u32, sub: bool) -> Value {
-        let mut f = self.szp(r, size);
-        let cf = if sub {
-            self.b.ins().icmp(IntCC::UnsignedLessThan, a, b)
-        } else {
-            self.b.ins().icmp(IntCC::UnsignedLessThan, r, a)
-        };
-        let cf = self.flag_of(cf, flags::CF);
-        f = self.b.ins().bor(f, cf);
-        let x = self.b.ins().bxor(a, b);
-        let x = self.b.ins().bxor(x, r);
-        let af = self.bit_to(x, 4, flags::AF.trailing_zeros());
-        f = self.b.ins().bor(f, af);
-        let ab = self.b.ins().bxor(a, b);
-        let ar = self.b.ins().bxor(a, r);
-        let o = if sub { self.b.ins().band(ab, ar) } else { self.b.ins().band_not(ar, ab) };
-        let of = self.bit_to(o, size * 8 - 1, flags::OF.trailing_zeros());
-        self.b.ins().bor(f, of)
+    /// `ops::flags_add` / `ops::flags_sub` without carry in: a, b, r masked to `size`; only the
+    /// flags in `want`, the other bits zero.
+    fn arith_flags(&mut self, a: Value, b: Value, r: Value, size: u32, sub: bool, want: u64) -> Value {
+        let mut f = self.szp(r, size, want);
+        if want & flags::CF != 0 {
+            let cf = if sub {
+                self.b.ins().icmp(IntCC::UnsignedLessThan, a, b)
+            } else {
+                self.b.ins().icmp(IntCC::UnsignedLessThan, r, a)
+            };
+            let cf = self.flag_of(cf, flags::CF);
+            f = self.b.ins().bor(f, cf);
+        }
+        if want & flags::AF != 0 {
+            let x = self.b.ins().bxor(a, b);
+            let x = self.b.ins().bxor(x, r);
+            let af = self.bit_to(x, 4, flags::AF.trailing_zeros());
+            f = self.b.ins().bor(f, af);
+        }
+        if want & flags::OF != 0 {
+            let ab = self.b.ins().bxor(a, b);
+            let ar = self.b.ins().bxor(a, r);
+            let o = if sub { self.b.ins().band(ab, ar) } else { self.b.ins().band_not(ar, ab) };
+            let of = self.bit_to(o, size * 8 - 1, flags::OF.trailing_zeros());
+            f = self.b.ins().bor(f, of);
+        }
+        f
     }
 
     /// Replaces the flags in `which` with `f`.
@@ -410,29 +451,82 @@ impl Lower<'_, '_> {
         self.b.def_var(self.fl, new);
     }
 
-    /// Makes `p` the pending flag computation. One still pending is computed first, unless `p`
-    /// overwrites all its flags (nothing can have read them: every reader computes it first).
+    /// Makes `p` a pending flag computation. A pending one keeps only the flags `p` does not write
+    /// (nothing can have read the others: every reader computes what it reads first); when two are
+    /// still pending, the older is computed first.
     fn defer(&mut self, p: Pending) {
-        if let Some(old) = self.regs.pending
-            && old.mask() & !p.mask() != 0
-        {
-            self.materialize();
+        let m = p.mask();
+        let set = &mut self.regs.pending.0;
+        for e in set.iter_mut() {
+            if let Some((_, em)) = e {
+                *em &= !m;
+                if *em == 0 {
+                    *e = None;
+                }
+            }
         }
-        self.regs.pending = Some(p);
+        if set[0].is_none() {
+            set.swap(0, 1);
+        }
+        if set[1].is_some() {
+            let (old, om) = set[0].take().expect("the older entry is first");
+            self.regs.pending.0.swap(0, 1);
+            let f = self.pending_flags(old, om);
+            self.set_flags(f, om);
+        }
+        let set = &mut self.regs.pending.0;
+        let free = if set[0].is_none() { 0 } else { 1 };
+        set[free] = Some((p, m));
+    }
+
+    /// The flags in `want` (a subset of `p.mask()`) as `p` computes them, the others zero.
+    fn pending_flags(&mut self, p: Pending, want: u64) -> Value {
+        match p {
+            Pending::Arith { a, b, r, size, sub, .. } => self.arith_flags(a, b, r, size, sub, want),
+            Pending::Logic { r, size } => self.szp(r, size, want),
+        }
     }
 
     /// Computes the pending flags into RFLAGS (before anything reads them).
     pub(crate) fn materialize(&mut self) {
-        let Some(p) = self.regs.pending.take() else { return };
-        match p {
-            Pending::Arith { a, b, r, size, sub, keep_cf } => {
-                let f = self.arith_flags(a, b, r, size, sub);
-                let f = if keep_cf { self.b.ins().band_imm_s(f, !(flags::CF as i64)) } else { f };
-                self.set_flags(f, p.mask());
+        let set = std::mem::take(&mut self.regs.pending);
+        for (p, m) in set.0.into_iter().flatten() {
+            let f = self.pending_flags(p, m);
+            self.set_flags(f, m);
+        }
+    }
+
+    /// Forgets the pending flags without computing them: for a point where no flag is live (the
+    /// back edge of a loop whose flags are all written before being read).
+    pub(crate) fn drop_pending(&mut self) {
+        self.regs.pending = PendingSet::default();
+    }
+
+    /// Arithmetic flag `f` (one bit) as 0/1 in an i64: from the pending operation that owns it, else
+    /// from RFLAGS. Nothing is materialized.
+    fn flag_bit(&mut self, f: u64) -> Value {
+        match self.regs.pending.owner(f) {
+            Some(Pending::Arith { r, .. } | Pending::Logic { r, .. }) if f == flags::ZF => {
+                let z = self.b.ins().icmp_imm_s(IntCC::Equal, r, 0);
+                self.b.ins().uextend(I64, z)
             }
-            Pending::Logic { r, size } => {
-                let f = self.szp(r, size);
-                self.set_flags(f, p.mask());
+            Some(Pending::Arith { r, size, .. } | Pending::Logic { r, size }) if f == flags::SF => {
+                self.bit_to(r, size * 8 - 1, 0)
+            }
+            Some(Pending::Arith { a, b, sub: true, .. }) if f == flags::CF => {
+                let c = self.b.ins().icmp(IntCC::UnsignedLessThan, a, b);
+                self.b.ins().uextend(I64, c)
+            }
+            Some(Pending::Logic { .. }) if f & (flags::CF | flags::OF | flags::AF) != 0 => {
+                self.b.ins().iconst(I64, 0)
+            }
+            Some(p) => {
+                let v = self.pending_flags(p, f);
+                self.bit_to(v, f.trailing_zeros(), 0)
+            }
+            None => {
+                let fl = self.b.use_var(self.fl);
+                self.bit_to(fl, f.trailing_zeros(), 0)
             }
         }
     }
@@ -448,31 +542,37 @@ impl Lower<'_, '_> {
         self.b.def_var(self.fl, r);
     }
 
-    /// `ops::cond`: condition code `cc` on the current RFLAGS, as an i8 0/1.
+    /// `ops::cond`: condition code `cc` on the current RFLAGS, as an i8 0/1. Pending flags are
+    /// read from their operation's operands (JNZ after DEC is one compare), not materialized.
     pub(crate) fn cond(&mut self, cc: u32) -> Value {
-        self.materialize();
-        let fl = self.b.use_var(self.fl);
-        let bit = |s: &mut Self, f: u64| s.bit_to(fl, f.trailing_zeros(), 0);
+        // ZF of a pending result: one compare.
+        if cc >> 1 == 2
+            && let Some(Pending::Arith { r, .. } | Pending::Logic { r, .. }) =
+                self.regs.pending.owner(flags::ZF)
+        {
+            let c = if cc & 1 != 0 { IntCC::NotEqual } else { IntCC::Equal };
+            return self.b.ins().icmp_imm_s(c, r, 0);
+        }
         let v = match cc >> 1 {
-            0 => bit(self, flags::OF),
-            1 => bit(self, flags::CF),
-            2 => bit(self, flags::ZF),
+            0 => self.flag_bit(flags::OF),
+            1 => self.flag_bit(flags::CF),
+            2 => self.flag_bit(flags::ZF),
             3 => {
-                let c = bit(self, flags::CF);
-                let z = bit(self, flags::ZF);
+                let c = self.flag_bit(flags::CF);
+                let z = self.flag_bit(flags::ZF);
                 self.b.ins().bor(c, z)
             }
-            4 => bit(self, flags::SF),
-            5 => bit(self, flags::PF),
+            4 => self.flag_bit(flags::SF),
+            5 => self.flag_bit(flags::PF),
             6 => {
-                let s = bit(self, flags::SF);
-                let o = bit(self, flags::OF);
+                let s = self.flag_bit(flags::SF);
+                let o = self.flag_bit(flags::OF);
                 self.b.ins().bxor(s, o)
             }
             _ => {
-                let z = bit(self, flags::ZF);
-                let s = bit(self, flags::SF);
-                let o = bit(self, flags::OF);
+                let z = self.flag_bit(flags::ZF);
+                let s = self.flag_bit(flags::SF);
+                let o = self.flag_bit(flags::OF);
                 let so = self.b.ins().bxor(s, o);
                 self.b.ins().bor(z, so)
             }
@@ -502,7 +602,7 @@ impl Lower<'_, '_> {
             let v = self.b.ins().imul_imm_s(v, i.memory_index_scale() as i64);
             a = self.b.ins().iadd(a, v);
         }
-        if insn.asize < 8 { self.b.ins().band_imm_s(a, mask(insn.asize as u32)) } else { a }
+        self.trunc(a, insn.asize as u32)
     }
 
     /// `a op b` at `size` bytes (a, b masked), with the flags the handler sets; the value to write
@@ -514,7 +614,7 @@ impl Lower<'_, '_> {
             Op::Add | Op::Sub | Op::Cmp => {
                 let sub = op != Op::Add;
                 let r = if sub { self.b.ins().isub(a, b) } else { self.b.ins().iadd(a, b) };
-                let r = if size < 8 { self.b.ins().band_imm_s(r, mask(size)) } else { r };
+                let r = self.trunc(r, size);
                 if live {
                     self.defer(Pending::Arith { a, b, r, size, sub, keep_cf: false });
                 }
@@ -535,7 +635,7 @@ impl Lower<'_, '_> {
                 let one = self.b.ins().iconst(I64, 1);
                 let sub = op == Op::Dec;
                 let r = if sub { self.b.ins().isub(a, one) } else { self.b.ins().iadd(a, one) };
-                let r = if size < 8 { self.b.ins().band_imm_s(r, mask(size)) } else { r };
+                let r = self.trunc(r, size);
                 if live {
                     // INC and DEC leave CF.
                     self.defer(Pending::Arith { a, b: one, r, size, sub, keep_cf: true });
@@ -555,7 +655,7 @@ impl Lower<'_, '_> {
         } else {
             v
         };
-        if to < 8 { self.b.ins().band_imm_s(v, mask(to)) } else { v }
+        self.trunc(v, to)
     }
 
     /// Emits an inlined instruction without a memory operand (branches are the caller's).
@@ -580,7 +680,7 @@ impl Lower<'_, '_> {
             }
             Op::Lea => {
                 let v = self.ea(insn);
-                let v = if size < 8 { self.b.ins().band_imm_s(v, mask(size)) } else { v };
+                let v = self.trunc(v, size);
                 self.write(d, v);
             }
             Op::Shift(sop, cnt) => {
@@ -611,7 +711,7 @@ impl Lower<'_, '_> {
                     }
                     _ => unreachable!("{sop:?} is not inlined"),
                 };
-                let r = if size < 8 { self.b.ins().band_imm_s(r, mask(size)) } else { r };
+                let r = self.trunc(r, size);
                 if live & kills(op) != 0 || live & (flags::OF | flags::AF) != 0 {
                     let c = self.b.ins().iconst(I64, cnt as i64);
                     self.call_flags(shift_flags, a, c, shift_code(sop) | size << 8);
@@ -622,7 +722,7 @@ impl Lower<'_, '_> {
                 let a = self.read(d);
                 let zero = self.b.ins().iconst(I64, 0);
                 let r = self.b.ins().isub(zero, a);
-                let r = if size < 8 { self.b.ins().band_imm_s(r, mask(size)) } else { r };
+                let r = self.trunc(r, size);
                 // `ops::flags_sub(0, a, 0, r)`.
                 if live & kills(op) != 0 {
                     self.defer(Pending::Arith { a: zero, b: a, r, size, sub: true, keep_cf: false });
@@ -661,7 +761,7 @@ impl Lower<'_, '_> {
                     let x = self.sext(a, size, 8);
                     let y = self.sext(b, size, 8);
                     let p = self.b.ins().imul(x, y);
-                    self.b.ins().band_imm_s(p, mask(size))
+                    self.trunc(p, size)
                 };
                 if live & flags::ARITH != 0 {
                     self.call_flags(imul_flags, a, b, size);
@@ -703,6 +803,7 @@ impl Lower<'_, '_> {
     /// The interpreter's fast path for a memory form's access (`Ctx::seg_lin`, `check_alignment`,
     /// `tlb_lookup` and `read_lin_as`/`write_lin_as` when they go straight to a host page): returns
     /// (taken, host address). When not taken, the handler must run the instruction.
+    #[allow(dead_code)] // the form without a per-instruction cache, for forms outside loops
     pub(crate) fn probe(
         &mut self,
         insn: &Insn,
@@ -711,30 +812,57 @@ impl Lower<'_, '_> {
         user_tag: Value,
         slow: Block,
     ) -> Value {
+        self.probe_cached(insn, form, tlb, user_tag, slow, None)
+    }
+
+    /// [`Self::probe`], first comparing the tag with `cache` (variables holding the tag and host
+    /// page of an earlier hit of this instruction, tag 0 for none), which a TLB hit refills.
+    pub(crate) fn probe_cached(
+        &mut self,
+        insn: &Insn,
+        form: Form,
+        tlb: Value,
+        user_tag: Value,
+        slow: Block,
+        cache: Option<(Variable, Variable)>,
+    ) -> Value {
         let size = Self::access_size(insn, form);
         let lin = self.lin(insn, form);
-        // Canonical (the whole access is: it does not cross a page, and the canonical boundaries are
-        // page boundaries).
-        let x = self.b.ins().ishl_imm_s(lin, 16);
-        let x = self.b.ins().sshr_imm_s(x, 16);
-        let canonical = self.b.ins().icmp(IntCC::Equal, x, lin);
-        self.or_slow(canonical, slow);
         let off = self.b.ins().band_imm_s(lin, 0xfff);
-        // RFLAGS.AC clear: no alignment check to make.
-        let fl = self.b.use_var(self.fl);
-        let ac = self.b.ins().band_imm_s(fl, flags::AC as i64);
-        let no_ac = self.b.ins().icmp_imm_s(IntCC::Equal, ac, 0);
-        self.or_slow(no_ac, slow);
-        // The TLB entry: tag = page | 2 | user. The page is that of the access's last byte: an
-        // access that crosses into the next page has a tag that cannot be in `lin`'s slot (the next
-        // page has the next slot), so it takes the slow path, which splits it.
+        // One tag compare covers what the interpreter checks before its fast path:
+        // - canonical form: the TLB never caches a non-canonical page (`Ctx::tlb_fill`), so a
+        //   non-canonical `lin` cannot match (an access that crosses from a non-canonical page into
+        //   a canonical one crosses a page, below);
+        // - RFLAGS.AC: `user_tag` has bit 2 set when AC is, which no stored tag has;
+        // - the TLB entry: tag = page | 2 | user. The page is that of the access's last byte: an
+        //   access that crosses into the next page has a tag that cannot be in `lin`'s slot (the
+        //   next page has the next slot), so it takes the slow path, which splits it.
         let end = self.b.ins().iadd_imm_s(lin, size as i64 - 1);
         let page = self.b.ins().band_imm_s(end, !0xfff);
         let tag = self.b.ins().bor(page, user_tag);
-        let idx = self.b.ins().ushr_imm_s(lin, 12);
-        let idx = self.b.ins().band_imm_s(idx, (TLB_SIZE - 1) as i64);
-        let ent = self.b.ins().imul_imm_s(idx, std::mem::size_of::<TlbEntry>() as i64);
-        let ent = self.b.ins().iadd(tlb, ent);
+        let done = self.b.create_block();
+        let base = self.b.append_block_param(done, I64);
+        if let Some((ct, ch)) = cache {
+            let hit = self.b.create_block();
+            let miss = self.b.create_block();
+            self.b.set_cold_block(miss);
+            let t = self.b.use_var(ct);
+            let same = self.b.ins().icmp(IntCC::Equal, t, tag);
+            self.b.ins().brif(same, hit, &[], miss, &[]);
+            self.b.seal_block(hit);
+            self.b.seal_block(miss);
+            self.b.switch_to_block(hit);
+            let h = self.b.use_var(ch);
+            self.b.ins().jump(done, &[h.into()]);
+            self.b.switch_to_block(miss);
+        }
+        // The slot's byte offset, `((lin >> 12) % TLB_SIZE) * size_of::<TlbEntry>()`, in a shift
+        // and a mask (the entry's size is a power of two below a page).
+        const ENTRY: usize = std::mem::size_of::<TlbEntry>();
+        const _: () = assert!(ENTRY.is_power_of_two() && ENTRY < 0x1000 && TLB_SIZE.is_power_of_two());
+        let at = self.b.ins().ushr_imm_s(lin, (12 - ENTRY.trailing_zeros()) as i64);
+        let at = self.b.ins().band_imm_s(at, ((TLB_SIZE - 1) * ENTRY) as i64);
+        let ent = self.b.ins().iadd(tlb, at);
         let table = if form.writes() { offset_of!(Tlb, write) } else { offset_of!(Tlb, read) };
         let etag = self.b.ins().load(I64, MF, ent, (table + offset_of!(TlbEntry, tag)) as i32);
         let hit = self.b.ins().icmp(IntCC::Equal, etag, tag);
@@ -742,7 +870,14 @@ impl Lower<'_, '_> {
         let ehost = self.b.ins().load(I64, MF, ent, (table + offset_of!(TlbEntry, host)) as i32);
         let has_host = self.b.ins().icmp_imm_s(IntCC::NotEqual, ehost, 0);
         self.or_slow(has_host, slow);
-        self.b.ins().iadd(ehost, off)
+        if let Some((ct, ch)) = cache {
+            self.b.def_var(ct, tag);
+            self.b.def_var(ch, ehost);
+        }
+        self.b.ins().jump(done, &[ehost.into()]);
+        self.b.seal_block(done);
+        self.b.switch_to_block(done);
+        self.b.ins().iadd(base, off)
     }
 
     /// Continues in a new block when `ok`, else branches to `slow`.
@@ -753,13 +888,19 @@ impl Lower<'_, '_> {
         self.b.seal_block(next);
     }
 
-    /// `2 | user` for the TLB tags of this block's accesses (CPL cannot change inside a block: what
-    /// changes it ends the block).
+    /// `2 | user` for the TLB tags of this block's accesses, `| 4` (which no stored tag has: the
+    /// inline access never hits) when RFLAGS.AC is set and the interpreter may have to check
+    /// alignment. Neither can change inside a block (or a loop of it): CPL and AC change only in
+    /// instructions that end the block (far transfers, IRET, POPF, STAC/CLAC, task switches).
     pub(crate) fn user_tag(&mut self) -> Value {
         let cpl = self.b.ins().load(types::I8, MF, self.st, std::mem::offset_of!(cpu::CpuState, cpl) as i32);
         let user = self.b.ins().icmp_imm_s(IntCC::Equal, cpl, 3);
         let user = self.b.ins().uextend(I64, user);
-        self.b.ins().bor_imm_s(user, 2)
+        let fl = self.b.use_var(self.fl);
+        let ac = self.b.ins().band_imm_s(fl, flags::AC as i64);
+        let ac = self.b.ins().ushr_imm_s(ac, (flags::AC.trailing_zeros() - 2) as i64);
+        let t = self.b.ins().bor(user, ac);
+        self.b.ins().bor_imm_s(t, 2)
     }
 
     fn host_load(&mut self, host: Value, size: u32) -> Value {
@@ -874,9 +1015,22 @@ pub(crate) struct Regs {
     pub in_var: u16,
     /// Registers whose variable is newer than `CpuState` (a subset of `in_var`).
     pub dirty: u16,
-    /// The last flag-writing operation, not computed into RFLAGS yet (lazy flags: its operands are
-    /// kept, and the flags computed where something may read them).
-    pub pending: Option<Pending>,
+    /// The last flag-writing operations, not computed into RFLAGS yet (lazy flags: their operands
+    /// are kept, and the flags computed where something may read them).
+    pub pending: PendingSet,
+}
+
+/// Flag computations kept for later: up to two operations, the older one owning only the flags the
+/// newer one does not write (INC/DEC after SUB: the SUB's CF, the DEC's others). The flags outside
+/// their masks are current in the RFLAGS variable.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct PendingSet([Option<(Pending, u64)>; 2]);
+
+impl PendingSet {
+    /// The pending operation that owns flag `f`, if any.
+    fn owner(&self, f: u64) -> Option<Pending> {
+        self.0.iter().flatten().find(|(_, m)| m & f != 0).map(|(p, _)| *p)
+    }
 }
 
 /// A flag computation kept for later (see `Regs::pending`).
@@ -901,7 +1055,12 @@ impl Pending {
 impl Regs {
     /// Declares the variables; nothing is held yet.
     pub(crate) fn new(b: &mut FunctionBuilder<'_>) -> Self {
-        Regs { vars: std::array::from_fn(|_| b.declare_var(I64)), in_var: 0, dirty: 0, pending: None }
+        Regs {
+            vars: std::array::from_fn(|_| b.declare_var(I64)),
+            in_var: 0,
+            dirty: 0,
+            pending: PendingSet::default(),
+        }
     }
 
     fn get(&mut self, b: &mut FunctionBuilder<'_>, st: Value, index: u8) -> Value {

@@ -622,3 +622,210 @@ fn loops_stop_exactly_at_the_budget() {
     }
     assert!(budget_stops > cases, "only {budget_stops} runs ended at the budget");
 }
+
+/// Single-block loops (no branch inside the body, so the JIT runs them as a self-loop in generated
+/// code): a random body of inlined register and memory forms, often led by a flag reader (SETcc,
+/// CMOVcc, ADC: the flags then live across the back edge), closed by `DEC ECX; JNZ` or a random
+/// backward Jcc, with base registers walking the data pages (scattered physical pages for half the
+/// seeds, so the per-instruction TLB cache of a loop must follow page changes), RFLAGS.AC sometimes
+/// set (the inline probe must then leave every access to the handler), and a budget that stops the
+/// loop at a random instruction, often after hundreds of iterations. State, memory, RIP, count and
+/// the exit must equal the interpreter's.
+#[test]
+fn self_loops_keep_flags_and_memory_exact() {
+    let cases: u64 =
+        std::env::var("FERRITE_JIT_DIFF_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(1500) / 3;
+    let mut r = Rng(0x5eed_0f1e_2026_1207);
+    let mut interp = Interpreter::new();
+    let mut jit = Interpreter::new();
+    jit.set_backend(Box::new(jit::Jit::new().expect("jit")), 1);
+    interp.trap_faults = true;
+    jit.trap_faults = true;
+    let (mut budget_stops, mut long_runs) = (0, 0);
+    for mode in [TestMode::Long64, TestMode::Prot32] {
+        let bits = bits_of(mode);
+        for case in 0..cases {
+            let mut code = Vec::new();
+            if r.below(3) == 0 {
+                // A flag reader first: SETcc r8, CMOVcc r, r, or ADC r, r (called).
+                match r.below(3) {
+                    0 => code.extend([0x0f, 0x90 + r.below(16) as u8, 0xc0 | (r.byte() & 7)]),
+                    1 => code.extend([0x0f, 0x40 + r.below(16) as u8, modrm_reg(&mut r)]),
+                    _ => code.extend([0x11, modrm_reg(&mut r)]),
+                }
+            }
+            let n = 1 + r.below(10);
+            let mut k = 0;
+            while k < n {
+                let mut v = if bits == 64 && r.below(2) == 0 {
+                    gen_mem_insn(&mut r)
+                } else {
+                    let filler = r.below(8) == 0;
+                    gen_insn(&mut r, bits, filler)
+                };
+                let Some((len, m)) = decode_one(&v, bits) else { continue };
+                // Control transfers would split the block.
+                if matches!(m, Mnemonic::Hlt | Mnemonic::In | Mnemonic::Out | Mnemonic::Call | Mnemonic::Ret)
+                {
+                    continue;
+                }
+                v.truncate(len);
+                code.extend(v);
+                k += 1;
+            }
+            // Walk a base register through the data: ADD RSI/EDI, 8 or 0x48 each iteration.
+            if r.below(2) == 0 {
+                if bits == 64 {
+                    code.push(0x48);
+                }
+                code.extend([0x83, 0xc0 | (6 + r.below(2) as u8), [8u8, 0x48][r.below(2) as usize]]);
+            }
+            let back = |len: usize| (-((len + 2) as i64)) as u8;
+            if r.below(2) == 0 {
+                code.extend([0xff, 0xc9]);
+                let d = back(code.len());
+                code.extend([0x75, d]);
+            } else {
+                let d = back(code.len());
+                code.extend([0x70 + r.below(16) as u8, d]);
+            }
+            code.push(0xf4);
+            if code.len() > 120 {
+                continue;
+            }
+            let mut gpr = [0u64; 16];
+            for g in gpr.iter_mut() {
+                *g = r.next();
+            }
+            gpr[1] = 1 + r.below(600);
+            for g in [3, 5, 6, 7] {
+                gpr[g] = DATA - 0x800 + r.below(0x1000);
+            }
+            let ac = if r.below(8) == 0 { cpu::state::flags::AC } else { 0 };
+            let rflags = 0x2 | ac | (r.next() & cpu::state::flags::ARITH);
+            let seed = r.next();
+            let until = 1 + r.below(6000);
+            let (a, ea, ma) = run(&mut interp, mode, &code, &gpr, rflags, seed, until);
+            let (b, eb, mb) = run(&mut jit, mode, &code, &gpr, rflags, seed, until);
+            if ea == Exit::BudgetSpent {
+                budget_stops += 1;
+            }
+            if a.icount > 500 {
+                long_runs += 1;
+            }
+            let same = ma.ram == mb.ram
+                && a.gpr == b.gpr
+                && a.rflags == b.rflags
+                && a.rip == b.rip
+                && a.icount == b.icount
+                && ea == eb;
+            assert!(
+                same,
+                "{mode:?} case {case}: budget {until}, program {code:02x?}\n{}\ninterp: {ea:?} rip {:#x} icount {} rflags {:#x}\n  gpr {:x?}\njit:    {eb:?} rip {:#x} icount {} rflags {:#x}\n  gpr {:x?}",
+                disasm(&code, bits),
+                a.rip,
+                a.icount,
+                a.rflags,
+                a.gpr,
+                b.rip,
+                b.icount,
+                b.rflags,
+                b.gpr
+            );
+        }
+    }
+    assert!(budget_stops > cases / 2, "only {budget_stops} runs ended at the budget");
+    assert!(long_runs > cases / 4, "only {long_runs} runs looped long");
+}
+
+/// Direct links between translations never run stale code. Two blocks call each other in a loop
+/// (`A: ADD RAX, 1; JMP B` and `B: ADD RBX, RAX; DEC ECX; JNZ A`, B on its own linear page), so
+/// under the JIT each links to the other. Halfway, B changes under the links: its bytes rewritten
+/// in place from outside the CPU and the page's code invalidated (as DMA does), or its linear page
+/// remapped to another physical page holding other code and the TLB flushed (as a CR3 write does),
+/// or everything flushed (a memory-map change). The JIT must end exactly where the interpreter
+/// does, and the change must matter (a run without it ends elsewhere).
+#[test]
+fn links_never_run_stale_code() {
+    const B: u64 = DATA + 0x1000;
+    const ALT: u64 = 0x1ca000;
+    let jmp = |from_next: u64, to: u64| ((to as i64 - from_next as i64) as i32).to_le_bytes();
+    let block_b = |op: u8| {
+        let mut v = vec![0x48, op, 0xc3, 0xff, 0xc9, 0x0f, 0x85];
+        v.extend(jmp(B + 11, CODE));
+        v.push(0xf4);
+        v
+    };
+    for scenario in 0..4 {
+        let mut results = Vec::new();
+        for (use_jit, mutate) in [(false, true), (true, true), (false, false)] {
+            let mut it = Interpreter::new();
+            if use_jit {
+                it.set_backend(Box::new(jit::Jit::new().expect("jit")), 1);
+            }
+            it.trap_faults = true;
+            let mut bus = TestBus::default();
+            let mut st = cpu_in(TestMode::Long64, &mut bus);
+            let w = |bus: &mut TestBus, a: u64, v: u64| {
+                bus.ram[a as usize..a as usize + 8].copy_from_slice(&v.to_le_bytes())
+            };
+            w(&mut bus, PD, SCATTER_PT | 3);
+            for i in 0..512u64 {
+                w(&mut bus, SCATTER_PT + i * 8, data_phys(i << 12, true) | 3);
+            }
+            let mut a = vec![0x48, 0x83, 0xc0, 0x01, 0xe9];
+            a.extend(jmp(CODE + 9, B));
+            bus.ram[CODE as usize..CODE as usize + a.len()].copy_from_slice(&a);
+            let pb = data_phys(B, true) as usize;
+            let b_add = block_b(0x01);
+            bus.ram[pb..pb + b_add.len()].copy_from_slice(&b_add);
+            let b_sub = block_b(0x29);
+            bus.ram[ALT as usize..ALT as usize + b_sub.len()].copy_from_slice(&b_sub);
+            st.gpr[0] = 0;
+            st.gpr[1] = 1_000_000;
+            st.gpr[3] = 0;
+            st.rip = CODE;
+            it.flush_all();
+            let e1 = it.run(&mut st, &mut bus, 4_001);
+            if mutate {
+                match scenario {
+                    0 => {
+                        bus.ram[pb..pb + b_sub.len()].copy_from_slice(&b_sub);
+                        it.invalidate_code_page(pb as u64 & !0xfff);
+                    }
+                    1 => {
+                        w(&mut bus, SCATTER_PT + (B >> 12) * 8, ALT | 3);
+                        it.mmu.tlb.flush(false);
+                    }
+                    2 => {
+                        bus.ram[pb..pb + b_sub.len()].copy_from_slice(&b_sub);
+                        it.flush_all();
+                    }
+                    _ => {
+                        // Remapped, then remapped back: the old links become right again.
+                        w(&mut bus, SCATTER_PT + (B >> 12) * 8, ALT | 3);
+                        it.mmu.tlb.flush(false);
+                        let _ = it.run(&mut st, &mut bus, 6_002);
+                        w(&mut bus, SCATTER_PT + (B >> 12) * 8, pb as u64 | 3);
+                        it.mmu.tlb.flush(false);
+                    }
+                }
+            }
+            let e2 = it.run(&mut st, &mut bus, 9_003);
+            if use_jit {
+                // The blocks did run linked (else this test shows nothing about links).
+                let stats = it.backend_stats().expect("a backend");
+                let made: u64 = stats
+                    .split(" links made")
+                    .next()
+                    .and_then(|h| h.rsplit(' ').next())
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0);
+                assert!(made >= 2, "scenario {scenario}: no links made ({stats})");
+            }
+            results.push((st.gpr, st.rip, st.icount, e1, e2));
+        }
+        assert_eq!(results[0], results[1], "scenario {scenario}: interp and jit differ");
+        assert_ne!(results[0], results[2], "scenario {scenario}: the change did not matter");
+    }
+}
