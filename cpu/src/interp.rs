@@ -307,10 +307,16 @@ impl Interpreter {
 
     /// Drops decoded code on physical page `page` (it was written by a device, DMA or the host).
     pub fn invalidate_code_page(&mut self, page: u64) {
-        self.jump.clear();
         if let Some(keys) = self.page_blocks.remove(&page) {
             for k in keys {
                 self.blocks.remove(&k);
+                // Only this block's jump-cache slot (clearing the whole cache on every write to a
+                // code page made a guest that recycles code pages miss it everywhere).
+                if let Some(e) = self.jump.get_mut(jump_slot(k.rip, k.phys))
+                    && e.as_ref().is_some_and(|(jk, _)| *jk == k)
+                {
+                    *e = None;
+                }
             }
             if let Some((b, _)) = &mut self.backend {
                 b.unlink_all();

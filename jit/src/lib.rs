@@ -14,15 +14,17 @@
 //!
 //! Within a block, guest registers and RFLAGS are Cranelift variables, written back before handler
 //! calls and at exits; flags are computed only where live, and lazily (`lower::Pending`). A block
-//! that branches back to its own start loops in generated code while the budget allows; the
-//! interpreter chains other blocks (`cpu::interp`).
+//! that branches back to its own start loops in generated code while the budget allows. Blocks
+//! the interpreter chains get direct links ([`Link`]): a block's code hands its successor's
+//! translation to `JitBlock::run` without the interpreter's loop; a link epoch, raised whenever
+//! decoded blocks are dropped, unlinks everything at once.
 //!
 //! Code is compiled with `cranelift-codegen` into position-independent bytes (no relocations: the
 //! trampoline's address is an immediate) and copied into executable chunks of our own ([`arena`]).
 //! A translation is owned by the interpreter's block, so invalidating the block frees its code.
 //!
-//! What is not here yet: direct jumps between translations, inlined string instructions,
-//! compilation on a second thread, the persistent translation cache.
+//! What is not here yet: regions of several blocks, inlined string instructions, compilation on
+//! a second thread, the persistent translation cache.
 #![deny(missing_docs)]
 
 mod arena;
@@ -165,7 +167,10 @@ pub struct Stats {
 
 /// The Cranelift block backend.
 pub struct Jit {
+    /// Cranelift's target for ordinary blocks.
     isa: OwnedTargetIsa,
+    /// Cranelift's target for blocks that loop on themselves (see [`Jit::new`]).
+    isa_loop: OwnedTargetIsa,
     ctx: cranelift_codegen::Context,
     fctx: FunctionBuilderContext,
     arena: Arena,
@@ -181,24 +186,20 @@ pub struct Jit {
 
 impl Jit {
     /// A JIT for this host's CPU; fails when Cranelift does not support the host.
+    ///
+    /// Blocks that loop on themselves are compiled with Cranelift's `speed` optimizations and its
+    /// backtracking register allocator (their code quality is what a hot loop runs at); other
+    /// blocks with the settings in `FERRITE_JIT_OPT` (`none`, `speed`) and `FERRITE_JIT_REGALLOC`
+    /// (`backtracking`, `single_pass`), by default those measured best in docs/PERF.md.
     pub fn new() -> Result<Self, String> {
-        let mut flags = settings::builder();
-        let verify = if cfg!(debug_assertions) || std::env::var_os("FERRITE_JIT_VERIFY").is_some() {
-            "true"
-        } else {
-            "false"
-        };
-        flags.set("enable_verifier", verify).map_err(|e| e.to_string())?;
-        flags.set("regalloc_algorithm", "backtracking").map_err(|e| e.to_string())?;
-        flags.set("opt_level", "speed").map_err(|e| e.to_string())?;
-        // Code is copied to wherever the arena has room: it must not depend on its address.
-        flags.set("is_pic", "true").map_err(|e| e.to_string())?;
-        let isa = cranelift_native::builder()
-            .map_err(|e| format!("cranelift does not support this host: {e}"))?
-            .finish(settings::Flags::new(flags))
-            .map_err(|e| e.to_string())?;
+        let env = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_string());
+        let isa =
+            Self::make_isa(&env("FERRITE_JIT_OPT", "speed"), &env("FERRITE_JIT_REGALLOC", "backtracking"))
+                .map_err(|e| format!("FERRITE_JIT_OPT/FERRITE_JIT_REGALLOC: {e}"))?;
+        let isa_loop = Self::make_isa("speed", "backtracking")?;
         Ok(Jit {
             isa,
+            isa_loop,
             ctx: cranelift_codegen::Context::new(),
             fctx: FunctionBuilderContext::new(),
             arena: Arena::default(),
@@ -207,6 +208,25 @@ impl Jit {
             epoch: Rc::new(Cell::new(1)),
             links_made: Rc::default(),
         })
+    }
+
+    /// A Cranelift target for this host with the given `opt_level` and `regalloc_algorithm`.
+    fn make_isa(opt: &str, regalloc: &str) -> Result<OwnedTargetIsa, String> {
+        let mut flags = settings::builder();
+        let verify = if cfg!(debug_assertions) || std::env::var_os("FERRITE_JIT_VERIFY").is_some() {
+            "true"
+        } else {
+            "false"
+        };
+        flags.set("enable_verifier", verify).map_err(|e| e.to_string())?;
+        flags.set("regalloc_algorithm", regalloc).map_err(|e| e.to_string())?;
+        flags.set("opt_level", opt).map_err(|e| e.to_string())?;
+        // Code is copied to wherever the arena has room: it must not depend on its address.
+        flags.set("is_pic", "true").map_err(|e| e.to_string())?;
+        cranelift_native::builder()
+            .map_err(|e| format!("cranelift does not support this host: {e}"))?
+            .finish(settings::Flags::new(flags))
+            .map_err(|e| e.to_string())
     }
 
     /// Translation statistics so far.
@@ -273,9 +293,7 @@ impl Jit {
         // A block that branches back to its own start loops in generated code, its registers and
         // flags staying in variables across the back edge: the registers it uses are loaded before
         // the loop, and counted as held (and changed) at its top.
-        let last = &insns[insns.len() - 1];
-        let self_loop = matches!(lower::inline_op(last), Some(lower::Form { op: lower::Op::Branch(cc), .. })
-            if last.i.near_branch_target() == first_ip || (cc.is_some() && last.next_rip == first_ip));
+        let self_loop = self_loop(insns);
         let mut regs = lower::Regs::new(&mut b);
         let used = if self_loop { lower::used_gprs(insns) } else { 0 };
         regs.load(&mut b, st, used);
@@ -647,7 +665,8 @@ impl Jit {
         let dump = std::env::var_os("FERRITE_JIT_DUMP").is_some();
         self.ctx.set_disasm(dump);
         let mut ctrl = cranelift_codegen::control::ControlPlane::default();
-        let code = match self.ctx.compile(&*self.isa, &mut ctrl) {
+        let isa = if self_loop(insns) { &*self.isa_loop } else { &*self.isa };
+        let code = match self.ctx.compile(isa, &mut ctrl) {
             // Only self-contained code can be copied into the arena.
             Ok(c) if c.buffer.relocs().is_empty() => {
                 if dump && let Some(v) = &c.vcode {
@@ -674,6 +693,15 @@ impl Jit {
             inline_retired: self.inline_retired.clone(),
         }))
     }
+}
+
+/// Whether the block ends in an inlined branch back to its own first instruction (a loop that
+/// generated code runs by itself).
+fn self_loop(insns: &[Insn]) -> bool {
+    let first_ip = insns[0].i.ip();
+    let last = &insns[insns.len() - 1];
+    matches!(lower::inline_op(last), Some(lower::Form { op: lower::Op::Branch(cc), .. })
+        if last.i.near_branch_target() == first_ip || (cc.is_some() && last.next_rip == first_ip))
 }
 
 /// One translated block.
