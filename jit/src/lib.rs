@@ -299,19 +299,20 @@ impl Jit {
         regs.load(&mut b, st, used);
         regs.dirty = used;
         let user_tag = lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig }.user_tag();
-        // In a self-loop, each memory form keeps the TLB entry (tag, host page) of its last inline
-        // access in SSA across the back edge, and probes it before the TLB: a loop walking a buffer
-        // then has no TLB load on its dependency chain. Only the inline path fills it, and every
-        // handler call (anything that may change the TLB) empties it; a tag of 0 matches nothing.
+        // In a self-loop, each memory form keeps the TLB entry (linear page, host page) of its last
+        // inline access in SSA across the back edge, and probes it before the TLB: a loop walking a
+        // buffer then has no TLB load on its dependency chain. Only the inline path fills it, and
+        // every handler call (anything that may change the TLB) empties it; a linear page of 1
+        // (not a page) matches nothing.
         let micro: Vec<Option<(Variable, Variable)>> = insns
             .iter()
             .map(|insn| {
                 let mem = lower::inline_op(insn).is_some_and(|f| f.mem != lower::Mem::None);
                 (self_loop && mem).then(|| {
                     let (t, h) = (b.declare_var(types::I64), b.declare_var(types::I64));
-                    let zero = b.ins().iconst(types::I64, 0);
-                    b.def_var(t, zero);
-                    b.def_var(h, zero);
+                    let none = b.ins().iconst(types::I64, 1);
+                    b.def_var(t, none);
+                    b.def_var(h, none);
                     (t, h)
                 })
             })
@@ -359,9 +360,9 @@ impl Jit {
                 b.switch_to_block(done);
                 b.seal_block(done);
                 if micro.iter().any(Option::is_some) {
-                    let zero = b.ins().iconst(types::I64, 0);
+                    let none = b.ins().iconst(types::I64, 1);
                     for &(t, _) in micro.iter().flatten() {
-                        b.def_var(t, zero);
+                        b.def_var(t, none);
                     }
                 }
                 let v = b.ins().load(types::I64, mf, st, cpu::offsets::RFLAGS as i32);

@@ -815,8 +815,8 @@ impl Lower<'_, '_> {
         self.probe_cached(insn, form, tlb, user_tag, slow, None)
     }
 
-    /// [`Self::probe`], first comparing the tag with `cache` (variables holding the tag and host
-    /// page of an earlier hit of this instruction, tag 0 for none), which a TLB hit refills.
+    /// [`Self::probe`], first looking in `cache` (variables holding the linear and host page of an
+    /// earlier hit of this instruction, linear page 1 for none), which a TLB hit refills.
     pub(crate) fn probe_cached(
         &mut self,
         insn: &Insn,
@@ -829,6 +829,30 @@ impl Lower<'_, '_> {
         let size = Self::access_size(insn, form);
         let lin = self.lin(insn, form);
         let off = self.b.ins().band_imm_s(lin, 0xfff);
+        let done = self.b.create_block();
+        let base = self.b.append_block_param(done, I64);
+        if let Some((ct, ch)) = cache {
+            // The cache holds the linear page of an earlier inline access of this instruction (1,
+            // which is no page, when empty) and its host page. The privilege and AC cannot have
+            // changed since (they are constant in a run of generated code), so a hit is an access
+            // within that page: the same page, and not crossing its end (the TLB's slot/tag pair
+            // catches a crossing; a single entry has no slot, so it is checked here).
+            let hit = self.b.create_block();
+            let miss = self.b.create_block();
+            self.b.set_cold_block(miss);
+            let lin_page = self.b.ins().band_imm_s(lin, !0xfff);
+            let t = self.b.use_var(ct);
+            let same = self.b.ins().icmp(IntCC::Equal, t, lin_page);
+            let inside = self.b.ins().icmp_imm_s(IntCC::UnsignedLessThanOrEqual, off, 0x1000 - size as i64);
+            let ok = self.b.ins().band(same, inside);
+            self.b.ins().brif(ok, hit, &[], miss, &[]);
+            self.b.seal_block(hit);
+            self.b.seal_block(miss);
+            self.b.switch_to_block(hit);
+            let h = self.b.use_var(ch);
+            self.b.ins().jump(done, &[h.into()]);
+            self.b.switch_to_block(miss);
+        }
         // One tag compare covers what the interpreter checks before its fast path:
         // - canonical form: the TLB never caches a non-canonical page (`Ctx::tlb_fill`), so a
         //   non-canonical `lin` cannot match (an access that crosses from a non-canonical page into
@@ -840,22 +864,6 @@ impl Lower<'_, '_> {
         let end = self.b.ins().iadd_imm_s(lin, size as i64 - 1);
         let page = self.b.ins().band_imm_s(end, !0xfff);
         let tag = self.b.ins().bor(page, user_tag);
-        let done = self.b.create_block();
-        let base = self.b.append_block_param(done, I64);
-        if let Some((ct, ch)) = cache {
-            let hit = self.b.create_block();
-            let miss = self.b.create_block();
-            self.b.set_cold_block(miss);
-            let t = self.b.use_var(ct);
-            let same = self.b.ins().icmp(IntCC::Equal, t, tag);
-            self.b.ins().brif(same, hit, &[], miss, &[]);
-            self.b.seal_block(hit);
-            self.b.seal_block(miss);
-            self.b.switch_to_block(hit);
-            let h = self.b.use_var(ch);
-            self.b.ins().jump(done, &[h.into()]);
-            self.b.switch_to_block(miss);
-        }
         // The slot's byte offset, `((lin >> 12) % TLB_SIZE) * size_of::<TlbEntry>()`, in a shift
         // and a mask (the entry's size is a power of two below a page).
         const ENTRY: usize = std::mem::size_of::<TlbEntry>();
@@ -871,7 +879,8 @@ impl Lower<'_, '_> {
         let has_host = self.b.ins().icmp_imm_s(IntCC::NotEqual, ehost, 0);
         self.or_slow(has_host, slow);
         if let Some((ct, ch)) = cache {
-            self.b.def_var(ct, tag);
+            // A TLB hit: the access is within the page (`page` is also `lin`'s page).
+            self.b.def_var(ct, page);
             self.b.def_var(ch, ehost);
         }
         self.b.ins().jump(done, &[ehost.into()]);

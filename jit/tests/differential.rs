@@ -673,12 +673,14 @@ fn self_loops_keep_flags_and_memory_exact() {
                 code.extend(v);
                 k += 1;
             }
-            // Walk a base register through the data: ADD RSI/EDI, 8 or 0x48 each iteration.
-            if r.below(2) == 0 {
+            // Walk a base register through the data, up or down: ADD RSI/EDI, +-8 or +-0x48 each
+            // iteration (down, an access crosses into the page an earlier iteration hit).
+            if r.below(3) != 0 {
                 if bits == 64 {
                     code.push(0x48);
                 }
-                code.extend([0x83, 0xc0 | (6 + r.below(2) as u8), [8u8, 0x48][r.below(2) as usize]]);
+                let step = [8u8, 0x48, 0xf8, 0xb8][r.below(4) as usize];
+                code.extend([0x83, 0xc0 | (6 + r.below(2) as u8), step]);
             }
             let back = |len: usize| (-((len + 2) as i64)) as u8;
             if r.below(2) == 0 {
