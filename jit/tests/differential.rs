@@ -831,3 +831,58 @@ fn links_never_run_stale_code() {
         assert_ne!(results[0], results[2], "scenario {scenario}: the change did not matter");
     }
 }
+
+/// The per-loop TLB cache against accesses that cross a page: a self-loop loads or stores 2, 4 or 8
+/// bytes at RSI and moves RSI by one byte per iteration, up across a page end or down across a
+/// page start, on the scattered data pages (adjacent linear pages in unrelated physical pages), so
+/// an access that crosses must be split by the slow path, never carried out through the page an
+/// earlier iteration cached. Loads are summed into RBX; stores leave their bytes in memory.
+#[test]
+fn loop_tlb_cache_splits_page_crossing_accesses() {
+    let mut interp = Interpreter::new();
+    let mut jit = Interpreter::new();
+    jit.set_backend(Box::new(jit::Jit::new().expect("jit")), 1);
+    interp.trap_faults = true;
+    jit.trap_faults = true;
+    for size in [2u8, 4, 8] {
+        for up in [true, false] {
+            for store in [false, true] {
+                let mut code = Vec::new();
+                match size {
+                    2 => code.push(0x66),
+                    8 => code.push(0x48),
+                    _ => {}
+                }
+                code.extend([if store { 0x89 } else { 0x8b }, 0x06]);
+                code.extend([0x48, 0x01, 0xc3]); // ADD RBX, RAX
+                code.extend([0x48, 0x83, 0xc6, if up { 0x01 } else { 0xff }]); // ADD RSI, +-1
+                code.extend([0x48, 0x83, 0xc0, 0x05]); // ADD RAX, 5 (what stores write changes)
+                code.extend([0xff, 0xc9]); // DEC ECX
+                let back = (-((code.len() + 2) as i64)) as u8;
+                code.extend([0x75, back, 0xf4]);
+                let mut gpr = [0u64; 16];
+                gpr[0] = 0x1122_3344_5566_7788;
+                gpr[1] = 64;
+                gpr[6] = if up { DATA + 0x1000 - 0x20 } else { DATA + 0x20 };
+                // An even seed: the data pages are scattered.
+                let seed = 0x5eed_0000 | ((size as u64) << 4) | ((up as u64) << 2) | ((store as u64) << 3);
+                let (a, ea, ma) = run(&mut interp, TestMode::Long64, &code, &gpr, 0x2, seed, 10_000);
+                let (b, eb, mb) = run(&mut jit, TestMode::Long64, &code, &gpr, 0x2, seed, 10_000);
+                assert_eq!(
+                    a.icount,
+                    64 * 6 + 1,
+                    "size {size} up {up} store {store}: the loop did not run whole"
+                );
+                let same =
+                    ma.ram == mb.ram && a.gpr == b.gpr && a.rflags == b.rflags && a.rip == b.rip && ea == eb;
+                assert!(
+                    same,
+                    "size {size} up {up} store {store}: interp and jit differ (memory {})\ninterp gpr {:x?}\njit    gpr {:x?}",
+                    if ma.ram == mb.ram { "same" } else { "DIFFERS" },
+                    a.gpr,
+                    b.gpr
+                );
+            }
+        }
+    }
+}
