@@ -60,7 +60,7 @@ fn sample() -> CpuState {
     c.nmi_blocked = true;
     c.xcr0 = 7;
     for (i, y) in c.vec.ymm_hi.iter_mut().enumerate() {
-        *y = 0xfeed_0000_0000_0000_0000_0000_0000_0000u128 | (i as u128 + 1) * 0x0101_0101_0101;
+        *y = 0xfeed_0000_0000_0000_0000_0000_0000_0000u128 | ((i as u128 + 1) * 0x0101_0101_0101);
     }
     // x87: TOP = 6, R6 = 1.0, R7 = 0.0, R0 = NaN (special); the others empty.
     let one: u128 = (0x3fffu128 << 64) | (1u128 << 63);
