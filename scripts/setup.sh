@@ -19,6 +19,10 @@ command -v nasm >/dev/null 2>&1 || need+=(nasm)
 command -v qemu-system-x86_64 >/dev/null 2>&1 || need+=(qemu-system-x86)
 # The storage tests make and check disk images with qemu-img (and qemu-io for image locking).
 command -v qemu-img >/dev/null 2>&1 || need+=(qemu-utils)
+# The Linux disk tests make ext4 images (mkfs.ext4) and check them afterwards (debugfs, e2fsck), and
+# make the CD-ROM's ISO 9660 image with genisoimage.
+command -v mkfs.ext4 >/dev/null 2>&1 || need+=(e2fsprogs)
+command -v genisoimage >/dev/null 2>&1 || need+=(genisoimage)
 # The Linux boot test compiles a static C program (x87/SSE checks) to run natively and in the guest.
 command -v cc >/dev/null 2>&1 || need+=(gcc)
 [ -f /usr/lib/x86_64-linux-gnu/libc.a ] || need+=(libc6-dev)

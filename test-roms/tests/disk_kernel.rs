@@ -57,22 +57,30 @@ fn fresh_images(tag: &str) -> (PathBuf, PathBuf, PathBuf) {
     (dir, ide, sata)
 }
 
-/// Runs `mb_disk` on the machine with the IDE disk and, when `with_ahci`, the AHCI disk; returns the
-/// outcome, the debug-console output and the retired-instruction count.
-fn run_on_machine(ide: &Path, sata: Option<&Path>, accel: Accel) -> (RunOutcome, String, u64) {
+/// A machine booting `mb_disk` over the IDE image and, when given, the AHCI image; its debug console.
+fn machine(ide: &Path, sata: Option<&Path>, accel: Accel) -> (Machine, Arc<Mutex<Vec<u8>>>) {
     let mut specs = vec![storage::config::DiskSpec::shorthand(ide, 0)];
     if let Some(s) = sata {
         specs.push(storage::config::DiskSpec::parse(&format!("{},if=ahci", s.display())).unwrap());
     }
     let controllers = storage::config::build(&specs).expect("open the images");
+    machine_with(controllers.ide, controllers.ahci, accel)
+}
+
+/// A machine booting `mb_disk` with these controllers.
+fn machine_with(
+    ide: storage::IdeController,
+    ahci: Option<storage::Ahci>,
+    accel: Accel,
+) -> (Machine, Arc<Mutex<Vec<u8>>>) {
     let out = Arc::new(Mutex::new(Vec::<u8>::new()));
     let o2 = out.clone();
     let mut cfg = MachineConfig::new(128 << 20, Vec::new());
     cfg.debugcon = Box::new(move |b| o2.lock().unwrap().push(b));
     cfg.accel = accel;
     cfg.jit_threshold = 1;
-    cfg.ide = Some(controllers.ide);
-    if let Some(ahci) = controllers.ahci {
+    cfg.ide = Some(ide);
+    if let Some(ahci) = ahci {
         cfg.devices
             .push(machine::DeviceSpec::Pci { devfn: storage::config::AHCI_DEVFN, function: Box::new(ahci) });
     }
@@ -82,7 +90,13 @@ fn run_on_machine(ide: &Path, sata: Option<&Path>, accel: Accel) -> (RunOutcome,
         cmdline: "mb_disk.bin mbtest".into(),
         modules: Vec::new(),
     });
-    let mut m = Machine::new(cfg).expect("machine");
+    (Machine::new(cfg).expect("machine"), out)
+}
+
+/// Runs `mb_disk` on the machine with the IDE disk and, when given, the AHCI disk; returns the
+/// outcome, the debug-console output and the retired-instruction count.
+fn run_on_machine(ide: &Path, sata: Option<&Path>, accel: Accel) -> (RunOutcome, String, u64) {
+    let (mut m, out) = machine(ide, sata, accel);
     let outcome = m.run(Some(500_000_000));
     let icount = m.cpu.icount;
     drop(m); // closes (and flushes) the images
@@ -194,4 +208,119 @@ fn mb_disk_passes_under_qemu_tcg_with_the_same_images() {
     assert_passes("mb_disk under QEMU", &outcome, &stdout);
     assert_images("mb_disk under QEMU", &ide, &sata);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Whole-machine snapshots with disk controllers: `mb_disk` saved at many points of its run (so some
+/// land with a PIO block half read, a DMA transfer or an AHCI command in flight, and its completion
+/// pending) and restored into a fresh machine over copies of the images taken at the same point ends
+/// like the uninterrupted run: same console output, same instruction count, same images, same hash of
+/// the whole machine state (CPU, devices including the IDE and AHCI controllers, RAM).
+#[test]
+fn mb_disk_restored_from_snapshots_mid_transfer_ends_the_same() {
+    let (dir, ide, sata) = fresh_images("snap-whole");
+    let (mut whole, whole_out) = machine(&ide, Some(&sata), Accel::Interp);
+    assert_eq!(whole.run(Some(500_000_000)), RunOutcome::Exited(1));
+    let total = whole.cpu.icount;
+    let whole_text = String::from_utf8_lossy(&whole_out.lock().unwrap()).into_owned();
+    let whole_hash = whole.state_hash();
+    drop(whole);
+    let whole_images = (std::fs::read(&ide).unwrap(), std::fs::read(&sata).unwrap());
+    std::fs::remove_dir_all(&dir).unwrap();
+    const POINTS: u64 = 24;
+    for k in 1..POINTS {
+        let at = total * k / POINTS;
+        let (dir, ide, sata) = fresh_images(&format!("snap-{k}"));
+        let (mut first, out1) = machine(&ide, Some(&sata), Accel::Interp);
+        assert_eq!(first.run(Some(at)), RunOutcome::InstructionLimit);
+        let snap = first.save_state();
+        drop(first); // flushes the images: they now hold what the guest wrote up to `at`
+        let copy = dir.join("copy");
+        std::fs::create_dir_all(&copy).unwrap();
+        let (ide2, sata2) = (copy.join("ide.img"), copy.join("sata.img"));
+        std::fs::copy(&ide, &ide2).unwrap();
+        std::fs::copy(&sata, &sata2).unwrap();
+        let (mut second, out2) = machine(&ide2, Some(&sata2), Accel::Jit);
+        second.restore_state(&snap).unwrap_or_else(|e| panic!("restore at {at}: {e:?}"));
+        assert_eq!(second.run(Some(500_000_000)), RunOutcome::Exited(1), "restored at {at}");
+        let text = String::from_utf8_lossy(&out1.lock().unwrap()).into_owned()
+            + &String::from_utf8_lossy(&out2.lock().unwrap());
+        assert_eq!(text, whole_text, "console output across a snapshot at {at} of {total}");
+        assert_eq!(second.cpu.icount, total, "instruction count, snapshot at {at}");
+        assert_eq!(second.state_hash(), whole_hash, "machine state hash, snapshot at {at}");
+        drop(second);
+        let images = (std::fs::read(&ide2).unwrap(), std::fs::read(&sata2).unwrap());
+        assert!(images == whole_images, "images after a snapshot at {at} differ from the whole run's");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+/// A disk in memory whose every operation takes a varying amount of host time (a pseudo-random 0-3 ms),
+/// standing for a slow or contended host disk.
+struct SlowBackend {
+    inner: storage::MemBackend,
+    state: u64,
+}
+
+impl SlowBackend {
+    fn stall(&mut self) {
+        self.state ^= self.state << 13;
+        self.state ^= self.state >> 7;
+        self.state ^= self.state << 17;
+        std::thread::sleep(Duration::from_micros(self.state % 3000));
+    }
+}
+
+impl storage::BlockBackend for SlowBackend {
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+    fn read_only(&self) -> bool {
+        self.inner.read_only()
+    }
+    fn read(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        self.stall();
+        self.inner.read(offset, buf)
+    }
+    fn write(&mut self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.stall();
+        self.inner.write(offset, data)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.stall();
+        self.inner.flush()
+    }
+}
+
+/// Completions depend only on the guest's requests: the kernel over image files, over memory, and over
+/// memory that takes a varying 0-3 ms of host time per operation retires the same instructions, prints
+/// the same and ends in the same machine state (so record/replay holds whatever the host disk does).
+#[test]
+fn mb_disk_completions_do_not_depend_on_host_io_timing() {
+    let (dir, ide, sata) = fresh_images("timing");
+    let (mut m, out) = machine(&ide, Some(&sata), Accel::Interp);
+    let outcome = m.run(Some(500_000_000));
+    let file_run =
+        (outcome, String::from_utf8_lossy(&out.lock().unwrap()).into_owned(), m.cpu.icount, m.state_hash());
+    drop(m);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_passes("mb_disk over files", &file_run.0, &file_run.1);
+    for seed in [0u64, 0x9E37_79B9_7F4A_7C15, 12345] {
+        let backend = |sectors: u32, salt: u64| -> Box<dyn storage::BlockBackend> {
+            let inner = storage::MemBackend::from_bytes(pattern(sectors), false);
+            if seed == 0 { Box::new(inner) } else { Box::new(SlowBackend { inner, state: seed ^ salt }) }
+        };
+        let mut ctl = storage::IdeController::new();
+        ctl.attach(0, 0, storage::Drive::disk(backend(IDE_SECTORS, 1), "FERRITE-IDE0"));
+        let ahci =
+            storage::Ahci::new(vec![Some(storage::Drive::disk(backend(SATA_SECTORS, 2), "FERRITE-SATA0"))]);
+        let (mut m, out) = machine_with(ctl, Some(ahci), Accel::Interp);
+        let outcome = m.run(Some(500_000_000));
+        let run = (
+            outcome,
+            String::from_utf8_lossy(&out.lock().unwrap()).into_owned(),
+            m.cpu.icount,
+            m.state_hash(),
+        );
+        assert_eq!(run, file_run, "backend seed {seed:#x}: outcome, output, instructions, state hash");
+    }
 }

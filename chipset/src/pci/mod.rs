@@ -91,7 +91,7 @@ mod tests;
 pub use bus::PciBus;
 pub use config::*;
 pub use i440fx::I440fx;
-pub use piix3::{BusMasterIde, PIRQRC, Piix3Ide, Piix3Isa};
+pub use piix3::{PIRQRC, Piix3Ide, Piix3Isa};
 pub use piix4::{PM_IO_SIZE, PM_WINDOW, Piix4Pm, SMB_WINDOW};
 
 /// One function on bus 0: a configuration space plus whatever chipset registers it decodes.
