@@ -522,6 +522,15 @@ fn durability_unsynced_writes_leave_a_consistent_qcow2() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    println!("qemu-img check after the kill: {}", String::from_utf8_lossy(&out.stdout));
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    println!("qemu-img check after the kill: {report}");
+    // The guest's writes reached the image before the kill: clusters are allocated.
+    let allocated: u64 = report
+        .lines()
+        .find(|l| l.contains("allocated"))
+        .and_then(|l| l.split('/').next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no allocation count in qemu-img check's report: {report}"));
+    assert!(allocated > 0, "no cluster was allocated before the kill: {report}");
     let _ = std::fs::remove_dir_all(&dir);
 }
