@@ -2,19 +2,21 @@
 """In-guest disk benchmark: Ferrite (JIT) beside QEMU TCG, each with the same controller and the same
 raw image, in the same run, on Debian's generic kernel (ata_piix/ahci modules in the initramfs).
 
-For each emulator and controller (IDE: `--hda` / `-drive if=ide`; AHCI: `--disk ,if=ahci` /
-`-device ahci` + `ide-hd`) it boots to the shell, then types four workloads on the serial console and
-measures host wall time from typing each to its end marker:
+Each emulator boots once with two disks: an IDE one (`--hda` / `-drive if=ide`: /dev/sda, ata_piix
+loads first) and an AHCI one (`--disk ,if=ahci` / `-device ahci` + `ide-hd`: /dev/sdb). At the shell it
+types four workloads per disk on the serial console and measures, from typing each to its end marker,
+host wall time and the host CPU time of the emulator process (all its threads; /proc/PID/stat), which
+says more than wall time when the host is shared with other work:
 
-  seq-write   dd if=/dev/zero of=/dev/sda bs=1M count=N oflag=direct
-  seq-read    dd if=/dev/sda of=/dev/null bs=1M count=N iflag=direct
-  rand-write  randio /dev/sda w M      (M random 4 KiB O_DIRECT writes, benches/guest/randio.c)
-  rand-read   randio /dev/sda r M
+  seq-write   dd if=/dev/zero of=DEV bs=1M count=N oflag=direct
+  seq-read    dd if=DEV of=/dev/null bs=1M count=N iflag=direct
+  rand-write  randio DEV w M      (M random 4 KiB O_DIRECT writes, benches/guest/randio.c)
+  rand-read   randio DEV r M
 
 O_DIRECT keeps the guest's page cache out, so every byte crosses the emulated controller. The image is a
-fresh raw file of --size MiB (fully allocated) for every boot. The host's page cache is not dropped
-(both emulators write through it alike). Prints MiB/s and IOPS per emulator and controller, and the
-ratio Ferrite / QEMU.
+fresh raw file of --size MiB (zero-filled, fully allocated) for every boot. The host's page cache is not dropped
+(both emulators write through it alike). Prints MiB/s and IOPS per emulator and controller by wall time and by
+CPU time, and the ratio Ferrite / QEMU.
 
 Usage (after `cargo build --release -p ferrite`):
     python3 benches/guest/disk_bench.py [--ferrite target/release/ferrite] [--mib 64] [--ios 2000]
@@ -42,35 +44,43 @@ def wait_for(proc, buf, pattern, deadline):
     return None
 
 
-def workloads(mib, ios):
+def workloads(dev, mib, ios):
     return [
-        ("seq-write", f"dd if=/dev/zero of=/dev/sda bs=1M count={mib} oflag=direct 2>/dev/null", mib, "MiB/s"),
-        ("seq-read", f"dd if=/dev/sda of=/dev/null bs=1M count={mib} iflag=direct 2>/dev/null", mib, "MiB/s"),
-        ("rand-write", f"randio /dev/sda w {ios}", ios, "IOPS"),
-        ("rand-read", f"randio /dev/sda r {ios}", ios, "IOPS"),
+        ("seq-write", f"dd if=/dev/zero of={dev} bs=1M count={mib} oflag=direct 2>/dev/null", mib, "MiB/s"),
+        ("seq-read", f"dd if={dev} of=/dev/null bs=1M count={mib} iflag=direct 2>/dev/null", mib, "MiB/s"),
+        ("rand-write", f"randio {dev} w {ios}", ios, "IOPS"),
+        ("rand-read", f"randio {dev} r {ios}", ios, "IOPS"),
     ]
 
 
+def cpu_seconds(pid):
+    """User + system CPU time of process `pid` (all threads), in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run(cmd, work, timeout):
-    """Boots `cmd`, runs every workload; returns {name: seconds} or raises with the console tail."""
+    """Boots `cmd`, runs every (disk, workload); returns {(disk, name): (wall s, cpu s)} or raises."""
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     buf = [b""]
     try:
         if not wait_for(proc, buf, PROMPT, time.time() + timeout):
             raise RuntimeError("no shell: " + buf[0][-500:].decode(errors="replace"))
         times = {}
-        for i, (name, line, _, _) in enumerate(work):
+        for i, (disk, name, line, _, _) in enumerate(work):
             marker = f"DONE-{i}-{name}"
             buf[0] = b""
+            c0 = cpu_seconds(proc.pid)
+            t0 = time.time()
             proc.stdin.write(f"{line}; echo DO''NE-{i}-{name} $?\n".encode())
             proc.stdin.flush()
-            t0 = time.time()
             m = wait_for(proc, buf, re.compile(rf"{marker} (\d+)".encode()), t0 + timeout)
             if not m:
-                raise RuntimeError(f"{name} did not finish: " + buf[0][-500:].decode(errors="replace"))
-            times[name] = time.time() - t0
+                raise RuntimeError(f"{disk} {name} did not finish: " + buf[0][-500:].decode(errors="replace"))
+            times[(disk, name)] = (time.time() - t0, cpu_seconds(proc.pid) - c0)
             if m.group(1) != b"0":
-                raise RuntimeError(f"{name} failed in the guest: " + buf[0][-500:].decode(errors="replace"))
+                raise RuntimeError(f"{disk} {name} failed in the guest: " + buf[0][-500:].decode(errors="replace"))
         proc.stdin.write(b"poweroff\n")
         proc.stdin.flush()
         try:
@@ -105,46 +115,47 @@ def main():
     paths = subprocess.run(args, capture_output=True, check=True).stdout.decode()
     field = lambda k: re.search(rf"^{k}=(.*)$", paths, re.M).group(1)
     kernel, initrd = field("kernel"), field("initrd")
-    img = os.path.join(tmp, "disk.img")
+    ide, sata = os.path.join(tmp, "ide.img"), os.path.join(tmp, "sata.img")
 
-    fer = [a.ferrite, "run", "--accel", "jit", "--memory", "512M", "--kernel", kernel, "--initrd", initrd,
-           "--append", CMDLINE]
-    qemu = ["qemu-system-x86_64", "-accel", "tcg", "-m", "512", "-smp", "1", "-nographic", "-no-reboot",
-            "-kernel", kernel, "-initrd", initrd, "-append", CMDLINE]
-    setups = {
-        "ferrite-jit ide": fer + ["--hda", img],
-        "qemu-tcg ide": qemu + ["-drive", f"file={img},if=ide,format=raw,index=0"],
-        "ferrite-jit ahci": fer + ["--disk", f"{img},if=ahci,format=raw"],
-        "qemu-tcg ahci": qemu + ["-device", "ahci,id=ahci", "-drive", f"file={img},if=none,id=d0,format=raw",
-                                 "-device", "ide-hd,drive=d0,bus=ahci.0"],
+    emulators = {
+        "ferrite-jit": [a.ferrite, "run", "--accel", "jit", "--memory", "512M", "--kernel", kernel,
+                        "--initrd", initrd, "--append", CMDLINE, "--hda", ide, "--disk", f"{sata},if=ahci,format=raw"],
+        "qemu-tcg": ["qemu-system-x86_64", "-accel", "tcg", "-m", "512", "-smp", "1", "-nographic", "-no-reboot",
+                     "-kernel", kernel, "-initrd", initrd, "-append", CMDLINE,
+                     "-drive", f"file={ide},if=ide,format=raw,index=0",
+                     "-device", "ahci,id=ahci", "-drive", f"file={sata},if=none,id=d0,format=raw",
+                     "-device", "ide-hd,drive=d0,bus=ahci.0"],
     }
     if a.only:
-        setups = {k: v for k, v in setups.items() if k in a.only.split(",")}
-    work = workloads(a.mib, a.ios)
+        emulators = {k: v for k, v in emulators.items() if k in a.only.split(",")}
+    work = [(disk,) + w for disk, dev in (("ide", "/dev/sda"), ("ahci", "/dev/sdb"))
+            for w in workloads(dev, a.mib, a.ios)]
     results = {}
-    for name, cmd in setups.items():
+    for name, cmd in emulators.items():
         runs = []
         for _ in range(a.runs):
-            with open(img, "wb") as f:
-                f.write(b"\0" * (a.size << 20))
+            for img in (ide, sata):
+                with open(img, "wb") as f:
+                    f.write(b"\0" * (a.size << 20))
             try:
                 runs.append(run(cmd, work, a.timeout))
             except RuntimeError as e:
                 print(f"{name}: {e}", file=sys.stderr)
         if runs:
-            results[name] = {w[0]: statistics.median(r[w[0]] for r in runs) for w in work}
-    load = os.getloadavg()[0]
-    print(f"load average at the end: {load:.1f}")
-    print(f"{'emulator/controller':<20}" + "".join(f"{w[0] + ' (' + w[3] + ')':>22}" for w in work))
+            results[name] = {k: (statistics.median(r[k][0] for r in runs), statistics.median(r[k][1] for r in runs))
+                             for k in runs[0]}
+    print(f"load average at the end: {os.getloadavg()[0]:.1f}")
+    print(f"{'emulator':<12} {'disk':<5} {'workload':<11} {'unit':<6} {'by wall':>9} {'by CPU':>9} "
+          f"{'wall s':>7} {'CPU s':>7} {'vs QEMU (CPU)':>14}")
     for name, t in results.items():
-        row = f"{name:<20}"
-        for w in work:
-            rate = w[2] / t[w[0]]
-            other = results.get(name.replace("ferrite-jit", "qemu-tcg")) if name.startswith("ferrite") else None
-            ratio = f" ({rate / (w[2] / other[w[0]]):.2f}x)" if other else ""
-            row += f"{rate:>14.1f}{ratio:>8}"
-        print(row)
-    os.remove(img)
+        for (disk, wname, _, amount, unit) in work:
+            wall, cpu = t[(disk, wname)]
+            q = results.get("qemu-tcg", {}).get((disk, wname)) if name != "qemu-tcg" else None
+            ratio = f"{(amount / max(cpu, 1e-3)) / (amount / max(q[1], 1e-3)):.2f}x" if q else ""
+            print(f"{name:<12} {disk:<5} {wname:<11} {unit:<6} {amount / wall:>9.1f} {amount / max(cpu, 1e-3):>9.1f} "
+                  f"{wall:>7.2f} {cpu:>7.2f} {ratio:>14}")
+    for img in (ide, sata):
+        os.remove(img)
 
 
 if __name__ == "__main__":
