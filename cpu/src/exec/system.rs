@@ -95,6 +95,8 @@ pub fn lookup(code: Code) -> Option<Handler> {
         C::Lmsw_rm16 | C::Lmsw_r32m16 | C::Lmsw_r64m16 => lmsw,
         C::Smsw_rm16 | C::Smsw_r32m16 | C::Smsw_r64m16 => smsw,
         C::Clts => clts,
+        C::Rdpkru => rdpkru,
+        C::Wrpkru => wrpkru,
         C::Invlpg_m => invlpg,
         C::Wbinvd | C::Invd | C::Wbnoinvd => privileged_nop,
         C::Cpuid => cpuid_,

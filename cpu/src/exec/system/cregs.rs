@@ -178,7 +178,8 @@ pub(super) fn mov_to_cr(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
                 return Err(Fault::gp0());
             }
             ctx.st.cr4 = v;
-            if (old ^ v) & (cr4::PGE | cr4::PAE | cr4::PSE | cr4::SMEP | cr4::SMAP | cr4::PCIDE) != 0 {
+            let paging_bits = cr4::PGE | cr4::PAE | cr4::PSE | cr4::SMEP | cr4::SMAP | cr4::PCIDE | cr4::PKE;
+            if (old ^ v) & paging_bits != 0 {
                 ctx.mmu.tlb.flush(false);
             }
             Ok(())
@@ -192,6 +193,34 @@ pub(super) fn mov_to_cr(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
         }
         _ => Err(Fault::ud()),
     }
+}
+
+/// RDPKRU: EDX:EAX = 0:PKRU. #UD with CR4.PKE = 0, #GP(0) unless ECX = 0; at any privilege level
+/// (SDM vol. 2 RDPKRU). Whether the instruction exists at all is the model's (PKU).
+pub(super) fn rdpkru(ctx: &mut Ctx<'_>, _: &Insn) -> Result<(), Fault> {
+    if ctx.st.cr4 & cr4::PKE == 0 {
+        return Err(Fault::ud());
+    }
+    if ctx.st.gpr[1] as u32 != 0 {
+        return Err(Fault::gp0());
+    }
+    ctx.st.gpr[0] = u64::from(ctx.st.pkru);
+    ctx.st.gpr[2] = 0;
+    Ok(())
+}
+
+/// WRPKRU: PKRU = EAX. #UD with CR4.PKE = 0, #GP(0) unless ECX = EDX = 0; at any privilege level.
+pub(super) fn wrpkru(ctx: &mut Ctx<'_>, _: &Insn) -> Result<(), Fault> {
+    if ctx.st.cr4 & cr4::PKE == 0 {
+        return Err(Fault::ud());
+    }
+    if ctx.st.gpr[1] as u32 != 0 || ctx.st.gpr[2] as u32 != 0 {
+        return Err(Fault::gp0());
+    }
+    crate::exec::fpstate::set_pkru(ctx, ctx.st.gpr[0] as u32);
+    // Later accesses of this block must see the new rights.
+    ctx.break_block = true;
+    Ok(())
 }
 
 pub(super) fn dr_index(r: Register) -> Option<usize> {
@@ -253,4 +282,260 @@ pub(super) fn mov_to_dr(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
         ctx.mmu.tlb.flush(false);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod pku_tests {
+    use crate::exec::string::testkit::Machine;
+    use crate::fault::Fault;
+    use crate::mem::Ctx;
+    use crate::model::CpuModel;
+    use crate::paging::{AccessKind, pf};
+    use crate::state::{cr0, cr4};
+    use crate::testutil::{PD, TestMode};
+
+    const RDPKRU: &[u8] = &[0x0f, 0x01, 0xee];
+    const WRPKRU: &[u8] = &[0x0f, 0x01, 0xef];
+    /// A 4 KiB page table for linear 2 MiB..4 MiB: page k maps [`USER`] + k * 4 KiB to physical
+    /// 0x40000 + k * 4 KiB, a present user page with protection key k (read-only for k = 7).
+    const PT: u64 = 0x120000;
+    const USER: u64 = 0x200000;
+
+    fn machine(code: &[u8]) -> Machine {
+        let mut m = Machine::new(TestMode::Long64, code);
+        m.st.model = CpuModel::max();
+        m.st.cr4 |= cr4::PKE;
+        m
+    }
+
+    /// A machine whose linear 2 MiB..4 MiB are user pages with keys (see [`PT`]).
+    fn paged() -> Machine {
+        let mut m = machine(WRPKRU);
+        // The test setup maps the first GiB as supervisor pages: make the path to the table user.
+        let pml4 = m.st.cr3;
+        let pdpt = m.peek_le(pml4, 8) & !0xfff;
+        m.poke(pml4, &(pdpt | 7).to_le_bytes());
+        m.poke(pdpt, &(PD | 7).to_le_bytes());
+        m.poke(PD + 8, &(PT | 7).to_le_bytes());
+        for k in 0..16u64 {
+            let rw = if k == 7 { 0 } else { 2 };
+            let pte = (0x40000 + k * 0x1000) | 5 | rw | (k << 59);
+            m.poke(PT + k * 8, &pte.to_le_bytes());
+        }
+        m
+    }
+
+    /// One data access (or fetch) at `lin` with privilege `cpl`, through the TLB.
+    fn access(m: &mut Machine, lin: u64, kind: AccessKind, cpl: u8) -> Result<(), Fault> {
+        m.st.cpl = cpl;
+        let mut ctx =
+            Ctx { st: &mut m.st, bus: &mut m.bus, mmu: &mut m.mmu, next_rip: 0, break_block: false };
+        let r = match kind {
+            AccessKind::Read => ctx.read_lin(lin, 4).map(|_| ()),
+            AccessKind::Write => ctx.write_lin(lin, 4, 0x5a5a),
+            AccessKind::Exec => ctx.lin_to_phys(lin, AccessKind::Exec).map(|_| ()),
+        };
+        m.st.cpl = 0;
+        r
+    }
+
+    fn wrpkru(m: &mut Machine, v: u32) {
+        m.st.rip = crate::testutil::CODE;
+        m.st.gpr[0] = u64::from(v);
+        m.st.gpr[1] = 0;
+        m.st.gpr[2] = 0;
+        let s = m.step().expect("wrpkru");
+        assert!(s.break_block, "WRPKRU ends the block");
+    }
+
+    /// RDPKRU/WRPKRU: #UD without CR4.PKE, #GP(0) for ECX (and EDX for WRPKRU) not 0, at any CPL;
+    /// RDPKRU zeroes RDX and the upper half of RAX.
+    #[test]
+    fn rdpkru_wrpkru_rules() {
+        for code in [RDPKRU, WRPKRU] {
+            let mut m = machine(code);
+            m.st.cr4 &= !cr4::PKE;
+            assert_eq!(m.step(), Err(Fault::ud()), "{code:x?} without CR4.PKE");
+            let mut m = machine(code);
+            m.st.gpr[1] = 1;
+            assert_eq!(m.step(), Err(Fault::gp0()), "{code:x?} ECX = 1");
+        }
+        let mut m = machine(WRPKRU);
+        m.st.gpr[2] = 1 << 32; // EDX = 0: the upper half does not count
+        m.st.gpr[0] = 0xffff_ffff_1234_5678;
+        m.st.cpl = 3;
+        m.step().expect("wrpkru at CPL 3");
+        assert_eq!(m.st.pkru, 0x1234_5678);
+        let mut m2 = machine(WRPKRU);
+        m2.st.gpr[2] = 1;
+        assert_eq!(m2.step(), Err(Fault::gp0()), "WRPKRU EDX = 1");
+        let mut m = machine(RDPKRU);
+        m.st.pkru = 0x8000_0004;
+        m.st.gpr[0] = u64::MAX;
+        m.st.gpr[2] = u64::MAX;
+        m.st.cpl = 3;
+        m.step().expect("rdpkru");
+        assert_eq!((m.st.gpr[0], m.st.gpr[2]), (0x8000_0004, 0));
+    }
+
+    /// Keys in the page walk: AD refuses data accesses, WD writes by user mode or with CR0.WP; the
+    /// error code has P, W, U as usual plus PK (bit 5); fetches ignore keys; CR4.PKE = 0 ignores
+    /// them; and the PK bit reports the key's verdict even when the page refuses the write anyway.
+    #[test]
+    fn protection_keys_in_the_page_walk() {
+        use AccessKind::{Exec, Read, Write};
+        let page = |k: u64| USER + k * 0x1000;
+        let (p, w, u, pk) = (pf::P, pf::W, pf::U, pf::PK);
+        // Key 1: AD; key 2: WD; key 7's page is read-only and WD; key 0 unrestricted.
+        let pkru = (1 << 2) | (2 << 4) | (2 << 14);
+        let cases: &[(u64, AccessKind, u8, bool, Result<(), u32>)] = &[
+            (0, Read, 3, true, Ok(())),
+            (0, Write, 3, true, Ok(())),
+            (1, Read, 3, true, Err(p | u | pk)),
+            (1, Write, 3, true, Err(p | w | u | pk)),
+            (1, Read, 0, true, Err(p | pk)),
+            (1, Write, 0, false, Err(p | w | pk)),
+            (1, Exec, 3, true, Ok(())),
+            (2, Read, 3, true, Ok(())),
+            (2, Write, 3, true, Err(p | w | u | pk)),
+            (2, Write, 0, true, Err(p | w | pk)),
+            (2, Write, 0, false, Ok(())),
+            (2, Read, 0, true, Ok(())),
+            (7, Write, 3, true, Err(p | w | u | pk)),
+            (7, Read, 3, true, Ok(())),
+        ];
+        for &(k, kind, cpl, wp, want) in cases {
+            let mut m = paged();
+            m.st.pkru = pkru;
+            if !wp {
+                m.st.cr0 &= !cr0::WP;
+            } else {
+                m.st.cr0 |= cr0::WP;
+            }
+            let got = access(&mut m, page(k) + 0x10, kind, cpl);
+            assert_eq!(got, want.map_err(Fault::pf), "key {k} {kind:?} CPL {cpl} WP {wp}");
+            if want.is_err() {
+                assert_eq!(m.st.cr2, page(k) + 0x10);
+            }
+        }
+        // Read-only page, key 0: the write fails without PK.
+        let mut m = paged();
+        m.poke(PT, &(0x40000u64 | 5).to_le_bytes());
+        assert_eq!(access(&mut m, page(0), Write, 3), Err(Fault::pf(p | w | u)));
+        // CR4.PKE = 0: keys mean nothing.
+        let mut m = paged();
+        m.st.pkru = u32::MAX;
+        m.st.cr4 &= !cr4::PKE;
+        assert_eq!(access(&mut m, page(1), Read, 3), Ok(()));
+        assert_eq!(access(&mut m, page(1), Write, 3), Ok(()));
+        // Supervisor pages have no key: AD for key 0 leaves them alone.
+        let mut m = paged();
+        m.st.pkru = 3;
+        assert_eq!(access(&mut m, 0x10000, Write, 0), Ok(()));
+        assert_eq!(access(&mut m, page(0), Read, 0), Err(Fault::pf(p | pk)));
+    }
+
+    /// WRPKRU takes effect on the next access even where the TLB already holds the page.
+    #[test]
+    fn wrpkru_applies_to_cached_translations() {
+        let mut m = paged();
+        assert_eq!(access(&mut m, USER + 0x1000, AccessKind::Write, 3), Ok(()));
+        wrpkru(&mut m, 1 << 2);
+        assert_eq!(
+            access(&mut m, USER + 0x1000, AccessKind::Read, 3),
+            Err(Fault::pf(pf::P | pf::U | pf::PK))
+        );
+        wrpkru(&mut m, 0);
+        assert_eq!(access(&mut m, USER + 0x1000, AccessKind::Read, 3), Ok(()));
+        // CR4.PKE going on applies the rights to what the TLB holds too (MOV CR4 drops it).
+        m.st.pkru = 1 << 2;
+        m.st.cr4 &= !cr4::PKE;
+        m.mmu.tlb.flush(false);
+        assert_eq!(access(&mut m, USER + 0x1000, AccessKind::Read, 3), Ok(()));
+        let code = crate::testutil::asm(64, |a| {
+            use iced_x86::code_asm::*;
+            a.mov(cr4, rax).unwrap();
+        });
+        let mut m2 = Machine::new(TestMode::Long64, &code);
+        m2.st.model = CpuModel::max();
+        std::mem::swap(&mut m2.bus, &mut m.bus);
+        std::mem::swap(&mut m2.mmu, &mut m.mmu);
+        m2.st.cr4 = m.st.cr4;
+        m2.st.pkru = m.st.pkru;
+        m2.st.gpr[0] = m.st.cr4 | cr4::PKE;
+        m2.bus.ram[crate::testutil::CODE as usize..][..code.len()].copy_from_slice(&code);
+        m2.step().expect("mov cr4");
+        assert_eq!(
+            access(&mut m2, USER + 0x1000, AccessKind::Read, 3),
+            Err(Fault::pf(pf::P | pf::U | pf::PK))
+        );
+    }
+
+    /// CR4.PKE exists only where the model advertises PKU; CPUID.7.ECX has PKU and, with CR4.PKE,
+    /// OSPKE; leaf 0xD describes the PKRU component (9) and XSETBV accepts XCR0 bit 9 only then.
+    #[test]
+    fn cpuid_cr4_and_xcr0_follow_the_model() {
+        use crate::cpuid::{cpuid_for_model, cpuid_model};
+        let (max, def) = (CpuModel::max(), CpuModel::ferrite());
+        assert_ne!(max.cr4_valid(super::CR4_VALID) & cr4::PKE, 0);
+        assert_eq!(def.cr4_valid(super::CR4_VALID) & cr4::PKE, 0);
+        assert_eq!(cpuid_for_model(&max, 7, 0, 0, 0)[2] & 0x18, 0x08);
+        assert_eq!(cpuid_for_model(&max, 7, 0, 0, cr4::PKE)[2] & 0x18, 0x18);
+        assert_eq!(cpuid_for_model(&def, 7, 0, 0, cr4::PKE)[2] & 0x18, 0);
+        assert_eq!(cpuid_model(&max, 0xd, 0, 0), [0x207, 576, 2696, 0]);
+        assert_eq!(cpuid_model(&max, 0xd, 9, 0), [8, 2688, 0, 0]);
+        assert_eq!(cpuid_model(&def, 0xd, 0, 0), [7, 576, 832, 0]);
+        assert_eq!(cpuid_model(&def, 0xd, 9, 0), [0; 4]);
+        assert_eq!(crate::cpuid::with_xcr0(cpuid_model(&max, 0xd, 1, 0), 0xd, 1, 0x207)[1], 840);
+        assert_eq!(crate::cpuid::with_xcr0(cpuid_model(&max, 0xd, 0, 0), 0xd, 0, 0x203)[1], 2696);
+        const XSETBV: &[u8] = &[0x0f, 0x01, 0xd1];
+        for (model, want) in [(max, Ok(())), (def, Err(Fault::gp0()))] {
+            let mut m = Machine::new(TestMode::Long64, XSETBV);
+            m.st.model = model;
+            m.st.cr4 |= cr4::OSXSAVE;
+            m.st.gpr[0] = 0x203;
+            m.st.gpr[1] = 0;
+            m.st.gpr[2] = 0;
+            assert_eq!(m.step().map(|_| ()), want, "{:?}", model.base);
+        }
+    }
+
+    /// XSAVE/XSAVEC/XRSTOR of component 9: PKRU at 2688 in the standard form, after AVX (832) in the
+    /// compacted one; XSTATE_BV[9] = (PKRU != 0); XRSTOR with the bit clear loads the initial 0.
+    #[test]
+    fn xsave_component_9_holds_pkru() {
+        use iced_x86::code_asm::*;
+        const AREA: u64 = 0x20000;
+        for compact in [false, true] {
+            let code = crate::testutil::asm(64, |a| {
+                if compact {
+                    a.xsavec64(ptr(rbx)).unwrap();
+                } else {
+                    a.xsave64(ptr(rbx)).unwrap();
+                }
+                a.xrstor64(ptr(rbx)).unwrap();
+            });
+            let mut m = machine(&code);
+            m.st.cr4 |= cr4::OSXSAVE;
+            m.st.xcr0 = 0x207;
+            m.st.pkru = 0x5555_5554;
+            m.st.gpr[3] = AREA;
+            m.st.gpr[0] = 0x207;
+            m.st.gpr[2] = 0;
+            m.step().expect("xsave");
+            let off = if compact { 832 } else { 2688 };
+            assert_eq!(m.peek_le(AREA + off, 8), 0x5555_5554, "compact {compact}");
+            assert_ne!(m.peek_le(AREA + 512, 8) & 0x200, 0, "XSTATE_BV[9]");
+            // XRSTOR loads it back; then with XSTATE_BV[9] clear, the initial value.
+            m.st.pkru = 0;
+            m.step().expect("xrstor");
+            assert_eq!(m.st.pkru, 0x5555_5554);
+            let bv = m.peek_le(AREA + 512, 8) & !0x200;
+            m.poke(AREA + 512, &bv.to_le_bytes());
+            let xrstor_len = 4;
+            m.st.rip = crate::testutil::CODE + code.len() as u64 - xrstor_len;
+            m.step().expect("xrstor with component 9 in its initial state");
+            assert_eq!(m.st.pkru, 0, "compact {compact}");
+        }
+    }
 }
