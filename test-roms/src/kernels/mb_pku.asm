@@ -92,6 +92,7 @@ mb_header:
         dd start
 
 start:
+        cli
         mov esp, stack_top
         ; Page tables (in bss, zeroed by the loader): PML4 -> PDPT -> PD; PD[0] a 2 MiB user page,
         ; PD[2] -> PT with the keyed pages.
@@ -248,7 +249,7 @@ long_entry:
         mov [kernel_rsp], rsp
         push 0x1B                   ; SS
         push user_stack_top         ; RSP
-        push 0x202                  ; RFLAGS
+        push 0x002                  ; RFLAGS: IF = 0 (no timer interrupt through this IDT)
         push 0x23                   ; CS
         push user_code              ; RIP
         iretq
