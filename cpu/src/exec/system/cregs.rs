@@ -388,7 +388,9 @@ mod pku_tests {
         let (p, w, u, pk) = (pf::P, pf::W, pf::U, pf::PK);
         // Key 1: AD; key 2: WD; key 7's page is read-only and WD; key 0 unrestricted.
         let pkru = (1 << 2) | (2 << 4) | (2 << 14);
-        let cases: &[(u64, AccessKind, u8, bool, Result<(), u32>)] = &[
+        /// (key, access, CPL, CR0.WP, expected #PF error code or success).
+        type Case = (u64, AccessKind, u8, bool, Result<(), u32>);
+        let cases: &[Case] = &[
             (0, Read, 3, true, Ok(())),
             (0, Write, 3, true, Ok(())),
             (1, Read, 3, true, Err(p | u | pk)),
