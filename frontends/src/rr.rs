@@ -85,7 +85,8 @@ fn snapshot_at(a: &RrArgs) -> Result<Option<(u64, PathBuf)>, String> {
 }
 
 fn save_snapshot(m: &Machine, path: &std::path::Path) -> Result<(), String> {
-    let s = machine::snapfile::save_file(m, path).map_err(|e| format!("--snapshot-at {}: {e}", path.display()))?;
+    let s = machine::snapfile::save_file(m, path)
+        .map_err(|e| format!("--snapshot-at {}: {e}", path.display()))?;
     eprintln!(
         "ferrite: snapshot at {} instructions written to {} ({} of {} RAM pages stored, {} bytes)",
         m.cpu.icount,
@@ -128,7 +129,9 @@ pub fn drive(args: &RunArgs, built: Built) -> ExitCode {
     let Built { mut m, images } = built;
     let needs_counting = args.rr.record.is_some() || args.rr.lockstep;
     if needs_counting && m.engine().name() == "kvm" {
-        eprintln!("ferrite: --record and --lockstep need an instruction-counting engine (--accel interp or jit)");
+        eprintln!(
+            "ferrite: --record and --lockstep need an instruction-counting engine (--accel interp or jit)"
+        );
         return ExitCode::from(2);
     }
     let mut snap = match snapshot_at(&args.rr) {
@@ -369,7 +372,9 @@ pub fn replay(a: ReplayArgs) -> ExitCode {
         (None, "interp") => machine::Accel::Interp,
         (None, "jit") => machine::Accel::Jit,
         (None, other) => {
-            eprintln!("ferrite replay: recorded under '{other}', which cannot replay; use --accel interp or jit");
+            eprintln!(
+                "ferrite replay: recorded under '{other}', which cannot replay; use --accel interp or jit"
+            );
             return ExitCode::from(2);
         }
     };
@@ -434,7 +439,11 @@ fn bisect_replay(
     let snap = x.save_state();
     let from = x.slot();
     let inputs: Vec<_> = rec.inputs.iter().filter(|s| s.slot >= from).cloned().collect();
-    eprintln!("ferrite replay: bisecting between counts {good} and {bad} ({} against {})", x.engine().name(), y.engine().name());
+    eprintln!(
+        "ferrite replay: bisecting between counts {good} and {bad} ({} against {})",
+        x.engine().name(),
+        y.engine().name()
+    );
     match machine::lockstep::bisect(&mut x, &mut y, &snap, &inputs, good, bad) {
         Ok(d) => eprintln!("ferrite replay: first divergence: {}", d.report),
         Err(e) => eprintln!(

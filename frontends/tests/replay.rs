@@ -24,7 +24,10 @@ fn ferrite(args: &[&str]) -> (i32, String, String) {
 }
 
 fn temp(name: &str) -> String {
-    std::env::temp_dir().join(format!("ferrite-cli-rr-{}-{name}", std::process::id())).to_string_lossy().into_owned()
+    std::env::temp_dir()
+        .join(format!("ferrite-cli-rr-{}-{name}", std::process::id()))
+        .to_string_lossy()
+        .into_owned()
 }
 
 fn rom(name: &str) -> String {
@@ -38,7 +41,9 @@ fn count_and_hash(stderr: &str) -> (String, String) {
     let hash = stderr.lines().find_map(|l| l.strip_prefix("ferrite: state hash ")).unwrap_or_default();
     let count = stderr
         .lines()
-        .find_map(|l| l.strip_prefix("ferrite: ").and_then(|r| r.split_once(" instructions in ")).map(|(n, _)| n))
+        .find_map(|l| {
+            l.strip_prefix("ferrite: ").and_then(|r| r.split_once(" instructions in ")).map(|(n, _)| n)
+        })
         .unwrap_or_default();
     (count.to_string(), hash.to_string())
 }
@@ -49,8 +54,19 @@ fn a_rom_recorded_replays_under_both_engines_and_in_lockstep() {
     let rec = temp("rtc.rec");
     let snap = temp("rtc.snap");
     let (code, out, err) = ferrite(&[
-        "run", "--rom", &r, "--memory", "32M", "--stats", "--record", &rec, "--record-interval", "2000000",
-        "--snapshot-at", "5000000", &snap,
+        "run",
+        "--rom",
+        &r,
+        "--memory",
+        "32M",
+        "--stats",
+        "--record",
+        &rec,
+        "--record-interval",
+        "2000000",
+        "--snapshot-at",
+        "5000000",
+        &snap,
     ]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("ferrite: recorded"), "{err}");
@@ -70,7 +86,8 @@ fn a_rom_recorded_replays_under_both_engines_and_in_lockstep() {
     assert!(out.ends_with(&o), "the restored replay prints the end of the output");
     assert_eq!(count_and_hash(&e), want, "{e}");
     // A plain run restored from the snapshot under the other engine ends the same way.
-    let (c, o, e) = ferrite(&["run", "--rom", &r, "--memory", "32M", "--accel", "jit", "--restore", &snap, "--stats"]);
+    let (c, o, e) =
+        ferrite(&["run", "--rom", &r, "--memory", "32M", "--accel", "jit", "--restore", &snap, "--stats"]);
     assert_eq!(c, 1, "{e}");
     assert!(out.ends_with(&o));
     assert_eq!(count_and_hash(&e), want, "{e}");
@@ -123,13 +140,22 @@ fn corrupt_truncated_and_other_version_recordings_are_one_line_and_exit_2() {
 fn an_injected_divergence_is_reported_at_its_count() {
     let r = rom("chip_pit_pic");
     let (code, _, err) = ferrite(&[
-        "run", "--rom", &r, "--memory", "32M", "--lockstep", "--lockstep-interval", "3000000",
-        "--debug-inject-divergence", "4567891",
+        "run",
+        "--rom",
+        &r,
+        "--memory",
+        "32M",
+        "--lockstep",
+        "--lockstep-interval",
+        "3000000",
+        "--debug-inject-divergence",
+        "4567891",
     ]);
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("first divergence: the states first differ after instruction 4567891 "), "{err}");
     let rec = temp("pit.rec");
-    let (code, _, err) = ferrite(&["run", "--rom", &r, "--memory", "32M", "--record", &rec, "--record-interval", "1000000"]);
+    let (code, _, err) =
+        ferrite(&["run", "--rom", &r, "--memory", "32M", "--record", &rec, "--record-interval", "1000000"]);
     assert_eq!(code, 1, "{err}");
     let (code, _, err) = ferrite(&["replay", &rec, "--accel", "jit", "--debug-inject-divergence", "2345678"]);
     assert_eq!(code, 3, "{err}");
@@ -194,7 +220,11 @@ fn a_linux_session_typed_through_a_pipe_replays_under_jit_and_interp() {
     });
     let deadline = Instant::now() + Duration::from_secs(900);
     let mut stdin = child.stdin.take().unwrap();
-    assert!(wait_for(&out, "FERRITE-READY", deadline), "no ready marker: {}", String::from_utf8_lossy(&out.lock().unwrap()));
+    assert!(
+        wait_for(&out, "FERRITE-READY", deadline),
+        "no ready marker: {}",
+        String::from_utf8_lossy(&out.lock().unwrap())
+    );
     // Typed in pieces with pauses: where each piece lands depends on host timing, which the recording
     // captures.
     for piece in ["echo rec", "orded-$((6*7))\n", "cat /proc/cpuinfo | grep -c proc", "essor\n"] {
@@ -230,9 +260,52 @@ fn a_linux_session_typed_through_a_pipe_replays_under_jit_and_interp() {
 fn a_bounded_linux_boot_runs_in_lockstep() {
     let (kernel, initrd) = linux_images();
     let (code, out, err) = ferrite(&[
-        "run", "--kernel", &kernel, "--initrd", &initrd, "--append", CMDLINE, "--memory", "256M",
-        "--max-instructions", "300000000", "--lockstep", "--lockstep-interval", "50000000",
+        "run",
+        "--kernel",
+        &kernel,
+        "--initrd",
+        &initrd,
+        "--append",
+        CMDLINE,
+        "--memory",
+        "256M",
+        "--max-instructions",
+        "300000000",
+        "--lockstep",
+        "--lockstep-interval",
+        "50000000",
     ]);
     assert_eq!(code, 124, "{err}\n{out}");
     assert!(err.contains("jit and interp agreed over 6 comparisons (300000000 instructions)"), "{err}");
+}
+
+#[test]
+fn a_bounded_linux_boot_gives_the_same_count_and_hash_twice_under_each_engine() {
+    let (kernel, initrd) = linux_images();
+    let mut seen = Vec::new();
+    for accel in ["interp", "interp", "jit", "jit"] {
+        let (code, out, err) = ferrite(&[
+            "run",
+            "--kernel",
+            &kernel,
+            "--initrd",
+            &initrd,
+            "--append",
+            CMDLINE,
+            "--memory",
+            "256M",
+            "--max-instructions",
+            "200000000",
+            "--accel",
+            accel,
+            "--stats",
+        ]);
+        assert_eq!(code, 124, "{accel}: {err}");
+        let (count, hash) = count_and_hash(&err);
+        assert_eq!(count, "200000000", "{err}");
+        seen.push((accel, out, hash));
+    }
+    for s in &seen[1..] {
+        assert_eq!((&s.1, &s.2), (&seen[0].1, &seen[0].2), "{} differs from the first interp run", s.0);
+    }
 }

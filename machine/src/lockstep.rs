@@ -43,13 +43,7 @@ pub fn differences(a: &Machine, oa: &RunOutcome, b: &Machine, ob: &RunOutcome) -
         d.push(format!("the runs ended differently: {} / {}", kind(oa), kind(ob)));
     }
     if (a.cpu.icount, a.slot()) != (b.cpu.icount, b.slot()) {
-        d.push(format!(
-            "retired/slot {}/{} vs {}/{}",
-            a.cpu.icount,
-            a.slot(),
-            b.cpu.icount,
-            b.slot()
-        ));
+        d.push(format!("retired/slot {}/{} vs {}/{}", a.cpu.icount, a.slot(), b.cpu.icount, b.slot()));
     }
     if cpu_bytes(a) != cpu_bytes(b) {
         let (da, db) = (a.cpu.dump(), b.cpu.dump());
@@ -229,5 +223,4 @@ impl Lockstep {
         self.log.borrow_mut().clear();
         r
     }
-
 }

@@ -149,7 +149,8 @@ pub fn page_is_zero(page: &[u8]) -> bool {
     let mut words = page.chunks_exact(16);
     let acc = words.by_ref().fold(0u128, |a, w| {
         a | u128::from_ne_bytes([
-            w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8], w[9], w[10], w[11], w[12], w[13], w[14], w[15],
+            w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8], w[9], w[10], w[11], w[12], w[13], w[14],
+            w[15],
         ])
     });
     acc == 0 && words.remainder().iter().all(|b| *b == 0)
@@ -262,12 +263,8 @@ impl Recorder {
     /// Creates `path` and writes the header and `config`.
     pub fn create(path: &std::path::Path, config: &RecordConfig) -> Result<Recorder, RecordError> {
         let f = std::fs::File::create(path)?;
-        let mut r = Recorder {
-            w: std::io::BufWriter::new(f),
-            pending: Default::default(),
-            bytes: 0,
-            error: None,
-        };
+        let mut r =
+            Recorder { w: std::io::BufWriter::new(f), pending: Default::default(), bytes: 0, error: None };
         let mut head = MAGIC.to_vec();
         head.extend_from_slice(&VERSION.to_le_bytes());
         head.extend_from_slice(&0u32.to_le_bytes());
@@ -485,7 +482,8 @@ impl Recording {
             let Some(crc_at) = body.checked_add(len as usize).filter(|e| e + 4 <= data.len()) else {
                 return Err(RecordError::Truncated(format!("inside the chunk at byte {pos}")));
             };
-            let stored = u32::from_le_bytes([data[crc_at], data[crc_at + 1], data[crc_at + 2], data[crc_at + 3]]);
+            let stored =
+                u32::from_le_bytes([data[crc_at], data[crc_at + 1], data[crc_at + 2], data[crc_at + 3]]);
             if crc32fast::hash(&data[pos..crc_at]) != stored {
                 return Err(RecordError::Corrupt(format!("checksum of the chunk at byte {pos}")));
             }
@@ -564,11 +562,15 @@ impl Recording {
                     r.done()?;
                     end = Some(End { at, outcome });
                 }
-                k => return Err(RecordError::Corrupt(format!("unknown chunk kind {k} at byte {}", body - 5))),
+                k => {
+                    return Err(RecordError::Corrupt(format!("unknown chunk kind {k} at byte {}", body - 5)));
+                }
             }
         }
         let config = config.ok_or_else(|| RecordError::Truncated("no configuration".into()))?;
-        let end = end.ok_or_else(|| RecordError::Truncated("no end chunk (the recording run did not finish)".into()))?;
+        let end = end.ok_or_else(|| {
+            RecordError::Truncated("no end chunk (the recording run did not finish)".into())
+        })?;
         Ok(Recording { config, inputs, checkpoints, end })
     }
 }
@@ -582,7 +584,10 @@ mod tests {
         let inputs = vec![
             StampedInput { slot: 0, input: GuestInput::RtcStart(-5) },
             StampedInput { slot: 0, input: GuestInput::RtcStart(1_767_225_600) },
-            StampedInput { slot: 300_000, input: GuestInput::Serial { device: DeviceId(4), bytes: b"ls\n".to_vec() } },
+            StampedInput {
+                slot: 300_000,
+                input: GuestInput::Serial { device: DeviceId(4), bytes: b"ls\n".to_vec() },
+            },
             StampedInput { slot: u64::MAX / 3, input: GuestInput::Quit },
             StampedInput { slot: u64::MAX / 3, input: GuestInput::EndOfInput },
         ];
@@ -611,7 +616,10 @@ mod tests {
         chunk(&mut file, CHUNK_CONFIG, &cfg);
         chunk(&mut file, CHUNK_INPUTS, &buf);
         let mut end = Vec::new();
-        put_checkpoint(&mut end, &Checkpoint { icount: 7, slot: 9, hashes: StateHashes { cpu: 1, machine: 2, ram: 3 } });
+        put_checkpoint(
+            &mut end,
+            &Checkpoint { icount: 7, slot: 9, hashes: StateHashes { cpu: 1, machine: 2, ram: 3 } },
+        );
         end.push(0);
         end.extend_from_slice(&(-3i32).to_le_bytes());
         chunk(&mut file, CHUNK_END, &end);

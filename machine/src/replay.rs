@@ -46,7 +46,13 @@ fn same_end(a: &RunOutcome, b: &RunOutcome) -> bool {
     }
 }
 
-fn mismatch(m: &Machine, recorded: Checkpoint, good: u64, outcome: Option<RunOutcome>, what: String) -> Mismatch {
+fn mismatch(
+    m: &Machine,
+    recorded: Checkpoint,
+    good: u64,
+    outcome: Option<RunOutcome>,
+    what: String,
+) -> Mismatch {
     let replayed = here(m);
     let parts = recorded.hashes.differences(&replayed.hashes);
     let mut summary = what;

@@ -259,7 +259,10 @@ pub fn restore(m: &mut Machine, data: &[u8]) -> Result<(), SnapfileError> {
             _ => return Err(SnapfileError::Corrupt(format!("run encoding {enc} of {len} bytes"))),
         };
         if crc32fast::hash(&bytes) != crc {
-            return Err(SnapfileError::Corrupt(format!("checksum of the pages at {:#x}", first * PAGE as u64)));
+            return Err(SnapfileError::Corrupt(format!(
+                "checksum of the pages at {:#x}",
+                first * PAGE as u64
+            )));
         }
         runs.push((first, n as u64, bytes));
     }
