@@ -309,8 +309,11 @@ enum InputSource {
 struct FaultHook {
     at: u64,
     fired: bool,
-    apply: Box<dyn FnMut(&mut CpuState, &mut Board)>,
+    apply: FaultFn,
 }
+
+/// What [`Machine::inject_fault_at`] does to the state.
+pub type FaultFn = Box<dyn FnMut(&mut CpuState, &mut Board)>;
 
 /// What the machine redoes as boot loader and BIOS for a direct Linux boot.
 struct DirectBoot {
@@ -363,7 +366,7 @@ impl Machine {
     /// stops there), `apply` changes the state, as an engine bug would. It fires again whenever the
     /// machine passes `at` after being restored to an earlier state. Only tests use it.
     #[doc(hidden)]
-    pub fn inject_fault_at(&mut self, at: u64, apply: Box<dyn FnMut(&mut CpuState, &mut Board)>) {
+    pub fn inject_fault_at(&mut self, at: u64, apply: FaultFn) {
         self.fault = Some(FaultHook { at, fired: self.cpu.icount >= at, apply });
     }
 

@@ -225,9 +225,7 @@ fn a_replay_that_diverges_stops_at_the_check_and_bisects_to_the_instruction() {
     let rec = Recording::read_file(&path).unwrap();
     let _ = std::fs::remove_file(&path);
     let at = count / 3 + 7;
-    let flip = || -> Box<dyn FnMut(&mut cpu::CpuState, &mut machine::board::Board)> {
-        Box::new(|_, b| b.ram.as_mut_slice()[0x7000] ^= 1)
-    };
+    let flip = || -> machine::FaultFn { Box::new(|_, b| b.ram.as_mut_slice()[0x7000] ^= 1) };
     let (mut m, _) = echo_machine(Accel::Jit);
     m.inject_fault_at(at, flip());
     let mm = machine::replay::replay(&mut m, &rec).expect_err("the fault is seen");
