@@ -200,9 +200,11 @@ pub fn drive(args: &RunArgs, built: Built) -> ExitCode {
         }
     };
     if let Some(r) = rec {
-        let inputs = r.inputs();
+        let (inputs, checks, spent) = (r.inputs(), r.checkpoints, r.checkpoint_time.as_secs_f64());
         match r.finish(&m, &outcome) {
-            Ok(bytes) => eprintln!("ferrite: recorded {inputs} inputs in {bytes} bytes"),
+            Ok(bytes) => eprintln!(
+                "ferrite: recorded {inputs} inputs in {bytes} bytes; {checks} checkpoints took {spent:.2} s"
+            ),
             Err(e) => {
                 eprintln!("ferrite: --record: {e}");
                 return ExitCode::from(2);

@@ -276,6 +276,10 @@ pub struct Recorder {
     pending: std::rc::Rc<std::cell::RefCell<(Vec<u8>, u64, u64)>>,
     /// Bytes written so far.
     pub bytes: u64,
+    /// Checkpoints written so far.
+    pub checkpoints: u64,
+    /// Host time spent writing checkpoints (hashing the state): the cost of recording, for `--stats`.
+    pub checkpoint_time: std::time::Duration,
     error: Option<std::io::Error>,
 }
 
@@ -283,8 +287,14 @@ impl Recorder {
     /// Creates `path` and writes the header and `config`.
     pub fn create(path: &std::path::Path, config: &RecordConfig) -> Result<Recorder, RecordError> {
         let f = std::fs::File::create(path)?;
-        let mut r =
-            Recorder { w: std::io::BufWriter::new(f), pending: Default::default(), bytes: 0, error: None };
+        let mut r = Recorder {
+            w: std::io::BufWriter::new(f),
+            pending: Default::default(),
+            bytes: 0,
+            checkpoints: 0,
+            checkpoint_time: Default::default(),
+            error: None,
+        };
         let mut head = MAGIC.to_vec();
         head.extend_from_slice(&VERSION.to_le_bytes());
         head.extend_from_slice(&0u32.to_le_bytes());
@@ -353,12 +363,15 @@ impl Recorder {
 
     /// Writes the pending inputs and a checkpoint of `m`'s state.
     pub fn checkpoint(&mut self, m: &Machine) -> Result<Checkpoint, RecordError> {
+        let started = std::time::Instant::now();
+        self.checkpoints += 1;
         self.flush_inputs(true);
         let c = Checkpoint { icount: m.cpu.icount, slot: m.slot(), hashes: state_hashes(m) };
         let mut p = Vec::new();
         put_checkpoint(&mut p, &c);
         self.chunk(CHUNK_CHECKPOINT, &p);
         let res = self.w.flush();
+        self.checkpoint_time += started.elapsed();
         match self.error.take() {
             Some(e) => Err(e.into()),
             None => res.map(|_| c).map_err(Into::into),
