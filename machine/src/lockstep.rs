@@ -111,6 +111,9 @@ pub fn bisect(
     bad: u64,
 ) -> Result<Divergence, String> {
     let (names_a, names_b) = (a.engine().name(), b.engine().name());
+    if bad <= good {
+        return Err(format!("nothing to bisect between count {good} and count {bad}"));
+    }
     if run_both(a, b, snap, inputs, bad)?.is_none() {
         return Err(format!(
             "{names_a} and {names_b} agree from count {good} to count {bad} when re-run from the last good state"
