@@ -9,6 +9,7 @@
 
 mod console;
 mod images;
+mod rr;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use machine::{Machine, MachineConfig, RunOutcome, TripleFaultAction};
@@ -27,6 +28,8 @@ struct Cli {
 enum Command {
     /// Run a guest (Debian's Linux to a shell when no firmware or kernel is given; see --demo).
     Run(Box<RunArgs>),
+    /// Re-execute a recording made with `ferrite run --record FILE` and check it (docs/DEBUGGING.md).
+    Replay(rr::ReplayArgs),
     /// Fetch Debian's kernel and busybox-static and build the initramfs for the direct Linux boot; prints
     /// the kernel and initrd paths.
     Images(images::ImagesArgs),
@@ -304,6 +307,8 @@ struct RunArgs {
     cdrom: Option<PathBuf>,
     #[command(flatten)]
     linux: LinuxArgs,
+    #[command(flatten)]
+    rr: rr::RrArgs,
 }
 
 /// Parses `--device NAME` against the machine's device table.
@@ -483,14 +488,23 @@ fn sink(o: Output) -> Box<dyn FnMut(u8) + Send> {
     match o {
         Output::Stdout => stdout_sink(),
         Output::Stderr => Box::new(|b| {
+            if CONSOLE_MUTED.load(std::sync::atomic::Ordering::Relaxed) {
+                return;
+            }
             let _ = std::io::stderr().lock().write_all(&[b]);
         }),
         Output::None => Box::new(|_| {}),
     }
 }
 
+/// While set, guest output is not written (divergence bisection re-runs what was already shown).
+static CONSOLE_MUTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn stdout_sink() -> Box<dyn FnMut(u8) + Send> {
     Box::new(|b| {
+        if CONSOLE_MUTED.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
         // Every byte is flushed: a shell prompt ("/ # ") or the echo of a typed key has no newline after
         // it and must show at once (a UART byte costs the guest far more than the write).
         let mut o = std::io::stdout().lock();
@@ -510,14 +524,70 @@ fn disk_specs(args: &RunArgs) -> Vec<storage::config::DiskSpec> {
     specs
 }
 
+/// How `build_machine` sets up a machine beyond what the arguments say.
+#[derive(Clone, Copy)]
+struct BuildOptions {
+    /// The engine, instead of `--accel`'s.
+    accel: Option<machine::Accel>,
+    /// Guest output goes to the host's stdout (else it is discarded: the second machine of a pair).
+    console: bool,
+    /// Every disk through a `snapshot=on` overlay (record, replay, lockstep: the images stay as they
+    /// were, so a replay starts from the same bytes and two machines can open them at once).
+    overlay_disks: bool,
+}
+
+/// A machine built from `run`'s arguments, and the content hashes of the images it was built from.
+struct Built {
+    m: Machine,
+    images: Vec<(String, u64)>,
+}
+
+/// The content hash of a file, read in pieces.
+fn file_hash(path: &std::path::Path) -> Result<u64, String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut h = machine::record::ContentHasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => return Ok(h.finish()),
+            Ok(n) => h.write(&buf[..n]),
+            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        }
+    }
+}
+
 fn run(args: RunArgs) -> ExitCode {
-    let specs = disk_specs(&args);
+    let accel = args.rr.lockstep.then_some(machine::Accel::Jit);
+    let opts = BuildOptions { accel, console: true, overlay_disks: args.rr.needs_overlays() };
+    match build_machine(&args, opts) {
+        Ok(b) => rr::drive(&args, b),
+        Err(code) => code,
+    }
+}
+
+/// Builds the machine `run`'s arguments describe (errors are printed; the exit code is returned).
+fn build_machine(args: &RunArgs, opts: BuildOptions) -> Result<Built, ExitCode> {
+    let mut specs = disk_specs(args);
+    if opts.overlay_disks {
+        specs.iter_mut().for_each(|s| s.snapshot = true);
+    }
+    let mut images = Vec::new();
+    for s in &specs {
+        match file_hash(&s.path) {
+            Ok(h) => images.push((format!("disk {}", s.path.display()), h)),
+            Err(e) => {
+                eprintln!("ferrite: {e}");
+                return Err(ExitCode::from(2));
+            }
+        }
+    }
     // The images are opened (and locked) before anything else so every error shows now.
     let controllers = match storage::config::build(&specs) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("ferrite: {e}");
-            return ExitCode::from(2);
+            return Err(ExitCode::from(2));
         }
     };
     let firmware = match &args.rom {
@@ -525,7 +595,7 @@ fn run(args: RunArgs) -> ExitCode {
             Ok(d) => d,
             Err(e) => {
                 eprintln!("ferrite: {e}");
-                return ExitCode::from(2);
+                return Err(ExitCode::from(2));
             }
         },
         None => firmware::demo_rom().to_vec(),
@@ -537,7 +607,7 @@ fn run(args: RunArgs) -> ExitCode {
             Some(Ok(b)) => Some(b),
             Some(Err(e)) => {
                 eprintln!("ferrite: {e}");
-                return ExitCode::from(2);
+                return Err(ExitCode::from(2));
             }
             None => None,
         },
@@ -556,13 +626,26 @@ fn run(args: RunArgs) -> ExitCode {
                 }),
                 (Err(e), _) | (_, Err(e)) => {
                     eprintln!("ferrite: {e}");
-                    return ExitCode::from(2);
+                    return Err(ExitCode::from(2));
                 }
             }
         }
         None if args.rom.is_none() => default_linux(&args.linux),
         None => None,
     };
+    match &linux {
+        Some(l) => {
+            images.push(("kernel".into(), machine::record::content_hash(&l.kernel)));
+            if let Some(i) = &l.initrd {
+                images.push(("initrd".into(), machine::record::content_hash(i)));
+            }
+            for (n, md) in l.modules.iter().enumerate() {
+                images.push((format!("module {n}"), machine::record::content_hash(&md.data)));
+            }
+            images.push(("command line".into(), machine::record::content_hash(l.cmdline.as_bytes())));
+        }
+        None => images.push(("firmware".into(), machine::record::content_hash(&firmware))),
+    }
     let mut cfg = MachineConfig::new(args.memory, if linux.is_some() { Vec::new() } else { firmware });
     cfg.linux = linux;
     // Each device once, in table order (as the former per-device flags did).
@@ -576,16 +659,17 @@ fn run(args: RunArgs) -> ExitCode {
         cfg.devices
             .push(machine::DeviceSpec::Pci { devfn: storage::config::AHCI_DEVFN, function: Box::new(ahci) });
     }
-    cfg.accel = choose_accel(args.accel);
+    cfg.accel = opts.accel.unwrap_or_else(|| choose_accel(args.accel));
     cfg.jit_threshold = args.jit_threshold;
     cfg.ips = args.ips;
-    cfg.com1 = stdout_sink();
-    if let Some(spec) = &args.com2 {
+    cfg.seed = args.rr.seed;
+    cfg.com1 = if opts.console { stdout_sink() } else { Box::new(|_| {}) };
+    if let Some(spec) = args.com2.as_ref().filter(|_| opts.console) {
         match com2_sink(spec) {
             Ok(sink) => cfg.com2 = sink,
             Err(e) => {
                 eprintln!("ferrite: {e}");
-                return ExitCode::from(2);
+                return Err(ExitCode::from(2));
             }
         }
     }
@@ -599,7 +683,7 @@ fn run(args: RunArgs) -> ExitCode {
     } else {
         Output::None
     });
-    cfg.debugcon = sink(debugcon);
+    cfg.debugcon = if opts.console { sink(debugcon) } else { Box::new(|_| {}) };
     cfg.on_triple_fault = match args.on_triple_fault {
         OnTripleFault::Stop => TripleFaultAction::Stop,
         OnTripleFault::Reset => TripleFaultAction::Reset,
@@ -608,17 +692,29 @@ fn run(args: RunArgs) -> ExitCode {
         Ok(m) => m,
         Err(e) => {
             eprintln!("ferrite: {e}");
-            return ExitCode::from(2);
+            return Err(ExitCode::from(2));
         }
     };
-    m.attach_input(console::spawn_reader());
-    let started = std::time::Instant::now();
-    let outcome = {
-        let _raw = console::RawMode::enable();
-        m.run(args.max_instructions)
-    };
+    if let Some(p) = &args.rr.restore {
+        match file_hash(p) {
+            Ok(h) => images.push(("restored snapshot".into(), h)),
+            Err(e) => {
+                eprintln!("ferrite: --restore: {e}");
+                return Err(ExitCode::from(2));
+            }
+        }
+        if let Err(e) = machine::snapfile::restore_file(&mut m, p) {
+            eprintln!("ferrite: --restore {}: {e}", p.display());
+            return Err(ExitCode::from(2));
+        }
+    }
+    Ok(Built { m, images })
+}
+
+/// Prints `--stats` and turns the outcome into the exit status.
+fn finish(m: &Machine, stats: bool, outcome: RunOutcome, started: std::time::Instant) -> ExitCode {
     let _ = std::io::stdout().flush();
-    if args.stats {
+    if stats {
         let secs = started.elapsed().as_secs_f64();
         eprintln!(
             "ferrite: {} instructions in {secs:.2} s of host time ({:.1} MIPS)",
@@ -671,6 +767,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Run(a) => run(*a),
+        Command::Replay(a) => rr::replay(a),
         Command::Images(a) => images_cmd(a),
         Command::Difftest(a) => difftest(a),
         Command::DifftestSys(a) => difftest_sys(a),

@@ -15,6 +15,10 @@ pub mod engine;
 pub mod input;
 pub mod irqchip;
 pub mod kvm;
+pub mod lockstep;
+pub mod record;
+pub mod replay;
+pub mod snapfile;
 pub mod snapshot;
 
 use board::{Board, IrqChipPart};
@@ -101,7 +105,13 @@ pub struct MachineConfig {
     pub model: cpu::CpuModel,
     /// Stop on an instruction Ferrite does not implement instead of raising #UD (`--strict`).
     pub strict: bool,
+    /// The seed of RDRAND/RDSEED (`--seed`): the CPU's random numbers are a pure function of it, so a
+    /// run never depends on host entropy. [`DEFAULT_SEED`] unless set.
+    pub seed: u64,
 }
+
+/// The RDRAND/RDSEED seed of a configuration that does not set one (the CPU's power-on generator state).
+pub const DEFAULT_SEED: u64 = 0x243f_6a88_85a3_08d3;
 
 /// A Linux kernel booted directly through the x86 boot protocol's 64-bit entry
 /// (`firmware::linux`). The machine then starts in the state a PC BIOS leaves: the 8259s at vectors
@@ -142,6 +152,7 @@ impl MachineConfig {
             quirks: cpu::Quirks::Intel,
             model: cpu::CpuModel::ferrite().executable_here(),
             strict: false,
+            seed: DEFAULT_SEED,
         }
     }
 }
@@ -269,7 +280,7 @@ pub struct Machine {
     /// COM1's device id (console input goes here).
     pub com1: DeviceId,
     on_triple_fault: TripleFaultAction,
-    input: Option<std::sync::mpsc::Receiver<HostEvent>>,
+    input: Option<InputSource>,
     /// The slot at which host input is taken next while a channel is attached.
     next_input: u64,
     /// Called with every delivered input.
@@ -280,7 +291,29 @@ pub struct Machine {
     rtc_start: i64,
     /// The direct Linux boot, redone after every reset.
     direct_boot: Option<DirectBoot>,
+    /// A test hook that perturbs the state once the retired count reaches a value (divergence tests).
+    fault: Option<FaultHook>,
 }
+
+/// Where host input comes from.
+enum InputSource {
+    /// The console: live host events.
+    Channel(std::sync::mpsc::Receiver<HostEvent>),
+    /// A recording (or the other side of a lockstep pair): inputs delivered at the input point whose
+    /// slot equals theirs.
+    Replay(std::collections::VecDeque<StampedInput>),
+}
+
+/// A deliberately injected divergence: `apply` runs when the retired count reaches `at` (again after a
+/// restore to an earlier state).
+struct FaultHook {
+    at: u64,
+    fired: bool,
+    apply: FaultFn,
+}
+
+/// What [`Machine::inject_fault_at`] does to the state.
+pub type FaultFn = Box<dyn FnMut(&mut CpuState, &mut Board)>;
 
 /// What the machine redoes as boot loader and BIOS for a direct Linux boot.
 struct DirectBoot {
@@ -292,8 +325,49 @@ impl Machine {
     /// Connects the console: host bytes arrive on `rx` and go to COM1 through the input port
     /// ([`Machine::inject`]) at the next input point (see [`input`]).
     pub fn attach_input(&mut self, rx: std::sync::mpsc::Receiver<HostEvent>) {
-        self.input = Some(rx);
+        self.input = Some(InputSource::Channel(rx));
         self.next_input = self.slot();
+    }
+
+    /// Replaces the console with recorded inputs (replay, the second machine of a lockstep pair): the run
+    /// loop takes input at the same points as with a channel attached, and delivers each input at the
+    /// input point whose slot is its own. [`GuestInput::Quit`] ends the run as the user's quit did;
+    /// [`GuestInput::EndOfInput`] detaches the source as the channel's end did. More inputs can be added
+    /// later with [`Machine::feed_inputs`].
+    pub fn replay_inputs(&mut self, inputs: impl IntoIterator<Item = StampedInput>) {
+        let q = inputs.into_iter().filter(|s| !matches!(s.input, GuestInput::RtcStart(_))).collect();
+        self.input = Some(InputSource::Replay(q));
+        self.next_input = self.slot();
+    }
+
+    /// Appends recorded inputs to the source set by [`Machine::replay_inputs`] (or starts one).
+    pub fn feed_inputs(&mut self, inputs: impl IntoIterator<Item = StampedInput>) {
+        let new = inputs.into_iter().filter(|s| !matches!(s.input, GuestInput::RtcStart(_)));
+        match &mut self.input {
+            Some(InputSource::Replay(q)) => q.extend(new),
+            _ => self.replay_inputs(new),
+        }
+    }
+
+    /// Recorded inputs not delivered yet (0 without a replay source).
+    pub fn pending_inputs(&self) -> usize {
+        match &self.input {
+            Some(InputSource::Replay(q)) => q.len(),
+            _ => 0,
+        }
+    }
+
+    /// Detaches the input source (console or recording).
+    pub fn detach_input(&mut self) {
+        self.input = None;
+    }
+
+    /// Test hook for divergence detection: when the retired count reaches `at` (exactly: the run loop
+    /// stops there), `apply` changes the state, as an engine bug would. It fires again whenever the
+    /// machine passes `at` after being restored to an earlier state. Only tests use it.
+    #[doc(hidden)]
+    pub fn inject_fault_at(&mut self, at: u64, apply: FaultFn) {
+        self.fault = Some(FaultHook { at, fired: self.cpu.icount >= at, apply });
     }
 
     /// Installs `recorder`, called with every input from now on (record/replay). It is first given the
@@ -320,8 +394,8 @@ impl Machine {
                 self.board.icount = self.cpu.icount;
                 self.board.host_input(device, &bytes);
             }
-            // Applied when the RTC was built: nothing to deliver.
-            GuestInput::RtcStart(_) => {}
+            // Applied when the RTC was built, and host-side events: nothing to deliver.
+            GuestInput::RtcStart(_) | GuestInput::Quit | GuestInput::EndOfInput => {}
         }
     }
 
@@ -329,33 +403,71 @@ impl Machine {
     /// user asked to quit. With `block`, waits for at least one event (the guest is idle and only input
     /// can wake it).
     fn poll_input(&mut self, block: bool) -> bool {
-        let Some(rx) = &self.input else { return true };
-        let mut bytes = Vec::new();
-        let mut quit = false;
-        let mut first = if block { rx.recv().ok() } else { None };
-        if block && first.is_none() {
-            // The input side closed (EOF): nothing can wake the guest any more.
-            self.input = None;
-            return true;
-        }
-        loop {
-            let ev = match first.take() {
-                Some(e) => e,
-                None => match rx.try_recv() {
-                    Ok(e) => e,
-                    Err(_) => break,
-                },
-            };
-            match ev {
-                HostEvent::Input(b) => bytes.push(b),
-                HostEvent::Quit => quit = true,
+        match &mut self.input {
+            None => true,
+            Some(InputSource::Replay(_)) => self.poll_replay(block),
+            Some(InputSource::Channel(rx)) => {
+                let mut bytes = Vec::new();
+                let mut quit = false;
+                let mut first = if block { rx.recv().ok() } else { None };
+                if block && first.is_none() {
+                    // The input side closed (EOF): nothing can wake the guest any more.
+                    self.input = None;
+                    self.inject(GuestInput::EndOfInput);
+                    return true;
+                }
+                loop {
+                    let ev = match first.take() {
+                        Some(e) => e,
+                        None => match rx.try_recv() {
+                            Ok(e) => e,
+                            Err(_) => break,
+                        },
+                    };
+                    match ev {
+                        HostEvent::Input(b) => bytes.push(b),
+                        HostEvent::Quit => quit = true,
+                    }
+                }
+                if !bytes.is_empty() {
+                    let device = self.com1;
+                    self.inject(GuestInput::Serial { device, bytes });
+                }
+                if quit {
+                    self.inject(GuestInput::Quit);
+                }
+                !quit
             }
         }
-        if !bytes.is_empty() {
-            let device = self.com1;
-            self.inject(GuestInput::Serial { device, bytes });
+    }
+
+    /// [`Machine::poll_input`] from a recording: delivers the inputs stamped with the current slot (or
+    /// an earlier one, which only a recording of another machine has). A blocking poll with nothing
+    /// left at this slot ends the run as a quit: the recording stopped here.
+    fn poll_replay(&mut self, block: bool) -> bool {
+        let now = self.slot();
+        let mut delivered = false;
+        loop {
+            let Some(InputSource::Replay(q)) = &mut self.input else { return true };
+            if q.front().is_none_or(|s| s.slot > now) {
+                break;
+            }
+            let Some(next) = q.pop_front() else { break };
+            delivered = true;
+            match next.input {
+                GuestInput::Quit => {
+                    self.inject(GuestInput::Quit);
+                    return false;
+                }
+                GuestInput::EndOfInput => {
+                    self.input = None;
+                    self.inject(GuestInput::EndOfInput);
+                    return true;
+                }
+                input => self.inject(input),
+            }
         }
-        !quit
+        !block || delivered
     }
 
     /// Builds a machine from `cfg` (the same as [`MachineBuilder::from_config`]`(cfg).build()`).
@@ -471,7 +583,7 @@ impl Machine {
             Accel::Kvm => Box::new(kvm::KvmEngine::new(&board).map_err(MachineError::Engine)?),
         };
         Ok(Machine {
-            cpu: CpuState { quirks: cfg.quirks, ..CpuState::with_model(cfg.model) },
+            cpu: CpuState { quirks: cfg.quirks, rng_state: cfg.seed, ..CpuState::with_model(cfg.model) },
             engine,
             board,
             com1,
@@ -482,6 +594,7 @@ impl Machine {
             inputs_delivered: 0,
             rtc_start: cfg.rtc_start,
             direct_boot,
+            fault: None,
         })
         .map(|mut m| {
             m.redo_direct_boot();
@@ -617,6 +730,16 @@ impl Machine {
             } else if !req.dma_written.is_empty() {
                 self.engine.invalidate_code(&req.dma_written);
             }
+            let mut until_fault = u64::MAX;
+            if let Some(f) = &mut self.fault {
+                if self.cpu.icount < f.at {
+                    f.fired = false;
+                    until_fault = f.at;
+                } else if !f.fired {
+                    f.fired = true;
+                    (f.apply)(&mut self.cpu, &mut self.board);
+                }
+            }
             if self.cpu.icount >= limit {
                 return RunOutcome::InstructionLimit;
             }
@@ -638,6 +761,7 @@ impl Machine {
                 .icount_at(deadline)
                 .min(limit)
                 .min(until_input)
+                .min(until_fault)
                 .min(self.cpu.icount.saturating_add(MAX_SLICE))
                 .max(self.cpu.icount + 1);
             let exit = self.engine.run(&mut self.cpu, &mut self.board, until);
