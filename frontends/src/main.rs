@@ -304,6 +304,31 @@ struct RunArgs {
     cdrom: Option<PathBuf>,
     #[command(flatten)]
     linux: LinuxArgs,
+    #[command(flatten)]
+    debug: DebugArgs,
+}
+
+/// Debugging: the GDB stub (with reverse execution) and the monitor, as QEMU's -gdb/-s/-S/-monitor.
+#[derive(clap::Args)]
+#[command(next_help_heading = "Debugging")]
+struct DebugArgs {
+    /// GDB remote stub: tcp::PORT (on 127.0.0.1), tcp:HOST:PORT, or unix:PATH (a socket created with
+    /// mode 0600). Under --accel interp or jit. See docs/DEBUGGING.md.
+    #[arg(long, value_name = "ENDPOINT", value_parser = machine::gdb::Endpoint::parse)]
+    gdb: Option<machine::gdb::Endpoint>,
+    /// Shorthand for --gdb tcp::1234 (QEMU's -s).
+    #[arg(short = 's')]
+    gdb_default: bool,
+    /// Hold the guest at its first instruction until gdb connects (QEMU's -S).
+    #[arg(long)]
+    wait_gdb: bool,
+    /// Monitor (a QEMU HMP subset: info registers, x, xp, savevm, loadvm, stop, cont, quit) on
+    /// tcp::PORT, tcp:HOST:PORT or unix:PATH.
+    #[arg(long, value_name = "ENDPOINT", value_parser = machine::gdb::Endpoint::parse)]
+    monitor: Option<machine::gdb::Endpoint>,
+    /// Instructions between the in-memory checkpoints that reverse execution starts from.
+    #[arg(long, value_name = "N", default_value_t = machine::reverse::DEFAULT_INTERVAL, value_parser = clap::value_parser!(u64).range(1..))]
+    checkpoint_interval: u64,
 }
 
 /// Parses `--device NAME` against the machine's device table.
@@ -579,7 +604,9 @@ fn run(args: RunArgs) -> ExitCode {
     cfg.accel = choose_accel(args.accel);
     cfg.jit_threshold = args.jit_threshold;
     cfg.ips = args.ips;
-    cfg.com1 = stdout_sink();
+    // Output is muted while reverse execution re-runs what was already shown.
+    let mute = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    cfg.com1 = muted(stdout_sink(), &mute);
     if let Some(spec) = &args.com2 {
         match com2_sink(spec) {
             Ok(sink) => cfg.com2 = sink,
@@ -599,7 +626,7 @@ fn run(args: RunArgs) -> ExitCode {
     } else {
         Output::None
     });
-    cfg.debugcon = sink(debugcon);
+    cfg.debugcon = muted(sink(debugcon), &mute);
     cfg.on_triple_fault = match args.on_triple_fault {
         OnTripleFault::Stop => TripleFaultAction::Stop,
         OnTripleFault::Reset => TripleFaultAction::Reset,
@@ -613,9 +640,37 @@ fn run(args: RunArgs) -> ExitCode {
     };
     m.attach_input(console::spawn_reader());
     let started = std::time::Instant::now();
+    let d = &args.debug;
+    let gdb =
+        if d.gdb_default { Some(machine::gdb::Endpoint::parse("tcp::1234").expect("valid")) } else { None };
+    let gdb = d.gdb.clone().or(gdb);
+    if d.wait_gdb && gdb.is_none() {
+        eprintln!("ferrite: --wait-gdb needs --gdb (or -s)");
+        return ExitCode::from(2);
+    }
+    let debugging = gdb.is_some() || d.monitor.is_some();
     let outcome = {
         let _raw = console::RawMode::enable();
-        m.run(args.max_instructions)
+        if debugging {
+            let opts = machine::gdb::DebugOptions {
+                gdb,
+                wait: d.wait_gdb,
+                monitor: d.monitor.clone(),
+                mute: Some(mute.clone()),
+                max_instructions: args.max_instructions,
+                checkpoint_interval: d.checkpoint_interval,
+                on_listen: None,
+            };
+            match machine::gdb::run(&mut m, opts) {
+                Ok(o) => o,
+                Err(e) => {
+                    eprintln!("ferrite: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        } else {
+            m.run(args.max_instructions)
+        }
     };
     let _ = std::io::stdout().flush();
     if args.stats {
@@ -650,7 +705,25 @@ fn run(args: RunArgs) -> ExitCode {
             eprintln!("{dump}");
             ExitCode::from(70)
         }
+        // Only a debugger sets breakpoints, and it handles its stops.
+        RunOutcome::DebugStop => {
+            eprintln!("ferrite: stopped at a debugger breakpoint with no debugger attached");
+            ExitCode::from(70)
+        }
     }
+}
+
+/// `sink`, silent while `mute` is set.
+fn muted(
+    mut sink: Box<dyn FnMut(u8) + Send>,
+    mute: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Box<dyn FnMut(u8) + Send> {
+    let mute = mute.clone();
+    Box::new(move |b| {
+        if !mute.load(std::sync::atomic::Ordering::Relaxed) {
+            sink(b)
+        }
+    })
 }
 
 fn main() -> ExitCode {

@@ -12,9 +12,12 @@ pub mod clock;
 pub mod devices;
 mod dma;
 pub mod engine;
+pub mod gdb;
 pub mod input;
 pub mod irqchip;
 pub mod kvm;
+pub mod monitor;
+pub mod reverse;
 pub mod snapshot;
 
 use board::{Board, IrqChipPart};
@@ -244,6 +247,9 @@ pub enum RunOutcome {
         /// Register dump at the stop.
         dump: String,
     },
+    /// A debugger's breakpoint (`Interpreter::stops`) or watchpoint was reached (only when a debugger
+    /// set one; see [`gdb`]).
+    DebugStop,
 }
 
 /// Something from the host side of the console.
@@ -280,6 +286,8 @@ pub struct Machine {
     rtc_start: i64,
     /// The direct Linux boot, redone after every reset.
     direct_boot: Option<DirectBoot>,
+    /// Logged inputs to deliver again at their slots (re-execution for reverse debugging), in order.
+    script: std::collections::VecDeque<StampedInput>,
 }
 
 /// What the machine redoes as boot loader and BIOS for a direct Linux boot.
@@ -482,6 +490,7 @@ impl Machine {
             inputs_delivered: 0,
             rtc_start: cfg.rtc_start,
             direct_boot,
+            script: Default::default(),
         })
         .map(|mut m| {
             m.redo_direct_boot();
@@ -575,6 +584,16 @@ impl Machine {
         self.engine.interpreter()
     }
 
+    /// The interpreter, mutable (debugger breakpoints), when the engine is built on it.
+    pub fn interp_mut(&mut self) -> Option<&mut Interpreter> {
+        self.engine.interpreter_mut()
+    }
+
+    /// Drops decoded code on the guest-physical `ranges` (the host wrote them: a debugger, a monitor).
+    pub fn invalidate_code(&mut self, ranges: &[std::ops::Range<u64>]) {
+        self.engine.invalidate_code(ranges);
+    }
+
     /// Resets the CPU and every device (machine reset: keyboard controller, port 0x92, triple fault).
     pub fn reset(&mut self) {
         self.cpu.reset();
@@ -617,6 +636,12 @@ impl Machine {
             } else if !req.dma_written.is_empty() {
                 self.engine.invalidate_code(&req.dma_written);
             }
+            // Logged inputs due now (re-execution): delivered at the slot they were seen at.
+            while self.script.front().is_some_and(|i| i.slot <= self.slot()) {
+                if let Some(i) = self.script.pop_front() {
+                    self.inject(i.input);
+                }
+            }
             if self.cpu.icount >= limit {
                 return RunOutcome::InstructionLimit;
             }
@@ -630,6 +655,9 @@ impl Machine {
                     self.next_input = input::next_input_point(self.slot());
                 }
                 until_input = self.next_input.saturating_sub(self.board.clock.idle);
+            }
+            if let Some(i) = self.script.front() {
+                until_input = until_input.min(i.slot.saturating_sub(self.board.clock.idle));
             }
             let deadline = self.board.next_deadline();
             let until = self
@@ -659,6 +687,15 @@ impl Machine {
                         if self.board.interrupt_pending_now() {
                             continue;
                         }
+                        if let Some(i) = self.script.front() {
+                            // The logged input woke the guest: idle up to its slot.
+                            let target = i.slot.saturating_sub(self.board.clock.idle);
+                            self.board.clock.idle_until(self.cpu.icount, target);
+                            if let Some(i) = self.script.pop_front() {
+                                self.inject(i.input);
+                            }
+                            continue;
+                        }
                         if self.input.is_some() {
                             // Only console input can wake the guest: wait for it.
                             if !self.poll_input(true) {
@@ -673,6 +710,10 @@ impl Machine {
                         // Idle only up to the next input point.
                         target = target
                             .min(self.next_input.saturating_sub(self.board.clock.idle).max(self.cpu.icount));
+                    }
+                    if let Some(i) = self.script.front() {
+                        target =
+                            target.min(i.slot.saturating_sub(self.board.clock.idle).max(self.cpu.icount));
                     }
                     // Skips the idle slots (instruction time) or sleeps towards the deadline (host time).
                     self.board.clock.idle_until(self.cpu.icount, target);
@@ -689,8 +730,8 @@ impl Machine {
                     return self.stopped(format!("unimplemented instruction: {what}"));
                 }
                 Exit::Stopped(Stop::Shutdown(why)) => return self.stopped(format!("shutdown: {why}")),
-                // The machine never sets trap_faults or stop_at; if a debugger does, hand control back.
-                Exit::ReachedStop => return self.stopped("stopped at the requested address".into()),
+                // A debugger's breakpoint or watchpoint: hand control back.
+                Exit::ReachedStop => return RunOutcome::DebugStop,
                 Exit::Trapped(f) => return self.stopped(format!("exception trapped for inspection: {f:?}")),
             }
         }
