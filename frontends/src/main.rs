@@ -659,7 +659,6 @@ fn run(args: RunArgs) -> ExitCode {
                 mute: Some(mute.clone()),
                 max_instructions: args.max_instructions,
                 checkpoint_interval: d.checkpoint_interval,
-                on_listen: None,
             };
             match machine::gdb::run(&mut m, opts) {
                 Ok(o) => o,

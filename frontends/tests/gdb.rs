@@ -73,23 +73,22 @@ fn have_gdb() -> bool {
 }
 
 fn spawn(rom: &Path, sock: &Path, extra: &[&str]) -> Child {
+    spawn_with(&["--memory", "16M", "--rom", &rom.display().to_string()], sock, extra)
+}
+
+fn spawn_with(guest: &[&str], sock: &Path, extra: &[&str]) -> Child {
     let mut c = Command::new(env!("CARGO_BIN_EXE_ferrite"));
-    c.arg("run")
-        .arg("--memory")
-        .arg("16M")
-        .arg("--rom")
-        .arg(rom)
-        .arg("--gdb")
-        .arg(format!("unix:{}", sock.display()))
-        .arg("--wait-gdb");
-    c.args(extra).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let child = c.spawn().expect("run ferrite");
-    for _ in 0..500 {
+    c.arg("run").args(guest).arg("--gdb").arg(format!("unix:{}", sock.display())).arg("--wait-gdb");
+    c.args(extra).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = c.spawn().expect("run ferrite");
+    for _ in 0..1500 {
         if sock.exists() {
             return child;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("ferrite did not create {}", sock.display());
 }
 
@@ -248,5 +247,201 @@ fn malformed_and_oversized_packets_close_the_connection() {
         assert_eq!(code, 0x21, "{what}: {stderr}");
         assert_eq!(stdout, "0000000000K", "{what}");
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Debian's Linux under the JIT with gdb attached from the first instruction (bounded: 400M
+/// instructions of the boot, with the PIT, the APIC timer and the UART interrupting): stepping and
+/// reverse-stepi at exact counts, a breakpoint found again by reverse-continue (the last hit before
+/// the current point: continuing from it with the breakpoint still set reaches the end point without
+/// another hit), and a watchpoint hit undone and redone instruction by instruction.
+#[test]
+fn gdb_on_linux() {
+    if !have_gdb() {
+        return;
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_ferrite")).arg("images").output().expect("run ferrite images");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let field = |k: &str| stdout.lines().find_map(|l| l.strip_prefix(&format!("{k}="))).map(str::to_string);
+    let (Some(kernel), Some(initrd)) = (field("kernel"), field("initrd")) else {
+        eprintln!(
+            "skipped: the Linux images could not be made (`ferrite images`: {}); linux_boot.rs fails on this",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        return;
+    };
+    let dir = tmpdir("linux");
+    let sock = dir.join("gdb.sock");
+    let child = spawn_with(
+        &["--memory", "256M", "--kernel", &kernel, "--initrd", &initrd, "--accel", "jit"],
+        &sock,
+        &["--checkpoint-interval", "20000000"],
+    );
+    let p = |e: &str| format!("p {e}");
+    let cmds: Vec<String> = vec![
+        p("$icount"),
+        p("/x $cr0 & 0x80000001"),
+        p("/x $efer & 0x500"),
+        "monitor break-icount 300000000".into(),
+        "continue".into(),
+        p("$icount"),
+        "set $p0 = $pc".into(),
+        "stepi".into(),
+        "stepi".into(),
+        "stepi".into(),
+        p("$icount"),
+        "reverse-stepi".into(),
+        p("$icount"),
+        "monitor break-icount 310000000".into(),
+        "continue".into(),
+        p("$icount"),
+        "break *$p0".into(),
+        "reverse-continue".into(),
+        p("$icount >= 300000000 && $icount < 310000000"),
+        p("$pc == $p0"),
+        "monitor break-icount 310000000".into(),
+        "continue".into(),
+        p("$icount"),
+        "delete".into(),
+        "set $w = $rsp - 8".into(),
+        "watch -l *(long*)$w".into(),
+        "monitor break-icount 400000000".into(),
+        "continue".into(),
+        "set $hit = $icount".into(),
+        p("$hit > 310000000 && $hit < 400000000"),
+        "set $v = *(long*)$w".into(),
+        "reverse-stepi".into(),
+        p("$icount == $hit - 1"),
+        "stepi".into(),
+        p("$icount == $hit"),
+        p("*(long*)$w == $v"),
+        "delete".into(),
+        "kill".into(),
+    ];
+    let out = gdb(&sock, &cmds);
+    let v = printed(&out);
+    let want: Vec<String> = [
+        "0",
+        "0x80000001",
+        "0x500",
+        "300000000",
+        "300000003",
+        "300000002",
+        "310000000",
+        "1",
+        "1",
+        "310000000",
+        "1",
+        "1",
+        "1",
+        "1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    assert_eq!(v, want, "gdb output:\n{out}");
+    assert!(out.contains("Old value"), "the watchpoint was met:\n{out}");
+    let (_, stdout, stderr) = finish(child);
+    // Re-executed output is not shown again.
+    assert!(stdout.matches("Linux version").count() <= 1, "{stdout}\n{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Sends monitor command lines over a Unix socket, one at a time, and returns each reply (the text
+/// up to the next prompt).
+fn monitor(sock: &Path, lines: &[&str]) -> Vec<String> {
+    let mut s = std::os::unix::net::UnixStream::connect(sock).expect("connect to the monitor");
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let prompt = "(ferrite) ";
+    let read_reply = |s: &mut std::os::unix::net::UnixStream| {
+        let mut got = Vec::new();
+        let mut b = [0u8; 1];
+        while !got.ends_with(prompt.as_bytes()) {
+            match s.read(&mut b) {
+                Ok(1) => got.push(b[0]),
+                _ => break,
+            }
+        }
+        String::from_utf8_lossy(&got).trim_end_matches(prompt).to_string()
+    };
+    read_reply(&mut s);
+    let mut replies = Vec::new();
+    for l in lines {
+        s.write_all(format!("{l}\n").as_bytes()).unwrap();
+        if *l == "cont" || *l == "quit" {
+            replies.push(String::new());
+            continue;
+        }
+        replies.push(read_reply(&mut s));
+    }
+    replies
+}
+
+/// The monitor: a snapshot saved mid-run through gdb's `monitor savevm`, loaded into a new Ferrite
+/// over the monitor socket (registers, memory by physical and linear address), which then finishes
+/// the run from there: the rest of the output, the same exit status. A bad file is refused in one
+/// line and leaves the machine as it was.
+#[test]
+fn monitor_savevm_loadvm_x_xp() {
+    let dir = tmpdir("monitor");
+    let Some(rom) = rom(&dir) else { return };
+    if !have_gdb() {
+        return;
+    }
+    let snap = dir.join("mid.snap");
+    let sock = dir.join("gdb.sock");
+    let child = spawn(&rom, &sock, &[]);
+    let out = gdb(
+        &sock,
+        &[
+            format!("monitor break-icount {}", LOOP_FIRST + ITER),
+            "continue".into(),
+            format!("monitor savevm {}", snap.display()),
+            "monitor xp /2xb 0x600".into(),
+            "kill".into(),
+        ],
+    );
+    assert!(out.contains("saved"), "{out}");
+    assert!(out.contains("0x01 0x00"), "{out}");
+    let (_, stdout, _) = finish(child);
+    assert_eq!(stdout, "0", "one iteration ran before the snapshot");
+
+    let sock = dir.join("gdb2.sock");
+    let msock = dir.join("mon.sock");
+    let child = spawn(&rom, &sock, &["--monitor", &format!("unix:{}", msock.display())]);
+    for _ in 0..500 {
+        if msock.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let bad = dir.join("bad.snap");
+    std::fs::write(&bad, b"not a snapshot").unwrap();
+    let r = monitor(
+        &msock,
+        &[
+            &format!("loadvm {}", bad.display()),
+            "info registers",
+            &format!("loadvm {}", snap.display()),
+            "info registers",
+            "xp /2xb 0x600",
+            "x /1xh 0x600",
+            "xp /5xb 0xffff0",
+            "frobnicate",
+            "cont",
+        ],
+    );
+    assert!(r[0].starts_with("loadvm: ") && r[0].trim().lines().count() == 1, "{r:?}");
+    assert!(r[1].contains("icount=0"), "the bad file left the machine as it was: {r:?}");
+    assert!(r[2].starts_with("loaded"), "{r:?}");
+    assert!(r[3].contains(&format!("icount={}", LOOP_FIRST + ITER)), "{r:?}");
+    assert!(r[3].contains("rip=0000000000000100"), "{r:?}");
+    assert!(r[4].contains("0x01 0x00"), "{r:?}");
+    assert!(r[5].contains("0x0001"), "{r:?}");
+    assert!(r[6].contains("0xea 0x00 0x00 0x00 0xf0"), "the far jump at the reset vector: {r:?}");
+    assert!(r[7].contains("unknown command"), "{r:?}");
+    let (code, stdout, stderr) = finish(child);
+    assert_eq!(code, 0x21, "{stderr}");
+    assert_eq!(stdout, "000000000K", "the rest of the run, from the snapshot");
     let _ = std::fs::remove_dir_all(&dir);
 }

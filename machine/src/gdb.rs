@@ -268,7 +268,8 @@ pub fn write_phys(m: &mut Machine, addr: u64, data: &[u8]) -> usize {
         if !m.board.ram.write(offset + off, &data[done..done + n]) {
             break;
         }
-        m.invalidate_code(&[a..a + n as u64]);
+        let written = a..a + n as u64;
+        m.invalidate_code(std::slice::from_ref(&written));
         done += n;
     }
     done
@@ -765,6 +766,8 @@ pub struct GdbTarget<'a> {
     max: u64,
     /// How the run ended, when it did (the guest exited, the user quit).
     outcome: Option<RunOutcome>,
+    /// `monitor break-icount N`: a continue stops when the retired count reaches N.
+    icount_stop: Option<u64>,
 }
 
 impl<'a> GdbTarget<'a> {
@@ -854,8 +857,18 @@ impl<'a> GdbTarget<'a> {
             }
         }
         self.hist.maybe_checkpoint(self.m);
-        let limit = self.m.cpu.icount.saturating_add(SLICE).min(self.max);
+        let mut limit = self.m.cpu.icount.saturating_add(SLICE).min(self.max);
+        if let Some(n) = self.icount_stop.filter(|n| *n > self.m.cpu.icount) {
+            limit = limit.min(n);
+        }
         let out = self.hist.run_forward(self.m, limit);
+        if out == RunOutcome::InstructionLimit && self.icount_stop == Some(self.m.cpu.icount) {
+            self.icount_stop = None;
+            if let Some(h) = self.take_hit() {
+                return Some(watch_reason(h));
+            }
+            return Some(StopReason::Signal(Signal::SIGTRAP));
+        }
         self.reason(out, false)
     }
 
@@ -1116,6 +1129,17 @@ impl HwWatchpoint for GdbTarget<'_> {
 impl MonitorCmd for GdbTarget<'_> {
     fn handle_monitor_cmd(&mut self, cmd: &[u8], mut out: ConsoleOutput<'_>) -> Result<(), String> {
         let line = String::from_utf8_lossy(cmd);
+        if let Some(n) = line.trim().strip_prefix("break-icount") {
+            let text = match monitor::number(n) {
+                Some(n) if n > self.m.cpu.icount => {
+                    self.icount_stop = Some(n);
+                    format!("a continue stops at instruction {n}\n")
+                }
+                _ => format!("break-icount N: N after the current count ({})\n", self.m.cpu.icount),
+            };
+            out.write_raw(text.as_bytes());
+            return Ok(());
+        }
         let (text, ctl) = monitor::execute(self.m, Some(self.hist), &line);
         out.write_raw(text.as_bytes());
         match ctl {
@@ -1192,9 +1216,6 @@ pub struct DebugOptions {
     pub max_instructions: Option<u64>,
     /// Instructions between reverse-execution checkpoints.
     pub checkpoint_interval: u64,
-    /// Called once the sockets listen, with the GDB stub's and the monitor's TCP addresses (for
-    /// `tcp::0`).
-    pub on_listen: Option<Box<dyn FnOnce(Option<SocketAddr>, Option<SocketAddr>)>>,
 }
 
 impl Default for DebugOptions {
@@ -1206,14 +1227,13 @@ impl Default for DebugOptions {
             mute: None,
             max_instructions: None,
             checkpoint_interval: crate::reverse::DEFAULT_INTERVAL,
-            on_listen: None,
         }
     }
 }
 
 /// Runs `m` with the GDB stub and/or the monitor listening, until the guest exits, the machine stops
 /// (with no debugger attached), or a debugger or the monitor ends the run.
-pub fn run(m: &mut Machine, mut opts: DebugOptions) -> Result<RunOutcome, String> {
+pub fn run(m: &mut Machine, opts: DebugOptions) -> Result<RunOutcome, String> {
     if m.interp().is_none() {
         return Err("the GDB stub and the monitor need --accel interp or jit".into());
     }
@@ -1223,9 +1243,6 @@ pub fn run(m: &mut Machine, mut opts: DebugOptions) -> Result<RunOutcome, String
     hist.interval = opts.checkpoint_interval.max(1);
     let gdb = opts.gdb.as_ref().map(Listener::bind).transpose()?;
     let mut mon = opts.monitor.as_ref().map(monitor::MonitorServer::bind).transpose()?;
-    if let Some(f) = opts.on_listen.take() {
-        f(gdb.as_ref().and_then(|l| l.local_addr()), mon.as_ref().and_then(|s| s.local_addr()));
-    }
     if let Some(ep) = &opts.gdb {
         eprintln!("ferrite: gdb stub listening on {ep}{}", if opts.wait { " (waiting for gdb)" } else { "" });
     }
@@ -1286,6 +1303,7 @@ fn session(
         watches: Vec::new(),
         max,
         outcome: None,
+        icount_stop: None,
     };
     let stub =
         match GdbStub::<GdbTarget<'_>, _>::builder(conn.into_conn()).packet_buffer_size(MAX_PACKET).build() {

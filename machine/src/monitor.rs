@@ -10,6 +10,7 @@
 //! | `savevm FILE` / `loadvm FILE` | the whole machine to / from a file |
 //! | `stop` / `cont` | pause / resume the guest (on the socket, without gdb) |
 //! | `quit` | end Ferrite |
+//! | `break-icount N` | (gdb only) the next continue stops when the retired-instruction count reaches N |
 //!
 //! Memory is read as the debugger reads it ([`crate::gdb::read_virt`], [`crate::gdb::read_phys`]):
 //! RAM and ROM only, no side effect on the page tables or the TLB.
@@ -67,7 +68,7 @@ pub fn load_snapshot_file(m: &mut Machine, path: &str) -> Result<(), String> {
 }
 
 /// Parses a number as QEMU's monitor does: `0x` hex, else decimal (`$` names not supported).
-fn number(s: &str) -> Option<u64> {
+pub fn number(s: &str) -> Option<u64> {
     let s = s.trim();
     match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
         Some(h) => u64::from_str_radix(h, 16).ok(),
