@@ -173,6 +173,18 @@ fn session(accel: &str) {
         "continue".into(),
         p("$icount"),
         p("*(short*)0x600"),
+        // Back to a watchpoint: the last write before where we are, then the one before it.
+        "delete".into(),
+        "monitor break-icount 270".into(),
+        "continue".into(),
+        p("$icount"),
+        "watch *(short*)0x600".into(),
+        "reverse-continue".into(),
+        p("$icount"),
+        p("*(short*)0x600"),
+        "reverse-continue".into(),
+        p("$icount"),
+        p("*(short*)0x600"),
         "delete".into(),
         "monitor info history".into(),
         "continue".into(),
@@ -197,6 +209,12 @@ fn session(accel: &str) {
         "0".into(),
         LOOP_FIRST.to_string(),
         "0".into(),
+        "270".into(),
+        // The increments run at 253 + 5k and are seen just after: 269 (4), 264 (3).
+        (LOOP_FIRST + 3 * ITER + 1).to_string(),
+        "4".into(),
+        (LOOP_FIRST + 2 * ITER + 1).to_string(),
+        "3".into(),
     ]
     .into();
     assert_eq!(v, want, "gdb output:\n{out}");

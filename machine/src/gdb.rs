@@ -777,13 +777,7 @@ impl<'a> GdbTarget<'a> {
         if let Some(i) = self.m.interp_mut() {
             i.stops = stops;
             // The watched pages may be in the TLB: drop them so that every access is checked.
-            for w in &watches {
-                let mut p = w.addr & !0xfff;
-                while p <= w.addr.wrapping_add(w.len - 1) {
-                    i.mmu.tlb.flush_page(p);
-                    p += 0x1000;
-                }
-            }
+            flush_watched(i, &watches);
             i.mmu.debug.set_host_watches(watches);
         }
     }
@@ -922,12 +916,14 @@ impl<'a> GdbTarget<'a> {
                             if let (Some(i), Some(s)) = (self.m.interp_mut(), stops) {
                                 i.stops = s;
                             }
-                            if out == RunOutcome::DebugStop || self.take_hit().is_some() {
-                                // A watchpoint met by the breakpoint's own instruction.
-                                if self.m.cpu.icount < c {
-                                    let w = StopReason::Signal(Signal::SIGTRAP);
-                                    last = Some((self.m.cpu.icount, w));
-                                }
+                            // A watchpoint met by the breakpoint's own instruction.
+                            if let Some(h) = self.take_hit()
+                                && self.m.cpu.icount < c
+                            {
+                                last = Some((self.m.cpu.icount, watch_reason(h)));
+                            }
+                            if !matches!(out, RunOutcome::InstructionLimit | RunOutcome::DebugStop) {
+                                break;
                             }
                         }
                     }
@@ -950,6 +946,17 @@ impl<'a> GdbTarget<'a> {
             eprintln!("ferrite: gdb: reverse continue: {e}");
         }
         StopReason::ReplayLog { tid: None, pos: ReplayLogPosition::Begin }
+    }
+}
+
+/// Drops the TLB entries of the pages `watches` cover.
+pub(crate) fn flush_watched(i: &mut cpu::Interpreter, watches: &[HostWatch]) {
+    for w in watches {
+        // At most 1 MiB each (add_hw_watchpoint), so at most 257 pages; addresses wrap.
+        let pages = ((w.addr & 0xfff) + w.len.min(1 << 20)).div_ceil(0x1000);
+        for k in 0..pages {
+            i.mmu.tlb.flush_page((w.addr & !0xfff).wrapping_add(k << 12));
+        }
     }
 }
 
@@ -1267,7 +1274,8 @@ pub fn run(m: &mut Machine, opts: DebugOptions) -> Result<RunOutcome, String> {
             std::thread::sleep(POLL);
             continue;
         }
-        hist.maybe_checkpoint(m);
+        // No checkpoints while no debugger is attached (the input log is kept: going back past this
+        // stretch re-executes it from the checkpoint before).
         let limit = m.cpu.icount.saturating_add(SLICE).min(max);
         match hist.run_forward(m, limit) {
             RunOutcome::InstructionLimit if m.cpu.icount < max => {}

@@ -50,6 +50,11 @@ pub struct History {
     mute: Option<Arc<AtomicBool>>,
     /// The live console input, parked while the machine is behind the frontier.
     parked: Option<Receiver<HostEvent>>,
+    /// Host time the last checkpoint took, and when it was taken: checkpoints are spaced so that
+    /// taking them costs at most a tenth of the host time (host timing decides only where they are,
+    /// never what the guest does).
+    last_cost: std::time::Duration,
+    last_taken: Option<std::time::Instant>,
 }
 
 impl History {
@@ -77,6 +82,8 @@ impl History {
             frontier: m.cpu.icount,
             mute,
             parked: None,
+            last_cost: std::time::Duration::ZERO,
+            last_taken: None,
         };
         h.checkpoint(m);
         h
@@ -127,7 +134,10 @@ impl History {
             let l = self.log.borrow();
             if l.replaying { l.inputs.len() - m.script.len() } else { l.inputs.len() }
         };
+        let started = std::time::Instant::now();
         let state = m.save_state();
+        self.last_cost = started.elapsed();
+        self.last_taken = Some(std::time::Instant::now());
         let pos = self.checkpoints.partition_point(|c| c.icount < icount);
         self.checkpoints.insert(pos, Checkpoint { icount, inputs, state });
         while self.checkpoints.len() > 1 && self.usage().1 > self.budget {
@@ -136,11 +146,12 @@ impl History {
     }
 
     /// Takes a checkpoint when the last one at or before the current count is `interval` or more
-    /// instructions back.
+    /// instructions back (and the last one's cost is under a tenth of the host time since).
     pub fn maybe_checkpoint(&mut self, m: &mut Machine) {
         let icount = m.cpu.icount;
         let last = self.checkpoints.iter().rev().find(|c| c.icount <= icount).map(|c| c.icount);
-        if last.is_none_or(|l| icount - l >= self.interval) {
+        let cheap = self.last_taken.is_none_or(|t| t.elapsed() >= self.last_cost * 10);
+        if last.is_none_or(|l| icount - l >= self.interval && cheap) {
             self.checkpoint(m);
         }
     }
@@ -199,6 +210,8 @@ impl History {
         let r = self.goto_inner(m, target);
         if let (Some(i), Some((s, w))) = (m.interp_mut(), saved) {
             i.stops = s;
+            // Pages cached while no watchpoint was set must not stay in the TLB.
+            crate::gdb::flush_watched(i, &w);
             i.mmu.debug.set_host_watches(w);
             i.mmu.debug.host_hit = None;
         }
@@ -227,6 +240,12 @@ impl History {
             self.parked = m.input.take();
         }
         m.restore_state(&c.state).map_err(|e| format!("restoring the checkpoint: {e}"))?;
+        // The restored TLB may hold pages a debugger watches now: drop them.
+        if let Some(i) = m.interp_mut() {
+            let watched = i.mmu.debug.host_watches().to_vec();
+            crate::gdb::flush_watched(i, &watched);
+            i.mmu.debug.host_hit = None;
+        }
         let mut l = self.log.borrow_mut();
         l.replaying = true;
         m.script = l.inputs[c.inputs.min(l.inputs.len())..].iter().cloned().collect();
