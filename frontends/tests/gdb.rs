@@ -210,11 +210,12 @@ fn session(accel: &str) {
         LOOP_FIRST.to_string(),
         "0".into(),
         "270".into(),
-        // The increments run at 253 + 5k and are seen just after: 269 (4), 264 (3).
-        (LOOP_FIRST + 3 * ITER + 1).to_string(),
-        "4".into(),
-        (LOOP_FIRST + 2 * ITER + 1).to_string(),
+        // The increments run at 253 + 5k; going backwards each stops at the increment, before it
+        // runs: 268 (the counter is 3, 4 after), then 263 (2).
+        (LOOP_FIRST + 3 * ITER).to_string(),
         "3".into(),
+        (LOOP_FIRST + 2 * ITER).to_string(),
+        "2".into(),
     ]
     .into();
     assert_eq!(v, want, "gdb output:\n{out}");

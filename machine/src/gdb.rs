@@ -901,11 +901,14 @@ impl<'a> GdbTarget<'a> {
                 let at = self.m.cpu.icount;
                 match out {
                     RunOutcome::DebugStop => {
-                        let r = self.reason(RunOutcome::DebugStop, false);
-                        if at < c
-                            && let Some(r) = r
-                        {
-                            last = Some((at, r));
+                        // Going backwards, a watchpoint stops at the accessing instruction, before it
+                        // runs (gdb then sees the value change backwards); a breakpoint where it is.
+                        match self.reason(RunOutcome::DebugStop, false) {
+                            Some(r @ StopReason::Watch { .. }) if at <= c && at > 0 => {
+                                last = Some((at - 1, r))
+                            }
+                            Some(r) if at < c => last = Some((at, r)),
+                            _ => {}
                         }
                         if at >= upper {
                             break;
@@ -918,9 +921,9 @@ impl<'a> GdbTarget<'a> {
                             }
                             // A watchpoint met by the breakpoint's own instruction.
                             if let Some(h) = self.take_hit()
-                                && self.m.cpu.icount < c
+                                && at < c
                             {
-                                last = Some((self.m.cpu.icount, watch_reason(h)));
+                                last = Some((at, watch_reason(h)));
                             }
                             if !matches!(out, RunOutcome::InstructionLimit | RunOutcome::DebugStop) {
                                 break;
