@@ -294,7 +294,7 @@ fn gdb_on_linux() {
     let child = spawn_with(
         &["--memory", "256M", "--kernel", &kernel, "--initrd", &initrd, "--accel", "jit"],
         &sock,
-        &["--checkpoint-interval", "20000000"],
+        &["--checkpoint-interval", "50000000"],
     );
     let p = |e: &str| format!("p {e}");
     let cmds: Vec<String> = vec![

@@ -20,7 +20,7 @@ use std::sync::mpsc::Receiver;
 /// Default instructions between two checkpoints.
 pub const DEFAULT_INTERVAL: u64 = 20_000_000;
 /// Default host memory the checkpoints may take.
-pub const DEFAULT_BUDGET: usize = 2 << 30;
+pub const DEFAULT_BUDGET: usize = 1 << 30;
 
 struct Checkpoint {
     icount: u64,
