@@ -202,6 +202,11 @@ impl Ctx<'_> {
                 self.mmu.debug.pending |= hits;
                 self.break_block = true;
             }
+            // A debugger's watchpoint: the interpreter stops after this instruction.
+            if let Some(hit) = self.mmu.debug.host_hits(lin, size as u64, kind == AccessKind::Write) {
+                self.mmu.debug.host_hit.get_or_insert(hit);
+                self.break_block = true;
+            }
         }
         let write = kind == AccessKind::Write;
         let host = if write && self.mmu.code_pages.contains(&t.page) {

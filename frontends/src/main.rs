@@ -309,6 +309,31 @@ struct RunArgs {
     linux: LinuxArgs,
     #[command(flatten)]
     rr: rr::RrArgs,
+    #[command(flatten)]
+    debug: DebugArgs,
+}
+
+/// Debugging: the GDB stub (with reverse execution) and the monitor, as QEMU's -gdb/-s/-S/-monitor.
+#[derive(clap::Args)]
+#[command(next_help_heading = "Debugging")]
+struct DebugArgs {
+    /// GDB remote stub: tcp::PORT (on 127.0.0.1), tcp:HOST:PORT, or unix:PATH (a socket created with
+    /// mode 0600). Under --accel interp or jit. See docs/DEBUGGING.md.
+    #[arg(long, value_name = "ENDPOINT", value_parser = machine::gdb::Endpoint::parse)]
+    gdb: Option<machine::gdb::Endpoint>,
+    /// Shorthand for --gdb tcp::1234 (QEMU's -s).
+    #[arg(short = 's')]
+    gdb_default: bool,
+    /// Hold the guest at its first instruction until gdb connects (QEMU's -S).
+    #[arg(long)]
+    wait_gdb: bool,
+    /// Monitor (a QEMU HMP subset: info registers, x, xp, savevm, loadvm, stop, cont, quit) on
+    /// tcp::PORT, tcp:HOST:PORT or unix:PATH.
+    #[arg(long, value_name = "ENDPOINT", value_parser = machine::gdb::Endpoint::parse)]
+    monitor: Option<machine::gdb::Endpoint>,
+    /// Instructions between the in-memory checkpoints that reverse execution starts from.
+    #[arg(long, value_name = "N", default_value_t = machine::reverse::DEFAULT_INTERVAL, value_parser = clap::value_parser!(u64).range(1..))]
+    checkpoint_interval: u64,
 }
 
 /// Parses `--device NAME` against the machine's device table.
@@ -540,6 +565,8 @@ struct BuildOptions {
 struct Built {
     m: Machine,
     images: Vec<(String, u64)>,
+    /// Mutes the console while reverse execution re-runs what was already shown.
+    mute: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The content hash of a file, read in pieces.
@@ -560,7 +587,10 @@ fn file_hash(path: &std::path::Path) -> Result<u64, String> {
 fn run(args: RunArgs) -> ExitCode {
     let accel = args.rr.lockstep.then_some(machine::Accel::Jit);
     let opts = BuildOptions { accel, console: true, overlay_disks: args.rr.needs_overlays() };
+    let d = &args.debug;
+    let debugging = d.gdb.is_some() || d.gdb_default || d.wait_gdb || d.monitor.is_some();
     match build_machine(&args, opts) {
+        Ok(b) if debugging => debug_run(&args, b),
         Ok(b) => rr::drive(&args, b),
         Err(code) => code,
     }
@@ -663,7 +693,9 @@ fn build_machine(args: &RunArgs, opts: BuildOptions) -> Result<Built, ExitCode> 
     cfg.jit_threshold = args.jit_threshold;
     cfg.ips = args.ips;
     cfg.seed = args.rr.seed;
-    cfg.com1 = if opts.console { stdout_sink() } else { Box::new(|_| {}) };
+    // Output is muted while reverse execution re-runs what was already shown.
+    let mute = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    cfg.com1 = if opts.console { muted(stdout_sink(), &mute) } else { Box::new(|_| {}) };
     if let Some(spec) = args.com2.as_ref().filter(|_| opts.console) {
         match com2_sink(spec) {
             Ok(sink) => cfg.com2 = sink,
@@ -683,7 +715,7 @@ fn build_machine(args: &RunArgs, opts: BuildOptions) -> Result<Built, ExitCode> 
     } else {
         Output::None
     });
-    cfg.debugcon = if opts.console { sink(debugcon) } else { Box::new(|_| {}) };
+    cfg.debugcon = if opts.console { muted(sink(debugcon), &mute) } else { Box::new(|_| {}) };
     cfg.on_triple_fault = match args.on_triple_fault {
         OnTripleFault::Stop => TripleFaultAction::Stop,
         OnTripleFault::Reset => TripleFaultAction::Reset,
@@ -708,7 +740,46 @@ fn build_machine(args: &RunArgs, opts: BuildOptions) -> Result<Built, ExitCode> 
             return Err(ExitCode::from(2));
         }
     }
-    Ok(Built { m, images })
+    Ok(Built { m, images, mute })
+}
+
+/// `run` under the GDB stub or the monitor (docs/DEBUGGING.md).
+fn debug_run(args: &RunArgs, built: Built) -> ExitCode {
+    let Built { mut m, mute, .. } = built;
+    m.attach_input(console::spawn_reader());
+    let started = std::time::Instant::now();
+    let d = &args.debug;
+    let gdb =
+        if d.gdb_default { Some(machine::gdb::Endpoint::parse("tcp::1234").expect("valid")) } else { None };
+    let gdb = d.gdb.clone().or(gdb);
+    if d.wait_gdb && gdb.is_none() {
+        eprintln!("ferrite: --wait-gdb needs --gdb (or -s)");
+        return ExitCode::from(2);
+    }
+    let debugging = gdb.is_some() || d.monitor.is_some();
+    let outcome = {
+        let _raw = console::RawMode::enable();
+        if debugging {
+            let opts = machine::gdb::DebugOptions {
+                gdb,
+                wait: d.wait_gdb,
+                monitor: d.monitor.clone(),
+                mute: Some(mute.clone()),
+                max_instructions: args.max_instructions,
+                checkpoint_interval: d.checkpoint_interval,
+            };
+            match machine::gdb::run(&mut m, opts) {
+                Ok(o) => o,
+                Err(e) => {
+                    eprintln!("ferrite: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        } else {
+            m.run(args.max_instructions)
+        }
+    };
+    finish(&m, args.stats, outcome, started)
 }
 
 /// Prints `--stats` and turns the outcome into the exit status.
@@ -746,7 +817,25 @@ fn finish(m: &Machine, stats: bool, outcome: RunOutcome, started: std::time::Ins
             eprintln!("{dump}");
             ExitCode::from(70)
         }
+        // Only a debugger sets breakpoints, and it handles its stops.
+        RunOutcome::DebugStop => {
+            eprintln!("ferrite: stopped at a debugger breakpoint with no debugger attached");
+            ExitCode::from(70)
+        }
     }
+}
+
+/// `sink`, silent while `mute` is set.
+fn muted(
+    mut sink: Box<dyn FnMut(u8) + Send>,
+    mute: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Box<dyn FnMut(u8) + Send> {
+    let mute = mute.clone();
+    Box::new(move |b| {
+        if !mute.load(std::sync::atomic::Ordering::Relaxed) {
+            sink(b)
+        }
+    })
 }
 
 fn main() -> ExitCode {

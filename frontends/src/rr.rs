@@ -126,7 +126,7 @@ fn recorded_args(rtc: i64) -> Vec<String> {
 
 /// Runs the machine `run` built: plainly, recording, or in lockstep.
 pub fn drive(args: &RunArgs, built: Built) -> ExitCode {
-    let Built { mut m, images } = built;
+    let Built { mut m, images, .. } = built;
     let needs_counting = args.rr.record.is_some() || args.rr.lockstep;
     if needs_counting && m.engine().name() == "kvm" {
         eprintln!(
@@ -319,7 +319,7 @@ fn replay_machine(
     restore: Option<&PathBuf>,
 ) -> Result<Machine, ExitCode> {
     let opts = BuildOptions { accel: Some(accel), console, overlay_disks: true };
-    let Built { mut m, images } = build_machine(run_args, opts)?;
+    let Built { mut m, images, .. } = build_machine(run_args, opts)?;
     if images != rec.config.images {
         let what = rec
             .config

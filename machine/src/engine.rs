@@ -35,6 +35,11 @@ pub trait Engine {
         None
     }
 
+    /// The interpreter, mutable (debugger breakpoints and watchpoints).
+    fn interpreter_mut(&mut self) -> Option<&mut Interpreter> {
+        None
+    }
+
     /// Writes the engine's state that can change what the guest sees, for snapshots: the interpreter's
     /// TLB, which (like a CPU's) may hold translations the page tables no longer give until the guest
     /// invalidates them.
@@ -106,6 +111,10 @@ impl Engine for InterpEngine {
 
     fn interpreter(&self) -> Option<&Interpreter> {
         Some(&self.interp)
+    }
+
+    fn interpreter_mut(&mut self) -> Option<&mut Interpreter> {
+        Some(&mut self.interp)
     }
 
     fn stats(&self) -> Option<String> {

@@ -12,6 +12,7 @@ pub mod clock;
 pub mod devices;
 mod dma;
 pub mod engine;
+pub mod gdb;
 pub mod input;
 pub mod irqchip;
 pub mod kvm;
@@ -19,6 +20,8 @@ pub mod lockstep;
 pub mod record;
 pub mod replay;
 pub mod snapfile;
+pub mod monitor;
+pub mod reverse;
 pub mod snapshot;
 
 use board::{Board, IrqChipPart};
@@ -255,6 +258,9 @@ pub enum RunOutcome {
         /// Register dump at the stop.
         dump: String,
     },
+    /// A debugger's breakpoint (`Interpreter::stops`) or watchpoint was reached (only when a debugger
+    /// set one; see [`gdb`]).
+    DebugStop,
 }
 
 /// Something from the host side of the console.
@@ -293,6 +299,8 @@ pub struct Machine {
     direct_boot: Option<DirectBoot>,
     /// A test hook that perturbs the state once the retired count reaches a value (divergence tests).
     fault: Option<FaultHook>,
+    /// Logged inputs to deliver again at their slots (re-execution for reverse debugging), in order.
+    script: std::collections::VecDeque<StampedInput>,
 }
 
 /// Where host input comes from.
@@ -595,6 +603,7 @@ impl Machine {
             rtc_start: cfg.rtc_start,
             direct_boot,
             fault: None,
+            script: Default::default(),
         })
         .map(|mut m| {
             m.redo_direct_boot();
@@ -688,6 +697,16 @@ impl Machine {
         self.engine.interpreter()
     }
 
+    /// The interpreter, mutable (debugger breakpoints), when the engine is built on it.
+    pub fn interp_mut(&mut self) -> Option<&mut Interpreter> {
+        self.engine.interpreter_mut()
+    }
+
+    /// Drops decoded code on the guest-physical `ranges` (the host wrote them: a debugger, a monitor).
+    pub fn invalidate_code(&mut self, ranges: &[std::ops::Range<u64>]) {
+        self.engine.invalidate_code(ranges);
+    }
+
     /// Resets the CPU and every device (machine reset: keyboard controller, port 0x92, triple fault).
     pub fn reset(&mut self) {
         self.cpu.reset();
@@ -740,6 +759,12 @@ impl Machine {
                     (f.apply)(&mut self.cpu, &mut self.board);
                 }
             }
+            // Logged inputs due now (re-execution): delivered at the slot they were seen at.
+            while self.script.front().is_some_and(|i| i.slot <= self.slot()) {
+                if let Some(i) = self.script.pop_front() {
+                    self.inject(i.input);
+                }
+            }
             if self.cpu.icount >= limit {
                 return RunOutcome::InstructionLimit;
             }
@@ -753,6 +778,9 @@ impl Machine {
                     self.next_input = input::next_input_point(self.slot());
                 }
                 until_input = self.next_input.saturating_sub(self.board.clock.idle);
+            }
+            if let Some(i) = self.script.front() {
+                until_input = until_input.min(i.slot.saturating_sub(self.board.clock.idle));
             }
             let deadline = self.board.next_deadline();
             let until = self
@@ -783,6 +811,15 @@ impl Machine {
                         if self.board.interrupt_pending_now() {
                             continue;
                         }
+                        if let Some(i) = self.script.front() {
+                            // The logged input woke the guest: idle up to its slot.
+                            let target = i.slot.saturating_sub(self.board.clock.idle);
+                            self.board.clock.idle_until(self.cpu.icount, target);
+                            if let Some(i) = self.script.pop_front() {
+                                self.inject(i.input);
+                            }
+                            continue;
+                        }
                         if self.input.is_some() {
                             // Only console input can wake the guest: wait for it.
                             if !self.poll_input(true) {
@@ -797,6 +834,10 @@ impl Machine {
                         // Idle only up to the next input point.
                         target = target
                             .min(self.next_input.saturating_sub(self.board.clock.idle).max(self.cpu.icount));
+                    }
+                    if let Some(i) = self.script.front() {
+                        target =
+                            target.min(i.slot.saturating_sub(self.board.clock.idle).max(self.cpu.icount));
                     }
                     // Skips the idle slots (instruction time) or sleeps towards the deadline (host time).
                     self.board.clock.idle_until(self.cpu.icount, target);
@@ -813,8 +854,8 @@ impl Machine {
                     return self.stopped(format!("unimplemented instruction: {what}"));
                 }
                 Exit::Stopped(Stop::Shutdown(why)) => return self.stopped(format!("shutdown: {why}")),
-                // The machine never sets trap_faults or stop_at; if a debugger does, hand control back.
-                Exit::ReachedStop => return self.stopped("stopped at the requested address".into()),
+                // A debugger's breakpoint or watchpoint: hand control back.
+                Exit::ReachedStop => return RunOutcome::DebugStop,
                 Exit::Trapped(f) => return self.stopped(format!("exception trapped for inspection: {f:?}")),
             }
         }

@@ -389,7 +389,8 @@ impl Recorder {
                 p.push(0);
                 p.extend_from_slice(&c.to_le_bytes());
             }
-            RunOutcome::InstructionLimit => p.push(1),
+            // A debugger's stop ends a run like a limit does (a recording is never made under the stub).
+            RunOutcome::InstructionLimit | RunOutcome::DebugStop => p.push(1),
             RunOutcome::Quit => p.push(2),
             RunOutcome::Stopped { reason, .. } => {
                 p.push(3);
