@@ -11,7 +11,7 @@ the guest off. Prints the median of the runs and the ratio to QEMU TCG, side by 
 Usage (after `cargo build --release -p ferrite` and `target/release/ferrite images`):
     python3 benches/guest/boot_bench.py [--runs 3] [--ferrite target/release/ferrite]
 """
-import argparse, os, re, select, statistics, subprocess, sys, time
+import argparse, os, re, select, shutil, statistics, subprocess, sys, time
 
 CMDLINE = "console=ttyS0 panic=-1 quiet 8250.nr_uarts=1 i8042.noaux tsc=reliable"
 MARKER = b"FERRITE-READY"
@@ -73,6 +73,8 @@ def main():
     ap.add_argument("--ferrite", default="target/release/ferrite")
     ap.add_argument("--timeout", type=float, default=600)
     ap.add_argument("--only", help="comma-separated engine names (default: all)")
+    ap.add_argument("--jit-cache", default="/tmp/ferrite-bench-jit-cache",
+                    help="directory of the persistent translation cache for ferrite-jit-cold/-warm")
     a = ap.parse_args()
     paths = subprocess.run([a.ferrite, "images"], capture_output=True, check=True).stdout.decode()
     field = lambda k: re.search(rf"^{k}=(.*)$", paths, re.M).group(1)
@@ -82,6 +84,12 @@ def main():
                            "--initrd", initrd, "--append", CMDLINE],
         "ferrite-jit": [a.ferrite, "run", "--accel", "jit", "--memory", "512M", "--kernel", kernel,
                         "--initrd", initrd, "--append", CMDLINE],
+        # The persistent translation cache: `cold` starts each run from an empty cache (and fills it),
+        # `warm` finds what the previous run saved.
+        "ferrite-jit-cold": [a.ferrite, "run", "--accel", "jit", "--jit-cache", a.jit_cache, "--memory", "512M",
+                             "--kernel", kernel, "--initrd", initrd, "--append", CMDLINE],
+        "ferrite-jit-warm": [a.ferrite, "run", "--accel", "jit", "--jit-cache", a.jit_cache, "--memory", "512M",
+                             "--kernel", kernel, "--initrd", initrd, "--append", CMDLINE],
         "qemu-tcg": ["qemu-system-x86_64", "-accel", "tcg", "-m", "512", "-smp", "1", "-nographic",
                      "-no-reboot", "-kernel", kernel, "-initrd", initrd, "-append", CMDLINE],
     }
@@ -96,7 +104,11 @@ def main():
     results = {}
     for name, cmd in engines.items():
         ready, work, sums = [], [], set()
+        if name == "ferrite-jit-warm" and not os.path.isdir(a.jit_cache):
+            run_once(cmd, a.timeout)  # fill the cache (not measured)
         for _ in range(a.runs):
+            if name == "ferrite-jit-cold":
+                shutil.rmtree(a.jit_cache, ignore_errors=True)
             r, w, info = run_once(cmd, a.timeout)
             if r is None or w is None:
                 print(f"{name}: {info}", file=sys.stderr)
