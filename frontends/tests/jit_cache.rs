@@ -44,14 +44,17 @@ fn ferrite(rom: &Path, args: &[&str]) -> Run {
 /// The number before `what` in the JIT's statistics line.
 fn count(stats: &str, what: &str) -> u64 {
     let at = stats.find(what).unwrap_or_else(|| panic!("no `{what}` in {stats}"));
-    stats[..at].split_whitespace().last().and_then(|n| n.trim_start_matches('(').parse().ok()).unwrap_or_else(
-        || panic!("no number before `{what}` in {stats}"),
-    )
+    stats[..at]
+        .split_whitespace()
+        .last()
+        .and_then(|n| n.trim_start_matches('(').parse().ok())
+        .unwrap_or_else(|| panic!("no number before `{what}` in {stats}"))
 }
 
 #[test]
 fn a_second_process_runs_the_roms_from_the_translation_cache() {
-    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("jit-cache-cli-{}", std::process::id()));
+    let tmp =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("jit-cache-cli-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).unwrap();
     let cache = tmp.join("cache");

@@ -103,7 +103,7 @@ fn build_id() -> Option<u64> {
     *ID.get_or_init(|| {
         let exe = std::env::current_exe().ok()?;
         let bytes = std::fs::read(exe).ok()?;
-        Some(hash64(0x6275_696c_64, &bytes))
+        Some(hash64(0x0062_7569_6c64, &bytes))
     })
 }
 
@@ -132,7 +132,7 @@ pub(crate) struct Cache {
 
 /// The checksum of an entry.
 fn entry_sum(key: &[u8], code: &[u8]) -> u64 {
-    hash64(hash64(0x656e_7472_79, key), code)
+    hash64(hash64(0x0065_6e74_7279, key), code)
 }
 
 /// An entry as written to the file.
@@ -197,21 +197,15 @@ impl Cache {
     /// Fails only when the directory cannot be created or the executable cannot be read.
     pub(crate) fn open(dir: &Path, codegen_id: &str) -> Result<Cache, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("jit-cache: {}: {e}", dir.display()))?;
-        let build = build_id().ok_or("jit-cache: cannot read ferrite's own executable to identify the build")?;
+        let build =
+            build_id().ok_or("jit-cache: cannot read ferrite's own executable to identify the build")?;
         let mut id = build.to_le_bytes().to_vec();
         id.extend_from_slice(&VERSION.to_le_bytes());
         id.extend_from_slice(codegen_id.as_bytes());
-        let tag = hash64(0x7461_67, &id);
+        let tag = hash64(0x0074_6167, &id);
         let path = dir.join(format!("{tag:016x}.fjc"));
-        let mut cache = Cache {
-            path,
-            file: None,
-            entries: HashMap::new(),
-            size: 0,
-            loaded: 0,
-            rejected: 0,
-            stored: 0,
-        };
+        let mut cache =
+            Cache { path, file: None, entries: HashMap::new(), size: 0, loaded: 0, rejected: 0, stored: 0 };
         let mut keep = Vec::new();
         let mut rewrite = true;
         match std::fs::read(&cache.path) {

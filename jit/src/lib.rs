@@ -341,7 +341,8 @@ impl Jit {
                 let rip = match cc {
                     None => target,
                     Some(cc) => {
-                        let taken = lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig, out }.cond(cc);
+                        let taken =
+                            lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig, out }.cond(cc);
                         let fall = b.ins().iconst(types::I64, insn.next_rip as i64);
                         b.ins().select(taken, target, fall)
                     }
@@ -382,7 +383,8 @@ impl Jit {
                 break;
             }
             if form.mem == lower::Mem::None {
-                lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig, out }.emit(insn, form.op, live[k]);
+                lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig, out }
+                    .emit(insn, form.op, live[k]);
             } else {
                 // The access inline when the interpreter would take its fast path; else the handler.
                 let slow = b.create_block();
@@ -543,12 +545,7 @@ impl Jit {
         let code = self.arena.copy_in(code)?;
         self.stats.compiled += 1;
         self.stats.code_bytes += code.len() as u64;
-        Some(JitBlock {
-            code,
-            len,
-            first_ip,
-            inline_retired: self.inline_retired.clone(),
-        })
+        Some(JitBlock { code, len, first_ip, inline_retired: self.inline_retired.clone() })
     }
 }
 

@@ -241,7 +241,11 @@ fn the_code_arena_is_bounded_and_evicts_under_a_code_generating_guest() {
         assert_eq!(got, want, "background {background}");
         assert!(ram == want_ram, "memory differs (background {background})");
         assert!(c.evictions >= 2, "the arena never filled: {line}");
-        assert!(c.peak_mapped <= limit as u64, "{} bytes mapped past the bound of {limit}: {line}", c.peak_mapped);
+        assert!(
+            c.peak_mapped <= limit as u64,
+            "{} bytes mapped past the bound of {limit}: {line}",
+            c.peak_mapped
+        );
         println!("background {background}: {line}");
     }
 }

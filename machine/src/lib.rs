@@ -27,6 +27,8 @@ pub use devices::{DeviceSpec, PortWindow};
 pub use engine::{Engine, InterpEngine};
 pub use firmware::multiboot::Module as MultibootModule;
 pub use input::{GuestInput, InputRecorder, StampedInput};
+/// The JIT's options ([`MachineConfig::jit`]) and its compile-delay test knob.
+pub use jit::{CompileDelay, Options as JitOptions};
 use mmu::layout::{self, RamLayout};
 use mmu::{AddressMap, DeviceId, GuestRam, RegionKind};
 use std::fmt;
@@ -465,7 +467,8 @@ impl Machine {
         let engine: Box<dyn Engine> = match cfg.accel {
             Accel::Interp | Accel::Jit => {
                 let mut e = if cfg.accel == Accel::Jit {
-                    InterpEngine::with_jit(cfg.jit_threshold, cfg.jit.clone()).map_err(MachineError::Engine)?
+                    InterpEngine::with_jit(cfg.jit_threshold, cfg.jit.clone())
+                        .map_err(MachineError::Engine)?
                 } else {
                     InterpEngine::new()
                 };
