@@ -469,7 +469,7 @@ fn linux_is_the_same_whenever_and_wherever_translations_come_from() {
         assert_eq!((got.1, got.2), (want.1, want.2), "instruction count and state hash with {what}");
     }
     assert!(
-        warm.3.contains(" 0 compiled on the compile thread, 0 on the main thread"),
+        warm.3.contains("(0 compiled on the compile thread, 0 on the main thread"),
         "the warm boot compiled: {}",
         warm.3
     );
