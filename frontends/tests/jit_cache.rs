@@ -74,7 +74,7 @@ fn a_second_process_runs_the_roms_from_the_translation_cache() {
                 r.stats
             );
         }
-        let placed = count(&second.stats, "blocks placed");
+        let placed = count(&second.stats, "placed (");
         assert!(placed > 0, "{name}: nothing translated: {}", second.stats);
         assert_eq!(count(&second.stats, "from the cache"), placed, "{name}: {}", second.stats);
         assert_eq!(count(&second.stats, "compiled on the compile thread"), 0, "{name}: {}", second.stats);

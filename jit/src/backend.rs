@@ -55,6 +55,9 @@ impl Default for Options {
 /// What the backend has done (statistics, and what tests check).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
+    /// Blocks the interpreter asked to translate ([`BlockBackend::compile`] calls): where the
+    /// translations come from and when they arrive varies, this does not.
+    pub requested: u64,
     /// Blocks compiled by the compile thread.
     pub compiled_background: u64,
     /// Blocks compiled on the interpreter's thread (no compile thread, or its queue was full).
@@ -323,12 +326,17 @@ impl BlockBackend for Backend {
             return None;
         }
         let slot = Rc::new(RefCell::new(State::Declined));
-        self.core.borrow_mut().request(&slot, insns);
+        let mut core = self.core.borrow_mut();
+        core.counters.requested += 1;
+        core.request(&slot, insns);
+        drop(core);
         Some(Box::new(Translation { slot, core: self.core.clone() }))
     }
 
+    /// The blocks handed over for translation (placed, pending or declined): the interpreter's
+    /// deterministic decision, unlike how many are placed at a given moment (`describe` says that).
     fn compiled_blocks(&self) -> u64 {
-        self.core.borrow().jit.stats.compiled
+        self.core.borrow().counters.requested
     }
 
     fn inline_retired(&self) -> u64 {
@@ -340,7 +348,8 @@ impl BlockBackend for Backend {
         let (c, s) = (&core.counters, core.jit.stats);
         let per_insn = c.compile_ns as f64 / c.translated_insns.max(1) as f64;
         let mut line = format!(
-            "jit: {} blocks placed ({} compiled on the compile thread, {} on the main thread, {} from the cache; {} declined); Cranelift {:.2} s of CPU, {:.0} ns per guest instruction; {} KiB of code ({} KiB mapped now, {} evictions); {} instructions inlined, {} calls; {} block runs interpreted while pending",
+            "jit: {} blocks to translate, {} placed ({} compiled on the compile thread, {} on the main thread, {} from the cache; {} declined); Cranelift {:.2} s of CPU, {:.0} ns per guest instruction; {} KiB of code ({} KiB mapped now, {} evictions); {} instructions inlined, {} calls; {} block runs interpreted while pending",
+            c.requested,
             s.compiled,
             c.compiled_background,
             c.compiled_foreground,

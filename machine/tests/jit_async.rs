@@ -58,7 +58,7 @@ fn every_rom_is_the_same_whenever_translations_arrive() {
         with_irqs += usize::from(!interp.irqs.is_empty());
         for (what, opts, threshold) in &configs {
             let (jit, compiled) = run(image, Accel::Jit, *threshold, opts.clone());
-            println!("{name:<16} {what:<16} threshold {threshold}: {compiled:>5} blocks placed");
+            println!("{name:<16} {what:<16} threshold {threshold}: {compiled:>5} blocks to translate");
             if jit != interp {
                 failures.push(format!(
                     "{name} ({what}, threshold {threshold}):\n  interp {interp:?}\n  jit    {jit:?}"
