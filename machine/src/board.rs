@@ -42,6 +42,11 @@ pub enum Slot {
         /// The window.
         window: u8,
     },
+    /// The PCI function at `devfn` itself (not one of its windows): reached for its timed events.
+    PciFunction {
+        /// Device and function number on bus 0.
+        devfn: u8,
+    },
     /// One of the interrupt controllers in [`Board::irqchip`].
     IrqChip(IrqChipPart),
     /// The PCI configuration ports (the board applies the BAR moves a write causes).
@@ -74,6 +79,12 @@ enum Access<'a> {
     MmioRead(u64, &'a mut [u8]),
     MmioWrite(u64, &'a [u8]),
     HostInput(&'a [u8]),
+    /// A timed event: the entry advances if its deadline has passed (sets the flag when it did).
+    Advance(&'a mut bool),
+    /// RDMSR of a register the entry owns (the local APIC's).
+    MsrRead(u32, &'a mut Option<u64>),
+    /// WRMSR of a register the entry owns; the flag says whether the value was accepted.
+    MsrWrite(u32, u64, &'a mut bool),
 }
 
 impl Access<'_> {
@@ -95,6 +106,10 @@ impl Access<'_> {
             Access::MmioRead(off, data) => d.mmio_read(ctx, off, data),
             Access::MmioWrite(off, data) => d.mmio_write(ctx, off, data),
             Access::HostInput(data) => d.host_input(ctx, data),
+            Access::Advance(ran) => {
+                advance_if_due(d, ctx, ran);
+            }
+            Access::MsrRead(..) | Access::MsrWrite(..) => {}
         }
     }
 
@@ -105,7 +120,7 @@ impl Access<'_> {
             Access::MmioRead(off, data) => f.bar_read(ctx, window, off, data),
             Access::PioWrite(off, data) => f.bar_write(ctx, window, u64::from(off), data),
             Access::MmioWrite(off, data) => f.bar_write(ctx, window, off, data),
-            Access::HostInput(_) => {}
+            Access::HostInput(_) | Access::Advance(_) | Access::MsrRead(..) | Access::MsrWrite(..) => {}
         }
     }
 
@@ -114,6 +129,17 @@ impl Access<'_> {
         if let Access::PioRead(_, data) | Access::MmioRead(_, data) = self {
             data.fill(0xff);
         }
+    }
+}
+
+/// Advances `d` if its deadline has passed: then its interrupts must be propagated.
+fn advance_if_due(d: &mut dyn Device, ctx: &mut DeviceCtx<'_>, ran: &mut bool) -> After {
+    if d.next_deadline().is_some_and(|t| t <= ctx.now) {
+        d.advance(ctx);
+        *ran = true;
+        After::Irqs
+    } else {
+        After::Nothing
     }
 }
 
@@ -151,6 +177,8 @@ pub struct Board {
     pci_windows: Vec<(u8, u8, DeviceId)>,
     /// PCI functions that serve their own BARs, DMA and interrupts ([`Board::add_pci_device`]).
     pci_devices: Vec<u8>,
+    /// The registry entry of each PCI function ([`Slot::PciFunction`]), by devfn.
+    pci_function_ids: Vec<(u8, DeviceId)>,
     /// Called on every acknowledged interrupt (see [`IrqTraceHook`]).
     pub irq_trace: Option<IrqTraceHook>,
     /// Set-up a BIOS would redo after every reset: PIIX4 PM base to program and enable.
@@ -181,6 +209,7 @@ impl Board {
             pci: PciBus::new(),
             pci_windows: Vec::new(),
             pci_devices: Vec::new(),
+            pci_function_ids: Vec::new(),
             irq_trace: None,
             pm_base_preset: None,
             fw_cfg,
@@ -234,6 +263,7 @@ impl Board {
     /// left unmapped.
     pub fn add_pci_function(&mut self, devfn: u8, f: Box<dyn PciFunction>, windows: &[(u8, DeviceId)]) {
         self.pci.add(devfn, f);
+        self.register_pci_function(devfn);
         for &(w, id) in windows {
             self.pci_windows.push((devfn, w, id));
         }
@@ -247,6 +277,7 @@ impl Board {
     pub fn add_pci_device(&mut self, devfn: u8, f: Box<dyn PciFunction>) {
         let bars: Vec<u8> = (0..6u8).filter(|i| f.config().bar(usize::from(*i)).is_some()).collect();
         self.pci.add(devfn, f);
+        self.register_pci_function(devfn);
         self.pci_windows.retain(|(d, _, _)| *d != devfn);
         for window in bars {
             let id = self.register(Slot::PciWindow { devfn, window });
@@ -256,6 +287,17 @@ impl Board {
             self.pci_devices.push(devfn);
         }
         self.service_pci_devices();
+    }
+
+    /// Gives the PCI function at `devfn` its registry entry (once per devfn), through which the board
+    /// advances it at its deadlines.
+    fn register_pci_function(&mut self, devfn: u8) {
+        if !self.pci_function_ids.iter().any(|(d, _)| *d == devfn) {
+            let id = self.register(Slot::PciFunction { devfn });
+            self.pci_function_ids.push((devfn, id));
+            // Advanced in bus order, whatever the order they were added in.
+            self.pci_function_ids.sort_unstable_by_key(|(d, _)| *d);
+        }
     }
 
     /// Routes ports `start..start+len` to device `id`, which sees `port - start + offset_base`.
@@ -316,14 +358,52 @@ impl Board {
         };
         let after = match slot {
             Slot::Device(d) => {
-                access.on(d.as_mut(), &mut DeviceCtx { now, irq: &mut irqchip.lines, requests });
-                After::Irqs
+                let ctx = &mut DeviceCtx { now, irq: &mut irqchip.lines, requests };
+                match access {
+                    Access::Advance(ran) => advance_if_due(d.as_mut(), ctx, ran),
+                    access => {
+                        access.on(d.as_mut(), ctx);
+                        After::Irqs
+                    }
+                }
             }
-            Slot::IrqChip(part) => {
-                let (d, irq) = irqchip.part(*part);
-                access.on(d, &mut DeviceCtx { now, irq, requests });
-                After::Irqs
-            }
+            Slot::IrqChip(part) => match access {
+                Access::MsrRead(msr, out) => {
+                    *out = irqchip.read_msr(now, msr);
+                    After::Nothing
+                }
+                Access::MsrWrite(msr, value, ok) => {
+                    *ok = irqchip.write_msr(now, msr, value, requests);
+                    After::Irqs
+                }
+                access => {
+                    let (d, irq) = irqchip.part(*part);
+                    let ctx = &mut DeviceCtx { now, irq, requests };
+                    match access {
+                        Access::Advance(ran) => advance_if_due(d, ctx, ran),
+                        access => {
+                            access.on(d, ctx);
+                            After::Irqs
+                        }
+                    }
+                }
+            },
+            Slot::PciFunction { devfn } => match (access, pci.function_mut(*devfn)) {
+                (Access::Advance(ran), Some(f)) => {
+                    let ctx = &mut DeviceCtx { now, irq: &mut irqchip.lines, requests };
+                    if f.next_deadline().is_some_and(|t| t <= now) {
+                        f.advance(ctx);
+                        *ran = true;
+                        After::PciFunctions
+                    } else {
+                        After::Nothing
+                    }
+                }
+                (access, _) => {
+                    access.open_bus();
+                    After::Nothing
+                }
+            },
             Slot::PciWindow { devfn, window } => {
                 match pci.function_mut(*devfn) {
                     Some(f) => {
@@ -511,31 +591,26 @@ impl Board {
         }
     }
 
-    /// Calls `advance` on every entry whose deadline has passed (devices, then PCI functions, then the
-    /// interrupt controllers, which so see the lines as the others left them), and propagates
-    /// interrupts.
-    pub fn advance_devices(&mut self) {
-        let now = self.now();
-        let Board { slots, irqchip, requests, pci, .. } = self;
-        for slot in slots.iter_mut() {
-            if let Slot::Device(d) = slot
-                && d.next_deadline().is_some_and(|t| t <= now)
-            {
-                d.advance(&mut DeviceCtx { now, irq: &mut irqchip.lines, requests });
+    /// Advances, through the dispatch path, every entry whose deadline has passed: devices (in
+    /// registry order), then PCI functions (in bus order), then the interrupt controllers (PIC pair,
+    /// I/O APIC, local APIC); each call is followed by what that entry's calls need (propagation; a
+    /// PCI function's transfers, MSIs and INTx#). Returns whether any entry advanced.
+    pub fn advance_devices(&mut self) -> bool {
+        let mut ran = false;
+        for i in 0..self.slots.len() {
+            if matches!(self.slots[i], Slot::Device(_)) {
+                self.call(DeviceId(i as u32), Access::Advance(&mut ran));
             }
         }
-        let mut pci_ran = false;
-        pci.for_each_function(|_, f| {
-            if f.next_deadline().is_some_and(|t| t <= now) {
-                f.advance(&mut DeviceCtx { now, irq: &mut irqchip.lines, requests });
-                pci_ran = true;
-            }
-        });
-        irqchip.advance(now, requests);
-        if pci_ran {
-            self.service_pci_devices();
+        for i in 0..self.pci_function_ids.len() {
+            let id = self.pci_function_ids[i].1;
+            self.call(id, Access::Advance(&mut ran));
+        }
+        for part in [IrqChipPart::Pic, IrqChipPart::IoApic, IrqChipPart::LocalApic] {
+            self.call(self.irqchip_id(part), Access::Advance(&mut ran));
         }
         self.irqchip.propagate();
+        ran
     }
 
     /// The earliest deadline of any entry: devices, PCI functions and the interrupt controllers.
@@ -804,13 +879,15 @@ impl CpuBus for Board {
     }
 
     fn read_msr(&mut self, msr: u32) -> Option<u64> {
-        let now = self.now();
-        self.irqchip.read_msr(now, msr)
+        let mut v = None;
+        self.call(self.irqchip_id(IrqChipPart::LocalApic), Access::MsrRead(msr, &mut v));
+        v
     }
 
     fn write_msr(&mut self, msr: u32, value: u64) -> bool {
-        let now = self.now();
-        self.irqchip.write_msr(now, msr, value, &mut self.requests)
+        let mut ok = false;
+        self.call(self.irqchip_id(IrqChipPart::LocalApic), Access::MsrWrite(msr, value, &mut ok));
+        ok
     }
 
     fn tsc(&mut self, icount: u64) -> u64 {

@@ -242,6 +242,7 @@ pub fn save_cpu(w: &mut SnapshotWriter, c: &CpuState) {
         fpu,
         vec,
         model,
+        pkru,
     } = c;
     w.tag("cpu");
     gpr.iter().for_each(|v| w.u64(*v));
@@ -269,6 +270,7 @@ pub fn save_cpu(w: &mut SnapshotWriter, c: &CpuState) {
     save_fpu(w, fpu);
     save_vec(w, vec);
     save_model(w, model);
+    w.u32(*pkru);
 }
 
 /// Writes the CPU model (what CPUID says and which instructions exist are part of the machine).
@@ -364,6 +366,7 @@ pub fn restore_cpu(r: &mut SnapshotReader<'_>) -> Result<CpuState, SnapshotError
         fpu: restore_fpu(r)?,
         vec: restore_vec(r)?,
         model: restore_model(r)?,
+        pkru: r.u32()?,
     })
 }
 
