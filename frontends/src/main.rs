@@ -247,6 +247,11 @@ struct RunArgs {
     /// Under `--accel jit`: entries after which a block is translated to host code.
     #[arg(long, value_name = "N", default_value_t = machine::JIT_THRESHOLD, value_parser = clap::value_parser!(u32).range(1..))]
     jit_threshold: u32,
+    /// Under `--accel jit`: the persistent translation cache, a directory (created if needed) where
+    /// translations are saved and found again by the next run of the same guest code, or `off`.
+    /// Default: off.
+    #[arg(long, value_name = "DIR|off", default_value = "off")]
+    jit_cache: String,
     /// On exit, print engine statistics to stderr (instructions retired, host time, JIT translation) and
     /// the hash of the whole machine state.
     #[arg(long)]
@@ -691,6 +696,10 @@ fn build_machine(args: &RunArgs, opts: BuildOptions) -> Result<Built, ExitCode> 
     }
     cfg.accel = opts.accel.unwrap_or_else(|| choose_accel(args.accel));
     cfg.jit_threshold = args.jit_threshold;
+    cfg.jit.cache = (args.jit_cache != "off").then(|| PathBuf::from(&args.jit_cache));
+    // A development knob for measurements: compile on the interpreter's thread, as before the
+    // compile thread existed.
+    cfg.jit.background = std::env::var_os("FERRITE_JIT_SYNC").is_none();
     cfg.ips = args.ips;
     cfg.seed = args.rr.seed;
     // Output is muted while reverse execution re-runs what was already shown.

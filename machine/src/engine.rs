@@ -77,10 +77,12 @@ impl InterpEngine {
         InterpEngine { interp: Interpreter::new(), jit: false }
     }
 
-    /// The interpreter with the Cranelift JIT translating a block after `threshold` entries.
-    pub fn with_jit(threshold: u32) -> Result<InterpEngine, String> {
+    /// The interpreter with the Cranelift JIT translating a block after `threshold` entries, as
+    /// `opts` say (compile thread, persistent cache, code bound).
+    pub fn with_jit(threshold: u32, mut opts: jit::Options) -> Result<InterpEngine, String> {
         let mut interp = Interpreter::new();
-        let jit = jit::Jit::new().map_err(|e| format!("jit: {e}"))?;
+        opts.threshold = threshold;
+        let jit = jit::Backend::new(opts).map_err(|e| format!("jit: {e}"))?;
         interp.set_backend(Box::new(jit), threshold);
         Ok(InterpEngine { interp, jit: true })
     }

@@ -34,6 +34,8 @@ pub use devices::{DeviceSpec, PortWindow};
 pub use engine::{Engine, InterpEngine};
 pub use firmware::multiboot::Module as MultibootModule;
 pub use input::{GuestInput, InputRecorder, StampedInput};
+/// The JIT's options ([`MachineConfig::jit`]) and its compile-delay test knob.
+pub use jit::{CompileDelay, Options as JitOptions};
 use mmu::layout::{self, RamLayout};
 use mmu::{AddressMap, DeviceId, GuestRam, RegionKind};
 use std::fmt;
@@ -87,6 +89,9 @@ pub struct MachineConfig {
     /// Under [`Accel::Jit`]: entries after which a block is translated (1 translates every block
     /// on its first entry, as the tests do).
     pub jit_threshold: u32,
+    /// Under [`Accel::Jit`]: the compile thread, the persistent translation cache (`--jit-cache`) and
+    /// the bound on translated code (`jit::Options`; its `threshold` is `jit_threshold`).
+    pub jit: jit::Options,
     /// Act as the firmware for ACPI: program the PIIX4 PM base (0x600) with SCI_EN set and write the ACPI
     /// and MP tables into the EBDA (0x9E000-0x9FFFF, see `firmware::acpi`). Off by default: bare test
     /// ROMs own all of RAM.
@@ -148,6 +153,7 @@ impl MachineConfig {
             rtc_start: 1_767_225_600, // 2026-01-01T00:00:00Z
             accel: Accel::Interp,
             jit_threshold: JIT_THRESHOLD,
+            jit: jit::Options::default(),
             acpi: false,
             linux: None,
             devices: Vec::new(),
@@ -581,7 +587,8 @@ impl Machine {
         let engine: Box<dyn Engine> = match cfg.accel {
             Accel::Interp | Accel::Jit => {
                 let mut e = if cfg.accel == Accel::Jit {
-                    InterpEngine::with_jit(cfg.jit_threshold).map_err(MachineError::Engine)?
+                    InterpEngine::with_jit(cfg.jit_threshold, cfg.jit.clone())
+                        .map_err(MachineError::Engine)?
                 } else {
                     InterpEngine::new()
                 };
