@@ -235,6 +235,20 @@ struct RunArgs {
     /// Flat firmware image, mapped like QEMU's -bios (ending at 4 GiB; its last 128 KiB below 1 MiB).
     #[arg(long, value_name = "FILE")]
     rom: Option<PathBuf>,
+    /// A PC BIOS (SeaBIOS's bios.bin) as QEMU's -bios: mapped like --rom, shadowed through the i440FX
+    /// PAM registers, with fw_cfg, CMOS and the standard VGA for it. The default for disk and CD boots
+    /// (Debian's seabios package, fetched on first use).
+    #[arg(long, value_name = "FILE", conflicts_with = "rom")]
+    bios: Option<PathBuf>,
+    /// The VGA BIOS for --bios (default: vgabios-stdvga.bin beside the BIOS).
+    #[arg(long, value_name = "FILE")]
+    vgabios: Option<PathBuf>,
+    /// Boot order for the BIOS, as QEMU's -boot: c (hard disk), d (CD-ROM), a, n, or order=dc.
+    #[arg(long, value_name = "ORDER", value_parser = machine::parse_boot_order)]
+    boot: Option<[u8; 3]>,
+    /// Where the BIOS's debug log (port 0x402) goes (default: discarded).
+    #[arg(long, value_enum)]
+    bios_log: Option<Output>,
     /// Guest RAM, e.g. 512M, 2G, 65536K (suffixes K, M, G; plain number = bytes).
     #[arg(long, default_value = "512M", value_parser = parse_size)]
     memory: u64,
@@ -499,6 +513,19 @@ fn stdout_sink() -> Box<dyn FnMut(u8) + Send> {
     })
 }
 
+/// The BIOS to boot: `--bios`, or for a disk or CD boot without `--rom`/`--kernel`, Debian's SeaBIOS
+/// (fetched into the guest-image cache on first use).
+fn bios_path(args: &RunArgs) -> Result<Option<PathBuf>, String> {
+    if let Some(p) = &args.bios {
+        return Ok(Some(p.clone()));
+    }
+    let disks = !args.disks.is_empty() || args.hda.is_some() || args.hdb.is_some() || args.cdrom.is_some();
+    if !disks || args.rom.is_some() || args.linux.kernel.is_some() || args.linux.demo {
+        return Ok(None);
+    }
+    images::seabios(None).map(|p| Some(p.bios))
+}
+
 /// The disks of `--disk`, `--hda`, `--hdb` and `--cdrom`.
 fn disk_specs(args: &RunArgs) -> Vec<storage::config::DiskSpec> {
     let mut specs = args.disks.clone();
@@ -520,7 +547,14 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let firmware = match &args.rom {
+    let bios_path = match bios_path(&args) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("ferrite: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let firmware = match args.rom.as_ref().or(bios_path.as_ref()) {
         Some(p) => match firmware::load_rom(p) {
             Ok(d) => d,
             Err(e) => {
@@ -560,7 +594,7 @@ fn run(args: RunArgs) -> ExitCode {
                 }
             }
         }
-        None if args.rom.is_none() => default_linux(&args.linux),
+        None if args.rom.is_none() && bios_path.is_none() => default_linux(&args.linux),
         None => None,
     };
     let mut cfg = MachineConfig::new(args.memory, if linux.is_some() { Vec::new() } else { firmware });
@@ -570,6 +604,28 @@ fn run(args: RunArgs) -> ExitCode {
         if args.devices.iter().any(|d| std::ptr::eq(*d, kind)) {
             cfg.devices.push(machine::DeviceSpec::Named(kind));
         }
+    }
+    if let Some(bp) = &bios_path {
+        let vga = args.vgabios.clone().unwrap_or_else(|| bp.with_file_name("vgabios-stdvga.bin"));
+        let rom = match std::fs::read(&vga) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("ferrite: cannot read the VGA BIOS {}: {e}", vga.display());
+                return ExitCode::from(2);
+            }
+        };
+        let mut b = machine::BiosConfig {
+            files: vec![(machine::VGA_ROM_FILE.to_string(), rom)],
+            log: sink(args.bios_log.unwrap_or(Output::None)),
+            ..Default::default()
+        };
+        if let Some(order) = args.boot {
+            b.boot_order = order;
+        } else if args.cdrom.is_some() && args.hda.is_none() {
+            b.boot_order = [3, 2, 1];
+        }
+        cfg.bios = Some(b);
+        cfg.devices.push(machine::DeviceSpec::named("vga").expect("the VGA is in the device table"));
     }
     cfg.ide = Some(controllers.ide);
     if let Some(ahci) = controllers.ahci {

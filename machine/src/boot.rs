@@ -156,6 +156,38 @@ pub(crate) fn fill_fw_cfg(
     Ok(())
 }
 
+/// Fills fw_cfg for a BIOS boot (see [`crate::BiosConfig`]): QEMU's `etc/e820` (RAM only), the ACPI
+/// tables with `etc/table-loader` (PM block at [`crate::PM_BASE`], where SeaBIOS moves it when it finds
+/// a table loader) and the extra `files`.
+pub(crate) fn fill_fw_cfg_for_bios(
+    fw: &mut FwCfg,
+    lay: &mmu::layout::RamLayout,
+    files: &mut Vec<(String, Vec<u8>)>,
+) -> Result<(), String> {
+    let mut e820 = Vec::new();
+    for (addr, size) in [(0u64, lay.below_4g), (mmu::layout::FOUR_GIB, lay.above_4g)] {
+        if size > 0 {
+            e820.extend_from_slice(&addr.to_le_bytes());
+            e820.extend_from_slice(&size.to_le_bytes());
+            e820.extend_from_slice(&firmware::linux::E820_RAM.to_le_bytes());
+        }
+    }
+    fw.add_file("etc/e820", e820, false)?;
+    let cfg = firmware::acpi::PlatformConfig {
+        pm_base: crate::PM_BASE,
+        pci_hole_start: lay.below_4g.min(mmu::layout::IOAPIC_BASE) as u32,
+        ..Default::default()
+    };
+    let l = firmware::table_loader::build(&firmware::acpi::build_tables(&cfg))?;
+    fw.add_file(firmware::table_loader::RSDP_FILE, l.rsdp, false)?;
+    fw.add_file(firmware::table_loader::TABLES_FILE, l.tables, false)?;
+    fw.add_file(firmware::table_loader::LOADER_FILE, l.loader, false)?;
+    for (name, data) in files.drain(..) {
+        fw.add_file(&name, data, false)?;
+    }
+    Ok(())
+}
+
 /// The Bochs shutdown port at 0x8900 (always present).
 pub(crate) fn add_shutdown_port(board: &mut Board) {
     let id = board.add_device(Box::new(ShutdownPort::new()));
