@@ -600,6 +600,9 @@ pub struct ImagesArgs {
     /// `--add ./mytest:/bin/mytest`. The initramfs with extra files is cached under its own name.
     #[arg(long = "add", value_name = "HOSTFILE:GUESTPATH", value_parser = parse_add)]
     pub files: Vec<(String, PathBuf)>,
+    /// Fetch only Debian's SeaBIOS (the firmware of disk and CD boots) and print `bios=` and `vgabios=`.
+    #[arg(long)]
+    pub seabios: bool,
 }
 
 impl ImagesArgs {

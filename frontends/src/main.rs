@@ -9,6 +9,7 @@
 
 mod console;
 mod images;
+mod png;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use machine::{Machine, MachineConfig, RunOutcome, TripleFaultAction};
@@ -223,6 +224,14 @@ enum Output {
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+enum Display {
+    /// No display.
+    None,
+    /// The VGA text screen in the terminal.
+    Curses,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
 enum OnTripleFault {
     /// Stop with a diagnostic.
     Stop,
@@ -249,6 +258,14 @@ struct RunArgs {
     /// Where the BIOS's debug log (port 0x402) goes (default: discarded).
     #[arg(long, value_enum)]
     bios_log: Option<Output>,
+    /// Save the VGA screen as a PNG when the run ends, or at instruction COUNT (`FILE.png@COUNT`; the
+    /// run goes on). The image depends only on the guest's state, so it is the same in every run.
+    #[arg(long, value_name = "FILE.png[@COUNT]")]
+    screenshot: Option<String>,
+    /// The display: `none` (the default) or `curses` (the VGA text screen drawn in the terminal when the
+    /// run ends or at each screenshot point).
+    #[arg(long, value_enum, default_value = "none")]
+    display: Display,
     /// Guest RAM, e.g. 512M, 2G, 65536K (suffixes K, M, G; plain number = bytes).
     #[arg(long, default_value = "512M", value_parser = parse_size)]
     memory: u64,
@@ -382,6 +399,7 @@ fn default_linux(a: &LinuxArgs) -> Option<machine::LinuxBoot> {
         modules: vec![],
         rebuild: false,
         files: vec![],
+        seabios: false,
     }
     .options();
     match images::ensure(&opts) {
@@ -411,6 +429,19 @@ fn default_linux(a: &LinuxArgs) -> Option<machine::LinuxBoot> {
 }
 
 fn images_cmd(a: images::ImagesArgs) -> ExitCode {
+    if a.seabios {
+        return match images::seabios(a.dir.clone()) {
+            Ok(s) => {
+                println!("bios={}", s.bios.display());
+                println!("vgabios={}", s.vgabios.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("ferrite images: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     match images::ensure(&a.options()) {
         Ok(imgs) => {
             println!("kernel={}", imgs.kernel.display());
@@ -524,6 +555,100 @@ fn bios_path(args: &RunArgs) -> Result<Option<PathBuf>, String> {
         return Ok(None);
     }
     images::seabios(None).map(|p| Some(p.bios))
+}
+
+/// Parses `--screenshot FILE.png[@COUNT]`.
+fn parse_screenshot(s: &str) -> Result<(PathBuf, Option<u64>), String> {
+    match s.rsplit_once('@') {
+        Some((path, n)) => n
+            .parse()
+            .map(|n| (PathBuf::from(path), Some(n)))
+            .map_err(|_| format!("--screenshot: '{n}' is not an instruction count")),
+        None => Ok((PathBuf::from(s), None)),
+    }
+}
+
+/// Writes the VGA's screen to `path` as a PNG.
+fn save_screenshot(m: &Machine, path: &std::path::Path) -> Result<(), String> {
+    let vga = m.vga().ok_or("no VGA to take a screenshot of")?;
+    let f = vga.render();
+    let png = png::encode_rgb(f.width, f.height, &f.rgb);
+    std::fs::write(path, png).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// Instructions between two redraws of the `curses` display.
+const DISPLAY_SLICE: u64 = 50_000_000;
+
+/// Runs the machine to the end (`max`), taking the screenshot at its instruction count (or at the end)
+/// and, with `--display curses`, redrawing the text screen whenever it changed after each
+/// [`DISPLAY_SLICE`] instructions. Slicing the run does not change what the guest does: device events
+/// are placed by virtual time, not by where a run stops.
+fn run_with_display(
+    m: &mut Machine,
+    max: Option<u64>,
+    shot: Option<&(PathBuf, Option<u64>)>,
+    display: Display,
+) -> RunOutcome {
+    let mut shot_at = shot.and_then(|s| s.1);
+    let mut last = None;
+    let outcome = loop {
+        let mut stop = max;
+        if let Some(at) = shot_at {
+            stop = Some(stop.map_or(at, |l| l.min(at)));
+        }
+        if display == Display::Curses {
+            let n = m.cpu.icount.saturating_add(DISPLAY_SLICE);
+            stop = Some(stop.map_or(n, |l| l.min(n)));
+        }
+        let o = m.run(stop);
+        if let (Some(at), Some((path, _))) = (shot_at, shot)
+            && m.cpu.icount >= at
+        {
+            if let Err(e) = save_screenshot(m, path) {
+                eprintln!("ferrite: {e}");
+            }
+            shot_at = None;
+        }
+        if display == Display::Curses {
+            last = show_text(m, last);
+        }
+        match o {
+            RunOutcome::InstructionLimit if max.is_none_or(|l| m.cpu.icount < l) => continue,
+            other => break other,
+        }
+    };
+    if let Some((path, None)) = shot
+        && let Err(e) = save_screenshot(m, path)
+    {
+        eprintln!("ferrite: {e}");
+    }
+    outcome
+}
+
+/// The `curses` display: the VGA text screen drawn in the terminal with its colours, when it differs
+/// from `last` (what was drawn before); returns what is on the terminal now.
+fn show_text(m: &Machine, last: Option<machine::TextScreen>) -> Option<machine::TextScreen> {
+    let Some(t) = m.vga().and_then(|v| v.text_screen()) else { return last };
+    if last.as_ref() == Some(&t) {
+        return last;
+    }
+    let mut out = String::from("\x1b[2J\x1b[H");
+    // The PC's 16 text colours in ANSI order (CGA blue is ANSI 4, red ANSI 1).
+    const ANSI: [u8; 8] = [0, 4, 2, 6, 1, 5, 3, 7];
+    for r in 0..t.rows {
+        for c in 0..t.cols {
+            let cell = t.cells[r * t.cols + c];
+            let fg = ANSI[usize::from(cell.attr & 7)] + if cell.attr & 8 != 0 { 90 } else { 30 };
+            let bg = ANSI[usize::from((cell.attr >> 4) & 7)] + 40;
+            let ch = if (0x20..0x7f).contains(&cell.ch) { cell.ch as char } else { ' ' };
+            out.push_str(&format!("\x1b[{fg};{bg}m{ch}"));
+        }
+        out.push_str("\x1b[0m\r\n");
+    }
+    let mut o = std::io::stdout().lock();
+    let _ = o.write_all(out.as_bytes());
+    let _ = o.flush();
+    Some(t)
 }
 
 /// The disks of `--disk`, `--hda`, `--hdb` and `--cdrom`.
@@ -667,11 +792,22 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let shot = match args.screenshot.as_deref().map(parse_screenshot).transpose() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("ferrite: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if (shot.is_some() || args.display == Display::Curses) && m.vga().is_none() {
+        eprintln!("ferrite: --screenshot and --display curses need a VGA (--bios, or --device vga)");
+        return ExitCode::from(2);
+    }
     m.attach_input(console::spawn_reader());
     let started = std::time::Instant::now();
     let outcome = {
         let _raw = console::RawMode::enable();
-        m.run(args.max_instructions)
+        run_with_display(&mut m, args.max_instructions, shot.as_ref(), args.display)
     };
     let _ = std::io::stdout().flush();
     if args.stats {

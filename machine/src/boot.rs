@@ -12,7 +12,8 @@
 //! 20-byte packed `{u64 address, u64 length, u32 type}` entries); with ACPI tables in memory,
 //! `etc/acpi/rsdp` (the RSDP) and `etc/acpi/tables` (the EBDA from the first byte after the RSDP to the
 //! end of the last table, exactly as it lies in memory: its pointers are already absolute, so there is no
-//! `etc/table-loader`). For a direct boot, the kernel items: a bzImage's setup sectors in `SETUP_*` and
+//! `etc/table-loader`; a BIOS boot gets relocatable tables with one instead, `fill_fw_cfg_for_bios`).
+//! For a direct boot, the kernel items: a bzImage's setup sectors in `SETUP_*` and
 //! the rest in `KERNEL_*`, the initrd in `INITRD_*`; a multiboot kernel's file in `KERNEL_*` with its
 //! entry point and lowest load address; the command line in `CMDLINE_*` for both.
 

@@ -18,6 +18,7 @@ pub mod kvm;
 pub mod snapshot;
 
 use board::{Board, IrqChipPart};
+pub use chipset::vga::{Frame, TextScreen};
 use chipset::{
     ByteSink, DebugConsole, DebugExit, I8042, Pit8254, PmDevice, Port92, ResetControl, Rtc, Uart16550,
 };
@@ -889,6 +890,77 @@ fn no_bios_rom(lay: &RamLayout) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pam_registers_route_the_bios_area() {
+        use cpu::CpuBus;
+        // A 128 KiB "BIOS": byte i of the image is (i >> 12) ^ 0xA5, so each 4 KiB page is tellable.
+        let rom: Vec<u8> = (0..0x2_0000usize).map(|i| ((i >> 12) as u8) ^ 0xA5).collect();
+        let mut cfg = MachineConfig::new(16 << 20, rom.clone());
+        cfg.bios = Some(BiosConfig::default());
+        let mut m = Machine::new(cfg).unwrap();
+        let b = &mut m.board;
+        let rd = |b: &mut Board, a: u64| {
+            let mut x = [0u8];
+            b.read_phys(a, &mut x);
+            x[0]
+        };
+        let pam = |b: &mut Board, reg: usize, v: u8| b.pci_config_write(chipset::pci::DEVFN_HOST, reg, &[v]);
+        // Power-on: the ROM at 0xE0000-0xFFFFF and at 4 GiB, nothing at 0xC0000.
+        assert_eq!(rd(b, 0xF_0000), rom[0x1_0000]);
+        assert_eq!(rd(b, 0xE_0000), rom[0]);
+        assert_eq!(rd(b, 0xFFFF_FFF0), rom[0x1_FFF0]);
+        assert_eq!(rd(b, 0xC_0000), 0xFF);
+        b.write_phys(0xF_0000, &[0x11]);
+        assert_eq!(rd(b, 0xF_0000), rom[0x1_0000], "ROM ignores writes");
+        // Write-only (WE, no RE): reads still the ROM, writes reach shadow RAM.
+        pam(b, 0x59, 0x20);
+        b.write_phys(0xF_0000, &[0x22]);
+        assert_eq!(rd(b, 0xF_0000), rom[0x1_0000]);
+        // Read/write: the RAM holds what was written through the write-only setting.
+        pam(b, 0x59, 0x30);
+        assert_eq!(rd(b, 0xF_0000), 0x22);
+        assert!(b.ram_page(0xF_0000, true).is_some(), "RW shadow RAM gets write TLB entries");
+        b.write_phys(0xF_0001, &[0x33]);
+        assert_eq!(rd(b, 0xF_0001), 0x33);
+        // Read-only: reads RAM, writes dropped, no write pointer.
+        pam(b, 0x59, 0x10);
+        b.write_phys(0xF_0001, &[0x44]);
+        assert_eq!(rd(b, 0xF_0001), 0x33);
+        assert!(b.ram_page(0xF_0000, true).is_none() && b.ram_page(0xF_0000, false).is_some());
+        // Each nibble is its own segment: PAM1's low nibble opens 0xC0000-0xC3FFF only.
+        pam(b, 0x5A, 0x03);
+        b.write_phys(0xC_0000, &[0x55]);
+        assert_eq!(rd(b, 0xC_0000), 0x55);
+        assert_eq!(rd(b, 0xC_4000), 0xFF);
+        assert!(b.requests.flush_tlb, "remapping drops translations");
+        // The 4 GiB alias stays ROM whatever the PAM registers say.
+        assert_eq!(rd(b, 0xFFFF_0000), rom[0x1_0000]);
+        // Reset puts the ROM back.
+        m.reset();
+        assert_eq!(rd(&mut m.board, 0xF_0000), rom[0x1_0000]);
+        assert_eq!(rd(&mut m.board, 0xC_0000), 0xFF);
+    }
+
+    #[test]
+    fn boot_orders_parse_as_qemu_spells_them() {
+        assert_eq!(parse_boot_order("c"), Ok([2, 0, 0]));
+        assert_eq!(parse_boot_order("d"), Ok([3, 0, 0]));
+        assert_eq!(parse_boot_order("order=dca"), Ok([3, 2, 1]));
+        assert_eq!(parse_boot_order("order=nc,menu=on"), Ok([4, 2, 0]));
+        assert!(parse_boot_order("cc").is_err());
+        assert!(parse_boot_order("x").is_err());
+        assert!(parse_boot_order("").is_err());
+    }
+
+    #[test]
+    fn a_bios_with_a_kernel_is_refused_in_one_line() {
+        let mut cfg = MachineConfig::new(16 << 20, vec![0xF4; 0x2_0000]);
+        cfg.bios = Some(BiosConfig::default());
+        cfg.linux = Some(LinuxBoot::default());
+        let e = Machine::new(cfg).err().expect("refused").to_string();
+        assert!(e.contains("not supported") && !e.contains('\n'), "{e}");
+    }
 
     #[test]
     fn direct_boot_rom_carries_smbios_and_the_reset_vector() {
