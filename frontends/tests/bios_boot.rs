@@ -288,9 +288,9 @@ fn screenshot_at_an_instruction_count_is_byte_identical_across_runs() {
             .arg(&bios_path)
             .arg("--hda")
             .arg(&disk)
-            .args(["--accel", "jit", "--memory", "64M", "--max-instructions", "50000000"])
+            .args(["--accel", "jit", "--memory", "64M", "--max-instructions", "12000000"])
             .arg("--screenshot")
-            .arg(format!("{}@50000000", png.display()))
+            .arg(format!("{}@10000000", png.display()))
             .stdin(std::process::Stdio::null())
             .output()
             .unwrap();
