@@ -268,6 +268,40 @@ fn seabios_boots_our_mbr_from_ide_and_it_prints_through_int10() {
 }
 
 #[test]
+fn mode_13h_screen_matches_the_expected_image() {
+    let (bios_path, vga_path) = match seabios() {
+        Ok(p) => p,
+        Err(why) => {
+            println!("skipped: SeaBIOS unavailable ({why})");
+            return;
+        }
+    };
+    let (bios, vgabios) = (std::fs::read(bios_path).unwrap(), std::fs::read(vga_path).unwrap());
+    let disk = disk_image(test_roms::boot_sector("mode13h").unwrap(), "m13");
+    let con = Arc::new(Mutex::new(Vec::new()));
+    let mut m = machine(&bios, &vgabios, &disk, Accel::Jit, con.clone());
+    assert_eq!(run_to_done(&mut m, &con, 3_000_000_000), "DONE\n");
+    let f = m.vga().unwrap().render();
+    assert_eq!((f.width, f.height), (320, 200));
+    // The standard VGA palette SeaVGABIOS loads for mode 13h: colour 1 is (0, 0, 2Ah), 4 is (2Ah, 0, 0),
+    // 15 is (3Fh, 3Fh, 3Fh), 0 black; 6-bit DAC values widen to 8 bits as v << 2 | v >> 4.
+    let mut expect = vec![0u8; 320 * 200 * 3];
+    let mut put =
+        |x: usize, y: usize, c: [u8; 3]| expect[(y * 320 + x) * 3..(y * 320 + x) * 3 + 3].copy_from_slice(&c);
+    put(10, 20, [0xAA, 0, 0]);
+    for x in 150..166 {
+        put(x, 100, [0xFF, 0xFF, 0xFF]);
+    }
+    put(319, 199, [0, 0, 0xAA]);
+    if f.rgb != expect {
+        let diff: Vec<usize> =
+            (0..320 * 200).filter(|i| f.rgb[i * 3..i * 3 + 3] != expect[i * 3..i * 3 + 3]).take(10).collect();
+        panic!("the mode 13h screen differs from the expected image at pixels {diff:?}");
+    }
+    let _ = std::fs::remove_dir_all(disk.parent().unwrap());
+}
+
+#[test]
 fn screenshot_at_an_instruction_count_is_byte_identical_across_runs() {
     let (bios_path, _) = match seabios() {
         Ok(p) => p,

@@ -70,6 +70,18 @@ pub fn pam_segments(pam: &[u8; 7]) -> [(u64, u64, PamAttr); 13] {
     out
 }
 
+impl PciFunction for I440fx {
+    fn name(&self) -> &str {
+        "i440fx"
+    }
+    fn config(&self) -> &ConfigSpace {
+        &self.cfg
+    }
+    fn config_mut(&mut self) -> &mut ConfigSpace {
+        &mut self.cfg
+    }
+}
+
 #[cfg(test)]
 mod pam_tests {
     use super::*;
@@ -96,17 +108,5 @@ mod pam_tests {
         for (k, s) in segs[1..].iter().enumerate() {
             assert_eq!(s.0, 0xC_0000 + 0x4000 * k as u64);
         }
-    }
-}
-
-impl PciFunction for I440fx {
-    fn name(&self) -> &str {
-        "i440fx"
-    }
-    fn config(&self) -> &ConfigSpace {
-        &self.cfg
-    }
-    fn config_mut(&mut self) -> &mut ConfigSpace {
-        &mut self.cfg
     }
 }

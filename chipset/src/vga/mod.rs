@@ -384,23 +384,20 @@ impl Vga {
     fn dispi_write(&mut self, v: u16) {
         let i = usize::from(self.vbe_index);
         match i {
-            dispi::ID => {
-                if (0xB0C0..=dispi::ID5).contains(&v) {
+            dispi::ID if (0xB0C0..=dispi::ID5).contains(&v) => self.vbe[i] = v,
+            dispi::XRES | dispi::YRES | dispi::BPP | dispi::VIRT_WIDTH | dispi::VIRT_HEIGHT
+                if !self.vbe_enabled() =>
+            {
+                // Only while the mode is off, and only values the interface supports.
+                let v = if i == dispi::BPP && v == 0 { 8 } else { v };
+                let ok = match i {
+                    dispi::XRES => v <= dispi::MAX_XRES && v % 8 == 0,
+                    dispi::YRES => v <= dispi::MAX_YRES,
+                    dispi::BPP => matches!(v, 4 | 8 | 15 | 16 | 24 | 32),
+                    _ => true,
+                };
+                if ok {
                     self.vbe[i] = v;
-                }
-            }
-            dispi::XRES | dispi::YRES | dispi::BPP | dispi::VIRT_WIDTH | dispi::VIRT_HEIGHT => {
-                if !self.vbe_enabled() {
-                    let v = if i == dispi::BPP && v == 0 { 8 } else { v };
-                    let ok = match i {
-                        dispi::XRES => v <= dispi::MAX_XRES && v % 8 == 0,
-                        dispi::YRES => v <= dispi::MAX_YRES,
-                        dispi::BPP => matches!(v, 4 | 8 | 15 | 16 | 24 | 32),
-                        _ => true,
-                    };
-                    if ok {
-                        self.vbe[i] = v;
-                    }
                 }
             }
             dispi::BANK => {
