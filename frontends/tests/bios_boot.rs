@@ -212,6 +212,49 @@ fn text_buffer(m: &mut Machine) -> Vec<(u8, u8)> {
     cells
 }
 
+/// The ACPI and SMBIOS tables SeaBIOS published are the machine's, handed over through fw_cfg: the
+/// RSDP in the F segment leads to an RSDT listing our FADT and MADT (OEM ID "FERRIT"), with checksums
+/// SeaBIOS fixed after placing them; the SMBIOS entry point's table names Ferrite.
+fn firmware_tables_are_ours(m: &mut Machine, tag: &str) {
+    let mut f = vec![0u8; 0x1_0000];
+    for (i, chunk) in f.chunks_mut(8).enumerate() {
+        m.board.read_phys(0xF_0000 + 8 * i as u64, chunk);
+    }
+    let find = |sig: &[u8]| (0..f.len()).step_by(16).find(|&o| f[o..].starts_with(sig));
+    let sum = |b: &[u8]| b.iter().fold(0u8, |a, x| a.wrapping_add(*x));
+    let rsdp = find(b"RSD PTR ").unwrap_or_else(|| panic!("{tag}: no RSDP in the F segment"));
+    assert_eq!(sum(&f[rsdp..rsdp + 20]), 0, "{tag}: RSDP checksum");
+    assert_eq!(sum(&f[rsdp..rsdp + 36]), 0, "{tag}: RSDP extended checksum");
+    let read = |m: &mut Machine, a: u64, n: usize| {
+        let mut v = vec![0u8; n];
+        for (i, chunk) in v.chunks_mut(8).enumerate() {
+            m.board.read_phys(a + 8 * i as u64, chunk);
+        }
+        v
+    };
+    let rsdt = u64::from(u32::from_le_bytes(f[rsdp + 16..rsdp + 20].try_into().unwrap()));
+    let head = read(m, rsdt, 36);
+    assert_eq!(&head[..4], b"RSDT", "{tag}");
+    let len = u32::from_le_bytes(head[4..8].try_into().unwrap()) as usize;
+    let body = read(m, rsdt, len);
+    assert_eq!(sum(&body), 0, "{tag}: RSDT checksum");
+    let mut sigs = Vec::new();
+    for e in body[36..].chunks(4) {
+        let t = read(m, u64::from(u32::from_le_bytes(e.try_into().unwrap())), 36);
+        let tl = u32::from_le_bytes(t[4..8].try_into().unwrap()) as usize;
+        let whole = read(m, u64::from(u32::from_le_bytes(e.try_into().unwrap())), tl);
+        assert_eq!(sum(&whole), 0, "{tag}: {} checksum", String::from_utf8_lossy(&t[..4]));
+        sigs.push(String::from_utf8_lossy(&t[..4]).into_owned());
+        assert_eq!(&t[10..16], b"FERRIT", "{tag}: OEM ID");
+    }
+    assert_eq!(sigs, ["FACP", "APIC"], "{tag}");
+    let sm = find(b"_SM_").unwrap_or_else(|| panic!("{tag}: no SMBIOS entry point"));
+    let table = u64::from(u32::from_le_bytes(f[sm + 0x18..sm + 0x1C].try_into().unwrap()));
+    let tlen = usize::from(u16::from_le_bytes([f[sm + 0x16], f[sm + 0x17]]));
+    let t = read(m, table, tlen);
+    assert!(t.windows(7).any(|w| w == b"Ferrite"), "{tag}: the SMBIOS structures are the machine's");
+}
+
 fn row_text(cells: &[(u8, u8)], row: usize) -> String {
     cells[row * 80..(row + 1) * 80].iter().map(|c| c.0 as char).collect()
 }
@@ -257,6 +300,7 @@ fn seabios_boots_our_mbr_from_ide_and_it_prints_through_int10() {
         assert_eq!((t.cols, t.rows), (80, 25));
         assert_eq!(t.row_text(ours).trim_end(), rows[ours].trim_end());
         assert_eq!(t.cursor, Some((10, 20)));
+        firmware_tables_are_ours(&mut m, tag);
         frames.push((m.cpu.icount, m.vga().unwrap().render()));
         let _ = std::fs::remove_dir_all(disk.parent().unwrap());
     }

@@ -159,7 +159,8 @@ pub(crate) fn fill_fw_cfg(
 
 /// Fills fw_cfg for a BIOS boot (see [`crate::BiosConfig`]): QEMU's `etc/e820` (RAM only), the ACPI
 /// tables with `etc/table-loader` (PM block at [`crate::PM_BASE`], where SeaBIOS moves it when it finds
-/// a table loader) and the extra `files`.
+/// a table loader), the SMBIOS structures as `etc/smbios/smbios-anchor` and `-tables`, and the extra
+/// `files`.
 pub(crate) fn fill_fw_cfg_for_bios(
     fw: &mut FwCfg,
     lay: &mmu::layout::RamLayout,
@@ -183,6 +184,18 @@ pub(crate) fn fill_fw_cfg_for_bios(
     fw.add_file(firmware::table_loader::RSDP_FILE, l.rsdp, false)?;
     fw.add_file(firmware::table_loader::TABLES_FILE, l.tables, false)?;
     fw.add_file(firmware::table_loader::LOADER_FILE, l.loader, false)?;
+    let [cpuid_eax, _, _, cpuid_edx] = cpu::cpuid::cpuid(1, 0, 0);
+    let (anchor, tables) = firmware::smbios::fw_cfg_files(&firmware::smbios::SmbiosConfig {
+        address: 0xF_0000,
+        below_4g: lay.below_4g,
+        above_4g: lay.above_4g,
+        cpuid_eax,
+        cpuid_edx,
+        cpu_mhz: 1000,
+        rom_size: 0x2_0000,
+    });
+    fw.add_file("etc/smbios/smbios-anchor", anchor, false)?;
+    fw.add_file("etc/smbios/smbios-tables", tables, false)?;
     for (name, data) in files.drain(..) {
         fw.add_file(&name, data, false)?;
     }
