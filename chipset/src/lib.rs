@@ -60,6 +60,7 @@ pub mod port92;
 pub mod rtc;
 pub mod testdev;
 pub mod uart;
+pub mod vga;
 
 pub use acpi::{PmDevice, ResetControl};
 pub use debug::{DebugConsole, DebugExit};

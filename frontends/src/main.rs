@@ -10,6 +10,7 @@
 mod console;
 mod images;
 mod rr;
+mod png;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use machine::{Machine, MachineConfig, RunOutcome, TripleFaultAction};
@@ -226,6 +227,14 @@ enum Output {
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+enum Display {
+    /// No display.
+    None,
+    /// The VGA text screen in the terminal.
+    Curses,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
 enum OnTripleFault {
     /// Stop with a diagnostic.
     Stop,
@@ -238,6 +247,28 @@ struct RunArgs {
     /// Flat firmware image, mapped like QEMU's -bios (ending at 4 GiB; its last 128 KiB below 1 MiB).
     #[arg(long, value_name = "FILE")]
     rom: Option<PathBuf>,
+    /// A PC BIOS (SeaBIOS's bios.bin) as QEMU's -bios: mapped like --rom, shadowed through the i440FX
+    /// PAM registers, with fw_cfg, CMOS and the standard VGA for it. The default for disk and CD boots
+    /// (Debian's seabios package, fetched on first use).
+    #[arg(long, value_name = "FILE", conflicts_with = "rom")]
+    bios: Option<PathBuf>,
+    /// The VGA BIOS for --bios (default: vgabios-stdvga.bin beside the BIOS).
+    #[arg(long, value_name = "FILE")]
+    vgabios: Option<PathBuf>,
+    /// Boot order for the BIOS, as QEMU's -boot: c (hard disk), d (CD-ROM), a, n, or order=dc.
+    #[arg(long, value_name = "ORDER", value_parser = machine::parse_boot_order)]
+    boot: Option<[u8; 3]>,
+    /// Where the BIOS's debug log (port 0x402) goes (default: discarded).
+    #[arg(long, value_enum)]
+    bios_log: Option<Output>,
+    /// Save the VGA screen as a PNG when the run ends, or at instruction COUNT (`FILE.png@COUNT`; the
+    /// run goes on). The image depends only on the guest's state, so it is the same in every run.
+    #[arg(long, value_name = "FILE.png[@COUNT]")]
+    screenshot: Option<String>,
+    /// The display: `none` (the default) or `curses` (the VGA text screen drawn in the terminal when the
+    /// run ends or at each screenshot point).
+    #[arg(long, value_enum, default_value = "none")]
+    display: Display,
     /// Guest RAM, e.g. 512M, 2G, 65536K (suffixes K, M, G; plain number = bytes).
     #[arg(long, default_value = "512M", value_parser = parse_size)]
     memory: u64,
@@ -403,6 +434,7 @@ fn default_linux(a: &LinuxArgs) -> Option<machine::LinuxBoot> {
         modules: vec![],
         rebuild: false,
         files: vec![],
+        seabios: false,
     }
     .options();
     match images::ensure(&opts) {
@@ -432,6 +464,19 @@ fn default_linux(a: &LinuxArgs) -> Option<machine::LinuxBoot> {
 }
 
 fn images_cmd(a: images::ImagesArgs) -> ExitCode {
+    if a.seabios {
+        return match images::seabios(a.dir.clone()) {
+            Ok(s) => {
+                println!("bios={}", s.bios.display());
+                println!("vgabios={}", s.vgabios.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("ferrite images: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     match images::ensure(&a.options()) {
         Ok(imgs) => {
             println!("kernel={}", imgs.kernel.display());
@@ -543,6 +588,113 @@ fn stdout_sink() -> Box<dyn FnMut(u8) + Send> {
     })
 }
 
+/// The BIOS to boot: `--bios`, or for a disk or CD boot without `--rom`/`--kernel`, Debian's SeaBIOS
+/// (fetched into the guest-image cache on first use).
+fn bios_path(args: &RunArgs) -> Result<Option<PathBuf>, String> {
+    if let Some(p) = &args.bios {
+        return Ok(Some(p.clone()));
+    }
+    let disks = !args.disks.is_empty() || args.hda.is_some() || args.hdb.is_some() || args.cdrom.is_some();
+    if !disks || args.rom.is_some() || args.linux.kernel.is_some() || args.linux.demo {
+        return Ok(None);
+    }
+    images::seabios(None).map(|p| Some(p.bios))
+}
+
+/// Parses `--screenshot FILE.png[@COUNT]`.
+fn parse_screenshot(s: &str) -> Result<(PathBuf, Option<u64>), String> {
+    match s.rsplit_once('@') {
+        Some((path, n)) => n
+            .parse()
+            .map(|n| (PathBuf::from(path), Some(n)))
+            .map_err(|_| format!("--screenshot: '{n}' is not an instruction count")),
+        None => Ok((PathBuf::from(s), None)),
+    }
+}
+
+/// Writes the VGA's screen to `path` as a PNG.
+fn save_screenshot(m: &Machine, path: &std::path::Path) -> Result<(), String> {
+    let vga = m.vga().ok_or("no VGA to take a screenshot of")?;
+    let f = vga.render();
+    let png = png::encode_rgb(f.width, f.height, &f.rgb);
+    std::fs::write(path, png).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// Instructions between two redraws of the `curses` display.
+const DISPLAY_SLICE: u64 = 50_000_000;
+
+/// Runs the machine to the end (`max`), taking the screenshot at its instruction count (or at the end)
+/// and, with `--display curses`, redrawing the text screen whenever it changed after each
+/// [`DISPLAY_SLICE`] instructions. Slicing the run does not change what the guest does: device events
+/// are placed by virtual time, not by where a run stops.
+fn run_with_display(
+    m: &mut Machine,
+    max: Option<u64>,
+    shot: Option<&(PathBuf, Option<u64>)>,
+    display: Display,
+) -> RunOutcome {
+    let mut shot_at = shot.and_then(|s| s.1);
+    let mut last = None;
+    let outcome = loop {
+        let mut stop = max;
+        if let Some(at) = shot_at {
+            stop = Some(stop.map_or(at, |l| l.min(at)));
+        }
+        if display == Display::Curses {
+            let n = m.cpu.icount.saturating_add(DISPLAY_SLICE);
+            stop = Some(stop.map_or(n, |l| l.min(n)));
+        }
+        let o = m.run(stop);
+        if let (Some(at), Some((path, _))) = (shot_at, shot)
+            && m.cpu.icount >= at
+        {
+            if let Err(e) = save_screenshot(m, path) {
+                eprintln!("ferrite: {e}");
+            }
+            shot_at = None;
+        }
+        if display == Display::Curses {
+            last = show_text(m, last);
+        }
+        match o {
+            RunOutcome::InstructionLimit if max.is_none_or(|l| m.cpu.icount < l) => continue,
+            other => break other,
+        }
+    };
+    if let Some((path, None)) = shot
+        && let Err(e) = save_screenshot(m, path)
+    {
+        eprintln!("ferrite: {e}");
+    }
+    outcome
+}
+
+/// The `curses` display: the VGA text screen drawn in the terminal with its colours, when it differs
+/// from `last` (what was drawn before); returns what is on the terminal now.
+fn show_text(m: &Machine, last: Option<machine::TextScreen>) -> Option<machine::TextScreen> {
+    let Some(t) = m.vga().and_then(|v| v.text_screen()) else { return last };
+    if last.as_ref() == Some(&t) {
+        return last;
+    }
+    let mut out = String::from("\x1b[2J\x1b[H");
+    // The PC's 16 text colours in ANSI order (CGA blue is ANSI 4, red ANSI 1).
+    const ANSI: [u8; 8] = [0, 4, 2, 6, 1, 5, 3, 7];
+    for r in 0..t.rows {
+        for c in 0..t.cols {
+            let cell = t.cells[r * t.cols + c];
+            let fg = ANSI[usize::from(cell.attr & 7)] + if cell.attr & 8 != 0 { 90 } else { 30 };
+            let bg = ANSI[usize::from((cell.attr >> 4) & 7)] + 40;
+            let ch = if (0x20..0x7f).contains(&cell.ch) { cell.ch as char } else { ' ' };
+            out.push_str(&format!("\x1b[{fg};{bg}m{ch}"));
+        }
+        out.push_str("\x1b[0m\r\n");
+    }
+    let mut o = std::io::stdout().lock();
+    let _ = o.write_all(out.as_bytes());
+    let _ = o.flush();
+    Some(t)
+}
+
 /// The disks of `--disk`, `--hda`, `--hdb` and `--cdrom`.
 fn disk_specs(args: &RunArgs) -> Vec<storage::config::DiskSpec> {
     let mut specs = args.disks.clone();
@@ -596,6 +748,7 @@ fn run(args: RunArgs) -> ExitCode {
     let debugging = d.gdb.is_some() || d.gdb_default || d.wait_gdb || d.monitor.is_some();
     match build_machine(&args, opts) {
         Ok(b) if debugging => debug_run(&args, b),
+        Ok(b) if args.screenshot.is_some() || args.display == Display::Curses => display_run(&args, b),
         Ok(b) => rr::drive(&args, b),
         Err(code) => code,
     }
@@ -625,7 +778,14 @@ fn build_machine(args: &RunArgs, opts: BuildOptions) -> Result<Built, ExitCode> 
             return Err(ExitCode::from(2));
         }
     };
-    let firmware = match &args.rom {
+    let bios_path = match bios_path(&args) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("ferrite: {e}");
+            return Err(ExitCode::from(2));
+        }
+    };
+    let firmware = match args.rom.as_ref().or(bios_path.as_ref()) {
         Some(p) => match firmware::load_rom(p) {
             Ok(d) => d,
             Err(e) => {
@@ -665,7 +825,7 @@ fn build_machine(args: &RunArgs, opts: BuildOptions) -> Result<Built, ExitCode> 
                 }
             }
         }
-        None if args.rom.is_none() => default_linux(&args.linux),
+        None if args.rom.is_none() && bios_path.is_none() => default_linux(&args.linux),
         None => None,
     };
     match &linux {
@@ -688,6 +848,28 @@ fn build_machine(args: &RunArgs, opts: BuildOptions) -> Result<Built, ExitCode> 
         if args.devices.iter().any(|d| std::ptr::eq(*d, kind)) {
             cfg.devices.push(machine::DeviceSpec::Named(kind));
         }
+    }
+    if let Some(bp) = &bios_path {
+        let vga = args.vgabios.clone().unwrap_or_else(|| bp.with_file_name("vgabios-stdvga.bin"));
+        let rom = match std::fs::read(&vga) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("ferrite: cannot read the VGA BIOS {}: {e}", vga.display());
+                return Err(ExitCode::from(2));
+            }
+        };
+        let mut b = machine::BiosConfig {
+            files: vec![(machine::VGA_ROM_FILE.to_string(), rom)],
+            log: sink(args.bios_log.unwrap_or(Output::None)),
+            ..Default::default()
+        };
+        if let Some(order) = args.boot {
+            b.boot_order = order;
+        } else if args.cdrom.is_some() && args.hda.is_none() {
+            b.boot_order = [3, 2, 1];
+        }
+        cfg.bios = Some(b);
+        cfg.devices.push(machine::DeviceSpec::named("vga").expect("the VGA is in the device table"));
     }
     cfg.ide = Some(controllers.ide);
     if let Some(ahci) = controllers.ahci {
@@ -787,6 +969,29 @@ fn debug_run(args: &RunArgs, built: Built) -> ExitCode {
         } else {
             m.run(args.max_instructions)
         }
+    };
+    finish(&m, args.stats, outcome, started)
+}
+
+/// `run` with a screenshot or the curses display (the VGA screen, see README).
+fn display_run(args: &RunArgs, built: Built) -> ExitCode {
+    let Built { mut m, .. } = built;
+    let shot = match args.screenshot.as_deref().map(parse_screenshot).transpose() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("ferrite: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if (shot.is_some() || args.display == Display::Curses) && m.vga().is_none() {
+        eprintln!("ferrite: --screenshot and --display curses need a VGA (--bios, or --device vga)");
+        return ExitCode::from(2);
+    }
+    m.attach_input(console::spawn_reader());
+    let started = std::time::Instant::now();
+    let outcome = {
+        let _raw = console::RawMode::enable();
+        run_with_display(&mut m, args.max_instructions, shot.as_ref(), args.display)
     };
     finish(&m, args.stats, outcome, started)
 }

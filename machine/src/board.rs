@@ -21,6 +21,7 @@ use chipset::msi::MsiMessage;
 use chipset::pci::{PciBarEvent, PciFunction, Piix3Isa, pirq_of};
 use chipset::{FwCfg, PciBus};
 use cpu::CpuBus;
+use mmu::layout;
 use mmu::{
     AddressMap, Device, DeviceCtx, DeviceId, GuestRam, MachineRequests, RegionKind, SnapshotError,
     SnapshotReader, SnapshotWriter, VirtTime,
@@ -188,7 +189,33 @@ pub struct Board {
     pub fw_cfg: FwCfg,
     /// The registry entries of the PIC pair, the I/O APIC and the local APIC.
     irqchip_ids: [DeviceId; 3],
+    /// BIOS shadowing of 0xC0000-0xFFFFF by the host bridge's PAM registers (with a BIOS; `None` keeps
+    /// the fixed map of `--rom` and the direct boots).
+    pub shadow: Option<Shadow>,
 }
+
+/// What the board needs to route 0xC0000-0xFFFFF by the i440FX PAM registers: the BIOS image whose last
+/// 128 KiB the PCI side shows at 0xE0000-0xFFFFF, and the PAM values last applied.
+#[derive(Clone, Debug)]
+pub struct Shadow {
+    rom: usize,
+    rom_len: u64,
+    applied: Option<[u8; 7]>,
+    /// Segments (bit n = `pam_segments()[n]`) whose reads go to the PCI side but writes to RAM.
+    write_only: u16,
+}
+
+impl Shadow {
+    /// Shadowing for ROM image `rom` of the map, `rom_len` bytes long.
+    pub fn new(rom: usize, rom_len: u64) -> Shadow {
+        Shadow { rom, rom_len, applied: None, write_only: 0 }
+    }
+}
+
+/// Start of the area the PAM registers control.
+const PAM_START: u64 = 0xC_0000;
+/// Its size (up to 1 MiB).
+const PAM_SIZE: u64 = 0x4_0000;
 
 impl Board {
     /// A board with `ram` and `map`, the interrupt controllers registered (the PIC on its ports, the
@@ -214,6 +241,7 @@ impl Board {
             pm_base_preset: None,
             fw_cfg,
             irqchip_ids: [DeviceId(0); 3],
+            shadow: None,
         };
         let fw = b.register(Slot::FwCfg);
         b.map_ports(fw, 0x510, 12, 0);
@@ -542,6 +570,7 @@ impl Board {
             *r = Piix3Isa::decode_route(b[0]);
         }
         self.irqchip.set_pirq_routes(routes);
+        self.apply_pam();
         for ev in self.pci.take_events() {
             self.apply_pci_event(ev);
         }
@@ -549,6 +578,51 @@ impl Board {
         if !self.pci_devices.is_empty() {
             self.service_pci_devices();
         }
+    }
+
+    /// With BIOS shadowing: maps 0xC0000-0xFFFFF as the host bridge's PAM registers say (RAM, RAM
+    /// that ignores writes, the BIOS ROM in 0xE0000-0xFFFFF, or nothing), when they changed. Code and
+    /// translations go with the old map (a few times per boot).
+    pub fn apply_pam(&mut self) {
+        let Some(sh) = self.shadow.as_mut() else { return };
+        let mut pam = [0u8; 7];
+        self.pci.read_config(chipset::pci::DEVFN_HOST, chipset::pci::PAM0, &mut pam);
+        if sh.applied == Some(pam) {
+            return;
+        }
+        sh.applied = Some(pam);
+        sh.write_only = 0;
+        self.map.remove_within(PAM_START, PAM_SIZE);
+        for (n, (start, size, a)) in chipset::pci::pam_segments(&pam).into_iter().enumerate() {
+            let from_top = layout::HIGH_MEMORY - start;
+            let kind = match (a.read_ram, a.write_ram) {
+                (true, true) => Some(RegionKind::Ram { offset: start }),
+                (true, false) => Some(RegionKind::RamReadOnly { offset: start }),
+                (false, w) => {
+                    if w {
+                        sh.write_only |= 1 << n;
+                    }
+                    (start >= layout::BIOS_LOW_WINDOW && from_top <= sh.rom_len)
+                        .then(|| RegionKind::Rom { rom: sh.rom, offset: sh.rom_len - from_top })
+                }
+            };
+            if let Some(kind) = kind {
+                // The range was just cleared and segments do not overlap.
+                let _ = self.map.add(start, size, kind);
+            }
+        }
+        self.requests.flush_tlb = true;
+    }
+
+    /// Whether a write to `addr` goes to shadow RAM although reads there come from the PCI side (a PAM
+    /// segment with WE set and RE clear).
+    fn shadow_write_only(&self, addr: u64) -> bool {
+        let Some(sh) = &self.shadow else { return false };
+        if sh.write_only == 0 || !(PAM_START..PAM_START + PAM_SIZE).contains(&addr) {
+            return false;
+        }
+        let n = if addr >= 0xF_0000 { 0 } else { 1 + ((addr - PAM_START) / 0x4000) as u32 };
+        sh.write_only & (1 << n) != 0
     }
 
     fn apply_pci_event(&mut self, ev: PciBarEvent) {
@@ -740,6 +814,10 @@ impl Board {
         }
         self.fw_cfg.restore(r)?;
         self.pci.restore(r)?;
+        if let Some(sh) = self.shadow.as_mut() {
+            sh.applied = None;
+        }
+        self.apply_pam();
         for ev in self.pci.take_events() {
             self.apply_pci_event(ev);
         }
@@ -763,6 +841,11 @@ impl Board {
     }
 
     fn phys_access(&mut self, addr: u64, data: &mut [u8], write: bool) {
+        if write && self.shadow_write_only(addr) {
+            // Accesses never cross a page, and PAM segments are whole pages.
+            self.ram.write(addr, data);
+            return;
+        }
         let Some(region) = self.map.lookup(addr).copied() else {
             if !write {
                 data.fill(0xff);
@@ -778,6 +861,11 @@ impl Board {
                 if write {
                     self.ram.write(offset + off, head);
                 } else {
+                    self.ram.read(offset + off, head);
+                }
+            }
+            RegionKind::RamReadOnly { offset } => {
+                if !write {
                     self.ram.read(offset + off, head);
                 }
             }
@@ -812,7 +900,9 @@ impl CpuBus for Board {
             return None;
         }
         match r.kind {
-            RegionKind::Ram { offset } => {
+            RegionKind::Ram { offset } | RegionKind::RamReadOnly { offset }
+                if !write || matches!(r.kind, RegionKind::Ram { .. }) =>
+            {
                 let o = offset + (page - r.start);
                 if o + 0x1000 > self.ram.len() {
                     return None;

@@ -25,12 +25,13 @@ pub mod reverse;
 pub mod snapshot;
 
 use board::{Board, IrqChipPart};
+pub use chipset::vga::{Frame, TextScreen};
 use chipset::{
     ByteSink, DebugConsole, DebugExit, I8042, Pit8254, PmDevice, Port92, ResetControl, Rtc, Uart16550,
 };
 use clock::Clock;
 use cpu::{CpuState, Exit, Interpreter, Stop};
-pub use devices::{DeviceSpec, PortWindow};
+pub use devices::{DeviceSpec, PortWindow, VGA_DEVFN, VGA_ROM_FILE};
 pub use engine::{Engine, InterpEngine};
 pub use firmware::multiboot::Module as MultibootModule;
 pub use input::{GuestInput, InputRecorder, StampedInput};
@@ -116,6 +117,58 @@ pub struct MachineConfig {
     /// The seed of RDRAND/RDSEED (`--seed`): the CPU's random numbers are a pure function of it, so a
     /// run never depends on host entropy. [`DEFAULT_SEED`] unless set.
     pub seed: u64,
+
+    /// `firmware` is a PC BIOS (SeaBIOS, `--bios`): the host bridge's PAM registers shadow
+    /// 0xC0000-0xFFFFF, and fw_cfg and CMOS carry what SeaBIOS reads (see [`BiosConfig`]).
+    pub bios: Option<BiosConfig>,
+}
+
+/// What a BIOS boot adds to the machine (see [`MachineConfig::bios`]).
+///
+/// The image is mapped ending at 4 GiB, its last 128 KiB also at 0xE0000-0xFFFFF as the PCI side of the
+/// PAM-controlled area: at power-on (PAM registers zero) reads of 0xE0000-0xFFFFF come from the ROM and
+/// 0xC0000-0xDFFFF is empty; the BIOS then copies itself into RAM and write-protects it through the PAM
+/// registers, as on an i440FX. fw_cfg gets QEMU's `etc/e820` (RAM only: the BIOS reserves its own
+/// areas), the ACPI tables through `etc/table-loader` (`firmware::table_loader`), and `files`; CMOS the
+/// memory sizes, equipment byte and the boot order (0x3D/0x38, as QEMU's `-boot`).
+pub struct BiosConfig {
+    /// Boot devices in order, SeaBIOS's CMOS codes: 1 floppy, 2 hard disk, 3 CD-ROM, 4 network; 0 none.
+    pub boot_order: [u8; 3],
+    /// Extra fw_cfg files (name, contents): the VGA BIOS as `pci1234,1111.rom`, `bootorder`, ...
+    pub files: Vec<(String, Vec<u8>)>,
+    /// Where the BIOS's debug log (port 0x402, QEMU's `isa-debugcon` as SeaBIOS uses it) goes.
+    pub log: ByteSink,
+}
+
+impl Default for BiosConfig {
+    fn default() -> Self {
+        BiosConfig { boot_order: [2, 3, 1], files: Vec::new(), log: Box::new(|_| {}) }
+    }
+}
+
+/// Parses a boot order as QEMU's `-boot` takes it: `c`, `d`, `cd`, `order=dc`, `order=cdn` (a floppy,
+/// c hard disk, d CD-ROM, n network). Returns the CMOS codes of [`BiosConfig::boot_order`].
+pub fn parse_boot_order(s: &str) -> Result<[u8; 3], String> {
+    let list = s.strip_prefix("order=").unwrap_or(s);
+    let list = list.split(',').next().unwrap_or_default();
+    if list.is_empty() || list.len() > 3 {
+        return Err(format!("boot order '{s}': give one to three of a, c, d, n (e.g. c, d, order=dc)"));
+    }
+    let mut out = [0u8; 3];
+    for (i, c) in list.chars().enumerate() {
+        let code = match c {
+            'a' => 1,
+            'c' => 2,
+            'd' => 3,
+            'n' => 4,
+            other => return Err(format!("boot order '{s}': unknown device '{other}' (a, c, d or n)")),
+        };
+        if out.contains(&code) {
+            return Err(format!("boot order '{s}': '{c}' given twice"));
+        }
+        out[i] = code;
+    }
+    Ok(out)
 }
 
 /// The RDRAND/RDSEED seed of a configuration that does not set one (the CPU's power-on generator state).
@@ -162,6 +215,8 @@ impl MachineConfig {
             model: cpu::CpuModel::ferrite().executable_here(),
             strict: false,
             seed: DEFAULT_SEED,
+
+            bios: None,
         }
     }
 }
@@ -497,6 +552,11 @@ impl Machine {
             return Err(MachineError::Memory(format!("{} bytes is more than the 1 TiB maximum", cfg.memory)));
         }
         let mut cfg = cfg;
+        if cfg.bios.is_some() && cfg.linux.is_some() {
+            return Err(MachineError::Firmware(
+                "a BIOS with --kernel (SeaBIOS's linuxboot option ROM) is not supported yet: boot the kernel directly or from a disk".into(),
+            ));
+        }
         if cfg.linux.is_some() {
             cfg.acpi = true;
             if cfg.firmware.is_empty() {
@@ -514,8 +574,13 @@ impl Machine {
         let lay = RamLayout::for_size(cfg.memory);
         let low_bios = fw_len.min(layout::BIOS_LOW_WINDOW_SIZE);
         let low_bios_start = layout::HIGH_MEMORY - low_bios;
+        let shadow = cfg.bios.is_some();
         for (start, size, offset) in lay.ram_ranges() {
             let mut size = size;
+            if start == layout::OPTION_ROM_AREA && shadow {
+                // The PAM registers route 0xC0000-0xFFFFF (Board::apply_pam).
+                continue;
+            }
             if start == layout::OPTION_ROM_AREA {
                 // RAM continues up to where the BIOS window starts.
                 size = (lay.below_4g.min(low_bios_start)).saturating_sub(start);
@@ -526,12 +591,17 @@ impl Machine {
         let rom = map.add_rom_image(cfg.firmware);
         map.add(layout::FOUR_GIB - fw_len, fw_len, RegionKind::Rom { rom, offset: 0 })
             .map_err(|e| MachineError::Firmware(e.to_string()))?;
-        map.add(low_bios_start, low_bios, RegionKind::Rom { rom, offset: fw_len - low_bios })
-            .map_err(|e| MachineError::Firmware(e.to_string()))?;
+        if !shadow {
+            map.add(low_bios_start, low_bios, RegionKind::Rom { rom, offset: fw_len - low_bios })
+                .map_err(|e| MachineError::Firmware(e.to_string()))?;
+        }
 
         // KVM has no instruction counter: under it the clock is host time.
         let clock = if cfg.accel == Accel::Kvm { Clock::host(cfg.ips) } else { Clock::new(cfg.ips) };
         let mut board = Board::new(ram, map, clock);
+        if shadow {
+            board.shadow = Some(board::Shadow::new(rom, fw_len));
+        }
         for (part, base) in
             [(IrqChipPart::IoApic, layout::IOAPIC_BASE), (IrqChipPart::LocalApic, layout::LAPIC_BASE)]
         {
@@ -550,7 +620,16 @@ impl Machine {
         let id = board.add_device(Box::new(Pit8254::new()));
         board.map_ports(id, 0x40, 4, 0);
         board.map_ports(id, 0x61, 1, 0x21);
-        let id = board.add_device(Box::new(Rtc::new(cfg.rtc_start)));
+        let mut rtc = Rtc::new(cfg.rtc_start);
+        if let Some(b) = &cfg.bios {
+            rtc.fill_bios_fields(&chipset::CmosConfig {
+                ram_below_4g: lay.below_4g,
+                ram_above_4g: lay.above_4g,
+                boot_order: b.boot_order,
+                ..Default::default()
+            });
+        }
+        let id = board.add_device(Box::new(rtc));
         board.map_ports(id, 0x70, 2, 0);
         let id = board.add_device(Box::new(I8042::new()));
         board.map_ports(id, 0x60, 1, 0);
@@ -558,7 +637,8 @@ impl Machine {
         let id = board.add_device(Box::new(Port92::new()));
         board.map_ports(id, 0x92, 1, 0);
         let ide = cfg.ide.take().unwrap_or_default();
-        let acpi = add_pci_and_acpi(&mut board, cfg.acpi, lay.below_4g, ide);
+        let acpi = add_pci_and_acpi(&mut board, cfg.acpi, shadow, lay.below_4g, ide);
+        board.apply_pam();
         let mem = firmware::linux::MemoryLayout {
             below_4g: lay.below_4g,
             above_4g: lay.above_4g,
@@ -572,6 +652,14 @@ impl Machine {
                 boot::fill_fw_cfg(&mut board.fw_cfg, &mem, Some(&tables), Some((l, &plan)))
                     .map_err(MachineError::Firmware)?;
                 Some(DirectBoot { plan, acpi_writes: tables.writes })
+            }
+            (_, _) if cfg.bios.is_some() => {
+                let mut bios = cfg.bios.take().unwrap_or_default();
+                boot::fill_fw_cfg_for_bios(&mut board.fw_cfg, &lay, &mut bios.files)
+                    .map_err(MachineError::Firmware)?;
+                let id = board.add_device(Box::new(DebugConsole::new(bios.log)));
+                board.map_ports(id, 0x402, 1, 0);
+                None
             }
             (_, tables) => {
                 boot::fill_fw_cfg(&mut board.fw_cfg, &mem, tables.as_ref(), None)
@@ -692,6 +780,12 @@ impl Machine {
         cpu.rflags = cpu::state::flags::FIXED1;
         bios_mtrrs(&mut cpu.msr, RamLayout::for_size(self.board.ram.len()).below_4g);
         self.engine.flush_all();
+    }
+
+    /// The standard VGA, when the machine has one (`--device vga`, or a BIOS boot): its screen is
+    /// [`chipset::vga::Vga::render`] and, in text modes, [`chipset::vga::Vga::text_screen`].
+    pub fn vga(&self) -> Option<&chipset::vga::Vga> {
+        self.board.pci.function(VGA_DEVFN)?.as_any()?.downcast_ref()
     }
 
     /// The execution engine.
@@ -881,6 +975,7 @@ pub const PM_BASE: u16 = 0x600;
 fn add_pci_and_acpi(
     board: &mut Board,
     acpi: bool,
+    bios: bool,
     below_4g: u64,
     ide: storage::IdeController,
 ) -> Option<firmware::acpi::AcpiTables> {
@@ -888,7 +983,9 @@ fn add_pci_and_acpi(
     board.map_pci_ports();
     let id = board.add_device(Box::new(ResetControl::new()));
     board.map_ports(id, 0xcf9, 1, 0);
-    let pm = board.add_device(Box::new(PmDevice::new(acpi)));
+    // SCI_EN starts set wherever the tables say ACPI is always on (no SMI_CMD): ours, and the same
+    // tables a BIOS loads through fw_cfg.
+    let pm = board.add_device(Box::new(PmDevice::new(acpi || bios)));
     board.add_pci_function(pci::DEVFN_HOST, Box::new(I440fx::new()), &[]);
     board.add_pci_function(pci::DEVFN_ISA, Box::new(Piix3Isa::new()), &[]);
     // PIIX3 IDE serves its own windows: BAR4 (bus master) and the compatibility-mode channel ports,
@@ -967,6 +1064,77 @@ fn no_bios_rom(lay: &RamLayout) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pam_registers_route_the_bios_area() {
+        use cpu::CpuBus;
+        // A 128 KiB "BIOS": byte i of the image is (i >> 12) ^ 0xA5, so each 4 KiB page is tellable.
+        let rom: Vec<u8> = (0..0x2_0000usize).map(|i| ((i >> 12) as u8) ^ 0xA5).collect();
+        let mut cfg = MachineConfig::new(16 << 20, rom.clone());
+        cfg.bios = Some(BiosConfig::default());
+        let mut m = Machine::new(cfg).unwrap();
+        let b = &mut m.board;
+        let rd = |b: &mut Board, a: u64| {
+            let mut x = [0u8];
+            b.read_phys(a, &mut x);
+            x[0]
+        };
+        let pam = |b: &mut Board, reg: usize, v: u8| b.pci_config_write(chipset::pci::DEVFN_HOST, reg, &[v]);
+        // Power-on: the ROM at 0xE0000-0xFFFFF and at 4 GiB, nothing at 0xC0000.
+        assert_eq!(rd(b, 0xF_0000), rom[0x1_0000]);
+        assert_eq!(rd(b, 0xE_0000), rom[0]);
+        assert_eq!(rd(b, 0xFFFF_FFF0), rom[0x1_FFF0]);
+        assert_eq!(rd(b, 0xC_0000), 0xFF);
+        b.write_phys(0xF_0000, &[0x11]);
+        assert_eq!(rd(b, 0xF_0000), rom[0x1_0000], "ROM ignores writes");
+        // Write-only (WE, no RE): reads still the ROM, writes reach shadow RAM.
+        pam(b, 0x59, 0x20);
+        b.write_phys(0xF_0000, &[0x22]);
+        assert_eq!(rd(b, 0xF_0000), rom[0x1_0000]);
+        // Read/write: the RAM holds what was written through the write-only setting.
+        pam(b, 0x59, 0x30);
+        assert_eq!(rd(b, 0xF_0000), 0x22);
+        assert!(b.ram_page(0xF_0000, true).is_some(), "RW shadow RAM gets write TLB entries");
+        b.write_phys(0xF_0001, &[0x33]);
+        assert_eq!(rd(b, 0xF_0001), 0x33);
+        // Read-only: reads RAM, writes dropped, no write pointer.
+        pam(b, 0x59, 0x10);
+        b.write_phys(0xF_0001, &[0x44]);
+        assert_eq!(rd(b, 0xF_0001), 0x33);
+        assert!(b.ram_page(0xF_0000, true).is_none() && b.ram_page(0xF_0000, false).is_some());
+        // Each nibble is its own segment: PAM1's low nibble opens 0xC0000-0xC3FFF only.
+        pam(b, 0x5A, 0x03);
+        b.write_phys(0xC_0000, &[0x55]);
+        assert_eq!(rd(b, 0xC_0000), 0x55);
+        assert_eq!(rd(b, 0xC_4000), 0xFF);
+        assert!(b.requests.flush_tlb, "remapping drops translations");
+        // The 4 GiB alias stays ROM whatever the PAM registers say.
+        assert_eq!(rd(b, 0xFFFF_0000), rom[0x1_0000]);
+        // Reset puts the ROM back.
+        m.reset();
+        assert_eq!(rd(&mut m.board, 0xF_0000), rom[0x1_0000]);
+        assert_eq!(rd(&mut m.board, 0xC_0000), 0xFF);
+    }
+
+    #[test]
+    fn boot_orders_parse_as_qemu_spells_them() {
+        assert_eq!(parse_boot_order("c"), Ok([2, 0, 0]));
+        assert_eq!(parse_boot_order("d"), Ok([3, 0, 0]));
+        assert_eq!(parse_boot_order("order=dca"), Ok([3, 2, 1]));
+        assert_eq!(parse_boot_order("order=nc,menu=on"), Ok([4, 2, 0]));
+        assert!(parse_boot_order("cc").is_err());
+        assert!(parse_boot_order("x").is_err());
+        assert!(parse_boot_order("").is_err());
+    }
+
+    #[test]
+    fn a_bios_with_a_kernel_is_refused_in_one_line() {
+        let mut cfg = MachineConfig::new(16 << 20, vec![0xF4; 0x2_0000]);
+        cfg.bios = Some(BiosConfig::default());
+        cfg.linux = Some(LinuxBoot::default());
+        let e = Machine::new(cfg).err().expect("refused").to_string();
+        assert!(e.contains("not supported") && !e.contains('\n'), "{e}");
+    }
 
     #[test]
     fn direct_boot_rom_carries_smbios_and_the_reset_vector() {

@@ -90,7 +90,7 @@ mod tests;
 
 pub use bus::PciBus;
 pub use config::*;
-pub use i440fx::I440fx;
+pub use i440fx::{I440fx, PAM0, PamAttr, pam_segments};
 pub use piix3::{PIRQRC, Piix3Ide, Piix3Isa};
 pub use piix4::{PM_IO_SIZE, PM_WINDOW, Piix4Pm, SMB_WINDOW};
 
@@ -173,6 +173,12 @@ pub trait PciFunction {
     /// Brings the function up to `ctx.now` once its deadline has passed: complete what is due, raise
     /// INTx# or queue MSIs and transfers (the board services them right after, as after an access).
     fn advance(&mut self, _ctx: &mut DeviceCtx<'_>) {}
+
+    /// The function as `Any`, for the host side to reach its own interface (the display of the VGA);
+    /// `None` for functions that offer none.
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
 }
 
 /// Devfn of the i440FX host bridge.

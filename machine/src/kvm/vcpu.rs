@@ -149,7 +149,7 @@ impl KvmEngine {
                 continue;
             }
             let (host, flags) = match r.kind {
-                RegionKind::Ram { offset } => {
+                RegionKind::Ram { offset } | RegionKind::RamReadOnly { offset } => {
                     let off = offset + (start - r.start);
                     if off + (end - start) > ram.1 {
                         return Err(format!(
@@ -157,7 +157,10 @@ impl KvmEngine {
                             r.start, r.size
                         ));
                     }
-                    (ram.0 as u64 + off, 0)
+                    // Write-protected shadow RAM: writes exit to the board, which drops them (without
+                    // KVM's read-only slots they land, as on a chipset that ignores the PAM's WE bit).
+                    let ro = matches!(r.kind, RegionKind::RamReadOnly { .. }) && self.readonly_mem;
+                    (ram.0 as u64 + off, if ro { KVM_MEM_READONLY } else { 0 })
                 }
                 RegionKind::Rom { rom, offset } => {
                     let Some(img) = board.map.rom_image(rom) else { continue };
