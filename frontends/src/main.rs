@@ -9,8 +9,8 @@
 
 mod console;
 mod images;
-mod rr;
 mod png;
+mod rr;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use machine::{Machine, MachineConfig, RunOutcome, TripleFaultAction};
@@ -778,7 +778,7 @@ fn build_machine(args: &RunArgs, opts: BuildOptions) -> Result<Built, ExitCode> 
             return Err(ExitCode::from(2));
         }
     };
-    let bios_path = match bios_path(&args) {
+    let bios_path = match bios_path(args) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("ferrite: {e}");

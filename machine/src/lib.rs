@@ -17,11 +17,11 @@ pub mod input;
 pub mod irqchip;
 pub mod kvm;
 pub mod lockstep;
+pub mod monitor;
 pub mod record;
 pub mod replay;
-pub mod snapfile;
-pub mod monitor;
 pub mod reverse;
+pub mod snapfile;
 pub mod snapshot;
 
 use board::{Board, IrqChipPart};
