@@ -48,7 +48,7 @@
 
 use std::collections::BTreeMap;
 
-use mmu::{Device, DeviceCtx, SnapshotError, SnapshotReader, SnapshotWriter};
+use vmcore::{Device, DeviceCtx, SnapshotError, SnapshotReader, SnapshotWriter};
 
 /// `FW_CFG_SIGNATURE`: "QEMU".
 pub const SIGNATURE: u16 = 0x00;

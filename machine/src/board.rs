@@ -21,12 +21,12 @@ use chipset::msi::MsiMessage;
 use chipset::pci::{PciBarEvent, PciFunction, Piix3Isa, pirq_of};
 use chipset::{FwCfg, PciBus};
 use cpu::CpuBus;
-use mmu::layout;
-use mmu::{
+use std::ptr::NonNull;
+use vmcore::layout;
+use vmcore::{
     AddressMap, Device, DeviceCtx, DeviceId, GuestRam, MachineRequests, RegionKind, SnapshotError,
     SnapshotReader, SnapshotWriter, VirtTime,
 };
-use std::ptr::NonNull;
 
 /// A hook called on every interrupt the CPU acknowledges: (vector, instruction count at the board's last
 /// sync with the CPU). For determinism checks and tracing; `None` costs one branch.
@@ -361,7 +361,7 @@ impl Board {
     }
 
     /// Maps MMIO `start..start+size` to device `id`.
-    pub fn map_mmio(&mut self, id: DeviceId, start: u64, size: u64) -> Result<(), mmu::map::OverlapError> {
+    pub fn map_mmio(&mut self, id: DeviceId, start: u64, size: u64) -> Result<(), vmcore::map::OverlapError> {
         self.map.add(start, size, RegionKind::Mmio { device: id })
     }
 

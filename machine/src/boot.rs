@@ -163,11 +163,11 @@ pub(crate) fn fill_fw_cfg(
 /// `files`.
 pub(crate) fn fill_fw_cfg_for_bios(
     fw: &mut FwCfg,
-    lay: &mmu::layout::RamLayout,
+    lay: &vmcore::layout::RamLayout,
     files: &mut Vec<(String, Vec<u8>)>,
 ) -> Result<(), String> {
     let mut e820 = Vec::new();
-    for (addr, size) in [(0u64, lay.below_4g), (mmu::layout::FOUR_GIB, lay.above_4g)] {
+    for (addr, size) in [(0u64, lay.below_4g), (vmcore::layout::FOUR_GIB, lay.above_4g)] {
         if size > 0 {
             e820.extend_from_slice(&addr.to_le_bytes());
             e820.extend_from_slice(&size.to_le_bytes());
@@ -177,7 +177,7 @@ pub(crate) fn fill_fw_cfg_for_bios(
     fw.add_file("etc/e820", e820, false)?;
     let cfg = firmware::acpi::PlatformConfig {
         pm_base: crate::PM_BASE,
-        pci_hole_start: lay.below_4g.min(mmu::layout::IOAPIC_BASE) as u32,
+        pci_hole_start: lay.below_4g.min(vmcore::layout::IOAPIC_BASE) as u32,
         ..Default::default()
     };
     let l = firmware::table_loader::build(&firmware::acpi::build_tables(&cfg))?;

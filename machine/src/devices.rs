@@ -13,7 +13,7 @@
 use crate::board::Board;
 use crate::{EDU_DEVFN, MachineError};
 use chipset::pci::PciFunction;
-use mmu::Device;
+use vmcore::Device;
 
 /// A device that can be named on the command line.
 pub struct DeviceKind {

@@ -10,8 +10,8 @@
 use crate::board::Board;
 use cpu::mem::{TLB_SIZE, TlbEntry};
 use cpu::{CpuBus, CpuState, Exit, Interpreter};
-use mmu::{SnapshotError, SnapshotReader, SnapshotWriter};
 use std::ops::Range;
+use vmcore::{SnapshotError, SnapshotReader, SnapshotWriter};
 
 /// An execution engine.
 pub trait Engine {
@@ -203,7 +203,9 @@ fn invalidate_code_ranges(interp: &mut Interpreter, ranges: &[Range<u64>]) {
             .code_pages
             .iter()
             .copied()
-            .filter(|p| ranges.iter().any(|r| !r.is_empty() && *p < r.end && r.start < *p + mmu::PAGE_SIZE))
+            .filter(|p| {
+                ranges.iter().any(|r| !r.is_empty() && *p < r.end && r.start < *p + vmcore::PAGE_SIZE)
+            })
             .collect()
     };
     for p in hit {

@@ -227,7 +227,7 @@ impl io::Write for Stream {
 /// Reads guest-physical memory for a debugger: RAM and ROM only (no device is touched). Returns the
 /// bytes read, stopping at the first byte that is not RAM or ROM.
 pub fn read_phys(m: &Machine, addr: u64, buf: &mut [u8]) -> usize {
-    use mmu::map::RegionKind;
+    use vmcore::map::RegionKind;
     let mut done = 0;
     while done < buf.len() {
         let a = addr.wrapping_add(done as u64);
@@ -257,7 +257,7 @@ pub fn read_phys(m: &Machine, addr: u64, buf: &mut [u8]) -> usize {
 /// Writes guest-physical RAM for a debugger (ROM and devices are not written) and drops decoded code
 /// on the pages written. Returns the bytes written.
 pub fn write_phys(m: &mut Machine, addr: u64, data: &[u8]) -> usize {
-    use mmu::map::RegionKind;
+    use vmcore::map::RegionKind;
     let mut done = 0;
     while done < data.len() {
         let a = addr.wrapping_add(done as u64);

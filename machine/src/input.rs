@@ -15,7 +15,7 @@
 //! of the host's input are stamped and recorded too (they decide where a run ends), but give the guest
 //! nothing. [`crate::Machine::replay_inputs`] puts a log back in place of the channel.
 
-use mmu::DeviceId;
+use vmcore::DeviceId;
 
 /// Slots between two points at which host input is taken (100 µs of virtual time at the default 1e9
 /// instructions per second).

@@ -17,7 +17,7 @@
 
 use chipset::msi::{X86Interrupt, delivery};
 use chipset::{DualPic, IoApic, LocalApic};
-use mmu::{Device, IrqLevels, MachineRequests, SnapshotError, SnapshotReader, SnapshotWriter, VirtTime};
+use vmcore::{Device, IrqLevels, MachineRequests, SnapshotError, SnapshotReader, SnapshotWriter, VirtTime};
 
 /// The local APIC's TSC and timer input clock: 1 GHz, the TSC's rate (one tick per virtual ns).
 const APIC_HZ: u64 = 1_000_000_000;

@@ -37,9 +37,9 @@ pub use firmware::multiboot::Module as MultibootModule;
 pub use input::{GuestInput, InputRecorder, StampedInput};
 /// The JIT's options ([`MachineConfig::jit`]) and its compile-delay test knob.
 pub use jit::{CompileDelay, Options as JitOptions};
-use mmu::layout::{self, RamLayout};
-use mmu::{AddressMap, DeviceId, GuestRam, RegionKind};
 use std::fmt;
+use vmcore::layout::{self, RamLayout};
+use vmcore::{AddressMap, DeviceId, GuestRam, RegionKind};
 
 /// Which execution engine runs the CPU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -908,7 +908,7 @@ impl Machine {
                     }
                     // Idle until the next device deadline: time moves on, instructions do not.
                     let d = self.board.next_deadline();
-                    if d == mmu::VirtTime::NEVER {
+                    if d == vmcore::VirtTime::NEVER {
                         if self.board.interrupt_pending_now() {
                             continue;
                         }

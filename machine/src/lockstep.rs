@@ -26,7 +26,7 @@ pub struct Divergence {
 }
 
 fn cpu_bytes(m: &Machine) -> Vec<u8> {
-    let mut w = mmu::SnapshotWriter::new();
+    let mut w = vmcore::SnapshotWriter::new();
     crate::snapshot::save_cpu(&mut w, &m.cpu);
     w.finish()
 }

@@ -19,9 +19,9 @@
 
 use crate::snapshot::StateHasher;
 use crate::{GuestInput, Machine, RunOutcome, StampedInput};
-use mmu::DeviceId;
 use std::fmt;
 use std::io::Write;
+use vmcore::DeviceId;
 
 /// The file's first eight bytes.
 pub const MAGIC: &[u8; 8] = b"FERRREC\0";
@@ -127,7 +127,7 @@ impl StateHashes {
 
 /// The hashes of `m`'s state now.
 pub fn state_hashes(m: &Machine) -> StateHashes {
-    let mut w = mmu::SnapshotWriter::new();
+    let mut w = vmcore::SnapshotWriter::new();
     crate::snapshot::save_cpu(&mut w, &m.cpu);
     let cpu = content_hash(&w.finish());
     let machine = content_hash(&m.save_head());

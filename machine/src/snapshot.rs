@@ -4,7 +4,7 @@
 //! (its requests, the interrupt controllers and lines, every registered device, fw_cfg, the PCI bus with
 //! every function's configuration space and state), the engine's hidden state (the interpreter's TLB,
 //! which may hold stale translations a guest relies on until it invalidates them, and which pages hold
-//! code) and guest RAM, in the `mmu::snapshot` byte format.
+//! code) and guest RAM, in the `vmcore::snapshot` byte format.
 //! It restores into a machine built from the same configuration (same memory size, firmware and
 //! devices, in the same order; interp and jit snapshots are interchangeable); the decoded blocks and JIT
 //! code are dropped and the BAR windows remapped. Host-side things are not state: output sinks, the
@@ -18,7 +18,7 @@ use crate::board::Board;
 use cpu::CpuState;
 use cpu::model::{Base, CpuModel, Vendor};
 use cpu::state::{DescTable, FpuState, Msrs, Quirks, Segment, VecState};
-use mmu::{SnapshotError, SnapshotReader, SnapshotWriter};
+use vmcore::{SnapshotError, SnapshotReader, SnapshotWriter};
 
 /// First tag of a machine snapshot.
 const MAGIC: &str = "ferrite-machine-v1";

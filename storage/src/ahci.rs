@@ -32,7 +32,7 @@
 
 use chipset::msi::{MsiCapability, MsiMessage, Signal, intx_output};
 use chipset::pci::{BarChange, BarDef, BarKind, ConfigSpace, PciFunction, reg};
-use mmu::{DeviceCtx, SnapshotError, SnapshotReader, SnapshotWriter, VirtTime};
+use vmcore::{DeviceCtx, SnapshotError, SnapshotReader, SnapshotWriter, VirtTime};
 
 use crate::ata::{Action, CD_BLOCK, Drive, DriveKind, TaskFile, Xfer, error, latency_ns, status};
 use crate::atapi::PacketResult;

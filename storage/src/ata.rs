@@ -12,7 +12,7 @@
 //! Out-of-range addresses give IDNF (with ABRT for commands whose count is zero-length-invalid), an
 //! unknown or unsupported command ABRT, a host I/O error UNC on reads and ABRT on writes.
 
-use mmu::{SnapshotError, SnapshotReader, SnapshotWriter};
+use vmcore::{SnapshotError, SnapshotReader, SnapshotWriter};
 
 use crate::atapi::{AtapiState, MediaEvent};
 use crate::backend::{BlockBackend, SECTOR};

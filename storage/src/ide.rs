@@ -4,7 +4,7 @@
 //!
 //! # Offsets
 //!
-//! [`IdeController`] is one [`mmu::Device`] over five port windows; the board registers each with the
+//! [`IdeController`] is one [`vmcore::Device`] over five port windows; the board registers each with the
 //! offset base given here:
 //!
 //! | Ports | Offset | Registers |
@@ -26,7 +26,7 @@
 //!
 //! Every command takes [`crate::ata::latency_ns`] of the bytes it moves (per DRQ block for PIO, the
 //! whole transfer for DMA) from the access that started it; its completion (DRQ, INTRQ, status) is an
-//! event at that virtual time, reported by [`mmu::Device::next_deadline`]. Host I/O is synchronous:
+//! event at that virtual time, reported by [`vmcore::Device::next_deadline`]. Host I/O is synchronous:
 //! reads happen when the event fires, DMA transfers when the board runs [`IdeController::run_dma`]
 //! (right after the bus-master start), so what the guest sees depends only on its requests.
 //!
@@ -36,7 +36,7 @@
 //! PRD table that runs out before the transfer, points outside RAM or whose direction contradicts the
 //! command: the bus master's error bit, and ABRT in the drive's error register.
 
-use mmu::{Device, DeviceCtx, IrqLevels, SnapshotError, SnapshotReader, SnapshotWriter, VirtTime};
+use vmcore::{Device, DeviceCtx, IrqLevels, SnapshotError, SnapshotReader, SnapshotWriter, VirtTime};
 
 use crate::ata::{Action, CD_BLOCK, Drive, DriveKind, TaskFile, Xfer, error, latency_ns, status};
 use crate::atapi::PacketResult;

@@ -9,7 +9,7 @@
 
 use chipset::DmaMemory;
 use chipset::pci::{BarChange, CMD_MASTER, ConfigSpace, PciFunction, Piix3Ide, reg};
-use mmu::{Device, DeviceCtx, SnapshotError, SnapshotReader, SnapshotWriter, VirtTime};
+use vmcore::{Device, DeviceCtx, SnapshotError, SnapshotReader, SnapshotWriter, VirtTime};
 
 use crate::IdeController;
 

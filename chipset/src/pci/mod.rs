@@ -34,7 +34,7 @@
 //! board also feeds each PIRQ to the 8259 input selected by the PIIX3's PIRQRC registers 0x60-0x63
 //! ([`Piix3Isa::pirq_route`]).
 
-use mmu::{Device, DeviceCtx, SnapshotError, SnapshotReader, SnapshotWriter, VirtTime};
+use vmcore::{Device, DeviceCtx, SnapshotError, SnapshotReader, SnapshotWriter, VirtTime};
 
 use crate::fw_cfg::DmaMemory;
 use crate::msi::MsiMessage;

@@ -32,7 +32,7 @@
 
 use crate::pci::{BarDef, BarKind, ConfigSpace, FIRST_CHIPSET_WINDOW, PciFunction};
 use crate::{le_value, put_le};
-use mmu::{DeviceCtx, SnapshotError, SnapshotReader, SnapshotWriter};
+use vmcore::{DeviceCtx, SnapshotError, SnapshotReader, SnapshotWriter};
 
 #[cfg(test)]
 mod tests;

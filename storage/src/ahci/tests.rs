@@ -2,7 +2,7 @@ use super::*;
 use crate::ata::cmd;
 use crate::backend::MemBackend;
 use crate::dma::TestMemory;
-use mmu::{IrqLevels, MachineRequests};
+use vmcore::{IrqLevels, MachineRequests};
 
 const P0: u64 = 0x100;
 const P1: u64 = 0x180;
@@ -458,7 +458,7 @@ fn commands_on_one_port_complete_in_order_at_request_determined_times() {
 }
 
 fn save(hba: &Ahci) -> Vec<u8> {
-    let mut w = mmu::SnapshotWriter::new();
+    let mut w = vmcore::SnapshotWriter::new();
     hba.save(&mut w);
     w.finish()
 }
@@ -485,7 +485,7 @@ fn snapshot_with_commands_in_flight_continues_the_same() {
     let snap = save(&b.hba);
 
     let mut fresh = Bench::new();
-    let mut r = mmu::SnapshotReader::new(&snap);
+    let mut r = vmcore::SnapshotReader::new(&snap);
     fresh.hba.restore(&mut r).expect("restore");
     assert_eq!(r.remaining(), 0);
     assert_eq!(save(&fresh.hba), snap, "a restored controller saves the same bytes");
@@ -514,11 +514,11 @@ fn snapshot_restore_refuses_bad_input() {
     b.dma();
     let snap = save(&b.hba);
     let mut other = Ahci::new(vec![None]);
-    assert!(other.restore(&mut mmu::SnapshotReader::new(&snap)).is_err());
+    assert!(other.restore(&mut vmcore::SnapshotReader::new(&snap)).is_err());
     let before = save(&Bench::new().hba);
     for cut in 0..snap.len() {
         let mut t = Bench::new();
-        if t.hba.restore(&mut mmu::SnapshotReader::new(&snap[..cut])).is_err() {
+        if t.hba.restore(&mut vmcore::SnapshotReader::new(&snap[..cut])).is_err() {
             assert!(save(&t.hba) == before, "a refused restore (cut at {cut}) changed the state");
         }
     }
@@ -526,7 +526,7 @@ fn snapshot_restore_refuses_bad_input() {
         let mut bad = snap.clone();
         bad[i] ^= 0xA5;
         let mut t = Bench::new();
-        let _ = t.hba.restore(&mut mmu::SnapshotReader::new(&bad));
+        let _ = t.hba.restore(&mut vmcore::SnapshotReader::new(&bad));
         t.wr(P0 + port::CI, 1);
         t.settle();
         let _ = t.rd(P0 + port::TFD);

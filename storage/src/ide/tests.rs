@@ -2,7 +2,7 @@ use super::*;
 use crate::ata::{cmd, latency_ns};
 use crate::backend::MemBackend;
 use crate::dma::TestMemory;
-use mmu::MachineRequests;
+use vmcore::MachineRequests;
 
 // Primary channel registers; secondary ones are `S + reg`.
 const DATA: u16 = PRIMARY;
@@ -549,7 +549,7 @@ fn bus_master_register_semantics() {
 }
 
 fn save(ide: &IdeController) -> Vec<u8> {
-    let mut w = mmu::SnapshotWriter::new();
+    let mut w = vmcore::SnapshotWriter::new();
     ide.save_state(&mut w);
     w.finish()
 }
@@ -574,7 +574,7 @@ fn snapshot_mid_transfer_continues_the_same() {
     let snap = save(&b.ide);
 
     let mut fresh = Bench::new();
-    let mut r = mmu::SnapshotReader::new(&snap);
+    let mut r = vmcore::SnapshotReader::new(&snap);
     fresh.ide.restore_state(&mut r).expect("restore");
     assert_eq!(r.remaining(), 0);
     fresh.now = b.now;
@@ -606,12 +606,12 @@ fn snapshot_restore_refuses_bad_input() {
     let snap = save(&b.ide);
     // No drives: the snapshot's drives are not this machine's.
     let mut empty = IdeController::new();
-    assert!(empty.restore_state(&mut mmu::SnapshotReader::new(&snap)).is_err());
+    assert!(empty.restore_state(&mut vmcore::SnapshotReader::new(&snap)).is_err());
     // Every truncation and many single-byte corruptions: Ok or Err, never a panic; a later read works.
     let before = save(&Bench::new().ide);
     for cut in 0..snap.len() {
         let mut t = Bench::new();
-        if t.ide.restore_state(&mut mmu::SnapshotReader::new(&snap[..cut])).is_err() {
+        if t.ide.restore_state(&mut vmcore::SnapshotReader::new(&snap[..cut])).is_err() {
             assert_eq!(save(&t.ide)[..], before[..], "a refused restore (cut at {cut}) changed the state");
         }
     }
@@ -620,7 +620,7 @@ fn snapshot_restore_refuses_bad_input() {
             let mut bad = snap.clone();
             bad[i] = v;
             let mut t = Bench::new();
-            let _ = t.ide.restore_state(&mut mmu::SnapshotReader::new(&bad));
+            let _ = t.ide.restore_state(&mut vmcore::SnapshotReader::new(&bad));
             let _ = t.read_block(0, 1024);
             t.outb(BM, BM_START);
             t.settle();
