@@ -23,12 +23,23 @@
 //! trampoline's address is an immediate) and copied into executable chunks of our own ([`arena`]).
 //! A translation is owned by the interpreter's block, so invalidating the block frees its code.
 //!
-//! What is not here yet: regions of several blocks, inlined string instructions, compilation on
-//! a second thread, the persistent translation cache.
+//! [`Backend`] is what the machine installs: it compiles on a second thread (`worker.rs`) while the
+//! interpreter keeps running the block, loads and saves translations in a persistent cache
+//! (`cache.rs`, `--jit-cache`), and evicts all translations when the code arena is full (which
+//! unlinks everything, like any drop of decoded blocks). [`Jit`] alone compiles synchronously (the
+//! tests' and the difftester's backend).
+//!
+//! What is not here yet: regions of several blocks, inlined string instructions.
 #![deny(missing_docs)]
 
 mod arena;
+mod backend;
+mod cache;
 mod lower;
+mod worker;
+
+pub use backend::{Backend, Counters, Handle, Options};
+pub use worker::CompileDelay;
 
 use arena::{Arena, Code};
 use cpu::exec::Insn;
@@ -78,6 +89,31 @@ pub struct Outcome {
     next_links: usize,
     next_len: u64,
     next_chain: u64,
+    /// The host functions generated code calls, indexed by the `HELPER_*` constants: code loads
+    /// them from here instead of holding their addresses, so that it runs unchanged in another
+    /// process (the persistent translation cache) whatever address the binary was loaded at.
+    helpers: [usize; 3],
+}
+
+/// Index of [`call_handler`] in `Outcome::helpers`.
+const HELPER_CALL: usize = 0;
+/// Index of `lower::shift_flags` in `Outcome::helpers`.
+pub(crate) const HELPER_SHIFT_FLAGS: usize = 1;
+/// Index of `lower::imul_flags` in `Outcome::helpers`.
+pub(crate) const HELPER_IMUL_FLAGS: usize = 2;
+
+/// The table generated code finds in `Outcome::helpers`.
+fn helper_table() -> [usize; 3] {
+    [
+        call_handler as *const () as usize,
+        lower::shift_flags as lower::FlagsHelper as usize,
+        lower::imul_flags as lower::FlagsHelper as usize,
+    ]
+}
+
+/// Offset of helper `k` within an `Outcome`, for generated loads.
+pub(crate) fn helper_offset(k: usize) -> i32 {
+    (offset_of!(Outcome, helpers) + k * std::mem::size_of::<usize>()) as i32
 }
 
 /// One exit slot of a translated block: a direct link to the translation of the block at `rip`,
@@ -165,6 +201,11 @@ pub struct Stats {
     pub compile_ns: u64,
 }
 
+/// Cranelift's optimisation level for translations (measured: docs/PERF.md).
+const OPT_LEVEL: &str = "speed";
+/// Cranelift's register allocator for translations (measured: docs/PERF.md).
+const REGALLOC: &str = "backtracking";
+
 /// The Cranelift block backend.
 pub struct Jit {
     /// Cranelift's target for ordinary blocks.
@@ -193,10 +234,9 @@ impl Jit {
     /// (`backtracking`, `single_pass`), by default those measured best in docs/PERF.md.
     pub fn new() -> Result<Self, String> {
         let env = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_string());
-        let isa =
-            Self::make_isa(&env("FERRITE_JIT_OPT", "speed"), &env("FERRITE_JIT_REGALLOC", "backtracking"))
-                .map_err(|e| format!("FERRITE_JIT_OPT/FERRITE_JIT_REGALLOC: {e}"))?;
-        let isa_loop = Self::make_isa("speed", "backtracking")?;
+        let isa = Self::make_isa(&env("FERRITE_JIT_OPT", OPT_LEVEL), &env("FERRITE_JIT_REGALLOC", REGALLOC))
+            .map_err(|e| format!("FERRITE_JIT_OPT/FERRITE_JIT_REGALLOC: {e}"))?;
+        let isa_loop = Self::make_isa(OPT_LEVEL, REGALLOC)?;
         Ok(Jit {
             isa,
             isa_loop,
@@ -234,6 +274,13 @@ impl Jit {
         self.stats
     }
 
+    /// Everything about code generation besides the guest code that the machine code depends on:
+    /// Cranelift's settings and the host features it targets (part of the persistent cache's key).
+    pub(crate) fn codegen_id(&self) -> String {
+        let isa_flags: Vec<String> = self.isa.isa_flags().iter().map(|v| v.to_string()).collect();
+        format!("{}\n{}\n{}", self.isa.triple(), self.isa.flags(), isa_flags.join(","))
+    }
+
     /// Builds the Cranelift function of a block of `n` instructions with the given next RIPs.
     fn build(&mut self, insns: &[Insn]) -> ir::Function {
         let isa: &dyn TargetIsa = &*self.isa;
@@ -264,7 +311,7 @@ impl Jit {
         };
         // `Ctx::st` cannot change while the block runs: load it once.
         let st = b.ins().load(ptr, mf, ctx, offset_of!(Ctx<'static>, st) as i32);
-        let tramp = b.ins().iconst(ptr, call_handler as *const () as usize as i64);
+        let tramp = b.ins().load(ptr, mf, out, helper_offset(HELPER_CALL));
         let ok = b.ins().iconst(types::I32, ST_OK as i64);
         let size = std::mem::size_of::<Insn>() as i64;
         // The retired count lives in an SSA variable while the block runs; `rip` and `icount` in
@@ -298,7 +345,7 @@ impl Jit {
         let used = if self_loop { lower::used_gprs(insns) } else { 0 };
         regs.load(&mut b, st, used);
         regs.dirty = used;
-        let user_tag = lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig }.user_tag();
+        let user_tag = lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig, out }.user_tag();
         // In a self-loop, each memory form keeps the TLB entry (linear page, host page) of its last
         // inline access in SSA across the back edge, and probes it before the TLB: a loop walking a
         // buffer then has no TLB load on its dependency chain. Only the inline path fills it, and
@@ -345,7 +392,7 @@ impl Jit {
                 if dirty {
                     sync(b, insn.i.ip());
                 }
-                lower::Lower { b, st, regs, fl, helper_sig }.materialize();
+                lower::Lower { b, st, regs, fl, helper_sig, out }.materialize();
                 store_fl(b);
                 regs.flush(b, st);
                 regs.forget();
@@ -392,8 +439,8 @@ impl Jit {
             if let lower::Op::Branch(cc) = form.op {
                 // A branch ends the block: RIP is the target or the next instruction.
                 let target = b.ins().iconst(types::I64, insn.i.near_branch_target() as i64);
-                let taken =
-                    cc.map(|cc| lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig }.cond(cc));
+                let taken = cc
+                    .map(|cc| lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig, out }.cond(cc));
                 let rip = match taken {
                     None => target,
                     Some(taken) => {
@@ -431,7 +478,7 @@ impl Jit {
                     b.switch_to_block(latch);
                     let (in_var, held_dirty, pending) = (regs.in_var, regs.dirty, regs.pending);
                     {
-                        let mut l = lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig };
+                        let mut l = lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig, out };
                         if live_in == 0 {
                             // The next iteration writes every flag before reading one.
                             l.drop_pending();
@@ -452,32 +499,33 @@ impl Jit {
                 }
                 b.ins().store(mf, rip, st, cpu::offsets::RIP as i32);
                 b.ins().store(mf, v, st, cpu::offsets::ICOUNT as i32);
-                lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig }.materialize();
+                lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig, out }.materialize();
                 store_fl(&mut b);
                 regs.flush(&mut b, st);
                 ended = true;
                 break;
             }
             if form.mem == lower::Mem::None {
-                lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig }.emit(insn, form.op, live[k]);
+                lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig, out }
+                    .emit(insn, form.op, live[k]);
             } else {
                 // The access inline when the interpreter would take its fast path; else the handler.
                 let slow = b.create_block();
                 let join = b.create_block();
                 b.set_cold_block(slow);
-                let host = lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig }
+                let host = lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig, out }
                     .probe_cached(insn, form, tlb, user_tag, slow, micro[k]);
                 if matches!(form.op, lower::Op::Call | lower::Op::Ret) {
                     // They end the block: each path leaves on its own, fully synced.
                     let (in0, dirty0, pending0) = (regs.in_var, regs.dirty, regs.pending);
-                    let rip = lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig }
+                    let rip = lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig, out }
                         .emit_call_ret(insn, form, host, slow);
                     b.seal_block(slow);
                     b.ins().store(mf, rip, st, cpu::offsets::RIP as i32);
                     bump(&mut b, 1);
                     let v = b.use_var(icount);
                     b.ins().store(mf, v, st, cpu::offsets::ICOUNT as i32);
-                    lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig }.materialize();
+                    lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig, out }.materialize();
                     store_fl(&mut b);
                     regs.flush(&mut b, st);
                     b.ins().jump(link_exit, &[]);
@@ -492,7 +540,7 @@ impl Jit {
                 // The registers and pending flags as they are where the probe branches to the slow
                 // path.
                 let (in0, dirty0, pending0) = (regs.in_var, regs.dirty, regs.pending);
-                let mut l = lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig };
+                let mut l = lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig, out };
                 l.emit_mem(insn, form, host, live[k]);
                 // Flags pending from this instruction are computed here (their operands are not
                 // available after the join); flags still pending from before stay so: the slow
@@ -528,7 +576,7 @@ impl Jit {
             if dirty {
                 sync(&mut b, insns[insns.len() - 1].next_rip);
             }
-            lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig }.materialize();
+            lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig, out }.materialize();
             store_fl(&mut b);
             regs.flush(&mut b, st);
         }
@@ -659,6 +707,19 @@ impl BlockBackend for Jit {
 impl Jit {
     /// Builds, compiles and places one block's code.
     fn translate(&mut self, insns: &[Insn]) -> Option<Box<dyn CompiledBlock>> {
+        let code = self.code_bytes(insns);
+        let block = code.and_then(|c| self.install(&c, insns.len(), insns[0].next_rip));
+        if block.is_none() {
+            self.stats.declined += 1;
+        }
+        Some(Box::new(block?))
+    }
+
+    /// Compiles a block into position-independent machine code (no relocations, no host address:
+    /// see `Outcome::helpers`), which [`Jit::install`] can place anywhere, in this process or, through
+    /// the persistent cache, in another one; `None` when Cranelift fails or the code is not
+    /// self-contained.
+    fn code_bytes(&mut self, insns: &[Insn]) -> Option<Vec<u8>> {
         let func = self.build(insns);
         self.ctx.clear();
         self.ctx.func = func;
@@ -667,32 +728,34 @@ impl Jit {
         self.ctx.set_disasm(dump);
         let mut ctrl = cranelift_codegen::control::ControlPlane::default();
         let isa = if self_loop(insns) { &*self.isa_loop } else { &*self.isa };
-        let code = match self.ctx.compile(isa, &mut ctrl) {
+        match self.ctx.compile(isa, &mut ctrl) {
             // Only self-contained code can be copied into the arena.
             Ok(c) if c.buffer.relocs().is_empty() => {
                 if dump && let Some(v) = &c.vcode {
                     eprintln!("jit: block at {:#x}, {} instructions:\n{v}", insns[0].i.ip(), insns.len());
                 }
-                self.arena.copy_in(c.code_buffer())
+                Some(c.code_buffer().to_vec())
             }
             _ => None,
-        };
-        let Some(code) = code else {
-            self.stats.declined += 1;
-            return None;
-        };
+        }
+    }
+
+    /// Places code made by [`Jit::code_bytes`] for a block of `len` instructions, the first of
+    /// which ends at `first_ip`, in executable memory; `None` when the arena is full (or the host
+    /// refuses a mapping).
+    fn install(&mut self, code: &[u8], len: usize, first_ip: u64) -> Option<JitBlock> {
+        let code = self.arena.copy_in(code)?;
         self.stats.compiled += 1;
         self.stats.code_bytes += code.len() as u64;
-        Some(Box::new(JitBlock {
+        Some(JitBlock {
             code,
-            len: insns.len(),
-            start: insns[0].i.ip(),
-            chain: cpu::interp::chains(&insns[insns.len() - 1]),
+            len,
+            first_ip,
             links: Box::default(),
             epoch: self.epoch.clone(),
             links_made: self.links_made.clone(),
             inline_retired: self.inline_retired.clone(),
-        }))
+        })
     }
 }
 
@@ -710,11 +773,8 @@ struct JitBlock {
     code: Code,
     /// Instructions the code was generated for.
     len: usize,
-    /// The first instruction's RIP.
-    start: u64,
-    /// Whether the block may be followed directly (`cpu::interp::chains` of its last instruction):
-    /// only then does its code follow links.
-    chain: bool,
+    /// The first instruction's `next_rip` (which block the code was made for).
+    first_ip: u64,
     /// Its exit slots (at a fixed address: generated code of this block reads them, and
     /// `link_into` of a successor writes them).
     links: Box<[Link; LINKS]>,
@@ -735,7 +795,7 @@ impl JitBlock {
     /// has been dropped since).
     unsafe fn link_into(&self, from: usize, ctx: &Ctx<'_>, insns: &[Insn]) {
         let st = &*ctx.st;
-        if st.rip != self.start {
+        if st.rip != insns[0].i.ip() {
             return;
         }
         let lin = if st.code_bits() == 64 {
@@ -764,7 +824,7 @@ impl JitBlock {
         l.insns.set(insns.as_ptr() as usize);
         l.links.set(self.links.as_ptr() as usize);
         l.len.set(self.len as u64);
-        l.chain.set(self.chain as u64);
+        l.chain.set(cpu::interp::chains(&insns[insns.len() - 1]) as u64);
         l.epoch.set(epoch);
         self.links_made.set(self.links_made.get() + 1);
     }
@@ -777,13 +837,14 @@ impl CompiledBlock for JitBlock {
             // passes `insns[k]` for k < len to handlers, so run the handlers instead.
             return RunEnd { fault: cpu::interp::run_insns(ctx, insns), ..RunEnd::default() };
         }
-        debug_assert_eq!(insns[0].i.ip(), self.start, "a translation run on another block");
+        debug_assert_eq!(insns[0].next_rip, self.first_ip, "a translation run on another block");
         if link_from != 0 && loop_limit != 0 {
             // SAFETY: `CompiledBlock::run`'s contract: `link_from` comes from the run just before
             // in the same chain, during which no block was dropped.
             unsafe { self.link_into(link_from, ctx, insns) };
         }
-        let mut out = Outcome { loop_limit, epoch: self.epoch.get(), ..Outcome::default() };
+        let mut out =
+            Outcome { loop_limit, epoch: self.epoch.get(), helpers: helper_table(), ..Outcome::default() };
         let icount0 = ctx.st.icount;
         let mut f: BlockFn;
         // SAFETY: the code was generated by `Jit::build` with the `BlockFn` signature, and stays
