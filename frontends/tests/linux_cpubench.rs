@@ -108,7 +108,7 @@ fn cpubench_checksums_under_jit_equal_the_host_cpus() {
     let got = sums(&text()[at..end]);
     assert_eq!(got, want, "cpubench's checksums under the JIT differ from this host's; console:\n{}", text());
     println!(
-        "cpubench {SCALE} under the JIT: {} instructions, every checksum the host's; {}",
+        "cpubench {SCALE} under the JIT: about {} instructions (run in 50M slices), every checksum the host's; {}",
         m.cpu.icount - start,
         m.engine().stats().unwrap_or_default()
     );

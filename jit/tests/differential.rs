@@ -675,3 +675,43 @@ fn loops_stop_exactly_at_the_budget() {
     }
     assert!(budget_stops > cases, "only {budget_stops} runs ended at the budget");
 }
+
+/// TZCNT/LZCNT/POPCNT are inlined only where the CPU model has them: on `qemu64` (no BMI1, LZCNT
+/// or POPCNT) the decoder gives them the #UD handler, and a translated block must raise #UD at
+/// the instruction exactly as the interpreter does, not run the inline form. On `max` they run.
+#[test]
+fn bit_counts_follow_the_cpu_model() {
+    for (code, name) in [
+        (&[0xf3, 0x0f, 0xbc, 0xc1, 0xf4][..], "tzcnt eax, ecx"),
+        (&[0xf3, 0x0f, 0xbd, 0xc1, 0xf4][..], "lzcnt eax, ecx"),
+        (&[0xf3, 0x0f, 0xb8, 0xc1, 0xf4][..], "popcnt eax, ecx"),
+    ] {
+        for (model, has) in [(cpu::model::CpuModel::qemu64(), false), (cpu::model::CpuModel::max(), true)] {
+            let mut it = Interpreter::new();
+            it.set_backend(Box::new(jit::Jit::new().expect("jit")), 1);
+            it.trap_faults = true;
+            let mut bus = TestBus::default();
+            let mut st = cpu_in(TestMode::Long64, &mut bus);
+            st.model = model;
+            bus.ram[CODE as usize..CODE as usize + code.len()].copy_from_slice(code);
+            st.gpr[0] = 0x1234;
+            st.gpr[1] = 0x0f0;
+            let exit = it.run(&mut st, &mut bus, 100);
+            if has {
+                assert_eq!(exit, Exit::Halted, "{name} on max");
+                let want = match code[2] {
+                    0xbc => 4,
+                    0xbd => 24,
+                    _ => 4,
+                };
+                assert_eq!(st.gpr[0], want, "{name} on max");
+            } else {
+                assert!(
+                    matches!(&exit, Exit::Trapped(f) if *f == cpu::Fault::ud()),
+                    "{name} on qemu64: {exit:?}"
+                );
+                assert_eq!((st.rip, st.icount, st.gpr[0]), (CODE, 0, 0x1234), "{name} on qemu64");
+            }
+        }
+    }
+}
