@@ -356,6 +356,7 @@ impl CpuModel {
     pub fn parse(spec: &str) -> Result<CpuModel, String> {
         let mut parts = spec.split(',');
         let name = parts.next().unwrap_or("").trim();
+        let mut asked: Vec<&str> = Vec::new();
         let mut m = match name {
             "ferrite" | "default" => CpuModel::ferrite(),
             "qemu64" => CpuModel::qemu64(),
@@ -395,11 +396,53 @@ impl CpuModel {
                     return Err(format!("Ferrite does not implement CPU feature `{feat}`"));
                 }
                 m.regs[f.reg as usize] |= 1 << f.bit;
+                asked.push(f.names[0]);
             } else {
                 m.regs[f.reg as usize] &= !(1 << f.bit);
+                asked.retain(|a| *a != f.names[0]);
             }
         }
+        let (m, dropped) = m.executable_with(host_executes);
+        if let Some(f) = dropped.iter().find(|d| asked.contains(d)) {
+            return Err(format!(
+                "CPU feature `{f}` needs this host's CPU to have it (Ferrite computes it with the host's \
+                 instructions), and this host lacks it"
+            ));
+        }
         Ok(m)
+    }
+
+    /// This model without the features Ferrite computes with the host's own instructions when the host
+    /// lacks them (`host_has` answers for `avx`, `fma` and `f16c`): FMA and F16C need the host's, and
+    /// the AVX compare predicates 8-31 need the host's AVX, so a host without AVX takes the whole VEX
+    /// set (AVX, AVX2, FMA, F16C) away. A guest then sees a CPU without them (#UD, as on such a CPU)
+    /// instead of a machine that stops. Returns the model and the names of the features dropped.
+    pub fn executable_with(mut self, host_has: impl Fn(&str) -> bool) -> (CpuModel, Vec<&'static str>) {
+        let mut drop: Vec<&'static str> = Vec::new();
+        if !host_has("avx") {
+            drop.extend(["avx", "avx2", "fma", "f16c"]);
+        }
+        if !host_has("fma") {
+            drop.push("fma");
+        }
+        if !host_has("f16c") {
+            drop.push("f16c");
+        }
+        let mut dropped = Vec::new();
+        for name in drop {
+            if let Some(f) = feature(name)
+                && self.has(f.reg, f.bit)
+            {
+                self.regs[f.reg as usize] &= !(1 << f.bit);
+                dropped.push(f.names[0]);
+            }
+        }
+        (self, dropped)
+    }
+
+    /// [`CpuModel::executable_with`] this host's CPU: what every model the machine runs goes through.
+    pub fn executable_here(self) -> CpuModel {
+        self.executable_with(host_executes).0
     }
 
     /// A one-line description: model name, vendor and the advertised features by name.
@@ -518,6 +561,25 @@ impl CpuModel {
 /// The feature named `name` (any of its QEMU spellings).
 pub fn feature(name: &str) -> Option<&'static FeatureBit> {
     FEATURES.iter().find(|f| f.names.contains(&name))
+}
+
+/// Whether this host's CPU (and OS) can execute `name` (one of the features
+/// [`CpuModel::executable_with`] asks about).
+fn host_executes(name: &str) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        match name {
+            "avx" => std::arch::is_x86_feature_detected!("avx"),
+            "fma" => std::arch::is_x86_feature_detected!("fma"),
+            "f16c" => std::arch::is_x86_feature_detected!("f16c"),
+            _ => true,
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = name;
+        false
+    }
 }
 
 /// The host's feature registers, signature and vendor.

@@ -140,7 +140,7 @@ impl MachineConfig {
             devices: Vec::new(),
             ide: None,
             quirks: cpu::Quirks::Intel,
-            model: cpu::CpuModel::ferrite(),
+            model: cpu::CpuModel::ferrite().executable_here(),
             strict: false,
         }
     }

@@ -45,6 +45,7 @@ rom_tests!(
     pm_escalate,
     v86,
     v86_vme,
+    post,
     lm_entry,
     lm_arith,
     lm_interrupts,

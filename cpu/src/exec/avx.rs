@@ -31,7 +31,8 @@
 //! # Host dependence
 //! Floating point runs on the host ([`super::avx_fp`]); the 32 compare predicates, FMA and F16C need
 //! the host's AVX, FMA and F16C. On a host without one of them the instruction stops the machine with
-//! "unimplemented instruction ... needs host X" (never a wrong result), and CPUID must not advertise it.
+//! "unimplemented instruction ... needs host X" (never a wrong result); the machine never advertises it
+//! (every model it runs goes through `CpuModel::executable_here`, which drops what the host lacks).
 
 use super::ops::{ea, mem_seg};
 use super::{Handler, Insn, avx_fp, sse_int, sse_str};

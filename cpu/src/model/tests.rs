@@ -115,3 +115,34 @@ fn feature_names_are_unique_and_bits_distinct() {
         assert!(bits.insert((f.reg as usize, f.bit)), "duplicate bit {}", f.names[0]);
     }
 }
+
+#[test]
+fn host_executed_features_follow_the_host() {
+    let m = CpuModel::ferrite();
+    // A host with everything: nothing dropped.
+    assert_eq!(m.executable_with(|_| true), (m, vec![]));
+    // Without FMA and F16C: those two go, AVX and AVX2 stay.
+    let (n, dropped) = m.executable_with(|f| f == "avx");
+    assert_eq!(dropped, vec!["fma", "f16c"]);
+    assert!(n.has_named("avx") && n.has_named("avx2") && !n.has_named("fma") && !n.has_named("f16c"));
+    // Without AVX: the whole VEX set goes; nothing else changes.
+    let (n, dropped) = m.executable_with(|_| false);
+    assert_eq!(dropped, vec!["avx", "avx2", "fma", "f16c"]);
+    let mut back = n;
+    for f in dropped {
+        let f = feature(f).unwrap();
+        back.regs[f.reg as usize] |= 1 << f.bit;
+    }
+    assert_eq!(back, m);
+    // qemu64 has none of them: unchanged on any host.
+    assert_eq!(CpuModel::qemu64().executable_with(|_| false).1, Vec::<&str>::new());
+    // On this host, parse() keeps what the host can run and refuses an explicit +fma it cannot.
+    let here = CpuModel::ferrite().executable_here();
+    assert_eq!(CpuModel::parse("ferrite").unwrap(), here);
+    if here.has_named("fma") {
+        assert!(CpuModel::parse("qemu64,+fma").is_ok());
+    } else {
+        println!("this host lacks FMA: checking that +fma is refused");
+        assert!(CpuModel::parse("qemu64,+fma").unwrap_err().contains("fma"));
+    }
+}

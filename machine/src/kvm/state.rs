@@ -323,6 +323,8 @@ pub struct KvmState {
     pub nmi_masked: bool,
     /// XCR0.
     pub xcr0: u64,
+    /// Bits 255:128 of YMM0-15 (the XSAVE AVX component), moved with KVM_GET/SET_XSAVE.
+    pub ymm_hi: [u128; 16],
 }
 
 impl KvmState {
@@ -345,6 +347,7 @@ impl KvmState {
             shadow,
             nmi_masked: cpu.nmi_blocked,
             xcr0: cpu.xcr0,
+            ymm_hi: cpu.vec.ymm_hi,
         }
     }
 
@@ -361,6 +364,43 @@ impl KvmState {
         cpu.irq_shadow_icount = if self.shadow != 0 { cpu.icount } else { u64::MAX };
         cpu.nmi_blocked = self.nmi_masked;
         cpu.xcr0 = self.xcr0;
+        cpu.vec.ymm_hi = self.ymm_hi;
+    }
+}
+
+/// Byte offset of the XSAVE header's XSTATE_BV in the standard-format area KVM_GET/SET_XSAVE use.
+const XSTATE_BV: usize = 512;
+/// Byte offset of the AVX component (YMM_Hi128) in the standard format (CPUID.(0Dh,2).EBX on every
+/// x86-64 CPU with AVX, Intel and AMD alike).
+const XSAVE_AVX: usize = 576;
+
+/// Bits 255:128 of YMM0-15 from a KVM XSAVE image (`region` as `kvm_xsave` holds it): zero when the
+/// image's XSTATE_BV says the AVX component is in its initial state.
+pub fn ymm_hi_from_xsave(region: &[u32; 1024]) -> [u128; 16] {
+    let word = |byte: usize| region[byte / 4] as u128;
+    let bv = word(XSTATE_BV) | (word(XSTATE_BV + 4) << 32);
+    let mut out = [0u128; 16];
+    if bv & 4 != 0 {
+        for (i, v) in out.iter_mut().enumerate() {
+            let b = XSAVE_AVX + 16 * i;
+            *v = word(b) | (word(b + 4) << 32) | (word(b + 8) << 64) | (word(b + 12) << 96);
+        }
+    }
+    out
+}
+
+/// Writes bits 255:128 of YMM0-15 into a KVM XSAVE image and marks the AVX component present in
+/// XSTATE_BV (clears the bit when every value is zero: the component's initial state).
+pub fn ymm_hi_into_xsave(region: &mut [u32; 1024], ymm_hi: &[u128; 16]) {
+    for (i, v) in ymm_hi.iter().enumerate() {
+        for w in 0..4 {
+            region[(XSAVE_AVX + 16 * i) / 4 + w] = (v >> (32 * w)) as u32;
+        }
+    }
+    if ymm_hi.iter().any(|&v| v != 0) {
+        region[XSTATE_BV / 4] |= 4;
+    } else {
+        region[XSTATE_BV / 4] &= !4;
     }
 }
 

@@ -58,7 +58,10 @@ fn sample() -> CpuState {
     c.icount = 1000;
     c.irq_shadow_icount = 1000;
     c.nmi_blocked = true;
-    c.xcr0 = 3;
+    c.xcr0 = 7;
+    for (i, y) in c.vec.ymm_hi.iter_mut().enumerate() {
+        *y = 0xfeed_0000_0000_0000_0000_0000_0000_0000u128 | ((i as u128 + 1) * 0x0101_0101_0101);
+    }
     // x87: TOP = 6, R6 = 1.0, R7 = 0.0, R0 = NaN (special); the others empty.
     let one: u128 = (0x3fffu128 << 64) | (1u128 << 63);
     c.fpu.st[6] = one;
@@ -96,6 +99,34 @@ fn assert_same(a: &CpuState, b: &CpuState) {
     assert_eq!(a.irq_shadow_icount, b.irq_shadow_icount);
     assert_eq!(a.nmi_blocked, b.nmi_blocked);
     assert_eq!(a.xcr0, b.xcr0);
+    assert_eq!(a.vec.ymm_hi, b.vec.ymm_hi);
+}
+
+#[test]
+fn ymm_upper_halves_in_the_xsave_image() {
+    let mut region = [0u32; 1024];
+    // Bytes outside the AVX component and XSTATE_BV's bit 2 are KVM's and stay as they were.
+    region[0] = 0x037f;
+    region[128] = 0x3; // XSTATE_BV: x87 | SSE
+    region[144 - 1] = 0xdead_beef; // the last dword before the AVX component (byte 572)
+    region[208] = 0xcafe_f00d; // the first dword after it (byte 832)
+    let mut ymm = [0u128; 16];
+    ymm[0] = 0x0011_2233_4455_6677_8899_aabb_ccdd_eeff;
+    ymm[15] = 1u128 << 127;
+    ymm_hi_into_xsave(&mut region, &ymm);
+    assert_eq!(region[128], 0x7, "AVX marked present in XSTATE_BV");
+    assert_eq!(region[144], 0xccdd_eeff, "YMM0[159:128] at byte 576");
+    assert_eq!(region[144 + 63], 0x8000_0000, "YMM15[255:224] at byte 828");
+    assert_eq!((region[0], region[143], region[208]), (0x037f, 0xdead_beef, 0xcafe_f00d));
+    assert_eq!(ymm_hi_from_xsave(&region), ymm);
+    // XSTATE_BV bit 2 clear: the component is in its initial state, whatever the bytes say.
+    region[128] = 0x3;
+    assert_eq!(ymm_hi_from_xsave(&region), [0; 16]);
+    // All zero: written as the initial state.
+    region[128] = 0x7;
+    ymm_hi_into_xsave(&mut region, &[0; 16]);
+    assert_eq!(region[128], 0x3);
+    assert_eq!(ymm_hi_from_xsave(&region), [0; 16]);
 }
 
 #[test]

@@ -39,6 +39,8 @@ pub struct KvmEngine {
     has_events: bool,
     has_debugregs: bool,
     has_xcrs: bool,
+    /// KVM_GET/SET_XSAVE work (the YMM upper halves move through them).
+    has_xsave: bool,
     /// MSRs KVM refused (skipped from then on).
     bad_msrs: Vec<u32>,
     /// The state as last exported to `CpuState`, converted back: when `CpuState` still converts to it at
@@ -91,6 +93,7 @@ impl KvmEngine {
             has_events: vm.check_extension(Cap::VcpuEvents),
             has_debugregs: vm.check_extension(Cap::Debugregs),
             has_xcrs: vm.check_extension(Cap::Xcrs),
+            has_xsave: vm.check_extension(Cap::Xsave),
             vcpu,
             vm,
             _kvm: kvm,
@@ -224,6 +227,18 @@ impl KvmEngine {
             // Refused when the host has no XSAVE (then the guest cannot have changed XCR0 either).
             let _ = self.vcpu.set_xcrs(&x);
         }
+        // After KVM_SET_FPU (which rewrites the legacy area of the same image) and XCR0.
+        if self.has_xsave && changed(&|p| p.ymm_hi == want.ymm_hi && p.fpu == want.fpu) {
+            let mut x = self.vcpu.get_xsave().map_err(|e| format!("KVM_GET_XSAVE failed: {e}"))?;
+            if ymm_hi_from_xsave(&x.region) != want.ymm_hi {
+                ymm_hi_into_xsave(&mut x.region, &want.ymm_hi);
+                // SAFETY: `x` is the complete 4 KiB image KVM_GET_XSAVE just returned for this vCPU, with
+                // only the AVX component (bytes 576..832) and XSTATE_BV bit 2 changed; the components the
+                // guest's XCR0 can enable (x87, SSE, AVX, PKRU at most: the models advertise no AMX)
+                // all lie inside those 4 KiB, so the kernel reads nothing past the struct.
+                unsafe { self.vcpu.set_xsave(&x) }.map_err(|e| format!("KVM_SET_XSAVE failed: {e}"))?;
+            }
+        }
         if self.has_events && changed(&|p| p.shadow == want.shadow && p.nmi_masked == want.nmi_masked) {
             let mut ev =
                 self.vcpu.get_vcpu_events().map_err(|e| format!("KVM_GET_VCPU_EVENTS failed: {e}"))?;
@@ -278,6 +293,10 @@ impl KvmEngine {
         st.regs = self.vcpu.get_regs().map_err(|e| format!("KVM_GET_REGS failed: {e}"))?;
         st.sregs = self.vcpu.get_sregs().map_err(|e| format!("KVM_GET_SREGS failed: {e}"))?;
         st.fpu = self.vcpu.get_fpu().map_err(|e| format!("KVM_GET_FPU failed: {e}"))?;
+        if self.has_xsave {
+            let x = self.vcpu.get_xsave().map_err(|e| format!("KVM_GET_XSAVE failed: {e}"))?;
+            st.ymm_hi = ymm_hi_from_xsave(&x.region);
+        }
         st.msrs = self.get_msrs(&st.msrs)?;
         if self.has_debugregs {
             st.debugregs =
