@@ -10,6 +10,7 @@ engine relative to QEMU TCG (TCG time / engine time: above 1 is faster than TCG)
 
 Usage (after `cargo build --release -p ferrite`):
     python3 benches/guest/cpu_bench.py [--scale 20] [--runs 1] [--only ferrite-jit,qemu-tcg] [--stats]
+                                      [--kernels syscall,matmul]
 """
 import argparse, math, os, re, statistics, subprocess, sys, tempfile, time
 
@@ -32,7 +33,7 @@ def native_sums(exe, scale):
     return {m.group(1).decode(): m.group(2).decode() for m in re.finditer(rb"CPUBENCH-SUM (\w+) (\w+)", out)}
 
 
-def run_once(cmd, scale, timeout):
+def run_once(cmd, scale, timeout, kernels):
     """Boots, runs cpubench, returns ({kernel: seconds}, {kernel: sum}, console tail, error)."""
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     buf = [b""]
@@ -41,7 +42,7 @@ def run_once(cmd, scale, timeout):
         if not wait_for(proc, buf, MARKER, t0 + timeout) or not wait_for(proc, buf, PROMPT, t0 + timeout):
             return None, None, buf[0][-400:], "no shell prompt"
         pos = len(buf[0])
-        proc.stdin.write(f"cpubench {scale}\n".encode())
+        proc.stdin.write(f"cpubench {scale} {' '.join(kernels)}\n".encode())
         proc.stdin.flush()
         starts, times, sums = {}, {}, {}
         deadline = time.time() + timeout
@@ -87,11 +88,14 @@ def main():
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("--only", help="comma-separated engine names (default: ferrite-jit,qemu-tcg)")
     ap.add_argument("--stats", action="store_true", help="print Ferrite's --stats lines (inline share)")
+    ap.add_argument("--kernels", help="comma-separated kernels to run (default: all eight)")
     a = ap.parse_args()
+    kernels = a.kernels.split(",") if a.kernels else KERNELS
     tmp = tempfile.mkdtemp(prefix="cpubench-")
     exe = build(tmp)
     want = native_sums(exe, a.scale)
     assert sorted(want) == sorted(KERNELS), f"native run printed {want}"
+    assert set(kernels) <= set(KERNELS), f"unknown kernel in {kernels}"
     paths = subprocess.run([a.ferrite, "images", "--add", f"{exe}:/bin/cpubench"], capture_output=True,
                            check=True).stdout.decode()
     field = lambda k: re.search(rf"^{k}=(.*)$", paths, re.M).group(1)
@@ -109,9 +113,9 @@ def main():
     results = {}
     ok = True
     for name, cmd in engines.items():
-        per = {k: [] for k in KERNELS}
+        per = {k: [] for k in kernels}
         for _ in range(a.runs):
-            times, sums, tail, err = run_once(cmd, a.scale, a.timeout)
+            times, sums, tail, err = run_once(cmd, a.scale, a.timeout, kernels)
             if err:
                 print(f"{name}: {err}; console tail:\n{tail.decode(errors='replace')}", file=sys.stderr)
                 ok = False
@@ -131,7 +135,7 @@ def main():
     print(f"scale {a.scale}, {a.runs} run(s), median host seconds between CPUBENCH-START and -END")
     print(f"{'kernel':<10}" + "".join(f"{n:>16}" for n in names) +
           "".join(f"{n + '/tcg':>22}" for n in names if n != "qemu-tcg"))
-    for k in KERNELS:
+    for k in kernels:
         row = f"{k:<10}" + "".join(f"{results[n].get(k, float('nan')):>16.3f}" for n in names)
         for n in names:
             if n != "qemu-tcg":
@@ -141,7 +145,7 @@ def main():
     for n in names:
         if n == "qemu-tcg":
             continue
-        r = [base[k] / results[n][k] for k in KERNELS if k in base and k in results[n]]
+        r = [base[k] / results[n][k] for k in kernels if k in base and k in results[n]]
         if r:
             print(f"{n}: speed vs qemu-tcg geomean {math.exp(sum(map(math.log, r)) / len(r)):.3f} "
                   f"(min {min(r):.3f}, max {max(r):.3f}) over {len(r)} kernels")

@@ -339,7 +339,7 @@ impl Jit {
                 b.set_cold_block(slow);
                 let host = lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig }
                     .probe(insn, form, tlb, user_tag, slow);
-                if matches!(form.op, lower::Op::Call | lower::Op::Ret) {
+                if matches!(form.op, lower::Op::Call | lower::Op::Ret | lower::Op::JmpInd) {
                     // They end the block: each path leaves on its own, fully synced.
                     let (in0, dirty0, pending0) = (regs.in_var, regs.dirty, regs.pending);
                     let rip = lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig }

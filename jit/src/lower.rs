@@ -66,6 +66,8 @@ pub(crate) enum Op {
     Ret,
     /// A form of `lower_int.rs`.
     Ext(Ext),
+    /// JMP r64 in 64-bit code (ends the block; a non-canonical target runs the handler).
+    JmpInd,
 }
 
 /// The arithmetic flags `op` writes whatever the vendor (`CpuState::quirks`): the flags after it do
@@ -132,6 +134,9 @@ pub(crate) enum Mem {
     Dst,
     /// The stack (PUSH writes at RSP-8, POP reads at RSP).
     Stack,
+    /// No memory access, but a check in generated code that may send the instruction to its
+    /// handler (the slow path of a memory form): JMP r64's canonical target.
+    Guard,
 }
 
 /// An inlined instruction.
@@ -189,6 +194,9 @@ pub(crate) fn inline_op(insn: &Insn) -> Option<Form> {
                     || (i.code() == iced_x86::Code::Call_rm64 && reg(0))) =>
         {
             Some(Form { op: Op::Call, mem: Mem::Stack })
+        }
+        Mnemonic::Jmp if long && i.code() == iced_x86::Code::Jmp_rm64 && reg(0) => {
+            Some(Form { op: Op::JmpInd, mem: Mem::Guard })
         }
         Mnemonic::Ret if long && i.code() == iced_x86::Code::Retnq => {
             Some(Form { op: Op::Ret, mem: Mem::Stack })
@@ -726,6 +734,10 @@ impl Lower<'_, '_> {
         user_tag: Value,
         slow: Block,
     ) -> Value {
+        if form.mem == Mem::Guard {
+            // Nothing to probe: the form's own check branches to `slow`.
+            return self.b.ins().iconst(I64, 0);
+        }
         let size = Self::access_size(insn, form);
         let lin = self.lin(insn, form);
         // Canonical (the whole access is: it does not cross a page, and the canonical boundaries are
@@ -791,6 +803,16 @@ impl Lower<'_, '_> {
     /// (`ops::push`/`pop` of 8 bytes) and the new RIP, which for RET must be canonical
     /// (`control::branch_to`), else the handler runs it (and raises #GP).
     pub(crate) fn emit_call_ret(&mut self, insn: &Insn, form: Form, host: Value, slow: Block) -> Value {
+        if form.op == Op::JmpInd {
+            // `control::jmp`: the register's value, which must be canonical (`branch_to`).
+            let Opnd::Reg(g) = insn.op[0] else { unreachable!() };
+            let t = self.read(g);
+            let x = self.b.ins().ishl_imm_s(t, 16);
+            let x = self.b.ins().sshr_imm_s(x, 16);
+            let canonical = self.b.ins().icmp(IntCC::Equal, x, t);
+            self.or_slow(canonical, slow);
+            return t;
+        }
         let sp = self.load_gpr(4);
         if form.op == Op::Call {
             // CALL r64: a non-canonical target is the handler's #GP, before anything is pushed.
@@ -873,7 +895,7 @@ impl Lower<'_, '_> {
                     self.host_store(host, r, msize);
                 }
             }
-            Mem::None => unreachable!(),
+            Mem::None | Mem::Guard => unreachable!(),
         }
     }
 }

@@ -4,11 +4,11 @@
 //! XCHG r, r, BT/BTS/BTR/BTC r, r|imm, BSF/BSR r, r, TZCNT/LZCNT/POPCNT r, r and the one-operand
 //! MUL/IMUL r.
 //!
-//! One source of semantics: ADC/SBB flags are the interpreter's `ops::flags_add`/`flags_sub`, and
-//! the vendor-dependent flags of the multiplies and of TZCNT/LZCNT its `muldiv::mul_flags` and
+//! One source of semantics: the vendor-dependent flags of the multiplies and of TZCNT/LZCNT its `muldiv::mul_flags` and
 //! `bits::count_zeros_flags`, called from generated code only
 //! where the flags are live (as `shift_flags` and `imul_flags` are). What is restated in IR (the
-//! results, BT's CF, BSF/BSR's flags, which do not depend on the vendor) is covered form by form by
+//! results; ADC/SBB's flags, `ops::flags_add`/`flags_sub` with a carry in; BT's CF; BSF/BSR's and
+//! POPCNT's flags: none of them depends on the vendor) is covered form by form by
 //! `tests/differential.rs` under both vendors' quirks.
 
 use super::{Form, Lower, Mem, Op, lea_regs_ok, mask};
@@ -106,19 +106,6 @@ pub(crate) fn inline_ext(insn: &Insn) -> Option<Form> {
     }
 }
 
-/// RFLAGS after ADC/SBB of `a` and `b` (masked) with the carry in RFLAGS `fl`, `code` = size | sub << 8:
-/// `ops::flags_add`/`flags_sub`, the handler's own.
-pub(crate) extern "C" fn adc_flags(_st: *const cpu::CpuState, fl: u64, a: u64, b: u64, code: u32) -> u64 {
-    let size = code & 0xff;
-    let c = fl & flags::CF;
-    let f = if code >> 8 != 0 {
-        cpu::exec::ops::flags_sub(a, b, c, a.wrapping_sub(b).wrapping_sub(c), size)
-    } else {
-        cpu::exec::ops::flags_add(a, b, c, a.wrapping_add(b).wrapping_add(c), size)
-    };
-    (fl & !flags::ARITH) | f
-}
-
 /// RFLAGS after TZCNT/LZCNT of `src` (masked) giving `r`: `bits::count_zeros_flags`, the handler's own.
 pub(crate) extern "C" fn cnt_flags(st: *const cpu::CpuState, fl: u64, src: u64, r: u64, _code: u32) -> u64 {
     // SAFETY: generated code passes the `CpuState` of the `Ctx` it runs on, live for the call.
@@ -154,7 +141,21 @@ impl Lower<'_, '_> {
         };
         let r = if size < 8 { self.b.ins().band_imm_s(r, mask(size)) } else { r };
         if live {
-            self.call_flags(adc_flags, a, b, size | u32::from(sub) << 8);
+            // `ops::flags_add`/`flags_sub` with a carry in (vendor-independent, restated here and
+            // covered by the differential test): SF, ZF, PF, AF and OF as without it; CF is the
+            // carry out of a + b + c, i.e. r < a, or r == a with c = 1 (a - b - c: a < b, or
+            // a == b with c = 1).
+            let f = self.arith_flags(a, b, r, size, sub);
+            let (x, y) = if sub { (a, b) } else { (r, a) };
+            let lt = self.b.ins().icmp(IntCC::UnsignedLessThan, x, y);
+            let eq = self.b.ins().icmp(IntCC::Equal, x, y);
+            let cin = self.b.ins().icmp_imm_s(IntCC::NotEqual, c, 0);
+            let eq_c = self.b.ins().band(eq, cin);
+            let cf = self.b.ins().bor(lt, eq_c);
+            let cf = self.flag_of(cf, flags::CF);
+            let f = self.b.ins().band_imm_s(f, !(flags::CF as i64));
+            let f = self.b.ins().bor(f, cf);
+            self.set_flags(f, flags::ARITH);
         }
         r
     }

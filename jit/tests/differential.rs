@@ -254,13 +254,15 @@ fn gen_mem_insn(r: &mut Rng) -> Vec<u8> {
     // CALL rel32 to the next instruction (a push of its address, then a new block), and RET, which
     // returns after an earlier CALL (a loop, cut by the budget) or to whatever is on the stack
     // (often a #GP for a non-canonical address, or code elsewhere).
-    // CALL r64 (FF /2) through a random register: usually a non-canonical target (#GP before the
+    // CALL r64 (FF /2) and JMP r64 (FF /4) through a random register: usually a non-canonical target (#GP before the
     // push), or one of the data pointers (code made of the data's bytes).
     if r.below(12) == 0 {
         v.clear();
-        match r.below(3) {
+        match r.below(4) {
             0 => v.extend([0xe8, 0, 0, 0, 0]),
             1 => v.push(0xc3),
+            // JMP r64 (FF /4), the same targets.
+            2 => v.extend([0xff, 0xe0 | (r.byte() & 7)]),
             _ => v.extend([0xff, 0xd0 | (r.byte() & 7)]),
         }
         return v;
