@@ -49,16 +49,22 @@ fn main() {
     table.push_str("];\n");
     broken.push_str("];\n");
     table.push_str(&broken);
-    table.push_str(&kernels(&out));
+    table.push_str(&flat_images(&out, "kernels", "KERNELS", "Every multiboot test kernel: (name, image)."));
+    table.push_str(&flat_images(
+        &out,
+        "boot",
+        "BOOT_SECTORS",
+        "Every boot sector (`src/boot`, 512 bytes ending in 55 AA, loaded by a BIOS at 0x7C00): (name, image).",
+    ));
     std::fs::write(out.join("roms.rs"), table).unwrap();
 }
 
-/// Assembles `src/kernels/*.asm` into OUT_DIR/kernels and returns the `KERNELS` table (a kernel nasm
-/// rejects is left out, which the kernel tests notice).
-fn kernels(out: &std::path::Path) -> String {
-    let dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("src/kernels");
+/// Assembles `src/<sub>/*.asm` into OUT_DIR/<sub> and returns the table `name` of the images (an image
+/// nasm rejects is left out, which the tests of that kind notice).
+fn flat_images(out: &std::path::Path, sub: &str, name: &str, doc: &str) -> String {
+    let dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("src").join(sub);
     println!("cargo:rerun-if-changed={}", dir.display());
-    let kout = out.join("kernels");
+    let kout = out.join(sub);
     std::fs::create_dir_all(&kout).unwrap();
     let mut names: Vec<String> = std::fs::read_dir(&dir)
         .map(|d| {
@@ -70,9 +76,7 @@ fn kernels(out: &std::path::Path) -> String {
         })
         .unwrap_or_default();
     names.sort();
-    let mut table = String::from(
-        "/// Every multiboot test kernel: (name, image).\npub static KERNELS: &[(&str, &[u8])] = &[\n",
-    );
+    let mut table = format!("/// {doc}\npub static {name}: &[(&str, &[u8])] = &[\n");
     for n in &names {
         let src = dir.join(format!("{n}.asm"));
         println!("cargo:rerun-if-changed={}", src.display());
@@ -88,7 +92,7 @@ fn kernels(out: &std::path::Path) -> String {
                 if !o.status.success() {
                     let msg = String::from_utf8_lossy(&o.stderr).into_owned();
                     println!(
-                        "cargo:warning=nasm failed on kernels/{n}.asm: {}",
+                        "cargo:warning=nasm failed on {sub}/{n}.asm: {}",
                         msg.lines().next().unwrap_or("")
                     );
                 }

@@ -11,7 +11,10 @@ the guest off. Prints the median of the runs and the ratio to QEMU TCG, side by 
 Usage (after `cargo build --release -p ferrite` and `target/release/ferrite images`):
     python3 benches/guest/boot_bench.py [--runs 3] [--ferrite target/release/ferrite]
 """
-import argparse, os, re, select, statistics, subprocess, sys, time
+import argparse, os, re, select, shutil, statistics, subprocess, sys, time
+
+# CPU seconds (user + system) the last run_once's process had used at the ready marker.
+cpu_ready = [float("nan")]
 
 CMDLINE = "console=ttyS0 panic=-1 quiet 8250.nr_uarts=1 i8042.noaux tsc=reliable"
 MARKER = b"FERRITE-READY"
@@ -36,14 +39,27 @@ def wait_for(proc, buf, pattern, deadline):
     return None
 
 
+def cpu_seconds(pid):
+    """User + system CPU time the process has used so far (all its threads): steadier than wall time
+    on a loaded host."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
 def run_once(cmd, timeout):
     t0 = time.time()
+    cpu_ready[0] = float("nan")
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     buf = [b""]
     try:
         if not wait_for(proc, buf, MARKER, t0 + timeout):
             return None, None, "no ready marker: " + buf[0][-300:].decode(errors="replace")
         t_ready = time.time() - t0
+        cpu_ready[0] = cpu_seconds(proc.pid)
         # Type only once the shell shows its prompt (input sent earlier can be flushed when it opens the tty).
         if not wait_for(proc, buf, PROMPT, time.time() + timeout):
             return t_ready, None, "no shell prompt"
@@ -73,6 +89,8 @@ def main():
     ap.add_argument("--ferrite", default="target/release/ferrite")
     ap.add_argument("--timeout", type=float, default=600)
     ap.add_argument("--only", help="comma-separated engine names (default: all)")
+    ap.add_argument("--jit-cache", default="/tmp/ferrite-bench-jit-cache",
+                    help="directory of the persistent translation cache for ferrite-jit-cold/-warm")
     a = ap.parse_args()
     paths = subprocess.run([a.ferrite, "images"], capture_output=True, check=True).stdout.decode()
     field = lambda k: re.search(rf"^{k}=(.*)$", paths, re.M).group(1)
@@ -82,6 +100,12 @@ def main():
                            "--initrd", initrd, "--append", CMDLINE],
         "ferrite-jit": [a.ferrite, "run", "--accel", "jit", "--memory", "512M", "--kernel", kernel,
                         "--initrd", initrd, "--append", CMDLINE],
+        # The persistent translation cache: `cold` starts each run from an empty cache (and fills it),
+        # `warm` finds what the previous run saved.
+        "ferrite-jit-cold": [a.ferrite, "run", "--accel", "jit", "--jit-cache", a.jit_cache, "--memory", "512M",
+                             "--kernel", kernel, "--initrd", initrd, "--append", CMDLINE],
+        "ferrite-jit-warm": [a.ferrite, "run", "--accel", "jit", "--jit-cache", a.jit_cache, "--memory", "512M",
+                             "--kernel", kernel, "--initrd", initrd, "--append", CMDLINE],
         "qemu-tcg": ["qemu-system-x86_64", "-accel", "tcg", "-m", "512", "-smp", "1", "-nographic",
                      "-no-reboot", "-kernel", kernel, "-initrd", initrd, "-append", CMDLINE],
     }
@@ -95,22 +119,29 @@ def main():
         engines = {k: v for k, v in engines.items() if k in a.only.split(",")}
     results = {}
     for name, cmd in engines.items():
-        ready, work, sums = [], [], set()
+        ready, work, sums, cpus = [], [], set(), []
+        if name == "ferrite-jit-warm" and not os.path.isdir(a.jit_cache):
+            run_once(cmd, a.timeout)  # fill the cache (not measured)
         for _ in range(a.runs):
+            if name == "ferrite-jit-cold":
+                shutil.rmtree(a.jit_cache, ignore_errors=True)
             r, w, info = run_once(cmd, a.timeout)
             if r is None or w is None:
                 print(f"{name}: {info}", file=sys.stderr)
                 continue
             ready.append(r)
             work.append(w)
+            cpus.append(cpu_ready[0])
             sums.add(info)
         if ready:
-            results[name] = (statistics.median(ready), statistics.median(work), sums)
+            results[name] = (statistics.median(ready), statistics.median(work), sums, statistics.median(cpus))
     base = results.get("qemu-tcg")
-    print(f"{'engine':<16} {'to marker (s)':>14} {'workload (s)':>13} {'marker vs qemu-tcg':>19}  result")
-    for name, (r, w, sums) in results.items():
+    print(f"{'engine':<16} {'to marker (s)':>14} {'CPU to marker (s)':>18} {'workload (s)':>13} "
+          f"{'marker vs qemu-tcg':>19} {'CPU vs qemu-tcg':>16}  result")
+    for name, (r, w, sums, c) in results.items():
         ratio = f"{r / base[0]:.2f}x" if base else "-"
-        print(f"{name:<16} {r:>14.2f} {w:>13.2f} {ratio:>19}  {','.join(sorted(sums))}")
+        cratio = f"{c / base[3]:.2f}x" if base else "-"
+        print(f"{name:<16} {r:>14.2f} {c:>18.2f} {w:>13.2f} {ratio:>19} {cratio:>16}  {','.join(sorted(sums))}")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@
 //! bit is set. The firmware's FADT has SMI_CMD = 0 (no legacy/ACPI mode transition), so a machine built
 //! with ACPI tables starts with SCI_EN set ([`PmDevice::new`]'s `acpi_mode`).
 
-use mmu::{Device, DeviceCtx, SnapshotError, SnapshotReader, SnapshotWriter, VirtTime};
+use vmcore::{Device, DeviceCtx, SnapshotError, SnapshotReader, SnapshotWriter, VirtTime};
 
 use crate::note_deadline;
 

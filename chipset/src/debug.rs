@@ -8,7 +8,7 @@
 //! * [`DebugExit`] at port 0xF4, offset 0: a write of `v` (little-endian, any width up to 4 bytes) asks
 //!   the machine to exit with status `(v << 1) | 1` through `ctx.requests.exit`. Reads return all ones.
 
-use mmu::{Device, DeviceCtx, SnapshotError, SnapshotReader, SnapshotWriter};
+use vmcore::{Device, DeviceCtx, SnapshotError, SnapshotReader, SnapshotWriter};
 
 use crate::{ByteSink, le_value};
 

@@ -50,7 +50,7 @@
 //! either; the transfer still completes. A read of memory that is not RAM fills the buffer with all ones
 //! (a master abort).
 
-use mmu::{DeviceCtx, SnapshotError, SnapshotReader, SnapshotWriter};
+use vmcore::{DeviceCtx, SnapshotError, SnapshotReader, SnapshotWriter};
 
 use crate::fw_cfg::DmaMemory;
 use crate::msi::{MsiCapability, MsiMessage, Signal, intx_output};

@@ -42,12 +42,13 @@
 //! `etc/e820` always and, when it writes ACPI tables, `etc/acpi/rsdp` and `etc/acpi/tables`; see the
 //! machine's docs) and the direct-boot items with [`FwCfg::set_kernel`], [`FwCfg::set_setup`],
 //! [`FwCfg::set_initrd`] and [`FwCfg::set_cmdline`]. Files get selectors from 0x20 in name order, as in
-//! QEMU. There is no `etc/table-loader`: the ACPI blobs are the tables exactly as they already sit in
-//! guest memory, with absolute pointers, so nothing needs patching.
+//! QEMU. For a direct boot the ACPI blobs are the tables exactly as they already sit in guest memory,
+//! with absolute pointers; for a BIOS boot the machine adds relocatable ones with `etc/table-loader`
+//! (`firmware::table_loader`).
 
 use std::collections::BTreeMap;
 
-use mmu::{Device, DeviceCtx, SnapshotError, SnapshotReader, SnapshotWriter};
+use vmcore::{Device, DeviceCtx, SnapshotError, SnapshotReader, SnapshotWriter};
 
 /// `FW_CFG_SIGNATURE`: "QEMU".
 pub const SIGNATURE: u16 = 0x00;

@@ -29,7 +29,7 @@
 //!
 //! # Devices
 //!
-//! Host keyboard input ([`mmu::Device::host_input`]) is **scan code set 2** (make codes, `0xF0` break
+//! Host keyboard input ([`vmcore::Device::host_input`]) is **scan code set 2** (make codes, `0xF0` break
 //! prefix, `0xE0`/`0xE1` extended prefixes), what a PS/2 keyboard natively sends. If the guest selects set
 //! 1 on the keyboard, the keyboard converts; independently the controller translates to set 1 when command
 //! byte bit 6 is set. Set 3 is acknowledged but not implemented (the keyboard stays in its current set).
@@ -41,7 +41,7 @@
 
 use std::collections::VecDeque;
 
-use mmu::{Device, DeviceCtx, SnapshotError, SnapshotReader, SnapshotWriter};
+use vmcore::{Device, DeviceCtx, SnapshotError, SnapshotReader, SnapshotWriter};
 
 const ST_OBF: u8 = 0x01;
 const ST_SYS: u8 = 0x04;

@@ -23,7 +23,7 @@
 //! [`IoApic::take_messages`] and hands them to the local APICs; delivery status is therefore always idle.
 //! Polarity (bit 13) inverts the input.
 
-use mmu::{Device, DeviceCtx, IrqLevels, SnapshotError, SnapshotReader, SnapshotWriter};
+use vmcore::{Device, DeviceCtx, IrqLevels, SnapshotError, SnapshotReader, SnapshotWriter};
 
 use crate::{le_value, put_le};
 

@@ -51,7 +51,7 @@
 //!   remain deliverable, and (a simplification) fixed messages are still accepted. [`LocalApic::set_hw_enabled`] follows IA32_APIC_BASE bit 11 (disabling resets the APIC)
 //!   and [`LocalApic::set_x2apic_mode`] bit 10.
 
-use mmu::{Device, DeviceCtx, SnapshotError, SnapshotReader, SnapshotWriter, VirtTime};
+use vmcore::{Device, DeviceCtx, SnapshotError, SnapshotReader, SnapshotWriter, VirtTime};
 
 use crate::{le_value, note_deadline, put_le};
 

@@ -1,8 +1,8 @@
 //! Ferrite's legacy PC devices, each modelled register by register from its datasheet and driven only by
-//! virtual time ([`mmu::VirtTime`]): no device reads the host clock, schedules per-tick events or panics on
+//! virtual time ([`vmcore::VirtTime`]): no device reads the host clock, schedules per-tick events or panics on
 //! guest input.
 //!
-//! Every device implements [`mmu::Device`]. Port devices see *offsets* into their window: the machine
+//! Every device implements [`vmcore::Device`]. Port devices see *offsets* into their window: the machine
 //! registers a port range and passes `offset = port - range_start + offset_base`. The offsets each device
 //! expects are listed below (and in each module's docs); the simplest wiring is to register every range
 //! with the `offset_base` given here.
@@ -29,7 +29,7 @@
 //!
 //! # Interrupt flow
 //!
-//! Devices drive lines in [`mmu::IrqLevels`] (`ctx.irq`). The machine propagates those levels to the
+//! Devices drive lines in [`vmcore::IrqLevels`] (`ctx.irq`). The machine propagates those levels to the
 //! interrupt controllers: [`DualPic::set_irq_levels`] (ISA lines 0-15) and [`IoApic::set_irq_levels`]
 //! (GSIs 0-23). The PIC's INTR output is [`DualPic::has_interrupt`]; the CPU's INTA cycle is
 //! [`DualPic::acknowledge`]. The I/O APIC produces [`IoApicMessage`]s that the machine hands to
@@ -40,8 +40,8 @@
 //! # Timers
 //!
 //! Timing devices (PIT, RTC, UART receive timeout, local APIC timer) compute their counters from
-//! `ctx.now` and report the next instant they need attention through [`mmu::Device::next_deadline`]; the
-//! machine calls [`mmu::Device::advance`] once that instant has passed. Whenever a guest access moves a
+//! `ctx.now` and report the next instant they need attention through [`vmcore::Device::next_deadline`]; the
+//! machine calls [`vmcore::Device::advance`] once that instant has passed. Whenever a guest access moves a
 //! device's deadline earlier, the device sets `ctx.requests.reschedule`.
 #![deny(missing_docs)]
 
@@ -60,6 +60,7 @@ pub mod port92;
 pub mod rtc;
 pub mod testdev;
 pub mod uart;
+pub mod vga;
 
 pub use acpi::{PmDevice, ResetControl};
 pub use debug::{DebugConsole, DebugExit};
@@ -80,7 +81,7 @@ pub use uart::Uart16550;
 /// Where a device sends the bytes it outputs (UART transmitter, debug console).
 pub type ByteSink = Box<dyn FnMut(u8) + Send>;
 
-use mmu::{DeviceCtx, VirtTime};
+use vmcore::{DeviceCtx, VirtTime};
 
 /// Sets `ctx.requests.reschedule` if `after` is earlier than `before` (a guest access armed a timer).
 pub(crate) fn note_deadline(ctx: &mut DeviceCtx<'_>, before: Option<VirtTime>, after: Option<VirtTime>) {
@@ -109,7 +110,7 @@ pub(crate) fn put_le(data: &mut [u8], value: u64) {
 #[cfg(test)]
 pub(crate) mod testutil {
     //! A fake machine for register-level device tests.
-    use mmu::{Device, DeviceCtx, IrqLevels, MachineRequests, SnapshotReader, SnapshotWriter, VirtTime};
+    use vmcore::{Device, DeviceCtx, IrqLevels, MachineRequests, SnapshotReader, SnapshotWriter, VirtTime};
 
     /// Interrupt lines and requests a device under test writes to.
     #[derive(Default)]

@@ -32,7 +32,7 @@
 //! interrupt is acknowledged (a short pulse is not lost); in level mode IRR follows the line. The 8080/85
 //! call mode, buffered mode and the ADI bit are accepted and ignored (the x86 INTA protocol is always used).
 
-use mmu::{Device, DeviceCtx, IrqLevels, SnapshotError, SnapshotReader, SnapshotWriter};
+use vmcore::{Device, DeviceCtx, IrqLevels, SnapshotError, SnapshotReader, SnapshotWriter};
 
 /// One 8259A.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

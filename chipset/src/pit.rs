@@ -29,7 +29,7 @@
 //! [`Device::advance`] calls coalesce into one, as they would behind a busy interrupt controller.
 //! Power-on state: every counter idle (no count loaded, OUT low), gates of counters 0 and 1 tied high.
 
-use mmu::{Device, DeviceCtx, SnapshotError, SnapshotReader, SnapshotWriter, VirtTime};
+use vmcore::{Device, DeviceCtx, SnapshotError, SnapshotReader, SnapshotWriter, VirtTime};
 
 use crate::note_deadline;
 

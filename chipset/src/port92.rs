@@ -7,7 +7,7 @@
 //! (`ctx.requests.reset`). Reads return the A20 bit as last written; bit 0 reads 0 after the reset pulse,
 //! the other bits read 0.
 
-use mmu::{Device, DeviceCtx, SnapshotError, SnapshotReader, SnapshotWriter};
+use vmcore::{Device, DeviceCtx, SnapshotError, SnapshotReader, SnapshotWriter};
 
 /// System control port A.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

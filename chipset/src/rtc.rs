@@ -28,7 +28,7 @@
 //! [`Rtc::fill_bios_fields`] writes the CMOS fields firmware reads (memory sizes, equipment, boot order,
 //! CPU count) and the checksum at 0x2E-0x2F over 0x10-0x2D.
 
-use mmu::{Device, DeviceCtx, SnapshotError, SnapshotReader, SnapshotWriter, VirtTime};
+use vmcore::{Device, DeviceCtx, SnapshotError, SnapshotReader, SnapshotWriter, VirtTime};
 
 use crate::note_deadline;
 

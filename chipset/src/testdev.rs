@@ -23,7 +23,7 @@
 //! the machine to exit with status 0 (Bochs' APM power-off, also honoured by older QEMU BIOSes). Any
 //! other byte starts the match over. Reads return all ones.
 
-use mmu::{Device, DeviceCtx, SnapshotError, SnapshotReader, SnapshotWriter};
+use vmcore::{Device, DeviceCtx, SnapshotError, SnapshotReader, SnapshotWriter};
 
 use crate::le_value;
 

@@ -20,7 +20,7 @@
 //! * Transmission is instantaneous: a byte written to THR goes to the sink at once (or into the receive
 //!   path in loopback mode) and THRE/TEMT are set again before the write returns; a THR-empty interrupt
 //!   follows immediately if enabled.
-//! * Host bytes ([`mmu::Device::host_input`]) wait in a host-side backlog and enter the receiver as the
+//! * Host bytes ([`vmcore::Device::host_input`]) wait in a host-side backlog and enter the receiver as the
 //!   FIFO (or, with FIFOs off, the holding register) has room, so pasted input is never lost to overrun.
 //!   Overrun (LSR.OE) only happens for loopback traffic.
 //! * The character timeout interrupt fires after four character times (computed from the divisor and LCR
@@ -32,7 +32,7 @@
 
 use std::collections::VecDeque;
 
-use mmu::{Device, DeviceCtx, SnapshotError, SnapshotReader, SnapshotWriter, VirtTime};
+use vmcore::{Device, DeviceCtx, SnapshotError, SnapshotReader, SnapshotWriter, VirtTime};
 
 use crate::{ByteSink, note_deadline};
 

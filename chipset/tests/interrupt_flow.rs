@@ -1,7 +1,7 @@
 //! End-to-end interrupt paths through the public API, wired the way the machine is expected to.
 
 use chipset::{DualPic, IoApic, LocalApic, Pit8254, Rtc, Uart16550};
-use mmu::{Device, DeviceCtx, IrqLevels, MachineRequests, VirtTime};
+use vmcore::{Device, DeviceCtx, IrqLevels, MachineRequests, VirtTime};
 
 struct Board {
     irq: IrqLevels,

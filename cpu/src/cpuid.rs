@@ -120,12 +120,20 @@ pub fn cpuid_model(model: &CpuModel, leaf: u32, subleaf: u32, apic_id: u32) -> [
         // XGETBV with ECX = 1; no XSAVES, no supervisor components. The AVX component exists whether or
         // not CPUID.1 advertises AVX (Linux enables only components whose feature is advertised). A
         // model without XSAVE has no leaf 0xD.
-        0xd if xsave => match subleaf {
-            0 => [crate::exec::fpstate::XCR0_SUPPORTED as u32, XSAVE_LEGACY, XSAVE_AREA, 0],
-            1 => [0b111, XSAVE_LEGACY, 0, 0],
-            2 => [crate::exec::fpstate::XSAVE_AVX_SIZE, crate::exec::fpstate::XSAVE_AVX_OFFSET, 0, 0],
-            _ => [0, 0, 0, 0],
-        },
+        //
+        // A model with PKU also has the PKRU component (9): 8 bytes at offset 2688 in the standard form,
+        // so the largest area (ECX) is 2696 bytes.
+        0xd if xsave => {
+            use crate::exec::fpstate as fp;
+            let supported = fp::xcr0_supported(model);
+            match subleaf {
+                0 => [supported as u32, XSAVE_LEGACY, fp::xsave_size(supported), 0],
+                1 => [0b111, XSAVE_LEGACY, 0, 0],
+                2 => [fp::XSAVE_AVX_SIZE, fp::XSAVE_AVX_OFFSET, 0, 0],
+                9 if supported & fp::XCR0_PKRU != 0 => [fp::XSAVE_PKRU_SIZE, fp::XSAVE_PKRU_OFFSET, 0, 0],
+                _ => [0, 0, 0, 0],
+            }
+        }
         0x8000_0000 => [0x8000_0008, 0, 0, 0],
         0x8000_0001 => {
             let mut edx = r(Reg::E1Edx);
@@ -153,16 +161,16 @@ pub fn cpuid_model(model: &CpuModel, leaf: u32, subleaf: u32, apic_id: u32) -> [
     }
 }
 
-/// Size of the XSAVE area for every supported component (CPUID.0xD.0:ECX).
-const XSAVE_AREA: u32 = crate::exec::fpstate::XSAVE_SIZE;
 /// Size of the XSAVE area for x87 and SSE (CPUID.0xD.0:EBX with XCR0 = 3).
 const XSAVE_LEGACY: u32 = crate::exec::fpstate::XSAVE_LEGACY_SIZE;
 
 /// CPUID result `r` for (`leaf`, `subleaf`) adjusted to the current XCR0: CPUID.0xD.0:EBX and
-/// CPUID.0xD.1:EBX give the area size for the enabled components.
+/// CPUID.0xD.1:EBX give the area size for the enabled components (standard and compacted form).
 pub fn with_xcr0(mut r: [u32; 4], leaf: u32, subleaf: u32, xcr0: u64) -> [u32; 4] {
-    if leaf == 0xd && subleaf <= 1 {
+    if leaf == 0xd && subleaf == 0 {
         r[1] = crate::exec::fpstate::xsave_size(xcr0);
+    } else if leaf == 0xd && subleaf == 1 {
+        r[1] = crate::exec::fpstate::xsavec_size(xcr0);
     }
     r
 }
@@ -177,6 +185,10 @@ pub fn cpuid_for_model(model: &CpuModel, leaf: u32, subleaf: u32, apic_id: u32, 
     let mut r = cpuid_model(model, leaf, subleaf, apic_id);
     if leaf == 1 && cr4 & crate::state::cr4::OSXSAVE != 0 && model.has(Reg::L1Ecx, 26) {
         r[2] |= feat::OSXSAVE;
+    }
+    // CPUID.(7,0):ECX.OSPKE (bit 4) reflects CR4.PKE.
+    if leaf == 7 && subleaf == 0 && cr4 & crate::state::cr4::PKE != 0 && model.has(Reg::L7Ecx, 3) {
+        r[2] |= 1 << 4;
     }
     r
 }

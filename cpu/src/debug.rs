@@ -86,6 +86,34 @@ pub struct Breakpoints {
     bps: [Bp; 4],
     /// DR0-DR3 and DR7 as decoded (to notice changes made behind the interpreter's back).
     cfg: [u64; 5],
+    /// A debugger's watchpoints (the GDB stub's), kept apart from the guest's DR0-DR3: they never
+    /// touch DR6 nor raise #DB; an access that meets one is recorded in [`Breakpoints::host_hit`]
+    /// and ends the block, and the interpreter then returns `Exit::ReachedStop`.
+    host: Vec<HostWatch>,
+    /// The first debugger watchpoint met since it was last taken (the debugger takes it).
+    pub host_hit: Option<HostHit>,
+}
+
+/// A debugger's watchpoint over linear addresses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostWatch {
+    /// First byte watched (linear).
+    pub addr: u64,
+    /// Bytes watched (at least 1).
+    pub len: u64,
+    /// Reads meet it.
+    pub read: bool,
+    /// Writes meet it.
+    pub write: bool,
+}
+
+/// A debugger watchpoint that an access met.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostHit {
+    /// The watchpoint that was met.
+    pub watch: HostWatch,
+    /// Whether the access was a write.
+    pub write: bool,
 }
 
 impl Breakpoints {
@@ -120,7 +148,8 @@ impl Breakpoints {
             *bp = Bp { kind, addr: st.dr[i] & !(len - 1), len };
         }
         self.code = self.bps.iter().any(|b| b.kind == Kind::Exec);
-        self.data = self.bps.iter().any(|b| matches!(b.kind, Kind::Write | Kind::ReadWrite));
+        self.data =
+            self.bps.iter().any(|b| matches!(b.kind, Kind::Write | Kind::ReadWrite)) || !self.host.is_empty();
         self.io = self.bps.iter().any(|b| b.kind == Kind::Io);
         let new: Vec<Bp> = self.data_bps().collect();
         old != new
@@ -148,10 +177,42 @@ impl Breakpoints {
     }
 
     /// Whether the linear page of `lin` holds a watched data address (its TLB entries must not be
-    /// cached).
+    /// cached), the guest's or a debugger's.
     #[inline]
     pub fn watches_page(&self, lin: u64) -> bool {
-        self.data_bps().any(|b| b.addr & !0xfff == lin & !0xfff)
+        let page = lin & !0xfff;
+        self.data_bps().any(|b| b.addr & !0xfff == page)
+            || self
+                .host
+                .iter()
+                .any(|w| w.addr & !0xfff <= page && page <= w.addr.wrapping_add(w.len - 1) & !0xfff)
+    }
+
+    /// Replaces the debugger's watchpoints. The caller must drop the TLB entries of the pages they
+    /// watch ([`Breakpoints::host_watches`]), which may be cached.
+    pub fn set_host_watches(&mut self, watches: Vec<HostWatch>) {
+        self.host = watches.into_iter().filter(|w| w.len != 0).collect();
+        self.data = self.data_bps().next().is_some() || !self.host.is_empty();
+    }
+
+    /// The debugger's watchpoints.
+    pub fn host_watches(&self) -> &[HostWatch] {
+        &self.host
+    }
+
+    /// The first debugger watchpoint that an access of `size` bytes at linear `lin` meets.
+    #[inline]
+    pub fn host_hits(&self, lin: u64, size: u64, write: bool) -> Option<HostHit> {
+        if size == 0 {
+            return None;
+        }
+        self.host
+            .iter()
+            .find(|w| {
+                (if write { w.write } else { w.read })
+                    && (lin.wrapping_sub(w.addr) < w.len || w.addr.wrapping_sub(lin) < size)
+            })
+            .map(|w| HostHit { watch: *w, write })
     }
 
     /// B0-B3 bits of the enabled data breakpoints that an access of `size` bytes at linear `lin` meets

@@ -186,6 +186,9 @@ pub struct Interpreter {
     pub trap_faults: bool,
     /// Return [`Exit::ReachedStop`] when RIP reaches this address (differential testing, debuggers).
     pub stop_at: Option<u64>,
+    /// More such addresses: a debugger's breakpoints (RIP values). A block holding one runs in the
+    /// interpreter, which checks RIP before every instruction, so the JIT stops exactly there too.
+    pub stops: std::collections::BTreeSet<u64>,
     /// Stop the machine on an instruction Ferrite has no handler for (`--strict`, for development)
     /// instead of raising #UD as a CPU without it does (the default).
     pub strict: bool,
@@ -220,6 +223,7 @@ impl Default for Interpreter {
             trap_faults: false,
             strict: false,
             stop_at: None,
+            stops: Default::default(),
             db_defer_icount: u64::MAX,
             backend: None,
             invalidations: HashMap::default(),
@@ -296,6 +300,10 @@ impl Interpreter {
         // Guard against a guest that takes exceptions forever without retiring instructions.
         let mut events_without_progress = 0u32;
         loop {
+            // A debugger's watchpoint was met by the last instruction: its state is shown as it is.
+            if self.mmu.debug.host_hit.is_some() {
+                return Exit::ReachedStop;
+            }
             // Trap-class debug exceptions (data/I/O breakpoints, single step, task switch) of the previous
             // instruction or event delivery come before anything else at this boundary (SDM Vol. 3A
             // table 6-2: priority 4, above NMI and maskable interrupts).
@@ -343,7 +351,7 @@ impl Interpreter {
             if st.halted {
                 return Exit::Halted;
             }
-            if self.stop_at == Some(st.rip) {
+            if is_stop(self.stop_at, &self.stops, st.rip) {
                 return Exit::ReachedStop;
             }
             // Instruction breakpoints: a fault-class #DB before the instruction, after NMI and interrupts
@@ -404,7 +412,8 @@ impl Interpreter {
                 Some((backend, threshold))
                     if !single_step
                         && !self.mmu.debug.code
-                        && self.stop_at.is_none_or(|s| !block.insns.iter().any(|i| i.i.ip() == s))
+                        && ((self.stop_at.is_none() && self.stops.is_empty())
+                            || !block.insns.iter().any(|i| is_stop(self.stop_at, &self.stops, i.i.ip())))
                         && st.icount.saturating_add(block.insns.len() as u64) <= until =>
                 {
                     match block.compiled.get() {
@@ -444,7 +453,7 @@ impl Interpreter {
                 // Chaining: without breakpoints or `stop_at`, a block that ran to its end (see
                 // `Block::chain`) is followed by the next translated block here, with only the checks
                 // that can fire between two such blocks; anything else goes back to the loop above.
-                let chain_ok = !ctx.mmu.debug.code && self.stop_at.is_none();
+                let chain_ok = !ctx.mmu.debug.code && self.stop_at.is_none() && self.stops.is_empty();
                 let loop_limit = if chain_ok { until } else { 0 };
                 fault = code.run(&mut ctx, insns, loop_limit);
                 let mut go = chain_ok && block.chain;
@@ -477,7 +486,7 @@ impl Interpreter {
                     if ctx.st.icount >= until {
                         break;
                     }
-                    if self.stop_at == Some(ctx.st.rip) {
+                    if is_stop(self.stop_at, &self.stops, ctx.st.rip) {
                         reached_stop = true;
                         break;
                     }
@@ -693,6 +702,12 @@ fn cached_block<'a>(
         Some(Some((k, b))) if *k == key => Some(b),
         _ => None,
     }
+}
+
+/// Whether RIP `rip` is `stop_at` or one of the debugger's `stops`.
+#[inline(always)]
+fn is_stop(stop_at: Option<u64>, stops: &std::collections::BTreeSet<u64>, rip: u64) -> bool {
+    stop_at == Some(rip) || (!stops.is_empty() && stops.contains(&rip))
 }
 
 /// The linear address of the current instruction.

@@ -74,11 +74,19 @@ impl Tlb {
         }
     }
 
-    /// Drops write entries that map physical page `phys` (it now holds decoded code).
+    /// Physical page `phys` now holds decoded code: write entries that map it lose their host pointer,
+    /// so that every write to it takes the slow path (which queues the page for invalidation).
+    ///
+    /// The translations themselves stay. The TLB is architectural state a guest can observe (a CPU
+    /// may keep using a translation the page tables no longer give until the guest invalidates it),
+    /// so what it holds must depend on the guest's own actions only, never on the decoded-block
+    /// cache: dropping the entries here made the guest see fresh page tables wherever code happened
+    /// to be decoded, e.g. again for every page after a block-cache overflow, or at different points
+    /// in a run restored from a snapshot (whose block cache starts empty).
     pub fn flush_phys_writes(&mut self, phys: u64) {
         for e in self.write.iter_mut() {
             if e.tag != 0 && e.phys == phys {
-                e.tag = 0;
+                e.host = 0;
             }
         }
     }
@@ -192,6 +200,11 @@ impl Ctx<'_> {
             let hits = self.mmu.debug.data_hits(lin, size as u64, kind == AccessKind::Write);
             if hits != 0 {
                 self.mmu.debug.pending |= hits;
+                self.break_block = true;
+            }
+            // A debugger's watchpoint: the interpreter stops after this instruction.
+            if let Some(hit) = self.mmu.debug.host_hits(lin, size as u64, kind == AccessKind::Write) {
+                self.mmu.debug.host_hit.get_or_insert(hit);
                 self.break_block = true;
             }
         }
@@ -520,5 +533,58 @@ mod tests {
                 assert_eq!(e.exec(code), Err(want.clone()), "{code:02x?} {q:?}");
             }
         }
+    }
+
+    /// A page becoming a code page must not change what the TLB holds (only that writes to it take the
+    /// slow path). The guest writes through linear 0x200000 (page D), repoints that PTE at page D'
+    /// without INVLPG, then, in one variant, runs code on D through its identity mapping (D becomes a
+    /// code page), and writes through 0x200000 again. Both variants must write to the same page: the
+    /// TLB's translation of 0x200000 is the guest's business, not the block cache's. Before the fix,
+    /// decoding code on D dropped the write entry and the second write went to D'.
+    #[test]
+    fn decoding_code_keeps_write_translations() {
+        use crate::testutil::{PD, TestMode, asm, run};
+        use iced_x86::code_asm::*;
+        const PT: u64 = 0x120000;
+        const D: u64 = 0x30000;
+        const D2: u64 = 0x32000;
+        let mut landed = Vec::new();
+        for run_code_on_d in [false, true] {
+            let code = asm(64, |a| {
+                a.mov(byte_ptr(0x200800u64), 0x11).unwrap();
+                // PT[0] = D' | P | RW, no INVLPG: the TLB keeps mapping 0x200000 to D.
+                a.mov(rax, D2 | 3).unwrap();
+                a.mov(qword_ptr(PT), rax).unwrap();
+                if run_code_on_d {
+                    a.mov(rax, D).unwrap();
+                    a.call(rax).unwrap();
+                }
+                a.mov(byte_ptr(0x200800u64), 0x22).unwrap();
+            });
+            let (st, bus, _) = run(TestMode::Long64, &code, |_, bus| {
+                let w = |bus: &mut crate::testutil::TestBus, a: u64, v: u64| {
+                    bus.ram[a as usize..a as usize + 8].copy_from_slice(&v.to_le_bytes())
+                };
+                w(bus, PD + 8, PT | 3);
+                w(bus, PT, D | 3);
+                bus.ram[D as usize] = 0xc3; // ret
+            });
+            assert_eq!(st.rip, crate::testutil::CODE + code.len() as u64 + 1, "ran to the HLT");
+            landed.push((bus.ram[D as usize + 0x800], bus.ram[D2 as usize + 0x800]));
+        }
+        assert_eq!(landed[0], (0x22, 0), "without code on D the stale translation is used");
+        assert_eq!(landed[1], landed[0], "decoding code on D must not drop the write translation");
+    }
+
+    /// The write entry of a page that becomes a code page keeps its translation but loses its host
+    /// pointer, so writes take the slow path (where self-modifying code is detected).
+    #[test]
+    fn flush_phys_writes_keeps_the_translation() {
+        let mut tlb = super::Tlb::default();
+        tlb.write[5] = super::TlbEntry { tag: 0x5000 | 2, host: 0x1234_5000, phys: 0x9000, global: false };
+        tlb.write[6] = super::TlbEntry { tag: 0x6000 | 2, host: 0x1234_6000, phys: 0xa000, global: false };
+        tlb.flush_phys_writes(0x9000);
+        assert_eq!((tlb.write[5].tag, tlb.write[5].host), (0x5000 | 2, 0));
+        assert_eq!((tlb.write[6].tag, tlb.write[6].host), (0x6000 | 2, 0x1234_6000));
     }
 }

@@ -161,7 +161,7 @@ pub const FEATURES: &[FeatureBit] = {
         fb(&["clwb"], L7Ebx, 24, true),
         fb(&["sha-ni"], L7Ebx, 29, false),
         fb(&["umip"], L7Ecx, 2, false),
-        fb(&["pku"], L7Ecx, 3, false),
+        fb(&["pku"], L7Ecx, 3, true),
         fb(&["waitpkg"], L7Ecx, 5, false),
         fb(&["gfni"], L7Ecx, 8, false),
         fb(&["vaes"], L7Ecx, 9, false),
@@ -318,8 +318,8 @@ impl CpuModel {
     }
 
     /// The CR4 bits MOV to CR4 accepts on this model: `base` (the default model's set) without the
-    /// bits of features this model does not advertise, plus CR4.PCIDE when it advertises PCID and
-    /// CR4.VME/PVI when it advertises VME.
+    /// bits of features this model does not advertise, plus CR4.PCIDE when it advertises PCID,
+    /// CR4.VME/PVI when it advertises VME and CR4.PKE when it advertises PKU.
     pub fn cr4_valid(&self, base: u64) -> u64 {
         use crate::state::cr4;
         let mut v = base;
@@ -342,6 +342,9 @@ impl CpuModel {
         }
         if self.has(Reg::L1Edx, 1) {
             v |= cr4::VME | cr4::PVI;
+        }
+        if self.has(Reg::L7Ecx, 3) {
+            v |= cr4::PKE;
         }
         v
     }

@@ -1,5 +1,6 @@
 //! The page walker: 32-bit, PAE and 4-level paging with 4K/2M/4M/1G pages, NX, WP, U/S, SMEP/SMAP,
-//! reserved-bit checks and accessed/dirty updates (Intel SDM vol. 3 ch. 4).
+//! protection keys (CR4.PKE with IA-32e paging), reserved-bit checks and accessed/dirty updates
+//! (Intel SDM vol. 3 ch. 4).
 //!
 //! One walker serves every mode; the TLB in [`crate::mem`] caches its results per 4 KiB page.
 
@@ -42,6 +43,8 @@ pub mod pf {
     pub const RSVD: u32 = 8;
     /// The access was an instruction fetch.
     pub const ID: u32 = 16;
+    /// A data access to a user-mode page that its protection key's PKRU rights forbid.
+    pub const PK: u32 = 32;
 }
 
 const PTE_P: u64 = 1;
@@ -241,6 +244,15 @@ pub fn translate(
         nx |= e & PTE_NX != 0 && nxe;
     }
     let wp = st.cr0 & cr0::WP != 0;
+    // Protection keys (SDM vol. 3 4.6.2): with IA-32e paging and CR4.PKE, a data access to a user-mode
+    // address (U/S set at every level) whose key (bits 62:59 of the leaf) has PKRU.AD set is refused,
+    // and so is a write when WD is set and the access is a user-mode one or CR0.WP = 1. Fetches are
+    // not subject to keys.
+    let pk_denied = long && st.cr4 & cr4::PKE != 0 && !fetch && us && {
+        let key = (leaf >> 59) & 0xf;
+        let rights = st.pkru >> (2 * key);
+        rights & 1 != 0 || (rights & 2 != 0 && write && (acc.user || wp))
+    };
     let smap_blocks = st.cr4 & cr4::SMAP != 0 && (acc.implicit || st.rflags & flags::AC == 0);
     let ok = if acc.user {
         us && (!write || rw) && !(fetch && nx)
@@ -249,8 +261,12 @@ pub fn translate(
         let smep_ok = !(fetch && us && st.cr4 & cr4::SMEP != 0);
         let smap_ok = fetch || !us || !smap_blocks;
         write_ok && smep_ok && smap_ok && !(fetch && nx)
-    };
+    } && !pk_denied;
     if !ok {
+        // The PK bit reports the key's verdict whatever else refused the access (SDM 4.7).
+        if pk_denied {
+            err |= pf::PK;
+        }
         st.cr2 = lin;
         return Err(Fault::pf(err | pf::P));
     }

@@ -235,6 +235,8 @@ pub mod cr4 {
     pub const SMEP: u64 = 1 << 20;
     /// Supervisor-mode access prevention.
     pub const SMAP: u64 = 1 << 21;
+    /// Protection keys for user-mode pages (IA-32e paging; RDPKRU/WRPKRU).
+    pub const PKE: u64 = 1 << 22;
 }
 
 /// EFER bits.
@@ -417,6 +419,9 @@ pub struct CpuState {
     /// guest state: it survives reset). Set it before the first instruction is decoded: the
     /// interpreter gates instructions by it at decode time.
     pub model: crate::model::CpuModel,
+    /// PKRU: for each protection key i, access-disable (bit 2i) and write-disable (bit 2i+1) of
+    /// user-mode pages with that key (CR4.PKE, IA-32e paging); XSAVE component 9.
+    pub pkru: u32,
 }
 
 /// The vector register file beyond [`FpuState::xmm`], laid out as the XSAVE components that hold it, so
@@ -550,6 +555,7 @@ impl Default for CpuState {
             fpu: FpuState::default(),
             vec: VecState::default(),
             model: crate::model::CpuModel::ferrite(),
+            pkru: 0,
         };
         s.reset();
         s
@@ -596,6 +602,7 @@ impl CpuState {
         // RESET clears the upper halves too (SDM vol. 3 table 9-1: YMM/ZMM registers 0; INIT keeps them,
         // but Ferrite's reset path is RESET).
         self.vec = VecState::default();
+        self.pkru = 0;
         self.cpl = 0;
         self.halted = false;
         self.nmi_blocked = false;

@@ -342,7 +342,7 @@ impl Family {
             Family::FlagOps => &[M::Sahf, M::Lahf, M::Clc, M::Stc, M::Cmc, M::Cld, M::Std],
             Family::Legacy => &[M::Into, M::Bound],
             Family::FarPtr => &[M::Lds, M::Les, M::Lss, M::Lfs, M::Lgs],
-            Family::Sys => &[M::Rdpmc, M::Monitor, M::Mwait, M::Serialize, M::Invpcid],
+            Family::Sys => &[M::Rdpmc, M::Monitor, M::Mwait, M::Serialize, M::Invpcid, M::Rdpkru, M::Wrpkru],
             Family::X87
             | Family::Mmx
             | Family::Sse
@@ -1785,6 +1785,22 @@ impl<'r> Builder<'r> {
         {
             let v = self.rng.range_i64(-96, 96) as u64;
             self.pin(i, v);
+        }
+        // RDPKRU/WRPKRU: ECX (and EDX) mostly 0, else the #GP case. WRPKRU writes only the PKRU the
+        // host process runs with: a native WRPKRU of anything else would outlive the case (the
+        // signal frame restores it) and could shut the sandbox out of its own key-0 pages.
+        if matches!(code.mnemonic(), Mnemonic::Rdpkru | Mnemonic::Wrpkru) {
+            for r in [gpr::RCX, gpr::RDX] {
+                if self.rng.chance(85) {
+                    self.pin(r, 0);
+                }
+            }
+        }
+        if code.mnemonic() == Mnemonic::Wrpkru {
+            let v = u64::from(crate::hostcpu::host_pkru().unwrap_or(0));
+            if self.known(gpr::RAX).map(|x| x & 0xffff_ffff) != Some(v) && !self.pin(gpr::RAX, v) {
+                return None;
+            }
         }
         // Explicit-length string compares: keep the EAX/EDX lengths near the 8/16-element range.
         if matches!(code.mnemonic(), Mnemonic::Pcmpestri | Mnemonic::Pcmpestrm) {

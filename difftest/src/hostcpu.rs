@@ -27,6 +27,8 @@ pub struct HostFeatures {
     pub lahf64: bool,
     /// SSE3 (leaf 1 ECX bit 0).
     pub sse3: bool,
+    /// PKU with the OS's CR4.PKE (leaf 7 ECX bits 3 and 4, OSPKE): RDPKRU/WRPKRU run in user mode.
+    pub pku: bool,
     /// SSSE3 (leaf 1 ECX bit 9).
     pub ssse3: bool,
     /// SSE4.1 (leaf 1 ECX bit 19).
@@ -71,6 +73,7 @@ impl HostFeatures {
             lzcnt: bit(e1, 5),
             lahf64: bit(e1, 0),
             sse3: bit(l1.ecx, 0),
+            pku: max >= 7 && bit(l7.ecx, 3) && bit(l7.ecx, 4),
             ssse3: bit(l1.ecx, 9),
             sse41: bit(l1.ecx, 19),
             sse42: bit(l1.ecx, 20),
@@ -97,6 +100,7 @@ impl HostFeatures {
             lzcnt: true,
             lahf64: true,
             sse3: true,
+            pku: true,
             ssse3: true,
             sse41: true,
             sse42: true,
@@ -151,7 +155,30 @@ impl HostFeatures {
             CpuidFeature::RDPMC | CpuidFeature::MONITOR | CpuidFeature::SERIALIZE | CpuidFeature::INVPCID => {
                 true
             }
+            // RDPKRU/WRPKRU only where the host kernel enabled them (CR4.PKE): the interpreter then
+            // runs with CR4.PKE and the host process's PKRU ([`host_pkru`]).
+            CpuidFeature::PKU => self.pku,
             _ => false,
         }
     }
+}
+
+/// The PKRU this process runs with (Linux gives every process the same initial value), read with
+/// RDPKRU; `None` when the host has no PKU or its kernel did not enable it.
+pub fn host_pkru() -> Option<u32> {
+    static PKRU: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    *PKRU.get_or_init(read_pkru)
+}
+
+fn read_pkru() -> Option<u32> {
+    if !HostFeatures::detect().pku {
+        return None;
+    }
+    let eax: u32;
+    // SAFETY: RDPKRU exists and CR4.PKE is set (CPUID.7.ECX PKU and OSPKE, checked above); with
+    // ECX = 0 it only reads PKRU into EAX and zeroes EDX, touching no memory.
+    unsafe {
+        std::arch::asm!("rdpkru", in("ecx") 0u32, out("eax") eax, out("edx") _, options(nomem, nostack, preserves_flags));
+    }
+    Some(eax)
 }

@@ -226,6 +226,11 @@ fn build(case: &Case) -> (SparseBus, CpuState, Vec<Vec<u64>>) {
     st.rflags = (case.regs.rflags | flags::FIXED1) & !flags::RF;
     st.fpu = fp_to_fpu(&case.fp.unwrap_or_default());
     st.vec.ymm_hi = case.fp.unwrap_or_default().ymm_hi;
+    if let Some(pkru) = crate::hostcpu::host_pkru() {
+        // As Linux runs processes on a PKU host: CR4.PKE, and the process's PKRU.
+        st.cr4 |= cr4::PKE;
+        st.pkru = pkru;
+    }
     if crate::native::host_avx() {
         // As Linux runs processes on an AVX host: XSAVE enabled with the x87, SSE and AVX components.
         st.cr4 |= cr4::OSXSAVE;

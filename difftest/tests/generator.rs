@@ -155,6 +155,14 @@ fn far_pointer_and_system_families_cover_their_encodings() {
     for c in [Code::Rdpmc, Code::Serialize, Code::Invpcid_r64_m128, Code::Mwait] {
         assert!(sys.contains(&c), "{c:?} in {sys:?}");
     }
+    // RDPKRU/WRPKRU where the host kernel enabled protection keys (user mode runs them natively).
+    if difftest::hostcpu::HostFeatures::detect().pku {
+        for c in [Code::Rdpkru, Code::Wrpkru] {
+            assert!(sys.contains(&c), "{c:?} in {sys:?}");
+        }
+    } else {
+        println!("host without PKU/OSPKE: RDPKRU/WRPKRU are not generated");
+    }
     // The far pointer in memory carries a selector from the list (mostly USER_DS), not random bytes.
     let mut user_ds = 0;
     for i in 0..200 {

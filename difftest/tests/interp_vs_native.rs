@@ -28,7 +28,8 @@ fn interpreter_matches_host_cpu() {
 /// The far-pointer loads (every operand size, 64-bit and compatibility mode, Linux's user selectors,
 /// null, kernel, system and out-of-limit ones) and the user-reachable system instructions (RDPMC,
 /// MONITOR/MWAIT, SERIALIZE, INVPCID: their CPL 3 faults, or #UD where the host lacks them, which the
-/// interpreter's `host-compatible` model must match), alone and mixed with the integer families.
+/// interpreter's `host-compatible` model must match; RDPKRU/WRPKRU where the host kernel enabled
+/// PKU: their values and #GP cases), alone and mixed with the integer families.
 #[test]
 fn far_pointer_and_system_instructions_match_host_cpu() {
     let cases: u64 =

@@ -8,6 +8,7 @@ pub mod linux;
 pub mod mptable;
 pub mod multiboot;
 pub mod smbios;
+pub mod table_loader;
 
 use std::path::Path;
 

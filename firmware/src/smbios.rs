@@ -212,9 +212,27 @@ pub fn build(cfg: &SmbiosConfig) -> Vec<u8> {
     blob
 }
 
+/// The same structures as QEMU hands them to SeaBIOS through fw_cfg: (`etc/smbios/smbios-anchor`, the
+/// 31-byte 2.8 entry point; `etc/smbios/smbios-tables`, the structure table). The firmware places the
+/// table and fixes the entry point's address and checksum; `cfg.address` does not matter here.
+pub fn fw_cfg_files(cfg: &SmbiosConfig) -> (Vec<u8>, Vec<u8>) {
+    let blob = build(cfg);
+    (blob[..ENTRY_LEN].to_vec(), blob[TABLE_OFFSET..].to_vec())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fw_cfg_files_are_the_anchor_and_the_whole_table() {
+        let (anchor, tables) = fw_cfg_files(&cfg(64 << 20, 0));
+        assert_eq!(anchor.len(), 31);
+        assert_eq!(&anchor[..4], b"_SM_");
+        assert_eq!(u16::from_le_bytes([anchor[0x16], anchor[0x17]]) as usize, tables.len());
+        assert_eq!(tables[0], 0, "the table starts with the BIOS structure");
+        assert!(tables.ends_with(&[127, 4, 0, 0x7f, 0, 0]), "and ends with the end-of-table structure");
+    }
 
     fn cfg(below: u64, above: u64) -> SmbiosConfig {
         SmbiosConfig {

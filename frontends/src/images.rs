@@ -122,22 +122,23 @@ fn parse_depends(out: &str, meta: &str) -> Option<String> {
 }
 
 /// The candidate version of `pkg`.
-fn candidate_version(pkg: &str) -> Result<String, String> {
+/// The candidate version of `pkg` and its architecture (`amd64`, or `all` for firmware like SeaBIOS).
+fn candidate_version(pkg: &str) -> Result<(String, String), String> {
     let out = run_tool(
         Command::new("apt-cache").args(["show", "--no-all-versions", pkg]),
         &format!("apt-cache show {pkg}"),
     )?;
-    out.lines()
-        .find_map(|l| l.strip_prefix("Version:"))
-        .map(|v| v.trim().to_string())
-        .ok_or_else(|| format!("apt-cache show {pkg} gave no version; run `apt-get update` first"))
+    let field = |name: &str| out.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().to_string());
+    let version = field("Version:")
+        .ok_or_else(|| format!("apt-cache show {pkg} gave no version; run `apt-get update` first"))?;
+    Ok((version, field("Architecture:").unwrap_or_else(|| "amd64".into())))
 }
 
 /// Downloads `pkg` into `dir/debs` (unless there) and unpacks it into `dir/<pkg>_<version>`; returns
 /// that directory. Both steps are atomic (work in a per-process temporary, then a rename), so a run
 /// killed half-way leaves no partial package behind for the next run to trust.
 fn fetch_and_unpack(dir: &Path, pkg: &str) -> Result<PathBuf, String> {
-    let version = candidate_version(pkg)?;
+    let (version, arch) = candidate_version(pkg)?;
     let safe = |s: &str| s.replace([':', '/'], "_");
     let root = dir.join(format!("{}_{}", pkg, safe(&version)));
     if root.join(".unpacked").exists() {
@@ -146,7 +147,7 @@ fn fetch_and_unpack(dir: &Path, pkg: &str) -> Result<PathBuf, String> {
     let pid = std::process::id();
     let debs = dir.join("debs");
     std::fs::create_dir_all(&debs).map_err(|e| format!("cannot create {}: {e}", debs.display()))?;
-    let deb_name = format!("{pkg}_{}_amd64.deb", version.replace(':', "%3a"));
+    let deb_name = format!("{pkg}_{}_{arch}.deb", version.replace(':', "%3a"));
     let deb = debs.join(&deb_name);
     if !deb.exists() {
         eprintln!("ferrite images: downloading {pkg} {version}");
@@ -197,6 +198,53 @@ fn fetch_and_unpack(dir: &Path, pkg: &str) -> Result<PathBuf, String> {
     }
     unpacked?;
     Ok(root)
+}
+
+/// Debian's SeaBIOS as `ferrite run` boots disks and CDs with it.
+#[derive(Clone, Debug)]
+pub struct Seabios {
+    /// The BIOS image (`bios.bin`, 128 KiB).
+    pub bios: PathBuf,
+    /// The VGA BIOS for the standard VGA (`vgabios-stdvga.bin`).
+    pub vgabios: PathBuf,
+}
+
+/// Fetches Debian's `seabios` package into the image cache (`dir`, default [`default_dir`]) on first
+/// use, like the other guest images, and returns its BIOS and VGA BIOS. Offline, an unpacked copy
+/// already in the cache is used.
+pub fn seabios(dir: Option<PathBuf>) -> Result<Seabios, String> {
+    let dir = dir.unwrap_or_else(default_dir);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let _lock = lock_cache(&dir)?;
+    let paths = |root: &Path| Seabios {
+        bios: root.join("usr/share/seabios/bios.bin"),
+        vgabios: root.join("usr/share/seabios/vgabios-stdvga.bin"),
+    };
+    let root = match fetch_and_unpack(&dir, "seabios") {
+        Ok(r) => r,
+        Err(e) => {
+            let cached = std::fs::read_dir(&dir).ok().and_then(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.path())
+                    .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("seabios_")))
+                    .find(|p| p.join(".unpacked").exists())
+            });
+            match cached {
+                Some(r) => {
+                    eprintln!("ferrite images: {e}; using the cached {}", r.display());
+                    r
+                }
+                None => return Err(format!("no BIOS for the disk boot: {e} (or give --bios FILE)")),
+            }
+        }
+    };
+    let s = paths(&root);
+    for p in [&s.bios, &s.vgabios] {
+        if !p.exists() {
+            return Err(format!("the seabios package has no {}", p.display()));
+        }
+    }
+    Ok(s)
 }
 
 /// Takes the cache directory's lock: one `ferrite images` (or test) at a time downloads and builds in
@@ -552,6 +600,9 @@ pub struct ImagesArgs {
     /// `--add ./mytest:/bin/mytest`. The initramfs with extra files is cached under its own name.
     #[arg(long = "add", value_name = "HOSTFILE:GUESTPATH", value_parser = parse_add)]
     pub files: Vec<(String, PathBuf)>,
+    /// Fetch only Debian's SeaBIOS (the firmware of disk and CD boots) and print `bios=` and `vgabios=`.
+    #[arg(long)]
+    pub seabios: bool,
 }
 
 impl ImagesArgs {

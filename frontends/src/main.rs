@@ -9,6 +9,8 @@
 
 mod console;
 mod images;
+mod png;
+mod rr;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use machine::{Machine, MachineConfig, RunOutcome, TripleFaultAction};
@@ -27,6 +29,8 @@ struct Cli {
 enum Command {
     /// Run a guest (Debian's Linux to a shell when no firmware or kernel is given; see --demo).
     Run(Box<RunArgs>),
+    /// Re-execute a recording made with `ferrite run --record FILE` and check it (docs/DEBUGGING.md).
+    Replay(rr::ReplayArgs),
     /// Fetch Debian's kernel and busybox-static and build the initramfs for the direct Linux boot; prints
     /// the kernel and initrd paths.
     Images(images::ImagesArgs),
@@ -223,6 +227,14 @@ enum Output {
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+enum Display {
+    /// No display.
+    None,
+    /// The VGA text screen in the terminal.
+    Curses,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
 enum OnTripleFault {
     /// Stop with a diagnostic.
     Stop,
@@ -235,6 +247,28 @@ struct RunArgs {
     /// Flat firmware image, mapped like QEMU's -bios (ending at 4 GiB; its last 128 KiB below 1 MiB).
     #[arg(long, value_name = "FILE")]
     rom: Option<PathBuf>,
+    /// A PC BIOS (SeaBIOS's bios.bin) as QEMU's -bios: mapped like --rom, shadowed through the i440FX
+    /// PAM registers, with fw_cfg, CMOS and the standard VGA for it. The default for disk and CD boots
+    /// (Debian's seabios package, fetched on first use).
+    #[arg(long, value_name = "FILE", conflicts_with = "rom")]
+    bios: Option<PathBuf>,
+    /// The VGA BIOS for --bios (default: vgabios-stdvga.bin beside the BIOS).
+    #[arg(long, value_name = "FILE")]
+    vgabios: Option<PathBuf>,
+    /// Boot order for the BIOS, as QEMU's -boot: c (hard disk), d (CD-ROM), a, n, or order=dc.
+    #[arg(long, value_name = "ORDER", value_parser = machine::parse_boot_order)]
+    boot: Option<[u8; 3]>,
+    /// Where the BIOS's debug log (port 0x402) goes (default: discarded).
+    #[arg(long, value_enum)]
+    bios_log: Option<Output>,
+    /// Save the VGA screen as a PNG when the run ends, or at instruction COUNT (`FILE.png@COUNT`; the
+    /// run goes on). The image depends only on the guest's state, so it is the same in every run.
+    #[arg(long, value_name = "FILE.png[@COUNT]")]
+    screenshot: Option<String>,
+    /// The display: `none` (the default) or `curses` (the VGA text screen drawn in the terminal when the
+    /// run ends or at each screenshot point).
+    #[arg(long, value_enum, default_value = "none")]
+    display: Display,
     /// Guest RAM, e.g. 512M, 2G, 65536K (suffixes K, M, G; plain number = bytes).
     #[arg(long, default_value = "512M", value_parser = parse_size)]
     memory: u64,
@@ -244,6 +278,11 @@ struct RunArgs {
     /// Under `--accel jit`: entries after which a block is translated to host code.
     #[arg(long, value_name = "N", default_value_t = machine::JIT_THRESHOLD, value_parser = clap::value_parser!(u32).range(1..))]
     jit_threshold: u32,
+    /// Under `--accel jit`: the persistent translation cache, a directory (created if needed) where
+    /// translations are saved and found again by the next run of the same guest code, or `off`.
+    /// Default: off.
+    #[arg(long, value_name = "DIR|off", default_value = "off")]
+    jit_cache: String,
     /// On exit, print engine statistics to stderr (instructions retired, host time, JIT translation) and
     /// the hash of the whole machine state.
     #[arg(long)]
@@ -304,6 +343,33 @@ struct RunArgs {
     cdrom: Option<PathBuf>,
     #[command(flatten)]
     linux: LinuxArgs,
+    #[command(flatten)]
+    rr: rr::RrArgs,
+    #[command(flatten)]
+    debug: DebugArgs,
+}
+
+/// Debugging: the GDB stub (with reverse execution) and the monitor, as QEMU's -gdb/-s/-S/-monitor.
+#[derive(clap::Args)]
+#[command(next_help_heading = "Debugging")]
+struct DebugArgs {
+    /// GDB remote stub: tcp::PORT (on 127.0.0.1), tcp:HOST:PORT, or unix:PATH (a socket created with
+    /// mode 0600). Under --accel interp or jit. See docs/DEBUGGING.md.
+    #[arg(long, value_name = "ENDPOINT", value_parser = machine::gdb::Endpoint::parse)]
+    gdb: Option<machine::gdb::Endpoint>,
+    /// Shorthand for --gdb tcp::1234 (QEMU's -s).
+    #[arg(short = 's')]
+    gdb_default: bool,
+    /// Hold the guest at its first instruction until gdb connects (QEMU's -S).
+    #[arg(long)]
+    wait_gdb: bool,
+    /// Monitor (a QEMU HMP subset: info registers, x, xp, savevm, loadvm, stop, cont, quit) on
+    /// tcp::PORT, tcp:HOST:PORT or unix:PATH.
+    #[arg(long, value_name = "ENDPOINT", value_parser = machine::gdb::Endpoint::parse)]
+    monitor: Option<machine::gdb::Endpoint>,
+    /// Instructions between the in-memory checkpoints that reverse execution starts from.
+    #[arg(long, value_name = "N", default_value_t = machine::reverse::DEFAULT_INTERVAL, value_parser = clap::value_parser!(u64).range(1..))]
+    checkpoint_interval: u64,
 }
 
 /// Parses `--device NAME` against the machine's device table.
@@ -368,6 +434,7 @@ fn default_linux(a: &LinuxArgs) -> Option<machine::LinuxBoot> {
         modules: vec![],
         rebuild: false,
         files: vec![],
+        seabios: false,
     }
     .options();
     match images::ensure(&opts) {
@@ -397,6 +464,19 @@ fn default_linux(a: &LinuxArgs) -> Option<machine::LinuxBoot> {
 }
 
 fn images_cmd(a: images::ImagesArgs) -> ExitCode {
+    if a.seabios {
+        return match images::seabios(a.dir.clone()) {
+            Ok(s) => {
+                println!("bios={}", s.bios.display());
+                println!("vgabios={}", s.vgabios.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("ferrite images: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     match images::ensure(&a.options()) {
         Ok(imgs) => {
             println!("kernel={}", imgs.kernel.display());
@@ -483,20 +563,136 @@ fn sink(o: Output) -> Box<dyn FnMut(u8) + Send> {
     match o {
         Output::Stdout => stdout_sink(),
         Output::Stderr => Box::new(|b| {
+            if CONSOLE_MUTED.load(std::sync::atomic::Ordering::Relaxed) {
+                return;
+            }
             let _ = std::io::stderr().lock().write_all(&[b]);
         }),
         Output::None => Box::new(|_| {}),
     }
 }
 
+/// While set, guest output is not written (divergence bisection re-runs what was already shown).
+static CONSOLE_MUTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn stdout_sink() -> Box<dyn FnMut(u8) + Send> {
     Box::new(|b| {
+        if CONSOLE_MUTED.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
         // Every byte is flushed: a shell prompt ("/ # ") or the echo of a typed key has no newline after
         // it and must show at once (a UART byte costs the guest far more than the write).
         let mut o = std::io::stdout().lock();
         let _ = o.write_all(&[b]);
         let _ = o.flush();
     })
+}
+
+/// The BIOS to boot: `--bios`, or for a disk or CD boot without `--rom`/`--kernel`, Debian's SeaBIOS
+/// (fetched into the guest-image cache on first use).
+fn bios_path(args: &RunArgs) -> Result<Option<PathBuf>, String> {
+    if let Some(p) = &args.bios {
+        return Ok(Some(p.clone()));
+    }
+    let disks = !args.disks.is_empty() || args.hda.is_some() || args.hdb.is_some() || args.cdrom.is_some();
+    if !disks || args.rom.is_some() || args.linux.kernel.is_some() || args.linux.demo {
+        return Ok(None);
+    }
+    images::seabios(None).map(|p| Some(p.bios))
+}
+
+/// Parses `--screenshot FILE.png[@COUNT]`.
+fn parse_screenshot(s: &str) -> Result<(PathBuf, Option<u64>), String> {
+    match s.rsplit_once('@') {
+        Some((path, n)) => n
+            .parse()
+            .map(|n| (PathBuf::from(path), Some(n)))
+            .map_err(|_| format!("--screenshot: '{n}' is not an instruction count")),
+        None => Ok((PathBuf::from(s), None)),
+    }
+}
+
+/// Writes the VGA's screen to `path` as a PNG.
+fn save_screenshot(m: &Machine, path: &std::path::Path) -> Result<(), String> {
+    let vga = m.vga().ok_or("no VGA to take a screenshot of")?;
+    let f = vga.render();
+    let png = png::encode_rgb(f.width, f.height, &f.rgb);
+    std::fs::write(path, png).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// Instructions between two redraws of the `curses` display.
+const DISPLAY_SLICE: u64 = 50_000_000;
+
+/// Runs the machine to the end (`max`), taking the screenshot at its instruction count (or at the end)
+/// and, with `--display curses`, redrawing the text screen whenever it changed after each
+/// [`DISPLAY_SLICE`] instructions. Slicing the run does not change what the guest does: device events
+/// are placed by virtual time, not by where a run stops.
+fn run_with_display(
+    m: &mut Machine,
+    max: Option<u64>,
+    shot: Option<&(PathBuf, Option<u64>)>,
+    display: Display,
+) -> RunOutcome {
+    let mut shot_at = shot.and_then(|s| s.1);
+    let mut last = None;
+    let outcome = loop {
+        let mut stop = max;
+        if let Some(at) = shot_at {
+            stop = Some(stop.map_or(at, |l| l.min(at)));
+        }
+        if display == Display::Curses {
+            let n = m.cpu.icount.saturating_add(DISPLAY_SLICE);
+            stop = Some(stop.map_or(n, |l| l.min(n)));
+        }
+        let o = m.run(stop);
+        if let (Some(at), Some((path, _))) = (shot_at, shot)
+            && m.cpu.icount >= at
+        {
+            if let Err(e) = save_screenshot(m, path) {
+                eprintln!("ferrite: {e}");
+            }
+            shot_at = None;
+        }
+        if display == Display::Curses {
+            last = show_text(m, last);
+        }
+        match o {
+            RunOutcome::InstructionLimit if max.is_none_or(|l| m.cpu.icount < l) => continue,
+            other => break other,
+        }
+    };
+    if let Some((path, None)) = shot
+        && let Err(e) = save_screenshot(m, path)
+    {
+        eprintln!("ferrite: {e}");
+    }
+    outcome
+}
+
+/// The `curses` display: the VGA text screen drawn in the terminal with its colours, when it differs
+/// from `last` (what was drawn before); returns what is on the terminal now.
+fn show_text(m: &Machine, last: Option<machine::TextScreen>) -> Option<machine::TextScreen> {
+    let Some(t) = m.vga().and_then(|v| v.text_screen()) else { return last };
+    if last.as_ref() == Some(&t) {
+        return last;
+    }
+    let mut out = String::from("\x1b[2J\x1b[H");
+    // The PC's 16 text colours in ANSI order (CGA blue is ANSI 4, red ANSI 1).
+    const ANSI: [u8; 8] = [0, 4, 2, 6, 1, 5, 3, 7];
+    for r in 0..t.rows {
+        for c in 0..t.cols {
+            let cell = t.cells[r * t.cols + c];
+            let fg = ANSI[usize::from(cell.attr & 7)] + if cell.attr & 8 != 0 { 90 } else { 30 };
+            let bg = ANSI[usize::from((cell.attr >> 4) & 7)] + 40;
+            let ch = if (0x20..0x7f).contains(&cell.ch) { cell.ch as char } else { ' ' };
+            out.push_str(&format!("\x1b[{fg};{bg}m{ch}"));
+        }
+        out.push_str("\x1b[0m\r\n");
+    }
+    let mut o = std::io::stdout().lock();
+    let _ = o.write_all(out.as_bytes());
+    let _ = o.flush();
+    Some(t)
 }
 
 /// The disks of `--disk`, `--hda`, `--hdb` and `--cdrom`.
@@ -510,22 +706,91 @@ fn disk_specs(args: &RunArgs) -> Vec<storage::config::DiskSpec> {
     specs
 }
 
+/// How `build_machine` sets up a machine beyond what the arguments say.
+#[derive(Clone, Copy)]
+struct BuildOptions {
+    /// The engine, instead of `--accel`'s.
+    accel: Option<machine::Accel>,
+    /// Guest output goes to the host's stdout (else it is discarded: the second machine of a pair).
+    console: bool,
+    /// Every disk through a `snapshot=on` overlay (record, replay, lockstep: the images stay as they
+    /// were, so a replay starts from the same bytes and two machines can open them at once).
+    overlay_disks: bool,
+}
+
+/// A machine built from `run`'s arguments, and the content hashes of the images it was built from.
+struct Built {
+    m: Machine,
+    images: Vec<(String, u64)>,
+    /// Mutes the console while reverse execution re-runs what was already shown.
+    mute: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// The content hash of a file, read in pieces.
+fn file_hash(path: &std::path::Path) -> Result<u64, String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut h = machine::record::ContentHasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => return Ok(h.finish()),
+            Ok(n) => h.write(&buf[..n]),
+            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        }
+    }
+}
+
 fn run(args: RunArgs) -> ExitCode {
-    let specs = disk_specs(&args);
+    let accel = args.rr.lockstep.then_some(machine::Accel::Jit);
+    let opts = BuildOptions { accel, console: true, overlay_disks: args.rr.needs_overlays() };
+    let d = &args.debug;
+    let debugging = d.gdb.is_some() || d.gdb_default || d.wait_gdb || d.monitor.is_some();
+    match build_machine(&args, opts) {
+        Ok(b) if debugging => debug_run(&args, b),
+        Ok(b) if args.screenshot.is_some() || args.display == Display::Curses => display_run(&args, b),
+        Ok(b) => rr::drive(&args, b),
+        Err(code) => code,
+    }
+}
+
+/// Builds the machine `run`'s arguments describe (errors are printed; the exit code is returned).
+fn build_machine(args: &RunArgs, opts: BuildOptions) -> Result<Built, ExitCode> {
+    let mut specs = disk_specs(args);
+    if opts.overlay_disks {
+        specs.iter_mut().for_each(|s| s.snapshot = true);
+    }
+    let mut images = Vec::new();
+    for s in &specs {
+        match file_hash(&s.path) {
+            Ok(h) => images.push((format!("disk {}", s.path.display()), h)),
+            Err(e) => {
+                eprintln!("ferrite: {e}");
+                return Err(ExitCode::from(2));
+            }
+        }
+    }
     // The images are opened (and locked) before anything else so every error shows now.
     let controllers = match storage::config::build(&specs) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("ferrite: {e}");
-            return ExitCode::from(2);
+            return Err(ExitCode::from(2));
         }
     };
-    let firmware = match &args.rom {
+    let bios_path = match bios_path(args) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("ferrite: {e}");
+            return Err(ExitCode::from(2));
+        }
+    };
+    let firmware = match args.rom.as_ref().or(bios_path.as_ref()) {
         Some(p) => match firmware::load_rom(p) {
             Ok(d) => d,
             Err(e) => {
                 eprintln!("ferrite: {e}");
-                return ExitCode::from(2);
+                return Err(ExitCode::from(2));
             }
         },
         None => firmware::demo_rom().to_vec(),
@@ -537,7 +802,7 @@ fn run(args: RunArgs) -> ExitCode {
             Some(Ok(b)) => Some(b),
             Some(Err(e)) => {
                 eprintln!("ferrite: {e}");
-                return ExitCode::from(2);
+                return Err(ExitCode::from(2));
             }
             None => None,
         },
@@ -556,13 +821,26 @@ fn run(args: RunArgs) -> ExitCode {
                 }),
                 (Err(e), _) | (_, Err(e)) => {
                     eprintln!("ferrite: {e}");
-                    return ExitCode::from(2);
+                    return Err(ExitCode::from(2));
                 }
             }
         }
-        None if args.rom.is_none() => default_linux(&args.linux),
+        None if args.rom.is_none() && bios_path.is_none() => default_linux(&args.linux),
         None => None,
     };
+    match &linux {
+        Some(l) => {
+            images.push(("kernel".into(), machine::record::content_hash(&l.kernel)));
+            if let Some(i) = &l.initrd {
+                images.push(("initrd".into(), machine::record::content_hash(i)));
+            }
+            for (n, md) in l.modules.iter().enumerate() {
+                images.push((format!("module {n}"), machine::record::content_hash(&md.data)));
+            }
+            images.push(("command line".into(), machine::record::content_hash(l.cmdline.as_bytes())));
+        }
+        None => images.push(("firmware".into(), machine::record::content_hash(&firmware))),
+    }
     let mut cfg = MachineConfig::new(args.memory, if linux.is_some() { Vec::new() } else { firmware });
     cfg.linux = linux;
     // Each device once, in table order (as the former per-device flags did).
@@ -571,21 +849,50 @@ fn run(args: RunArgs) -> ExitCode {
             cfg.devices.push(machine::DeviceSpec::Named(kind));
         }
     }
+    if let Some(bp) = &bios_path {
+        let vga = args.vgabios.clone().unwrap_or_else(|| bp.with_file_name("vgabios-stdvga.bin"));
+        let rom = match std::fs::read(&vga) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("ferrite: cannot read the VGA BIOS {}: {e}", vga.display());
+                return Err(ExitCode::from(2));
+            }
+        };
+        let mut b = machine::BiosConfig {
+            files: vec![(machine::VGA_ROM_FILE.to_string(), rom)],
+            log: sink(args.bios_log.unwrap_or(Output::None)),
+            ..Default::default()
+        };
+        if let Some(order) = args.boot {
+            b.boot_order = order;
+        } else if args.cdrom.is_some() && args.hda.is_none() {
+            b.boot_order = [3, 2, 1];
+        }
+        cfg.bios = Some(b);
+        cfg.devices.push(machine::DeviceSpec::named("vga").expect("the VGA is in the device table"));
+    }
     cfg.ide = Some(controllers.ide);
     if let Some(ahci) = controllers.ahci {
         cfg.devices
             .push(machine::DeviceSpec::Pci { devfn: storage::config::AHCI_DEVFN, function: Box::new(ahci) });
     }
-    cfg.accel = choose_accel(args.accel);
+    cfg.accel = opts.accel.unwrap_or_else(|| choose_accel(args.accel));
     cfg.jit_threshold = args.jit_threshold;
+    cfg.jit.cache = (args.jit_cache != "off").then(|| PathBuf::from(&args.jit_cache));
+    // A development knob for measurements: compile on the interpreter's thread, as before the
+    // compile thread existed.
+    cfg.jit.background = std::env::var_os("FERRITE_JIT_SYNC").is_none();
     cfg.ips = args.ips;
-    cfg.com1 = stdout_sink();
-    if let Some(spec) = &args.com2 {
+    cfg.seed = args.rr.seed;
+    // Output is muted while reverse execution re-runs what was already shown.
+    let mute = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    cfg.com1 = if opts.console { muted(stdout_sink(), &mute) } else { Box::new(|_| {}) };
+    if let Some(spec) = args.com2.as_ref().filter(|_| opts.console) {
         match com2_sink(spec) {
             Ok(sink) => cfg.com2 = sink,
             Err(e) => {
                 eprintln!("ferrite: {e}");
-                return ExitCode::from(2);
+                return Err(ExitCode::from(2));
             }
         }
     }
@@ -599,7 +906,7 @@ fn run(args: RunArgs) -> ExitCode {
     } else {
         Output::None
     });
-    cfg.debugcon = sink(debugcon);
+    cfg.debugcon = if opts.console { muted(sink(debugcon), &mute) } else { Box::new(|_| {}) };
     cfg.on_triple_fault = match args.on_triple_fault {
         OnTripleFault::Stop => TripleFaultAction::Stop,
         OnTripleFault::Reset => TripleFaultAction::Reset,
@@ -608,17 +915,91 @@ fn run(args: RunArgs) -> ExitCode {
         Ok(m) => m,
         Err(e) => {
             eprintln!("ferrite: {e}");
+            return Err(ExitCode::from(2));
+        }
+    };
+    if let Some(p) = &args.rr.restore {
+        match file_hash(p) {
+            Ok(h) => images.push(("restored snapshot".into(), h)),
+            Err(e) => {
+                eprintln!("ferrite: --restore: {e}");
+                return Err(ExitCode::from(2));
+            }
+        }
+        if let Err(e) = machine::snapfile::restore_file(&mut m, p) {
+            eprintln!("ferrite: --restore {}: {e}", p.display());
+            return Err(ExitCode::from(2));
+        }
+    }
+    Ok(Built { m, images, mute })
+}
+
+/// `run` under the GDB stub or the monitor (docs/DEBUGGING.md).
+fn debug_run(args: &RunArgs, built: Built) -> ExitCode {
+    let Built { mut m, mute, .. } = built;
+    m.attach_input(console::spawn_reader());
+    let started = std::time::Instant::now();
+    let d = &args.debug;
+    let gdb =
+        if d.gdb_default { Some(machine::gdb::Endpoint::parse("tcp::1234").expect("valid")) } else { None };
+    let gdb = d.gdb.clone().or(gdb);
+    if d.wait_gdb && gdb.is_none() {
+        eprintln!("ferrite: --wait-gdb needs --gdb (or -s)");
+        return ExitCode::from(2);
+    }
+    let debugging = gdb.is_some() || d.monitor.is_some();
+    let outcome = {
+        let _raw = console::RawMode::enable();
+        if debugging {
+            let opts = machine::gdb::DebugOptions {
+                gdb,
+                wait: d.wait_gdb,
+                monitor: d.monitor.clone(),
+                mute: Some(mute.clone()),
+                max_instructions: args.max_instructions,
+                checkpoint_interval: d.checkpoint_interval,
+            };
+            match machine::gdb::run(&mut m, opts) {
+                Ok(o) => o,
+                Err(e) => {
+                    eprintln!("ferrite: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        } else {
+            m.run(args.max_instructions)
+        }
+    };
+    finish(&m, args.stats, outcome, started)
+}
+
+/// `run` with a screenshot or the curses display (the VGA screen, see README).
+fn display_run(args: &RunArgs, built: Built) -> ExitCode {
+    let Built { mut m, .. } = built;
+    let shot = match args.screenshot.as_deref().map(parse_screenshot).transpose() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("ferrite: {e}");
             return ExitCode::from(2);
         }
     };
+    if (shot.is_some() || args.display == Display::Curses) && m.vga().is_none() {
+        eprintln!("ferrite: --screenshot and --display curses need a VGA (--bios, or --device vga)");
+        return ExitCode::from(2);
+    }
     m.attach_input(console::spawn_reader());
     let started = std::time::Instant::now();
     let outcome = {
         let _raw = console::RawMode::enable();
-        m.run(args.max_instructions)
+        run_with_display(&mut m, args.max_instructions, shot.as_ref(), args.display)
     };
+    finish(&m, args.stats, outcome, started)
+}
+
+/// Prints `--stats` and turns the outcome into the exit status.
+fn finish(m: &Machine, stats: bool, outcome: RunOutcome, started: std::time::Instant) -> ExitCode {
     let _ = std::io::stdout().flush();
-    if args.stats {
+    if stats {
         let secs = started.elapsed().as_secs_f64();
         eprintln!(
             "ferrite: {} instructions in {secs:.2} s of host time ({:.1} MIPS)",
@@ -650,7 +1031,25 @@ fn run(args: RunArgs) -> ExitCode {
             eprintln!("{dump}");
             ExitCode::from(70)
         }
+        // Only a debugger sets breakpoints, and it handles its stops.
+        RunOutcome::DebugStop => {
+            eprintln!("ferrite: stopped at a debugger breakpoint with no debugger attached");
+            ExitCode::from(70)
+        }
     }
+}
+
+/// `sink`, silent while `mute` is set.
+fn muted(
+    mut sink: Box<dyn FnMut(u8) + Send>,
+    mute: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Box<dyn FnMut(u8) + Send> {
+    let mute = mute.clone();
+    Box::new(move |b| {
+        if !mute.load(std::sync::atomic::Ordering::Relaxed) {
+            sink(b)
+        }
+    })
 }
 
 fn main() -> ExitCode {
@@ -671,6 +1070,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Run(a) => run(*a),
+        Command::Replay(a) => rr::replay(a),
         Command::Images(a) => images_cmd(a),
         Command::Difftest(a) => difftest(a),
         Command::DifftestSys(a) => difftest_sys(a),

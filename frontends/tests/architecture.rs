@@ -49,7 +49,7 @@ fn closure(map: &BTreeMap<String, BTreeSet<String>>, name: &str) -> BTreeSet<Str
 fn dependency_direction() {
     let map = workspace_deps();
     let forbidden: &[(&str, &[&str])] = &[
-        ("mmu", &["cpu", "chipset", "jit", "machine", "firmware", "ferrite"]),
+        ("vmcore", &["cpu", "chipset", "jit", "machine", "firmware", "ferrite"]),
         ("cpu", &["chipset", "jit", "machine", "firmware", "ferrite"]),
         ("chipset", &["cpu", "jit", "machine", "ferrite"]),
         ("jit", &["chipset", "machine", "firmware", "ferrite"]),

@@ -414,3 +414,65 @@ fn linux_restored_mid_boot_matches_an_uninterrupted_boot() {
     assert_eq!(second.state_hash(), whole.state_hash(), "the whole machine state at {END} instructions");
     println!("Linux saved at {SAVE_AT} and restored: the same console and state hash at {END}");
 }
+
+/// When translations arrive and where they come from must not change the guest: a bounded boot
+/// (past the ready marker) under the interpreter, under the JIT with random delays on the compile
+/// thread filling a fresh translation cache, from that cache in a second boot, and from the cache
+/// with one of its entries damaged, prints the same console output and ends with the same
+/// instruction count and whole-machine state hash.
+#[test]
+fn linux_is_the_same_whenever_and_wherever_translations_come_from() {
+    const END: u64 = 1_600_000_000;
+    let (imgs, _, _) = prepared();
+    let cache = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("linux-jit-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&cache);
+    let boot = |accel: Accel, opts: machine::JitOptions| {
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let o2 = out.clone();
+        let mut cfg = MachineConfig::new(512 << 20, Vec::new());
+        cfg.accel = accel;
+        cfg.jit = opts;
+        cfg.com1 = Box::new(move |b| o2.lock().unwrap().push(b));
+        cfg.linux = Some(LinuxBoot {
+            kernel: imgs.kernel.clone(),
+            initrd: Some(imgs.initrd.clone()),
+            cmdline: CMDLINE.into(),
+            ..Default::default()
+        });
+        let mut m = Machine::new(cfg).expect("machine");
+        let t0 = Instant::now();
+        assert_eq!(m.run(Some(END)), RunOutcome::InstructionLimit);
+        let text = String::from_utf8_lossy(&out.lock().unwrap()).into_owned();
+        let stats = m.engine().stats().unwrap_or_default();
+        println!("{accel:?}: {:.1} s; {stats}", t0.elapsed().as_secs_f64());
+        (text, m.cpu.icount, m.state_hash(), stats)
+    };
+    let want = boot(Accel::Interp, machine::JitOptions::default());
+    assert!(want.0.contains(MARKER), "the boot reaches {MARKER} within {END} instructions:\n{}", want.0);
+    let with_cache = |delay| machine::JitOptions { cache: Some(cache.clone()), delay, ..Default::default() };
+    let delayed = boot(Accel::Jit, with_cache(Some(machine::CompileDelay { seed: 5, max_us: 2000 })));
+    let warm = boot(Accel::Jit, with_cache(None));
+    // One damaged entry in the middle of the file: it and the rest are ignored, with a warning.
+    let file = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "fjc"))
+        .expect("a cache file");
+    let mut bytes = std::fs::read(&file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x10;
+    std::fs::write(&file, &bytes).unwrap();
+    let damaged = boot(Accel::Jit, with_cache(None));
+    for (what, got) in [("compile delays", &delayed), ("warm cache", &warm), ("damaged cache", &damaged)] {
+        assert_eq!(got.0, want.0, "console output with {what}");
+        assert_eq!((got.1, got.2), (want.1, want.2), "instruction count and state hash with {what}");
+    }
+    assert!(
+        warm.3.contains("(0 compiled on the compile thread, 0 on the main thread"),
+        "the warm boot compiled: {}",
+        warm.3
+    );
+    assert!(damaged.3.contains(" 1 rejected"), "the damage went unnoticed: {}", damaged.3);
+    let _ = std::fs::remove_dir_all(&cache);
+}

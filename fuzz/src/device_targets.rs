@@ -14,8 +14,8 @@ use chipset::{
     DebugConsole, DmaMemory, DualPic, Edu, FwCfg, I8042, IoApic, LocalApic, Pit8254, PmDevice, Port92,
     ResetControl, Rtc, TestDev, Uart16550,
 };
-use mmu::snapshot::{SnapshotReader, SnapshotWriter};
-use mmu::{Device, DeviceCtx, IrqLevels, MachineRequests, VirtTime};
+use vmcore::snapshot::{SnapshotReader, SnapshotWriter};
+use vmcore::{Device, DeviceCtx, IrqLevels, MachineRequests, VirtTime};
 
 use crate::rng::Rng;
 

@@ -11,7 +11,7 @@ const CHUNK: usize = 256 << 10;
 /// Most code memory mapped at once. A chunk lives while any of its blocks does, so a guest that
 /// invalidates all but one block of every chunk could otherwise pin up to one chunk per cached block;
 /// past this bound the JIT declines to translate (the blocks stay interpreted).
-const MAX_MAPPED: usize = 256 << 20;
+pub(crate) const MAX_MAPPED: usize = 256 << 20;
 /// Alignment of each function (Cranelift's constant pools assume 16).
 const ALIGN: usize = 16;
 
@@ -79,6 +79,16 @@ impl Code {
 }
 
 impl Arena {
+    /// Bounds the code memory mapped at once to `bytes` (at most [`MAX_MAPPED`], at least a chunk).
+    pub(crate) fn set_limit(&mut self, bytes: usize) {
+        self.limit = Some(bytes.clamp(CHUNK, MAX_MAPPED));
+    }
+
+    /// The bound on mapped code memory.
+    pub(crate) fn limit(&self) -> usize {
+        self.limit.unwrap_or(MAX_MAPPED)
+    }
+
     /// Bytes of code memory mapped now (live chunks).
     pub(crate) fn mapped(&self) -> usize {
         self.mapped.get()
@@ -92,6 +102,8 @@ pub(crate) struct Arena {
     used: usize,
     /// Bytes of all live chunks.
     mapped: Rc<Cell<usize>>,
+    /// A bound below [`MAX_MAPPED`] (`None`: that one), set by [`Arena::set_limit`].
+    limit: Option<usize>,
 }
 
 impl Arena {
@@ -104,7 +116,7 @@ impl Arena {
             // The current chunk is dropped from the arena first, so that it counts only while blocks
             // still hold it.
             self.current = None;
-            if self.mapped.get() + size > MAX_MAPPED {
+            if self.mapped.get() + size > self.limit() {
                 return None;
             }
             self.current = Some(Rc::new(Chunk::map(size, self.mapped.clone())?));

@@ -21,12 +21,22 @@
 //! trampoline's address is an immediate) and copied into executable chunks of our own ([`arena`]).
 //! A translation is owned by the interpreter's block, so invalidating the block frees its code.
 //!
-//! What is not here yet: direct jumps between translations, inlined string instructions,
-//! compilation on a second thread, the persistent translation cache.
+//! [`Backend`] is what the machine installs: it compiles on a second thread (`worker.rs`) while the
+//! interpreter keeps running the block, loads and saves translations in a persistent cache
+//! (`cache.rs`, `--jit-cache`), and evicts all translations when the code arena is full. [`Jit`]
+//! alone compiles synchronously (the tests' and the difftester's backend).
+//!
+//! What is not here yet: direct jumps between translations, inlined string instructions.
 #![deny(missing_docs)]
 
 mod arena;
+mod backend;
+mod cache;
 mod lower;
+mod worker;
+
+pub use backend::{Backend, Counters, Handle, Options};
+pub use worker::CompileDelay;
 
 use arena::{Arena, Code};
 use cpu::exec::Insn;
@@ -62,6 +72,31 @@ pub struct Outcome {
     loop_limit: u64,
     /// Instructions retired through [`call_handler`] (statistics: the rest ran inline).
     called: u64,
+    /// The host functions generated code calls, indexed by the `HELPER_*` constants: code loads
+    /// them from here instead of holding their addresses, so that it runs unchanged in another
+    /// process (the persistent translation cache) whatever address the binary was loaded at.
+    helpers: [usize; 3],
+}
+
+/// Index of [`call_handler`] in `Outcome::helpers`.
+const HELPER_CALL: usize = 0;
+/// Index of `lower::shift_flags` in `Outcome::helpers`.
+pub(crate) const HELPER_SHIFT_FLAGS: usize = 1;
+/// Index of `lower::imul_flags` in `Outcome::helpers`.
+pub(crate) const HELPER_IMUL_FLAGS: usize = 2;
+
+/// The table generated code finds in `Outcome::helpers`.
+fn helper_table() -> [usize; 3] {
+    [
+        call_handler as *const () as usize,
+        lower::shift_flags as lower::FlagsHelper as usize,
+        lower::imul_flags as lower::FlagsHelper as usize,
+    ]
+}
+
+/// Offset of helper `k` within an `Outcome`, for generated loads.
+pub(crate) fn helper_offset(k: usize) -> i32 {
+    (offset_of!(Outcome, helpers) + k * std::mem::size_of::<usize>()) as i32
 }
 
 /// Calls the handler of `insn`, the one call generated code makes per instruction.
@@ -118,6 +153,11 @@ pub struct Stats {
     pub compile_ns: u64,
 }
 
+/// Cranelift's optimisation level for translations (measured: docs/PERF.md).
+const OPT_LEVEL: &str = "speed";
+/// Cranelift's register allocator for translations (measured: docs/PERF.md).
+const REGALLOC: &str = "backtracking";
+
 /// The Cranelift block backend.
 pub struct Jit {
     isa: OwnedTargetIsa,
@@ -139,8 +179,12 @@ impl Jit {
             "false"
         };
         flags.set("enable_verifier", verify).map_err(|e| e.to_string())?;
-        flags.set("regalloc_algorithm", "backtracking").map_err(|e| e.to_string())?;
-        flags.set("opt_level", "speed").map_err(|e| e.to_string())?;
+        // Chosen by measurement (docs/PERF.md, "Compile latency"); `FERRITE_JIT_OPT` and
+        // `FERRITE_JIT_REGALLOC` override them for such measurements (and key the translation cache).
+        let opt = std::env::var("FERRITE_JIT_OPT").unwrap_or_else(|_| OPT_LEVEL.into());
+        let regalloc = std::env::var("FERRITE_JIT_REGALLOC").unwrap_or_else(|_| REGALLOC.into());
+        flags.set("regalloc_algorithm", &regalloc).map_err(|e| format!("FERRITE_JIT_REGALLOC: {e}"))?;
+        flags.set("opt_level", &opt).map_err(|e| format!("FERRITE_JIT_OPT: {e}"))?;
         // Code is copied to wherever the arena has room: it must not depend on its address.
         flags.set("is_pic", "true").map_err(|e| e.to_string())?;
         let isa = cranelift_native::builder()
@@ -160,6 +204,13 @@ impl Jit {
     /// Translation statistics so far.
     pub fn stats(&self) -> Stats {
         self.stats
+    }
+
+    /// Everything about code generation besides the guest code that the machine code depends on:
+    /// Cranelift's settings and the host features it targets (part of the persistent cache's key).
+    pub(crate) fn codegen_id(&self) -> String {
+        let isa_flags: Vec<String> = self.isa.isa_flags().iter().map(|v| v.to_string()).collect();
+        format!("{}\n{}\n{}", self.isa.triple(), self.isa.flags(), isa_flags.join(","))
     }
 
     /// Builds the Cranelift function of a block of `n` instructions with the given next RIPs.
@@ -185,7 +236,7 @@ impl Jit {
         };
         // `Ctx::st` cannot change while the block runs: load it once.
         let st = b.ins().load(ptr, mf, ctx, offset_of!(Ctx<'static>, st) as i32);
-        let tramp = b.ins().iconst(ptr, call_handler as *const () as usize as i64);
+        let tramp = b.ins().load(ptr, mf, out, helper_offset(HELPER_CALL));
         let ok = b.ins().iconst(types::I32, ST_OK as i64);
         let size = std::mem::size_of::<Insn>() as i64;
         // The retired count lives in an SSA variable while the block runs; `rip` and `icount` in
@@ -221,7 +272,7 @@ impl Jit {
         let used = if self_loop { lower::used_gprs(insns) } else { 0 };
         regs.load(&mut b, st, used);
         regs.dirty = used;
-        let user_tag = lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig }.user_tag();
+        let user_tag = lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig, out }.user_tag();
         let top = b.create_block();
         b.ins().jump(top, &[]);
         b.switch_to_block(top);
@@ -246,7 +297,7 @@ impl Jit {
                 if dirty {
                     sync(b, insn.i.ip());
                 }
-                lower::Lower { b, st, regs, fl, helper_sig }.materialize();
+                lower::Lower { b, st, regs, fl, helper_sig, out }.materialize();
                 store_fl(b);
                 regs.flush(b, st);
                 regs.forget();
@@ -290,7 +341,8 @@ impl Jit {
                 let rip = match cc {
                     None => target,
                     Some(cc) => {
-                        let taken = lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig }.cond(cc);
+                        let taken =
+                            lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig, out }.cond(cc);
                         let fall = b.ins().iconst(types::I64, insn.next_rip as i64);
                         b.ins().select(taken, target, fall)
                     }
@@ -299,7 +351,7 @@ impl Jit {
                 bump(&mut b, 1);
                 let v = b.use_var(icount);
                 b.ins().store(mf, v, st, cpu::offsets::ICOUNT as i32);
-                lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig }.materialize();
+                lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig, out }.materialize();
                 store_fl(&mut b);
                 if self_loop {
                     // Run again while the next run fits below the limit: exactly the interpreter's
@@ -331,25 +383,26 @@ impl Jit {
                 break;
             }
             if form.mem == lower::Mem::None {
-                lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig }.emit(insn, form.op, live[k]);
+                lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig, out }
+                    .emit(insn, form.op, live[k]);
             } else {
                 // The access inline when the interpreter would take its fast path; else the handler.
                 let slow = b.create_block();
                 let join = b.create_block();
                 b.set_cold_block(slow);
-                let host = lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig }
+                let host = lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig, out }
                     .probe(insn, form, tlb, user_tag, slow);
                 if matches!(form.op, lower::Op::Call | lower::Op::Ret | lower::Op::JmpInd) {
                     // They end the block: each path leaves on its own, fully synced.
                     let (in0, dirty0, pending0) = (regs.in_var, regs.dirty, regs.pending);
-                    let rip = lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig }
+                    let rip = lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig, out }
                         .emit_call_ret(insn, form, host, slow);
                     b.seal_block(slow);
                     b.ins().store(mf, rip, st, cpu::offsets::RIP as i32);
                     bump(&mut b, 1);
                     let v = b.use_var(icount);
                     b.ins().store(mf, v, st, cpu::offsets::ICOUNT as i32);
-                    lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig }.materialize();
+                    lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig, out }.materialize();
                     store_fl(&mut b);
                     regs.flush(&mut b, st);
                     b.ins().jump(exit, &[ok.into()]);
@@ -364,7 +417,7 @@ impl Jit {
                 // The registers and pending flags as they are where the probe branches to the slow
                 // path.
                 let (in0, dirty0, pending0) = (regs.in_var, regs.dirty, regs.pending);
-                let mut l = lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig };
+                let mut l = lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig, out };
                 l.emit_mem(insn, form, host, live[k]);
                 // Flags pending from this instruction are computed here (their operands are not
                 // available after the join); flags still pending from before stay so: the slow
@@ -400,7 +453,7 @@ impl Jit {
             if dirty {
                 sync(&mut b, insns[insns.len() - 1].next_rip);
             }
-            lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig }.materialize();
+            lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig, out }.materialize();
             store_fl(&mut b);
             regs.flush(&mut b, st);
         }
@@ -453,6 +506,19 @@ impl BlockBackend for Jit {
 impl Jit {
     /// Builds, compiles and places one block's code.
     fn translate(&mut self, insns: &[Insn]) -> Option<Box<dyn CompiledBlock>> {
+        let code = self.code_bytes(insns);
+        let block = code.and_then(|c| self.install(&c, insns.len(), insns[0].next_rip));
+        if block.is_none() {
+            self.stats.declined += 1;
+        }
+        Some(Box::new(block?))
+    }
+
+    /// Compiles a block into position-independent machine code (no relocations, no host address:
+    /// see `Outcome::helpers`), which [`Jit::install`] can place anywhere, in this process or, through
+    /// the persistent cache, in another one; `None` when Cranelift fails or the code is not
+    /// self-contained.
+    fn code_bytes(&mut self, insns: &[Insn]) -> Option<Vec<u8>> {
         let func = self.build(insns);
         self.ctx.clear();
         self.ctx.func = func;
@@ -460,28 +526,26 @@ impl Jit {
         let dump = std::env::var_os("FERRITE_JIT_DUMP").is_some();
         self.ctx.set_disasm(dump);
         let mut ctrl = cranelift_codegen::control::ControlPlane::default();
-        let code = match self.ctx.compile(&*self.isa, &mut ctrl) {
+        match self.ctx.compile(&*self.isa, &mut ctrl) {
             // Only self-contained code can be copied into the arena.
             Ok(c) if c.buffer.relocs().is_empty() => {
                 if dump && let Some(v) = &c.vcode {
                     eprintln!("jit: block at {:#x}, {} instructions:\n{v}", insns[0].i.ip(), insns.len());
                 }
-                self.arena.copy_in(c.code_buffer())
+                Some(c.code_buffer().to_vec())
             }
             _ => None,
-        };
-        let Some(code) = code else {
-            self.stats.declined += 1;
-            return None;
-        };
+        }
+    }
+
+    /// Places code made by [`Jit::code_bytes`] for a block of `len` instructions, the first of
+    /// which ends at `first_ip`, in executable memory; `None` when the arena is full (or the host
+    /// refuses a mapping).
+    fn install(&mut self, code: &[u8], len: usize, first_ip: u64) -> Option<JitBlock> {
+        let code = self.arena.copy_in(code)?;
         self.stats.compiled += 1;
         self.stats.code_bytes += code.len() as u64;
-        Some(Box::new(JitBlock {
-            code,
-            len: insns.len(),
-            first_ip: insns[0].next_rip,
-            inline_retired: self.inline_retired.clone(),
-        }))
+        Some(JitBlock { code, len, first_ip, inline_retired: self.inline_retired.clone() })
     }
 }
 
@@ -504,7 +568,7 @@ impl CompiledBlock for JitBlock {
             return cpu::interp::run_insns(ctx, insns);
         }
         debug_assert_eq!(insns[0].next_rip, self.first_ip, "a translation run on another block");
-        let mut out = Outcome { loop_limit, ..Outcome::default() };
+        let mut out = Outcome { loop_limit, helpers: helper_table(), ..Outcome::default() };
         let icount0 = ctx.st.icount;
         // SAFETY: the code was generated by `Jit::build` for a block of `self.len` instructions with the
         // `BlockFn` signature, and stays mapped executable while `self.code` lives. It reads and writes

@@ -291,6 +291,8 @@ pub(crate) struct Lower<'a, 'b> {
     pub fl: Variable,
     /// The signature of [`flags_helper`]-like helpers.
     pub helper_sig: SigRef,
+    /// The block's `Outcome`, which holds the helpers' addresses (`crate::helper_offset`).
+    pub out: Value,
 }
 
 /// `(st, rflags, a, b, code) -> rflags`: a flag computation of the interpreter's, called from
@@ -457,9 +459,9 @@ impl Lower<'_, '_> {
     }
 
     /// Calls a flag helper of the interpreter's: RFLAGS = helper(st, RFLAGS, a, b, code).
-    fn call_flags(&mut self, helper: FlagsHelper, a: Value, b: Value, code: u32) {
+    fn call_flags(&mut self, helper: usize, a: Value, b: Value, code: u32) {
         self.materialize();
-        let f = self.b.ins().iconst(I64, helper as *const () as usize as i64);
+        let f = self.b.ins().load(I64, MF, self.out, crate::helper_offset(helper));
         let fl = self.b.use_var(self.fl);
         let code = self.b.ins().iconst(types::I32, code as i64);
         let call = self.b.ins().call_indirect(self.helper_sig, f, &[self.st, fl, a, b, code]);
@@ -637,7 +639,7 @@ impl Lower<'_, '_> {
                 let r = if size < 8 { self.b.ins().band_imm_s(r, mask(size)) } else { r };
                 if live & kills(op) != 0 || live & (flags::OF | flags::AF) != 0 {
                     let c = self.b.ins().iconst(I64, cnt as i64);
-                    self.call_flags(shift_flags, a, c, shift_code(sop) | size << 8);
+                    self.call_flags(crate::HELPER_SHIFT_FLAGS, a, c, shift_code(sop) | size << 8);
                 }
                 self.write(d, r);
             }
@@ -687,7 +689,7 @@ impl Lower<'_, '_> {
                     self.b.ins().band_imm_s(p, mask(size))
                 };
                 if live & flags::ARITH != 0 {
-                    self.call_flags(imul_flags, a, b, size);
+                    self.call_flags(crate::HELPER_IMUL_FLAGS, a, b, size);
                 }
                 self.write(d, r);
             }

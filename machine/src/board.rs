@@ -21,11 +21,12 @@ use chipset::msi::MsiMessage;
 use chipset::pci::{PciBarEvent, PciFunction, Piix3Isa, pirq_of};
 use chipset::{FwCfg, PciBus};
 use cpu::CpuBus;
-use mmu::{
+use std::ptr::NonNull;
+use vmcore::layout;
+use vmcore::{
     AddressMap, Device, DeviceCtx, DeviceId, GuestRam, MachineRequests, RegionKind, SnapshotError,
     SnapshotReader, SnapshotWriter, VirtTime,
 };
-use std::ptr::NonNull;
 
 /// A hook called on every interrupt the CPU acknowledges: (vector, instruction count at the board's last
 /// sync with the CPU). For determinism checks and tracing; `None` costs one branch.
@@ -41,6 +42,11 @@ pub enum Slot {
         devfn: u8,
         /// The window.
         window: u8,
+    },
+    /// The PCI function at `devfn` itself (not one of its windows): reached for its timed events.
+    PciFunction {
+        /// Device and function number on bus 0.
+        devfn: u8,
     },
     /// One of the interrupt controllers in [`Board::irqchip`].
     IrqChip(IrqChipPart),
@@ -74,6 +80,12 @@ enum Access<'a> {
     MmioRead(u64, &'a mut [u8]),
     MmioWrite(u64, &'a [u8]),
     HostInput(&'a [u8]),
+    /// A timed event: the entry advances if its deadline has passed (sets the flag when it did).
+    Advance(&'a mut bool),
+    /// RDMSR of a register the entry owns (the local APIC's).
+    MsrRead(u32, &'a mut Option<u64>),
+    /// WRMSR of a register the entry owns; the flag says whether the value was accepted.
+    MsrWrite(u32, u64, &'a mut bool),
 }
 
 impl Access<'_> {
@@ -95,6 +107,10 @@ impl Access<'_> {
             Access::MmioRead(off, data) => d.mmio_read(ctx, off, data),
             Access::MmioWrite(off, data) => d.mmio_write(ctx, off, data),
             Access::HostInput(data) => d.host_input(ctx, data),
+            Access::Advance(ran) => {
+                advance_if_due(d, ctx, ran);
+            }
+            Access::MsrRead(..) | Access::MsrWrite(..) => {}
         }
     }
 
@@ -105,7 +121,7 @@ impl Access<'_> {
             Access::MmioRead(off, data) => f.bar_read(ctx, window, off, data),
             Access::PioWrite(off, data) => f.bar_write(ctx, window, u64::from(off), data),
             Access::MmioWrite(off, data) => f.bar_write(ctx, window, off, data),
-            Access::HostInput(_) => {}
+            Access::HostInput(_) | Access::Advance(_) | Access::MsrRead(..) | Access::MsrWrite(..) => {}
         }
     }
 
@@ -114,6 +130,17 @@ impl Access<'_> {
         if let Access::PioRead(_, data) | Access::MmioRead(_, data) = self {
             data.fill(0xff);
         }
+    }
+}
+
+/// Advances `d` if its deadline has passed: then its interrupts must be propagated.
+fn advance_if_due(d: &mut dyn Device, ctx: &mut DeviceCtx<'_>, ran: &mut bool) -> After {
+    if d.next_deadline().is_some_and(|t| t <= ctx.now) {
+        d.advance(ctx);
+        *ran = true;
+        After::Irqs
+    } else {
+        After::Nothing
     }
 }
 
@@ -151,6 +178,8 @@ pub struct Board {
     pci_windows: Vec<(u8, u8, DeviceId)>,
     /// PCI functions that serve their own BARs, DMA and interrupts ([`Board::add_pci_device`]).
     pci_devices: Vec<u8>,
+    /// The registry entry of each PCI function ([`Slot::PciFunction`]), by devfn.
+    pci_function_ids: Vec<(u8, DeviceId)>,
     /// Called on every acknowledged interrupt (see [`IrqTraceHook`]).
     pub irq_trace: Option<IrqTraceHook>,
     /// Set-up a BIOS would redo after every reset: PIIX4 PM base to program and enable.
@@ -160,7 +189,33 @@ pub struct Board {
     pub fw_cfg: FwCfg,
     /// The registry entries of the PIC pair, the I/O APIC and the local APIC.
     irqchip_ids: [DeviceId; 3],
+    /// BIOS shadowing of 0xC0000-0xFFFFF by the host bridge's PAM registers (with a BIOS; `None` keeps
+    /// the fixed map of `--rom` and the direct boots).
+    pub shadow: Option<Shadow>,
 }
+
+/// What the board needs to route 0xC0000-0xFFFFF by the i440FX PAM registers: the BIOS image whose last
+/// 128 KiB the PCI side shows at 0xE0000-0xFFFFF, and the PAM values last applied.
+#[derive(Clone, Debug)]
+pub struct Shadow {
+    rom: usize,
+    rom_len: u64,
+    applied: Option<[u8; 7]>,
+    /// Segments (bit n = `pam_segments()[n]`) whose reads go to the PCI side but writes to RAM.
+    write_only: u16,
+}
+
+impl Shadow {
+    /// Shadowing for ROM image `rom` of the map, `rom_len` bytes long.
+    pub fn new(rom: usize, rom_len: u64) -> Shadow {
+        Shadow { rom, rom_len, applied: None, write_only: 0 }
+    }
+}
+
+/// Start of the area the PAM registers control.
+const PAM_START: u64 = 0xC_0000;
+/// Its size (up to 1 MiB).
+const PAM_SIZE: u64 = 0x4_0000;
 
 impl Board {
     /// A board with `ram` and `map`, the interrupt controllers registered (the PIC on its ports, the
@@ -181,10 +236,12 @@ impl Board {
             pci: PciBus::new(),
             pci_windows: Vec::new(),
             pci_devices: Vec::new(),
+            pci_function_ids: Vec::new(),
             irq_trace: None,
             pm_base_preset: None,
             fw_cfg,
             irqchip_ids: [DeviceId(0); 3],
+            shadow: None,
         };
         let fw = b.register(Slot::FwCfg);
         b.map_ports(fw, 0x510, 12, 0);
@@ -234,6 +291,7 @@ impl Board {
     /// left unmapped.
     pub fn add_pci_function(&mut self, devfn: u8, f: Box<dyn PciFunction>, windows: &[(u8, DeviceId)]) {
         self.pci.add(devfn, f);
+        self.register_pci_function(devfn);
         for &(w, id) in windows {
             self.pci_windows.push((devfn, w, id));
         }
@@ -247,6 +305,7 @@ impl Board {
     pub fn add_pci_device(&mut self, devfn: u8, f: Box<dyn PciFunction>) {
         let bars: Vec<u8> = (0..6u8).filter(|i| f.config().bar(usize::from(*i)).is_some()).collect();
         self.pci.add(devfn, f);
+        self.register_pci_function(devfn);
         self.pci_windows.retain(|(d, _, _)| *d != devfn);
         for window in bars {
             let id = self.register(Slot::PciWindow { devfn, window });
@@ -256,6 +315,17 @@ impl Board {
             self.pci_devices.push(devfn);
         }
         self.service_pci_devices();
+    }
+
+    /// Gives the PCI function at `devfn` its registry entry (once per devfn), through which the board
+    /// advances it at its deadlines.
+    fn register_pci_function(&mut self, devfn: u8) {
+        if !self.pci_function_ids.iter().any(|(d, _)| *d == devfn) {
+            let id = self.register(Slot::PciFunction { devfn });
+            self.pci_function_ids.push((devfn, id));
+            // Advanced in bus order, whatever the order they were added in.
+            self.pci_function_ids.sort_unstable_by_key(|(d, _)| *d);
+        }
     }
 
     /// Routes ports `start..start+len` to device `id`, which sees `port - start + offset_base`.
@@ -291,7 +361,7 @@ impl Board {
     }
 
     /// Maps MMIO `start..start+size` to device `id`.
-    pub fn map_mmio(&mut self, id: DeviceId, start: u64, size: u64) -> Result<(), mmu::map::OverlapError> {
+    pub fn map_mmio(&mut self, id: DeviceId, start: u64, size: u64) -> Result<(), vmcore::map::OverlapError> {
         self.map.add(start, size, RegionKind::Mmio { device: id })
     }
 
@@ -316,14 +386,52 @@ impl Board {
         };
         let after = match slot {
             Slot::Device(d) => {
-                access.on(d.as_mut(), &mut DeviceCtx { now, irq: &mut irqchip.lines, requests });
-                After::Irqs
+                let ctx = &mut DeviceCtx { now, irq: &mut irqchip.lines, requests };
+                match access {
+                    Access::Advance(ran) => advance_if_due(d.as_mut(), ctx, ran),
+                    access => {
+                        access.on(d.as_mut(), ctx);
+                        After::Irqs
+                    }
+                }
             }
-            Slot::IrqChip(part) => {
-                let (d, irq) = irqchip.part(*part);
-                access.on(d, &mut DeviceCtx { now, irq, requests });
-                After::Irqs
-            }
+            Slot::IrqChip(part) => match access {
+                Access::MsrRead(msr, out) => {
+                    *out = irqchip.read_msr(now, msr);
+                    After::Nothing
+                }
+                Access::MsrWrite(msr, value, ok) => {
+                    *ok = irqchip.write_msr(now, msr, value, requests);
+                    After::Irqs
+                }
+                access => {
+                    let (d, irq) = irqchip.part(*part);
+                    let ctx = &mut DeviceCtx { now, irq, requests };
+                    match access {
+                        Access::Advance(ran) => advance_if_due(d, ctx, ran),
+                        access => {
+                            access.on(d, ctx);
+                            After::Irqs
+                        }
+                    }
+                }
+            },
+            Slot::PciFunction { devfn } => match (access, pci.function_mut(*devfn)) {
+                (Access::Advance(ran), Some(f)) => {
+                    let ctx = &mut DeviceCtx { now, irq: &mut irqchip.lines, requests };
+                    if f.next_deadline().is_some_and(|t| t <= now) {
+                        f.advance(ctx);
+                        *ran = true;
+                        After::PciFunctions
+                    } else {
+                        After::Nothing
+                    }
+                }
+                (access, _) => {
+                    access.open_bus();
+                    After::Nothing
+                }
+            },
             Slot::PciWindow { devfn, window } => {
                 match pci.function_mut(*devfn) {
                     Some(f) => {
@@ -462,6 +570,7 @@ impl Board {
             *r = Piix3Isa::decode_route(b[0]);
         }
         self.irqchip.set_pirq_routes(routes);
+        self.apply_pam();
         for ev in self.pci.take_events() {
             self.apply_pci_event(ev);
         }
@@ -469,6 +578,51 @@ impl Board {
         if !self.pci_devices.is_empty() {
             self.service_pci_devices();
         }
+    }
+
+    /// With BIOS shadowing: maps 0xC0000-0xFFFFF as the host bridge's PAM registers say (RAM, RAM
+    /// that ignores writes, the BIOS ROM in 0xE0000-0xFFFFF, or nothing), when they changed. Code and
+    /// translations go with the old map (a few times per boot).
+    pub fn apply_pam(&mut self) {
+        let Some(sh) = self.shadow.as_mut() else { return };
+        let mut pam = [0u8; 7];
+        self.pci.read_config(chipset::pci::DEVFN_HOST, chipset::pci::PAM0, &mut pam);
+        if sh.applied == Some(pam) {
+            return;
+        }
+        sh.applied = Some(pam);
+        sh.write_only = 0;
+        self.map.remove_within(PAM_START, PAM_SIZE);
+        for (n, (start, size, a)) in chipset::pci::pam_segments(&pam).into_iter().enumerate() {
+            let from_top = layout::HIGH_MEMORY - start;
+            let kind = match (a.read_ram, a.write_ram) {
+                (true, true) => Some(RegionKind::Ram { offset: start }),
+                (true, false) => Some(RegionKind::RamReadOnly { offset: start }),
+                (false, w) => {
+                    if w {
+                        sh.write_only |= 1 << n;
+                    }
+                    (start >= layout::BIOS_LOW_WINDOW && from_top <= sh.rom_len)
+                        .then(|| RegionKind::Rom { rom: sh.rom, offset: sh.rom_len - from_top })
+                }
+            };
+            if let Some(kind) = kind {
+                // The range was just cleared and segments do not overlap.
+                let _ = self.map.add(start, size, kind);
+            }
+        }
+        self.requests.flush_tlb = true;
+    }
+
+    /// Whether a write to `addr` goes to shadow RAM although reads there come from the PCI side (a PAM
+    /// segment with WE set and RE clear).
+    fn shadow_write_only(&self, addr: u64) -> bool {
+        let Some(sh) = &self.shadow else { return false };
+        if sh.write_only == 0 || !(PAM_START..PAM_START + PAM_SIZE).contains(&addr) {
+            return false;
+        }
+        let n = if addr >= 0xF_0000 { 0 } else { 1 + ((addr - PAM_START) / 0x4000) as u32 };
+        sh.write_only & (1 << n) != 0
     }
 
     fn apply_pci_event(&mut self, ev: PciBarEvent) {
@@ -511,31 +665,26 @@ impl Board {
         }
     }
 
-    /// Calls `advance` on every entry whose deadline has passed (devices, then PCI functions, then the
-    /// interrupt controllers, which so see the lines as the others left them), and propagates
-    /// interrupts.
-    pub fn advance_devices(&mut self) {
-        let now = self.now();
-        let Board { slots, irqchip, requests, pci, .. } = self;
-        for slot in slots.iter_mut() {
-            if let Slot::Device(d) = slot
-                && d.next_deadline().is_some_and(|t| t <= now)
-            {
-                d.advance(&mut DeviceCtx { now, irq: &mut irqchip.lines, requests });
+    /// Advances, through the dispatch path, every entry whose deadline has passed: devices (in
+    /// registry order), then PCI functions (in bus order), then the interrupt controllers (PIC pair,
+    /// I/O APIC, local APIC); each call is followed by what that entry's calls need (propagation; a
+    /// PCI function's transfers, MSIs and INTx#). Returns whether any entry advanced.
+    pub fn advance_devices(&mut self) -> bool {
+        let mut ran = false;
+        for i in 0..self.slots.len() {
+            if matches!(self.slots[i], Slot::Device(_)) {
+                self.call(DeviceId(i as u32), Access::Advance(&mut ran));
             }
         }
-        let mut pci_ran = false;
-        pci.for_each_function(|_, f| {
-            if f.next_deadline().is_some_and(|t| t <= now) {
-                f.advance(&mut DeviceCtx { now, irq: &mut irqchip.lines, requests });
-                pci_ran = true;
-            }
-        });
-        irqchip.advance(now, requests);
-        if pci_ran {
-            self.service_pci_devices();
+        for i in 0..self.pci_function_ids.len() {
+            let id = self.pci_function_ids[i].1;
+            self.call(id, Access::Advance(&mut ran));
+        }
+        for part in [IrqChipPart::Pic, IrqChipPart::IoApic, IrqChipPart::LocalApic] {
+            self.call(self.irqchip_id(part), Access::Advance(&mut ran));
         }
         self.irqchip.propagate();
+        ran
     }
 
     /// The earliest deadline of any entry: devices, PCI functions and the interrupt controllers.
@@ -665,6 +814,10 @@ impl Board {
         }
         self.fw_cfg.restore(r)?;
         self.pci.restore(r)?;
+        if let Some(sh) = self.shadow.as_mut() {
+            sh.applied = None;
+        }
+        self.apply_pam();
         for ev in self.pci.take_events() {
             self.apply_pci_event(ev);
         }
@@ -688,6 +841,11 @@ impl Board {
     }
 
     fn phys_access(&mut self, addr: u64, data: &mut [u8], write: bool) {
+        if write && self.shadow_write_only(addr) {
+            // Accesses never cross a page, and PAM segments are whole pages.
+            self.ram.write(addr, data);
+            return;
+        }
         let Some(region) = self.map.lookup(addr).copied() else {
             if !write {
                 data.fill(0xff);
@@ -703,6 +861,11 @@ impl Board {
                 if write {
                     self.ram.write(offset + off, head);
                 } else {
+                    self.ram.read(offset + off, head);
+                }
+            }
+            RegionKind::RamReadOnly { offset } => {
+                if !write {
                     self.ram.read(offset + off, head);
                 }
             }
@@ -737,7 +900,9 @@ impl CpuBus for Board {
             return None;
         }
         match r.kind {
-            RegionKind::Ram { offset } => {
+            RegionKind::Ram { offset } | RegionKind::RamReadOnly { offset }
+                if !write || matches!(r.kind, RegionKind::Ram { .. }) =>
+            {
                 let o = offset + (page - r.start);
                 if o + 0x1000 > self.ram.len() {
                     return None;
@@ -804,13 +969,15 @@ impl CpuBus for Board {
     }
 
     fn read_msr(&mut self, msr: u32) -> Option<u64> {
-        let now = self.now();
-        self.irqchip.read_msr(now, msr)
+        let mut v = None;
+        self.call(self.irqchip_id(IrqChipPart::LocalApic), Access::MsrRead(msr, &mut v));
+        v
     }
 
     fn write_msr(&mut self, msr: u32, value: u64) -> bool {
-        let now = self.now();
-        self.irqchip.write_msr(now, msr, value, &mut self.requests)
+        let mut ok = false;
+        self.call(self.irqchip_id(IrqChipPart::LocalApic), Access::MsrWrite(msr, value, &mut ok));
+        ok
     }
 
     fn tsc(&mut self, icount: u64) -> u64 {

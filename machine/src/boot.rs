@@ -12,7 +12,8 @@
 //! 20-byte packed `{u64 address, u64 length, u32 type}` entries); with ACPI tables in memory,
 //! `etc/acpi/rsdp` (the RSDP) and `etc/acpi/tables` (the EBDA from the first byte after the RSDP to the
 //! end of the last table, exactly as it lies in memory: its pointers are already absolute, so there is no
-//! `etc/table-loader`). For a direct boot, the kernel items: a bzImage's setup sectors in `SETUP_*` and
+//! `etc/table-loader`; a BIOS boot gets relocatable tables with one instead, `fill_fw_cfg_for_bios`).
+//! For a direct boot, the kernel items: a bzImage's setup sectors in `SETUP_*` and
 //! the rest in `KERNEL_*`, the initrd in `INITRD_*`; a multiboot kernel's file in `KERNEL_*` with its
 //! entry point and lowest load address; the command line in `CMDLINE_*` for both.
 
@@ -152,6 +153,51 @@ pub(crate) fn fill_fw_cfg(
             fw.set_cmdline(0, &b.cmdline);
         }
         None => {}
+    }
+    Ok(())
+}
+
+/// Fills fw_cfg for a BIOS boot (see [`crate::BiosConfig`]): QEMU's `etc/e820` (RAM only), the ACPI
+/// tables with `etc/table-loader` (PM block at [`crate::PM_BASE`], where SeaBIOS moves it when it finds
+/// a table loader), the SMBIOS structures as `etc/smbios/smbios-anchor` and `-tables`, and the extra
+/// `files`.
+pub(crate) fn fill_fw_cfg_for_bios(
+    fw: &mut FwCfg,
+    lay: &vmcore::layout::RamLayout,
+    files: &mut Vec<(String, Vec<u8>)>,
+) -> Result<(), String> {
+    let mut e820 = Vec::new();
+    for (addr, size) in [(0u64, lay.below_4g), (vmcore::layout::FOUR_GIB, lay.above_4g)] {
+        if size > 0 {
+            e820.extend_from_slice(&addr.to_le_bytes());
+            e820.extend_from_slice(&size.to_le_bytes());
+            e820.extend_from_slice(&firmware::linux::E820_RAM.to_le_bytes());
+        }
+    }
+    fw.add_file("etc/e820", e820, false)?;
+    let cfg = firmware::acpi::PlatformConfig {
+        pm_base: crate::PM_BASE,
+        pci_hole_start: lay.below_4g.min(vmcore::layout::IOAPIC_BASE) as u32,
+        ..Default::default()
+    };
+    let l = firmware::table_loader::build(&firmware::acpi::build_tables(&cfg))?;
+    fw.add_file(firmware::table_loader::RSDP_FILE, l.rsdp, false)?;
+    fw.add_file(firmware::table_loader::TABLES_FILE, l.tables, false)?;
+    fw.add_file(firmware::table_loader::LOADER_FILE, l.loader, false)?;
+    let [cpuid_eax, _, _, cpuid_edx] = cpu::cpuid::cpuid(1, 0, 0);
+    let (anchor, tables) = firmware::smbios::fw_cfg_files(&firmware::smbios::SmbiosConfig {
+        address: 0xF_0000,
+        below_4g: lay.below_4g,
+        above_4g: lay.above_4g,
+        cpuid_eax,
+        cpuid_edx,
+        cpu_mhz: 1000,
+        rom_size: 0x2_0000,
+    });
+    fw.add_file("etc/smbios/smbios-anchor", anchor, false)?;
+    fw.add_file("etc/smbios/smbios-tables", tables, false)?;
+    for (name, data) in files.drain(..) {
+        fw.add_file(&name, data, false)?;
     }
     Ok(())
 }

@@ -8,8 +8,8 @@
 //! engine sets `cpu.icount` to the slot count at every exit ([`Clock::icount_now`]), so the machine's
 //! slice arithmetic (`until`, `--max-instructions`) keeps working and becomes host-time arithmetic.
 
-use mmu::VirtTime;
 use std::time::{Duration, Instant};
+use vmcore::VirtTime;
 
 /// Where time comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

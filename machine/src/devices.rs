@@ -13,7 +13,7 @@
 use crate::board::Board;
 use crate::{EDU_DEVFN, MachineError};
 use chipset::pci::PciFunction;
-use mmu::Device;
+use vmcore::Device;
 
 /// A device that can be named on the command line.
 pub struct DeviceKind {
@@ -39,6 +39,11 @@ pub const DEVICES: &[DeviceKind] = &[
         add: crate::boot::add_testdev,
     },
     DeviceKind {
+        name: "vga",
+        help: "the standard VGA with Bochs VBE (1234:1111, QEMU's -vga std) at 00:03.0: ports 0x3B0-0x3DF and 0x1CE-0x1D0, memory 0xA0000-0xBFFFF, 16 MiB linear framebuffer (BAR0); added by default with a BIOS",
+        add: add_vga,
+    },
+    DeviceKind {
         name: "edu",
         help: "QEMU's educational PCI device (1234:11e8) at 00:02.0: BAR0 1 MiB MMIO, factorial, interrupt raise/acknowledge, DMA with a 4 KiB buffer, INTA# or MSI",
         add: |b| {
@@ -47,6 +52,31 @@ pub const DEVICES: &[DeviceKind] = &[
         },
     },
 ];
+
+/// Where the standard VGA goes: 00:03.0 (QEMU puts it at 00:02.0, which `--device edu` takes here).
+pub const VGA_DEVFN: u8 = 3 << 3;
+
+/// The fw_cfg file SeaBIOS loads the VGA's option ROM from (`pci<vendor>,<device>.rom`; it reads a
+/// file of that name before it looks at the function's ROM BAR).
+pub const VGA_ROM_FILE: &str = "pci1234,1111.rom";
+
+/// Registers the standard VGA ([`chipset::vga::Vga`]) at [`VGA_DEVFN`] and maps its fixed windows.
+fn add_vga(b: &mut Board) -> Result<(), MachineError> {
+    if b.pci.function(VGA_DEVFN).is_some() {
+        return Err(MachineError::Device("PCI 00:03.0, where the VGA goes, is taken".into()));
+    }
+    b.add_pci_device(VGA_DEVFN, Box::new(chipset::vga::Vga::new()));
+    for (window, start, len, memory) in chipset::vga::LEGACY_WINDOWS {
+        let id = b.register(crate::board::Slot::PciWindow { devfn: VGA_DEVFN, window });
+        if memory {
+            b.map_mmio(id, start, len)
+                .map_err(|e| MachineError::Device(format!("vga: legacy memory window: {e}")))?;
+        } else {
+            b.map_ports(id, start as u16, len as u16, 0);
+        }
+    }
+    Ok(())
+}
 
 /// A port window of a [`DeviceSpec::Isa`] device: ports `start..start+len`, seen by the device as
 /// offsets from `offset_base`.
@@ -143,7 +173,7 @@ mod tests {
         assert!(matches!(DeviceSpec::named("edu"), Ok(DeviceSpec::Named(k)) if k.name == "edu"));
         assert!(matches!(DeviceSpec::named("testdev"), Ok(DeviceSpec::Named(k)) if k.name == "testdev"));
         let e = DeviceSpec::named("floppy").unwrap_err();
-        assert!(e.contains("floppy") && e.contains("testdev, edu"), "{e}");
+        assert!(e.contains("floppy") && e.contains("testdev, vga, edu"), "{e}");
         let mut names: Vec<&str> = DEVICES.iter().map(|k| k.name).collect();
         names.dedup();
         assert_eq!(names.len(), DEVICES.len(), "names are unique");

@@ -4,7 +4,7 @@
 
 use chipset::DmaMemory;
 use chipset::msi::{MSI_WINDOW_BASE, MSI_WINDOW_SIZE, MsiMessage};
-use mmu::{AddressMap, GuestRam, RegionKind};
+use vmcore::{AddressMap, GuestRam, RegionKind};
 
 /// Most interrupt messages one DMA transfer may carry (a 4 KiB burst into the MSI window is 1024).
 pub(crate) const MAX_DMA_MSI: usize = 4096;
@@ -119,7 +119,7 @@ impl DmaMemory for RamDma<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mmu::DeviceId;
+    use vmcore::DeviceId;
 
     /// 64 KiB of RAM at 0, the local APIC page in the MSI window, RAM again right after the window.
     fn ram_and_map() -> (GuestRam, AddressMap) {

@@ -10,8 +10,8 @@
 use crate::board::Board;
 use cpu::mem::{TLB_SIZE, TlbEntry};
 use cpu::{CpuBus, CpuState, Exit, Interpreter};
-use mmu::{SnapshotError, SnapshotReader, SnapshotWriter};
 use std::ops::Range;
+use vmcore::{SnapshotError, SnapshotReader, SnapshotWriter};
 
 /// An execution engine.
 pub trait Engine {
@@ -32,6 +32,11 @@ pub trait Engine {
 
     /// The interpreter, for engines built on it (statistics, tests).
     fn interpreter(&self) -> Option<&Interpreter> {
+        None
+    }
+
+    /// The interpreter, mutable (debugger breakpoints and watchpoints).
+    fn interpreter_mut(&mut self) -> Option<&mut Interpreter> {
         None
     }
 
@@ -72,10 +77,12 @@ impl InterpEngine {
         InterpEngine { interp: Interpreter::new(), jit: false }
     }
 
-    /// The interpreter with the Cranelift JIT translating a block after `threshold` entries.
-    pub fn with_jit(threshold: u32) -> Result<InterpEngine, String> {
+    /// The interpreter with the Cranelift JIT translating a block after `threshold` entries, as
+    /// `opts` say (compile thread, persistent cache, code bound).
+    pub fn with_jit(threshold: u32, mut opts: jit::Options) -> Result<InterpEngine, String> {
         let mut interp = Interpreter::new();
-        let jit = jit::Jit::new().map_err(|e| format!("jit: {e}"))?;
+        opts.threshold = threshold;
+        let jit = jit::Backend::new(opts).map_err(|e| format!("jit: {e}"))?;
         interp.set_backend(Box::new(jit), threshold);
         Ok(InterpEngine { interp, jit: true })
     }
@@ -106,6 +113,10 @@ impl Engine for InterpEngine {
 
     fn interpreter(&self) -> Option<&Interpreter> {
         Some(&self.interp)
+    }
+
+    fn interpreter_mut(&mut self) -> Option<&mut Interpreter> {
+        Some(&mut self.interp)
     }
 
     fn stats(&self) -> Option<String> {
@@ -192,7 +203,9 @@ fn invalidate_code_ranges(interp: &mut Interpreter, ranges: &[Range<u64>]) {
             .code_pages
             .iter()
             .copied()
-            .filter(|p| ranges.iter().any(|r| !r.is_empty() && *p < r.end && r.start < *p + mmu::PAGE_SIZE))
+            .filter(|p| {
+                ranges.iter().any(|r| !r.is_empty() && *p < r.end && r.start < *p + vmcore::PAGE_SIZE)
+            })
             .collect()
     };
     for p in hit {

@@ -11,9 +11,11 @@
 //! replay a session: deliver each input at its slot.
 //!
 //! The RTC's start time (`--rtc`, which may be the host's clock with `now`) is an input too, taken when
-//! the machine is built: a recorder is given it first, stamped at slot 0.
+//! the machine is built: a recorder is given it first, stamped at slot 0. The user's quit and the end
+//! of the host's input are stamped and recorded too (they decide where a run ends), but give the guest
+//! nothing. [`crate::Machine::replay_inputs`] puts a log back in place of the channel.
 
-use mmu::DeviceId;
+use vmcore::DeviceId;
 
 /// Slots between two points at which host input is taken (100 µs of virtual time at the default 1e9
 /// instructions per second).
@@ -31,6 +33,11 @@ pub enum GuestInput {
     },
     /// The RTC's time at power-on, in UNIX seconds (given when the machine is built).
     RtcStart(i64),
+    /// The user quit (Ctrl-A x): nothing for the guest, but the run ends here, so a recording keeps it.
+    Quit,
+    /// The host's input side closed (end of a piped stdin): from here on nothing can wake a guest
+    /// waiting only for input, so a recording keeps it.
+    EndOfInput,
 }
 
 /// An input with the slot at which the guest saw it.

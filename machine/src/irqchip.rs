@@ -17,9 +17,7 @@
 
 use chipset::msi::{X86Interrupt, delivery};
 use chipset::{DualPic, IoApic, LocalApic};
-use mmu::{
-    Device, DeviceCtx, IrqLevels, MachineRequests, SnapshotError, SnapshotReader, SnapshotWriter, VirtTime,
-};
+use vmcore::{Device, IrqLevels, MachineRequests, SnapshotError, SnapshotReader, SnapshotWriter, VirtTime};
 
 /// The local APIC's TSC and timer input clock: 1 GHz, the TSC's rate (one tick per virtual ns).
 const APIC_HZ: u64 = 1_000_000_000;
@@ -310,17 +308,5 @@ impl IrqChip {
             .into_iter()
             .flatten()
             .min()
-    }
-
-    /// Brings the controllers with a passed deadline up to `now` (after the other devices, so they see
-    /// the lines as those left them).
-    pub fn advance(&mut self, now: VirtTime, requests: &mut MachineRequests) {
-        for part in [IrqChipPart::Pic, IrqChipPart::IoApic, IrqChipPart::LocalApic] {
-            let (d, irq) = self.part(part);
-            if d.next_deadline().is_some_and(|t| t <= now) {
-                d.advance(&mut DeviceCtx { now, irq, requests });
-            }
-        }
-        self.propagate();
     }
 }

@@ -12,24 +12,34 @@ pub mod clock;
 pub mod devices;
 mod dma;
 pub mod engine;
+pub mod gdb;
 pub mod input;
 pub mod irqchip;
 pub mod kvm;
+pub mod lockstep;
+pub mod monitor;
+pub mod record;
+pub mod replay;
+pub mod reverse;
+pub mod snapfile;
 pub mod snapshot;
 
 use board::{Board, IrqChipPart};
+pub use chipset::vga::{Frame, TextScreen};
 use chipset::{
     ByteSink, DebugConsole, DebugExit, I8042, Pit8254, PmDevice, Port92, ResetControl, Rtc, Uart16550,
 };
 use clock::Clock;
 use cpu::{CpuState, Exit, Interpreter, Stop};
-pub use devices::{DeviceSpec, PortWindow};
+pub use devices::{DeviceSpec, PortWindow, VGA_DEVFN, VGA_ROM_FILE};
 pub use engine::{Engine, InterpEngine};
 pub use firmware::multiboot::Module as MultibootModule;
 pub use input::{GuestInput, InputRecorder, StampedInput};
-use mmu::layout::{self, RamLayout};
-use mmu::{AddressMap, DeviceId, GuestRam, RegionKind};
+/// The JIT's options ([`MachineConfig::jit`]) and its compile-delay test knob.
+pub use jit::{CompileDelay, Options as JitOptions};
 use std::fmt;
+use vmcore::layout::{self, RamLayout};
+use vmcore::{AddressMap, DeviceId, GuestRam, RegionKind};
 
 /// Which execution engine runs the CPU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -80,6 +90,9 @@ pub struct MachineConfig {
     /// Under [`Accel::Jit`]: entries after which a block is translated (1 translates every block
     /// on its first entry, as the tests do).
     pub jit_threshold: u32,
+    /// Under [`Accel::Jit`]: the compile thread, the persistent translation cache (`--jit-cache`) and
+    /// the bound on translated code (`jit::Options`; its `threshold` is `jit_threshold`).
+    pub jit: jit::Options,
     /// Act as the firmware for ACPI: program the PIIX4 PM base (0x600) with SCI_EN set and write the ACPI
     /// and MP tables into the EBDA (0x9E000-0x9FFFF, see `firmware::acpi`). Off by default: bare test
     /// ROMs own all of RAM.
@@ -101,7 +114,65 @@ pub struct MachineConfig {
     pub model: cpu::CpuModel,
     /// Stop on an instruction Ferrite does not implement instead of raising #UD (`--strict`).
     pub strict: bool,
+    /// The seed of RDRAND/RDSEED (`--seed`): the CPU's random numbers are a pure function of it, so a
+    /// run never depends on host entropy. [`DEFAULT_SEED`] unless set.
+    pub seed: u64,
+
+    /// `firmware` is a PC BIOS (SeaBIOS, `--bios`): the host bridge's PAM registers shadow
+    /// 0xC0000-0xFFFFF, and fw_cfg and CMOS carry what SeaBIOS reads (see [`BiosConfig`]).
+    pub bios: Option<BiosConfig>,
 }
+
+/// What a BIOS boot adds to the machine (see [`MachineConfig::bios`]).
+///
+/// The image is mapped ending at 4 GiB, its last 128 KiB also at 0xE0000-0xFFFFF as the PCI side of the
+/// PAM-controlled area: at power-on (PAM registers zero) reads of 0xE0000-0xFFFFF come from the ROM and
+/// 0xC0000-0xDFFFF is empty; the BIOS then copies itself into RAM and write-protects it through the PAM
+/// registers, as on an i440FX. fw_cfg gets QEMU's `etc/e820` (RAM only: the BIOS reserves its own
+/// areas), the ACPI tables through `etc/table-loader` (`firmware::table_loader`), and `files`; CMOS the
+/// memory sizes, equipment byte and the boot order (0x3D/0x38, as QEMU's `-boot`).
+pub struct BiosConfig {
+    /// Boot devices in order, SeaBIOS's CMOS codes: 1 floppy, 2 hard disk, 3 CD-ROM, 4 network; 0 none.
+    pub boot_order: [u8; 3],
+    /// Extra fw_cfg files (name, contents): the VGA BIOS as `pci1234,1111.rom`, `bootorder`, ...
+    pub files: Vec<(String, Vec<u8>)>,
+    /// Where the BIOS's debug log (port 0x402, QEMU's `isa-debugcon` as SeaBIOS uses it) goes.
+    pub log: ByteSink,
+}
+
+impl Default for BiosConfig {
+    fn default() -> Self {
+        BiosConfig { boot_order: [2, 3, 1], files: Vec::new(), log: Box::new(|_| {}) }
+    }
+}
+
+/// Parses a boot order as QEMU's `-boot` takes it: `c`, `d`, `cd`, `order=dc`, `order=cdn` (a floppy,
+/// c hard disk, d CD-ROM, n network). Returns the CMOS codes of [`BiosConfig::boot_order`].
+pub fn parse_boot_order(s: &str) -> Result<[u8; 3], String> {
+    let list = s.strip_prefix("order=").unwrap_or(s);
+    let list = list.split(',').next().unwrap_or_default();
+    if list.is_empty() || list.len() > 3 {
+        return Err(format!("boot order '{s}': give one to three of a, c, d, n (e.g. c, d, order=dc)"));
+    }
+    let mut out = [0u8; 3];
+    for (i, c) in list.chars().enumerate() {
+        let code = match c {
+            'a' => 1,
+            'c' => 2,
+            'd' => 3,
+            'n' => 4,
+            other => return Err(format!("boot order '{s}': unknown device '{other}' (a, c, d or n)")),
+        };
+        if out.contains(&code) {
+            return Err(format!("boot order '{s}': '{c}' given twice"));
+        }
+        out[i] = code;
+    }
+    Ok(out)
+}
+
+/// The RDRAND/RDSEED seed of a configuration that does not set one (the CPU's power-on generator state).
+pub const DEFAULT_SEED: u64 = 0x243f_6a88_85a3_08d3;
 
 /// A Linux kernel booted directly through the x86 boot protocol's 64-bit entry
 /// (`firmware::linux`). The machine then starts in the state a PC BIOS leaves: the 8259s at vectors
@@ -135,6 +206,7 @@ impl MachineConfig {
             rtc_start: 1_767_225_600, // 2026-01-01T00:00:00Z
             accel: Accel::Interp,
             jit_threshold: JIT_THRESHOLD,
+            jit: jit::Options::default(),
             acpi: false,
             linux: None,
             devices: Vec::new(),
@@ -142,6 +214,9 @@ impl MachineConfig {
             quirks: cpu::Quirks::Intel,
             model: cpu::CpuModel::ferrite().executable_here(),
             strict: false,
+            seed: DEFAULT_SEED,
+
+            bios: None,
         }
     }
 }
@@ -244,6 +319,9 @@ pub enum RunOutcome {
         /// Register dump at the stop.
         dump: String,
     },
+    /// A debugger's breakpoint (`Interpreter::stops`) or watchpoint was reached (only when a debugger
+    /// set one; see [`gdb`]).
+    DebugStop,
 }
 
 /// Something from the host side of the console.
@@ -269,7 +347,7 @@ pub struct Machine {
     /// COM1's device id (console input goes here).
     pub com1: DeviceId,
     on_triple_fault: TripleFaultAction,
-    input: Option<std::sync::mpsc::Receiver<HostEvent>>,
+    input: Option<InputSource>,
     /// The slot at which host input is taken next while a channel is attached.
     next_input: u64,
     /// Called with every delivered input.
@@ -280,7 +358,31 @@ pub struct Machine {
     rtc_start: i64,
     /// The direct Linux boot, redone after every reset.
     direct_boot: Option<DirectBoot>,
+    /// A test hook that perturbs the state once the retired count reaches a value (divergence tests).
+    fault: Option<FaultHook>,
+    /// Logged inputs to deliver again at their slots (re-execution for reverse debugging), in order.
+    script: std::collections::VecDeque<StampedInput>,
 }
+
+/// Where host input comes from.
+enum InputSource {
+    /// The console: live host events.
+    Channel(std::sync::mpsc::Receiver<HostEvent>),
+    /// A recording (or the other side of a lockstep pair): inputs delivered at the input point whose
+    /// slot equals theirs.
+    Replay(std::collections::VecDeque<StampedInput>),
+}
+
+/// A deliberately injected divergence: `apply` runs when the retired count reaches `at` (again after a
+/// restore to an earlier state).
+struct FaultHook {
+    at: u64,
+    fired: bool,
+    apply: FaultFn,
+}
+
+/// What [`Machine::inject_fault_at`] does to the state.
+pub type FaultFn = Box<dyn FnMut(&mut CpuState, &mut Board)>;
 
 /// What the machine redoes as boot loader and BIOS for a direct Linux boot.
 struct DirectBoot {
@@ -292,8 +394,49 @@ impl Machine {
     /// Connects the console: host bytes arrive on `rx` and go to COM1 through the input port
     /// ([`Machine::inject`]) at the next input point (see [`input`]).
     pub fn attach_input(&mut self, rx: std::sync::mpsc::Receiver<HostEvent>) {
-        self.input = Some(rx);
+        self.input = Some(InputSource::Channel(rx));
         self.next_input = self.slot();
+    }
+
+    /// Replaces the console with recorded inputs (replay, the second machine of a lockstep pair): the run
+    /// loop takes input at the same points as with a channel attached, and delivers each input at the
+    /// input point whose slot is its own. [`GuestInput::Quit`] ends the run as the user's quit did;
+    /// [`GuestInput::EndOfInput`] detaches the source as the channel's end did. More inputs can be added
+    /// later with [`Machine::feed_inputs`].
+    pub fn replay_inputs(&mut self, inputs: impl IntoIterator<Item = StampedInput>) {
+        let q = inputs.into_iter().filter(|s| !matches!(s.input, GuestInput::RtcStart(_))).collect();
+        self.input = Some(InputSource::Replay(q));
+        self.next_input = self.slot();
+    }
+
+    /// Appends recorded inputs to the source set by [`Machine::replay_inputs`] (or starts one).
+    pub fn feed_inputs(&mut self, inputs: impl IntoIterator<Item = StampedInput>) {
+        let new = inputs.into_iter().filter(|s| !matches!(s.input, GuestInput::RtcStart(_)));
+        match &mut self.input {
+            Some(InputSource::Replay(q)) => q.extend(new),
+            _ => self.replay_inputs(new),
+        }
+    }
+
+    /// Recorded inputs not delivered yet (0 without a replay source).
+    pub fn pending_inputs(&self) -> usize {
+        match &self.input {
+            Some(InputSource::Replay(q)) => q.len(),
+            _ => 0,
+        }
+    }
+
+    /// Detaches the input source (console or recording).
+    pub fn detach_input(&mut self) {
+        self.input = None;
+    }
+
+    /// Test hook for divergence detection: when the retired count reaches `at` (exactly: the run loop
+    /// stops there), `apply` changes the state, as an engine bug would. It fires again whenever the
+    /// machine passes `at` after being restored to an earlier state. Only tests use it.
+    #[doc(hidden)]
+    pub fn inject_fault_at(&mut self, at: u64, apply: FaultFn) {
+        self.fault = Some(FaultHook { at, fired: self.cpu.icount >= at, apply });
     }
 
     /// Installs `recorder`, called with every input from now on (record/replay). It is first given the
@@ -320,8 +463,8 @@ impl Machine {
                 self.board.icount = self.cpu.icount;
                 self.board.host_input(device, &bytes);
             }
-            // Applied when the RTC was built: nothing to deliver.
-            GuestInput::RtcStart(_) => {}
+            // Applied when the RTC was built, and host-side events: nothing to deliver.
+            GuestInput::RtcStart(_) | GuestInput::Quit | GuestInput::EndOfInput => {}
         }
     }
 
@@ -329,33 +472,71 @@ impl Machine {
     /// user asked to quit. With `block`, waits for at least one event (the guest is idle and only input
     /// can wake it).
     fn poll_input(&mut self, block: bool) -> bool {
-        let Some(rx) = &self.input else { return true };
-        let mut bytes = Vec::new();
-        let mut quit = false;
-        let mut first = if block { rx.recv().ok() } else { None };
-        if block && first.is_none() {
-            // The input side closed (EOF): nothing can wake the guest any more.
-            self.input = None;
-            return true;
-        }
-        loop {
-            let ev = match first.take() {
-                Some(e) => e,
-                None => match rx.try_recv() {
-                    Ok(e) => e,
-                    Err(_) => break,
-                },
-            };
-            match ev {
-                HostEvent::Input(b) => bytes.push(b),
-                HostEvent::Quit => quit = true,
+        match &mut self.input {
+            None => true,
+            Some(InputSource::Replay(_)) => self.poll_replay(block),
+            Some(InputSource::Channel(rx)) => {
+                let mut bytes = Vec::new();
+                let mut quit = false;
+                let mut first = if block { rx.recv().ok() } else { None };
+                if block && first.is_none() {
+                    // The input side closed (EOF): nothing can wake the guest any more.
+                    self.input = None;
+                    self.inject(GuestInput::EndOfInput);
+                    return true;
+                }
+                loop {
+                    let ev = match first.take() {
+                        Some(e) => e,
+                        None => match rx.try_recv() {
+                            Ok(e) => e,
+                            Err(_) => break,
+                        },
+                    };
+                    match ev {
+                        HostEvent::Input(b) => bytes.push(b),
+                        HostEvent::Quit => quit = true,
+                    }
+                }
+                if !bytes.is_empty() {
+                    let device = self.com1;
+                    self.inject(GuestInput::Serial { device, bytes });
+                }
+                if quit {
+                    self.inject(GuestInput::Quit);
+                }
+                !quit
             }
         }
-        if !bytes.is_empty() {
-            let device = self.com1;
-            self.inject(GuestInput::Serial { device, bytes });
+    }
+
+    /// [`Machine::poll_input`] from a recording: delivers the inputs stamped with the current slot (or
+    /// an earlier one, which only a recording of another machine has). A blocking poll with nothing
+    /// left at this slot ends the run as a quit: the recording stopped here.
+    fn poll_replay(&mut self, block: bool) -> bool {
+        let now = self.slot();
+        let mut delivered = false;
+        loop {
+            let Some(InputSource::Replay(q)) = &mut self.input else { return true };
+            if q.front().is_none_or(|s| s.slot > now) {
+                break;
+            }
+            let Some(next) = q.pop_front() else { break };
+            delivered = true;
+            match next.input {
+                GuestInput::Quit => {
+                    self.inject(GuestInput::Quit);
+                    return false;
+                }
+                GuestInput::EndOfInput => {
+                    self.input = None;
+                    self.inject(GuestInput::EndOfInput);
+                    return true;
+                }
+                input => self.inject(input),
+            }
         }
-        !quit
+        !block || delivered
     }
 
     /// Builds a machine from `cfg` (the same as [`MachineBuilder::from_config`]`(cfg).build()`).
@@ -371,6 +552,11 @@ impl Machine {
             return Err(MachineError::Memory(format!("{} bytes is more than the 1 TiB maximum", cfg.memory)));
         }
         let mut cfg = cfg;
+        if cfg.bios.is_some() && cfg.linux.is_some() {
+            return Err(MachineError::Firmware(
+                "a BIOS with --kernel (SeaBIOS's linuxboot option ROM) is not supported yet: boot the kernel directly or from a disk".into(),
+            ));
+        }
         if cfg.linux.is_some() {
             cfg.acpi = true;
             if cfg.firmware.is_empty() {
@@ -388,8 +574,13 @@ impl Machine {
         let lay = RamLayout::for_size(cfg.memory);
         let low_bios = fw_len.min(layout::BIOS_LOW_WINDOW_SIZE);
         let low_bios_start = layout::HIGH_MEMORY - low_bios;
+        let shadow = cfg.bios.is_some();
         for (start, size, offset) in lay.ram_ranges() {
             let mut size = size;
+            if start == layout::OPTION_ROM_AREA && shadow {
+                // The PAM registers route 0xC0000-0xFFFFF (Board::apply_pam).
+                continue;
+            }
             if start == layout::OPTION_ROM_AREA {
                 // RAM continues up to where the BIOS window starts.
                 size = (lay.below_4g.min(low_bios_start)).saturating_sub(start);
@@ -400,12 +591,17 @@ impl Machine {
         let rom = map.add_rom_image(cfg.firmware);
         map.add(layout::FOUR_GIB - fw_len, fw_len, RegionKind::Rom { rom, offset: 0 })
             .map_err(|e| MachineError::Firmware(e.to_string()))?;
-        map.add(low_bios_start, low_bios, RegionKind::Rom { rom, offset: fw_len - low_bios })
-            .map_err(|e| MachineError::Firmware(e.to_string()))?;
+        if !shadow {
+            map.add(low_bios_start, low_bios, RegionKind::Rom { rom, offset: fw_len - low_bios })
+                .map_err(|e| MachineError::Firmware(e.to_string()))?;
+        }
 
         // KVM has no instruction counter: under it the clock is host time.
         let clock = if cfg.accel == Accel::Kvm { Clock::host(cfg.ips) } else { Clock::new(cfg.ips) };
         let mut board = Board::new(ram, map, clock);
+        if shadow {
+            board.shadow = Some(board::Shadow::new(rom, fw_len));
+        }
         for (part, base) in
             [(IrqChipPart::IoApic, layout::IOAPIC_BASE), (IrqChipPart::LocalApic, layout::LAPIC_BASE)]
         {
@@ -424,7 +620,16 @@ impl Machine {
         let id = board.add_device(Box::new(Pit8254::new()));
         board.map_ports(id, 0x40, 4, 0);
         board.map_ports(id, 0x61, 1, 0x21);
-        let id = board.add_device(Box::new(Rtc::new(cfg.rtc_start)));
+        let mut rtc = Rtc::new(cfg.rtc_start);
+        if let Some(b) = &cfg.bios {
+            rtc.fill_bios_fields(&chipset::CmosConfig {
+                ram_below_4g: lay.below_4g,
+                ram_above_4g: lay.above_4g,
+                boot_order: b.boot_order,
+                ..Default::default()
+            });
+        }
+        let id = board.add_device(Box::new(rtc));
         board.map_ports(id, 0x70, 2, 0);
         let id = board.add_device(Box::new(I8042::new()));
         board.map_ports(id, 0x60, 1, 0);
@@ -432,7 +637,8 @@ impl Machine {
         let id = board.add_device(Box::new(Port92::new()));
         board.map_ports(id, 0x92, 1, 0);
         let ide = cfg.ide.take().unwrap_or_default();
-        let acpi = add_pci_and_acpi(&mut board, cfg.acpi, lay.below_4g, ide);
+        let acpi = add_pci_and_acpi(&mut board, cfg.acpi, shadow, lay.below_4g, ide);
+        board.apply_pam();
         let mem = firmware::linux::MemoryLayout {
             below_4g: lay.below_4g,
             above_4g: lay.above_4g,
@@ -446,6 +652,14 @@ impl Machine {
                 boot::fill_fw_cfg(&mut board.fw_cfg, &mem, Some(&tables), Some((l, &plan)))
                     .map_err(MachineError::Firmware)?;
                 Some(DirectBoot { plan, acpi_writes: tables.writes })
+            }
+            (_, _) if cfg.bios.is_some() => {
+                let mut bios = cfg.bios.take().unwrap_or_default();
+                boot::fill_fw_cfg_for_bios(&mut board.fw_cfg, &lay, &mut bios.files)
+                    .map_err(MachineError::Firmware)?;
+                let id = board.add_device(Box::new(DebugConsole::new(bios.log)));
+                board.map_ports(id, 0x402, 1, 0);
+                None
             }
             (_, tables) => {
                 boot::fill_fw_cfg(&mut board.fw_cfg, &mem, tables.as_ref(), None)
@@ -461,7 +675,8 @@ impl Machine {
         let engine: Box<dyn Engine> = match cfg.accel {
             Accel::Interp | Accel::Jit => {
                 let mut e = if cfg.accel == Accel::Jit {
-                    InterpEngine::with_jit(cfg.jit_threshold).map_err(MachineError::Engine)?
+                    InterpEngine::with_jit(cfg.jit_threshold, cfg.jit.clone())
+                        .map_err(MachineError::Engine)?
                 } else {
                     InterpEngine::new()
                 };
@@ -471,7 +686,7 @@ impl Machine {
             Accel::Kvm => Box::new(kvm::KvmEngine::new(&board).map_err(MachineError::Engine)?),
         };
         Ok(Machine {
-            cpu: CpuState { quirks: cfg.quirks, ..CpuState::with_model(cfg.model) },
+            cpu: CpuState { quirks: cfg.quirks, rng_state: cfg.seed, ..CpuState::with_model(cfg.model) },
             engine,
             board,
             com1,
@@ -482,6 +697,8 @@ impl Machine {
             inputs_delivered: 0,
             rtc_start: cfg.rtc_start,
             direct_boot,
+            fault: None,
+            script: Default::default(),
         })
         .map(|mut m| {
             m.redo_direct_boot();
@@ -565,6 +782,12 @@ impl Machine {
         self.engine.flush_all();
     }
 
+    /// The standard VGA, when the machine has one (`--device vga`, or a BIOS boot): its screen is
+    /// [`chipset::vga::Vga::render`] and, in text modes, [`chipset::vga::Vga::text_screen`].
+    pub fn vga(&self) -> Option<&chipset::vga::Vga> {
+        self.board.pci.function(VGA_DEVFN)?.as_any()?.downcast_ref()
+    }
+
     /// The execution engine.
     pub fn engine(&self) -> &dyn Engine {
         self.engine.as_ref()
@@ -573,6 +796,16 @@ impl Machine {
     /// The interpreter, when the engine is built on it (interp and jit; `None` under KVM).
     pub fn interp(&self) -> Option<&Interpreter> {
         self.engine.interpreter()
+    }
+
+    /// The interpreter, mutable (debugger breakpoints), when the engine is built on it.
+    pub fn interp_mut(&mut self) -> Option<&mut Interpreter> {
+        self.engine.interpreter_mut()
+    }
+
+    /// Drops decoded code on the guest-physical `ranges` (the host wrote them: a debugger, a monitor).
+    pub fn invalidate_code(&mut self, ranges: &[std::ops::Range<u64>]) {
+        self.engine.invalidate_code(ranges);
     }
 
     /// Resets the CPU and every device (machine reset: keyboard controller, port 0x92, triple fault).
@@ -617,6 +850,22 @@ impl Machine {
             } else if !req.dma_written.is_empty() {
                 self.engine.invalidate_code(&req.dma_written);
             }
+            let mut until_fault = u64::MAX;
+            if let Some(f) = &mut self.fault {
+                if self.cpu.icount < f.at {
+                    f.fired = false;
+                    until_fault = f.at;
+                } else if !f.fired {
+                    f.fired = true;
+                    (f.apply)(&mut self.cpu, &mut self.board);
+                }
+            }
+            // Logged inputs due now (re-execution): delivered at the slot they were seen at.
+            while self.script.front().is_some_and(|i| i.slot <= self.slot()) {
+                if let Some(i) = self.script.pop_front() {
+                    self.inject(i.input);
+                }
+            }
             if self.cpu.icount >= limit {
                 return RunOutcome::InstructionLimit;
             }
@@ -631,6 +880,9 @@ impl Machine {
                 }
                 until_input = self.next_input.saturating_sub(self.board.clock.idle);
             }
+            if let Some(i) = self.script.front() {
+                until_input = until_input.min(i.slot.saturating_sub(self.board.clock.idle));
+            }
             let deadline = self.board.next_deadline();
             let until = self
                 .board
@@ -638,6 +890,7 @@ impl Machine {
                 .icount_at(deadline)
                 .min(limit)
                 .min(until_input)
+                .min(until_fault)
                 .min(self.cpu.icount.saturating_add(MAX_SLICE))
                 .max(self.cpu.icount + 1);
             let exit = self.engine.run(&mut self.cpu, &mut self.board, until);
@@ -655,8 +908,17 @@ impl Machine {
                     }
                     // Idle until the next device deadline: time moves on, instructions do not.
                     let d = self.board.next_deadline();
-                    if d == mmu::VirtTime::NEVER {
+                    if d == vmcore::VirtTime::NEVER {
                         if self.board.interrupt_pending_now() {
+                            continue;
+                        }
+                        if let Some(i) = self.script.front() {
+                            // The logged input woke the guest: idle up to its slot.
+                            let target = i.slot.saturating_sub(self.board.clock.idle);
+                            self.board.clock.idle_until(self.cpu.icount, target);
+                            if let Some(i) = self.script.pop_front() {
+                                self.inject(i.input);
+                            }
                             continue;
                         }
                         if self.input.is_some() {
@@ -674,6 +936,10 @@ impl Machine {
                         target = target
                             .min(self.next_input.saturating_sub(self.board.clock.idle).max(self.cpu.icount));
                     }
+                    if let Some(i) = self.script.front() {
+                        target =
+                            target.min(i.slot.saturating_sub(self.board.clock.idle).max(self.cpu.icount));
+                    }
                     // Skips the idle slots (instruction time) or sleeps towards the deadline (host time).
                     self.board.clock.idle_until(self.cpu.icount, target);
                     self.board.advance_devices();
@@ -689,8 +955,8 @@ impl Machine {
                     return self.stopped(format!("unimplemented instruction: {what}"));
                 }
                 Exit::Stopped(Stop::Shutdown(why)) => return self.stopped(format!("shutdown: {why}")),
-                // The machine never sets trap_faults or stop_at; if a debugger does, hand control back.
-                Exit::ReachedStop => return self.stopped("stopped at the requested address".into()),
+                // A debugger's breakpoint or watchpoint: hand control back.
+                Exit::ReachedStop => return RunOutcome::DebugStop,
                 Exit::Trapped(f) => return self.stopped(format!("exception trapped for inspection: {f:?}")),
             }
         }
@@ -709,6 +975,7 @@ pub const PM_BASE: u16 = 0x600;
 fn add_pci_and_acpi(
     board: &mut Board,
     acpi: bool,
+    bios: bool,
     below_4g: u64,
     ide: storage::IdeController,
 ) -> Option<firmware::acpi::AcpiTables> {
@@ -716,7 +983,9 @@ fn add_pci_and_acpi(
     board.map_pci_ports();
     let id = board.add_device(Box::new(ResetControl::new()));
     board.map_ports(id, 0xcf9, 1, 0);
-    let pm = board.add_device(Box::new(PmDevice::new(acpi)));
+    // SCI_EN starts set wherever the tables say ACPI is always on (no SMI_CMD): ours, and the same
+    // tables a BIOS loads through fw_cfg.
+    let pm = board.add_device(Box::new(PmDevice::new(acpi || bios)));
     board.add_pci_function(pci::DEVFN_HOST, Box::new(I440fx::new()), &[]);
     board.add_pci_function(pci::DEVFN_ISA, Box::new(Piix3Isa::new()), &[]);
     // PIIX3 IDE serves its own windows: BAR4 (bus master) and the compatibility-mode channel ports,
@@ -795,6 +1064,77 @@ fn no_bios_rom(lay: &RamLayout) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pam_registers_route_the_bios_area() {
+        use cpu::CpuBus;
+        // A 128 KiB "BIOS": byte i of the image is (i >> 12) ^ 0xA5, so each 4 KiB page is tellable.
+        let rom: Vec<u8> = (0..0x2_0000usize).map(|i| ((i >> 12) as u8) ^ 0xA5).collect();
+        let mut cfg = MachineConfig::new(16 << 20, rom.clone());
+        cfg.bios = Some(BiosConfig::default());
+        let mut m = Machine::new(cfg).unwrap();
+        let b = &mut m.board;
+        let rd = |b: &mut Board, a: u64| {
+            let mut x = [0u8];
+            b.read_phys(a, &mut x);
+            x[0]
+        };
+        let pam = |b: &mut Board, reg: usize, v: u8| b.pci_config_write(chipset::pci::DEVFN_HOST, reg, &[v]);
+        // Power-on: the ROM at 0xE0000-0xFFFFF and at 4 GiB, nothing at 0xC0000.
+        assert_eq!(rd(b, 0xF_0000), rom[0x1_0000]);
+        assert_eq!(rd(b, 0xE_0000), rom[0]);
+        assert_eq!(rd(b, 0xFFFF_FFF0), rom[0x1_FFF0]);
+        assert_eq!(rd(b, 0xC_0000), 0xFF);
+        b.write_phys(0xF_0000, &[0x11]);
+        assert_eq!(rd(b, 0xF_0000), rom[0x1_0000], "ROM ignores writes");
+        // Write-only (WE, no RE): reads still the ROM, writes reach shadow RAM.
+        pam(b, 0x59, 0x20);
+        b.write_phys(0xF_0000, &[0x22]);
+        assert_eq!(rd(b, 0xF_0000), rom[0x1_0000]);
+        // Read/write: the RAM holds what was written through the write-only setting.
+        pam(b, 0x59, 0x30);
+        assert_eq!(rd(b, 0xF_0000), 0x22);
+        assert!(b.ram_page(0xF_0000, true).is_some(), "RW shadow RAM gets write TLB entries");
+        b.write_phys(0xF_0001, &[0x33]);
+        assert_eq!(rd(b, 0xF_0001), 0x33);
+        // Read-only: reads RAM, writes dropped, no write pointer.
+        pam(b, 0x59, 0x10);
+        b.write_phys(0xF_0001, &[0x44]);
+        assert_eq!(rd(b, 0xF_0001), 0x33);
+        assert!(b.ram_page(0xF_0000, true).is_none() && b.ram_page(0xF_0000, false).is_some());
+        // Each nibble is its own segment: PAM1's low nibble opens 0xC0000-0xC3FFF only.
+        pam(b, 0x5A, 0x03);
+        b.write_phys(0xC_0000, &[0x55]);
+        assert_eq!(rd(b, 0xC_0000), 0x55);
+        assert_eq!(rd(b, 0xC_4000), 0xFF);
+        assert!(b.requests.flush_tlb, "remapping drops translations");
+        // The 4 GiB alias stays ROM whatever the PAM registers say.
+        assert_eq!(rd(b, 0xFFFF_0000), rom[0x1_0000]);
+        // Reset puts the ROM back.
+        m.reset();
+        assert_eq!(rd(&mut m.board, 0xF_0000), rom[0x1_0000]);
+        assert_eq!(rd(&mut m.board, 0xC_0000), 0xFF);
+    }
+
+    #[test]
+    fn boot_orders_parse_as_qemu_spells_them() {
+        assert_eq!(parse_boot_order("c"), Ok([2, 0, 0]));
+        assert_eq!(parse_boot_order("d"), Ok([3, 0, 0]));
+        assert_eq!(parse_boot_order("order=dca"), Ok([3, 2, 1]));
+        assert_eq!(parse_boot_order("order=nc,menu=on"), Ok([4, 2, 0]));
+        assert!(parse_boot_order("cc").is_err());
+        assert!(parse_boot_order("x").is_err());
+        assert!(parse_boot_order("").is_err());
+    }
+
+    #[test]
+    fn a_bios_with_a_kernel_is_refused_in_one_line() {
+        let mut cfg = MachineConfig::new(16 << 20, vec![0xF4; 0x2_0000]);
+        cfg.bios = Some(BiosConfig::default());
+        cfg.linux = Some(LinuxBoot::default());
+        let e = Machine::new(cfg).err().expect("refused").to_string();
+        assert!(e.contains("not supported") && !e.contains('\n'), "{e}");
+    }
 
     #[test]
     fn direct_boot_rom_carries_smbios_and_the_reset_vector() {

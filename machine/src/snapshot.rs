@@ -4,7 +4,7 @@
 //! (its requests, the interrupt controllers and lines, every registered device, fw_cfg, the PCI bus with
 //! every function's configuration space and state), the engine's hidden state (the interpreter's TLB,
 //! which may hold stale translations a guest relies on until it invalidates them, and which pages hold
-//! code) and guest RAM, in the `mmu::snapshot` byte format.
+//! code) and guest RAM, in the `vmcore::snapshot` byte format.
 //! It restores into a machine built from the same configuration (same memory size, firmware and
 //! devices, in the same order; interp and jit snapshots are interchangeable); the decoded blocks and JIT
 //! code are dropped and the BAR windows remapped. Host-side things are not state: output sinks, the
@@ -18,7 +18,7 @@ use crate::board::Board;
 use cpu::CpuState;
 use cpu::model::{Base, CpuModel, Vendor};
 use cpu::state::{DescTable, FpuState, Msrs, Quirks, Segment, VecState};
-use mmu::{SnapshotError, SnapshotReader, SnapshotWriter};
+use vmcore::{SnapshotError, SnapshotReader, SnapshotWriter};
 
 /// First tag of a machine snapshot.
 const MAGIC: &str = "ferrite-machine-v1";
@@ -242,6 +242,7 @@ pub fn save_cpu(w: &mut SnapshotWriter, c: &CpuState) {
         fpu,
         vec,
         model,
+        pkru,
     } = c;
     w.tag("cpu");
     gpr.iter().for_each(|v| w.u64(*v));
@@ -269,6 +270,7 @@ pub fn save_cpu(w: &mut SnapshotWriter, c: &CpuState) {
     save_fpu(w, fpu);
     save_vec(w, vec);
     save_model(w, model);
+    w.u32(*pkru);
 }
 
 /// Writes the CPU model (what CPUID says and which instructions exist are part of the machine).
@@ -364,17 +366,18 @@ pub fn restore_cpu(r: &mut SnapshotReader<'_>) -> Result<CpuState, SnapshotError
         fpu: restore_fpu(r)?,
         vec: restore_vec(r)?,
         model: restore_model(r)?,
+        pkru: r.u32()?,
     })
 }
 
 /// 64-bit hash over a byte stream, eight bytes at a time (not cryptographic: it tells states apart).
-struct StateHasher {
+pub(crate) struct StateHasher {
     h: u64,
     tail: Vec<u8>,
 }
 
 impl StateHasher {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         StateHasher { h: 0xcbf2_9ce4_8422_2325, tail: Vec::new() }
     }
 
@@ -382,7 +385,7 @@ impl StateHasher {
         self.h = (self.h ^ v).wrapping_mul(0x0000_0100_0000_01b3).rotate_left(29) ^ (self.h >> 31);
     }
 
-    fn write(&mut self, mut data: &[u8]) {
+    pub(crate) fn write(&mut self, mut data: &[u8]) {
         if !self.tail.is_empty() {
             let need = 8 - self.tail.len();
             let take = need.min(data.len());
@@ -401,7 +404,7 @@ impl StateHasher {
         self.tail.extend_from_slice(chunks.remainder());
     }
 
-    fn finish(mut self) -> u64 {
+    pub(crate) fn finish(mut self) -> u64 {
         let n = self.tail.len() as u64;
         let mut last = [0u8; 8];
         last[..self.tail.len()].copy_from_slice(&self.tail);
@@ -440,6 +443,44 @@ impl Machine {
         w.u64(self.board.ram.len());
     }
 
+    /// The machine's state without RAM's contents (what [`Machine::save_state`] writes before RAM):
+    /// snapshot files store RAM their own way.
+    pub fn save_head(&self) -> Vec<u8> {
+        let mut w = SnapshotWriter::new();
+        self.save_without_ram(&mut w);
+        w.finish()
+    }
+
+    /// Restores [`Machine::save_head`]'s state; RAM's contents are left to the caller, who must then
+    /// write every byte of it. On error the machine may be partly restored and should be dropped.
+    pub fn restore_head(&mut self, head: &[u8]) -> Result<(), SnapshotError> {
+        let mut r = SnapshotReader::new(head);
+        self.restore_without_ram(&mut r)?;
+        if r.remaining() != 0 {
+            return Err(SnapshotError::Invalid(format!("{} bytes after the state", r.remaining())));
+        }
+        Ok(())
+    }
+
+    fn restore_without_ram(&mut self, r: &mut SnapshotReader<'_>) -> Result<(), SnapshotError> {
+        r.tag(MAGIC)?;
+        let cpu = restore_cpu(r)?;
+        self.board.restore(r)?;
+        self.engine.flush_all();
+        self.engine.restore_hidden(r, &cpu, &mut self.board)?;
+        r.tag("ram")?;
+        let len = r.u64()?;
+        if len != self.board.ram.len() {
+            return Err(SnapshotError::Invalid(format!(
+                "snapshot has {len} bytes of RAM, this machine {}",
+                self.board.ram.len()
+            )));
+        }
+        self.cpu = cpu;
+        self.board.icount = self.cpu.icount;
+        Ok(())
+    }
+
     /// The whole machine's state (see the module docs), RAM included.
     pub fn save_state(&self) -> Vec<u8> {
         let mut w = SnapshotWriter::new();
@@ -454,27 +495,13 @@ impl Machine {
     /// partly restored and should be dropped.
     pub fn restore_state(&mut self, data: &[u8]) -> Result<(), SnapshotError> {
         let mut r = SnapshotReader::new(data);
-        r.tag(MAGIC)?;
-        let cpu = restore_cpu(&mut r)?;
-        self.board.restore(&mut r)?;
-        self.engine.flush_all();
-        self.engine.restore_hidden(&mut r, &cpu, &mut self.board)?;
-        r.tag("ram")?;
-        let len = r.u64()?;
-        if len != self.board.ram.len() {
-            return Err(SnapshotError::Invalid(format!(
-                "snapshot has {len} bytes of RAM, this machine {}",
-                self.board.ram.len()
-            )));
-        }
+        self.restore_without_ram(&mut r)?;
         let consumed = data.len() - r.remaining();
         let ram = &data[consumed..];
-        if ram.len() as u64 != len {
+        if ram.len() as u64 != self.board.ram.len() {
             return Err(SnapshotError::Truncated);
         }
         self.board.ram.write(0, ram);
-        self.cpu = cpu;
-        self.board.icount = self.cpu.icount;
         Ok(())
     }
 

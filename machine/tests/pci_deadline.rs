@@ -6,9 +6,9 @@
 use chipset::pci::{BarDef, BarKind, ConfigSpace, PciFunction, reg};
 use iced_x86::code_asm::*;
 use machine::{Accel, DeviceSpec, MachineBuilder, RunOutcome};
-use mmu::{DeviceCtx, VirtTime};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use vmcore::{DeviceCtx, VirtTime};
 
 /// Device 3, function 0.
 const DEVFN: u8 = 3 << 3;

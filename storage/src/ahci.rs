@@ -32,7 +32,7 @@
 
 use chipset::msi::{MsiCapability, MsiMessage, Signal, intx_output};
 use chipset::pci::{BarChange, BarDef, BarKind, ConfigSpace, PciFunction, reg};
-use mmu::{DeviceCtx, VirtTime};
+use vmcore::{DeviceCtx, SnapshotError, SnapshotReader, SnapshotWriter, VirtTime};
 
 use crate::ata::{Action, CD_BLOCK, Drive, DriveKind, TaskFile, Xfer, error, latency_ns, status};
 use crate::atapi::PacketResult;
@@ -975,6 +975,38 @@ impl PciFunction for Ahci {
         }
     }
 
+    fn save(&self, w: &mut SnapshotWriter) {
+        w.tag(self.name());
+        self.cfg.save(w);
+        w.u32(self.ghc);
+        w.u32(self.is);
+        w.u64(self.now.0);
+        w.bool(self.intx);
+        w.bool(self.condition);
+        w.u32(self.msi_out.len() as u32);
+        for m in &self.msi_out {
+            w.u64(m.address);
+            w.u32(m.data);
+        }
+        w.u32(self.ports.len() as u32);
+        for p in &self.ports {
+            p.save(w);
+        }
+    }
+
+    fn restore(&mut self, r: &mut SnapshotReader<'_>) -> Result<Vec<BarChange>, SnapshotError> {
+        let mut w = SnapshotWriter::new();
+        self.save(&mut w);
+        let before = w.finish();
+        let res = self.load(r);
+        if res.is_err() {
+            // A snapshot that does not read back whole changes nothing: what this controller itself
+            // wrote reads back.
+            let _ = self.load(&mut SnapshotReader::new(&before));
+        }
+        res
+    }
+
     fn intx(&self) -> bool {
         self.intx
     }
@@ -1011,6 +1043,158 @@ impl PciFunction for Ahci {
 
     fn advance(&mut self, ctx: &mut DeviceCtx<'_>) {
         Ahci::advance(self, ctx.now);
+    }
+}
+
+impl Ahci {
+    fn load(&mut self, r: &mut SnapshotReader<'_>) -> Result<Vec<BarChange>, SnapshotError> {
+        r.tag(self.name())?;
+        let mut cfg = self.cfg.clone();
+        let ch = cfg.restore(r)?;
+        let (ghc, is, now, intx, condition) = (r.u32()?, r.u32()?, VirtTime(r.u64()?), r.bool()?, r.bool()?);
+        let n = r.u32()? as usize;
+        if n > MAX_MSI_QUEUE {
+            return Err(SnapshotError::Invalid(format!("AHCI: {n} queued MSI messages")));
+        }
+        let mut msi_out = Vec::with_capacity(n);
+        for _ in 0..n {
+            msi_out.push(MsiMessage { address: r.u64()?, data: r.u32()? });
+        }
+        if r.u32()? as usize != self.ports.len() {
+            return Err(SnapshotError::Invalid("AHCI: port count".into()));
+        }
+        let mut loaded = Vec::with_capacity(self.ports.len());
+        for p in &mut self.ports {
+            loaded.push(p.load(r)?);
+        }
+        for (p, l) in self.ports.iter_mut().zip(loaded) {
+            p.apply(l);
+        }
+        self.cfg = cfg;
+        (self.ghc, self.is, self.now, self.intx, self.condition) = (ghc, is, now, intx, condition);
+        self.msi_out = msi_out;
+        Ok(ch)
+    }
+}
+
+// ---------------------------------------------------------------- snapshots
+
+/// Most completions a restored port may have queued (one per slot and one reset).
+const MAX_COMPLETIONS: usize = 33;
+
+/// A port's registers and queue as read from a snapshot, applied only once everything has read back.
+struct PortState {
+    regs: [u32; 11],
+    clb: u64,
+    fb: u64,
+    done: Vec<Completion>,
+    busy_until: VirtTime,
+    sig_fis: bool,
+}
+
+fn opt_u8(w: &mut SnapshotWriter, v: Option<u8>) {
+    w.bool(v.is_some());
+    w.u8(v.unwrap_or(0));
+}
+
+fn load_opt_u8(r: &mut SnapshotReader<'_>, max: u8) -> Result<Option<u8>, SnapshotError> {
+    let (some, v) = (r.bool()?, r.u8()?);
+    if v > max {
+        return Err(SnapshotError::Invalid(format!("AHCI: slot or tag {v}")));
+    }
+    Ok(some.then_some(v))
+}
+
+impl Port {
+    fn save(&self, w: &mut SnapshotWriter) {
+        w.tag("ahci-port");
+        w.bool(self.drive.is_some());
+        if let Some(d) = &self.drive {
+            d.save_state(w);
+        }
+        w.u64(self.clb);
+        w.u64(self.fb);
+        let regs = [
+            self.is,
+            self.ie,
+            self.cmd,
+            self.tfd,
+            self.sig,
+            self.sctl,
+            self.serr,
+            self.sact,
+            self.ci,
+            self.running,
+            self.queued,
+        ];
+        for v in regs {
+            w.u32(v);
+        }
+        w.u32(self.done.len() as u32);
+        for c in &self.done {
+            w.u64(c.at.0);
+            opt_u8(w, c.slot);
+            opt_u8(w, c.tag);
+            w.u8(c.status);
+            w.u8(c.error);
+            w.u32(c.is);
+            w.bool(c.sig.is_some());
+            w.u32(c.sig.unwrap_or(0));
+        }
+        w.u64(self.busy_until.0);
+        w.bool(self.sig_fis);
+    }
+
+    /// Reads [`Port::save`]; the drive state is restored at once (the drive must be where the snapshot
+    /// had it), the registers are returned for [`Port::apply`].
+    fn load(&mut self, r: &mut SnapshotReader<'_>) -> Result<PortState, SnapshotError> {
+        r.tag("ahci-port")?;
+        match (r.bool()?, self.drive.as_mut()) {
+            (false, None) => {}
+            (true, Some(d)) => d.restore_state(r)?,
+            _ => {
+                return Err(SnapshotError::Invalid(
+                    "AHCI: the snapshot's drives are not the machine's".into(),
+                ));
+            }
+        }
+        let (clb, fb) = (r.u64()?, r.u64()?);
+        let mut regs = [0u32; 11];
+        for v in &mut regs {
+            *v = r.u32()?;
+        }
+        let n = r.u32()? as usize;
+        if n > MAX_COMPLETIONS {
+            return Err(SnapshotError::Invalid(format!("AHCI: {n} queued completions")));
+        }
+        let mut done = Vec::with_capacity(n);
+        for _ in 0..n {
+            let at = VirtTime(r.u64()?);
+            let slot = load_opt_u8(r, 31)?;
+            let tag = load_opt_u8(r, 31)?;
+            let (status, error, is) = (r.u8()?, r.u8()?, r.u32()?);
+            let (has_sig, sig) = (r.bool()?, r.u32()?);
+            done.push(Completion { at, slot, tag, status, error, is, sig: has_sig.then_some(sig) });
+        }
+        Ok(PortState { regs, clb, fb, done, busy_until: VirtTime(r.u64()?), sig_fis: r.bool()? })
+    }
+
+    fn apply(&mut self, s: PortState) {
+        [
+            self.is,
+            self.ie,
+            self.cmd,
+            self.tfd,
+            self.sig,
+            self.sctl,
+            self.serr,
+            self.sact,
+            self.ci,
+            self.running,
+            self.queued,
+        ] = s.regs;
+        (self.clb, self.fb, self.done, self.busy_until, self.sig_fis) =
+            (s.clb, s.fb, s.done, s.busy_until, s.sig_fis);
     }
 }
 

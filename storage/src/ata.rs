@@ -12,7 +12,9 @@
 //! Out-of-range addresses give IDNF (with ABRT for commands whose count is zero-length-invalid), an
 //! unknown or unsupported command ABRT, a host I/O error UNC on reads and ABRT on writes.
 
-use crate::atapi::AtapiState;
+use vmcore::{SnapshotError, SnapshotReader, SnapshotWriter};
+
+use crate::atapi::{AtapiState, MediaEvent};
 use crate::backend::{BlockBackend, SECTOR};
 
 /// Status register bits.
@@ -647,6 +649,114 @@ impl Drive {
             Some(b) => b.flush().map_err(|_| error::ABRT),
             None => Ok(()),
         }
+    }
+}
+
+/// Snapshot of the drive state the guest can change (the medium itself is the machine's configuration:
+/// a snapshot is restored over the same images).
+impl Drive {
+    /// Writes the drive's guest-visible state: multiple mode, write cache, transfer mode, ATAPI state.
+    pub fn save_state(&self, w: &mut SnapshotWriter) {
+        w.tag("ata-drive");
+        w.bool(self.kind == DriveKind::Cdrom);
+        w.u64(self.sectors);
+        w.u16(self.multiple);
+        w.bool(self.write_cache);
+        w.u8(self.xfer_mode);
+        w.bytes(&self.atapi.sense);
+        w.bool(self.atapi.unit_attention);
+        w.bool(self.atapi.locked);
+        w.u8(match self.atapi.event {
+            MediaEvent::None => 0,
+            MediaEvent::NewMedia => 1,
+            MediaEvent::Removal => 2,
+        });
+    }
+
+    /// Restores [`Drive::save_state`] into a drive of the same kind over a medium of the same size.
+    pub fn restore_state(&mut self, r: &mut SnapshotReader<'_>) -> Result<(), SnapshotError> {
+        r.tag("ata-drive")?;
+        let cdrom = r.bool()?;
+        let sectors = r.u64()?;
+        if cdrom != (self.kind == DriveKind::Cdrom) || sectors != self.sectors {
+            return Err(SnapshotError::Invalid(format!(
+                "drive {}: the snapshot has a {} of {sectors} sectors, the machine a {:?} of {}",
+                self.serial,
+                if cdrom { "CD-ROM" } else { "disk" },
+                self.kind,
+                self.sectors
+            )));
+        }
+        let multiple = r.u16()?;
+        if multiple > MAX_MULTIPLE {
+            return Err(SnapshotError::Invalid(format!("drive multiple mode {multiple}")));
+        }
+        let write_cache = r.bool()?;
+        let xfer_mode = r.u8()?;
+        let sense = r.bytes()?;
+        let sense: [u8; 3] =
+            sense.try_into().map_err(|_| SnapshotError::Invalid("ATAPI sense length".into()))?;
+        let unit_attention = r.bool()?;
+        let locked = r.bool()?;
+        let event = match r.u8()? {
+            0 => MediaEvent::None,
+            1 => MediaEvent::NewMedia,
+            2 => MediaEvent::Removal,
+            e => return Err(SnapshotError::Invalid(format!("ATAPI media event {e}"))),
+        };
+        self.multiple = multiple;
+        self.write_cache = write_cache;
+        self.xfer_mode = xfer_mode;
+        self.atapi.sense = sense;
+        self.atapi.unit_attention = unit_attention;
+        self.atapi.locked = locked;
+        self.atapi.event = event;
+        Ok(())
+    }
+}
+
+impl TaskFile {
+    /// Writes the twelve registers.
+    pub fn save(&self, w: &mut SnapshotWriter) {
+        for v in self.bytes() {
+            w.u8(v);
+        }
+    }
+
+    /// Reads what [`TaskFile::save`] wrote.
+    pub fn load(r: &mut SnapshotReader<'_>) -> Result<TaskFile, SnapshotError> {
+        let b = r.u8s::<12>()?;
+        Ok(TaskFile {
+            features: b[0],
+            hob_features: b[1],
+            count: b[2],
+            hob_count: b[3],
+            lba_low: b[4],
+            lba_mid: b[5],
+            lba_high: b[6],
+            hob_lba_low: b[7],
+            hob_lba_mid: b[8],
+            hob_lba_high: b[9],
+            device: b[10],
+            command: b[11],
+        })
+    }
+
+    fn bytes(&self) -> [u8; 12] {
+        [
+            self.features,
+            self.hob_features,
+            self.count,
+            self.hob_count,
+            self.lba_low,
+            self.lba_mid,
+            self.lba_high,
+            self.hob_lba_low,
+            self.hob_lba_mid,
+            self.hob_lba_high,
+            self.device,
+            self.command,
+        ]
     }
 }
 

@@ -4,7 +4,7 @@
 //!
 //! # Offsets
 //!
-//! [`IdeController`] is one [`mmu::Device`] over five port windows; the board registers each with the
+//! [`IdeController`] is one [`vmcore::Device`] over five port windows; the board registers each with the
 //! offset base given here:
 //!
 //! | Ports | Offset | Registers |
@@ -26,7 +26,7 @@
 //!
 //! Every command takes [`crate::ata::latency_ns`] of the bytes it moves (per DRQ block for PIO, the
 //! whole transfer for DMA) from the access that started it; its completion (DRQ, INTRQ, status) is an
-//! event at that virtual time, reported by [`mmu::Device::next_deadline`]. Host I/O is synchronous:
+//! event at that virtual time, reported by [`vmcore::Device::next_deadline`]. Host I/O is synchronous:
 //! reads happen when the event fires, DMA transfers when the board runs [`IdeController::run_dma`]
 //! (right after the bus-master start), so what the guest sees depends only on its requests.
 //!
@@ -36,7 +36,7 @@
 //! PRD table that runs out before the transfer, points outside RAM or whose direction contradicts the
 //! command: the bus master's error bit, and ABRT in the drive's error register.
 
-use mmu::{Device, DeviceCtx, IrqLevels, VirtTime};
+use vmcore::{Device, DeviceCtx, IrqLevels, SnapshotError, SnapshotReader, SnapshotWriter, VirtTime};
 
 use crate::ata::{Action, CD_BLOCK, Drive, DriveKind, TaskFile, Xfer, error, latency_ns, status};
 use crate::atapi::PacketResult;
@@ -900,6 +900,14 @@ impl Device for IdeController {
         self.sync_irqs(ctx.irq);
     }
 
+    fn save(&self, w: &mut SnapshotWriter) {
+        self.save_state(w);
+    }
+
+    fn restore(&mut self, r: &mut SnapshotReader<'_>) -> Result<(), SnapshotError> {
+        self.restore_state(r)
+    }
+
     fn reset(&mut self) {
         for c in &mut self.ch {
             c.devctl = 0;
@@ -935,6 +943,273 @@ impl IdeController {
                 }
             }
         }
+    }
+}
+
+// ---------------------------------------------------------------- snapshots
+
+/// Largest buffer a restored transfer may hold (a PIO block, an ATAPI response, a 256-sector write).
+const MAX_SNAPSHOT_BUF: usize = 1 << 24;
+
+fn bad(what: &str) -> SnapshotError {
+    SnapshotError::Invalid(format!("IDE: {what}"))
+}
+
+fn load_buf(r: &mut SnapshotReader<'_>) -> Result<Vec<u8>, SnapshotError> {
+    let b = r.bytes()?;
+    if b.len() > MAX_SNAPSHOT_BUF {
+        return Err(bad("transfer buffer too large"));
+    }
+    Ok(b.to_vec())
+}
+
+fn load_usize(r: &mut SnapshotReader<'_>, max: usize, what: &str) -> Result<usize, SnapshotError> {
+    let v = r.u64()?;
+    if v > max as u64 {
+        return Err(bad(what));
+    }
+    Ok(v as usize)
+}
+
+impl State {
+    fn save(&self, w: &mut SnapshotWriter) {
+        match self {
+            State::Idle => w.u8(0),
+            State::PioIn(p) => {
+                w.u8(1);
+                w.bytes(&p.buf);
+                for v in [p.pos as u64, p.end as u64, p.chunk as u64, p.disk_off, p.disk_left] {
+                    w.u64(v);
+                }
+                w.bool(p.atapi);
+            }
+            State::PioOut { buf, pos, lba, left, block } => {
+                w.u8(2);
+                w.bytes(buf);
+                w.u64(*pos as u64);
+                w.u64(*lba);
+                w.u32(*left);
+                w.u32(*block);
+            }
+            State::Cdb { buf, pos, dma } => {
+                w.u8(3);
+                w.bytes(buf);
+                w.u64(*pos as u64);
+                w.bool(*dma);
+            }
+            State::Dma { src, write, atapi } => {
+                w.u8(4);
+                match src {
+                    Src::Disk { off, len } => {
+                        w.u8(0);
+                        w.u64(*off);
+                        w.u64(*len);
+                    }
+                    Src::Buf(b) => {
+                        w.u8(1);
+                        w.bytes(b);
+                    }
+                }
+                w.bool(*write);
+                w.bool(*atapi);
+            }
+            State::DmaRan => w.u8(5),
+        }
+    }
+
+    /// Reads [`State::save`], refusing states the controller could never be in (so that no index can
+    /// run past a buffer afterwards).
+    fn load(r: &mut SnapshotReader<'_>) -> Result<State, SnapshotError> {
+        Ok(match r.u8()? {
+            0 => State::Idle,
+            1 => {
+                let buf = load_buf(r)?;
+                let pos = load_usize(r, buf.len(), "PIO-in position")?;
+                let end = load_usize(r, buf.len(), "PIO-in block end")?;
+                let chunk = load_usize(r, MAX_SNAPSHOT_BUF, "PIO-in block size")?;
+                let (disk_off, disk_left) = (r.u64()?, r.u64()?);
+                if pos > end || chunk == 0 || disk_left > MAX_SNAPSHOT_BUF as u64 {
+                    return Err(bad("PIO-in state"));
+                }
+                State::PioIn(PioIn { buf, pos, end, chunk, disk_off, disk_left, atapi: r.bool()? })
+            }
+            2 => {
+                let buf = load_buf(r)?;
+                let pos = load_usize(r, buf.len(), "PIO-out position")?;
+                let (lba, left, block) = (r.u64()?, r.u32()?, r.u32()?);
+                if buf.len() % 512 != 0 || (buf.len() / 512) as u64 > u64::from(left) {
+                    return Err(bad("PIO-out state"));
+                }
+                State::PioOut { buf, pos, lba, left, block }
+            }
+            3 => {
+                let b = r.bytes()?;
+                let buf: [u8; 12] = b.try_into().map_err(|_| bad("packet length"))?;
+                let pos = load_usize(r, 12, "packet position")?;
+                State::Cdb { buf, pos, dma: r.bool()? }
+            }
+            4 => {
+                let src = match r.u8()? {
+                    0 => Src::Disk { off: r.u64()?, len: r.u64()? },
+                    1 => Src::Buf(load_buf(r)?),
+                    _ => return Err(bad("DMA source")),
+                };
+                State::Dma { src, write: r.bool()?, atapi: r.bool()? }
+            }
+            5 => State::DmaRan,
+            _ => return Err(bad("channel state")),
+        })
+    }
+}
+
+impl Ev {
+    fn save(&self, w: &mut SnapshotWriter) {
+        match *self {
+            Ev::Done { err, atapi } => {
+                w.u8(0);
+                w.u8(err);
+                w.bool(atapi);
+            }
+            Ev::Flush => w.u8(1),
+            Ev::PioIn => w.u8(2),
+            Ev::PioOut => w.u8(3),
+            Ev::Packet => w.u8(4),
+            Ev::DmaDone { err, bm_err, more_prd, atapi } => {
+                w.u8(5);
+                w.u8(err);
+                w.bool(bm_err);
+                w.bool(more_prd);
+                w.bool(atapi);
+            }
+            Ev::Diagnostic => w.u8(6),
+        }
+    }
+
+    fn load(r: &mut SnapshotReader<'_>) -> Result<Ev, SnapshotError> {
+        Ok(match r.u8()? {
+            0 => Ev::Done { err: r.u8()?, atapi: r.bool()? },
+            1 => Ev::Flush,
+            2 => Ev::PioIn,
+            3 => Ev::PioOut,
+            4 => Ev::Packet,
+            5 => Ev::DmaDone { err: r.u8()?, bm_err: r.bool()?, more_prd: r.bool()?, atapi: r.bool()? },
+            6 => Ev::Diagnostic,
+            _ => return Err(bad("event")),
+        })
+    }
+}
+
+impl Channel {
+    fn save(&self, w: &mut SnapshotWriter) {
+        w.tag("ide-channel");
+        for d in &self.drives {
+            w.bool(d.is_some());
+            if let Some(d) = d {
+                d.save_state(w);
+            }
+        }
+        for i in 0..2 {
+            self.tf[i].save(w);
+            w.u8(self.status[i]);
+            w.u8(self.error[i]);
+            w.bool(self.intrq[i]);
+        }
+        w.u8(self.devctl);
+        w.u8(self.sel as u8);
+        w.u8(self.active as u8);
+        self.state.save(w);
+        w.bool(self.event.is_some());
+        if let Some((at, ev)) = self.event {
+            w.u64(at.0);
+            ev.save(w);
+        }
+        w.u8(self.bm.cmd);
+        w.u8(self.bm.status);
+        w.u32(self.bm.prdt);
+        w.u64(self.limit as u64);
+    }
+
+    /// Restores [`Channel::save`]; the drives must be where the snapshot had them. Nothing changes
+    /// unless all of it reads back.
+    fn restore(&mut self, r: &mut SnapshotReader<'_>) -> Result<(), SnapshotError> {
+        r.tag("ide-channel")?;
+        let mut next = Channel::new();
+        next.drives = std::mem::take(&mut self.drives);
+        let res = (|| {
+            for d in &mut next.drives {
+                match (r.bool()?, d.as_mut()) {
+                    (false, None) => {}
+                    (true, Some(d)) => d.restore_state(r)?,
+                    _ => return Err(bad("the snapshot's drives are not the machine's")),
+                }
+            }
+            for i in 0..2 {
+                next.tf[i] = TaskFile::load(r)?;
+                next.status[i] = r.u8()?;
+                next.error[i] = r.u8()?;
+                next.intrq[i] = r.bool()?;
+            }
+            next.devctl = r.u8()?;
+            next.sel = usize::from(r.u8()?);
+            next.active = usize::from(r.u8()?);
+            if next.sel > 1 || next.active > 1 {
+                return Err(bad("selected device"));
+            }
+            next.state = State::load(r)?;
+            next.event = if r.bool()? { Some((VirtTime(r.u64()?), Ev::load(r)?)) } else { None };
+            next.bm = BusMaster { cmd: r.u8()?, status: r.u8()?, prdt: r.u32()? };
+            next.limit = load_usize(r, 0x1_0000, "ATAPI byte count limit")?;
+            Ok(())
+        })();
+        match res {
+            Ok(()) => {
+                *self = next;
+                Ok(())
+            }
+            Err(e) => {
+                self.drives = next.drives;
+                Err(e)
+            }
+        }
+    }
+}
+
+impl IdeController {
+    /// Writes the controller's whole state: both channels (task files, status, the transfer under way,
+    /// the pending completion and its time, the bus master) and each drive's guest-visible state.
+    pub fn save_state(&self, w: &mut SnapshotWriter) {
+        w.tag("ide");
+        w.bool(self.bus_master);
+        w.u64(self.now.0);
+        for c in &self.ch {
+            c.save(w);
+        }
+    }
+
+    /// Restores [`IdeController::save_state`] into a controller with the same drives. A snapshot that
+    /// does not read back whole changes nothing.
+    pub fn restore_state(&mut self, r: &mut SnapshotReader<'_>) -> Result<(), SnapshotError> {
+        let mut w = SnapshotWriter::new();
+        self.save_state(&mut w);
+        let before = w.finish();
+        let res = self.load_state(r);
+        if res.is_err() {
+            // What this controller itself wrote reads back.
+            let _ = self.load_state(&mut SnapshotReader::new(&before));
+        }
+        res
+    }
+
+    fn load_state(&mut self, r: &mut SnapshotReader<'_>) -> Result<(), SnapshotError> {
+        r.tag("ide")?;
+        let bus_master = r.bool()?;
+        let now = VirtTime(r.u64()?);
+        for c in &mut self.ch {
+            c.restore(r)?;
+        }
+        self.bus_master = bus_master;
+        self.now = now;
+        Ok(())
     }
 }
 

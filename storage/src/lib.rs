@@ -7,7 +7,7 @@
 //! | [`qcow2_guard`] | metadata crash ordering imago 0.2.6 lacks |
 //! | [`ata`], [`atapi`] | the ATA and ATAPI command sets, transport-independent |
 //! | [`dma`] | scatter/gather over the board's [`dma::DmaMemory`] |
-//! | [`ide`] | the PIIX3 IDE controller and bus-master DMA ([`mmu::Device`]) |
+//! | [`ide`] | the PIIX3 IDE controller and bus-master DMA ([`vmcore::Device`]) |
 //! | [`ahci`] | the ICH9 AHCI controller ([`chipset::pci::PciFunction`]) |
 //! | [`config`] | `--disk` options and building the controllers |
 //!

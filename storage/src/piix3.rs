@@ -9,7 +9,7 @@
 
 use chipset::DmaMemory;
 use chipset::pci::{BarChange, CMD_MASTER, ConfigSpace, PciFunction, Piix3Ide, reg};
-use mmu::{Device, DeviceCtx, SnapshotError, SnapshotReader, SnapshotWriter, VirtTime};
+use vmcore::{Device, DeviceCtx, SnapshotError, SnapshotReader, SnapshotWriter, VirtTime};
 
 use crate::IdeController;
 
@@ -82,10 +82,12 @@ impl PciFunction for Piix3IdeFunction {
 
     fn save(&self, w: &mut SnapshotWriter) {
         self.func.save(w);
+        self.ide.save_state(w);
     }
 
     fn restore(&mut self, r: &mut SnapshotReader<'_>) -> Result<Vec<BarChange>, SnapshotError> {
         let ch = self.func.restore(r)?;
+        self.ide.restore_state(r)?;
         self.mirror_bus_master();
         Ok(ch)
     }

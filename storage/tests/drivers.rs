@@ -4,12 +4,12 @@
 //! clock, as the board will drive them.
 
 use chipset::pci::PciFunction;
-use mmu::{Device, DeviceCtx, IrqLevels, MachineRequests, VirtTime};
 use storage::ahci::{Ahci, hba, port};
 use storage::ata::{cmd, status};
 use storage::dma::{DmaMemory, TestMemory};
 use storage::ide::{BM_INT, BM_START, BM_WRITE_MEM, BUS_MASTER, CONTROL, IdeController, PRIMARY, SECONDARY};
 use storage::{Drive, MemBackend};
+use vmcore::{Device, DeviceCtx, IrqLevels, MachineRequests, VirtTime};
 
 fn disk(sectors: usize) -> Drive {
     let mut v = vec![0u8; sectors * 512];

@@ -6,7 +6,8 @@
 //! ROM also passes under QEMU TCG; see `tests/` for the harness and each ROM's header for its sources.
 //!
 //! [`KERNELS`] are multiboot test kernels (`src/kernels/*.asm`, flat images with the a.out-kludge
-//! header, loaded at 1 MiB) booted with `--kernel`; they report the same way.
+//! header, loaded at 1 MiB) booted with `--kernel`; they report the same way. [`BOOT_SECTORS`]
+//! (`src/boot/*.asm`) are MBR boot sectors for BIOS boots from a disk image.
 #![deny(missing_docs)]
 
 include!(concat!(env!("OUT_DIR"), "/roms.rs"));
@@ -14,6 +15,11 @@ include!(concat!(env!("OUT_DIR"), "/roms.rs"));
 /// The image of multiboot test kernel `name` (from `src/kernels`).
 pub fn kernel(name: &str) -> Option<&'static [u8]> {
     KERNELS.iter().find(|(n, _)| *n == name).map(|(_, b)| *b)
+}
+
+/// The image of boot sector `name` (from `src/boot`).
+pub fn boot_sector(name: &str) -> Option<&'static [u8]> {
+    BOOT_SECTORS.iter().find(|(n, _)| *n == name).map(|(_, b)| *b)
 }
 
 /// The image of ROM `name`.

@@ -34,7 +34,7 @@
 //! board also feeds each PIRQ to the 8259 input selected by the PIIX3's PIRQRC registers 0x60-0x63
 //! ([`Piix3Isa::pirq_route`]).
 
-use mmu::{Device, DeviceCtx, SnapshotError, SnapshotReader, SnapshotWriter, VirtTime};
+use vmcore::{Device, DeviceCtx, SnapshotError, SnapshotReader, SnapshotWriter, VirtTime};
 
 use crate::fw_cfg::DmaMemory;
 use crate::msi::MsiMessage;
@@ -90,8 +90,8 @@ mod tests;
 
 pub use bus::PciBus;
 pub use config::*;
-pub use i440fx::I440fx;
-pub use piix3::{BusMasterIde, PIRQRC, Piix3Ide, Piix3Isa};
+pub use i440fx::{I440fx, PAM0, PamAttr, pam_segments};
+pub use piix3::{PIRQRC, Piix3Ide, Piix3Isa};
 pub use piix4::{PM_IO_SIZE, PM_WINDOW, Piix4Pm, SMB_WINDOW};
 
 /// One function on bus 0: a configuration space plus whatever chipset registers it decodes.
@@ -173,6 +173,12 @@ pub trait PciFunction {
     /// Brings the function up to `ctx.now` once its deadline has passed: complete what is due, raise
     /// INTx# or queue MSIs and transfers (the board services them right after, as after an access).
     fn advance(&mut self, _ctx: &mut DeviceCtx<'_>) {}
+
+    /// The function as `Any`, for the host side to reach its own interface (the display of the VGA);
+    /// `None` for functions that offer none.
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
 }
 
 /// Devfn of the i440FX host bridge.

@@ -67,7 +67,8 @@ impl PciFunction for Piix3Isa {
 }
 
 /// The PIIX3 IDE function, 00:01.1 (8086:7010), legacy mode only: the command/control blocks stay at
-/// the ISA addresses; BAR4 is the 16-byte bus-master IDE I/O block, served by [`BusMasterIde`].
+/// the ISA addresses; BAR4 is the 16-byte bus-master IDE I/O block. This is the configuration space only;
+/// `storage::Piix3IdeFunction` wraps it with the channels, the drives and the bus master behind it.
 #[derive(Clone, Debug)]
 pub struct Piix3Ide {
     cfg: ConfigSpace,
@@ -99,85 +100,5 @@ impl PciFunction for Piix3Ide {
     }
     fn config_mut(&mut self) -> &mut ConfigSpace {
         &mut self.cfg
-    }
-}
-
-/// The bus-master IDE register block behind [`Piix3Ide`]'s BAR4 (offsets 0-15: per channel at +0/+8
-/// the command byte (bits 0 and 3), status byte (bits 5-6 read/write, 1-2 write-one-to-clear) and the
-/// descriptor table pointer dword (bits 31:2)). No drives are attached, so no transfer ever starts.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct BusMasterIde {
-    cmd: [u8; 2],
-    status: [u8; 2],
-    prd: [u32; 2],
-}
-
-impl BusMasterIde {
-    /// The block in its power-on state.
-    pub fn new() -> Self {
-        Self::default()
-    }
-}
-
-impl Device for BusMasterIde {
-    fn name(&self) -> &str {
-        "piix3-bmide"
-    }
-
-    fn pio_read(&mut self, _ctx: &mut DeviceCtx<'_>, offset: u16, data: &mut [u8]) {
-        for (i, b) in data.iter_mut().enumerate() {
-            let o = usize::from(offset) + i;
-            let ch = (o >> 3) & 1;
-            *b = match o & 7 {
-                _ if o >= 16 => 0xFF,
-                0 => self.cmd[ch],
-                2 => self.status[ch],
-                4..=7 => (self.prd[ch] >> (8 * (o & 3))) as u8,
-                _ => 0,
-            };
-        }
-    }
-
-    fn pio_write(&mut self, _ctx: &mut DeviceCtx<'_>, offset: u16, data: &[u8]) {
-        for (i, v) in data.iter().enumerate() {
-            let o = usize::from(offset) + i;
-            if o >= 16 {
-                break;
-            }
-            let ch = (o >> 3) & 1;
-            match o & 7 {
-                0 => self.cmd[ch] = v & 0x09,
-                2 => self.status[ch] = (self.status[ch] & !0x60 & !(v & 0x06)) | (v & 0x60),
-                4..=7 => {
-                    let sh = 8 * (o & 3);
-                    let p = (self.prd[ch] & !(0xFF << sh)) | (u32::from(*v) << sh);
-                    self.prd[ch] = p & !3;
-                }
-                _ => {}
-            }
-        }
-    }
-
-    fn reset(&mut self) {
-        *self = Self::default();
-    }
-
-    fn save(&self, w: &mut SnapshotWriter) {
-        w.tag(self.name());
-        for ch in 0..2 {
-            w.u8(self.cmd[ch]);
-            w.u8(self.status[ch]);
-            w.u32(self.prd[ch]);
-        }
-    }
-
-    fn restore(&mut self, r: &mut SnapshotReader<'_>) -> Result<(), SnapshotError> {
-        r.tag("piix3-bmide")?;
-        for ch in 0..2 {
-            self.cmd[ch] = r.u8()? & 0x09;
-            self.status[ch] = r.u8()?;
-            self.prd[ch] = r.u32()? & !3;
-        }
-        Ok(())
     }
 }

@@ -46,6 +46,9 @@ impl Piix4Pm {
         cfg.set_wmask(0xD2, 0x0F);
         cfg.set_writable(0x44..0x4C); // CNTA, CNTB
         cfg.set_writable(0x4C..0x80); // GPICTL, DEVRESD..DEVRESJ, DEVACTA/B
+        // DEVACTB bit 25 (APMC_EN) set at reset, as QEMU's PIIX4 has it without SMM: firmware takes SMM
+        // set-up as done and never raises an SMI, which this board does not deliver.
+        cfg.set_bytes(0x5B, &[0x02]);
         Piix4Pm { cfg, pm_mapped: None, smb_mapped: None }
     }
 

@@ -226,24 +226,6 @@ fn piix4_pm_base_window() {
 }
 
 #[test]
-fn bus_master_ide_registers() {
-    let mut b = Bus::new();
-    let mut d = BusMasterIde::new();
-    d.pio_write(&mut b.ctx(0), 4, &0x1234_5677u32.to_le_bytes());
-    let mut v = [0u8; 4];
-    d.pio_read(&mut b.ctx(0), 4, &mut v);
-    assert_eq!(u32::from_le_bytes(v), 0x1234_5674);
-    b.wr(&mut d, 0, 8, 0xFF);
-    assert_eq!(b.rd(&mut d, 0, 8), 0x09);
-    b.wr(&mut d, 0, 0xA, 0x66);
-    assert_eq!(b.rd(&mut d, 0, 0xA), 0x60);
-    let mut fresh = BusMasterIde::new();
-    roundtrip(&d, &mut fresh);
-    assert_eq!(fresh, d);
-    hammer(&mut d, &[0, 2, 4, 8, 10, 12], false, 7);
-}
-
-#[test]
 fn snapshot_restore_and_hostile_input() {
     let mut b = Bus::new();
     let mut p = pc_bus();

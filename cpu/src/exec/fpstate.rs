@@ -25,8 +25,16 @@ use iced_x86::Code;
 
 /// MXCSR bits that may be set (MXCSR_MASK as FXSAVE reports it; DAZ is supported).
 pub const MXCSR_MASK: u32 = 0x0000_ffff;
-/// The XCR0 bits Ferrite supports: x87, SSE and AVX.
+/// The XCR0 bits Ferrite supports on every model with XSAVE: x87, SSE and AVX.
 pub const XCR0_SUPPORTED: u64 = 0b111;
+/// XCR0 bit of the PKRU component (9), supported when the model advertises PKU.
+pub const XCR0_PKRU: u64 = 1 << 9;
+/// Offset of the PKRU component in the standard (non-compacted) form (CPUID.(0xD,9):EBX).
+pub const XSAVE_PKRU_OFFSET: u32 = 2688;
+/// Size of the PKRU component (PKRU in its low four bytes).
+pub const XSAVE_PKRU_SIZE: u32 = 8;
+/// The largest area any model needs (standard form with PKRU).
+const XSAVE_MAX: usize = (XSAVE_PKRU_OFFSET + XSAVE_PKRU_SIZE) as usize;
 /// Size of the legacy region and the XSAVE header (the area for x87 and SSE alone).
 pub const XSAVE_LEGACY_SIZE: u32 = 576;
 /// Offset of the AVX component (YMM_Hi128) in an XSAVE area, standard and compacted form alike.
@@ -36,9 +44,52 @@ pub const XSAVE_AVX_SIZE: u32 = 256;
 /// Size of an XSAVE area for every supported component, either format (CPUID.0xD.0:ECX).
 pub const XSAVE_SIZE: u32 = XSAVE_AVX_OFFSET + XSAVE_AVX_SIZE;
 
-/// Size of an XSAVE area for the components enabled in `xcr0` (CPUID.0xD.0:EBX).
+/// The XCR0 bits `model` supports: x87, SSE and AVX, and PKRU when it advertises PKU.
+pub fn xcr0_supported(model: &crate::model::CpuModel) -> u64 {
+    XCR0_SUPPORTED | if model.has(crate::model::Reg::L7Ecx, 3) { XCR0_PKRU } else { 0 }
+}
+
+/// Size of a standard-form XSAVE area for the components enabled in `xcr0` (CPUID.0xD.0:EBX): up to
+/// the end of the highest one.
 pub fn xsave_size(xcr0: u64) -> u32 {
-    if xcr0 & 4 != 0 { XSAVE_SIZE } else { XSAVE_LEGACY_SIZE }
+    if xcr0 & XCR0_PKRU != 0 {
+        XSAVE_PKRU_OFFSET + XSAVE_PKRU_SIZE
+    } else if xcr0 & 4 != 0 {
+        XSAVE_SIZE
+    } else {
+        XSAVE_LEGACY_SIZE
+    }
+}
+
+/// Size of a compacted-form area for the components in `xcomp` (CPUID.0xD.1:EBX for XCR0): the
+/// extended components follow each other from offset 576 with no alignment (none asks for it).
+pub fn xsavec_size(xcomp: u64) -> u32 {
+    XSAVE_LEGACY_SIZE
+        + if xcomp & 4 != 0 { XSAVE_AVX_SIZE } else { 0 }
+        + if xcomp & XCR0_PKRU != 0 { XSAVE_PKRU_SIZE } else { 0 }
+}
+
+/// Offset of the PKRU component: fixed in the standard form, after AVX (if present) in the compacted
+/// form with components `xcomp`.
+fn pkru_offset(compact: bool, xcomp: u64) -> usize {
+    if compact {
+        (XSAVE_LEGACY_SIZE + if xcomp & 4 != 0 { XSAVE_AVX_SIZE } else { 0 }) as usize
+    } else {
+        XSAVE_PKRU_OFFSET as usize
+    }
+}
+
+/// Sets PKRU; a change with CR4.PKE = 1 drops the TLB, whose entries were filled under the old
+/// access rights (a CPU checks the key on every access; the software TLB checks permissions when it
+/// fills an entry).
+pub fn set_pkru(ctx: &mut Ctx<'_>, v: u32) {
+    if v != ctx.st.pkru {
+        ctx.st.pkru = v;
+        if ctx.st.cr4 & cr4::PKE != 0 {
+            ctx.mmu.tlb.flush(false);
+            ctx.break_block = true;
+        }
+    }
 }
 
 /// Handlers of this family.
@@ -89,10 +140,13 @@ pub fn avx_is_init(st: &CpuState) -> bool {
     st.vec.ymm_hi.iter().all(|&x| x == 0)
 }
 
-/// XINUSE for the supported components.
+/// XINUSE for the supported components (PKRU's initial value is 0).
 pub fn xinuse(st: &CpuState) -> u64 {
     let f = &st.fpu;
-    (!x87_is_init(f) as u64) | ((!sse_is_init(f) as u64) << 1) | ((!avx_is_init(st) as u64) << 2)
+    (!x87_is_init(f) as u64)
+        | ((!sse_is_init(f) as u64) << 1)
+        | ((!avx_is_init(st) as u64) << 2)
+        | if st.pkru != 0 { XCR0_PKRU } else { 0 }
 }
 
 /// Number of XMM registers visible in the current mode.
@@ -286,18 +340,18 @@ fn xsave(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
     let opt = matches!(code, C::Xsaveopt_mem | C::Xsaveopt64_mem);
     let compact = matches!(code, C::Xsavec_mem | C::Xsavec64_mem);
     let rfbm = rfbm(ctx);
-    // The area's extent: the AVX component is part of it when requested (in the compacted form its
-    // space is reserved by XCOMP_BV = RFBM even when it is not written).
-    let size = if rfbm & 4 != 0 { XSAVE_SIZE } else { XSAVE_LEGACY_SIZE };
+    // The area's extent: the AVX and PKRU components are part of it when requested (in the compacted
+    // form their space is reserved by XCOMP_BV = RFBM even when they are not written).
+    let size = if compact { xsavec_size(rfbm) } else { xsave_size(rfbm) };
     let lin = area(ctx, insn, size, 64, AccessKind::Write)?;
     let inuse = xinuse(ctx.st);
     let n = nxmm(ctx);
-    let mut img = [0u8; XSAVE_SIZE as usize];
+    let mut img = [0u8; XSAVE_MAX];
     let mut legacy = [0u8; 512];
     let f = &ctx.st.fpu;
     // Which components are written.
     let save = if opt || compact { rfbm & inuse } else { rfbm };
-    let mut ranges = [(0usize, 0usize); 6];
+    let mut ranges = [(0usize, 0usize); 7];
     if save & 1 != 0 {
         put_x87(f, wide, &mut legacy);
         ranges[0] = (0, 24);
@@ -321,6 +375,11 @@ fn xsave(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
             img[o + 16 * i..o + 16 * i + 16].copy_from_slice(&ctx.st.vec.ymm_hi[i].to_le_bytes());
         }
         ranges[5] = (o, o + 16 * n);
+    }
+    if save & XCR0_PKRU != 0 {
+        let o = pkru_offset(compact, rfbm);
+        img[o..o + 8].copy_from_slice(&u64::from(ctx.st.pkru).to_le_bytes());
+        ranges[6] = (o, o + 8);
     }
     // The header.
     if compact {
@@ -368,6 +427,14 @@ fn xrstor(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
         let (lo, hi) = (XSAVE_AVX_OFFSET as usize, XSAVE_SIZE as usize);
         ctx.read_bytes(o, &mut img[lo..hi])?;
     }
+    // PKRU likewise (standard form at 2688; compacted after AVX when XCOMP_BV has it).
+    let load_pkru = rfbm & XCR0_PKRU != 0 && bv & XCR0_PKRU != 0;
+    let mut pkru = 0u32;
+    if load_pkru {
+        let o = pkru_offset(compact, comp);
+        area(ctx, insn, (o + 8) as u32, 64, AccessKind::Read)?;
+        pkru = ctx.read_lin(lin.wrapping_add(o as u64), 4)? as u32;
+    }
     let mut legacy = [0u8; 512];
     legacy.copy_from_slice(&img[..512]);
     let mxcsr = u32::from_le_bytes([img[24], img[25], img[26], img[27]]);
@@ -409,6 +476,9 @@ fn xrstor(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
             };
         }
     }
+    if rfbm & XCR0_PKRU != 0 {
+        set_pkru(ctx, pkru);
+    }
     es_changed(ctx, before);
     Ok(())
 }
@@ -440,7 +510,7 @@ fn xsetbv(ctx: &mut Ctx<'_>, _: &Insn) -> Result<(), Fault> {
     let v = (ctx.st.gpr[2] & 0xffff_ffff) << 32 | (ctx.st.gpr[0] & 0xffff_ffff);
     // x87 must stay enabled, only supported components, and AVX state only with SSE state (SDM vol. 1
     // §13.3: XCR0[2:1] = 10b is #GP).
-    if v & 1 == 0 || v & !XCR0_SUPPORTED != 0 || v & 0b110 == 0b100 {
+    if v & 1 == 0 || v & !xcr0_supported(&ctx.st.model) != 0 || v & 0b110 == 0b100 {
         return Err(Fault::gp0());
     }
     ctx.st.xcr0 = v;

@@ -90,7 +90,6 @@ fn not_implemented_reason(f: CpuidFeature) -> Option<&'static str> {
         | F::CLZERO
         | F::RDPRU
         | F::XSAVES
-        | F::PKU
         | F::CLDEMOTE
         | F::MOVDIRI
         | F::MOVDIR64B
@@ -165,6 +164,8 @@ const DEFAULT_UD: &[(Code, &str)] = &[
     (Code::Serialize, "SERIALIZE not advertised; `max` has it"),
     (Code::Clwb_m8, "CLWB not advertised (Skylake-SP and later); `max` has it"),
     (Code::Clflushopt_m8, "CLFLUSHOPT not advertised (Skylake and later); `max` has it"),
+    (Code::Rdpkru, "PKU not advertised (Skylake-SP and later); `max` has it"),
+    (Code::Wrpkru, "PKU not advertised; `max` has it"),
 ];
 
 fn models() -> [(&'static str, CpuModel); 4] {

@@ -31,9 +31,9 @@ use kvm_bindings::{
     kvm_enable_cap, kvm_fpu, kvm_msr_entry, kvm_regs, kvm_segment, kvm_sregs, kvm_userspace_memory_region,
 };
 use kvm_ioctls::{Cap, Kvm, VcpuExit, VcpuFd, VmFd};
-use mmu::map::{Region, RegionKind};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
+use vmcore::map::{Region, RegionKind};
 
 mod kick;
 mod probe;

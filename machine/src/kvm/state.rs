@@ -325,6 +325,8 @@ pub struct KvmState {
     pub xcr0: u64,
     /// Bits 255:128 of YMM0-15 (the XSAVE AVX component), moved with KVM_GET/SET_XSAVE.
     pub ymm_hi: [u128; 16],
+    /// PKRU (the XSAVE PKRU component), moved with KVM_GET/SET_XSAVE.
+    pub pkru: u32,
 }
 
 impl KvmState {
@@ -348,6 +350,7 @@ impl KvmState {
             nmi_masked: cpu.nmi_blocked,
             xcr0: cpu.xcr0,
             ymm_hi: cpu.vec.ymm_hi,
+            pkru: cpu.pkru,
         }
     }
 
@@ -365,6 +368,7 @@ impl KvmState {
         cpu.nmi_blocked = self.nmi_masked;
         cpu.xcr0 = self.xcr0;
         cpu.vec.ymm_hi = self.ymm_hi;
+        cpu.pkru = self.pkru;
     }
 }
 
@@ -401,6 +405,26 @@ pub fn ymm_hi_into_xsave(region: &mut [u32; 1024], ymm_hi: &[u128; 16]) {
         region[XSTATE_BV / 4] |= 4;
     } else {
         region[XSTATE_BV / 4] &= !4;
+    }
+}
+
+/// Byte offset of the PKRU component (9) in the standard format (CPUID.(0Dh,9).EBX).
+const XSAVE_PKRU: usize = 2688;
+
+/// PKRU from a KVM XSAVE image: 0 (its initial value) when XSTATE_BV bit 9 is clear.
+pub fn pkru_from_xsave(region: &[u32; 1024]) -> u32 {
+    if region[XSTATE_BV / 4] & (1 << 9) != 0 { region[XSAVE_PKRU / 4] } else { 0 }
+}
+
+/// Writes PKRU into a KVM XSAVE image, marking the component present in XSTATE_BV unless the value is
+/// the initial 0.
+pub fn pkru_into_xsave(region: &mut [u32; 1024], pkru: u32) {
+    region[XSAVE_PKRU / 4] = pkru;
+    region[XSAVE_PKRU / 4 + 1] = 0;
+    if pkru != 0 {
+        region[XSTATE_BV / 4] |= 1 << 9;
+    } else {
+        region[XSTATE_BV / 4] &= !(1 << 9);
     }
 }
 

@@ -102,6 +102,23 @@ fn assert_same(a: &CpuState, b: &CpuState) {
     assert_eq!(a.vec.ymm_hi, b.vec.ymm_hi);
 }
 
+/// PKRU at byte 2688 of the standard-format image, XSTATE_BV bit 9 saying whether it is there; the
+/// rest of the image untouched; 0 written as the initial state.
+#[test]
+fn pkru_in_the_xsave_image() {
+    let mut region = [0u32; 1024];
+    region[128] = 0x7; // XSTATE_BV: x87 | SSE | AVX
+    region[671] = 0xdead_beef; // the dword before PKRU
+    pkru_into_xsave(&mut region, 0x5555_5554);
+    assert_eq!((region[128], region[672], region[673], region[671]), (0x207, 0x5555_5554, 0, 0xdead_beef));
+    assert_eq!(pkru_from_xsave(&region), 0x5555_5554);
+    region[128] = 0x7;
+    assert_eq!(pkru_from_xsave(&region), 0, "bit 9 clear: the initial state");
+    region[128] = 0x207;
+    pkru_into_xsave(&mut region, 0);
+    assert_eq!(region[128], 0x7);
+}
+
 #[test]
 fn ymm_upper_halves_in_the_xsave_image() {
     let mut region = [0u32; 1024];

@@ -149,7 +149,7 @@ impl KvmEngine {
                 continue;
             }
             let (host, flags) = match r.kind {
-                RegionKind::Ram { offset } => {
+                RegionKind::Ram { offset } | RegionKind::RamReadOnly { offset } => {
                     let off = offset + (start - r.start);
                     if off + (end - start) > ram.1 {
                         return Err(format!(
@@ -157,7 +157,10 @@ impl KvmEngine {
                             r.start, r.size
                         ));
                     }
-                    (ram.0 as u64 + off, 0)
+                    // Write-protected shadow RAM: writes exit to the board, which drops them (without
+                    // KVM's read-only slots they land, as on a chipset that ignores the PAM's WE bit).
+                    let ro = matches!(r.kind, RegionKind::RamReadOnly { .. }) && self.readonly_mem;
+                    (ram.0 as u64 + off, if ro { KVM_MEM_READONLY } else { 0 })
                 }
                 RegionKind::Rom { rom, offset } => {
                     let Some(img) = board.map.rom_image(rom) else { continue };
@@ -228,12 +231,19 @@ impl KvmEngine {
             let _ = self.vcpu.set_xcrs(&x);
         }
         // After KVM_SET_FPU (which rewrites the legacy area of the same image) and XCR0.
-        if self.has_xsave && changed(&|p| p.ymm_hi == want.ymm_hi && p.fpu == want.fpu) {
+        if self.has_xsave && changed(&|p| p.ymm_hi == want.ymm_hi && p.fpu == want.fpu && p.pkru == want.pkru)
+        {
             let mut x = self.vcpu.get_xsave().map_err(|e| format!("KVM_GET_XSAVE failed: {e}"))?;
-            if ymm_hi_from_xsave(&x.region) != want.ymm_hi {
+            let pkru_differs = pkru_from_xsave(&x.region) != want.pkru;
+            if ymm_hi_from_xsave(&x.region) != want.ymm_hi || pkru_differs {
                 ymm_hi_into_xsave(&mut x.region, &want.ymm_hi);
+                // PKRU only where it differs: a host without PKU has no component 9 in its image.
+                if pkru_differs {
+                    pkru_into_xsave(&mut x.region, want.pkru);
+                }
                 // SAFETY: `x` is the complete 4 KiB image KVM_GET_XSAVE just returned for this vCPU, with
-                // only the AVX component (bytes 576..832) and XSTATE_BV bit 2 changed; the components the
+                // only the AVX component (bytes 576..832), PKRU (bytes 2688..2696) and XSTATE_BV bits 2
+                // and 9 changed; the components the
                 // guest's XCR0 can enable (x87, SSE, AVX, PKRU at most: the models advertise no AMX)
                 // all lie inside those 4 KiB, so the kernel reads nothing past the struct.
                 unsafe { self.vcpu.set_xsave(&x) }.map_err(|e| format!("KVM_SET_XSAVE failed: {e}"))?;
@@ -296,6 +306,7 @@ impl KvmEngine {
         if self.has_xsave {
             let x = self.vcpu.get_xsave().map_err(|e| format!("KVM_GET_XSAVE failed: {e}"))?;
             st.ymm_hi = ymm_hi_from_xsave(&x.region);
+            st.pkru = pkru_from_xsave(&x.region);
         }
         st.msrs = self.get_msrs(&st.msrs)?;
         if self.has_debugregs {

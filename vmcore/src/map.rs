@@ -11,6 +11,12 @@ pub enum RegionKind {
         /// Offset into guest RAM of the region's first byte.
         offset: u64,
     },
+    /// RAM that reads but ignores writes (a shadowed BIOS area write-protected by the chipset's PAM
+    /// registers), starting at `offset` within [`crate::GuestRam`].
+    RamReadOnly {
+        /// Offset into guest RAM of the region's first byte.
+        offset: u64,
+    },
     /// Read-only memory: image `rom` of the map's ROM images, starting at `offset` in it.
     Rom {
         /// Index of the ROM image (see [`AddressMap::add_rom_image`]).
@@ -118,6 +124,12 @@ impl AddressMap {
         }
         self.regions.insert(pos, new);
         Ok(())
+    }
+
+    /// Removes every region that lies wholly inside `start..start+size` (a range being remapped).
+    pub fn remove_within(&mut self, start: u64, size: u64) {
+        let end = start.saturating_add(size);
+        self.regions.retain(|r| !(r.start >= start && r.end() <= end));
     }
 
     /// Removes the region starting at `start`, returning it.

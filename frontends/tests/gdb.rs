@@ -1,0 +1,466 @@
+//! The GDB stub, end to end: Debian's gdb in batch mode against `ferrite run --gdb ... --wait-gdb` on a
+//! small ROM assembled here (breakpoints, stepping, registers, a watchpoint, reverse-stepi and
+//! reverse-continue landing on exact instruction counts, under interp and jit), and a malformed and
+//! an oversized packet closing their connection while the guest runs on.
+//!
+//! The ROM (real mode, CS base 0xF0000): the far jump at the reset vector, 3 set-up instructions and
+//! 249 NOPs, so the loop at IP 0x100 is first reached after 253 instructions; each iteration is
+//! `inc word [0x600]`, `mov al, '0'+n`, `out 0xE9, al`, `dec cx`, `jnz` (5 instructions, the loop
+//! head at 253 + 5k), 10 iterations, then `K` on 0xE9 and exit status 0x21 through port 0xF4.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const ROM_ASM: &str = r#"
+bits 16
+org 0
+start:
+        xor ax, ax
+        mov ds, ax
+        mov cx, 10
+        times 0x100 - ($ - $$) nop
+top:
+        inc word [0x600]
+        mov al, '0'
+        out 0xe9, al
+        dec cx
+        jnz top
+        mov al, 'K'
+        out 0xe9, al
+        mov al, 0x10
+        out 0xf4, al
+        hlt
+        times 0xfff0 - ($ - $$) db 0
+        jmp 0xf000:start
+        times 0x10000 - ($ - $$) db 0
+"#;
+
+/// First arrival at the loop head (IP 0x100).
+const LOOP_FIRST: u64 = 253;
+/// Instructions per iteration.
+const ITER: u64 = 5;
+
+fn tmpdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("ferrite-gdb-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Assembles the ROM; `None` (the test says why) without nasm.
+fn rom(dir: &Path) -> Option<PathBuf> {
+    let src = dir.join("rom.asm");
+    let bin = dir.join("rom.bin");
+    std::fs::write(&src, ROM_ASM).unwrap();
+    match Command::new("nasm").args(["-f", "bin", "-o"]).arg(&bin).arg(&src).status() {
+        Ok(s) if s.success() => Some(bin),
+        Ok(s) => panic!("nasm failed: {s}"),
+        Err(e) => {
+            eprintln!("skipped: nasm not available ({e}); scripts/setup.sh installs it");
+            None
+        }
+    }
+}
+
+fn have_gdb() -> bool {
+    let ok = Command::new("gdb").arg("--version").stdout(Stdio::null()).status().is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("skipped: gdb not available; scripts/setup.sh installs it");
+    }
+    ok
+}
+
+fn spawn(rom: &Path, sock: &Path, extra: &[&str]) -> Child {
+    spawn_with(&["--memory", "16M", "--rom", &rom.display().to_string()], sock, extra)
+}
+
+fn spawn_with(guest: &[&str], sock: &Path, extra: &[&str]) -> Child {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ferrite"));
+    c.arg("run").args(guest).arg("--gdb").arg(format!("unix:{}", sock.display())).arg("--wait-gdb");
+    c.args(extra).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = c.spawn().expect("run ferrite");
+    for _ in 0..1500 {
+        if sock.exists() {
+            return child;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("ferrite did not create {}", sock.display());
+}
+
+fn finish(mut child: Child) -> (i32, String, String) {
+    let mut out = String::new();
+    let mut err = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    let status = child.wait().unwrap();
+    (status.code().unwrap_or(-1), out, err)
+}
+
+/// Runs gdb in batch mode with `cmds` against the socket; returns its output.
+fn gdb(sock: &Path, cmds: &[String]) -> String {
+    let mut c = Command::new("gdb");
+    c.args(["-batch", "-nx", "-ex", "set pagination off", "-ex"])
+        .arg(format!("target remote {}", sock.display()));
+    for cmd in cmds {
+        c.arg("-ex").arg(cmd);
+    }
+    let out = c.output().expect("run gdb");
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// The values gdb printed for `p/x $icount` etc., in order (lines `$N = VALUE`).
+fn printed(out: &str) -> Vec<String> {
+    out.lines()
+        .filter_map(|l| {
+            l.strip_prefix('$').and_then(|r| r.split_once(" = ")).map(|(_, v)| v.trim().to_string())
+        })
+        .collect()
+}
+
+fn session(accel: &str) {
+    let dir = tmpdir(accel);
+    let Some(rom) = rom(&dir) else { return };
+    if !have_gdb() {
+        return;
+    }
+    let sock = dir.join("gdb.sock");
+    // The JIT translates a block on its first entry, so the loop runs as generated code.
+    let child =
+        spawn(&rom, &sock, &["--accel", accel, "--jit-threshold", "1", "--checkpoint-interval", "100"]);
+    let p = |e: &str| format!("p {e}");
+    let cmds: Vec<String> = vec![
+        // At the reset vector, nothing retired.
+        p("$icount"),
+        p("/x $pc"),
+        p("/x $cs_base"),
+        p("/x $cs"),
+        // Stepping.
+        "stepi".into(),
+        p("$icount"),
+        p("/x $cs_base"),
+        // A breakpoint at the loop head (IP 0x100), hit twice.
+        "break *0x100".into(),
+        "continue".into(),
+        p("$icount"),
+        "continue".into(),
+        p("$icount"),
+        // A register is written and read back.
+        "set $rbx = 0x1234".into(),
+        p("/x $rbx"),
+        // A write watchpoint on the counter: met by the next `inc`, stop after it.
+        "delete".into(),
+        "watch *(short*)0x600".into(),
+        "continue".into(),
+        p("$icount"),
+        p("*(short*)0x600"),
+        "delete".into(),
+        // Backwards: one instruction, then to the previous breakpoint hit.
+        "reverse-stepi".into(),
+        p("$icount"),
+        p("*(short*)0x600"),
+        "break *0x100".into(),
+        "reverse-continue".into(),
+        p("$icount"),
+        "reverse-continue".into(),
+        p("$icount"),
+        // Forwards again from the start of the history: the same path (the register write went
+        // with the past it was made in).
+        "continue".into(),
+        p("$icount"),
+        p("*(short*)0x600"),
+        // Back to a watchpoint: the last write before where we are, then the one before it.
+        "delete".into(),
+        "monitor break-icount 270".into(),
+        "continue".into(),
+        p("$icount"),
+        "watch *(short*)0x600".into(),
+        "reverse-continue".into(),
+        p("$icount"),
+        p("*(short*)0x600"),
+        "reverse-continue".into(),
+        p("$icount"),
+        p("*(short*)0x600"),
+        "delete".into(),
+        "monitor info history".into(),
+        "continue".into(),
+    ];
+    let out = gdb(&sock, &cmds);
+    let v = printed(&out);
+    let want: Vec<String> = [
+        "0".to_string(),
+        "0xfff0".into(),
+        "0xffff0000".into(),
+        "0xf000".into(),
+        "1".into(),
+        "0xf0000".into(),
+        LOOP_FIRST.to_string(),
+        (LOOP_FIRST + ITER).to_string(),
+        "0x1234".into(),
+        (LOOP_FIRST + ITER + 1).to_string(),
+        "2".into(),
+        (LOOP_FIRST + ITER).to_string(),
+        "1".into(),
+        LOOP_FIRST.to_string(),
+        "0".into(),
+        LOOP_FIRST.to_string(),
+        "0".into(),
+        "270".into(),
+        // The increments run at 253 + 5k; going backwards each stops at the increment, before it
+        // runs: 268 (the counter is 3, 4 after), then 263 (2).
+        (LOOP_FIRST + 3 * ITER).to_string(),
+        "3".into(),
+        (LOOP_FIRST + 2 * ITER).to_string(),
+        "2".into(),
+    ]
+    .into();
+    assert_eq!(v, want, "gdb output:\n{out}");
+    // The second reverse-continue had no earlier hit: it stops at the start of the history.
+    assert!(out.contains("No more reverse-execution history"), "gdb output:\n{out}");
+    let (code, stdout, stderr) = finish(child);
+    // The guest finished as without a debugger; what re-execution ran again was not printed twice.
+    assert_eq!(code, 0x21, "stderr:\n{stderr}\ngdb:\n{out}");
+    assert_eq!(stdout, "0000000000K", "stderr:\n{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn gdb_batch_session_under_interp() {
+    session("interp");
+}
+
+#[test]
+fn gdb_batch_session_under_jit() {
+    session("jit");
+}
+
+/// A malformed packet (bad checksum) and an oversized one each close their connection with a logged
+/// reason; the guest, held by --wait-gdb, runs on to its normal end.
+#[test]
+fn malformed_and_oversized_packets_close_the_connection() {
+    let dir = tmpdir("bad");
+    let Some(rom) = rom(&dir) else { return };
+    for (what, packet) in [
+        ("malformed", b"$qSupported#00".to_vec()),
+        ("oversized", {
+            let mut p = b"$X0,1:".to_vec();
+            p.extend(std::iter::repeat_n(b'a', 64 * 1024));
+            p.extend_from_slice(b"#00");
+            p
+        }),
+    ] {
+        let sock = dir.join(format!("{what}.sock"));
+        let child = spawn(&rom, &sock, &[]);
+        let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        // The stub may close the socket before all of it is written.
+        let _ = s.write_all(&packet);
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+        let (code, stdout, stderr) = finish(child);
+        assert!(stderr.contains("closing the connection"), "{what}: {stderr}");
+        assert_eq!(code, 0x21, "{what}: {stderr}");
+        assert_eq!(stdout, "0000000000K", "{what}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Debian's Linux under the JIT with gdb attached from the first instruction (bounded: 400M
+/// instructions of the boot, with the PIT, the APIC timer and the UART interrupting): stepping and
+/// reverse-stepi at exact counts, a breakpoint found again by reverse-continue (the last hit before
+/// the current point: continuing from it with the breakpoint still set reaches the end point without
+/// another hit), and a watchpoint hit undone and redone instruction by instruction.
+#[test]
+fn gdb_on_linux() {
+    if !have_gdb() {
+        return;
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_ferrite")).arg("images").output().expect("run ferrite images");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let field = |k: &str| stdout.lines().find_map(|l| l.strip_prefix(&format!("{k}="))).map(str::to_string);
+    let (Some(kernel), Some(initrd)) = (field("kernel"), field("initrd")) else {
+        eprintln!(
+            "skipped: the Linux images could not be made (`ferrite images`: {}); linux_boot.rs fails on this",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        return;
+    };
+    let dir = tmpdir("linux");
+    let sock = dir.join("gdb.sock");
+    let child = spawn_with(
+        &["--memory", "256M", "--kernel", &kernel, "--initrd", &initrd, "--accel", "jit"],
+        &sock,
+        &["--checkpoint-interval", "50000000"],
+    );
+    let p = |e: &str| format!("p {e}");
+    let cmds: Vec<String> = vec![
+        p("$icount"),
+        p("/x $cr0 & 0x80000001"),
+        p("/x $efer & 0x500"),
+        "monitor break-icount 300000000".into(),
+        "continue".into(),
+        p("$icount"),
+        "set $p0 = $pc".into(),
+        "stepi".into(),
+        "stepi".into(),
+        "stepi".into(),
+        p("$icount"),
+        "reverse-stepi".into(),
+        p("$icount"),
+        "monitor break-icount 310000000".into(),
+        "continue".into(),
+        p("$icount"),
+        "break *$p0".into(),
+        "reverse-continue".into(),
+        p("$icount >= 300000000 && $icount < 310000000"),
+        p("$pc == $p0"),
+        "monitor break-icount 310000000".into(),
+        "continue".into(),
+        p("$icount"),
+        "delete".into(),
+        "set $w = $rsp - 8".into(),
+        "watch -l *(long*)$w".into(),
+        "monitor break-icount 400000000".into(),
+        "continue".into(),
+        "set $hit = $icount".into(),
+        p("$hit > 310000000 && $hit < 400000000"),
+        "set $v = *(long*)$w".into(),
+        "reverse-stepi".into(),
+        p("$icount == $hit - 1"),
+        "stepi".into(),
+        p("$icount == $hit"),
+        p("*(long*)$w == $v"),
+        "delete".into(),
+        "kill".into(),
+    ];
+    let out = gdb(&sock, &cmds);
+    let v = printed(&out);
+    let want: Vec<String> = [
+        "0",
+        "0x80000001",
+        "0x500",
+        "300000000",
+        "300000003",
+        "300000002",
+        "310000000",
+        "1",
+        "1",
+        "310000000",
+        "1",
+        "1",
+        "1",
+        "1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    assert_eq!(v, want, "gdb output:\n{out}");
+    assert!(out.contains("Old value"), "the watchpoint was met:\n{out}");
+    let (_, stdout, stderr) = finish(child);
+    // Re-executed output is not shown again.
+    assert!(stdout.matches("Linux version").count() <= 1, "{stdout}\n{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Sends monitor command lines over a Unix socket, one at a time, and returns each reply (the text
+/// up to the next prompt).
+fn monitor(sock: &Path, lines: &[&str]) -> Vec<String> {
+    let mut s = std::os::unix::net::UnixStream::connect(sock).expect("connect to the monitor");
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let prompt = "(ferrite) ";
+    let read_reply = |s: &mut std::os::unix::net::UnixStream| {
+        let mut got = Vec::new();
+        let mut b = [0u8; 1];
+        while !got.ends_with(prompt.as_bytes()) {
+            match s.read(&mut b) {
+                Ok(1) => got.push(b[0]),
+                _ => break,
+            }
+        }
+        String::from_utf8_lossy(&got).trim_end_matches(prompt).to_string()
+    };
+    read_reply(&mut s);
+    let mut replies = Vec::new();
+    for l in lines {
+        s.write_all(format!("{l}\n").as_bytes()).unwrap();
+        if *l == "cont" || *l == "quit" {
+            replies.push(String::new());
+            continue;
+        }
+        replies.push(read_reply(&mut s));
+    }
+    replies
+}
+
+/// The monitor: a snapshot saved mid-run through gdb's `monitor savevm`, loaded into a new Ferrite
+/// over the monitor socket (registers, memory by physical and linear address), which then finishes
+/// the run from there: the rest of the output, the same exit status. A bad file is refused in one
+/// line and leaves the machine as it was.
+#[test]
+fn monitor_savevm_loadvm_x_xp() {
+    let dir = tmpdir("monitor");
+    let Some(rom) = rom(&dir) else { return };
+    if !have_gdb() {
+        return;
+    }
+    let snap = dir.join("mid.snap");
+    let sock = dir.join("gdb.sock");
+    let child = spawn(&rom, &sock, &[]);
+    let out = gdb(
+        &sock,
+        &[
+            format!("monitor break-icount {}", LOOP_FIRST + ITER),
+            "continue".into(),
+            format!("monitor savevm {}", snap.display()),
+            "monitor xp /2xb 0x600".into(),
+            "kill".into(),
+        ],
+    );
+    assert!(out.contains("saved"), "{out}");
+    assert!(out.contains("0x01 0x00"), "{out}");
+    let (_, stdout, _) = finish(child);
+    assert_eq!(stdout, "0", "one iteration ran before the snapshot");
+
+    let sock = dir.join("gdb2.sock");
+    let msock = dir.join("mon.sock");
+    let child = spawn(&rom, &sock, &["--monitor", &format!("unix:{}", msock.display())]);
+    for _ in 0..500 {
+        if msock.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let bad = dir.join("bad.snap");
+    std::fs::write(&bad, b"not a snapshot").unwrap();
+    let r = monitor(
+        &msock,
+        &[
+            &format!("loadvm {}", bad.display()),
+            "info registers",
+            &format!("loadvm {}", snap.display()),
+            "info registers",
+            "xp /2xb 0x600",
+            "x /1xh 0x600",
+            "xp /5xb 0xffff0",
+            "frobnicate",
+            "cont",
+        ],
+    );
+    assert!(r[0].starts_with("loadvm: ") && r[0].trim().lines().count() == 1, "{r:?}");
+    assert!(r[1].contains("icount=0"), "the bad file left the machine as it was: {r:?}");
+    assert!(r[2].starts_with("loaded"), "{r:?}");
+    assert!(r[3].contains(&format!("icount={}", LOOP_FIRST + ITER)), "{r:?}");
+    assert!(r[3].contains("rip=0000000000000100"), "{r:?}");
+    assert!(r[4].contains("0x01 0x00"), "{r:?}");
+    assert!(r[5].contains("0x0001"), "{r:?}");
+    assert!(r[6].contains("0xea 0x00 0x00 0x00 0xf0"), "the far jump at the reset vector: {r:?}");
+    assert!(r[7].contains("unknown command"), "{r:?}");
+    let (code, stdout, stderr) = finish(child);
+    assert_eq!(code, 0x21, "{stderr}");
+    assert_eq!(stdout, "000000000K", "the rest of the run, from the snapshot");
+    let _ = std::fs::remove_dir_all(&dir);
+}

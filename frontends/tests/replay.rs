@@ -1,0 +1,311 @@
+//! `ferrite run --record/--snapshot-at/--restore/--lockstep` and `ferrite replay` from the command
+//! line: a ROM recorded and replayed under both engines prints the same and ends in the same state; a
+//! corrupt, a truncated and an other-version recording each give one line and exit status 2; an
+//! injected divergence is reported at its count by lockstep and by replay; and a Linux session with
+//! shell input typed through a pipe, with pauses, replays under the JIT and the interpreter with the
+//! same console, count and final hash, also from a snapshot taken mid-run. A bounded Linux boot runs
+//! in lockstep without a difference.
+
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn ferrite(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ferrite"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ferrite");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn temp(name: &str) -> String {
+    std::env::temp_dir()
+        .join(format!("ferrite-cli-rr-{}-{name}", std::process::id()))
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn rom(name: &str) -> String {
+    let p = temp(&format!("{name}.bin"));
+    std::fs::write(&p, test_roms::rom(name).expect("ROM")).unwrap();
+    p
+}
+
+/// The `--stats` state hash and instruction count printed on stderr.
+fn count_and_hash(stderr: &str) -> (String, String) {
+    let hash = stderr.lines().find_map(|l| l.strip_prefix("ferrite: state hash ")).unwrap_or_default();
+    let count = stderr
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("ferrite: ").and_then(|r| r.split_once(" instructions in ")).map(|(n, _)| n)
+        })
+        .unwrap_or_default();
+    (count.to_string(), hash.to_string())
+}
+
+#[test]
+fn a_rom_recorded_replays_under_both_engines_and_in_lockstep() {
+    let r = rom("chip_rtc");
+    let rec = temp("rtc.rec");
+    let snap = temp("rtc.snap");
+    let (code, out, err) = ferrite(&[
+        "run",
+        "--rom",
+        &r,
+        "--memory",
+        "32M",
+        "--stats",
+        "--record",
+        &rec,
+        "--record-interval",
+        "2000000",
+        "--snapshot-at",
+        "5000000",
+        &snap,
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("ferrite: recorded"), "{err}");
+    let want = count_and_hash(&err);
+    assert!(!want.1.is_empty(), "{err}");
+    for accel in ["interp", "jit"] {
+        let (c, o, e) = ferrite(&["replay", &rec, "--accel", accel, "--stats"]);
+        assert_eq!((c, &o), (0, &out), "{accel}: {e}");
+        assert_eq!(count_and_hash(&e), want, "{accel}: {e}");
+        assert!(e.contains("matched the recording"), "{e}");
+    }
+    let (c, o, e) = ferrite(&["replay", &rec, "--lockstep", "--lockstep-interval", "1000000"]);
+    assert_eq!((c, &o), (0, &out), "{e}");
+    // From the snapshot: the rest of the run, to the same end.
+    let (c, o, e) = ferrite(&["replay", &rec, "--restore", &snap, "--stats"]);
+    assert_eq!(c, 0, "{e}");
+    assert!(out.ends_with(&o), "the restored replay prints the end of the output");
+    assert_eq!(count_and_hash(&e), want, "{e}");
+    // A plain run restored from the snapshot under the other engine ends the same way.
+    let (c, o, e) =
+        ferrite(&["run", "--rom", &r, "--memory", "32M", "--accel", "jit", "--restore", &snap, "--stats"]);
+    assert_eq!(c, 1, "{e}");
+    assert!(out.ends_with(&o));
+    assert_eq!(count_and_hash(&e), want, "{e}");
+    for f in [&r, &rec, &snap] {
+        let _ = std::fs::remove_file(f);
+    }
+}
+
+#[test]
+fn corrupt_truncated_and_other_version_recordings_are_one_line_and_exit_2() {
+    let r = rom("smoke");
+    let rec = temp("smoke.rec");
+    let (code, _, err) = ferrite(&["run", "--rom", &r, "--memory", "32M", "--record", &rec]);
+    assert_eq!(code, 1, "{err}");
+    let good = std::fs::read(&rec).unwrap();
+    let mut cases: Vec<(&str, Vec<u8>)> = vec![
+        ("truncated", good[..good.len() - 3].to_vec()),
+        ("truncated", good[..good.len() / 2].to_vec()),
+        ("not a Ferrite recording", b"hello".to_vec()),
+        ("not a Ferrite recording", Vec::new()),
+    ];
+    let mut corrupt = good.clone();
+    corrupt[40] ^= 0x40;
+    cases.push(("corrupt", corrupt));
+    let mut v9 = good.clone();
+    v9[8] = 9;
+    cases.push(("version 9", v9));
+    for (want, bytes) in cases {
+        let p = temp("bad.rec");
+        std::fs::write(&p, &bytes).unwrap();
+        let (code, out, err) = ferrite(&["replay", &p]);
+        assert_eq!(code, 2, "{want}: {err}");
+        assert!(out.is_empty(), "{want}: nothing replayed");
+        assert_eq!(err.lines().count(), 1, "{want}: one line: {err}");
+        assert!(err.contains(want), "{want}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    let (code, _, err) = ferrite(&["replay", &temp("missing.rec")]);
+    assert_eq!((code, err.lines().count()), (2, 1), "{err}");
+    // A recorded image that changed since is refused the same way.
+    std::fs::write(&r, test_roms::rom("chip_rtc").unwrap()).unwrap();
+    let (code, _, err) = ferrite(&["replay", &rec]);
+    assert_eq!((code, err.lines().count()), (2, 1), "{err}");
+    assert!(err.contains("firmware is not what was recorded"), "{err}");
+    let _ = std::fs::remove_file(&r);
+    let _ = std::fs::remove_file(&rec);
+}
+
+#[test]
+fn an_injected_divergence_is_reported_at_its_count() {
+    let r = rom("chip_pit_pic");
+    let (code, _, err) = ferrite(&[
+        "run",
+        "--rom",
+        &r,
+        "--memory",
+        "32M",
+        "--lockstep",
+        "--lockstep-interval",
+        "3000000",
+        "--debug-inject-divergence",
+        "4567891",
+    ]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("first divergence: the states first differ after instruction 4567891 "), "{err}");
+    let rec = temp("pit.rec");
+    let (code, _, err) =
+        ferrite(&["run", "--rom", &r, "--memory", "32M", "--record", &rec, "--record-interval", "1000000"]);
+    assert_eq!(code, 1, "{err}");
+    let (code, _, err) = ferrite(&["replay", &rec, "--accel", "jit", "--debug-inject-divergence", "2345678"]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("mismatch: state differs from the recording at count 3000000"), "{err}");
+    assert!(err.contains("RAM"), "{err}");
+    assert!(err.contains("first divergence: the states first differ after instruction 2345678 "), "{err}");
+    let _ = std::fs::remove_file(&r);
+    let _ = std::fs::remove_file(&rec);
+}
+
+/// The Linux images (`ferrite images`), or `None` with the reason printed when they cannot be had.
+fn linux_images() -> (String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ferrite")).arg("images").output().expect("run ferrite images");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "the Linux guest images could not be made (`ferrite images` needs apt-get and Debian's mirrors): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let field = |k: &str| stdout.lines().find_map(|l| l.strip_prefix(&format!("{k}="))).unwrap().to_string();
+    (field("kernel"), field("initrd"))
+}
+
+const CMDLINE: &str = "console=ttyS0 panic=-1 quiet 8250.nr_uarts=1 i8042.noaux tsc=reliable";
+
+/// Waits until `pat` is in what the child printed so far.
+fn wait_for(buf: &std::sync::Arc<std::sync::Mutex<Vec<u8>>>, pat: &str, deadline: Instant) -> bool {
+    while Instant::now() < deadline {
+        if String::from_utf8_lossy(&buf.lock().unwrap()).contains(pat) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+fn a_linux_session_typed_through_a_pipe_replays_under_jit_and_interp() {
+    let (kernel, initrd) = linux_images();
+    let rec = temp("linux.rec");
+    let snap = temp("linux.snap");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferrite"))
+        .args(["run", "--kernel", &kernel, "--initrd", &initrd, "--append", CMDLINE, "--accel", "jit"])
+        .args(["--memory", "256M", "--max-instructions", "20000000000", "--stats", "--record", &rec])
+        .args(["--record-interval", "200000000", "--snapshot-at", "500000000", &snap])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run ferrite");
+    let out = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut stdout = child.stdout.take().unwrap();
+    let o2 = out.clone();
+    let reader = std::thread::spawn(move || {
+        let mut b = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut b) {
+            if n == 0 {
+                break;
+            }
+            o2.lock().unwrap().extend_from_slice(&b[..n]);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(900);
+    let mut stdin = child.stdin.take().unwrap();
+    assert!(
+        wait_for(&out, "FERRITE-READY", deadline),
+        "no ready marker: {}",
+        String::from_utf8_lossy(&out.lock().unwrap())
+    );
+    // Typed in pieces with pauses: where each piece lands depends on host timing, which the recording
+    // captures.
+    for piece in ["echo rec", "orded-$((6*7))\n", "cat /proc/cpuinfo | grep -c proc", "essor\n"] {
+        std::thread::sleep(Duration::from_millis(300));
+        stdin.write_all(piece.as_bytes()).unwrap();
+    }
+    assert!(wait_for(&out, "recorded-42", deadline), "{}", String::from_utf8_lossy(&out.lock().unwrap()));
+    std::thread::sleep(Duration::from_millis(300));
+    stdin.write_all(b"poweroff -f\n").unwrap();
+    drop(stdin);
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    let console = String::from_utf8_lossy(&out.lock().unwrap()).into_owned();
+    assert_eq!(status.code(), Some(0), "{err}\n{console}");
+    let want = count_and_hash(&err);
+    for accel in ["jit", "interp"] {
+        let (c, o, e) = ferrite(&["replay", &rec, "--accel", accel, "--stats"]);
+        assert_eq!(c, 0, "{accel}: {e}");
+        assert!(o == console, "{accel}: the replayed console differs:\n{o}\n--- recorded ---\n{console}");
+        assert_eq!(count_and_hash(&e), want, "{accel}: {e}");
+    }
+    let (c, o, e) = ferrite(&["replay", &rec, "--restore", &snap, "--accel", "interp", "--stats"]);
+    assert_eq!(c, 0, "{e}");
+    assert!(console.ends_with(&o) && o.contains("recorded-42"), "{o}");
+    assert_eq!(count_and_hash(&e), want, "{e}");
+    let _ = std::fs::remove_file(&rec);
+    let _ = std::fs::remove_file(&snap);
+}
+
+#[test]
+fn a_bounded_linux_boot_runs_in_lockstep() {
+    let (kernel, initrd) = linux_images();
+    let (code, out, err) = ferrite(&[
+        "run",
+        "--kernel",
+        &kernel,
+        "--initrd",
+        &initrd,
+        "--append",
+        CMDLINE,
+        "--memory",
+        "256M",
+        "--max-instructions",
+        "300000000",
+        "--lockstep",
+        "--lockstep-interval",
+        "50000000",
+    ]);
+    assert_eq!(code, 124, "{err}\n{out}");
+    assert!(err.contains("jit and interp agreed over 6 comparisons (300000000 instructions)"), "{err}");
+}
+
+#[test]
+fn a_bounded_linux_boot_gives_the_same_count_and_hash_twice_under_each_engine() {
+    let (kernel, initrd) = linux_images();
+    let mut seen = Vec::new();
+    for accel in ["interp", "interp", "jit", "jit"] {
+        let (code, out, err) = ferrite(&[
+            "run",
+            "--kernel",
+            &kernel,
+            "--initrd",
+            &initrd,
+            "--append",
+            CMDLINE,
+            "--memory",
+            "256M",
+            "--max-instructions",
+            "200000000",
+            "--accel",
+            accel,
+            "--stats",
+        ]);
+        assert_eq!(code, 124, "{accel}: {err}");
+        let (count, hash) = count_and_hash(&err);
+        assert_eq!(count, "200000000", "{err}");
+        seen.push((accel, out, hash));
+    }
+    for s in &seen[1..] {
+        assert_eq!((&s.1, &s.2), (&seen[0].1, &seen[0].2), "{} differs from the first interp run", s.0);
+    }
+}

@@ -1,0 +1,453 @@
+//! The JIT as the machine installs it: translations made on a compile thread, found in the
+//! persistent cache, and evicted when the code arena is full.
+//!
+//! The interpreter asks for a translation once a block is hot ([`BlockBackend::compile`]) and keeps
+//! what it gets for as long as the block lives. What it gets here is a [`Translation`], a handle
+//! whose state the backend changes under it: pending (the compile thread has the block), ready
+//! (machine code placed), evicted (the arena was flushed) or declined. A handle that is not ready
+//! runs the block through `cpu::interp::run_insns`, which is what the interpreter's own loop would
+//! do with it (the interpreter runs a compiled block only where that loop would run the block
+//! whole); a ready one runs the code, which is exact. So when a translation arrives changes only the
+//! host's speed, never the guest: no retired count, state or interrupt point depends on it.
+//!
+//! Finished jobs are collected whenever a pending handle runs (no generated code is on the stack
+//! then, so placing code, and evicting all of it, is safe).
+
+use crate::cache::{self, Cache};
+use crate::worker::{CompileDelay, Done, Job, Worker};
+use crate::{Jit, JitBlock};
+use cpu::exec::Insn;
+use cpu::mem::Ctx;
+use cpu::{BlockBackend, CompiledBlock, Fault};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::rc::{Rc, Weak};
+
+/// How the JIT backend works.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Compile on a second thread (otherwise on the interpreter's, as it asks).
+    pub background: bool,
+    /// Test knob: random delays before each background compilation.
+    pub delay: Option<CompileDelay>,
+    /// The persistent translation cache's directory (`--jit-cache DIR`); `None`: no cache.
+    pub cache: Option<PathBuf>,
+    /// Bound on the executable memory holding translations; when a new one does not fit, all are
+    /// evicted.
+    pub code_limit: usize,
+    /// Entries after which an evicted block is translated again (the interpreter's threshold).
+    pub threshold: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            background: true,
+            delay: None,
+            cache: None,
+            code_limit: crate::arena::MAX_MAPPED,
+            threshold: 1000,
+        }
+    }
+}
+
+/// What the backend has done (statistics, and what tests check).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Blocks the interpreter asked to translate ([`BlockBackend::compile`] calls): where the
+    /// translations come from and when they arrive varies, this does not.
+    pub requested: u64,
+    /// Blocks compiled by the compile thread.
+    pub compiled_background: u64,
+    /// Blocks compiled on the interpreter's thread (no compile thread, or its queue was full).
+    pub compiled_foreground: u64,
+    /// Translations placed from the persistent cache (no Cranelift).
+    pub cache_hits: u64,
+    /// Translations appended to the persistent cache.
+    pub cache_stored: u64,
+    /// Cache entries or files ignored as corrupt, truncated or stale.
+    pub cache_rejected: u64,
+    /// Times every translation was evicted because the code arena was full.
+    pub evictions: u64,
+    /// Runs of a block whose translation was pending or evicted (interpreted meanwhile).
+    pub interpreted_runs: u64,
+    /// Guest instructions in the blocks compiled (both threads).
+    pub translated_insns: u64,
+    /// Thread CPU time spent in Cranelift (both threads), nanoseconds.
+    pub compile_ns: u64,
+    /// Most bytes of executable memory mapped at once.
+    pub peak_mapped: u64,
+}
+
+/// Reaches a [`Backend`] after it was handed to the interpreter (tests, benchmarks).
+pub struct Handle(Rc<RefCell<Core>>);
+
+impl Handle {
+    /// The counters now.
+    pub fn counters(&self) -> Counters {
+        self.0.borrow().counters()
+    }
+
+    /// Waits until the compile thread has finished every job given so far and places the results.
+    pub fn finish_pending(&self) {
+        self.0.borrow_mut().finish_pending();
+    }
+}
+
+enum State {
+    /// On the compile thread.
+    Pending,
+    /// Placed in the arena.
+    Ready(JitBlock),
+    /// Evicted; the block has been entered `hits` times since.
+    Evicted(u32),
+    /// Cranelift declined, or the arena has no room even when empty.
+    Declined,
+}
+
+type Slot = RefCell<State>;
+
+/// A pending job: whose it is and what its translation is keyed by.
+struct Pending {
+    slot: Weak<Slot>,
+    key: Option<Vec<u8>>,
+    len: usize,
+    first_ip: u64,
+}
+
+struct Core {
+    jit: Jit,
+    worker: Option<Worker>,
+    pending: HashMap<u64, Pending>,
+    next_id: u64,
+    /// Every handle's slot, for eviction (dead ones pruned as it grows).
+    live: Vec<Weak<Slot>>,
+    prune_at: usize,
+    cache: Option<Cache>,
+    counters: Counters,
+    threshold: u32,
+}
+
+/// The JIT backend of the `jit` engine (see the module documentation).
+pub struct Backend {
+    core: Rc<RefCell<Core>>,
+}
+
+impl Backend {
+    /// A backend for this host; fails when Cranelift does not support it, the compile thread cannot
+    /// start, or the cache directory cannot be used.
+    pub fn new(opts: Options) -> Result<Backend, String> {
+        let mut jit = Jit::new()?;
+        jit.arena.set_limit(opts.code_limit);
+        let cache = match &opts.cache {
+            Some(dir) => Some(Cache::open(dir, &jit.codegen_id())?),
+            None => None,
+        };
+        let worker = if opts.background { Some(Worker::spawn(opts.delay)?) } else { None };
+        let counters = Counters::default();
+        Ok(Backend {
+            core: Rc::new(RefCell::new(Core {
+                jit,
+                worker,
+                pending: HashMap::new(),
+                next_id: 0,
+                live: Vec::new(),
+                prune_at: 1024,
+                cache,
+                counters,
+                threshold: opts.threshold.max(1),
+            })),
+        })
+    }
+
+    /// What the backend has done so far.
+    pub fn counters(&self) -> Counters {
+        self.core.borrow().counters()
+    }
+
+    /// A handle on the backend that stays usable after it has been handed to the interpreter.
+    pub fn handle(&self) -> Handle {
+        Handle(self.core.clone())
+    }
+}
+
+impl Core {
+    fn counters(&self) -> Counters {
+        let mut c = self.counters;
+        if let Some(cache) = &self.cache {
+            c.cache_stored = cache.stored;
+            c.cache_rejected = cache.rejected;
+        }
+        c
+    }
+
+    /// Waits for every job given to the compile thread and places the results.
+    fn finish_pending(&mut self) {
+        while !self.pending.is_empty() {
+            let Some(done) = self.worker.as_ref().and_then(|w| w.wait_done()) else { break };
+            self.finish_job(done);
+        }
+    }
+
+    /// Gets a translation for `insns` into `slot`: from the cache, queued for the compile thread,
+    /// or compiled here.
+    fn request(&mut self, slot: &Rc<Slot>, insns: &[Insn]) {
+        let key = self.cache.as_ref().map(|_| cache::key(insns));
+        if let (Some(c), Some(k)) = (&self.cache, &key)
+            && let Some(code) = c.lookup(k)
+        {
+            let code = code.to_vec();
+            self.counters.cache_hits += 1;
+            self.place(slot, &code, insns.len(), insns[0].next_rip);
+            return;
+        }
+        if let Some(w) = &self.worker {
+            let id = self.next_id;
+            // A full queue (or an ended thread) leaves the block to be compiled here.
+            if w.submit(Job { id, insns: insns.to_vec() }).is_ok() {
+                self.next_id += 1;
+                let p =
+                    Pending { slot: Rc::downgrade(slot), key, len: insns.len(), first_ip: insns[0].next_rip };
+                self.pending.insert(id, p);
+                *slot.borrow_mut() = State::Pending;
+                return;
+            }
+        }
+        let before = self.jit.stats();
+        let t0 = crate::worker::thread_cpu_ns();
+        let code = self.jit.code_bytes(insns);
+        self.counters.compile_ns += crate::worker::thread_cpu_ns().saturating_sub(t0);
+        self.counters.compiled_foreground += 1;
+        let after = self.jit.stats();
+        self.counters.translated_insns += (after.inlined + after.called) - (before.inlined + before.called);
+        match code {
+            Some(code) => {
+                self.place(slot, &code, insns.len(), insns[0].next_rip);
+                if let (Some(c), Some(k)) = (&mut self.cache, key) {
+                    c.store(k, code);
+                }
+            }
+            None => {
+                self.jit.stats.declined += 1;
+                *slot.borrow_mut() = State::Declined;
+            }
+        }
+    }
+
+    /// Places `code` and makes `slot` ready, evicting every translation when the arena is full.
+    fn place(&mut self, slot: &Rc<Slot>, code: &[u8], len: usize, first_ip: u64) {
+        let block = match self.jit.install(code, len, first_ip) {
+            Some(b) => Some(b),
+            None => {
+                self.evict_all();
+                self.jit.install(code, len, first_ip)
+            }
+        };
+        let state = match block {
+            Some(b) => State::Ready(b),
+            None => {
+                self.jit.stats.declined += 1;
+                State::Declined
+            }
+        };
+        *slot.borrow_mut() = state;
+        self.counters.peak_mapped = self.counters.peak_mapped.max(self.jit.arena.mapped() as u64);
+        if self.live.len() >= self.prune_at {
+            self.live.retain(|w| w.strong_count() > 0);
+            self.prune_at = (self.live.len() * 2).max(1024);
+        }
+        self.live.push(Rc::downgrade(slot));
+    }
+
+    /// Drops every placed translation, so that the arena unmaps its chunks. Only called where no
+    /// generated code runs (from `request`, `poll` and `finish_job`, outside any block's code).
+    fn evict_all(&mut self) {
+        self.counters.evictions += 1;
+        for w in self.live.drain(..) {
+            if let Some(s) = w.upgrade()
+                && let Ok(mut st) = s.try_borrow_mut()
+                && matches!(*st, State::Ready(_))
+            {
+                *st = State::Evicted(0);
+            }
+        }
+    }
+
+    /// Places what the compile thread has finished.
+    fn poll(&mut self) {
+        while let Some(done) = self.worker.as_ref().and_then(|w| w.try_done()) {
+            self.finish_job(done);
+        }
+    }
+
+    fn finish_job(&mut self, done: Done) {
+        self.counters.compiled_background += 1;
+        self.counters.compile_ns += done.ns;
+        self.counters.translated_insns += done.inlined + done.called;
+        self.jit.stats.inlined += done.inlined;
+        self.jit.stats.called += done.called;
+        self.jit.stats.compile_ns += done.ns;
+        let Some(p) = self.pending.remove(&done.id) else { return };
+        // A block invalidated meanwhile (its handle dropped) needs no code, but the cache may.
+        let slot = p.slot.upgrade();
+        match done.code {
+            Some(code) => {
+                if let Some(slot) = &slot {
+                    self.place(slot, &code, p.len, p.first_ip);
+                }
+                if let (Some(c), Some(k)) = (&mut self.cache, p.key) {
+                    c.store(k, code);
+                }
+            }
+            None => {
+                self.jit.stats.declined += 1;
+                if let Some(slot) = slot {
+                    *slot.borrow_mut() = State::Declined;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Core {
+    fn drop(&mut self) {
+        // Translations still being compiled are worth keeping for the next run: wait for them (at
+        // most a queue's worth) and save them. Without a cache, dropping the worker abandons them.
+        if self.cache.is_some() {
+            self.finish_pending();
+        }
+    }
+}
+
+impl BlockBackend for Backend {
+    fn compile(&mut self, insns: &[Insn]) -> Option<Box<dyn CompiledBlock>> {
+        if insns.is_empty() {
+            return None;
+        }
+        let slot = Rc::new(RefCell::new(State::Declined));
+        let mut core = self.core.borrow_mut();
+        core.counters.requested += 1;
+        core.request(&slot, insns);
+        drop(core);
+        Some(Box::new(Translation { slot, core: self.core.clone() }))
+    }
+
+    /// The blocks handed over for translation (placed, pending or declined): the interpreter's
+    /// deterministic decision, unlike how many are placed at a given moment (`describe` says that).
+    fn compiled_blocks(&self) -> u64 {
+        self.core.borrow().counters.requested
+    }
+
+    fn inline_retired(&self) -> u64 {
+        self.core.borrow().jit.inline_retired.get()
+    }
+
+    fn describe(&self) -> String {
+        let core = self.core.borrow();
+        let (c, s) = (&core.counters, core.jit.stats);
+        let per_insn = c.compile_ns as f64 / c.translated_insns.max(1) as f64;
+        let mut line = format!(
+            "jit: {} blocks to translate, {} placed ({} compiled on the compile thread, {} on the main thread, {} from the cache; {} declined); Cranelift {:.2} s of CPU, {:.0} ns per guest instruction; {} KiB of code ({} KiB mapped now, {} evictions); {} instructions inlined, {} calls; {} block runs interpreted while pending",
+            c.requested,
+            s.compiled,
+            c.compiled_background,
+            c.compiled_foreground,
+            c.cache_hits,
+            s.declined,
+            c.compile_ns as f64 / 1e9,
+            per_insn,
+            s.code_bytes / 1024,
+            core.jit.arena.mapped() / 1024,
+            c.evictions,
+            s.inlined,
+            s.called,
+            c.interpreted_runs,
+        );
+        if let Some(cache) = &core.cache {
+            line += &format!(
+                "; cache {}: {} entries loaded, {} stored, {} rejected",
+                cache.path().display(),
+                cache.loaded,
+                cache.stored,
+                cache.rejected
+            );
+        }
+        line
+    }
+}
+
+/// The interpreter's handle on one block's translation (see the module documentation).
+struct Translation {
+    slot: Rc<Slot>,
+    core: Rc<RefCell<Core>>,
+}
+
+impl CompiledBlock for Translation {
+    fn run(&self, ctx: &mut Ctx<'_>, insns: &[Insn], loop_limit: u64) -> Option<(Fault, u64)> {
+        for attempt in 0..2 {
+            {
+                let st = self.slot.borrow();
+                if let State::Ready(code) = &*st {
+                    return code.run(ctx, insns, loop_limit);
+                }
+            }
+            if attempt == 1 {
+                break;
+            }
+            let mut core = self.core.borrow_mut();
+            let state = std::mem::replace(&mut *self.slot.borrow_mut(), State::Declined);
+            match state {
+                State::Pending => {
+                    *self.slot.borrow_mut() = State::Pending;
+                    core.poll();
+                }
+                State::Evicted(hits) => {
+                    let hits = hits + 1;
+                    if hits >= core.threshold {
+                        core.request(&self.slot, insns);
+                    } else {
+                        *self.slot.borrow_mut() = State::Evicted(hits);
+                    }
+                }
+                other => {
+                    *self.slot.borrow_mut() = other;
+                    break;
+                }
+            }
+        }
+        self.core.borrow_mut().counters.interpreted_runs += 1;
+        cpu::interp::run_insns(ctx, insns)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_code_holds_no_host_address() {
+        // A block with a handler call and flag helpers (shift and IMUL with live flags).
+        let code = cpu::testutil::asm(64, |a| {
+            use iced_x86::code_asm::*;
+            a.rol(rax, 3).unwrap();
+            a.pushfq().unwrap();
+            a.imul_3(rbx, rcx, 7).unwrap();
+            a.pushfq().unwrap();
+            a.cpuid().unwrap();
+            a.ret().unwrap();
+        });
+        let mut dec = iced_x86::Decoder::with_ip(64, &code, 0x1000, iced_x86::DecoderOptions::NONE);
+        let insns: Vec<Insn> =
+            dec.iter().map(|i| Insn::new(i, cpu::exec::handler_for(i.code()), 8, i.next_ip())).collect();
+        let mut jit = Jit::new().unwrap();
+        let bytes = jit.code_bytes(&insns).expect("compiled");
+        for addr in crate::helper_table() {
+            let needle = (addr as u64).to_le_bytes();
+            assert!(
+                !bytes.windows(8).any(|w| w == needle),
+                "the code holds the host address {addr:#x}: it would not run in another process"
+            );
+        }
+    }
+}

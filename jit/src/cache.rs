@@ -1,0 +1,340 @@
+//! The persistent translation cache (`--jit-cache DIR`): machine code of translated blocks saved to a
+//! file, so that a second run of the same guest code places it instead of running Cranelift.
+//!
+//! - **Key.** A translation is a function of the block's decoded instructions (iced's whole
+//!   `Instruction`, which the guest's code bytes, the code size and the RIP determine; the next RIPs;
+//!   the address and operand sizes; and which interpreter handler each one has, which the CPU model
+//!   decides) and of how it was compiled: Ferrite's own build (a hash of the running executable),
+//!   Cranelift's settings and the host features it targets, and this file's format. The last group
+//!   names the file (`<hash>.fjc`) and is repeated in its header; the first is each entry's key,
+//!   stored whole and compared byte for byte on lookup (its hash only indexes), so a hash collision
+//!   can cost a miss, never run another block's code.
+//! - **Relocatable code.** Generated code holds no host address (`Outcome::helpers`), so it runs
+//!   at whatever address the arena and the executable are mapped in the next process.
+//! - **Validation.** Each entry carries its lengths and a checksum; the header a magic number, the
+//!   format version and the build tag. A file or an entry that fails is ignored with one line on
+//!   stderr, never trusted: the file is rewritten with the entries that passed. What the checksum
+//!   cannot catch is a deliberate writer: the directory is trusted like the executable itself.
+//! - **Writes.** Each new translation is appended as one `write` of a whole entry, so a crash leaves
+//!   at worst a truncated last entry (ignored on the next load); past [`MAX_FILE`] bytes nothing more
+//!   is stored.
+
+use cpu::exec::Insn;
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::hash::{Hash, Hasher};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// The file's magic number.
+const MAGIC: &[u8; 8] = b"FERRJITC";
+/// The file format's version.
+const VERSION: u32 = 1;
+/// An entry's magic number.
+const ENTRY_MAGIC: u32 = 0x4A43_5246;
+/// Size of the file header: magic, version, reserved, tag.
+const HEADER: usize = 24;
+/// Size of an entry's header: magic, key length, code length, reserved, checksum.
+const ENTRY_HEADER: usize = 24;
+/// Longest key an entry may have (a block is at most 64 instructions of about 60 bytes each).
+const MAX_KEY: usize = 64 << 10;
+/// Longest code an entry may have.
+const MAX_CODE: usize = 4 << 20;
+/// Largest cache file: past it new translations are not stored.
+pub(crate) const MAX_FILE: u64 = 512 << 20;
+
+/// A 64-bit hash of `bytes` (not cryptographic: an index and a checksum against corruption).
+pub(crate) fn hash64(seed: u64, bytes: &[u8]) -> u64 {
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut h = seed ^ (bytes.len() as u64).wrapping_mul(K);
+    let mut words = bytes.chunks_exact(8);
+    for w in &mut words {
+        let w = u64::from_le_bytes(w.try_into().unwrap_or_default());
+        h = (h.rotate_left(29) ^ w).wrapping_mul(K);
+    }
+    let mut tail = [0u8; 8];
+    tail[..words.remainder().len()].copy_from_slice(words.remainder());
+    h = (h.rotate_left(29) ^ u64::from_le_bytes(tail)).wrapping_mul(K);
+    // splitmix64's finaliser.
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94D0_49BB_1331_11EB);
+    h ^ (h >> 31)
+}
+
+/// Collects what a `Hash` implementation feeds a hasher: an exact serialisation of the value.
+struct Bytes<'a>(&'a mut Vec<u8>);
+
+impl Hasher for Bytes<'_> {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.extend_from_slice(bytes);
+    }
+
+    fn finish(&self) -> u64 {
+        0
+    }
+}
+
+/// The key of a block's translation: everything about its instructions that code generation reads.
+pub(crate) fn key(insns: &[Insn]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(insns.len() * 64);
+    // Handlers are named by their distance from a function of this crate: the same for every load
+    // address of the executable.
+    let anchor = crate::call_handler as *const () as usize;
+    for insn in insns {
+        let i = &insn.i;
+        // iced's `Hash` covers every field but the IP, length and code size.
+        i.hash(&mut Bytes(&mut k));
+        k.extend_from_slice(&i.ip().to_le_bytes());
+        k.extend_from_slice(&insn.next_rip.to_le_bytes());
+        k.extend_from_slice(&[i.len() as u8, i.code_size() as u8, insn.asize, insn.osize]);
+        k.extend_from_slice(&((insn.handler as usize).wrapping_sub(anchor) as u64).to_le_bytes());
+    }
+    k
+}
+
+/// A hash of the running executable: Ferrite's build identity (a rebuild changes the code any
+/// translation calls into, the offsets it uses and the semantics it restates). `None` when the
+/// executable cannot be read.
+fn build_id() -> Option<u64> {
+    static ID: OnceLock<Option<u64>> = OnceLock::new();
+    *ID.get_or_init(|| {
+        let exe = std::env::current_exe().ok()?;
+        let bytes = std::fs::read(exe).ok()?;
+        Some(hash64(0x0062_7569_6c64, &bytes))
+    })
+}
+
+/// One saved translation.
+struct Entry {
+    key: Vec<u8>,
+    code: Vec<u8>,
+}
+
+/// The cache of one build and code-generation setting, loaded in memory, appended to on disk.
+pub(crate) struct Cache {
+    path: PathBuf,
+    /// Open for appending; `None` once writing failed (the cache then only serves what it has).
+    file: Option<File>,
+    /// Entries by the hash of their key.
+    entries: HashMap<u64, Vec<Entry>>,
+    /// Bytes of the file.
+    size: u64,
+    /// Entries loaded from the file.
+    pub loaded: u64,
+    /// Entries (or whole files) found corrupt, truncated or stale and ignored.
+    pub rejected: u64,
+    /// Entries appended.
+    pub stored: u64,
+}
+
+/// The checksum of an entry.
+fn entry_sum(key: &[u8], code: &[u8]) -> u64 {
+    hash64(hash64(0x0065_6e74_7279, key), code)
+}
+
+/// An entry as written to the file.
+fn entry_bytes(key: &[u8], code: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(ENTRY_HEADER + key.len() + code.len());
+    v.extend_from_slice(&ENTRY_MAGIC.to_le_bytes());
+    v.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    v.extend_from_slice(&(code.len() as u32).to_le_bytes());
+    v.extend_from_slice(&0u32.to_le_bytes());
+    v.extend_from_slice(&entry_sum(key, code).to_le_bytes());
+    v.extend_from_slice(key);
+    v.extend_from_slice(code);
+    v
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().unwrap_or_default())
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().unwrap_or_default())
+}
+
+/// The entries of a file's contents after its header, and whether all of it was valid.
+fn parse_entries(b: &[u8]) -> (Vec<Entry>, bool) {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < b.len() {
+        if b.len() - at < ENTRY_HEADER || u32_at(b, at) != ENTRY_MAGIC {
+            return (out, false);
+        }
+        let (klen, clen) = (u32_at(b, at + 4) as usize, u32_at(b, at + 8) as usize);
+        let sum = u64_at(b, at + 16);
+        if klen == 0 || klen > MAX_KEY || clen == 0 || clen > MAX_CODE || u32_at(b, at + 12) != 0 {
+            return (out, false);
+        }
+        let body = at + ENTRY_HEADER;
+        if b.len() - body < klen + clen {
+            return (out, false);
+        }
+        let (key, code) = (&b[body..body + klen], &b[body + klen..body + klen + clen]);
+        if entry_sum(key, code) != sum {
+            return (out, false);
+        }
+        out.push(Entry { key: key.to_vec(), code: code.to_vec() });
+        at = body + klen + clen;
+    }
+    (out, true)
+}
+
+fn header(tag: u64) -> Vec<u8> {
+    let mut h = Vec::with_capacity(HEADER);
+    h.extend_from_slice(MAGIC);
+    h.extend_from_slice(&VERSION.to_le_bytes());
+    h.extend_from_slice(&0u32.to_le_bytes());
+    h.extend_from_slice(&tag.to_le_bytes());
+    h
+}
+
+impl Cache {
+    /// Opens (creating it if needed) the cache for code generated with `codegen_id` in `dir`.
+    /// Fails only when the directory cannot be created or the executable cannot be read.
+    pub(crate) fn open(dir: &Path, codegen_id: &str) -> Result<Cache, String> {
+        std::fs::create_dir_all(dir).map_err(|e| format!("jit-cache: {}: {e}", dir.display()))?;
+        let build =
+            build_id().ok_or("jit-cache: cannot read ferrite's own executable to identify the build")?;
+        let mut id = build.to_le_bytes().to_vec();
+        id.extend_from_slice(&VERSION.to_le_bytes());
+        id.extend_from_slice(codegen_id.as_bytes());
+        let tag = hash64(0x0074_6167, &id);
+        let path = dir.join(format!("{tag:016x}.fjc"));
+        let mut cache =
+            Cache { path, file: None, entries: HashMap::new(), size: 0, loaded: 0, rejected: 0, stored: 0 };
+        let mut keep = Vec::new();
+        let mut rewrite = true;
+        match std::fs::read(&cache.path) {
+            Ok(b) if b.len() >= HEADER && b[..HEADER] == header(tag)[..] => {
+                let (entries, whole) = parse_entries(&b[HEADER..]);
+                if !whole {
+                    cache.rejected += 1;
+                    eprintln!(
+                        "ferrite: jit-cache: {}: a corrupt or truncated entry after {} good ones; it and the rest are ignored",
+                        cache.path.display(),
+                        entries.len()
+                    );
+                }
+                rewrite = !whole;
+                keep = entries;
+            }
+            Ok(b) if b.is_empty() => {}
+            Ok(_) => {
+                cache.rejected += 1;
+                eprintln!(
+                    "ferrite: jit-cache: {}: not a cache of this build and version; ignored and replaced",
+                    cache.path.display()
+                );
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                cache.rejected += 1;
+                eprintln!("ferrite: jit-cache: {}: {e}; ignored and replaced", cache.path.display());
+            }
+        }
+        if rewrite {
+            // Write the good entries to a new file and rename it over the old one, so that a crash
+            // meanwhile leaves one or the other.
+            let mut bytes = header(tag);
+            for e in &keep {
+                bytes.extend_from_slice(&entry_bytes(&e.key, &e.code));
+            }
+            let tmp = cache.path.with_extension(format!("tmp{}", std::process::id()));
+            let written = std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, &cache.path));
+            if let Err(e) = written {
+                let _ = std::fs::remove_file(&tmp);
+                eprintln!("ferrite: jit-cache: {}: {e}; nothing will be saved", cache.path.display());
+                keep.clear();
+            }
+        }
+        cache.file = OpenOptions::new().append(true).open(&cache.path).ok();
+        cache.size = cache.file.as_ref().and_then(|f| f.metadata().ok()).map_or(0, |m| m.len());
+        for e in keep {
+            cache.loaded += 1;
+            cache.insert(e);
+        }
+        Ok(cache)
+    }
+
+    fn insert(&mut self, e: Entry) {
+        self.entries.entry(hash64(0, &e.key)).or_default().push(e);
+    }
+
+    /// The saved code for `key`, if any.
+    pub(crate) fn lookup(&self, key: &[u8]) -> Option<&[u8]> {
+        let list = self.entries.get(&hash64(0, key))?;
+        list.iter().find(|e| e.key == key).map(|e| &e.code[..])
+    }
+
+    /// Saves a translation (in memory, and appended to the file while it is below [`MAX_FILE`]).
+    pub(crate) fn store(&mut self, key: Vec<u8>, code: Vec<u8>) {
+        if key.len() > MAX_KEY || code.len() > MAX_CODE || self.lookup(&key).is_some() {
+            return;
+        }
+        if let Some(f) = &mut self.file
+            && self.size < MAX_FILE
+        {
+            let bytes = entry_bytes(&key, &code);
+            match f.write_all(&bytes) {
+                Ok(()) => {
+                    self.size += bytes.len() as u64;
+                    self.stored += 1;
+                }
+                Err(e) => {
+                    eprintln!("ferrite: jit-cache: {}: {e}; nothing more will be saved", self.path.display());
+                    self.file = None;
+                }
+            }
+        }
+        self.insert(Entry { key, code });
+    }
+
+    /// The cache file.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_round_trip_and_damage_is_detected() {
+        let a = entry_bytes(b"key-a", &[1, 2, 3]);
+        let b = entry_bytes(b"key-b", &[4; 100]);
+        let all = [a.clone(), b.clone()].concat();
+        let (e, whole) = parse_entries(&all);
+        assert!(whole);
+        assert_eq!(e.len(), 2);
+        assert_eq!((&e[1].key[..], &e[1].code[..]), (&b"key-b"[..], &[4u8; 100][..]));
+        // Every single-byte change and every truncation is caught: the good prefix survives.
+        for at in 0..all.len() {
+            let mut bad = all.clone();
+            bad[at] ^= 0x40;
+            let (e, whole) = parse_entries(&bad);
+            assert!(!whole, "a flipped byte at {at} went unnoticed");
+            assert_eq!(e.len(), usize::from(at >= a.len()));
+            let (e, whole) = parse_entries(&all[..at]);
+            assert_eq!(whole, at == 0 || at == a.len(), "truncation at {at}");
+            assert_eq!(e.len(), usize::from(at >= a.len()));
+        }
+    }
+
+    #[test]
+    fn the_hash_depends_on_every_byte() {
+        let base = vec![7u8; 37];
+        let h = hash64(1, &base);
+        for at in 0..base.len() {
+            let mut v = base.clone();
+            v[at] = 8;
+            assert_ne!(hash64(1, &v), h);
+        }
+        assert_ne!(hash64(1, &base[..36]), h);
+        assert_ne!(hash64(2, &base), h);
+    }
+}

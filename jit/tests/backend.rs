@@ -1,0 +1,251 @@
+//! The machine's JIT backend (`jit::Backend`): translations from the compile thread, the persistent
+//! cache and the bounded code arena must never change the guest's results. Each test runs a program
+//! under the interpreter alone and under the backend and requires the same registers, RIP, RFLAGS,
+//! retired count, exit and memory.
+
+use cpu::Interpreter;
+use cpu::interp::Exit;
+use cpu::testutil::{CODE, TestBus, TestMode, asm, cpu_in};
+use iced_x86::code_asm::*;
+use std::path::PathBuf;
+
+#[derive(Debug, PartialEq, Eq)]
+struct Outcome {
+    gpr: [u64; 16],
+    rip: u64,
+    rflags: u64,
+    icount: u64,
+    exit: Exit,
+}
+
+fn run(code: &[u8], it: &mut Interpreter, budget: u64) -> (Outcome, Vec<u8>) {
+    let mut bus = TestBus::default();
+    let mut st = cpu_in(TestMode::Long64, &mut bus);
+    bus.ram[CODE as usize..CODE as usize + code.len()].copy_from_slice(code);
+    let exit = it.run(&mut st, &mut bus, budget);
+    (Outcome { gpr: st.gpr, rip: st.rip, rflags: st.rflags, icount: st.icount, exit }, bus.ram)
+}
+
+fn reference(code: &[u8], budget: u64) -> (Outcome, Vec<u8>) {
+    let (o, ram) = run(code, &mut Interpreter::new(), budget);
+    assert_eq!(o.exit, Exit::Halted, "the program must end with HLT within the budget");
+    (o, ram)
+}
+
+/// Runs `code` under a backend with `opts` (threshold 1) and returns the outcome and the counters.
+/// With `pause_at`, the run stops there, waits for the compile thread to finish all it was given
+/// (so that the rest of the run has translations whatever the host's load) and goes on.
+fn under_paused(
+    code: &[u8],
+    budget: u64,
+    opts: jit::Options,
+    pause_at: Option<u64>,
+) -> (Outcome, Vec<u8>, jit::Counters, String) {
+    let backend = jit::Backend::new(jit::Options { threshold: 1, ..opts }).expect("backend");
+    let mut it = Interpreter::new();
+    // The interpreter owns the backend; the test reaches it through a second handle.
+    let handle = backend.handle();
+    it.set_backend(Box::new(backend), 1);
+    let mut bus = TestBus::default();
+    let mut st = cpu_in(TestMode::Long64, &mut bus);
+    bus.ram[CODE as usize..CODE as usize + code.len()].copy_from_slice(code);
+    if let Some(p) = pause_at {
+        assert_eq!(it.run(&mut st, &mut bus, p), Exit::BudgetSpent);
+        handle.finish_pending();
+    }
+    let exit = it.run(&mut st, &mut bus, budget);
+    let o = Outcome { gpr: st.gpr, rip: st.rip, rflags: st.rflags, icount: st.icount, exit };
+    let line = it.backend_stats().unwrap_or_default();
+    (o, bus.ram, handle.counters(), line)
+}
+
+fn under(code: &[u8], budget: u64, opts: jit::Options) -> (Outcome, Vec<u8>, jit::Counters, String) {
+    under_paused(code, budget, opts, None)
+}
+
+/// A loop over a dozen small functions: ALU, shifts and IMUL with live flags (helper calls),
+/// loads and stores, handler calls (CPUID, PUSHF).
+fn many_blocks() -> Vec<u8> {
+    asm(64, |a| {
+        let mut top = a.create_label();
+        let mut funcs: Vec<CodeLabel> = (0..12).map(|_| a.create_label()).collect();
+        a.mov(r15d, 300).unwrap();
+        a.xor(ebx, ebx).unwrap();
+        a.set_label(&mut top).unwrap();
+        for f in &funcs {
+            a.call(*f).unwrap();
+        }
+        a.dec(r15d).unwrap();
+        a.jnz(top).unwrap();
+        a.hlt().unwrap();
+        for (k, f) in funcs.iter_mut().enumerate() {
+            a.set_label(f).unwrap();
+            a.add(rbx, k as i32 + 1).unwrap();
+            a.rol(rbx, (k % 7 + 1) as u32).unwrap();
+            a.pushfq().unwrap();
+            a.pop(rax).unwrap();
+            a.imul_3(rcx, rbx, 0x35 + k as i32).unwrap();
+            a.adc(rbx, rcx).unwrap();
+            a.mov(qword_ptr(0x10000 + 8 * k as u64), rbx).unwrap();
+            a.add(rdx, qword_ptr(0x10000 + 8 * ((k + 5) % 12) as u64)).unwrap();
+            if k % 4 == 0 {
+                a.push(rbx).unwrap();
+                a.mov(eax, 1).unwrap();
+                a.cpuid().unwrap();
+                a.pop(rbx).unwrap();
+            }
+            a.ret().unwrap();
+        }
+    })
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn cache_file(dir: &PathBuf) -> PathBuf {
+    let files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("cache dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "fjc"))
+        .collect();
+    assert_eq!(files.len(), 1, "one cache file per build: {files:?}");
+    files[0].clone()
+}
+
+#[test]
+fn translations_from_the_compile_thread_give_the_interpreters_results() {
+    let code = many_blocks();
+    let (want, want_ram) = reference(&code, 10_000_000);
+    for (seed, max_us) in [(0, 0), (3, 100), (9, 2000)] {
+        let delay = (max_us > 0).then_some(jit::CompileDelay { seed, max_us });
+        let opts = jit::Options { delay, ..Default::default() };
+        let (got, ram, c, line) = under_paused(&code, 10_000_000, opts, Some(want.icount / 3));
+        assert_eq!(got, want, "delays up to {max_us} us");
+        assert!(ram == want_ram, "memory differs (delays up to {max_us} us)");
+        assert!(c.compiled_background >= 13, "the compile thread did not compile the loop: {line}");
+        assert_eq!(c.compiled_foreground, 0, "{line}");
+        println!("delays to {max_us:>4} us: {line}");
+    }
+}
+
+#[test]
+fn the_cache_serves_a_second_run_and_ignores_damaged_entries() {
+    let code = many_blocks();
+    let (want, want_ram) = reference(&code, 10_000_000);
+    let dir = temp_dir("jit-cache");
+    let opts = || jit::Options { background: false, cache: Some(dir.clone()), ..Default::default() };
+
+    let (got, ram, first, line) = under(&code, 10_000_000, opts());
+    assert_eq!(got, want);
+    assert!(ram == want_ram);
+    assert_eq!(first.cache_hits, 0, "{line}");
+    assert!(first.cache_stored >= 13, "{line}");
+    assert_eq!(first.cache_stored, first.compiled_foreground, "{line}");
+
+    // A second run compiles nothing.
+    let (got, ram, second, line) = under(&code, 10_000_000, opts());
+    assert_eq!(got, want);
+    assert!(ram == want_ram);
+    assert_eq!(second.compiled_foreground + second.compiled_background, 0, "{line}");
+    assert_eq!(second.cache_hits, first.cache_stored, "{line}");
+    assert_eq!(second.cache_rejected, 0, "{line}");
+
+    let file = cache_file(&dir);
+    let good = std::fs::read(&file).unwrap();
+    // Damage of each kind: a flipped byte in an entry's code, a truncated file, a header from
+    // another version, garbage. Each is noticed, ignored, and the run is still exact.
+    let mid = good.len() / 2;
+    let mut flipped = good.clone();
+    flipped[mid] ^= 0x01;
+    let mut version = good.clone();
+    version[8] ^= 0x7f;
+    let damaged: [(&str, Vec<u8>); 4] = [
+        ("flipped byte", flipped),
+        ("truncated", good[..mid].to_vec()),
+        ("other version", version),
+        ("garbage", vec![0x5a; 4096]),
+    ];
+    for (what, bytes) in damaged {
+        std::fs::write(&file, &bytes).unwrap();
+        let (got, ram, c, line) = under(&code, 10_000_000, opts());
+        assert_eq!(got, want, "{what}");
+        assert!(ram == want_ram, "{what}: memory differs");
+        assert_eq!(c.cache_rejected, 1, "{what}: {line}");
+        assert!(c.cache_hits < first.cache_stored, "{what}: damaged entries were used: {line}");
+        // What was missing was compiled and saved again; the file is whole again.
+        let (got, _, c, line) = under(&code, 10_000_000, opts());
+        assert_eq!(got, want, "{what}, after repair");
+        assert_eq!((c.cache_rejected, c.cache_hits), (0, first.cache_stored), "{what}, after repair: {line}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_code_arena_is_bounded_and_evicts_under_a_code_generating_guest() {
+    // Copies a 25-instruction template to 3000 fresh addresses, then calls each copy, twice over:
+    // 3000 distinct blocks, about 1 MiB of translations, through a 256 KiB arena. (Copying first
+    // keeps the copies off pages whose code was invalidated, which the SMC back-off would leave
+    // interpreted.)
+    const COPIES: u32 = 3000;
+    const STUBS: u64 = 0x20000;
+    let code = asm(64, |a| {
+        let mut copy = a.create_label();
+        let mut pass = a.create_label();
+        let mut call = a.create_label();
+        let mut tmpl = a.create_label();
+        let mut tmpl_end = a.create_label();
+        a.mov(r8, STUBS).unwrap();
+        a.mov(r9d, COPIES).unwrap();
+        a.xor(ebx, ebx).unwrap();
+        a.set_label(&mut copy).unwrap();
+        a.lea(rsi, ptr(tmpl)).unwrap();
+        a.lea(rcx, ptr(tmpl_end)).unwrap();
+        a.sub(rcx, rsi).unwrap();
+        a.mov(rdi, r8).unwrap();
+        a.rep().movsb().unwrap();
+        a.add(r8, 128).unwrap();
+        a.dec(r9d).unwrap();
+        a.jnz(copy).unwrap();
+        a.mov(r10d, 2).unwrap();
+        a.set_label(&mut pass).unwrap();
+        a.mov(r8, STUBS).unwrap();
+        a.mov(r9d, COPIES).unwrap();
+        a.set_label(&mut call).unwrap();
+        a.mov(rcx, r9).unwrap();
+        a.call(r8).unwrap();
+        a.add(r8, 128).unwrap();
+        a.dec(r9d).unwrap();
+        a.jnz(call).unwrap();
+        a.dec(r10d).unwrap();
+        a.jnz(pass).unwrap();
+        a.hlt().unwrap();
+        a.set_label(&mut tmpl).unwrap();
+        for k in 0..6 {
+            a.add(rbx, rcx).unwrap();
+            a.rol(rbx, k + 1).unwrap();
+            a.imul_3(rbx, rbx, 3).unwrap();
+            a.xor(rbx, rcx).unwrap();
+        }
+        a.ret().unwrap();
+        a.set_label(&mut tmpl_end).unwrap();
+        a.int3().unwrap();
+    });
+    let (want, want_ram) = reference(&code, 50_000_000);
+    let limit = 256 << 10;
+    for background in [false, true] {
+        let opts = jit::Options { background, code_limit: limit, ..Default::default() };
+        let (got, ram, c, line) = under(&code, 50_000_000, opts);
+        assert_eq!(got, want, "background {background}");
+        assert!(ram == want_ram, "memory differs (background {background})");
+        assert!(c.evictions >= 2, "the arena never filled: {line}");
+        assert!(
+            c.peak_mapped <= limit as u64,
+            "{} bytes mapped past the bound of {limit}: {line}",
+            c.peak_mapped
+        );
+        println!("background {background}: {line}");
+    }
+}
