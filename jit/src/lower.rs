@@ -23,7 +23,7 @@ use std::mem::offset_of;
 
 #[path = "lower_int.rs"]
 mod lower_int;
-pub(crate) use lower_int::Ext;
+pub(crate) use lower_int::{Ext, cnt_flags, mul_flags};
 
 /// What an inlined instruction does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -258,7 +258,7 @@ impl Lower<'_, '_> {
                         let zf = self.flag_of(z, flags::ZF);
                         self.set_flags(zf, flags::ARITH);
                     } else {
-                        self.call_flags(cnt_flags, src, r, 0);
+                        self.call_flags(crate::HELPER_CNT_FLAGS, src, r, 0);
                     }
                 }
                 self.write(d, r);
@@ -281,9 +281,9 @@ impl Lower<'_, '_> {
                 };
                 if live & flags::ARITH != 0 {
                     if signed {
-                        self.call_flags(super::imul_flags, a, b, size);
+                        self.call_flags(crate::HELPER_IMUL_FLAGS, a, b, size);
                     } else {
-                        self.call_flags(mul_flags, a, b, size);
+                        self.call_flags(crate::HELPER_MUL_FLAGS, a, b, size);
                     }
                 }
                 if size == 1 {
