@@ -92,7 +92,7 @@ pub struct Outcome {
     /// The host functions generated code calls, indexed by the `HELPER_*` constants: code loads
     /// them from here instead of holding their addresses, so that it runs unchanged in another
     /// process (the persistent translation cache) whatever address the binary was loaded at.
-    helpers: [usize; 3],
+    helpers: [usize; 5],
 }
 
 /// Index of [`call_handler`] in `Outcome::helpers`.
@@ -101,13 +101,19 @@ const HELPER_CALL: usize = 0;
 pub(crate) const HELPER_SHIFT_FLAGS: usize = 1;
 /// Index of `lower::imul_flags` in `Outcome::helpers`.
 pub(crate) const HELPER_IMUL_FLAGS: usize = 2;
+/// Index of `lower_int::mul_flags` in `Outcome::helpers`.
+pub(crate) const HELPER_MUL_FLAGS: usize = 3;
+/// Index of `lower_int::cnt_flags` in `Outcome::helpers`.
+pub(crate) const HELPER_CNT_FLAGS: usize = 4;
 
 /// The table generated code finds in `Outcome::helpers`.
-fn helper_table() -> [usize; 3] {
+fn helper_table() -> [usize; 5] {
     [
         call_handler as *const () as usize,
         lower::shift_flags as lower::FlagsHelper as usize,
         lower::imul_flags as lower::FlagsHelper as usize,
+        lower::mul_flags as lower::FlagsHelper as usize,
+        lower::cnt_flags as lower::FlagsHelper as usize,
     ]
 }
 
@@ -515,7 +521,7 @@ impl Jit {
                 b.set_cold_block(slow);
                 let host = lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig, out }
                     .probe_cached(insn, form, tlb, user_tag, slow, micro[k]);
-                if matches!(form.op, lower::Op::Call | lower::Op::Ret) {
+                if matches!(form.op, lower::Op::Call | lower::Op::Ret | lower::Op::JmpInd) {
                     // They end the block: each path leaves on its own, fully synced.
                     let (in0, dirty0, pending0) = (regs.in_var, regs.dirty, regs.pending);
                     let rip = lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig, out }

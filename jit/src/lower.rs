@@ -6,7 +6,7 @@
 //! and a hit in the interpreter's TLB with a host pointer): anything else runs the handler. Each lowering restates its handler's semantics (`cpu::exec::alu`, `cpu::exec::ops`
 //! `flags_add`/`flags_sub`/`szp`, `cpu::regs::write_gpr`, `cpu::exec::control::jcc`), and
 //! `tests/differential.rs` runs random sequences of every form here under both engines and requires
-//! identical states.
+//! identical states. More integer forms (ADC/SBB, XCHG, BT*, BSF/BSR, MUL/IMUL r) are in `lower_int.rs`.
 
 use cpu::exec::shift::Op as ShiftOp;
 use cpu::exec::{Insn, Opnd, RegOp};
@@ -20,6 +20,10 @@ use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Type, Value, types};
 use cranelift_frontend::{FunctionBuilder, Variable};
 use iced_x86::{CodeSize, EncodingKind, Mnemonic, OpKind, Register};
 use std::mem::offset_of;
+
+#[path = "lower_int.rs"]
+mod lower_int;
+pub(crate) use lower_int::{Ext, cnt_flags, mul_flags};
 
 /// What an inlined instruction does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,10 +60,14 @@ pub(crate) enum Op {
     Setcc(u32),
     /// CMOVcc r, r (the condition code).
     Cmov(u32),
-    /// CALL rel32 in 64-bit code, to a canonical target (ends the block).
+    /// CALL rel32 to a canonical target, or CALL r64, in 64-bit code (ends the block).
     Call,
     /// RET (C3) in 64-bit code (ends the block).
     Ret,
+    /// A form of `lower_int.rs`.
+    Ext(Ext),
+    /// JMP r64 in 64-bit code (ends the block; a non-canonical target runs the handler).
+    JmpInd,
 }
 
 /// The arithmetic flags `op` writes whatever the vendor (`CpuState::quirks`): the flags after it do
@@ -76,6 +84,7 @@ fn kills(op: Op) -> u64 {
         Op::Shift(..) => flags::CF,
         // AMD leaves SF, ZF, AF and PF alone.
         Op::Imul => flags::CF | flags::OF,
+        Op::Ext(e) => e.kills(),
         _ => 0,
     }
 }
@@ -136,6 +145,9 @@ pub(crate) enum Mem {
     Dst,
     /// The stack (PUSH writes at RSP-8, POP reads at RSP).
     Stack,
+    /// No memory access, but a check in generated code that may send the instruction to its
+    /// handler (the slow path of a memory form): JMP r64's canonical target.
+    Guard,
 }
 
 /// An inlined instruction.
@@ -162,6 +174,9 @@ pub(crate) fn inline_op(insn: &Insn) -> Option<Form> {
     if i.code().op_code().encoding() != EncodingKind::Legacy || i.has_lock_prefix() {
         return None;
     }
+    if let Some(f) = lower_int::inline_ext(insn) {
+        return Some(f);
+    }
     let reg = |n: usize| matches!(insn.op[n], Opnd::Reg(_));
     let src = matches!(insn.op[1], Opnd::Reg(_) | Opnd::Imm(_));
     let long = i.code_size() == CodeSize::Code64;
@@ -185,10 +200,14 @@ pub(crate) fn inline_op(insn: &Insn) -> Option<Form> {
         }
         Mnemonic::Call
             if long
-                && i.code() == iced_x86::Code::Call_rel32_64
-                && cpu::mem::is_canonical(i.near_branch_target()) =>
+                && ((i.code() == iced_x86::Code::Call_rel32_64
+                    && cpu::mem::is_canonical(i.near_branch_target()))
+                    || (i.code() == iced_x86::Code::Call_rm64 && reg(0))) =>
         {
             Some(Form { op: Op::Call, mem: Mem::Stack })
+        }
+        Mnemonic::Jmp if long && i.code() == iced_x86::Code::Jmp_rm64 && reg(0) => {
+            Some(Form { op: Op::JmpInd, mem: Mem::Guard })
         }
         Mnemonic::Ret if long && i.code() == iced_x86::Code::Retnq => {
             Some(Form { op: Op::Ret, mem: Mem::Stack })
@@ -644,6 +663,7 @@ impl Lower<'_, '_> {
                 }
                 Some(r)
             }
+            Op::Ext(Ext::Adc(sub)) => Some(self.adc(sub, a, b, size, live)),
             _ => unreachable!("{op:?} is not an ALU operation"),
         }
     }
@@ -664,6 +684,9 @@ impl Lower<'_, '_> {
     pub(crate) fn emit(&mut self, insn: &Insn, op: Op, live: u64) {
         if op == Op::Nop {
             return;
+        }
+        if let Op::Ext(e) = op {
+            return self.emit_ext(insn, e, live);
         }
         let Opnd::Reg(d) = insn.op[0] else { unreachable!("{op:?} without a register destination") };
         let size = d.size as u32;
@@ -828,6 +851,10 @@ impl Lower<'_, '_> {
         slow: Block,
         cache: Option<(Variable, Variable)>,
     ) -> Value {
+        if form.mem == Mem::Guard {
+            // Nothing to probe: the form's own check branches to `slow`.
+            return self.b.ins().iconst(I64, 0);
+        }
         let size = Self::access_size(insn, form);
         let lin = self.lin(insn, form);
         let off = self.b.ins().band_imm_s(lin, 0xfff);
@@ -928,13 +955,34 @@ impl Lower<'_, '_> {
     /// (`ops::push`/`pop` of 8 bytes) and the new RIP, which for RET must be canonical
     /// (`control::branch_to`), else the handler runs it (and raises #GP).
     pub(crate) fn emit_call_ret(&mut self, insn: &Insn, form: Form, host: Value, slow: Block) -> Value {
+        if form.op == Op::JmpInd {
+            // `control::jmp`: the register's value, which must be canonical (`branch_to`).
+            let Opnd::Reg(g) = insn.op[0] else { unreachable!() };
+            let t = self.read(g);
+            let x = self.b.ins().ishl_imm_s(t, 16);
+            let x = self.b.ins().sshr_imm_s(x, 16);
+            let canonical = self.b.ins().icmp(IntCC::Equal, x, t);
+            self.or_slow(canonical, slow);
+            return t;
+        }
         let sp = self.load_gpr(4);
         if form.op == Op::Call {
+            // CALL r64: a non-canonical target is the handler's #GP, before anything is pushed.
+            let target = if let Opnd::Reg(g) = insn.op[0] {
+                let t = self.read(g);
+                let x = self.b.ins().ishl_imm_s(t, 16);
+                let x = self.b.ins().sshr_imm_s(x, 16);
+                let canonical = self.b.ins().icmp(IntCC::Equal, x, t);
+                self.or_slow(canonical, slow);
+                Some(t)
+            } else {
+                None
+            };
             let ret = self.b.ins().iconst(I64, insn.next_rip as i64);
             self.host_store(host, ret, 8);
             let sp = self.b.ins().iadd_imm_s(sp, -8);
             self.store_gpr(4, sp);
-            self.b.ins().iconst(I64, insn.i.near_branch_target() as i64)
+            target.unwrap_or_else(|| self.b.ins().iconst(I64, insn.i.near_branch_target() as i64))
         } else {
             let t = self.host_load(host, 8);
             let x = self.b.ins().ishl_imm_s(t, 16);
@@ -999,7 +1047,7 @@ impl Lower<'_, '_> {
                     self.host_store(host, r, msize);
                 }
             }
-            Mem::None => unreachable!(),
+            Mem::None | Mem::Guard => unreachable!(),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The JIT against the interpreter, instruction by instruction: random straight-line programs made of
 //! every encoding the JIT lowers inline (register/immediate MOV, MOVZX/MOVSX/MOVSXD, LEA with every
-//! addressing form, ADD/SUB/CMP/AND/OR/XOR/TEST, INC/DEC, NOP, Jcc/JMP rel), with prefixes (66, 67,
+//! addressing form, ADD/SUB/CMP/AND/OR/XOR/TEST, INC/DEC, NOP, Jcc/JMP rel; ADC/SBB, XCHG,
+//! BT/BTS/BTR/BTC, BSF/BSR and one-operand MUL/IMUL of `lower_int.rs`), with prefixes (66, 67,
 //! REX) and interleaved with instructions it calls the handler for, run from random registers and
 //! flags in real, 32-bit protected and 64-bit mode. The translated run (threshold 1: every block is
 //! translated on its first entry) must end in exactly the interpreter's state: GPRs, RFLAGS, RIP and
@@ -56,17 +57,66 @@ fn gen_insn(r: &mut Rng, bits: u32, filler: bool) -> Vec<u8> {
         v.push(0x40 | (r.byte() & 0x0f));
     }
     if filler {
-        // Called through the handler: RCL/RCR, shifts by CL, ADC/SBB, BSWAP, XCHG.
+        // Called through the handler: RCL/RCR, shifts by CL, CWD/CDQ/CQO, BSWAP, SHLD/SHRD by CL.
         match r.below(5) {
             0 => v.extend([0xc1, 0xd0 | (r.byte() & 0x0f), r.byte()]),
-            1 => v.extend([[0x11, 0x19][r.below(2) as usize], modrm_reg(r)]),
+            1 => v.push(0x99),
             2 => v.extend([0xd2 + r.below(2) as u8, modrm_reg(r)]),
             3 => v.extend([0x0f, 0xc8 | (r.byte() & 7)]),
-            _ => v.extend([0x87, modrm_reg(r)]),
+            _ => v.extend([0x0f, 0xa5 + 8 * r.below(2) as u8, modrm_reg(r)]),
         }
         return v;
     }
-    match r.below(19) {
+    match r.below(23) {
+        // ADC/SBB (lower_int.rs): r/m, r and r, r/m (10-13, 18-1B), AL/eAX, imm (14/15, 1C/1D) and
+        // group 1 /2 /3 (80, 81, 83) on a register.
+        19 => match r.below(3) {
+            0 => v.extend([[0x10u8, 0x18][r.below(2) as usize] + r.below(4) as u8, modrm_reg(r)]),
+            1 => {
+                let wide = r.below(2) as u8;
+                v.push([0x14u8, 0x1c][r.below(2) as usize] + wide);
+                let n = if wide == 0 {
+                    1
+                } else if bits == 16 {
+                    2
+                } else {
+                    4
+                };
+                v.extend((0..n).map(|_| r.byte()));
+            }
+            _ => {
+                let op = [0x80u8, 0x81, 0x83][r.below(3) as usize];
+                v.extend([op, 0xd0 | ((r.below(2) as u8) << 3) | (r.byte() & 7)]);
+                let n = if op == 0x81 { 4 } else { 1 };
+                v.extend((0..n).map(|_| r.byte()));
+            }
+        },
+        // XCHG r/m, r (86, 87) on registers and XCHG eAX, r (91-97).
+        20 => {
+            if r.below(3) == 0 {
+                v.push(0x91 + r.below(7) as u8);
+            } else {
+                v.extend([0x86 + r.below(2) as u8, modrm_reg(r)]);
+            }
+        }
+        // BT/BTS/BTR/BTC r, r (0F A3/AB/B3/BB) and r, imm8 (0F BA /4-/7), counts past the width.
+        21 => {
+            if r.below(2) == 0 {
+                v.extend([0x0f, [0xa3u8, 0xab, 0xb3, 0xbb][r.below(4) as usize], modrm_reg(r)]);
+            } else {
+                v.extend([0x0f, 0xba, 0xe0 | (r.byte() & 0x1f), r.byte()]);
+            }
+        }
+        // BSF/BSR r, r (0F BC/BD; zero sources included through the register values), MUL/IMUL r
+        // (F6/F7 /4 /5) and POPCNT/TZCNT/LZCNT r, r (F3 0F B8/BC/BD).
+        22 => match r.below(3) {
+            0 => v.extend([0x0f, 0xbc + r.below(2) as u8, modrm_reg(r)]),
+            1 => v.extend([0xf6 + r.below(2) as u8, 0xe0 | ((r.below(2) as u8) << 3) | (r.byte() & 7)]),
+            _ => {
+                v.insert(0, 0xf3);
+                v.extend([0x0f, [0xb8u8, 0xbc, 0xbd][r.below(3) as usize], modrm_reg(r)]);
+            }
+        },
         // SETcc r/m8 and CMOVcc r, r/m (register forms), NEG/NOT r/m (F6/F7 /2 /3).
         17 => match r.below(3) {
             0 => v.extend([0x0f, 0x90 + r.below(16) as u8, modrm_reg(r)]),
@@ -204,18 +254,22 @@ fn gen_mem_insn(r: &mut Rng) -> Vec<u8> {
     // CALL rel32 to the next instruction (a push of its address, then a new block), and RET, which
     // returns after an earlier CALL (a loop, cut by the budget) or to whatever is on the stack
     // (often a #GP for a non-canonical address, or code elsewhere).
+    // CALL r64 (FF /2) and JMP r64 (FF /4) through a random register: usually a non-canonical target (#GP before the
+    // push), or one of the data pointers (code made of the data's bytes).
     if r.below(12) == 0 {
         v.clear();
-        if r.below(2) == 0 {
-            v.extend([0xe8, 0, 0, 0, 0]);
-        } else {
-            v.push(0xc3);
+        match r.below(4) {
+            0 => v.extend([0xe8, 0, 0, 0, 0]),
+            1 => v.push(0xc3),
+            // JMP r64 (FF /4), the same targets.
+            2 => v.extend([0xff, 0xe0 | (r.byte() & 7)]),
+            _ => v.extend([0xff, 0xd0 | (r.byte() & 7)]),
         }
         return v;
     }
     let (op, ext, imm): (&[u8], Option<u8>, usize) = match r.below(9) {
         0 | 1 => {
-            let base = [0x00u8, 0x08, 0x20, 0x28, 0x30, 0x38][r.below(6) as usize];
+            let base = [0x00u8, 0x08, 0x10, 0x18, 0x20, 0x28, 0x30, 0x38][r.below(8) as usize];
             (&[base + r.below(4) as u8][..].to_vec().leak()[..], None, 0)
         }
         2 => (&[0x84 + r.below(2) as u8][..].to_vec().leak()[..], None, 0),
@@ -226,7 +280,7 @@ fn gen_mem_insn(r: &mut Rng) -> Vec<u8> {
         }
         6 => {
             let op = [0x80u8, 0x81, 0x83][r.below(3) as usize];
-            let sub = [0u8, 1, 4, 5, 6, 7][r.below(6) as usize];
+            let sub = r.below(8) as u8;
             (&[op][..].to_vec().leak()[..], Some(sub), if op == 0x81 { 4 } else { 1 })
         }
         7 => (&[0xfe + r.below(2) as u8][..].to_vec().leak()[..], Some(r.below(2) as u8), 0),
@@ -447,7 +501,8 @@ fn jit_matches_interpreter_on_inlined_forms() {
     println!("{translated} blocks translated; mnemonics seen: {inlined_mnemonics:?}");
     for m in [
         "Mov", "Movzx", "Movsx", "Movsxd", "Lea", "Add", "Sub", "Cmp", "And", "Or", "Xor", "Test", "Inc",
-        "Dec", "Nop", "Rol", "Ror", "Shl", "Shr", "Sar", "Imul", "Neg", "Not", "Call", "Ret",
+        "Dec", "Nop", "Rol", "Ror", "Shl", "Shr", "Sar", "Imul", "Neg", "Not", "Call", "Ret", "Adc", "Sbb",
+        "Xchg", "Bt", "Bts", "Btr", "Btc", "Bsf", "Bsr", "Mul", "Popcnt", "Tzcnt", "Lzcnt",
     ] {
         assert!(inlined_mnemonics.contains(m), "the generator never produced {m}");
     }
@@ -665,8 +720,15 @@ fn self_loops_keep_flags_and_memory_exact() {
                 };
                 let Some((len, m)) = decode_one(&v, bits) else { continue };
                 // Control transfers would split the block.
-                if matches!(m, Mnemonic::Hlt | Mnemonic::In | Mnemonic::Out | Mnemonic::Call | Mnemonic::Ret)
-                {
+                if matches!(
+                    m,
+                    Mnemonic::Hlt
+                        | Mnemonic::In
+                        | Mnemonic::Out
+                        | Mnemonic::Call
+                        | Mnemonic::Ret
+                        | Mnemonic::Jmp
+                ) {
                     continue;
                 }
                 v.truncate(len);
@@ -882,6 +944,46 @@ fn loop_tlb_cache_splits_page_crossing_accesses() {
                     a.gpr,
                     b.gpr
                 );
+            }
+        }
+    }
+}
+
+/// TZCNT/LZCNT/POPCNT are inlined only where the CPU model has them: on `qemu64` (no BMI1, LZCNT
+/// or POPCNT) the decoder gives them the #UD handler, and a translated block must raise #UD at
+/// the instruction exactly as the interpreter does, not run the inline form. On `max` they run.
+#[test]
+fn bit_counts_follow_the_cpu_model() {
+    for (code, name) in [
+        (&[0xf3, 0x0f, 0xbc, 0xc1, 0xf4][..], "tzcnt eax, ecx"),
+        (&[0xf3, 0x0f, 0xbd, 0xc1, 0xf4][..], "lzcnt eax, ecx"),
+        (&[0xf3, 0x0f, 0xb8, 0xc1, 0xf4][..], "popcnt eax, ecx"),
+    ] {
+        for (model, has) in [(cpu::model::CpuModel::qemu64(), false), (cpu::model::CpuModel::max(), true)] {
+            let mut it = Interpreter::new();
+            it.set_backend(Box::new(jit::Jit::new().expect("jit")), 1);
+            it.trap_faults = true;
+            let mut bus = TestBus::default();
+            let mut st = cpu_in(TestMode::Long64, &mut bus);
+            st.model = model;
+            bus.ram[CODE as usize..CODE as usize + code.len()].copy_from_slice(code);
+            st.gpr[0] = 0x1234;
+            st.gpr[1] = 0x0f0;
+            let exit = it.run(&mut st, &mut bus, 100);
+            if has {
+                assert_eq!(exit, Exit::Halted, "{name} on max");
+                let want = match code[2] {
+                    0xbc => 4,
+                    0xbd => 24,
+                    _ => 4,
+                };
+                assert_eq!(st.gpr[0], want, "{name} on max");
+            } else {
+                assert!(
+                    matches!(&exit, Exit::Trapped(f) if *f == cpu::Fault::ud()),
+                    "{name} on qemu64: {exit:?}"
+                );
+                assert_eq!((st.rip, st.icount, st.gpr[0]), (CODE, 0, 0x1234), "{name} on qemu64");
             }
         }
     }

@@ -183,15 +183,18 @@ fn count_zeros(ctx: &mut Ctx<'_>, insn: &Insn, leading: bool) -> Result<(), Faul
         src.trailing_zeros()
     } as u64;
     write_op(ctx, insn, 0, r)?;
-    // CF = (source == 0), ZF = (result == 0); OF, SF, AF, PF (undefined): Intel clears them, AMD
-    // keeps OF and clears the others.
-    let f = if src == 0 { flags::CF } else { 0 } | if r == 0 { flags::ZF } else { 0 };
-    if ctx.st.quirks == Quirks::Amd {
-        ctx.set_flags_masked(f, flags::ARITH & !flags::OF);
-    } else {
-        ctx.set_arith_flags(f);
-    }
+    ctx.st.rflags = count_zeros_flags(ctx.st.rflags, src == 0, r, ctx.st.quirks);
     Ok(())
+}
+
+/// RFLAGS `fl` after LZCNT/TZCNT of a zero (`src_zero`) or nonzero source giving `r`: CF = (source
+/// == 0), ZF = (result == 0); OF, SF, AF, PF (undefined): Intel clears them, AMD keeps OF and clears
+/// the others. The JIT's inlined LZCNT/TZCNT call it too.
+#[inline]
+pub fn count_zeros_flags(fl: u64, src_zero: bool, r: u64, quirks: Quirks) -> u64 {
+    let f = if src_zero { flags::CF } else { 0 } | if r == 0 { flags::ZF } else { 0 };
+    let mask = if quirks == Quirks::Amd { flags::ARITH & !flags::OF } else { flags::ARITH };
+    (fl & !mask) | f
 }
 
 fn lzcnt(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {

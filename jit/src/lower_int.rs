@@ -1,0 +1,300 @@
+//! More integer forms lowered inline (a child of `lower`, so it uses the same builder helpers): the
+//! ones the guest CPU benchmark (`benches/guest/cpubench.c`) and the Linux kernel execute that
+//! called their handler before. ADC/SBB (register, immediate and, in 64-bit code, memory forms),
+//! XCHG r, r, BT/BTS/BTR/BTC r, r|imm, BSF/BSR r, r, TZCNT/LZCNT/POPCNT r, r and the one-operand
+//! MUL/IMUL r.
+//!
+//! One source of semantics: the vendor-dependent flags of the multiplies and of TZCNT/LZCNT its `muldiv::mul_flags` and
+//! `bits::count_zeros_flags`, called from generated code only
+//! where the flags are live (as `shift_flags` and `imul_flags` are). What is restated in IR (the
+//! results; ADC/SBB's flags, `ops::flags_add`/`flags_sub` with a carry in; BT's CF; BSF/BSR's and
+//! POPCNT's flags: none of them depends on the vendor) is covered form by form by
+//! `tests/differential.rs` under both vendors' quirks.
+
+use super::{Form, Lower, Mem, Op, lea_regs_ok, mask};
+use cpu::exec::{Insn, Opnd, RegOp};
+use cpu::state::flags;
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::types::I64;
+use cranelift_codegen::ir::{InstBuilder, Value};
+use iced_x86::{CodeSize, Mnemonic};
+
+/// An inlined form of this file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Ext {
+    /// ADC (`false`) or SBB (`true`).
+    Adc(bool),
+    /// XCHG r, r.
+    Xchg,
+    /// BT (0), BTS (1), BTR (2), BTC (3) with a register destination.
+    Bt(u8),
+    /// BSF (`false`) or BSR (`true`) r, r.
+    Bsf(bool),
+    /// MUL (`false`) or IMUL (`true`) r: rDX:rAX (AX for bytes) = rAX * r.
+    Mul(bool),
+    /// TZCNT (0), LZCNT (1) or POPCNT (2) r, r.
+    Cnt(u8),
+}
+
+impl Ext {
+    /// The arithmetic flags it writes whatever the vendor (see `lower::kills`).
+    pub(crate) fn kills(self) -> u64 {
+        match self {
+            Ext::Adc(_) | Ext::Bsf(_) | Ext::Cnt(2) => flags::ARITH,
+            // AMD leaves OF alone.
+            Ext::Cnt(_) => flags::ARITH & !flags::OF,
+            Ext::Bt(_) => flags::CF,
+            // AMD leaves SF, ZF, AF and PF alone.
+            Ext::Mul(_) => flags::CF | flags::OF,
+            Ext::Xchg => 0,
+        }
+    }
+}
+
+/// Whether (and as what) `insn` is one of this file's forms (legacy encoding, no LOCK: checked by
+/// the caller).
+pub(crate) fn inline_ext(insn: &Insn) -> Option<Form> {
+    let i = &insn.i;
+    let reg = |n: usize| matches!(insn.op[n], Opnd::Reg(_));
+    let plain = |e| Some(Form { op: Op::Ext(e), mem: Mem::None });
+    match i.mnemonic() {
+        Mnemonic::Adc | Mnemonic::Sbb if i.op_count() == 2 => {
+            let e = Ext::Adc(i.mnemonic() == Mnemonic::Sbb);
+            let src = matches!(insn.op[1], Opnd::Reg(_) | Opnd::Imm(_));
+            // Memory forms as `lower::inline_op` admits them: 64-bit code, sizes 1-8.
+            let mem_ok = i.code_size() == CodeSize::Code64
+                && lea_regs_ok(insn)
+                && matches!(i.memory_size().size(), 1 | 2 | 4 | 8);
+            if reg(0) && src {
+                plain(e)
+            } else if reg(0) && insn.op[1] == Opnd::Mem && mem_ok {
+                Some(Form { op: Op::Ext(e), mem: Mem::Src })
+            } else if insn.op[0] == Opnd::Mem && src && mem_ok {
+                Some(Form { op: Op::Ext(e), mem: Mem::Dst })
+            } else {
+                None
+            }
+        }
+        Mnemonic::Xchg if reg(0) && reg(1) => plain(Ext::Xchg),
+        m @ (Mnemonic::Bt | Mnemonic::Bts | Mnemonic::Btr | Mnemonic::Btc)
+            if reg(0) && matches!(insn.op[1], Opnd::Reg(_) | Opnd::Imm(_)) =>
+        {
+            let k = match m {
+                Mnemonic::Bt => 0,
+                Mnemonic::Bts => 1,
+                Mnemonic::Btr => 2,
+                _ => 3,
+            };
+            plain(Ext::Bt(k))
+        }
+        Mnemonic::Bsf | Mnemonic::Bsr if reg(0) && reg(1) => plain(Ext::Bsf(i.mnemonic() == Mnemonic::Bsr)),
+        Mnemonic::Mul | Mnemonic::Imul if i.op_count() == 1 && reg(0) => {
+            plain(Ext::Mul(i.mnemonic() == Mnemonic::Imul))
+        }
+        // Only where the CPU model has them: on a model without BMI1/LZCNT/POPCNT the decoder gave
+        // the block the #UD handler instead (`exec::handler_for_model`), which must run.
+        m @ (Mnemonic::Tzcnt | Mnemonic::Lzcnt | Mnemonic::Popcnt)
+            if reg(0) && reg(1) && insn.handler as usize == cpu::exec::handler_for(i.code()) as usize =>
+        {
+            plain(Ext::Cnt(match m {
+                Mnemonic::Tzcnt => 0,
+                Mnemonic::Lzcnt => 1,
+                _ => 2,
+            }))
+        }
+        _ => None,
+    }
+}
+
+/// RFLAGS after TZCNT/LZCNT of `src` (masked) giving `r`: `bits::count_zeros_flags`, the handler's own.
+pub(crate) extern "C" fn cnt_flags(st: *const cpu::CpuState, fl: u64, src: u64, r: u64, _code: u32) -> u64 {
+    // SAFETY: generated code passes the `CpuState` of the `Ctx` it runs on, live for the call.
+    let quirks = unsafe { (*st).quirks };
+    cpu::exec::bits::count_zeros_flags(fl, src == 0, r, quirks)
+}
+
+/// RFLAGS after MUL of `a` by `b` (masked) at `code` bytes: `muldiv::mul_flags`, the handler's own,
+/// with the overflow rule of `mul` (a nonzero high half).
+pub(crate) extern "C" fn mul_flags(st: *const cpu::CpuState, fl: u64, a: u64, b: u64, code: u32) -> u64 {
+    // SAFETY: generated code passes the `CpuState` of the `Ctx` it runs on, live for the call.
+    let quirks = unsafe { (*st).quirks };
+    let m = cpu::regs::size_mask(code);
+    let p = a as u128 * b as u128;
+    let lo = p as u64 & m;
+    let hi = (p >> (code * 8)) as u64 & m;
+    cpu::exec::muldiv::mul_flags(fl, lo, hi != 0, code, quirks)
+}
+
+impl Lower<'_, '_> {
+    /// ADC/SBB of `a` and `b` (masked to `size`) with the current CF; computes the flags when `live`.
+    pub(super) fn adc(&mut self, sub: bool, a: Value, b: Value, size: u32, live: bool) -> Value {
+        // The carry in is a flag some earlier operation may still hold pending.
+        self.materialize();
+        let fl = self.b.use_var(self.fl);
+        let c = self.b.ins().band_imm_s(fl, flags::CF as i64);
+        let r = if sub {
+            let x = self.b.ins().isub(a, b);
+            self.b.ins().isub(x, c)
+        } else {
+            let x = self.b.ins().iadd(a, b);
+            self.b.ins().iadd(x, c)
+        };
+        let r = if size < 8 { self.b.ins().band_imm_s(r, mask(size)) } else { r };
+        if live {
+            // `ops::flags_add`/`flags_sub` with a carry in (vendor-independent, restated here and
+            // covered by the differential test): SF, ZF, PF, AF and OF as without it; CF is the
+            // carry out of a + b + c, i.e. r < a, or r == a with c = 1 (a - b - c: a < b, or
+            // a == b with c = 1).
+            let f = self.arith_flags(a, b, r, size, sub, flags::ARITH);
+            let (x, y) = if sub { (a, b) } else { (r, a) };
+            let lt = self.b.ins().icmp(IntCC::UnsignedLessThan, x, y);
+            let eq = self.b.ins().icmp(IntCC::Equal, x, y);
+            let cin = self.b.ins().icmp_imm_s(IntCC::NotEqual, c, 0);
+            let eq_c = self.b.ins().band(eq, cin);
+            let cf = self.b.ins().bor(lt, eq_c);
+            let cf = self.flag_of(cf, flags::CF);
+            let f = self.b.ins().band_imm_s(f, !(flags::CF as i64));
+            let f = self.b.ins().bor(f, cf);
+            self.set_flags(f, flags::ARITH);
+        }
+        r
+    }
+
+    /// Emits a register form of this file.
+    pub(super) fn emit_ext(&mut self, insn: &Insn, e: Ext, live: u64) {
+        let Opnd::Reg(d) = insn.op[0] else { unreachable!("{e:?} without a register operand 0") };
+        let size = d.size as u32;
+        match e {
+            Ext::Adc(sub) => {
+                let a = self.read(d);
+                let b = self.operand(insn.op[1], size);
+                let r = self.adc(sub, a, b, size, live & e.kills() != 0);
+                self.write(d, r);
+            }
+            Ext::Xchg => {
+                let Opnd::Reg(s) = insn.op[1] else { unreachable!() };
+                let a = self.read(d);
+                let b = self.read(s);
+                // The handler's order: operand 0 first, then operand 1 (XCHG AL, AH; a register
+                // with itself still zero-extends a 32-bit one).
+                self.write(d, b);
+                self.write(s, a);
+            }
+            Ext::Bt(k) => {
+                let v = self.read(d);
+                let raw = self.operand(insn.op[1], size);
+                let bit = self.b.ins().band_imm_s(raw, i64::from(size * 8 - 1));
+                if live & flags::CF != 0 {
+                    // CF = the bit; every other flag unchanged (`bits::bt_op`).
+                    self.materialize();
+                    let x = self.b.ins().ushr(v, bit);
+                    let cf = self.b.ins().band_imm_s(x, 1);
+                    let fl = self.b.use_var(self.fl);
+                    let fl = self.b.ins().band_imm_s(fl, !(flags::CF as i64));
+                    let fl = self.b.ins().bor(fl, cf);
+                    self.b.def_var(self.fl, fl);
+                }
+                if k != 0 {
+                    let one = self.b.ins().iconst(I64, 1);
+                    let m = self.b.ins().ishl(one, bit);
+                    let r = match k {
+                        1 => self.b.ins().bor(v, m),
+                        2 => self.b.ins().band_not(v, m),
+                        _ => self.b.ins().bxor(v, m),
+                    };
+                    self.write(d, r);
+                }
+            }
+            Ext::Bsf(reverse) => {
+                let Opnd::Reg(s) = insn.op[1] else { unreachable!() };
+                let src = self.read(s);
+                let zero = self.b.ins().icmp_imm_s(IntCC::Equal, src, 0);
+                let r = if reverse {
+                    // 63 - clz of the (nonzero) masked source.
+                    let z = self.b.ins().clz(src);
+                    let c = self.b.ins().iconst(I64, 63);
+                    self.b.ins().isub(c, z)
+                } else {
+                    self.b.ins().ctz(src)
+                };
+                // A zero source leaves the destination as it was, all 64 bits (`bits::scan`).
+                let old = self.load_gpr(d.index);
+                self.write(d, r);
+                let new = self.load_gpr(d.index);
+                let v = self.b.ins().select(zero, old, new);
+                self.store_gpr(d.index, v);
+                if live & flags::ARITH != 0 {
+                    // ZF | PF for a zero source; else PF of the result, the rest cleared.
+                    let p = self.szp(r, 1, flags::PF);
+                    let p = self.b.ins().band_imm_s(p, flags::PF as i64);
+                    let zf = self.b.ins().iconst(I64, (flags::ZF | flags::PF) as i64);
+                    let f = self.b.ins().select(zero, zf, p);
+                    self.materialize();
+                    self.set_flags(f, flags::ARITH);
+                }
+            }
+            Ext::Cnt(k) => {
+                let Opnd::Reg(s) = insn.op[1] else { unreachable!() };
+                let src = self.read(s);
+                let r = match k {
+                    0 => {
+                        // A zero source gives the operand width.
+                        let t = self.b.ins().ctz(src);
+                        let w = self.b.ins().iconst(I64, i64::from(size * 8));
+                        let zero = self.b.ins().icmp_imm_s(IntCC::Equal, src, 0);
+                        self.b.ins().select(zero, w, t)
+                    }
+                    1 => {
+                        let z = self.b.ins().clz(src);
+                        self.b.ins().iadd_imm_s(z, i64::from(size * 8) - 64)
+                    }
+                    _ => self.b.ins().popcnt(src),
+                };
+                if live & e.kills() != 0 {
+                    if k == 2 {
+                        // ZF = (source == 0), every other flag cleared (`bits::popcnt`).
+                        self.materialize();
+                        let z = self.b.ins().icmp_imm_s(IntCC::Equal, src, 0);
+                        let zf = self.flag_of(z, flags::ZF);
+                        self.set_flags(zf, flags::ARITH);
+                    } else {
+                        self.call_flags(crate::HELPER_CNT_FLAGS, src, r, 0);
+                    }
+                }
+                self.write(d, r);
+            }
+            Ext::Mul(signed) => {
+                let acc = RegOp { index: 0, size: d.size, shift: 0 };
+                let a = self.read(acc);
+                let b = self.read(d);
+                let (lo, hi) = if size == 8 {
+                    let lo = self.b.ins().imul(a, b);
+                    let hi = if signed { self.b.ins().smulhi(a, b) } else { self.b.ins().umulhi(a, b) };
+                    (lo, hi)
+                } else {
+                    let (x, y) = if signed { (self.sext(a, size, 8), self.sext(b, size, 8)) } else { (a, b) };
+                    let p = self.b.ins().imul(x, y);
+                    let lo = self.b.ins().band_imm_s(p, mask(size));
+                    let hi = self.b.ins().ushr_imm_s(p, i64::from(size * 8));
+                    let hi = self.b.ins().band_imm_s(hi, mask(size));
+                    (lo, hi)
+                };
+                if live & flags::ARITH != 0 {
+                    if signed {
+                        self.call_flags(crate::HELPER_IMUL_FLAGS, a, b, size);
+                    } else {
+                        self.call_flags(crate::HELPER_MUL_FLAGS, a, b, size);
+                    }
+                }
+                if size == 1 {
+                    let h = self.b.ins().ishl_imm_s(hi, 8);
+                    let ax = self.b.ins().bor(h, lo);
+                    self.write(RegOp { index: 0, size: 2, shift: 0 }, ax);
+                } else {
+                    self.write(acc, lo);
+                    self.write(RegOp { index: 2, size: d.size, shift: 0 }, hi);
+                }
+            }
+        }
+    }
+}
