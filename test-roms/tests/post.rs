@@ -120,8 +120,15 @@ fn run_post(accel: Accel) -> (RunOutcome, String, String) {
     (outcome, text(&dbg), text(&com1))
 }
 
+/// The expected lines, computed once per test process (both tests share them: assembling and
+/// running the cases natively twice at once would also race on the temporary directory).
+fn expected() -> &'static [String] {
+    static EXPECTED: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    EXPECTED.get_or_init(|| expected_lines(&host_cases()))
+}
+
 fn check(accel: Accel) {
-    let expected = expected_lines(&host_cases());
+    let expected = expected();
     let (outcome, dbg, com1) = run_post(accel);
     assert!(
         outcome == RunOutcome::Exited(1) && !dbg.contains("FAIL"),
