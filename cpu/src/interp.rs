@@ -61,6 +61,13 @@ pub struct Block {
 pub trait BlockBackend {
     /// Translates `insns` (a block of the interpreter's, which outlives the result), or declines.
     fn compile(&mut self, insns: &[Insn]) -> Option<Box<dyn CompiledBlock>>;
+    /// A translation of `insns` that exists already and is cheap to get (the persistent translation
+    /// cache), or `None`: asked once, at a block's [`LOOKUP_AT`]th entry, long before the threshold,
+    /// so that code a previous run translated runs translated from (almost) the start. Like
+    /// [`BlockBackend::compile`], it changes only the host's speed, never what the guest sees.
+    fn lookup(&mut self, _insns: &[Insn]) -> Option<Box<dyn CompiledBlock>> {
+        None
+    }
     /// Blocks translated so far (statistics).
     fn compiled_blocks(&self) -> u64;
     /// Retired instructions that ran inline in generated code rather than through their handler
@@ -218,6 +225,11 @@ pub struct Interpreter {
     jump: Vec<Option<(BlockKey, Rc<Block>)>>,
     /// Blocks decoded so far (statistics).
     pub decoded_blocks: u64,
+    /// Block runs by the interpreter's own loop, not a translation (statistics: with a backend,
+    /// the cold code's share of the run).
+    pub interpreted_runs: u64,
+    /// Instructions retired by those runs (statistics).
+    pub interpreted_insns: u64,
     /// Return [`Exit::Trapped`] instead of delivering exceptions (differential testing).
     pub trap_faults: bool,
     /// Return [`Exit::ReachedStop`] when RIP reaches this address (differential testing, debuggers).
@@ -242,6 +254,11 @@ pub struct Interpreter {
     invalidations: HashMap<u64, u32, FxBuild>,
 }
 
+/// The entry of a block at which the interpreter asks the backend for an existing translation
+/// ([`BlockBackend::lookup`]). The second, not the first: most blocks of a boot run once, and for
+/// them the lookup (hashing the block) would cost more than interpreting it.
+pub const LOOKUP_AT: u32 = 2;
+
 /// Most doublings of the translation threshold for a page whose code keeps being invalidated.
 const SMC_BACKOFF_MAX: u32 = 6;
 /// Invalidations of a page before its threshold starts doubling: code patched once or twice (a
@@ -256,6 +273,8 @@ impl Default for Interpreter {
             page_blocks: HashMap::default(),
             jump: Vec::new(),
             decoded_blocks: 0,
+            interpreted_runs: 0,
+            interpreted_insns: 0,
             trap_faults: false,
             strict: false,
             stop_at: None,
@@ -280,9 +299,17 @@ impl Interpreter {
         self.flush_all();
     }
 
-    /// The backend's statistics line, if one is installed.
+    /// The backend's statistics line, if one is installed, with the interpreter's share of the run.
     pub fn backend_stats(&self) -> Option<String> {
-        self.backend.as_ref().map(|(b, _)| b.describe())
+        self.backend.as_ref().map(|(b, _)| {
+            format!(
+                "{}; {} blocks decoded, {} block runs ({} instructions) in the interpreter's loop",
+                b.describe(),
+                self.decoded_blocks,
+                self.interpreted_runs,
+                self.interpreted_insns
+            )
+        })
     }
 
     /// Retired instructions that ran inline in the backend's code (0 without one).
@@ -467,8 +494,15 @@ impl Interpreter {
                         None => {
                             let h = block.hits.get() + 1;
                             block.hits.set(h);
+                            let found = if h == LOOKUP_AT && h < *threshold {
+                                backend.lookup(&block.insns)
+                            } else {
+                                None
+                            };
+                            if let Some(code) = found {
+                                block.compiled.get_or_init(|| Some(code)).as_deref()
                             // The back-off map is consulted only once the plain threshold is reached.
-                            if h >= *threshold
+                            } else if h >= *threshold
                                 && (self.invalidations.is_empty() || {
                                     let k = block
                                         .pages
@@ -575,6 +609,8 @@ impl Interpreter {
                 }
                 let done = ctx.st.icount.wrapping_sub(start_icount) as usize;
                 last_loads_ss = done > 0 && insns.get(done - 1).is_some_and(loads_ss);
+                self.interpreted_runs += 1;
+                self.interpreted_insns += done as u64;
             }
             self.process_dirty_code();
             if reached_stop {

@@ -14,7 +14,7 @@
 //! then, so placing code, and evicting all of it, is safe).
 
 use crate::cache::{self, Cache};
-use crate::worker::{CompileDelay, Done, Job, Worker};
+use crate::worker::{CompileDelay, Done, Job, Submit, Worker};
 use crate::{Jit, JitBlock};
 use cpu::exec::Insn;
 use cpu::interp::RunEnd;
@@ -39,6 +39,9 @@ pub struct Options {
     pub code_limit: usize,
     /// Entries after which an evicted block is translated again (the interpreter's threshold).
     pub threshold: u32,
+    /// Jobs the compile thread's queue holds at most; a request beyond it is deferred (the block
+    /// stays interpreted and asks again after another `threshold` entries).
+    pub queue: usize,
 }
 
 impl Default for Options {
@@ -49,6 +52,7 @@ impl Default for Options {
             cache: None,
             code_limit: crate::arena::MAX_MAPPED,
             threshold: 1000,
+            queue: crate::worker::QUEUE,
         }
     }
 }
@@ -63,8 +67,14 @@ pub struct Counters {
     pub compiled_background: u64,
     /// Blocks compiled on the interpreter's thread (no compile thread, or its queue was full).
     pub compiled_foreground: u64,
-    /// Translations placed from the persistent cache (no Cranelift).
+    /// Translations placed from the persistent cache (no Cranelift), at the threshold or earlier.
     pub cache_hits: u64,
+    /// Of those, found at a block's early lookup (`cpu::interp::LOOKUP_AT`), before its threshold.
+    pub early_hits: u64,
+    /// Requests the compile thread's full queue turned away: the block stays interpreted and asks
+    /// again after another threshold's worth of entries (never compiled on the interpreter's thread,
+    /// which would stall the guest).
+    pub deferred: u64,
     /// Translations appended to the persistent cache.
     pub cache_stored: u64,
     /// Cache entries or files ignored as corrupt, truncated or stale.
@@ -145,7 +155,7 @@ impl Backend {
             Some(dir) => Some(Cache::open(dir, &jit.codegen_id())?),
             None => None,
         };
-        let worker = if opts.background { Some(Worker::spawn(opts.delay)?) } else { None };
+        let worker = if opts.background { Some(Worker::spawn(opts.delay, opts.queue)?) } else { None };
         let counters = Counters::default();
         Ok(Backend {
             core: Rc::new(RefCell::new(Core {
@@ -205,14 +215,28 @@ impl Core {
         }
         if let Some(w) = &self.worker {
             let id = self.next_id;
-            // A full queue (or an ended thread) leaves the block to be compiled here.
-            if w.submit(Job { id, insns: insns.to_vec() }).is_ok() {
-                self.next_id += 1;
-                let p =
-                    Pending { slot: Rc::downgrade(slot), key, len: insns.len(), first_ip: insns[0].next_rip };
-                self.pending.insert(id, p);
-                *slot.borrow_mut() = State::Pending;
-                return;
+            match w.submit(Job { id, insns: insns.to_vec() }) {
+                Ok(()) => {
+                    self.next_id += 1;
+                    let p = Pending {
+                        slot: Rc::downgrade(slot),
+                        key,
+                        len: insns.len(),
+                        first_ip: insns[0].next_rip,
+                    };
+                    self.pending.insert(id, p);
+                    *slot.borrow_mut() = State::Pending;
+                    return;
+                }
+                // A full queue: the compile thread is behind; the block asks again later (as an
+                // evicted one does) rather than stalling the guest with Cranelift here.
+                Err(Submit::Full) => {
+                    self.counters.deferred += 1;
+                    *slot.borrow_mut() = State::Evicted(0);
+                    return;
+                }
+                // An ended thread leaves the block to be compiled here.
+                Err(Submit::Ended) => {}
             }
         }
         let before = self.jit.stats();
@@ -336,10 +360,24 @@ impl BlockBackend for Backend {
         Some(Box::new(Translation { slot, core: self.core.clone() }))
     }
 
-    /// The blocks handed over for translation (placed, pending or declined): the interpreter's
+    fn lookup(&mut self, insns: &[Insn]) -> Option<Box<dyn CompiledBlock>> {
+        let mut core = self.core.borrow_mut();
+        let cache = core.cache.as_ref()?;
+        let code = cache.lookup(&cache::key(insns))?.to_vec();
+        core.counters.cache_hits += 1;
+        core.counters.early_hits += 1;
+        let slot = Rc::new(RefCell::new(State::Declined));
+        core.place(&slot, &code, insns.len(), insns[0].next_rip);
+        drop(core);
+        Some(Box::new(Translation { slot, core: self.core.clone() }))
+    }
+
+    /// The blocks handed over for translation (placed, pending or declined) and those given a
+    /// translation from the cache at their early lookup: without a cache, the interpreter's
     /// deterministic decision, unlike how many are placed at a given moment (`describe` says that).
     fn compiled_blocks(&self) -> u64 {
-        self.core.borrow().counters.requested
+        let c = self.core.borrow().counters;
+        c.requested + c.early_hits
     }
 
     fn inline_retired(&self) -> u64 {
@@ -355,13 +393,15 @@ impl BlockBackend for Backend {
         let (c, s) = (&core.counters, core.jit.stats);
         let per_insn = c.compile_ns as f64 / c.translated_insns.max(1) as f64;
         let mut line = format!(
-            "jit: {} blocks to translate, {} placed ({} compiled on the compile thread, {} on the main thread, {} from the cache; {} declined); Cranelift {:.2} s of CPU, {:.0} ns per guest instruction; {} KiB of code ({} KiB mapped now, {} evictions); {} instructions inlined, {} calls; {} links made, {} unlink epochs; {} block runs interpreted while pending",
+            "jit: {} blocks to translate, {} placed ({} compiled on the compile thread, {} on the main thread, {} from the cache, {} of them early; {} declined; {} deferred by a full queue); Cranelift {:.2} s of CPU, {:.0} ns per guest instruction; {} KiB of code ({} KiB mapped now, {} evictions); {} instructions inlined, {} calls; {} links made, {} unlink epochs; {} block runs interpreted while pending",
             c.requested,
             s.compiled,
             c.compiled_background,
             c.compiled_foreground,
             c.cache_hits,
+            c.early_hits,
             s.declined,
+            c.deferred,
             c.compile_ns as f64 / 1e9,
             per_insn,
             s.code_bytes / 1024,

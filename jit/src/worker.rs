@@ -11,9 +11,9 @@ use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// Jobs queued at most: past it the owning thread compiles the block itself (back-pressure, and a
-/// bound on the memory a burst of new code can queue).
-const QUEUE: usize = 512;
+/// Jobs queued at most, by default: past it a block is left interpreted and asks again later
+/// (back-pressure, and a bound on the memory a burst of new code can queue).
+pub(crate) const QUEUE: usize = 512;
 
 /// A test knob: the compile thread sleeps a pseudo-random time before each job, so that translations
 /// arrive at arbitrary points of the guest's run. The guest's results must not change.
@@ -31,6 +31,15 @@ pub(crate) struct Job {
     pub id: u64,
     /// A copy of the block's instructions.
     pub insns: Vec<Insn>,
+}
+
+/// Why [`Worker::submit`] did not queue a job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Submit {
+    /// The queue is full (`Options::queue` jobs).
+    Full,
+    /// The compile thread has ended.
+    Ended,
 }
 
 /// A compiled block.
@@ -56,8 +65,8 @@ pub(crate) struct Worker {
 
 impl Worker {
     /// Starts the thread; fails when the host cannot start one or Cranelift does not support it.
-    pub(crate) fn spawn(delay: Option<CompileDelay>) -> Result<Worker, String> {
-        let (jobs, job_rx) = mpsc::sync_channel::<Job>(QUEUE);
+    pub(crate) fn spawn(delay: Option<CompileDelay>, queue: usize) -> Result<Worker, String> {
+        let (jobs, job_rx) = mpsc::sync_channel::<Job>(queue.max(1));
         let (done_tx, done) = mpsc::channel();
         let (ready_tx, ready_rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -105,10 +114,13 @@ impl Worker {
         }
     }
 
-    /// Queues a job; gives it back when the queue is full or the thread has ended.
-    pub(crate) fn submit(&self, job: Job) -> Result<(), Job> {
-        let Some(jobs) = &self.jobs else { return Err(job) };
-        jobs.try_send(job).map_err(|(TrySendError::Full(j) | TrySendError::Disconnected(j))| j)
+    /// Queues a job; says why not when the queue is full or the thread has ended.
+    pub(crate) fn submit(&self, job: Job) -> Result<(), Submit> {
+        let Some(jobs) = &self.jobs else { return Err(Submit::Ended) };
+        jobs.try_send(job).map_err(|e| match e {
+            TrySendError::Full(_) => Submit::Full,
+            TrySendError::Disconnected(_) => Submit::Ended,
+        })
     }
 
     /// A finished job, if one is waiting.

@@ -41,11 +41,22 @@ fn under_paused(
     opts: jit::Options,
     pause_at: Option<u64>,
 ) -> (Outcome, Vec<u8>, jit::Counters, String) {
-    let backend = jit::Backend::new(jit::Options { threshold: 1, ..opts }).expect("backend");
+    under_threshold(code, budget, jit::Options { threshold: 1, ..opts }, pause_at)
+}
+
+/// Runs `code` with the JIT backend at `opts.threshold`.
+fn under_threshold(
+    code: &[u8],
+    budget: u64,
+    opts: jit::Options,
+    pause_at: Option<u64>,
+) -> (Outcome, Vec<u8>, jit::Counters, String) {
+    let threshold = opts.threshold;
+    let backend = jit::Backend::new(opts).expect("backend");
     let mut it = Interpreter::new();
     // The interpreter owns the backend; the test reaches it through a second handle.
     let handle = backend.handle();
-    it.set_backend(Box::new(backend), 1);
+    it.set_backend(Box::new(backend), threshold);
     let mut bus = TestBus::default();
     let mut st = cpu_in(TestMode::Long64, &mut bus);
     bus.ram[CODE as usize..CODE as usize + code.len()].copy_from_slice(code);
@@ -54,6 +65,8 @@ fn under_paused(
         handle.finish_pending();
     }
     let exit = it.run(&mut st, &mut bus, budget);
+    // What the compile thread still has is placed too (the counters then say what it did).
+    handle.finish_pending();
     let o = Outcome { gpr: st.gpr, rip: st.rip, rflags: st.rflags, icount: st.icount, exit };
     let line = it.backend_stats().unwrap_or_default();
     (o, bus.ram, handle.counters(), line)
@@ -129,6 +142,49 @@ fn translations_from_the_compile_thread_give_the_interpreters_results() {
         assert_eq!(c.compiled_foreground, 0, "{line}");
         println!("delays to {max_us:>4} us: {line}");
     }
+}
+
+#[test]
+fn a_full_compile_queue_defers_blocks_instead_of_compiling_them_on_the_guests_thread() {
+    let code = many_blocks();
+    let (want, want_ram) = reference(&code, 10_000_000);
+    // A queue of one job and a slow compile thread: nearly every request finds the queue full.
+    let delay = Some(jit::CompileDelay { seed: 5, max_us: 3000 });
+    let opts = jit::Options { delay, queue: 1, threshold: 2, ..Default::default() };
+    let (got, ram, c, line) = under_threshold(&code, 10_000_000, opts, None);
+    assert_eq!(got, want);
+    assert!(ram == want_ram, "memory differs");
+    assert!(c.deferred > 0, "no request was deferred: {line}");
+    assert_eq!(c.compiled_foreground, 0, "a block was compiled on the guest's thread: {line}");
+    assert!(c.compiled_background > 0, "{line}");
+    println!("{line}");
+}
+
+#[test]
+fn a_cached_translation_is_used_from_a_blocks_second_entry() {
+    let code = many_blocks();
+    let (want, want_ram) = reference(&code, 10_000_000);
+    let dir = temp_dir("jit-cache-early");
+    let opts = |threshold| jit::Options {
+        background: false,
+        cache: Some(dir.clone()),
+        threshold,
+        ..Default::default()
+    };
+    // Fill the cache: every block is translated at its first entry.
+    let (got, _, first, line) = under_threshold(&code, 10_000_000, opts(1), None);
+    assert_eq!(got, want);
+    assert!(first.cache_stored >= 13, "{line}");
+    assert_eq!(first.early_hits, 0, "{line}");
+    // A threshold no block reaches (the loop runs 300 times): only the early lookup translates.
+    let (got, ram, second, line) = under_threshold(&code, 10_000_000, opts(1_000_000), None);
+    assert_eq!(got, want);
+    assert!(ram == want_ram, "memory differs");
+    assert_eq!(second.requested, 0, "{line}");
+    assert_eq!(second.compiled_foreground + second.compiled_background, 0, "{line}");
+    assert!(second.early_hits >= 13, "the cached blocks were not found early: {line}");
+    assert_eq!(second.cache_hits, second.early_hits, "{line}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -236,7 +292,9 @@ fn the_code_arena_is_bounded_and_evicts_under_a_code_generating_guest() {
     let (want, want_ram) = reference(&code, 50_000_000);
     let limit = 256 << 10;
     for background in [false, true] {
-        let opts = jit::Options { background, code_limit: limit, ..Default::default() };
+        // A queue that takes every block: on this guest, which runs each block twice, a deferred
+        // request would never be made again, and the arena would not fill.
+        let opts = jit::Options { background, code_limit: limit, queue: 4096, ..Default::default() };
         let (got, ram, c, line) = under(&code, 50_000_000, opts);
         assert_eq!(got, want, "background {background}");
         assert!(ram == want_ram, "memory differs (background {background})");
