@@ -32,7 +32,9 @@ pub struct Options {
     pub background: bool,
     /// Test knob: random delays before each background compilation.
     pub delay: Option<CompileDelay>,
-    /// The persistent translation cache's directory (`--jit-cache DIR`); `None`: no cache.
+    /// The persistent translation cache's directory (`--jit-cache DIR`); `None`: a cache of this
+    /// run's translations in memory only (code decoded again after an invalidation finds its
+    /// translation there).
     pub cache: Option<PathBuf>,
     /// Bound on the executable memory holding translations; when a new one does not fit, all are
     /// evicted.
@@ -67,7 +69,8 @@ pub struct Counters {
     pub compiled_background: u64,
     /// Blocks compiled on the interpreter's thread (no compile thread, or its queue was full).
     pub compiled_foreground: u64,
-    /// Translations placed from the persistent cache (no Cranelift), at the threshold or earlier.
+    /// Translations placed from the cache (the persistent one, or this run's in memory; no
+    /// Cranelift), at the threshold or earlier.
     pub cache_hits: u64,
     /// Of those, found at a block's early lookup (`cpu::interp::LOOKUP_AT`), before its threshold.
     pub early_hits: u64,
@@ -153,7 +156,7 @@ impl Backend {
         jit.arena.set_limit(opts.code_limit);
         let cache = match &opts.cache {
             Some(dir) => Some(Cache::open(dir, &jit.codegen_id())?),
-            None => None,
+            None => Some(Cache::memory()),
         };
         let worker = if opts.background { Some(Worker::spawn(opts.delay, opts.queue)?) } else { None };
         let counters = Counters::default();
@@ -341,7 +344,7 @@ impl Drop for Core {
     fn drop(&mut self) {
         // Translations still being compiled are worth keeping for the next run: wait for them (at
         // most a queue's worth) and save them. Without a cache, dropping the worker abandons them.
-        if self.cache.is_some() {
+        if self.cache.as_ref().is_some_and(Cache::persistent) {
             self.finish_pending();
         }
     }
@@ -413,7 +416,9 @@ impl BlockBackend for Backend {
             core.jit.epoch.get(),
             c.interpreted_runs,
         );
-        if let Some(cache) = &core.cache {
+        if let Some(cache) = core.cache.as_ref().filter(|c| !c.persistent()) {
+            line += &format!("; cache in memory: {} entries", cache.entry_count());
+        } else if let Some(cache) = &core.cache {
             line += &format!(
                 "; cache {}: {} entries loaded, {} stored, {} rejected",
                 cache.path().display(),

@@ -18,6 +18,11 @@
 //! - **Writes.** Each new translation is appended as one `write` of a whole entry, so a crash leaves
 //!   at worst a truncated last entry (ignored on the next load); past [`MAX_FILE`] bytes nothing more
 //!   is stored.
+//! - **In memory only.** Without `--jit-cache`, the same structure without a file
+//!   ([`Cache::memory`]) keeps the run's own translations, so that code decoded again after its
+//!   page was invalidated (a kernel patching or reloading its code, a loader) finds its
+//!   translation at its second entry instead of being compiled again. Memory is bounded by
+//!   [`MAX_MEMORY`]: past it nothing more is kept.
 
 use cpu::exec::Insn;
 use std::collections::HashMap;
@@ -113,8 +118,13 @@ struct Entry {
     code: Vec<u8>,
 }
 
+/// Most bytes of keys and code the cache holds in memory; past it nothing more is kept.
+pub(crate) const MAX_MEMORY: u64 = 256 << 20;
+
 /// The cache of one build and code-generation setting, loaded in memory, appended to on disk.
 pub(crate) struct Cache {
+    /// Bytes of keys and code held in memory.
+    memory: u64,
     path: PathBuf,
     /// Open for appending; `None` once writing failed (the cache then only serves what it has).
     file: Option<File>,
@@ -204,8 +214,16 @@ impl Cache {
         id.extend_from_slice(codegen_id.as_bytes());
         let tag = hash64(0x0074_6167, &id);
         let path = dir.join(format!("{tag:016x}.fjc"));
-        let mut cache =
-            Cache { path, file: None, entries: HashMap::new(), size: 0, loaded: 0, rejected: 0, stored: 0 };
+        let mut cache = Cache {
+            memory: 0,
+            path,
+            file: None,
+            entries: HashMap::new(),
+            size: 0,
+            loaded: 0,
+            rejected: 0,
+            stored: 0,
+        };
         let mut keep = Vec::new();
         let mut rewrite = true;
         match std::fs::read(&cache.path) {
@@ -261,6 +279,7 @@ impl Cache {
     }
 
     fn insert(&mut self, e: Entry) {
+        self.memory += (e.key.len() + e.code.len()) as u64;
         self.entries.entry(hash64(0, &e.key)).or_default().push(e);
     }
 
@@ -270,9 +289,38 @@ impl Cache {
         list.iter().find(|e| e.key == key).map(|e| &e.code[..])
     }
 
-    /// Saves a translation (in memory, and appended to the file while it is below [`MAX_FILE`]).
+    /// A cache without a file: the translations of this run only (see the module documentation).
+    pub(crate) fn memory() -> Cache {
+        Cache {
+            memory: 0,
+            path: PathBuf::new(),
+            file: None,
+            entries: HashMap::new(),
+            size: 0,
+            loaded: 0,
+            rejected: 0,
+            stored: 0,
+        }
+    }
+
+    /// Translations held.
+    pub(crate) fn entry_count(&self) -> usize {
+        self.entries.values().map(Vec::len).sum()
+    }
+
+    /// Whether the cache has a file (`--jit-cache DIR`), not only memory.
+    pub(crate) fn persistent(&self) -> bool {
+        !self.path.as_os_str().is_empty()
+    }
+
+    /// Saves a translation (in memory while below [`MAX_MEMORY`], and appended to the file while it
+    /// is below [`MAX_FILE`]).
     pub(crate) fn store(&mut self, key: Vec<u8>, code: Vec<u8>) {
-        if key.len() > MAX_KEY || code.len() > MAX_CODE || self.lookup(&key).is_some() {
+        if key.len() > MAX_KEY
+            || code.len() > MAX_CODE
+            || self.memory >= MAX_MEMORY
+            || self.lookup(&key).is_some()
+        {
             return;
         }
         if let Some(f) = &mut self.file

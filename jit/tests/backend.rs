@@ -161,6 +161,39 @@ fn a_full_compile_queue_defers_blocks_instead_of_compiling_them_on_the_guests_th
 }
 
 #[test]
+fn code_decoded_again_after_an_invalidation_is_served_from_memory_without_a_cache_dir() {
+    // A loop, then a store into its own page (which drops its decoded blocks and translations),
+    // twice: the second pass decodes the same code again, and must not compile it again.
+    let code = asm(64, |a| {
+        let mut outer = a.create_label();
+        let mut inner = a.create_label();
+        let mut data = a.create_label();
+        a.mov(r15d, 3).unwrap();
+        a.set_label(&mut outer).unwrap();
+        a.mov(ecx, 100).unwrap();
+        a.set_label(&mut inner).unwrap();
+        a.add(eax, ecx).unwrap();
+        a.dec(ecx).unwrap();
+        a.jnz(inner).unwrap();
+        a.mov(byte_ptr(data), r15b).unwrap();
+        a.dec(r15d).unwrap();
+        a.jnz(outer).unwrap();
+        a.hlt().unwrap();
+        a.set_label(&mut data).unwrap();
+        a.db(&[0]).unwrap();
+    });
+    let (want, want_ram) = reference(&code, 1_000_000);
+    let opts = jit::Options { background: false, ..Default::default() };
+    let (got, ram, c, line) = under(&code, 1_000_000, opts);
+    assert_eq!(got, want);
+    assert!(ram == want_ram, "memory differs");
+    assert!(c.cache_hits >= 2, "the loop was compiled again: {line}");
+    assert_eq!(c.compiled_foreground + c.cache_hits, c.requested, "{line}");
+    assert!(line.contains("cache in memory"), "{line}");
+    println!("{line}");
+}
+
+#[test]
 fn a_cached_translation_is_used_from_a_blocks_second_entry() {
     let code = many_blocks();
     let (want, want_ram) = reference(&code, 10_000_000);
