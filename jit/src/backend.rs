@@ -355,7 +355,7 @@ impl BlockBackend for Backend {
         let (c, s) = (&core.counters, core.jit.stats);
         let per_insn = c.compile_ns as f64 / c.translated_insns.max(1) as f64;
         let mut line = format!(
-            "jit: {} blocks to translate, {} placed ({} compiled on the compile thread, {} on the main thread, {} from the cache; {} declined); Cranelift {:.2} s of CPU, {:.0} ns per guest instruction; {} KiB of code ({} KiB mapped now, {} evictions); {} instructions inlined, {} calls; {} links made, {} unlink epochs; {} block runs interpreted while pending",
+            "jit: {} blocks to translate, {} placed ({} compiled on the compile thread, {} on the main thread, {} from the cache; {} declined); Cranelift {:.2} s of CPU, {:.0} ns per guest instruction; {} KiB of code ({} KiB mapped now, {} evictions); {} instructions inlined, {} calls; {} links made, {} unlink epochs; {} block runs interpreted while pending; {}",
             c.requested,
             s.compiled,
             c.compiled_background,
@@ -372,6 +372,7 @@ impl BlockBackend for Backend {
             core.jit.links_made.get(),
             core.jit.epoch.get(),
             c.interpreted_runs,
+            core.jit.region_summary(),
         );
         if let Some(cache) = &core.cache {
             line += &format!(
