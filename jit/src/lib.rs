@@ -29,7 +29,10 @@
 //! unlinks everything, like any drop of decoded blocks). [`Jit`] alone compiles synchronously (the
 //! tests' and the difftester's backend).
 //!
-//! What is not here yet: regions of several blocks, inlined string instructions.
+//! A hot cycle of linked blocks becomes a region (`region.rs`): its blocks compiled as one function,
+//! registers and flags in SSA across their edges, owned by the first block's translation.
+//!
+//! What is not here yet: inlined string instructions.
 #![deny(missing_docs)]
 
 mod arena;

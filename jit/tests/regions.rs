@@ -249,3 +249,145 @@ fn random_multi_block_loops_match_the_interpreter() {
     }
     assert!(budget_stops > cases / 2, "only {budget_stops} runs ended at the budget");
 }
+
+/// A fault in the middle block of a live region: DIV by a register that reaches zero (#DE, a
+/// handler) in every mode, and in 64-bit code a load walking off the mapped first GiB (#PF, on the
+/// slow path of an inline access). Both engines stop at the same instruction with the same state.
+#[test]
+fn faults_in_a_middle_block_leave_the_interpreters_state() {
+    for mode in [TestMode::Long64, TestMode::Prot32, TestMode::Real] {
+        let bits = bits_of(mode);
+        for (kind, start) in [(0, 9u64), (0, 31), (1, 0), (1, 5)] {
+            if kind == 1 && bits != 64 {
+                continue;
+            }
+            let code = asm(bits, |a| {
+                let mut top = a.create_label();
+                let mut skip = a.create_label();
+                a.set_label(&mut top).unwrap();
+                a.inc(ebp).unwrap();
+                a.test(ebp, 1).unwrap();
+                a.je(skip).unwrap();
+                if kind == 0 {
+                    a.xor(edx, edx).unwrap();
+                    a.mov(eax, 1000).unwrap();
+                    a.div(edi).unwrap();
+                    a.dec(edi).unwrap();
+                } else {
+                    a.add(rsi, 0x0400_0000).unwrap();
+                    a.mov(eax, dword_ptr(rsi)).unwrap();
+                }
+                a.set_label(&mut skip).unwrap();
+                a.add(ebx, eax).unwrap();
+                a.dec(ecx).unwrap();
+                a.jne(top).unwrap();
+                a.hlt().unwrap();
+            });
+            let mut gpr = [0u64; 16];
+            gpr[1] = 100_000;
+            gpr[5] = start;
+            gpr[6] = DATA;
+            gpr[7] = start + 40;
+            let mut interp = Interpreter::new();
+            interp.trap_faults = true;
+            let mut jit = jit_interp(3);
+            let a = run(&mut interp, mode, &code, &gpr, 0x2, 1_000_000);
+            let b = run(&mut jit, mode, &code, &gpr, 0x2, 1_000_000);
+            assert!(matches!(a.1, Exit::Trapped(_)), "{mode:?} kind {kind}: no fault ({:?})", a.1);
+            assert_same(&format!("{mode:?} kind {kind} start {start}"), &a, &b);
+            assert!(stat(&jit, " regions (") >= 1, "{mode:?} kind {kind}: no region ran");
+        }
+    }
+}
+
+/// The SMC loop: A counts in EAX and skips B on even counts; B stores a byte to the data page, or,
+/// on the pass where ECX is `k`, over the immediate of C's first instruction (ADD EDX, 0x11 becomes
+/// ADD EDX, 0x22), so that the write comes from inside the region (B is one of its blocks); C
+/// closes the loop. Returns the code and the address of that immediate.
+fn smc_loop(bits: u32, k: u32) -> (Vec<u8>, u64) {
+    let gen_code = |imm: u32| {
+        asm(bits, |a| {
+            let mut top = a.create_label();
+            let mut c = a.create_label();
+            a.set_label(&mut top).unwrap();
+            a.inc(eax).unwrap();
+            a.test(al, 1).unwrap();
+            a.je(c).unwrap();
+            a.mov(edi, DATA as u32).unwrap();
+            a.mov(esi, imm).unwrap();
+            a.cmp(ecx, k as i32).unwrap();
+            a.cmove(edi, esi).unwrap();
+            if bits == 64 {
+                a.mov(byte_ptr(rdi), 0x22).unwrap();
+            } else {
+                a.mov(byte_ptr(edi), 0x22).unwrap();
+            }
+            a.jmp(c).unwrap();
+            a.set_label(&mut c).unwrap();
+            a.add(edx, 0x11).unwrap();
+            a.dec(ecx).unwrap();
+            a.jne(top).unwrap();
+            a.hlt().unwrap();
+        })
+    };
+    let probe = gen_code(0x7777);
+    let at = probe.windows(3).position(|w| w == [0x83, 0xc2, 0x11]).expect("ADD EDX, 0x11") as u64;
+    let imm = CODE + at + 2;
+    let code = gen_code(imm as u32);
+    assert_eq!(code.len(), probe.len());
+    (code, imm)
+}
+
+/// Self-modifying code inside a live region: a block of the region rewrites an immediate in
+/// another of its blocks; the next pass must run the new instruction, as under the interpreter.
+#[test]
+fn smc_into_a_live_region_runs_the_new_code() {
+    for mode in [TestMode::Long64, TestMode::Prot32] {
+        let bits = bits_of(mode);
+        let (code, _) = smc_loop(bits, 400);
+        let mut gpr = [0u64; 16];
+        gpr[1] = 1000;
+        let mut interp = Interpreter::new();
+        interp.trap_faults = true;
+        let mut jit = jit_interp(3);
+        let a = run(&mut interp, mode, &code, &gpr, 0x2, 100_000);
+        let b = run(&mut jit, mode, &code, &gpr, 0x2, 100_000);
+        assert_eq!(a.1, Exit::Halted, "{mode:?}");
+        // 600 passes before the patch (ECX 1000..401), then the patching pass (B runs on odd counts:
+        // the 601st) and 399 more, all with the new immediate.
+        assert_eq!(a.0.gpr[2] as u32, 0x11 * 600 + 0x22 * 400, "{mode:?}: the patch did not take");
+        assert_same(&format!("{mode:?} SMC"), &a, &b);
+        assert!(stat(&jit, " regions (") >= 2, "{mode:?}: the region was not made again after the SMC");
+    }
+}
+
+/// DMA into a block of a live region (the host writes the code and invalidates its page, as a
+/// disk controller's DMA does) between two runs: the second run must see the new code.
+#[test]
+fn dma_into_a_live_region_is_seen() {
+    for mode in [TestMode::Long64, TestMode::Prot32] {
+        let bits = bits_of(mode);
+        let (code, imm) = smc_loop(bits, u32::MAX);
+        let mut results = Vec::new();
+        for (use_jit, dma) in [(false, true), (true, true), (false, false)] {
+            let mut it = if use_jit { jit_interp(3) } else { Interpreter::new() };
+            it.trap_faults = true;
+            let mut bus = TestBus::default();
+            let mut st = cpu_in(mode, &mut bus);
+            bus.ram[CODE as usize..CODE as usize + code.len()].copy_from_slice(&code);
+            st.gpr[1] = 1000;
+            let e1 = it.run(&mut st, &mut bus, 2_001);
+            if use_jit {
+                assert!(stat(&it, " regions (") >= 1, "{mode:?}: no region before the DMA");
+            }
+            if dma {
+                bus.ram[imm as usize] = 0x22;
+                it.invalidate_code_page(imm & !0xfff);
+            }
+            let e2 = it.run(&mut st, &mut bus, 100_000);
+            results.push((st.gpr, st.rip, st.icount, st.rflags, e1, e2));
+        }
+        assert_eq!(results[0], results[1], "{mode:?}: interp and jit differ after the DMA");
+        assert_ne!(results[0], results[2], "{mode:?}: the DMA did not matter");
+    }
+}
