@@ -895,6 +895,11 @@ impl JitBlock {
 }
 
 impl JitBlock {
+    /// Whether regions wait to be sent to the compile thread or placed (`Backend` polls then).
+    pub(crate) fn region_work(&self) -> bool {
+        self.region.shared.busy()
+    }
+
     /// The code, instructions and link slots a run of this block starts with: its region's when
     /// it has one, else its own.
     fn entry(&self, insns: &[Insn]) -> (usize, usize, usize) {

@@ -46,7 +46,7 @@ use cranelift_codegen::isa::OwnedTargetIsa;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 use std::cell::{Cell, RefCell};
 use std::mem::offset_of;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 
 /// Most blocks in a region.
 pub(crate) const MAX_MEMBERS: usize = 8;
@@ -79,6 +79,93 @@ pub(crate) struct Shared {
     pub threshold: Cell<u32>,
     compiler: RefCell<Option<Compiler>>,
     pub stats: Cell<Stats>,
+    /// Whether hot regions are queued in `requests` for the backend (which compiles them on its
+    /// compile thread) rather than compiled at once.
+    pub queue: Cell<bool>,
+    requests: RefCell<Vec<(Head, Vec<Insn>, Vec<usize>)>>,
+    /// Regions queued or being compiled (the backend polls while this is not 0).
+    work: Cell<usize>,
+}
+
+/// A head's region state, as the backend holds it while the region compiles.
+pub(crate) type Head = Weak<RefCell<State>>;
+
+/// The regions queued since the last call, as `(head, instructions, member lengths)`.
+pub(crate) fn take_requests(shared: &Shared) -> Vec<(Head, Vec<Insn>, Vec<usize>)> {
+    std::mem::take(&mut *shared.requests.borrow_mut())
+}
+
+/// Places a region compiled elsewhere (`code`: `None` when compiling failed) into its head, if
+/// the head is still alive and waiting for it; returns whether it was placed.
+pub(crate) fn place(shared: &Shared, head: &Head, code: Option<Vec<u8>>, ns: u64) -> bool {
+    shared.work.set(shared.work.get().saturating_sub(1));
+    let mut s = shared.stats.get();
+    s.ns += ns;
+    shared.stats.set(s);
+    let Some(state) = head.upgrade() else { return false };
+    let mut state = state.borrow_mut();
+    let State::Pending(insns, n) = &mut *state else { return false };
+    let (insns, n) = (std::mem::take(insns), *n);
+    let placed = code.and_then(|c| shared.arena_copy(&c)).map(|code| Region {
+        code,
+        insns: insns.into_boxed_slice(),
+        links: Box::default(),
+    });
+    let mut s = shared.stats.get();
+    match placed {
+        Some(r) => {
+            s.regions += 1;
+            s.members += n as u64;
+            *state = State::Ready(r);
+        }
+        None => {
+            s.declined += 1;
+            *state = State::Declined;
+        }
+    }
+    shared.stats.set(s);
+    matches!(*state, State::Ready(_))
+}
+
+/// Compiles a region's function into position-independent machine code.
+fn code_bytes(
+    ctx: &mut cranelift_codegen::Context,
+    fctx: &mut FunctionBuilderContext,
+    isa: &dyn cranelift_codegen::isa::TargetIsa,
+    members: &[&[Insn]],
+) -> Option<Vec<u8>> {
+    let func = build(fctx, isa, members);
+    ctx.clear();
+    ctx.func = func;
+    let mut ctrl = cranelift_codegen::control::ControlPlane::default();
+    match ctx.compile(isa, &mut ctrl) {
+        Ok(r) if r.buffer.relocs().is_empty() => Some(r.code_buffer().to_vec()),
+        _ => None,
+    }
+}
+
+/// `insns` split into members of the given lengths (`None` when they do not add up).
+fn split<'a>(insns: &'a [Insn], lens: &[usize]) -> Option<Vec<&'a [Insn]>> {
+    let mut out = Vec::with_capacity(lens.len());
+    let mut rest = insns;
+    for &n in lens {
+        if n == 0 || n > rest.len() {
+            return None;
+        }
+        let (m, r) = rest.split_at(n);
+        out.push(m);
+        rest = r;
+    }
+    rest.is_empty().then_some(out)
+}
+
+impl crate::Jit {
+    /// A region's machine code (the compile thread's job): `insns` holds its members, of lengths
+    /// `lens`, one after the other.
+    pub(crate) fn region_bytes(&mut self, insns: &[Insn], lens: &[usize]) -> Option<Vec<u8>> {
+        let members = split(insns, lens)?;
+        code_bytes(&mut self.ctx, &mut self.fctx, &*self.isa_loop, &members)
+    }
 }
 
 /// Cranelift's state for regions, made at the first one.
@@ -101,6 +188,9 @@ pub(crate) struct Region {
 pub(crate) enum State {
     /// Counting cycles; the members recorded so far (empty: none yet; else the head first).
     Collecting(Vec<Vec<Insn>>),
+    /// Queued for the compile thread: the members' instructions one after the other, and how
+    /// many members.
+    Pending(Vec<Insn>, usize),
     Ready(Region),
     /// No region for this block (it crosses a page, or compiling failed).
     Declined,
@@ -110,7 +200,7 @@ pub(crate) enum State {
 pub(crate) struct Slot {
     pub shared: Rc<Shared>,
     pub cycles: Cell<u32>,
-    pub state: RefCell<State>,
+    pub state: Rc<RefCell<State>>,
 }
 
 impl Shared {
@@ -121,27 +211,40 @@ impl Shared {
             .ok()
             .and_then(|s| s.parse().ok())
             .unwrap_or(DEFAULT_THRESHOLD);
-        Shared { isa, threshold: Cell::new(threshold), compiler: RefCell::new(None), stats: Cell::default() }
+        Shared {
+            isa,
+            threshold: Cell::new(threshold),
+            compiler: RefCell::new(None),
+            stats: Cell::default(),
+            queue: Cell::new(false),
+            requests: RefCell::default(),
+            work: Cell::new(0),
+        }
     }
 
-    /// Compiles and places a region of `members` (the head first); `None` when Cranelift fails or
-    /// the arena is full.
-    fn compile(&self, members: &[Vec<Insn>]) -> Option<Region> {
-        let t0 = std::time::Instant::now();
+    /// Copies a region's code into the regions' arena.
+    fn arena_copy(&self, bytes: &[u8]) -> Option<Code> {
         let mut c = self.compiler.borrow_mut();
-        let c = c.get_or_insert_with(|| {
+        self.compiler_in(&mut c).arena.copy_in(bytes)
+    }
+
+    /// The regions' own Cranelift state, made at first use.
+    fn compiler_in<'a>(&self, c: &'a mut Option<Compiler>) -> &'a mut Compiler {
+        c.get_or_insert_with(|| {
             let mut arena = Arena::default();
             arena.set_limit(CODE_LIMIT);
             Compiler { ctx: cranelift_codegen::Context::new(), fctx: FunctionBuilderContext::new(), arena }
-        });
-        let func = build(&mut c.fctx, &*self.isa, members);
-        c.ctx.clear();
-        c.ctx.func = func;
-        let mut ctrl = cranelift_codegen::control::ControlPlane::default();
-        let bytes = match c.ctx.compile(&*self.isa, &mut ctrl) {
-            Ok(r) if r.buffer.relocs().is_empty() => Some(r.code_buffer().to_vec()),
-            _ => None,
-        };
+        })
+    }
+
+    /// Compiles and places a region of `members` (the head first) at once; `None` when Cranelift
+    /// fails or the arena is full.
+    fn compile(&self, members: &[Vec<Insn>]) -> Option<Region> {
+        let t0 = std::time::Instant::now();
+        let mut c = self.compiler.borrow_mut();
+        let c = self.compiler_in(&mut c);
+        let refs: Vec<&[Insn]> = members.iter().map(Vec::as_slice).collect();
+        let bytes = code_bytes(&mut c.ctx, &mut c.fctx, &*self.isa, &refs);
         let code = bytes.and_then(|b| c.arena.copy_in(&b));
         let mut s = self.stats.get();
         s.ns += t0.elapsed().as_nanos() as u64;
@@ -155,6 +258,11 @@ impl Shared {
         }
         self.stats.set(s);
         r
+    }
+
+    /// Whether regions are queued or compiling (the backend must poll).
+    pub(crate) fn busy(&self) -> bool {
+        self.work.get() != 0
     }
 }
 
@@ -179,7 +287,7 @@ fn on_page(st: &cpu::CpuState, insns: &[Insn], page: u64) -> bool {
 impl Slot {
     /// A fresh slot (collecting) for a translation made by a `Jit` with `shared`.
     pub(crate) fn new(shared: Rc<Shared>) -> Slot {
-        Slot { shared, cycles: Cell::new(0), state: RefCell::new(State::Collecting(Vec::new())) }
+        Slot { shared, cycles: Cell::new(0), state: Rc::new(RefCell::new(State::Collecting(Vec::new()))) }
     }
 
     /// Whether the link loop should count cycles and record members.
@@ -240,6 +348,14 @@ impl Slot {
             return false;
         }
         let members = std::mem::take(members);
+        if self.shared.queue.get() {
+            let lens: Vec<usize> = members.iter().map(Vec::len).collect();
+            let insns: Vec<Insn> = members.iter().flatten().copied().collect();
+            self.shared.requests.borrow_mut().push((Rc::downgrade(&self.state), insns.clone(), lens));
+            self.shared.work.set(self.shared.work.get() + 1);
+            *state = State::Pending(insns, members.len());
+            return false;
+        }
         *state = match self.shared.compile(&members) {
             Some(r) => State::Ready(r),
             None => State::Declined,
@@ -253,7 +369,7 @@ impl Slot {
 fn build(
     fctx: &mut FunctionBuilderContext,
     isa: &dyn cranelift_codegen::isa::TargetIsa,
-    members: &[Vec<Insn>],
+    members: &[&[Insn]],
 ) -> ir::Function {
     let ptr = isa.pointer_type();
     let mut sig = ir::Signature::new(isa.default_call_conv());
@@ -299,7 +415,7 @@ fn build(
     // Each memory form's last TLB hit (linear page, host page), as in a self-loop; 1: none.
     let micro: Vec<Option<(Variable, Variable)>> = members
         .iter()
-        .flatten()
+        .flat_map(|m| m.iter())
         .map(|insn| {
             let mem = lower::inline_op(insn).is_some_and(|f| f.mem != lower::Mem::None);
             mem.then(|| {
@@ -342,7 +458,7 @@ fn build(
         micro,
         mblocks,
         starts: members.iter().map(|m| m[0].i.ip()).collect(),
-        lens: members.iter().map(Vec::len).collect(),
+        lens: members.iter().map(|m| m.len()).collect(),
         live_in,
         any_micro: false,
     };

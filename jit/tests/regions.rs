@@ -391,3 +391,77 @@ fn dma_into_a_live_region_is_seen() {
         assert_ne!(results[0], results[2], "{mode:?}: the DMA did not matter");
     }
 }
+
+/// Regions through the machine's backend: queued when hot, compiled on the compile thread (with
+/// random delays), placed between runs. Random multi-block loops run in slices of the budget give
+/// the interpreter's results whenever the regions arrive, and regions do arrive.
+#[test]
+fn regions_from_the_compile_thread_match_the_interpreter() {
+    let mut r = Rng(0x5eed_0f1e_2026_1314);
+    let mut placed = 0;
+    let mut last_stats = String::new();
+    for case in 0..24u64 {
+        let mode = [TestMode::Long64, TestMode::Prot32, TestMode::Real][case as usize % 3];
+        let bits = bits_of(mode);
+        let code = gen_loop(&mut r, bits);
+        let mut gpr = [0u64; 16];
+        for g in gpr.iter_mut() {
+            *g = r.next();
+        }
+        gpr[1] = 3000 + r.below(3000);
+        gpr[3] = DATA;
+        let rflags = 0x2 | (r.next() & cpu::state::flags::ARITH);
+        let mut results = Vec::new();
+        let mut stats = String::new();
+        for use_jit in [false, true] {
+            let mut it = Interpreter::new();
+            it.trap_faults = true;
+            let mut handle = None;
+            if use_jit {
+                let delay = (case % 2 == 0).then_some(jit::CompileDelay { seed: case + 1, max_us: 300 });
+                let opts = jit::Options { threshold: 1, delay, ..jit::Options::default() };
+                let b = jit::Backend::new(opts).expect("backend");
+                b.set_region_threshold(3);
+                handle = Some(b.handle());
+                it.set_backend(Box::new(b), 1);
+            }
+            let mut bus = TestBus::default();
+            let mut st = cpu_in(mode, &mut bus);
+            bus.ram[CODE as usize..CODE as usize + code.len()].copy_from_slice(&code);
+            for (k, b) in bus.ram[DATA as usize..DATA as usize + 0x1000].iter_mut().enumerate() {
+                *b = (k as u8).wrapping_mul(37) ^ 0x5a;
+            }
+            st.gpr = gpr;
+            st.gpr[4] = STACK;
+            st.rflags = rflags;
+            let mut exits = Vec::new();
+            let mut until = 0;
+            for step in 0..400u64 {
+                until += 50 + (step * 7919 + case) % 200;
+                let e = it.run(&mut st, &mut bus, until);
+                exits.push(e.clone());
+                if step % 25 == 24
+                    && let Some(h) = &handle
+                {
+                    // Let every queued region arrive, so that the rest of the run uses them
+                    // (the loops are short beside a compilation).
+                    h.finish_pending();
+                }
+                if e != Exit::BudgetSpent {
+                    break;
+                }
+            }
+            if use_jit {
+                stats = it.backend_stats().expect("backend");
+                placed += stat(&it, " regions (");
+            }
+            results.push((st.gpr, st.rip, st.icount, st.rflags, exits, bus.ram));
+        }
+        assert!(
+            results[0] == results[1],
+            "{mode:?} case {case}: interp and jit differ ({stats})\n{code:02x?}"
+        );
+        last_stats = stats;
+    }
+    assert!(placed >= 8, "only {placed} regions placed from the compile thread ({last_stats})");
+}
