@@ -82,7 +82,7 @@ pub(crate) struct Shared {
     /// Whether hot regions are queued in `requests` for the backend (which compiles them on its
     /// compile thread) rather than compiled at once.
     pub queue: Cell<bool>,
-    requests: RefCell<Vec<(Head, Vec<Insn>, Vec<usize>)>>,
+    requests: RefCell<Vec<Request>>,
     /// Regions queued or being compiled (the backend polls while this is not 0).
     work: Cell<usize>,
 }
@@ -90,8 +90,11 @@ pub(crate) struct Shared {
 /// A head's region state, as the backend holds it while the region compiles.
 pub(crate) type Head = Weak<RefCell<State>>;
 
+/// A region to compile: its head, its members' instructions one after the other, their lengths.
+pub(crate) type Request = (Head, Vec<Insn>, Vec<usize>);
+
 /// The regions queued since the last call, as `(head, instructions, member lengths)`.
-pub(crate) fn take_requests(shared: &Shared) -> Vec<(Head, Vec<Insn>, Vec<usize>)> {
+pub(crate) fn take_requests(shared: &Shared) -> Vec<Request> {
     std::mem::take(&mut *shared.requests.borrow_mut())
 }
 
