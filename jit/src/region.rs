@@ -32,9 +32,11 @@
 //! runs past the budget, and stopping early is what the interpreter itself does when a block does
 //! not fit (no event can be due between chained blocks).
 //!
-//! Not yet: regions spanning two pages, compilation on the compile thread (regions are compiled
-//! on the interpreter's thread when they become hot), and the persistent cache (regions are not
-//! saved).
+//! Under `Backend`, a hot region is queued (`State::Pending`) and compiled on the compile thread
+//! (`Jit::region_bytes`); the backend places the code when it arrives (`place`). A bare `Jit`
+//! compiles it at once.
+//!
+//! Not yet: regions spanning two pages, and the persistent cache (regions are not saved).
 
 use crate::arena::{Arena, Code};
 use crate::{HELPER_CALL, LINKS, Link, LinkEnv, Outcome, ST_OK, emit_links, helper_offset, lower};
