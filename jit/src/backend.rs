@@ -134,6 +134,8 @@ struct Core {
     jit: Jit,
     worker: Option<Worker>,
     pending: HashMap<u64, Pending>,
+    /// Regions on the compile thread, by job id: their heads' region state.
+    regions: HashMap<u64, crate::region::Head>,
     next_id: u64,
     /// Every handle's slot, for eviction (dead ones pruned as it grows).
     live: Vec<Weak<Slot>>,
@@ -159,12 +161,15 @@ impl Backend {
             None => Some(Cache::memory()),
         };
         let worker = if opts.background { Some(Worker::spawn(opts.delay, opts.queue)?) } else { None };
+        // Regions that become hot are queued for this backend (`Core::poll_regions`).
+        jit.regions.queue.set(true);
         let counters = Counters::default();
         Ok(Backend {
             core: Rc::new(RefCell::new(Core {
                 jit,
                 worker,
                 pending: HashMap::new(),
+                regions: HashMap::new(),
                 next_id: 0,
                 live: Vec::new(),
                 prune_at: 1024,
@@ -178,6 +183,12 @@ impl Backend {
     /// What the backend has done so far.
     pub fn counters(&self) -> Counters {
         self.core.borrow().counters()
+    }
+
+    /// Sets how many times a cycle of linked blocks must come back to its first block before it
+    /// is compiled as one region (0: never; see `jit::Jit::set_region_threshold`).
+    pub fn set_region_threshold(&self, cycles: u32) {
+        self.core.borrow_mut().jit.set_region_threshold(cycles);
     }
 
     /// A handle on the backend that stays usable after it has been handed to the interpreter.
@@ -198,7 +209,8 @@ impl Core {
 
     /// Waits for every job given to the compile thread and places the results.
     fn finish_pending(&mut self) {
-        while !self.pending.is_empty() {
+        self.submit_regions();
+        while !self.pending.is_empty() || !self.regions.is_empty() {
             let Some(done) = self.worker.as_ref().and_then(|w| w.wait_done()) else { break };
             self.finish_job(done);
         }
@@ -218,7 +230,7 @@ impl Core {
         }
         if let Some(w) = &self.worker {
             let id = self.next_id;
-            match w.submit(Job { id, insns: insns.to_vec() }) {
+            match w.submit(Job { id, insns: insns.to_vec(), members: Vec::new() }) {
                 Ok(()) => {
                     self.next_id += 1;
                     let p = Pending {
@@ -305,6 +317,40 @@ impl Core {
     }
 
     /// Places what the compile thread has finished.
+    /// Sends the regions that became hot to the compile thread (the main thread compiles them when
+    /// the queue is full) and places those compiled.
+    fn poll_regions(&mut self) {
+        self.submit_regions();
+        self.poll();
+    }
+
+    /// Sends the regions that became hot to the compile thread (compiling one here when the queue
+    /// is full).
+    fn submit_regions(&mut self) {
+        for (head, insns, members) in crate::region::take_requests(&self.jit.regions) {
+            let id = self.next_id;
+            let job = Job { id, insns, members };
+            let job = match &self.worker {
+                Some(w) => match w.submit(job) {
+                    Ok(()) => {
+                        self.next_id += 1;
+                        self.regions.insert(id, head);
+                        continue;
+                    }
+                    Err(job) => job,
+                },
+                None => job,
+            };
+            let t0 = crate::worker::thread_cpu_ns();
+            let code = self.jit.region_bytes(&job.insns, &job.members);
+            let ns = crate::worker::thread_cpu_ns().saturating_sub(t0);
+            self.counters.compile_ns += ns;
+            if crate::region::place(&self.jit.regions, &head, code, ns) {
+                BlockBackend::unlink_all(&mut self.jit);
+            }
+        }
+    }
+
     fn poll(&mut self) {
         while let Some(done) = self.worker.as_ref().and_then(|w| w.try_done()) {
             self.finish_job(done);
@@ -312,6 +358,15 @@ impl Core {
     }
 
     fn finish_job(&mut self, done: Done) {
+        if let Some(head) = self.regions.remove(&done.id) {
+            // A region (`region.rs`): placed into its head's translation if that is still alive.
+            self.counters.compile_ns += done.ns;
+            if crate::region::place(&self.jit.regions, &head, done.code, done.ns) {
+                // Links into the head must be remade to reach its region.
+                BlockBackend::unlink_all(&mut self.jit);
+            }
+            return;
+        }
         self.counters.compiled_background += 1;
         self.counters.compile_ns += done.ns;
         self.counters.translated_insns += done.inlined + done.called;
@@ -396,7 +451,7 @@ impl BlockBackend for Backend {
         let (c, s) = (&core.counters, core.jit.stats);
         let per_insn = c.compile_ns as f64 / c.translated_insns.max(1) as f64;
         let mut line = format!(
-            "jit: {} blocks to translate, {} placed ({} compiled on the compile thread, {} on the main thread, {} from the cache, {} of them early; {} declined; {} deferred by a full queue); Cranelift {:.2} s of CPU, {:.0} ns per guest instruction; {} KiB of code ({} KiB mapped now, {} evictions); {} instructions inlined, {} calls; {} links made, {} unlink epochs; {} block runs interpreted while pending",
+            "jit: {} blocks to translate, {} placed ({} compiled on the compile thread, {} on the main thread, {} from the cache, {} of them early; {} declined; {} deferred by a full queue); Cranelift {:.2} s of CPU, {:.0} ns per guest instruction; {} KiB of code ({} KiB mapped now, {} evictions); {} instructions inlined, {} calls; {} links made, {} unlink epochs; {} block runs interpreted while pending; {}",
             c.requested,
             s.compiled,
             c.compiled_background,
@@ -415,6 +470,7 @@ impl BlockBackend for Backend {
             core.jit.links_made.get(),
             core.jit.epoch.get(),
             c.interpreted_runs,
+            core.jit.region_summary(),
         );
         if let Some(cache) = core.cache.as_ref().filter(|c| !c.persistent()) {
             line += &format!("; cache in memory: {} entries", cache.entry_count());
@@ -442,6 +498,13 @@ impl CompiledBlock for Translation {
         for attempt in 0..2 {
             {
                 let st = self.slot.borrow();
+                if attempt == 0 && matches!(&*st, State::Ready(code) if code.region_work()) {
+                    // Regions to send to the compile thread or to place (no generated code is on
+                    // the stack): placing may evict everything, this block included.
+                    drop(st);
+                    self.core.borrow_mut().poll_regions();
+                    continue;
+                }
                 if let State::Ready(code) = &*st {
                     // A second attempt follows a poll or a request, which may have evicted every
                     // translation, the one `link_from` names included: link nothing then.

@@ -29,13 +29,17 @@
 //! unlinks everything, like any drop of decoded blocks). [`Jit`] alone compiles synchronously (the
 //! tests' and the difftester's backend).
 //!
-//! What is not here yet: regions of several blocks, inlined string instructions.
+//! A hot cycle of linked blocks becomes a region (`region.rs`): its blocks compiled as one function,
+//! registers and flags in SSA across their edges, owned by the first block's translation.
+//!
+//! What is not here yet: inlined string instructions.
 #![deny(missing_docs)]
 
 mod arena;
 mod backend;
 mod cache;
 mod lower;
+mod region;
 mod worker;
 
 pub use backend::{Backend, Counters, Handle, Options};
@@ -93,6 +97,12 @@ pub struct Outcome {
     /// them from here instead of holding their addresses, so that it runs unchanged in another
     /// process (the persistent translation cache) whatever address the binary was loaded at.
     helpers: [usize; 5],
+    /// Written by a region's code at each member's entry (`region.rs`): the member's instructions
+    /// (0: no region ran since the last link), its length | chain flag << 32, and the retired
+    /// count at its start, which become `RunEnd::last`.
+    last_insns: usize,
+    last_len_chain: u64,
+    last_start: u64,
 }
 
 /// Index of [`call_handler`] in `Outcome::helpers`.
@@ -229,6 +239,8 @@ pub struct Jit {
     epoch: Rc<Cell<u64>>,
     /// Links made (statistics).
     links_made: Rc<Cell<u64>>,
+    /// Regions (`region.rs`), shared with every translation.
+    regions: Rc<region::Shared>,
 }
 
 impl Jit {
@@ -245,7 +257,7 @@ impl Jit {
         let isa_loop = Self::make_isa(OPT_LEVEL, REGALLOC)?;
         Ok(Jit {
             isa,
-            isa_loop,
+            isa_loop: isa_loop.clone(),
             ctx: cranelift_codegen::Context::new(),
             fctx: FunctionBuilderContext::new(),
             arena: Arena::default(),
@@ -253,7 +265,26 @@ impl Jit {
             inline_retired: Rc::default(),
             epoch: Rc::new(Cell::new(1)),
             links_made: Rc::default(),
+            regions: Rc::new(region::Shared::new(isa_loop)),
         })
+    }
+
+    /// Sets how many times a cycle of linked blocks must come back to its first block before the
+    /// cycle is compiled as one region (0: never), for translations made from now on.
+    pub fn set_region_threshold(&mut self, cycles: u32) {
+        self.regions.threshold.set(cycles);
+    }
+
+    /// One line about regions for `--stats`.
+    pub(crate) fn region_summary(&self) -> String {
+        let r = self.regions.stats.get();
+        format!(
+            "{} regions ({} blocks, {} declined) in {:.2} s",
+            r.regions,
+            r.members,
+            r.declined,
+            r.ns as f64 / 1e9
+        )
     }
 
     /// A Cranelift target for this host with the given `opt_level` and `regalloc_algorithm`.
@@ -590,69 +621,7 @@ impl Jit {
         b.seal_block(link_exit);
         b.switch_to_block(link_exit);
         if chain {
-            // Everything is in `CpuState` now. Follow a link whose successor is the block at the new
-            // RIP (see `Link`), else return to the interpreter.
-            let rip = b.ins().load(types::I64, mf, st, cpu::offsets::RIP as i32);
-            let ic = b.ins().load(types::I64, mf, st, cpu::offsets::ICOUNT as i32);
-            let epoch = b.ins().load(types::I64, mf, out, offset_of!(Outcome, epoch) as i32);
-            let utag = b.ins().band_imm_s(user_tag, 3);
-            for k in 0..LINKS {
-                let at = |f: usize| (k * std::mem::size_of::<Link>() + f) as i32;
-                let check = b.create_block();
-                let other = if k + 1 < LINKS { b.create_block() } else { ret_ok };
-                let r = b.ins().load(types::I64, mf, links, at(offset_of!(Link, rip)));
-                let same = b.ins().icmp(IntCC::Equal, r, rip);
-                b.ins().brif(same, check, &[], other, &[]);
-                b.seal_block(check);
-                b.switch_to_block(check);
-                let e = b.ins().load(types::I64, mf, links, at(offset_of!(Link, epoch)));
-                let ok_epoch = b.ins().icmp(IntCC::Equal, e, epoch);
-                let c2 = b.create_block();
-                b.ins().brif(ok_epoch, c2, &[], ret_ok, &[]);
-                b.seal_block(c2);
-                b.switch_to_block(c2);
-                let off = b.ins().load(types::I64, mf, links, at(offset_of!(Link, tlb_off)));
-                let ent = b.ins().iadd(tlb, off);
-                let t = b.ins().load(types::I64, mf, ent, offset_of!(cpu::mem::TlbEntry, tag) as i32);
-                let page = b.ins().load(types::I64, mf, links, at(offset_of!(Link, page)));
-                let want = b.ins().bor(page, utag);
-                let ok_tag = b.ins().icmp(IntCC::Equal, t, want);
-                let c3 = b.create_block();
-                b.ins().brif(ok_tag, c3, &[], ret_ok, &[]);
-                b.seal_block(c3);
-                b.switch_to_block(c3);
-                let p = b.ins().load(types::I64, mf, ent, offset_of!(cpu::mem::TlbEntry, phys) as i32);
-                let wp = b.ins().load(types::I64, mf, links, at(offset_of!(Link, phys)));
-                let ok_phys = b.ins().icmp(IntCC::Equal, p, wp);
-                let c4 = b.create_block();
-                b.ins().brif(ok_phys, c4, &[], ret_ok, &[]);
-                b.seal_block(c4);
-                b.switch_to_block(c4);
-                // The interpreter's budget check, the one event check between blocks.
-                let n = b.ins().load(types::I64, mf, links, at(offset_of!(Link, len)));
-                let after = b.ins().iadd(ic, n);
-                let fits = b.ins().icmp(IntCC::UnsignedLessThanOrEqual, after, loop_limit);
-                let take = b.create_block();
-                b.ins().brif(fits, take, &[], ret_ok, &[]);
-                b.seal_block(take);
-                b.switch_to_block(take);
-                for (from, to) in [
-                    (offset_of!(Link, code), offset_of!(Outcome, next_code)),
-                    (offset_of!(Link, insns), offset_of!(Outcome, next_insns)),
-                    (offset_of!(Link, links), offset_of!(Outcome, next_links)),
-                    (offset_of!(Link, len), offset_of!(Outcome, next_len)),
-                    (offset_of!(Link, chain), offset_of!(Outcome, next_chain)),
-                ] {
-                    let v = b.ins().load(types::I64, mf, links, at(from));
-                    b.ins().store(mf, v, out, to as i32);
-                }
-                let st_link = b.ins().iconst(types::I32, ST_LINK as i64);
-                b.ins().jump(exit, &[st_link.into()]);
-                if k + 1 < LINKS {
-                    b.seal_block(other);
-                    b.switch_to_block(other);
-                }
-            }
+            emit_links(&mut b, LinkEnv { st, out, links, tlb, user_tag, loop_limit, exit, ret_ok });
         } else {
             b.ins().jump(ret_ok, &[]);
         }
@@ -667,6 +636,89 @@ impl Jit {
         b.ins().return_(&[status]);
         b.finalize(isa.frontend_config());
         func
+    }
+}
+
+/// What [`emit_links`] needs of the function being built.
+#[derive(Clone, Copy)]
+struct LinkEnv {
+    st: ir::Value,
+    out: ir::Value,
+    links: ir::Value,
+    tlb: ir::Value,
+    user_tag: ir::Value,
+    loop_limit: ir::Value,
+    exit: ir::Block,
+    ret_ok: ir::Block,
+}
+
+/// Emits, at a normal end where everything is in `CpuState`, the following of a [`Link`] whose
+/// successor is the block at the new RIP (see `Link`), else a jump to `ret_ok`.
+fn emit_links(b: &mut FunctionBuilder<'_>, e: LinkEnv) {
+    let LinkEnv { st, out, links, tlb, user_tag, loop_limit, exit, ret_ok } = e;
+    let mf = MemFlagsData::trusted();
+    // Everything is in `CpuState` now. Follow a link whose successor is the block at the new
+    // RIP (see `Link`), else return to the interpreter.
+    let rip = b.ins().load(types::I64, mf, st, cpu::offsets::RIP as i32);
+    let ic = b.ins().load(types::I64, mf, st, cpu::offsets::ICOUNT as i32);
+    let epoch = b.ins().load(types::I64, mf, out, offset_of!(Outcome, epoch) as i32);
+    let utag = b.ins().band_imm_s(user_tag, 3);
+    for k in 0..LINKS {
+        let at = |f: usize| (k * std::mem::size_of::<Link>() + f) as i32;
+        let check = b.create_block();
+        let other = if k + 1 < LINKS { b.create_block() } else { ret_ok };
+        let r = b.ins().load(types::I64, mf, links, at(offset_of!(Link, rip)));
+        let same = b.ins().icmp(IntCC::Equal, r, rip);
+        b.ins().brif(same, check, &[], other, &[]);
+        b.seal_block(check);
+        b.switch_to_block(check);
+        let e = b.ins().load(types::I64, mf, links, at(offset_of!(Link, epoch)));
+        let ok_epoch = b.ins().icmp(IntCC::Equal, e, epoch);
+        let c2 = b.create_block();
+        b.ins().brif(ok_epoch, c2, &[], ret_ok, &[]);
+        b.seal_block(c2);
+        b.switch_to_block(c2);
+        let off = b.ins().load(types::I64, mf, links, at(offset_of!(Link, tlb_off)));
+        let ent = b.ins().iadd(tlb, off);
+        let t = b.ins().load(types::I64, mf, ent, offset_of!(cpu::mem::TlbEntry, tag) as i32);
+        let page = b.ins().load(types::I64, mf, links, at(offset_of!(Link, page)));
+        let want = b.ins().bor(page, utag);
+        let ok_tag = b.ins().icmp(IntCC::Equal, t, want);
+        let c3 = b.create_block();
+        b.ins().brif(ok_tag, c3, &[], ret_ok, &[]);
+        b.seal_block(c3);
+        b.switch_to_block(c3);
+        let p = b.ins().load(types::I64, mf, ent, offset_of!(cpu::mem::TlbEntry, phys) as i32);
+        let wp = b.ins().load(types::I64, mf, links, at(offset_of!(Link, phys)));
+        let ok_phys = b.ins().icmp(IntCC::Equal, p, wp);
+        let c4 = b.create_block();
+        b.ins().brif(ok_phys, c4, &[], ret_ok, &[]);
+        b.seal_block(c4);
+        b.switch_to_block(c4);
+        // The interpreter's budget check, the one event check between blocks.
+        let n = b.ins().load(types::I64, mf, links, at(offset_of!(Link, len)));
+        let after = b.ins().iadd(ic, n);
+        let fits = b.ins().icmp(IntCC::UnsignedLessThanOrEqual, after, loop_limit);
+        let take = b.create_block();
+        b.ins().brif(fits, take, &[], ret_ok, &[]);
+        b.seal_block(take);
+        b.switch_to_block(take);
+        for (from, to) in [
+            (offset_of!(Link, code), offset_of!(Outcome, next_code)),
+            (offset_of!(Link, insns), offset_of!(Outcome, next_insns)),
+            (offset_of!(Link, links), offset_of!(Outcome, next_links)),
+            (offset_of!(Link, len), offset_of!(Outcome, next_len)),
+            (offset_of!(Link, chain), offset_of!(Outcome, next_chain)),
+        ] {
+            let v = b.ins().load(types::I64, mf, links, at(from));
+            b.ins().store(mf, v, out, to as i32);
+        }
+        let st_link = b.ins().iconst(types::I32, ST_LINK as i64);
+        b.ins().jump(exit, &[st_link.into()]);
+        if k + 1 < LINKS {
+            b.seal_block(other);
+            b.switch_to_block(other);
+        }
     }
 }
 
@@ -696,7 +748,7 @@ impl BlockBackend for Jit {
     fn describe(&self) -> String {
         let s = &self.stats;
         format!(
-            "jit: {} blocks translated ({} declined) in {:.2} s, {} KiB of code ({} KiB mapped now); {} instructions inlined, {} calls; {} links made, {} unlink epochs",
+            "jit: {} blocks translated ({} declined) in {:.2} s, {} KiB of code ({} KiB mapped now); {} instructions inlined, {} calls; {} links made, {} unlink epochs; {}",
             s.compiled,
             s.declined,
             s.compile_ns as f64 / 1e9,
@@ -705,7 +757,8 @@ impl BlockBackend for Jit {
             s.inlined,
             s.called,
             self.links_made.get(),
-            self.epoch.get() - 1
+            self.epoch.get() - 1,
+            self.region_summary()
         )
     }
 }
@@ -761,6 +814,7 @@ impl Jit {
             epoch: self.epoch.clone(),
             links_made: self.links_made.clone(),
             inline_retired: self.inline_retired.clone(),
+            region: region::Slot::new(self.regions.clone()),
         })
     }
 }
@@ -790,6 +844,8 @@ struct JitBlock {
     links_made: Rc<Cell<u64>>,
     /// `Jit::inline_retired`, which `run` adds to.
     inline_retired: Rc<Cell<u64>>,
+    /// Its region, once the block heads a hot cycle of links (`region.rs`).
+    region: region::Slot,
 }
 
 impl JitBlock {
@@ -826,13 +882,33 @@ impl JitBlock {
         l.tlb_off
             .set((offset_of!(cpu::mem::Tlb, exec) + idx * std::mem::size_of::<cpu::mem::TlbEntry>()) as u64);
         l.phys.set(e.phys);
-        l.code.set(self.code.as_ptr() as usize);
-        l.insns.set(insns.as_ptr() as usize);
-        l.links.set(self.links.as_ptr() as usize);
+        // The block's region when it has one (its code runs the block first).
+        let (code, ins, links) = self.entry(insns);
+        l.code.set(code);
+        l.insns.set(ins);
+        l.links.set(links);
         l.len.set(self.len as u64);
         l.chain.set(cpu::interp::chains(&insns[insns.len() - 1]) as u64);
         l.epoch.set(epoch);
         self.links_made.set(self.links_made.get() + 1);
+    }
+}
+
+impl JitBlock {
+    /// Whether regions wait to be sent to the compile thread or placed (`Backend` polls then).
+    pub(crate) fn region_work(&self) -> bool {
+        self.region.shared.busy()
+    }
+
+    /// The code, instructions and link slots a run of this block starts with: its region's when
+    /// it has one, else its own.
+    fn entry(&self, insns: &[Insn]) -> (usize, usize, usize) {
+        match &*self.region.state.borrow() {
+            region::State::Ready(r) => {
+                (r.code.as_ptr() as usize, r.insns.as_ptr() as usize, r.links.as_ptr() as usize)
+            }
+            _ => (self.code.as_ptr() as usize, insns.as_ptr() as usize, self.links.as_ptr() as usize),
+        }
     }
 }
 
@@ -853,11 +929,20 @@ impl CompiledBlock for JitBlock {
             Outcome { loop_limit, epoch: self.epoch.get(), helpers: helper_table(), ..Outcome::default() };
         let icount0 = ctx.st.icount;
         let mut f: BlockFn;
-        // SAFETY: the code was generated by `Jit::build` with the `BlockFn` signature, and stays
-        // mapped executable while `self.code` lives.
-        f = unsafe { std::mem::transmute::<*const u8, BlockFn>(self.code.as_ptr()) };
-        let (mut ins, mut links) = (insns.as_ptr(), self.links.as_ptr());
+        let (code, ins, links) = self.entry(insns);
+        // SAFETY: the code was generated by `Jit::build` or `region::build` with the `BlockFn`
+        // signature, and stays mapped executable while `self.code` (or the region, which only
+        // this function replaces, after the loop) lives.
+        f = unsafe { std::mem::transmute::<usize, BlockFn>(code) };
+        let (mut ins, mut links) = (ins as *const Insn, links as *const Link);
         let mut last = None;
+        // Cycles of links back to this block (region selection, `region.rs`): the blocks run since
+        // it last ran (`path[0]` is this one; `pn == usize::MAX`: not recording).
+        let mut collecting = self.region.collecting();
+        let me = self.code.as_ptr() as usize;
+        let mut path = [(0usize, 0usize); region::MAX_MEMBERS];
+        let mut pn = if collecting { 1 } else { usize::MAX };
+        let mut recorded = 0u32;
         let status = loop {
             // SAFETY: `f` is the code of a block of `n` instructions at `ins` with its slots at
             // `links` (this block's, or those a `Link` named: a live block's, checked by the epoch
@@ -867,6 +952,30 @@ impl CompiledBlock for JitBlock {
             let status = unsafe { f(ctx as *mut Ctx<'_> as *mut c_void, ins, &mut out, links) };
             if status != ST_LINK {
                 break status;
+            }
+            out.last_insns = 0;
+            if collecting {
+                if out.next_code == me {
+                    if pn <= region::MAX_MEMBERS && recorded < region::RECORDS {
+                        // SAFETY: the blocks named were run in this chain: no block has been
+                        // dropped since.
+                        unsafe { self.region.record(ctx.st, insns, &path[1..pn]) };
+                        recorded += 1;
+                    }
+                    pn = if recorded < region::RECORDS { 1 } else { usize::MAX };
+                    if self.region.count(1) {
+                        // The region is placed: this block runs next, as its region (no code is
+                        // on the stack now). Links into it are remade in the next epoch.
+                        self.epoch.set(self.epoch.get() + 1);
+                        (out.next_code, out.next_insns, out.next_links) = self.entry(insns);
+                        collecting = false;
+                    }
+                } else if pn < region::MAX_MEMBERS {
+                    path[pn] = (out.next_insns, out.next_len as usize);
+                    pn += 1;
+                } else {
+                    pn = usize::MAX;
+                }
             }
             // SAFETY: as above: `next_code` is a live translation's `BlockFn`.
             f = unsafe { std::mem::transmute::<usize, BlockFn>(out.next_code) };
@@ -879,9 +988,19 @@ impl CompiledBlock for JitBlock {
                 chain: out.next_chain != 0,
             });
         };
+        if out.last_insns != 0 {
+            // A region ran last: the member it was in.
+            last = Some(LastBlock {
+                start_icount: out.last_start,
+                insns: out.last_insns as *const Insn,
+                len: out.last_len_chain as u32 as usize,
+                chain: out.last_len_chain >> 32 != 0,
+            });
+        }
         if let Some(p) = out.panic {
             resume_unwind(p);
         }
+
         let retired = ctx.st.icount.wrapping_sub(icount0);
         self.inline_retired.set(self.inline_retired.get() + retired.saturating_sub(out.called));
         debug_assert_eq!(status == ST_EXIT, out.fault.is_some());

@@ -31,6 +31,9 @@ pub(crate) struct Job {
     pub id: u64,
     /// A copy of the block's instructions.
     pub insns: Vec<Insn>,
+    /// For a region (`region.rs`): its members' lengths (`insns` holds them one after the
+    /// other); empty for a block.
+    pub members: Vec<usize>,
 }
 
 /// Why [`Worker::submit`] did not queue a job.
@@ -91,7 +94,14 @@ impl Worker {
                     let before = jit.stats();
                     let t0 = thread_cpu_ns();
                     // A Cranelift panic (a bug) costs the translation, not the thread or the guest.
-                    let code = catch_unwind(AssertUnwindSafe(|| jit.code_bytes(&job.insns))).unwrap_or(None);
+                    let code = catch_unwind(AssertUnwindSafe(|| {
+                        if job.members.is_empty() {
+                            jit.code_bytes(&job.insns)
+                        } else {
+                            jit.region_bytes(&job.insns, &job.members)
+                        }
+                    }))
+                    .unwrap_or(None);
                     let ns = thread_cpu_ns().saturating_sub(t0);
                     let after = jit.stats();
                     let d = Done {
