@@ -329,18 +329,16 @@ impl Core {
     fn submit_regions(&mut self) {
         for (head, insns, members) in crate::region::take_requests(&self.jit.regions) {
             let id = self.next_id;
+            // Regions are few (tens per boot): one that meets a full queue is compiled here
+            // rather than lost, so the queue keeps a copy of the job's instructions.
             let job = Job { id, insns, members };
-            let job = match &self.worker {
-                Some(w) => match w.submit(job) {
-                    Ok(()) => {
-                        self.next_id += 1;
-                        self.regions.insert(id, head);
-                        continue;
-                    }
-                    Err(job) => job,
-                },
-                None => job,
-            };
+            if let Some(w) = &self.worker {
+                if w.submit(Job { id, insns: job.insns.clone(), members: job.members.clone() }).is_ok() {
+                    self.next_id += 1;
+                    self.regions.insert(id, head);
+                    continue;
+                }
+            }
             let t0 = crate::worker::thread_cpu_ns();
             let code = self.jit.region_bytes(&job.insns, &job.members);
             let ns = crate::worker::thread_cpu_ns().saturating_sub(t0);
