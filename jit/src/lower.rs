@@ -176,6 +176,9 @@ impl Form {
 /// Whether (and as what) `insn` is lowered inline.
 pub(crate) fn inline_op(insn: &Insn) -> Option<Form> {
     let i = &insn.i;
+    if i.code().op_code().encoding() == EncodingKind::VEX {
+        return lower_sse::inline_vex(insn);
+    }
     if i.code().op_code().encoding() != EncodingKind::Legacy || i.has_lock_prefix() {
         return None;
     }

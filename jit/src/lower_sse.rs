@@ -61,6 +61,87 @@ pub(crate) enum Sse {
     Logic(Logic),
     /// Computed by [`sse_helper`]; `fp` when it runs on the host's FP unit (needs masked MXCSR).
     Helper { fp: bool },
+    /// VEX (64-bit code): VMOVDQU/VMOVDQA/VMOVUPS/VMOVAPS/VMOVUPD/VMOVAPD with an XMM (`false`) or
+    /// YMM (`true`) register.
+    VMov(bool),
+    /// VEX: an integer form of `sse_int::compute` lane by lane, VPMOVMSKB, or VZEROUPPER, computed
+    /// by [`sse_helper`].
+    VHelper,
+}
+
+impl Sse {
+    /// Whether it is a VEX form (whose guard is `avx::enter`'s).
+    fn vex(self) -> bool {
+        matches!(self, Sse::VMov(_) | Sse::VHelper)
+    }
+}
+
+/// Whether (and as what) `insn` is an inlined VEX form (the caller has seen a VEX encoding): the
+/// ones glibc's AVX2 string functions (`strlen`, `memcmp`, `memmove`...) execute.
+pub(crate) fn inline_vex(insn: &Insn) -> Option<Form> {
+    let i = &insn.i;
+    if i.code_size() != CodeSize::Code64
+        || i.has_lock_prefix()
+        || !cpu::exec::avx::is_avx_code(i.code())
+        || insn.handler as usize != cpu::exec::handler_for(i.code()) as usize
+    {
+        return None;
+    }
+    let vec = |r: Register| r.is_xmm() || r.is_ymm();
+    for n in 0..i.op_count() {
+        match i.op_kind(n) {
+            OpKind::Register if vec(i.op_register(n)) || cpu::regs::gpr(i.op_register(n)).is_some() => {}
+            OpKind::Memory if lea_regs_ok(insn) && matches!(i.memory_size().size(), 16 | 32) => {}
+            OpKind::Immediate8 => {}
+            _ => return None,
+        }
+    }
+    let mem = (0..i.op_count()).find(|&n| i.op_kind(n) == OpKind::Memory);
+    let form = |op: Sse| {
+        let mem = match mem {
+            None => Mem::Guard,
+            Some(0) => Mem::Dst,
+            Some(_) => Mem::Src,
+        };
+        Some(Form { op: Op::Sse(op), mem })
+    };
+    let m = i.mnemonic();
+    let op = i.code().op_code();
+    use iced_x86::OpCodeOperandKind as K;
+    match m {
+        M::Vzeroupper => form(Sse::VHelper),
+        M::Vmovdqu | M::Vmovdqa | M::Vmovups | M::Vmovaps | M::Vmovupd | M::Vmovapd if i.op_count() == 2 => {
+            let r = if mem == Some(0) { i.op1_register() } else { i.op0_register() };
+            form(Sse::VMov(r.is_ymm()))
+        }
+        M::Vpmovmskb if cpu::regs::gpr(i.op0_register()).is_some() => form(Sse::VHelper),
+        _ if mem == Some(0) || m as u32 > C_MNEMONIC => None,
+        _ => {
+            let l = cpu::exec::avx::legacy(m);
+            // `avx::int_op`'s forms with a vector destination and three vector operands (or two:
+            // the destination's old value is the first source), no is4 operand, no second source
+            // narrower than the destination, and no immediate shift (whose destination is VEX.vvvv).
+            let three = i.op_count() == 3 && i.op2_kind() != OpKind::Immediate8;
+            let narrow = i.op0_register().is_ymm()
+                && (0..i.op_count()).any(|n| {
+                    (i.op_kind(n) == OpKind::Register && i.op_register(n).is_xmm())
+                        || (i.op_kind(n) == OpKind::Memory && i.memory_size().size() != 32)
+                });
+            if !cpu::exec::sse_int::handles(l)
+                || l == m
+                || matches!(l, M::Insertps)
+                || i.op_count() > 3
+                || (i.op_count() == 3 && !three && i.op2_kind() != OpKind::Immediate8)
+                || !vec(i.op0_register())
+                || matches!(op.op_kind(0), K::xmm_vvvv | K::ymm_vvvv)
+                || narrow
+                || (1..i.op_count()).any(|n| i.op_kind(n) == OpKind::Register && !vec(i.op_register(n)))
+            {
+                return None;
+            }
+            form(Sse::VHelper)
+        }
+    }
 }
 
 /// Two-half shuffles: which half of destination and source make the low and high results.
@@ -194,13 +275,27 @@ pub(crate) fn inline_sse(insn: &Insn) -> Option<Form> {
 /// Whether a 16-byte memory operand of `insn` must be 16-byte aligned (`sse::needs_align` for the
 /// inlined forms).
 fn needs_align(insn: &Insn) -> bool {
+    if insn.i.code().op_code().encoding() == iced_x86::EncodingKind::VEX {
+        // `avx::needs_align` for the inlined VEX forms: the aligned moves, to their size.
+        return matches!(insn.i.mnemonic(), M::Vmovdqa | M::Vmovaps | M::Vmovapd);
+    }
     insn.i.memory_size().size() == 16
         && !matches!(insn.i.mnemonic(), M::Movups | M::Movupd | M::Movdqu | M::Lddqu)
 }
 
+/// Offset of bits 255:128 of YMM register `k` in `CpuState`.
+fn ymm_hi_off(k: usize) -> i32 {
+    (offset_of!(CpuState, vec) + offset_of!(cpu::state::VecState, ymm_hi) + 16 * k) as i32
+}
+
+/// Offset of bits 511:256 of ZMM register `k` in `CpuState`.
+fn zmm_hi_off(k: usize) -> i32 {
+    (offset_of!(CpuState, vec) + offset_of!(cpu::state::VecState, zmm_hi256) + 32 * k) as i32
+}
+
 /// Offset of the low quadword of XMM register `r` in `CpuState`.
 fn xmm_off(r: Register) -> i32 {
-    let k = cpu::exec::sse::xmm_index(r);
+    let k = cpu::exec::avx::vindex(r);
     (offset_of!(CpuState, fpu) + offset_of!(cpu::state::FpuState, xmm) + 16 * k) as i32
 }
 
@@ -219,8 +314,10 @@ const K_XMM: u32 = 0;
 const K_MEM: u32 = 1;
 const K_GPR: u32 = 2;
 const K_IMM: u32 = 3;
-/// Bit 22: a 64-bit general register (CVT*2SI destination, CVTSI2S* source).
+/// Bit 22: a 64-bit general register (CVT*2SI destination, CVTSI2S* source); for VEX, 256 bits.
 const C_WIDE: u32 = 1 << 22;
+/// Bit 23: a VEX form (`g` is the first source's register, `mem` holds up to 32 bytes).
+const C_VEX: u32 = 1 << 23;
 /// Bits 24-31: the imm8.
 const C_IMM: u32 = 24;
 
@@ -239,6 +336,9 @@ pub(crate) extern "C" fn sse_helper(st: *const CpuState, mem: u64, g: u64, size:
     let d = ((code >> C_DST) & 15) as usize;
     let imm = (code >> C_IMM) as u8;
     let wide = code & C_WIDE != 0;
+    if code & C_VEX != 0 {
+        return vex_helper(st, m, code, mem, g, size);
+    }
     let b: u128 = match (code >> C_KIND) & 3 {
         K_XMM => st.fpu.xmm[((code >> C_SRC) & 15) as usize],
         K_MEM => {
@@ -324,10 +424,67 @@ pub(crate) extern "C" fn sse_helper(st: *const CpuState, mem: u64, g: u64, size:
     out
 }
 
+/// The VEX forms of [`sse_helper`] (`avx::vzero`, `avx::movmsk`, `avx::int_op` with the VEX write
+/// rule of `avx::write_reg`).
+fn vex_helper(st: &mut CpuState, m: M, code: u32, mem: u64, g: u64, size: u64) -> u64 {
+    let d = ((code >> C_DST) & 15) as usize;
+    let imm = (code >> C_IMM) as u8;
+    let wide = code & C_WIDE != 0;
+    let reg = |st: &CpuState, k: usize| [st.fpu.xmm[k & 15], if wide { st.vec.ymm_hi[k & 15] } else { 0 }];
+    let b = match (code >> C_KIND) & 3 {
+        K_XMM => reg(st, ((code >> C_SRC) & 15) as usize),
+        K_MEM => {
+            let mut x = [0u8; 32];
+            let n = (size as usize).min(32);
+            // SAFETY: as in `sse_helper`: the probe's host address of `size` bytes in one page.
+            unsafe { std::ptr::copy_nonoverlapping(mem as *const u8, x.as_mut_ptr(), n) };
+            let (lo, hi) = x.split_at(16);
+            [
+                u128::from_le_bytes(lo.try_into().unwrap_or([0; 16])),
+                u128::from_le_bytes(hi.try_into().unwrap_or([0; 16])),
+            ]
+        }
+        _ => [imm as u128, 0],
+    };
+    match m {
+        M::Vzeroupper => {
+            for k in 0..16 {
+                st.vec.clear_above_128(k);
+            }
+            0
+        }
+        M::Vpmovmskb => {
+            let n = if wide { 32 } else { 16 };
+            (0..n).fold(0u64, |r, k| r | ((((b[k / 16] >> ((k % 16) * 8 + 7)) & 1) as u64) << k))
+        }
+        _ => {
+            // `g` names the first source; with two vector operands it is the destination.
+            let a = reg(st, g as usize);
+            let mut r = [0u128; 2];
+            for l in 0..if wide { 2 } else { 1 } {
+                let im = if l == 1 { cpu::exec::avx::upper_imm(m, imm) } else { imm };
+                let Some(v) = cpu::exec::sse_int::compute(m, a[l], b[l], im, 0, 16) else { return 0 };
+                r[l] = v;
+            }
+            st.fpu.xmm[d] = r[0];
+            if wide {
+                st.vec.ymm_hi[d] = r[1];
+                st.vec.clear_above_256(d);
+            } else {
+                st.vec.clear_above_128(d);
+            }
+            0
+        }
+    }
+}
+
 impl Lower<'_, '_> {
     /// The checks before an SSE form's fast path (see the module documentation): CR0.EM/TS clear,
     /// CR4.OSFXSR set, and for FP forms every MXCSR exception masked; else `slow`.
     pub(crate) fn sse_guard(&mut self, op: Sse, slow: Block) {
+        if op.vex() {
+            return self.vex_guard(slow);
+        }
         let c0 = self.b.ins().load(I64, MF, self.st, offset_of!(CpuState, cr0) as i32);
         let c4 = self.b.ins().load(I64, MF, self.st, offset_of!(CpuState, cr4) as i32);
         // bad = (cr0 & (EM | TS)) | (!cr4 & OSFXSR) [| (!mxcsr & MASKS)]: zero when the fast path runs.
@@ -345,11 +502,29 @@ impl Lower<'_, '_> {
         self.or_slow(ok, slow);
     }
 
+    /// `avx::enter`'s checks (64-bit code: CR4.OSXSAVE set, XCR0 enabling SSE and AVX state,
+    /// CR0.TS clear), else `slow`.
+    fn vex_guard(&mut self, slow: Block) {
+        let c0 = self.b.ins().load(I64, MF, self.st, offset_of!(CpuState, cr0) as i32);
+        let c4 = self.b.ins().load(I64, MF, self.st, offset_of!(CpuState, cr4) as i32);
+        let x0 = self.b.ins().load(I64, MF, self.st, offset_of!(CpuState, xcr0) as i32);
+        let bad0 = self.b.ins().band_imm_s(c0, cr0::TS as i64);
+        let nc4 = self.b.ins().bnot(c4);
+        let bad4 = self.b.ins().band_imm_s(nc4, cr4::OSXSAVE as i64);
+        let nx0 = self.b.ins().bnot(x0);
+        let badx = self.b.ins().band_imm_s(nx0, 0b110);
+        let bad = self.b.ins().bor(bad0, bad4);
+        let bad = self.b.ins().bor(bad, badx);
+        let ok = self.b.ins().icmp_imm_s(IntCC::Equal, bad, 0);
+        self.or_slow(ok, slow);
+    }
+
     /// A 16-byte access of an aligned form at linear `lin` must be 16-byte aligned, else `slow`
     /// (where the handler raises the #GP).
     pub(crate) fn sse_align(&mut self, insn: &Insn, lin: Value, slow: Block) {
         if needs_align(insn) {
-            let low = self.b.ins().band_imm_s(lin, 15);
+            let size = insn.i.memory_size().size() as i64;
+            let low = self.b.ins().band_imm_s(lin, size - 1);
             let ok = self.b.ins().icmp_imm_s(IntCC::Equal, low, 0);
             self.or_slow(ok, slow);
         }
@@ -507,6 +682,101 @@ impl Lower<'_, '_> {
                 self.set_xmm_hi(d, r[1]);
             }
             Sse::Helper { .. } => self.emit_sse_helper(insn, host),
+            Sse::VMov(wide) => {
+                if mem == Mem::Dst {
+                    let s = i.op1_register();
+                    let k = cpu::exec::avx::vindex(s);
+                    let (lo, hi) = (self.xmm_lo(s), self.xmm_hi(s));
+                    self.b.ins().store(HOST, lo, host, 0);
+                    self.b.ins().store(HOST, hi, host, 8);
+                    if wide {
+                        for h in 0..2 {
+                            let v = self.b.ins().load(I64, MF, self.st, ymm_hi_off(k) + 8 * h);
+                            self.b.ins().store(HOST, v, host, 16 + 8 * h);
+                        }
+                    }
+                } else {
+                    // Every source quadword first (the source may be the destination).
+                    let src: Vec<Value> = (0..if wide { 4 } else { 2 })
+                        .map(|q: i32| {
+                            if i.op1_kind() == OpKind::Memory {
+                                self.b.ins().load(I64, HOST, host, 8 * q)
+                            } else {
+                                let s = i.op1_register();
+                                let at = if q < 2 {
+                                    xmm_off(s) + 8 * q
+                                } else {
+                                    ymm_hi_off(cpu::exec::avx::vindex(s)) + 8 * (q - 2)
+                                };
+                                self.b.ins().load(I64, MF, self.st, at)
+                            }
+                        })
+                        .collect();
+                    let k = cpu::exec::avx::vindex(d);
+                    let zero = self.b.ins().iconst(I64, 0);
+                    self.set_xmm_lo(d, src[0]);
+                    self.set_xmm_hi(d, src[1]);
+                    // `avx::write_reg`: bits 255:128 from a YMM source or zeroed, 511:256 zeroed.
+                    for h in 0..2 {
+                        let v = if wide { src[2 + h] } else { zero };
+                        self.b.ins().store(MF, v, self.st, ymm_hi_off(k) + 8 * h as i32);
+                    }
+                    for q in 0..4 {
+                        self.b.ins().store(MF, zero, self.st, zmm_hi_off(k) + 8 * q);
+                    }
+                }
+            }
+            Sse::VHelper => self.emit_vex_helper(insn, host),
+        }
+    }
+
+    /// A VEX form computed by [`sse_helper`].
+    fn emit_vex_helper(&mut self, insn: &Insn, host: Value) {
+        let i = &insn.i;
+        let m = i.mnemonic();
+        let mut code = C_VEX | (cpu::exec::avx::imm8(insn) as u32) << C_IMM;
+        let zero = self.b.ins().iconst(I64, 0);
+        let (mut mem, mut g, mut size) = (zero, zero, zero);
+        let vec = |r: Register| r.is_xmm() || r.is_ymm();
+        match m {
+            M::Vzeroupper => code |= m as u32,
+            M::Vpmovmskb => {
+                let s = i.op1_register();
+                code |= m as u32 | K_XMM << C_KIND | (cpu::exec::avx::vindex(s) as u32) << C_SRC;
+                if s.is_ymm() {
+                    code |= C_WIDE;
+                }
+            }
+            _ => {
+                code |= cpu::exec::avx::legacy(m) as u32;
+                let d = i.op0_register();
+                code |= (cpu::exec::avx::vindex(d) as u32) << C_DST;
+                if d.is_ymm() {
+                    code |= C_WIDE;
+                }
+                // Three vector operands: sources 1 and 2; two: the destination and operand 1.
+                let three = i.op_count() == 3 && i.op2_kind() != OpKind::Immediate8;
+                let (first, second) = if three { (i.op1_register(), 2) } else { (d, 1) };
+                g = self.b.ins().iconst(I64, cpu::exec::avx::vindex(first) as i64);
+                if i.op_kind(second) == OpKind::Memory {
+                    code |= K_MEM << C_KIND;
+                    mem = host;
+                    size = self.b.ins().iconst(I64, i.memory_size().size() as i64);
+                } else if vec(i.op_register(second)) {
+                    code |= K_XMM << C_KIND | (cpu::exec::avx::vindex(i.op_register(second)) as u32) << C_SRC;
+                } else {
+                    code |= K_IMM << C_KIND;
+                }
+            }
+        }
+        let f = self.b.ins().load(I64, MF, self.out, crate::helper_offset(crate::HELPER_SSE));
+        let c = self.b.ins().iconst(I32, code as i64);
+        let call = self.b.ins().call_indirect(self.helper_sig, f, &[self.st, mem, g, size, c]);
+        let r = self.b.inst_results(call)[0];
+        if m == M::Vpmovmskb {
+            let g = Self::gpr_op(insn, 0);
+            let r = if g.size == 4 { self.trunc(r, 4) } else { r };
+            self.write(g, r);
         }
     }
 

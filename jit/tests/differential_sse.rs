@@ -297,6 +297,7 @@ struct Setup {
     mxcsr: u32,
     cr0: u64,
     cr4: u64,
+    xcr0: u64,
     seed: u64,
 }
 
@@ -313,6 +314,7 @@ fn run(it: &mut Interpreter, code: &[u8], s: &Setup, until: u64) -> (cpu::CpuSta
     st.fpu.mxcsr = s.mxcsr;
     st.cr0 |= s.cr0;
     st.cr4 |= s.cr4;
+    st.xcr0 = s.xcr0;
     let mut x = Rng(s.seed | 1);
     for a in DATA - 0x1000..DATA + 0x3000 {
         bus.ram[a as usize] = x.byte();
@@ -413,7 +415,13 @@ fn random_setup(r: &mut Rng) -> Setup {
         3 => c4 &= !cr4::OSXMMEXCPT,
         _ => {}
     }
-    Setup { gpr, xmm, ymm_hi, mxcsr, cr0: c0, cr4: c4, seed: r.next() }
+    // AVX state enabled (CR4.OSXSAVE, XCR0 = x87 | SSE | AVX), except now and then.
+    let (xcr0, c4) = match r.below(16) {
+        0 => (3, c4 | cr4::OSXSAVE),
+        1 => (7, c4),
+        _ => (7, c4 | cr4::OSXSAVE),
+    };
+    Setup { gpr, xmm, ymm_hi, mxcsr, cr0: c0, cr4: c4, xcr0, seed: r.next() }
 }
 
 #[test]
@@ -483,6 +491,127 @@ fn jit_matches_interpreter_on_sse_forms() {
         "Cvtsd2si",
         "Cmppd",
         "Cmpsd",
+    ] {
+        assert!(seen.contains(m), "the generator never produced {m}");
+    }
+}
+
+/// VEX forms (C5 prefix): (pp, opcode, operands) with `Kind::Xx` = xmm/ymm, vvvv, r/m; `Kind::Xxi`
+/// = 2 operands and an imm8; `Kind::Mx` = a store; `Kind::Rx` = r32, ymm (VPMOVMSKB);
+/// `Kind::XmOnly` = a 2-operand load/move.
+const VEX_FORMS: &[(u8, u8, Kind)] = {
+    use Kind::*;
+    &[
+        (1, 0x74, Xx),
+        (1, 0x75, Xx),
+        (1, 0x76, Xx),
+        (1, 0xda, Xx),
+        (1, 0xeb, Xx),
+        (1, 0xdb, Xx),
+        (1, 0xdf, Xx),
+        (1, 0xef, Xx),
+        (1, 0xfc, Xx),
+        (1, 0xf8, Xx),
+        (1, 0xfe, Xx),
+        (1, 0x60, Xx),
+        (1, 0x70, Xxi),
+        (1, 0xd7, RxOnly),
+        (2, 0x6f, XmOnly),
+        (2, 0x7f, Mx),
+        (1, 0x6f, XmOnly),
+        (1, 0x7f, Mx),
+        (0, 0x10, XmOnly),
+        (0, 0x11, Mx),
+        (0, 0x28, XmOnly),
+        (0, 0x29, Mx),
+        (0, 0x77, Gx),
+    ]
+};
+
+/// One VEX instruction of `VEX_FORMS` (or, now and then, a VPTEST, which keeps its handler).
+fn gen_vex(r: &mut Rng) -> Vec<u8> {
+    let (pp, op, kind) = VEX_FORMS[r.below(VEX_FORMS.len() as u64) as usize];
+    if kind == Kind::Gx {
+        // VZEROUPPER.
+        return vec![0xc5, 0xf8, 0x77];
+    }
+    if r.below(12) == 0 {
+        // VPTEST ymm/xmm, ymm/xmm (C4 E2 7D/79 17 /r).
+        return vec![0xc4, 0xe2, 0x79 | (r.byte() & 4), 0x17, 0xc0 | (r.byte() & 0x3f)];
+    }
+    let use_mem = match kind {
+        Kind::RxOnly => false,
+        Kind::Mx => r.below(3) != 0,
+        _ => r.below(2) == 0,
+    };
+    // vvvv: a register for the three-operand forms, 1111 (unused) for the others.
+    let vvvv = if kind == Kind::Xx { r.below(16) as u8 } else { 0 };
+    let nr = if r.below(2) == 0 { 0x80 } else { 0 };
+    let l = (r.byte() & 1) << 2;
+    let mut v = vec![0xc5, nr | ((!vvvv & 15) << 3) | l | pp, op];
+    let reg = r.byte() & 7;
+    if use_mem {
+        mem_modrm(r, reg, &mut v);
+    } else {
+        v.push(0xc0 | (reg << 3) | (r.byte() & 7));
+    }
+    if kind == Kind::Xxi {
+        v.push(r.byte());
+    }
+    if r.below(10) == 0 {
+        v.insert(0, [0x64, 0x65][r.below(2) as usize]);
+    }
+    v
+}
+
+#[test]
+fn jit_matches_interpreter_on_vex_forms() {
+    let cases: u64 =
+        std::env::var("FERRITE_JIT_DIFF_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(3000);
+    let mut r = Rng(0x7e40_0f1e_2026_1207);
+    let (mut interp, mut jit) = engines();
+    let mut seen = std::collections::BTreeSet::new();
+    for case in 0..cases {
+        let n = 1 + r.below(24) as usize;
+        let mut code = Vec::new();
+        let mut k = 0;
+        while k < n {
+            let v = match r.below(6) {
+                0 => gen_filler(&mut r),
+                1 => gen_sse(&mut r),
+                _ => gen_vex(&mut r),
+            };
+            let mut d = Decoder::with_ip(64, &v, 0, DecoderOptions::NONE);
+            let i = d.decode();
+            if i.is_invalid() || i.len() != v.len() {
+                continue;
+            }
+            code.extend(v);
+            k += 1;
+        }
+        code.push(0xf4);
+        let s = random_setup(&mut r);
+        compare(&mut interp, &mut jit, &code, &s, 1_000, &format!("vex case {case}"));
+        let mut d = Decoder::with_ip(64, &code, 0, DecoderOptions::NONE);
+        for i in d.iter() {
+            seen.insert(format!("{:?}", i.mnemonic()));
+        }
+    }
+    assert!(jit.inline_retired() > cases, "only {} instructions retired inline", jit.inline_retired());
+    for m in [
+        "Vpcmpeqb",
+        "Vpminub",
+        "Vpor",
+        "Vpand",
+        "Vpxor",
+        "Vpaddb",
+        "Vpshufd",
+        "Vpmovmskb",
+        "Vmovdqu",
+        "Vmovdqa",
+        "Vmovups",
+        "Vmovaps",
+        "Vzeroupper",
     ] {
         assert!(seen.contains(m), "the generator never produced {m}");
     }
