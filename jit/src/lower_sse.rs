@@ -404,7 +404,21 @@ pub(crate) extern "C" fn sse_helper(st: *const CpuState, mem: u64, g: u64, size:
             return out;
         }
         _ => {
-            if let Some((f, _)) = sse_fp::op_of(m) {
+            if let Some((r, m0, m1)) = direct::run(m, a, b) {
+                let flags = cpu::exec::sse::MXCSR_FLAGS;
+                if m0 & !flags == hmx && m0 & flags & !st.fpu.mxcsr == 0 {
+                    // The host ran it under the guest's image (see `direct`).
+                    (r, m1)
+                } else {
+                    let (f, _) = sse_fp::op_of(m).unwrap_or((host::addpd, sse_fp::Shape::None));
+                    let r = f(a, b, imm, hmx);
+                    if m0 & !flags == hmx {
+                        // Clear the host's sticky flags, so that the next run can go direct.
+                        direct::clear_flags();
+                    }
+                    r
+                }
+            } else if let Some((f, _)) = sse_fp::op_of(m) {
                 // `sse_fp::fp_op`'s immediate for the host run.
                 let himm = match m {
                     M::Cmpps | M::Cmppd | M::Cmpss | M::Cmpsd => imm & 7,
@@ -474,6 +488,91 @@ fn vex_helper(st: &mut CpuState, m: M, code: u32, mem: u64, g: u64, size: u64) -
                 st.vec.clear_above_128(d);
             }
             0
+        }
+    }
+}
+
+/// The FP arithmetic forms run on the host without loading MXCSR. `sse_fp::host` loads the
+/// guest's MXCSR image (RC, DAZ, FTZ, every exception masked, no flags) around each instruction and
+/// restores the host's after it: two LDMXCSR, which cost most of an ADDPD's or MULPD's time in the
+/// guest CPU benchmark's matmul (`perf`, docs/PERF.md). The host's own MXCSR is usually that very
+/// image (0x1f80: Rust never changes the rounding or the masks), with sticky flags of its own. So
+/// [`run`] executes the same host instruction as `sse_fp::host` between two STMXCSR, and
+/// `sse_helper` keeps its result when the host's MXCSR before it had the guest's control bits and
+/// no sticky flag that the guest's MXCSR lacks: then each flag the guest does not have yet is set
+/// after the run exactly when the instruction raised it, and the flags the guest has stay set
+/// whatever it raised. Otherwise the result is dropped and `sse_fp::host` runs it; the host's
+/// sticky flags are then cleared ([`clear_flags`]) so that the next run can go direct. Same
+/// instruction, same control bits, same inputs: the same result and flags (the differential test
+/// runs both paths against the interpreter).
+mod direct {
+    use core::arch::asm;
+    use core::arch::x86_64::__m128i;
+    use iced_x86::Mnemonic as M;
+
+    fn v(x: u128) -> __m128i {
+        // SAFETY: `__m128i` and `u128` are both 16-byte plain-data types; every bit pattern is valid.
+        unsafe { core::mem::transmute::<u128, __m128i>(x) }
+    }
+
+    fn u(x: __m128i) -> u128 {
+        // SAFETY: as in `v`.
+        unsafe { core::mem::transmute::<__m128i, u128>(x) }
+    }
+
+    macro_rules! direct {
+        ($($m:ident = $ins:literal;)*) => {
+            /// Runs the host instruction of `m` on (a, b) under the host's MXCSR as it is: (result,
+            /// MXCSR before, MXCSR after), or `None` for a mnemonic not listed here.
+            pub(super) fn run(m: M, a: u128, b: u128) -> Option<(u128, u32, u32)> {
+                let mut x = v(a);
+                let y = v(b);
+                let (mut m0, mut m1) = (0u32, 0u32);
+                match m {
+                    $(M::$m => {
+                        // SAFETY: stores MXCSR to two live locals around one SSE register-register
+                        // instruction, which cannot trap (the caller keeps its result only when
+                        // every exception was masked); no stack, flags or other state is touched.
+                        unsafe {
+                            asm!(
+                                "stmxcsr [{a}]",
+                                concat!($ins, " {x}, {y}"),
+                                "stmxcsr [{b}]",
+                                x = inout(xmm_reg) x,
+                                y = in(xmm_reg) y,
+                                a = in(reg) &raw mut m0,
+                                b = in(reg) &raw mut m1,
+                                options(nostack, preserves_flags),
+                            );
+                        }
+                    })*
+                    _ => return None,
+                }
+                Some((u(x), m0, m1))
+            }
+        };
+    }
+
+    direct! {
+        Addpd = "addpd"; Addsd = "addsd"; Addps = "addps"; Addss = "addss";
+        Subpd = "subpd"; Subsd = "subsd"; Subps = "subps"; Subss = "subss";
+        Mulpd = "mulpd"; Mulsd = "mulsd"; Mulps = "mulps"; Mulss = "mulss";
+        Divpd = "divpd"; Divsd = "divsd"; Divps = "divps"; Divss = "divss";
+    }
+
+    /// Clears the host's MXCSR sticky flags (its control bits unchanged).
+    pub(super) fn clear_flags() {
+        let mut m = 0u32;
+        // SAFETY: reads and writes back the host MXCSR through a live local with only the six
+        // flag bits cleared; nothing else changes.
+        unsafe {
+            asm!(
+                "stmxcsr [{p}]",
+                "and dword ptr [{p}], -64",
+                "ldmxcsr [{p}]",
+                p = in(reg) &raw mut m,
+                options(nostack),
+            );
         }
     }
 }
