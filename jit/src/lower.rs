@@ -7,6 +7,7 @@
 //! `flags_add`/`flags_sub`/`szp`, `cpu::regs::write_gpr`, `cpu::exec::control::jcc`), and
 //! `tests/differential.rs` runs random sequences of every form here under both engines and requires
 //! identical states. More integer forms (ADC/SBB, XCHG, BT*, BSF/BSR, MUL/IMUL r) are in `lower_int.rs`.
+//! The SSE and VEX forms are in `lower_sse.rs`.
 
 use cpu::exec::shift::Op as ShiftOp;
 use cpu::exec::{Insn, Opnd, RegOp};
