@@ -829,10 +829,88 @@ impl Lower<'_, '_> {
         }
     }
 
+    /// The 128-bit lane `l` of vector register `r` (bits 255:128 for `l` = 1) as a Cranelift
+    /// vector, and its offset.
+    fn lane_off(r: Register, l: i32) -> i32 {
+        if l == 0 { xmm_off(r) } else { ymm_hi_off(cpu::exec::avx::vindex(r)) }
+    }
+
+    /// VPCMPEQB/W/D, VPMINUB, VPAND/VPANDN/VPOR/VPXOR with three vector operands and VPMOVMSKB in
+    /// Cranelift's SIMD IR (each one host instruction per 128-bit lane), restating
+    /// `sse_int::compute`'s arms, `avx::movmsk` and `avx::write_reg`'s VEX rule (covered by the
+    /// differential test); false for any other form, which [`sse_helper`] computes.
+    fn emit_vex_simd(&mut self, insn: &Insn, host: Value) -> bool {
+        use cranelift_codegen::ir::types::{I8X16, I16X8, I32X4};
+        let i = &insn.i;
+        let m = i.mnemonic();
+        if m == M::Vpmovmskb {
+            let s = i.op1_register();
+            let mut r = self.b.ins().iconst(I64, 0);
+            for l in 0..if s.is_ymm() { 2 } else { 1 } {
+                let v = self.b.ins().load(I8X16, MF, self.st, Self::lane_off(s, l));
+                let bits = self.b.ins().vhigh_bits(I64, v);
+                let bits = if l == 1 { self.b.ins().ishl_imm_s(bits, 16) } else { bits };
+                r = self.b.ins().bor(r, bits);
+            }
+            let g = Self::gpr_op(insn, 0);
+            self.write(g, r);
+            return true;
+        }
+        let l = cpu::exec::avx::legacy(m);
+        let ty = match l {
+            M::Pcmpeqb | M::Pminub | M::Pand | M::Pandn | M::Por | M::Pxor => I8X16,
+            M::Pcmpeqw => I16X8,
+            M::Pcmpeqd => I32X4,
+            _ => return false,
+        };
+        if i.op_count() != 3 || i.op_kind(1) != OpKind::Register {
+            return false;
+        }
+        let d = i.op0_register();
+        let a_reg = i.op1_register();
+        let wide = d.is_ymm();
+        let mut out = Vec::new();
+        for lane in 0..if wide { 2 } else { 1 } {
+            let a = self.b.ins().load(ty, MF, self.st, Self::lane_off(a_reg, lane));
+            let b = if i.op2_kind() == OpKind::Memory {
+                self.b.ins().load(ty, HOST, host, 16 * lane)
+            } else {
+                self.b.ins().load(ty, MF, self.st, Self::lane_off(i.op2_register(), lane))
+            };
+            let r = match l {
+                M::Pcmpeqb | M::Pcmpeqw | M::Pcmpeqd => self.b.ins().icmp(IntCC::Equal, a, b),
+                M::Pminub => self.b.ins().umin(a, b),
+                M::Pand => self.b.ins().band(a, b),
+                M::Pandn => self.b.ins().band_not(b, a),
+                M::Por => self.b.ins().bor(a, b),
+                _ => self.b.ins().bxor(a, b),
+            };
+            out.push(r);
+        }
+        // Both lanes computed before either is stored (the destination may be a source).
+        let k = cpu::exec::avx::vindex(d);
+        for (lane, r) in out.into_iter().enumerate() {
+            self.b.ins().store(MF, r, self.st, Self::lane_off(d, lane as i32));
+        }
+        let zero = self.b.ins().iconst(I64, 0);
+        if !wide {
+            for h in 0..2 {
+                self.b.ins().store(MF, zero, self.st, ymm_hi_off(k) + 8 * h);
+            }
+        }
+        for q in 0..4 {
+            self.b.ins().store(MF, zero, self.st, zmm_hi_off(k) + 8 * q);
+        }
+        true
+    }
+
     /// A VEX form computed by [`sse_helper`].
     fn emit_vex_helper(&mut self, insn: &Insn, host: Value) {
         let i = &insn.i;
         let m = i.mnemonic();
+        if self.emit_vex_simd(insn, host) {
+            return;
+        }
         let mut code = C_VEX | (cpu::exec::avx::imm8(insn) as u32) << C_IMM;
         let zero = self.b.ins().iconst(I64, 0);
         let (mut mem, mut g, mut size) = (zero, zero, zero);
