@@ -96,7 +96,7 @@ pub struct Outcome {
     /// The host functions generated code calls, indexed by the `HELPER_*` constants: code loads
     /// them from here instead of holding their addresses, so that it runs unchanged in another
     /// process (the persistent translation cache) whatever address the binary was loaded at.
-    helpers: [usize; 5],
+    helpers: [usize; 6],
     /// Written by a region's code at each member's entry (`region.rs`): the member's instructions
     /// (0: no region ran since the last link), its length | chain flag << 32, and the retired
     /// count at its start, which become `RunEnd::last`.
@@ -116,14 +116,18 @@ pub(crate) const HELPER_MUL_FLAGS: usize = 3;
 /// Index of `lower_int::cnt_flags` in `Outcome::helpers`.
 pub(crate) const HELPER_CNT_FLAGS: usize = 4;
 
+/// Index of `lower_sse::sse_helper` in `Outcome::helpers`.
+pub(crate) const HELPER_SSE: usize = 5;
+
 /// The table generated code finds in `Outcome::helpers`.
-fn helper_table() -> [usize; 5] {
+fn helper_table() -> [usize; 6] {
     [
         call_handler as *const () as usize,
         lower::shift_flags as lower::FlagsHelper as usize,
         lower::imul_flags as lower::FlagsHelper as usize,
         lower::mul_flags as lower::FlagsHelper as usize,
         lower::cnt_flags as lower::FlagsHelper as usize,
+        lower::sse_helper as lower::FlagsHelper as usize,
     ]
 }
 

@@ -7,6 +7,7 @@
 //! `flags_add`/`flags_sub`/`szp`, `cpu::regs::write_gpr`, `cpu::exec::control::jcc`), and
 //! `tests/differential.rs` runs random sequences of every form here under both engines and requires
 //! identical states. More integer forms (ADC/SBB, XCHG, BT*, BSF/BSR, MUL/IMUL r) are in `lower_int.rs`.
+//! The SSE and VEX forms are in `lower_sse.rs`.
 
 use cpu::exec::shift::Op as ShiftOp;
 use cpu::exec::{Insn, Opnd, RegOp};
@@ -24,6 +25,9 @@ use std::mem::offset_of;
 #[path = "lower_int.rs"]
 mod lower_int;
 pub(crate) use lower_int::{Ext, cnt_flags, mul_flags};
+#[path = "lower_sse.rs"]
+mod lower_sse;
+pub(crate) use lower_sse::sse_helper;
 
 /// What an inlined instruction does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,6 +72,8 @@ pub(crate) enum Op {
     Ext(Ext),
     /// JMP r64 in 64-bit code (ends the block; a non-canonical target runs the handler).
     JmpInd,
+    /// An SSE form of `lower_sse.rs` (64-bit code).
+    Sse(lower_sse::Sse),
 }
 
 /// The arithmetic flags `op` writes whatever the vendor (`CpuState::quirks`): the flags after it do
@@ -171,10 +177,16 @@ impl Form {
 /// Whether (and as what) `insn` is lowered inline.
 pub(crate) fn inline_op(insn: &Insn) -> Option<Form> {
     let i = &insn.i;
+    if i.code().op_code().encoding() == EncodingKind::VEX {
+        return lower_sse::inline_vex(insn);
+    }
     if i.code().op_code().encoding() != EncodingKind::Legacy || i.has_lock_prefix() {
         return None;
     }
     if let Some(f) = lower_int::inline_ext(insn) {
+        return Some(f);
+    }
+    if let Some(f) = lower_sse::inline_sse(insn) {
         return Some(f);
     }
     let reg = |n: usize| matches!(insn.op[n], Opnd::Reg(_));
@@ -851,12 +863,18 @@ impl Lower<'_, '_> {
         slow: Block,
         cache: Option<(Variable, Variable)>,
     ) -> Value {
+        if let Op::Sse(s) = form.op {
+            self.sse_guard(s, slow);
+        }
         if form.mem == Mem::Guard {
             // Nothing to probe: the form's own check branches to `slow`.
             return self.b.ins().iconst(I64, 0);
         }
         let size = Self::access_size(insn, form);
         let lin = self.lin(insn, form);
+        if let Op::Sse(_) = form.op {
+            self.sse_align(insn, lin, slow);
+        }
         let off = self.b.ins().band_imm_s(lin, 0xfff);
         let done = self.b.create_block();
         let base = self.b.append_block_param(done, I64);
@@ -997,6 +1015,9 @@ impl Lower<'_, '_> {
 
     /// Emits a memory form's operation once [`Self::probe`] succeeded (`host` addresses the access).
     pub(crate) fn emit_mem(&mut self, insn: &Insn, form: Form, host: Value, live: u64) {
+        if let Op::Sse(s) = form.op {
+            return self.emit_sse(insn, s, form.mem, host);
+        }
         let msize = Self::access_size(insn, form);
         match form.mem {
             Mem::Stack => {
