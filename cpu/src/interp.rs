@@ -760,7 +760,7 @@ fn cached_block<'a>(
     if bits == 64 && !crate::mem::is_canonical(lin) {
         return None;
     }
-    let e = &mmu.tlb.exec[((lin >> 12) as usize) % crate::mem::TLB_SIZE];
+    let e = &mmu.tlb.exec[crate::mem::tlb_index(lin)];
     if e.tag != crate::mem::tag_of(lin, st.cpl == 3) {
         return None;
     }

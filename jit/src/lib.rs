@@ -809,7 +809,7 @@ impl JitBlock {
         } else {
             st.sreg(cpu::state::Seg::Cs).base.wrapping_add(st.rip) & 0xffff_ffff
         };
-        let idx = ((lin >> 12) as usize) % cpu::mem::TLB_SIZE;
+        let idx = cpu::mem::tlb_index(lin);
         let e = &ctx.mmu.tlb.exec[idx];
         // The entry the interpreter's lookup just used to find this block (else no link).
         if e.tag != (lin & !0xfff) | 2 | (st.cpl == 3) as u64 {
