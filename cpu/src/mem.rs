@@ -15,6 +15,13 @@ use std::ptr::NonNull;
 /// evicted itself and the process's code on every page fault of a loop that touches fresh pages.
 pub const TLB_SIZE: usize = 1024;
 
+/// Entries in each TLB array: two ways of [`TLB_SIZE`] slots. Way 0 of slot `i` is entry `i`, way 1
+/// is entry `i + TLB_SIZE`. A fill goes to way 0 and moves what was there to way 1, so two hot pages
+/// that share a slot both stay (Linux's system call entry code and `do_syscall_64` did not, in one
+/// boot's layout, whatever the index function). The JIT's inline probe reads way 0 only; a hit in way 1
+/// costs a slow-path lookup, not a page walk. Entries never move on a hit, only on a fill.
+pub const TLB_ENTRIES: usize = 2 * TLB_SIZE;
+
 /// The shift that folds higher page-number bits into [`tlb_index`]: log2 of [`TLB_SIZE`].
 pub const TLB_FOLD: u32 = TLB_SIZE.trailing_zeros();
 
@@ -56,11 +63,11 @@ pub struct TlbEntry {
 #[repr(C)]
 pub struct Tlb {
     /// Read entries.
-    pub read: [TlbEntry; TLB_SIZE],
+    pub read: [TlbEntry; TLB_ENTRIES],
     /// Write entries (filled only by successful writes, so the dirty bit is already set).
-    pub write: [TlbEntry; TLB_SIZE],
+    pub write: [TlbEntry; TLB_ENTRIES],
     /// Fetch entries.
-    pub exec: [TlbEntry; TLB_SIZE],
+    pub exec: [TlbEntry; TLB_ENTRIES],
     /// How many supervisor read/write entries of user pages were filled under CR4.SMAP since the last
     /// drop (an upper bound: flushes of everything but global entries do not recount): 0 lets a CLAC
     /// skip the scan.
@@ -70,9 +77,9 @@ pub struct Tlb {
 impl Default for Tlb {
     fn default() -> Self {
         Tlb {
-            read: [TlbEntry::default(); TLB_SIZE],
-            write: [TlbEntry::default(); TLB_SIZE],
-            exec: [TlbEntry::default(); TLB_SIZE],
+            read: [TlbEntry::default(); TLB_ENTRIES],
+            write: [TlbEntry::default(); TLB_ENTRIES],
+            exec: [TlbEntry::default(); TLB_ENTRIES],
             smap_entries: 0,
         }
     }
@@ -118,8 +125,10 @@ impl Tlb {
         let idx = tlb_index(lin);
         let page = lin & !0xfff;
         for t in [&mut self.read, &mut self.write, &mut self.exec] {
-            if t[idx].tag & !3 == page {
-                t[idx].tag = 0;
+            for k in [idx, idx + TLB_SIZE] {
+                if t[k].tag & !3 == page {
+                    t[k].tag = 0;
+                }
             }
         }
     }
@@ -220,15 +229,22 @@ impl Ctx<'_> {
         let user = self.st.cpl == 3 && !implicit;
         let idx = tlb_index(lin);
         let tag = tag_of(lin, user);
-        let e = match kind {
-            AccessKind::Read => &self.mmu.tlb.read[idx],
-            AccessKind::Write => &self.mmu.tlb.write[idx],
-            AccessKind::Exec => &self.mmu.tlb.exec[idx],
+        let t = match kind {
+            AccessKind::Read => &self.mmu.tlb.read,
+            AccessKind::Write => &self.mmu.tlb.write,
+            AccessKind::Exec => &self.mmu.tlb.exec,
         };
         // An implicit supervisor access (descriptor tables, the TSS) has a supervisor access's rights
         // less SMAP's exception for RFLAGS.AC = 1 (SDM Vol. 3A 4.6.1): it may use a supervisor entry
         // unless that entry is of a user page and SMAP is on (then the walk decides, and faults).
-        if e.tag == tag && (!implicit || !e.user_page || self.st.cr4 & crate::state::cr4::SMAP == 0) {
+        let smap = self.st.cr4 & crate::state::cr4::SMAP != 0;
+        let usable = |e: &TlbEntry| !implicit || !e.user_page || !smap;
+        let e = &t[idx];
+        if e.tag == tag && usable(e) {
+            return Ok(*e);
+        }
+        let e = &t[idx + TLB_SIZE];
+        if e.tag == tag && usable(e) {
             return Ok(*e);
         }
         self.tlb_fill(lin, kind, user, implicit, size)
@@ -279,10 +295,19 @@ impl Ctx<'_> {
                 self.mmu.tlb.smap_entries = self.mmu.tlb.smap_entries.saturating_add(1);
             }
             let idx = tlb_index(lin);
-            match kind {
-                AccessKind::Read => self.mmu.tlb.read[idx] = e,
-                AccessKind::Write => self.mmu.tlb.write[idx] = e,
-                AccessKind::Exec => self.mmu.tlb.exec[idx] = e,
+            let t = match kind {
+                AccessKind::Read => &mut self.mmu.tlb.read,
+                AccessKind::Write => &mut self.mmu.tlb.write,
+                AccessKind::Exec => &mut self.mmu.tlb.exec,
+            };
+            // Way 0 takes the new entry and passes its old one to way 1 (a page never sits in both).
+            if t[idx + TLB_SIZE].tag == e.tag {
+                t[idx + TLB_SIZE] = e;
+            } else {
+                if t[idx].tag != e.tag {
+                    t[idx + TLB_SIZE] = t[idx];
+                }
+                t[idx] = e;
             }
         }
         Ok(e)
@@ -770,5 +795,31 @@ mod tests {
         for p in 0..(1u64 << 20) {
             assert_ne!(tlb_index(p << 12), tlb_index((p + 1) << 12), "page {p:#x}");
         }
+    }
+    /// Two pages that share a slot both stay cached: the second fill moves the first page's entry to
+    /// way 1, where a lookup finds it without a walk (the page tables no longer map it: the read
+    /// could only come from the TLB). A third page of the slot evicts the older of the two.
+    #[test]
+    fn two_pages_of_one_slot_both_stay() {
+        use super::{TLB_SIZE, tlb_index};
+        use crate::testutil::PD;
+        let mut m = crate::exec::string::testkit::Machine::new(crate::testutil::TestMode::Long64, &[0x90]);
+        let (a, b, c) = (KDATA, 0x40f000u64, 0x80e000u64);
+        assert_eq!(tlb_index(a), tlb_index(b));
+        assert_eq!(tlb_index(a), tlb_index(c));
+        m.poke(KDATA, &0x77u32.to_le_bytes());
+        assert_eq!(sup_read(&mut m, a, false), Ok(0x77));
+        assert!(sup_read(&mut m, b, false).is_ok());
+        let slot = tlb_index(a);
+        assert_eq!((m.mmu.tlb.read[slot].tag, m.mmu.tlb.read[slot + TLB_SIZE].tag), (b | 2, a | 2));
+        let pd0 = m.peek_le(PD, 8);
+        m.poke(PD, &0u64.to_le_bytes());
+        assert_eq!(sup_read(&mut m, a, false), Ok(0x77), "way 1 serves the first page");
+        assert_eq!(m.mmu.tlb.read[slot].tag, b | 2, "a hit moves nothing");
+        m.poke(PD, &pd0.to_le_bytes());
+        assert!(sup_read(&mut m, c, false).is_ok());
+        assert_eq!((m.mmu.tlb.read[slot].tag, m.mmu.tlb.read[slot + TLB_SIZE].tag), (c | 2, b | 2));
+        m.mmu.tlb.flush_page(b);
+        assert_eq!(m.mmu.tlb.read[slot + TLB_SIZE].tag, 0, "INVLPG finds the page in way 1");
     }
 }

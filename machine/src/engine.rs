@@ -8,7 +8,7 @@
 //! - [`crate::kvm::KvmEngine`]: hardware virtualization; time is host time (see [`crate::clock`]).
 
 use crate::board::Board;
-use cpu::mem::{TLB_SIZE, TlbEntry, tlb_index};
+use cpu::mem::{TLB_ENTRIES, TLB_SIZE, TlbEntry, tlb_index};
 use cpu::{CpuBus, CpuState, Exit, Interpreter};
 use std::ops::Range;
 use vmcore::{SnapshotError, SnapshotReader, SnapshotWriter};
@@ -155,9 +155,9 @@ impl Engine for InterpEngine {
         self.interp.flush_all();
         // Debug registers as the TLB was filled under them (a later sync would flush it).
         self.interp.mmu.debug.sync(cpu);
-        let mut tables = [[TlbEntry::default(); TLB_SIZE]; 3];
+        let mut tables = [[TlbEntry::default(); TLB_ENTRIES]; 3];
         for (n, table) in tables.iter_mut().enumerate() {
-            for _ in 0..TLB_SIZE {
+            for at in 0..TLB_ENTRIES {
                 let (tag, phys, global, host, user_page) =
                     (r.u64()?, r.u64()?, r.bool()?, r.bool()?, r.bool()?);
                 if tag == 0 {
@@ -168,10 +168,11 @@ impl Engine for InterpEngine {
                 } else {
                     0
                 };
-                // Each entry goes to the slot its page has (`tlb_index`), whatever slot it was read
-                // from: a file can only describe pages, and the JIT's inline probe relies on a page
-                // never sitting in another page's slot.
-                table[tlb_index(tag)] = TlbEntry { tag, host, phys, global, user_page };
+                // Each entry goes to the slot its page has (`tlb_index`), in the way it was read
+                // from, whatever slot that was: a file can only describe pages, and the JIT's inline
+                // probe relies on a page never sitting in another page's slot.
+                let way = at / TLB_SIZE * TLB_SIZE;
+                table[way + tlb_index(tag)] = TlbEntry { tag, host, phys, global, user_page };
             }
         }
         let n = r.u64()?;
@@ -187,7 +188,7 @@ impl Engine for InterpEngine {
         tlb.read = read;
         tlb.write = write;
         tlb.exec = exec;
-        let smap = |t: &[TlbEntry; TLB_SIZE]| t.iter().filter(|e| e.tag & 3 == 2 && e.user_page).count();
+        let smap = |t: &[TlbEntry; TLB_ENTRIES]| t.iter().filter(|e| e.tag & 3 == 2 && e.user_page).count();
         tlb.smap_entries = (smap(&tlb.read) + smap(&tlb.write)) as u32;
         self.interp.mmu.code_pages = pages.into_iter().collect();
         Ok(())
