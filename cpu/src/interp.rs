@@ -796,10 +796,10 @@ fn cached_block<'a>(
     if bits == 64 && !crate::mem::is_canonical(lin) {
         return None;
     }
-    let e = &mmu.tlb.exec[((lin >> 12) as usize) % crate::mem::TLB_SIZE];
-    if e.tag != crate::mem::tag_of(lin, st.cpl == 3) {
-        return None;
-    }
+    let idx = crate::mem::tlb_index(lin);
+    let tag = crate::mem::tag_of(lin, st.cpl == 3);
+    let e =
+        [&mmu.tlb.exec[idx], &mmu.tlb.exec[idx + crate::mem::TLB_SIZE]].into_iter().find(|e| e.tag == tag)?;
     let rip = st.rip;
     let phys = e.phys | (lin & 0xfff);
     let key = BlockKey { phys, rip, cs_base: cs.base, bits };

@@ -10,8 +10,33 @@ use crate::state::{CpuState, Mode, Quirks, Seg, attr, flags};
 use std::collections::HashSet;
 use std::ptr::NonNull;
 
-/// Number of entries in each TLB (direct-mapped by linear page number).
-pub const TLB_SIZE: usize = 256;
+/// Number of entries in each TLB (direct-mapped by [`tlb_index`]). 1024 entries cover 4 MiB of
+/// linear space in each array: with 256, the kernel's code alone (over 8 MiB in Debian's kernel)
+/// evicted itself and the process's code on every page fault of a loop that touches fresh pages.
+pub const TLB_SIZE: usize = 1024;
+
+/// Entries in each TLB array: two ways of [`TLB_SIZE`] slots. Way 0 of slot `i` is entry `i`, way 1
+/// is entry `i + TLB_SIZE`. A fill goes to way 0 and moves what was there to way 1, so two hot pages
+/// that share a slot both stay (Linux's system call entry code and `do_syscall_64` did not, in one
+/// boot's layout, whatever the index function). The JIT's inline probe reads way 0 only; a hit in way 1
+/// costs a slow-path lookup, not a page walk. Entries never move on a hit, only on a fill.
+pub const TLB_ENTRIES: usize = 2 * TLB_SIZE;
+
+/// The shift that folds higher page-number bits into [`tlb_index`]: log2 of [`TLB_SIZE`].
+pub const TLB_FOLD: u32 = TLB_SIZE.trailing_zeros();
+
+/// The slot of linear address `lin` in each TLB array: the page number plus the page number shifted
+/// down by [`TLB_FOLD`], modulo [`TLB_SIZE`]. Folding in the higher bits spreads pages that are a
+/// multiple of the TLB's reach apart: with a plain `page % 256`, two kernel code pages of Linux's
+/// system call path shared a slot and a loop of system calls refetched both on every call, and a
+/// process's code at 0x401000 shared one with the kernel's at 0x...a01000. Two consecutive pages never
+/// share a slot (their sums differ by 1 or 2), which the JIT's inline probe relies on: an access that
+/// crosses into the next page cannot find that page's tag in its slot.
+#[inline(always)]
+pub fn tlb_index(lin: u64) -> usize {
+    let page = lin >> 12;
+    (page.wrapping_add(page >> TLB_FOLD) as usize) & (TLB_SIZE - 1)
+}
 
 /// One TLB entry. `tag` is the linear page address | 2 (valid) | 1 (user access); `host` is the host
 /// address of the page's first byte, or 0 when the page must go through the bus (MMIO, ROM writes,
@@ -27,6 +52,10 @@ pub struct TlbEntry {
     pub phys: u64,
     /// Global mapping.
     pub global: bool,
+    /// The page is a user-mode page (U/S set at every level). A supervisor entry of such a page in the
+    /// read or write array exists only while SMAP allows it (CR4.SMAP = 0 or RFLAGS.AC = 1), so
+    /// clearing AC drops exactly these ([`Tlb::drop_smap_entries`]).
+    pub user_page: bool,
 }
 
 /// The software TLB: separate arrays for reads, writes and fetches, so a permission check is one tag
@@ -34,19 +63,24 @@ pub struct TlbEntry {
 #[repr(C)]
 pub struct Tlb {
     /// Read entries.
-    pub read: [TlbEntry; TLB_SIZE],
+    pub read: [TlbEntry; TLB_ENTRIES],
     /// Write entries (filled only by successful writes, so the dirty bit is already set).
-    pub write: [TlbEntry; TLB_SIZE],
+    pub write: [TlbEntry; TLB_ENTRIES],
     /// Fetch entries.
-    pub exec: [TlbEntry; TLB_SIZE],
+    pub exec: [TlbEntry; TLB_ENTRIES],
+    /// How many supervisor read/write entries of user pages were filled under CR4.SMAP since the last
+    /// drop (an upper bound: flushes of everything but global entries do not recount): 0 lets a CLAC
+    /// skip the scan.
+    pub smap_entries: u32,
 }
 
 impl Default for Tlb {
     fn default() -> Self {
         Tlb {
-            read: [TlbEntry::default(); TLB_SIZE],
-            write: [TlbEntry::default(); TLB_SIZE],
-            exec: [TlbEntry::default(); TLB_SIZE],
+            read: [TlbEntry::default(); TLB_ENTRIES],
+            write: [TlbEntry::default(); TLB_ENTRIES],
+            exec: [TlbEntry::default(); TLB_ENTRIES],
+            smap_entries: 0,
         }
     }
 }
@@ -61,15 +95,40 @@ impl Tlb {
                 }
             }
         }
+        if !keep_global {
+            self.smap_entries = 0;
+        }
+    }
+
+    /// RFLAGS.AC went from 1 to 0 with CR4.SMAP = 1: supervisor data accesses to user pages are
+    /// refused again (SDM Vol. 3A 4.6.1), so the entries that allowed them go; nothing else changes
+    /// (a supervisor page's rights do not depend on AC, fetches ignore SMAP, and user-mode accesses
+    /// ignore it). Setting AC needs nothing: it only widens rights, and the refused accesses were
+    /// never cached. Before, every change of AC dropped the whole TLB, global pages included: Linux
+    /// brackets every user copy with STAC/CLAC.
+    pub fn drop_smap_entries(&mut self) {
+        if self.smap_entries == 0 {
+            return;
+        }
+        for t in [&mut self.read, &mut self.write] {
+            for e in t.iter_mut() {
+                if e.tag & 1 == 0 && e.user_page {
+                    e.tag = 0;
+                }
+            }
+        }
+        self.smap_entries = 0;
     }
 
     /// Drops the entries for linear page `lin` (INVLPG).
     pub fn flush_page(&mut self, lin: u64) {
-        let idx = ((lin >> 12) as usize) % TLB_SIZE;
+        let idx = tlb_index(lin);
         let page = lin & !0xfff;
         for t in [&mut self.read, &mut self.write, &mut self.exec] {
-            if t[idx].tag & !3 == page {
-                t[idx].tag = 0;
+            for k in [idx, idx + TLB_SIZE] {
+                if t[k].tag & !3 == page {
+                    t[k].tag = 0;
+                }
             }
         }
     }
@@ -168,14 +227,24 @@ impl Ctx<'_> {
         size: u32,
     ) -> Result<TlbEntry, Fault> {
         let user = self.st.cpl == 3 && !implicit;
-        let idx = ((lin >> 12) as usize) % TLB_SIZE;
+        let idx = tlb_index(lin);
         let tag = tag_of(lin, user);
-        let e = match kind {
-            AccessKind::Read => &self.mmu.tlb.read[idx],
-            AccessKind::Write => &self.mmu.tlb.write[idx],
-            AccessKind::Exec => &self.mmu.tlb.exec[idx],
+        let t = match kind {
+            AccessKind::Read => &self.mmu.tlb.read,
+            AccessKind::Write => &self.mmu.tlb.write,
+            AccessKind::Exec => &self.mmu.tlb.exec,
         };
-        if e.tag == tag && !implicit {
+        // An implicit supervisor access (descriptor tables, the TSS) has a supervisor access's rights
+        // less SMAP's exception for RFLAGS.AC = 1 (SDM Vol. 3A 4.6.1): it may use a supervisor entry
+        // unless that entry is of a user page and SMAP is on (then the walk decides, and faults).
+        let smap = self.st.cr4 & crate::state::cr4::SMAP != 0;
+        let usable = |e: &TlbEntry| !implicit || !e.user_page || !smap;
+        let e = &t[idx];
+        if e.tag == tag && usable(e) {
+            return Ok(*e);
+        }
+        let e = &t[idx + TLB_SIZE];
+        if e.tag == tag && usable(e) {
             return Ok(*e);
         }
         self.tlb_fill(lin, kind, user, implicit, size)
@@ -194,7 +263,10 @@ impl Ctx<'_> {
         // A non-canonical page is never cached (the accesses that reach here check canonical form
         // first; this keeps it an invariant): the JIT's inline probe relies on it instead of
         // checking canonical form itself.
-        let mut cache = !implicit && is_canonical(lin);
+        // An implicit access that succeeded is cached like a supervisor one: its rights are a subset
+        // of an explicit supervisor access's (they differ only where SMAP refuses it). Before, the
+        // IDT, GDT and TSS reads of every interrupt and exception walked the page tables again.
+        let mut cache = is_canonical(lin);
         if self.mmu.debug.data && kind != AccessKind::Exec && self.mmu.debug.watches_page(lin) {
             // A watched page stays out of the TLB so that every access to it comes here. The hit is
             // recorded once the translation succeeded (the access happens); the trap is delivered after
@@ -217,13 +289,25 @@ impl Ctx<'_> {
         } else {
             self.bus.ram_page(t.page, write).map(|p| p.as_ptr() as usize).unwrap_or(0)
         };
-        let e = TlbEntry { tag: tag_of(lin, user), host, phys: t.page, global: t.global };
+        let e = TlbEntry { tag: tag_of(lin, user), host, phys: t.page, global: t.global, user_page: t.user };
         if cache {
-            let idx = ((lin >> 12) as usize) % TLB_SIZE;
-            match kind {
-                AccessKind::Read => self.mmu.tlb.read[idx] = e,
-                AccessKind::Write => self.mmu.tlb.write[idx] = e,
-                AccessKind::Exec => self.mmu.tlb.exec[idx] = e,
+            if !user && t.user && kind != AccessKind::Exec && self.st.cr4 & crate::state::cr4::SMAP != 0 {
+                self.mmu.tlb.smap_entries = self.mmu.tlb.smap_entries.saturating_add(1);
+            }
+            let idx = tlb_index(lin);
+            let t = match kind {
+                AccessKind::Read => &mut self.mmu.tlb.read,
+                AccessKind::Write => &mut self.mmu.tlb.write,
+                AccessKind::Exec => &mut self.mmu.tlb.exec,
+            };
+            // Way 0 takes the new entry and passes its old one to way 1 (a page never sits in both).
+            if t[idx + TLB_SIZE].tag == e.tag {
+                t[idx + TLB_SIZE] = e;
+            } else {
+                if t[idx].tag != e.tag {
+                    t[idx + TLB_SIZE] = t[idx];
+                }
+                t[idx] = e;
             }
         }
         Ok(e)
@@ -584,10 +668,158 @@ mod tests {
     #[test]
     fn flush_phys_writes_keeps_the_translation() {
         let mut tlb = super::Tlb::default();
-        tlb.write[5] = super::TlbEntry { tag: 0x5000 | 2, host: 0x1234_5000, phys: 0x9000, global: false };
-        tlb.write[6] = super::TlbEntry { tag: 0x6000 | 2, host: 0x1234_6000, phys: 0xa000, global: false };
+        tlb.write[5] =
+            super::TlbEntry { tag: 0x5000 | 2, host: 0x1234_5000, phys: 0x9000, ..Default::default() };
+        tlb.write[6] =
+            super::TlbEntry { tag: 0x6000 | 2, host: 0x1234_6000, phys: 0xa000, ..Default::default() };
         tlb.flush_phys_writes(0x9000);
         assert_eq!((tlb.write[5].tag, tlb.write[5].host), (0x5000 | 2, 0));
         assert_eq!((tlb.write[6].tag, tlb.write[6].host), (0x6000 | 2, 0x1234_6000));
+    }
+    /// A long-mode machine with SMAP on (and allowed by the model) whose linear 2 MiB..2 MiB + 64 KiB
+    /// are user pages (a 4 KiB page table at 0x120000, to physical 0x40000..); linear 0..2 MiB stay
+    /// supervisor pages.
+    fn smap_machine(code: &[u8]) -> crate::exec::string::testkit::Machine {
+        use crate::state::cr4;
+        use crate::testutil::{PD, TestMode};
+        let mut m = crate::exec::string::testkit::Machine::new(TestMode::Long64, code);
+        let pml4 = m.st.cr3;
+        let pdpt = m.peek_le(pml4, 8) & !0xfff;
+        m.poke(pml4, &(pdpt | 7).to_le_bytes());
+        m.poke(pdpt, &(PD | 7).to_le_bytes());
+        m.poke(PD + 8, &(USER_PT | 7).to_le_bytes());
+        for k in 0..16u64 {
+            m.poke(USER_PT + k * 8, &((0x40000 + k * 0x1000) | 7).to_le_bytes());
+        }
+        m.st.cr4 |= cr4::SMAP;
+        m
+    }
+    const USER_PT: u64 = 0x120000;
+    const USER: u64 = 0x200000;
+    const KDATA: u64 = 0x10000;
+
+    /// A data access at `lin` at CPL 0, explicit or implicit (a descriptor-table or TSS read).
+    fn sup_read(
+        m: &mut crate::exec::string::testkit::Machine,
+        lin: u64,
+        implicit: bool,
+    ) -> Result<u64, Fault> {
+        let mut ctx =
+            super::Ctx { st: &mut m.st, bus: &mut m.bus, mmu: &mut m.mmu, next_rip: 0, break_block: false };
+        ctx.read_lin_as(lin, 4, crate::paging::AccessKind::Read, implicit)
+    }
+
+    /// CLAC with SMAP drops the supervisor entries of user pages (the next supervisor read of the user
+    /// page faults although the TLB had allowed it) and nothing else: the kernel page's entry and the
+    /// fetch entry survive. STAC drops nothing. Before, any change of AC flushed the whole TLB.
+    #[test]
+    fn clac_drops_only_the_smap_entries() {
+        use crate::paging::pf;
+        use crate::state::flags;
+        // stac; clac
+        let mut m = smap_machine(&[0x0f, 0x01, 0xcb, 0x0f, 0x01, 0xca]);
+        m.st.rflags &= !flags::AC;
+        assert_eq!(sup_read(&mut m, USER + 0x10, false), Err(Fault::pf(pf::P)), "SMAP refuses with AC = 0");
+        assert_eq!(sup_read(&mut m, KDATA, false), Ok(0));
+        m.step().expect("stac");
+        assert_eq!(m.st.rflags & flags::AC, flags::AC);
+        let kslot = super::tlb_index(KDATA);
+        assert_eq!(m.mmu.tlb.read[kslot].tag, KDATA | 2, "STAC keeps the supervisor page's entry");
+        assert_eq!(sup_read(&mut m, USER + 0x10, false), Ok(0), "AC = 1 lets the kernel read a user page");
+        let uslot = super::tlb_index(USER);
+        assert_eq!(m.mmu.tlb.read[uslot].tag, USER | 2, "cached as a supervisor entry");
+        assert!(m.mmu.tlb.read[uslot].user_page);
+        let mut ctx =
+            super::Ctx { st: &mut m.st, bus: &mut m.bus, mmu: &mut m.mmu, next_rip: 0, break_block: false };
+        ctx.lin_to_phys(crate::testutil::CODE, crate::paging::AccessKind::Exec).expect("fetch translation");
+        let exec_before = m.mmu.tlb.exec.map(|e| e.tag);
+        assert_ne!(exec_before[super::tlb_index(crate::testutil::CODE)], 0);
+        m.step().expect("clac");
+        assert_eq!(m.st.rflags & flags::AC, 0);
+        assert_eq!(m.mmu.tlb.read[uslot].tag, 0, "CLAC drops the supervisor entry of the user page");
+        assert_eq!(m.mmu.tlb.read[kslot].tag, KDATA | 2, "and keeps the supervisor page's entry");
+        assert_eq!(m.mmu.tlb.exec.map(|e| e.tag), exec_before, "and the fetch entries");
+        assert_eq!(sup_read(&mut m, USER + 0x10, false), Err(Fault::pf(pf::P)));
+        assert_eq!(m.st.cr2, USER + 0x10);
+    }
+
+    /// Implicit supervisor accesses use and fill the TLB (the IDT/GDT/TSS reads of every event walked
+    /// the page tables before), but not through the supervisor entry of a user page while SMAP is on:
+    /// SMAP refuses implicit accesses to user pages whatever AC says (SDM Vol. 3A 4.6.1).
+    #[test]
+    fn implicit_accesses_are_cached_but_smap_checked() {
+        use crate::paging::pf;
+        use crate::state::{cr4, flags};
+        let mut m = smap_machine(&[0x90]);
+        m.poke(KDATA + 0x20, &0x1234_5678u32.to_le_bytes());
+        assert_eq!(sup_read(&mut m, KDATA + 0x20, true), Ok(0x1234_5678));
+        assert_eq!(m.mmu.tlb.read[super::tlb_index(KDATA)].tag, KDATA | 2, "an implicit read fills the TLB");
+        // Served from the TLB: the page tables no longer map it, the entry still does.
+        let pml4 = m.st.cr3;
+        let saved = m.peek_le(pml4, 8);
+        m.poke(pml4, &0u64.to_le_bytes());
+        assert_eq!(sup_read(&mut m, KDATA + 0x20, true), Ok(0x1234_5678), "an implicit read hits the TLB");
+        m.poke(pml4, &saved.to_le_bytes());
+        // A user page cached for the kernel under AC = 1 does not serve an implicit access.
+        m.st.rflags |= flags::AC;
+        assert_eq!(sup_read(&mut m, USER + 0x10, false), Ok(0));
+        assert_eq!(sup_read(&mut m, USER + 0x10, true), Err(Fault::pf(pf::P)));
+        // Without SMAP the implicit access has the supervisor's rights, and the entry serves it.
+        m.st.cr4 &= !cr4::SMAP;
+        assert_eq!(sup_read(&mut m, USER + 0x10, true), Ok(0));
+    }
+
+    /// Pages 1 MiB apart (a process's code at 0x401000, the kernel's at 0x...81a01000) do not share a
+    /// TLB slot, and consecutive pages never do (the JIT's inline probe relies on it).
+    #[test]
+    fn tlb_index_spreads_pages() {
+        use super::tlb_index;
+        // Measured pairs that shared a slot of the former `page % 256` in Linux's system call and
+        // page fault paths (kernel code pages; a process's code and the kernel's).
+        for (a, b) in [
+            (0xffff_ffff_8a80_3000u64, 0xffff_ffff_89e0_3000u64),
+            (0xffff_ffff_8a39_e000, 0xffff_ffff_8a09_e000),
+            (0x401000, 0xffff_ffff_8aa0_1000),
+            (0x401000, 0x501000),
+        ] {
+            assert_ne!(tlb_index(a), tlb_index(b), "{a:#x} {b:#x}");
+        }
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..100_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let lin = x & !0xfff;
+            assert_ne!(tlb_index(lin), tlb_index(lin.wrapping_add(0x1000)), "{lin:#x}");
+        }
+        for p in 0..(1u64 << 20) {
+            assert_ne!(tlb_index(p << 12), tlb_index((p + 1) << 12), "page {p:#x}");
+        }
+    }
+    /// Two pages that share a slot both stay cached: the second fill moves the first page's entry to
+    /// way 1, where a lookup finds it without a walk (the page tables no longer map it: the read
+    /// could only come from the TLB). A third page of the slot evicts the older of the two.
+    #[test]
+    fn two_pages_of_one_slot_both_stay() {
+        use super::{TLB_SIZE, tlb_index};
+        use crate::testutil::PD;
+        let mut m = crate::exec::string::testkit::Machine::new(crate::testutil::TestMode::Long64, &[0x90]);
+        let (a, b, c) = (KDATA, 0x40f000u64, 0x80e000u64);
+        assert_eq!(tlb_index(a), tlb_index(b));
+        assert_eq!(tlb_index(a), tlb_index(c));
+        m.poke(KDATA, &0x77u32.to_le_bytes());
+        assert_eq!(sup_read(&mut m, a, false), Ok(0x77));
+        assert!(sup_read(&mut m, b, false).is_ok());
+        let slot = tlb_index(a);
+        assert_eq!((m.mmu.tlb.read[slot].tag, m.mmu.tlb.read[slot + TLB_SIZE].tag), (b | 2, a | 2));
+        let pd0 = m.peek_le(PD, 8);
+        m.poke(PD, &0u64.to_le_bytes());
+        assert_eq!(sup_read(&mut m, a, false), Ok(0x77), "way 1 serves the first page");
+        assert_eq!(m.mmu.tlb.read[slot].tag, b | 2, "a hit moves nothing");
+        m.poke(PD, &pd0.to_le_bytes());
+        assert!(sup_read(&mut m, c, false).is_ok());
+        assert_eq!((m.mmu.tlb.read[slot].tag, m.mmu.tlb.read[slot + TLB_SIZE].tag), (c | 2, b | 2));
+        m.mmu.tlb.flush_page(b);
+        assert_eq!(m.mmu.tlb.read[slot + TLB_SIZE].tag, 0, "INVLPG finds the page in way 1");
     }
 }

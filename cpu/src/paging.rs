@@ -65,6 +65,8 @@ pub struct Translation {
     pub writable: bool,
     /// Global page (survives CR3 writes when CR4.PGE is set).
     pub global: bool,
+    /// A user-mode page: U/S set at every level (false without paging).
+    pub user: bool,
 }
 
 fn phys_mask() -> u64 {
@@ -100,7 +102,7 @@ pub fn translate(
 ) -> Result<Translation, Fault> {
     if !st.paging() {
         let a = lin & 0xffff_ffff & st.a20_mask;
-        return Ok(Translation { page: a & !0xfff, writable: true, global: false });
+        return Ok(Translation { page: a & !0xfff, writable: true, global: false, user: false });
     }
     let pae = st.cr4 & cr4::PAE != 0;
     let long = st.efer & efer::LMA != 0;
@@ -295,5 +297,5 @@ pub fn translate(
     // A read through a clean leaf must not cache a writable entry: the first write has to set D.
     let leaf_dirty = entries[n - 1].1 & PTE_D != 0 || write;
     let writable = leaf_dirty && if acc.user { rw } else { rw || !wp };
-    Ok(Translation { page, writable, global: leaf & PTE_G != 0 && st.cr4 & cr4::PGE != 0 })
+    Ok(Translation { page, writable, global: leaf & PTE_G != 0 && st.cr4 & cr4::PGE != 0, user: us })
 }

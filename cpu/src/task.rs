@@ -263,8 +263,8 @@ fn commit(
     }
     let old_fl = ctx.st.rflags;
     ctx.st.rflags = (fl & flags::ALL) | flags::FIXED1;
-    if (old_fl ^ ctx.st.rflags) & flags::AC != 0 && ctx.st.cr4 & cr4::SMAP != 0 {
-        ctx.mmu.tlb.flush(false);
+    if old_fl & !ctx.st.rflags & flags::AC != 0 && ctx.st.cr4 & cr4::SMAP != 0 {
+        ctx.mmu.tlb.drop_smap_entries();
     }
     ctx.st.rip = t.eip as u64;
     ctx.next_rip = t.eip as u64;

@@ -869,12 +869,16 @@ impl JitBlock {
         } else {
             st.sreg(cpu::state::Seg::Cs).base.wrapping_add(st.rip) & 0xffff_ffff
         };
-        let idx = ((lin >> 12) as usize) % cpu::mem::TLB_SIZE;
-        let e = &ctx.mmu.tlb.exec[idx];
-        // The entry the interpreter's lookup just used to find this block (else no link).
-        if e.tag != (lin & !0xfff) | 2 | (st.cpl == 3) as u64 {
+        // The entry the interpreter's lookup just used to find this block, in either way of its
+        // slot (else no link).
+        let tag = (lin & !0xfff) | 2 | (st.cpl == 3) as u64;
+        let way0 = cpu::mem::tlb_index(lin);
+        let Some(idx) =
+            [way0, way0 + cpu::mem::TLB_SIZE].into_iter().find(|&k| ctx.mmu.tlb.exec[k].tag == tag)
+        else {
             return;
-        }
+        };
+        let e = &ctx.mmu.tlb.exec[idx];
         // SAFETY: the caller's contract.
         let slots = unsafe { &*(from as *const [Link; LINKS]) };
         let epoch = self.epoch.get();

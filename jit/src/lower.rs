@@ -911,13 +911,7 @@ impl Lower<'_, '_> {
         let end = self.b.ins().iadd_imm_s(lin, size as i64 - 1);
         let page = self.b.ins().band_imm_s(end, !0xfff);
         let tag = self.b.ins().bor(page, user_tag);
-        // The slot's byte offset, `((lin >> 12) % TLB_SIZE) * size_of::<TlbEntry>()`, in a shift
-        // and a mask (the entry's size is a power of two below a page).
-        const ENTRY: usize = std::mem::size_of::<TlbEntry>();
-        const _: () = assert!(ENTRY.is_power_of_two() && ENTRY < 0x1000 && TLB_SIZE.is_power_of_two());
-        let at = self.b.ins().ushr_imm_s(lin, (12 - ENTRY.trailing_zeros()) as i64);
-        let at = self.b.ins().band_imm_s(at, ((TLB_SIZE - 1) * ENTRY) as i64);
-        let ent = self.b.ins().iadd(tlb, at);
+        let ent = self.tlb_slot(tlb, lin);
         let table = if form.writes() { offset_of!(Tlb, write) } else { offset_of!(Tlb, read) };
         let etag = self.b.ins().load(I64, MF, ent, (table + offset_of!(TlbEntry, tag)) as i32);
         let hit = self.b.ins().icmp(IntCC::Equal, etag, tag);
@@ -934,6 +928,20 @@ impl Lower<'_, '_> {
         self.b.seal_block(done);
         self.b.switch_to_block(done);
         self.b.ins().iadd(base, off)
+    }
+
+    /// The address of `lin`'s slot in the TLB arrays at `tlb` (add a table's offset):
+    /// `tlb + cpu::mem::tlb_index(lin) * size_of::<TlbEntry>()`, the page number plus the page
+    /// number shifted down by `TLB_FOLD`, scaled and masked (the entry's size is a power of two below a page).
+    pub(crate) fn tlb_slot(&mut self, tlb: Value, lin: Value) -> Value {
+        const ENTRY: usize = std::mem::size_of::<TlbEntry>();
+        const _: () = assert!(ENTRY.is_power_of_two() && ENTRY < 0x1000 && TLB_SIZE.is_power_of_two());
+        let page = self.b.ins().ushr_imm_s(lin, 12);
+        let high = self.b.ins().ushr_imm_s(lin, 12 + cpu::mem::TLB_FOLD as i64);
+        let sum = self.b.ins().iadd(page, high);
+        let at = self.b.ins().ishl_imm_s(sum, ENTRY.trailing_zeros() as i64);
+        let at = self.b.ins().band_imm_s(at, ((TLB_SIZE - 1) * ENTRY) as i64);
+        self.b.ins().iadd(tlb, at)
     }
 
     /// Continues in a new block when `ok`, else branches to `slow`.

@@ -8,7 +8,7 @@
 //! - [`crate::kvm::KvmEngine`]: hardware virtualization; time is host time (see [`crate::clock`]).
 
 use crate::board::Board;
-use cpu::mem::{TLB_SIZE, TlbEntry};
+use cpu::mem::{TLB_ENTRIES, TLB_SIZE, TlbEntry, tlb_index};
 use cpu::{CpuBus, CpuState, Exit, Interpreter};
 use std::ops::Range;
 use vmcore::{SnapshotError, SnapshotReader, SnapshotWriter};
@@ -125,7 +125,7 @@ impl Engine for InterpEngine {
 
     fn save_hidden(&self, w: &mut SnapshotWriter) {
         // The same under interp and jit: a snapshot moves between them.
-        w.tag("interp-tlb");
+        w.tag("interp-tlb-v2");
         let tlb = &self.interp.mmu.tlb;
         for table in [&tlb.read, &tlb.write, &tlb.exec] {
             for e in table.iter() {
@@ -135,6 +135,7 @@ impl Engine for InterpEngine {
                 w.u64(if valid { e.phys } else { 0 });
                 w.bool(valid && e.global);
                 w.bool(valid && e.host != 0);
+                w.bool(valid && e.user_page);
             }
         }
         // Which pages hold decoded code decides which write entries take the slow path.
@@ -150,20 +151,28 @@ impl Engine for InterpEngine {
         cpu: &CpuState,
         board: &mut Board,
     ) -> Result<(), SnapshotError> {
-        r.tag("interp-tlb")?;
+        r.tag("interp-tlb-v2")?;
         self.interp.flush_all();
         // Debug registers as the TLB was filled under them (a later sync would flush it).
         self.interp.mmu.debug.sync(cpu);
-        let mut tables = [[TlbEntry::default(); TLB_SIZE]; 3];
+        let mut tables = [[TlbEntry::default(); TLB_ENTRIES]; 3];
         for (n, table) in tables.iter_mut().enumerate() {
-            for e in table.iter_mut() {
-                let (tag, phys, global, host) = (r.u64()?, r.u64()?, r.bool()?, r.bool()?);
-                let host = if host && tag != 0 {
+            for at in 0..TLB_ENTRIES {
+                let (tag, phys, global, host, user_page) =
+                    (r.u64()?, r.u64()?, r.bool()?, r.bool()?, r.bool()?);
+                if tag == 0 {
+                    continue;
+                }
+                let host = if host {
                     board.ram_page(phys & !0xfff, n == 1).map_or(0, |p| p.as_ptr() as usize)
                 } else {
                     0
                 };
-                *e = TlbEntry { tag, host, phys, global };
+                // Each entry goes to the slot its page has (`tlb_index`), in the way it was read
+                // from, whatever slot that was: a file can only describe pages, and the JIT's inline
+                // probe relies on a page never sitting in another page's slot.
+                let way = at / TLB_SIZE * TLB_SIZE;
+                table[way + tlb_index(tag)] = TlbEntry { tag, host, phys, global, user_page };
             }
         }
         let n = r.u64()?;
@@ -179,6 +188,8 @@ impl Engine for InterpEngine {
         tlb.read = read;
         tlb.write = write;
         tlb.exec = exec;
+        let smap = |t: &[TlbEntry; TLB_ENTRIES]| t.iter().filter(|e| e.tag & 3 == 2 && e.user_page).count();
+        tlb.smap_entries = (smap(&tlb.read) + smap(&tlb.write)) as u32;
         self.interp.mmu.code_pages = pages.into_iter().collect();
         Ok(())
     }

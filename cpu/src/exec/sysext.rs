@@ -100,8 +100,11 @@ fn mwait(ctx: &mut Ctx<'_>, _: &Insn) -> Result<(), Fault> {
 
 /// INVPCID type, m128: #UD in v86 mode, #GP(0) at CPL > 0, #GP(0) for a type above 3, a descriptor
 /// with bits 63:12 set, a non-zero PCID with CR4.PCIDE = 0 (types 0 and 1), or a non-canonical
-/// address (type 0). The TLB is not tagged by PCID, so every type flushes at least what it must:
-/// type 0 the page (in every PCID), type 1 and 3 everything but global entries, type 2 everything.
+/// address (type 0). The TLB holds the current PCID's entries and global ones only (a change of PCID
+/// drops the rest: see MOV to CR3), so each type drops what it must (SDM Vol. 2 INVPCID): type 0 the
+/// page's entries if the PCID is the current one (its global entry too, which the SDM allows), type 1
+/// every non-global entry if it is, type 2 everything, type 3 every non-global entry. Types 0 and 1
+/// for another PCID find nothing of it to drop.
 fn invpcid(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
     if ctx.st.mode() == Mode::V86 {
         return Err(Fault::ud());
@@ -118,18 +121,23 @@ fn invpcid(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
     }
     let pcid = lo & 0xfff;
     let pcide = ctx.st.cr4 & cr4::PCIDE != 0;
+    let current = if pcide { ctx.st.cr3 & 0xfff } else { 0 };
     match typ {
         0 => {
             if (pcid != 0 && !pcide) || !is_canonical(hi) {
                 return Err(Fault::gp0());
             }
-            ctx.mmu.tlb.flush_page(hi);
+            if pcid == current {
+                ctx.mmu.tlb.flush_page(hi);
+            }
         }
         1 => {
             if pcid != 0 && !pcide {
                 return Err(Fault::gp0());
             }
-            ctx.mmu.tlb.flush(true);
+            if pcid == current {
+                ctx.mmu.tlb.flush(true);
+            }
         }
         2 => ctx.mmu.tlb.flush(false),
         _ => ctx.mmu.tlb.flush(true),

@@ -192,3 +192,113 @@ fn cr4_pcide_rules_follow_the_model() {
     assert_eq!(step(&mut m), Err(Fault::gp0()));
     assert_ne!(m.st.efer & efer::LMA, 0);
 }
+
+/// The TLB's flush rules, observed through stale translations: linear [`G`] (a global page) and [`N`]
+/// (not global) map physical 0x40000 and 0x41000 through a 4 KiB page table at [`PT`]; after
+/// [`repoint`] the page table maps them to 0x50000 and 0x51000, so a read that still sees the old page
+/// came from the TLB. Each page's first dword names it: 1, 2 (old) and 11, 12 (new).
+mod flush_rules {
+    use super::*;
+    use crate::mem::Ctx;
+
+    const PT: u64 = 0x120000;
+    const G: u64 = 0x200000;
+    const N: u64 = 0x201000;
+
+    fn paged(code: &[u8], pcide: bool) -> Machine {
+        let mut m = machine(TestMode::Long64, code);
+        m.st.cr4 |= cr4::PGE;
+        if pcide {
+            m.st.cr4 |= cr4::PCIDE;
+        }
+        m.poke(PD + 8, &(PT | 3).to_le_bytes());
+        m.poke(PT, &(0x40000u64 | 0x103).to_le_bytes());
+        m.poke(PT + 8, &(0x41000u64 | 3).to_le_bytes());
+        for (a, v) in [(0x40000u64, 1u32), (0x41000, 2), (0x50000, 11), (0x51000, 12)] {
+            m.poke(a, &v.to_le_bytes());
+        }
+        m
+    }
+
+    fn read(m: &mut Machine, lin: u64) -> u64 {
+        let mut ctx =
+            Ctx { st: &mut m.st, bus: &mut m.bus, mmu: &mut m.mmu, next_rip: 0, break_block: false };
+        ctx.read_lin(lin, 4).expect("mapped")
+    }
+
+    /// Fills the TLB with both pages, then repoints them without INVLPG.
+    fn fill_and_repoint(m: &mut Machine) {
+        assert_eq!((read(m, G), read(m, N)), (1, 2));
+        m.poke(PT, &(0x50000u64 | 0x103).to_le_bytes());
+        m.poke(PT + 8, &(0x51000u64 | 3).to_le_bytes());
+        assert_eq!((read(m, G), read(m, N)), (1, 2), "the TLB still holds both");
+    }
+
+    /// MOV to CR3 drops non-global entries and keeps global ones (CR4.PGE); turning CR4.PGE off
+    /// drops the global ones too (SDM Vol. 3A 4.10.4.1).
+    #[test]
+    fn cr3_keeps_global_pages_and_pge_toggle_drops_them() {
+        let code = asm(64, |a| {
+            use iced_x86::code_asm::*;
+            a.mov(cr3, rax).unwrap();
+            a.mov(cr4, rbx).unwrap();
+        });
+        let mut m = paged(&code, false);
+        m.st.gpr[0] = m.st.cr3;
+        m.st.gpr[3] = m.st.cr4 & !cr4::PGE;
+        fill_and_repoint(&mut m);
+        step(&mut m).expect("mov cr3");
+        assert_eq!((read(&mut m, G), read(&mut m, N)), (1, 12), "CR3 write: the global page stays");
+        step(&mut m).expect("mov cr4");
+        assert_eq!(read(&mut m, G), 11, "CR4.PGE off drops global pages");
+    }
+
+    /// With CR4.PCIDE = 1, a CR3 write with bit 63 set does not store the bit; it may keep the
+    /// PCID's entries, which this TLB does when the PCID stays the same; a write that changes the
+    /// PCID, or has bit 63 clear, drops the non-global entries.
+    #[test]
+    fn cr3_no_flush_bit_with_pcids() {
+        let code = asm(64, |a| {
+            use iced_x86::code_asm::*;
+            a.mov(cr3, rax).unwrap();
+        });
+        for (pcid, bit63, kept) in [(0u64, true, true), (5, true, false), (0, false, false)] {
+            let mut m = paged(&code, true);
+            let base = m.st.cr3;
+            m.st.gpr[0] = base | pcid | if bit63 { 1 << 63 } else { 0 };
+            fill_and_repoint(&mut m);
+            step(&mut m).expect("mov cr3");
+            assert_eq!(m.st.cr3, base | pcid, "bit 63 is not stored");
+            let want = if kept { (1, 2) } else { (1, 12) };
+            assert_eq!((read(&mut m, G), read(&mut m, N)), want, "PCID {pcid} bit 63 {bit63}");
+        }
+    }
+
+    /// INVPCID's four types on the current PCID (3): type 0 drops the page, 1 and 3 every non-global
+    /// entry, 2 everything; types 0 and 1 for another PCID leave the current one's entries (the TLB
+    /// holds no other PCID's).
+    #[test]
+    fn invpcid_types_drop_what_they_must() {
+        // invpcid rax, [DATA]
+        let mut code = vec![0x66, 0x0f, 0x38, 0x82, 0x04, 0x25];
+        code.extend_from_slice(&(DATA as u32).to_le_bytes());
+        for (typ, pcid, addr, want) in [
+            (0u64, 3u64, N, (1, 12)),
+            (0, 3, G, (11, 2)),
+            (0, 4, N, (1, 2)),
+            (1, 3, 0, (1, 12)),
+            (1, 4, 0, (1, 2)),
+            (2, 9, 0, (11, 12)),
+            (3, 9, 0, (1, 12)),
+        ] {
+            let mut m = paged(&code, true);
+            m.st.cr3 |= 3;
+            m.st.gpr[0] = typ;
+            m.poke(DATA, &pcid.to_le_bytes());
+            m.poke(DATA + 8, &addr.to_le_bytes());
+            fill_and_repoint(&mut m);
+            step(&mut m).expect("invpcid");
+            assert_eq!((read(&mut m, G), read(&mut m, N)), want, "type {typ} PCID {pcid} {addr:#x}");
+        }
+    }
+}

@@ -155,14 +155,23 @@ pub(super) fn mov_to_cr(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
             Ok(())
         }
         3 => {
-            // With CR4.PCIDE = 1, bit 63 asks to keep the PCID's TLB entries; it is not stored (and
-            // every entry is flushed anyway: the TLB is not tagged by PCID).
-            let v = if ctx.st.cr4 & cr4::PCIDE != 0 { v & !(1 << 63) } else { v };
+            // With CR4.PCIDE = 1, bit 63 asks to keep the PCID's TLB entries; it is not stored.
+            let pcide = ctx.st.cr4 & cr4::PCIDE != 0;
+            let no_flush = pcide && v >> 63 != 0;
+            let v = if pcide { v & !(1 << 63) } else { v };
             if ctx.st.efer & efer::LMA != 0 && v >> crate::cpuid::PHYS_ADDR_BITS != 0 {
                 return Err(Fault::gp0());
             }
+            let old = ctx.st.cr3;
             ctx.st.cr3 = v;
-            ctx.mmu.tlb.flush(true);
+            // The TLB holds the current PCID's entries only, plus global ones (which every PCID
+            // shares): every change of PCID drops the others. So a no-flush write that keeps the
+            // PCID keeps them, as the SDM allows (Vol. 3A 4.10.4.1); one that changes it drops them
+            // (they belong to the old PCID, which the TLB does not tag); any other write drops every
+            // non-global entry, as it must.
+            if !(no_flush && (old ^ v) & 0xfff == 0) {
+                ctx.mmu.tlb.flush(true);
+            }
             Ok(())
         }
         4 => {

@@ -453,8 +453,8 @@ pub(super) fn iret_long(ctx: &mut Ctx<'_>, osz: u32) -> Result<(), Fault> {
 pub fn set_rflags(ctx: &mut Ctx<'_>, v: u64, mask: u64) {
     let old = ctx.st.rflags;
     ctx.st.rflags = ((old & !mask) | (v & mask) | flags::FIXED1) & (flags::ALL | flags::FIXED1);
-    if (old ^ ctx.st.rflags) & flags::AC != 0 && ctx.st.cr4 & cr4::SMAP != 0 {
-        ctx.mmu.tlb.flush(false);
+    if old & !ctx.st.rflags & flags::AC != 0 && ctx.st.cr4 & cr4::SMAP != 0 {
+        ctx.mmu.tlb.drop_smap_entries();
     }
     ctx.break_block = true;
 }
