@@ -180,7 +180,8 @@ fn every_rom_runs_in_lockstep_and_twice_alike_under_each_engine() {
     for (name, image) in test_roms::ROMS {
         let path = temp(&format!("suite-{name}.bin"));
         std::fs::write(&path, image).unwrap();
-        let mut base = vec!["run", "--rom", &path, "--memory", "32M", "--stats", "--max-instructions", "100000000"];
+        let mut base =
+            vec!["run", "--rom", &path, "--memory", "32M", "--stats", "--max-instructions", "100000000"];
         // The ROMs' `; ferrite-devices:` lines.
         if *name == "chip_msi" {
             base.extend(["--device", "edu"]);
