@@ -59,6 +59,10 @@ pub enum Key {
     Echo(Vec<u8>),
 }
 
+/// What the monitor's channel carries for Ctrl-A x (a line no one can type: it holds a NUL), so that
+/// a guest stopped from the monitor can still be quit.
+pub const QUIT_LINE: &str = "\0quit";
+
 /// Longest monitor line kept; further bytes are dropped.
 const MAX_MONITOR_LINE: usize = 4096;
 
@@ -104,6 +108,8 @@ impl Escape {
                 line.clear();
                 vec![Key::Echo(b"\r\n".to_vec()), Key::MonitorLine(text)]
             }
+            // Nothing typed carries a NUL (see QUIT_LINE).
+            0 => vec![],
             // Backspace / DEL.
             0x08 | 0x7f => match line.pop() {
                 Some(_) => vec![Key::Echo(b"\x08 \x08".to_vec())],
@@ -145,7 +151,12 @@ fn spawn(monitor: Option<Sender<String>>) -> Receiver<HostEvent> {
                     for &b in &buf[..n] {
                         for key in esc.feed(b) {
                             let sent = match key {
-                                Key::Host(ev) => tx.send(ev).is_ok(),
+                                Key::Host(ev) => {
+                                    if let (HostEvent::Quit, Some(m)) = (ev, &monitor) {
+                                        let _ = m.send(QUIT_LINE.to_string());
+                                    }
+                                    tx.send(ev).is_ok()
+                                }
                                 Key::MonitorLine(line) => match &monitor {
                                     Some(m) => m.send(line).is_ok() && tx.send(HostEvent::Attention).is_ok(),
                                     None => true,

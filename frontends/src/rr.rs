@@ -173,12 +173,21 @@ fn finish_recording(r: Recorder, m: &Machine, outcome: &RunOutcome) -> Result<()
 
 /// Runs the monitor command lines typed on the console (Ctrl-A c), printing their output on stdout.
 /// After `stop`, waits for lines until `cont` (the guest does not run). Returns the outcome when a
-/// line ends the run (`quit`, or Ctrl-A x while stopped). Under `--record`, `loadvm` is refused: the
-/// recording would not replay.
+/// line ends the run (`quit`, or Ctrl-A x while stopped): the quit goes through the input port, so a
+/// recording ends with it as with Ctrl-A x. Under `--record`, `loadvm` is refused: the recording would
+/// not replay.
 fn serve_monitor(m: &mut Machine, lines: &Receiver<String>, recording: bool) -> Option<RunOutcome> {
     let mut paused = false;
     loop {
         let line = if paused { lines.recv().ok()? } else { lines.try_recv().ok()? };
+        if line == console::QUIT_LINE {
+            // Ctrl-A x: the machine takes it from its own channel while it runs.
+            if !paused {
+                continue;
+            }
+            m.inject(machine::GuestInput::Quit);
+            return Some(RunOutcome::Quit);
+        }
         let (text, ctl) = if recording && line.split_whitespace().next() == Some("loadvm") {
             ("loadvm: not while recording (the recording would not replay)\n".to_string(), Control::None)
         } else {
@@ -191,7 +200,10 @@ fn serve_monitor(m: &mut Machine, lines: &Receiver<String>, recording: bool) -> 
             let _ = out.flush();
         }
         match ctl {
-            Control::Quit => return Some(RunOutcome::Quit),
+            Control::Quit => {
+                m.inject(machine::GuestInput::Quit);
+                return Some(RunOutcome::Quit);
+            }
             Control::Stop => paused = true,
             Control::Cont => paused = false,
             Control::None => {}

@@ -339,7 +339,7 @@ fn the_stdin_monitor_escape_switches_between_console_and_monitor() {
     assert!(stdout.contains("QEMU-style monitor"), "{stdout}");
     assert!(stdout.to_lowercase().contains("rip"), "info registers: {stdout}");
     assert!(stdout.contains("0000000000000000: 0x"), "xp: {stdout}");
-    assert!(stdout.contains(&format!("saved ")) && stdout.contains(&snap), "savevm: {stdout}");
+    assert!(stdout.contains("saved ") && stdout.contains(&snap), "savevm: {stdout}");
     assert!(!stdout.contains("info registersxp"), "monitor keys reached the guest: {stdout}");
     // Replayed: only what the guest was given, in order.
     let (c, o, e) = ferrite(&["replay", &rec]);
@@ -357,6 +357,27 @@ fn the_stdin_monitor_escape_switches_between_console_and_monitor() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0x21), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "q");
+    // `stop` in the monitor, then Ctrl-A x: the stopped guest quits, and the recording (which ends
+    // with that quit) replays.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferrite"))
+        .args(["run", "--rom", &bin, "--memory", "16M", "--record", &rec])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run ferrite");
+    let mut stdin = child.stdin.take().unwrap();
+    for piece in [&b"xy"[..], b"\x01cstop\n", b"\x01x"] {
+        stdin.write_all(piece).unwrap();
+        stdin.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("xy"), "{stderr}");
+    assert!(stderr.contains("ferrite: recorded"), "{stderr}");
+    let (c, o, e) = ferrite(&["replay", &rec]);
+    assert_eq!((c, o.as_str()), (0, "xy"), "{e}");
     for f in [&src, &bin, &rec, &snap] {
         let _ = std::fs::remove_file(f);
     }
