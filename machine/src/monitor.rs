@@ -366,7 +366,7 @@ mod tests {
 
     use crate::{Machine, MachineConfig};
 
-    /// A machine spinning in a loop that increments a RAM byte: `inc byte [0x500]; jmp $-6` at the
+    /// A machine spinning in a loop that increments a RAM byte: `inc byte [0x500]; jmp short back` at the
     /// reset vector's segment (real mode).
     fn spinner(mem: u64) -> Machine {
         let mut rom = vec![0x90u8; 0x1_0000];

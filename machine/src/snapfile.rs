@@ -397,7 +397,7 @@ mod tests {
     use super::*;
     use crate::MachineConfig;
 
-    /// Real mode: `inc byte [0x500]; jmp short $-4` at F000:0000, reached from the reset vector.
+    /// Real mode: `inc byte [0x500]; jmp short back to it` at F000:0000, reached from the reset vector.
     fn spinner(mem: u64) -> Machine {
         let mut rom = vec![0x90u8; 0x1_0000];
         rom[0xFFF0..0xFFF5].copy_from_slice(&[0xEA, 0x00, 0x00, 0x00, 0xF0]);
