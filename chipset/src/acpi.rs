@@ -26,6 +26,7 @@
 //! bit is set. The firmware's FADT has SMI_CMD = 0 (no legacy/ACPI mode transition), so a machine built
 //! with ACPI tables starts with SCI_EN set ([`PmDevice::new`]'s `acpi_mode`).
 
+use vmcore::Snapshot;
 use vmcore::{Device, DeviceCtx, SnapshotError, SnapshotReader, SnapshotWriter, VirtTime};
 
 use crate::note_deadline;
@@ -199,6 +200,10 @@ impl Device for PmDevice {
         self.sync(ctx.now);
         self.update_sci(ctx);
     }
+}
+
+impl Snapshot for PmDevice {
+    type Restored = ();
 
     fn save(&self, w: &mut SnapshotWriter) {
         w.tag(self.name());
@@ -212,7 +217,7 @@ impl Device for PmDevice {
         w.u64(self.tmr_epoch.unwrap_or(0));
     }
 
-    fn restore(&mut self, r: &mut SnapshotReader<'_>) -> Result<(), SnapshotError> {
+    fn restore(&mut self, r: &mut SnapshotReader<'_>) -> Result<Self::Restored, SnapshotError> {
         r.tag("piix4-pm-io")?;
         let acpi_mode = r.bool()?;
         let sts = r.u16()? & pm1::STS_MASK;
@@ -276,13 +281,17 @@ impl Device for ResetControl {
     fn reset(&mut self) {
         self.rcr = 0;
     }
+}
+
+impl Snapshot for ResetControl {
+    type Restored = ();
 
     fn save(&self, w: &mut SnapshotWriter) {
         w.tag(self.name());
         w.u8(self.rcr);
     }
 
-    fn restore(&mut self, r: &mut SnapshotReader<'_>) -> Result<(), SnapshotError> {
+    fn restore(&mut self, r: &mut SnapshotReader<'_>) -> Result<Self::Restored, SnapshotError> {
         r.tag("reset-control")?;
         self.rcr = r.u8()? & 0x0A;
         Ok(())

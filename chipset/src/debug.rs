@@ -8,6 +8,7 @@
 //! * [`DebugExit`] at port 0xF4, offset 0: a write of `v` (little-endian, any width up to 4 bytes) asks
 //!   the machine to exit with status `(v << 1) | 1` through `ctx.requests.exit`. Reads return all ones.
 
+use vmcore::Snapshot;
 use vmcore::{Device, DeviceCtx, SnapshotError, SnapshotReader, SnapshotWriter};
 
 use crate::{ByteSink, le_value};
@@ -51,6 +52,18 @@ impl Device for DebugConsole {
     }
 }
 
+impl Snapshot for DebugConsole {
+    type Restored = ();
+
+    fn save(&self, w: &mut SnapshotWriter) {
+        w.tag(self.name());
+    }
+
+    fn restore(&mut self, r: &mut SnapshotReader<'_>) -> Result<Self::Restored, SnapshotError> {
+        r.tag(self.name())
+    }
+}
+
 /// QEMU's isa-debug-exit device.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DebugExit;
@@ -77,12 +90,16 @@ impl Device for DebugExit {
             ctx.requests.exit = Some((v.wrapping_shl(1) | 1) as i32);
         }
     }
+}
+
+impl Snapshot for DebugExit {
+    type Restored = ();
 
     fn save(&self, w: &mut SnapshotWriter) {
         w.tag(self.name());
     }
 
-    fn restore(&mut self, r: &mut SnapshotReader<'_>) -> Result<(), SnapshotError> {
+    fn restore(&mut self, r: &mut SnapshotReader<'_>) -> Result<Self::Restored, SnapshotError> {
         r.tag("debug-exit")
     }
 }

@@ -50,6 +50,7 @@
 //! either; the transfer still completes. A read of memory that is not RAM fills the buffer with all ones
 //! (a master abort).
 
+use vmcore::Snapshot;
 use vmcore::{DeviceCtx, SnapshotError, SnapshotReader, SnapshotWriter};
 
 use crate::fw_cfg::DmaMemory;
@@ -284,55 +285,6 @@ impl PciFunction for Edu {
         ch
     }
 
-    fn save(&self, w: &mut SnapshotWriter) {
-        w.tag("edu");
-        self.cfg.save(w);
-        for v in [self.liveness, self.fact, self.status, self.irq_status] {
-            w.u32(v);
-        }
-        for v in [self.dma_src, self.dma_dst, self.dma_cnt, self.dma_cmd] {
-            w.u64(v);
-        }
-        w.bytes(&self.buffer);
-        w.u32(self.msi_out.len() as u32);
-        for m in &self.msi_out {
-            w.u64(m.address);
-            w.u32(m.data);
-        }
-    }
-
-    fn restore(&mut self, r: &mut SnapshotReader<'_>) -> Result<Vec<BarChange>, SnapshotError> {
-        r.tag("edu")?;
-        let ch = self.cfg.restore(r)?;
-        let mut s = [0u32; 4];
-        for v in &mut s {
-            *v = r.u32()?;
-        }
-        let mut d = [0u64; 4];
-        for v in &mut d {
-            *v = r.u64()?;
-        }
-        let buf = r.bytes()?;
-        if buf.len() != DMA_BUFFER_SIZE {
-            return Err(SnapshotError::Invalid(format!("edu DMA buffer of {} bytes", buf.len())));
-        }
-        let n = r.u32()? as usize;
-        if n > MAX_MSI_QUEUE {
-            return Err(SnapshotError::Invalid(format!("edu: {n} queued MSI messages")));
-        }
-        let mut out = Vec::with_capacity(n);
-        for _ in 0..n {
-            out.push(MsiMessage { address: r.u64()?, data: r.u32()? });
-        }
-        [self.liveness, self.fact, self.irq_status] = [s[0], s[1], s[3]];
-        self.status = s[2] & STATUS_IRQ_FACT;
-        [self.dma_src, self.dma_dst, self.dma_cnt, self.dma_cmd] = d;
-        self.buffer.copy_from_slice(buf);
-        self.msi_out = out;
-        self.update_intx();
-        Ok(ch)
-    }
-
     fn bar_read(&mut self, _ctx: &mut DeviceCtx<'_>, window: u8, off: u64, data: &mut [u8]) {
         match (window, self.read_reg(off, data.len())) {
             (0, Some(v)) => put_le(data, v),
@@ -378,6 +330,59 @@ impl PciFunction for Edu {
 
     fn take_msi(&mut self) -> Vec<MsiMessage> {
         std::mem::take(&mut self.msi_out)
+    }
+}
+
+impl Snapshot for Edu {
+    type Restored = Vec<BarChange>;
+
+    fn save(&self, w: &mut SnapshotWriter) {
+        w.tag("edu");
+        self.cfg.save(w);
+        for v in [self.liveness, self.fact, self.status, self.irq_status] {
+            w.u32(v);
+        }
+        for v in [self.dma_src, self.dma_dst, self.dma_cnt, self.dma_cmd] {
+            w.u64(v);
+        }
+        w.bytes(&self.buffer);
+        w.u32(self.msi_out.len() as u32);
+        for m in &self.msi_out {
+            w.u64(m.address);
+            w.u32(m.data);
+        }
+    }
+
+    fn restore(&mut self, r: &mut SnapshotReader<'_>) -> Result<Self::Restored, SnapshotError> {
+        r.tag("edu")?;
+        let ch = self.cfg.restore(r)?;
+        let mut s = [0u32; 4];
+        for v in &mut s {
+            *v = r.u32()?;
+        }
+        let mut d = [0u64; 4];
+        for v in &mut d {
+            *v = r.u64()?;
+        }
+        let buf = r.bytes()?;
+        if buf.len() != DMA_BUFFER_SIZE {
+            return Err(SnapshotError::Invalid(format!("edu DMA buffer of {} bytes", buf.len())));
+        }
+        let n = r.u32()? as usize;
+        if n > MAX_MSI_QUEUE {
+            return Err(SnapshotError::Invalid(format!("edu: {n} queued MSI messages")));
+        }
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            out.push(MsiMessage { address: r.u64()?, data: r.u32()? });
+        }
+        [self.liveness, self.fact, self.irq_status] = [s[0], s[1], s[3]];
+        self.status = s[2] & STATUS_IRQ_FACT;
+        [self.dma_src, self.dma_dst, self.dma_cnt, self.dma_cmd] = d;
+        self.buffer.copy_from_slice(buf);
+        self.msi_out = out;
+        self.update_intx();
+        Ok(ch)
     }
 }
 

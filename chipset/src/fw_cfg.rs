@@ -47,6 +47,7 @@
 //! (`firmware::table_loader`).
 
 use std::collections::BTreeMap;
+use vmcore::Snapshot;
 
 use vmcore::{Device, DeviceCtx, SnapshotError, SnapshotReader, SnapshotWriter};
 
@@ -424,6 +425,10 @@ impl Device for FwCfg {
         self.dma_addr = 0;
         self.dma_pending = None;
     }
+}
+
+impl Snapshot for FwCfg {
+    type Restored = ();
 
     fn save(&self, w: &mut SnapshotWriter) {
         w.tag(self.name());
@@ -442,7 +447,7 @@ impl Device for FwCfg {
         }
     }
 
-    fn restore(&mut self, r: &mut SnapshotReader<'_>) -> Result<(), SnapshotError> {
+    fn restore(&mut self, r: &mut SnapshotReader<'_>) -> Result<Self::Restored, SnapshotError> {
         r.tag("fw-cfg")?;
         let has_cur = r.bool()?;
         let cur = r.u16()?;

@@ -40,6 +40,7 @@
 //! stream/remote/wrap modes and read data; host motion enters through [`I8042::mouse_event`].
 
 use std::collections::VecDeque;
+use vmcore::Snapshot;
 
 use vmcore::{Device, DeviceCtx, SnapshotError, SnapshotReader, SnapshotWriter};
 
@@ -742,6 +743,10 @@ impl Device for I8042 {
         self.kbd.input(data);
         self.pump(ctx);
     }
+}
+
+impl Snapshot for I8042 {
+    type Restored = ();
 
     fn save(&self, w: &mut SnapshotWriter) {
         w.tag(self.name());
@@ -795,7 +800,7 @@ impl Device for I8042 {
         }
     }
 
-    fn restore(&mut self, r: &mut SnapshotReader<'_>) -> Result<(), SnapshotError> {
+    fn restore(&mut self, r: &mut SnapshotReader<'_>) -> Result<Self::Restored, SnapshotError> {
         r.tag("i8042")?;
         let bad = |what: &str| SnapshotError::Invalid(format!("i8042 {what}"));
         let mut s = I8042::new();

@@ -23,6 +23,7 @@
 //! [`IoApic::take_messages`] and hands them to the local APICs; delivery status is therefore always idle.
 //! Polarity (bit 13) inverts the input.
 
+use vmcore::Snapshot;
 use vmcore::{Device, DeviceCtx, IrqLevels, SnapshotError, SnapshotReader, SnapshotWriter};
 
 use crate::{le_value, put_le};
@@ -274,6 +275,10 @@ impl Device for IoApic {
     fn reset(&mut self) {
         *self = IoApic::new(self.id);
     }
+}
+
+impl Snapshot for IoApic {
+    type Restored = ();
 
     fn save(&self, w: &mut SnapshotWriter) {
         w.tag(self.name());
@@ -293,7 +298,7 @@ impl Device for IoApic {
         }
     }
 
-    fn restore(&mut self, r: &mut SnapshotReader<'_>) -> Result<(), SnapshotError> {
+    fn restore(&mut self, r: &mut SnapshotReader<'_>) -> Result<Self::Restored, SnapshotError> {
         r.tag("ioapic")?;
         let mut s = IoApic::new(r.u8()?);
         s.regsel = r.u8()?;

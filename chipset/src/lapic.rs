@@ -51,6 +51,7 @@
 //!   remain deliverable, and (a simplification) fixed messages are still accepted. [`LocalApic::set_hw_enabled`] follows IA32_APIC_BASE bit 11 (disabling resets the APIC)
 //!   and [`LocalApic::set_x2apic_mode`] bit 10.
 
+use vmcore::Snapshot;
 use vmcore::{Device, DeviceCtx, SnapshotError, SnapshotReader, SnapshotWriter, VirtTime};
 
 use crate::{le_value, note_deadline, put_le};
@@ -827,6 +828,10 @@ impl Device for LocalApic {
     fn advance(&mut self, ctx: &mut DeviceCtx<'_>) {
         self.run_timer(ctx.now);
     }
+}
+
+impl Snapshot for LocalApic {
+    type Restored = ();
 
     fn save(&self, w: &mut SnapshotWriter) {
         w.tag(&self.name);
@@ -867,7 +872,7 @@ impl Device for LocalApic {
         w.bytes(&self.eois);
     }
 
-    fn restore(&mut self, r: &mut SnapshotReader<'_>) -> Result<(), SnapshotError> {
+    fn restore(&mut self, r: &mut SnapshotReader<'_>) -> Result<Self::Restored, SnapshotError> {
         r.tag(&self.name)?;
         let mut s = LocalApic::new(self.initial_id, self.tsc_hz, self.timer_hz);
         s.tsc_offset = r.u64()?;

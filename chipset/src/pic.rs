@@ -32,6 +32,7 @@
 //! interrupt is acknowledged (a short pulse is not lost); in level mode IRR follows the line. The 8080/85
 //! call mode, buffered mode and the ADI bit are accepted and ignored (the x86 INTA protocol is always used).
 
+use vmcore::Snapshot;
 use vmcore::{Device, DeviceCtx, IrqLevels, SnapshotError, SnapshotReader, SnapshotWriter};
 
 /// One 8259A.
@@ -532,6 +533,10 @@ impl Device for DualPic {
     fn reset(&mut self) {
         *self = DualPic::new();
     }
+}
+
+impl Snapshot for DualPic {
+    type Restored = ();
 
     fn save(&self, w: &mut SnapshotWriter) {
         w.tag(self.name());
@@ -542,7 +547,7 @@ impl Device for DualPic {
         w.bool(self.slave_out_prev);
     }
 
-    fn restore(&mut self, r: &mut SnapshotReader<'_>) -> Result<(), SnapshotError> {
+    fn restore(&mut self, r: &mut SnapshotReader<'_>) -> Result<Self::Restored, SnapshotError> {
         r.tag("pic")?;
         let mut chips = self.chips.clone();
         for c in &mut chips {

@@ -29,6 +29,7 @@
 //! [`Device::advance`] calls coalesce into one, as they would behind a busy interrupt controller.
 //! Power-on state: every counter idle (no count loaded, OUT low), gates of counters 0 and 1 tied high.
 
+use vmcore::Snapshot;
 use vmcore::{Device, DeviceCtx, SnapshotError, SnapshotReader, SnapshotWriter, VirtTime};
 
 use crate::note_deadline;
@@ -593,6 +594,10 @@ impl Device for Pit8254 {
         self.catch_up(ctx);
         self.update_irq(ctx);
     }
+}
+
+impl Snapshot for Pit8254 {
+    type Restored = ();
 
     fn save(&self, w: &mut SnapshotWriter) {
         w.tag(self.name());
@@ -603,7 +608,7 @@ impl Device for Pit8254 {
         w.u64(self.irq_tick);
     }
 
-    fn restore(&mut self, r: &mut SnapshotReader<'_>) -> Result<(), SnapshotError> {
+    fn restore(&mut self, r: &mut SnapshotReader<'_>) -> Result<Self::Restored, SnapshotError> {
         r.tag("pit")?;
         let channels = [Channel::restore(r)?, Channel::restore(r)?, Channel::restore(r)?];
         let port_b = r.u8()? & 0x0f;

@@ -7,6 +7,7 @@
 //! (`ctx.requests.reset`). Reads return the A20 bit as last written; bit 0 reads 0 after the reset pulse,
 //! the other bits read 0.
 
+use vmcore::Snapshot;
 use vmcore::{Device, DeviceCtx, SnapshotError, SnapshotReader, SnapshotWriter};
 
 /// System control port A.
@@ -62,13 +63,17 @@ impl Device for Port92 {
     fn reset(&mut self) {
         self.a20 = false;
     }
+}
+
+impl Snapshot for Port92 {
+    type Restored = ();
 
     fn save(&self, w: &mut SnapshotWriter) {
         w.tag(self.name());
         w.bool(self.a20);
     }
 
-    fn restore(&mut self, r: &mut SnapshotReader<'_>) -> Result<(), SnapshotError> {
+    fn restore(&mut self, r: &mut SnapshotReader<'_>) -> Result<Self::Restored, SnapshotError> {
         r.tag("port92")?;
         self.a20 = r.bool()?;
         Ok(())

@@ -28,6 +28,7 @@
 //! [`Rtc::fill_bios_fields`] writes the CMOS fields firmware reads (memory sizes, equipment, boot order,
 //! CPU count) and the checksum at 0x2E-0x2F over 0x10-0x2D.
 
+use vmcore::Snapshot;
 use vmcore::{Device, DeviceCtx, SnapshotError, SnapshotReader, SnapshotWriter, VirtTime};
 
 use crate::note_deadline;
@@ -516,6 +517,10 @@ impl Device for Rtc {
         self.catch_up(ctx.now.0);
         self.update_irq(ctx);
     }
+}
+
+impl Snapshot for Rtc {
+    type Restored = ();
 
     fn save(&self, w: &mut SnapshotWriter) {
         w.tag(self.name());
@@ -529,7 +534,7 @@ impl Device for Rtc {
         w.u64(self.last_eval);
     }
 
-    fn restore(&mut self, r: &mut SnapshotReader<'_>) -> Result<(), SnapshotError> {
+    fn restore(&mut self, r: &mut SnapshotReader<'_>) -> Result<Self::Restored, SnapshotError> {
         r.tag("rtc")?;
         let cmos: [u8; 128] =
             r.bytes()?.try_into().map_err(|_| SnapshotError::Invalid("cmos size".into()))?;

@@ -23,6 +23,7 @@
 //! the machine to exit with status 0 (Bochs' APM power-off, also honoured by older QEMU BIOSes). Any
 //! other byte starts the match over. Reads return all ones.
 
+use vmcore::Snapshot;
 use vmcore::{Device, DeviceCtx, SnapshotError, SnapshotReader, SnapshotWriter};
 
 use crate::le_value;
@@ -126,6 +127,10 @@ impl Device for TestDev {
         self.lines = 0;
         self.iomem.fill(0);
     }
+}
+
+impl Snapshot for TestDev {
+    type Restored = ();
 
     fn save(&self, w: &mut SnapshotWriter) {
         w.tag(self.name());
@@ -134,7 +139,7 @@ impl Device for TestDev {
         w.bytes(&self.iomem);
     }
 
-    fn restore(&mut self, r: &mut SnapshotReader<'_>) -> Result<(), SnapshotError> {
+    fn restore(&mut self, r: &mut SnapshotReader<'_>) -> Result<Self::Restored, SnapshotError> {
         r.tag("pc-testdev")?;
         let scratch = r.u32()?;
         let lines = r.u16()?;
@@ -193,13 +198,17 @@ impl Device for ShutdownPort {
     fn reset(&mut self) {
         self.matched = 0;
     }
+}
+
+impl Snapshot for ShutdownPort {
+    type Restored = ();
 
     fn save(&self, w: &mut SnapshotWriter) {
         w.tag(self.name());
         w.u8(self.matched);
     }
 
-    fn restore(&mut self, r: &mut SnapshotReader<'_>) -> Result<(), SnapshotError> {
+    fn restore(&mut self, r: &mut SnapshotReader<'_>) -> Result<Self::Restored, SnapshotError> {
         r.tag("bochs-shutdown")?;
         let m = r.u8()?;
         if usize::from(m) >= SHUTDOWN.len() {

@@ -31,6 +31,7 @@
 //! * With no modem attached the modem status inputs read CTS, DSR and DCD asserted, RI deasserted.
 
 use std::collections::VecDeque;
+use vmcore::Snapshot;
 
 use vmcore::{Device, DeviceCtx, SnapshotError, SnapshotReader, SnapshotWriter, VirtTime};
 
@@ -420,6 +421,10 @@ impl Device for Uart16550 {
         self.update_irq(ctx);
         note_deadline(ctx, before, self.next_deadline());
     }
+}
+
+impl Snapshot for Uart16550 {
+    type Restored = ();
 
     fn save(&self, w: &mut SnapshotWriter) {
         w.tag(&self.name);
@@ -435,7 +440,7 @@ impl Device for Uart16550 {
         w.u64(self.rx_activity.0);
     }
 
-    fn restore(&mut self, r: &mut SnapshotReader<'_>) -> Result<(), SnapshotError> {
+    fn restore(&mut self, r: &mut SnapshotReader<'_>) -> Result<Self::Restored, SnapshotError> {
         r.tag(&self.name)?;
         let mut regs = [0u8; 8];
         for v in &mut regs {

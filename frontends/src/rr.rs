@@ -7,10 +7,13 @@
 
 use crate::{BuildOptions, Built, Cli, Command, RunArgs, build_machine, console, finish};
 use machine::lockstep::{Lockstep, LockstepOutcome};
+use machine::monitor::{self, Control};
 use machine::record::{DEFAULT_INTERVAL, RecordConfig, Recorder, Recording};
 use machine::{Machine, RunOutcome};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::mpsc::Receiver;
 use std::time::Instant;
 
 /// Exit status when a replay or lockstep run finds a divergence.
@@ -25,7 +28,8 @@ pub struct RrArgs {
     /// Record the run to FILE for `ferrite replay`: every input with its instruction count, the
     /// configuration, image hashes, periodic state hashes. Disks are opened through snapshot=on
     /// overlays (the images stay unchanged, so the replay starts from the same bytes).
-    #[arg(long, value_name = "FILE", conflicts_with = "lockstep")]
+    /// With --lockstep, the JIT's run is recorded.
+    #[arg(long, value_name = "FILE")]
     pub record: Option<PathBuf>,
     /// Retired instructions between two state checks of a recording.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_INTERVAL, value_parser = clap::value_parser!(u64).range(1..))]
@@ -124,6 +128,89 @@ fn recorded_args(rtc: i64) -> Vec<String> {
     out
 }
 
+/// Creates the `--record` file (if asked for) and hooks it to `m`'s input port.
+fn start_recording(
+    args: &RunArgs,
+    m: &mut Machine,
+    images: Vec<(String, u64)>,
+) -> Result<Option<Recorder>, ExitCode> {
+    let Some(p) = &args.rr.record else { return Ok(None) };
+    let config = RecordConfig {
+        args: recorded_args(args.rtc),
+        cwd: std::env::current_dir().map(|d| d.to_string_lossy().into_owned()).unwrap_or_default(),
+        accel: m.engine().name().into(),
+        interval: args.rr.record_interval,
+        images,
+    };
+    match Recorder::create(p, &config) {
+        Ok(r) => {
+            m.record_inputs(r.input_hook());
+            Ok(Some(r))
+        }
+        Err(e) => {
+            eprintln!("ferrite: --record {}: {e}", p.display());
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
+/// Writes the end of a recording and says what it holds.
+fn finish_recording(r: Recorder, m: &Machine, outcome: &RunOutcome) -> Result<(), ExitCode> {
+    let (inputs, checks, spent) = (r.inputs(), r.checkpoints, r.checkpoint_time.as_secs_f64());
+    match r.finish(m, outcome) {
+        Ok(bytes) => {
+            eprintln!(
+                "ferrite: recorded {inputs} inputs in {bytes} bytes; {checks} checkpoints took {spent:.2} s"
+            );
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("ferrite: --record: {e}");
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
+/// Runs the monitor command lines typed on the console (Ctrl-A c), printing their output on stdout.
+/// After `stop`, waits for lines until `cont` (the guest does not run). Returns the outcome when a
+/// line ends the run (`quit`, or Ctrl-A x while stopped): the quit goes through the input port, so a
+/// recording ends with it as with Ctrl-A x. Under `--record`, `loadvm` is refused: the recording would
+/// not replay.
+fn serve_monitor(m: &mut Machine, lines: &Receiver<String>, recording: bool) -> Option<RunOutcome> {
+    let mut paused = false;
+    loop {
+        let line = if paused { lines.recv().ok()? } else { lines.try_recv().ok()? };
+        if line == console::QUIT_LINE {
+            // Ctrl-A x: the machine takes it from its own channel while it runs.
+            if !paused {
+                continue;
+            }
+            m.inject(machine::GuestInput::Quit);
+            return Some(RunOutcome::Quit);
+        }
+        let (text, ctl) = if recording && line.split_whitespace().next() == Some("loadvm") {
+            ("loadvm: not while recording (the recording would not replay)\n".to_string(), Control::None)
+        } else {
+            monitor::execute(m, None, &line)
+        };
+        {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(text.as_bytes());
+            let _ = out.write_all(b"(ferrite) ");
+            let _ = out.flush();
+        }
+        match ctl {
+            Control::Quit => {
+                m.inject(machine::GuestInput::Quit);
+                return Some(RunOutcome::Quit);
+            }
+            Control::Stop => paused = true,
+            Control::Cont => paused = false,
+            Control::None => {}
+        }
+    }
+}
+
 /// Runs the machine `run` built: plainly, recording, or in lockstep.
 pub fn drive(args: &RunArgs, built: Built) -> ExitCode {
     let Built { mut m, images, .. } = built;
@@ -141,32 +228,15 @@ pub fn drive(args: &RunArgs, built: Built) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if args.rr.lockstep {
-        return lockstep(args, m, snap);
-    }
-    let mut rec = match &args.rr.record {
-        Some(p) => {
-            let config = RecordConfig {
-                args: recorded_args(args.rtc),
-                cwd: std::env::current_dir().map(|d| d.to_string_lossy().into_owned()).unwrap_or_default(),
-                accel: m.engine().name().into(),
-                interval: args.rr.record_interval,
-                images,
-            };
-            match Recorder::create(p, &config) {
-                Ok(r) => {
-                    m.record_inputs(r.input_hook());
-                    Some(r)
-                }
-                Err(e) => {
-                    eprintln!("ferrite: --record {}: {e}", p.display());
-                    return ExitCode::from(2);
-                }
-            }
-        }
-        None => None,
+    let mut rec = match start_recording(args, &mut m, images) {
+        Ok(r) => r,
+        Err(code) => return code,
     };
-    m.attach_input(console::spawn_reader());
+    if args.rr.lockstep {
+        return lockstep(args, m, snap, rec);
+    }
+    let (events, monitor_lines) = console::spawn_reader_with_monitor();
+    m.attach_input(events);
     let started = Instant::now();
     let limit = args.max_instructions.unwrap_or(u64::MAX);
     let interval = args.rr.record_interval;
@@ -177,6 +247,10 @@ pub fn drive(args: &RunArgs, built: Built) -> ExitCode {
             let target = limit.min(next_check).min(snap.as_ref().map_or(u64::MAX, |s| s.0));
             let out = m.run(Some(target));
             if out != RunOutcome::InstructionLimit || m.cpu.icount >= limit {
+                break out;
+            }
+            // The run came back early for a monitor line, or at a checkpoint or snapshot.
+            if let Some(out) = serve_monitor(&mut m, &monitor_lines, rec.is_some()) {
                 break out;
             }
             if let Some((n, path)) = &snap
@@ -199,23 +273,23 @@ pub fn drive(args: &RunArgs, built: Built) -> ExitCode {
             }
         }
     };
-    if let Some(r) = rec {
-        let (inputs, checks, spent) = (r.inputs(), r.checkpoints, r.checkpoint_time.as_secs_f64());
-        match r.finish(&m, &outcome) {
-            Ok(bytes) => eprintln!(
-                "ferrite: recorded {inputs} inputs in {bytes} bytes; {checks} checkpoints took {spent:.2} s"
-            ),
-            Err(e) => {
-                eprintln!("ferrite: --record: {e}");
-                return ExitCode::from(2);
-            }
-        }
+    if let Some(r) = rec
+        && let Err(code) = finish_recording(r, &m, &outcome)
+    {
+        return code;
     }
     finish(&m, args.stats, outcome, started)
 }
 
-/// `run --lockstep`: `a` (built under the JIT) and an interpreter twin.
-fn lockstep(args: &RunArgs, mut a: Machine, snap: Option<(u64, PathBuf)>) -> ExitCode {
+/// `run --lockstep`: `a` (built under the JIT) and an interpreter twin; with `--record`, the JIT's run
+/// is recorded (`rec` is already hooked to `a`'s input port), checkpoints included, so that a
+/// divergence found here can be replayed (`ferrite replay --lockstep`) as often as needed.
+fn lockstep(
+    args: &RunArgs,
+    mut a: Machine,
+    snap: Option<(u64, PathBuf)>,
+    mut rec: Option<Recorder>,
+) -> ExitCode {
     let opts = BuildOptions { accel: Some(machine::Accel::Interp), console: false, overlay_disks: true };
     let mut b = match build_machine(args, opts) {
         Ok(b) => b.m,
@@ -226,24 +300,48 @@ fn lockstep(args: &RunArgs, mut a: Machine, snap: Option<(u64, PathBuf)>) -> Exi
     let mut ls = Lockstep::new(a, b, args.rr.lockstep_interval, true);
     let started = Instant::now();
     let limit = args.max_instructions.unwrap_or(u64::MAX);
+    let interval = args.rr.record_interval;
+    let mut next_check = if rec.is_some() { ls.a.cpu.icount.saturating_add(interval) } else { u64::MAX };
     let mut snap = snap;
     let result = {
         let _raw = console::RawMode::enable();
         loop {
-            let target = limit.min(snap.as_ref().map_or(u64::MAX, |s| s.0));
+            let target = limit.min(next_check).min(snap.as_ref().map_or(u64::MAX, |s| s.0));
             match ls.run(Some(target)) {
                 LockstepOutcome::Finished(RunOutcome::InstructionLimit) if ls.a.cpu.icount < limit => {
-                    if let Some((_, path)) = snap.take()
-                        && let Err(e) = save_snapshot(&ls.a, path.as_path())
+                    if let Some((n, path)) = &snap
+                        && ls.a.cpu.icount >= *n
                     {
-                        eprintln!("ferrite: {e}");
-                        return ExitCode::from(2);
+                        if let Err(e) = save_snapshot(&ls.a, path.as_path()) {
+                            eprintln!("ferrite: {e}");
+                            return ExitCode::from(2);
+                        }
+                        snap = None;
+                    }
+                    if ls.a.cpu.icount >= next_check {
+                        if let Some(r) = rec.as_mut()
+                            && let Err(e) = r.checkpoint(&ls.a)
+                        {
+                            eprintln!("ferrite: --record: {e}");
+                            return ExitCode::from(2);
+                        }
+                        next_check = next_check.saturating_add(interval);
                     }
                 }
                 other => break other,
             }
         }
     };
+    // The recording ends where the JIT stopped (before bisection moves the machines).
+    let recorded_end = match &result {
+        LockstepOutcome::Finished(out) => out.clone(),
+        LockstepOutcome::Diverged { .. } => RunOutcome::InstructionLimit,
+    };
+    if let Some(r) = rec.take()
+        && let Err(code) = finish_recording(r, &ls.a, &recorded_end)
+    {
+        return code;
+    }
     match result {
         LockstepOutcome::Finished(out) => {
             eprintln!(
@@ -438,7 +536,7 @@ fn bisect_replay(
     let start = x.slot();
     x.replay_inputs(rec.inputs.iter().filter(|s| s.slot >= start).cloned());
     let _ = x.run(Some(good));
-    let snap = x.save_state();
+    let snap = machine::snapfile::MemSnapshot::take(&x, None);
     let from = x.slot();
     let inputs: Vec<_> = rec.inputs.iter().filter(|s| s.slot >= from).cloned().collect();
     eprintln!(

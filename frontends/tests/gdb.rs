@@ -1,7 +1,8 @@
 //! The GDB stub, end to end: Debian's gdb in batch mode against `ferrite run --gdb ... --wait-gdb` on a
 //! small ROM assembled here (breakpoints, stepping, registers, a watchpoint, reverse-stepi and
-//! reverse-continue landing on exact instruction counts, under interp and jit), and a malformed and
-//! an oversized packet closing their connection while the guest runs on.
+//! reverse-continue landing on exact instruction counts, under interp and jit), and malformed,
+//! oversized and hostile packets (huge reads, short writes, breakpoint floods) closing their
+//! connection with a logged reason while the guest runs on.
 //!
 //! The ROM (real mode, CS base 0xF0000): the far jump at the reset vector, 3 set-up instructions and
 //! 249 NOPs, so the loop at IP 0x100 is first reached after 253 instructions; each iteration is
@@ -265,6 +266,77 @@ fn malformed_and_oversized_packets_close_the_connection() {
         assert!(stderr.contains("closing the connection"), "{what}: {stderr}");
         assert_eq!(code, 0x21, "{what}: {stderr}");
         assert_eq!(stdout, "0000000000K", "{what}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A packet in the remote protocol's framing, with its checksum.
+fn packet(body: &[u8]) -> Vec<u8> {
+    let sum = body.iter().fold(0u8, |a, &b| a.wrapping_add(b));
+    let mut p = vec![b'$'];
+    p.extend_from_slice(body);
+    p.extend_from_slice(format!("#{sum:02x}").as_bytes());
+    p
+}
+
+/// Reads one reply packet's body (skipping acks) from `s`.
+fn reply(s: &mut std::os::unix::net::UnixStream) -> Vec<u8> {
+    let mut body = Vec::new();
+    let mut b = [0u8];
+    loop {
+        s.read_exact(&mut b).expect("a reply");
+        if b[0] == b'$' {
+            break;
+        }
+    }
+    loop {
+        s.read_exact(&mut b).expect("a reply");
+        if b[0] == b'#' {
+            let mut sum = [0u8; 2];
+            s.read_exact(&mut sum).expect("a checksum");
+            return body;
+        }
+        body.push(b[0]);
+    }
+}
+
+/// The audit of the packet path: each hostile request, with a valid checksum, closes the connection
+/// with its reason on stderr, and the guest (held by --wait-gdb) runs on to its normal end: a memory
+/// read of 2^64 bytes (gdbstub would stream it chunk by chunk with the guest stopped), an `M` write
+/// whose data is shorter than it says, a binary `X` write whose escaped data is, and a flood of 5000
+/// breakpoints. Before the hostile packet, a well-formed binary `X` write with escaped bytes (`}`, `#`)
+/// is carried out and read back, so the guard does not refuse what gdb really sends.
+#[test]
+fn hostile_packets_close_the_connection_and_the_guest_runs_on() {
+    let dir = tmpdir("hostile");
+    let Some(rom) = rom(&dir) else { return };
+    let flood: Vec<u8> =
+        (0..5000u64).flat_map(|i| packet(format!("Z0,{:x},1", 0x1000 + i).as_bytes())).collect();
+    for (what, hostile, reason) in [
+        ("huge m", packet(b"m0,ffffffffffffffff"), "asks for 18446744073709551615 bytes"),
+        ("short M", packet(b"M700,100:00"), "declares 256 bytes and carries 1"),
+        ("short X", packet(b"X700,4:}]a"), "declares 4 bytes and carries 2"),
+        ("breakpoint flood", flood, "more than 4096 breakpoints"),
+    ] {
+        let sock = dir.join("hostile.sock");
+        let child = spawn(&rom, &sock, &[]);
+        let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        // Binary data 0x7d 0x23 0x61 ("}#a"), escaped as `}]` `}\x03` `a`.
+        s.write_all(&packet(b"X700,3:}]}\x03a")).unwrap();
+        assert_eq!(reply(&mut s), b"OK", "{what}");
+        s.write_all(&packet(b"m700,3")).unwrap();
+        assert_eq!(reply(&mut s), b"7d2361", "{what}");
+        // The stub may close the socket before all of it is written.
+        let _ = s.write_all(&hostile);
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+        let (code, stdout, stderr) = finish(child);
+        let line = stderr.lines().find(|l| l.contains("closing the connection")).unwrap_or("");
+        assert!(line.contains(reason), "{what}: {stderr}");
+        assert_eq!(code, 0x21, "{what}: {stderr}");
+        assert_eq!(stdout, "0000000000K", "{what}");
+        let _ = std::fs::remove_file(&sock);
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

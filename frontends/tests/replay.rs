@@ -4,7 +4,9 @@
 //! injected divergence is reported at its count by lockstep and by replay; and a Linux session with
 //! shell input typed through a pipe, with pauses, replays under the JIT and the interpreter with the
 //! same console, count and final hash, also from a snapshot taken mid-run. A bounded Linux boot runs
-//! in lockstep without a difference.
+//! in lockstep without a difference, and so does every test ROM, whose plain runs under each engine
+//! end with the lockstep run's count and hash; a lockstep run is recorded and replays; the stdin
+//! monitor escape keeps the monitor's keys out of the guest and out of the recording.
 
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
@@ -164,6 +166,221 @@ fn an_injected_divergence_is_reported_at_its_count() {
     assert!(err.contains("first divergence: the states first differ after instruction 2345678 "), "{err}");
     let _ = std::fs::remove_file(&r);
     let _ = std::fs::remove_file(&rec);
+}
+
+/// CI's lockstep and determinism check over the whole ROM suite, through the CLI: every ROM runs
+/// under `ferrite run --lockstep` (the JIT's and the interpreter's whole states compared every 2M
+/// instructions) without a difference, and a plain run under each engine ends with the same exit,
+/// output, count and state hash as the lockstep run, so the same guest run twice gives the same count
+/// and hash under the interpreter and under the JIT. Bounded at 100M instructions a ROM (a ROM
+/// that runs longer, such as the `bench_int` benchmark, is compared at that bound).
+#[test]
+fn every_rom_runs_in_lockstep_and_twice_alike_under_each_engine() {
+    let mut failures = Vec::new();
+    for (name, image) in test_roms::ROMS {
+        let path = temp(&format!("suite-{name}.bin"));
+        std::fs::write(&path, image).unwrap();
+        let mut base =
+            vec!["run", "--rom", &path, "--memory", "32M", "--stats", "--max-instructions", "100000000"];
+        // The ROMs' `; ferrite-devices:` lines.
+        if *name == "chip_msi" {
+            base.extend(["--device", "edu"]);
+        }
+        let mut ls = base.clone();
+        ls.extend(["--lockstep", "--lockstep-interval", "2000000"]);
+        let (code, out, err) = ferrite(&ls);
+        let want = count_and_hash(&err);
+        if !err.contains("lockstep: jit and interp agreed") || want.1.is_empty() {
+            failures.push(format!("{name}: lockstep: {err}"));
+            continue;
+        }
+        for accel in ["interp", "jit"] {
+            let mut plain = base.clone();
+            plain.extend(["--accel", accel]);
+            let (c, o, e) = ferrite(&plain);
+            if (c, &o, count_and_hash(&e)) != (code, &out, want.clone()) {
+                failures.push(format!("{name}: {accel} ended otherwise than the lockstep run: {e}"));
+            }
+        }
+        let _ = std::fs::remove_file(&path);
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// `--record` with `--lockstep`: the JIT's run is recorded while the interpreter checks it, and the
+/// recording replays under each engine and in lockstep to the same count and hash; with a divergence
+/// injected into the interpreter twin, lockstep still finds it at its count and the recording (the
+/// JIT's run, cut where the divergence was seen) replays.
+#[test]
+fn a_lockstep_run_is_recorded_and_replays() {
+    // Its own copy of the ROM: another test removes `rom("chip_pit_pic")`'s when it ends.
+    let r = temp("ls-chip_pit_pic.bin");
+    std::fs::write(&r, test_roms::rom("chip_pit_pic").expect("ROM")).unwrap();
+    let rec = temp("ls.rec");
+    let (code, out, err) = ferrite(&[
+        "run",
+        "--rom",
+        &r,
+        "--memory",
+        "32M",
+        "--stats",
+        "--lockstep",
+        "--lockstep-interval",
+        "1500000",
+        "--record",
+        &rec,
+        "--record-interval",
+        "2000000",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("lockstep: jit and interp agreed"), "{err}");
+    assert!(err.contains("ferrite: recorded"), "{err}");
+    let want = count_and_hash(&err);
+    assert!(!want.1.is_empty(), "{err}");
+    for extra in
+        [&["--accel", "interp"][..], &["--accel", "jit"], &["--lockstep", "--lockstep-interval", "700000"]]
+    {
+        let mut args = vec!["replay", &rec, "--stats"];
+        args.extend_from_slice(extra);
+        let (c, o, e) = ferrite(&args);
+        assert_eq!((c, &o), (0, &out), "{extra:?}: {e}");
+        if extra[0] == "--accel" {
+            assert_eq!(count_and_hash(&e), want, "{extra:?}: {e}");
+        }
+    }
+    let (code, _, err) = ferrite(&[
+        "run",
+        "--rom",
+        &r,
+        "--memory",
+        "32M",
+        "--lockstep",
+        "--lockstep-interval",
+        "3000000",
+        "--debug-inject-divergence",
+        "4567891",
+        "--record",
+        &rec,
+    ]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("first divergence: the states first differ after instruction 4567891 "), "{err}");
+    let (c, _, e) = ferrite(&["replay", &rec, "--accel", "jit"]);
+    assert_eq!(c, 0, "the JIT's side of the diverged run replays: {e}");
+    let _ = std::fs::remove_file(&r);
+    let _ = std::fs::remove_file(&rec);
+}
+
+/// A ROM that echoes every COM1 byte to the debug console and exits (status 0x21) after `q`.
+const ECHO_ASM: &str = r#"
+bits 16
+org 0
+start:
+        xor ax, ax
+        mov ds, ax
+poll:   mov dx, 0x3fd
+        in al, dx
+        test al, 1
+        jz poll
+        mov dx, 0x3f8
+        in al, dx
+        out 0xe9, al
+        cmp al, 'q'
+        jne poll
+        mov al, 0x10
+        out 0xf4, al
+        hlt
+        times 0xfff0 - ($ - $$) db 0
+        jmp 0xf000:start
+        times 0x10000 - ($ - $$) db 0
+"#;
+
+/// The stdin monitor escape (QEMU's `-serial mon:stdio`), driven through a pipe with pauses: the
+/// guest echoes what it gets; Ctrl-A c switches to the monitor, whose lines (`info registers`,
+/// `savevm`, `xp`) run and print without reaching the guest; Ctrl-A c switches back, Ctrl-A Ctrl-A
+/// sends one Ctrl-A. The run is recorded: its replay prints exactly the guest's echo (the monitor's
+/// keys are not in the recording, the guest's are), and the savevm file restores with --restore.
+#[test]
+fn the_stdin_monitor_escape_switches_between_console_and_monitor() {
+    let src = temp("echo.asm");
+    let bin = temp("echo.bin");
+    std::fs::write(&src, ECHO_ASM).unwrap();
+    match Command::new("nasm").args(["-f", "bin", "-o", &bin, &src]).status() {
+        Ok(s) => assert!(s.success(), "nasm failed"),
+        Err(e) => {
+            eprintln!("skipped: nasm not available ({e}); scripts/setup.sh installs it");
+            return;
+        }
+    }
+    let rec = temp("echo.rec");
+    let snap = temp("echo.snap");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferrite"))
+        .args(["run", "--rom", &bin, "--memory", "16M", "--record", &rec])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run ferrite");
+    let mut stdin = child.stdin.take().unwrap();
+    let savevm = format!("savevm {snap}\n");
+    let pieces: [&[u8]; 7] =
+        [b"ab", b"\x01c", b"info registers\nxp /2b 0x0\n", savevm.as_bytes(), b"\x01c", b"c\x01\x01d", b"q"];
+    for piece in pieces {
+        stdin.write_all(piece).unwrap();
+        stdin.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(0x21), "{stderr}");
+    // The guest's echo, in order, around the monitor's output.
+    let guest: String = stdout.chars().filter(|c| "abcdq\u{1}".contains(*c)).collect();
+    assert!(stdout.starts_with("ab"), "{stdout}");
+    assert!(stdout.ends_with("c\u{1}dq"), "{stdout}");
+    assert!(stdout.contains("QEMU-style monitor"), "{stdout}");
+    assert!(stdout.to_lowercase().contains("rip"), "info registers: {stdout}");
+    assert!(stdout.contains("0000000000000000: 0x"), "xp: {stdout}");
+    assert!(stdout.contains("saved ") && stdout.contains(&snap), "savevm: {stdout}");
+    assert!(!stdout.contains("info registersxp"), "monitor keys reached the guest: {stdout}");
+    // Replayed: only what the guest was given, in order.
+    let (c, o, e) = ferrite(&["replay", &rec]);
+    assert_eq!(c, 0, "{e}");
+    assert_eq!(o, "abc\u{1}dq", "the replay's guest output (monitor text: {guest:?})");
+    // The monitor's savevm file is a snapshot file: a run restored from it gets only `q`.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferrite"))
+        .args(["run", "--rom", &bin, "--memory", "16M", "--restore", &snap])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run ferrite");
+    child.stdin.take().unwrap().write_all(b"q").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0x21), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "q");
+    // `stop` in the monitor, then Ctrl-A x: the stopped guest quits, and the recording (which ends
+    // with that quit) replays.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferrite"))
+        .args(["run", "--rom", &bin, "--memory", "16M", "--record", &rec])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run ferrite");
+    let mut stdin = child.stdin.take().unwrap();
+    for piece in [&b"xy"[..], b"\x01cstop\n", b"\x01x"] {
+        stdin.write_all(piece).unwrap();
+        stdin.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("xy"), "{stderr}");
+    assert!(stderr.contains("ferrite: recorded"), "{stderr}");
+    let (c, o, e) = ferrite(&["replay", &rec]);
+    assert_eq!((c, o.as_str()), (0, "xy"), "{e}");
+    for f in [&src, &bin, &rec, &snap] {
+        let _ = std::fs::remove_file(f);
+    }
 }
 
 /// The Linux images (`ferrite images`), or `None` with the reason printed when they cannot be had.

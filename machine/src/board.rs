@@ -22,6 +22,7 @@ use chipset::pci::{PciBarEvent, PciFunction, Piix3Isa, pirq_of};
 use chipset::{FwCfg, PciBus};
 use cpu::CpuBus;
 use std::ptr::NonNull;
+use vmcore::Snapshot;
 use vmcore::layout;
 use vmcore::{
     AddressMap, Device, DeviceCtx, DeviceId, GuestRam, MachineRequests, RegionKind, SnapshotError,
@@ -261,6 +262,48 @@ impl Board {
 
     /// Adds a device and returns its id (route its ports and MMIO with [`Board::map_ports`] and
     /// [`Board::map_mmio`]).
+    ///
+    /// Replayability by construction: a [`Device`] must implement [`vmcore::Snapshot`] (its
+    /// supertrait, which has no default methods) and sees time only as [`DeviceCtx::now`], so a
+    /// device whose state would escape snapshots, recordings and the state hash cannot be put on the
+    /// board. This does not compile:
+    ///
+    /// ```compile_fail,E0277
+    /// use vmcore::{Device, DeviceCtx};
+    /// /// A latch whose state is in no snapshot.
+    /// struct Latch(u8);
+    /// impl Device for Latch {
+    ///     fn name(&self) -> &str { "latch" }
+    ///     fn pio_write(&mut self, _: &mut DeviceCtx<'_>, _: u16, data: &[u8]) { self.0 = data[0]; }
+    /// }
+    /// fn plug(board: &mut machine::board::Board) {
+    ///     board.add_device(Box::new(Latch(0)));
+    /// }
+    /// ```
+    ///
+    /// and the same device with its state in the snapshot does:
+    ///
+    /// ```
+    /// use vmcore::{Device, DeviceCtx, Snapshot, SnapshotError, SnapshotReader, SnapshotWriter};
+    /// /// A latch whose state is saved and restored.
+    /// struct Latch(u8);
+    /// impl Device for Latch {
+    ///     fn name(&self) -> &str { "latch" }
+    ///     fn pio_write(&mut self, _: &mut DeviceCtx<'_>, _: u16, data: &[u8]) { self.0 = data[0]; }
+    /// }
+    /// impl Snapshot for Latch {
+    ///     type Restored = ();
+    ///     fn save(&self, w: &mut SnapshotWriter) { w.tag("latch"); w.u8(self.0); }
+    ///     fn restore(&mut self, r: &mut SnapshotReader<'_>) -> Result<(), SnapshotError> {
+    ///         r.tag("latch")?;
+    ///         self.0 = r.u8()?;
+    ///         Ok(())
+    ///     }
+    /// }
+    /// fn plug(board: &mut machine::board::Board) {
+    ///     board.add_device(Box::new(Latch(0)));
+    /// }
+    /// ```
     pub fn add_device(&mut self, d: Box<dyn Device>) -> DeviceId {
         self.register(Slot::Device(d))
     }

@@ -193,10 +193,145 @@ impl Stream {
     }
 
     fn into_conn(self) -> Box<dyn ConnectionExt<Error = io::Error>> {
-        match self {
+        let inner: Box<dyn ConnectionExt<Error = io::Error>> = match self {
             Stream::Tcp(t) => Box::new(t),
             Stream::Unix(u) => Box::new(u),
+        };
+        Box::new(Guarded { inner, guard: PacketGuard::default() })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The packet guard: what gdb sends is checked before gdbstub acts on it.
+
+/// Most bytes one `m` (or `x`) request may ask for. gdb asks for at most half the packet size it
+/// was told (two hex digits a byte); gdbstub itself would stream a reply of any length, chunk after
+/// chunk, with the guest stopped.
+pub const MAX_READ: u64 = MAX_PACKET as u64;
+/// Most breakpoints (software and hardware together) one connection may set; each is compared with
+/// RIP, and a flood would only slow the guest.
+pub const MAX_BREAKPOINTS: usize = 4096;
+
+/// Follows the client's byte stream and checks each packet when its body is complete (at `#`, before
+/// gdbstub sees that byte): a packet too long, a memory read asking for more than [`MAX_READ`], an
+/// `M` or binary `X` write whose data is not the length it declares. A refused packet ends the
+/// connection with the reason (gdbstub reports the read error, the session logs it).
+#[derive(Default)]
+struct PacketGuard {
+    in_packet: bool,
+    body: Vec<u8>,
+}
+
+impl PacketGuard {
+    /// Takes one byte from the client; an error is the reason to close the connection.
+    fn feed(&mut self, b: u8) -> Result<(), String> {
+        if !self.in_packet {
+            // Acks, Ctrl-C and the checksum digits after `#` are outside packets.
+            if b == b'$' {
+                self.in_packet = true;
+                self.body.clear();
+            }
+            return Ok(());
         }
+        if b == b'#' {
+            self.in_packet = false;
+            return check_packet(&self.body);
+        }
+        if self.body.len() >= MAX_PACKET {
+            self.in_packet = false;
+            self.body = Vec::new();
+            return Err(format!("a packet longer than {MAX_PACKET} bytes"));
+        }
+        self.body.push(b);
+        Ok(())
+    }
+}
+
+/// The LEN of `ADDR,LEN` (hex), if it parses; an unparsable one is left to gdbstub's parser.
+fn packet_len(args: &[u8]) -> Option<u64> {
+    let comma = args.iter().position(|&c| c == b',')?;
+    let len = std::str::from_utf8(&args[comma + 1..]).ok()?;
+    u64::from_str_radix(len, 16).ok()
+}
+
+/// Checks one complete packet body (between `$` and `#`).
+fn check_packet(body: &[u8]) -> Result<(), String> {
+    let Some((&cmd, rest)) = body.split_first() else { return Ok(()) };
+    match cmd {
+        b'm' | b'x' => {
+            if let Some(len) = packet_len(rest)
+                && len > MAX_READ
+            {
+                return Err(format!(
+                    "`{}` asks for {len} bytes of memory, more than {MAX_READ}",
+                    cmd as char
+                ));
+            }
+        }
+        b'M' | b'X' => {
+            let Some(colon) = rest.iter().position(|&c| c == b':') else { return Ok(()) };
+            let Some(len) = packet_len(&rest[..colon]) else { return Ok(()) };
+            let data = &rest[colon + 1..];
+            let carried = if cmd == b'M' {
+                if data.len() % 2 != 0 {
+                    return Err(format!("`M` carries an odd number ({}) of hex digits", data.len()));
+                }
+                data.len() as u64 / 2
+            } else {
+                // Binary data: `}` escapes the byte after it.
+                let mut n = 0u64;
+                let mut i = 0;
+                while i < data.len() {
+                    if data[i] == b'}' {
+                        if i + 1 == data.len() {
+                            return Err("`X` data ends in an escape".into());
+                        }
+                        i += 1;
+                    }
+                    i += 1;
+                    n += 1;
+                }
+                n
+            };
+            if carried != len {
+                return Err(format!("`{}` declares {len} bytes and carries {carried}", cmd as char));
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// A gdbstub connection with [`PacketGuard`] on its input.
+struct Guarded {
+    inner: Box<dyn ConnectionExt<Error = io::Error>>,
+    guard: PacketGuard,
+}
+
+impl gdbstub::conn::Connection for Guarded {
+    type Error = io::Error;
+    fn write(&mut self, byte: u8) -> io::Result<()> {
+        self.inner.write(byte)
+    }
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.inner.write_all(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+    fn on_session_start(&mut self) -> io::Result<()> {
+        self.inner.on_session_start()
+    }
+}
+
+impl ConnectionExt for Guarded {
+    fn read(&mut self) -> io::Result<u8> {
+        let b = self.inner.read()?;
+        self.guard.feed(b).map_err(io::Error::other)?;
+        Ok(b)
+    }
+    fn peek(&mut self) -> io::Result<Option<u8>> {
+        self.inner.peek()
     }
 }
 
@@ -1079,8 +1214,21 @@ impl Breakpoints for GdbTarget<'_> {
     }
 }
 
+impl GdbTarget<'_> {
+    /// A breakpoint at `addr` fits under [`MAX_BREAKPOINTS`]; past it the connection is closed (a
+    /// fatal target error, logged by the session) and the guest runs on.
+    fn room_for(&self, addr: u64) -> Result<(), TargetError<String>> {
+        let known = self.sw.contains(&addr) || self.hw.contains(&addr);
+        if !known && self.sw.len() + self.hw.len() >= MAX_BREAKPOINTS {
+            return Err(TargetError::Fatal(format!("more than {MAX_BREAKPOINTS} breakpoints")));
+        }
+        Ok(())
+    }
+}
+
 impl SwBreakpoint for GdbTarget<'_> {
     fn add_sw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
+        self.room_for(addr)?;
         self.sw.insert(addr);
         self.sync_stops();
         Ok(true)
@@ -1094,6 +1242,7 @@ impl SwBreakpoint for GdbTarget<'_> {
 
 impl HwBreakpoint for GdbTarget<'_> {
     fn add_hw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
+        self.room_for(addr)?;
         self.hw.insert(addr);
         self.sync_stops();
         Ok(true)
@@ -1367,6 +1516,47 @@ mod tests {
         for bad in ["", "tcp:", "tcp::x", "unix:", "udp::1", "tcp:host:1"] {
             assert!(Endpoint::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    fn feed_all(g: &mut PacketGuard, bytes: &[u8]) -> Result<(), String> {
+        bytes.iter().try_for_each(|&b| g.feed(b))
+    }
+
+    #[test]
+    fn the_packet_guard_refuses_what_would_hurt_and_passes_the_rest() {
+        let mut g = PacketGuard::default();
+        // Ordinary traffic, binary data with escapes (`}` 0x5d is 0x7d, `}` 0x03 is `#`), acks.
+        for ok in [
+            &b"+$qSupported:multiprocess+;xmlRegisters=i386#6a"[..],
+            b"$m600,10#00",
+            b"\x03$g#67+",
+            b"$M600,2:abcd#00",
+            b"$X600,3:}]}\x03a#00",
+            b"$X600,0:#00",
+            b"$mzz#00",
+            b"$Z0,100,1#00",
+        ] {
+            assert_eq!(feed_all(&mut g, ok), Ok(()), "{}", String::from_utf8_lossy(ok));
+        }
+        for (bad, why) in [
+            (&b"$m0,ffffffffffffffff#00"[..], "asks for"),
+            (b"$x0,100000#00", "asks for"),
+            (b"$M600,100:00#00", "declares 256 bytes and carries 1"),
+            (b"$M600,1:0#00", "odd number"),
+            (b"$X600,4:}]a#00", "declares 4 bytes and carries 2"),
+            (b"$X600,1:}#00", "ends in an escape"),
+        ] {
+            let mut g = PacketGuard::default();
+            let e = feed_all(&mut g, bad).unwrap_err();
+            assert!(e.contains(why), "{}: {e}", String::from_utf8_lossy(bad));
+        }
+        let mut g = PacketGuard::default();
+        let mut huge = b"$X0,1:".to_vec();
+        huge.extend(std::iter::repeat_n(b'a', MAX_PACKET + 10));
+        let e = feed_all(&mut g, &huge).unwrap_err();
+        assert!(e.contains("longer than"), "{e}");
+        // The guard stops buffering at the limit.
+        assert!(g.body.capacity() <= 2 * MAX_PACKET);
     }
 
     #[test]

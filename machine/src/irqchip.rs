@@ -17,6 +17,7 @@
 
 use chipset::msi::{X86Interrupt, delivery};
 use chipset::{DualPic, IoApic, LocalApic};
+use vmcore::Snapshot;
 use vmcore::{Device, IrqLevels, MachineRequests, SnapshotError, SnapshotReader, SnapshotWriter, VirtTime};
 
 /// The local APIC's TSC and timer input clock: 1 GHz, the TSC's rate (one tick per virtual ns).

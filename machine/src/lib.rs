@@ -331,6 +331,10 @@ pub enum HostEvent {
     Input(u8),
     /// The user asked to quit (Ctrl-A x).
     Quit,
+    /// The host side wants the run loop back (a monitor command typed on the console): the next input
+    /// point ends [`Machine::run`] early with [`RunOutcome::InstructionLimit`] before its limit. Not
+    /// an input: the guest sees nothing, and nothing is recorded.
+    Attention,
 }
 
 /// Longest slice the engine runs before the loop looks at its state again.
@@ -362,6 +366,8 @@ pub struct Machine {
     fault: Option<FaultHook>,
     /// Logged inputs to deliver again at their slots (re-execution for reverse debugging), in order.
     script: std::collections::VecDeque<StampedInput>,
+    /// [`HostEvent::Attention`] arrived: [`Machine::run`] returns at this input point.
+    attention: bool,
 }
 
 /// Where host input comes from.
@@ -496,6 +502,7 @@ impl Machine {
                     match ev {
                         HostEvent::Input(b) => bytes.push(b),
                         HostEvent::Quit => quit = true,
+                        HostEvent::Attention => self.attention = true,
                     }
                 }
                 if !bytes.is_empty() {
@@ -699,6 +706,7 @@ impl Machine {
             direct_boot,
             fault: None,
             script: Default::default(),
+            attention: false,
         })
         .map(|mut m| {
             m.redo_direct_boot();
@@ -831,6 +839,9 @@ impl Machine {
         if self.input.is_some() {
             self.next_input = input::next_input_point(self.slot());
         }
+        if std::mem::take(&mut self.attention) {
+            return RunOutcome::InstructionLimit;
+        }
         loop {
             // Carry out device requests.
             let req = std::mem::take(&mut self.board.requests);
@@ -877,6 +888,9 @@ impl Machine {
                         return RunOutcome::Quit;
                     }
                     self.next_input = input::next_input_point(self.slot());
+                    if std::mem::take(&mut self.attention) {
+                        return RunOutcome::InstructionLimit;
+                    }
                 }
                 until_input = self.next_input.saturating_sub(self.board.clock.idle);
             }
@@ -925,6 +939,9 @@ impl Machine {
                             // Only console input can wake the guest: wait for it.
                             if !self.poll_input(true) {
                                 return RunOutcome::Quit;
+                            }
+                            if std::mem::take(&mut self.attention) {
+                                return RunOutcome::InstructionLimit;
                             }
                             continue;
                         }

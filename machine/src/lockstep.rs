@@ -11,6 +11,7 @@
 //! until it has the first retired-instruction count after which they differ, and reports both states
 //! there. [`bisect`] does the same for any pair (replay uses it against the interpreter).
 
+use crate::snapfile::MemSnapshot;
 use crate::{Machine, RunOutcome, StampedInput};
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -85,12 +86,12 @@ pub fn differences(a: &Machine, oa: &RunOutcome, b: &Machine, ob: &RunOutcome) -
 fn run_both(
     a: &mut Machine,
     b: &mut Machine,
-    snap: &[u8],
+    snap: &MemSnapshot,
     inputs: &[StampedInput],
     to: u64,
 ) -> Result<Option<String>, String> {
     for m in [&mut *a, &mut *b] {
-        m.restore_state(snap).map_err(|e| format!("restoring the last good state: {e}"))?;
+        snap.restore(m).map_err(|e| format!("restoring the last good state: {e}"))?;
         m.replay_inputs(inputs.iter().cloned());
     }
     let oa = a.run(Some(to));
@@ -105,7 +106,7 @@ fn run_both(
 pub fn bisect(
     a: &mut Machine,
     b: &mut Machine,
-    snap: &[u8],
+    snap: &MemSnapshot,
     inputs: &[StampedInput],
     good: u64,
     bad: u64,
@@ -170,7 +171,7 @@ pub struct Lockstep {
     log: Rc<RefCell<Vec<StampedInput>>>,
     feed: bool,
     good: u64,
-    snap: Vec<u8>,
+    snap: MemSnapshot,
     since_good: Vec<StampedInput>,
     /// Chunks compared so far.
     pub chunks: u64,
@@ -179,16 +180,24 @@ pub struct Lockstep {
 impl Lockstep {
     /// Pairs `a` and `b`, built from the same configuration and in the same state. With `feed`, every
     /// input `a` takes is given to `b` (a live console on `a`); without, both already have their
-    /// inputs (both replaying one recording).
+    /// inputs (both replaying one recording). An input hook already on `a` ([`Machine::record_inputs`],
+    /// a recording of the run) keeps seeing every input.
     pub fn new(mut a: Machine, mut b: Machine, interval: u64, feed: bool) -> Lockstep {
         let log = Rc::new(RefCell::new(Vec::new()));
         let l2 = log.clone();
-        a.record_inputs(Box::new(move |s| l2.borrow_mut().push(s.clone())));
-        log.borrow_mut().clear();
+        // Chained after a hook already installed (a recording of the lockstep run), which has seen
+        // the RTC's start already.
+        let mut inner = a.recorder.take();
+        a.recorder = Some(Box::new(move |s| {
+            if let Some(r) = inner.as_mut() {
+                r(s);
+            }
+            l2.borrow_mut().push(s.clone());
+        }));
         if feed {
             b.replay_inputs(std::iter::empty());
         }
-        let (good, snap) = (a.cpu.icount, a.save_state());
+        let (good, snap) = (a.cpu.icount, MemSnapshot::take(&a, None));
         Lockstep { a, b, interval: interval.max(1), log, feed, good, snap, since_good: Vec::new(), chunks: 0 }
     }
 
@@ -213,7 +222,8 @@ impl Lockstep {
                 return LockstepOutcome::Finished(oa);
             }
             self.good = self.a.cpu.icount;
-            self.snap = self.a.save_state();
+            // Sparse, and sharing the pages that did not change with the previous good state.
+            self.snap = MemSnapshot::take(&self.a, Some(&self.snap));
             self.since_good.clear();
         }
     }

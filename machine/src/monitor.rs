@@ -15,9 +15,11 @@
 //! Memory is read as the debugger reads it ([`crate::gdb::read_virt`], [`crate::gdb::read_phys`]):
 //! RAM and ROM only, no side effect on the page tables or the TLB.
 //!
-//! Snapshot files: [`save_snapshot_file`] / [`load_snapshot_file`] hold the whole-machine snapshot
-//! ([`Machine::save_state`]) behind a small header; the record/replay work's file format replaces
-//! these two functions when it lands.
+//! `savevm`/`loadvm` write and read [`crate::snapfile`]'s format, the one `--snapshot-at` writes and
+//! `--restore` reads: a file saved from the monitor restores with `--restore` and the reverse.
+//!
+//! The commands are the rows of [`COMMANDS`]; a new command is one more row (its name, usage, one
+//! line of help and the function that runs it), and `help` lists them all.
 
 use crate::Machine;
 use crate::gdb::{Endpoint, Listener, Stream};
@@ -38,30 +40,25 @@ pub enum Control {
     Quit,
 }
 
-/// Header of a monitor snapshot file.
-const FILE_MAGIC: &[u8; 16] = b"FERRITE-SAVEVM1\n";
-
-/// Writes the whole machine to `path`.
-pub fn save_snapshot_file(m: &Machine, path: &str) -> Result<usize, String> {
-    let state = m.save_state();
-    let mut out = Vec::with_capacity(state.len() + 16);
-    out.extend_from_slice(FILE_MAGIC);
-    out.extend_from_slice(&state);
-    std::fs::write(path, &out).map_err(|e| format!("{path}: {e}"))?;
-    Ok(out.len())
+/// Writes the whole machine to `path` in [`crate::snapfile`]'s format; returns the bytes written.
+pub fn save_snapshot_file(m: &Machine, path: &str) -> Result<u64, String> {
+    crate::snapfile::save_file(m, std::path::Path::new(path))
+        .map(|st| st.bytes)
+        .map_err(|e| format!("{path}: {e}"))
 }
 
-/// Restores the whole machine from `path` (written by [`save_snapshot_file`] for a machine of the same
-/// configuration). On a bad file the machine is left as it was.
+/// Restores the whole machine from the snapshot file at `path` (written by `savevm` or
+/// `--snapshot-at` for a machine of the same configuration). On any error the machine is left as it
+/// was: the file is checked whole before the machine changes, and a state that does not fit this
+/// machine is undone.
 pub fn load_snapshot_file(m: &mut Machine, path: &str) -> Result<(), String> {
     let data = std::fs::read(path).map_err(|e| format!("{path}: {e}"))?;
-    let Some(state) = data.strip_prefix(FILE_MAGIC.as_slice()) else {
-        return Err(format!("{path}: not a Ferrite savevm file"));
-    };
     let before = m.save_state();
-    if let Err(e) = m.restore_state(state) {
-        // Put the machine back as it was (the snapshot was checked while loading).
-        let _ = m.restore_state(&before);
+    if let Err(e) = crate::snapfile::restore(m, &data) {
+        if matches!(e, crate::snapfile::SnapfileError::Mismatch(_)) {
+            // The head was partly restored before it failed to fit: put the machine back.
+            let _ = m.restore_state(&before);
+        }
         return Err(format!("{path}: {e}"));
     }
     Ok(())
@@ -139,58 +136,155 @@ fn examine(m: &Machine, args: &str, physical: bool) -> String {
     out
 }
 
+/// What a command runs on: the machine and, when the run keeps one, its reverse-execution history.
+pub struct Target<'a> {
+    /// The machine.
+    pub m: &'a mut Machine,
+    /// The reverse-execution history, if any.
+    pub hist: Option<&'a mut History>,
+}
+
+/// One monitor command: a row of [`COMMANDS`].
+pub struct Command {
+    /// The name typed (first word of the line).
+    pub name: &'static str,
+    /// Other names for it.
+    pub aliases: &'static [&'static str],
+    /// Its arguments, as `help` shows them.
+    pub usage: &'static str,
+    /// One line saying what it does.
+    pub help: &'static str,
+    /// Runs it with the rest of the line (trimmed): the text to print and what the run loop must do.
+    pub run: fn(&mut Target<'_>, &str) -> (String, Control),
+}
+
+fn text(s: impl Into<String>) -> (String, Control) {
+    (s.into(), Control::None)
+}
+
+fn cmd_info(t: &mut Target<'_>, args: &str) -> (String, Control) {
+    match args {
+        "registers" | "r" => text(t.m.cpu.dump() + "\n"),
+        "history" => match t.hist.as_deref() {
+            Some(h) => {
+                let (n, bytes) = h.usage();
+                text(format!(
+                    "{n} checkpoints ({} MiB, the last taken in {:.1} ms), earliest at {}, frontier {}, {} inputs logged, now at {}\n",
+                    bytes >> 20,
+                    h.last_checkpoint_cost().as_secs_f64() * 1e3,
+                    h.earliest(),
+                    h.frontier(),
+                    h.inputs_logged(),
+                    t.m.cpu.icount
+                ))
+            }
+            None => text("no history\n"),
+        },
+        _ => text("info registers | info history\n"),
+    }
+}
+
+fn cmd_x(t: &mut Target<'_>, args: &str) -> (String, Control) {
+    text(examine(t.m, args, false))
+}
+
+fn cmd_xp(t: &mut Target<'_>, args: &str) -> (String, Control) {
+    text(examine(t.m, args, true))
+}
+
+fn cmd_savevm(t: &mut Target<'_>, args: &str) -> (String, Control) {
+    if args.is_empty() {
+        return text("usage: savevm FILE\n");
+    }
+    match save_snapshot_file(t.m, args) {
+        Ok(n) => text(format!("saved {n} bytes to {args} at instruction {}\n", t.m.cpu.icount)),
+        Err(e) => text(format!("savevm: {e}\n")),
+    }
+}
+
+fn cmd_loadvm(t: &mut Target<'_>, args: &str) -> (String, Control) {
+    if args.is_empty() {
+        return text("usage: loadvm FILE\n");
+    }
+    match load_snapshot_file(t.m, args) {
+        Ok(()) => {
+            if let Some(h) = t.hist.as_deref_mut() {
+                h.reset(t.m);
+            }
+            text(format!("loaded {args}: at instruction {}\n", t.m.cpu.icount))
+        }
+        Err(e) => text(format!("loadvm: {e}\n")),
+    }
+}
+
+fn cmd_stop(_: &mut Target<'_>, _: &str) -> (String, Control) {
+    ("stopped\n".into(), Control::Stop)
+}
+
+fn cmd_cont(_: &mut Target<'_>, _: &str) -> (String, Control) {
+    ("running\n".into(), Control::Cont)
+}
+
+fn cmd_quit(_: &mut Target<'_>, _: &str) -> (String, Control) {
+    (String::new(), Control::Quit)
+}
+
+fn cmd_help(_: &mut Target<'_>, _: &str) -> (String, Control) {
+    let mut out = String::new();
+    for c in COMMANDS {
+        let head = if c.usage.is_empty() { c.name.to_string() } else { format!("{} {}", c.name, c.usage) };
+        out.push_str(&format!("{head:<24} {}\n", c.help));
+    }
+    text(out)
+}
+
+/// The monitor's commands (gdb's `monitor` adds `break-icount`, see [`crate::gdb`]).
+pub static COMMANDS: &[Command] = &[
+    Command {
+        name: "info",
+        aliases: &[],
+        usage: "registers|history",
+        help: "the CPU's registers / the reverse-execution checkpoints",
+        run: cmd_info,
+    },
+    Command { name: "x", aliases: &[], usage: "/NFU ADDR", help: "memory at a linear address", run: cmd_x },
+    Command {
+        name: "xp",
+        aliases: &[],
+        usage: "/NFU ADDR",
+        help: "memory at a physical address",
+        run: cmd_xp,
+    },
+    Command {
+        name: "savevm",
+        aliases: &[],
+        usage: "FILE",
+        help: "the whole machine to FILE",
+        run: cmd_savevm,
+    },
+    Command {
+        name: "loadvm",
+        aliases: &[],
+        usage: "FILE",
+        help: "the whole machine from FILE",
+        run: cmd_loadvm,
+    },
+    Command { name: "stop", aliases: &[], usage: "", help: "pause the guest", run: cmd_stop },
+    Command { name: "cont", aliases: &["c"], usage: "", help: "resume the guest", run: cmd_cont },
+    Command { name: "quit", aliases: &["q"], usage: "", help: "end Ferrite", run: cmd_quit },
+    Command { name: "help", aliases: &["?"], usage: "", help: "this list", run: cmd_help },
+];
+
 /// Runs one monitor command line. Returns its output and what it asks of the run loop.
 pub fn execute(m: &mut Machine, hist: Option<&mut History>, line: &str) -> (String, Control) {
     let line = line.trim();
     let (cmd, args) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
-    let args = args.trim();
-    match cmd {
-        "" => (String::new(), Control::None),
-        "info" => match args {
-            "registers" | "r" => (m.cpu.dump() + "\n", Control::None),
-            "history" => match hist {
-                Some(h) => {
-                    let (n, bytes) = h.usage();
-                    (
-                        format!(
-                            "{n} checkpoints ({} MiB), earliest at {}, frontier {}, {} inputs logged, now at {}\n",
-                            bytes >> 20,
-                            h.earliest(),
-                            h.frontier(),
-                            h.inputs_logged(),
-                            m.cpu.icount
-                        ),
-                        Control::None,
-                    )
-                }
-                None => ("no history\n".into(), Control::None),
-            },
-            _ => ("info registers | info history\n".into(), Control::None),
-        },
-        "x" => (examine(m, args, false), Control::None),
-        "xp" => (examine(m, args, true), Control::None),
-        "savevm" if !args.is_empty() => match save_snapshot_file(m, args) {
-            Ok(n) => (format!("saved {n} bytes to {args} at instruction {}\n", m.cpu.icount), Control::None),
-            Err(e) => (format!("savevm: {e}\n"), Control::None),
-        },
-        "loadvm" if !args.is_empty() => match load_snapshot_file(m, args) {
-            Ok(()) => {
-                if let Some(h) = hist {
-                    h.reset(m);
-                }
-                (format!("loaded {args}: at instruction {}\n", m.cpu.icount), Control::None)
-            }
-            Err(e) => (format!("loadvm: {e}\n"), Control::None),
-        },
-        "stop" => ("stopped\n".into(), Control::Stop),
-        "cont" | "c" => ("running\n".into(), Control::Cont),
-        "quit" | "q" => (String::new(), Control::Quit),
-        "help" | "?" => (
-            "info registers | info history | x /NFU ADDR | xp /NFU ADDR | savevm FILE | loadvm FILE | stop | cont | quit\n"
-                .into(),
-            Control::None,
-        ),
-        _ => (format!("unknown command: `{line}` (try `help`)\n"), Control::None),
+    if cmd.is_empty() {
+        return (String::new(), Control::None);
+    }
+    match COMMANDS.iter().find(|c| c.name == cmd || c.aliases.contains(&cmd)) {
+        Some(c) => (c.run)(&mut Target { m, hist }, args.trim()),
+        None => (format!("unknown command: `{line}` (try `help`)\n"), Control::None),
     }
 }
 
@@ -269,6 +363,111 @@ impl MonitorServer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::{Machine, MachineConfig};
+
+    /// A machine spinning in a loop that increments a RAM byte: `inc byte [0x500]; jmp short back` at the
+    /// reset vector's segment (real mode).
+    fn spinner(mem: u64) -> Machine {
+        let mut rom = vec![0x90u8; 0x1_0000];
+        // F000:FFF0: jmp F000:0000; at F000:0000: inc byte [0x500]; jmp short 0.
+        rom[0xFFF0..0xFFF5].copy_from_slice(&[0xEA, 0x00, 0x00, 0x00, 0xF0]);
+        rom[0..6].copy_from_slice(&[0xFE, 0x06, 0x00, 0x05, 0xEB, 0xFA]);
+        Machine::new(MachineConfig::new(mem, rom)).expect("machine")
+    }
+
+    fn tmp(name: &str) -> String {
+        let d = std::env::temp_dir().join(format!("ferrite-monitor-{}-{name}", std::process::id()));
+        d.to_string_lossy().into_owned()
+    }
+
+    #[test]
+    fn savevm_and_loadvm_use_the_snapshot_file_format() {
+        let mut m = spinner(16 << 20);
+        m.run(Some(10_001));
+        let path = tmp("a.snap");
+        let (out, k) = execute(&mut m, None, &format!("savevm {path}"));
+        assert!(out.starts_with("saved ") && k == Control::None, "{out}");
+        let (count, hash) = (m.cpu.icount, m.state_hash());
+        // One format: the file is what --snapshot-at writes and --restore reads.
+        let data = std::fs::read(&path).unwrap();
+        assert_eq!(&data[..8], crate::snapfile::MAGIC);
+        let mut other = spinner(16 << 20);
+        crate::snapfile::restore(&mut other, &data).expect("snapfile reads the monitor's file");
+        assert_eq!(other.state_hash(), hash);
+
+        m.run(Some(50_000));
+        assert_ne!(m.state_hash(), hash);
+        let (out, _) = execute(&mut m, None, &format!("loadvm {path}"));
+        assert!(out.starts_with("loaded "), "{out}");
+        assert_eq!((m.cpu.icount, m.state_hash()), (count, hash));
+
+        // A file from a snapfile save loads through the monitor too.
+        let p2 = tmp("b.snap");
+        other.run(Some(20_000));
+        crate::snapfile::save_file(&other, std::path::Path::new(&p2)).unwrap();
+        let h2 = other.state_hash();
+        let (out, _) = execute(&mut m, None, &format!("loadvm {p2}"));
+        assert!(out.starts_with("loaded "), "{out}");
+        assert_eq!(m.state_hash(), h2);
+        let _ = std::fs::remove_file(&path);
+        let _ = std::fs::remove_file(&p2);
+    }
+
+    #[test]
+    fn a_bad_loadvm_changes_nothing() {
+        let mut m = spinner(16 << 20);
+        m.run(Some(5_000));
+        let good = tmp("good.snap");
+        execute(&mut m, None, &format!("savevm {good}"));
+        m.run(Some(9_000));
+        let hash = m.state_hash();
+        let data = std::fs::read(&good).unwrap();
+        // Corrupt (a flipped byte in the middle), truncated, another version, another machine.
+        let bad = tmp("bad.snap");
+        let mut corrupt = data.clone();
+        let mid = corrupt.len() / 2;
+        corrupt[mid] ^= 0x40;
+        let mut version = data.clone();
+        version[8] = 9;
+        let mut small = spinner(8 << 20);
+        small.run(Some(100));
+        let mut foreign = Vec::new();
+        crate::snapfile::save(&small, &mut foreign).unwrap();
+        for (what, bytes) in [
+            ("corrupt", corrupt),
+            ("truncated", data[..data.len() - 3].to_vec()),
+            ("version", version),
+            ("foreign", foreign),
+        ] {
+            std::fs::write(&bad, &bytes).unwrap();
+            let (out, _) = execute(&mut m, None, &format!("loadvm {bad}"));
+            assert!(out.starts_with("loadvm: ") && out.trim().lines().count() == 1, "{what}: {out}");
+            assert_eq!(m.state_hash(), hash, "{what}: the machine changed");
+        }
+        let (out, _) = execute(&mut m, None, "loadvm /nonexistent/dir/x.snap");
+        assert!(out.starts_with("loadvm: "), "{out}");
+        let _ = std::fs::remove_file(&good);
+        let _ = std::fs::remove_file(&bad);
+    }
+
+    #[test]
+    fn the_command_table_drives_dispatch_and_help() {
+        let mut m = spinner(16 << 20);
+        let (help, _) = execute(&mut m, None, "help");
+        for c in COMMANDS {
+            assert!(help.lines().any(|l| l.starts_with(c.name)), "help lacks {}", c.name);
+        }
+        assert_eq!(execute(&mut m, None, "c").1, Control::Cont);
+        assert_eq!(execute(&mut m, None, "stop").1, Control::Stop);
+        assert_eq!(execute(&mut m, None, "q").1, Control::Quit);
+        assert!(execute(&mut m, None, "savevm").0.starts_with("usage"));
+        assert!(execute(&mut m, None, "frobnicate now").0.starts_with("unknown command"));
+        assert_eq!(execute(&mut m, None, "   "), (String::new(), Control::None));
+        m.run(Some(1_000));
+        let (x, _) = execute(&mut m, None, "xp /1b 0x500");
+        assert!(x.starts_with("0000000000000500: 0x"), "{x}");
+    }
 
     #[test]
     fn numbers_parse_as_qemu_spells_them() {

@@ -25,7 +25,8 @@ struct Checkpoint {
     icount: u64,
     /// Inputs logged before the checkpoint was taken.
     inputs: usize,
-    state: Vec<u8>,
+    /// The machine, RAM held sparsely and shared with the checkpoint before where unchanged.
+    state: crate::snapfile::MemSnapshot,
 }
 
 #[derive(Default)]
@@ -109,7 +110,12 @@ impl History {
 
     /// Checkpoints held and the bytes they take.
     pub fn usage(&self) -> (usize, usize) {
-        (self.checkpoints.len(), self.checkpoints.iter().map(|c| c.state.len()).sum())
+        (self.checkpoints.len(), self.checkpoints.iter().map(|c| c.state.bytes()).sum())
+    }
+
+    /// Host time the last checkpoint took to take.
+    pub fn last_checkpoint_cost(&self) -> std::time::Duration {
+        self.last_cost
     }
 
     /// The furthest instruction count reached with live input.
@@ -133,11 +139,13 @@ impl History {
             let l = self.log.borrow();
             if l.replaying { l.inputs.len() - m.script.len() } else { l.inputs.len() }
         };
+        let pos = self.checkpoints.partition_point(|c| c.icount < icount);
         let started = std::time::Instant::now();
-        let state = m.save_state();
+        // Pages unchanged since the checkpoint before this one are shared with it.
+        let prev = pos.checked_sub(1).map(|p| &self.checkpoints[p].state);
+        let state = crate::snapfile::MemSnapshot::take(m, prev);
         self.last_cost = started.elapsed();
         self.last_taken = Some(std::time::Instant::now());
-        let pos = self.checkpoints.partition_point(|c| c.icount < icount);
         self.checkpoints.insert(pos, Checkpoint { icount, inputs, state });
         while self.checkpoints.len() > 1 && self.usage().1 > self.budget {
             self.checkpoints.remove(0);
@@ -238,7 +246,7 @@ impl History {
         if self.parked.is_none() {
             self.parked = m.input.take();
         }
-        m.restore_state(&c.state).map_err(|e| format!("restoring the checkpoint: {e}"))?;
+        c.state.restore(m).map_err(|e| format!("restoring the checkpoint: {e}"))?;
         // The restored TLB may hold pages a debugger watches now: drop them.
         if let Some(i) = m.interp_mut() {
             let watched = i.mmu.debug.host_watches().to_vec();

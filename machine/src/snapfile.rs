@@ -26,6 +26,7 @@ use flate2::write::DeflateEncoder;
 use std::fmt;
 use std::io::{Read, Write};
 use std::path::Path;
+use std::sync::Arc;
 
 /// The file's first eight bytes.
 pub const MAGIC: &[u8; 8] = b"FERRSNAP";
@@ -309,4 +310,132 @@ pub fn restore(m: &mut Machine, data: &[u8]) -> Result<(), SnapfileError> {
 pub fn restore_file(m: &mut Machine, path: &Path) -> Result<(), SnapfileError> {
     let data = std::fs::read(path)?;
     restore(m, &data)
+}
+
+/// A whole-machine snapshot in memory (reverse-execution checkpoints, lockstep's and replay's last
+/// good state), RAM held as the file holds it: zero pages not at all, and each page equal to the
+/// previous snapshot's shared with it (reference-counted), so a series of checkpoints costs the
+/// machine state plus the pages that changed between them, where [`Machine::save_state`] costs all
+/// of RAM every time.
+#[derive(Clone)]
+pub struct MemSnapshot {
+    icount: u64,
+    head: Vec<u8>,
+    /// Page n of RAM; `None`: zero.
+    pages: Vec<Option<Arc<[u8]>>>,
+    /// Pages this snapshot was the first to hold (the others are shared with the previous one).
+    fresh: usize,
+}
+
+impl MemSnapshot {
+    /// Takes `m`'s state; pages equal to `prev`'s (a snapshot of the same machine) are shared with
+    /// it.
+    pub fn take(m: &Machine, prev: Option<&MemSnapshot>) -> MemSnapshot {
+        let head = m.save_head();
+        let ram = m.board.ram.as_slice();
+        let n = ram.len().div_ceil(PAGE);
+        let prev = prev.filter(|p| p.pages.len() == n);
+        let mut pages = Vec::with_capacity(n);
+        let mut fresh = 0;
+        for (i, bytes) in ram.chunks(PAGE).enumerate() {
+            if crate::record::page_is_zero(bytes) {
+                pages.push(None);
+                continue;
+            }
+            if let Some(Some(old)) = prev.map(|p| &p.pages[i])
+                && **old == *bytes
+            {
+                pages.push(Some(old.clone()));
+                continue;
+            }
+            fresh += 1;
+            pages.push(Some(Arc::from(bytes)));
+        }
+        MemSnapshot { icount: m.cpu.icount, head, pages, fresh }
+    }
+
+    /// Puts `m` (built from the same configuration) back in this state. On error the machine may be
+    /// partly restored and should be dropped.
+    pub fn restore(&self, m: &mut Machine) -> Result<(), vmcore::SnapshotError> {
+        if self.pages.len() != (m.board.ram.len() as usize).div_ceil(PAGE) {
+            return Err(vmcore::SnapshotError::Invalid("a snapshot of another RAM size".into()));
+        }
+        m.restore_head(&self.head)?;
+        let ram = m.board.ram.as_mut_slice();
+        for (page, held) in ram.chunks_mut(PAGE).zip(&self.pages) {
+            match held {
+                Some(b) => page.copy_from_slice(b),
+                // A page already zero is not written: an untouched page stays unallocated.
+                None if !crate::record::page_is_zero(page) => page.fill(0),
+                None => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The retired-instruction count the snapshot was taken at.
+    pub fn icount(&self) -> u64 {
+        self.icount
+    }
+
+    /// Host memory the snapshot accounts for: its machine state, its page table, and each page it
+    /// holds divided among the snapshots sharing it (so the sum over a series is what the series
+    /// takes).
+    pub fn bytes(&self) -> usize {
+        let shared: usize = self.pages.iter().flatten().map(|p| p.len() / Arc::strong_count(p).max(1)).sum();
+        self.head.len() + self.pages.len() * std::mem::size_of::<Option<Arc<[u8]>>>() + shared
+    }
+
+    /// Non-zero pages held, and how many of them this snapshot was the first to hold.
+    pub fn page_counts(&self) -> (usize, usize) {
+        (self.pages.iter().flatten().count(), self.fresh)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MachineConfig;
+
+    /// Real mode: `inc byte [0x500]; jmp short back to it` at F000:0000, reached from the reset vector.
+    fn spinner(mem: u64) -> Machine {
+        let mut rom = vec![0x90u8; 0x1_0000];
+        rom[0xFFF0..0xFFF5].copy_from_slice(&[0xEA, 0x00, 0x00, 0x00, 0xF0]);
+        rom[0..6].copy_from_slice(&[0xFE, 0x06, 0x00, 0x05, 0xEB, 0xFA]);
+        Machine::new(MachineConfig::new(mem, rom)).expect("machine")
+    }
+
+    #[test]
+    fn mem_snapshots_skip_zero_pages_share_unchanged_ones_and_restore_exactly() {
+        let mut m = spinner(32 << 20);
+        // Two non-zero pages: page 0 (the counter, changing) and page 0x10 (constant).
+        m.board.ram.write(0x10_000, b"constant");
+        m.run(Some(1_000));
+        let (c1, h1) = (m.cpu.icount, m.state_hash());
+        let s1 = MemSnapshot::take(&m, None);
+        assert_eq!(s1.page_counts(), (2, 2));
+        assert_eq!(s1.icount(), c1);
+        m.run(Some(5_000));
+        let h2 = m.state_hash();
+        let s2 = MemSnapshot::take(&m, Some(&s1));
+        assert_eq!(s2.page_counts(), (2, 1), "only the counter's page is new");
+        // A whole-RAM copy is 32 MiB; the two sparse snapshots hold three pages between them.
+        let total = s1.bytes() + s2.bytes();
+        assert!(total < 1 << 20, "{total} bytes");
+        assert!(total > 3 * 4096);
+
+        s1.restore(&mut m).unwrap();
+        assert_eq!((m.cpu.icount, m.state_hash()), (c1, h1));
+        s2.restore(&mut m).unwrap();
+        assert_eq!(m.state_hash(), h2);
+        // A page written after the snapshot is zeroed again by the restore.
+        m.board.ram.write(0x200_000, b"late");
+        s1.restore(&mut m).unwrap();
+        assert_eq!(m.state_hash(), h1);
+        // Another machine of another size refuses it and is not touched.
+        let mut small = spinner(16 << 20);
+        let hs = small.state_hash();
+        assert!(s1.restore(&mut small).is_err());
+        assert_eq!(small.state_hash(), hs);
+    }
 }

@@ -3,12 +3,13 @@
 //! 1e9 instructions per second, so N ns = N instructions), under the interpreter and the JIT. The
 //! function is added through the machine builder like any device.
 
-use chipset::pci::{BarDef, BarKind, ConfigSpace, PciFunction, reg};
+use chipset::pci::{BarChange, BarDef, BarKind, ConfigSpace, PciFunction, reg};
 use iced_x86::code_asm::*;
 use machine::{Accel, DeviceSpec, MachineBuilder, RunOutcome};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use vmcore::{DeviceCtx, VirtTime};
+use vmcore::Snapshot;
+use vmcore::{DeviceCtx, SnapshotError, SnapshotReader, SnapshotWriter, VirtTime};
 
 /// Device 3, function 0.
 const DEVFN: u8 = 3 << 3;
@@ -81,6 +82,20 @@ impl PciFunction for DelayedCompleter {
             self.due = None;
             self.done = true;
         }
+    }
+}
+
+impl Snapshot for DelayedCompleter {
+    type Restored = Vec<BarChange>;
+
+    fn save(&self, w: &mut SnapshotWriter) {
+        w.tag(self.name());
+        self.config().save(w);
+    }
+
+    fn restore(&mut self, r: &mut SnapshotReader<'_>) -> Result<Self::Restored, SnapshotError> {
+        r.tag(self.name())?;
+        self.config_mut().restore(r)
     }
 }
 

@@ -237,7 +237,7 @@ fn a_replay_that_diverges_stops_at_the_check_and_bisects_to_the_instruction() {
     x.inject_fault_at(at, flip());
     x.replay_inputs(rec.inputs.clone());
     x.run(Some(mm.good));
-    let snap = x.save_state();
+    let snap = machine::snapfile::MemSnapshot::take(&x, None);
     let from = x.slot();
     let inputs: Vec<_> = rec.inputs.iter().filter(|s| s.slot >= from).cloned().collect();
     let d = machine::lockstep::bisect(&mut x, &mut y, &snap, &inputs, mm.good, mm.recorded.icount).unwrap();

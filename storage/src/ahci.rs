@@ -32,6 +32,7 @@
 
 use chipset::msi::{MsiCapability, MsiMessage, Signal, intx_output};
 use chipset::pci::{BarChange, BarDef, BarKind, ConfigSpace, PciFunction, reg};
+use vmcore::Snapshot;
 use vmcore::{DeviceCtx, SnapshotError, SnapshotReader, SnapshotWriter, VirtTime};
 
 use crate::ata::{Action, CD_BLOCK, Drive, DriveKind, TaskFile, Xfer, error, latency_ns, status};
@@ -975,38 +976,6 @@ impl PciFunction for Ahci {
         }
     }
 
-    fn save(&self, w: &mut SnapshotWriter) {
-        w.tag(self.name());
-        self.cfg.save(w);
-        w.u32(self.ghc);
-        w.u32(self.is);
-        w.u64(self.now.0);
-        w.bool(self.intx);
-        w.bool(self.condition);
-        w.u32(self.msi_out.len() as u32);
-        for m in &self.msi_out {
-            w.u64(m.address);
-            w.u32(m.data);
-        }
-        w.u32(self.ports.len() as u32);
-        for p in &self.ports {
-            p.save(w);
-        }
-    }
-
-    fn restore(&mut self, r: &mut SnapshotReader<'_>) -> Result<Vec<BarChange>, SnapshotError> {
-        let mut w = SnapshotWriter::new();
-        self.save(&mut w);
-        let before = w.finish();
-        let res = self.load(r);
-        if res.is_err() {
-            // A snapshot that does not read back whole changes nothing: what this controller itself
-            // wrote reads back.
-            let _ = self.load(&mut SnapshotReader::new(&before));
-        }
-        res
-    }
-
     fn intx(&self) -> bool {
         self.intx
     }
@@ -1043,6 +1012,42 @@ impl PciFunction for Ahci {
 
     fn advance(&mut self, ctx: &mut DeviceCtx<'_>) {
         Ahci::advance(self, ctx.now);
+    }
+}
+
+impl Snapshot for Ahci {
+    type Restored = Vec<BarChange>;
+
+    fn save(&self, w: &mut SnapshotWriter) {
+        w.tag(self.name());
+        self.cfg.save(w);
+        w.u32(self.ghc);
+        w.u32(self.is);
+        w.u64(self.now.0);
+        w.bool(self.intx);
+        w.bool(self.condition);
+        w.u32(self.msi_out.len() as u32);
+        for m in &self.msi_out {
+            w.u64(m.address);
+            w.u32(m.data);
+        }
+        w.u32(self.ports.len() as u32);
+        for p in &self.ports {
+            p.save(w);
+        }
+    }
+
+    fn restore(&mut self, r: &mut SnapshotReader<'_>) -> Result<Self::Restored, SnapshotError> {
+        let mut w = SnapshotWriter::new();
+        self.save(&mut w);
+        let before = w.finish();
+        let res = self.load(r);
+        if res.is_err() {
+            // A snapshot that does not read back whole changes nothing: what this controller itself
+            // wrote reads back.
+            let _ = self.load(&mut SnapshotReader::new(&before));
+        }
+        res
     }
 }
 

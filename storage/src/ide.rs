@@ -36,6 +36,7 @@
 //! PRD table that runs out before the transfer, points outside RAM or whose direction contradicts the
 //! command: the bus master's error bit, and ABRT in the drive's error register.
 
+use vmcore::Snapshot;
 use vmcore::{Device, DeviceCtx, IrqLevels, SnapshotError, SnapshotReader, SnapshotWriter, VirtTime};
 
 use crate::ata::{Action, CD_BLOCK, Drive, DriveKind, TaskFile, Xfer, error, latency_ns, status};
@@ -900,14 +901,6 @@ impl Device for IdeController {
         self.sync_irqs(ctx.irq);
     }
 
-    fn save(&self, w: &mut SnapshotWriter) {
-        self.save_state(w);
-    }
-
-    fn restore(&mut self, r: &mut SnapshotReader<'_>) -> Result<(), SnapshotError> {
-        self.restore_state(r)
-    }
-
     fn reset(&mut self) {
         for c in &mut self.ch {
             c.devctl = 0;
@@ -924,6 +917,18 @@ impl Device for IdeController {
         self.now = ctx.now;
         self.advance_to(ctx.now);
         self.sync_irqs(ctx.irq);
+    }
+}
+
+impl Snapshot for IdeController {
+    type Restored = ();
+
+    fn save(&self, w: &mut SnapshotWriter) {
+        self.save_state(w);
+    }
+
+    fn restore(&mut self, r: &mut SnapshotReader<'_>) -> Result<Self::Restored, SnapshotError> {
+        self.restore_state(r)
     }
 }
 

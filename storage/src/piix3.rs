@@ -9,6 +9,7 @@
 
 use chipset::DmaMemory;
 use chipset::pci::{BarChange, CMD_MASTER, ConfigSpace, PciFunction, Piix3Ide, reg};
+use vmcore::Snapshot;
 use vmcore::{Device, DeviceCtx, SnapshotError, SnapshotReader, SnapshotWriter, VirtTime};
 
 use crate::IdeController;
@@ -80,18 +81,6 @@ impl PciFunction for Piix3IdeFunction {
         ch
     }
 
-    fn save(&self, w: &mut SnapshotWriter) {
-        self.func.save(w);
-        self.ide.save_state(w);
-    }
-
-    fn restore(&mut self, r: &mut SnapshotReader<'_>) -> Result<Vec<BarChange>, SnapshotError> {
-        let ch = self.func.restore(r)?;
-        self.ide.restore_state(r)?;
-        self.mirror_bus_master();
-        Ok(ch)
-    }
-
     fn bar_read(&mut self, ctx: &mut DeviceCtx<'_>, window: u8, off: u64, data: &mut [u8]) {
         let Some(base) = window_base(window) else {
             data.fill(0xFF);
@@ -135,6 +124,22 @@ impl PciFunction for Piix3IdeFunction {
 
     fn advance(&mut self, ctx: &mut DeviceCtx<'_>) {
         Device::advance(&mut self.ide, ctx);
+    }
+}
+
+impl Snapshot for Piix3IdeFunction {
+    type Restored = Vec<BarChange>;
+
+    fn save(&self, w: &mut SnapshotWriter) {
+        self.func.save(w);
+        self.ide.save_state(w);
+    }
+
+    fn restore(&mut self, r: &mut SnapshotReader<'_>) -> Result<Self::Restored, SnapshotError> {
+        let ch = self.func.restore(r)?;
+        self.ide.restore_state(r)?;
+        self.mirror_bus_master();
+        Ok(ch)
     }
 }
 

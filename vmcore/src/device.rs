@@ -4,7 +4,7 @@
 //! interrupt lines through [`IrqLevels`] and ask the machine for board-level actions (reset, power-off,
 //! A20) through [`MachineRequests`]. Time reaches them only as [`VirtTime`] in [`DeviceCtx::now`].
 
-use crate::snapshot::{SnapshotError, SnapshotReader, SnapshotWriter};
+use crate::snapshot::Snapshot;
 use crate::time::VirtTime;
 
 /// Index of a device in the machine's device table.
@@ -128,12 +128,16 @@ pub struct DeviceCtx<'a> {
 
 /// A device on the machine's buses.
 ///
+/// Its state is saved and restored through the [`Snapshot`] supertrait, which has no defaults: a type
+/// that does not implement it cannot be a `Device`, so it cannot be put on the board. Time reaches it
+/// only as [`DeviceCtx::now`].
+///
 /// Every method has a default so a device implements only what it uses. Reads of registers a device
 /// does not implement return all ones, as an unterminated ISA bus does; writes are ignored. Accesses
 /// arrive with `data.len()` of 1, 2, 4 or 8 bytes; the device decides what a size it does not support
 /// means (most byte-wide ISA devices see each byte as a separate access, which the machine arranges
 /// when the device says so in [`Device::pio_access_width`]).
-pub trait Device {
+pub trait Device: Snapshot<Restored = ()> {
     /// A short, stable name ("pic-master", "uart-com1") used in diagnostics and snapshots.
     fn name(&self) -> &str;
 
@@ -181,16 +185,6 @@ pub trait Device {
     /// that record/replay can log it.
     fn host_input(&mut self, ctx: &mut DeviceCtx<'_>, data: &[u8]) {
         let _ = (ctx, data);
-    }
-
-    /// Writes the device's state.
-    fn save(&self, w: &mut SnapshotWriter) {
-        w.tag(self.name());
-    }
-
-    /// Restores state written by [`Device::save`].
-    fn restore(&mut self, r: &mut SnapshotReader<'_>) -> Result<(), SnapshotError> {
-        r.tag(self.name())
     }
 }
 

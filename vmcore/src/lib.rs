@@ -15,7 +15,7 @@ pub mod time;
 pub use device::{Device, DeviceCtx, DeviceId, IrqLevels, MachineRequests};
 pub use map::{AddressMap, Region, RegionKind};
 pub use ram::GuestRam;
-pub use snapshot::{SnapshotError, SnapshotReader, SnapshotWriter};
+pub use snapshot::{Snapshot, SnapshotError, SnapshotReader, SnapshotWriter};
 pub use time::VirtTime;
 
 /// Size of a guest page for the purposes of RAM mapping and code tracking.

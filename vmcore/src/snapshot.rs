@@ -36,6 +36,23 @@ impl fmt::Display for SnapshotError {
 
 impl std::error::Error for SnapshotError {}
 
+/// State that goes into whole-machine snapshots: every device and PCI function implements it, and
+/// the board accepts no device that does not (`Device` and `PciFunction` have it as a supertrait, and
+/// it has no default methods), so every piece of guest-visible device state is saved, restored and
+/// hashed, and a recording or snapshot can always be replayed.
+pub trait Snapshot {
+    /// What a successful restore reports besides success: `()` for a device; for a PCI function, the
+    /// decode windows that moved (the board remaps them).
+    type Restored;
+
+    /// Writes the state, beginning with a tag that names it.
+    fn save(&self, w: &mut SnapshotWriter);
+
+    /// Restores state written by [`Snapshot::save`]. A section that does not read back is an error,
+    /// never a panic.
+    fn restore(&mut self, r: &mut SnapshotReader<'_>) -> Result<Self::Restored, SnapshotError>;
+}
+
 /// Appends values to a snapshot buffer.
 #[derive(Default, Debug)]
 pub struct SnapshotWriter {

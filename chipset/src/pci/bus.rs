@@ -2,6 +2,7 @@
 //! and the window changes the board applies.
 
 use super::*;
+use vmcore::Snapshot;
 
 /// Bus 0 and the configuration mechanism #1 ports.
 pub struct PciBus {
@@ -152,6 +153,10 @@ impl Device for PciBus {
             }
         }
     }
+}
+
+impl Snapshot for PciBus {
+    type Restored = ();
 
     fn save(&self, w: &mut SnapshotWriter) {
         w.tag(self.name());
@@ -161,7 +166,7 @@ impl Device for PciBus {
         }
     }
 
-    fn restore(&mut self, r: &mut SnapshotReader<'_>) -> Result<(), SnapshotError> {
+    fn restore(&mut self, r: &mut SnapshotReader<'_>) -> Result<Self::Restored, SnapshotError> {
         r.tag("pci-bus")?;
         self.address = r.u32()? & 0x80FF_FFFC;
         for (devfn, f) in self.functions.iter_mut().enumerate() {

@@ -1,6 +1,7 @@
 //! The i440FX host bridge (00:00.0).
 
 use super::*;
+use vmcore::Snapshot;
 
 /// The i440FX PCI and memory controller (PMC), host bridge 00:00.0 (8086:1237).
 ///
@@ -79,6 +80,20 @@ impl PciFunction for I440fx {
     }
     fn config_mut(&mut self) -> &mut ConfigSpace {
         &mut self.cfg
+    }
+}
+
+impl Snapshot for I440fx {
+    type Restored = Vec<BarChange>;
+
+    fn save(&self, w: &mut SnapshotWriter) {
+        w.tag(self.name());
+        self.config().save(w);
+    }
+
+    fn restore(&mut self, r: &mut SnapshotReader<'_>) -> Result<Self::Restored, SnapshotError> {
+        r.tag(self.name())?;
+        self.config_mut().restore(r)
     }
 }
 

@@ -34,7 +34,7 @@
 //! board also feeds each PIRQ to the 8259 input selected by the PIIX3's PIRQRC registers 0x60-0x63
 //! ([`Piix3Isa::pirq_route`]).
 
-use vmcore::{Device, DeviceCtx, SnapshotError, SnapshotReader, SnapshotWriter, VirtTime};
+use vmcore::{Device, DeviceCtx, Snapshot, SnapshotError, SnapshotReader, SnapshotWriter, VirtTime};
 
 use crate::fw_cfg::DmaMemory;
 use crate::msi::MsiMessage;
@@ -95,7 +95,10 @@ pub use piix3::{PIRQRC, Piix3Ide, Piix3Isa};
 pub use piix4::{PM_IO_SIZE, PM_WINDOW, Piix4Pm, SMB_WINDOW};
 
 /// One function on bus 0: a configuration space plus whatever chipset registers it decodes.
-pub trait PciFunction {
+///
+/// Its state (configuration space included) is saved and restored through the [`Snapshot`]
+/// supertrait, whose restore reports the decode windows that moved.
+pub trait PciFunction: Snapshot<Restored = Vec<BarChange>> {
     /// A short, stable name ("i440fx").
     fn name(&self) -> &str;
     /// The configuration space.
@@ -116,18 +119,6 @@ pub trait PciFunction {
     /// Machine reset; returns the windows that stop being decoded.
     fn reset(&mut self) -> Vec<BarChange> {
         self.config_mut().reset()
-    }
-
-    /// Writes the function's state.
-    fn save(&self, w: &mut SnapshotWriter) {
-        w.tag(self.name());
-        self.config().save(w);
-    }
-
-    /// Restores [`PciFunction::save`]; returns the windows that moved.
-    fn restore(&mut self, r: &mut SnapshotReader<'_>) -> Result<Vec<BarChange>, SnapshotError> {
-        r.tag(self.name())?;
-        self.config_mut().restore(r)
     }
 
     // A function that serves its own BARs (added with `Board::add_pci_device`) implements the rest.

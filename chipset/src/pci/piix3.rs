@@ -2,6 +2,7 @@
 //! function (00:01.1) with its bus-master register block.
 
 use super::*;
+use vmcore::Snapshot;
 
 /// The PIIX3 PCI-to-ISA bridge, 00:01.0 (8086:7000), multi-function.
 ///
@@ -66,6 +67,20 @@ impl PciFunction for Piix3Isa {
     }
 }
 
+impl Snapshot for Piix3Isa {
+    type Restored = Vec<BarChange>;
+
+    fn save(&self, w: &mut SnapshotWriter) {
+        w.tag(self.name());
+        self.config().save(w);
+    }
+
+    fn restore(&mut self, r: &mut SnapshotReader<'_>) -> Result<Self::Restored, SnapshotError> {
+        r.tag(self.name())?;
+        self.config_mut().restore(r)
+    }
+}
+
 /// The PIIX3 IDE function, 00:01.1 (8086:7010), legacy mode only: the command/control blocks stay at
 /// the ISA addresses; BAR4 is the 16-byte bus-master IDE I/O block. This is the configuration space only;
 /// `storage::Piix3IdeFunction` wraps it with the channels, the drives and the bus master behind it.
@@ -100,5 +115,19 @@ impl PciFunction for Piix3Ide {
     }
     fn config_mut(&mut self) -> &mut ConfigSpace {
         &mut self.cfg
+    }
+}
+
+impl Snapshot for Piix3Ide {
+    type Restored = Vec<BarChange>;
+
+    fn save(&self, w: &mut SnapshotWriter) {
+        w.tag(self.name());
+        self.config().save(w);
+    }
+
+    fn restore(&mut self, r: &mut SnapshotReader<'_>) -> Result<Self::Restored, SnapshotError> {
+        r.tag(self.name())?;
+        self.config_mut().restore(r)
     }
 }

@@ -1,6 +1,7 @@
 //! The PIIX4 power-management function (00:01.3): the ACPI PM I/O window and SMBus window it decodes.
 
 use super::*;
+use vmcore::Snapshot;
 
 /// Window index of the PIIX4 power-management I/O block (PMBA).
 pub const PM_WINDOW: u8 = FIRST_CHIPSET_WINDOW;
@@ -112,7 +113,17 @@ impl PciFunction for Piix4Pm {
         ch.extend(self.update());
         ch
     }
-    fn restore(&mut self, r: &mut SnapshotReader<'_>) -> Result<Vec<BarChange>, SnapshotError> {
+}
+
+impl Snapshot for Piix4Pm {
+    type Restored = Vec<BarChange>;
+
+    fn save(&self, w: &mut SnapshotWriter) {
+        w.tag(self.name());
+        self.config().save(w);
+    }
+
+    fn restore(&mut self, r: &mut SnapshotReader<'_>) -> Result<Self::Restored, SnapshotError> {
         r.tag("piix4-pm")?;
         let mut ch = self.cfg.restore(r)?;
         ch.extend(self.update());

@@ -3,6 +3,7 @@
 use super::*;
 use crate::msi::MsiCapability;
 use crate::testutil::{Bus, hammer, roundtrip};
+use vmcore::Snapshot;
 
 fn pc_bus() -> PciBus {
     let mut b = PciBus::new();
@@ -134,6 +135,20 @@ impl PciFunction for TestDev {
     }
     fn config_mut(&mut self) -> &mut ConfigSpace {
         &mut self.cfg
+    }
+}
+
+impl Snapshot for TestDev {
+    type Restored = Vec<BarChange>;
+
+    fn save(&self, w: &mut SnapshotWriter) {
+        w.tag(self.name());
+        self.config().save(w);
+    }
+
+    fn restore(&mut self, r: &mut SnapshotReader<'_>) -> Result<Self::Restored, SnapshotError> {
+        r.tag(self.name())?;
+        self.config_mut().restore(r)
     }
 }
 

@@ -32,6 +32,7 @@
 
 use crate::pci::{BarDef, BarKind, ConfigSpace, FIRST_CHIPSET_WINDOW, PciFunction};
 use crate::{le_value, put_le};
+use vmcore::Snapshot;
 use vmcore::{DeviceCtx, SnapshotError, SnapshotReader, SnapshotWriter};
 
 #[cfg(test)]
@@ -857,6 +858,14 @@ impl PciFunction for Vga {
         }
     }
 
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
+}
+
+impl Snapshot for Vga {
+    type Restored = Vec<crate::pci::BarChange>;
+
     fn save(&self, w: &mut SnapshotWriter) {
         w.tag("vga");
         self.cfg.save(w);
@@ -881,7 +890,7 @@ impl PciFunction for Vga {
         }
     }
 
-    fn restore(&mut self, r: &mut SnapshotReader<'_>) -> Result<Vec<crate::pci::BarChange>, SnapshotError> {
+    fn restore(&mut self, r: &mut SnapshotReader<'_>) -> Result<Self::Restored, SnapshotError> {
         r.tag("vga")?;
         let changes = self.cfg.restore(r)?;
         copy_exact(r.bytes()?, &mut self.vram)?;
@@ -911,9 +920,5 @@ impl PciFunction for Vga {
             *v = r.u32()? as u16;
         }
         Ok(changes)
-    }
-
-    fn as_any(&self) -> Option<&dyn std::any::Any> {
-        Some(self)
     }
 }
