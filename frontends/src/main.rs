@@ -407,7 +407,8 @@ fn multiboot_boot(kernel: &PathBuf, a: &LinuxArgs) -> Option<Result<machine::Lin
 #[derive(clap::Args)]
 struct LinuxArgs {
     /// Boot this Linux bzImage (64-bit boot protocol) or multiboot kernel directly; the machine acts as BIOS
-    /// and boot loader.
+    /// and boot loader. With --bios, the BIOS boots the bzImage instead, as QEMU's -kernel does with
+    /// firmware (fw_cfg's kernel items and Ferrite's linuxboot option ROM).
     #[arg(long, value_name = "FILE", conflicts_with = "rom")]
     kernel: Option<PathBuf>,
     /// Initial RAM disk for --kernel; for a multiboot kernel, its modules: `path args` entries separated
@@ -435,6 +436,8 @@ fn default_linux(a: &LinuxArgs) -> Option<machine::LinuxBoot> {
         rebuild: false,
         files: vec![],
         seabios: false,
+        syslinux: false,
+        memtest: false,
     }
     .options();
     match images::ensure(&opts) {
@@ -469,6 +472,33 @@ fn images_cmd(a: images::ImagesArgs) -> ExitCode {
             Ok(s) => {
                 println!("bios={}", s.bios.display());
                 println!("vgabios={}", s.vgabios.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("ferrite images: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
+    let fetched = if a.syslinux {
+        Some(images::syslinux(a.dir.clone()).map(|s| {
+            format!(
+                "installer={}\nmbr={}\nisolinux={}\nldlinux_c32={}",
+                s.installer.display(),
+                s.mbr.display(),
+                s.isolinux.display(),
+                s.ldlinux_c32.display()
+            )
+        }))
+    } else if a.memtest {
+        Some(images::memtest(a.dir.clone()).map(|m| format!("iso={}\nbin={}", m.iso.display(), m.bin.display())))
+    } else {
+        None
+    };
+    if let Some(r) = fetched {
+        return match r {
+            Ok(lines) => {
+                println!("{lines}");
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -841,7 +871,13 @@ fn build_machine(args: &RunArgs, opts: BuildOptions) -> Result<Built, ExitCode> 
         }
         None => images.push(("firmware".into(), machine::record::content_hash(&firmware))),
     }
-    let mut cfg = MachineConfig::new(args.memory, if linux.is_some() { Vec::new() } else { firmware });
+    if linux.is_some() && bios_path.is_some() {
+        images.push(("firmware".into(), machine::record::content_hash(&firmware)));
+    }
+    // A kernel without a BIOS is booted directly (the machine makes its own ROM); with one, the BIOS
+    // boots it through fw_cfg and the linuxboot option ROM.
+    let direct = linux.is_some() && bios_path.is_none();
+    let mut cfg = MachineConfig::new(args.memory, if direct { Vec::new() } else { firmware });
     cfg.linux = linux;
     // Each device once, in table order (as the former per-device flags did).
     for kind in machine::devices::DEVICES {
