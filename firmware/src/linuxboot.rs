@@ -54,7 +54,12 @@ fn u32_at(b: &[u8], o: usize) -> u32 {
 
 /// Lays `image` (a bzImage) out for a BIOS boot with RAM of `below_4g` bytes under 4 GiB; refuses, in
 /// one line, what a boot loader could not load.
-pub fn prepare(image: &[u8], initrd: Option<&[u8]>, cmdline: &str, below_4g: u64) -> Result<BiosLinux, String> {
+pub fn prepare(
+    image: &[u8],
+    initrd: Option<&[u8]>,
+    cmdline: &str,
+    below_4g: u64,
+) -> Result<BiosLinux, String> {
     if image.len() < 0x400 || u16_at(image, 0x1fe) != 0xAA55 || &image[0x202..0x206] != b"HdrS" {
         return Err("kernel is not a bzImage (no 0xAA55 boot flag or \"HdrS\" setup header); with a BIOS, \
                     --kernel takes Linux bzImages only"
@@ -79,7 +84,9 @@ pub fn prepare(image: &[u8], initrd: Option<&[u8]>, cmdline: &str, below_4g: u64
     // The setup code, its heap and its stack share the 64 KiB below the command line.
     let heap_end = CMDLINE_ADDR - SETUP_ADDR - 0x200;
     if setup_len >= image.len() || setup_len > heap_end as usize - 0x1000 {
-        return Err(format!("kernel has {sects} setup sectors, which do not fit the image or the setup segment"));
+        return Err(format!(
+            "kernel has {sects} setup sectors, which do not fit the image or the setup segment"
+        ));
     }
     let max_cmdline = if version >= 0x206 { u32_at(image, 0x238) as usize } else { 255 };
     if cmdline.len() > max_cmdline || cmdline.contains('\0') {
@@ -187,9 +194,12 @@ mod tests {
         assert_eq!(b.initrd.unwrap().0, 0x100_0000 - 0x1000);
     }
 
+    /// A kernel image, its initrd, its command line and what the refusal must say.
+    type Case = (Vec<u8>, Option<Vec<u8>>, String, &'static str);
+
     #[test]
     fn what_cannot_be_loaded_is_refused_in_one_line() {
-        let cases: Vec<(Vec<u8>, Option<Vec<u8>>, String, &str)> = vec![
+        let cases: Vec<Case> = vec![
             (vec![0u8; 8192], None, String::new(), "not a bzImage"),
             (bzimage(0x201, 16), None, String::new(), "2.02"),
             (

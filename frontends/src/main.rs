@@ -491,7 +491,10 @@ fn images_cmd(a: images::ImagesArgs) -> ExitCode {
             )
         }))
     } else if a.memtest {
-        Some(images::memtest(a.dir.clone()).map(|m| format!("iso={}\nbin={}", m.iso.display(), m.bin.display())))
+        Some(
+            images::memtest(a.dir.clone())
+                .map(|m| format!("iso={}\nbin={}", m.iso.display(), m.bin.display())),
+        )
     } else {
         None
     };
@@ -662,6 +665,7 @@ fn run_with_display(
     max: Option<u64>,
     shot: Option<&(PathBuf, Option<u64>)>,
     display: Display,
+    mut snap: Option<(u64, PathBuf)>,
 ) -> RunOutcome {
     let mut shot_at = shot.and_then(|s| s.1);
     let mut last = None;
@@ -669,6 +673,9 @@ fn run_with_display(
         let mut stop = max;
         if let Some(at) = shot_at {
             stop = Some(stop.map_or(at, |l| l.min(at)));
+        }
+        if let Some((at, _)) = &snap {
+            stop = Some(stop.map_or(*at, |l| l.min(*at)));
         }
         if display == Display::Curses {
             let n = m.cpu.icount.saturating_add(DISPLAY_SLICE);
@@ -682,6 +689,14 @@ fn run_with_display(
                 eprintln!("ferrite: {e}");
             }
             shot_at = None;
+        }
+        if let Some((at, path)) = &snap
+            && m.cpu.icount >= *at
+        {
+            if let Err(e) = rr::save_snapshot(m, path) {
+                eprintln!("ferrite: {e}");
+            }
+            snap = None;
         }
         if display == Display::Curses {
             last = show_text(m, last);
@@ -1019,6 +1034,17 @@ fn display_run(args: &RunArgs, built: Built) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if args.rr.record.is_some() || args.rr.lockstep {
+        eprintln!("ferrite: --record and --lockstep do not combine with --screenshot or --display curses");
+        return ExitCode::from(2);
+    }
+    let snap = match rr::snapshot_at(&args.rr) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("ferrite: {e}");
+            return ExitCode::from(2);
+        }
+    };
     if (shot.is_some() || args.display == Display::Curses) && m.vga().is_none() {
         eprintln!("ferrite: --screenshot and --display curses need a VGA (--bios, or --device vga)");
         return ExitCode::from(2);
@@ -1027,7 +1053,7 @@ fn display_run(args: &RunArgs, built: Built) -> ExitCode {
     let started = std::time::Instant::now();
     let outcome = {
         let _raw = console::RawMode::enable();
-        run_with_display(&mut m, args.max_instructions, shot.as_ref(), args.display)
+        run_with_display(&mut m, args.max_instructions, shot.as_ref(), args.display, snap)
     };
     finish(&m, args.stats, outcome, started)
 }

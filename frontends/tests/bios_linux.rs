@@ -383,7 +383,11 @@ fn seabios_boots_the_fw_cfg_kernel_through_the_linuxboot_option_rom() {
     let screen = s.screen();
     assert!(screen.contains("SeaBIOS (version"), "{screen}");
     assert!(screen.contains("Booting from ROM"), "SeaBIOS booted the option ROM:\n{screen}");
-    println!("linuxboot under jit: shell after {} instructions, {:.1} s", s.m.cpu.icount, s.start.elapsed().as_secs_f64());
+    println!(
+        "linuxboot under jit: shell after {} instructions, {:.1} s",
+        s.m.cpu.icount,
+        s.start.elapsed().as_secs_f64()
+    );
 }
 
 /// What memtest86+ shows on its screen: the test running, the pass count and the error count.
