@@ -380,6 +380,60 @@ fn screenshot_at_an_instruction_count_is_byte_identical_across_runs() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A guest halted with interrupts enabled under SeaBIOS idles to the next device deadline in virtual
+/// time instead of spinning through it: with nothing bootable, SeaBIOS prints "No bootable device.
+/// Retrying in 60 seconds." and waits in HLT for 60 seconds of timer ticks before it reboots. At 1e9
+/// instructions per virtual second, a guest that ran through the wait would need 60e9 instructions; the
+/// machine reboots within 50 million, and the virtual clock shows the minute passed.
+#[test]
+fn seabios_waits_sixty_virtual_seconds_in_hlt_in_few_instructions() {
+    let (bios_path, vga_path) = match seabios() {
+        Ok(p) => p,
+        Err(why) => {
+            println!("skipped: SeaBIOS unavailable ({why})");
+            return;
+        }
+    };
+    let (bios, vgabios) = (std::fs::read(bios_path).unwrap(), std::fs::read(vga_path).unwrap());
+    let disk = disk_image(&[0u8; 512], "hlt");
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let l2 = log.clone();
+    let mut cfg = MachineConfig::new(64 << 20, bios);
+    cfg.accel = Accel::Jit;
+    cfg.bios = Some(BiosConfig {
+        files: vec![(machine::VGA_ROM_FILE.to_string(), vgabios)],
+        log: Box::new(move |b| l2.lock().unwrap().push(b)),
+        ..Default::default()
+    });
+    cfg.devices.push(machine::DeviceSpec::named("vga").unwrap());
+    cfg.ide = Some(storage::config::build(&[storage::config::DiskSpec::shorthand(&disk, 0)]).unwrap().ide);
+    let mut m = Machine::new(cfg).unwrap();
+    let text = |log: &Arc<Mutex<Vec<u8>>>| String::from_utf8_lossy(&log.lock().unwrap()).into_owned();
+    // From power-on to the banner of the reboot that ends the wait (one slice of instructions may idle
+    // through many seconds, so virtual time is read at whole boots, not inside the wait).
+    let limit = 50_000_000;
+    let step = |m: &mut Machine, what: &str| {
+        assert!(m.cpu.icount < limit, "{what} within {limit} instructions; BIOS log:\n{}", text(&log));
+        assert!(matches!(m.run(Some(m.cpu.icount + 1_000_000)), RunOutcome::InstructionLimit));
+    };
+    while !text(&log).contains("No bootable device.  Retrying in 60 seconds.") {
+        step(&mut m, "no boot failure");
+    }
+    // The banner is logged more than once per boot: the reboot shows as one more than now.
+    let banners = text(&log).matches("SeaBIOS (version").count();
+    while text(&log).matches("SeaBIOS (version").count() == banners {
+        step(&mut m, "no reboot after the wait");
+    }
+    let waited_ns = m.board.clock.now(m.cpu.icount).0;
+    println!(
+        "SeaBIOS: power-on, boot failure, 60 s wait, reboot: {:.1} virtual s in {} instructions",
+        waited_ns as f64 / 1e9,
+        m.cpu.icount
+    );
+    assert!(waited_ns >= 60_000_000_000, "only {waited_ns} ns of virtual time passed");
+    let _ = std::fs::remove_dir_all(disk.parent().unwrap());
+}
+
 /// `--snapshot-at` in the middle of a SeaBIOS boot (SeaBIOS in RAM behind the PAM registers, the VGA,
 /// fw_cfg, the IDE disk), then `--restore` of that snapshot under the other engine: the run finishes
 /// with the same instruction count, the same machine state hash and the same screen, byte for byte.
