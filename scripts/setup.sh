@@ -27,6 +27,9 @@ command -v genisoimage >/dev/null 2>&1 || need+=(genisoimage)
 # The Linux boot test compiles a static C program (x87/SSE checks) to run natively and in the guest.
 command -v cc >/dev/null 2>&1 || need+=(gcc)
 [ -f /usr/lib/x86_64-linux-gnu/libc.a ] || need+=(libc6-dev)
+# The BIOS boot tests make a FAT disk image with a boot loader without mounting it (mformat, mcopy, and
+# SYSLINUX's installer, which runs mtools).
+command -v mcopy >/dev/null 2>&1 || need+=(mtools)
 # The GDB stub's tests drive Debian's gdb in batch mode.
 command -v gdb >/dev/null 2>&1 || need+=(gdb)
 if [ ${#need[@]} -gt 0 ]; then

@@ -1,5 +1,6 @@
 //! Assembles every `src/roms/*.asm` (flat 64 KiB ROMs) and every `src/kernels/*.asm` (multiboot kernels:
-//! flat images with the a.out-kludge header) with nasm into OUT_DIR and generates tables of the images.
+//! flat images with the a.out-kludge header), `src/boot/*.asm` (boot sectors) and `src/optionroms/*.asm`
+//! (BIOS option ROMs) with nasm into OUT_DIR and generates tables of the images.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -55,6 +56,12 @@ fn main() {
         "boot",
         "BOOT_SECTORS",
         "Every boot sector (`src/boot`, 512 bytes ending in 55 AA, loaded by a BIOS at 0x7C00): (name, image).",
+    ));
+    table.push_str(&flat_images(
+        &out,
+        "optionroms",
+        "OPTION_ROMS",
+        "Every option ROM (`src/optionroms`, 55 AA header, checksum byte left for the user to set): (name, image).",
     ));
     std::fs::write(out.join("roms.rs"), table).unwrap();
 }

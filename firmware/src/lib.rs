@@ -5,6 +5,7 @@
 
 pub mod acpi;
 pub mod linux;
+pub mod linuxboot;
 pub mod mptable;
 pub mod multiboot;
 pub mod smbios;

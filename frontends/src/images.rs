@@ -209,42 +209,108 @@ pub struct Seabios {
     pub vgabios: PathBuf,
 }
 
-/// Fetches Debian's `seabios` package into the image cache (`dir`, default [`default_dir`]) on first
-/// use, like the other guest images, and returns its BIOS and VGA BIOS. Offline, an unpacked copy
-/// already in the cache is used.
-pub fn seabios(dir: Option<PathBuf>) -> Result<Seabios, String> {
-    let dir = dir.unwrap_or_else(default_dir);
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let _lock = lock_cache(&dir)?;
-    let paths = |root: &Path| Seabios {
-        bios: root.join("usr/share/seabios/bios.bin"),
-        vgabios: root.join("usr/share/seabios/vgabios-stdvga.bin"),
-    };
-    let root = match fetch_and_unpack(&dir, "seabios") {
-        Ok(r) => r,
+/// Debian's package `pkg` unpacked in the image cache `dir`: fetched and unpacked on first use (under
+/// the cache lock); offline, an unpacked copy of any version already in the cache is used.
+fn package_root(dir: &Path, pkg: &str) -> Result<PathBuf, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let _lock = lock_cache(dir)?;
+    match fetch_and_unpack(dir, pkg) {
+        Ok(r) => Ok(r),
         Err(e) => {
-            let cached = std::fs::read_dir(&dir).ok().and_then(|d| {
+            let prefix = format!("{pkg}_");
+            let cached = std::fs::read_dir(dir).ok().and_then(|d| {
                 d.filter_map(|e| e.ok())
                     .map(|e| e.path())
-                    .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("seabios_")))
+                    .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&prefix)))
                     .find(|p| p.join(".unpacked").exists())
             });
             match cached {
                 Some(r) => {
                     eprintln!("ferrite images: {e}; using the cached {}", r.display());
-                    r
+                    Ok(r)
                 }
-                None => return Err(format!("no BIOS for the disk boot: {e} (or give --bios FILE)")),
+                None => Err(e),
             }
         }
-    };
-    let s = paths(&root);
-    for p in [&s.bios, &s.vgabios] {
-        if !p.exists() {
-            return Err(format!("the seabios package has no {}", p.display()));
-        }
     }
+}
+
+/// Checks that every path exists (a package whose layout changed says so in one line).
+fn all_exist(pkg: &str, paths: &[&PathBuf]) -> Result<(), String> {
+    match paths.iter().find(|p| !p.exists()) {
+        Some(p) => Err(format!("the {pkg} package has no {}", p.display())),
+        None => Ok(()),
+    }
+}
+
+/// Fetches Debian's `seabios` package into the image cache (`dir`, default [`default_dir`]) on first
+/// use, like the other guest images, and returns its BIOS and VGA BIOS. Offline, an unpacked copy
+/// already in the cache is used.
+pub fn seabios(dir: Option<PathBuf>) -> Result<Seabios, String> {
+    let dir = dir.unwrap_or_else(default_dir);
+    let root = package_root(&dir, "seabios")
+        .map_err(|e| format!("no BIOS for the disk boot: {e} (or give --bios FILE)"))?;
+    let s = Seabios {
+        bios: root.join("usr/share/seabios/bios.bin"),
+        vgabios: root.join("usr/share/seabios/vgabios-stdvga.bin"),
+    };
+    all_exist("seabios", &[&s.bios, &s.vgabios])?;
     Ok(s)
+}
+
+/// Debian's SYSLINUX boot loaders, as the BIOS boot tests install them on disk and CD images they make
+/// (nothing is installed on the host: the packages are unpacked in the image cache).
+#[derive(Clone, Debug)]
+pub struct Syslinux {
+    /// The installer for FAT file systems in image files (`syslinux`, package `syslinux`). It writes the
+    /// volume boot record, `ldlinux.sys` and `ldlinux.c32` through mtools, which must be on PATH.
+    pub installer: PathBuf,
+    /// The MBR boot code (`mbr.bin`, 440 bytes; `syslinux-common`): boots the active partition.
+    pub mbr: PathBuf,
+    /// The El Torito no-emulation boot image (`isolinux.bin`, package `isolinux`).
+    pub isolinux: PathBuf,
+    /// The core module every SYSLINUX variant loads (`ldlinux.c32`, `syslinux-common`); ISOLINUX
+    /// needs it beside `isolinux.bin`.
+    pub ldlinux_c32: PathBuf,
+}
+
+/// Fetches `syslinux`, `syslinux-common` and `isolinux` into the image cache on first use.
+pub fn syslinux(dir: Option<PathBuf>) -> Result<Syslinux, String> {
+    let dir = dir.unwrap_or_else(default_dir);
+    let bin = package_root(&dir, "syslinux")?;
+    let common = package_root(&dir, "syslinux-common")?;
+    let iso = package_root(&dir, "isolinux")?;
+    let s = Syslinux {
+        installer: bin.join("usr/bin/syslinux"),
+        mbr: common.join("usr/lib/syslinux/mbr/mbr.bin"),
+        isolinux: iso.join("usr/lib/ISOLINUX/isolinux.bin"),
+        ldlinux_c32: common.join("usr/lib/syslinux/modules/bios/ldlinux.c32"),
+    };
+    all_exist("syslinux", &[&s.installer])?;
+    all_exist("syslinux-common", &[&s.mbr, &s.ldlinux_c32])?;
+    all_exist("isolinux", &[&s.isolinux])?;
+    Ok(s)
+}
+
+/// Debian's memtest86+ (version 6): the BIOS-bootable CD image and the 64-bit program itself.
+#[derive(Clone, Debug)]
+pub struct Memtest {
+    /// `memtest86+x64.iso`: an El Torito CD that boots memtest86+ from the BIOS.
+    pub iso: PathBuf,
+    /// `memtest86+x64.bin`: the program, loadable as a Linux kernel (boot loaders' `linux` command).
+    pub bin: PathBuf,
+}
+
+/// Fetches `memtest86+` into the image cache on first use.
+pub fn memtest(dir: Option<PathBuf>) -> Result<Memtest, String> {
+    let dir = dir.unwrap_or_else(default_dir);
+    let root = package_root(&dir, "memtest86+")?;
+    let m = Memtest {
+        iso: root.join("usr/lib/memtest86+/memtest86+x64.iso"),
+        bin: root.join("boot/memtest86+x64.bin"),
+    };
+    all_exist("memtest86+", &[&m.iso, &m.bin])?;
+    Ok(m)
 }
 
 /// Takes the cache directory's lock: one `ferrite images` (or test) at a time downloads and builds in
@@ -603,6 +669,13 @@ pub struct ImagesArgs {
     /// Fetch only Debian's SeaBIOS (the firmware of disk and CD boots) and print `bios=` and `vgabios=`.
     #[arg(long)]
     pub seabios: bool,
+    /// Fetch only Debian's SYSLINUX boot loaders (syslinux, syslinux-common, isolinux) and print
+    /// `installer=`, `mbr=`, `isolinux=` and `ldlinux_c32=`.
+    #[arg(long, conflicts_with = "seabios")]
+    pub syslinux: bool,
+    /// Fetch only Debian's memtest86+ and print `iso=` and `bin=`.
+    #[arg(long, conflicts_with_all = ["seabios", "syslinux"])]
+    pub memtest: bool,
 }
 
 impl ImagesArgs {

@@ -407,7 +407,8 @@ fn multiboot_boot(kernel: &PathBuf, a: &LinuxArgs) -> Option<Result<machine::Lin
 #[derive(clap::Args)]
 struct LinuxArgs {
     /// Boot this Linux bzImage (64-bit boot protocol) or multiboot kernel directly; the machine acts as BIOS
-    /// and boot loader.
+    /// and boot loader. With --bios, the BIOS boots the bzImage instead, as QEMU's -kernel does with
+    /// firmware (fw_cfg's kernel items and Ferrite's linuxboot option ROM).
     #[arg(long, value_name = "FILE", conflicts_with = "rom")]
     kernel: Option<PathBuf>,
     /// Initial RAM disk for --kernel; for a multiboot kernel, its modules: `path args` entries separated
@@ -435,6 +436,8 @@ fn default_linux(a: &LinuxArgs) -> Option<machine::LinuxBoot> {
         rebuild: false,
         files: vec![],
         seabios: false,
+        syslinux: false,
+        memtest: false,
     }
     .options();
     match images::ensure(&opts) {
@@ -469,6 +472,36 @@ fn images_cmd(a: images::ImagesArgs) -> ExitCode {
             Ok(s) => {
                 println!("bios={}", s.bios.display());
                 println!("vgabios={}", s.vgabios.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("ferrite images: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
+    let fetched = if a.syslinux {
+        Some(images::syslinux(a.dir.clone()).map(|s| {
+            format!(
+                "installer={}\nmbr={}\nisolinux={}\nldlinux_c32={}",
+                s.installer.display(),
+                s.mbr.display(),
+                s.isolinux.display(),
+                s.ldlinux_c32.display()
+            )
+        }))
+    } else if a.memtest {
+        Some(
+            images::memtest(a.dir.clone())
+                .map(|m| format!("iso={}\nbin={}", m.iso.display(), m.bin.display())),
+        )
+    } else {
+        None
+    };
+    if let Some(r) = fetched {
+        return match r {
+            Ok(lines) => {
+                println!("{lines}");
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -632,6 +665,7 @@ fn run_with_display(
     max: Option<u64>,
     shot: Option<&(PathBuf, Option<u64>)>,
     display: Display,
+    mut snap: Option<(u64, PathBuf)>,
 ) -> RunOutcome {
     let mut shot_at = shot.and_then(|s| s.1);
     let mut last = None;
@@ -639,6 +673,9 @@ fn run_with_display(
         let mut stop = max;
         if let Some(at) = shot_at {
             stop = Some(stop.map_or(at, |l| l.min(at)));
+        }
+        if let Some((at, _)) = &snap {
+            stop = Some(stop.map_or(*at, |l| l.min(*at)));
         }
         if display == Display::Curses {
             let n = m.cpu.icount.saturating_add(DISPLAY_SLICE);
@@ -652,6 +689,14 @@ fn run_with_display(
                 eprintln!("ferrite: {e}");
             }
             shot_at = None;
+        }
+        if let Some((at, path)) = &snap
+            && m.cpu.icount >= *at
+        {
+            if let Err(e) = rr::save_snapshot(m, path) {
+                eprintln!("ferrite: {e}");
+            }
+            snap = None;
         }
         if display == Display::Curses {
             last = show_text(m, last);
@@ -841,7 +886,13 @@ fn build_machine(args: &RunArgs, opts: BuildOptions) -> Result<Built, ExitCode> 
         }
         None => images.push(("firmware".into(), machine::record::content_hash(&firmware))),
     }
-    let mut cfg = MachineConfig::new(args.memory, if linux.is_some() { Vec::new() } else { firmware });
+    if linux.is_some() && bios_path.is_some() {
+        images.push(("firmware".into(), machine::record::content_hash(&firmware)));
+    }
+    // A kernel without a BIOS is booted directly (the machine makes its own ROM); with one, the BIOS
+    // boots it through fw_cfg and the linuxboot option ROM.
+    let direct = linux.is_some() && bios_path.is_none();
+    let mut cfg = MachineConfig::new(args.memory, if direct { Vec::new() } else { firmware });
     cfg.linux = linux;
     // Each device once, in table order (as the former per-device flags did).
     for kind in machine::devices::DEVICES {
@@ -983,6 +1034,17 @@ fn display_run(args: &RunArgs, built: Built) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if args.rr.record.is_some() || args.rr.lockstep {
+        eprintln!("ferrite: --record and --lockstep do not combine with --screenshot or --display curses");
+        return ExitCode::from(2);
+    }
+    let snap = match rr::snapshot_at(&args.rr) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("ferrite: {e}");
+            return ExitCode::from(2);
+        }
+    };
     if (shot.is_some() || args.display == Display::Curses) && m.vga().is_none() {
         eprintln!("ferrite: --screenshot and --display curses need a VGA (--bios, or --device vga)");
         return ExitCode::from(2);
@@ -991,7 +1053,7 @@ fn display_run(args: &RunArgs, built: Built) -> ExitCode {
     let started = std::time::Instant::now();
     let outcome = {
         let _raw = console::RawMode::enable();
-        run_with_display(&mut m, args.max_instructions, shot.as_ref(), args.display)
+        run_with_display(&mut m, args.max_instructions, shot.as_ref(), args.display, snap)
     };
     finish(&m, args.stats, outcome, started)
 }

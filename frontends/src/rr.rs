@@ -77,7 +77,7 @@ fn inject(m: &mut Machine, at: Option<u64>) {
 }
 
 /// `--snapshot-at N FILE`.
-fn snapshot_at(a: &RrArgs) -> Result<Option<(u64, PathBuf)>, String> {
+pub(crate) fn snapshot_at(a: &RrArgs) -> Result<Option<(u64, PathBuf)>, String> {
     match a.snapshot_at.as_slice() {
         [] => Ok(None),
         [n, f] => n
@@ -88,7 +88,7 @@ fn snapshot_at(a: &RrArgs) -> Result<Option<(u64, PathBuf)>, String> {
     }
 }
 
-fn save_snapshot(m: &Machine, path: &std::path::Path) -> Result<(), String> {
+pub(crate) fn save_snapshot(m: &Machine, path: &std::path::Path) -> Result<(), String> {
     let s = machine::snapfile::save_file(m, path)
         .map_err(|e| format!("--snapshot-at {}: {e}", path.display()))?;
     eprintln!(

@@ -379,3 +379,154 @@ fn screenshot_at_an_instruction_count_is_byte_identical_across_runs() {
     assert!(pngs[0] == pngs[1], "two runs give different screenshots");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A guest halted with interrupts enabled under SeaBIOS idles to the next device deadline in virtual
+/// time instead of spinning through it: with nothing bootable, SeaBIOS prints "No bootable device.
+/// Retrying in 60 seconds." and waits in HLT for 60 seconds of timer ticks before it reboots. At 1e9
+/// instructions per virtual second, a guest that ran through the wait would need 60e9 instructions; the
+/// machine reboots within 50 million, and the virtual clock shows the minute passed.
+#[test]
+fn seabios_waits_sixty_virtual_seconds_in_hlt_in_few_instructions() {
+    let (bios_path, vga_path) = match seabios() {
+        Ok(p) => p,
+        Err(why) => {
+            println!("skipped: SeaBIOS unavailable ({why})");
+            return;
+        }
+    };
+    let (bios, vgabios) = (std::fs::read(bios_path).unwrap(), std::fs::read(vga_path).unwrap());
+    let disk = disk_image(&[0u8; 512], "hlt");
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let l2 = log.clone();
+    let mut cfg = MachineConfig::new(64 << 20, bios);
+    cfg.accel = Accel::Jit;
+    cfg.bios = Some(BiosConfig {
+        files: vec![(machine::VGA_ROM_FILE.to_string(), vgabios)],
+        log: Box::new(move |b| l2.lock().unwrap().push(b)),
+        ..Default::default()
+    });
+    cfg.devices.push(machine::DeviceSpec::named("vga").unwrap());
+    cfg.ide = Some(storage::config::build(&[storage::config::DiskSpec::shorthand(&disk, 0)]).unwrap().ide);
+    let mut m = Machine::new(cfg).unwrap();
+    let text = |log: &Arc<Mutex<Vec<u8>>>| String::from_utf8_lossy(&log.lock().unwrap()).into_owned();
+    // From power-on to the banner of the reboot that ends the wait (one slice of instructions may idle
+    // through many seconds, so virtual time is read at whole boots, not inside the wait).
+    let limit = 50_000_000;
+    let step = |m: &mut Machine, what: &str| {
+        assert!(m.cpu.icount < limit, "{what} within {limit} instructions; BIOS log:\n{}", text(&log));
+        assert!(matches!(m.run(Some(m.cpu.icount + 1_000_000)), RunOutcome::InstructionLimit));
+    };
+    while !text(&log).contains("No bootable device.  Retrying in 60 seconds.") {
+        step(&mut m, "no boot failure");
+    }
+    // The banner is logged more than once per boot: the reboot shows as one more than now.
+    let banners = text(&log).matches("SeaBIOS (version").count();
+    while text(&log).matches("SeaBIOS (version").count() == banners {
+        step(&mut m, "no reboot after the wait");
+    }
+    let waited_ns = m.board.clock.now(m.cpu.icount).0;
+    println!(
+        "SeaBIOS: power-on, boot failure, 60 s wait, reboot: {:.1} virtual s in {} instructions",
+        waited_ns as f64 / 1e9,
+        m.cpu.icount
+    );
+    assert!(waited_ns >= 60_000_000_000, "only {waited_ns} ns of virtual time passed");
+    let _ = std::fs::remove_dir_all(disk.parent().unwrap());
+}
+
+/// `--snapshot-at` in the middle of a SeaBIOS boot (SeaBIOS in RAM behind the PAM registers, the VGA,
+/// fw_cfg, the IDE disk), then `--restore` of that snapshot under the other engine: the run finishes
+/// with the same instruction count, the same machine state hash and the same screen, byte for byte.
+#[test]
+fn a_seabios_boot_restored_from_a_snapshot_finishes_identically() {
+    let (bios_path, _) = match seabios() {
+        Ok(p) => p,
+        Err(why) => {
+            println!("skipped: SeaBIOS unavailable ({why})");
+            return;
+        }
+    };
+    let disk = disk_image(test_roms::boot_sector("int10_hello").unwrap(), "snap");
+    let dir = disk.parent().unwrap().to_path_buf();
+    let snap = dir.join("mid.snap");
+    let run = |accel: &str, extra: &[&std::ffi::OsStr], png: &PathBuf| {
+        let out = Command::new(env!("CARGO_BIN_EXE_ferrite"))
+            .arg("run")
+            .arg("--bios")
+            .arg(&bios_path)
+            .arg("--hda")
+            .arg(&disk)
+            .args(["--accel", accel, "--memory", "64M", "--max-instructions", "30000000", "--stats"])
+            .arg("--screenshot")
+            .arg(png)
+            .args(extra)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(124), "{err}");
+        let hash = err.lines().find_map(|l| l.strip_prefix("ferrite: state hash ")).unwrap_or_default();
+        assert!(!hash.is_empty(), "{err}");
+        (hash.to_string(), std::fs::read(png).unwrap())
+    };
+    let whole =
+        run("jit", &["--snapshot-at".as_ref(), "8000000".as_ref(), snap.as_os_str()], &dir.join("a.png"));
+    assert!(snap.exists(), "no snapshot written");
+    let restored = run("interp", &["--restore".as_ref(), snap.as_os_str()], &dir.join("b.png"));
+    assert_eq!(whole.0, restored.0, "the state hash after the restored run");
+    assert!(whole.1 == restored.1, "the screen after the restored run differs");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// SeaBIOS boots our MBR under KVM, where /dev/kvm runs guests on hardware (shadowed BIOS, PAM changes
+/// as memory-slot changes, the VGA BIOS, the IDE disk). An emulating KVM (PVM) runs about 1 MIPS, far too
+/// slow for a firmware boot in CI: the test says so and skips.
+#[test]
+fn seabios_boots_our_mbr_under_kvm() {
+    match machine::kvm::probe() {
+        Ok(p) if p.hardware() => {}
+        Ok(p) => {
+            println!(
+                "skipped: /dev/kvm emulates guests in software ({}), too slow for a SeaBIOS boot",
+                p.emulated.unwrap_or_default()
+            );
+            return;
+        }
+        Err(e) => {
+            println!("skipped: /dev/kvm not usable ({e})");
+            return;
+        }
+    }
+    let (bios_path, vga_path) = match seabios() {
+        Ok(p) => p,
+        Err(why) => {
+            println!("skipped: SeaBIOS unavailable ({why})");
+            return;
+        }
+    };
+    let (bios, vgabios) = (std::fs::read(bios_path).unwrap(), std::fs::read(vga_path).unwrap());
+    let disk = disk_image(test_roms::boot_sector("int10_hello").unwrap(), "kvm");
+    let con = Arc::new(Mutex::new(Vec::new()));
+    let mut m = machine(&bios, &vgabios, &disk, Accel::Kvm, con.clone());
+    // KVM runs in host time: bound the wait by the host clock.
+    let start = std::time::Instant::now();
+    loop {
+        let text = String::from_utf8_lossy(&con.lock().unwrap()).into_owned();
+        if text.contains("DONE") && text.ends_with('\n') {
+            assert!(text.ends_with("DONE 14 0A\n"), "{text:?}");
+            break;
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(120), "no DONE under KVM: {text:?}");
+        match m.run(Some(m.cpu.icount + 20_000_000)) {
+            RunOutcome::InstructionLimit => {}
+            other => panic!("the machine stopped: {other:?}"),
+        }
+    }
+    let rows: Vec<String> = {
+        let cells = text_buffer(&mut m);
+        (0..25).map(|r| row_text(&cells, r)).collect()
+    };
+    assert!(rows[0].starts_with("SeaBIOS (version"), "{rows:#?}");
+    assert!(rows.iter().any(|r| r.starts_with("FERRITE MBR: hello through INT 10h")), "{rows:#?}");
+    let _ = std::fs::remove_dir_all(disk.parent().unwrap());
+}

@@ -202,6 +202,32 @@ pub(crate) fn fill_fw_cfg_for_bios(
     Ok(())
 }
 
+/// Fills fw_cfg for `--kernel` under a BIOS: the bzImage laid out by `firmware::linuxboot::prepare` in
+/// the `SETUP_*`, `KERNEL_*`, `INITRD_*` and `CMDLINE_*` items, the linuxboot option ROM as
+/// `genroms/linuxboot.bin`, and a `bootorder` naming it first (unless the configuration brought its own).
+pub(crate) fn fill_fw_cfg_for_bios_kernel(
+    fw: &mut FwCfg,
+    lay: &vmcore::layout::RamLayout,
+    l: &LinuxBoot,
+) -> Result<(), String> {
+    use firmware::linuxboot as lb;
+    if !l.modules.is_empty() {
+        return Err("multiboot modules cannot be loaded through the BIOS (give a bzImage)".into());
+    }
+    let b = lb::prepare(&l.kernel, l.initrd.as_deref(), &l.cmdline, lay.below_4g)?;
+    fw.set_setup(lb::SETUP_ADDR, b.setup);
+    fw.set_kernel(lb::KERNEL_ADDR, lb::KERNEL_ADDR, b.kernel);
+    if let Some((addr, rd)) = b.initrd {
+        fw.set_initrd(addr, rd);
+    }
+    fw.set_cmdline(lb::CMDLINE_ADDR, &b.cmdline);
+    fw.add_file(lb::ROM_FILE, lb::rom(), false)?;
+    if fw.file_key("bootorder").is_none() {
+        fw.add_file("bootorder", lb::BOOTORDER.as_bytes().to_vec(), false)?;
+    }
+    Ok(())
+}
+
 /// The Bochs shutdown port at 0x8900 (always present).
 pub(crate) fn add_shutdown_port(board: &mut Board) {
     let id = board.add_device(Box::new(ShutdownPort::new()));

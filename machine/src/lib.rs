@@ -559,11 +559,9 @@ impl Machine {
             return Err(MachineError::Memory(format!("{} bytes is more than the 1 TiB maximum", cfg.memory)));
         }
         let mut cfg = cfg;
-        if cfg.bios.is_some() && cfg.linux.is_some() {
-            return Err(MachineError::Firmware(
-                "a BIOS with --kernel (SeaBIOS's linuxboot option ROM) is not supported yet: boot the kernel directly or from a disk".into(),
-            ));
-        }
+        // With a BIOS, the kernel goes to fw_cfg for the BIOS's linuxboot option ROM (QEMU's -kernel with
+        // firmware) instead of being booted directly.
+        let bios_kernel = if cfg.bios.is_some() { cfg.linux.take() } else { None };
         if cfg.linux.is_some() {
             cfg.acpi = true;
             if cfg.firmware.is_empty() {
@@ -664,6 +662,10 @@ impl Machine {
                 let mut bios = cfg.bios.take().unwrap_or_default();
                 boot::fill_fw_cfg_for_bios(&mut board.fw_cfg, &lay, &mut bios.files)
                     .map_err(MachineError::Firmware)?;
+                if let Some(l) = &bios_kernel {
+                    boot::fill_fw_cfg_for_bios_kernel(&mut board.fw_cfg, &lay, l)
+                        .map_err(|e| MachineError::Firmware(format!("kernel: {e}")))?;
+                }
                 let id = board.add_device(Box::new(DebugConsole::new(bios.log)));
                 board.map_ports(id, 0x402, 1, 0);
                 None
@@ -1145,12 +1147,45 @@ mod tests {
     }
 
     #[test]
-    fn a_bios_with_a_kernel_is_refused_in_one_line() {
+    fn a_bios_with_a_kernel_that_is_no_bzimage_is_refused_in_one_line() {
         let mut cfg = MachineConfig::new(16 << 20, vec![0xF4; 0x2_0000]);
         cfg.bios = Some(BiosConfig::default());
-        cfg.linux = Some(LinuxBoot::default());
+        cfg.linux = Some(LinuxBoot { kernel: vec![0; 8192], ..Default::default() });
         let e = Machine::new(cfg).err().expect("refused").to_string();
-        assert!(e.contains("not supported") && !e.contains('\n'), "{e}");
+        assert!(e.contains("not a bzImage") && !e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn a_bios_with_a_kernel_gets_the_linuxboot_rom_and_the_kernel_items() {
+        let mut k = vec![0u8; 5 * 512 + 4096];
+        k[0x1f1] = 4;
+        k[0x1fe..0x200].copy_from_slice(&[0x55, 0xAA]);
+        k[0x202..0x206].copy_from_slice(b"HdrS");
+        k[0x206..0x208].copy_from_slice(&0x20fu16.to_le_bytes());
+        k[0x211] = 1;
+        k[0x22c..0x230].copy_from_slice(&0x7fff_ffffu32.to_le_bytes());
+        k[0x238..0x23c].copy_from_slice(&255u32.to_le_bytes());
+        let mut cfg = MachineConfig::new(64 << 20, vec![0xF4; 0x2_0000]);
+        cfg.bios = Some(BiosConfig::default());
+        cfg.linux = Some(LinuxBoot {
+            kernel: k.clone(),
+            initrd: Some(vec![9; 5000]),
+            cmdline: "quiet".into(),
+            ..Default::default()
+        });
+        let m = Machine::new(cfg).unwrap();
+        let fw = &m.board.fw_cfg;
+        use chipset::fw_cfg as f;
+        assert!(fw.file_key(firmware::linuxboot::ROM_FILE).is_some());
+        assert!(fw.file_key("bootorder").is_some());
+        assert_eq!(fw.item(f::SETUP_ADDR).unwrap(), &firmware::linuxboot::SETUP_ADDR.to_le_bytes());
+        assert_eq!(fw.item(f::SETUP_DATA).unwrap().len(), 5 * 512);
+        assert_eq!(fw.item(f::KERNEL_ADDR).unwrap(), &firmware::linuxboot::KERNEL_ADDR.to_le_bytes());
+        assert_eq!(fw.item(f::KERNEL_DATA).unwrap(), &k[5 * 512..]);
+        assert_eq!(fw.item(f::INITRD_SIZE).unwrap(), &5000u32.to_le_bytes());
+        assert_eq!(fw.item(f::CMDLINE_DATA).unwrap(), b"quiet\0");
+        // No direct boot: the CPU starts at the reset vector.
+        assert!(m.direct_boot.is_none(), "the BIOS boots it, not the machine");
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //!
 //! [`KERNELS`] are multiboot test kernels (`src/kernels/*.asm`, flat images with the a.out-kludge
 //! header, loaded at 1 MiB) booted with `--kernel`; they report the same way. [`BOOT_SECTORS`]
-//! (`src/boot/*.asm`) are MBR boot sectors for BIOS boots from a disk image.
+//! (`src/boot/*.asm`) are MBR boot sectors for BIOS boots from a disk image. [`OPTION_ROMS`]
+//! (`src/optionroms/*.asm`) are BIOS option ROMs the machine hands to SeaBIOS (`linuxboot`: `--kernel`
+//! with a BIOS).
 #![deny(missing_docs)]
 
 include!(concat!(env!("OUT_DIR"), "/roms.rs"));
@@ -20,6 +22,11 @@ pub fn kernel(name: &str) -> Option<&'static [u8]> {
 /// The image of boot sector `name` (from `src/boot`).
 pub fn boot_sector(name: &str) -> Option<&'static [u8]> {
     BOOT_SECTORS.iter().find(|(n, _)| *n == name).map(|(_, b)| *b)
+}
+
+/// The image of option ROM `name` (from `src/optionroms`), its checksum bytes not yet set.
+pub fn option_rom(name: &str) -> Option<&'static [u8]> {
+    OPTION_ROMS.iter().find(|(n, _)| *n == name).map(|(_, b)| *b)
 }
 
 /// The image of ROM `name`.
