@@ -72,6 +72,12 @@ impl Escape {
 /// Starts the stdin reader thread; returns the receiving end for the machine.
 pub fn spawn_reader() -> Receiver<HostEvent> {
     let (tx, rx): (Sender<HostEvent>, Receiver<HostEvent>) = channel();
+    spawn_reader_into(tx);
+    rx
+}
+
+/// Starts the stdin reader thread sending to `tx` (shared with a display window's input).
+pub fn spawn_reader_into(tx: Sender<HostEvent>) {
     std::thread::spawn(move || {
         let mut esc = Escape::default();
         let mut buf = [0u8; 256];
@@ -91,7 +97,6 @@ pub fn spawn_reader() -> Receiver<HostEvent> {
             }
         }
     });
-    rx
 }
 
 #[cfg(test)]

@@ -182,11 +182,18 @@ pub fn execute(m: &mut Machine, hist: Option<&mut History>, line: &str) -> (Stri
             }
             Err(e) => (format!("loadvm: {e}\n"), Control::None),
         },
+        "screendump" if !args.is_empty() => match m.screenshot_png() {
+            None => ("screendump: no VGA (--bios, or --device vga)\n".into(), Control::None),
+            Some(png) => match std::fs::write(args, png) {
+                Ok(()) => (format!("screen saved to {args} at instruction {}\n", m.cpu.icount), Control::None),
+                Err(e) => (format!("screendump: {args}: {e}\n"), Control::None),
+            },
+        },
         "stop" => ("stopped\n".into(), Control::Stop),
         "cont" | "c" => ("running\n".into(), Control::Cont),
         "quit" | "q" => (String::new(), Control::Quit),
         "help" | "?" => (
-            "info registers | info history | x /NFU ADDR | xp /NFU ADDR | savevm FILE | loadvm FILE | stop | cont | quit\n"
+            "info registers | info history | x /NFU ADDR | xp /NFU ADDR | savevm FILE | loadvm FILE | screendump FILE.png | stop | cont | quit\n"
                 .into(),
             Control::None,
         ),
@@ -275,5 +282,26 @@ mod tests {
         assert_eq!(number("0x10"), Some(16));
         assert_eq!(number("16"), Some(16));
         assert_eq!(number("zz"), None);
+    }
+
+    #[test]
+    fn screendump_writes_the_screenshot_png() {
+        let dir = std::env::temp_dir().join(format!("ferrite-screendump-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("s.png");
+        let path = file.to_str().unwrap();
+        let mut plain = Machine::new(crate::MachineConfig::new(16 << 20, vec![0xF4; 0x1_0000])).unwrap();
+        let (text, _) = execute(&mut plain, None, &format!("screendump {path}"));
+        assert!(text.starts_with("screendump: no VGA"), "{text}");
+        assert!(!file.exists());
+        let mut cfg = crate::MachineConfig::new(16 << 20, vec![0xF4; 0x1_0000]);
+        cfg.devices.push(crate::DeviceSpec::named("vga").unwrap());
+        let mut m = Machine::new(cfg).unwrap();
+        let (text, _) = execute(&mut m, None, &format!("screendump {path}"));
+        assert!(text.starts_with("screen saved to"), "{text}");
+        assert_eq!(std::fs::read(&file).unwrap(), m.screenshot_png().unwrap());
+        let (text, _) = execute(&mut m, None, "screendump /nonexistent-dir/x.png");
+        assert!(text.starts_with("screendump: /nonexistent-dir/x.png:"), "{text}");
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
