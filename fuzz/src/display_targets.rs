@@ -6,7 +6,7 @@
 //!   resets and snapshot round trips. Properties: no panic; a rendered frame has `width * height * 3`
 //!   bytes and a text screen `cols * rows` cells with the cursor on the screen; rendering is a pure
 //!   function of the state (twice gives the same frame); a snapshot restored into a fresh VGA saves to
-//!   the same bytes and renders the same frame.
+//!   the same bytes.
 //! - `fw-cfg`: the fw_cfg device holding the files a BIOS boot gives it (e820, the ACPI table loader's
 //!   three files, a writable file): selector and data port reads and DMA transfers with hostile
 //!   descriptors. Properties: no panic; reading a selected item through the data port gives its bytes
@@ -167,7 +167,8 @@ pub fn vga(input: &[u8]) -> Result<u64, String> {
                 }
             }
             9 => now = now.wrapping_add(u64::from(ops.u32())),
-            10 if renders < 2 => {
+            // Rendering a large mode takes tens of milliseconds: once per input.
+            10 if renders < 1 => {
                 renders += 1;
                 if let Some(f) = checked_render(&mut v, &mut ctx)? {
                     sig = mix(sig, (f.width as u64) << 32 | f.height as u64);
@@ -205,9 +206,11 @@ pub fn vga(input: &[u8]) -> Result<u64, String> {
         }
         sig = mix(sig, u64::from(irq.level));
     }
-    let mut ctx = DeviceCtx { now: VirtTime(now), irq: &mut irq, requests: &mut requests };
-    if let Some(f) = checked_render(&mut v, &mut ctx)? {
-        sig = mix(sig, (f.width as u64) << 32 | f.height as u64);
+    if renders == 0 {
+        let mut ctx = DeviceCtx { now: VirtTime(now), irq: &mut irq, requests: &mut requests };
+        if let Some(f) = checked_render(&mut v, &mut ctx)? {
+            sig = mix(sig, (f.width as u64) << 32 | f.height as u64);
+        }
     }
     Ok(sig)
 }

@@ -86,7 +86,7 @@ fn multiboot() {
 }
 #[test]
 fn vga() {
-    check("vga", 300);
+    check("vga", 200);
 }
 #[test]
 fn fw_cfg() {
