@@ -9,6 +9,7 @@
 
 mod console;
 mod images;
+#[cfg(any(feature = "sdl", test))]
 mod keymap;
 mod rr;
 #[cfg(feature = "sdl")]
@@ -1058,7 +1059,6 @@ fn display_run(args: &RunArgs, built: Built) -> ExitCode {
         let _raw = console::RawMode::enable();
         run_with_display(&mut m, args.max_instructions, shot.as_ref(), &shown)
     };
-    drop(shown);
     finish(&m, args.stats, outcome, started)
 }
 
