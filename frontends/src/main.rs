@@ -1047,7 +1047,7 @@ fn display_run(args: &RunArgs, built: Built) -> ExitCode {
         #[cfg(not(feature = "sdl"))]
         Display::Sdl => {
             eprintln!(
-                "ferrite: --display sdl: this ferrite was built without the `sdl` feature (cargo build --release --features sdl, with libsdl2-dev)"
+                "ferrite: --display sdl: this ferrite was built without the `sdl` feature (cargo build --release -p ferrite --features sdl, with libsdl2-dev)"
             );
             return ExitCode::from(2);
         }
