@@ -37,7 +37,8 @@
 //! LEDs, typematic rate, echo, identify (0xAB 0x83) and scan code set get/set. The mouse implements reset
 //! (0xFA 0xAA 0x00), identify (with the IntelliMouse 200-100-80 and Explorer 200-200-80 sample rate knocks
 //! giving IDs 3 and 4), set sample rate, resolution and scaling, status request, enable/disable reporting,
-//! stream/remote/wrap modes and read data; host motion enters through [`I8042::mouse_event`].
+//! stream/remote/wrap modes and read data; host motion enters through [`I8042::mouse_event`], or as
+//! host input built by [`I8042::mouse_input`] (how the machine's input port delivers it).
 
 use std::collections::VecDeque;
 use vmcore::Snapshot;
@@ -58,6 +59,8 @@ const CB_AUX_OFF: u8 = 0x20;
 const CB_XLATE: u8 = 0x40;
 
 const ACK: u8 = 0xfa;
+/// In host input, introduces a mouse event ([`I8042::mouse_input`]).
+const MOUSE_MARK: u8 = 0xff;
 const RESEND: u8 = 0xfe;
 const BAT_OK: u8 = 0xaa;
 /// Most bytes a device queues before dropping further input.
@@ -557,6 +560,15 @@ impl I8042 {
         self.pump(ctx);
     }
 
+    /// Host input carrying mouse event (`dx`, `dy`, `dz`, `buttons` as for [`I8042::mouse_event`]): the
+    /// marker byte 0xFF and six bytes. Host input is otherwise set 2 scan codes, where a key never
+    /// gives 0xFF (the keyboard sends it only for its own buffer overrun), so the two mix in one stream.
+    pub fn mouse_input(dx: i16, dy: i16, dz: i8, buttons: u8) -> [u8; 7] {
+        let [x0, x1] = dx.to_le_bytes();
+        let [y0, y1] = dy.to_le_bytes();
+        [MOUSE_MARK, x0, x1, y0, y1, dz as u8, buttons]
+    }
+
     fn cmd_byte(&self) -> u8 {
         self.ram[0]
     }
@@ -740,7 +752,24 @@ impl Device for I8042 {
     }
 
     fn host_input(&mut self, ctx: &mut DeviceCtx<'_>, data: &[u8]) {
-        self.kbd.input(data);
+        let mut rest = data;
+        while !rest.is_empty() {
+            match rest.iter().position(|&b| b == MOUSE_MARK) {
+                None => {
+                    self.kbd.input(rest);
+                    rest = &[];
+                }
+                Some(i) => {
+                    self.kbd.input(&rest[..i]);
+                    // A record cut short is dropped (only a broken host sends one).
+                    let Some(r) = rest.get(i + 1..i + 7) else { break };
+                    let dx = i16::from_le_bytes([r[0], r[1]]);
+                    let dy = i16::from_le_bytes([r[2], r[3]]);
+                    self.mouse_event(ctx, dx.into(), dy.into(), (r[4] as i8).into(), r[5]);
+                    rest = &rest[i + 7..];
+                }
+            }
+        }
         self.pump(ctx);
     }
 }
@@ -1067,6 +1096,17 @@ mod tests {
         assert_eq!(read_all(&mut b, &mut k), [ACK, ACK, ACK, ACK, ACK, 0x30, 0x03, 80]);
         k.mouse_event(&mut b.ctx(0), 5, -3, 1, 1);
         assert_eq!(read_all(&mut b, &mut k), [0x29, 5, 0xfd, 1]);
+        // The same event through host input, between two keys; IRQ 12 rises for the packet.
+        let mut input = vec![0x1c];
+        input.extend_from_slice(&I8042::mouse_input(5, -3, 1, 1));
+        input.push(0x32);
+        k.host_input(&mut b.ctx(0), &input);
+        assert!(b.high(1) && !b.high(12), "the key came first");
+        // The keyboard goes first while it has data (as this controller serves its queues).
+        assert_eq!(read_all(&mut b, &mut k), [0x1e, 0x30, 0x29, 5, 0xfd, 1]);
+        // A mouse record cut short is dropped; the keys before it are delivered.
+        k.host_input(&mut b.ctx(0), &[0x1c, 0xff, 1, 0]);
+        assert_eq!(read_all(&mut b, &mut k), [0x1e]);
         aux(&mut b, &mut k, 0x42);
         assert_eq!(read_all(&mut b, &mut k), [RESEND]);
     }

@@ -138,6 +138,16 @@ pub fn spawn_reader_with_monitor() -> (Receiver<HostEvent>, Receiver<String>) {
 
 fn spawn(monitor: Option<Sender<String>>) -> Receiver<HostEvent> {
     let (tx, rx): (Sender<HostEvent>, Receiver<HostEvent>) = channel();
+    spawn_into(tx, monitor);
+    rx
+}
+
+/// Starts the stdin reader thread sending to `tx` (shared with a display window's input).
+pub fn spawn_reader_into(tx: Sender<HostEvent>) {
+    spawn_into(tx, None)
+}
+
+fn spawn_into(tx: Sender<HostEvent>, monitor: Option<Sender<String>>) {
     // SAFETY: isatty only inspects the descriptor.
     let tty = unsafe { libc::isatty(0) } == 1;
     std::thread::spawn(move || {
@@ -190,7 +200,6 @@ fn spawn(monitor: Option<Sender<String>>) -> Receiver<HostEvent> {
             }
         }
     });
-    rx
 }
 
 #[cfg(test)]

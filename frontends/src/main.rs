@@ -9,8 +9,11 @@
 
 mod console;
 mod images;
-mod png;
+#[cfg(any(feature = "sdl", test))]
+mod keymap;
 mod rr;
+#[cfg(feature = "sdl")]
+mod sdl;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use machine::{Machine, MachineConfig, RunOutcome, TripleFaultAction};
@@ -232,6 +235,8 @@ enum Display {
     None,
     /// The VGA text screen in the terminal.
     Curses,
+    /// The VGA screen in an SDL2 window, with keyboard and mouse (the `sdl` cargo feature).
+    Sdl,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
@@ -265,8 +270,9 @@ struct RunArgs {
     /// run goes on). The image depends only on the guest's state, so it is the same in every run.
     #[arg(long, value_name = "FILE.png[@COUNT]")]
     screenshot: Option<String>,
-    /// The display: `none` (the default) or `curses` (the VGA text screen drawn in the terminal when the
-    /// run ends or at each screenshot point).
+    /// The display, as QEMU names them: `none` (the default), `curses` (the VGA text screen drawn in the
+    /// terminal) or `sdl` (an SDL2 window with keyboard and mouse; Ctrl+Alt+G grabs and releases the
+    /// mouse, Ctrl+Alt+Q or closing the window quits; needs a build with the `sdl` feature).
     #[arg(long, value_enum, default_value = "none")]
     display: Display,
     /// Guest RAM, e.g. 512M, 2G, 65536K (suffixes K, M, G; plain number = bytes).
@@ -647,14 +653,31 @@ fn parse_screenshot(s: &str) -> Result<(PathBuf, Option<u64>), String> {
 
 /// Writes the VGA's screen to `path` as a PNG.
 fn save_screenshot(m: &Machine, path: &std::path::Path) -> Result<(), String> {
-    let vga = m.vga().ok_or("no VGA to take a screenshot of")?;
-    let f = vga.render();
-    let png = png::encode_rgb(f.width, f.height, &f.rgb);
+    let png = m.screenshot_png().ok_or("no VGA to take a screenshot of")?;
     std::fs::write(path, png).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 /// Instructions between two redraws of the `curses` display.
 const DISPLAY_SLICE: u64 = 50_000_000;
+/// Instructions between two looks at the `sdl` window: a frame is rendered when the window has shown the
+/// last one and 15 ms of host time have passed. Small, because a guest idling in HLT retires few
+/// instructions per host second (its idle time is skipped, not run).
+#[cfg(feature = "sdl")]
+const WINDOW_SLICE: u64 = 100_000;
+/// Least host time between two frames for the window.
+#[cfg(feature = "sdl")]
+const WINDOW_FRAME: std::time::Duration = std::time::Duration::from_millis(15);
+
+/// Where `run_with_display` shows the screen besides screenshots.
+enum Shown {
+    /// Nowhere.
+    None,
+    /// The terminal (`--display curses`).
+    Curses,
+    /// The SDL window.
+    #[cfg(feature = "sdl")]
+    Window(sdl::Window),
+}
 
 /// Runs the machine to the end (`max`), taking the screenshot at its instruction count (or at the end)
 /// and, with `--display curses`, redrawing the text screen whenever it changed after each
@@ -664,11 +687,13 @@ fn run_with_display(
     m: &mut Machine,
     max: Option<u64>,
     shot: Option<&(PathBuf, Option<u64>)>,
-    display: Display,
+    display: &Shown,
     mut snap: Option<(u64, PathBuf)>,
 ) -> RunOutcome {
     let mut shot_at = shot.and_then(|s| s.1);
     let mut last = None;
+    #[cfg(feature = "sdl")]
+    let mut last_frame: Option<std::time::Instant> = None;
     let outcome = loop {
         let mut stop = max;
         if let Some(at) = shot_at {
@@ -677,8 +702,14 @@ fn run_with_display(
         if let Some((at, _)) = &snap {
             stop = Some(stop.map_or(*at, |l| l.min(*at)));
         }
-        if display == Display::Curses {
-            let n = m.cpu.icount.saturating_add(DISPLAY_SLICE);
+        let slice = match display {
+            Shown::None => None,
+            Shown::Curses => Some(DISPLAY_SLICE),
+            #[cfg(feature = "sdl")]
+            Shown::Window(_) => Some(WINDOW_SLICE),
+        };
+        if let Some(s) = slice {
+            let n = m.cpu.icount.saturating_add(s);
             stop = Some(stop.map_or(n, |l| l.min(n)));
         }
         let o = m.run(stop);
@@ -698,8 +729,22 @@ fn run_with_display(
             }
             snap = None;
         }
-        if display == Display::Curses {
-            last = show_text(m, last);
+        match display {
+            Shown::None => {}
+            Shown::Curses => last = show_text(m, last),
+            // A frame only when the window has shown the previous one: rendering reads the state and
+            // changes nothing, so how often it happens does not matter to the guest.
+            #[cfg(feature = "sdl")]
+            Shown::Window(w) => {
+                if w.wants_frame()
+                    && last_frame.is_none_or(|t| t.elapsed() >= WINDOW_FRAME)
+                    && let Some(v) = m.vga()
+                {
+                    let f = v.render();
+                    w.show(f.width, f.height, f.rgb);
+                    last_frame = Some(std::time::Instant::now());
+                }
+            }
         }
         match o {
             RunOutcome::InstructionLimit if max.is_none_or(|l| m.cpu.icount < l) => continue,
@@ -793,7 +838,7 @@ fn run(args: RunArgs) -> ExitCode {
     let debugging = d.gdb.is_some() || d.gdb_default || d.wait_gdb || d.monitor.is_some();
     match build_machine(&args, opts) {
         Ok(b) if debugging => debug_run(&args, b),
-        Ok(b) if args.screenshot.is_some() || args.display == Display::Curses => display_run(&args, b),
+        Ok(b) if args.screenshot.is_some() || args.display != Display::None => display_run(&args, b),
         Ok(b) => rr::drive(&args, b),
         Err(code) => code,
     }
@@ -1035,7 +1080,7 @@ fn display_run(args: &RunArgs, built: Built) -> ExitCode {
         }
     };
     if args.rr.record.is_some() || args.rr.lockstep {
-        eprintln!("ferrite: --record and --lockstep do not combine with --screenshot or --display curses");
+        eprintln!("ferrite: --record and --lockstep do not combine with --screenshot or --display");
         return ExitCode::from(2);
     }
     let snap = match rr::snapshot_at(&args.rr) {
@@ -1045,15 +1090,36 @@ fn display_run(args: &RunArgs, built: Built) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if (shot.is_some() || args.display == Display::Curses) && m.vga().is_none() {
-        eprintln!("ferrite: --screenshot and --display curses need a VGA (--bios, or --device vga)");
+    if (shot.is_some() || args.display != Display::None) && m.vga().is_none() {
+        eprintln!("ferrite: --screenshot and --display curses|sdl need a VGA (--bios, or --device vga)");
         return ExitCode::from(2);
     }
-    m.attach_input(console::spawn_reader());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let shown = match args.display {
+        Display::None => Shown::None,
+        Display::Curses => Shown::Curses,
+        #[cfg(feature = "sdl")]
+        Display::Sdl => match sdl::Window::open(tx.clone()) {
+            Ok(w) => Shown::Window(w),
+            Err(e) => {
+                eprintln!("ferrite: --display sdl: cannot open the window: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        #[cfg(not(feature = "sdl"))]
+        Display::Sdl => {
+            eprintln!(
+                "ferrite: --display sdl: this ferrite was built without the `sdl` feature (cargo build --release -p ferrite --features sdl, with libsdl2-dev)"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    console::spawn_reader_into(tx);
+    m.attach_input(rx);
     let started = std::time::Instant::now();
     let outcome = {
         let _raw = console::RawMode::enable();
-        run_with_display(&mut m, args.max_instructions, shot.as_ref(), args.display, snap)
+        run_with_display(&mut m, args.max_instructions, shot.as_ref(), &shown, snap)
     };
     finish(&m, args.stats, outcome, started)
 }

@@ -7,7 +7,9 @@
 //! - `jit-real`, `jit-prot32`, `jit-long64`: the same code under the JIT (every block translated on
 //!   first entry) and the interpreter: same exits, same final state, same RAM;
 //! - `device`: register accesses, time steps, resets and snapshot round trips on each chipset device;
-//! - `bzimage`, `multiboot`: the kernel loaders on random and mutated images.
+//! - `bzimage`, `multiboot`: the kernel loaders on random and mutated images;
+//! - `vga`, `fw-cfg`, `table-loader`: the VGA with Bochs VBE, the fw_cfg device with a BIOS boot's files,
+//!   and the ACPI linker/loader on mutated tables ([`display_targets`]).
 //!
 //! A target returns a behaviour signature (the driver keeps inputs that show a new one) or an error
 //! naming a broken property; a panic is a finding too. The driver ([`driver`]) is a seeded mutation
@@ -18,6 +20,7 @@
 
 pub mod cpu_targets;
 pub mod device_targets;
+pub mod display_targets;
 pub mod driver;
 pub mod loader_targets;
 pub mod rng;
@@ -70,6 +73,13 @@ pub const TARGETS: &[Target] = &[
     Target { name: "device", run: device_targets::device, seed: device_targets::seed_device },
     Target { name: "bzimage", run: loader_targets::bzimage, seed: loader_targets::seed_bzimage },
     Target { name: "multiboot", run: loader_targets::multiboot, seed: loader_targets::seed_multiboot },
+    Target { name: "vga", run: display_targets::vga, seed: display_targets::seed_vga },
+    Target { name: "fw-cfg", run: display_targets::fw_cfg, seed: display_targets::seed_fw_cfg },
+    Target {
+        name: "table-loader",
+        run: display_targets::table_loader,
+        seed: display_targets::seed_table_loader,
+    },
 ];
 
 /// The target called `name`.

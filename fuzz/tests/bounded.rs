@@ -39,6 +39,9 @@ fn every_target_has_a_bounded_test() {
         "device",
         "bzimage",
         "multiboot",
+        "vga",
+        "fw-cfg",
+        "table-loader",
     ];
     for t in TARGETS {
         assert!(tested.contains(&t.name), "target {} has no bounded test", t.name);
@@ -80,4 +83,16 @@ fn bzimage() {
 #[test]
 fn multiboot() {
     check("multiboot", 5000);
+}
+#[test]
+fn vga() {
+    check("vga", 200);
+}
+#[test]
+fn fw_cfg() {
+    check("fw-cfg", 3000);
+}
+#[test]
+fn table_loader() {
+    check("table-loader", 3000);
 }

@@ -1,6 +1,7 @@
 //! The machine's input port: the one way host-originated input reaches the guest.
 //!
-//! Everything the host gives a running guest (console bytes for a UART, and later disk completions
+//! Everything the host gives a running guest (console bytes for a UART, keys and mouse motion from a display
+//! window for the i8042, and later disk completions
 //! and other host-backed devices) is a [`GuestInput`]. [`crate::Machine::inject`] stamps it with the
 //! instruction slot at which the guest sees it ([`StampedInput::slot`]: retired instructions plus idle
 //! slots, the clock's time base), hands it to the recorder if one is installed, and delivers it. Input
@@ -30,6 +31,19 @@ pub enum GuestInput {
         device: DeviceId,
         /// The bytes, in order.
         bytes: Vec<u8>,
+    },
+    /// PS/2 scan code set 2 bytes from a host keyboard (a display window), for the i8042's keyboard.
+    Keyboard(Vec<u8>),
+    /// Host mouse motion and buttons (a display window), for the i8042's PS/2 mouse.
+    Mouse {
+        /// Motion to the right.
+        dx: i16,
+        /// Motion up.
+        dy: i16,
+        /// Wheel steps.
+        dz: i8,
+        /// Buttons held: bit 0 left, 1 right, 2 middle.
+        buttons: u8,
     },
     /// The RTC's time at power-on, in UNIX seconds (given when the machine is built).
     RtcStart(i64),

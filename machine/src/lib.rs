@@ -18,6 +18,7 @@ pub mod irqchip;
 pub mod kvm;
 pub mod lockstep;
 pub mod monitor;
+pub mod png;
 pub mod record;
 pub mod replay;
 pub mod reverse;
@@ -329,7 +330,21 @@ pub enum RunOutcome {
 pub enum HostEvent {
     /// A byte typed on the console, for COM1's receiver.
     Input(u8),
-    /// The user asked to quit (Ctrl-A x).
+    /// A byte of PS/2 scan code set 2 from a host keyboard (a display window), for the i8042's keyboard.
+    Key(u8),
+    /// Host mouse motion and buttons (a display window), for the i8042's PS/2 mouse: `dx` right, `dy`
+    /// up, `dz` wheel, `buttons` bit 0 left, 1 right, 2 middle.
+    Mouse {
+        /// Motion to the right.
+        dx: i16,
+        /// Motion up.
+        dy: i16,
+        /// Wheel steps.
+        dz: i8,
+        /// Buttons held.
+        buttons: u8,
+    },
+    /// The user asked to quit (Ctrl-A x, or closing the display window).
     Quit,
     /// The host side wants the run loop back (a monitor command typed on the console): the next input
     /// point ends [`Machine::run`] early with [`RunOutcome::InstructionLimit`] before its limit. Not
@@ -350,6 +365,8 @@ pub struct Machine {
     pub board: Board,
     /// COM1's device id (console input goes here).
     pub com1: DeviceId,
+    /// The i8042's device id (keyboard and mouse input go here).
+    pub i8042: DeviceId,
     on_triple_fault: TripleFaultAction,
     input: Option<InputSource>,
     /// The slot at which host input is taken next while a channel is attached.
@@ -469,6 +486,14 @@ impl Machine {
                 self.board.icount = self.cpu.icount;
                 self.board.host_input(device, &bytes);
             }
+            GuestInput::Keyboard(codes) => {
+                self.board.icount = self.cpu.icount;
+                self.board.host_input(self.i8042, &codes);
+            }
+            GuestInput::Mouse { dx, dy, dz, buttons } => {
+                self.board.icount = self.cpu.icount;
+                self.board.host_input(self.i8042, &chipset::I8042::mouse_input(dx, dy, dz, buttons));
+            }
             // Applied when the RTC was built, and host-side events: nothing to deliver.
             GuestInput::RtcStart(_) | GuestInput::Quit | GuestInput::EndOfInput => {}
         }
@@ -483,6 +508,8 @@ impl Machine {
             Some(InputSource::Replay(_)) => self.poll_replay(block),
             Some(InputSource::Channel(rx)) => {
                 let mut bytes = Vec::new();
+                let mut keys = Vec::new();
+                let mut mouse: Vec<GuestInput> = Vec::new();
                 let mut quit = false;
                 let mut first = if block { rx.recv().ok() } else { None };
                 if block && first.is_none() {
@@ -501,6 +528,21 @@ impl Machine {
                     };
                     match ev {
                         HostEvent::Input(b) => bytes.push(b),
+                        HostEvent::Key(b) => keys.push(b),
+                        HostEvent::Mouse { dx, dy, dz, buttons } => {
+                            // Motion with the same buttons merges into one event, as a mouse's own
+                            // counters would between two reports.
+                            if let Some(GuestInput::Mouse { dx: x, dy: y, dz: z, buttons: b }) =
+                                mouse.last_mut()
+                                && *b == buttons
+                            {
+                                *x = x.saturating_add(dx);
+                                *y = y.saturating_add(dy);
+                                *z = z.saturating_add(dz);
+                            } else {
+                                mouse.push(GuestInput::Mouse { dx, dy, dz, buttons });
+                            }
+                        }
                         HostEvent::Quit => quit = true,
                         HostEvent::Attention => self.attention = true,
                     }
@@ -508,6 +550,12 @@ impl Machine {
                 if !bytes.is_empty() {
                     let device = self.com1;
                     self.inject(GuestInput::Serial { device, bytes });
+                }
+                if !keys.is_empty() {
+                    self.inject(GuestInput::Keyboard(keys));
+                }
+                for ev in mouse {
+                    self.inject(ev);
                 }
                 if quit {
                     self.inject(GuestInput::Quit);
@@ -636,9 +684,9 @@ impl Machine {
         }
         let id = board.add_device(Box::new(rtc));
         board.map_ports(id, 0x70, 2, 0);
-        let id = board.add_device(Box::new(I8042::new()));
-        board.map_ports(id, 0x60, 1, 0);
-        board.map_ports(id, 0x64, 1, 4);
+        let i8042 = board.add_device(Box::new(I8042::new()));
+        board.map_ports(i8042, 0x60, 1, 0);
+        board.map_ports(i8042, 0x64, 1, 4);
         let id = board.add_device(Box::new(Port92::new()));
         board.map_ports(id, 0x92, 1, 0);
         let ide = cfg.ide.take().unwrap_or_default();
@@ -699,6 +747,7 @@ impl Machine {
             engine,
             board,
             com1,
+            i8042,
             on_triple_fault: cfg.on_triple_fault,
             input: None,
             next_input: 0,
@@ -796,6 +845,13 @@ impl Machine {
     /// [`chipset::vga::Vga::render`] and, in text modes, [`chipset::vga::Vga::text_screen`].
     pub fn vga(&self) -> Option<&chipset::vga::Vga> {
         self.board.pci.function(VGA_DEVFN)?.as_any()?.downcast_ref()
+    }
+
+    /// The VGA's screen as a PNG file ([`png::encode_rgb`] of [`chipset::vga::Vga::render`]), for
+    /// `--screenshot` and the monitor's `screendump`.
+    pub fn screenshot_png(&self) -> Option<Vec<u8>> {
+        let f = self.vga()?.render();
+        Some(png::encode_rgb(f.width, f.height, &f.rgb))
     }
 
     /// The execution engine.

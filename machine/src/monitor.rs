@@ -202,6 +202,19 @@ fn cmd_savevm(t: &mut Target<'_>, args: &str) -> (String, Control) {
     }
 }
 
+fn cmd_screendump(t: &mut Target<'_>, args: &str) -> (String, Control) {
+    if args.is_empty() {
+        return text("usage: screendump FILE.png\n");
+    }
+    match t.m.screenshot_png() {
+        None => text("screendump: no VGA (--bios, or --device vga)\n"),
+        Some(png) => match std::fs::write(args, png) {
+            Ok(()) => text(format!("screen saved to {args} at instruction {}\n", t.m.cpu.icount)),
+            Err(e) => text(format!("screendump: {args}: {e}\n")),
+        },
+    }
+}
+
 fn cmd_loadvm(t: &mut Target<'_>, args: &str) -> (String, Control) {
     if args.is_empty() {
         return text("usage: loadvm FILE\n");
@@ -268,6 +281,13 @@ pub static COMMANDS: &[Command] = &[
         usage: "FILE",
         help: "the whole machine from FILE",
         run: cmd_loadvm,
+    },
+    Command {
+        name: "screendump",
+        aliases: &[],
+        usage: "FILE.png",
+        help: "the screen as a PNG (as --screenshot writes it)",
+        run: cmd_screendump,
     },
     Command { name: "stop", aliases: &[], usage: "", help: "pause the guest", run: cmd_stop },
     Command { name: "cont", aliases: &["c"], usage: "", help: "resume the guest", run: cmd_cont },
@@ -474,5 +494,26 @@ mod tests {
         assert_eq!(number("0x10"), Some(16));
         assert_eq!(number("16"), Some(16));
         assert_eq!(number("zz"), None);
+    }
+
+    #[test]
+    fn screendump_writes_the_screenshot_png() {
+        let dir = std::env::temp_dir().join(format!("ferrite-screendump-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("s.png");
+        let path = file.to_str().unwrap();
+        let mut plain = Machine::new(crate::MachineConfig::new(16 << 20, vec![0xF4; 0x1_0000])).unwrap();
+        let (text, _) = execute(&mut plain, None, &format!("screendump {path}"));
+        assert!(text.starts_with("screendump: no VGA"), "{text}");
+        assert!(!file.exists());
+        let mut cfg = crate::MachineConfig::new(16 << 20, vec![0xF4; 0x1_0000]);
+        cfg.devices.push(crate::DeviceSpec::named("vga").unwrap());
+        let mut m = Machine::new(cfg).unwrap();
+        let (text, _) = execute(&mut m, None, &format!("screendump {path}"));
+        assert!(text.starts_with("screen saved to"), "{text}");
+        assert_eq!(std::fs::read(&file).unwrap(), m.screenshot_png().unwrap());
+        let (text, _) = execute(&mut m, None, "screendump /nonexistent-dir/x.png");
+        assert!(text.starts_with("screendump: /nonexistent-dir/x.png:"), "{text}");
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

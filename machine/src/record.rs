@@ -261,6 +261,18 @@ fn encode_input(out: &mut Vec<u8>, last_slot: &mut u64, s: &StampedInput) {
         }
         GuestInput::Quit => out.push(2),
         GuestInput::EndOfInput => out.push(3),
+        GuestInput::Keyboard(codes) => {
+            out.push(4);
+            put_leb(out, codes.len() as u64);
+            out.extend_from_slice(codes);
+        }
+        GuestInput::Mouse { dx, dy, dz, buttons } => {
+            out.push(5);
+            out.extend_from_slice(&dx.to_le_bytes());
+            out.extend_from_slice(&dy.to_le_bytes());
+            out.push(*dz as u8);
+            out.push(*buttons);
+        }
     }
 }
 
@@ -561,6 +573,19 @@ impl Recording {
                             }
                             2 => GuestInput::Quit,
                             3 => GuestInput::EndOfInput,
+                            4 => {
+                                let n = r.leb()?;
+                                GuestInput::Keyboard(r.take(n)?.to_vec())
+                            }
+                            5 => {
+                                let d = r.take(6)?;
+                                GuestInput::Mouse {
+                                    dx: i16::from_le_bytes([d[0], d[1]]),
+                                    dy: i16::from_le_bytes([d[2], d[3]]),
+                                    dz: d[4] as i8,
+                                    buttons: d[5],
+                                }
+                            }
                             k => return Err(r.bad(&format!("input kind {k}"))),
                         };
                         inputs.push(StampedInput { slot, input });
@@ -645,6 +670,8 @@ mod tests {
                 slot: 300_000,
                 input: GuestInput::Serial { device: DeviceId(4), bytes: b"ls\n".to_vec() },
             },
+            StampedInput { slot: 300_007, input: GuestInput::Keyboard(vec![0xe0, 0xf0, 0x75]) },
+            StampedInput { slot: 300_009, input: GuestInput::Mouse { dx: -300, dy: 2, dz: -1, buttons: 5 } },
             StampedInput { slot: u64::MAX / 3, input: GuestInput::Quit },
             StampedInput { slot: u64::MAX / 3, input: GuestInput::EndOfInput },
         ];

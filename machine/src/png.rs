@@ -1,4 +1,4 @@
-//! PNG encoding of screenshots: 8-bit RGB, one IDAT chunk compressed with flate2's zlib encoder, no
+//! PNG encoding of screenshots (`--screenshot`, the monitor's `screendump`): 8-bit RGB, one IDAT chunk compressed with flate2's zlib encoder, no
 //! filtering (filter type 0 on every row), so the bytes depend only on the pixels.
 
 use std::io::Write;
