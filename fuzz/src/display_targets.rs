@@ -22,7 +22,7 @@ use chipset::{DmaMemory, FwCfg};
 use firmware::acpi::{AcpiTables, PlatformConfig, build_tables};
 use firmware::table_loader::{self, COMMAND_SIZE, LOADER_FILE, RSDP_FILE, TABLES_FILE};
 use vmcore::snapshot::{SnapshotReader, SnapshotWriter};
-use vmcore::{Device, DeviceCtx, IrqLevels, MachineRequests, VirtTime};
+use vmcore::{Device, DeviceCtx, IrqLevels, MachineRequests, Snapshot, VirtTime};
 
 use crate::rng::Rng;
 
