@@ -238,8 +238,8 @@ fn segment_kind(r: &mut Rng, seg: Seg, st: &mut cpu::CpuState) {
     match r.below(8) {
         // Flat with a base: inline, base added.
         0 => s.base = 0x40 * r.below(4),
-        // A limit below 4 GiB: the handler (a #GP/#SS past it).
-        1 => s.limit = 0x1_ffff,
+        // A limit below 4 GiB, inside or below the data and stack: the handler (a #GP/#SS past it).
+        1 => s.limit = [0x7fff, 0xffff, 0x10800, 0x1_1fff][r.below(4) as usize],
         // Expand-down: the handler.
         2 if seg != Seg::Ss => {
             s.attr |= attr::DC;
