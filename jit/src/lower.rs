@@ -6,7 +6,8 @@
 //! and a hit in the interpreter's TLB with a host pointer): anything else runs the handler. Each lowering restates its handler's semantics (`cpu::exec::alu`, `cpu::exec::ops`
 //! `flags_add`/`flags_sub`/`szp`, `cpu::regs::write_gpr`, `cpu::exec::control::jcc`), and
 //! `tests/differential.rs` runs random sequences of every form here under both engines and requires
-//! identical states. More integer forms (ADC/SBB, XCHG, BT*, BSF/BSR, MUL/IMUL r) are in `lower_int.rs`.
+//! identical states. More integer forms (ADC/SBB, XCHG, BT*, BSF/BSR, MUL/IMUL r) are in `lower_int.rs`;
+//! DIV/IDIV, CMPXCHG/XADD, memory-indirect JMP/CALL and the 32-bit memory forms in `lower_mem.rs`.
 
 use cpu::exec::shift::Op as ShiftOp;
 use cpu::exec::{Insn, Opnd, RegOp};
