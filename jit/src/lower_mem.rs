@@ -153,6 +153,14 @@ pub(crate) fn stack_bytes(insn: &Insn) -> u32 {
     if insn.i.code_size() == CodeSize::Code64 { 8 } else { 4 }
 }
 
+// `flat` and `target_ok` read a segment record as selector | attr << 16 | limit << 32, then base.
+const _: () = {
+    use cpu::state::Segment;
+    use std::mem::offset_of;
+    assert!(offset_of!(Segment, selector) == 0 && offset_of!(Segment, attr) == 2);
+    assert!(offset_of!(Segment, limit) == 4 && offset_of!(Segment, base) == 8);
+};
+
 fn r32(index: u8) -> RegOp {
     RegOp { index, size: 4, shift: 0 }
 }
