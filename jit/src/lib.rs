@@ -39,6 +39,7 @@ mod arena;
 mod backend;
 mod cache;
 mod lower;
+mod profile;
 mod region;
 mod worker;
 
@@ -180,6 +181,7 @@ pub unsafe extern "C" fn call_handler(ctx: *mut c_void, insn: *const Insn, out: 
     // SAFETY: the caller (a block's function, entered only from `JitBlock::run`) passes the `Ctx` it
     // was given, an element of the block's instruction slice and the `Outcome` on `run`'s stack.
     let (ctx, insn, out) = unsafe { (&mut *(ctx as *mut Ctx<'_>), &*insn, &mut *out) };
+    profile::count(insn);
     match catch_unwind(AssertUnwindSafe(|| (insn.handler)(ctx, insn))) {
         Ok(Ok(())) => {
             out.called += 1;
@@ -560,7 +562,7 @@ impl Jit {
                     // They end the block: each path leaves on its own, fully synced.
                     let (in0, dirty0, pending0) = (regs.in_var, regs.dirty, regs.pending);
                     let rip = lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig, out }
-                        .emit_call_ret(insn, form, host, slow);
+                        .emit_call_ret(insn, form, host, slow, tlb, user_tag);
                     b.seal_block(slow);
                     b.ins().store(mf, rip, st, cpu::offsets::RIP as i32);
                     bump(&mut b, 1);
@@ -577,12 +579,12 @@ impl Jit {
                     ended = true;
                     break;
                 }
-                b.seal_block(slow);
                 // The registers and pending flags as they are where the probe branches to the slow
-                // path.
+                // path (a form's own guards branch there before it changes anything).
                 let (in0, dirty0, pending0) = (regs.in_var, regs.dirty, regs.pending);
                 let mut l = lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig, out };
-                l.emit_mem(insn, form, host, live[k]);
+                l.emit_mem(insn, form, host, live[k], slow);
+                l.b.seal_block(slow);
                 // Flags pending from this instruction are computed here (their operands are not
                 // available after the join); flags still pending from before stay so: the slow
                 // path computes them before its handler, and computing them again after the

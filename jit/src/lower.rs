@@ -6,7 +6,8 @@
 //! and a hit in the interpreter's TLB with a host pointer): anything else runs the handler. Each lowering restates its handler's semantics (`cpu::exec::alu`, `cpu::exec::ops`
 //! `flags_add`/`flags_sub`/`szp`, `cpu::regs::write_gpr`, `cpu::exec::control::jcc`), and
 //! `tests/differential.rs` runs random sequences of every form here under both engines and requires
-//! identical states. More integer forms (ADC/SBB, XCHG, BT*, BSF/BSR, MUL/IMUL r) are in `lower_int.rs`.
+//! identical states. More integer forms (ADC/SBB, XCHG, BT*, BSF/BSR, MUL/IMUL r) are in `lower_int.rs`;
+//! DIV/IDIV, CMPXCHG/XADD, memory-indirect JMP/CALL and the 32-bit memory forms in `lower_mem.rs`.
 //! The SSE and VEX forms are in `lower_sse.rs`.
 
 use cpu::exec::shift::Op as ShiftOp;
@@ -24,6 +25,8 @@ use std::mem::offset_of;
 
 #[path = "lower_int.rs"]
 mod lower_int;
+#[path = "lower_mem.rs"]
+mod lower_mem;
 pub(crate) use lower_int::{Ext, cnt_flags, mul_flags};
 #[path = "lower_sse.rs"]
 mod lower_sse;
@@ -180,8 +183,13 @@ pub(crate) fn inline_op(insn: &Insn) -> Option<Form> {
     if i.code().op_code().encoding() == EncodingKind::VEX {
         return lower_sse::inline_vex(insn);
     }
-    if i.code().op_code().encoding() != EncodingKind::Legacy || i.has_lock_prefix() {
+    if i.code().op_code().encoding() != EncodingKind::Legacy
+        || (i.has_lock_prefix() && !lower_mem::lock_ok(insn))
+    {
         return None;
+    }
+    if let Some(f) = lower_mem::inline_mem(insn) {
+        return Some(f);
     }
     if let Some(f) = lower_int::inline_ext(insn) {
         return Some(f);
@@ -194,9 +202,10 @@ pub(crate) fn inline_op(insn: &Insn) -> Option<Form> {
     let long = i.code_size() == CodeSize::Code64;
     let m = i.mnemonic();
     let plain = |op| Some(Form { op, mem: Mem::None });
-    // Memory operands: 64-bit code only (no segment limits; FS/GS bases added), sizes 1-8, and
-    // general registers (or RIP) in the address.
-    let mem_ok = long && lea_regs_ok(insn) && matches!(i.memory_size().size(), 1 | 2 | 4 | 8);
+    // Memory operands: 64-bit code (no segment limits; FS/GS bases added) or 32-bit code (a
+    // segment check in generated code: `lower_mem`), sizes 1-8, and general registers (or RIP) in
+    // the address.
+    let mem_ok = lower_mem::mem_ok(insn);
     match m {
         Mnemonic::Nop => plain(Op::Nop),
         _ if i.is_jcc_short_or_near() || i.is_jmp_short_or_near() => {
@@ -322,8 +331,9 @@ pub(crate) struct Lower<'a, 'b> {
 /// generated code where its flags are live.
 pub(crate) type FlagsHelper = extern "C" fn(*const cpu::CpuState, u64, u64, u64, u32) -> u64;
 
-/// RFLAGS after ROL/ROR/SHL/SHR/SAR of the register value `a` by the masked, nonzero immediate
-/// count `cnt`, `code` = operation | size << 8: `cpu::exec::shift::compute`, the handler's own.
+/// RFLAGS after ROL/ROR/SHL/SHR/SAR of the register value `a` by the masked count `cnt` (an
+/// immediate, or CL when `code` has bit 16), `code` = operation | size << 8 (| 1 << 16):
+/// `cpu::exec::shift::compute`, the handler's own.
 pub(crate) extern "C" fn shift_flags(st: *const cpu::CpuState, fl: u64, a: u64, cnt: u64, code: u32) -> u64 {
     // SAFETY: generated code passes the `CpuState` of the `Ctx` it runs on, live for the call.
     let amd = unsafe { (*st).quirks } == cpu::state::Quirks::Amd;
@@ -334,7 +344,13 @@ pub(crate) extern "C" fn shift_flags(st: *const cpu::CpuState, fl: u64, a: u64, 
         3 => ShiftOp::Shr,
         _ => ShiftOp::Sar,
     };
-    let (_, f, mask) = cpu::exec::shift::compute(op, code >> 8, a, cnt as u32, fl, true, amd);
+    if cnt == 0 {
+        // A count of 0 (CL) changes no flag.
+        return fl;
+    }
+    // Bit 16 of `code`: a count from CL (not an immediate), which ROL/ROR treat differently.
+    let (_, f, mask) =
+        cpu::exec::shift::compute(op, (code >> 8) & 0xff, a, cnt as u32, fl, code >> 16 == 0, amd);
     (fl & !mask) | (f & mask)
 }
 
@@ -834,7 +850,7 @@ impl Lower<'_, '_> {
 
     /// Bytes a memory form accesses.
     pub(crate) fn access_size(insn: &Insn, form: Form) -> u32 {
-        if form.mem == Mem::Stack { 8 } else { insn.i.memory_size().size() as u32 }
+        if form.mem == Mem::Stack { lower_mem::stack_bytes(insn) } else { insn.i.memory_size().size() as u32 }
     }
 
     /// The interpreter's fast path for a memory form's access (`Ctx::seg_lin`, `check_alignment`,
@@ -871,7 +887,7 @@ impl Lower<'_, '_> {
             return self.b.ins().iconst(I64, 0);
         }
         let size = Self::access_size(insn, form);
-        let lin = self.lin(insn, form);
+        let lin = self.lin_checked(insn, form, slow);
         if let Op::Sse(_) = form.op {
             self.sse_align(insn, lin, slow);
         }
@@ -980,7 +996,18 @@ impl Lower<'_, '_> {
     /// CALL/RET once [`Self::probe`] succeeded (`host` addresses the stack slot): the push or pop
     /// (`ops::push`/`pop` of 8 bytes) and the new RIP, which for RET must be canonical
     /// (`control::branch_to`), else the handler runs it (and raises #GP).
-    pub(crate) fn emit_call_ret(&mut self, insn: &Insn, form: Form, host: Value, slow: Block) -> Value {
+    pub(crate) fn emit_call_ret(
+        &mut self,
+        insn: &Insn,
+        form: Form,
+        host: Value,
+        slow: Block,
+        tlb: Value,
+        user_tag: Value,
+    ) -> Value {
+        if form.mem == Mem::Src || insn.i.code_size() != CodeSize::Code64 {
+            return self.emit_branch(insn, form, host, slow, tlb, user_tag);
+        }
         if form.op == Op::JmpInd {
             // `control::jmp`: the register's value, which must be canonical (`branch_to`).
             let Opnd::Reg(g) = insn.op[0] else { unreachable!() };
@@ -1022,12 +1049,18 @@ impl Lower<'_, '_> {
     }
 
     /// Emits a memory form's operation once [`Self::probe`] succeeded (`host` addresses the access).
-    pub(crate) fn emit_mem(&mut self, insn: &Insn, form: Form, host: Value, live: u64) {
-        if let Op::Sse(s) = form.op {
-            return self.emit_sse(insn, s, form.mem, host);
+    pub(crate) fn emit_mem(&mut self, insn: &Insn, form: Form, host: Value, live: u64, slow: Block) {
+        match form.op {
+            Op::Sse(s) => return self.emit_sse(insn, s, form.mem, host),
+            Op::Ext(e @ (Ext::Div(_) | Ext::Cmpxchg | Ext::Xadd | Ext::Bt(_))) => {
+                return self.emit_ext_mem(insn, e, form, host, live, slow);
+            }
+            Op::Cmov(_) | Op::Setcc(_) => return self.emit_cc_mem(insn, form, host),
+            _ => {}
         }
         let msize = Self::access_size(insn, form);
         match form.mem {
+            Mem::Stack if insn.i.code_size() != CodeSize::Code64 => self.emit_stack32(insn, form, host),
             Mem::Stack => {
                 let Opnd::Reg(d) = insn.op[0] else { unreachable!() };
                 let sp = self.load_gpr(4);

@@ -11,13 +11,14 @@
 //! POPCNT's flags: none of them depends on the vendor) is covered form by form by
 //! `tests/differential.rs` under both vendors' quirks.
 
-use super::{Form, Lower, Mem, Op, lea_regs_ok, mask};
+use super::{Form, Lower, Mem, Op, mask};
+use cpu::exec::shift::Op as ShiftOp;
 use cpu::exec::{Insn, Opnd, RegOp};
 use cpu::state::flags;
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::I64;
 use cranelift_codegen::ir::{InstBuilder, Value};
-use iced_x86::{CodeSize, Mnemonic};
+use iced_x86::Mnemonic;
 
 /// An inlined form of this file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,19 +35,31 @@ pub(crate) enum Ext {
     Mul(bool),
     /// TZCNT (0), LZCNT (1) or POPCNT (2) r, r.
     Cnt(u8),
+    /// DIV (`false`) or IDIV (`true`) r/m (`lower_mem.rs`).
+    Div(bool),
+    /// CMPXCHG r/m, r (`lower_mem.rs`).
+    Cmpxchg,
+    /// XADD r/m, r (`lower_mem.rs`).
+    Xadd,
+    /// ROL/ROR/SHL/SHR/SAR of a register by CL (a count of 0 changes no flag).
+    ShiftCl(ShiftOp),
+    /// CBW/CWDE/CDQE (`false`: rAX = sign-extended half) or CWD/CDQ/CQO (`true`: rDX = rAX's
+    /// sign), at this many bytes (`lower_mem.rs`).
+    Cwd(bool, u8),
 }
 
 impl Ext {
     /// The arithmetic flags it writes whatever the vendor (see `lower::kills`).
     pub(crate) fn kills(self) -> u64 {
         match self {
-            Ext::Adc(_) | Ext::Bsf(_) | Ext::Cnt(2) => flags::ARITH,
+            Ext::Adc(_) | Ext::Bsf(_) | Ext::Cnt(2) | Ext::Cmpxchg | Ext::Xadd => flags::ARITH,
             // AMD leaves OF alone.
             Ext::Cnt(_) => flags::ARITH & !flags::OF,
             Ext::Bt(_) => flags::CF,
             // AMD leaves SF, ZF, AF and PF alone.
             Ext::Mul(_) => flags::CF | flags::OF,
-            Ext::Xchg => 0,
+            // Intel leaves every flag after a divide.
+            Ext::Xchg | Ext::Div(_) | Ext::ShiftCl(_) | Ext::Cwd(..) => 0,
         }
     }
 }
@@ -61,10 +74,8 @@ pub(crate) fn inline_ext(insn: &Insn) -> Option<Form> {
         Mnemonic::Adc | Mnemonic::Sbb if i.op_count() == 2 => {
             let e = Ext::Adc(i.mnemonic() == Mnemonic::Sbb);
             let src = matches!(insn.op[1], Opnd::Reg(_) | Opnd::Imm(_));
-            // Memory forms as `lower::inline_op` admits them: 64-bit code, sizes 1-8.
-            let mem_ok = i.code_size() == CodeSize::Code64
-                && lea_regs_ok(insn)
-                && matches!(i.memory_size().size(), 1 | 2 | 4 | 8);
+            // Memory forms as `lower::inline_op` admits them (`lower_mem::mem_ok`).
+            let mem_ok = super::lower_mem::mem_ok(insn);
             if reg(0) && src {
                 plain(e)
             } else if reg(0) && insn.op[1] == Opnd::Mem && mem_ok {
@@ -76,6 +87,23 @@ pub(crate) fn inline_ext(insn: &Insn) -> Option<Form> {
             }
         }
         Mnemonic::Xchg if reg(0) && reg(1) => plain(Ext::Xchg),
+        m @ (Mnemonic::Rol
+        | Mnemonic::Ror
+        | Mnemonic::Shl
+        | Mnemonic::Sal
+        | Mnemonic::Shr
+        | Mnemonic::Sar)
+            if reg(0)
+                && matches!(insn.op[1], Opnd::Reg(g) if g.index == 1 && g.size == 1 && g.shift == 0) =>
+        {
+            plain(Ext::ShiftCl(match m {
+                Mnemonic::Rol => ShiftOp::Rol,
+                Mnemonic::Ror => ShiftOp::Ror,
+                Mnemonic::Shr => ShiftOp::Shr,
+                Mnemonic::Sar => ShiftOp::Sar,
+                _ => ShiftOp::Shl,
+            }))
+        }
         m @ (Mnemonic::Bt | Mnemonic::Bts | Mnemonic::Btr | Mnemonic::Btc)
             if reg(0) && matches!(insn.op[1], Opnd::Reg(_) | Opnd::Imm(_)) =>
         {
@@ -162,9 +190,50 @@ impl Lower<'_, '_> {
 
     /// Emits a register form of this file.
     pub(super) fn emit_ext(&mut self, insn: &Insn, e: Ext, live: u64) {
+        if let Ext::Cwd(dx, size) = e {
+            return self.emit_cwd(dx, size);
+        }
         let Opnd::Reg(d) = insn.op[0] else { unreachable!("{e:?} without a register operand 0") };
         let size = d.size as u32;
         match e {
+            Ext::Cmpxchg | Ext::Xadd => self.emit_xchg_reg(insn, e, live),
+            Ext::Div(_) | Ext::Cwd(..) => unreachable!("{e:?}: lower_mem"),
+            Ext::ShiftCl(sop) => {
+                let a = self.read(d);
+                let c = self.read(RegOp { index: 1, size: 1, shift: 0 });
+                let cnt = self.b.ins().band_imm_s(c, cpu::exec::shift::count_mask(size) as i64);
+                let r = match sop {
+                    ShiftOp::Shl => self.b.ins().ishl(a, cnt),
+                    ShiftOp::Shr => self.b.ins().ushr(a, cnt),
+                    ShiftOp::Sar => {
+                        let x = self.sext(a, size, 8);
+                        self.b.ins().sshr(x, cnt)
+                    }
+                    _ => {
+                        // A rotate at the operand's own width (Cranelift takes the count modulo it).
+                        let x = if size < 8 { self.b.ins().ireduce(super::ty_of(size), a) } else { a };
+                        let y = if sop == ShiftOp::Rol {
+                            self.b.ins().rotl(x, cnt)
+                        } else {
+                            self.b.ins().rotr(x, cnt)
+                        };
+                        if size < 8 { self.b.ins().uextend(I64, y) } else { y }
+                    }
+                };
+                let r = self.trunc(r, size);
+                if live & flags::ARITH != 0 {
+                    // `shift::compute` with a register count (`imm_reg` false: bit 16 of the code);
+                    // a count of 0 leaves RFLAGS (`lower::shift_flags`).
+                    self.call_flags(
+                        crate::HELPER_SHIFT_FLAGS,
+                        a,
+                        cnt,
+                        super::shift_code(sop) | size << 8 | 1 << 16,
+                    );
+                }
+                // A count of 0 still writes (zero-extends) a 32-bit destination, as the handler does.
+                self.write(d, r);
+            }
             Ext::Adc(sub) => {
                 let a = self.read(d);
                 let b = self.operand(insn.op[1], size);

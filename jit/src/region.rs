@@ -732,7 +732,7 @@ impl<'f> Gen<'f> {
             let host = self.lower(regs).probe_cached(insn, form, tlb, user_tag, slow, cache);
             if matches!(form.op, lower::Op::Call | lower::Op::Ret | lower::Op::JmpInd) {
                 let saved = (regs.in_var, regs.dirty, regs.pending);
-                let rip = self.lower(regs).emit_call_ret(insn, form, host, slow);
+                let rip = self.lower(regs).emit_call_ret(insn, form, host, slow, tlb, user_tag);
                 self.b.seal_block(slow);
                 self.b.ins().store(MF, rip, self.st, cpu::offsets::RIP as i32);
                 self.bump(1);
@@ -747,10 +747,11 @@ impl<'f> Gen<'f> {
                 self.goto_dynamic(regs, rip, chain);
                 return;
             }
-            self.b.seal_block(slow);
+            // A form's own guards may still branch to the slow path, so it is sealed after them.
             let (in0, dirty0, pending0) = (regs.in_var, regs.dirty, regs.pending);
             let mut l = self.lower(regs);
-            l.emit_mem(insn, form, host, live[k]);
+            l.emit_mem(insn, form, host, live[k], slow);
+            l.b.seal_block(slow);
             if l.regs.pending != pending0 {
                 l.materialize();
             }
