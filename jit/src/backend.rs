@@ -332,12 +332,12 @@ impl Core {
             // Regions are few (tens per boot): one that meets a full queue is compiled here
             // rather than lost, so the queue keeps a copy of the job's instructions.
             let job = Job { id, insns, members };
-            if let Some(w) = &self.worker {
-                if w.submit(Job { id, insns: job.insns.clone(), members: job.members.clone() }).is_ok() {
-                    self.next_id += 1;
-                    self.regions.insert(id, head);
-                    continue;
-                }
+            if let Some(w) = &self.worker
+                && w.submit(Job { id, insns: job.insns.clone(), members: job.members.clone() }).is_ok()
+            {
+                self.next_id += 1;
+                self.regions.insert(id, head);
+                continue;
             }
             let t0 = crate::worker::thread_cpu_ns();
             let code = self.jit.region_bytes(&job.insns, &job.members);
