@@ -26,6 +26,31 @@ pub enum TimeSource {
 /// Longest single sleep while idle in host-time mode, so the machine looks at host input regularly.
 const MAX_IDLE_SLEEP: Duration = Duration::from_millis(10);
 
+/// Nanoseconds per second: the instruction rate at which one instruction slot is one nanosecond.
+const NS_PER_S: u64 = 1_000_000_000;
+
+/// The reference forms of the conversions: 128-bit products, saturated to `u64`. Used where the
+/// 64-bit product would overflow, and by the tests as the definition the fast forms must match.
+mod wide {
+    const NS_PER_S: u128 = super::NS_PER_S as u128;
+
+    fn sat(v: u128) -> u64 {
+        v.min(u64::MAX as u128) as u64
+    }
+
+    pub(super) fn slots_to_ns(ips: u64, slots: u64) -> u64 {
+        sat(slots as u128 * NS_PER_S / ips as u128)
+    }
+
+    pub(super) fn ns_to_slots(ips: u64, ns: u64) -> u64 {
+        sat(ns as u128 * ips as u128 / NS_PER_S)
+    }
+
+    pub(super) fn ns_to_slots_ceil(ips: u64, ns: u64) -> u64 {
+        sat((ns as u128 * ips as u128).div_ceil(NS_PER_S))
+    }
+}
+
 /// The machine's clock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Clock {
@@ -55,12 +80,41 @@ impl Clock {
         matches!(self.source, TimeSource::Host { .. })
     }
 
+    // The three conversions below are on the run loop's hot path (every slice and every device
+    // access asks for the time). Each is exactly `floor`/`ceil` of the same rational as the 128-bit
+    // form kept in `wide`, computed cheaply where that gives the same bits: the default 1e9 ips is the
+    // identity, and a product that fits in 64 bits uses a 64-bit division (no `__udivti3` call).
+    // `conversions_match_the_128_bit_forms` checks the equality over many values and rates.
+
     fn slots_to_ns(&self, slots: u64) -> u64 {
-        ((slots as u128 * 1_000_000_000u128) / self.ips as u128).min(u64::MAX as u128) as u64
+        if self.ips == NS_PER_S {
+            return slots;
+        }
+        match slots.checked_mul(NS_PER_S) {
+            Some(p) => p / self.ips,
+            None => wide::slots_to_ns(self.ips, slots),
+        }
     }
 
     fn ns_to_slots(&self, ns: u64) -> u64 {
-        ((ns as u128 * self.ips as u128) / 1_000_000_000u128).min(u64::MAX as u128) as u64
+        if self.ips == NS_PER_S {
+            return ns;
+        }
+        match ns.checked_mul(self.ips) {
+            Some(p) => p / NS_PER_S,
+            None => wide::ns_to_slots(self.ips, ns),
+        }
+    }
+
+    /// The smallest slot count at which time reaches `ns`: `ceil(ns * ips / 1e9)`.
+    fn ns_to_slots_ceil(&self, ns: u64) -> u64 {
+        if self.ips == NS_PER_S {
+            return ns;
+        }
+        match ns.checked_mul(self.ips) {
+            Some(p) => p.div_ceil(NS_PER_S),
+            None => wide::ns_to_slots_ceil(self.ips, ns),
+        }
     }
 
     /// Virtual time after `icount` retired instructions. In host-time mode `icount` is ignored: the
@@ -78,8 +132,7 @@ impl Clock {
         if t == VirtTime::NEVER {
             return u64::MAX;
         }
-        let slots = (t.0 as u128 * self.ips as u128).div_ceil(1_000_000_000u128);
-        (slots.min(u64::MAX as u128) as u64).saturating_sub(self.idle)
+        self.ns_to_slots_ceil(t.0).saturating_sub(self.idle)
     }
 
     /// The instruction count to use now: `icount` itself with instruction-driven time; in host-time
@@ -151,6 +204,55 @@ mod tests {
         c.idle = 50;
         assert_eq!(c.now(50), VirtTime(1000));
         assert_eq!(c.icount_at(VirtTime::NEVER), u64::MAX);
+    }
+
+    /// The fast conversions give the same bits as the 128-bit definitions (any difference would
+    /// change guest-visible time): every rate class (the 1e9 identity, divisors and multiples of 1e9,
+    /// rates sharing no factor with it, the extremes) over edge values and a pseudo-random spread
+    /// that crosses the 64-bit overflow boundary of each product.
+    #[test]
+    fn conversions_match_the_128_bit_forms() {
+        let rates = [
+            1u64,
+            3,
+            7,
+            1_000,
+            999_999_937,
+            100_000_000,
+            500_000_000,
+            1_000_000_000,
+            1_000_000_001,
+            2_500_000_000,
+            3_000_000_000,
+            123_456_789_012,
+            u64::MAX / 1_000_000_000,
+            u64::MAX / 1_000_000_000 + 1,
+            u64::MAX - 1,
+            u64::MAX,
+        ];
+        let mut values = vec![0u64, 1, 2, 999_999_999, 1_000_000_000, 1_000_000_001, u64::MAX - 1, u64::MAX];
+        for k in [1u64, 1_000, 1_000_000_000, 3_000_000_000] {
+            // Around the largest value whose product with k fits in 64 bits.
+            let edge = u64::MAX / k;
+            values.extend([edge.saturating_sub(1), edge, edge.saturating_add(1)]);
+        }
+        // xorshift64*, fixed seed: values of every magnitude (the shift spreads them over 0..64 bits).
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..20_000 {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            let r = x.wrapping_mul(0x2545_f491_4f6c_dd1d);
+            values.push(r >> (r % 64));
+        }
+        for &ips in &rates {
+            let c = Clock::new(ips);
+            for &v in &values {
+                assert_eq!(c.slots_to_ns(v), wide::slots_to_ns(ips, v), "slots_to_ns ips={ips} v={v}");
+                assert_eq!(c.ns_to_slots(v), wide::ns_to_slots(ips, v), "ns_to_slots ips={ips} v={v}");
+                assert_eq!(c.ns_to_slots_ceil(v), wide::ns_to_slots_ceil(ips, v), "ceil ips={ips} v={v}");
+            }
+        }
     }
 
     #[test]
