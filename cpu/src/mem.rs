@@ -709,6 +709,31 @@ mod tests {
         ctx.read_lin_as(lin, 4, crate::paging::AccessKind::Read, implicit)
     }
 
+    /// A read-modify-write destination is read through the write translation it was probed with,
+    /// so it fills only the write TLB, as the JIT's inline forms (which probe the write entry and
+    /// read through its host page) do; a read-only bit test fills only the read TLB. When the
+    /// interpreter also filled the read TLB, a Linux replay under interp parted from its recording
+    /// under jit (the state hash covers the TLB).
+    #[test]
+    fn a_read_modify_write_fills_only_the_write_tlb() {
+        // add dword [rbx], 1 ; bt dword [rcx], 3 ; xadd [rbx], eax ; btr dword [rcx], 2
+        let code = [0x83, 0x03, 0x01, 0x0f, 0xba, 0x21, 0x03, 0x0f, 0xc1, 0x03, 0x0f, 0xba, 0x31, 0x02];
+        let mut m = smap_machine(&code);
+        m.st.gpr[3] = KDATA + 0x40;
+        m.st.gpr[1] = KDATA + 0x1040;
+        let (a, b) = (super::tlb_index(KDATA), super::tlb_index(KDATA + 0x1000));
+        m.step().unwrap();
+        assert_eq!(m.mmu.tlb.write[a].tag, KDATA | 2, "the write entry is filled");
+        assert_eq!(m.mmu.tlb.read[a].tag, 0, "the read entry is not");
+        assert_eq!(m.peek_le(KDATA + 0x40, 4), 1);
+        m.step().unwrap();
+        assert_eq!((m.mmu.tlb.read[b].tag, m.mmu.tlb.write[b].tag), (KDATA + 0x1000 | 2, 0), "BT only reads");
+        m.step().unwrap();
+        assert_eq!(m.mmu.tlb.read[a].tag, 0, "XADD reads through the write entry");
+        m.step().unwrap();
+        assert_eq!(m.mmu.tlb.write[b].tag, KDATA + 0x1000 | 2, "BTR writes");
+    }
+
     /// CLAC with SMAP drops the supervisor entries of user pages (the next supervisor read of the user
     /// page faults although the TLB had allowed it) and nothing else: the kernel page's entry and the
     /// fetch entry survive. STAC drops nothing. Before, any change of AC flushed the whole TLB.

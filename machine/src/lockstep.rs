@@ -60,10 +60,15 @@ pub fn differences(a: &Machine, oa: &RunOutcome, b: &Machine, ob: &RunOutcome) -
             d.push(format!("CPU registers differ:\n{}", lines.join("\n")));
         }
     } else {
-        let (ha, hb) = (a.save_head(), b.save_head());
+        let (wa, wb) = (a.save_head_writer(), b.save_head_writer());
+        let (ha, hb) = (wa.as_bytes(), wb.as_bytes());
         if ha != hb {
-            let at = ha.iter().zip(&hb).position(|(x, y)| x != y).unwrap_or(ha.len().min(hb.len()));
-            d.push(format!("device or engine state differs (byte {at} of the machine state)"));
+            let at = ha.iter().zip(hb).position(|(x, y)| x != y).unwrap_or(ha.len().min(hb.len()));
+            let section = match wa.section_at(at) {
+                Some((name, off)) => format!(", in section `{name}` at offset {off}"),
+                None => String::new(),
+            };
+            d.push(format!("device or engine state differs (byte {at} of the machine state{section})"));
         }
     }
     let (ra, rb) = (a.board.ram.as_slice(), b.board.ram.as_slice());

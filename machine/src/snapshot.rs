@@ -446,9 +446,14 @@ impl Machine {
     /// The machine's state without RAM's contents (what [`Machine::save_state`] writes before RAM):
     /// snapshot files store RAM their own way.
     pub fn save_head(&self) -> Vec<u8> {
+        self.save_head_writer().finish()
+    }
+
+    /// [`Machine::save_head`] as its writer, which can say which section a byte belongs to.
+    pub fn save_head_writer(&self) -> SnapshotWriter {
         let mut w = SnapshotWriter::new();
         self.save_without_ram(&mut w);
-        w.finish()
+        w
     }
 
     /// Restores [`Machine::save_head`]'s state; RAM's contents are left to the caller, who must then

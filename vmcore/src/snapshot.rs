@@ -57,6 +57,8 @@ pub trait Snapshot {
 #[derive(Default, Debug)]
 pub struct SnapshotWriter {
     buf: Vec<u8>,
+    /// Where each tagged section begins, for [`SnapshotWriter::section_at`] (not written).
+    sections: Vec<(usize, String)>,
 }
 
 impl SnapshotWriter {
@@ -66,7 +68,19 @@ impl SnapshotWriter {
     }
     /// Begins a tagged section.
     pub fn tag(&mut self, tag: &str) {
+        self.sections.push((self.buf.len(), tag.to_string()));
         self.bytes(tag.as_bytes());
+    }
+    /// The tagged section that holds byte `at` of the buffer, and `at`'s offset in it (for reports
+    /// of where two states differ).
+    pub fn section_at(&self, at: usize) -> Option<(&str, usize)> {
+        let i = self.sections.partition_point(|(start, _)| *start <= at).checked_sub(1)?;
+        let (start, name) = &self.sections[i];
+        Some((name.as_str(), at - start))
+    }
+    /// The buffer written so far.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf
     }
     /// Writes one byte.
     pub fn u8(&mut self, v: u8) {

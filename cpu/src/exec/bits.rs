@@ -96,10 +96,13 @@ fn bt_target(ctx: &mut Ctx<'_>, insn: &Insn, write: bool) -> Result<(Loc, u32), 
     let kind = if write { AccessKind::Write } else { AccessKind::Read };
     let lin = ctx.seg_lin(mem_seg(insn), off, size, kind)?;
     ctx.check_alignment(lin, size)?;
-    if write {
+    let l = if write {
         ctx.probe_write(lin, size)?;
-    }
-    Ok((Loc::Mem { lin, size }, (raw & (width as u64 - 1)) as u32))
+        Loc::Mem { lin, size }
+    } else {
+        Loc::MemRead { lin, size }
+    };
+    Ok((l, (raw & (width as u64 - 1)) as u32))
 }
 
 #[inline(always)]

@@ -147,8 +147,18 @@ fn write_op_slow(ctx: &mut Ctx<'_>, insn: &Insn, n: u32, v: u64) -> Result<(), F
 pub enum Loc {
     /// A register.
     Reg(GprRef),
-    /// Memory at a linear address, of `size` bytes, already checked for writing.
+    /// Memory at a linear address, of `size` bytes, already checked for writing: it is read
+    /// through the write translation too, as the JIT's inline read-modify-write forms read through
+    /// the write TLB entry they probed, so both engines leave the same TLB (the read TLB is not
+    /// filled by a read-modify-write).
     Mem {
+        /// Linear address.
+        lin: u64,
+        /// Size in bytes.
+        size: u32,
+    },
+    /// Memory that is only read (BT m), through the read translation.
+    MemRead {
         /// Linear address.
         lin: u64,
         /// Size in bytes.
@@ -189,13 +199,14 @@ fn loc_slow(ctx: &mut Ctx<'_>, insn: &Insn, n: u32) -> Result<Loc, Fault> {
 pub fn loc_read(ctx: &mut Ctx<'_>, l: Loc) -> Result<u64, Fault> {
     match l {
         Loc::Reg(g) => Ok(ctx.st.read_gpr(g)),
-        Loc::Mem { lin, size } => mem_read(ctx, lin, size),
+        Loc::Mem { lin, size } => mem_read(ctx, lin, size, AccessKind::Write),
+        Loc::MemRead { lin, size } => mem_read(ctx, lin, size, AccessKind::Read),
     }
 }
 
 #[inline(never)]
-fn mem_read(ctx: &mut Ctx<'_>, lin: u64, size: u32) -> Result<u64, Fault> {
-    ctx.read_lin(lin, size)
+fn mem_read(ctx: &mut Ctx<'_>, lin: u64, size: u32, kind: AccessKind) -> Result<u64, Fault> {
+    ctx.read_lin_as(lin, size, kind, false)
 }
 
 #[inline(never)]
@@ -211,7 +222,7 @@ pub fn loc_write(ctx: &mut Ctx<'_>, l: Loc, v: u64) -> Result<(), Fault> {
             ctx.st.write_gpr(g, v);
             Ok(())
         }
-        Loc::Mem { lin, size } => mem_write(ctx, lin, size, v),
+        Loc::Mem { lin, size } | Loc::MemRead { lin, size } => mem_write(ctx, lin, size, v),
     }
 }
 
