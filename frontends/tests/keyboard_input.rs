@@ -3,7 +3,8 @@
 //! pass the i8042's translation to set 1, SeaBIOS's IRQ 1 handler and INT 16h, and the boot sector
 //! echoes them through INT 10h. The screen must show them, and a replay of the recorded inputs on a
 //! second machine must reach the same screen and the same machine state at the same instruction count
-//! (the inputs are stamped, so the run is deterministic).
+//! (the inputs are stamped, so the run is deterministic), whether the replay runs in the live run's
+//! slices, in one run or in odd-sized slices, under the JIT or the interpreter.
 
 use machine::input::{GuestInput, StampedInput};
 

@@ -6,7 +6,8 @@
 //! same console, count and final hash, also from a snapshot taken mid-run. A bounded Linux boot runs
 //! in lockstep without a difference, and so does every test ROM, whose plain runs under each engine
 //! end with the lockstep run's count and hash; a lockstep run is recorded and replays; the stdin
-//! monitor escape keeps the monitor's keys out of the guest and out of the recording.
+//! monitor escape keeps the monitor's keys out of the guest and out of the recording. A Linux boot
+//! prefix replays to the same state however the replay's runs are sliced.
 
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
@@ -554,8 +555,8 @@ fn linux_end(m: &machine::Machine, con: &std::sync::Arc<std::sync::Mutex<Vec<u8>
 /// Replay must not depend on how the run is sliced: a Linux boot prefix run live in irregular slices
 /// (the live run slices by host events), with console bytes sent before some of them (so they are
 /// stamped at slice starts, not at input points), is replayed from its recorded inputs in one run and in
-/// short odd slices under the JIT, and in one run under the interpreter: the console, the count and
-/// every part of the state hash are the live run's.
+/// short odd slices (and, for a stretch, slices of a few instructions) under the JIT, and in one run
+/// under the interpreter: the console, the count and every part of the state hash are the live run's.
 #[test]
 fn a_linux_boot_prefix_replays_alike_however_its_runs_are_sliced() {
     use machine::{Accel, HostEvent, RunOutcome};
@@ -585,15 +586,20 @@ fn a_linux_boot_prefix_replays_alike_however_its_runs_are_sliced() {
     let inputs = log.lock().unwrap().clone();
     let off_grid = inputs.iter().filter(|s| s.slot % machine::input::INPUT_QUANTUM != 0).count();
     assert!(off_grid >= 6, "the live run's inputs should be stamped at slice starts: {inputs:?}");
-    for (what, accel, slice) in [
-        ("one run, jit", Accel::Jit, END),
-        ("slices of 7,000,003, jit", Accel::Jit, 7_000_003),
-        ("one run, interp", Accel::Interp, END),
-    ] {
+    // Slices of 1 to 13 instructions over 200,000 instructions from 150M: runs cut inside blocks, at
+    // every kind of instruction.
+    let tiny = |at: u64| if (150_000_000..150_200_000).contains(&at) { at % 13 + 1 } else { 7_000_003 };
+    let cuts: [(&str, Accel, &dyn Fn(u64) -> u64); 4] = [
+        ("one run, jit", Accel::Jit, &|_| END),
+        ("slices of 7,000,003, jit", Accel::Jit, &|_| 7_000_003),
+        ("slices of 1 to 13 for a stretch, jit", Accel::Jit, &tiny),
+        ("one run, interp", Accel::Interp, &|_| END),
+    ];
+    for (what, accel, slice) in cuts {
         let (mut r, rcon) = linux_machine(accel);
         r.replay_inputs(inputs.clone());
         while r.cpu.icount < END {
-            let to = (r.cpu.icount + slice).min(END);
+            let to = (r.cpu.icount + slice(r.cpu.icount)).min(END);
             assert_eq!(r.run(Some(to)), RunOutcome::InstructionLimit, "{what} at {}", r.cpu.icount);
         }
         let got = linux_end(&r, &rcon);
