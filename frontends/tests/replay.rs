@@ -528,6 +528,9 @@ fn a_bounded_linux_boot_gives_the_same_count_and_hash_twice_under_each_engine() 
     }
 }
 
+/// Where a replay's runs end: given the count, the length of the next run.
+type Cut<'a> = &'a dyn Fn(u64) -> u64;
+
 /// What a bounded Linux run ends in: the console, the count, the state hash and its parts.
 type LinuxEnd = (Vec<u8>, u64, u64, machine::record::StateHashes);
 
@@ -589,7 +592,7 @@ fn a_linux_boot_prefix_replays_alike_however_its_runs_are_sliced() {
     // Slices of 1 to 13 instructions over 200,000 instructions from 150M: runs cut inside blocks, at
     // every kind of instruction.
     let tiny = |at: u64| if (150_000_000..150_200_000).contains(&at) { at % 13 + 1 } else { 7_000_003 };
-    let cuts: [(&str, Accel, &dyn Fn(u64) -> u64); 4] = [
+    let cuts: [(&str, Accel, Cut); 4] = [
         ("one run, jit", Accel::Jit, &|_| END),
         ("slices of 7,000,003, jit", Accel::Jit, &|_| 7_000_003),
         ("slices of 1 to 13 for a stretch, jit", Accel::Jit, &tiny),

@@ -98,10 +98,13 @@ fn input_sent_before_a_run_is_taken_at_its_start() {
     assert_eq!(m.inputs_delivered, 1);
 }
 
+/// Where a replay's runs end: given the count, the length of the next run.
+type Cut<'a> = &'a dyn Fn(u64) -> u64;
+
 /// Runs `program()` under `accel` with `inputs` replayed, in runs that end where `cut` says (given the
 /// count, the length of the next run), until the guest exits. Returns the slot at which the guest saw
 /// the byte, the byte, the final count and the state hash.
-fn replayed(accel: Accel, inputs: &[StampedInput], cut: &dyn Fn(u64) -> u64) -> (u64, u8, u64, u64) {
+fn replayed(accel: Accel, inputs: &[StampedInput], cut: Cut) -> (u64, u8, u64, u64) {
     let mut rom = vec![0xF4u8; 0x1_0000];
     rom[0xFFF0..0xFFF5].copy_from_slice(&[0xEA, PROG as u8, (PROG >> 8) as u8, 0, 0]);
     let mut cfg = MachineConfig::new(16 << 20, rom);
@@ -137,7 +140,7 @@ fn a_replayed_input_lands_on_its_slot_however_the_runs_are_cut() {
     assert!((STAMP..STAMP + 8).contains(&want.0), "the guest saw the byte at {}, stamped {STAMP}", want.0);
     let ending_at = |t: u64| move |n: u64| if n < t { t - n } else { 1_000_003 };
     let (a, b, c) = (ending_at(STAMP - 1), ending_at(STAMP), ending_at(STAMP + 1));
-    let cuts: [(&str, &dyn Fn(u64) -> u64); 6] = [
+    let cuts: [(&str, Cut); 6] = [
         ("one run", &|_| u64::MAX / 2),
         ("runs of 1,000", &|_| 1000),
         ("runs of 7", &|_| 7),
