@@ -305,7 +305,7 @@ impl LocalApic {
         }
         // At 1 GHz the nanoseconds are the bus ticks (`timer_time_wide` is the definition).
         let ns = if self.timer_hz == NS_PER_S {
-            ticks.checked_mul(self.divisor()).unwrap_or(u64::MAX)
+            ticks.saturating_mul(self.divisor())
         } else {
             self.timer_time_wide(ticks)
         };
