@@ -628,8 +628,8 @@ impl Machine {
     /// left at this slot ends the run as a quit: the recording stopped here.
     /// Whether a halted CPU may idle past input points with nothing waiting at them, straight to the
     /// next deadline: with instruction time, when the console channel holds no event (one it holds is
-    /// kept for the next input point, which then bounds the idle) or when replaying (the caller bounds
-    /// the idle by the next logged input's point). Input points where nothing is taken give the guest
+    /// kept for the next input point, which then bounds the idle) or when replaying (the run loop bounds
+    /// the idle by the next recorded input's slot). Input points where nothing is taken give the guest
     /// nothing, so skipping them changes nothing it sees; a live input arriving meanwhile is taken at
     /// the first input point after the idle, as if it had come a little later.
     fn idle_freely(&mut self) -> bool {
@@ -1121,18 +1121,9 @@ impl Machine {
                     let mut target = self.board.clock.icount_at(d);
                     if self.input.is_some() {
                         let idle = self.board.clock.idle;
-                        let point = if self.idle_freely() {
-                            // Up to the input point where the next logged input is delivered, if any.
-                            match &self.input {
-                                Some(InputSource::Replay(q)) => {
-                                    q.front().map_or(u64::MAX, |i| input::input_point_at_or_after(i.slot))
-                                }
-                                _ => u64::MAX,
-                            }
-                        } else {
-                            // Only up to the next input point.
-                            self.next_input
-                        };
+                        // Past input points with nothing waiting (a replay's next input bounds the idle
+                        // below), else only up to the next input point.
+                        let point = if self.idle_freely() { u64::MAX } else { self.next_input };
                         target = target.min(point.saturating_sub(idle).max(self.cpu.icount));
                     }
                     if let Some(i) = self.script.front() {
@@ -1147,7 +1138,7 @@ impl Machine {
                     self.board.clock.idle_until(self.cpu.icount, target);
                     if self.input.is_some() && self.slot() > self.next_input {
                         // Input points idled past took nothing: the next is the first at or after now
-                        // (input is taken only at multiples of the quantum, as a replay expects).
+                        // (live input is taken only at multiples of the quantum).
                         self.next_input = input::input_point_at_or_after(self.slot());
                     }
                     self.board.advance_devices();
