@@ -57,6 +57,8 @@ use vmcore::{Device, DeviceCtx, SnapshotError, SnapshotReader, SnapshotWriter, V
 use crate::{le_value, note_deadline, put_le};
 
 const VERSION: u32 = 0x0105_0014;
+/// Nanoseconds per second (a 1 GHz timer clock ticks once per nanosecond).
+const NS_PER_S: u64 = 1_000_000_000;
 const LVT_TIMER: usize = 0;
 const LVT_LINT0: usize = 3;
 const LVT_ERROR: usize = 5;
@@ -282,8 +284,17 @@ impl LocalApic {
 
     /// Divided timer ticks elapsed at `now` since the timer started.
     fn timer_elapsed(&self, now: VirtTime) -> u64 {
-        let ns = u128::from(now.since(self.timer_start));
-        let t = ns * u128::from(self.timer_hz) / (u128::from(self.divisor()) * 1_000_000_000);
+        let ns = now.since(self.timer_start);
+        // With a 1 GHz bus clock (the machine's) this is `ns / divisor` exactly, without the 128-bit
+        // division of the general form (`timer_elapsed_wide`, the definition; a test compares them).
+        if self.timer_hz == NS_PER_S {
+            return ns / self.divisor();
+        }
+        self.timer_elapsed_wide(ns)
+    }
+
+    fn timer_elapsed_wide(&self, ns: u64) -> u64 {
+        let t = u128::from(ns) * u128::from(self.timer_hz) / (u128::from(self.divisor()) * 1_000_000_000);
         t.min(u128::from(u64::MAX)) as u64
     }
 
@@ -292,9 +303,20 @@ impl LocalApic {
         if self.timer_hz == 0 {
             return VirtTime::NEVER;
         }
+        // At 1 GHz the nanoseconds are the bus ticks (`timer_time_wide` is the definition).
+        let ns = if self.timer_hz == NS_PER_S {
+            ticks.saturating_mul(self.divisor())
+        } else {
+            self.timer_time_wide(ticks)
+        };
+        VirtTime(self.timer_start.0.saturating_add(ns))
+    }
+
+    /// Nanoseconds from the timer's start to `ticks` divided ticks, 128-bit, saturated.
+    fn timer_time_wide(&self, ticks: u64) -> u64 {
         let ns = (u128::from(ticks) * u128::from(self.divisor()) * 1_000_000_000)
             .div_ceil(u128::from(self.timer_hz));
-        VirtTime(self.timer_start.0.saturating_add(ns.min(u128::from(u64::MAX)) as u64))
+        ns.min(u128::from(u64::MAX)) as u64
     }
 
     fn periodic(&self) -> bool {
@@ -925,6 +947,38 @@ impl Snapshot for LocalApic {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The timer's 1 GHz forms give the 128-bit definitions' bits for every divisor, at the start of
+    /// time and near the ends of the 64-bit range.
+    #[test]
+    fn timer_conversions_match_the_128_bit_forms() {
+        let mut a = LocalApic::new(0, NS_PER_S, NS_PER_S);
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for divide in [0u32, 1, 2, 3, 8, 9, 10, 11] {
+            a.divide = divide;
+            for start in [0u64, 12_345, u64::MAX / 2, u64::MAX - 10] {
+                a.timer_start = VirtTime(start);
+                let mut values =
+                    vec![0u64, 1, 2, 127, 128, u64::MAX / 256, u64::MAX / 128, u64::MAX / 2, u64::MAX];
+                for _ in 0..500 {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    values.push(x >> (x % 64));
+                }
+                for &v in &values {
+                    let wide_t = VirtTime(start.saturating_add(a.timer_time_wide(v)));
+                    assert_eq!(a.timer_time(v), wide_t, "timer_time({v}), divide {divide}");
+                    let now = VirtTime(start.saturating_add(v));
+                    assert_eq!(
+                        a.timer_elapsed(now),
+                        a.timer_elapsed_wide(now.since(a.timer_start)),
+                        "timer_elapsed({v}), divide {divide}"
+                    );
+                }
+            }
+        }
+    }
     use crate::testutil::{Bus, hammer, roundtrip};
 
     const TSC_HZ: u64 = 2_000_000_000;

@@ -173,8 +173,8 @@ impl Uart16550 {
         let parity = u64::from(self.lcr >> 3 & 1);
         let stop = if self.lcr & 4 != 0 { 2 } else { 1 };
         let bits = 1 + data_bits + parity + stop;
-        let ns = u128::from(4 * bits * divisor * 16) * 1_000_000_000 / u128::from(XTAL_HZ);
-        ns.min(u128::from(u64::MAX)) as u64
+        // At most 4 * 12 * 65535 * 16 * 1e9 < 2^56: the product fits in 64 bits (no 128-bit division).
+        4 * bits * divisor * 16 * 1_000_000_000 / XTAL_HZ
     }
 
     /// Moves host bytes into the receiver while it has room.

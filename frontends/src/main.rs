@@ -1143,6 +1143,11 @@ fn finish(m: &Machine, stats: bool, outcome: RunOutcome, started: std::time::Ins
                 );
             }
         }
+        let c = m.board.counters();
+        eprintln!(
+            "ferrite: {}; board: {} dispatch calls, {} device-advance checks ({} found a deadline due), {} deadline scans",
+            m.loop_stats, c.calls, c.advance_checks, c.advance_walks, c.deadline_scans
+        );
         // The whole machine's state (CPU, devices, RAM): the same guest gives the same hash under every
         // instruction-counting engine.
         eprintln!("ferrite: state hash {:016x}", m.state_hash());

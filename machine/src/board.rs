@@ -193,6 +193,31 @@ pub struct Board {
     /// BIOS shadowing of 0xC0000-0xFFFFF by the host bridge's PAM registers (with a BIOS; `None` keeps
     /// the fixed map of `--rom` and the direct boots).
     pub shadow: Option<Shadow>,
+    /// The earliest deadline of every entry, as [`Board::next_deadline`] last computed it, or `None` when
+    /// it must be recomputed. Derived state, never saved: a deadline is a function of a device's state,
+    /// which changes only when the device is called (an access, host input, an MSR, an advance that
+    /// ran), when the interrupt controllers act (propagation, acknowledge, NMI, FERR#), or through the
+    /// board's set-up, reset and restore paths; each of those drops the cache
+    /// ([`Board::devices_changed`]).
+    deadline: std::cell::Cell<Option<VirtTime>>,
+    /// Counters of the dispatch path, for `--stats` ([`Board::counters`]).
+    counters: BoardCounters,
+    /// Recomputations of the earliest deadline (a `Cell`: counted under a shared borrow).
+    deadline_scans: std::cell::Cell<u64>,
+}
+
+/// How often the board's dispatch path ran: what the run loop costs (`--stats`). Host-side diagnostics
+/// only: not saved, not hashed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BoardCounters {
+    /// Calls of the dispatch path (`Board::call`): guest accesses, host input, MSRs, device advances.
+    pub calls: u64,
+    /// [`Board::advance_devices`] calls.
+    pub advance_checks: u64,
+    /// Of those, how many found a deadline due and walked the registry.
+    pub advance_walks: u64,
+    /// Recomputations of the earliest deadline over the registry.
+    pub deadline_scans: u64,
 }
 
 /// What the board needs to route 0xC0000-0xFFFFF by the i440FX PAM registers: the BIOS image whose last
@@ -243,6 +268,9 @@ impl Board {
             fw_cfg,
             irqchip_ids: [DeviceId(0); 3],
             shadow: None,
+            deadline: std::cell::Cell::new(None),
+            counters: BoardCounters::default(),
+            deadline_scans: std::cell::Cell::new(0),
         };
         let fw = b.register(Slot::FwCfg);
         b.map_ports(fw, 0x510, 12, 0);
@@ -256,6 +284,7 @@ impl Board {
 
     /// Adds an entry to the registry and returns its id.
     pub fn register(&mut self, slot: Slot) -> DeviceId {
+        self.devices_changed();
         self.slots.push(slot);
         DeviceId(self.slots.len() as u32 - 1)
     }
@@ -326,6 +355,7 @@ impl Board {
         // The idle level of the active-low PCI lines reaches the I/O APIC on the first propagation.
         self.irqchip.mark_pci_lines_changed();
         self.irqchip.propagate();
+        self.devices_changed();
     }
 
     /// Puts PCI function `f` at `devfn` on bus 0; `windows` says which device serves each of its decode
@@ -333,6 +363,7 @@ impl Board {
     /// windows are routed with offsets from 0; a window that would overlap RAM, ROM or another device is
     /// left unmapped.
     pub fn add_pci_function(&mut self, devfn: u8, f: Box<dyn PciFunction>, windows: &[(u8, DeviceId)]) {
+        self.devices_changed();
         self.pci.add(devfn, f);
         self.register_pci_function(devfn);
         for &(w, id) in windows {
@@ -358,6 +389,7 @@ impl Board {
             self.pci_devices.push(devfn);
         }
         self.service_pci_devices();
+        self.devices_changed();
     }
 
     /// Gives the PCI function at `devfn` its registry entry (once per devfn), through which the board
@@ -421,6 +453,10 @@ impl Board {
     /// The one dispatch path: calls entry `id` with a context built here, then carries out what the call
     /// left (interrupts, transfers, BAR moves).
     fn call(&mut self, id: DeviceId, access: Access<'_>) {
+        self.counters.calls += 1;
+        // Any access may change the entry's deadline (and, through its interrupts, the controllers');
+        // an advance that did not run leaves everything as it was.
+        let changes = !matches!(access, Access::Advance(_));
         let now = self.now();
         let Board { slots, irqchip, requests, pci, fw_cfg, ignne, .. } = self;
         let Some(slot) = slots.get_mut(id.0 as usize) else {
@@ -514,6 +550,22 @@ impl Board {
             After::FwCfgDma => self.run_fw_cfg_dma(),
             After::Nothing => {}
         }
+        // `After::Nothing` after an advance means the entry was not due: nothing changed.
+        if changes || after != After::Nothing {
+            self.devices_changed();
+        }
+    }
+
+    /// Drops the cached earliest deadline ([`Board::next_deadline`]). The board's own paths call it;
+    /// code that changes a device's or interrupt controller's state directly, through the public
+    /// `irqchip` or `pci` fields, must call it too (`Machine::run` calls it on entry and after a reset).
+    pub fn devices_changed(&self) {
+        self.deadline.set(None);
+    }
+
+    /// The dispatch path's counters so far (`--stats`).
+    pub fn counters(&self) -> BoardCounters {
+        BoardCounters { deadline_scans: self.deadline_scans.get(), ..self.counters }
     }
 
     /// Runs a DMA request fw_cfg left: the transfer completes before the guest's next instruction, as in
@@ -602,6 +654,7 @@ impl Board {
     pub fn pci_config_write(&mut self, devfn: u8, offset: usize, data: &[u8]) {
         self.pci.write_config(devfn, offset, data);
         self.apply_pci_changes();
+        self.devices_changed();
     }
 
     /// Maps and unmaps the windows the PCI bus reported, and refreshes the PIRQ routing.
@@ -713,6 +766,16 @@ impl Board {
     /// I/O APIC, local APIC); each call is followed by what that entry's calls need (propagation; a
     /// PCI function's transfers, MSIs and INTx#). Returns whether any entry advanced.
     pub fn advance_devices(&mut self) -> bool {
+        self.counters.advance_checks += 1;
+        // Before the earliest deadline no entry is due: every call below would find nothing to do.
+        if self.now() < self.next_deadline() {
+            if self.irqchip.lines.changed != 0 || self.irqchip.lines.rising != 0 {
+                self.irqchip.propagate();
+                self.devices_changed();
+            }
+            return false;
+        }
+        self.counters.advance_walks += 1;
         let mut ran = false;
         for i in 0..self.slots.len() {
             if matches!(self.slots[i], Slot::Device(_)) {
@@ -727,11 +790,24 @@ impl Board {
             self.call(self.irqchip_id(part), Access::Advance(&mut ran));
         }
         self.irqchip.propagate();
+        self.devices_changed();
         ran
     }
 
-    /// The earliest deadline of any entry: devices, PCI functions and the interrupt controllers.
+    /// The earliest deadline of any entry: devices, PCI functions and the interrupt controllers. Cached
+    /// until a device's state changes ([`Board::devices_changed`]).
     pub fn next_deadline(&self) -> VirtTime {
+        if let Some(t) = self.deadline.get() {
+            return t;
+        }
+        let t = self.scan_deadlines();
+        self.deadline.set(Some(t));
+        t
+    }
+
+    /// [`Board::next_deadline`] computed over the registry.
+    fn scan_deadlines(&self) -> VirtTime {
+        self.deadline_scans.set(self.deadline_scans.get() + 1);
         let mut t = self.irqchip.next_deadline();
         for slot in &self.slots {
             if let Slot::Device(d) = slot
@@ -755,6 +831,7 @@ impl Board {
 
     /// Resets every device.
     pub fn reset_devices(&mut self) {
+        self.devices_changed();
         for slot in self.slots.iter_mut() {
             if let Slot::Device(d) = slot {
                 d.reset();
@@ -769,6 +846,7 @@ impl Board {
         }
         self.irqchip.mark_pci_lines_changed();
         self.irqchip.propagate();
+        self.devices_changed();
     }
 
     /// Writes the board's state: clock, requests, interrupt controllers, every registered device,
@@ -804,6 +882,9 @@ impl Board {
 
     /// Restores [`Board::save`] into a board built the same way, and remaps the BAR windows.
     pub fn restore(&mut self, r: &mut SnapshotReader<'_>) -> Result<(), SnapshotError> {
+        // The cached deadline is derived state: recomputed from the restored devices (also when the
+        // restore fails half-way).
+        self.devices_changed();
         r.tag("board")?;
         let ips = r.u64()?;
         if ips != self.clock.ips {
@@ -996,6 +1077,7 @@ impl CpuBus for Board {
     }
 
     fn acknowledge_interrupt(&mut self) -> Option<u8> {
+        self.devices_changed();
         let v = self.irqchip.acknowledge()?;
         if let Some(hook) = self.irq_trace.as_mut() {
             hook(v, self.icount);
@@ -1008,6 +1090,7 @@ impl CpuBus for Board {
     }
 
     fn take_nmi(&mut self) {
+        self.devices_changed();
         self.irqchip.take_nmi();
     }
 
@@ -1038,6 +1121,7 @@ impl CpuBus for Board {
             self.ignne = false;
         }
         self.irqchip.propagate();
+        self.devices_changed();
     }
 
     fn ignne(&mut self) -> bool {

@@ -71,9 +71,22 @@ pub fn next_input_point(slot: u64) -> u64 {
     (slot / INPUT_QUANTUM).saturating_add(1).saturating_mul(INPUT_QUANTUM)
 }
 
+/// The first input point at or after `slot` (`slot` itself when it is a multiple of [`INPUT_QUANTUM`]).
+pub fn input_point_at_or_after(slot: u64) -> u64 {
+    if slot.is_multiple_of(INPUT_QUANTUM) { slot } else { next_input_point(slot) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_point_at_or_after_a_slot_is_the_slot_itself_on_a_multiple() {
+        assert_eq!(input_point_at_or_after(0), 0);
+        assert_eq!(input_point_at_or_after(1), INPUT_QUANTUM);
+        assert_eq!(input_point_at_or_after(INPUT_QUANTUM), INPUT_QUANTUM);
+        assert_eq!(input_point_at_or_after(INPUT_QUANTUM + 1), 2 * INPUT_QUANTUM);
+    }
 
     #[test]
     fn input_points_are_the_next_multiple_of_the_quantum() {

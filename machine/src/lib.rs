@@ -385,6 +385,51 @@ pub struct Machine {
     script: std::collections::VecDeque<StampedInput>,
     /// [`HostEvent::Attention`] arrived: [`Machine::run`] returns at this input point.
     attention: bool,
+    /// What [`Machine::run`]'s loop did so far (`--stats`; host-side diagnostics, not machine state).
+    pub loop_stats: LoopStats,
+    /// A host event taken from the channel to see whether input waits ([`Machine::idle_freely`]),
+    /// delivered first at the next input point.
+    peeked: Option<HostEvent>,
+}
+
+/// Turns of [`Machine::run`]'s loop and why the engine handed control back: where the host time that
+/// is not guest code goes. Diagnostics only: not saved, not hashed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LoopStats {
+    /// Engine runs (turns of the loop).
+    pub turns: u64,
+    /// The engine stopped at the slice's end because a device deadline was due then.
+    pub at_deadline: u64,
+    /// The slice's end was another bound: the instruction limit, an input point, [`MAX_SLICE`].
+    pub at_other_bound: u64,
+    /// The engine returned before the slice's end without a reason the loop sees (its own budget).
+    pub early: u64,
+    /// The engine stopped early because a device asked for the machine (a reschedule, a reset, DMA
+    /// into code...).
+    pub device_requests: u64,
+    /// The CPU halted (HLT).
+    pub halts: u64,
+    /// Of those, halts idled forward to the next deadline.
+    pub idles: u64,
+    /// Other stops (faults, debug stops, triple faults).
+    pub other: u64,
+}
+
+impl std::fmt::Display for LoopStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} loop turns: {} at a device deadline, {} at another bound, {} returned early, {} device requests, {} halts ({} idled), {} other",
+            self.turns,
+            self.at_deadline,
+            self.at_other_bound,
+            self.early,
+            self.device_requests,
+            self.halts,
+            self.idles,
+            self.other
+        )
+    }
 }
 
 /// Where host input comes from.
@@ -520,7 +565,11 @@ impl Machine {
                 let mut keys = Vec::new();
                 let mut mouse: Vec<GuestInput> = Vec::new();
                 let mut quit = false;
-                let mut first = if block { rx.recv().ok() } else { None };
+                let mut first = match self.peeked.take() {
+                    Some(e) => Some(e),
+                    None if block => rx.recv().ok(),
+                    None => None,
+                };
                 if block && first.is_none() {
                     // The input side closed (EOF): nothing can wake the guest any more.
                     self.input = None;
@@ -577,6 +626,33 @@ impl Machine {
     /// [`Machine::poll_input`] from a recording: delivers the inputs stamped with the current slot (or
     /// an earlier one, which only a recording of another machine has). A blocking poll with nothing
     /// left at this slot ends the run as a quit: the recording stopped here.
+    /// Whether a halted CPU may idle past input points with nothing waiting at them, straight to the
+    /// next deadline: with instruction time, when the console channel holds no event (one it holds is
+    /// kept for the next input point, which then bounds the idle) or when replaying (the run loop bounds
+    /// the idle by the next recorded input's slot). Input points where nothing is taken give the guest
+    /// nothing, so skipping them changes nothing it sees; a live input arriving meanwhile is taken at
+    /// the first input point after the idle, as if it had come a little later.
+    fn idle_freely(&mut self) -> bool {
+        if self.board.clock.is_host() {
+            return false;
+        }
+        match &mut self.input {
+            None | Some(InputSource::Replay(_)) => true,
+            Some(InputSource::Channel(rx)) => {
+                if self.peeked.is_some() {
+                    return false;
+                }
+                match rx.try_recv() {
+                    Ok(ev) => {
+                        self.peeked = Some(ev);
+                        false
+                    }
+                    Err(_) => true,
+                }
+            }
+        }
+    }
+
     fn poll_replay(&mut self, block: bool) -> bool {
         let now = self.slot();
         let mut delivered = false;
@@ -767,6 +843,8 @@ impl Machine {
             fault: None,
             script: Default::default(),
             attention: false,
+            loop_stats: LoopStats::default(),
+            peeked: None,
         })
         .map(|mut m| {
             m.redo_direct_boot();
@@ -890,6 +968,8 @@ impl Machine {
         self.engine.flush_all();
         self.board.requests = Default::default();
         self.redo_direct_boot();
+        // The direct boot programs the interrupt controllers through the board's public fields.
+        self.board.devices_changed();
     }
 
     fn stopped(&self, reason: String) -> RunOutcome {
@@ -899,6 +979,9 @@ impl Machine {
     /// Runs until the guest exits, the machine stops, or `max_instructions` retire in total.
     pub fn run(&mut self, max_instructions: Option<u64>) -> RunOutcome {
         let limit = max_instructions.unwrap_or(u64::MAX);
+        // Between runs, device state may have changed behind the board's back (the monitor, a
+        // debugger, the public fields): the earliest deadline is recomputed.
+        self.board.devices_changed();
         // An input point: the start of every run.
         if !self.poll_input(false) {
             return RunOutcome::Quit;
@@ -936,6 +1019,7 @@ impl Machine {
                 } else if !f.fired {
                     f.fired = true;
                     (f.apply)(&mut self.cpu, &mut self.board);
+                    self.board.devices_changed();
                 }
             }
             // Logged inputs due now (re-execution): delivered at the slot they were seen at.
@@ -971,10 +1055,8 @@ impl Machine {
                 until_input = until_input.min(i.slot.saturating_sub(self.board.clock.idle));
             }
             let deadline = self.board.next_deadline();
-            let until = self
-                .board
-                .clock
-                .icount_at(deadline)
+            let at_deadline = self.board.clock.icount_at(deadline);
+            let until = at_deadline
                 .min(limit)
                 .min(until_input)
                 .min(until_fault)
@@ -983,6 +1065,16 @@ impl Machine {
             let exit = self.engine.run(&mut self.cpu, &mut self.board, until);
             self.board.icount = self.cpu.icount;
             self.board.advance_devices();
+            let st = &mut self.loop_stats;
+            st.turns += 1;
+            match &exit {
+                Exit::BudgetSpent if self.cpu.icount < until => st.early += 1,
+                Exit::BudgetSpent if until == at_deadline => st.at_deadline += 1,
+                Exit::BudgetSpent => st.at_other_bound += 1,
+                Exit::DeviceRequest => st.device_requests += 1,
+                Exit::Halted => st.halts += 1,
+                _ => st.other += 1,
+            }
             match exit {
                 Exit::BudgetSpent | Exit::DeviceRequest => {}
                 Exit::Halted => {
@@ -1028,9 +1120,11 @@ impl Machine {
                     }
                     let mut target = self.board.clock.icount_at(d);
                     if self.input.is_some() {
-                        // Idle only up to the next input point.
-                        target = target
-                            .min(self.next_input.saturating_sub(self.board.clock.idle).max(self.cpu.icount));
+                        let idle = self.board.clock.idle;
+                        // Past input points with nothing waiting (a replay's next input bounds the idle
+                        // below), else only up to the next input point.
+                        let point = if self.idle_freely() { u64::MAX } else { self.next_input };
+                        target = target.min(point.saturating_sub(idle).max(self.cpu.icount));
                     }
                     if let Some(i) = self.script.front() {
                         target =
@@ -1040,7 +1134,13 @@ impl Machine {
                         target = target.min(s.saturating_sub(self.board.clock.idle).max(self.cpu.icount));
                     }
                     // Skips the idle slots (instruction time) or sleeps towards the deadline (host time).
+                    self.loop_stats.idles += 1;
                     self.board.clock.idle_until(self.cpu.icount, target);
+                    if self.input.is_some() && self.slot() > self.next_input {
+                        // Input points idled past took nothing: the next is the first at or after now
+                        // (live input is taken only at multiples of the quantum).
+                        self.next_input = input::input_point_at_or_after(self.slot());
+                    }
                     self.board.advance_devices();
                 }
                 Exit::Stopped(Stop::TripleFault) => {

@@ -172,6 +172,10 @@ pub trait Device: Snapshot<Restored = ()> {
     fn reset(&mut self) {}
 
     /// The next virtual time at which the device needs [`Device::advance`] called, if any.
+    ///
+    /// A function of the device's own state only (not of the current time, nor of anything shared
+    /// outside it): the board caches the earliest deadline and asks again only after the device was
+    /// called (an access, host input, an advance that ran, reset or restore).
     fn next_deadline(&self) -> Option<VirtTime> {
         None
     }
