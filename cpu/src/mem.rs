@@ -72,6 +72,13 @@ pub struct Tlb {
     /// drop (an upper bound: flushes of everything but global entries do not recount): 0 lets a CLAC
     /// skip the scan.
     pub smap_entries: u32,
+    /// The slots (0..[`TLB_ENTRIES`], the same in the three arrays) that may hold a valid entry in
+    /// any of them, bit `k % 64` of word `k / 64`: a fill sets its slot's bit (and way 1's when it
+    /// moves an entry there), and the flushes visit only set bits. Whoever writes entries other than
+    /// through a fill calls [`Tlb::mark_all`]. Host state, not guest state (never saved: it only
+    /// says where to look). A full scan of the 6144 entries on every CR3 or CR0 write was 18% of a
+    /// SeaBIOS guest's time (mode switches) and 0.7% of a Linux boot's.
+    live: [u64; TLB_ENTRIES / 64],
 }
 
 impl Default for Tlb {
@@ -81,20 +88,75 @@ impl Default for Tlb {
             write: [TlbEntry::default(); TLB_ENTRIES],
             exec: [TlbEntry::default(); TLB_ENTRIES],
             smap_entries: 0,
+            live: [!0; TLB_ENTRIES / 64],
         }
     }
 }
 
 impl Tlb {
+    /// Every slot may hold an entry (after the arrays were written wholesale, as by a snapshot
+    /// restore): the next flush looks at all of them.
+    pub fn mark_all(&mut self) {
+        self.live = [!0; TLB_ENTRIES / 64];
+    }
+
+    /// Puts `e` (the translation of linear `lin`) into `kind`'s array: way 0 of `lin`'s slot takes
+    /// it and passes its old entry to way 1 (a page never sits in both).
+    pub fn insert(&mut self, kind: AccessKind, lin: u64, e: TlbEntry) {
+        let idx = tlb_index(lin);
+        let t = match kind {
+            AccessKind::Read => &mut self.read,
+            AccessKind::Write => &mut self.write,
+            AccessKind::Exec => &mut self.exec,
+        };
+        if t[idx + TLB_SIZE].tag == e.tag {
+            t[idx + TLB_SIZE] = e;
+        } else {
+            if t[idx].tag != e.tag {
+                t[idx + TLB_SIZE] = t[idx];
+            }
+            t[idx] = e;
+        }
+        self.mark(idx);
+        self.mark(idx + TLB_SIZE);
+    }
+
+    /// Marks slot `k` as possibly holding an entry.
+    #[inline]
+    fn mark(&mut self, k: usize) {
+        self.live[k / 64] |= 1 << (k % 64);
+    }
+
+    /// Calls `f` with each slot that may hold an entry; `f` says whether the slot still does.
+    #[inline]
+    fn for_live(&mut self, mut f: impl FnMut(&mut Tlb, usize) -> bool) {
+        for w in 0..self.live.len() {
+            let mut bits = self.live[w];
+            let mut keep = 0u64;
+            while bits != 0 {
+                let b = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                if f(self, w * 64 + b) {
+                    keep |= 1 << b;
+                }
+            }
+            self.live[w] = keep;
+        }
+    }
+
     /// Drops every entry (or every non-global one).
     pub fn flush(&mut self, keep_global: bool) {
-        for t in [&mut self.read, &mut self.write, &mut self.exec] {
-            for e in t.iter_mut() {
-                if !(keep_global && e.global) {
+        self.for_live(|t, k| {
+            let mut any = false;
+            for e in [&mut t.read[k], &mut t.write[k], &mut t.exec[k]] {
+                if keep_global && e.global {
+                    any |= e.tag != 0;
+                } else {
                     e.tag = 0;
                 }
             }
-        }
+            any
+        });
         if !keep_global {
             self.smap_entries = 0;
         }
@@ -110,13 +172,14 @@ impl Tlb {
         if self.smap_entries == 0 {
             return;
         }
-        for t in [&mut self.read, &mut self.write] {
-            for e in t.iter_mut() {
+        self.for_live(|t, k| {
+            for e in [&mut t.read[k], &mut t.write[k]] {
                 if e.tag & 1 == 0 && e.user_page {
                     e.tag = 0;
                 }
             }
-        }
+            t.read[k].tag != 0 || t.write[k].tag != 0 || t.exec[k].tag != 0
+        });
         self.smap_entries = 0;
     }
 
@@ -143,11 +206,13 @@ impl Tlb {
     /// to be decoded, e.g. again for every page after a block-cache overflow, or at different points
     /// in a run restored from a snapshot (whose block cache starts empty).
     pub fn flush_phys_writes(&mut self, phys: u64) {
-        for e in self.write.iter_mut() {
+        self.for_live(|t, k| {
+            let e = &mut t.write[k];
             if e.tag != 0 && e.phys == phys {
                 e.host = 0;
             }
-        }
+            t.read[k].tag != 0 || t.write[k].tag != 0 || t.exec[k].tag != 0
+        });
     }
 }
 
@@ -294,21 +359,7 @@ impl Ctx<'_> {
             if !user && t.user && kind != AccessKind::Exec && self.st.cr4 & crate::state::cr4::SMAP != 0 {
                 self.mmu.tlb.smap_entries = self.mmu.tlb.smap_entries.saturating_add(1);
             }
-            let idx = tlb_index(lin);
-            let t = match kind {
-                AccessKind::Read => &mut self.mmu.tlb.read,
-                AccessKind::Write => &mut self.mmu.tlb.write,
-                AccessKind::Exec => &mut self.mmu.tlb.exec,
-            };
-            // Way 0 takes the new entry and passes its old one to way 1 (a page never sits in both).
-            if t[idx + TLB_SIZE].tag == e.tag {
-                t[idx + TLB_SIZE] = e;
-            } else {
-                if t[idx].tag != e.tag {
-                    t[idx + TLB_SIZE] = t[idx];
-                }
-                t[idx] = e;
-            }
+            self.mmu.tlb.insert(kind, lin, e);
         }
         Ok(e)
     }
@@ -707,6 +758,101 @@ mod tests {
         let mut ctx =
             super::Ctx { st: &mut m.st, bus: &mut m.bus, mmu: &mut m.mmu, next_rip: 0, break_block: false };
         ctx.read_lin_as(lin, 4, crate::paging::AccessKind::Read, implicit)
+    }
+
+    /// The flushes visit only the slots a fill marked, and leave exactly what a scan of every entry
+    /// would: a random walk of fills, global and non-global flushes, page flushes, SMAP drops and
+    /// code-page marks against a copy flushed the old way (every entry of the three arrays).
+    #[test]
+    fn flushes_of_marked_slots_match_a_full_scan() {
+        use super::{TLB_ENTRIES, Tlb, TlbEntry};
+        use crate::paging::AccessKind;
+        fn full_flush(t: &mut Tlb, keep_global: bool) {
+            for a in [&mut t.read, &mut t.write, &mut t.exec] {
+                for e in a.iter_mut() {
+                    if !(keep_global && e.global) {
+                        e.tag = 0;
+                    }
+                }
+            }
+        }
+        fn same(a: &Tlb, b: &Tlb) -> bool {
+            let key = |t: &Tlb| {
+                [&t.read, &t.write, &t.exec]
+                    .iter()
+                    .flat_map(|a| a.iter().map(|e| (e.tag, if e.tag != 0 { e.host } else { 0 })))
+                    .collect::<Vec<_>>()
+            };
+            key(a) == key(b)
+        }
+        let mut fast = Box::<Tlb>::default();
+        let mut slow = Box::<Tlb>::default();
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        for step in 0..20_000 {
+            match next(100) {
+                0..=79 => {
+                    // Pages from a small set, so that slots collide and ways move.
+                    let lin = (next(4096) << 12) | ((next(2) << 47).wrapping_neg() & 0xffff_8000_0000_0000);
+                    let kind = [AccessKind::Read, AccessKind::Write, AccessKind::Exec][next(3) as usize];
+                    let e = TlbEntry {
+                        tag: lin & !0xfff | 2 | next(2),
+                        host: 0x1000 * (1 + next(100) as usize),
+                        phys: next(64) << 12,
+                        global: next(4) == 0,
+                        user_page: next(2) == 0,
+                    };
+                    fast.insert(kind, lin, e);
+                    slow.insert(kind, lin, e);
+                }
+                80..=84 => {
+                    fast.flush(false);
+                    full_flush(&mut slow, false);
+                }
+                85..=89 => {
+                    fast.flush(true);
+                    full_flush(&mut slow, true);
+                }
+                90..=93 => {
+                    let lin = next(4096) << 12;
+                    fast.flush_page(lin);
+                    slow.flush_page(lin);
+                }
+                94..=96 => {
+                    fast.smap_entries = 1;
+                    fast.drop_smap_entries();
+                    for a in [&mut slow.read, &mut slow.write] {
+                        for e in a.iter_mut() {
+                            if e.tag & 1 == 0 && e.user_page {
+                                e.tag = 0;
+                            }
+                        }
+                    }
+                }
+                _ => {
+                    let phys = next(64) << 12;
+                    fast.flush_phys_writes(phys);
+                    for e in slow.write.iter_mut() {
+                        if e.tag != 0 && e.phys == phys {
+                            e.host = 0;
+                        }
+                    }
+                }
+            }
+            assert!(same(&fast, &slow), "step {step}");
+        }
+        // Entries written wholesale (a snapshot restore) are found after `mark_all`.
+        fast.flush(false);
+        fast.live = [0; TLB_ENTRIES / 64];
+        fast.read[7].tag = 0x7000 | 2;
+        fast.mark_all();
+        fast.flush(false);
+        assert_eq!(fast.read[7].tag, 0);
     }
 
     /// A read-modify-write destination is read through the write translation it was probed with,

@@ -188,6 +188,7 @@ impl Engine for InterpEngine {
         tlb.read = read;
         tlb.write = write;
         tlb.exec = exec;
+        tlb.mark_all();
         let smap = |t: &[TlbEntry; TLB_ENTRIES]| t.iter().filter(|e| e.tag & 3 == 2 && e.user_page).count();
         tlb.smap_entries = (smap(&tlb.read) + smap(&tlb.write)) as u32;
         self.interp.mmu.code_pages = pages.into_iter().collect();
