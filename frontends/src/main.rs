@@ -257,7 +257,8 @@ struct RunArgs {
     /// (Debian's seabios package, fetched on first use).
     #[arg(long, value_name = "FILE", conflicts_with = "rom")]
     bios: Option<PathBuf>,
-    /// The VGA BIOS for --bios (default: vgabios-stdvga.bin beside the BIOS).
+    /// The VGA BIOS for --bios, behind the VGA's PCI ROM BAR (default: vgabios-stdvga.bin beside the
+    /// BIOS; `--device vga,romfile=FILE` overrides it).
     #[arg(long, value_name = "FILE")]
     vgabios: Option<PathBuf>,
     /// Boot order for the BIOS, as QEMU's -boot: c (hard disk), d (CD-ROM), a, n, or order=dc.
