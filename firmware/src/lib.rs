@@ -8,6 +8,7 @@ pub mod linux;
 pub mod linuxboot;
 pub mod mptable;
 pub mod multiboot;
+pub mod optionrom;
 pub mod smbios;
 pub mod table_loader;
 

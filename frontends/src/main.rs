@@ -257,7 +257,8 @@ struct RunArgs {
     /// (Debian's seabios package, fetched on first use).
     #[arg(long, value_name = "FILE", conflicts_with = "rom")]
     bios: Option<PathBuf>,
-    /// The VGA BIOS for --bios (default: vgabios-stdvga.bin beside the BIOS).
+    /// The VGA BIOS for --bios, behind the VGA's PCI ROM BAR (default: vgabios-stdvga.bin beside the
+    /// BIOS; `--device vga,romfile=FILE` overrides it).
     #[arg(long, value_name = "FILE")]
     vgabios: Option<PathBuf>,
     /// Boot order for the BIOS, as QEMU's -boot: c (hard disk), d (CD-ROM), a, n, or order=dc.
@@ -329,9 +330,12 @@ struct RunArgs {
     #[arg(long, value_enum)]
     debugcon: Option<Output>,
     /// Extra devices (repeatable), by name: `testdev` (QEMU's pc-testdev), `edu` (QEMU's educational PCI
-    /// device); the list is machine::devices::DEVICES.
-    #[arg(long = "device", value_name = "DEVICE", value_parser = parse_device)]
-    devices: Vec<&'static machine::devices::DeviceKind>,
+    /// device), `vga`; the list is machine::devices::DEVICES. A PCI device takes `,romfile=FILE` as
+    /// QEMU's -device does: FILE is its option ROM, behind the function's ROM BAR, which a BIOS scans
+    /// (`romfile=` with no file: no ROM, e.g. no VGA BIOS). `ide` and `ahci` name the disk controllers
+    /// (the board's PIIX3 IDE; the AHCI controller of a `--disk ...,if=ahci`) and take only `romfile=`.
+    #[arg(long = "device", value_name = "DEVICE[,romfile=FILE]", value_parser = parse_device)]
+    devices: Vec<DeviceArg>,
     /// A disk image (repeatable), as QEMU's -drive:
     /// `path[,if=ide|ahci][,media=disk|cdrom][,format=raw|qcow2][,readonly=on|off][,snapshot=on|off]`
     /// (`,,` is a comma in the path). IDE disks take primary master, primary slave, secondary master,
@@ -378,13 +382,74 @@ struct DebugArgs {
     checkpoint_interval: u64,
 }
 
-/// Parses `--device NAME` against the machine's device table.
-fn parse_device(s: &str) -> Result<&'static machine::devices::DeviceKind, String> {
-    machine::devices::DEVICES.iter().find(|k| k.name == s).ok_or_else(|| {
+/// A `--device NAME[,romfile=FILE]` argument.
+#[derive(Clone, Debug)]
+struct DeviceArg {
+    /// The name given.
+    name: String,
+    /// The device in the machine's table; `None` for the disk controllers (`ide`, `ahci`), which come
+    /// with the board or a disk and only take `romfile=`.
+    kind: Option<&'static machine::devices::DeviceKind>,
+    /// `romfile=`: the option ROM file; an empty path means no ROM.
+    romfile: Option<PathBuf>,
+}
+
+/// Where the PCI devices `--device` names sit on bus 0 (device << 3 | function); `None` for a device
+/// that is not on PCI.
+fn pci_devfn(name: &str) -> Option<u8> {
+    match name {
+        "vga" => Some(machine::VGA_DEVFN),
+        "edu" => Some(machine::EDU_DEVFN),
+        // The PIIX3 IDE function, 00:01.1.
+        "ide" => Some((1 << 3) | 1),
+        "ahci" => Some(storage::config::AHCI_DEVFN),
+        _ => None,
+    }
+}
+
+/// Parses `--device NAME[,romfile=FILE]` against the machine's device table (`,,` is a comma in FILE).
+fn parse_device(s: &str) -> Result<DeviceArg, String> {
+    // Split at single commas; a doubled one is a literal comma.
+    let mut parts = vec![String::new()];
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            ',' if chars.peek() == Some(&',') => {
+                chars.next();
+                parts.last_mut().expect("never empty").push(',');
+            }
+            ',' => parts.push(String::new()),
+            c => parts.last_mut().expect("never empty").push(c),
+        }
+    }
+    let name = parts.remove(0);
+    let kind = machine::devices::DEVICES.iter().find(|k| k.name == name);
+    if kind.is_none() && !matches!(name.as_str(), "ide" | "ahci") {
         let known: Vec<String> =
             machine::devices::DEVICES.iter().map(|k| format!("{} ({})", k.name, k.help)).collect();
-        format!("unknown device '{s}'; known: {}", known.join("; "))
-    })
+        return Err(format!(
+            "unknown device '{name}'; known: {}; ide and ahci (the disk controllers) take romfile=",
+            known.join("; ")
+        ));
+    }
+    let mut romfile = None;
+    for opt in parts {
+        match opt.split_once('=') {
+            Some(("romfile", v)) if romfile.is_none() => romfile = Some(PathBuf::from(v)),
+            Some(("romfile", _)) => return Err(format!("device '{name}': romfile= given twice")),
+            _ => return Err(format!("device '{name}': unknown option '{opt}' (romfile=FILE)")),
+        }
+    }
+    if romfile.is_some() && pci_devfn(&name).is_none() {
+        return Err(format!("device '{name}' is not on PCI, so it has no option ROM (romfile=)"));
+    }
+    if kind.is_none() && romfile.is_none() {
+        return Err(format!(
+            "device '{name}' comes with the {}; --device {name} only takes romfile=FILE",
+            if name == "ide" { "board" } else { "first --disk ...,if=ahci" }
+        ));
+    }
+    Ok(DeviceArg { name, kind, romfile })
 }
 
 /// For a `--kernel` with a multiboot header (and no bzImage header): the boot QEMU would do, with
@@ -940,37 +1005,62 @@ fn build_machine(args: &RunArgs, opts: BuildOptions) -> Result<Built, ExitCode> 
     let mut cfg = MachineConfig::new(args.memory, if direct { Vec::new() } else { firmware });
     cfg.linux = linux;
     // Each device once, in table order (as the former per-device flags did).
+    let named = |name: &str| args.devices.iter().any(|d| d.name == name);
     for kind in machine::devices::DEVICES {
-        if args.devices.iter().any(|d| std::ptr::eq(*d, kind)) {
+        if args.devices.iter().any(|d| d.kind.is_some_and(|k| std::ptr::eq(k, kind))) {
             cfg.devices.push(machine::DeviceSpec::Named(kind));
         }
     }
+    // Option ROMs (`romfile=`), attached once every device is there: (devfn, file, what).
+    let mut roms: Vec<(u8, PathBuf, String)> = args
+        .devices
+        .iter()
+        .filter_map(|d| Some((pci_devfn(&d.name)?, d.romfile.clone()?, format!("option ROM of {}", d.name))))
+        .collect();
     if let Some(bp) = &bios_path {
-        let vga = args.vgabios.clone().unwrap_or_else(|| bp.with_file_name("vgabios-stdvga.bin"));
-        let rom = match std::fs::read(&vga) {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("ferrite: cannot read the VGA BIOS {}: {e}", vga.display());
-                return Err(ExitCode::from(2));
-            }
-        };
-        let mut b = machine::BiosConfig {
-            files: vec![(machine::VGA_ROM_FILE.to_string(), rom)],
-            log: sink(args.bios_log.unwrap_or(Output::None)),
-            ..Default::default()
-        };
+        // The VGA BIOS sits behind the VGA's ROM BAR, where SeaBIOS finds it scanning PCI, as with
+        // QEMU; `--device vga,romfile=` replaces it.
+        if !roms.iter().any(|(devfn, _, _)| *devfn == machine::VGA_DEVFN) {
+            let vga = args.vgabios.clone().unwrap_or_else(|| bp.with_file_name("vgabios-stdvga.bin"));
+            roms.push((machine::VGA_DEVFN, vga, "VGA BIOS".into()));
+        }
+        let mut b =
+            machine::BiosConfig { log: sink(args.bios_log.unwrap_or(Output::None)), ..Default::default() };
         if let Some(order) = args.boot {
             b.boot_order = order;
         } else if args.cdrom.is_some() && args.hda.is_none() {
             b.boot_order = [3, 2, 1];
         }
         cfg.bios = Some(b);
-        cfg.devices.push(machine::DeviceSpec::named("vga").expect("the VGA is in the device table"));
+        if !named("vga") {
+            cfg.devices.push(machine::DeviceSpec::named("vga").expect("the VGA is in the device table"));
+        }
     }
     cfg.ide = Some(controllers.ide);
+    let have_ahci = controllers.ahci.is_some();
     if let Some(ahci) = controllers.ahci {
         cfg.devices
             .push(machine::DeviceSpec::Pci { devfn: storage::config::AHCI_DEVFN, function: Box::new(ahci) });
+    }
+    if named("ahci") && !have_ahci {
+        eprintln!("ferrite: --device ahci,romfile=: there is no AHCI controller (give a --disk ...,if=ahci)");
+        return Err(ExitCode::from(2));
+    }
+    for (devfn, path, what) in roms {
+        // An empty file name (`romfile=`) leaves the function without a ROM.
+        if path.as_os_str().is_empty() {
+            continue;
+        }
+        match std::fs::read(&path) {
+            Ok(image) => {
+                images.push((format!("{what} {}", path.display()), machine::record::content_hash(&image)));
+                cfg.devices.push(machine::DeviceSpec::OptionRom { devfn, image });
+            }
+            Err(e) => {
+                eprintln!("ferrite: cannot read the {what} {}: {e}", path.display());
+                return Err(ExitCode::from(2));
+            }
+        }
     }
     cfg.accel = opts.accel.unwrap_or_else(|| choose_accel(args.accel));
     cfg.jit_threshold = args.jit_threshold;

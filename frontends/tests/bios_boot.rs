@@ -3,7 +3,9 @@
 //! interpreter and the JIT; the boot sector prints through INT 10h, and the test reads the text cells
 //! back through the guest-visible VGA text buffer at 0xB8000 and checks characters, attributes and
 //! where they are. The screen at a fixed instruction count must render to the same bytes under both
-//! engines, and the CLI's `--screenshot FILE@COUNT` must write the same PNG in two runs.
+//! engines, and the CLI's `--screenshot FILE@COUNT` must write the same PNG in two runs. The VGA BIOS
+//! reaches SeaBIOS through the VGA's ROM BAR (as from the CLI), except in the 60-second wait test, which
+//! hands it over as the fw_cfg file `pci1234,1111.rom`.
 
 use cpu::CpuBus;
 use machine::{Accel, BiosConfig, Machine, MachineConfig, RunOutcome};
@@ -107,12 +109,11 @@ fn machine_with(
 ) -> Machine {
     let mut cfg = MachineConfig::new(64 << 20, bios.to_vec());
     cfg.accel = accel;
-    cfg.bios = Some(BiosConfig {
-        files: vec![(machine::VGA_ROM_FILE.to_string(), vgabios.to_vec())],
-        boot_order: order,
-        ..Default::default()
-    });
+    cfg.bios = Some(BiosConfig { boot_order: order, ..Default::default() });
+    // The VGA BIOS behind the VGA's ROM BAR, as the CLI puts it (SeaBIOS finds it scanning PCI; the
+    // 60-second wait test below hands it over as an fw_cfg file instead).
     cfg.devices.push(machine::DeviceSpec::named("vga").unwrap());
+    cfg.devices.push(machine::DeviceSpec::OptionRom { devfn: machine::VGA_DEVFN, image: vgabios.to_vec() });
     let disks = storage::config::build(specs).unwrap();
     cfg.ide = Some(disks.ide);
     if let Some(ahci) = disks.ahci {

@@ -117,6 +117,14 @@ impl Access<'_> {
 
     /// Carries the access out on a PCI function's BAR `window` (ports and MMIO alike).
     fn on_bar(self, f: &mut dyn PciFunction, window: u8, ctx: &mut DeviceCtx<'_>) {
+        if window == chipset::pci::ROM_WINDOW {
+            // The expansion ROM, the same for every function: reads from its image, writes dropped.
+            match self {
+                Access::MmioRead(off, data) => f.config().rom_read(off, data),
+                other => other.open_bus(),
+            }
+            return;
+        }
         match self {
             Access::PioRead(off, data) => f.bar_read(ctx, window, u64::from(off), data),
             Access::MmioRead(off, data) => f.bar_read(ctx, window, off, data),
@@ -377,7 +385,10 @@ impl Board {
     /// guest memory when it has one waiting, sends message-signalled interrupts, and may ask for
     /// [`PciFunction::advance`] at a deadline; the board services it after every access and event.
     pub fn add_pci_device(&mut self, devfn: u8, f: Box<dyn PciFunction>) {
-        let bars: Vec<u8> = (0..6u8).filter(|i| f.config().bar(usize::from(*i)).is_some()).collect();
+        let mut bars: Vec<u8> = (0..6u8).filter(|i| f.config().bar(usize::from(*i)).is_some()).collect();
+        if f.config().rom().is_some() {
+            bars.push(chipset::pci::ROM_WINDOW);
+        }
         self.pci.add(devfn, f);
         self.register_pci_function(devfn);
         self.pci_windows.retain(|(d, _, _)| *d != devfn);
@@ -390,6 +401,32 @@ impl Board {
         }
         self.service_pci_devices();
         self.devices_changed();
+    }
+
+    /// Gives the PCI function at `devfn` the expansion ROM `image` behind its ROM BAR (QEMU's
+    /// `romfile=`), or takes its ROM away for an empty `image`; the board serves the ROM's window
+    /// itself. An error if there is no function at `devfn` or the image is too large.
+    pub fn set_pci_rom(&mut self, devfn: u8, image: Vec<u8>) -> Result<(), String> {
+        let len = image.len();
+        let rom = chipset::pci::ExpansionRom::new(image);
+        if rom.is_none() && len != 0 {
+            return Err(format!(
+                "an option ROM of {len} bytes is larger than the {} MiB a function takes",
+                chipset::pci::MAX_ROM_SIZE >> 20
+            ));
+        }
+        let f = self.pci.function_mut(devfn).ok_or_else(|| {
+            format!("no PCI function at {:02x}.{} for the option ROM", devfn >> 3, devfn & 7)
+        })?;
+        let window = chipset::pci::ROM_WINDOW;
+        for change in f.config_mut().set_rom(rom) {
+            self.apply_pci_event(PciBarEvent { devfn, change });
+        }
+        if !self.pci_windows.iter().any(|(d, w, _)| *d == devfn && *w == window) {
+            let id = self.register(Slot::PciWindow { devfn, window });
+            self.pci_windows.push((devfn, window, id));
+        }
+        Ok(())
     }
 
     /// Gives the PCI function at `devfn` its registry entry (once per devfn), through which the board

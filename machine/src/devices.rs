@@ -56,8 +56,10 @@ pub const DEVICES: &[DeviceKind] = &[
 /// Where the standard VGA goes: 00:03.0 (QEMU puts it at 00:02.0, which `--device edu` takes here).
 pub const VGA_DEVFN: u8 = 3 << 3;
 
-/// The fw_cfg file SeaBIOS loads the VGA's option ROM from (`pci<vendor>,<device>.rom`; it reads a
-/// file of that name before it looks at the function's ROM BAR).
+/// An fw_cfg file SeaBIOS loads the VGA's option ROM from (`pci<vendor>,<device>.rom`; it reads a
+/// file of that name before it looks at the function's ROM BAR). The CLI puts the VGA BIOS behind the
+/// VGA's ROM BAR instead ([`DeviceSpec::OptionRom`]), as QEMU does; this name still works for
+/// programs that hand the BIOS its files.
 pub const VGA_ROM_FILE: &str = "pci1234,1111.rom";
 
 /// Registers the standard VGA ([`chipset::vga::Vga`]) at [`VGA_DEVFN`] and maps its fixed windows.
@@ -101,6 +103,15 @@ pub enum DeviceSpec {
         /// The function.
         function: Box<dyn PciFunction>,
     },
+    /// An expansion ROM for the PCI function at `devfn`, added earlier in the list or one of the
+    /// board's own (QEMU's `romfile=`): the function's ROM BAR then decodes `image`, which a BIOS finds
+    /// by scanning PCI ([`Board::set_pci_rom`]). An empty `image` takes the function's ROM away.
+    OptionRom {
+        /// Device << 3 | function.
+        devfn: u8,
+        /// The ROM's contents.
+        image: Vec<u8>,
+    },
     /// A port and/or MMIO device.
     Isa {
         /// The device.
@@ -117,6 +128,9 @@ impl std::fmt::Debug for DeviceSpec {
         match self {
             DeviceSpec::Named(k) => write!(f, "Named({})", k.name),
             DeviceSpec::Pci { devfn, function } => write!(f, "Pci({devfn:#x}, {})", function.name()),
+            DeviceSpec::OptionRom { devfn, image } => {
+                write!(f, "OptionRom({devfn:#x}, {} bytes)", image.len())
+            }
             DeviceSpec::Isa { device, .. } => write!(f, "Isa({})", device.name()),
         }
     }
@@ -146,6 +160,9 @@ impl DeviceSpec {
                 }
                 board.add_pci_device(devfn, function);
                 Ok(())
+            }
+            DeviceSpec::OptionRom { devfn, image } => {
+                board.set_pci_rom(devfn, image).map_err(MachineError::Device)
             }
             DeviceSpec::Isa { device, ports, mmio } => {
                 let name = device.name().to_string();

@@ -72,6 +72,52 @@ pub(crate) fn window_base(kind: BarKind, base: u64, size: u64, enabled: bool) ->
     (enabled && base != 0 && base.checked_add(size).is_some_and(|e| e <= limit)).then_some(base)
 }
 
+/// Largest expansion ROM a function takes (the ROM BAR could decode up to 2 GiB; no real option ROM
+/// comes near this).
+pub const MAX_ROM_SIZE: u64 = 16 << 20;
+
+/// Smallest window the ROM BAR decodes: its address field starts at bit 11 (PCI 3.0, 6.2.5.2).
+pub const MIN_ROM_SIZE: u64 = 2 << 10;
+
+/// Expansion ROM BAR bit 0: address decode enable.
+pub const ROM_ENABLE: u32 = 1;
+
+/// The contents of a function's expansion ROM: host data (like a BIOS image), not guest state, so it is
+/// shared between copies and left out of snapshots.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ExpansionRom {
+    image: std::sync::Arc<[u8]>,
+    size: u64,
+}
+
+impl std::fmt::Debug for ExpansionRom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ExpansionRom({} bytes in a {:#x}-byte window)", self.image.len(), self.size)
+    }
+}
+
+impl ExpansionRom {
+    /// The window for `image`: its length rounded up to a power of two, at least [`MIN_ROM_SIZE`].
+    /// `None` for an empty image (no ROM) or one larger than [`MAX_ROM_SIZE`].
+    pub fn new(image: Vec<u8>) -> Option<ExpansionRom> {
+        let len = image.len() as u64;
+        if len == 0 || len > MAX_ROM_SIZE {
+            return None;
+        }
+        Some(ExpansionRom { size: len.next_power_of_two().max(MIN_ROM_SIZE), image: image.into() })
+    }
+
+    /// The size of the window the ROM BAR decodes (a power of two).
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The image.
+    pub fn image(&self) -> &[u8] {
+        &self.image
+    }
+}
+
 /// A function's 256-byte configuration space.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigSpace {
@@ -85,6 +131,10 @@ pub struct ConfigSpace {
     bars: [Option<BarDef>; 6],
     /// Base each BAR is decoded at now.
     mapped: [Option<u64>; 6],
+    /// The expansion ROM behind the ROM BAR (offset 0x30), if the function has one.
+    rom: Option<ExpansionRom>,
+    /// Base the expansion ROM is decoded at now.
+    rom_mapped: Option<u64>,
     /// Next free byte for a capability.
     next_cap: usize,
     /// Offset of the last capability added (its next pointer is at +1).
@@ -104,6 +154,8 @@ impl ConfigSpace {
             initial: [0; 256],
             bars: [None; 6],
             mapped: [None; 6],
+            rom: None,
+            rom_mapped: None,
             next_cap: 0x40,
             last_cap: None,
         };
@@ -234,6 +286,54 @@ impl ConfigSpace {
         window_base(def.kind, self.bar_address(index)?, def.size, en)
     }
 
+    /// Gives the function an expansion ROM (`Some`), or takes it away (`None`), as QEMU's `romfile=`
+    /// does (an empty file name: no ROM). With a ROM, the ROM BAR at 0x30 sizes like a 32-bit memory BAR
+    /// (bits 31:11 hold the address, those below the ROM's size read as zero) and bit 0 enables decode;
+    /// without one the register is read-only zero, which tells software there is no ROM. Device side;
+    /// returns the windows that moved (the ROM's, if it was decoded).
+    pub fn set_rom(&mut self, rom: Option<ExpansionRom>) -> Vec<BarChange> {
+        let mask = match &rom {
+            Some(r) => (!(r.size as u32 - 1) & 0xFFFF_F800) | ROM_ENABLE,
+            None => 0,
+        };
+        self.rom = rom;
+        self.wmask[reg::ROM_ADDRESS..reg::ROM_ADDRESS + 4].copy_from_slice(&mask.to_le_bytes());
+        self.set_u32(reg::ROM_ADDRESS, 0);
+        self.update_windows()
+    }
+
+    /// The expansion ROM, if the function has one.
+    pub fn rom(&self) -> Option<&ExpansionRom> {
+        self.rom.as_ref()
+    }
+
+    /// Where the expansion ROM is decoded now, if anywhere: the function has a ROM, the ROM BAR's enable
+    /// bit and the command register's memory space enable are both set (PCI 3.0, 6.2.5.2), and the
+    /// address is not zero.
+    pub fn rom_window(&self) -> Option<u64> {
+        let rom = self.rom.as_ref()?;
+        let bar = self.u32(reg::ROM_ADDRESS);
+        let en = bar & ROM_ENABLE != 0 && self.u16(reg::COMMAND) & CMD_MEM != 0;
+        window_base(BarKind::Mem32, u64::from(bar & 0xFFFF_F800), rom.size, en)
+    }
+
+    /// A read of `data.len()` bytes at offset `off` of the ROM window: the image, zeros after its end
+    /// (the window is a power of two), all ones outside the window or without a ROM.
+    pub fn rom_read(&self, off: u64, data: &mut [u8]) {
+        let Some(rom) = &self.rom else {
+            data.fill(0xFF);
+            return;
+        };
+        for (i, b) in data.iter_mut().enumerate() {
+            let o = off.saturating_add(i as u64);
+            *b = if o >= rom.size {
+                0xFF
+            } else {
+                usize::try_from(o).ok().and_then(|o| rom.image.get(o)).copied().unwrap_or(0)
+            };
+        }
+    }
+
     /// Adds a capability with `id` and `body` (the bytes after ID and next pointer), `wmask` giving
     /// the writable bits of the body (same length or shorter). Returns its offset, or None if the
     /// space is full.
@@ -332,6 +432,28 @@ impl ConfigSpace {
                 });
                 self.mapped[i] = new;
             }
+        }
+        if let Some(rom) = &self.rom {
+            let new = self.rom_window();
+            if new != self.rom_mapped {
+                out.push(BarChange {
+                    window: ROM_WINDOW,
+                    kind: BarKind::Mem32,
+                    size: rom.size,
+                    old: self.rom_mapped,
+                    new,
+                });
+                self.rom_mapped = new;
+            }
+        } else if let Some(old) = self.rom_mapped.take() {
+            // The ROM went away while it was decoded: its window goes too.
+            out.push(BarChange {
+                window: ROM_WINDOW,
+                kind: BarKind::Mem32,
+                size: 0,
+                old: Some(old),
+                new: None,
+            });
         }
         out
     }

@@ -27,6 +27,12 @@
 //! address space (64 KiB of ports, 4 GiB for 32-bit memory BARs, 2^52 for 64-bit ones). Window indices
 //! 0-5 are the BARs; functions number chipset windows from [`FIRST_CHIPSET_WINDOW`] on.
 //!
+//! A function may also have an expansion ROM ([`ConfigSpace::set_rom`]; QEMU's `romfile=`): the ROM BAR
+//! at 0x30 sizes like a memory BAR (bits 31:11), its bit 0 enables decode, and the ROM is decoded only
+//! while that bit and the command register's memory enable are both set (PCI 3.0, 6.2.5.2). Its window
+//! is [`ROM_WINDOW`]; reads return the image (zeros up to the power-of-two window), writes are dropped.
+//! Without a ROM the register reads as zero and ignores writes, so software sees no ROM.
+//!
 //! # Interrupt routing
 //!
 //! A PCI device drives INTx through GSI `16 + pirq` on `ctx.irq`, where `pirq` is given by
@@ -42,6 +48,10 @@ use crate::{le_value, put_le};
 
 /// Window index of the first chipset-specific window (after the six BARs).
 pub const FIRST_CHIPSET_WINDOW: u8 = 6;
+
+/// Window index of the expansion ROM (the ROM BAR at 0x30), apart from the BARs and chipset windows. The
+/// board serves it from [`ConfigSpace::rom_read`] for every function, so devices need no code for it.
+pub const ROM_WINDOW: u8 = 0x30;
 
 /// Standard register offsets.
 pub mod reg {
@@ -61,6 +71,8 @@ pub mod reg {
     pub const HEADER_TYPE: usize = 0x0E;
     /// BAR 0.
     pub const BAR0: usize = 0x10;
+    /// Expansion ROM base address (type-0 header).
+    pub const ROM_ADDRESS: usize = 0x30;
     /// Capabilities pointer.
     pub const CAP_PTR: usize = 0x34;
     /// Interrupt line.

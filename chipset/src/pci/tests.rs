@@ -254,3 +254,149 @@ fn snapshot_restore_and_hostile_input() {
     assert!(fresh.take_events().iter().any(|e| e.change.new == Some(0xC000)), "restore re-maps windows");
     hammer(&mut p, &[0, 4, 5, 6, 7], false, 3);
 }
+
+/// A bus with one test function at 00:03.0 with a 4 KiB memory BAR0 and, if `rom` is given, that
+/// expansion ROM.
+fn rom_bus(rom: Option<Vec<u8>>) -> PciBus {
+    let mut cfg = ConfigSpace::new(0x1234, 0x5678, 0xFF_00_00, 0, 0);
+    cfg.add_bar(0, BarDef { kind: BarKind::Mem32, size: 0x1000, prefetchable: false });
+    assert!(cfg.set_rom(rom.and_then(ExpansionRom::new)).is_empty());
+    let mut p = PciBus::new();
+    p.add(0x18, Box::new(TestDev { cfg }));
+    p
+}
+
+/// The ROM's changes among `ev`.
+fn rom_changes(ev: Vec<PciBarEvent>) -> Vec<(Option<u64>, Option<u64>)> {
+    ev.iter().filter(|e| e.change.window == ROM_WINDOW).map(|e| (e.change.old, e.change.new)).collect()
+}
+
+#[test]
+fn rom_bar_sizes_like_a_memory_bar_with_an_enable_bit() {
+    let mut b = Bus::new();
+    // 5000 bytes: an 8 KiB window.
+    let mut p = rom_bus(Some(vec![0x55; 5000]));
+    assert_eq!(rd(&mut b, &mut p, 0x18, 0x30, 4), 0, "unassigned, disabled");
+    wr(&mut b, &mut p, 0x18, 0x30, 4, 0xFFFF_FFFF);
+    assert_eq!(rd(&mut b, &mut p, 0x18, 0x30, 4), 0xFFFF_E001, "8 KiB; bits 10:1 reserved zero; enable");
+    // SeaBIOS's probe writes all ones but the enable bit.
+    wr(&mut b, &mut p, 0x18, 0x30, 4, !ROM_ENABLE);
+    assert_eq!(rd(&mut b, &mut p, 0x18, 0x30, 4), 0xFFFF_E000);
+    // Tiny ROMs still take the 2 KiB the register's address field implies.
+    let mut small = rom_bus(Some(vec![1; 3]));
+    wr(&mut b, &mut small, 0x18, 0x30, 4, 0xFFFF_FFFF);
+    assert_eq!(rd(&mut b, &mut small, 0x18, 0x30, 4), 0xFFFF_F801);
+    assert_eq!(small.function(0x18).unwrap().config().rom().unwrap().size(), 0x800);
+    // Byte writes reach the register too.
+    wr(&mut b, &mut small, 0x18, 0x33, 1, 0x12);
+    assert_eq!(rd(&mut b, &mut small, 0x18, 0x30, 4), 0x12FF_F801);
+}
+
+#[test]
+fn without_a_rom_the_rom_bar_reads_zero_and_ignores_writes() {
+    let mut b = Bus::new();
+    for rom in [None, Some(Vec::new())] {
+        let empty = rom.is_some();
+        let mut p = rom_bus(rom);
+        wr(&mut b, &mut p, 0x18, 0x30, 4, 0xFFFF_FFFF);
+        assert_eq!(rd(&mut b, &mut p, 0x18, 0x30, 4), 0, "no ROM (empty image: {empty})");
+        wr(&mut b, &mut p, 0x18, 0x04, 2, u32::from(CMD_MEM));
+        assert!(rom_changes(p.take_events()).is_empty());
+    }
+    assert!(ExpansionRom::new(vec![0; MAX_ROM_SIZE as usize + 1]).is_none(), "too large");
+}
+
+#[test]
+fn rom_decodes_only_while_enabled_with_memory_space_on() {
+    let mut b = Bus::new();
+    let mut image = vec![0u8; 0x1800];
+    image[0] = 0x55;
+    image[1] = 0xAA;
+    image[0x17FF] = 0x42;
+    let mut p = rom_bus(Some(image));
+    // An address with the enable bit clear: not decoded, memory enable or not.
+    wr(&mut b, &mut p, 0x18, 0x30, 4, 0xFEB0_0000);
+    wr(&mut b, &mut p, 0x18, 0x04, 2, u32::from(CMD_MEM));
+    assert!(rom_changes(p.take_events()).is_empty());
+    assert_eq!(p.function(0x18).unwrap().config().rom_window(), None);
+    // Enable: decoded at the address.
+    wr(&mut b, &mut p, 0x18, 0x30, 4, 0xFEB0_0001);
+    assert_eq!(rom_changes(p.take_events()), [(None, Some(0xFEB0_0000))]);
+    let ev_size = {
+        wr(&mut b, &mut p, 0x18, 0x04, 2, 0);
+        let ev = p.take_events();
+        let rom: Vec<_> = ev.iter().filter(|e| e.change.window == ROM_WINDOW).collect();
+        assert_eq!((rom[0].change.old, rom[0].change.new), (Some(0xFEB0_0000), None), "memory space off");
+        (rom[0].change.kind, rom[0].change.size)
+    };
+    assert_eq!(ev_size, (BarKind::Mem32, 0x2000));
+    wr(&mut b, &mut p, 0x18, 0x04, 2, u32::from(CMD_MEM));
+    assert_eq!(rom_changes(p.take_events()), [(None, Some(0xFEB0_0000))]);
+    // The contents: the image, zeros to the end of the window, nothing beyond it.
+    let cfg = p.function(0x18).unwrap().config();
+    let mut d = [0u8; 4];
+    cfg.rom_read(0, &mut d);
+    assert_eq!(d, [0x55, 0xAA, 0, 0]);
+    cfg.rom_read(0x17FE, &mut d);
+    assert_eq!(d, [0, 0x42, 0, 0]);
+    cfg.rom_read(0x1FFE, &mut d);
+    assert_eq!(d, [0, 0, 0xFF, 0xFF]);
+    cfg.rom_read(u64::MAX, &mut d);
+    assert_eq!(d, [0xFF; 4]);
+    // Disabling the ROM alone unmaps it; address zero is not decoded.
+    wr(&mut b, &mut p, 0x18, 0x30, 1, 0);
+    assert_eq!(rom_changes(p.take_events()), [(Some(0xFEB0_0000), None)]);
+    wr(&mut b, &mut p, 0x18, 0x30, 4, 1);
+    assert!(rom_changes(p.take_events()).is_empty(), "base 0");
+    // A window running past 4 GiB cannot be, so is not decoded (the address is aligned to the size,
+    // so only a ROM at the very top comes close: FFFFE000 + 8 KiB ends exactly at 4 GiB and is fine).
+    wr(&mut b, &mut p, 0x18, 0x30, 4, 0xFFFF_E001);
+    assert_eq!(rom_changes(p.take_events()), [(None, Some(0xFFFF_E000))]);
+}
+
+#[test]
+fn rom_relocates_and_reset_unmaps_it() {
+    let mut b = Bus::new();
+    let mut p = rom_bus(Some(vec![0xAB; 0x800]));
+    wr(&mut b, &mut p, 0x18, 0x04, 2, u32::from(CMD_MEM));
+    wr(&mut b, &mut p, 0x18, 0x30, 4, 0xE000_0001);
+    assert_eq!(rom_changes(p.take_events()), [(None, Some(0xE000_0000))]);
+    // Low address bits below the size are read-only zeros.
+    wr(&mut b, &mut p, 0x18, 0x30, 4, 0xE010_07FF);
+    assert_eq!(rd(&mut b, &mut p, 0x18, 0x30, 4), 0xE010_0001);
+    assert_eq!(rom_changes(p.take_events()), [(Some(0xE000_0000), Some(0xE010_0000))]);
+    // Moving the BARs leaves the ROM alone.
+    wr(&mut b, &mut p, 0x18, 0x10, 4, 0xE020_0000);
+    assert!(rom_changes(p.take_events()).is_empty());
+    p.reset();
+    assert_eq!(rom_changes(p.take_events()), [(Some(0xE010_0000), None)]);
+    assert_eq!(rd(&mut b, &mut p, 0x18, 0x30, 4), 0);
+    // Taking the ROM away while it is decoded unmaps it too.
+    wr(&mut b, &mut p, 0x18, 0x04, 2, u32::from(CMD_MEM));
+    wr(&mut b, &mut p, 0x18, 0x30, 4, 0xE000_0001);
+    p.take_events();
+    let ch = p.function_mut(0x18).unwrap().config_mut().set_rom(None);
+    assert_eq!(
+        ch.iter().map(|c| (c.window, c.old, c.new)).collect::<Vec<_>>(),
+        [(ROM_WINDOW, Some(0xE000_0000), None)]
+    );
+    assert_eq!(rd(&mut b, &mut p, 0x18, 0x30, 4), 0);
+}
+
+#[test]
+fn rom_bar_snapshot_restores_the_mapping() {
+    let mut b = Bus::new();
+    let mut p = rom_bus(Some(vec![0xCD; 0x900]));
+    wr(&mut b, &mut p, 0x18, 0x04, 2, u32::from(CMD_MEM));
+    wr(&mut b, &mut p, 0x18, 0x30, 4, 0xE000_1001);
+    p.take_events();
+    let mut fresh = rom_bus(Some(vec![0xCD; 0x900]));
+    roundtrip(&p, &mut fresh);
+    assert_eq!(rd(&mut b, &mut fresh, 0x18, 0x30, 4), 0xE000_1001);
+    assert_eq!(rom_changes(fresh.take_events()), [(None, Some(0xE000_1000))], "restore re-maps the ROM");
+    // Restoring the power-on state unmaps it again.
+    let off = rom_bus(Some(vec![0xCD; 0x900]));
+    roundtrip(&off, &mut fresh);
+    assert_eq!(rom_changes(fresh.take_events()), [(Some(0xE000_1000), None)]);
+    hammer(&mut p, &[0, 4, 5, 6, 7], false, 3);
+}
