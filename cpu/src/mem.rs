@@ -18,8 +18,8 @@ pub const TLB_SIZE: usize = 1024;
 /// Entries in each TLB array: two ways of [`TLB_SIZE`] slots. Way 0 of slot `i` is entry `i`, way 1
 /// is entry `i + TLB_SIZE`. A fill goes to way 0 and moves what was there to way 1, so two hot pages
 /// that share a slot both stay (Linux's system call entry code and `do_syscall_64` did not, in one
-/// boot's layout, whatever the index function). The JIT's inline probe reads way 0 only; a hit in way 1
-/// costs a slow-path lookup, not a page walk. Entries never move on a hit, only on a fill.
+/// boot's layout, whatever the index function). The JIT's inline probe reads way 0, then way 1 (out
+/// of line). Entries never move on a hit, only on a fill.
 pub const TLB_ENTRIES: usize = 2 * TLB_SIZE;
 
 /// The shift that folds higher page-number bits into [`tlb_index`]: log2 of [`TLB_SIZE`].

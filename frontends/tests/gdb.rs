@@ -256,7 +256,7 @@ fn malformed_and_oversized_packets_close_the_connection() {
     ] {
         let sock = dir.join(format!("{what}.sock"));
         let child = spawn(&rom, &sock, &[]);
-        let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+        let mut s = connect_unix(&sock);
         s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         // The stub may close the socket before all of it is written.
         let _ = s.write_all(&packet);
@@ -320,7 +320,7 @@ fn hostile_packets_close_the_connection_and_the_guest_runs_on() {
     ] {
         let sock = dir.join("hostile.sock");
         let child = spawn(&rom, &sock, &[]);
-        let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+        let mut s = connect_unix(&sock);
         s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
         // Binary data 0x7d 0x23 0x61 ("}#a"), escaped as `}]` `}\x03` `a`.
         s.write_all(&packet(b"X700,3:}]}\x03a")).unwrap();
@@ -440,8 +440,24 @@ fn gdb_on_linux() {
 
 /// Sends monitor command lines over a Unix socket, one at a time, and returns each reply (the text
 /// up to the next prompt).
+/// Connects to a Unix socket Ferrite serves. The socket file exists from bind(), a moment before
+/// listen(): a connection refused in between is retried (it failed once under load).
+fn connect_unix(sock: &Path) -> std::os::unix::net::UnixStream {
+    let mut tries = 0;
+    loop {
+        match std::os::unix::net::UnixStream::connect(sock) {
+            Ok(s) => return s,
+            Err(_) if tries < 500 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("connect to {}: {e}", sock.display()),
+        }
+    }
+}
+
 fn monitor(sock: &Path, lines: &[&str]) -> Vec<String> {
-    let mut s = std::os::unix::net::UnixStream::connect(sock).expect("connect to the monitor");
+    let mut s = connect_unix(sock);
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     let prompt = "(ferrite) ";
     let read_reply = |s: &mut std::os::unix::net::UnixStream| {

@@ -3,7 +3,8 @@
 //! pass the i8042's translation to set 1, SeaBIOS's IRQ 1 handler and INT 16h, and the boot sector
 //! echoes them through INT 10h. The screen must show them, and a replay of the recorded inputs on a
 //! second machine must reach the same screen and the same machine state at the same instruction count
-//! (the inputs are stamped, so the run is deterministic).
+//! (the inputs are stamped, so the run is deterministic), whether the replay runs in the live run's
+//! slices, in one run or in odd-sized slices, under the JIT or the interpreter.
 
 use machine::input::{GuestInput, StampedInput};
 
@@ -27,8 +28,18 @@ fn seabios() -> Result<(PathBuf, PathBuf), String> {
 }
 
 fn machine(bios: &[u8], vgabios: &[u8], disk: &PathBuf, con: Arc<Mutex<Vec<u8>>>) -> Machine {
+    machine_with(bios, vgabios, disk, con, Accel::Jit)
+}
+
+fn machine_with(
+    bios: &[u8],
+    vgabios: &[u8],
+    disk: &PathBuf,
+    con: Arc<Mutex<Vec<u8>>>,
+    accel: Accel,
+) -> Machine {
     let mut cfg = MachineConfig::new(64 << 20, bios.to_vec());
-    cfg.accel = Accel::Jit;
+    cfg.accel = accel;
     cfg.bios = Some(BiosConfig {
         files: vec![(machine::VGA_ROM_FILE.to_string(), vgabios.to_vec())],
         boot_order: [2, 3, 1],
@@ -122,27 +133,38 @@ fn keys_reach_int_16h_and_replay_exactly() {
     // The disk image is locked while a machine has it open.
     drop(m);
 
-    // The replay: the same inputs at the same slots give the same machine.
+    // The replay: the same inputs at the same slots give the same machine, whatever the slices the
+    // run is cut into (the live run's, one run, short odd slices) and under either engine.
     let inputs = log.lock().unwrap().clone();
     assert_eq!(inputs.iter().filter(|s| matches!(s.input, GuestInput::Keyboard(_))).count(), TYPED.len());
-    let con2 = Arc::new(Mutex::new(Vec::new()));
-    let mut r = machine(&bios, &vgabios, &disk, con2.clone());
-    r.replay_inputs(inputs);
-    for stop in stops {
-        match r.run(Some(stop)) {
-            RunOutcome::InstructionLimit => {}
-            other => panic!("the replay stopped: {other:?}"),
+    let odd =
+        |len: u64| (1..).map(move |i| i * len).take_while(|&s| s < end).chain([end]).collect::<Vec<_>>();
+    let runs: [(&str, Accel, Vec<u64>); 4] = [
+        ("the live run's slices, jit", Accel::Jit, stops),
+        ("one run, jit", Accel::Jit, vec![end]),
+        ("slices of 1,000,003, jit", Accel::Jit, odd(1_000_003)),
+        ("one run, interp", Accel::Interp, vec![end]),
+    ];
+    for (what, accel, slices) in runs {
+        let con2 = Arc::new(Mutex::new(Vec::new()));
+        let mut r = machine_with(&bios, &vgabios, &disk, con2.clone(), accel);
+        r.replay_inputs(inputs.clone());
+        for stop in slices {
+            match r.run(Some(stop)) {
+                RunOutcome::InstructionLimit => {}
+                other => panic!("{what}: the replay stopped: {other:?}"),
+            }
         }
+        assert_eq!(r.cpu.icount, end, "{what}");
+        assert_eq!(*con2.lock().unwrap(), *con.lock().unwrap(), "{what}: debug console");
+        assert!(r.vga().unwrap().render() == frame, "{what}: the replayed screen differs");
+        let rparts = machine::record::state_hashes(&r);
+        assert_eq!(
+            (rparts.cpu, rparts.machine, rparts.ram),
+            (parts.cpu, parts.machine, parts.ram),
+            "{what}: CPU, devices, RAM"
+        );
+        assert_eq!(r.state_hash(), hash, "{what}: the replayed machine differs");
     }
-    assert_eq!(r.cpu.icount, end);
-    assert_eq!(*con2.lock().unwrap(), *con.lock().unwrap(), "debug console");
-    assert!(r.vga().unwrap().render() == frame, "the replayed screen differs");
-    let rparts = machine::record::state_hashes(&r);
-    assert_eq!(
-        (rparts.cpu, rparts.machine, rparts.ram),
-        (parts.cpu, parts.machine, parts.ram),
-        "CPU, devices, RAM"
-    );
-    assert_eq!(r.state_hash(), hash, "the replayed machine differs");
     let _ = std::fs::remove_dir_all(dir);
 }

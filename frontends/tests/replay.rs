@@ -6,7 +6,8 @@
 //! same console, count and final hash, also from a snapshot taken mid-run. A bounded Linux boot runs
 //! in lockstep without a difference, and so does every test ROM, whose plain runs under each engine
 //! end with the lockstep run's count and hash; a lockstep run is recorded and replays; the stdin
-//! monitor escape keeps the monitor's keys out of the guest and out of the recording.
+//! monitor escape keeps the monitor's keys out of the guest and out of the recording. A Linux boot
+//! prefix replays to the same state however the replay's runs are sliced.
 
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
@@ -524,5 +525,97 @@ fn a_bounded_linux_boot_gives_the_same_count_and_hash_twice_under_each_engine() 
     }
     for s in &seen[1..] {
         assert_eq!((&s.1, &s.2), (&seen[0].1, &seen[0].2), "{} differs from the first interp run", s.0);
+    }
+}
+
+/// Where a replay's runs end: given the count, the length of the next run.
+type Cut<'a> = &'a dyn Fn(u64) -> u64;
+
+/// What a bounded Linux run ends in: the console, the count, the state hash and its parts.
+type LinuxEnd = (Vec<u8>, u64, u64, machine::record::StateHashes);
+
+/// A direct Linux boot under `accel` whose console output goes to the returned buffer.
+fn linux_machine(accel: machine::Accel) -> (machine::Machine, std::sync::Arc<std::sync::Mutex<Vec<u8>>>) {
+    let (kernel, initrd) = linux_images();
+    let con = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let c2 = con.clone();
+    let mut cfg = machine::MachineConfig::new(256 << 20, Vec::new());
+    cfg.accel = accel;
+    cfg.com1 = Box::new(move |b| c2.lock().unwrap().push(b));
+    cfg.linux = Some(machine::LinuxBoot {
+        kernel: std::fs::read(kernel).unwrap(),
+        initrd: Some(std::fs::read(initrd).unwrap()),
+        cmdline: CMDLINE.into(),
+        ..Default::default()
+    });
+    (machine::Machine::new(cfg).unwrap(), con)
+}
+
+fn linux_end(m: &machine::Machine, con: &std::sync::Arc<std::sync::Mutex<Vec<u8>>>) -> LinuxEnd {
+    (con.lock().unwrap().clone(), m.cpu.icount, m.state_hash(), machine::record::state_hashes(m))
+}
+
+/// Replay must not depend on how the run is sliced: a Linux boot prefix run live in irregular slices
+/// (the live run slices by host events), with console bytes sent before some of them (so they are
+/// stamped at slice starts, not at input points), is replayed from its recorded inputs in one run and in
+/// short odd slices (and, for a stretch, slices of a few instructions) under the JIT, and in one run
+/// under the interpreter: the console, the count and every part of the state hash are the live run's.
+#[test]
+fn a_linux_boot_prefix_replays_alike_however_its_runs_are_sliced() {
+    use machine::{Accel, HostEvent, RunOutcome};
+    const END: u64 = 300_000_000;
+    let (mut m, con) = linux_machine(Accel::Jit);
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let l2 = log.clone();
+    m.record_inputs(Box::new(move |s| l2.lock().unwrap().push(s.clone())));
+    let (tx, rx) = std::sync::mpsc::channel();
+    m.attach_input(rx);
+    let lengths = [1_234_567u64, 9_876_543, 333_331, 5_000_011, 17];
+    let mut typed = b"echo sliced\n".iter();
+    for i in 0.. {
+        if m.cpu.icount >= END {
+            break;
+        }
+        if i % 7 == 3
+            && let Some(&b) = typed.next()
+        {
+            tx.send(HostEvent::Input(b)).unwrap();
+        }
+        let to = (m.cpu.icount + lengths[i % lengths.len()]).min(END);
+        assert_eq!(m.run(Some(to)), RunOutcome::InstructionLimit, "live run at {}", m.cpu.icount);
+    }
+    let want = linux_end(&m, &con);
+    drop(m);
+    let inputs = log.lock().unwrap().clone();
+    let off_grid = inputs.iter().filter(|s| s.slot % machine::input::INPUT_QUANTUM != 0).count();
+    assert!(off_grid >= 6, "the live run's inputs should be stamped at slice starts: {inputs:?}");
+    // Slices of 1 to 13 instructions over 200,000 instructions from 150M: runs cut inside blocks, at
+    // every kind of instruction.
+    let tiny = |at: u64| if (150_000_000..150_200_000).contains(&at) { at % 13 + 1 } else { 7_000_003 };
+    let cuts: [(&str, Accel, Cut); 4] = [
+        ("one run, jit", Accel::Jit, &|_| END),
+        ("slices of 7,000,003, jit", Accel::Jit, &|_| 7_000_003),
+        ("slices of 1 to 13 for a stretch, jit", Accel::Jit, &tiny),
+        ("one run, interp", Accel::Interp, &|_| END),
+    ];
+    for (what, accel, slice) in cuts {
+        let (mut r, rcon) = linux_machine(accel);
+        r.replay_inputs(inputs.clone());
+        while r.cpu.icount < END {
+            let to = (r.cpu.icount + slice(r.cpu.icount)).min(END);
+            assert_eq!(r.run(Some(to)), RunOutcome::InstructionLimit, "{what} at {}", r.cpu.icount);
+        }
+        let got = linux_end(&r, &rcon);
+        assert!(
+            got.0 == want.0,
+            "{what}: the console differs:\n{}\n--- live ---\n{}",
+            String::from_utf8_lossy(&got.0),
+            String::from_utf8_lossy(&want.0)
+        );
+        assert_eq!(
+            (got.1, got.3.differences(&want.3), got.2),
+            (want.1, vec![], want.2),
+            "{what}: count, differing parts, state hash"
+        );
     }
 }

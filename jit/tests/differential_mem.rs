@@ -447,3 +447,48 @@ fn disasm(code: &[u8], bits: u32) -> String {
     let mut d = Decoder::with_ip(bits, code, CODE, DecoderOptions::NONE);
     d.iter().map(|i| format!("  {:#x}: {i}", i.ip())).collect::<Vec<_>>().join("\n")
 }
+
+/// An inline access finds its page in either TLB way. Two pages that share a slot (linear 0x210000
+/// and 0x60f000: `tlb_index` folds page 0x60f to 0x210) are read in turn in a loop: the second fill
+/// moves the first page to way 1, and there it stays (entries move only on fills). When the probe
+/// read way 0 only, every access to it ran the handler; both engines must still end alike, TLB
+/// included.
+#[test]
+fn an_inline_access_hits_either_tlb_way() {
+    const A: u64 = 0x21_0000;
+    const B: u64 = 0x60_f000;
+    assert_eq!(cpu::mem::tlb_index(A), cpu::mem::tlb_index(B));
+    // top: mov rax, [rbx]; mov rcx, [rdx]; add rax, rcx; dec esi; jnz top; hlt
+    let code = [0x48, 0x8b, 0x03, 0x48, 0x8b, 0x0a, 0x48, 0x01, 0xc8, 0xff, 0xce, 0x75, 0xf3, 0xf4];
+    let run = |jit: bool| {
+        let mut it = Interpreter::new();
+        if jit {
+            it.set_backend(Box::new(jit::Jit::new().expect("jit")), 1);
+        }
+        let mut bus = TestBus::default();
+        let mut st = cpu_in(TestMode::Long64, &mut bus);
+        // Linear 2-4 MiB and 6-8 MiB: 2 MiB pages onto physical 0 (the test bus has 2 MiB of RAM).
+        for e in [1u64, 3] {
+            let at = (cpu::testutil::PD + e * 8) as usize;
+            bus.ram[at..at + 8].copy_from_slice(&0x83u64.to_le_bytes());
+        }
+        bus.ram[CODE as usize..CODE as usize + code.len()].copy_from_slice(&code);
+        bus.ram[0x10000..0x10008].copy_from_slice(&5u64.to_le_bytes());
+        bus.ram[0xf000..0xf008].copy_from_slice(&7u64.to_le_bytes());
+        st.gpr[3] = A;
+        st.gpr[2] = B;
+        st.gpr[6] = 1000;
+        let exit = it.run(&mut st, &mut bus, 100_000);
+        assert_eq!(exit, Exit::Halted);
+        let inline = it.inline_retired();
+        (st, tlb_tags(&it), inline)
+    };
+    let (a, ta, _) = run(false);
+    let (b, tb, inline) = run(true);
+    assert_eq!((a.gpr, a.rflags, a.rip, a.icount), (b.gpr, b.rflags, b.rip, b.icount));
+    assert_eq!(ta, tb, "the TLB");
+    assert_eq!(a.gpr[1], 7);
+    let idx = cpu::mem::tlb_index(A);
+    assert!(ta.contains(&(0, idx + cpu::mem::TLB_SIZE, A | 2, true)), "A sits in way 1: {ta:x?}");
+    assert!(inline * 10 >= b.icount * 9, "only {inline} of {} instructions ran inline", b.icount);
+}

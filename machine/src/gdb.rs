@@ -137,12 +137,23 @@ impl Listener {
                 if std::fs::symlink_metadata(p).is_ok() {
                     return Err(format!("{ep}: the path exists"));
                 }
+                // Bound (and listening) under a temporary name, then renamed into place, so that the
+                // path appears only once connections are accepted: a client that waits for the file
+                // and connects at once was refused when it came between bind() and listen().
+                let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                let tmp = p.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+                let _ = std::fs::remove_file(&tmp);
                 // SAFETY: umask only changes the process's file-creation mask; it is restored at once.
                 let old = unsafe { libc::umask(0o177) };
-                let r = UnixListener::bind(p);
+                let r = UnixListener::bind(&tmp);
                 // SAFETY: as above, restoring the previous mask.
                 unsafe { libc::umask(old) };
-                Listener::Unix(r.map_err(|e| format!("{ep}: {e}"))?, p.clone())
+                let l = r.map_err(|e| format!("{ep}: {e}"))?;
+                if let Err(e) = std::fs::rename(&tmp, p) {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(format!("{ep}: {e}"));
+                }
+                Listener::Unix(l, p.clone())
             }
         };
         match &l {

@@ -391,8 +391,8 @@ pub struct Machine {
 enum InputSource {
     /// The console: live host events.
     Channel(std::sync::mpsc::Receiver<HostEvent>),
-    /// A recording (or the other side of a lockstep pair): inputs delivered at the input point whose
-    /// slot equals theirs.
+    /// A recording (or the other side of a lockstep pair): each input is delivered at exactly its
+    /// slot (the run loop ends a slice there), wherever the live run's slices ended.
     Replay(std::collections::VecDeque<StampedInput>),
 }
 
@@ -422,8 +422,9 @@ impl Machine {
     }
 
     /// Replaces the console with recorded inputs (replay, the second machine of a lockstep pair): the run
-    /// loop takes input at the same points as with a channel attached, and delivers each input at the
-    /// input point whose slot is its own. [`GuestInput::Quit`] ends the run as the user's quit did;
+    /// loop delivers each input at exactly the slot it is stamped with (a live run takes input at the
+    /// start of every [`Machine::run`] too, so a stamp need not be an input point), however the replay's
+    /// runs are sliced. [`GuestInput::Quit`] ends the run as the user's quit did;
     /// [`GuestInput::EndOfInput`] detaches the source as the channel's end did. More inputs can be added
     /// later with [`Machine::feed_inputs`].
     pub fn replay_inputs(&mut self, inputs: impl IntoIterator<Item = StampedInput>) {
@@ -438,6 +439,14 @@ impl Machine {
         match &mut self.input {
             Some(InputSource::Replay(q)) => q.extend(new),
             _ => self.replay_inputs(new),
+        }
+    }
+
+    /// The slot of the next recorded input, if a recording is the input source.
+    fn replay_due(&self) -> Option<u64> {
+        match &self.input {
+            Some(InputSource::Replay(q)) => q.front().map(|s| s.slot),
+            _ => None,
         }
     }
 
@@ -941,7 +950,10 @@ impl Machine {
             // Input points: every INPUT_QUANTUM slots while a channel is attached.
             let mut until_input = u64::MAX;
             if self.input.is_some() {
-                if self.slot() >= self.next_input {
+                // A recorded input is due at its own slot, which the live run may have reached at the
+                // start of a `run` call rather than at an input point.
+                let due = self.replay_due().is_some_and(|s| s <= self.slot());
+                if self.slot() >= self.next_input || due {
                     if !self.poll_input(false) {
                         return RunOutcome::Quit;
                     }
@@ -951,6 +963,9 @@ impl Machine {
                     }
                 }
                 until_input = self.next_input.saturating_sub(self.board.clock.idle);
+                if let Some(s) = self.replay_due() {
+                    until_input = until_input.min(s.saturating_sub(self.board.clock.idle));
+                }
             }
             if let Some(i) = self.script.front() {
                 until_input = until_input.min(i.slot.saturating_sub(self.board.clock.idle));
@@ -993,6 +1008,12 @@ impl Machine {
                             }
                             continue;
                         }
+                        if let Some(s) = self.replay_due().filter(|&s| s > self.slot()) {
+                            // The recorded input woke the guest: idle up to its slot.
+                            let target = s.saturating_sub(self.board.clock.idle);
+                            self.board.clock.idle_until(self.cpu.icount, target);
+                            continue;
+                        }
                         if self.input.is_some() {
                             // Only console input can wake the guest: wait for it.
                             if !self.poll_input(true) {
@@ -1014,6 +1035,9 @@ impl Machine {
                     if let Some(i) = self.script.front() {
                         target =
                             target.min(i.slot.saturating_sub(self.board.clock.idle).max(self.cpu.icount));
+                    }
+                    if let Some(s) = self.replay_due() {
+                        target = target.min(s.saturating_sub(self.board.clock.idle).max(self.cpu.icount));
                     }
                     // Skips the idle slots (instruction time) or sleeps towards the deadline (host time).
                     self.board.clock.idle_until(self.cpu.icount, target);

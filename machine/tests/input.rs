@@ -97,3 +97,60 @@ fn input_sent_before_a_run_is_taken_at_its_start() {
     );
     assert_eq!(m.inputs_delivered, 1);
 }
+
+/// Where a replay's runs end: given the count, the length of the next run.
+type Cut<'a> = &'a dyn Fn(u64) -> u64;
+
+/// Runs `program()` under `accel` with `inputs` replayed, in runs that end where `cut` says (given the
+/// count, the length of the next run), until the guest exits. Returns the slot at which the guest saw
+/// the byte, the byte, the final count and the state hash.
+fn replayed(accel: Accel, inputs: &[StampedInput], cut: Cut) -> (u64, u8, u64, u64) {
+    let mut rom = vec![0xF4u8; 0x1_0000];
+    rom[0xFFF0..0xFFF5].copy_from_slice(&[0xEA, PROG as u8, (PROG >> 8) as u8, 0, 0]);
+    let mut cfg = MachineConfig::new(16 << 20, rom);
+    cfg.accel = accel;
+    cfg.rtc_start = 1234;
+    let mut m = Machine::new(cfg).unwrap();
+    m.board.ram.write(PROG, &program());
+    m.replay_inputs(inputs.iter().cloned());
+    loop {
+        match m.run(Some(m.cpu.icount + cut(m.cpu.icount))) {
+            RunOutcome::InstructionLimit => assert!(m.cpu.icount < 10_000_000, "{accel:?}: no exit"),
+            RunOutcome::Exited(0x21) => break,
+            other => panic!("{accel:?}: {other:?}"),
+        }
+    }
+    let mut seen = [0u8; 9];
+    m.board.ram.read(SEEN_AT, &mut seen);
+    (u64::from(u32::from_le_bytes(seen[..4].try_into().unwrap())), seen[8], m.cpu.icount, m.state_hash())
+}
+
+/// A recorded input stamped between input points (a live run takes input at the start of every `run`
+/// call) is delivered at exactly its slot when replayed, however the replay's runs are cut: in one
+/// run, in runs of 1,000 or 7 instructions, or ending just before, at and after the stamp, under
+/// either engine. (Replay used to deliver it at the next input point when no run started there.)
+#[test]
+fn a_replayed_input_lands_on_its_slot_however_the_runs_are_cut() {
+    const STAMP: u64 = 123_457;
+    let (log, _, _) = run(Accel::Interp);
+    let input = StampedInput { slot: STAMP, input: log[1].input.clone() };
+    let inputs = [log[0].clone(), input];
+    let want = replayed(Accel::Interp, &inputs, &|_| u64::MAX / 2);
+    assert_eq!(want.1, b'x');
+    assert!((STAMP..STAMP + 8).contains(&want.0), "the guest saw the byte at {}, stamped {STAMP}", want.0);
+    let ending_at = |t: u64| move |n: u64| if n < t { t - n } else { 1_000_003 };
+    let (a, b, c) = (ending_at(STAMP - 1), ending_at(STAMP), ending_at(STAMP + 1));
+    let cuts: [(&str, Cut); 6] = [
+        ("one run", &|_| u64::MAX / 2),
+        ("runs of 1,000", &|_| 1000),
+        ("runs of 7", &|_| 7),
+        ("a run ending just before the stamp", &a),
+        ("a run ending at the stamp", &b),
+        ("a run ending just after the stamp", &c),
+    ];
+    for accel in [Accel::Interp, Accel::Jit] {
+        for (what, cut) in cuts {
+            assert_eq!(replayed(accel, &inputs, cut), want, "{accel:?}, {what}");
+        }
+    }
+}

@@ -297,3 +297,29 @@ fn describes_instructions() {
     assert!(describe_insn(&[0xf3, 0x0f, 0xb8, 0xc1], 32).starts_with("popcnt"));
     assert_eq!(describe_insn(&[], 64), "instruction bytes unavailable");
 }
+
+/// KVM_SET_GUEST_DEBUG on this host: each of single-step, a hardware breakpoint and INT3 either works
+/// (the vCPU stops exactly where it must) or is refused by the host, which the test prints as a skip with
+/// the reason; accepted but wrong fails. Skips (printing why) when /dev/kvm cannot run a guest.
+#[test]
+fn guest_debugging_stops_where_it_must_or_is_refused_in_one_line() {
+    let found = match probe_guest_debug() {
+        Ok(f) => f,
+        Err(why) => {
+            println!("skipped: /dev/kvm unusable ({why})");
+            return;
+        }
+    };
+    for (what, d) in [
+        ("single-step", &found.single_step),
+        ("hardware breakpoint", &found.hw_breakpoint),
+        ("software breakpoint", &found.sw_breakpoint),
+    ] {
+        match d {
+            GuestDebug::Works => println!("{what}: works"),
+            GuestDebug::Refused(why) => println!("skipped: {what}: the host refuses it ({why})"),
+            GuestDebug::Ignored(why) => println!("skipped: {what}: {why}"),
+            GuestDebug::Wrong(how) => panic!("{what}: KVM accepted it but {how}"),
+        }
+    }
+}
