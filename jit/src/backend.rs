@@ -545,7 +545,7 @@ mod tests {
 
     #[test]
     fn generated_code_holds_no_host_address() {
-        // A block with a handler call and flag helpers (shift and IMUL with live flags).
+        // A block with a handler call, flags computed in IR (ROL) and a flag helper (IMUL).
         let code = cpu::testutil::asm(64, |a| {
             use iced_x86::code_asm::*;
             a.rol(rax, 3).unwrap();

@@ -97,7 +97,7 @@ pub struct Outcome {
     /// The host functions generated code calls, indexed by the `HELPER_*` constants: code loads
     /// them from here instead of holding their addresses, so that it runs unchanged in another
     /// process (the persistent translation cache) whatever address the binary was loaded at.
-    helpers: [usize; 6],
+    helpers: [usize; 5],
     /// Written by a region's code at each member's entry (`region.rs`): the member's instructions
     /// (0: no region ran since the last link), its length | chain flag << 32, and the retired
     /// count at its start, which become `RunEnd::last`.
@@ -108,23 +108,20 @@ pub struct Outcome {
 
 /// Index of [`call_handler`] in `Outcome::helpers`.
 const HELPER_CALL: usize = 0;
-/// Index of `lower::shift_flags` in `Outcome::helpers`.
-pub(crate) const HELPER_SHIFT_FLAGS: usize = 1;
 /// Index of `lower::imul_flags` in `Outcome::helpers`.
-pub(crate) const HELPER_IMUL_FLAGS: usize = 2;
+pub(crate) const HELPER_IMUL_FLAGS: usize = 1;
 /// Index of `lower_int::mul_flags` in `Outcome::helpers`.
-pub(crate) const HELPER_MUL_FLAGS: usize = 3;
+pub(crate) const HELPER_MUL_FLAGS: usize = 2;
 /// Index of `lower_int::cnt_flags` in `Outcome::helpers`.
-pub(crate) const HELPER_CNT_FLAGS: usize = 4;
+pub(crate) const HELPER_CNT_FLAGS: usize = 3;
 
 /// Index of `lower_sse::sse_helper` in `Outcome::helpers`.
-pub(crate) const HELPER_SSE: usize = 5;
+pub(crate) const HELPER_SSE: usize = 4;
 
 /// The table generated code finds in `Outcome::helpers`.
-fn helper_table() -> [usize; 6] {
+fn helper_table() -> [usize; 5] {
     [
         call_handler as *const () as usize,
-        lower::shift_flags as lower::FlagsHelper as usize,
         lower::imul_flags as lower::FlagsHelper as usize,
         lower::mul_flags as lower::FlagsHelper as usize,
         lower::cnt_flags as lower::FlagsHelper as usize,
@@ -324,8 +321,15 @@ impl Jit {
         format!("{}\n{}\n{}", self.isa.triple(), self.isa.flags(), isa_flags.join(","))
     }
 
-    /// Builds the Cranelift function of a block of `n` instructions with the given next RIPs.
-    fn build(&mut self, insns: &[Insn]) -> ir::Function {
+    /// Builds the Cranelift function of a block of `n` instructions with the given next RIPs. In a
+    /// self-loop, `carry` is the pending flag operation (kind, owned flags) its back edge hands to
+    /// the next iteration uncomputed (`lower::Lower::back_edge`); the second result is the one a
+    /// build without it found carriable.
+    fn build(
+        &mut self,
+        insns: &[Insn],
+        carry: Option<(lower::CarryKind, u64)>,
+    ) -> (ir::Function, Option<(lower::CarryKind, u64)>) {
         let isa: &dyn TargetIsa = &*self.isa;
         let ptr = isa.pointer_type();
         let mut sig = ir::Signature::new(isa.default_call_conv());
@@ -407,9 +411,22 @@ impl Jit {
                 })
             })
             .collect();
+        // The variables of a carried flag operation, not carrying one on the first iteration.
+        let carry = carry.filter(|_| self_loop).map(|(kind, mask)| {
+            let v = [(); 4].map(|_| b.declare_var(types::I64));
+            let zero = b.ins().iconst(types::I64, 0);
+            for x in v {
+                b.def_var(x, zero);
+            }
+            (lower::Carry { on: v[0], a: v[1], b: v[2], r: v[3], kind }, mask)
+        });
+        let mut carriable = None;
         let top = b.create_block();
         b.ins().jump(top, &[]);
         b.switch_to_block(top);
+        if let Some((c, mask)) = carry {
+            regs.pending = lower::PendingSet::carried(c, mask);
+        }
         let bump = |b: &mut FunctionBuilder<'_>, n: i64| {
             let v = b.use_var(icount);
             let v = b.ins().iadd_imm_s(v, n);
@@ -526,7 +543,7 @@ impl Jit {
                             // The next iteration writes every flag before reading one.
                             l.drop_pending();
                         } else {
-                            l.materialize();
+                            carriable = l.back_edge(carry);
                         }
                     }
                     // The top holds every used register: load those a handler call made us drop.
@@ -641,7 +658,7 @@ impl Jit {
         let status = b.block_params(exit)[0];
         b.ins().return_(&[status]);
         b.finalize(isa.frontend_config());
-        func
+        (func, carriable)
     }
 }
 
@@ -785,7 +802,14 @@ impl Jit {
     /// the persistent cache, in another one; `None` when Cranelift fails or the code is not
     /// self-contained.
     fn code_bytes(&mut self, insns: &[Insn]) -> Option<Vec<u8>> {
-        let func = self.build(insns);
+        let (mut func, carriable) = self.build(insns, None);
+        if carriable.is_some() {
+            // A self-loop whose back edge computed flags it can hand over: build it again carrying
+            // them (the statistics count the block once).
+            let stats = self.stats;
+            func = self.build(insns, carriable).0;
+            self.stats = stats;
+        }
         self.ctx.clear();
         self.ctx.func = func;
         // `FERRITE_JIT_DUMP=1`: print each translation's machine code (for looking at what we emit).

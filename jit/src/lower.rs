@@ -1,7 +1,8 @@
 //! Instructions the JIT lowers to Cranelift IR instead of calling their handler: register and
 //! immediate forms that cannot fault and touch only general registers, RFLAGS' arithmetic flags and
-//! the next RIP (shifts, rotates and IMUL compute their vendor-dependent flags by calling the
-//! interpreter's own flag functions, and only when the flags are live); and, in 64-bit code, their memory forms and PUSH/POP r64, whose access is inlined
+//! the next RIP (IMUL computes its vendor-dependent flags by calling the interpreter's own flag
+//! function, and only when the flags are live; shifts and rotates compute theirs in IR, lazily, in
+//! `lower_shift.rs`); and, in 64-bit code, their memory forms and PUSH/POP r64, whose access is inlined
 //! when it is the interpreter's own fast path (a canonical address, no page crossing, RFLAGS.AC clear,
 //! and a hit in the interpreter's TLB with a host pointer): anything else runs the handler. Each lowering restates its handler's semantics (`cpu::exec::alu`, `cpu::exec::ops`
 //! `flags_add`/`flags_sub`/`szp`, `cpu::regs::write_gpr`, `cpu::exec::control::jcc`), and
@@ -28,6 +29,8 @@ mod lower_int;
 #[path = "lower_mem.rs"]
 mod lower_mem;
 pub(crate) use lower_int::{Ext, cnt_flags, mul_flags};
+#[path = "lower_shift.rs"]
+mod lower_shift;
 #[path = "lower_sse.rs"]
 mod lower_sse;
 pub(crate) use lower_sse::sse_helper;
@@ -208,6 +211,11 @@ pub(crate) fn inline_op(insn: &Insn) -> Option<Form> {
     let mem_ok = lower_mem::mem_ok(insn);
     match m {
         Mnemonic::Nop => plain(Op::Nop),
+        // PAUSE is the interpreter's `nop` handler (spin-wait loops run it once per iteration:
+        // memtest86+'s TSC delay loops, the kernel's); it cost a handler call.
+        Mnemonic::Pause if insn.handler as usize == cpu::exec::handler_for(i.code()) as usize => {
+            plain(Op::Nop)
+        }
         _ if i.is_jcc_short_or_near() || i.is_jmp_short_or_near() => {
             // Only 64-bit code, where the target needs no CS-limit check, only a canonical one,
             // which is decided here from the constant target.
@@ -331,44 +339,10 @@ pub(crate) struct Lower<'a, 'b> {
 /// generated code where its flags are live.
 pub(crate) type FlagsHelper = extern "C" fn(*const cpu::CpuState, u64, u64, u64, u32) -> u64;
 
-/// RFLAGS after ROL/ROR/SHL/SHR/SAR of the register value `a` by the masked count `cnt` (an
-/// immediate, or CL when `code` has bit 16), `code` = operation | size << 8 (| 1 << 16):
-/// `cpu::exec::shift::compute`, the handler's own.
-pub(crate) extern "C" fn shift_flags(st: *const cpu::CpuState, fl: u64, a: u64, cnt: u64, code: u32) -> u64 {
-    // SAFETY: generated code passes the `CpuState` of the `Ctx` it runs on, live for the call.
-    let amd = unsafe { (*st).quirks } == cpu::state::Quirks::Amd;
-    let op = match code & 0xff {
-        0 => ShiftOp::Rol,
-        1 => ShiftOp::Ror,
-        2 => ShiftOp::Shl,
-        3 => ShiftOp::Shr,
-        _ => ShiftOp::Sar,
-    };
-    if cnt == 0 {
-        // A count of 0 (CL) changes no flag.
-        return fl;
-    }
-    // Bit 16 of `code`: a count from CL (not an immediate), which ROL/ROR treat differently.
-    let (_, f, mask) =
-        cpu::exec::shift::compute(op, (code >> 8) & 0xff, a, cnt as u32, fl, code >> 16 == 0, amd);
-    (fl & !mask) | (f & mask)
-}
-
-/// The `code` of [`shift_flags`] for an operation.
-fn shift_code(op: ShiftOp) -> u32 {
-    match op {
-        ShiftOp::Rol => 0,
-        ShiftOp::Ror => 1,
-        ShiftOp::Shl => 2,
-        ShiftOp::Shr => 3,
-        _ => 4,
-    }
-}
-
 /// RFLAGS after IMUL of `a` by `b` at `code` bytes: `cpu::exec::muldiv::{imul_parts, mul_flags}`,
 /// the handler's own.
 pub(crate) extern "C" fn imul_flags(st: *const cpu::CpuState, fl: u64, a: u64, b: u64, code: u32) -> u64 {
-    // SAFETY: as in `shift_flags`.
+    // SAFETY: generated code passes the `CpuState` of the `Ctx` it runs on, live for the call.
     let quirks = unsafe { (*st).quirks };
     let (lo, _, ovf) = cpu::exec::muldiv::imul_parts(a, b, code);
     cpu::exec::muldiv::mul_flags(fl, lo, ovf, code, quirks)
@@ -533,7 +507,79 @@ impl Lower<'_, '_> {
         match p {
             Pending::Arith { a, b, r, size, sub, .. } => self.arith_flags(a, b, r, size, sub, want),
             Pending::Logic { r, size } => self.szp(r, size, want),
+            Pending::Shift(s) => self.shift_flags(s, want),
+            Pending::Carried(c) => {
+                // Iterations after the first: the operation carried across the back edge; the first:
+                // RFLAGS as the loop was entered.
+                let on = self.b.use_var(c.on);
+                let a = self.b.use_var(c.a);
+                let b = self.b.use_var(c.b);
+                let r = self.b.use_var(c.r);
+                let inner = match c.kind {
+                    CarryKind::Arith { size, sub, keep_cf } => Pending::Arith { a, b, r, size, sub, keep_cf },
+                    CarryKind::Logic { size } => Pending::Logic { r, size },
+                    CarryKind::Shift { op, size, cnt } => Pending::Shift(lower_shift::ShiftFlags::new(
+                        op,
+                        size,
+                        a,
+                        r,
+                        lower_shift::Count::Imm(cnt),
+                        None,
+                    )),
+                };
+                let lazy = self.pending_flags(inner, want);
+                let fl = self.b.use_var(self.fl);
+                let cur = self.b.ins().band_imm_s(fl, want as i64);
+                self.b.ins().select(on, lazy, cur)
+            }
         }
+    }
+
+    /// At a self-loop's back edge, where the next iteration may read flags: with `carry` (from a
+    /// first build of the same block), the pending operation of that kind owning that mask is not
+    /// computed but its operands are handed to the next iteration in `carry`'s variables (`on` = 1;
+    /// every other pending flag is computed, and `on` = 0 when no such operation is pending). The
+    /// flags are then computed only where read: on a slow path, at a handler call, at the loop's
+    /// exit. Returns the operation that could have been carried (for the first build).
+    pub(crate) fn back_edge(&mut self, carry: Option<(Carry, u64)>) -> Option<(CarryKind, u64)> {
+        let set = std::mem::take(&mut self.regs.pending);
+        let mut kept = false;
+        let mut found = None;
+        for (p, m) in set.0.into_iter().flatten() {
+            if let Some((c, cm)) = carry
+                && !kept
+                && m == cm
+            {
+                if p == Pending::Carried(c) {
+                    // Unchanged since the top: its variables already hold it.
+                    kept = true;
+                    continue;
+                }
+                if let Some((k, a, b, r)) = p.carry_kind()
+                    && k == c.kind
+                {
+                    self.b.def_var(c.a, a);
+                    self.b.def_var(c.b, b);
+                    self.b.def_var(c.r, r);
+                    let one = self.b.ins().iconst(I64, 1);
+                    self.b.def_var(c.on, one);
+                    kept = true;
+                    continue;
+                }
+            }
+            if let Some((k, ..)) = p.carry_kind() {
+                found = Some((k, m));
+            }
+            let f = self.pending_flags(p, m);
+            self.set_flags(f, m);
+        }
+        if let Some((c, _)) = carry
+            && !kept
+        {
+            let zero = self.b.ins().iconst(I64, 0);
+            self.b.def_var(c.on, zero);
+        }
+        found
     }
 
     /// Computes the pending flags into RFLAGS (before anything reads them).
@@ -596,8 +642,7 @@ impl Lower<'_, '_> {
     pub(crate) fn cond(&mut self, cc: u32) -> Value {
         // ZF of a pending result: one compare.
         if cc >> 1 == 2
-            && let Some(Pending::Arith { r, .. } | Pending::Logic { r, .. }) =
-                self.regs.pending.owner(flags::ZF)
+            && let Some(r) = self.regs.pending.owner(flags::ZF).and_then(Pending::zf_result)
         {
             let c = if cc & 1 != 0 { IntCC::NotEqual } else { IntCC::Equal };
             return self.b.ins().icmp_imm_s(c, r, 0);
@@ -765,10 +810,8 @@ impl Lower<'_, '_> {
                     _ => unreachable!("{sop:?} is not inlined"),
                 };
                 let r = self.trunc(r, size);
-                if live & kills(op) != 0 || live & (flags::OF | flags::AF) != 0 {
-                    let c = self.b.ins().iconst(I64, cnt as i64);
-                    self.call_flags(crate::HELPER_SHIFT_FLAGS, a, c, shift_code(sop) | size << 8);
-                }
+                // The flags computed where read (`lower_shift.rs`).
+                self.defer_shift(sop, size, a, r, lower_shift::Count::Imm(cnt), live);
                 self.write(d, r);
             }
             Op::Neg => {
@@ -1186,6 +1229,44 @@ pub(crate) enum Pending {
     Arith { a: Value, b: Value, r: Value, size: u32, sub: bool, keep_cf: bool },
     /// AND/OR/XOR/TEST: SF, ZF, PF of `r`; CF, OF, AF cleared.
     Logic { r: Value, size: u32 },
+    /// ROL/ROR/SHL/SHR/SAR of a register (`lower_shift.rs`).
+    Shift(lower_shift::ShiftFlags),
+    /// At the top of a self-loop: the operation its back edge left pending, whose operands are in
+    /// variables, when `on` is nonzero (else RFLAGS is current).
+    Carried(Carry),
+}
+
+/// What kind of flag computation a self-loop's back edge hands to the next iteration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CarryKind {
+    /// `Pending::Arith`.
+    Arith { size: u32, sub: bool, keep_cf: bool },
+    /// `Pending::Logic`.
+    Logic { size: u32 },
+    /// `Pending::Shift` by an immediate (nothing kept from before it).
+    Shift { op: ShiftOp, size: u32, cnt: u32 },
+}
+
+/// The variables that carry a pending flag computation across a self-loop's back edge (most loops
+/// end in CMP/Jcc or DEC/Jcc and start with a memory access, whose slow path may need every flag:
+/// computing them at each back edge cost about half of a memory-walking loop's host instructions).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Carry {
+    /// Nonzero when the operation below is pending (0 on the loop's first iteration).
+    pub on: Variable,
+    /// Its operands and result (those the kind uses).
+    pub a: Variable,
+    pub b: Variable,
+    pub r: Variable,
+    /// Its kind (the same at every back edge: decided by a first build of the block).
+    pub kind: CarryKind,
+}
+
+impl PendingSet {
+    /// The state at a self-loop's top when `c` carries the flags in `mask`.
+    pub(crate) fn carried(c: Carry, mask: u64) -> Self {
+        PendingSet([Some((Pending::Carried(c), mask)), None])
+    }
 }
 
 impl Pending {
@@ -1193,7 +1274,39 @@ impl Pending {
     fn mask(self) -> u64 {
         match self {
             Pending::Arith { keep_cf: true, .. } => flags::ARITH & !flags::CF,
+            Pending::Shift(s) => s.mask(),
+            Pending::Carried(c) => match c.kind {
+                CarryKind::Arith { keep_cf: true, .. } => flags::ARITH & !flags::CF,
+                CarryKind::Shift { op, .. } => lower_shift::ShiftFlags::mask_of(op),
+                _ => flags::ARITH,
+            },
             _ => flags::ARITH,
+        }
+    }
+
+    /// Its kind and operands `(a, b, r)` when it can be carried across a back edge.
+    fn carry_kind(self) -> Option<(CarryKind, Value, Value, Value)> {
+        match self {
+            Pending::Arith { a, b, r, size, sub, keep_cf } => {
+                Some((CarryKind::Arith { size, sub, keep_cf }, a, b, r))
+            }
+            Pending::Logic { r, size } => Some((CarryKind::Logic { size }, r, r, r)),
+            Pending::Shift(s) => match (s.cnt, s.old) {
+                (lower_shift::Count::Imm(cnt), None) => {
+                    Some((CarryKind::Shift { op: s.op, size: s.size, cnt }, s.a, s.a, s.r))
+                }
+                _ => None,
+            },
+            Pending::Carried(_) => None,
+        }
+    }
+
+    /// The result whose ZF (zero or not) this operation's ZF is, if it always is.
+    fn zf_result(self) -> Option<Value> {
+        match self {
+            Pending::Arith { r, .. } | Pending::Logic { r, .. } => Some(r),
+            Pending::Shift(s) if s.zf_of_result() => Some(s.r),
+            Pending::Shift(_) | Pending::Carried(_) => None,
         }
     }
 }

@@ -6,7 +6,7 @@
 //!
 //! One source of semantics: the vendor-dependent flags of the multiplies and of TZCNT/LZCNT its `muldiv::mul_flags` and
 //! `bits::count_zeros_flags`, called from generated code only
-//! where the flags are live (as `shift_flags` and `imul_flags` are). What is restated in IR (the
+//! where the flags are live (as `imul_flags` is). What is restated in IR (the
 //! results; ADC/SBB's flags, `ops::flags_add`/`flags_sub` with a carry in; BT's CF; BSF/BSR's and
 //! POPCNT's flags: none of them depends on the vendor) is covered form by form by
 //! `tests/differential.rs` under both vendors' quirks.
@@ -221,16 +221,8 @@ impl Lower<'_, '_> {
                     }
                 };
                 let r = self.trunc(r, size);
-                if live & flags::ARITH != 0 {
-                    // `shift::compute` with a register count (`imm_reg` false: bit 16 of the code);
-                    // a count of 0 leaves RFLAGS (`lower::shift_flags`).
-                    self.call_flags(
-                        crate::HELPER_SHIFT_FLAGS,
-                        a,
-                        cnt,
-                        super::shift_code(sop) | size << 8 | 1 << 16,
-                    );
-                }
+                // The flags computed where read, a count of 0 leaving them (`lower_shift.rs`).
+                self.defer_shift(sop, size, a, r, super::lower_shift::Count::Cl(cnt), live);
                 // A count of 0 still writes (zero-extends) a 32-bit destination, as the handler does.
                 self.write(d, r);
             }
