@@ -304,6 +304,20 @@ fn run(
     (st, exit, bus)
 }
 
+/// The software TLB's valid entries (table, slot, tag, whether it has a host page): the JIT must
+/// leave exactly the interpreter's, as the state hash of a machine covers them (an inline
+/// read-modify-write that filled the read TLB only under the interpreter parted a Linux replay).
+fn tlb_tags(it: &Interpreter) -> Vec<(usize, usize, u64, bool)> {
+    let t = &it.mmu.tlb;
+    [&t.read, &t.write, &t.exec]
+        .iter()
+        .enumerate()
+        .flat_map(|(n, tab)| {
+            tab.iter().enumerate().filter(|(_, e)| e.tag != 0).map(move |(k, e)| (n, k, e.tag, e.host != 0))
+        })
+        .collect()
+}
+
 #[test]
 fn jit_matches_interpreter_on_memory_forms() {
     let cases: u64 = std::env::var("FERRITE_JIT_DIFF_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(300);
@@ -351,6 +365,12 @@ fn jit_matches_interpreter_on_memory_forms() {
             let (a, ea, ma) = run(&mut interp, mode, &code, &starts, &gpr, seed);
             let (b, eb, mb) = run(&mut jit, mode, &code, &starts, &gpr, seed);
             let same_mem = ma.ram == mb.ram;
+            assert_eq!(
+                tlb_tags(&interp),
+                tlb_tags(&jit),
+                "{mode:?} case {case}: the TLB\n{}",
+                disasm(&code, bits)
+            );
             assert!(
                 same_mem
                     && a.gpr == b.gpr

@@ -343,10 +343,24 @@ fn disasm(code: &[u8]) -> String {
     d.iter().map(|i| format!("  {:#x}: {i}", i.ip())).collect::<Vec<_>>().join("\n")
 }
 
+/// The software TLB's valid entries (table, slot, tag, whether it has a host page): the JIT must
+/// leave exactly the interpreter's (a machine's state hash covers them).
+fn tlb_tags(it: &Interpreter) -> Vec<(usize, usize, u64, bool)> {
+    let t = &it.mmu.tlb;
+    [&t.read, &t.write, &t.exec]
+        .iter()
+        .enumerate()
+        .flat_map(|(n, tab)| {
+            tab.iter().enumerate().filter(|(_, e)| e.tag != 0).map(move |(k, e)| (n, k, e.tag, e.host != 0))
+        })
+        .collect()
+}
+
 /// Runs `code` from `s` under both engines and requires the same end.
 fn compare(interp: &mut Interpreter, jit: &mut Interpreter, code: &[u8], s: &Setup, until: u64, what: &str) {
     let (a, ea, ma) = run(interp, code, s, until);
     let (b, eb, mb) = run(jit, code, s, until);
+    assert_eq!(tlb_tags(interp), tlb_tags(jit), "{what}: the TLB\n{}", disasm(code));
     let same_mem = ma.ram == mb.ram;
     let same = same_mem
         && a.gpr == b.gpr
