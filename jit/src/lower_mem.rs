@@ -143,7 +143,9 @@ pub(crate) fn inline_mem(insn: &Insn) -> Option<Form> {
         }
         // PUSH imm8/imm32 with a 32-bit operand (`stack::push_imm::<4>`).
         Mnemonic::Push
-            if code32 && matches!(i.code(), Code::Pushd_imm8 | Code::Pushd_imm32) && matches!(insn.op[0], Opnd::Imm(_)) =>
+            if code32
+                && matches!(i.code(), Code::Pushd_imm8 | Code::Pushd_imm32)
+                && matches!(insn.op[0], Opnd::Imm(_)) =>
         {
             Some(Form { op: Op::Push, mem: Mem::Stack })
         }
