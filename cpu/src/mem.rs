@@ -727,11 +727,11 @@ mod tests {
         assert_eq!(m.mmu.tlb.read[a].tag, 0, "the read entry is not");
         assert_eq!(m.peek_le(KDATA + 0x40, 4), 1);
         m.step().unwrap();
-        assert_eq!((m.mmu.tlb.read[b].tag, m.mmu.tlb.write[b].tag), (KDATA + 0x1000 | 2, 0), "BT only reads");
+        assert_eq!((m.mmu.tlb.read[b].tag, m.mmu.tlb.write[b].tag), ((KDATA + 0x1000) | 2, 0), "BT only reads");
         m.step().unwrap();
         assert_eq!(m.mmu.tlb.read[a].tag, 0, "XADD reads through the write entry");
         m.step().unwrap();
-        assert_eq!(m.mmu.tlb.write[b].tag, KDATA + 0x1000 | 2, "BTR writes");
+        assert_eq!(m.mmu.tlb.write[b].tag, (KDATA + 0x1000) | 2, "BTR writes");
     }
 
     /// CLAC with SMAP drops the supervisor entries of user pages (the next supervisor read of the user
