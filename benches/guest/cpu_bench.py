@@ -7,12 +7,17 @@ types `cpubench SCALE` at the shell and times every kernel from the host between
 CPUBENCH-END console lines. Every CPUBENCH-SUM line must equal the native one (a mismatch is reported and
 the kernel's time is not used). Prints, per kernel, the median time of each engine and the speed of each
 engine relative to QEMU TCG (TCG time / engine time: above 1 is faster than TCG), and their geometric mean.
+`--cpu` also prints the same table by the engine process's CPU time (user + system, all threads, from
+/proc/PID/stat at the same two console lines; 10 ms resolution), the steadier figure on a loaded host.
+`--perf FILE` records the first engine's process with `perf record -e cpu-clock -g` during the first
+kernel (started at its START line, stopped at its END line), to read with `perf report -i FILE`.
 
 Usage (after `cargo build --release -p ferrite`):
     python3 benches/guest/cpu_bench.py [--scale 20] [--runs 1] [--only ferrite-jit,qemu-tcg] [--stats]
-                                      [--kernels syscall,matmul]
+                                      [--kernels syscall,matmul] [--cpu]
+                                      [--perf FILE]
 """
-import argparse, math, os, re, statistics, subprocess, sys, tempfile, time
+import argparse, math, os, re, signal, statistics, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from boot_bench import CMDLINE, MARKER, PROMPT, wait_for  # noqa: E402
@@ -33,10 +38,23 @@ def native_sums(exe, scale):
     return {m.group(1).decode(): m.group(2).decode() for m in re.finditer(rb"CPUBENCH-SUM (\w+) (\w+)", out)}
 
 
-def run_once(cmd, scale, timeout, kernels):
-    """Boots, runs cpubench, returns ({kernel: seconds}, {kernel: sum}, console tail, error)."""
+def cpu_seconds(pid):
+    """User + system CPU seconds of process `pid` so far (all its threads), or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def run_once(cmd, scale, timeout, kernels, cpu=None, perf=None):
+    """Boots, runs cpubench, returns ({kernel: seconds}, {kernel: sum}, console tail, error); fills
+    `cpu` (when given) with {kernel: CPU seconds of the process}; `perf`: a file to record the
+    first kernel's profile in."""
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     buf = [b""]
+    recorder = [None, None]  # the perf process and the kernel it records
     try:
         t0 = time.time()
         if not wait_for(proc, buf, MARKER, t0 + timeout) or not wait_for(proc, buf, PROMPT, t0 + timeout):
@@ -57,9 +75,23 @@ def run_once(cmd, scale, timeout, kernels):
                 pos = m.end()
                 if m.group(1) == b"START":
                     starts[m.group(2).decode()] = now
+                    if perf and recorder[0] is None:
+                        recorder[:] = [subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-g", "-o", perf, "-p",
+                                                         str(proc.pid)], stdout=subprocess.DEVNULL,
+                                                        stderr=subprocess.DEVNULL), m.group(2).decode()]
+                    if cpu is not None:
+                        cpu[m.group(2).decode() + "@"] = cpu_seconds(proc.pid)
                 elif m.group(1) == b"END":
                     k = m.group(2).decode()
                     times[k] = now - starts.pop(k, now)
+                    if recorder[0] is not None and recorder[1] == k:
+                        recorder[0].send_signal(signal.SIGINT)
+                        recorder[0].wait()
+                        recorder[1] = None
+                    if cpu is not None:
+                        c0, c1 = cpu.pop(k + "@", None), cpu_seconds(proc.pid)
+                        if c0 is not None and c1 is not None:
+                            cpu[k] = c1 - c0
                 elif m.group(3):
                     sums[m.group(3).decode()] = m.group(4).decode()
                 else:
@@ -75,6 +107,9 @@ def run_once(cmd, scale, timeout, kernels):
             pass
         return times, sums, buf[0][-2000:], None if done else "cpubench did not finish"
     finally:
+        if recorder[0] is not None and recorder[0].poll() is None:
+            recorder[0].send_signal(signal.SIGINT)
+            recorder[0].wait()
         if proc.poll() is None:
             proc.kill()
             proc.wait()
@@ -89,6 +124,8 @@ def main():
     ap.add_argument("--only", help="comma-separated engine names (default: ferrite-jit,qemu-tcg)")
     ap.add_argument("--stats", action="store_true", help="print Ferrite's --stats lines (inline share)")
     ap.add_argument("--kernels", help="comma-separated kernels to run (default: all eight)")
+    ap.add_argument("--cpu", action="store_true", help="also compare by the engine process's CPU time")
+    ap.add_argument("--perf", help="perf record the first engine's process during the first kernel into this file")
     a = ap.parse_args()
     kernels = a.kernels.split(",") if a.kernels else KERNELS
     tmp = tempfile.mkdtemp(prefix="cpubench-")
@@ -110,12 +147,15 @@ def main():
     }
     only = (a.only or "ferrite-jit,qemu-tcg").split(",")
     engines = {k: v for k, v in engines.items() if k in only}
-    results = {}
+    results, cpu_results = {}, {}
     ok = True
     for name, cmd in engines.items():
         per = {k: [] for k in kernels}
+        per_cpu = {k: [] for k in kernels}
         for _ in range(a.runs):
-            times, sums, tail, err = run_once(cmd, a.scale, a.timeout, kernels)
+            cpu = {}
+            times, sums, tail, err = run_once(cmd, a.scale, a.timeout, kernels, cpu, a.perf)
+            a.perf = None
             if err:
                 print(f"{name}: {err}; console tail:\n{tail.decode(errors='replace')}", file=sys.stderr)
                 ok = False
@@ -125,14 +165,26 @@ def main():
                     ok = False
                 else:
                     per[k].append(t)
+                    if k in cpu:
+                        per_cpu[k].append(cpu[k])
             if a.stats and name.startswith("ferrite"):
                 for l in tail.decode(errors="replace").splitlines():
                     if "inline" in l or "jit:" in l or "instructions" in l:
                         print(f"{name}: {l.strip()}")
         results[name] = {k: statistics.median(v) for k, v in per.items() if v}
+        cpu_results[name] = {k: statistics.median(v) for k, v in per_cpu.items() if v}
+    table(results, kernels, f"scale {a.scale}, {a.runs} run(s), median host seconds between CPUBENCH-START and -END")
+    if a.cpu:
+        table(cpu_results, kernels, f"scale {a.scale}, {a.runs} run(s), median CPU seconds (user + system, all "
+              "threads) of the engine's process between CPUBENCH-START and -END")
+    sys.exit(0 if ok else 1)
+
+
+def table(results, kernels, title):
+    """Prints one comparison table (engine columns, ratios against qemu-tcg) and the geometric means."""
     base = results.get("qemu-tcg", {})
     names = list(results)
-    print(f"scale {a.scale}, {a.runs} run(s), median host seconds between CPUBENCH-START and -END")
+    print(title)
     print(f"{'kernel':<10}" + "".join(f"{n:>16}" for n in names) +
           "".join(f"{n + '/tcg':>22}" for n in names if n != "qemu-tcg"))
     for k in kernels:
@@ -149,7 +201,6 @@ def main():
         if r:
             print(f"{n}: speed vs qemu-tcg geomean {math.exp(sum(map(math.log, r)) / len(r)):.3f} "
                   f"(min {min(r):.3f}, max {max(r):.3f}) over {len(r)} kernels")
-    sys.exit(0 if ok else 1)
 
 
 if __name__ == "__main__":

@@ -244,6 +244,15 @@ pub(crate) fn inline_op(insn: &Insn) -> Option<Form> {
         Mnemonic::Push if long && i.code() == iced_x86::Code::Push_r64 && reg(0) => {
             Some(Form { op: Op::Push, mem: Mem::Stack })
         }
+        // PUSH imm8/imm32 (sign-extended to 64 bits): `stack::push_imm`, the same `ops::push` of
+        // 8 bytes as PUSH r64 (Linux's system call entry pushes three).
+        Mnemonic::Push
+            if long
+                && matches!(i.code(), iced_x86::Code::Pushq_imm8 | iced_x86::Code::Pushq_imm32)
+                && matches!(insn.op[0], Opnd::Imm(_)) =>
+        {
+            Some(Form { op: Op::Push, mem: Mem::Stack })
+        }
         Mnemonic::Pop if long && i.code() == iced_x86::Code::Pop_r64 && reg(0) => {
             Some(Form { op: Op::Pop, mem: Mem::Stack })
         }
@@ -1130,15 +1139,19 @@ impl Lower<'_, '_> {
         match form.mem {
             Mem::Stack if insn.i.code_size() != CodeSize::Code64 => self.emit_stack32(insn, form, host),
             Mem::Stack => {
-                let Opnd::Reg(d) = insn.op[0] else { unreachable!() };
                 let sp = self.load_gpr(4);
                 if form.op == Op::Push {
                     // The register is read before RSP moves (PUSH RSP pushes the old value).
-                    let v = self.load_gpr(d.index);
+                    let v = match insn.op[0] {
+                        Opnd::Reg(d) => self.load_gpr(d.index),
+                        Opnd::Imm(x) => self.b.ins().iconst(I64, x as i64),
+                        _ => unreachable!("inline_form admits PUSH r64 and PUSH imm only"),
+                    };
                     self.host_store(host, v, 8);
                     let sp = self.b.ins().iadd_imm_s(sp, -8);
                     self.store_gpr(4, sp);
                 } else {
+                    let Opnd::Reg(d) = insn.op[0] else { unreachable!() };
                     // RSP moves first, then the register is written (POP RSP keeps the popped value).
                     let v = self.host_load(host, 8);
                     let sp = self.b.ins().iadd_imm_s(sp, 8);

@@ -141,6 +141,14 @@ pub(crate) fn inline_mem(insn: &Insn) -> Option<Form> {
         Mnemonic::Push if code32 && i.code() == Code::Push_r32 && reg(0) => {
             Some(Form { op: Op::Push, mem: Mem::Stack })
         }
+        // PUSH imm8/imm32 with a 32-bit operand (`stack::push_imm::<4>`).
+        Mnemonic::Push
+            if code32
+                && matches!(i.code(), Code::Pushd_imm8 | Code::Pushd_imm32)
+                && matches!(insn.op[0], Opnd::Imm(_)) =>
+        {
+            Some(Form { op: Op::Push, mem: Mem::Stack })
+        }
         Mnemonic::Pop if code32 && i.code() == Code::Pop_r32 && reg(0) => {
             Some(Form { op: Op::Pop, mem: Mem::Stack })
         }
@@ -293,19 +301,24 @@ impl Lower<'_, '_> {
         }
     }
 
-    /// PUSH/POP r32 in 32-bit code once the probe succeeded (`ops::push`/`pop` of 4 bytes with a
+    /// PUSH r32/imm and POP r32 in 32-bit code once the probe succeeded (`ops::push`/`pop` of 4 bytes with a
     /// 32-bit stack pointer).
     pub(super) fn emit_stack32(&mut self, insn: &Insn, form: Form, host: Value) {
-        let Opnd::Reg(d) = insn.op[0] else { unreachable!() };
         let sp = self.read(r32(4));
         if form.op == Op::Push {
-            // The register is read before ESP moves (PUSH ESP pushes the old value).
-            let v = self.read(d);
+            // The register is read before ESP moves (PUSH ESP pushes the old value); an immediate
+            // is stored as its low 4 bytes (`push_imm::<4>` masks to the operand size).
+            let v = match insn.op[0] {
+                Opnd::Reg(d) => self.read(d),
+                Opnd::Imm(x) => self.b.ins().iconst(I64, x as i64),
+                _ => unreachable!("inline_form admits PUSH r32 and PUSH imm only"),
+            };
             self.host_store(host, v, 4);
             let sp = self.b.ins().iadd_imm_s(sp, -4);
             let sp = self.trunc(sp, 4);
             self.write(r32(4), sp);
         } else {
+            let Opnd::Reg(d) = insn.op[0] else { unreachable!() };
             // ESP moves first, then the register is written (POP ESP keeps the popped value).
             let v = self.host_load(host, 4);
             let sp = self.b.ins().iadd_imm_s(sp, 4);

@@ -24,9 +24,15 @@
 //!   exceptions masked) for FP arithmetic, compares, conversions, CVTSI2SD/CVTTSD2SI and
 //!   (U)COMISS/SD. With every MXCSR exception masked (the guard), `sse_fp::apply_flags` reduces to
 //!   ORing the raised flags into MXCSR, which the helper does; so results, sticky flags, DAZ/FTZ and
-//!   rounding are the host's exactly, as under the interpreter. Cranelift's own `fadd`/`fmul` were
-//!   not used: they cannot report MXCSR's sticky flags (PE on nearly every inexact result), which
-//!   would have to be computed anyway. PMOVMSKB/MOVMSKPS/MOVMSKPD (`sse::movmsk`, private to the
+//!   rounding are the host's exactly, as under the interpreter. Cranelift's own `fadd`/`fmul`
+//!   cannot report MXCSR's sticky flags (PE on nearly every inexact result), so they are used only
+//!   where no flag can change: ADD/SUB/MUL/DIV SD/PD compute each lane with them (round to
+//!   nearest: the host's MXCSR in generated code) and keep the result when the guest's MXCSR has
+//!   RC = nearest, every exception masked and PE already set, and the operands and result are
+//!   such that no flag but PE can be raised (zero or normal operands, a normal divisor, a finite
+//!   result that is not tiny or an exact zero: `Lower::fp_fast_ok`); otherwise they call the
+//!   helper. This restates the IEEE operation (the host's own, bit for bit) and the flag
+//!   classification, covered by the differential test's FP cases. PMOVMSKB/MOVMSKPS/MOVMSKPD (`sse::movmsk`, private to the
 //!   interpreter) are restated in the helper and covered by the same test.
 
 use super::{Form, HOST, Lower, MF, Mem, Op, lea_regs_ok};
@@ -35,8 +41,8 @@ use cpu::exec::Insn;
 use cpu::exec::sse_fp::{self, host, mx};
 use cpu::state::{cr0, cr4, flags};
 use cranelift_codegen::ir::condcodes::IntCC;
-use cranelift_codegen::ir::types::{I32, I64};
-use cranelift_codegen::ir::{Block, InstBuilder, Value};
+use cranelift_codegen::ir::types::{F64, I32, I64};
+use cranelift_codegen::ir::{Block, InstBuilder, MemFlagsData, Value};
 use iced_x86::{Code, CodeSize, Mnemonic as M, OpKind, Register};
 use std::mem::offset_of;
 
@@ -300,6 +306,23 @@ fn xmm_off(r: Register) -> i32 {
 }
 
 const MXCSR: i32 = (offset_of!(CpuState, fpu) + offset_of!(cpu::state::FpuState, mxcsr)) as i32;
+
+/// The scalar/packed double arithmetic of [`Lower::emit_fp_inline`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FpOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+}
+
+/// MXCSR bits [`Lower::emit_fp_inline`]'s fast path looks at: PE, every exception mask and RC.
+const FP_FAST_MASK: u32 = mx::MASKS | mx::RC | mx::PE;
+/// Their values for the fast path: every exception masked, round to nearest (what the host's own
+/// MXCSR has in generated code: the SysV ABI keeps MXCSR's control bits across calls, and Rust
+/// never changes them from the default), and PE already set (so ORing an inexact result's PE
+/// changes nothing).
+const FP_FAST_WANT: u32 = mx::MASKS | mx::PE;
 
 // The helper's `code` argument.
 /// Bits 0-11: the mnemonic.
@@ -957,8 +980,120 @@ impl Lower<'_, '_> {
         }
     }
 
-    /// A form computed by [`sse_helper`].
+    /// ADDSD/SUBSD/MULSD/DIVSD and ADDPD/SUBPD/MULPD/DIVPD: Cranelift's `fadd`/`fsub`/`fmul`/
+    /// `fdiv` on F64 when no MXCSR flag but PE can be raised and PE is already set, else a call of
+    /// [`sse_helper`] (see [`Self::fp_fast_ok`] and the module documentation); false for other forms.
+    fn emit_fp_inline(&mut self, insn: &Insn, host: Value) -> bool {
+        let i = &insn.i;
+        let (op, lanes) = match i.mnemonic() {
+            M::Addsd => (FpOp::Add, 1),
+            M::Subsd => (FpOp::Sub, 1),
+            M::Mulsd => (FpOp::Mul, 1),
+            M::Divsd => (FpOp::Div, 1),
+            M::Addpd => (FpOp::Add, 2),
+            M::Subpd => (FpOp::Sub, 2),
+            M::Mulpd => (FpOp::Mul, 2),
+            M::Divpd => (FpOp::Div, 2),
+            _ => return false,
+        };
+        if i.op0_kind() != OpKind::Register || !i.op0_register().is_xmm() {
+            return false;
+        }
+        let d = i.op0_register();
+        // Every operand before anything is stored (the source may be the destination).
+        let (slo, shi) = self.src_halves(insn, host, true, lanes == 2);
+        let b = [slo.expect("asked for"), shi.unwrap_or(slo.expect("asked for"))];
+        let a = [self.xmm_lo(d), if lanes == 2 { self.xmm_hi(d) } else { b[1] }];
+        let mx = self.b.ins().uload32(MF, self.st, MXCSR);
+        let mx = self.b.ins().band_imm_s(mx, FP_FAST_MASK as i64);
+        let mut ok = self.b.ins().icmp_imm_s(IntCC::Equal, mx, FP_FAST_WANT as i64);
+        let mut r = Vec::new();
+        for l in 0..lanes {
+            let fa = self.b.ins().bitcast(F64, MemFlagsData::new(), a[l]);
+            let fb = self.b.ins().bitcast(F64, MemFlagsData::new(), b[l]);
+            let fr = match op {
+                FpOp::Add => self.b.ins().fadd(fa, fb),
+                FpOp::Sub => self.b.ins().fsub(fa, fb),
+                FpOp::Mul => self.b.ins().fmul(fa, fb),
+                FpOp::Div => self.b.ins().fdiv(fa, fb),
+            };
+            let v = self.b.ins().bitcast(I64, MemFlagsData::new(), fr);
+            let lane_ok = self.fp_fast_ok(op, a[l], b[l], v);
+            ok = self.b.ins().band(ok, lane_ok);
+            r.push(v);
+        }
+        let fast = self.b.create_block();
+        let slow = self.b.create_block();
+        let join = self.b.create_block();
+        self.b.set_cold_block(slow);
+        self.b.ins().brif(ok, fast, &[], slow, &[]);
+        self.b.seal_block(fast);
+        self.b.seal_block(slow);
+        self.b.switch_to_block(fast);
+        self.set_xmm_lo(d, r[0]);
+        if lanes == 2 {
+            self.set_xmm_hi(d, r[1]);
+        }
+        self.b.ins().jump(join, &[]);
+        self.b.switch_to_block(slow);
+        self.call_sse_helper(insn, host);
+        self.b.ins().jump(join, &[]);
+        self.b.seal_block(join);
+        self.b.switch_to_block(join);
+        true
+    }
+
+    /// For one lane of [`Self::emit_fp_inline`] (operands `a`, `b` and the round-to-nearest
+    /// result `r`, as i64 bits): an i8 that is 1 when the instruction raises no MXCSR flag but
+    /// PE, so that `r` is the interpreter's result (the guard has RC = nearest) whatever DAZ and
+    /// FTZ say, as no denormal goes in or comes out. That holds when both operands are zero or
+    /// normal (no DE; no NaN or infinity, so no IE), a divisor is normal (no ZE), and the result
+    /// is finite (no OE) and either normal with a biased exponent of at least 2 (so it is not
+    /// tiny, before or after rounding: no UE) or an exact zero: for ADD/SUB every zero result is
+    /// exact (a sum of multiples of 2^-1074 that small is representable), for MUL/DIV a zero is
+    /// exact exactly when an operand is zero (otherwise it underflowed).
+    fn fp_fast_ok(&mut self, op: FpOp, a: Value, b: Value, r: Value) -> Value {
+        // (biased exponent - lo) < n, unsigned: lo <= exponent < lo + n.
+        let exp_in = |s: &mut Self, x: Value, lo: i64, n: i64| {
+            let e = s.b.ins().ushr_imm_s(x, 52);
+            let e = s.b.ins().band_imm_s(e, 0x7ff);
+            let e = s.b.ins().iadd_imm_s(e, -lo);
+            s.b.ins().icmp_imm_s(IntCC::UnsignedLessThan, e, n)
+        };
+        let is_zero = |s: &mut Self, x: Value| {
+            let m = s.b.ins().ishl_imm_s(x, 1);
+            s.b.ins().icmp_imm_s(IntCC::Equal, m, 0)
+        };
+        let (az, bz) = (is_zero(self, a), is_zero(self, b));
+        let an = exp_in(self, a, 1, 0x7fe);
+        let bn = exp_in(self, b, 1, 0x7fe);
+        let a_ok = self.b.ins().bor(an, az);
+        let b_ok = if op == FpOp::Div { bn } else { self.b.ins().bor(bn, bz) };
+        let rn = exp_in(self, r, 2, 0x7fd);
+        let rz = is_zero(self, r);
+        let zero_ok = match op {
+            FpOp::Add | FpOp::Sub => rz,
+            FpOp::Mul => {
+                let z = self.b.ins().bor(az, bz);
+                self.b.ins().band(rz, z)
+            }
+            FpOp::Div => self.b.ins().band(rz, az),
+        };
+        let r_ok = self.b.ins().bor(rn, zero_ok);
+        let ok = self.b.ins().band(a_ok, b_ok);
+        self.b.ins().band(ok, r_ok)
+    }
+
+    /// A form computed by [`sse_helper`] (the FP arithmetic of [`Self::emit_fp_inline`] inline
+    /// when it can).
     fn emit_sse_helper(&mut self, insn: &Insn, host: Value) {
+        if !self.emit_fp_inline(insn, host) {
+            self.call_sse_helper(insn, host);
+        }
+    }
+
+    /// Calls [`sse_helper`] for `insn`.
+    fn call_sse_helper(&mut self, insn: &Insn, host: Value) {
         let i = &insn.i;
         let m = i.mnemonic();
         let gpr_dst = cpu::regs::gpr(i.op0_register()).is_some() && i.op0_kind() == OpKind::Register;

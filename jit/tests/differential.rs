@@ -249,10 +249,20 @@ fn gen_mem_insn(r: &mut Rng) -> Vec<u8> {
     }
     if r.below(6) == 0 {
         v.clear();
-        if r.below(3) == 0 {
-            v.push(0x41);
+        match r.below(4) {
+            // PUSH imm8 / PUSH imm32 (sign-extended to 64 bits).
+            0 => v.extend([0x6a, r.byte()]),
+            1 => {
+                v.push(0x68);
+                v.extend((r.next() as u32).to_le_bytes());
+            }
+            _ => {
+                if r.below(3) == 0 {
+                    v.push(0x41);
+                }
+                v.push(0x50 + r.below(16) as u8);
+            }
         }
-        v.push(0x50 + r.below(16) as u8);
         return v;
     }
     // CALL rel32 to the next instruction (a push of its address, then a new block), and RET, which

@@ -135,11 +135,17 @@ fn gen_insn(r: &mut Rng, bits: u32) -> Vec<u8> {
             let sub = [0u8, 1, 4, 5, 7][r.below(5) as usize];
             v.extend([0xd2 + r.below(2) as u8, 0xc0 | (sub << 3) | (r.byte() & 7)]);
         }
-        // PUSH/POP r, CALL rel32 (to the next instruction), RET, CALL/JMP r (32-bit: r32 targets).
+        // PUSH/POP r, PUSH imm, CALL rel32 (to the next instruction), RET, CALL/JMP r (32-bit: r32 targets).
         7 => {
             v.clear();
-            match r.below(6) {
+            match r.below(7) {
                 0 | 1 => v.push(0x50 + r.below(16) as u8),
+                // PUSH imm8 / PUSH imm32 (sign-extended).
+                6 if r.below(2) == 0 => v.extend([0x6a, r.byte()]),
+                6 => {
+                    v.push(0x68);
+                    v.extend((r.next() as u32).to_le_bytes());
+                }
                 2 => v.extend([0xe8, 0, 0, 0, 0]),
                 3 => v.push(0xc3),
                 _ => v.extend([0xff, [0xd0u8, 0xe0][r.below(2) as usize] | (r.byte() & 7)]),

@@ -265,7 +265,14 @@ fn gen_program(r: &mut Rng) -> Vec<u8> {
 /// Interesting 64-bit lanes: doubles (zeros, ones, NaNs, infinities, denormals, huge), pairs of
 /// singles, small integers and random bits.
 fn lane(r: &mut Rng) -> u64 {
-    const D: [u64; 14] = [
+    const D: [u64; 19] = [
+        // Tiny normals (the smallest, exponent 2) and doubles whose products land at the normal
+        // range's end, or below it, or just above (the inline FP forms' underflow edge).
+        0x0010_0000_0000_0000,
+        0x8020_0000_0000_0001,
+        0x2000_0000_0000_0001,
+        0x1ff0_0000_0000_0000,
+        0x2010_0000_0000_0000,
         0,
         0x8000_0000_0000_0000,
         0x3ff0_0000_0000_0000,
@@ -286,6 +293,11 @@ fn lane(r: &mut Rng) -> u64 {
         2 => r.below(300),
         // A double of moderate size, so arithmetic gives ordinary inexact results.
         3 => (0x3f0u64 + r.below(0x20)) << 52 | (r.next() >> 12),
+        // Near the ends of the exponent range, with either sign.
+        4 if r.below(2) == 0 => {
+            let e = [r.below(0x30), 0x7fe - r.below(0x30), 0x1f8 + r.below(0x10), 0x5f8 + r.below(0x10)];
+            e[r.below(4) as usize] << 52 | (r.next() >> 12) | (r.next() & 1) << 63
+        }
         _ => r.next(),
     }
 }
@@ -414,7 +426,12 @@ fn random_setup(r: &mut Rng) -> Setup {
         ymm_hi[k] = r.next() as u128 | (r.next() as u128) << 64;
     }
     let mut mxcsr = 0x1f80;
-    match r.below(8) {
+    // PE already set (every inexact result has set it in a running program): the inline FP
+    // forms' fast path; sometimes with DAZ/FTZ or another rounding, which must not matter or must
+    // take the helper.
+    match r.below(12) {
+        8 | 9 => mxcsr |= 0x20,
+        10 => mxcsr |= 0x20 | (r.next() as u32 & 0xe05f),
         0 => mxcsr |= (r.below(4) as u32) << 13,
         1 => mxcsr |= (1 << 6) | (1 << 15),
         2 => mxcsr = (mxcsr | (r.next() as u32 & 0xe040)) & !(1 << (7 + r.below(6))),
