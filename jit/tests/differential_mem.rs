@@ -18,6 +18,9 @@ use cpu::state::{Quirks, Seg, attr};
 use cpu::testutil::{CODE, DATA, STACK, TestBus, TestMode, cpu_in};
 use iced_x86::{Decoder, DecoderOptions, Mnemonic};
 
+mod common;
+use common::tlb_tags;
+
 struct Rng(u64);
 impl Rng {
     fn next(&mut self) -> u64 {
@@ -302,20 +305,6 @@ fn run(
     it.flush_all();
     let exit = it.run(&mut st, &mut bus, 1_000);
     (st, exit, bus)
-}
-
-/// The software TLB's valid entries (table, slot, tag, whether it has a host page): the JIT must
-/// leave exactly the interpreter's, as the state hash of a machine covers them (an inline
-/// read-modify-write that filled the read TLB only under the interpreter parted a Linux replay).
-fn tlb_tags(it: &Interpreter) -> Vec<(usize, usize, u64, bool)> {
-    let t = &it.mmu.tlb;
-    [&t.read, &t.write, &t.exec]
-        .iter()
-        .enumerate()
-        .flat_map(|(n, tab)| {
-            tab.iter().enumerate().filter(|(_, e)| e.tag != 0).map(move |(k, e)| (n, k, e.tag, e.host != 0))
-        })
-        .collect()
 }
 
 #[test]

@@ -17,6 +17,9 @@ use cpu::state::{Quirks, cr0, cr4};
 use cpu::testutil::{CODE, DATA, STACK, TestBus, TestMode, cpu_in};
 use iced_x86::{Decoder, DecoderOptions};
 
+mod common;
+use common::tlb_tags;
+
 struct Rng(u64);
 impl Rng {
     fn next(&mut self) -> u64 {
@@ -341,19 +344,6 @@ fn run(it: &mut Interpreter, code: &[u8], s: &Setup, until: u64) -> (cpu::CpuSta
 fn disasm(code: &[u8]) -> String {
     let mut d = Decoder::with_ip(64, code, CODE, DecoderOptions::NONE);
     d.iter().map(|i| format!("  {:#x}: {i}", i.ip())).collect::<Vec<_>>().join("\n")
-}
-
-/// The software TLB's valid entries (table, slot, tag, whether it has a host page): the JIT must
-/// leave exactly the interpreter's (a machine's state hash covers them).
-fn tlb_tags(it: &Interpreter) -> Vec<(usize, usize, u64, bool)> {
-    let t = &it.mmu.tlb;
-    [&t.read, &t.write, &t.exec]
-        .iter()
-        .enumerate()
-        .flat_map(|(n, tab)| {
-            tab.iter().enumerate().filter(|(_, e)| e.tag != 0).map(move |(k, e)| (n, k, e.tag, e.host != 0))
-        })
-        .collect()
 }
 
 /// Runs `code` from `s` under both engines and requires the same end.
