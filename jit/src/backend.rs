@@ -14,7 +14,7 @@
 //! then, so placing code, and evicting all of it, is safe).
 
 use crate::cache::{self, Cache};
-use crate::worker::{CompileDelay, Done, Job, Submit, Worker};
+use crate::worker::{CompileDelay, Done, Heat, Job, Submit, Worker};
 use crate::{Jit, JitBlock};
 use cpu::exec::Insn;
 use cpu::interp::RunEnd;
@@ -110,8 +110,8 @@ impl Handle {
 }
 
 enum State {
-    /// On the compile thread.
-    Pending,
+    /// On the compile thread; its heat is raised at each interpreted run (the queue's order).
+    Pending(Heat),
     /// Placed in the arena.
     Ready(JitBlock),
     /// Evicted; the block has been entered `hits` times since.
@@ -230,7 +230,8 @@ impl Core {
         }
         if let Some(w) = &self.worker {
             let id = self.next_id;
-            match w.submit(Job { id, insns: insns.to_vec(), members: Vec::new() }) {
+            let heat = Heat::default();
+            match w.submit(Job { id, insns: insns.to_vec(), members: Vec::new() }, Some(heat.clone())) {
                 Ok(()) => {
                     self.next_id += 1;
                     let p = Pending {
@@ -240,7 +241,7 @@ impl Core {
                         first_ip: insns[0].next_rip,
                     };
                     self.pending.insert(id, p);
-                    *slot.borrow_mut() = State::Pending;
+                    *slot.borrow_mut() = State::Pending(heat);
                     return;
                 }
                 // A full queue: the compile thread is behind; the block asks again later (as an
@@ -333,7 +334,7 @@ impl Core {
             // rather than lost, so the queue keeps a copy of the job's instructions.
             let job = Job { id, insns, members };
             if let Some(w) = &self.worker
-                && w.submit(Job { id, insns: job.insns.clone(), members: job.members.clone() }).is_ok()
+                && w.submit(Job { id, insns: job.insns.clone(), members: job.members.clone() }, None).is_ok()
             {
                 self.next_id += 1;
                 self.regions.insert(id, head);
@@ -516,8 +517,9 @@ impl CompiledBlock for Translation {
             let mut core = self.core.borrow_mut();
             let state = std::mem::replace(&mut *self.slot.borrow_mut(), State::Declined);
             match state {
-                State::Pending => {
-                    *self.slot.borrow_mut() = State::Pending;
+                State::Pending(heat) => {
+                    heat.bump();
+                    *self.slot.borrow_mut() = State::Pending(heat);
                     core.poll();
                 }
                 State::Evicted(hits) => {

@@ -303,6 +303,9 @@ impl Jit {
         flags.set("opt_level", opt).map_err(|e| e.to_string())?;
         // Code is copied to wherever the arena has room: it must not depend on its address.
         flags.set("is_pic", "true").map_err(|e| e.to_string())?;
+        // Nothing registers unwind tables for generated code (no unwinding crosses it:
+        // `call_handler` catches panics), so Cranelift need not make them.
+        flags.set("unwind_info", "false").map_err(|e| e.to_string())?;
         cranelift_native::builder()
             .map_err(|e| format!("cranelift does not support this host: {e}"))?
             .finish(settings::Flags::new(flags))

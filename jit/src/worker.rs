@@ -1,13 +1,21 @@
 //! The compile thread: a `Jit` of its own turning blocks into position-independent machine code
-//! while the interpreter goes on running them. Jobs and results travel over channels (std's
-//! `mpsc`, which is crossbeam-channel's implementation since Rust 1.67); the thread never touches
-//! guest state or executable memory: it returns bytes, which the owning thread places
-//! (`backend.rs`), so when a translation arrives cannot change what the guest sees.
+//! while the interpreter goes on running them. The thread never touches guest state or executable
+//! memory: it returns bytes, which the owning thread places (`backend.rs`), so when a translation
+//! arrives cannot change what the guest sees.
+//!
+//! Jobs wait in a bounded queue that the thread serves **hottest first**: each job carries a
+//! counter ([`Heat`]) that the owner raises every time it runs the block interpreted while the
+//! translation is pending, so a burst of new code (a boot) gets its busiest blocks translated
+//! first and fewer block runs are interpreted meanwhile (regions, hot loops of blocks already
+//! translated, go before any block). Ties go oldest first. Results come back over a channel
+//! (std's `mpsc`, which is crossbeam-channel's implementation since Rust 1.67).
 
 use crate::Jit;
 use cpu::exec::Insn;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -36,6 +44,54 @@ pub(crate) struct Job {
     pub members: Vec<usize>,
 }
 
+/// How urgently a queued job is wanted: the block runs interpreted while it waits (raised by the
+/// owner, read by the compile thread; only an order, never a result, depends on it).
+#[derive(Clone, Default)]
+pub(crate) struct Heat(Arc<AtomicU64>);
+
+impl Heat {
+    /// Counts one more interpreted run of the job's block.
+    pub(crate) fn bump(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// The jobs waiting for the compile thread.
+#[derive(Default)]
+struct Queue {
+    /// Waiting jobs with their heat (`u64::MAX` for a region).
+    jobs: Vec<(Job, Option<Heat>)>,
+    /// Set when the owner is gone: the thread ends once the queue is empty of what it wants.
+    closed: bool,
+    /// Set when the thread has ended.
+    ended: bool,
+}
+
+impl Queue {
+    /// Removes the job to compile next: the hottest, the oldest (lowest id) among equals; a
+    /// region (no heat) before any block.
+    fn take(&mut self) -> Option<Job> {
+        let heat = |h: &Option<Heat>| h.as_ref().map_or(u64::MAX, Heat::get);
+        let best = (0..self.jobs.len()).max_by(|&a, &b| {
+            let (ja, jb) = (&self.jobs[a], &self.jobs[b]);
+            heat(&ja.1).cmp(&heat(&jb.1)).then(jb.0.id.cmp(&ja.0.id))
+        })?;
+        Some(self.jobs.swap_remove(best).0)
+    }
+}
+
+/// The queue and the condition the compile thread waits on.
+type Shared = Arc<(Mutex<Queue>, Condvar)>;
+
+/// Locks the queue (a panic elsewhere while holding it leaves it usable: it is a plain list).
+fn lock(shared: &Shared) -> MutexGuard<'_, Queue> {
+    shared.0.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Why [`Worker::submit`] did not queue a job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Submit {
@@ -59,9 +115,11 @@ pub(crate) struct Done {
     pub ns: u64,
 }
 
-/// The compile thread and its two channels.
+/// The compile thread, its job queue and its result channel.
 pub(crate) struct Worker {
-    jobs: Option<SyncSender<Job>>,
+    queue: Shared,
+    /// Jobs the queue holds at most.
+    limit: usize,
     done: Receiver<Done>,
     thread: Option<JoinHandle<()>>,
 }
@@ -69,12 +127,21 @@ pub(crate) struct Worker {
 impl Worker {
     /// Starts the thread; fails when the host cannot start one or Cranelift does not support it.
     pub(crate) fn spawn(delay: Option<CompileDelay>, queue: usize) -> Result<Worker, String> {
-        let (jobs, job_rx) = mpsc::sync_channel::<Job>(queue.max(1));
+        let shared: Shared = Arc::default();
+        let theirs = shared.clone();
         let (done_tx, done) = mpsc::channel();
         let (ready_tx, ready_rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("ferrite-jit".into())
             .spawn(move || {
+                // However the thread ends, the owner stops queueing.
+                struct End(Shared);
+                impl Drop for End {
+                    fn drop(&mut self) {
+                        lock(&self.0).ended = true;
+                    }
+                }
+                let _end = End(theirs.clone());
                 let mut jit = match Jit::new() {
                     Ok(j) => {
                         let _ = ready_tx.send(Ok(()));
@@ -86,7 +153,19 @@ impl Worker {
                     }
                 };
                 let mut rng = delay.map_or(0, |d| d.seed | 1);
-                while let Ok(job) = job_rx.recv() {
+                let next = || {
+                    let mut q = lock(&theirs);
+                    loop {
+                        if let Some(job) = q.take() {
+                            return Some(job);
+                        }
+                        if q.closed {
+                            return None;
+                        }
+                        q = theirs.1.wait(q).unwrap_or_else(|e| e.into_inner());
+                    }
+                };
+                while let Some(job) = next() {
                     if let Some(d) = delay {
                         rng = xorshift(rng);
                         std::thread::sleep(Duration::from_micros(rng % (d.max_us + 1)));
@@ -118,19 +197,26 @@ impl Worker {
             })
             .map_err(|e| format!("cannot start the compile thread: {e}"))?;
         match ready_rx.recv() {
-            Ok(Ok(())) => Ok(Worker { jobs: Some(jobs), done, thread: Some(thread) }),
+            Ok(Ok(())) => Ok(Worker { queue: shared, limit: queue.max(1), done, thread: Some(thread) }),
             Ok(Err(e)) => Err(e),
             Err(_) => Err("the compile thread ended at start".into()),
         }
     }
 
-    /// Queues a job; says why not when the queue is full or the thread has ended.
-    pub(crate) fn submit(&self, job: Job) -> Result<(), Submit> {
-        let Some(jobs) = &self.jobs else { return Err(Submit::Ended) };
-        jobs.try_send(job).map_err(|e| match e {
-            TrySendError::Full(_) => Submit::Full,
-            TrySendError::Disconnected(_) => Submit::Ended,
-        })
+    /// Queues a job, ranked by `heat` (`None`: a region, before every block); says why not when
+    /// the queue is full or the thread has ended.
+    pub(crate) fn submit(&self, job: Job, heat: Option<Heat>) -> Result<(), Submit> {
+        let mut q = lock(&self.queue);
+        if q.ended || q.closed {
+            return Err(Submit::Ended);
+        }
+        if q.jobs.len() >= self.limit {
+            return Err(Submit::Full);
+        }
+        q.jobs.push((job, heat));
+        drop(q);
+        self.queue.1.notify_one();
+        Ok(())
     }
 
     /// A finished job, if one is waiting.
@@ -146,8 +232,14 @@ impl Worker {
 
 impl Drop for Worker {
     fn drop(&mut self) {
-        // Closing the job channel ends the thread's loop after its current job.
-        self.jobs = None;
+        // Closing the queue ends the thread's loop after its current job; what still waits is
+        // abandoned.
+        {
+            let mut q = lock(&self.queue);
+            q.closed = true;
+            q.jobs.clear();
+        }
+        self.queue.1.notify_all();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -164,6 +256,34 @@ pub(crate) fn thread_cpu_ns() -> u64 {
         return 0;
     }
     t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(id: u64) -> Job {
+        Job { id, insns: Vec::new(), members: Vec::new() }
+    }
+
+    #[test]
+    fn the_queue_serves_regions_then_the_hottest_block_then_the_oldest() {
+        let heats: Vec<Heat> = (0..4).map(|_| Heat::default()).collect();
+        let mut q = Queue::default();
+        for (id, h) in heats.iter().enumerate() {
+            q.jobs.push((job(id as u64), Some(h.clone())));
+        }
+        q.jobs.push((job(9), None));
+        for _ in 0..3 {
+            heats[2].bump();
+        }
+        // Raised after queueing: the order follows the heat at the time of taking.
+        heats[1].bump();
+        heats[1].bump();
+        let order: Vec<u64> = std::iter::from_fn(|| q.take()).map(|j| j.id).collect();
+        // 0 and 3 were never run: the older first.
+        assert_eq!(order, [9, 2, 1, 0, 3]);
+    }
 }
 
 /// One step of a xorshift64 generator (the delays need no quality, only repeatability).

@@ -251,10 +251,15 @@ fn the_cache_serves_a_second_run_and_ignores_damaged_entries() {
     flipped[mid] ^= 0x01;
     let mut version = good.clone();
     version[8] ^= 0x7f;
-    let damaged: [(&str, Vec<u8>); 4] = [
+    // The header's tag (bytes 16..24) names the build (its GNU build ID), the Cranelift settings
+    // and the host: a file of another build under this name is stale.
+    let mut build = good.clone();
+    build[16] ^= 0x01;
+    let damaged: [(&str, Vec<u8>); 5] = [
         ("flipped byte", flipped),
         ("truncated", good[..mid].to_vec()),
         ("other version", version),
+        ("other build", build),
         ("garbage", vec![0x5a; 4096]),
     ];
     for (what, bytes) in damaged {
