@@ -110,9 +110,8 @@ fn build_id() -> Option<u64> {
     *ID.get_or_init(|| match loaded_build_id() {
         Some(id) => Some(hash64(0x6275_696c_6469_64, &id)),
         None => {
-            let bytes = std::fs::read("/proc/self/exe")
-                .or_else(|_| std::fs::read(std::env::current_exe()?))
-                .ok()?;
+            let bytes =
+                std::fs::read("/proc/self/exe").or_else(|_| std::fs::read(std::env::current_exe()?)).ok()?;
             Some(hash64(0x0062_7569_6c64, &bytes))
         }
     })
@@ -152,7 +151,11 @@ fn loaded_build_id() -> Option<Vec<u8>> {
         id: Option<Vec<u8>>,
     }
     /// Called by `dl_iterate_phdr` for each loaded image; returns non-zero to stop at ours.
-    unsafe extern "C" fn each(info: *mut libc::dl_phdr_info, _size: usize, data: *mut libc::c_void) -> libc::c_int {
+    unsafe extern "C" fn each(
+        info: *mut libc::dl_phdr_info,
+        _size: usize,
+        data: *mut libc::c_void,
+    ) -> libc::c_int {
         // SAFETY: `dl_iterate_phdr` passes a valid `dl_phdr_info` for the duration of the call, and
         // `data` is the `Find` that `loaded_build_id` passed it, borrowed by nothing else meanwhile.
         let (info, find) = unsafe { (&*info, &mut *(data as *mut Find)) };
@@ -169,7 +172,8 @@ fn loaded_build_id() -> Option<Vec<u8>> {
             .filter(|p| p.p_type == libc::PT_LOAD)
             .map(|p| (base.wrapping_add(p.p_vaddr as usize), p.p_memsz as usize))
             .collect();
-        let inside = |a: usize, len: usize| loads.iter().any(|&(s, n)| a >= s && a - s <= n && n - (a - s) >= len);
+        let inside =
+            |a: usize, len: usize| loads.iter().any(|&(s, n)| a >= s && a - s <= n && n - (a - s) >= len);
         if !inside(find.addr, 1) {
             return 0;
         }
@@ -513,7 +517,10 @@ mod tests {
         needle.extend_from_slice(&NT_GNU_BUILD_ID.to_le_bytes());
         needle.extend_from_slice(b"GNU\0");
         needle.extend_from_slice(&id);
-        assert!(exe.windows(needle.len()).any(|w| w == needle), "the in-memory build ID is not the file's note");
+        assert!(
+            exe.windows(needle.len()).any(|w| w == needle),
+            "the in-memory build ID is not the file's note"
+        );
         assert!(build_id().is_some());
     }
 

@@ -220,8 +220,13 @@ pub struct Stats {
     pub compile_ns: u64,
 }
 
-/// Cranelift's optimisation level for translations (measured: docs/PERF.md).
-const OPT_LEVEL: &str = "speed";
+/// Cranelift's optimisation level for ordinary blocks, the first tier (measured: docs/PERF.md,
+/// 2026-12-07 "Translation latency": `none` translates 22% faster, the boot waits less for
+/// translations, and the code runs the boot and the guest CPU benchmark as fast).
+const OPT_LEVEL: &str = "none";
+/// Cranelift's optimisation level for code that loops, the second tier: blocks that loop on
+/// themselves and regions (`region.rs`, hot cycles of blocks compiled again as one function).
+const OPT_LEVEL_LOOP: &str = "speed";
 /// Cranelift's register allocator for translations (measured: docs/PERF.md).
 const REGALLOC: &str = "backtracking";
 
@@ -249,15 +254,16 @@ pub struct Jit {
 impl Jit {
     /// A JIT for this host's CPU; fails when Cranelift does not support the host.
     ///
-    /// Blocks that loop on themselves are compiled with Cranelift's `speed` optimizations and its
-    /// backtracking register allocator (their code quality is what a hot loop runs at); other
-    /// blocks with the settings in `FERRITE_JIT_OPT` (`none`, `speed`) and `FERRITE_JIT_REGALLOC`
-    /// (`backtracking`, `single_pass`), by default those measured best in docs/PERF.md.
+    /// Blocks that loop on themselves, and regions, are compiled with Cranelift's `speed`
+    /// optimizations and its backtracking register allocator (their code quality is what a hot
+    /// loop runs at); other blocks with the settings in `FERRITE_JIT_OPT` (`none`, `speed`) and
+    /// `FERRITE_JIT_REGALLOC` (`backtracking`, `single_pass`), by default those measured best in
+    /// docs/PERF.md (`none`, `backtracking`).
     pub fn new() -> Result<Self, String> {
         let env = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_string());
         let isa = Self::make_isa(&env("FERRITE_JIT_OPT", OPT_LEVEL), &env("FERRITE_JIT_REGALLOC", REGALLOC))
             .map_err(|e| format!("FERRITE_JIT_OPT/FERRITE_JIT_REGALLOC: {e}"))?;
-        let isa_loop = Self::make_isa(OPT_LEVEL, REGALLOC)?;
+        let isa_loop = Self::make_isa(OPT_LEVEL_LOOP, REGALLOC)?;
         Ok(Jit {
             isa,
             isa_loop: isa_loop.clone(),
