@@ -108,7 +108,7 @@ pub(crate) fn key(insns: &[Insn]) -> Vec<u8> {
 fn build_id() -> Option<u64> {
     static ID: OnceLock<Option<u64>> = OnceLock::new();
     *ID.get_or_init(|| match loaded_build_id() {
-        Some(id) => Some(hash64(0x6275_696c_6469_64, &id)),
+        Some(id) => Some(hash64(0x0062_7569_6c64_6964, &id)),
         None => {
             let bytes =
                 std::fs::read("/proc/self/exe").or_else(|_| std::fs::read(std::env::current_exe()?)).ok()?;

@@ -258,6 +258,14 @@ pub(crate) fn thread_cpu_ns() -> u64 {
     t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
+/// One step of a xorshift64 generator (the delays need no quality, only repeatability).
+fn xorshift(mut x: u64) -> u64 {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    x
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -284,12 +292,4 @@ mod tests {
         // 0 and 3 were never run: the older first.
         assert_eq!(order, [9, 2, 1, 0, 3]);
     }
-}
-
-/// One step of a xorshift64 generator (the delays need no quality, only repeatability).
-fn xorshift(mut x: u64) -> u64 {
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    x
 }
