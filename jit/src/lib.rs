@@ -17,7 +17,9 @@
 //! that branches back to its own start loops in generated code while the budget allows. Blocks
 //! the interpreter chains get direct links ([`Link`]): a block's code hands its successor's
 //! translation to `JitBlock::run` without the interpreter's loop; a link epoch, raised whenever
-//! decoded blocks are dropped, unlinks everything at once.
+//! decoded blocks are dropped, unlinks everything at once. A block ending in RET or an indirect
+//! JMP/CALL also probes a table of links shared by all blocks, keyed by the target RIP
+//! (`dispatch.rs`, the indirect-branch target cache).
 //!
 //! Code is compiled with `cranelift-codegen` into position-independent bytes (no relocations: the
 //! trampoline's address is an immediate) and copied into executable chunks of our own ([`arena`]).

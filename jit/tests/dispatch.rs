@@ -247,9 +247,19 @@ fn stat(it: &Interpreter, name: &str) -> u64 {
 }
 
 /// What a run leaves that the two engines must agree on.
-type Outcome = ([u64; 16], u64, u64, u64, Vec<Exit>, Vec<u8>);
+/// Each run's exit with the retired count, RIP and a digest of the registers where it stopped.
+type Marks = Vec<(Exit, u64, u64, u64)>;
 
-fn outcome(st: &cpu::CpuState, bus: &TestBus, exits: Vec<Exit>) -> Outcome {
+/// What a run leaves that the two engines must agree on (the last element: each slice's end).
+type Outcome = ([u64; 16], u64, u64, u64, Marks, Vec<u8>);
+
+/// `e` and where the run that returned it stopped.
+fn mark(e: Exit, st: &cpu::CpuState) -> (Exit, u64, u64, u64) {
+    let digest = st.gpr.iter().fold(st.rflags, |h, &g| h.rotate_left(7) ^ g);
+    (e, st.icount, st.rip, digest)
+}
+
+fn outcome(st: &cpu::CpuState, bus: &TestBus, exits: Marks) -> Outcome {
     let mem = bus.ram[STACK as usize - 0x400..STACK as usize].to_vec();
     (st.gpr, st.rip, st.rflags, st.icount, exits, mem)
 }
@@ -266,13 +276,7 @@ fn run_sliced(it: &mut Interpreter, mode: TestMode, p: &Program, seed: u64) -> O
         let until = st.icount + n;
         let e = it.run(&mut st, &mut bus, until);
         let done = e != Exit::BudgetSpent;
-        if matches!(e, Exit::Trapped(_)) {
-            eprintln!(
-                "trap {e:?} at rip {:#x} cr2 {:#x} rsp {:#x} icount {}",
-                st.rip, st.cr2, st.gpr[4], st.icount
-            );
-        }
-        exits.push(e);
+        exits.push(mark(e, &st));
         if done || exits.len() > 100_000 {
             break;
         }
@@ -302,7 +306,7 @@ fn indirect_branches_match_the_interpreter_under_random_budgets() {
             let p = program(seed, bits, 200 + (case as u32 % 5) * 60, 0x1234_5678, None);
             let want = run_sliced(&mut engine(None), mode, &p, seed);
             assert_eq!(
-                want.4.last(),
+                want.4.last().map(|m| &m.0),
                 Some(&Exit::Halted),
                 "{} case {case}: the program halts",
                 mode_name(mode)
@@ -310,9 +314,10 @@ fn indirect_branches_match_the_interpreter_under_random_budgets() {
             for on in [false, true] {
                 let mut it = engine(Some(on));
                 let got = run_sliced(&mut it, mode, &p, seed);
+                let slice = got.4.iter().zip(&want.4).position(|(g, w)| g != w);
                 assert!(
                     got == want,
-                    "{} case {case} (cache {on}): jit {:x?} rip {:#x} icount {} != interp {:x?} rip {:#x} icount {}",
+                    "{} case {case} (cache {on}): first differing slice end {slice:?}; at the end jit {:x?} rip {:#x} icount {} != interp {:x?} rip {:#x} icount {}",
                     mode_name(mode),
                     got.0,
                     got.1,
@@ -328,7 +333,12 @@ fn indirect_branches_match_the_interpreter_under_random_budgets() {
                 let (mut st, mut bus) = setup(mode, &p);
                 it.flush_all();
                 let e = it.run(&mut st, &mut bus, u64::MAX);
-                assert_eq!(outcome(&st, &bus, vec![e]).0, want.0, "{} case {case}: one run", mode_name(mode));
+                assert_eq!(
+                    outcome(&st, &bus, vec![mark(e, &st)]).0,
+                    want.0,
+                    "{} case {case}: one run",
+                    mode_name(mode)
+                );
                 entries[k] += stat(&it, " entries from the interpreter");
             }
         }
@@ -380,6 +390,7 @@ fn indirect_cache_never_runs_stale_code() {
             }
             it.flush_all();
             let e1 = it.run(&mut st, &mut bus, 6_001);
+            let e1 = mark(e1, &st);
             if jit.is_some() {
                 entries.push(stat(&it, " entries from the interpreter"));
             }
@@ -408,7 +419,7 @@ fn indirect_cache_never_runs_stale_code() {
                 let until = st.icount + 7_003;
                 let e = it.run(&mut st, &mut bus, until);
                 let done = e != Exit::BudgetSpent;
-                exits.push(e);
+                exits.push(mark(e, &st));
                 if done {
                     break;
                 }
@@ -416,9 +427,10 @@ fn indirect_cache_never_runs_stale_code() {
             results.push(outcome(&st, &bus, exits));
         }
         for k in [1, 2] {
+            let slice = results[0].4.iter().zip(&results[k].4).position(|(g, w)| g != w);
             assert!(
                 results[0] == results[k],
-                "scenario {scenario}, run {k}: interp {:x?} rip {:#x} icount {} != jit {:x?} rip {:#x} icount {}",
+                "scenario {scenario}, run {k}: first differing run end {slice:?}; at the end interp {:x?} rip {:#x} icount {} != jit {:x?} rip {:#x} icount {}",
                 results[0].0,
                 results[0].1,
                 results[0].3,
