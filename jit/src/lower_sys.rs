@@ -23,6 +23,15 @@
 //!   read-modify-write: it probes the write TLB and reads through it (`ops::loc`/`Loc::Mem`), so it
 //!   leaves the interpreter's TLB. PUSH m64 and LEAVE only in 64-bit code, where the stack needs
 //!   no segment check (XCHG also in 32-bit code, through `lower_mem`'s segment check).
+//! - **SWAPGS, CLI, STI** in 64-bit code (Linux's system-call entry and exit, its interrupt
+//!   enabling): each is the last instruction of its decoded block (the interpreter ends blocks at
+//!   them), so the gain is the handler call's write-back and reload. The fast path is the plain
+//!   case, checked in generated code; anything else runs the handler: SWAPGS (`msr::swapgs`) at
+//!   CPL 0 exchanges GS.base with IA32_KERNEL_GS_BASE (64-bit code runs only in IA-32e mode, where
+//!   it is not #UD); CLI and STI (`intflags::cli`/`sti`) with CPL <= IOPL (no VIF, no #GP in 64-bit
+//!   code then) clear or set RFLAGS.IF, and STI that sets IF (IF was 0) opens the interrupt shadow
+//!   for one instruction (`irq_shadow_icount` = the count after it). STI still ends its block and
+//!   does not chain, so the interpreter's loop sees the shadow exactly as before.
 //!
 //! Every form here has cases in `tests/differential_sys.rs` (jit against interp, faults included).
 
@@ -43,6 +52,12 @@ pub(crate) enum Sys {
     Leave,
     /// XCHG m, r (86/87) without LOCK.
     Xchg,
+    /// SWAPGS in 64-bit code.
+    Swapgs,
+    /// CLI in 64-bit code.
+    Cli,
+    /// STI in 64-bit code.
+    Sti,
 }
 
 /// What this file's forms need of the function being built: its retired-count variable (the count
@@ -73,6 +88,9 @@ pub(crate) fn inline_sys(insn: &Insn) -> Option<Form> {
             (Sys::PushM, Mem::Src)
         }
         Code::Leaveq if long => (Sys::Leave, Mem::Stack),
+        Code::Swapgs if long => (Sys::Swapgs, Mem::Guard),
+        Code::Cli if long => (Sys::Cli, Mem::Guard),
+        Code::Sti if long => (Sys::Sti, Mem::Guard),
         Code::Xchg_rm8_r8 | Code::Xchg_rm16_r16 | Code::Xchg_rm32_r32 | Code::Xchg_rm64_r64
             if insn.op[0] == Opnd::Mem
                 && matches!(insn.op[1], Opnd::Reg(_))
@@ -156,6 +174,53 @@ impl Lower<'_, '_> {
                 let sp = self.b.ins().iadd_imm_s(bp, 8);
                 self.store_gpr(4, sp);
                 self.store_gpr(5, v);
+                return;
+            }
+            Sys::Swapgs => {
+                // CPL 0, else the handler (#GP).
+                let cpl = self.b.ins().load(types::I8, MF, self.st, offset_of!(cpu::CpuState, cpl) as i32);
+                let ok = self.b.ins().icmp_imm_s(IntCC::Equal, cpl, 0);
+                self.or_slow(ok, slow);
+                let gs = (cpu::offsets::SEG0 + Seg::Gs as usize * cpu::offsets::SEGMENT_SIZE + 8) as i32;
+                let kgs =
+                    (offset_of!(cpu::CpuState, msr) + offset_of!(cpu::state::Msrs, kernel_gs_base)) as i32;
+                let a = self.b.ins().load(I64, MF, self.st, gs);
+                let k = self.b.ins().load(I64, MF, self.st, kgs);
+                self.b.ins().store(MF, k, self.st, gs);
+                self.b.ins().store(MF, a, self.st, kgs);
+                return;
+            }
+            Sys::Cli | Sys::Sti => {
+                // CPL <= IOPL, else the handler (VIF or #GP).
+                let cpl = self.b.ins().load(types::I8, MF, self.st, offset_of!(cpu::CpuState, cpl) as i32);
+                let cpl = self.b.ins().uextend(I64, cpl);
+                let fl = self.b.use_var(self.fl);
+                let iopl = self.b.ins().ushr_imm_s(fl, flags::IOPL.trailing_zeros() as i64);
+                let iopl = self.b.ins().band_imm_s(iopl, 3);
+                let ok = self.b.ins().icmp(IntCC::UnsignedLessThanOrEqual, cpl, iopl);
+                self.or_slow(ok, slow);
+                let fl = self.b.use_var(self.fl);
+                if sys == Sys::Cli {
+                    let v = self.b.ins().band_imm_s(fl, !(flags::IF as i64));
+                    self.b.def_var(self.fl, v);
+                    return;
+                }
+                // STI: when IF was 0, the shadow covers the next instruction (count + 1).
+                let was = self.b.ins().band_imm_s(fl, flags::IF as i64);
+                let opens = self.b.ins().icmp_imm_s(IntCC::Equal, was, 0);
+                let shadow = self.b.create_block();
+                let join = self.b.create_block();
+                self.b.ins().brif(opens, shadow, &[], join, &[]);
+                self.b.seal_block(shadow);
+                self.b.switch_to_block(shadow);
+                let ic = self.b.use_var(env.count);
+                let next = self.b.ins().iadd_imm_s(ic, 1);
+                self.b.ins().store(MF, next, self.st, offset_of!(cpu::CpuState, irq_shadow_icount) as i32);
+                self.b.ins().jump(join, &[]);
+                self.b.seal_block(join);
+                self.b.switch_to_block(join);
+                let v = self.b.ins().bor_imm_s(fl, flags::IF as i64);
+                self.b.def_var(self.fl, v);
                 return;
             }
             Sys::Xchg => {

@@ -446,3 +446,103 @@ fn syscall_path_memory_forms_run_inline() {
     assert_eq!(b.gpr[4], STACK);
     assert!(inline * 10 >= b.icount * 9, "only {inline} of {} instructions ran inline", b.icount);
 }
+
+/// One random instruction around SWAPGS, CLI and STI (64-bit code): GS-relative loads that see
+/// which base is live, PUSHFQ/POP (a handler reading IF), RDTSC, ALU.
+fn gen_flag_insn(r: &mut Rng, v: &mut Vec<u8>) {
+    match r.below(10) {
+        0 | 1 => v.extend([0x0f, 0x01, 0xf8]),                        // SWAPGS
+        2 => v.push(0xfa),                                            // CLI
+        3 => v.push(0xfb),                                            // STI
+        4 => v.extend([0x65, 0x48, 0x8b, 0x04, 0x25, 0x08, 0, 0, 0]), // mov rax, gs:[8]
+        5 => v.extend([0x9c, 0x5b]),                                  // pushfq; pop rbx
+        6 => v.extend(RDTSC),
+        7 => v.extend([0x48, 0x01, 0xc1]),            // add rcx, rax
+        8 => v.extend([0x70 + r.below(16) as u8, 0]), // jcc +0 (a block end that chains)
+        _ => v.push(0x90),
+    }
+}
+
+#[test]
+fn jit_matches_interpreter_on_swapgs_cli_sti() {
+    use cpu::state::{Seg, flags};
+    use cpu::testutil::DATA;
+    let cases: u64 = std::env::var("FERRITE_JIT_DIFF_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(300);
+    let mut r = Rng(0x7377_6170_2026_1207);
+    let mut interp = Interpreter::new();
+    let mut jit = Interpreter::new();
+    jit.set_backend(Box::new(jit::Jit::new().expect("jit")), 1);
+    interp.trap_faults = true;
+    jit.trap_faults = true;
+    let mut exits = std::collections::BTreeMap::new();
+    for case in 0..cases {
+        // A loop, so that blocks run translated and linked: mov r14d, n; top: body; dec r14d; jnz top.
+        let mut code = vec![0x41, 0xbe];
+        code.extend((1 + r.below(3) as u32).to_le_bytes());
+        let top = code.len();
+        for _ in 0..3 + r.below(14) {
+            gen_flag_insn(&mut r, &mut code);
+        }
+        code.extend([0x41, 0xff, 0xce]);
+        let rel = top as i64 - (code.len() as i64 + 2);
+        code.extend([0x75, rel as i8 as u8]);
+        code.push(0xf4);
+        let cpl3 = r.below(3) == 0;
+        let iopl = r.below(4);
+        let if_ = r.below(2) == 0;
+        let gs = [DATA, DATA + 0x800, r.next()][r.below(3) as usize];
+        let kgs = [DATA + 0x800, DATA, r.next()][r.below(3) as usize];
+        let seed = r.next();
+        let go = |it: &mut Interpreter| {
+            let mut bus = TestBus { tsc: seed, ..TestBus::default() };
+            let mut st = cpu_in(TestMode::Long64, &mut bus);
+            bus.ram[CODE as usize..CODE as usize + code.len()].copy_from_slice(&code);
+            let mut x = Rng(seed | 1);
+            for a in (DATA..DATA + 0x1000).step_by(8) {
+                bus.ram[a as usize..a as usize + 8].copy_from_slice(&x.next().to_le_bytes());
+            }
+            if cpl3 {
+                // A user page for the first 2 MiB (code, stack, data: all of the test's RAM), so
+                // that CPL 3 runs; the PML4 and PDPT entries above it (just below the PD) too.
+                let pd = cpu::testutil::PD as usize;
+                bus.ram[pd..pd + 8].copy_from_slice(&0x87u64.to_le_bytes());
+                for a in [pd - 0x2000, pd - 0x1000] {
+                    bus.ram[a] |= 4;
+                }
+                st.cpl = 3;
+            }
+            st.rflags =
+                (st.rflags & !(flags::IOPL | flags::IF)) | (iopl << 12) | if if_ { flags::IF } else { 0 };
+            st.seg[Seg::Gs as usize].base = gs;
+            st.msr.kernel_gs_base = kgs;
+            it.flush_all();
+            let exit = it.run(&mut st, &mut bus, 2_000);
+            (st, exit)
+        };
+        let (a, ea) = go(&mut interp);
+        let (b, eb) = go(&mut jit);
+        assert_eq!(tlb_tags(&interp), tlb_tags(&jit), "case {case}: the TLB\n{}", disasm(&code, 64));
+        let key = |s: &cpu::CpuState| {
+            (
+                s.gpr,
+                s.rflags,
+                s.rip,
+                s.icount,
+                s.irq_shadow_icount,
+                s.seg[Seg::Gs as usize].base,
+                s.msr.kernel_gs_base,
+            )
+        };
+        assert!(
+            key(&a) == key(&b) && ea == eb,
+            "case {case} (cpl3 {cpl3} iopl {iopl} if {if_}):\n{}\ninterp: {ea:?} {:x?}\njit:    {eb:?} {:x?}",
+            disasm(&code, 64),
+            key(&a),
+            key(&b)
+        );
+        *exits.entry(format!("{ea:?}").chars().take(30).collect::<String>()).or_insert(0u32) += 1;
+    }
+    println!("exits: {exits:?}");
+    assert!(exits.keys().any(|k| k.starts_with("Halted")), "no halted case: {exits:?}");
+    assert!(exits.keys().any(|k| k.starts_with("Trapped(Exc { vector: 13")), "no #GP case: {exits:?}");
+}
