@@ -101,7 +101,10 @@ pub struct Outcome {
     /// The host functions generated code calls, indexed by the `HELPER_*` constants: code loads
     /// them from here instead of holding their addresses, so that it runs unchanged in another
     /// process (the persistent translation cache) whatever address the binary was loaded at.
-    helpers: [usize; 5],
+    helpers: [usize; 6],
+    /// The `Ctx` the code runs on (`*mut Ctx`), for helpers that need more than the `CpuState`
+    /// (`lower_sys.rs`: the bus).
+    ctx: usize,
     /// Written by a region's code at each member's entry (`region.rs`): the member's instructions
     /// (0: no region ran since the last link), its length | chain flag << 32, and the retired
     /// count at its start, which become `RunEnd::last`.
@@ -123,15 +126,18 @@ pub(crate) const HELPER_CNT_FLAGS: usize = 3;
 
 /// Index of `lower_sse::sse_helper` in `Outcome::helpers`.
 pub(crate) const HELPER_SSE: usize = 4;
+/// Index of `lower_sys::sys_helper` in `Outcome::helpers`.
+pub(crate) const HELPER_SYS: usize = 5;
 
 /// The table generated code finds in `Outcome::helpers`.
-fn helper_table() -> [usize; 5] {
+fn helper_table() -> [usize; 6] {
     [
         call_handler as *const () as usize,
         lower::imul_flags as lower::FlagsHelper as usize,
         lower::mul_flags as lower::FlagsHelper as usize,
         lower::cnt_flags as lower::FlagsHelper as usize,
         lower::sse_helper as lower::FlagsHelper as usize,
+        lower::sys_helper as lower::FlagsHelper as usize,
     ]
 }
 
@@ -412,6 +418,7 @@ impl Jit {
         regs.load(&mut b, st, used);
         regs.dirty = used;
         let user_tag = lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig, out }.user_tag();
+        regs.sys = Some(lower::SysEnv { count: icount, tlb, user_tag });
         // In a self-loop, each memory form keeps the TLB entry (linear page, host page) of its last
         // inline access in SSA across the back edge, and probes it before the TLB: a loop walking a
         // buffer then has no TLB load on its dependency chain. Only the inline path fills it, and
@@ -1044,6 +1051,7 @@ impl CompiledBlock for JitBlock {
             epoch: self.epoch.get(),
             helpers: helper_table(),
             ibtc: self.ibtc.as_ptr(),
+            ctx: ctx as *mut Ctx<'_> as usize,
             ..Outcome::default()
         };
         let icount0 = ctx.st.icount;
