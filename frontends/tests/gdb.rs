@@ -283,7 +283,8 @@ int3_handler:
         times 0x10000 - ($ - $$) db 0
 "#;
 
-/// gdb against `--accel kvm`: registers (with the CS base), stepi (KVM_GUESTDBG_SINGLESTEP),
+/// gdb against `--accel kvm`: registers (with the CS base), stepi (KVM_GUESTDBG_SINGLESTEP, over a
+/// port write too),
 /// breakpoints and a write watchpoint in DR0-DR3, a register write the vCPU then runs with, a fifth
 /// breakpoint refused with gdb's error, reverse execution refused, and the guest's own INT3 reaching
 /// its own handler while the debugger's breakpoints are set. Instruction counts are not checked: under
@@ -360,6 +361,9 @@ fn gdb_batch_session_under_kvm() {
         "break *0x106".into(),
         "continue".into(),
         p("/x $pc"),
+        // A step over `out` (a port exit KVM completes at the next entry).
+        "stepi".into(),
+        p("/x $pc"),
         "reverse-stepi".into(),
         // The second iteration, before its `dec cx`: cx 9. Set to 1, the loop ends after it.
         p("/x $rcx"),
@@ -374,7 +378,7 @@ fn gdb_batch_session_under_kvm() {
     let want: Vec<String> = [
         "0xfff0", "0xf000", "0x0", "0xf0000", "0x2", "0x100", "1", "0", "0x100", "1", "0x1234", at, count,
         // The fifth breakpoint was refused and the continue with it: the guest did not move.
-        at, "0x106", "0x9",
+        at, "0x106", "0x108", "0x9",
     ]
     .map(String::from)
     .into();

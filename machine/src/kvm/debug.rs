@@ -201,6 +201,19 @@ impl KvmEngine {
         Ok(())
     }
 
+    /// Single-stepping, the stepped instruction exited for port I/O or MMIO, which the board has
+    /// carried out: KVM completes the instruction (RIP past it) at the next KVM_RUN, entered here with
+    /// `immediate_exit` so that no further instruction runs, and that ends the step. (Hardware KVM
+    /// reports the step as a debug exit on that completion; PVM does not, and without this a step over
+    /// an `out` ran on through the next instruction too.)
+    pub(super) fn step_through_io(&mut self, board: &mut Board) -> Result<Exit, String> {
+        self.complete_pending(board)?;
+        if self.debug_hit.is_none() {
+            self.debug_hit = Some(DebugHit { exception: 1, dr6: DR6_BS, slots: 0, step: true });
+        }
+        Ok(Exit::ReachedStop)
+    }
+
     /// A debug exit: the debugger's hit ends the run; a #DB of the guest's own is handed to the guest
     /// (`KVM_GUESTDBG_INJECT_DB`) and the run goes on.
     pub(super) fn debug_exit(&mut self, arch: kvm_bindings::kvm_debug_exit_arch) -> Result<Ev, String> {

@@ -385,6 +385,10 @@ impl KvmEngine {
         let exit = result?;
         self.complete_pending(board)?;
         self.save_state(cpu, board)?;
+        // A debugger's step that ended while the last port or MMIO instruction completed.
+        if self.debug_hit.is_some() {
+            return Ok(Exit::ReachedStop);
+        }
         Ok(exit)
     }
 
@@ -401,6 +405,8 @@ impl KvmEngine {
             let ev = match r {
                 Err(e) if e.errno() == libc::EINTR => Ok(Ev::Continue),
                 Err(e) => Err(format!("KVM_RUN (completing I/O) failed: {e}")),
+                // Single-stepping: completing the instruction ends the step (`debug_hit` is set).
+                Ok(VcpuExit::Debug(arch)) => self.debug_exit(arch).map(|_| Ev::Continue),
                 Ok(exit) => Self::io_exit(exit, board, &mut self.needs_completion),
             };
             self.vcpu.set_kvm_immediate_exit(0);
@@ -594,6 +600,9 @@ impl KvmEngine {
             }
             if let Ev::Done(e) = ev {
                 return Ok(e);
+            }
+            if self.needs_completion && self.debug_req.single_step {
+                return self.step_through_io(board);
             }
             // Guard (without a host clock) against exits that never end.
             exits_without_time += 1;
