@@ -407,7 +407,8 @@ struct RunArgs {
 #[command(next_help_heading = "Debugging")]
 struct DebugArgs {
     /// GDB remote stub: tcp::PORT (on 127.0.0.1), tcp:HOST:PORT, or unix:PATH (a socket created with
-    /// mode 0600). Under --accel interp or jit. See docs/DEBUGGING.md.
+    /// mode 0600). Under --accel interp and jit (with reverse execution) and kvm (four hardware
+    /// breakpoints/watchpoints, no reverse execution). See docs/DEBUGGING.md.
     #[arg(long, value_name = "ENDPOINT", value_parser = machine::gdb::Endpoint::parse)]
     gdb: Option<machine::gdb::Endpoint>,
     /// Shorthand for --gdb tcp::1234 (QEMU's -s).

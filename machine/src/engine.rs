@@ -40,6 +40,11 @@ pub trait Engine {
         None
     }
 
+    /// The KVM engine (its debugger facilities: single-step and DR0-DR3), when this is it.
+    fn kvm_mut(&mut self) -> Option<&mut crate::kvm::KvmEngine> {
+        None
+    }
+
     /// Writes the engine's state that can change what the guest sees, for snapshots: the interpreter's
     /// TLB, which (like a CPU's) may hold translations the page tables no longer give until the guest
     /// invalidates them.

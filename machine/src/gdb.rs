@@ -20,6 +20,14 @@
 //! - **Stepping** runs one instruction (an interrupt due before it is delivered first, as on the CPU);
 //!   **continue** runs in slices, looking for Ctrl-C between them.
 //! - **Reverse** stepping and continuing go through [`crate::reverse::History`].
+//! - **Under KVM** (`--accel kvm`) registers and memory are the same (the engine moves the vCPU's state
+//!   into `CpuState` at every exit and back at every entry; guest RAM is shared with KVM), but
+//!   breakpoints and watchpoints take the CPU's four debug registers (`crate::kvm::GuestDebugRequest`:
+//!   a breakpoint is one slot, a watchpoint one per aligned 1/2/4/8-byte piece; past four gdb gets an
+//!   error), stepping is `KVM_GUESTDBG_SINGLESTEP` and runs in slices like a continue, and there is no
+//!   history: gdb is told reverse execution is unsupported. INT3 is never intercepted, so the guest's
+//!   own reach the guest (KVM's `USE_SW_BP` is not used: `kvm::probe_guest_debug` finds it ignored
+//!   on PVM hosts, and guest memory is never patched).
 //! - A malformed or oversized packet closes that connection with a logged reason; the guest is not
 //!   touched: the stub's breakpoints are dropped and the machine runs on, and the stub takes the next
 //!   connection.
@@ -900,7 +908,8 @@ type StopReason = SingleThreadStopReason<u64>;
 /// The machine under a debugger: what the stub needs between packets.
 pub struct GdbTarget<'a> {
     m: &'a mut Machine,
-    hist: &'a mut History,
+    /// Reverse execution's history (`None` under KVM, whose runs are not deterministic).
+    hist: Option<&'a mut History>,
     monitor: &'a mut Option<monitor::MonitorServer>,
     action: Action,
     /// Set by a resume: a continue from a breakpoint address first steps over it.
@@ -914,10 +923,170 @@ pub struct GdbTarget<'a> {
     outcome: Option<RunOutcome>,
     /// `monitor break-icount N`: a continue stops when the retired count reaches N.
     icount_stop: Option<u64>,
+    /// Under `--accel kvm`: what the host's KVM gives a debugger (`None` under interp and jit).
+    kvm: Option<KvmDebug>,
+}
+
+/// The debugger under KVM: breakpoints and watchpoints in DR0-DR3, stepping with
+/// `KVM_GUESTDBG_SINGLESTEP` (`crate::kvm::debug`).
+struct KvmDebug {
+    /// Whether the host's hardware breakpoints work (`Err`: why not, from the probe).
+    hw: Result<(), String>,
+    /// Whether the host's data breakpoints work (`Err`: why not, from the probe).
+    watch: Result<(), String>,
+    /// What the running resume is.
+    mode: KvmMode,
+    /// Whose each slot of the request last given to the engine is.
+    owners: Vec<SlotOwner>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum KvmMode {
+    /// `continue`: breakpoints and watchpoints armed.
+    Cont,
+    /// `stepi`: one instruction (watchpoints armed, breakpoints not).
+    Step,
+    /// A continue from a breakpoint's address: its instruction first, as a step, then on.
+    StepOver,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SlotOwner {
+    Break(u64),
+    Watch(HostWatch),
 }
 
 impl<'a> GdbTarget<'a> {
+    /// Runs forward to `limit` (through the history when there is one).
+    fn forward(&mut self, limit: u64) -> RunOutcome {
+        match self.hist.as_deref_mut() {
+            Some(h) => h.run_forward(self.m, limit),
+            None => self.m.run(Some(limit)),
+        }
+    }
+
+    /// The slots the breakpoints and watchpoints take under KVM.
+    fn kvm_slots_used(&self) -> usize {
+        let breaks = self.sw.union(&self.hw).count();
+        let watches: usize = self
+            .watches
+            .iter()
+            .map(|w| crate::kvm::data_pieces(w.addr, w.len, crate::kvm::HW_SLOTS).map_or(0, |p| p.len()))
+            .sum();
+        breaks + watches
+    }
+
+    /// Under KVM: whether `more` slots are free (`Err`: why not, for gdb's refusal and the log).
+    fn kvm_room(&self, more: usize) -> Result<(), String> {
+        let Some(k) = &self.kvm else { return Ok(()) };
+        if let Err(why) = &k.hw {
+            return Err(format!("hardware breakpoints do not work on this host's KVM ({why})"));
+        }
+        let used = self.kvm_slots_used();
+        if used + more > crate::kvm::HW_SLOTS {
+            return Err(format!(
+                "under --accel kvm breakpoints and watchpoints share the {} debug registers DR0-DR3 \
+                 ({used} in use, {more} more asked for)",
+                crate::kvm::HW_SLOTS
+            ));
+        }
+        Ok(())
+    }
+
+    /// Gives the KVM engine the request for the current mode: single-step while stepping (without
+    /// the breakpoints, so that the one at RIP does not stop the step), the breakpoints while
+    /// continuing, the watchpoints always.
+    fn kvm_program(&mut self) {
+        let Some(k) = self.kvm.as_mut() else { return };
+        let stepping = k.mode != KvmMode::Cont;
+        let mut owners = Vec::new();
+        if !stepping {
+            owners.extend(self.sw.union(&self.hw).map(|a| SlotOwner::Break(*a)));
+        }
+        owners.extend(self.watches.iter().map(|w| SlotOwner::Watch(*w)));
+        let mut req = crate::kvm::GuestDebugRequest { single_step: stepping, slots: Vec::new() };
+        let mut slot_owners = Vec::new();
+        for o in owners {
+            match o {
+                SlotOwner::Break(a) => {
+                    req.slots.push(crate::kvm::HwSlot::Exec(a));
+                    slot_owners.push(o);
+                }
+                SlotOwner::Watch(w) => {
+                    for (addr, len) in
+                        crate::kvm::data_pieces(w.addr, w.len, crate::kvm::HW_SLOTS).unwrap_or_default()
+                    {
+                        req.slots.push(crate::kvm::HwSlot::Data { addr, len, write_only: !w.read });
+                        slot_owners.push(o);
+                    }
+                }
+            }
+        }
+        // Refused additions keep this within the four slots; should it not be, the extra slots go.
+        req.slots.truncate(crate::kvm::HW_SLOTS);
+        slot_owners.truncate(crate::kvm::HW_SLOTS);
+        k.owners = slot_owners;
+        if let Some(e) = self.m.kvm_mut()
+            && let Err(why) = e.set_guest_debug(req)
+        {
+            eprintln!("ferrite: gdb: {why}");
+        }
+    }
+
+    /// One slice of a continue or a step under KVM (`None`: nothing to report yet).
+    fn kvm_slice(&mut self) -> Option<StopReason> {
+        let rip = self.m.cpu.rip;
+        let at_break = self.sw.contains(&rip) || self.hw.contains(&rip);
+        let k = self.kvm.as_mut()?;
+        if self.fresh {
+            self.fresh = false;
+            if k.mode == KvmMode::Cont && at_break {
+                k.mode = KvmMode::StepOver;
+            }
+        }
+        self.kvm_program();
+        let mut limit = self.m.cpu.icount.saturating_add(SLICE).min(self.max);
+        if let Some(n) = self.icount_stop.filter(|n| *n > self.m.cpu.icount) {
+            limit = limit.min(n);
+        }
+        let out = self.m.run(Some(limit));
+        let hit = self.m.kvm_mut().and_then(|e| e.take_debug_hit());
+        if out == RunOutcome::InstructionLimit && self.icount_stop.is_some_and(|n| self.m.cpu.icount >= n) {
+            self.icount_stop = None;
+            return Some(StopReason::Signal(Signal::SIGTRAP));
+        }
+        if out != RunOutcome::DebugStop {
+            return self.reason(out, false);
+        }
+        let k = self.kvm.as_mut()?;
+        let Some(hit) = hit else { return Some(StopReason::Signal(Signal::SIGTRAP)) };
+        let owner = |i: usize| k.owners.get(i).copied();
+        let hits: Vec<SlotOwner> =
+            (0..crate::kvm::HW_SLOTS).filter(|i| hit.slots & (1 << i) != 0).filter_map(owner).collect();
+        let mode = std::mem::replace(&mut k.mode, KvmMode::Cont);
+        if let Some(SlotOwner::Watch(w)) = hits.iter().find(|o| matches!(o, SlotOwner::Watch(_))) {
+            return Some(watch_reason(cpu::debug::HostHit { watch: *w, write: w.write }));
+        }
+        if hit.step {
+            return match mode {
+                // Over the breakpoint: on with the continue.
+                KvmMode::StepOver => None,
+                _ => Some(StopReason::DoneStep),
+            };
+        }
+        if let Some(SlotOwner::Break(a)) = hits.first() {
+            return Some(if self.sw.contains(a) { StopReason::SwBreak(()) } else { StopReason::HwBreak(()) });
+        }
+        // A stop of the mode before (a step the host reported without DR6.BS).
+        k.mode = mode;
+        Some(StopReason::Signal(Signal::SIGTRAP))
+    }
+
     fn sync_stops(&mut self) {
+        if self.kvm.is_some() {
+            self.kvm_program();
+            return;
+        }
         let stops: BTreeSet<u64> = self.sw.union(&self.hw).copied().collect();
         let watches = self.watches.clone();
         if let Some(i) = self.m.interp_mut() {
@@ -977,7 +1146,7 @@ impl<'a> GdbTarget<'a> {
     fn step_one(&mut self) -> StopReason {
         let stops = self.m.interp_mut().map(|i| std::mem::take(&mut i.stops));
         let target = self.m.cpu.icount + 1;
-        let out = self.hist.run_forward(self.m, target);
+        let out = self.forward(target);
         if let (Some(i), Some(s)) = (self.m.interp_mut(), stops) {
             i.stops = s;
         }
@@ -996,12 +1165,14 @@ impl<'a> GdbTarget<'a> {
                 }
             }
         }
-        self.hist.maybe_checkpoint(self.m);
+        if let Some(h) = self.hist.as_deref_mut() {
+            h.maybe_checkpoint(self.m);
+        }
         let mut limit = self.m.cpu.icount.saturating_add(SLICE).min(self.max);
         if let Some(n) = self.icount_stop.filter(|n| *n > self.m.cpu.icount) {
             limit = limit.min(n);
         }
-        let out = self.hist.run_forward(self.m, limit);
+        let out = self.forward(limit);
         if out == RunOutcome::InstructionLimit && self.icount_stop == Some(self.m.cpu.icount) {
             self.icount_stop = None;
             if let Some(h) = self.take_hit() {
@@ -1013,11 +1184,18 @@ impl<'a> GdbTarget<'a> {
     }
 
     fn reverse_step_one(&mut self) -> StopReason {
+        let Some(hist) = self.hist.take() else { return StopReason::Signal(Signal::SIGTRAP) };
+        let r = self.reverse_step_in(hist);
+        self.hist = Some(hist);
+        r
+    }
+
+    fn reverse_step_in(&mut self, hist: &mut History) -> StopReason {
         let c = self.m.cpu.icount;
-        if c <= self.hist.earliest() {
+        if c <= hist.earliest() {
             return StopReason::ReplayLog { tid: None, pos: ReplayLogPosition::Begin };
         }
-        match self.hist.goto(self.m, c - 1) {
+        match hist.goto(self.m, c - 1) {
             Ok(n) if n == c - 1 => StopReason::DoneStep,
             Ok(_) => StopReason::ReplayLog { tid: None, pos: ReplayLogPosition::Begin },
             Err(e) => {
@@ -1031,19 +1209,26 @@ impl<'a> GdbTarget<'a> {
     /// interval between checkpoints, latest first, is re-executed with breakpoints active and its
     /// last hit taken.
     fn reverse_continue(&mut self) -> StopReason {
+        let Some(hist) = self.hist.take() else { return StopReason::Signal(Signal::SIGTRAP) };
+        let r = self.reverse_continue_in(hist);
+        self.hist = Some(hist);
+        r
+    }
+
+    fn reverse_continue_in(&mut self, hist: &mut History) -> StopReason {
         let c = self.m.cpu.icount;
         let mut upper = c;
-        for ck in self.hist.checkpoints_before(c) {
+        for ck in hist.checkpoints_before(c) {
             if ck >= upper && ck != c {
                 continue;
             }
-            if let Err(e) = self.hist.restore_before(self.m, ck) {
+            if let Err(e) = hist.restore_before(self.m, ck) {
                 eprintln!("ferrite: gdb: reverse continue: {e}");
                 return StopReason::Signal(Signal::SIGTRAP);
             }
             let mut last: Option<(u64, StopReason)> = None;
             loop {
-                let out = self.hist.run_forward(self.m, upper);
+                let out = hist.run_forward(self.m, upper);
                 let at = self.m.cpu.icount;
                 match out {
                     RunOutcome::DebugStop => {
@@ -1061,7 +1246,7 @@ impl<'a> GdbTarget<'a> {
                         }
                         if self.m.interp().is_some_and(|i| i.stops.contains(&self.m.cpu.rip)) {
                             let stops = self.m.interp_mut().map(|i| std::mem::take(&mut i.stops));
-                            let out = self.hist.run_forward(self.m, at + 1);
+                            let out = hist.run_forward(self.m, at + 1);
                             if let (Some(i), Some(s)) = (self.m.interp_mut(), stops) {
                                 i.stops = s;
                             }
@@ -1080,7 +1265,7 @@ impl<'a> GdbTarget<'a> {
                 }
             }
             if let Some((h, r)) = last {
-                return match self.hist.goto(self.m, h) {
+                return match hist.goto(self.m, h) {
                     Ok(_) => r,
                     Err(e) => {
                         eprintln!("ferrite: gdb: reverse continue: {e}");
@@ -1090,8 +1275,8 @@ impl<'a> GdbTarget<'a> {
             }
             upper = ck;
         }
-        let first = self.hist.earliest();
-        if let Err(e) = self.hist.goto(self.m, first) {
+        let first = hist.earliest();
+        if let Err(e) = hist.goto(self.m, first) {
             eprintln!("ferrite: gdb: reverse continue: {e}");
         }
         StopReason::ReplayLog { tid: None, pos: ReplayLogPosition::Begin }
@@ -1176,6 +1361,9 @@ impl SingleThreadResume for GdbTarget<'_> {
     fn resume(&mut self, _signal: Option<Signal>) -> Result<(), String> {
         self.action = Action::Continue;
         self.fresh = true;
+        if let Some(k) = self.kvm.as_mut() {
+            k.mode = KvmMode::Cont;
+        }
         Ok(())
     }
 
@@ -1183,11 +1371,14 @@ impl SingleThreadResume for GdbTarget<'_> {
         Some(self)
     }
 
+    // Without a history (under KVM) gdb is told reverse execution is not supported, and says so.
     fn support_reverse_step(&mut self) -> Option<ReverseStepOps<'_, (), Self>> {
+        self.hist.as_ref()?;
         Some(self)
     }
 
     fn support_reverse_cont(&mut self) -> Option<ReverseContOps<'_, (), Self>> {
+        self.hist.as_ref()?;
         Some(self)
     }
 }
@@ -1195,6 +1386,10 @@ impl SingleThreadResume for GdbTarget<'_> {
 impl SingleThreadSingleStep for GdbTarget<'_> {
     fn step(&mut self, _signal: Option<Signal>) -> Result<(), String> {
         self.action = Action::Step;
+        self.fresh = false;
+        if let Some(k) = self.kvm.as_mut() {
+            k.mode = KvmMode::Step;
+        }
         Ok(())
     }
 }
@@ -1228,6 +1423,21 @@ impl Breakpoints for GdbTarget<'_> {
 impl GdbTarget<'_> {
     /// A breakpoint at `addr` fits under [`MAX_BREAKPOINTS`]; past it the connection is closed (a
     /// fatal target error, logged by the session) and the guest runs on.
+    /// Under KVM, whether a breakpoint at `addr` gets a debug register (a refusal is logged; gdb shows
+    /// its own `Cannot insert breakpoint`).
+    fn kvm_break_fits(&self, addr: u64) -> bool {
+        if self.kvm.is_none() || self.sw.contains(&addr) || self.hw.contains(&addr) {
+            return true;
+        }
+        match self.kvm_room(1) {
+            Ok(()) => true,
+            Err(why) => {
+                eprintln!("ferrite: gdb: breakpoint at {addr:#x} refused: {why}");
+                false
+            }
+        }
+    }
+
     fn room_for(&self, addr: u64) -> Result<(), TargetError<String>> {
         let known = self.sw.contains(&addr) || self.hw.contains(&addr);
         if !known && self.sw.len() + self.hw.len() >= MAX_BREAKPOINTS {
@@ -1240,6 +1450,9 @@ impl GdbTarget<'_> {
 impl SwBreakpoint for GdbTarget<'_> {
     fn add_sw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
         self.room_for(addr)?;
+        if !self.kvm_break_fits(addr) {
+            return Ok(false);
+        }
         self.sw.insert(addr);
         self.sync_stops();
         Ok(true)
@@ -1254,6 +1467,9 @@ impl SwBreakpoint for GdbTarget<'_> {
 impl HwBreakpoint for GdbTarget<'_> {
     fn add_hw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
         self.room_for(addr)?;
+        if !self.kvm_break_fits(addr) {
+            return Ok(false);
+        }
         self.hw.insert(addr);
         self.sync_stops();
         Ok(true)
@@ -1272,6 +1488,23 @@ impl HwWatchpoint for GdbTarget<'_> {
     fn add_hw_watchpoint(&mut self, addr: u64, len: u64, kind: WatchKind) -> TargetResult<bool, Self> {
         if len == 0 || len > 1 << 20 || self.watches.len() >= MAX_WATCHES {
             return Ok(false);
+        }
+        if self.kvm.is_some() {
+            let works = self.kvm.as_ref().map_or(Ok(()), |k| k.watch.clone());
+            let room = match crate::kvm::data_pieces(addr, len, crate::kvm::HW_SLOTS) {
+                Some(_) if works.is_err() => {
+                    works.map_err(|why| format!("data breakpoints do not work on this host's KVM ({why})"))
+                }
+                Some(p) => self.kvm_room(p.len()),
+                None => Err(format!(
+                    "{len} bytes at {addr:#x} need more than the {} debug registers",
+                    crate::kvm::HW_SLOTS
+                )),
+            };
+            if let Err(why) = room {
+                eprintln!("ferrite: gdb: watchpoint at {addr:#x} refused: {why}");
+                return Ok(false);
+            }
         }
         let (read, write) = match kind {
             WatchKind::Write => (false, true),
@@ -1310,7 +1543,7 @@ impl MonitorCmd for GdbTarget<'_> {
             out.write_raw(text.as_bytes());
             return Ok(());
         }
-        let (text, ctl) = monitor::execute(self.m, Some(self.hist), &line);
+        let (text, ctl) = monitor::execute(self.m, self.hist.as_deref_mut(), &line);
         out.write_raw(text.as_bytes());
         match ctl {
             Control::Quit => {
@@ -1338,6 +1571,8 @@ impl<'a> BlockingEventLoop for EventLoop<'a> {
         conn: &mut Self::Connection,
     ) -> Result<Event<StopReason>, WaitForStopReasonError<String, io::Error>> {
         match t.action {
+            // Under KVM a step runs in slices like a continue (a halted guest may take a while).
+            Action::Step if t.kvm.is_some() => {}
             Action::Step => return Ok(Event::TargetStopped(t.step_one())),
             Action::ReverseStep => return Ok(Event::TargetStopped(t.reverse_step_one())),
             Action::ReverseCont => return Ok(Event::TargetStopped(t.reverse_continue())),
@@ -1349,7 +1584,7 @@ impl<'a> BlockingEventLoop for EventLoop<'a> {
                 return Ok(Event::IncomingData(byte));
             }
             if let Some(mon) = t.monitor.as_mut() {
-                match mon.poll(t.m, Some(t.hist)) {
+                match mon.poll(t.m, t.hist.as_deref_mut()) {
                     Control::Stop => return Ok(Event::TargetStopped(StopReason::Signal(Signal::SIGINT))),
                     Control::Quit => {
                         t.outcome = Some(RunOutcome::Quit);
@@ -1358,7 +1593,8 @@ impl<'a> BlockingEventLoop for EventLoop<'a> {
                     Control::Cont | Control::None => {}
                 }
             }
-            if let Some(r) = t.run_slice() {
+            let r = if t.kvm.is_some() { t.kvm_slice() } else { t.run_slice() };
+            if let Some(r) = r {
                 return Ok(Event::TargetStopped(r));
             }
         }
@@ -1404,13 +1640,49 @@ impl Default for DebugOptions {
 /// Runs `m` with the GDB stub and/or the monitor listening, until the guest exits, the machine stops
 /// (with no debugger attached), or a debugger or the monitor ends the run.
 pub fn run(m: &mut Machine, opts: DebugOptions) -> Result<RunOutcome, String> {
-    if m.interp().is_none() {
-        return Err("the GDB stub and the monitor need --accel interp or jit".into());
-    }
+    // Under KVM: what the host gives a debugger, found out once (a throwaway VM, milliseconds).
+    let kvm_hw = if m.kvm_mut().is_some() {
+        let found =
+            crate::kvm::probe_guest_debug().map_err(|e| format!("the GDB stub under --accel kvm: {e}"))?;
+        if opts.gdb.is_some() && found.single_step != crate::kvm::GuestDebug::Works {
+            return Err(format!(
+                "the GDB stub under --accel kvm needs KVM_GUESTDBG_SINGLESTEP, which this host's KVM does not \
+                 give ({:?}); use --accel jit",
+                found.single_step
+            ));
+        }
+        let works = |d: crate::kvm::GuestDebug| match d {
+            crate::kvm::GuestDebug::Works => Ok(()),
+            other => Err(format!("{other:?}")),
+        };
+        let hw = works(found.hw_breakpoint);
+        // A data breakpoint needs the hardware breakpoints too.
+        let watch = hw.clone().and(works(found.hw_watchpoint));
+        if opts.gdb.is_some() {
+            eprintln!(
+                "ferrite: gdb under kvm: single-step; breakpoints: {}; watchpoints: {}; no reverse execution \
+                 (it needs --accel interp or jit)",
+                if hw.is_ok() { "4 in DR0-DR3" } else { "none (the host's KVM ignores DR0-DR3)" },
+                match &watch {
+                    Ok(()) => "in DR0-DR3, shared with the breakpoints",
+                    Err(_) => "none (the host's KVM ignores data breakpoints)",
+                }
+            );
+        }
+        Some((hw, watch))
+    } else if m.interp().is_none() {
+        return Err("the GDB stub and the monitor need --accel interp, jit or kvm".into());
+    } else {
+        None
+    };
     // The first checkpoint (a copy of RAM) is taken before anyone can connect, so that no debugger
-    // waits on it.
-    let mut hist = History::attach(m, opts.mute.clone());
-    hist.interval = opts.checkpoint_interval.max(1);
+    // waits on it. None under KVM: its runs do not repeat (host time), so there is nothing to go
+    // back through.
+    let mut hist = kvm_hw.is_none().then(|| {
+        let mut h = History::attach(m, opts.mute.clone());
+        h.interval = opts.checkpoint_interval.max(1);
+        h
+    });
     let gdb = opts.gdb.as_ref().map(Listener::bind).transpose()?;
     let mut mon = opts.monitor.as_ref().map(monitor::MonitorServer::bind).transpose()?;
     if let Some(ep) = &opts.gdb {
@@ -1421,12 +1693,12 @@ pub fn run(m: &mut Machine, opts: DebugOptions) -> Result<RunOutcome, String> {
     loop {
         if let Some(conn) = gdb.as_ref().and_then(Listener::accept) {
             paused = false;
-            if let Some(out) = session(m, &mut hist, &mut mon, conn, max) {
+            if let Some(out) = session(m, hist.as_mut(), kvm_hw.clone(), &mut mon, conn, max) {
                 return Ok(out);
             }
         }
         if let Some(s) = mon.as_mut() {
-            match s.poll(m, Some(&mut hist)) {
+            match s.poll(m, hist.as_mut()) {
                 Control::Stop => paused = true,
                 Control::Cont => paused = false,
                 Control::Quit => return Ok(RunOutcome::Quit),
@@ -1440,12 +1712,19 @@ pub fn run(m: &mut Machine, opts: DebugOptions) -> Result<RunOutcome, String> {
         // No checkpoints while no debugger is attached (the input log is kept: going back past this
         // stretch re-executes it from the checkpoint before).
         let limit = m.cpu.icount.saturating_add(SLICE).min(max);
-        match hist.run_forward(m, limit) {
+        let out = match hist.as_mut() {
+            Some(h) => h.run_forward(m, limit),
+            None => m.run(Some(limit)),
+        };
+        match out {
             RunOutcome::InstructionLimit if m.cpu.icount < max => {}
             RunOutcome::DebugStop => {
                 // Left over from a session that ended: nobody to report to.
                 if let Some(i) = m.interp_mut() {
                     i.mmu.debug.host_hit = None;
+                }
+                if let Some(k) = m.kvm_mut() {
+                    k.take_debug_hit();
                 }
             }
             out => return Ok(out),
@@ -1457,7 +1736,8 @@ pub fn run(m: &mut Machine, opts: DebugOptions) -> Result<RunOutcome, String> {
 /// guest runs on.
 fn session(
     m: &mut Machine,
-    hist: &mut History,
+    hist: Option<&mut History>,
+    kvm_hw: Option<(Result<(), String>, Result<(), String>)>,
     mon: &mut Option<monitor::MonitorServer>,
     conn: Stream,
     max: u64,
@@ -1475,6 +1755,7 @@ fn session(
         max,
         outcome: None,
         icount_stop: None,
+        kvm: kvm_hw.map(|(hw, watch)| KvmDebug { hw, watch, mode: KvmMode::Cont, owners: Vec::new() }),
     };
     let stub =
         match GdbStub::<GdbTarget<'_>, _>::builder(conn.into_conn()).packet_buffer_size(MAX_PACKET).build() {
@@ -1489,9 +1770,15 @@ fn session(
     t.sw.clear();
     t.hw.clear();
     t.watches.clear();
+    if let Some(k) = t.kvm.as_mut() {
+        k.mode = KvmMode::Cont;
+    }
     t.sync_stops();
     if let Some(i) = t.m.interp_mut() {
         i.mmu.debug.host_hit = None;
+    }
+    if let Some(k) = t.m.kvm_mut() {
+        k.take_debug_hit();
     }
     let outcome = t.outcome.take();
     match r {

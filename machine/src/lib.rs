@@ -956,6 +956,12 @@ impl Machine {
         self.engine.interpreter_mut()
     }
 
+    /// The KVM engine, when it runs the machine (`--accel kvm`): its debugger facilities
+    /// (single-step and DR0-DR3, see [`kvm::GuestDebugRequest`]).
+    pub fn kvm_mut(&mut self) -> Option<&mut kvm::KvmEngine> {
+        self.engine.kvm_mut()
+    }
+
     /// Drops decoded code on the guest-physical `ranges` (the host wrote them: a debugger, a monitor).
     pub fn invalidate_code(&mut self, ranges: &[std::ops::Range<u64>]) {
         self.engine.invalidate_code(ranges);

@@ -189,3 +189,95 @@ fn kvm_engine_errors_are_reported() {
         assert!(e.to_string().contains("kvm"), "{e}");
     }
 }
+
+/// A 64 KiB real-mode ROM for the debug-exit test: at the reset vector a far jump to F000:0000, where
+/// `nop; inc ax; nop; mov [0x500], al; nop; hlt` (offsets 0, 1, 2, 3, 6, 7).
+fn debug_rom() -> Vec<u8> {
+    let mut rom = vec![0u8; 0x1_0000];
+    rom[..8].copy_from_slice(&[0x90, 0x40, 0x90, 0xa2, 0x00, 0x05, 0x90, 0xf4]);
+    rom[0xfff0..0xfff5].copy_from_slice(&[0xea, 0x00, 0x00, 0x00, 0xf0]);
+    rom
+}
+
+/// The KVM engine's debug exits through the machine's run loop: a single step stops on the next
+/// instruction (each step one instruction further, with the instruction's effect), an execution
+/// breakpoint in DR0 stops before its instruction runs, a data breakpoint after the write, and with
+/// guest debugging off again the guest runs to its HLT. Prints "skipped: ..." (and checks nothing)
+/// when /dev/kvm cannot run a guest or the host refuses single-step or hardware breakpoints.
+#[test]
+fn kvm_debug_exits_stop_where_the_debugger_asked() {
+    use machine::kvm::{GuestDebug, GuestDebugRequest, HwSlot};
+    let found = match machine::kvm::probe_guest_debug() {
+        Ok(f) => f,
+        Err(why) => {
+            println!("skipped: /dev/kvm unusable ({why})");
+            return;
+        }
+    };
+    for (what, d) in [("single-step", &found.single_step), ("hardware breakpoints", &found.hw_breakpoint)] {
+        if *d != GuestDebug::Works {
+            println!("skipped: {what} under KVM: {d:?}");
+            return;
+        }
+    }
+    let mut cfg = MachineConfig::new(16 << 20, debug_rom());
+    cfg.accel = Accel::Kvm;
+    let mut m = Machine::new(cfg).expect("machine");
+    // Ten seconds of host time at most for each run: every one here ends on a debug exit at once.
+    let budget = 10 * machine::DEFAULT_IPS;
+    let run = |m: &mut Machine, req: GuestDebugRequest| {
+        m.kvm_mut().expect("the KVM engine").set_guest_debug(req).expect("a valid request");
+        let limit = m.cpu.icount + budget;
+        let out = m.run(Some(limit));
+        let hit = m.kvm_mut().and_then(|k| k.take_debug_hit());
+        (out, hit)
+    };
+    let step = GuestDebugRequest { single_step: true, slots: Vec::new() };
+    let cs_base = |m: &Machine| m.cpu.seg[cpu::state::Seg::Cs as usize].base;
+    // The far jump at the reset vector.
+    let (out, hit) = run(&mut m, step.clone());
+    assert_eq!(out, RunOutcome::DebugStop);
+    assert!(hit.is_some_and(|h| h.step && h.slots == 0), "{hit:?}");
+    assert_eq!((cs_base(&m), m.cpu.rip), (0xf0000, 0));
+    let (out, _) = run(&mut m, step.clone());
+    assert_eq!((out, m.cpu.rip), (RunOutcome::DebugStop, 1));
+    // `inc ax` ran, and only it.
+    let (out, _) = run(&mut m, step.clone());
+    assert_eq!((out, m.cpu.rip, m.cpu.gpr[0] & 0xffff), (RunOutcome::DebugStop, 2, 1));
+    assert_eq!(m.cpu.rflags & cpu::state::flags::TF, 0, "the stepping TF leaked into the guest's RFLAGS");
+    // DR0 on the store at 3: the vCPU stops before it (the byte is still 0).
+    let (out, hit) = run(&mut m, GuestDebugRequest { single_step: false, slots: vec![HwSlot::Exec(3)] });
+    assert_eq!((out, m.cpu.rip), (RunOutcome::DebugStop, 3));
+    assert!(hit.is_some_and(|h| h.slots == 1 && !h.step), "{hit:?}");
+    let mut b = [0xffu8];
+    assert_eq!(machine::gdb::read_phys(&m, 0x500, &mut b), 1);
+    assert_eq!(b[0], 0);
+    // A write breakpoint on 0x500 in DR1 (DR0 on the hlt): the vCPU stops after the store.
+    let watch = HwSlot::Data { addr: 0x500, len: 1, write_only: true };
+    if found.hw_watchpoint == GuestDebug::Works {
+        let (out, hit) =
+            run(&mut m, GuestDebugRequest { single_step: false, slots: vec![HwSlot::Exec(7), watch] });
+        assert_eq!((out, m.cpu.rip), (RunOutcome::DebugStop, 6));
+        assert!(hit.is_some_and(|h| h.slots == 2), "{hit:?}");
+        machine::gdb::read_phys(&m, 0x500, &mut b);
+        assert_eq!(b[0], 1);
+    } else {
+        println!("skipped: the data breakpoint: {:?}", found.hw_watchpoint);
+    }
+    let (out, hit) =
+        run(&mut m, GuestDebugRequest { single_step: false, slots: vec![HwSlot::Exec(7), watch] });
+    assert_eq!((out, m.cpu.rip), (RunOutcome::DebugStop, 7));
+    assert!(hit.is_some_and(|h| h.slots == 1), "{hit:?}");
+    assert!(!m.cpu.halted);
+    // Guest debugging off: the HLT (with IF=0) ends the run.
+    let (out, hit) = run(&mut m, GuestDebugRequest::default());
+    assert!(matches!(&out, RunOutcome::Stopped { reason, .. } if reason.contains("HLT")), "{out:?}");
+    assert_eq!(hit, None);
+    // More than four slots, or a misaligned one, is refused.
+    let k = m.kvm_mut().unwrap();
+    assert!(
+        k.set_guest_debug(GuestDebugRequest { single_step: false, slots: vec![HwSlot::Exec(0); 5] }).is_err()
+    );
+    let bad = HwSlot::Data { addr: 0x501, len: 2, write_only: false };
+    assert!(k.set_guest_debug(GuestDebugRequest { single_step: false, slots: vec![bad] }).is_err());
+}

@@ -14,7 +14,8 @@
 //!   slices.
 //!
 //! Files: `state.rs` (conversions, CPUID), `vcpu.rs` ([`KvmEngine`]: memory slots, entry/exit, the exit
-//! loop), `kick.rs` (the deadline signal), `probe.rs` ([`probe`] for `--accel auto`).
+//! loop), `kick.rs` (the deadline signal), `probe.rs` ([`probe`] for `--accel auto`, and
+//! [`probe_guest_debug`]), `debug.rs` (single-step and DR0-DR3 for a debugger: [`GuestDebugRequest`]).
 //! - Time is host time (the machine puts its clock in host-time mode): `cpu.icount` is the clock's
 //!   instruction-slot count (host nanoseconds scaled by the configured speed), updated at every exit,
 //!   and a POSIX timer kicks the vCPU out of `KVM_RUN` when the slice's deadline passes.
@@ -35,6 +36,7 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 use vmcore::map::{Region, RegionKind};
 
+mod debug;
 mod kick;
 mod probe;
 mod state;
@@ -42,6 +44,7 @@ mod state;
 mod tests;
 mod vcpu;
 
+pub use debug::*;
 use kick::*;
 pub use probe::*;
 pub use state::*;

@@ -105,7 +105,7 @@ pub enum GuestDebug {
     Wrong(String),
 }
 
-/// [`probe_guest_debug`]'s findings: the three facilities a debugger needs from KVM.
+/// [`probe_guest_debug`]'s findings: the four facilities a debugger needs from KVM.
 #[derive(Clone, Debug)]
 pub struct GuestDebugSupport {
     /// Single-step (`KVM_GUESTDBG_SINGLESTEP`): one instruction per KVM_RUN.
@@ -114,12 +114,17 @@ pub struct GuestDebugSupport {
     pub hw_breakpoint: GuestDebug,
     /// A software breakpoint (`KVM_GUESTDBG_USE_SW_BP`: the guest's INT3 exits to the host).
     pub sw_breakpoint: GuestDebug,
+    /// A hardware data breakpoint (`KVM_GUESTDBG_USE_HW_BP`, DR0 watching a byte for writes): the vCPU
+    /// stops after the store. PVM, which emulates real-mode guests instruction by instruction, ignores
+    /// it.
+    pub hw_watchpoint: GuestDebug,
 }
 
 /// Runs a five-byte real-mode guest (`nop; inc ax; nop; int3; hlt` at address 0, its INT3 vector
-/// pointing at a `hlt` at 0x20) under
-/// KVM_SET_GUEST_DEBUG to find out which of single-step, hardware and software breakpoints /dev/kvm
-/// supports (PVM, a software KVM, may refuse some). `Err` when /dev/kvm cannot run a guest at all.
+/// pointing at a `hlt` at 0x20, and `mov [0x40], al; hlt` at 0x10) under
+/// KVM_SET_GUEST_DEBUG to find out which of single-step, hardware and software breakpoints and data
+/// breakpoints /dev/kvm supports (PVM, a software KVM, may refuse some). `Err` when /dev/kvm cannot run
+/// a guest at all.
 pub fn probe_guest_debug() -> Result<GuestDebugSupport, String> {
     use kvm_bindings::{
         KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_HW_BP, KVM_GUESTDBG_USE_SW_BP,
@@ -137,6 +142,7 @@ pub fn probe_guest_debug() -> Result<GuestDebugSupport, String> {
     // there.
     ram[12..16].copy_from_slice(&[0x20, 0, 0, 0]);
     ram[0x20] = 0xf4;
+    ram[0x10..0x14].copy_from_slice(&[0xa2, 0x40, 0x00, 0xf4]);
     let slot = kvm_userspace_memory_region {
         slot: 0,
         flags: 0,
@@ -174,6 +180,11 @@ pub fn probe_guest_debug() -> Result<GuestDebugSupport, String> {
             Ok(VcpuExit::Hlt) if control & KVM_GUESTDBG_USE_SW_BP != 0 => Err(GuestDebug::Ignored(
                 "the host accepts KVM_GUESTDBG_USE_SW_BP but delivers the guest's INT3 to the guest".into(),
             )),
+            // Only the data breakpoint's attempt starts at 0x10 (a store, then HLT).
+            Ok(VcpuExit::Hlt) if rip == 0x10 => Err(GuestDebug::Ignored(
+                "the host accepts a data breakpoint in DR0 but the guest's write does not stop the vCPU"
+                    .into(),
+            )),
             Ok(other) => Err(GuestDebug::Wrong(format!("KVM_RUN exited with {other:?}, not a debug exit"))),
             Err(e) if e.errno() == libc::EINTR => {
                 Err(GuestDebug::Wrong("KVM_RUN ran for a second without a debug exit".into()))
@@ -208,6 +219,13 @@ pub fn probe_guest_debug() -> Result<GuestDebugSupport, String> {
     );
     // INT3 at 3 exits to the host with RIP at the INT3.
     let sw_breakpoint = verdict(attempt(0, KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_SW_BP, 0, 0), 3, "INT3");
+    // DR0 = 0x40, DR7.L0 with R/W0 = 01 (writes), LEN0 = 00 (a byte): the store at 0x10 stops the vCPU
+    // after it, at 0x13.
+    let hw_watchpoint = verdict(
+        attempt(0x10, KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_HW_BP, 0x40, 0x1_0401),
+        0x13,
+        "a data breakpoint",
+    );
     drop(kicker);
-    Ok(GuestDebugSupport { single_step, hw_breakpoint, sw_breakpoint })
+    Ok(GuestDebugSupport { single_step, hw_breakpoint, sw_breakpoint, hw_watchpoint })
 }

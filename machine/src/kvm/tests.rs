@@ -314,6 +314,7 @@ fn guest_debugging_stops_where_it_must_or_is_refused_in_one_line() {
         ("single-step", &found.single_step),
         ("hardware breakpoint", &found.hw_breakpoint),
         ("software breakpoint", &found.sw_breakpoint),
+        ("hardware watchpoint", &found.hw_watchpoint),
     ] {
         match d {
             GuestDebug::Works => println!("{what}: works"),

@@ -26,7 +26,7 @@ pub(super) struct Slot {
 pub struct KvmEngine {
     // Field order matters: the vCPU and VM close (dropping every slot) before the ROM copies unmap.
     kicker: Option<Kicker>,
-    vcpu: VcpuFd,
+    pub(super) vcpu: VcpuFd,
     vm: VmFd,
     _kvm: Kvm,
     rom_copies: Vec<AnonMap>,
@@ -51,6 +51,12 @@ pub struct KvmEngine {
     /// The last exit was port I/O or MMIO: KVM completes the instruction at the next KVM_RUN.
     needs_completion: bool,
     tsc_set: bool,
+    /// What a debugger asks for (`debug.rs`).
+    pub(super) debug_req: GuestDebugRequest,
+    /// What KVM_SET_GUEST_DEBUG last gave KVM (`None`: never called).
+    pub(super) debug_armed: Option<kvm_bindings::kvm_guest_debug>,
+    /// The debugger's hit that ended the last run.
+    pub(super) debug_hit: Option<DebugHit>,
 }
 
 /// Outcome of one KVM exit, decoded.
@@ -106,6 +112,9 @@ impl KvmEngine {
             ready_valid: false,
             needs_completion: false,
             tsc_set: false,
+            debug_req: GuestDebugRequest::default(),
+            debug_armed: None,
+            debug_hit: None,
         };
         e.sync_memory(board)?;
         Ok(e)
@@ -361,6 +370,8 @@ impl KvmEngine {
             self.kicker = Some(Kicker::for_current_thread(&self.vcpu)?);
         }
         self.load_state(cpu, board)?;
+        self.debug_hit = None;
+        self.arm_debug(cpu)?;
         let host_time = board.clock.is_host();
         let deadline = board.clock.host_deadline(until);
         if let Some(k) = &self.kicker {
@@ -374,6 +385,10 @@ impl KvmEngine {
         let exit = result?;
         self.complete_pending(board)?;
         self.save_state(cpu, board)?;
+        // A debugger's step that ended while the last port or MMIO instruction completed.
+        if self.debug_hit.is_some() {
+            return Ok(Exit::ReachedStop);
+        }
         Ok(exit)
     }
 
@@ -390,6 +405,8 @@ impl KvmEngine {
             let ev = match r {
                 Err(e) if e.errno() == libc::EINTR => Ok(Ev::Continue),
                 Err(e) => Err(format!("KVM_RUN (completing I/O) failed: {e}")),
+                // Single-stepping: completing the instruction ends the step (`debug_hit` is set).
+                Ok(VcpuExit::Debug(arch)) => self.debug_exit(arch).map(|_| Ev::Continue),
                 Ok(exit) => Self::io_exit(exit, board, &mut self.needs_completion),
             };
             self.vcpu.set_kvm_immediate_exit(0);
@@ -541,6 +558,7 @@ impl KvmEngine {
                     Ev::Continue
                 }
                 Ok(VcpuExit::IrqWindowOpen) => Ev::Continue,
+                Ok(VcpuExit::Debug(arch)) => self.debug_exit(arch)?,
                 Ok(VcpuExit::Shutdown) => Ev::Done(Exit::Stopped(Stop::TripleFault)),
                 Ok(VcpuExit::X86Rdmsr(m)) => {
                     match board.read_msr(m.index) {
@@ -582,6 +600,9 @@ impl KvmEngine {
             }
             if let Ev::Done(e) = ev {
                 return Ok(e);
+            }
+            if self.needs_completion && self.debug_req.single_step {
+                return self.step_through_io(board);
             }
             // Guard (without a host clock) against exits that never end.
             exits_without_time += 1;
@@ -694,4 +715,8 @@ impl Engine for KvmEngine {
     fn flush_all(&mut self) {}
 
     fn invalidate_code(&mut self, _ranges: &[std::ops::Range<u64>]) {}
+
+    fn kvm_mut(&mut self) -> Option<&mut KvmEngine> {
+        Some(self)
+    }
 }
