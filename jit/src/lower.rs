@@ -544,12 +544,13 @@ impl Lower<'_, '_> {
         }
     }
 
-    /// At a self-loop's back edge, where the next iteration may read flags: with `carry` (from a
-    /// first build of the same block), the pending operation of that kind owning that mask is not
-    /// computed but its operands are handed to the next iteration in `carry`'s variables (`on` = 1;
-    /// every other pending flag is computed, and `on` = 0 when no such operation is pending). The
-    /// flags are then computed only where read: on a slow path, at a handler call, at the loop's
-    /// exit. Returns the operation that could have been carried (for the first build).
+    /// At a self-loop's back edge (or a region's edge into a member), where the next iteration
+    /// may read flags: with `carry` (from a first build of the same code), the pending operation of
+    /// that kind owning that mask is not computed but its operands are handed to the next
+    /// iteration in `carry`'s variables (`on` = 1; every other pending flag is computed, and `on` =
+    /// 0 when no such operation is pending). The flags are then computed only where read: on a
+    /// slow path, at a handler call, at the loop's exit. Returns the operation that could have been
+    /// carried (for the first build).
     pub(crate) fn back_edge(&mut self, carry: Option<(Carry, u64)>) -> Option<(CarryKind, u64)> {
         let set = std::mem::take(&mut self.regs.pending);
         let mut kept = false;
@@ -561,6 +562,18 @@ impl Lower<'_, '_> {
             {
                 if p == Pending::Carried(c) {
                     // Unchanged since the top: its variables already hold it.
+                    kept = true;
+                    continue;
+                }
+                if let Pending::Carried(from) = p
+                    && from.kind == c.kind
+                {
+                    // In a region: the operation carried into this member, unchanged, handed on
+                    // to the next one (whether it is on, too).
+                    for (to, from) in [(c.on, from.on), (c.a, from.a), (c.b, from.b), (c.r, from.r)] {
+                        let v = self.b.use_var(from);
+                        self.b.def_var(to, v);
+                    }
                     kept = true;
                     continue;
                 }

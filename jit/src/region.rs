@@ -139,13 +139,48 @@ fn code_bytes(
     isa: &dyn cranelift_codegen::isa::TargetIsa,
     members: &[&[Insn]],
 ) -> Option<Vec<u8>> {
-    let func = build(fctx, isa, members);
+    // A first build finds, per member, the flag operation its incoming edges leave pending; the
+    // second carries it into the member uncomputed (built once when there is none).
+    let none = vec![None; members.len()];
+    let (mut func, found) = build(fctx, isa, members, &none);
+    if found.iter().any(Option::is_some) {
+        func = build(fctx, isa, members, &found).0;
+    }
     ctx.clear();
     ctx.func = func;
+    let dump = std::env::var_os("FERRITE_JIT_REGION_DUMP").filter(|v| !v.is_empty());
+    ctx.set_disasm(dump.is_some());
     let mut ctrl = cranelift_codegen::control::ControlPlane::default();
     match ctx.compile(isa, &mut ctrl) {
-        Ok(r) if r.buffer.relocs().is_empty() => Some(r.code_buffer().to_vec()),
+        Ok(r) if r.buffer.relocs().is_empty() => {
+            if let Some(path) = dump {
+                dump_region(&path, members, r.code_buffer().len(), r.vcode.as_deref());
+            }
+            Some(r.code_buffer().to_vec())
+        }
         _ => None,
+    }
+}
+
+/// Appends a compiled region to the file `FERRITE_JIT_REGION_DUMP` names (a debugging aid): its
+/// members' guest instructions, its size and Cranelift's machine code listing.
+fn dump_region(path: &std::ffi::OsStr, members: &[&[Insn]], size: usize, vcode: Option<&str>) {
+    use std::fmt::Write as _;
+    let mut text = format!("region: {} members, {size} bytes of code\n", members.len());
+    for (j, m) in members.iter().enumerate() {
+        let _ = writeln!(text, "member {j}:");
+        for insn in m.iter() {
+            let _ = writeln!(text, "  {:016x}  {}", insn.i.ip(), insn.i);
+        }
+    }
+    let _ = writeln!(text, "{}", vcode.unwrap_or("(no listing)"));
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()));
+    if let Err(e) = written {
+        eprintln!("FERRITE_JIT_REGION_DUMP: {e}");
     }
 }
 
@@ -369,13 +404,19 @@ impl Slot {
     }
 }
 
+/// A flag operation carried into a member (its kind and the flags it owns), as for self-loops.
+type CarrySpec = Option<(lower::CarryKind, u64)>;
+
 /// Builds a region's function: the [`crate::BlockFn`] signature, `insns` the members'
-/// instructions one after the other.
+/// instructions one after the other. `carries[m]` is the pending flag operation that edges into
+/// member `m` hand over uncomputed (`lower::Lower::back_edge`); the second result is, per member,
+/// the operation the edges into it left pending first (what a second build can carry).
 fn build(
     fctx: &mut FunctionBuilderContext,
     isa: &dyn cranelift_codegen::isa::TargetIsa,
     members: &[&[Insn]],
-) -> ir::Function {
+    carries: &[CarrySpec],
+) -> (ir::Function, Vec<CarrySpec>) {
     let ptr = isa.pointer_type();
     let mut sig = ir::Signature::new(isa.default_call_conv());
     sig.params.extend([AbiParam::new(ptr), AbiParam::new(ptr), AbiParam::new(ptr)]);
@@ -432,6 +473,21 @@ fn build(
             })
         })
         .collect();
+    // Each member's carried operation in variables, not carrying one when the region is entered
+    // (`on` = 0: RFLAGS is current).
+    let carry: Vec<Option<(lower::Carry, u64)>> = carries
+        .iter()
+        .map(|c| {
+            c.map(|(kind, mask)| {
+                let v = [(); 4].map(|_| b.declare_var(types::I64));
+                let zero = b.ins().iconst(types::I64, 0);
+                for x in v {
+                    b.def_var(x, zero);
+                }
+                (lower::Carry { on: v[0], a: v[1], b: v[2], r: v[3], kind }, mask)
+            })
+        })
+        .collect();
     let mblocks: Vec<ir::Block> = members.iter().map(|_| b.create_block()).collect();
     let mut first = Vec::with_capacity(members.len());
     let mut at = 0;
@@ -466,12 +522,14 @@ fn build(
         lens: members.iter().map(|m| m.len()).collect(),
         live_in,
         any_micro: false,
+        carry,
+        found: vec![None; members.len()],
     };
     g.any_micro = g.micro.iter().any(Option::is_some);
     for (j, m) in members.iter().enumerate() {
         g.member(&mut regs, j, m, first[j], &lives[j]);
     }
-    let Gen { mut b, mblocks, .. } = g;
+    let Gen { mut b, mblocks, found, .. } = g;
     b.seal_block(link_exit);
     b.switch_to_block(link_exit);
     if members.iter().any(|m| cpu::interp::chains(&m[m.len() - 1])) {
@@ -492,7 +550,7 @@ fn build(
     let status = b.block_params(exit)[0];
     b.ins().return_(&[status]);
     b.finalize(isa.frontend_config());
-    func
+    (func, found)
 }
 
 /// The region being built.
@@ -522,6 +580,10 @@ struct Gen<'f> {
     lens: Vec<usize>,
     /// Flags each member may read before writing them.
     live_in: Vec<u64>,
+    /// The flag operation carried into each member (its variables), if any.
+    carry: Vec<Option<(lower::Carry, u64)>>,
+    /// Per member, the first carriable operation an edge into it left pending (for a second build).
+    found: Vec<CarrySpec>,
 }
 
 const MF: MemFlagsData = MemFlagsData::trusted();
@@ -607,12 +669,18 @@ impl<'f> Gen<'f> {
     }
 
     /// Enters member `m` (the budget was checked): the canonical state at a member's entry is
-    /// every `used` register held (and counted as changed), no flag pending.
+    /// every `used` register held (and counted as changed), and no flag pending but the member's
+    /// carried operation (in its variables, `on` saying whether this edge handed it over).
     fn enter(&mut self, regs: &mut lower::Regs, m: usize) {
         if self.live_in[m] == 0 {
+            // The member writes every flag before reading one: nothing to compute or carry.
             self.lower(regs).drop_pending();
         } else {
-            self.lower(regs).materialize();
+            let carry = self.carry[m];
+            let found = self.lower(regs).back_edge(carry);
+            if self.found[m].is_none() {
+                self.found[m] = found;
+            }
         }
         let missing = self.used & !regs.in_var;
         regs.load(&mut self.b, self.st, missing);
@@ -682,7 +750,10 @@ impl<'f> Gen<'f> {
         self.b.switch_to_block(self.mblocks[j]);
         regs.in_var = self.used;
         regs.dirty = self.used;
-        regs.pending = Default::default();
+        regs.pending = match self.carry[j] {
+            Some((c, mask)) if self.live_in[j] != 0 => lower::PendingSet::carried(c, mask),
+            _ => Default::default(),
+        };
         // Which block runs now, for `RunEnd::last`.
         let chain = cpu::interp::chains(&insns[insns.len() - 1]);
         let p = self.b.ins().iadd_imm_s(self.base, (k0 * std::mem::size_of::<Insn>()) as i64);
