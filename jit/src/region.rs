@@ -13,13 +13,18 @@
 //! are variables across all of them, so a loop's back edge and its internal edges keep them in SSA.
 //! At a member's end, a successor that is a member is entered directly when it fits in the budget
 //! (`icount + len <= loop_limit`, the interpreter's one check between chained blocks); a static
-//! successor (Jcc/JMP rel inline) without storing anything (pending flags are dropped when the
-//! member writes them all before reading one, else computed), a dynamic one (RET, indirect jumps,
-//! a block ended by a handler) by comparing the RIP in `CpuState` with the members' starts. Any
-//! other end is a side exit: everything is stored exactly as a single block's exit does, and the
-//! region's own [`Link`] slots are followed as a block's are. Handler calls, faults and
-//! `break_block` leave exactly as in a block. At each member's entry, generated code records the
-//! member in `Outcome` (`last_*`), so `RunEnd::last` names the block that ran last.
+//! successor (Jcc/JMP rel inline) without storing anything, a dynamic one (RET, indirect jumps, a
+//! block ended by a handler) by comparing the RIP in `CpuState` with the members' starts. Pending
+//! flags are dropped at an edge when the member entered writes them all before reading one; else
+//! the operation a member's incoming edges leave pending (found by a first build of the function,
+//! as for self-loops) is carried into it uncomputed, its operands in the member's variables
+//! (`lower::Carry`; an edge that has another operation pending computes it and says so in `on`),
+//! and a member that writes no flags hands the operation carried into it on. Any other end is a
+//! side exit: everything is stored exactly as a single block's exit does, and the region's own
+//! [`Link`] slots are followed as a block's are. Handler calls, faults and `break_block` leave
+//! exactly as in a block. Where the region may leave (side exits, handler calls), generated code
+//! records the member it leaves from in `Outcome` (`last_*`), so `RunEnd::last` names the block
+//! that ran last; a loop inside the region stores nothing of the kind.
 //!
 //! Exactness. Members are copies of blocks the interpreter had decoded at the head's page while the
 //! head was alive; the region lives as long as the head's translation, which the interpreter drops
@@ -522,6 +527,7 @@ fn build(
         lens: members.iter().map(|m| m.len()).collect(),
         live_in,
         any_micro: false,
+        cur: (0, 0, false),
         carry,
         found: vec![None; members.len()],
     };
@@ -575,6 +581,9 @@ struct Gen<'f> {
     used: u16,
     micro: Vec<Option<(Variable, Variable)>>,
     any_micro: bool,
+    /// The member being emitted: its first instruction's global index, its length, whether it
+    /// chains (what `Outcome::last_*` records when the region leaves from it).
+    cur: (usize, usize, bool),
     mblocks: Vec<ir::Block>,
     starts: Vec<u64>,
     lens: Vec<usize>,
@@ -626,6 +635,21 @@ impl<'f> Gen<'f> {
         regs.flush(&mut self.b, self.st);
     }
 
+    /// Records the member being emitted in `Outcome` (`last_*`, so that `RunEnd::last` names
+    /// the block that ran last) where the region may leave, `done` of its instructions retired
+    /// (the count at its entry is the count now less `done`). Only the exits store it, not the
+    /// member's entry: a loop running inside the region does not.
+    fn note_last(&mut self, done: usize) {
+        let (k0, len, chain) = self.cur;
+        let p = self.b.ins().iadd_imm_s(self.base, (k0 * std::mem::size_of::<Insn>()) as i64);
+        self.b.ins().store(MF, p, self.out, offset_of!(Outcome, last_insns) as i32);
+        let l = self.b.ins().iconst(types::I64, (len as i64) | (chain as i64) << 32);
+        self.b.ins().store(MF, l, self.out, offset_of!(Outcome, last_len_chain) as i32);
+        let ic = self.b.use_var(self.icount);
+        let start = self.b.ins().iadd_imm_s(ic, -(done as i64));
+        self.b.ins().store(MF, start, self.out, offset_of!(Outcome, last_start) as i32);
+    }
+
     /// The handler call of global instruction `gk` (as `Jit::build`'s `call`).
     fn call(&mut self, regs: &mut lower::Regs, gk: usize, insn: &Insn, dirty: bool) {
         if dirty {
@@ -633,6 +657,9 @@ impl<'f> Gen<'f> {
         }
         self.settle(regs);
         regs.forget();
+        // A fault or `break_block` leaves from here: the count is the member's start plus the
+        // instructions before this one.
+        self.note_last(gk - self.cur.0);
         let next = self.b.ins().iconst(types::I64, insn.next_rip as i64);
         self.b.ins().store(MF, next, self.ctx, offset_of!(Ctx<'static>, next_rip) as i32);
         let ip = self.b.ins().iadd_imm_s(self.base, (gk * std::mem::size_of::<Insn>()) as i64);
@@ -717,6 +744,7 @@ impl<'f> Gen<'f> {
         let v = self.b.use_var(self.icount);
         self.b.ins().store(MF, v, self.st, cpu::offsets::ICOUNT as i32);
         self.settle(regs);
+        self.note_last(self.cur.1);
         let to = self.leave(chain);
         self.b.ins().jump(to, &[]);
         (regs.in_var, regs.dirty, regs.pending) = saved;
@@ -725,6 +753,7 @@ impl<'f> Gen<'f> {
     /// The end of a member with everything stored and the new RIP `rip` (a value; `CpuState`
     /// holds it too): into the member starting there when it fits, else a side exit.
     fn goto_dynamic(&mut self, regs: &mut lower::Regs, rip: ir::Value, chain: bool) {
+        let side = self.b.create_block();
         if chain {
             for m in 0..self.starts.len() {
                 let hit = self.b.create_block();
@@ -734,13 +763,17 @@ impl<'f> Gen<'f> {
                 self.b.seal_block(hit);
                 self.b.switch_to_block(hit);
                 let saved = (regs.in_var, regs.dirty, regs.pending);
-                self.fits(m, self.link_exit);
+                self.fits(m, side);
                 self.enter(regs, m);
                 (regs.in_var, regs.dirty, regs.pending) = saved;
                 self.b.seal_block(miss);
                 self.b.switch_to_block(miss);
             }
         }
+        self.b.ins().jump(side, &[]);
+        self.b.seal_block(side);
+        self.b.switch_to_block(side);
+        self.note_last(self.cur.1);
         let to = self.leave(chain);
         self.b.ins().jump(to, &[]);
     }
@@ -754,14 +787,9 @@ impl<'f> Gen<'f> {
             Some((c, mask)) if self.live_in[j] != 0 => lower::PendingSet::carried(c, mask),
             _ => Default::default(),
         };
-        // Which block runs now, for `RunEnd::last`.
+        // Which block runs now, for `RunEnd::last` (stored where the region leaves).
         let chain = cpu::interp::chains(&insns[insns.len() - 1]);
-        let p = self.b.ins().iadd_imm_s(self.base, (k0 * std::mem::size_of::<Insn>()) as i64);
-        self.b.ins().store(MF, p, self.out, offset_of!(Outcome, last_insns) as i32);
-        let l = self.b.ins().iconst(types::I64, (insns.len() as i64) | (chain as i64) << 32);
-        self.b.ins().store(MF, l, self.out, offset_of!(Outcome, last_len_chain) as i32);
-        let ic = self.b.use_var(self.icount);
-        self.b.ins().store(MF, ic, self.out, offset_of!(Outcome, last_start) as i32);
+        self.cur = (k0, insns.len(), chain);
         let mut dirty = true;
         for (k, insn) in insns.iter().enumerate() {
             let gk = k0 + k;
