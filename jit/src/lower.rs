@@ -528,21 +528,30 @@ impl Lower<'_, '_> {
             Pending::Carried(c) => {
                 // Iterations after the first: the operation carried across the back edge; the first:
                 // RFLAGS as the loop was entered.
+                // Only the operands the kind needs are carried (`CarryKind::carries`); the rest
+                // are remade here (an ADD/SUB's result, INC/DEC's 1).
                 let on = self.b.use_var(c.on);
-                let a = self.b.use_var(c.a);
-                let b = self.b.use_var(c.b);
-                let r = self.b.use_var(c.r);
                 let inner = match c.kind {
-                    CarryKind::Arith { size, sub, keep_cf } => Pending::Arith { a, b, r, size, sub, keep_cf },
-                    CarryKind::Logic { size } => Pending::Logic { r, size },
-                    CarryKind::Shift { op, size, cnt } => Pending::Shift(lower_shift::ShiftFlags::new(
-                        op,
-                        size,
-                        a,
-                        r,
-                        lower_shift::Count::Imm(cnt),
-                        None,
-                    )),
+                    CarryKind::Arith { size, sub, keep_cf } => {
+                        let a = self.b.use_var(c.a);
+                        let b = if keep_cf { self.b.ins().iconst(I64, 1) } else { self.b.use_var(c.b) };
+                        let r = if sub { self.b.ins().isub(a, b) } else { self.b.ins().iadd(a, b) };
+                        let r = self.trunc(r, size);
+                        Pending::Arith { a, b, r, size, sub, keep_cf }
+                    }
+                    CarryKind::Logic { size } => Pending::Logic { r: self.b.use_var(c.r), size },
+                    CarryKind::Shift { op, size, cnt } => {
+                        let a = self.b.use_var(c.a);
+                        let r = self.b.use_var(c.r);
+                        Pending::Shift(lower_shift::ShiftFlags::new(
+                            op,
+                            size,
+                            a,
+                            r,
+                            lower_shift::Count::Imm(cnt),
+                            None,
+                        ))
+                    }
                 };
                 let lazy = self.pending_flags(inner, want);
                 let fl = self.b.use_var(self.fl);
@@ -552,12 +561,13 @@ impl Lower<'_, '_> {
         }
     }
 
-    /// At a self-loop's back edge, where the next iteration may read flags: with `carry` (from a
-    /// first build of the same block), the pending operation of that kind owning that mask is not
-    /// computed but its operands are handed to the next iteration in `carry`'s variables (`on` = 1;
-    /// every other pending flag is computed, and `on` = 0 when no such operation is pending). The
-    /// flags are then computed only where read: on a slow path, at a handler call, at the loop's
-    /// exit. Returns the operation that could have been carried (for the first build).
+    /// At a self-loop's back edge (or a region's edge into a member), where the next iteration
+    /// may read flags: with `carry` (from a first build of the same code), the pending operation of
+    /// that kind owning that mask is not computed but its operands are handed to the next
+    /// iteration in `carry`'s variables (`on` = 1; every other pending flag is computed, and `on` =
+    /// 0 when no such operation is pending). The flags are then computed only where read: on a
+    /// slow path, at a handler call, at the loop's exit. Returns the operation that could have been
+    /// carried (for the first build).
     pub(crate) fn back_edge(&mut self, carry: Option<(Carry, u64)>) -> Option<(CarryKind, u64)> {
         let set = std::mem::take(&mut self.regs.pending);
         let mut kept = false;
@@ -572,12 +582,32 @@ impl Lower<'_, '_> {
                     kept = true;
                     continue;
                 }
+                if let Pending::Carried(from) = p
+                    && from.kind == c.kind
+                {
+                    // In a region: the operation carried into this member, unchanged, handed on
+                    // to the next one (whether it is on, too).
+                    let (ua, ub, ur) = c.kind.carries();
+                    for (used, to, from) in
+                        [(true, c.on, from.on), (ua, c.a, from.a), (ub, c.b, from.b), (ur, c.r, from.r)]
+                    {
+                        if used {
+                            let v = self.b.use_var(from);
+                            self.b.def_var(to, v);
+                        }
+                    }
+                    kept = true;
+                    continue;
+                }
                 if let Some((k, a, b, r)) = p.carry_kind()
                     && k == c.kind
                 {
-                    self.b.def_var(c.a, a);
-                    self.b.def_var(c.b, b);
-                    self.b.def_var(c.r, r);
+                    let (ua, ub, ur) = k.carries();
+                    for (used, var, v) in [(ua, c.a, a), (ub, c.b, b), (ur, c.r, r)] {
+                        if used {
+                            self.b.def_var(var, v);
+                        }
+                    }
                     let one = self.b.ins().iconst(I64, 1);
                     self.b.def_var(c.on, one);
                     kept = true;
@@ -1251,7 +1281,9 @@ impl PendingSet {
 /// A flag computation kept for later (see `Regs::pending`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Pending {
-    /// ADD/SUB/CMP, or INC/DEC (`keep_cf`): `ops::flags_add`/`flags_sub` of `a`, `b`, result `r`.
+    /// ADD/SUB/CMP, or INC/DEC (`keep_cf`, `b` = 1): `ops::flags_add`/`flags_sub` of `a`, `b`,
+    /// result `r`, which is always `a + b` or `a - b` truncated to `size` (a carried one is remade
+    /// from `a` and `b`).
     Arith { a: Value, b: Value, r: Value, size: u32, sub: bool, keep_cf: bool },
     /// AND/OR/XOR/TEST: SF, ZF, PF of `r`; CF, OF, AF cleared.
     Logic { r: Value, size: u32 },
@@ -1286,6 +1318,19 @@ pub(crate) struct Carry {
     pub r: Variable,
     /// Its kind (the same at every back edge: decided by a first build of the block).
     pub kind: CarryKind,
+}
+
+impl CarryKind {
+    /// Which of `a`, `b`, `r` its carried operation keeps in variables (fewer values live around
+    /// the loop): ADD/SUB/CMP their operands (the result is remade), INC/DEC the one operand, a
+    /// logic op its result, a shift its operand and result.
+    fn carries(self) -> (bool, bool, bool) {
+        match self {
+            CarryKind::Arith { keep_cf, .. } => (true, !keep_cf, false),
+            CarryKind::Logic { .. } => (false, false, true),
+            CarryKind::Shift { .. } => (true, false, true),
+        }
+    }
 }
 
 impl PendingSet {

@@ -13,13 +13,18 @@
 //! are variables across all of them, so a loop's back edge and its internal edges keep them in SSA.
 //! At a member's end, a successor that is a member is entered directly when it fits in the budget
 //! (`icount + len <= loop_limit`, the interpreter's one check between chained blocks); a static
-//! successor (Jcc/JMP rel inline) without storing anything (pending flags are dropped when the
-//! member writes them all before reading one, else computed), a dynamic one (RET, indirect jumps,
-//! a block ended by a handler) by comparing the RIP in `CpuState` with the members' starts. Any
-//! other end is a side exit: everything is stored exactly as a single block's exit does, and the
-//! region's own [`Link`] slots are followed as a block's are. Handler calls, faults and
-//! `break_block` leave exactly as in a block. At each member's entry, generated code records the
-//! member in `Outcome` (`last_*`), so `RunEnd::last` names the block that ran last.
+//! successor (Jcc/JMP rel inline) without storing anything, a dynamic one (RET, indirect jumps, a
+//! block ended by a handler) by comparing the RIP in `CpuState` with the members' starts. Pending
+//! flags are dropped at an edge when the member entered writes them all before reading one; else
+//! the operation a member's incoming edges leave pending (found by a first build of the function,
+//! as for self-loops) is carried into it uncomputed, its operands in the member's variables
+//! (`lower::Carry`; an edge that has another operation pending computes it and says so in `on`),
+//! and a member that writes no flags hands the operation carried into it on. Any other end is a
+//! side exit: everything is stored exactly as a single block's exit does, and the region's own
+//! [`Link`] slots are followed as a block's are. Handler calls, faults and `break_block` leave
+//! exactly as in a block. Where the region may leave (side exits, handler calls), generated code
+//! records the member it leaves from in `Outcome` (`last_*`), so `RunEnd::last` names the block
+//! that ran last; a loop inside the region stores nothing of the kind.
 //!
 //! Exactness. Members are copies of blocks the interpreter had decoded at the head's page while the
 //! head was alive; the region lives as long as the head's translation, which the interpreter drops
@@ -139,13 +144,48 @@ fn code_bytes(
     isa: &dyn cranelift_codegen::isa::TargetIsa,
     members: &[&[Insn]],
 ) -> Option<Vec<u8>> {
-    let func = build(fctx, isa, members);
+    // A first build finds, per member, the flag operation its incoming edges leave pending; the
+    // second carries it into the member uncomputed (built once when there is none).
+    let none = vec![None; members.len()];
+    let (mut func, found) = build(fctx, isa, members, &none);
+    if found.iter().any(Option::is_some) {
+        func = build(fctx, isa, members, &found).0;
+    }
     ctx.clear();
     ctx.func = func;
+    let dump = std::env::var_os("FERRITE_JIT_REGION_DUMP").filter(|v| !v.is_empty());
+    ctx.set_disasm(dump.is_some());
     let mut ctrl = cranelift_codegen::control::ControlPlane::default();
     match ctx.compile(isa, &mut ctrl) {
-        Ok(r) if r.buffer.relocs().is_empty() => Some(r.code_buffer().to_vec()),
+        Ok(r) if r.buffer.relocs().is_empty() => {
+            if let Some(path) = dump {
+                dump_region(&path, members, r.code_buffer().len(), r.vcode.as_deref());
+            }
+            Some(r.code_buffer().to_vec())
+        }
         _ => None,
+    }
+}
+
+/// Appends a compiled region to the file `FERRITE_JIT_REGION_DUMP` names (a debugging aid): its
+/// members' guest instructions, its size and Cranelift's machine code listing.
+fn dump_region(path: &std::ffi::OsStr, members: &[&[Insn]], size: usize, vcode: Option<&str>) {
+    use std::fmt::Write as _;
+    let mut text = format!("region: {} members, {size} bytes of code\n", members.len());
+    for (j, m) in members.iter().enumerate() {
+        let _ = writeln!(text, "member {j}:");
+        for insn in m.iter() {
+            let _ = writeln!(text, "  {:016x}  {}", insn.i.ip(), insn.i);
+        }
+    }
+    let _ = writeln!(text, "{}", vcode.unwrap_or("(no listing)"));
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()));
+    if let Err(e) = written {
+        eprintln!("FERRITE_JIT_REGION_DUMP: {e}");
     }
 }
 
@@ -369,13 +409,19 @@ impl Slot {
     }
 }
 
+/// A flag operation carried into a member (its kind and the flags it owns), as for self-loops.
+type CarrySpec = Option<(lower::CarryKind, u64)>;
+
 /// Builds a region's function: the [`crate::BlockFn`] signature, `insns` the members'
-/// instructions one after the other.
+/// instructions one after the other. `carries[m]` is the pending flag operation that edges into
+/// member `m` hand over uncomputed (`lower::Lower::back_edge`); the second result is, per member,
+/// the operation the edges into it left pending first (what a second build can carry).
 fn build(
     fctx: &mut FunctionBuilderContext,
     isa: &dyn cranelift_codegen::isa::TargetIsa,
     members: &[&[Insn]],
-) -> ir::Function {
+    carries: &[CarrySpec],
+) -> (ir::Function, Vec<CarrySpec>) {
     let ptr = isa.pointer_type();
     let mut sig = ir::Signature::new(isa.default_call_conv());
     sig.params.extend([AbiParam::new(ptr), AbiParam::new(ptr), AbiParam::new(ptr)]);
@@ -433,6 +479,21 @@ fn build(
             })
         })
         .collect();
+    // Each member's carried operation in variables, not carrying one when the region is entered
+    // (`on` = 0: RFLAGS is current).
+    let carry: Vec<Option<(lower::Carry, u64)>> = carries
+        .iter()
+        .map(|c| {
+            c.map(|(kind, mask)| {
+                let v = [(); 4].map(|_| b.declare_var(types::I64));
+                let zero = b.ins().iconst(types::I64, 0);
+                for x in v {
+                    b.def_var(x, zero);
+                }
+                (lower::Carry { on: v[0], a: v[1], b: v[2], r: v[3], kind }, mask)
+            })
+        })
+        .collect();
     let mblocks: Vec<ir::Block> = members.iter().map(|_| b.create_block()).collect();
     let mut first = Vec::with_capacity(members.len());
     let mut at = 0;
@@ -467,12 +528,15 @@ fn build(
         lens: members.iter().map(|m| m.len()).collect(),
         live_in,
         any_micro: false,
+        cur: (0, 0, false),
+        carry,
+        found: vec![None; members.len()],
     };
     g.any_micro = g.micro.iter().any(Option::is_some);
     for (j, m) in members.iter().enumerate() {
         g.member(&mut regs, j, m, first[j], &lives[j]);
     }
-    let Gen { mut b, mblocks, .. } = g;
+    let Gen { mut b, mblocks, found, .. } = g;
     b.seal_block(link_exit);
     b.switch_to_block(link_exit);
     if members.iter().any(|m| cpu::interp::chains(&m[m.len() - 1])) {
@@ -493,7 +557,7 @@ fn build(
     let status = b.block_params(exit)[0];
     b.ins().return_(&[status]);
     b.finalize(isa.frontend_config());
-    func
+    (func, found)
 }
 
 /// The region being built.
@@ -518,11 +582,18 @@ struct Gen<'f> {
     used: u16,
     micro: Vec<Option<(Variable, Variable)>>,
     any_micro: bool,
+    /// The member being emitted: its first instruction's global index, its length, whether it
+    /// chains (what `Outcome::last_*` records when the region leaves from it).
+    cur: (usize, usize, bool),
     mblocks: Vec<ir::Block>,
     starts: Vec<u64>,
     lens: Vec<usize>,
     /// Flags each member may read before writing them.
     live_in: Vec<u64>,
+    /// The flag operation carried into each member (its variables), if any.
+    carry: Vec<Option<(lower::Carry, u64)>>,
+    /// Per member, the first carriable operation an edge into it left pending (for a second build).
+    found: Vec<CarrySpec>,
 }
 
 const MF: MemFlagsData = MemFlagsData::trusted();
@@ -565,6 +636,21 @@ impl<'f> Gen<'f> {
         regs.flush(&mut self.b, self.st);
     }
 
+    /// Records the member being emitted in `Outcome` (`last_*`, so that `RunEnd::last` names
+    /// the block that ran last) where the region may leave, `done` of its instructions retired
+    /// (the count at its entry is the count now less `done`). Only the exits store it, not the
+    /// member's entry: a loop running inside the region does not.
+    fn note_last(&mut self, done: usize) {
+        let (k0, len, chain) = self.cur;
+        let p = self.b.ins().iadd_imm_s(self.base, (k0 * std::mem::size_of::<Insn>()) as i64);
+        self.b.ins().store(MF, p, self.out, offset_of!(Outcome, last_insns) as i32);
+        let l = self.b.ins().iconst(types::I64, (len as i64) | (chain as i64) << 32);
+        self.b.ins().store(MF, l, self.out, offset_of!(Outcome, last_len_chain) as i32);
+        let ic = self.b.use_var(self.icount);
+        let start = self.b.ins().iadd_imm_s(ic, -(done as i64));
+        self.b.ins().store(MF, start, self.out, offset_of!(Outcome, last_start) as i32);
+    }
+
     /// The handler call of global instruction `gk` (as `Jit::build`'s `call`).
     fn call(&mut self, regs: &mut lower::Regs, gk: usize, insn: &Insn, dirty: bool) {
         if dirty {
@@ -572,6 +658,9 @@ impl<'f> Gen<'f> {
         }
         self.settle(regs);
         regs.forget();
+        // A fault or `break_block` leaves from here: the count is the member's start plus the
+        // instructions before this one.
+        self.note_last(gk - self.cur.0);
         let next = self.b.ins().iconst(types::I64, insn.next_rip as i64);
         self.b.ins().store(MF, next, self.ctx, offset_of!(Ctx<'static>, next_rip) as i32);
         let ip = self.b.ins().iadd_imm_s(self.base, (gk * std::mem::size_of::<Insn>()) as i64);
@@ -608,12 +697,18 @@ impl<'f> Gen<'f> {
     }
 
     /// Enters member `m` (the budget was checked): the canonical state at a member's entry is
-    /// every `used` register held (and counted as changed), no flag pending.
+    /// every `used` register held (and counted as changed), and no flag pending but the member's
+    /// carried operation (in its variables, `on` saying whether this edge handed it over).
     fn enter(&mut self, regs: &mut lower::Regs, m: usize) {
         if self.live_in[m] == 0 {
+            // The member writes every flag before reading one: nothing to compute or carry.
             self.lower(regs).drop_pending();
         } else {
-            self.lower(regs).materialize();
+            let carry = self.carry[m];
+            let found = self.lower(regs).back_edge(carry);
+            if self.found[m].is_none() {
+                self.found[m] = found;
+            }
         }
         let missing = self.used & !regs.in_var;
         regs.load(&mut self.b, self.st, missing);
@@ -650,6 +745,7 @@ impl<'f> Gen<'f> {
         let v = self.b.use_var(self.icount);
         self.b.ins().store(MF, v, self.st, cpu::offsets::ICOUNT as i32);
         self.settle(regs);
+        self.note_last(self.cur.1);
         let to = self.leave(chain);
         self.b.ins().jump(to, &[]);
         (regs.in_var, regs.dirty, regs.pending) = saved;
@@ -658,6 +754,7 @@ impl<'f> Gen<'f> {
     /// The end of a member with everything stored and the new RIP `rip` (a value; `CpuState`
     /// holds it too): into the member starting there when it fits, else a side exit.
     fn goto_dynamic(&mut self, regs: &mut lower::Regs, rip: ir::Value, chain: bool) {
+        let side = self.b.create_block();
         if chain {
             for m in 0..self.starts.len() {
                 let hit = self.b.create_block();
@@ -667,13 +764,17 @@ impl<'f> Gen<'f> {
                 self.b.seal_block(hit);
                 self.b.switch_to_block(hit);
                 let saved = (regs.in_var, regs.dirty, regs.pending);
-                self.fits(m, self.link_exit);
+                self.fits(m, side);
                 self.enter(regs, m);
                 (regs.in_var, regs.dirty, regs.pending) = saved;
                 self.b.seal_block(miss);
                 self.b.switch_to_block(miss);
             }
         }
+        self.b.ins().jump(side, &[]);
+        self.b.seal_block(side);
+        self.b.switch_to_block(side);
+        self.note_last(self.cur.1);
         let to = self.leave(chain);
         self.b.ins().jump(to, &[]);
     }
@@ -683,15 +784,13 @@ impl<'f> Gen<'f> {
         self.b.switch_to_block(self.mblocks[j]);
         regs.in_var = self.used;
         regs.dirty = self.used;
-        regs.pending = Default::default();
-        // Which block runs now, for `RunEnd::last`.
+        regs.pending = match self.carry[j] {
+            Some((c, mask)) if self.live_in[j] != 0 => lower::PendingSet::carried(c, mask),
+            _ => Default::default(),
+        };
+        // Which block runs now, for `RunEnd::last` (stored where the region leaves).
         let chain = cpu::interp::chains(&insns[insns.len() - 1]);
-        let p = self.b.ins().iadd_imm_s(self.base, (k0 * std::mem::size_of::<Insn>()) as i64);
-        self.b.ins().store(MF, p, self.out, offset_of!(Outcome, last_insns) as i32);
-        let l = self.b.ins().iconst(types::I64, (insns.len() as i64) | (chain as i64) << 32);
-        self.b.ins().store(MF, l, self.out, offset_of!(Outcome, last_len_chain) as i32);
-        let ic = self.b.use_var(self.icount);
-        self.b.ins().store(MF, ic, self.out, offset_of!(Outcome, last_start) as i32);
+        self.cur = (k0, insns.len(), chain);
         let mut dirty = true;
         for (k, insn) in insns.iter().enumerate() {
             let gk = k0 + k;

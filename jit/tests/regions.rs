@@ -3,6 +3,8 @@
 //! self-modifying code and DMA into a block of a live region. Registers, flags, RIP, the retired
 //! count, memory and the exit must equal the interpreter's, and regions must really have run.
 
+mod common;
+
 use cpu::Interpreter;
 use cpu::interp::Exit;
 use cpu::testutil::{CODE, STACK, TestBus, TestMode, asm, cpu_in};
@@ -464,4 +466,185 @@ fn regions_from_the_compile_thread_match_the_interpreter() {
         last_stats = stats;
     }
     assert!(placed >= 8, "only {placed} regions placed from the compile thread ({last_stats})");
+}
+
+/// A flag writer that ends a member (its flags pending at the member's edges): CMP (what
+/// memtest86+'s checking loops end in), DEC, two pending operations (AND then DEC: the AND's CF
+/// under the DEC's others), TEST, INC, shifts and rotates by immediates of each width, or none
+/// (the operation carried into the member is handed on unchanged).
+fn flag_tail(a: &mut CodeAssembler, r: &mut Rng, kind: Option<u64>) {
+    let res = match kind.unwrap_or_else(|| r.below(11)) {
+        0 => a.cmp(rsi, rdx),
+        1 => a.dec(ecx),
+        2 => a.and(rbx, rax).and_then(|_| a.dec(ecx)),
+        3 => a.test(rbp, rbp),
+        4 => a.inc(rbp),
+        5 => a.shl(rbx, 1 + r.below(63) as u32),
+        6 => a.rol(rbx, 1).and_then(|_| a.dec(ecx)),
+        7 => a.shr(bx, 1 + r.below(15) as u32),
+        8 => a.sub(ebp, eax),
+        9 => a.ror(rax, 1 + r.below(63) as u32),
+        _ => Ok(()),
+    };
+    res.expect("flag tail");
+}
+
+/// The first instruction of a member: a memory form (whose slow path may need every flag), or
+/// one that reads the flags carried in (ADC, SBB, SETcc, CMOVcc), or a flag-free one.
+fn member_head(a: &mut CodeAssembler, r: &mut Rng) {
+    let res = match r.below(9) {
+        0 => a.mov(qword_ptr(rsi), rax),
+        1 => a.mov(rbp, qword_ptr(rsi)),
+        2 => a.add(qword_ptr(rsi + 8), rbx),
+        3 => a.adc(rbx, rdx),
+        4 => a.sbb(ebp, eax),
+        5 => a.setb(al),
+        6 => a.cmovle(rbp, rbx),
+        7 => a.seto(bl).and_then(|_| a.setp(bh)),
+        _ => a.mov(r8, rbx),
+    };
+    res.expect("member head");
+}
+
+/// A loop of two to four blocks shaped like memtest86+'s checking loops (a load or store at a
+/// block's top, CMP/Jcc at its end, a second block closing the loop), with random flag writers
+/// ending each block and random flag readers starting the next, so that flags are carried
+/// across every kind of region edge: A: head, tail, Jcc to C; B: head, tail, JMP or Jcc to D;
+/// C: head, no flag writer or a tail, JMP to D; D: the pointer step (LEA, no flags), head, tail, Jcc top.
+fn carried_loop(r: &mut Rng) -> Vec<u8> {
+    // Half the programs end every block with the same kind of flag writer (the same operation
+    // carried along every edge, and handed on through C when C writes no flags).
+    let kind = (r.below(2) == 0).then(|| r.below(11));
+    if r.below(3) == 0 {
+        let kind = r.below(10);
+        return handed_on_loop(r, kind);
+    }
+    asm(64, |a| {
+        let mut top = a.create_label();
+        let mut c = a.create_label();
+        let mut d = a.create_label();
+        a.set_label(&mut top).unwrap();
+        member_head(a, r);
+        flag_tail(a, r, kind);
+        jcc(a, r.below(16), c);
+        member_head(a, r);
+        flag_tail(a, r, kind);
+        if r.below(2) == 0 {
+            a.jmp(d).unwrap();
+        } else {
+            jcc(a, r.below(16), d);
+        }
+        a.set_label(&mut c).unwrap();
+        if r.below(2) == 0 {
+            member_head(a, r);
+        } else {
+            a.mov(rbp, qword_ptr(rsi)).unwrap();
+        }
+        if r.below(3) == 0 {
+            flag_tail(a, r, kind);
+        }
+        // A block of its own (C's end must be a branch).
+        a.jmp(d).unwrap();
+        a.set_label(&mut d).unwrap();
+        a.lea(rsi, qword_ptr(rsi + rdi)).unwrap();
+        member_head(a, r);
+        flag_tail(a, r, kind);
+        jcc(a, r.below(16), top);
+        a.hlt().unwrap();
+    })
+}
+
+/// A loop in which A and B end with the same kind of flag writer (`kind`, one of
+/// [`flag_tail`]'s), A branches on the parity of its result to C or falls into B, C writes no
+/// flags and jumps to D, as B does, and D starts by reading the flags: the operation carried into
+/// C is handed on to D (whose carried operation is B's kind) through C's variables.
+fn handed_on_loop(r: &mut Rng, kind: u64) -> Vec<u8> {
+    asm(64, |a| {
+        let mut top = a.create_label();
+        let mut c = a.create_label();
+        let mut d = a.create_label();
+        a.set_label(&mut top).unwrap();
+        a.mov(qword_ptr(rsi), rax).unwrap();
+        flag_tail(a, r, Some(kind));
+        a.jp(c).unwrap();
+        a.mov(rbp, qword_ptr(rsi + 8)).unwrap();
+        flag_tail(a, r, Some(kind));
+        a.jmp(d).unwrap();
+        a.set_label(&mut c).unwrap();
+        a.mov(r8, qword_ptr(rsi)).unwrap();
+        a.jmp(d).unwrap();
+        a.set_label(&mut d).unwrap();
+        a.lea(rsi, qword_ptr(rsi + rdi)).unwrap();
+        let res = match r.below(5) {
+            0 => a.adc(rbx, rdx),
+            1 => a.sbb(ebp, eax),
+            2 => a.seto(bl).and_then(|_| a.sets(bh)),
+            3 => a.cmovle(rbp, rbx),
+            _ => a.setb(al).and_then(|_| a.setp(ah)),
+        };
+        res.expect("reader");
+        a.dec(ecx).unwrap();
+        a.jne(top).unwrap();
+        a.hlt().unwrap();
+    })
+}
+
+/// Regions whose edges carry pending flag operations (`region.rs`, `Lower::back_edge`): random
+/// memtest86+-shaped loops ([`carried_loop`]) under both vendors' quirks, cut by random budgets,
+/// with RDI in a third of the runs making the second pass's memory access non-canonical (#GP on
+/// its slow path, with the flags carried into the faulting block). Registers, RFLAGS, RIP, the
+/// count, the exit, memory and the TLB equal the interpreter's, and regions ran.
+#[test]
+fn regions_carry_pending_flags_exactly() {
+    let cases: u64 =
+        std::env::var("FERRITE_JIT_DIFF_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(1500) / 3;
+    let mut r = Rng(0x5eed_ca55_2026_1219);
+    let mut interp = Interpreter::new();
+    interp.trap_faults = true;
+    let mut jit = jit_interp(3);
+    let (mut faults, mut budget_stops) = (0, 0);
+    for case in 0..cases {
+        let code = carried_loop(&mut r);
+        let mut gpr = [0u64; 16];
+        for g in gpr.iter_mut() {
+            *g = if r.below(2) == 0 { r.below(4) } else { r.next() };
+        }
+        gpr[1] = 1 + r.below(300);
+        gpr[3] = if r.below(2) == 0 { r.next() } else { 1 << r.below(64) };
+        gpr[6] = DATA + 0x100;
+        gpr[7] = if r.below(3) == 0 { 0x8000_0000_0000 } else { 8 };
+        gpr[2] = gpr[6] + 8 * r.below(300);
+        let rflags = 0x2 | (r.next() & cpu::state::flags::ARITH);
+        let quirks = if case & 1 == 0 { cpu::state::Quirks::Intel } else { cpu::state::Quirks::Amd };
+        let until = if r.below(2) == 0 { 1 + r.below(600) } else { 6000 };
+        let go = |it: &mut Interpreter| {
+            let mut bus = TestBus::default();
+            let mut st = cpu_in(TestMode::Long64, &mut bus);
+            bus.ram[CODE as usize..CODE as usize + code.len()].copy_from_slice(&code);
+            for (k, b) in bus.ram[DATA as usize..DATA as usize + 0x1000].iter_mut().enumerate() {
+                *b = (k as u8).wrapping_mul(37) ^ 0x5a;
+            }
+            st.gpr = gpr;
+            st.gpr[4] = STACK;
+            st.rflags = rflags;
+            st.quirks = quirks;
+            it.flush_all();
+            let exit = it.run(&mut st, &mut bus, until);
+            ((st, exit, bus), common::tlb_tags(it))
+        };
+        let (a, ta) = go(&mut interp);
+        let (b, tb) = go(&mut jit);
+        match a.1 {
+            Exit::Trapped(_) => faults += 1,
+            Exit::BudgetSpent => budget_stops += 1,
+            _ => {}
+        }
+        let what = format!("case {case} ({quirks:?}): budget {until}, program {code:02x?}");
+        assert_same(&what, &a, &b);
+        assert_eq!(ta, tb, "{what}: the TLB differs");
+    }
+    let made = stat(&jit, " regions (");
+    assert!(made >= cases / 4, "only {made} regions compiled in {cases} programs");
+    assert!(faults >= cases / 10, "only {faults} runs faulted");
+    assert!(budget_stops >= cases / 4, "only {budget_stops} runs ended at the budget");
 }
