@@ -184,7 +184,7 @@ impl Form {
 pub(crate) fn inline_op(insn: &Insn) -> Option<Form> {
     let i = &insn.i;
     if i.code().op_code().encoding() == EncodingKind::VEX {
-        return lower_sse::inline_vex(insn);
+        return lower_int::inline_bmi(insn).or_else(|| lower_sse::inline_vex(insn));
     }
     if i.code().op_code().encoding() != EncodingKind::Legacy
         || (i.has_lock_prefix() && !lower_mem::lock_ok(insn))
