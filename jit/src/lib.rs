@@ -397,17 +397,25 @@ impl Jit {
         // inline access in SSA across the back edge, and probes it before the TLB: a loop walking a
         // buffer then has no TLB load on its dependency chain. Only the inline path fills it, and
         // every handler call (anything that may change the TLB) empties it; a linear page of 1
-        // (not a page) matches nothing.
+        // (not a page) matches nothing. Outside a self-loop, the memory forms of the block share
+        // one such cache per TLB array (read, write): a run of PUSHes, or of accesses to one stack
+        // frame, probes the TLB once (a hit is a lookup only, so the TLB is left as the
+        // interpreter leaves it).
+        let new_cache = |b: &mut FunctionBuilder<'_>| {
+            let (t, h) = (b.declare_var(types::I64), b.declare_var(types::I64));
+            let none = b.ins().iconst(types::I64, 1);
+            b.def_var(t, none);
+            b.def_var(h, none);
+            (t, h)
+        };
+        let shared = (!self_loop).then(|| [new_cache(&mut b), new_cache(&mut b)]);
         let micro: Vec<Option<(Variable, Variable)>> = insns
             .iter()
             .map(|insn| {
-                let mem = lower::inline_op(insn).is_some_and(|f| f.mem != lower::Mem::None);
-                (self_loop && mem).then(|| {
-                    let (t, h) = (b.declare_var(types::I64), b.declare_var(types::I64));
-                    let none = b.ins().iconst(types::I64, 1);
-                    b.def_var(t, none);
-                    b.def_var(h, none);
-                    (t, h)
+                let form = lower::inline_op(insn).filter(|f| f.mem != lower::Mem::None)?;
+                Some(match shared {
+                    Some(c) => c[form.writes() as usize],
+                    None => new_cache(&mut b),
                 })
             })
             .collect();

@@ -171,7 +171,7 @@ pub(crate) struct Form {
 
 impl Form {
     /// Whether the memory access writes (so it probes the write TLB).
-    fn writes(self) -> bool {
+    pub(crate) fn writes(self) -> bool {
         match self.mem {
             Mem::Dst => !matches!(self.op, Op::Cmp | Op::Test),
             Mem::Stack => matches!(self.op, Op::Push | Op::Call),
