@@ -47,9 +47,10 @@ pub struct Block {
     /// that invalidating the block (self-modifying code, flushes, the cache bound) drops its code too.
     compiled: OnceCell<Option<Box<dyn CompiledBlock>>>,
     /// Whether the block, run to its end, may be followed by the next one without the checks of
-    /// `Interpreter::run`'s loop: it ends with a near jump, call, return or conditional branch, or
-    /// at the length or page limit, so it cannot have changed the mode, the interrupt flag, segments
-    /// or paging, nor touched a device (an instruction that does sets `Ctx::break_block`).
+    /// `Interpreter::run`'s loop: it ends with a near jump, call, return or conditional branch, CLI
+    /// or SWAPGS (see [`chains`]), or at the length or page limit, so it cannot have changed the
+    /// mode, CS, paging, or made an interrupt deliverable, nor touched a device (an instruction
+    /// that does sets `Ctx::break_block`).
     chain: bool,
 }
 
@@ -922,6 +923,11 @@ pub fn chains(insn: &Insn) -> bool {
         || i.is_call_near()
         || i.is_call_near_indirect()
         || matches!(i.mnemonic(), M::Ret | M::Loop | M::Loope | M::Loopne | M::Jcxz | M::Jecxz | M::Jrcxz)
+        // They end blocks but change nothing the checks between blocks look at: not the mode, CS
+        // or paging, no device, and no interrupt can become deliverable (CLI only masks; SWAPGS
+        // changes GS.base, which no lookup uses), so the next block may follow them directly, as
+        // the loop's own checks would let it (the Linux system-call path runs three per call).
+        || matches!(i.mnemonic(), M::Swapgs | M::Cli)
 }
 
 fn fetch(ctx: &mut Ctx<'_>, lin: u64, out: &mut [u8]) -> Result<(), Fault> {

@@ -193,29 +193,71 @@ enum Accel {
     Auto,
 }
 
-/// Resolves `--accel` to an engine; `auto` probes /dev/kvm and prints one line saying what it chose.
-fn choose_accel(a: Accel) -> machine::Accel {
+/// What `auto` found out about /dev/kvm.
+#[derive(Debug)]
+enum KvmFound {
+    /// KVM runs guests on hardware, at this calibration speed (MIPS).
+    Hardware(f64),
+    /// /dev/kvm is not usable, or emulates guests in software: the reason.
+    NotUsable(String),
+}
+
+/// `auto`'s rule for a run that needs no exact instruction counts: KVM where it runs guests on
+/// hardware, else the JIT. Returns the engine and the words that say why.
+fn auto_engine(kvm: KvmFound) -> (machine::Accel, String) {
+    match kvm {
+        KvmFound::Hardware(mips) => (
+            machine::Accel::Kvm,
+            format!("kvm (/dev/kvm runs guests on hardware: {mips:.0} MIPS in a calibration loop)"),
+        ),
+        KvmFound::NotUsable(why) => (machine::Accel::Jit, format!("jit ({why})")),
+    }
+}
+
+/// The first option of the run that needs an instruction-counting engine (interp or jit), if any:
+/// `auto` then takes the JIT without probing /dev/kvm, since under KVM time and budgets are host time.
+fn needs_counting(args: &RunArgs) -> Option<&'static str> {
+    let rr = &args.rr;
+    let d = &args.debug;
+    [
+        (rr.record.is_some(), "--record"),
+        (rr.lockstep, "--lockstep"),
+        (!rr.snapshot_at.is_empty(), "--snapshot-at"),
+        (rr.restore.is_some(), "--restore"),
+        (args.max_instructions.is_some(), "--max-instructions"),
+        (d.gdb.is_some() || d.gdb_default, "--gdb"),
+        (d.monitor.is_some(), "--monitor"),
+        (args.screenshot.as_deref().is_some_and(|s| s.contains('@')), "--screenshot at a count"),
+    ]
+    .into_iter()
+    .find_map(|(on, what)| on.then_some(what))
+}
+
+/// Resolves `--accel` to an engine. `auto`, also the default when `--accel` is not given, takes the
+/// JIT when the run needs exact instruction counts, else probes /dev/kvm (`auto_engine`); given
+/// explicitly, it prints one line saying what it chose (the default chooses silently; `--stats` names
+/// the engine).
+fn choose_accel(a: Option<Accel>, needs_counting: Option<&str>) -> machine::Accel {
     match a {
-        Accel::Interp => machine::Accel::Interp,
-        Accel::Kvm => machine::Accel::Kvm,
-        Accel::Jit => machine::Accel::Jit,
-        Accel::Auto => match machine::kvm::probe() {
-            Ok(p) if p.hardware() => {
-                eprintln!(
-                    "ferrite: accel auto: kvm (/dev/kvm runs guests on hardware: {:.0} MIPS in a calibration loop)",
-                    p.mips
-                );
-                machine::Accel::Kvm
+        Some(Accel::Interp) => machine::Accel::Interp,
+        Some(Accel::Kvm) => machine::Accel::Kvm,
+        Some(Accel::Jit) => machine::Accel::Jit,
+        Some(Accel::Auto) | None => {
+            let (engine, why) = match needs_counting {
+                Some(what) => {
+                    (machine::Accel::Jit, format!("jit ({what} needs an instruction-counting engine)"))
+                }
+                None => auto_engine(match machine::kvm::probe() {
+                    Ok(p) if p.hardware() => KvmFound::Hardware(p.mips),
+                    Ok(p) => KvmFound::NotUsable(p.emulated.unwrap_or_default()),
+                    Err(e) => KvmFound::NotUsable(format!("/dev/kvm not usable: {e}")),
+                }),
+            };
+            if a.is_some() {
+                eprintln!("ferrite: accel auto: {why}");
             }
-            Ok(p) => {
-                eprintln!("ferrite: accel auto: jit ({})", p.emulated.unwrap_or_default());
-                machine::Accel::Jit
-            }
-            Err(e) => {
-                eprintln!("ferrite: accel auto: jit (/dev/kvm not usable: {e})");
-                machine::Accel::Jit
-            }
-        },
+            engine
+        }
     }
 }
 
@@ -279,9 +321,10 @@ struct RunArgs {
     /// Guest RAM, e.g. 512M, 2G, 65536K (suffixes K, M, G; plain number = bytes).
     #[arg(long, default_value = "512M", value_parser = parse_size)]
     memory: u64,
-    /// Execution engine.
-    #[arg(long, value_enum, default_value = "interp")]
-    accel: Accel,
+    /// Execution engine [default: auto: KVM where /dev/kvm runs guests on hardware and the run needs no
+    /// exact instruction counts, else the JIT].
+    #[arg(long, value_enum)]
+    accel: Option<Accel>,
     /// Under `--accel jit`: entries after which a block is translated to host code.
     #[arg(long, value_name = "N", default_value_t = machine::JIT_THRESHOLD, value_parser = clap::value_parser!(u32).range(1..))]
     jit_threshold: u32,
@@ -1062,7 +1105,7 @@ fn build_machine(args: &RunArgs, opts: BuildOptions) -> Result<Built, ExitCode> 
             }
         }
     }
-    cfg.accel = opts.accel.unwrap_or_else(|| choose_accel(args.accel));
+    cfg.accel = opts.accel.unwrap_or_else(|| choose_accel(args.accel, needs_counting(args)));
     cfg.jit_threshold = args.jit_threshold;
     cfg.jit.cache = (args.jit_cache != "off").then(|| PathBuf::from(&args.jit_cache));
     // A development knob for measurements: compile on the interpreter's thread, as before the
@@ -1220,9 +1263,10 @@ fn finish(m: &Machine, stats: bool, outcome: RunOutcome, started: std::time::Ins
     if stats {
         let secs = started.elapsed().as_secs_f64();
         eprintln!(
-            "ferrite: {} instructions in {secs:.2} s of host time ({:.1} MIPS)",
+            "ferrite: {} instructions in {secs:.2} s of host time ({:.1} MIPS) under {}",
             m.cpu.icount,
-            m.cpu.icount as f64 / secs / 1e6
+            m.cpu.icount as f64 / secs / 1e6,
+            m.engine().name()
         );
         if let Some(s) = m.engine().stats() {
             eprintln!("ferrite: {s}");
@@ -1302,7 +1346,41 @@ fn main() -> ExitCode {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_rtc;
+    use super::{Cli, Command, KvmFound, auto_engine, needs_counting, parse_rtc};
+    use clap::Parser;
+
+    #[test]
+    fn auto_takes_kvm_only_on_hardware() {
+        let (e, why) = auto_engine(KvmFound::Hardware(2500.0));
+        assert_eq!(e, machine::Accel::Kvm);
+        assert!(why.contains("2500 MIPS"), "{why}");
+        let (e, why) = auto_engine(KvmFound::NotUsable("/dev/kvm is PVM".into()));
+        assert_eq!(e, machine::Accel::Jit);
+        assert!(why.contains("PVM"), "{why}");
+    }
+
+    /// The options that need exact instruction counts keep `auto` off KVM; plain runs do not.
+    #[test]
+    fn counting_options_are_found() {
+        let run = |extra: &[&str]| {
+            let mut argv = vec!["ferrite", "run", "--demo"];
+            argv.extend_from_slice(extra);
+            match Cli::try_parse_from(argv).expect("parses").command {
+                Command::Run(a) => needs_counting(&a),
+                _ => unreachable!("a run command"),
+            }
+        };
+        assert_eq!(run(&[]), None);
+        assert_eq!(run(&["--screenshot", "a.png"]), None);
+        assert_eq!(run(&["--record", "x.rr"]), Some("--record"));
+        assert_eq!(run(&["--lockstep"]), Some("--lockstep"));
+        assert_eq!(run(&["--snapshot-at", "5", "s.snap"]), Some("--snapshot-at"));
+        assert_eq!(run(&["--restore", "s.snap"]), Some("--restore"));
+        assert_eq!(run(&["--max-instructions", "10"]), Some("--max-instructions"));
+        assert_eq!(run(&["-s"]), Some("--gdb"));
+        assert_eq!(run(&["--monitor", "tcp::4444"]), Some("--monitor"));
+        assert_eq!(run(&["--screenshot", "a.png@100"]), Some("--screenshot at a count"));
+    }
 
     #[test]
     fn rtc_times_parse() {

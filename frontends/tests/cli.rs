@@ -52,6 +52,24 @@ fn demo_runs_to_long_mode() {
     assert!(out.contains("long mode"), "stdout: {out}");
 }
 
+/// The default engine is `auto`: a run that needs exact instruction counts takes the JIT on any host
+/// (under KVM a budget would be host time), and `--stats` names the engine.
+#[test]
+fn the_default_engine_counts_instructions_when_asked_to() {
+    let (code, _, err) = ferrite(&["run", "--demo", "--max-instructions", "20000", "--stats"]);
+    assert_eq!(code, 124, "stderr: {err}");
+    assert!(err.contains("ferrite: 20000 instructions in ") && err.contains(" under jit"), "stderr: {err}");
+    assert!(!err.contains("accel auto"), "the default chooses silently: {err}");
+    let (_, _, err) = ferrite(&["run", "--demo", "--accel", "auto", "--max-instructions", "20000"]);
+    assert!(
+        err.contains("accel auto: jit (--max-instructions needs an instruction-counting engine)"),
+        "stderr: {err}"
+    );
+    let (_, _, err) =
+        ferrite(&["run", "--demo", "--accel", "interp", "--max-instructions", "20000", "--stats"]);
+    assert!(err.contains(" under interp"), "stderr: {err}");
+}
+
 #[test]
 fn triple_fault_stops_with_a_reason_and_a_dump() {
     // At the reset vector: `lidt [0]` (RAM is zero: IDT limit 0), then `int3`: the IVT entry is beyond the

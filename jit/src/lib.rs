@@ -17,7 +17,9 @@
 //! that branches back to its own start loops in generated code while the budget allows. Blocks
 //! the interpreter chains get direct links ([`Link`]): a block's code hands its successor's
 //! translation to `JitBlock::run` without the interpreter's loop; a link epoch, raised whenever
-//! decoded blocks are dropped, unlinks everything at once.
+//! decoded blocks are dropped, unlinks everything at once. A block ending in RET or an indirect
+//! JMP/CALL also probes a table of links shared by all blocks, keyed by the target RIP
+//! (`dispatch.rs`, the indirect-branch target cache).
 //!
 //! Code is compiled with `cranelift-codegen` into position-independent bytes (no relocations: the
 //! trampoline's address is an immediate) and copied into executable chunks of our own ([`arena`]).
@@ -38,6 +40,7 @@
 mod arena;
 mod backend;
 mod cache;
+mod dispatch;
 mod lower;
 mod profile;
 mod region;
@@ -56,6 +59,7 @@ use cranelift_codegen::ir::{self, AbiParam, InstBuilder, MemFlagsData, UserFuncN
 use cranelift_codegen::isa::{OwnedTargetIsa, TargetIsa};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
+use dispatch::{IbEntry, Ibtc};
 use std::any::Any;
 use std::cell::Cell;
 use std::ffi::c_void;
@@ -97,13 +101,18 @@ pub struct Outcome {
     /// The host functions generated code calls, indexed by the `HELPER_*` constants: code loads
     /// them from here instead of holding their addresses, so that it runs unchanged in another
     /// process (the persistent translation cache) whatever address the binary was loaded at.
-    helpers: [usize; 5],
+    helpers: [usize; 6],
+    /// The `Ctx` the code runs on (`*mut Ctx`), for helpers that need more than the `CpuState`
+    /// (`lower_sys.rs`: the bus).
+    ctx: usize,
     /// Written by a region's code at each member's entry (`region.rs`): the member's instructions
     /// (0: no region ran since the last link), its length | chain flag << 32, and the retired
     /// count at its start, which become `RunEnd::last`.
     last_insns: usize,
     last_len_chain: u64,
     last_start: u64,
+    /// Read by generated code: the indirect-branch target cache (`Jit::ibtc`, [`IbEntry`]s).
+    ibtc: usize,
 }
 
 /// Index of [`call_handler`] in `Outcome::helpers`.
@@ -117,15 +126,18 @@ pub(crate) const HELPER_CNT_FLAGS: usize = 3;
 
 /// Index of `lower_sse::sse_helper` in `Outcome::helpers`.
 pub(crate) const HELPER_SSE: usize = 4;
+/// Index of `lower_sys::sys_helper` in `Outcome::helpers`.
+pub(crate) const HELPER_SYS: usize = 5;
 
 /// The table generated code finds in `Outcome::helpers`.
-fn helper_table() -> [usize; 5] {
+fn helper_table() -> [usize; 6] {
     [
         call_handler as *const () as usize,
         lower::imul_flags as lower::FlagsHelper as usize,
         lower::mul_flags as lower::FlagsHelper as usize,
         lower::cnt_flags as lower::FlagsHelper as usize,
         lower::sse_helper as lower::FlagsHelper as usize,
+        lower::sys_helper as lower::FlagsHelper as usize,
     ]
 }
 
@@ -242,6 +254,10 @@ pub struct Jit {
     epoch: Rc<Cell<u64>>,
     /// Links made (statistics).
     links_made: Rc<Cell<u64>>,
+    /// The indirect-branch target cache (`dispatch.rs`), shared with every translation.
+    ibtc: Rc<Ibtc>,
+    /// Whether translations made from now on probe it (`FERRITE_JIT_IBTC=0`: no, for measuring).
+    ibtc_on: bool,
     /// Regions (`region.rs`), shared with every translation.
     regions: Rc<region::Shared>,
 }
@@ -268,6 +284,8 @@ impl Jit {
             inline_retired: Rc::default(),
             epoch: Rc::new(Cell::new(1)),
             links_made: Rc::default(),
+            ibtc: Rc::default(),
+            ibtc_on: std::env::var_os("FERRITE_JIT_IBTC").is_none_or(|v| v != "0"),
             regions: Rc::new(region::Shared::new(isa_loop)),
         })
     }
@@ -276,6 +294,13 @@ impl Jit {
     /// cycle is compiled as one region (0: never), for translations made from now on.
     pub fn set_region_threshold(&mut self, cycles: u32) {
         self.regions.threshold.set(cycles);
+    }
+
+    /// Whether translations made from now on probe the indirect-branch target cache at a RET or
+    /// an indirect JMP/CALL (on by default; `FERRITE_JIT_IBTC=0` turns it off). Either way the
+    /// guest sees the same: this only decides how often a run returns to the interpreter's loop.
+    pub fn set_indirect_cache(&mut self, on: bool) {
+        self.ibtc_on = on;
     }
 
     /// One line about regions for `--stats`.
@@ -393,6 +418,7 @@ impl Jit {
         regs.load(&mut b, st, used);
         regs.dirty = used;
         let user_tag = lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig, out }.user_tag();
+        regs.sys = Some(lower::SysEnv { count: icount, tlb, user_tag });
         // In a self-loop, each memory form keeps the TLB entry (linear page, host page) of its last
         // inline access in SSA across the back edge, and probes it before the TLB: a loop walking a
         // buffer then has no TLB load on its dependency chain. Only the inline path fills it, and
@@ -652,7 +678,8 @@ impl Jit {
         b.seal_block(link_exit);
         b.switch_to_block(link_exit);
         if chain {
-            emit_links(&mut b, LinkEnv { st, out, links, tlb, user_tag, loop_limit, exit, ret_ok });
+            let env = LinkEnv { st, out, links, tlb, user_tag, loop_limit, exit, ret_ok };
+            emit_links_with(&mut b, env, dispatch::indirect_end(insns).filter(|_| self.ibtc_on));
         } else {
             b.ins().jump(ret_ok, &[]);
         }
@@ -686,71 +713,119 @@ struct LinkEnv {
 /// Emits, at a normal end where everything is in `CpuState`, the following of a [`Link`] whose
 /// successor is the block at the new RIP (see `Link`), else a jump to `ret_ok`.
 fn emit_links(b: &mut FunctionBuilder<'_>, e: LinkEnv) {
-    let LinkEnv { st, out, links, tlb, user_tag, loop_limit, exit, ret_ok } = e;
+    emit_links_with(b, e, None);
+}
+
+/// [`emit_links`], and for a block of `bits`-bit code ending in an indirect transfer (RET, JMP or
+/// CALL through a register or memory), after its own slots the probe of the indirect-branch target
+/// cache ([`IbEntry`], `dispatch.rs`): a link shared by every block, found by the new RIP.
+fn emit_links_with(b: &mut FunctionBuilder<'_>, e: LinkEnv, ibtc_bits: Option<u32>) {
+    let LinkEnv { st, out, links, ret_ok, .. } = e;
     let mf = MemFlagsData::trusted();
     // Everything is in `CpuState` now. Follow a link whose successor is the block at the new
     // RIP (see `Link`), else return to the interpreter.
     let rip = b.ins().load(types::I64, mf, st, cpu::offsets::RIP as i32);
     let ic = b.ins().load(types::I64, mf, st, cpu::offsets::ICOUNT as i32);
     let epoch = b.ins().load(types::I64, mf, out, offset_of!(Outcome, epoch) as i32);
-    let utag = b.ins().band_imm_s(user_tag, 3);
+    let utag = b.ins().band_imm_s(e.user_tag, 3);
+    let probe = Probe { e, rip, ic, epoch, utag };
     for k in 0..LINKS {
-        let at = |f: usize| (k * std::mem::size_of::<Link>() + f) as i32;
-        let check = b.create_block();
-        let other = if k + 1 < LINKS { b.create_block() } else { ret_ok };
-        let r = b.ins().load(types::I64, mf, links, at(offset_of!(Link, rip)));
-        let same = b.ins().icmp(IntCC::Equal, r, rip);
-        b.ins().brif(same, check, &[], other, &[]);
-        b.seal_block(check);
-        b.switch_to_block(check);
-        let e = b.ins().load(types::I64, mf, links, at(offset_of!(Link, epoch)));
-        let ok_epoch = b.ins().icmp(IntCC::Equal, e, epoch);
-        let c2 = b.create_block();
-        b.ins().brif(ok_epoch, c2, &[], ret_ok, &[]);
-        b.seal_block(c2);
-        b.switch_to_block(c2);
-        let off = b.ins().load(types::I64, mf, links, at(offset_of!(Link, tlb_off)));
-        let ent = b.ins().iadd(tlb, off);
-        let t = b.ins().load(types::I64, mf, ent, offset_of!(cpu::mem::TlbEntry, tag) as i32);
-        let page = b.ins().load(types::I64, mf, links, at(offset_of!(Link, page)));
-        let want = b.ins().bor(page, utag);
-        let ok_tag = b.ins().icmp(IntCC::Equal, t, want);
-        let c3 = b.create_block();
-        b.ins().brif(ok_tag, c3, &[], ret_ok, &[]);
-        b.seal_block(c3);
-        b.switch_to_block(c3);
-        let p = b.ins().load(types::I64, mf, ent, offset_of!(cpu::mem::TlbEntry, phys) as i32);
-        let wp = b.ins().load(types::I64, mf, links, at(offset_of!(Link, phys)));
-        let ok_phys = b.ins().icmp(IntCC::Equal, p, wp);
-        let c4 = b.create_block();
-        b.ins().brif(ok_phys, c4, &[], ret_ok, &[]);
-        b.seal_block(c4);
-        b.switch_to_block(c4);
-        // The interpreter's budget check, the one event check between blocks.
-        let n = b.ins().load(types::I64, mf, links, at(offset_of!(Link, len)));
-        let after = b.ins().iadd(ic, n);
-        let fits = b.ins().icmp(IntCC::UnsignedLessThanOrEqual, after, loop_limit);
-        let take = b.create_block();
-        b.ins().brif(fits, take, &[], ret_ok, &[]);
-        b.seal_block(take);
-        b.switch_to_block(take);
-        for (from, to) in [
-            (offset_of!(Link, code), offset_of!(Outcome, next_code)),
-            (offset_of!(Link, insns), offset_of!(Outcome, next_insns)),
-            (offset_of!(Link, links), offset_of!(Outcome, next_links)),
-            (offset_of!(Link, len), offset_of!(Outcome, next_len)),
-            (offset_of!(Link, chain), offset_of!(Outcome, next_chain)),
-        ] {
-            let v = b.ins().load(types::I64, mf, links, at(from));
-            b.ins().store(mf, v, out, to as i32);
-        }
-        let st_link = b.ins().iconst(types::I32, ST_LINK as i64);
-        b.ins().jump(exit, &[st_link.into()]);
-        if k + 1 < LINKS {
-            b.seal_block(other);
-            b.switch_to_block(other);
+        let last = k + 1 == LINKS && ibtc_bits.is_none();
+        let miss = if last { ret_ok } else { b.create_block() };
+        emit_slot(b, &probe, links, (k * std::mem::size_of::<Link>()) as i32, None, miss);
+        if !last {
+            b.seal_block(miss);
+            b.switch_to_block(miss);
         }
     }
+    if let Some(bits) = ibtc_bits {
+        let table = b.ins().load(types::I64, mf, out, offset_of!(Outcome, ibtc) as i32);
+        let off = dispatch::emit_slot_offset(b, rip);
+        let ent = b.ins().iadd(table, off);
+        let cs_base = b.ins().load(
+            types::I64,
+            mf,
+            st,
+            (cpu::offsets::SEG0
+                + cpu::state::Seg::Cs as usize * cpu::offsets::SEGMENT_SIZE
+                + offset_of!(cpu::state::Segment, base)) as i32,
+        );
+        emit_slot(b, &probe, ent, 0, Some((cs_base, bits)), ret_ok);
+    }
+}
+
+/// The values [`emit_slot`] compares a [`Link`] with.
+struct Probe {
+    e: LinkEnv,
+    rip: ir::Value,
+    ic: ir::Value,
+    epoch: ir::Value,
+    utag: ir::Value,
+}
+
+/// Emits the check of the [`Link`] at `base + off` (with `mode`, of an [`IbEntry`]: the current
+/// CS base and the block's code size, which the entry's must equal) and, when every check holds,
+/// the return of [`ST_LINK`] with the successor in `Outcome::next_*`; else a jump to `miss`.
+fn emit_slot(
+    b: &mut FunctionBuilder<'_>,
+    p: &Probe,
+    base: ir::Value,
+    off: i32,
+    mode: Option<(ir::Value, u32)>,
+    miss: ir::Block,
+) {
+    let LinkEnv { out, tlb, loop_limit, exit, .. } = p.e;
+    let mf = MemFlagsData::trusted();
+    let at = |f: usize| off + f as i32;
+    // Each check falls through to the next in a new block, or leaves for `miss`.
+    let check = |b: &mut FunctionBuilder<'_>, ok: ir::Value| {
+        let next = b.create_block();
+        b.ins().brif(ok, next, &[], miss, &[]);
+        b.seal_block(next);
+        b.switch_to_block(next);
+    };
+    let r = b.ins().load(types::I64, mf, base, at(offset_of!(Link, rip)));
+    let same = b.ins().icmp(IntCC::Equal, r, p.rip);
+    check(b, same);
+    let e = b.ins().load(types::I64, mf, base, at(offset_of!(Link, epoch)));
+    let ok_epoch = b.ins().icmp(IntCC::Equal, e, p.epoch);
+    check(b, ok_epoch);
+    if let Some((cs_base, bits)) = mode {
+        let eb = b.ins().load(types::I64, mf, base, at(offset_of!(IbEntry, cs_base)));
+        let ok_base = b.ins().icmp(IntCC::Equal, eb, cs_base);
+        check(b, ok_base);
+        let ebits = b.ins().load(types::I64, mf, base, at(offset_of!(IbEntry, bits)));
+        let ok_bits = b.ins().icmp_imm_u(IntCC::Equal, ebits, bits as i64);
+        check(b, ok_bits);
+    }
+    let off_tlb = b.ins().load(types::I64, mf, base, at(offset_of!(Link, tlb_off)));
+    let ent = b.ins().iadd(tlb, off_tlb);
+    let t = b.ins().load(types::I64, mf, ent, offset_of!(cpu::mem::TlbEntry, tag) as i32);
+    let page = b.ins().load(types::I64, mf, base, at(offset_of!(Link, page)));
+    let want = b.ins().bor(page, p.utag);
+    let ok_tag = b.ins().icmp(IntCC::Equal, t, want);
+    check(b, ok_tag);
+    let ph = b.ins().load(types::I64, mf, ent, offset_of!(cpu::mem::TlbEntry, phys) as i32);
+    let wp = b.ins().load(types::I64, mf, base, at(offset_of!(Link, phys)));
+    let ok_phys = b.ins().icmp(IntCC::Equal, ph, wp);
+    check(b, ok_phys);
+    // The interpreter's budget check, the one event check between blocks.
+    let n = b.ins().load(types::I64, mf, base, at(offset_of!(Link, len)));
+    let after = b.ins().iadd(p.ic, n);
+    let fits = b.ins().icmp(IntCC::UnsignedLessThanOrEqual, after, loop_limit);
+    check(b, fits);
+    for (from, to) in [
+        (offset_of!(Link, code), offset_of!(Outcome, next_code)),
+        (offset_of!(Link, insns), offset_of!(Outcome, next_insns)),
+        (offset_of!(Link, links), offset_of!(Outcome, next_links)),
+        (offset_of!(Link, len), offset_of!(Outcome, next_len)),
+        (offset_of!(Link, chain), offset_of!(Outcome, next_chain)),
+    ] {
+        let v = b.ins().load(types::I64, mf, base, at(from));
+        b.ins().store(mf, v, out, to as i32);
+    }
+    let st_link = b.ins().iconst(types::I32, ST_LINK as i64);
+    b.ins().jump(exit, &[st_link.into()]);
 }
 
 impl BlockBackend for Jit {
@@ -779,7 +854,7 @@ impl BlockBackend for Jit {
     fn describe(&self) -> String {
         let s = &self.stats;
         format!(
-            "jit: {} blocks translated ({} declined) in {:.2} s, {} KiB of code ({} KiB mapped now); {} instructions inlined, {} calls; {} links made, {} unlink epochs; {}",
+            "jit: {} blocks translated ({} declined) in {:.2} s, {} KiB of code ({} KiB mapped now); {} instructions inlined, {} calls; {} links made, {} links followed, {} entries from the interpreter, {} unlink epochs; {}",
             s.compiled,
             s.declined,
             s.compile_ns as f64 / 1e9,
@@ -788,6 +863,8 @@ impl BlockBackend for Jit {
             s.inlined,
             s.called,
             self.links_made.get(),
+            self.ibtc.followed.get(),
+            self.ibtc.entries.get(),
             self.epoch.get() - 1,
             self.region_summary()
         )
@@ -861,6 +938,7 @@ impl Jit {
             links: Box::default(),
             epoch: self.epoch.clone(),
             links_made: self.links_made.clone(),
+            ibtc: self.ibtc.clone(),
             inline_retired: self.inline_retired.clone(),
             region: region::Slot::new(self.regions.clone()),
         })
@@ -961,6 +1039,8 @@ struct JitBlock {
     epoch: Rc<Cell<u64>>,
     /// `Jit::links_made`.
     links_made: Rc<Cell<u64>>,
+    /// `Jit::ibtc`.
+    ibtc: Rc<Ibtc>,
     /// `Jit::inline_retired`, which `run` adds to.
     inline_retired: Rc<Cell<u64>>,
     /// Its region, once the block heads a hot cycle of links (`region.rs`).
@@ -999,20 +1079,27 @@ impl JitBlock {
         let epoch = self.epoch.get();
         let k =
             slots.iter().position(|l| l.epoch.get() != epoch || l.rip.get() == st.rip).unwrap_or(LINKS - 1);
-        let l = &slots[k];
-        l.rip.set(st.rip);
-        l.page.set(lin & !0xfff);
-        l.tlb_off
-            .set((offset_of!(cpu::mem::Tlb, exec) + idx * std::mem::size_of::<cpu::mem::TlbEntry>()) as u64);
-        l.phys.set(e.phys);
+        let tlb_off =
+            (offset_of!(cpu::mem::Tlb, exec) + idx * std::mem::size_of::<cpu::mem::TlbEntry>()) as u64;
         // The block's region when it has one (its code runs the block first).
         let (code, ins, links) = self.entry(insns);
-        l.code.set(code);
-        l.insns.set(ins);
-        l.links.set(links);
-        l.len.set(self.len as u64);
-        l.chain.set(cpu::interp::chains(&insns[insns.len() - 1]) as u64);
-        l.epoch.set(epoch);
+        let chain = cpu::interp::chains(&insns[insns.len() - 1]) as u64;
+        let fill = |l: &Link| {
+            l.rip.set(st.rip);
+            l.page.set(lin & !0xfff);
+            l.tlb_off.set(tlb_off);
+            l.phys.set(e.phys);
+            l.code.set(code);
+            l.insns.set(ins);
+            l.links.set(links);
+            l.len.set(self.len as u64);
+            l.chain.set(chain);
+            l.epoch.set(epoch);
+        };
+        fill(&slots[k]);
+        // The indirect-branch target cache too (`dispatch.rs`): the same link, keyed by the RIP
+        // and the rest of the interpreter's block key, for any block whose end jumps here.
+        fill(self.ibtc.entry(st.rip, st.sreg(cpu::state::Seg::Cs).base, st.code_bits()));
         self.links_made.set(self.links_made.get() + 1);
     }
 }
@@ -1048,8 +1135,14 @@ impl CompiledBlock for JitBlock {
             // in the same chain, during which no block was dropped.
             unsafe { self.link_into(link_from, ctx, insns) };
         }
-        let mut out =
-            Outcome { loop_limit, epoch: self.epoch.get(), helpers: helper_table(), ..Outcome::default() };
+        let mut out = Outcome {
+            loop_limit,
+            epoch: self.epoch.get(),
+            helpers: helper_table(),
+            ibtc: self.ibtc.as_ptr(),
+            ctx: ctx as *mut Ctx<'_> as usize,
+            ..Outcome::default()
+        };
         let icount0 = ctx.st.icount;
         let mut f: BlockFn;
         let (code, ins, links) = self.entry(insns);
@@ -1066,6 +1159,7 @@ impl CompiledBlock for JitBlock {
         let mut path = [(0usize, 0usize); region::MAX_MEMBERS];
         let mut pn = if collecting { 1 } else { usize::MAX };
         let mut recorded = 0u32;
+        let mut followed = 0u64;
         let status = loop {
             // SAFETY: `f` is the code of a block of `n` instructions at `ins` with its slots at
             // `links` (this block's, or those a `Link` named: a live block's, checked by the epoch
@@ -1076,6 +1170,7 @@ impl CompiledBlock for JitBlock {
             if status != ST_LINK {
                 break status;
             }
+            followed += 1;
             out.last_insns = 0;
             if collecting {
                 if out.next_code == me {
@@ -1120,6 +1215,9 @@ impl CompiledBlock for JitBlock {
                 chain: out.last_len_chain >> 32 != 0,
             });
         }
+        let flow = &self.ibtc;
+        flow.followed.set(flow.followed.get() + followed);
+        flow.entries.set(flow.entries.get() + 1);
         if let Some(p) = out.panic {
             resume_unwind(p);
         }

@@ -33,7 +33,10 @@ pub(crate) use lower_int::{Ext, cnt_flags, mul_flags};
 mod lower_shift;
 #[path = "lower_sse.rs"]
 mod lower_sse;
+#[path = "lower_sys.rs"]
+mod lower_sys;
 pub(crate) use lower_sse::sse_helper;
+pub(crate) use lower_sys::{SysEnv, sys_helper};
 
 /// What an inlined instruction does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,6 +83,8 @@ pub(crate) enum Op {
     JmpInd,
     /// An SSE form of `lower_sse.rs` (64-bit code).
     Sse(lower_sse::Sse),
+    /// A system form of `lower_sys.rs` (any mode).
+    Sys(lower_sys::Sys),
 }
 
 /// The arithmetic flags `op` writes whatever the vendor (`CpuState::quirks`): the flags after it do
@@ -198,6 +203,9 @@ pub(crate) fn inline_op(insn: &Insn) -> Option<Form> {
         return Some(f);
     }
     if let Some(f) = lower_sse::inline_sse(insn) {
+        return Some(f);
+    }
+    if let Some(f) = lower_sys::inline_sys(insn) {
         return Some(f);
     }
     let reg = |n: usize| matches!(insn.op[n], Opnd::Reg(_));
@@ -886,7 +894,8 @@ impl Lower<'_, '_> {
     /// The linear address of a memory form's access.
     fn lin(&mut self, insn: &Insn, form: Form) -> Value {
         if form.mem == Mem::Stack {
-            let sp = self.load_gpr(4);
+            // LEAVE pops from RBP (`lower_sys.rs`).
+            let sp = self.load_gpr(if form.op == Op::Sys(lower_sys::Sys::Leave) { 5 } else { 4 });
             return if form.writes() { self.b.ins().iadd_imm_s(sp, -8) } else { sp };
         }
         let off = self.ea(insn);
@@ -1133,6 +1142,7 @@ impl Lower<'_, '_> {
                 return self.emit_ext_mem(insn, e, form, host, live, slow);
             }
             Op::Cmov(_) | Op::Setcc(_) => return self.emit_cc_mem(insn, form, host),
+            Op::Sys(s) => return self.emit_sys(insn, s, host, slow),
             _ => {}
         }
         let msize = Self::access_size(insn, form);
@@ -1220,6 +1230,9 @@ pub(crate) struct Regs {
     /// The last flag-writing operations, not computed into RFLAGS yet (lazy flags: their operands
     /// are kept, and the flags computed where something may read them).
     pub pending: PendingSet,
+    /// What the forms of `lower_sys.rs` need of the function being built (`None`: they run
+    /// their handler).
+    pub sys: Option<SysEnv>,
 }
 
 /// Flag computations kept for later: up to two operations, the older one owning only the flags the
@@ -1332,6 +1345,7 @@ impl Regs {
             in_var: 0,
             dirty: 0,
             pending: PendingSet::default(),
+            sys: None,
         }
     }
 

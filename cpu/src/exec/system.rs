@@ -27,7 +27,7 @@ pub use self::{
     cregs::{CR4_VALID, cr4_valid, write_cr0},
     far::set_rflags,
     io::check_io,
-    msr::{msr_read, msr_write, read_tsc, x2apic_mode},
+    msr::{msr_read, msr_write, rdtsc_at, read_tsc, x2apic_mode},
 };
 
 /// Handlers of this family.

@@ -22,23 +22,42 @@ pub(super) fn cpuid_(ctx: &mut Ctx<'_>, _: &Insn) -> Result<(), Fault> {
 /// The guest-visible TSC.
 pub fn read_tsc(ctx: &mut Ctx<'_>) -> u64 {
     let icount = ctx.st.icount;
+    tsc_at(ctx, icount)
+}
+
+/// The guest-visible TSC at retired-instruction count `icount`: the machine's counter at that count
+/// (virtual time, idle included) plus IA32_TSC_ADJUST/the TSC offset.
+fn tsc_at(ctx: &mut Ctx<'_>, icount: u64) -> u64 {
     ctx.bus.tsc(icount).wrapping_add(ctx.st.msr.tsc_offset)
 }
 
-pub(super) fn rdtsc(ctx: &mut Ctx<'_>, _: &Insn) -> Result<(), Fault> {
+/// RDTSC (`rdtscp` false) or RDTSCP as the instruction at retired count `icount` runs it: #GP(0)
+/// with CR4.TSD at CPL > 0 in protected mode (SDM vol. 2B, RDTSC), else EDX:EAX = the TSC and, for
+/// RDTSCP, ECX = IA32_TSC_AUX[31:0]. The handlers call it with `st.icount`; the JIT calls it from
+/// generated code (which keeps the count in a register) with the count at the instruction, so that
+/// RDTSC neither syncs nor ends anything. Reads of the state: CR4, CPL, the mode, the MSRs; writes:
+/// RAX, RDX (RCX) only.
+pub fn rdtsc_at(ctx: &mut Ctx<'_>, icount: u64, rdtscp: bool) -> Result<(), Fault> {
     if ctx.st.cr4 & cr4::TSD != 0 && ctx.st.cpl != 0 && protected(ctx) {
         return Err(Fault::gp0());
     }
-    let t = read_tsc(ctx);
+    let t = tsc_at(ctx, icount);
     ctx.st.gpr[0] = t & 0xffff_ffff;
     ctx.st.gpr[2] = t >> 32;
+    if rdtscp {
+        ctx.st.gpr[1] = ctx.st.msr.tsc_aux & 0xffff_ffff;
+    }
     Ok(())
 }
 
-pub(super) fn rdtscp(ctx: &mut Ctx<'_>, insn: &Insn) -> Result<(), Fault> {
-    rdtsc(ctx, insn)?;
-    ctx.st.gpr[1] = ctx.st.msr.tsc_aux & 0xffff_ffff;
-    Ok(())
+pub(super) fn rdtsc(ctx: &mut Ctx<'_>, _: &Insn) -> Result<(), Fault> {
+    let icount = ctx.st.icount;
+    rdtsc_at(ctx, icount, false)
+}
+
+pub(super) fn rdtscp(ctx: &mut Ctx<'_>, _: &Insn) -> Result<(), Fault> {
+    let icount = ctx.st.icount;
+    rdtsc_at(ctx, icount, true)
 }
 
 /// IA32_APIC_BASE.BSP: this processor is the bootstrap processor.
