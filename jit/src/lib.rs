@@ -432,17 +432,25 @@ impl Jit {
         // inline access in SSA across the back edge, and probes it before the TLB: a loop walking a
         // buffer then has no TLB load on its dependency chain. Only the inline path fills it, and
         // every handler call (anything that may change the TLB) empties it; a linear page of 1
-        // (not a page) matches nothing.
+        // (not a page) matches nothing. Outside a self-loop, the memory forms of the block share
+        // one such cache per TLB array (read, write): a run of PUSHes, or of accesses to one stack
+        // frame, probes the TLB once (a hit is a lookup only, so the TLB is left as the
+        // interpreter leaves it).
+        let new_cache = |b: &mut FunctionBuilder<'_>| {
+            let (t, h) = (b.declare_var(types::I64), b.declare_var(types::I64));
+            let none = b.ins().iconst(types::I64, 1);
+            b.def_var(t, none);
+            b.def_var(h, none);
+            (t, h)
+        };
+        let shared = (!self_loop).then(|| [new_cache(&mut b), new_cache(&mut b)]);
         let micro: Vec<Option<(Variable, Variable)>> = insns
             .iter()
             .map(|insn| {
-                let mem = lower::inline_op(insn).is_some_and(|f| f.mem != lower::Mem::None);
-                (self_loop && mem).then(|| {
-                    let (t, h) = (b.declare_var(types::I64), b.declare_var(types::I64));
-                    let none = b.ins().iconst(types::I64, 1);
-                    b.def_var(t, none);
-                    b.def_var(h, none);
-                    (t, h)
+                let form = lower::inline_op(insn).filter(|f| f.mem != lower::Mem::None)?;
+                Some(match shared {
+                    Some(c) => c[form.writes() as usize],
+                    None => new_cache(&mut b),
                 })
             })
             .collect();
@@ -898,8 +906,17 @@ impl Jit {
         }
         self.ctx.clear();
         self.ctx.func = func;
-        // `FERRITE_JIT_DUMP=1`: print each translation's machine code (for looking at what we emit).
-        let dump = std::env::var_os("FERRITE_JIT_DUMP").is_some();
+        // `FERRITE_JIT_DUMP=1`: print each translation's IR and machine code (for looking at what we
+        // emit); `FERRITE_JIT_DUMP=ADDR[,ADDR..]` (hex): only translations of blocks with an
+        // instruction that starts or ends at one of them (the end is what a perf map names).
+        let dump = dump_wanted(insns);
+        if dump {
+            eprintln!("jit: block at {:#x}:", insns[0].i.ip());
+            for i in insns {
+                eprintln!("jit:   {:#x} {}", i.i.ip(), i.i);
+            }
+            eprintln!("jit: its IR:\n{}", self.ctx.func.display());
+        }
         self.ctx.set_disasm(dump);
         let mut ctrl = cranelift_codegen::control::ControlPlane::default();
         let isa = if self_loop(insns) { &*self.isa_loop } else { &*self.isa };
@@ -920,6 +937,7 @@ impl Jit {
     /// refuses a mapping).
     fn install(&mut self, code: &[u8], len: usize, first_ip: u64) -> Option<JitBlock> {
         let code = self.arena.copy_in(code)?;
+        perf_map(&code, "jit", first_ip, len);
         self.stats.compiled += 1;
         self.stats.code_bytes += code.len() as u64;
         Some(JitBlock {
@@ -933,6 +951,77 @@ impl Jit {
             inline_retired: self.inline_retired.clone(),
             region: region::Slot::new(self.regions.clone()),
         })
+    }
+}
+
+/// Whether `FERRITE_JIT_DUMP` asks for the translation of `insns` (see [`Jit::code_bytes`]).
+fn dump_wanted(insns: &[Insn]) -> bool {
+    static WANT: std::sync::OnceLock<Option<Vec<u64>>> = std::sync::OnceLock::new();
+    let want = WANT.get_or_init(|| {
+        let v = std::env::var("FERRITE_JIT_DUMP").ok()?;
+        if v.is_empty() || v == "1" {
+            return Some(Vec::new());
+        }
+        let addrs: Vec<u64> = v
+            .split(',')
+            .filter_map(|a| u64::from_str_radix(a.trim().trim_start_matches("0x"), 16).ok())
+            .collect();
+        if addrs.is_empty() {
+            eprintln!("jit: FERRITE_JIT_DUMP={v:?} names no hex address; dumping every translation");
+        }
+        Some(addrs)
+    });
+    match want {
+        None => false,
+        Some(a) if a.is_empty() => true,
+        Some(a) => insns.iter().any(|i| a.contains(&i.i.ip()) || a.contains(&i.next_rip)),
+    }
+}
+
+/// `FERRITE_JIT_PERFMAP=1`: keeps /tmp/perf-PID.map, where `perf report` finds names for
+/// generated code, as lines `ADDR SIZE KIND:FIRST+LEN` (hex address and size; KIND `jit` for a
+/// block, `region` for a region; FIRST the end of its first instruction, LEN its instructions),
+/// one per translation placed. The arena reuses addresses once their translations are dropped, so
+/// a placement that overlaps older lines removes them and rewrites the file (perf would otherwise
+/// name the code by a stale line). Statistics only: nothing here reaches the guest.
+pub(crate) fn perf_map(code: &Code, kind: &str, first_ip: u64, len: usize) {
+    use std::collections::BTreeMap;
+    use std::io::Write;
+    type Map = (String, BTreeMap<usize, (usize, String)>);
+    static MAP: std::sync::OnceLock<Option<std::sync::Mutex<Map>>> = std::sync::OnceLock::new();
+    let map = MAP.get_or_init(|| {
+        std::env::var_os("FERRITE_JIT_PERFMAP").filter(|v| !v.is_empty() && v != "0")?;
+        let path = format!("/tmp/perf-{}.map", std::process::id());
+        if let Err(e) = std::fs::write(&path, "") {
+            eprintln!("jit: FERRITE_JIT_PERFMAP: cannot write {path}: {e}");
+            return None;
+        }
+        Some(std::sync::Mutex::new((path, BTreeMap::new())))
+    });
+    let Some(map) = map else { return };
+    let mut guard = map.lock().unwrap_or_else(|e| e.into_inner());
+    let (path, lines) = &mut *guard;
+    let (at, size) = (code.as_ptr() as usize, code.len());
+    let line = format!("{at:x} {size:x} {kind}:{first_ip:x}+{len}\n");
+    // Older lines overlapping [at, at + size): the one starting below `at` and those inside.
+    let stale: Vec<usize> = lines
+        .range(..at + size.max(1))
+        .rev()
+        .take_while(|(a, (s, _))| *a + *s > at)
+        .map(|(a, _)| *a)
+        .collect();
+    for a in &stale {
+        lines.remove(a);
+    }
+    lines.insert(at, (size, line.clone()));
+    let result = if stale.is_empty() {
+        std::fs::OpenOptions::new().append(true).open(&*path).and_then(|mut f| f.write_all(line.as_bytes()))
+    } else {
+        let all: String = lines.values().map(|(_, l)| l.as_str()).collect();
+        std::fs::write(&*path, all)
+    };
+    if let Err(e) = result {
+        eprintln!("jit: FERRITE_JIT_PERFMAP: cannot write {path}: {e}");
     }
 }
 

@@ -176,7 +176,7 @@ pub(crate) struct Form {
 
 impl Form {
     /// Whether the memory access writes (so it probes the write TLB).
-    fn writes(self) -> bool {
+    pub(crate) fn writes(self) -> bool {
         match self.mem {
             Mem::Dst => !matches!(self.op, Op::Cmp | Op::Test),
             Mem::Stack => matches!(self.op, Op::Push | Op::Call),
@@ -189,7 +189,7 @@ impl Form {
 pub(crate) fn inline_op(insn: &Insn) -> Option<Form> {
     let i = &insn.i;
     if i.code().op_code().encoding() == EncodingKind::VEX {
-        return lower_sse::inline_vex(insn);
+        return lower_int::inline_bmi(insn).or_else(|| lower_sse::inline_vex(insn));
     }
     if i.code().op_code().encoding() != EncodingKind::Legacy
         || (i.has_lock_prefix() && !lower_mem::lock_ok(insn))

@@ -1,14 +1,15 @@
 //! More integer forms lowered inline (a child of `lower`, so it uses the same builder helpers): the
 //! ones the guest CPU benchmark (`benches/guest/cpubench.c`) and the Linux kernel execute that
 //! called their handler before. ADC/SBB (register, immediate and, in 64-bit code, memory forms),
-//! XCHG r, r, BT/BTS/BTR/BTC r, r|imm, BSF/BSR r, r, TZCNT/LZCNT/POPCNT r, r and the one-operand
-//! MUL/IMUL r.
+//! XCHG r, r, BT/BTS/BTR/BTC r, r|imm, BSF/BSR r, r, TZCNT/LZCNT/POPCNT r, r, the one-operand
+//! MUL/IMUL r and, in 64-bit code, BZHI r, r, r.
 //!
 //! One source of semantics: the vendor-dependent flags of the multiplies and of TZCNT/LZCNT its `muldiv::mul_flags` and
 //! `bits::count_zeros_flags`, called from generated code only
 //! where the flags are live (as `imul_flags` is). What is restated in IR (the
 //! results; ADC/SBB's flags, `ops::flags_add`/`flags_sub` with a carry in; BT's CF; BSF/BSR's and
-//! POPCNT's flags: none of them depends on the vendor) is covered form by form by
+//! POPCNT's flags: none of them depends on the vendor; BZHI's, whose undefined PF is chosen at
+//! run time from `CpuState::quirks` as `lower_shift.rs` does) is covered form by form by
 //! `tests/differential.rs` under both vendors' quirks.
 
 use super::{Form, Lower, Mem, Op, mask};
@@ -46,6 +47,8 @@ pub(crate) enum Ext {
     /// CBW/CWDE/CDQE (`false`: rAX = sign-extended half) or CWD/CDQ/CQO (`true`: rDX = rAX's
     /// sign), at this many bytes (`lower_mem.rs`).
     Cwd(bool, u8),
+    /// BZHI r, r, r (BMI2, VEX-encoded, 64-bit code).
+    Bzhi,
 }
 
 impl Ext {
@@ -53,6 +56,8 @@ impl Ext {
     pub(crate) fn kills(self) -> u64 {
         match self {
             Ext::Adc(_) | Ext::Bsf(_) | Ext::Cnt(2) | Ext::Cmpxchg | Ext::Xadd => flags::ARITH,
+            // PF is the vendor's (parity or clear), but written by both.
+            Ext::Bzhi => flags::ARITH,
             // AMD leaves OF alone.
             Ext::Cnt(_) => flags::ARITH & !flags::OF,
             Ext::Bt(_) => flags::CF,
@@ -134,6 +139,22 @@ pub(crate) fn inline_ext(insn: &Insn) -> Option<Form> {
     }
 }
 
+/// Whether (and as what) `insn` is a VEX-encoded general-register form of this file: BZHI r, r, r
+/// in 64-bit code (glibc's AVX2 `memcmp` ends with `bzhi edx, eax, edx`), where the CPU model
+/// has BMI2 (else the block holds the #UD handler, which must run).
+pub(crate) fn inline_bmi(insn: &Insn) -> Option<Form> {
+    let i = &insn.i;
+    let reg = |n: usize| matches!(insn.op[n], Opnd::Reg(_));
+    (i.mnemonic() == Mnemonic::Bzhi
+        && i.code_size() == iced_x86::CodeSize::Code64
+        && insn.handler as usize == cpu::exec::handler_for(i.code()) as usize
+        && reg(0)
+        && reg(1)
+        && i.op2_kind() == iced_x86::OpKind::Register
+        && cpu::regs::gpr(i.op2_register()).is_some())
+    .then_some(Form { op: Op::Ext(Ext::Bzhi), mem: Mem::None })
+}
+
 /// RFLAGS after TZCNT/LZCNT of `src` (masked) giving `r`: `bits::count_zeros_flags`, the handler's own.
 pub(crate) extern "C" fn cnt_flags(st: *const cpu::CpuState, fl: u64, src: u64, r: u64, _code: u32) -> u64 {
     // SAFETY: generated code passes the `CpuState` of the `Ctx` it runs on, live for the call.
@@ -196,6 +217,42 @@ impl Lower<'_, '_> {
         let Opnd::Reg(d) = insn.op[0] else { unreachable!("{e:?} without a register operand 0") };
         let size = d.size as u32;
         match e {
+            Ext::Bzhi => {
+                // `bits::bzhi`: the source with bits from index imm[7:0] up cleared, unchanged for
+                // an index at or above the width (then CF = 1).
+                let Opnd::Reg(s) = insn.op[1] else { unreachable!() };
+                let g = cpu::regs::gpr(insn.i.op2_register()).expect("inline_bmi admits a general register");
+                let src = self.read(s);
+                let ix = self.read(RegOp { index: g.index as u8, size: g.size as u8, shift: g.shift as u8 });
+                let ix = self.b.ins().band_imm_s(ix, 0xff);
+                let inside = self.b.ins().icmp_imm_s(IntCC::UnsignedLessThan, ix, i64::from(size * 8));
+                // (1 << ix) - 1; Cranelift takes the shift modulo 64, the select drops that case.
+                let one = self.b.ins().iconst(I64, 1);
+                let m = self.b.ins().ishl(one, ix);
+                let m = self.b.ins().iadd_imm_s(m, -1);
+                let low = self.b.ins().band(src, m);
+                let r = self.b.ins().select(inside, low, src);
+                if live & e.kills() != 0 {
+                    // SF and ZF of the result, CF = the index is outside, OF = AF = 0, and the
+                    // undefined PF the vendor's (`bits::sz`: the parity on AMD, clear on Intel).
+                    self.materialize();
+                    let f = self.szp(r, size, flags::SF | flags::ZF | flags::PF);
+                    let q = self.b.ins().load(
+                        cranelift_codegen::ir::types::I8,
+                        super::MF,
+                        self.st,
+                        std::mem::offset_of!(cpu::CpuState, quirks) as i32,
+                    );
+                    let amd = self.b.ins().icmp_imm_s(IntCC::Equal, q, cpu::state::Quirks::Amd as i64);
+                    let no_pf = self.b.ins().band_imm_s(f, !(flags::PF as i64));
+                    let f = self.b.ins().select(amd, f, no_pf);
+                    let out = self.b.ins().icmp_imm_s(IntCC::Equal, inside, 0);
+                    let cf = self.flag_of(out, flags::CF);
+                    let f = self.b.ins().bor(f, cf);
+                    self.set_flags(f, flags::ARITH);
+                }
+                self.write(d, r);
+            }
             Ext::Cmpxchg | Ext::Xadd => self.emit_xchg_reg(insn, e, live),
             Ext::Div(_) | Ext::Cwd(..) => unreachable!("{e:?}: lower_mem"),
             Ext::ShiftCl(sop) => {

@@ -73,13 +73,60 @@ pub(crate) enum Sse {
     /// VEX: an integer form of `sse_int::compute` lane by lane, VPMOVMSKB, or VZEROUPPER, computed
     /// by [`sse_helper`].
     VHelper,
+    /// VEX: VMOVD/VMOVQ into an XMM register from a general register, m32/m64 or (VMOVQ) an XMM
+    /// register: the low `n` bytes, bits MAXVL-1:`8n` zeroed (`avx::mov`, `avx::write_reg`).
+    VMovIn(u8),
+    /// VEX: VMOVD/VMOVQ from an XMM register's low `n` bytes to a general register or memory.
+    VMovOut(u8),
+    /// VEX: VPBROADCASTB/W/D/Q (elements of `n` bytes) from an XMM register or memory into an XMM
+    /// (`false`) or YMM (`true`) register (`avx::broadcast`).
+    VBcast(u8, bool),
 }
 
 impl Sse {
     /// Whether it is a VEX form (whose guard is `avx::enter`'s).
     fn vex(self) -> bool {
-        matches!(self, Sse::VMov(_) | Sse::VHelper)
+        matches!(self, Sse::VMov(_) | Sse::VHelper | Sse::VMovIn(_) | Sse::VMovOut(_) | Sse::VBcast(..))
     }
+}
+
+/// VMOVD/VMOVQ between XMM and general registers or memory, and VPBROADCASTB/W/D/Q: what glibc's
+/// AVX2 string functions start with (`strchr`, `strchrnul`, `memchr`, `memset`: `vmovd xmm0, esi;
+/// vpbroadcastb ymm0, xmm0`). Operands: XMM/YMM registers, general registers, and a memory
+/// operand of the element's size with general base/index registers.
+fn inline_vex_move(insn: &Insn) -> Option<Form> {
+    let i = &insn.i;
+    let mem = (0..i.op_count()).find(|&n| i.op_kind(n) == OpKind::Memory);
+    let reg_ok = |n: u32| {
+        let r = i.op_register(n);
+        i.op_kind(n) == OpKind::Memory || r.is_xmm() || r.is_ymm() || cpu::regs::gpr(r).is_some()
+    };
+    if i.op_count() != 2 || !(0..2).all(reg_ok) || (mem.is_some() && !lea_regs_ok(insn)) {
+        return None;
+    }
+    let op = match i.code() {
+        Code::VEX_Vmovd_xmm_rm32 => Sse::VMovIn(4),
+        Code::VEX_Vmovq_xmm_rm64 | Code::VEX_Vmovq_xmm_xmmm64 => Sse::VMovIn(8),
+        // VMOVQ xmm/m64, xmm: to a register it is VMOVQ xmm, xmm (zero-extends).
+        Code::VEX_Vmovq_xmmm64_xmm if mem.is_none() => Sse::VMovIn(8),
+        Code::VEX_Vmovd_rm32_xmm => Sse::VMovOut(4),
+        Code::VEX_Vmovq_rm64_xmm | Code::VEX_Vmovq_xmmm64_xmm => Sse::VMovOut(8),
+        Code::VEX_Vpbroadcastb_xmm_xmmm8 => Sse::VBcast(1, false),
+        Code::VEX_Vpbroadcastb_ymm_xmmm8 => Sse::VBcast(1, true),
+        Code::VEX_Vpbroadcastw_xmm_xmmm16 => Sse::VBcast(2, false),
+        Code::VEX_Vpbroadcastw_ymm_xmmm16 => Sse::VBcast(2, true),
+        Code::VEX_Vpbroadcastd_xmm_xmmm32 => Sse::VBcast(4, false),
+        Code::VEX_Vpbroadcastd_ymm_xmmm32 => Sse::VBcast(4, true),
+        Code::VEX_Vpbroadcastq_xmm_xmmm64 => Sse::VBcast(8, false),
+        Code::VEX_Vpbroadcastq_ymm_xmmm64 => Sse::VBcast(8, true),
+        _ => return None,
+    };
+    let mem = match mem {
+        None => Mem::Guard,
+        Some(0) => Mem::Dst,
+        Some(_) => Mem::Src,
+    };
+    Some(Form { op: Op::Sse(op), mem })
 }
 
 /// Whether (and as what) `insn` is an inlined VEX form (the caller has seen a VEX encoding): the
@@ -92,6 +139,9 @@ pub(crate) fn inline_vex(insn: &Insn) -> Option<Form> {
         || insn.handler as usize != cpu::exec::handler_for(i.code()) as usize
     {
         return None;
+    }
+    if let Some(f) = inline_vex_move(insn) {
+        return Some(f);
     }
     let vec = |r: Register| r.is_xmm() || r.is_ymm();
     for n in 0..i.op_count() {
@@ -719,7 +769,42 @@ impl Lower<'_, '_> {
                 self.set_xmm_lo(d, v);
                 self.set_xmm_hi(d, zero);
             }
-            Sse::MovOut(n) => {
+            Sse::VMovIn(n) => {
+                let v = if mem == Mem::Src {
+                    self.host_load(host, n as u32)
+                } else if i.op1_register().is_xmm() {
+                    self.xmm_lo(i.op1_register())
+                } else {
+                    let g = Self::gpr_op(insn, 1);
+                    self.read(g)
+                };
+                let zero = self.b.ins().iconst(I64, 0);
+                self.set_xmm_lo(d, v);
+                self.set_xmm_hi(d, zero);
+                self.zero_above(d, false);
+            }
+            Sse::VBcast(n, wide) => {
+                use cranelift_codegen::ir::types::{I8, I8X16, I16, I16X8, I32X4, I64X2};
+                let (ty, lane) = match n {
+                    1 => (I8X16, I8),
+                    2 => (I16X8, I16),
+                    4 => (I32X4, I32),
+                    _ => (I64X2, I64),
+                };
+                // The source's low element (memory: exactly the element's bytes).
+                let e = if mem == Mem::Src {
+                    self.b.ins().load(lane, HOST, host, 0)
+                } else {
+                    self.b.ins().load(lane, MF, self.st, xmm_off(i.op1_register()))
+                };
+                let v = self.b.ins().splat(ty, e);
+                self.b.ins().store(MF, v, self.st, xmm_off(d));
+                if wide {
+                    self.b.ins().store(MF, v, self.st, ymm_hi_off(cpu::exec::avx::vindex(d)));
+                }
+                self.zero_above(d, wide);
+            }
+            Sse::MovOut(n) | Sse::VMovOut(n) => {
                 let v = self.xmm_lo(i.op1_register());
                 if mem == Mem::Dst {
                     self.host_store(host, v, n as u32);
@@ -849,6 +934,21 @@ impl Lower<'_, '_> {
                 }
             }
             Sse::VHelper => self.emit_vex_helper(insn, host),
+        }
+    }
+
+    /// `avx::write_reg`'s VEX rule after a write of bits 127:0 (`wide`: 255:0) of vector register
+    /// `r`: the bits above them, up to MAXVL, zeroed.
+    fn zero_above(&mut self, r: Register, wide: bool) {
+        let k = cpu::exec::avx::vindex(r);
+        let zero = self.b.ins().iconst(I64, 0);
+        if !wide {
+            for h in 0..2 {
+                self.b.ins().store(MF, zero, self.st, ymm_hi_off(k) + 8 * h);
+            }
+        }
+        for q in 0..4 {
+            self.b.ins().store(MF, zero, self.st, zmm_hi_off(k) + 8 * q);
         }
     }
 

@@ -121,6 +121,9 @@ pub(crate) fn place(shared: &Shared, head: &Head, code: Option<Vec<u8>>, ns: u64
         insns: insns.into_boxed_slice(),
         links: Box::default(),
     });
+    if let Some(r) = &placed {
+        crate::perf_map(&r.code, "region", r.insns.first().map_or(0, |i| i.next_rip), r.insns.len());
+    }
     let mut s = shared.stats.get();
     match placed {
         Some(r) => {
@@ -294,6 +297,8 @@ impl Shared {
         let mut s = self.stats.get();
         s.ns += t0.elapsed().as_nanos() as u64;
         let r = code.map(|code| {
+            let n = members.iter().map(Vec::len).sum();
+            crate::perf_map(&code, "region", members[0].first().map_or(0, |i| i.next_rip), n);
             s.regions += 1;
             s.members += members.len() as u64;
             Region { code, insns: members.iter().flatten().copied().collect(), links: Box::default() }

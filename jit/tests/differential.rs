@@ -112,8 +112,17 @@ fn gen_insn(r: &mut Rng, bits: u32, filler: bool) -> Vec<u8> {
         }
         // BSF/BSR r, r (0F BC/BD; zero sources included through the register values), MUL/IMUL r
         // (F6/F7 /4 /5) and POPCNT/TZCNT/LZCNT r, r (F3 0F B8/BC/BD).
-        22 => match r.below(3) {
+        22 => match r.below(if bits == 64 { 4 } else { 3 }) {
             0 => v.extend([0x0f, 0xbc + r.below(2) as u8, modrm_reg(r)]),
+            // BZHI r, r, r (VEX.LZ.0F38.W0/W1 F5 /r; no legacy prefix may come before VEX): every
+            // register through R̄, B̄ and vvvv; indices inside and outside the width come from
+            // the register values.
+            3 => {
+                v.clear();
+                let rb = r.byte() & 0xa0;
+                let w = r.byte() & 0x80;
+                v.extend([0xc4, rb | 0x42, w | ((r.byte() & 15) << 3), 0xf5, modrm_reg(r)]);
+            }
             1 => v.extend([0xf6 + r.below(2) as u8, 0xe0 | ((r.below(2) as u8) << 3) | (r.byte() & 7)]),
             _ => {
                 v.insert(0, 0xf3);
@@ -525,7 +534,7 @@ fn jit_matches_interpreter_on_inlined_forms() {
     for m in [
         "Mov", "Movzx", "Movsx", "Movsxd", "Lea", "Add", "Sub", "Cmp", "And", "Or", "Xor", "Test", "Inc",
         "Dec", "Nop", "Rol", "Ror", "Shl", "Shr", "Sar", "Imul", "Neg", "Not", "Call", "Ret", "Adc", "Sbb",
-        "Xchg", "Bt", "Bts", "Btr", "Btc", "Bsf", "Bsr", "Mul", "Popcnt", "Tzcnt", "Lzcnt", "Pause",
+        "Xchg", "Bt", "Bts", "Btr", "Btc", "Bsf", "Bsr", "Mul", "Popcnt", "Tzcnt", "Lzcnt", "Pause", "Bzhi",
     ] {
         assert!(inlined_mnemonics.contains(m), "the generator never produced {m}");
     }
@@ -1053,15 +1062,17 @@ fn loop_tlb_cache_splits_page_crossing_accesses() {
     }
 }
 
-/// TZCNT/LZCNT/POPCNT are inlined only where the CPU model has them: on `qemu64` (no BMI1, LZCNT
-/// or POPCNT) the decoder gives them the #UD handler, and a translated block must raise #UD at
+/// TZCNT/LZCNT/POPCNT and BZHI are inlined only where the CPU model has them: on `qemu64` (no
+/// BMI1, BMI2, LZCNT or POPCNT) the decoder gives them the #UD handler, and a translated block must raise #UD at
 /// the instruction exactly as the interpreter does, not run the inline form. On `max` they run.
 #[test]
 fn bit_counts_follow_the_cpu_model() {
-    for (code, name) in [
-        (&[0xf3, 0x0f, 0xbc, 0xc1, 0xf4][..], "tzcnt eax, ecx"),
-        (&[0xf3, 0x0f, 0xbd, 0xc1, 0xf4][..], "lzcnt eax, ecx"),
-        (&[0xf3, 0x0f, 0xb8, 0xc1, 0xf4][..], "popcnt eax, ecx"),
+    for (code, name, want) in [
+        (&[0xf3, 0x0f, 0xbc, 0xc1, 0xf4][..], "tzcnt eax, ecx", 4),
+        (&[0xf3, 0x0f, 0xbd, 0xc1, 0xf4][..], "lzcnt eax, ecx", 24),
+        (&[0xf3, 0x0f, 0xb8, 0xc1, 0xf4][..], "popcnt eax, ecx", 4),
+        // 0xf0 with bits 6 and up cleared (EDX = 6).
+        (&[0xc4, 0xe2, 0x68, 0xf5, 0xc1, 0xf4][..], "bzhi eax, ecx, edx", 0x30),
     ] {
         for (model, has) in [(cpu::model::CpuModel::qemu64(), false), (cpu::model::CpuModel::max(), true)] {
             let mut it = Interpreter::new();
@@ -1073,14 +1084,10 @@ fn bit_counts_follow_the_cpu_model() {
             bus.ram[CODE as usize..CODE as usize + code.len()].copy_from_slice(code);
             st.gpr[0] = 0x1234;
             st.gpr[1] = 0x0f0;
+            st.gpr[2] = 6;
             let exit = it.run(&mut st, &mut bus, 100);
             if has {
                 assert_eq!(exit, Exit::Halted, "{name} on max");
-                let want = match code[2] {
-                    0xbc => 4,
-                    0xbd => 24,
-                    _ => 4,
-                };
                 assert_eq!(st.gpr[0], want, "{name} on max");
             } else {
                 assert!(
