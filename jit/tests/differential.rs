@@ -16,23 +16,7 @@ use cpu::testutil::{CODE, DATA, PD, STACK, TestBus, TestMode, cpu_in};
 use iced_x86::{Decoder, DecoderOptions, Mnemonic};
 
 mod common;
-use common::tlb_tags;
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn byte(&mut self) -> u8 {
-        self.next() as u8
-    }
-}
+use common::{Rng, tlb_tags};
 
 fn bits_of(mode: TestMode) -> u32 {
     match mode {

@@ -19,23 +19,7 @@ use cpu::testutil::{CODE, DATA, STACK, TestBus, TestMode, cpu_in};
 use iced_x86::{Decoder, DecoderOptions, Mnemonic};
 
 mod common;
-use common::tlb_tags;
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn byte(&mut self) -> u8 {
-        self.next() as u8
-    }
-}
+use common::{Rng, tlb_tags};
 
 /// Where the table of code addresses that JMP/CALL m read lives (absolute disp32 addressing).
 const TABLE: u64 = DATA + 0x2800;

@@ -17,20 +17,7 @@ use cpu::testutil::{CODE, STACK, TestBus, TestMode, cpu_in};
 use iced_x86::{Decoder, DecoderOptions};
 
 mod common;
-use common::tlb_tags;
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+use common::{Rng, tlb_tags};
 
 /// A general register other than (E/R)SP.
 fn reg(r: &mut Rng) -> u8 {

@@ -13,6 +13,9 @@ use cpu::testutil::{CODE, PD, STACK, TestBus, TestMode, cpu_in};
 use iced_x86::BlockEncoderOptions;
 use iced_x86::code_asm::*;
 
+mod common;
+use common::Rng;
+
 /// The call/jump tables (4 entries per table, 8 bytes each in both modes; 32-bit code reads the
 /// low half).
 const TABLE: u64 = 0x10000;
@@ -22,20 +25,6 @@ const FUNCS: u64 = 0x6000;
 const PT: u64 = 0x1d0000;
 /// Another physical page for the functions' page.
 const ALT: u64 = 0x1ce000;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// A generated program: main code at `CODE`, functions at `FUNCS`, and what goes in the tables.
 struct Program {

@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::Rng;
 use cpu::Interpreter;
 use cpu::interp::Exit;
 use cpu::testutil::{CODE, STACK, TestBus, TestMode, asm, cpu_in};
@@ -12,20 +13,6 @@ use iced_x86::code_asm::*;
 
 /// The data the loops read and write (inside the first 64 KiB: real mode reaches it too).
 const DATA: u64 = 0x9000;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 fn bits_of(mode: TestMode) -> u32 {
     match mode {

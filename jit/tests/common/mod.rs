@@ -1,4 +1,6 @@
 //! What the JIT's differential tests share.
+// Each test binary compiles this module and uses part of it.
+#![allow(dead_code)]
 
 use cpu::Interpreter;
 
@@ -14,4 +16,27 @@ pub fn tlb_tags(it: &Interpreter) -> Vec<(usize, usize, u64, bool)> {
             tab.iter().enumerate().filter(|(_, e)| e.tag != 0).map(move |(k, e)| (n, k, e.tag, e.host != 0))
         })
         .collect()
+}
+
+/// The tests' pseudo-random source (xorshift64): a seed gives the same programs on every host.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next 64 random bits.
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A number below `n` (`n` > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    /// A random byte.
+    pub fn byte(&mut self) -> u8 {
+        self.next() as u8
+    }
 }
