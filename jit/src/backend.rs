@@ -141,9 +141,17 @@ struct Core {
     live: Vec<Weak<Slot>>,
     prune_at: usize,
     cache: Option<Cache>,
+    /// Blocks that met a full queue, by cache key (persistent cache only, at most
+    /// [`MAX_DEFERRED`]): compiled and saved at the end of the run if they never were meanwhile, so
+    /// that a second run finds every block the first one asked for, however late the compile
+    /// thread was.
+    deferred: HashMap<Vec<u8>, Vec<Insn>>,
     counters: Counters,
     threshold: u32,
 }
+
+/// Deferred blocks remembered for the end of the run at most (a few hundred in a Linux boot).
+const MAX_DEFERRED: usize = 4096;
 
 /// The JIT backend of the `jit` engine (see the module documentation).
 pub struct Backend {
@@ -174,6 +182,7 @@ impl Backend {
                 live: Vec::new(),
                 prune_at: 1024,
                 cache,
+                deferred: HashMap::new(),
                 counters,
                 threshold: opts.threshold.max(1),
             })),
@@ -248,6 +257,12 @@ impl Core {
                 // evicted one does) rather than stalling the guest with Cranelift here.
                 Err(Submit::Full) => {
                     self.counters.deferred += 1;
+                    if let Some(k) = key
+                        && self.cache.as_ref().is_some_and(Cache::persistent)
+                        && self.deferred.len() < MAX_DEFERRED
+                    {
+                        self.deferred.entry(k).or_insert_with(|| insns.to_vec());
+                    }
                     *slot.borrow_mut() = State::Evicted(0);
                     return;
                 }
@@ -400,6 +415,24 @@ impl Drop for Core {
         // most a queue's worth) and save them. Without a cache, dropping the worker abandons them.
         if self.cache.as_ref().is_some_and(Cache::persistent) {
             self.finish_pending();
+            self.save_deferred();
+        }
+    }
+}
+
+impl Core {
+    /// Compiles and saves the deferred blocks that were never compiled later in the run (here, on
+    /// the main thread: the run is over).
+    fn save_deferred(&mut self) {
+        for (key, insns) in std::mem::take(&mut self.deferred) {
+            if self.cache.as_ref().is_none_or(|c| c.lookup(&key).is_some()) {
+                continue;
+            }
+            if let Some(code) = self.jit.code_bytes(&insns)
+                && let Some(c) = &mut self.cache
+            {
+                c.store(key, code);
+            }
         }
     }
 }

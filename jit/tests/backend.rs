@@ -160,6 +160,52 @@ fn a_full_compile_queue_defers_blocks_instead_of_compiling_them_on_the_guests_th
     println!("{line}");
 }
 
+/// Twelve small functions called twice each: with a threshold of 2 every block asks for a
+/// translation once, and never again.
+fn blocks_run_twice() -> Vec<u8> {
+    asm(64, |a| {
+        let mut top = a.create_label();
+        let mut funcs: Vec<CodeLabel> = (0..12).map(|_| a.create_label()).collect();
+        a.mov(r15d, 2).unwrap();
+        a.set_label(&mut top).unwrap();
+        for f in &funcs {
+            a.call(*f).unwrap();
+        }
+        a.dec(r15d).unwrap();
+        a.jnz(top).unwrap();
+        a.hlt().unwrap();
+        for (k, f) in funcs.iter_mut().enumerate() {
+            a.set_label(f).unwrap();
+            a.add(rbx, k as i32 + 1).unwrap();
+            a.imul_3(rcx, rbx, 0x35 + k as i32).unwrap();
+            a.mov(qword_ptr(0x10000 + 8 * k as u64), rcx).unwrap();
+            a.ret().unwrap();
+        }
+    })
+}
+
+#[test]
+fn blocks_deferred_by_a_full_queue_still_reach_the_persistent_cache() {
+    let code = blocks_run_twice();
+    let (want, want_ram) = reference(&code, 1_000_000);
+    let dir = temp_dir("jit-cache-deferred");
+    // A queue of one job and a slow compile thread: most requests are deferred, and no block
+    // asks again (each runs twice). The run's end compiles and saves them all the same.
+    let delay = Some(jit::CompileDelay { seed: 7, max_us: 3000 });
+    let cached = Some(dir.clone());
+    let opts = jit::Options { delay, queue: 1, threshold: 2, cache: cached.clone(), ..Default::default() };
+    let (got, _, first, line) = under_threshold(&code, 1_000_000, opts, None);
+    assert_eq!(got, want);
+    assert!(first.deferred > 0, "no request was deferred: {line}");
+    // A threshold no block reaches: only what the first run saved is translated.
+    let opts = jit::Options { background: false, threshold: 1_000_000, cache: cached, ..Default::default() };
+    let (got, ram, second, line2) = under_threshold(&code, 1_000_000, opts, None);
+    assert_eq!(got, want);
+    assert!(ram == want_ram, "memory differs");
+    assert_eq!(second.early_hits, first.requested, "first run: {line}\nsecond run: {line2}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn code_decoded_again_after_an_invalidation_is_served_from_memory_without_a_cache_dir() {
     // A loop, then a store into its own page (which drops its decoded blocks and translations),
