@@ -281,13 +281,23 @@ fn setup(mode: TestMode, p: &Program, seed: u64) -> (cpu::CpuState, TestBus) {
     (st, bus)
 }
 
-fn engine(jit: bool) -> Interpreter {
+/// The interpreter, or with the JIT (translating at the first entry); `regions`: loops become
+/// regions after a few turns (their entries take a lazy state over, their side exits leave one).
+fn engine(jit: bool, regions: bool) -> Interpreter {
     let mut it = Interpreter::new();
     if jit {
-        it.set_backend(Box::new(jit::Jit::new().expect("jit")), 1);
+        let mut j = jit::Jit::new().expect("jit");
+        j.set_region_threshold(if regions { 4 } else { 0 });
+        it.set_backend(Box::new(j), 1);
     }
     it.trap_faults = true;
     it
+}
+
+/// A statistic of the JIT's `describe` line: the number before `name`.
+fn stat(it: &Interpreter, name: &str) -> u64 {
+    let s = it.backend_stats().expect("a backend");
+    s.split(name).next().and_then(|h| h.rsplit(' ').next()).and_then(|n| n.parse().ok()).unwrap_or(0)
 }
 
 /// Each run's exit with the retired count, RIP, RFLAGS and a digest of the registers.
@@ -332,28 +342,34 @@ fn run_sliced(it: &mut Interpreter, mode: TestMode, p: &Program, seed: u64, long
 }
 
 /// Random programs of flag writers, block ends and flag readers, in 64-bit and 32-bit code, under
-/// random budgets and in one long run, ending in HLT or a fault: the JIT equals the interpreter.
+/// random budgets and in one long run, ending in HLT or a fault, with and without regions: the JIT
+/// equals the interpreter.
 #[test]
 fn lazy_flags_across_block_exits_match_the_interpreter() {
     let cases: u64 = std::env::var("FERRITE_JIT_LAZY_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(24);
     for mode in [TestMode::Long64, TestMode::Prot32] {
         let bits = if mode == TestMode::Long64 { 64 } else { 32 };
+        let mut made = 0;
         for case in 0..cases {
             let seed = 0x1a2f_0000 + case * 7919 + bits as u64;
             let end = case % 4;
             let p = program(seed, bits, 150 + (case as u32 % 4) * 50, end);
-            for long in [false, true] {
-                let want = run_sliced(&mut engine(false), mode, &p, seed, long);
+            for (long, regions) in [(false, false), (true, false), (false, true), (true, true)] {
+                let want = run_sliced(&mut engine(false, false), mode, &p, seed, long);
                 let last = &want.4.last().expect("a run").0;
                 assert!(
                     matches!(last, Exit::Halted | Exit::Trapped(_)),
                     "{bits}-bit case {case}: the program ends ({last:?})"
                 );
-                let got = run_sliced(&mut engine(true), mode, &p, seed, long);
+                let mut it = engine(true, regions);
+                let got = run_sliced(&mut it, mode, &p, seed, long);
+                if regions {
+                    made += stat(&it, " regions (");
+                }
                 let slice = got.4.iter().zip(&want.4).position(|(g, w)| g != w);
                 assert!(
                     got == want,
-                    "{bits}-bit case {case} (one run: {long}): first differing slice end {slice:?} (jit {:x?} interp {:x?}); at the end jit {:x?} rflags {:#x} rip {:#x} icount {} != interp {:x?} rflags {:#x} rip {:#x} icount {}",
+                    "{bits}-bit case {case} (one run: {long}, regions: {regions}): first differing slice end {slice:?} (jit {:x?} interp {:x?}); at the end jit {:x?} rflags {:#x} rip {:#x} icount {} != interp {:x?} rflags {:#x} rip {:#x} icount {}",
                     slice.map(|k| &got.4[k]),
                     slice.map(|k| &want.4[k]),
                     got.0,
@@ -367,5 +383,6 @@ fn lazy_flags_across_block_exits_match_the_interpreter() {
                 );
             }
         }
+        assert!(made > 0, "{bits}-bit: no region was made");
     }
 }
