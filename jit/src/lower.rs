@@ -765,7 +765,7 @@ impl Lower<'_, '_> {
     pub(crate) fn join_carry(&mut self) -> Option<Carry> {
         let set = self.regs.pending.0;
         let newest = if set[1].is_some() { 1 } else { 0 };
-        let Some((p, mask)) = set[newest] else { return None };
+        let (p, mask) = set[newest]?;
         let Some((kind, a, b, r)) = p.carry_kind().filter(|_| mask == p.mask()) else {
             self.materialize();
             return None;
