@@ -13,8 +13,10 @@
 //! `tests/differential.rs`. The ROM and Linux tests that compare the two engines check the bookkeeping.
 //!
 //! Within a block, guest registers and RFLAGS are Cranelift variables, written back before handler
-//! calls and at exits; flags are computed only where live, and lazily (`lower::Pending`). A block
-//! that branches back to its own start loops in generated code while the budget allows. Blocks
+//! calls and at exits; flags are computed only where live, and lazily (`lower::Pending`), also
+//! across a link: an exit leaves its last ADD/SUB/logic operation uncomputed in `CpuState::lazy`
+//! (`cpu::lazyflags`), the successor computes it only where it reads a flag first, and
+//! `JitBlock::run` computes what is left before it returns. A block that branches back to its own start loops in generated code while the budget allows. Blocks
 //! the interpreter chains get direct links ([`Link`]): a block's code hands its successor's
 //! translation to `JitBlock::run` without the interpreter's loop; a link epoch, raised whenever
 //! decoded blocks are dropped, unlinks everything at once. A block ending in RET or an indirect
