@@ -294,14 +294,15 @@ fn popf_program(seed: u64, iterations: u16) -> (Vec<u8>, Vec<u8>) {
 /// Runs the real-mode `popf_program` in slices of budget 1..`max`, the interrupt line raised
 /// before every slice (the handler returns with interrupts disabled, so each is taken right after
 /// a POPF); every slice's end, with the handler's record.
-fn run_irq(it: &mut Interpreter, main: &[u8], handler: &[u8], max: u64) -> Vec<(Mark, u32)> {
+fn run_irq(it: &mut Interpreter, main: &[u8], handler: &[u8], max: u64, irq: bool) -> Vec<(Mark, u32)> {
     let mut bus = IrqBus { bus: TestBus::default(), irq: false };
     let mut st = cpu_in(TestMode::Real, &mut bus.bus);
     let ram = &mut bus.bus.ram;
     ram[CODE as usize..CODE as usize + main.len()].copy_from_slice(main);
     ram[HANDLER as usize..HANDLER as usize + handler.len()].copy_from_slice(handler);
-    // IVT entry 0x20: HANDLER in segment 0.
+    // IVT entries 0x20 and 1 (#DB): HANDLER in segment 0.
     ram[0x80..0x84].copy_from_slice(&[HANDLER as u8, (HANDLER >> 8) as u8, 0, 0]);
+    ram[4..8].copy_from_slice(&[HANDLER as u8, (HANDLER >> 8) as u8, 0, 0]);
     st.rip = CODE;
     st.gpr[4] = STACK;
     it.flush_all();
@@ -309,7 +310,7 @@ fn run_irq(it: &mut Interpreter, main: &[u8], handler: &[u8], max: u64) -> Vec<(
     let mut n = 0;
     loop {
         n = n % max + 1;
-        bus.irq = true;
+        bus.irq = irq;
         let until = st.icount + n;
         let e = it.run(&mut st, &mut bus, until);
         let done = e != Exit::BudgetSpent;
@@ -330,7 +331,7 @@ fn interrupts_after_a_tail_called_block_are_delivered_like_the_interpreter() {
     for case in 0..6u64 {
         let (main, handler) = popf_program(0x1a7e_0000 + case * 104_729, 300);
         let max = 40 + case * 7;
-        let want = run_irq(&mut engine(None), &main, &handler, max);
+        let want = run_irq(&mut engine(None), &main, &handler, max, true);
         assert_eq!(want.last().map(|m| &m.0.0), Some(&Exit::Halted), "case {case}: the program halts");
         assert!(
             want.last().is_some_and(|m| m.1 & 0xffff > 20),
@@ -338,7 +339,72 @@ fn interrupts_after_a_tail_called_block_are_delivered_like_the_interpreter() {
             want.last()
         );
         let mut it = engine(Some(0));
-        let got = run_irq(&mut it, &main, &handler, max);
+        let got = run_irq(&mut it, &main, &handler, max, true);
+        let first = got.iter().zip(&want).position(|(g, w)| g != w);
+        assert!(
+            got == want,
+            "case {case}: first differing slice {first:?}: jit {:x?} != interp {:x?}",
+            first.map(|k| &got[k]),
+            first.map(|k| &want[k])
+        );
+        assert!(stat(&it, " of them by tail call") > 0, "case {case}: links were followed by tail calls");
+    }
+}
+
+/// Where the MOV SS of [`mov_ss_program`] reads (0: SS stays 0), watched by DR0.
+const WATCH: u64 = 0x3800;
+
+/// A real-mode loop with a data breakpoint (DR0, read/write, 2 bytes) on [`WATCH`]: block A (ALU
+/// work, JMP) links to block B (ALU work, MOV SS, [WATCH]: a block end that does not chain), then
+/// blocks C and D (DEC CX; JNZ to A). The breakpoint's #DB waits for the instruction after the
+/// MOV SS (SDM Vol. 3A 6.8.3): the interpreter knows to wait because the last instruction that
+/// retired loads SS, which it reads from the block that ran last (`RunEnd::last`, its start count
+/// and instructions). A chain reaches B by a tail call, so generated code must record B there.
+fn mov_ss_program(seed: u64, iterations: u16) -> Vec<u8> {
+    let mut r = Rng(seed | 1);
+    let mut a = CodeAssembler::new(16).expect("bitness");
+    let mut top = a.create_label();
+    let mut b = a.create_label();
+    let mut d = a.create_label();
+    a.mov(eax, WATCH as u32).unwrap();
+    a.mov(dr0, eax).unwrap();
+    a.mov(eax, 0x7_0001u32).unwrap();
+    a.mov(dr7, eax).unwrap();
+    a.mov(cx, iterations as u32).unwrap();
+    a.set_label(&mut top).unwrap();
+    alu(&mut a, &mut r);
+    a.jmp(b).unwrap();
+    a.set_label(&mut d).unwrap();
+    alu(&mut a, &mut r);
+    a.dec(cx).unwrap();
+    a.jne(top).unwrap();
+    a.hlt().unwrap();
+    a.set_label(&mut b).unwrap();
+    alu(&mut a, &mut r);
+    a.mov(ss, word_ptr(WATCH)).unwrap();
+    alu(&mut a, &mut r);
+    a.add(ebp, 0x55).unwrap();
+    a.jmp(d).unwrap();
+    a.assemble(CODE).expect("assemble")
+}
+
+/// Data breakpoints on a MOV SS at the end of a block reached by a tail call are delivered where
+/// the interpreter delivers them: the JIT names the block that ran last exactly.
+#[test]
+fn a_mov_ss_ending_a_tail_called_block_defers_its_debug_trap_like_the_interpreter() {
+    let (_, handler) = popf_program(1, 1);
+    for case in 0..6u64 {
+        let main = mov_ss_program(0xdb55_0000 + case * 104_729, 300);
+        let max = 40 + case * 7;
+        let want = run_irq(&mut engine(None), &main, &handler, max, false);
+        assert_eq!(want.last().map(|m| &m.0.0), Some(&Exit::Halted), "case {case}: the program halts");
+        assert!(
+            want.last().is_some_and(|m| m.1 & 0xffff >= 300),
+            "case {case}: #DB taken: {:x?}",
+            want.last()
+        );
+        let mut it = engine(Some(0));
+        let got = run_irq(&mut it, &main, &handler, max, false);
         let first = got.iter().zip(&want).position(|(g, w)| g != w);
         assert!(
             got == want,
