@@ -803,7 +803,14 @@ fn emit_links_with(b: &mut FunctionBuilder<'_>, e: LinkEnv, ibtc_bits: Option<u3
     let ic = b.ins().load(types::I64, mf, st, cpu::offsets::ICOUNT as i32);
     let epoch = b.ins().load(types::I64, mf, out, offset_of!(Outcome, epoch) as i32);
     let utag = b.ins().band_imm_s(e.user_tag, 3);
-    let probe = Probe { e, rip, ic, epoch, utag };
+    // Where every slot that holds goes, with the successor's code, instructions, slots and
+    // length | chain flag: one copy of the following (the code a block spends on links is what
+    // every translation carries).
+    let follow = b.create_block();
+    for _ in 0..4 {
+        b.append_block_param(follow, types::I64);
+    }
+    let probe = Probe { e, rip, ic, epoch, utag, follow };
     for k in 0..LINKS {
         let last = k + 1 == LINKS && ibtc_bits.is_none();
         let miss = if last { ret_ok } else { b.create_block() };
@@ -827,6 +834,10 @@ fn emit_links_with(b: &mut FunctionBuilder<'_>, e: LinkEnv, ibtc_bits: Option<u3
         );
         emit_slot(b, &probe, ent, 0, Some((cs_base, bits)), ret_ok);
     }
+    b.seal_block(follow);
+    b.switch_to_block(follow);
+    let p = b.block_params(follow).to_vec();
+    emit_follow(b, e, ic, [p[0], p[1], p[2], p[3]]);
 }
 
 /// The values [`emit_slot`] compares a [`Link`] with.
@@ -836,13 +847,13 @@ struct Probe {
     ic: ir::Value,
     epoch: ir::Value,
     utag: ir::Value,
+    /// The block that follows a link (`emit_follow`).
+    follow: ir::Block,
 }
 
 /// Emits the check of the [`Link`] at `base + off` (with `mode`, of an [`IbEntry`]: the current
 /// CS base and the block's code size, which the entry's must equal) and, when every check holds,
-/// the tail call of the successor, the block that ran last recorded in `Outcome::last_*` (or, for
-/// a link `Outcome::stop_*` selects, the return of [`ST_LINK`] with the successor in
-/// `Outcome::next_*`); else a jump to `miss`.
+/// a jump to `Probe::follow` with the successor; else a jump to `miss`.
 fn emit_slot(
     b: &mut FunctionBuilder<'_>,
     p: &Probe,
@@ -851,7 +862,7 @@ fn emit_slot(
     mode: Option<(ir::Value, u32)>,
     miss: ir::Block,
 ) {
-    let LinkEnv { ctx, out, tlb, loop_limit, exit, succ_sig, .. } = p.e;
+    let LinkEnv { tlb, loop_limit, .. } = p.e;
     let mf = MemFlagsData::trusted();
     let at = |f: usize| off + f as i32;
     // Each check falls through to the next in a new block, or leaves for `miss`.
@@ -896,6 +907,17 @@ fn emit_slot(
     let insns = b.ins().load(types::I64, mf, base, at(offset_of!(Link, insns)));
     let links = b.ins().load(types::I64, mf, base, at(offset_of!(Link, links)));
     let len_chain = b.ins().load(types::I64, mf, base, at(offset_of!(Link, len_chain)));
+    b.ins().jump(p.follow, &[code.into(), insns.into(), links.into(), len_chain.into()]);
+}
+
+/// Emits the following of a link to the successor `[code, insns, links, len_chain]` (see
+/// [`Link`]) at retired count `ic`: the tail call of its code, the block that ran last recorded in
+/// `Outcome::last_*`; or, for a link `Outcome::stop_*` selects, the return of [`ST_LINK`] with the
+/// successor in `Outcome::next_*`.
+fn emit_follow(b: &mut FunctionBuilder<'_>, e: LinkEnv, ic: ir::Value, next: [ir::Value; 4]) {
+    let LinkEnv { ctx, out, exit, succ_sig, .. } = e;
+    let mf = MemFlagsData::trusted();
+    let [code, insns, links, len_chain] = next;
     // Whether `JitBlock::run` watches this link (region selection): see `Outcome::stop_xor`.
     let sx = b.ins().load(types::I64, mf, out, offset_of!(Outcome, stop_xor) as i32);
     let sm = b.ins().load(types::I64, mf, out, offset_of!(Outcome, stop_max) as i32);
@@ -922,7 +944,7 @@ fn emit_slot(
         (insns, offset_of!(Outcome, last_insns)),
         (links, offset_of!(Outcome, last_links)),
         (len_chain, offset_of!(Outcome, last_len_chain)),
-        (p.ic, offset_of!(Outcome, last_start)),
+        (ic, offset_of!(Outcome, last_start)),
     ] {
         b.ins().store(mf, v, out, to as i32);
     }
