@@ -1343,7 +1343,7 @@ impl CompiledBlock for JitBlock {
         };
         // The block that ran last: the one entered, or one a link led to, or the member of a
         // region it left from.
-        let last = (out.last_insns != 0).then(|| LastBlock {
+        let last = (out.last_insns != 0).then_some(LastBlock {
             start_icount: out.last_start,
             insns: out.last_insns as *const Insn,
             len: out.last_len_chain as u32 as usize,
