@@ -325,6 +325,9 @@ pub struct Jit {
     regions: Rc<region::Shared>,
     /// The [`Trampoline`], shared with every translation.
     tramp: Rc<Code>,
+    /// Whether translations made from now on follow links by tail calls (`FERRITE_JIT_TAIL=0`:
+    /// no, every followed link returns to `JitBlock::run`, for measuring; the guest sees the same).
+    tail: bool,
 }
 
 impl Jit {
@@ -355,6 +358,7 @@ impl Jit {
             ibtc_on: std::env::var_os("FERRITE_JIT_IBTC").is_none_or(|v| v != "0"),
             regions: Rc::new(region::Shared::new(isa_loop)),
             tramp,
+            tail: std::env::var_os("FERRITE_JIT_TAIL").is_none_or(|v| v != "0"),
         })
     }
 
@@ -1069,6 +1073,7 @@ impl Jit {
             inline_retired: self.inline_retired.clone(),
             region: region::Slot::new(self.regions.clone()),
             tramp: self.tramp.clone(),
+            tail: self.tail,
         })
     }
 }
@@ -1175,6 +1180,8 @@ struct JitBlock {
     region: region::Slot,
     /// `Jit::tramp`, through which `run` calls generated code.
     tramp: Rc<Code>,
+    /// `Jit::tail`: whether links are followed by tail calls (else all return to `run`).
+    tail: bool,
 }
 
 impl JitBlock {
@@ -1293,6 +1300,7 @@ impl CompiledBlock for JitBlock {
             // path is recorded, those into this block while cycles are counted, else none (the
             // chain then runs by tail calls until it leaves generated code).
             (out.stop_xor, out.stop_max) = match (collecting, pn) {
+                _ if !self.tail => (0, u64::MAX),
                 (false, _) => (0, 0),
                 (true, usize::MAX) => (me as u64, 0),
                 (true, _) => (0, u64::MAX),
