@@ -16,6 +16,9 @@
 //! the epoch raised by every drop of decoded blocks (SMC, DMA, flushes, the cache bound, eviction,
 //! a region placed) makes every entry stale at once: no entry can reach freed or outdated code.
 //!
+//! A hit is followed exactly as a block's own link is (`emit_slot`): by a tail call of the
+//! successor's code, or a return to `JitBlock::run` when region selection watches the link.
+//!
 //! Entries are written where direct links are, when the interpreter's chaining loop runs a block
 //! after a translated one ([`Ibtc::fill`] from `JitBlock::link_into`).
 
@@ -47,6 +50,8 @@ pub(crate) struct Ibtc {
     pub(crate) fills: Cell<u64>,
     /// Links followed by generated code, a block's own or the cache's (statistics).
     pub(crate) followed: Cell<u64>,
+    /// Of those, the ones followed by a tail call, without returning to `JitBlock::run`.
+    pub(crate) tail: Cell<u64>,
     /// Runs of translations started by the interpreter (`JitBlock::run`; statistics): with
     /// `followed`, how many block transitions stayed in generated code.
     pub(crate) entries: Cell<u64>,
@@ -58,6 +63,7 @@ impl Default for Ibtc {
             table: (0..ENTRIES).map(|_| IbEntry::default()).collect(),
             fills: Cell::default(),
             followed: Cell::default(),
+            tail: Cell::default(),
             entries: Cell::default(),
         }
     }

@@ -16,9 +16,12 @@
 //! calls and at exits; flags are computed only where live, and lazily (`lower::Pending`), also
 //! across a link: an exit leaves its last ADD/SUB/logic operation uncomputed in `CpuState::lazy`
 //! (`cpu::lazyflags`), the successor computes it only where it reads a flag first, and
-//! `JitBlock::run` computes what is left before it returns. A block that branches back to its own start loops in generated code while the budget allows. Blocks
-//! the interpreter chains get direct links ([`Link`]): a block's code hands its successor's
-//! translation to `JitBlock::run` without the interpreter's loop; a link epoch, raised whenever
+//! `JitBlock::run` computes what is left before it returns. A block that branches back to its own
+//! start loops in generated code while the budget allows. Blocks
+//! the interpreter chains get direct links ([`Link`]): a block's code tail-calls its successor's
+//! translation (Cranelift's `tail` calling convention, [`block_sig`]), so a chain of linked blocks
+//! runs without the interpreter's loop and returns to `JitBlock::run` only when it leaves generated
+//! code (or at a link region selection watches, [`ST_LINK`]); a link epoch, raised whenever
 //! decoded blocks are dropped, unlinks everything at once. A block ending in RET or an indirect
 //! JMP/CALL also probes a table of links shared by all blocks, keyed by the target RIP
 //! (`dispatch.rs`, the indirect-branch target cache).
@@ -58,7 +61,7 @@ use cpu::mem::Ctx;
 use cpu::{BlockBackend, CompiledBlock, Fault};
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{self, AbiParam, InstBuilder, MemFlagsData, UserFuncName, types};
-use cranelift_codegen::isa::{OwnedTargetIsa, TargetIsa};
+use cranelift_codegen::isa::{CallConv, OwnedTargetIsa, TargetIsa};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 use dispatch::{IbEntry, Ibtc};
@@ -74,7 +77,9 @@ const ST_OK: u32 = 0;
 /// The block ended early; `Outcome` says why (a fault, or a panic in a handler).
 const ST_EXIT: u32 = 1;
 /// A block's function only: the block ran to its end and its successor is the translation named in
-/// `Outcome::next_*` (a direct link, see [`Link`]), which the caller runs next.
+/// `Outcome::next_*` (a direct link, see [`Link`]), which the caller runs next. Only links that
+/// `Outcome::stop_xor`/`stop_max` select return it (region selection watches them); every other link
+/// is followed by a tail call, without returning.
 const ST_LINK: u32 = 2;
 
 /// What a block's function leaves for its caller when it ends early.
@@ -94,12 +99,19 @@ pub struct Outcome {
     /// in another epoch is not followed.
     epoch: u64,
     /// Written by generated code with [`ST_LINK`]: the successor's function, instructions, links,
-    /// instruction count and chain flag (copied from the [`Link`] taken).
+    /// and instruction count | chain flag << 32 (copied from the [`Link`] taken).
     next_code: usize,
     next_insns: usize,
     next_links: usize,
-    next_len: u64,
-    next_chain: u64,
+    next_len_chain: u64,
+    /// Read by generated code: which links return [`ST_LINK`] to `JitBlock::run` rather than tail-call
+    /// their successor, whose code address is `c`: those with `c ^ stop_xor <= stop_max`. (0, 0):
+    /// none (code is never at 0); (0, `u64::MAX`): all (region selection records a cycle's path);
+    /// (`head`, 0): only links back into the code at `head` (region selection counts cycles).
+    stop_xor: u64,
+    stop_max: u64,
+    /// Links followed by a tail call (statistics), counted by generated code.
+    followed: u64,
     /// The host functions generated code calls, indexed by the `HELPER_*` constants: code loads
     /// them from here instead of holding their addresses, so that it runs unchanged in another
     /// process (the persistent translation cache) whatever address the binary was loaded at.
@@ -107,12 +119,17 @@ pub struct Outcome {
     /// The `Ctx` the code runs on (`*mut Ctx`), for helpers that need more than the `CpuState`
     /// (`lower_sys.rs`: the bus).
     ctx: usize,
-    /// Written by a region's code at each member's entry (`region.rs`): the member's instructions
-    /// (0: no region ran since the last link), its length | chain flag << 32, and the retired
-    /// count at its start, which become `RunEnd::last`.
+    /// The block that ran last, which becomes `RunEnd::last` (0 in `last_insns`: the one
+    /// `JitBlock::run` entered): its instructions, its length | chain flag << 32, and the retired
+    /// count at its start. Written wherever a link is followed (by generated code before a tail
+    /// call, by `JitBlock::run` after [`ST_LINK`]) and by a region's code where it may leave, for
+    /// the member it leaves from (`region.rs`).
     last_insns: usize,
     last_len_chain: u64,
     last_start: u64,
+    /// The link slots of the block that ran last (0: the one `JitBlock::run` entered), which
+    /// become `RunEnd::link_from`. Written with `last_insns` where a link is followed.
+    last_links: usize,
     /// Read by generated code: the indirect-branch target cache (`Jit::ibtc`, [`IbEntry`]s).
     ibtc: usize,
 }
@@ -175,7 +192,8 @@ struct Link {
     insns: Cell<usize>,
     links: Cell<usize>,
     len: Cell<u64>,
-    chain: Cell<u64>,
+    /// `len` | chain flag << 32 (whether the successor's last instruction chains).
+    len_chain: Cell<u64>,
 }
 
 /// Exit slots per block (a conditional branch has two successors).
@@ -217,9 +235,50 @@ pub unsafe extern "C" fn call_handler(ctx: *mut c_void, insn: *const Insn, out: 
     }
 }
 
-/// The signature of a block's function: `(ctx, insns, out) -> status`.
-/// `(ctx, insns, out, links) -> status`, where `links` is the block's own [`Link`] slots.
-type BlockFn = unsafe extern "C" fn(*mut c_void, *const Insn, *mut Outcome, *const Link) -> u32;
+/// The signature of a block's (or a region's) function: `(ctx, insns, out, links) -> status`, where
+/// `links` is the block's own [`Link`] slots, in Cranelift's `tail` calling convention, so that a
+/// followed link is a tail call (`return_call_indirect`) of the successor: a chain of linked blocks
+/// runs in one host frame at a time and returns to `JitBlock::run` only when it leaves generated code.
+pub(crate) fn block_sig(ptr: ir::Type) -> ir::Signature {
+    let mut sig = ir::Signature::new(CallConv::Tail);
+    sig.params.extend([AbiParam::new(ptr); 4]);
+    sig.returns.push(AbiParam::new(types::I32));
+    sig
+}
+
+/// Rust cannot call the `tail` convention: `JitBlock::run` calls a block's function through this
+/// trampoline (generated once per [`Jit`], [`trampoline`]), `(ctx, insns, out, links, code) ->
+/// status`, which calls `code` with the first four.
+type Trampoline = unsafe extern "C" fn(*mut c_void, *const Insn, *mut Outcome, *const Link, usize) -> u32;
+
+/// Generates the [`Trampoline`] for `isa` into `arena`.
+fn trampoline(isa: &dyn TargetIsa, arena: &mut Arena) -> Result<Code, String> {
+    let ptr = isa.pointer_type();
+    let mut sig = ir::Signature::new(isa.default_call_conv());
+    sig.params.extend([AbiParam::new(ptr); 5]);
+    sig.returns.push(AbiParam::new(types::I32));
+    let mut func = ir::Function::with_name_signature(UserFuncName::default(), sig);
+    let mut fctx = FunctionBuilderContext::new();
+    let mut b = FunctionBuilder::new(&mut func, &mut fctx);
+    let callee = b.import_signature(block_sig(ptr));
+    let entry = b.create_block();
+    b.append_block_params_for_function_params(entry);
+    b.switch_to_block(entry);
+    b.seal_block(entry);
+    let p = b.block_params(entry).to_vec();
+    let call = b.ins().call_indirect(callee, p[4], &p[..4]);
+    let status = b.inst_results(call)[0];
+    b.ins().return_(&[status]);
+    b.finalize(isa.frontend_config());
+    let mut ctx = cranelift_codegen::Context::for_function(func);
+    let mut ctrl = cranelift_codegen::control::ControlPlane::default();
+    let c = ctx.compile(isa, &mut ctrl).map_err(|e| format!("the JIT's trampoline: {:?}", e.inner))?;
+    if !c.buffer.relocs().is_empty() {
+        return Err("the JIT's trampoline is not position-independent".into());
+    }
+    let bytes = c.code_buffer().to_vec();
+    arena.copy_in(&bytes).ok_or_else(|| "no executable memory for the JIT's trampoline".into())
+}
 
 /// Translation statistics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -271,6 +330,11 @@ pub struct Jit {
     ibtc_on: bool,
     /// Regions (`region.rs`), shared with every translation.
     regions: Rc<region::Shared>,
+    /// The [`Trampoline`], shared with every translation.
+    tramp: Rc<Code>,
+    /// Whether translations made from now on follow links by tail calls (`FERRITE_JIT_TAIL=0`:
+    /// no, every followed link returns to `JitBlock::run`, for measuring; the guest sees the same).
+    tail: bool,
 }
 
 impl Jit {
@@ -286,6 +350,7 @@ impl Jit {
         let isa = Self::make_isa(&env("FERRITE_JIT_OPT", OPT_LEVEL), &env("FERRITE_JIT_REGALLOC", REGALLOC))
             .map_err(|e| format!("FERRITE_JIT_OPT/FERRITE_JIT_REGALLOC: {e}"))?;
         let isa_loop = Self::make_isa(OPT_LEVEL_LOOP, REGALLOC)?;
+        let tramp = Rc::new(trampoline(&*isa, &mut Arena::default())?);
         Ok(Jit {
             isa,
             isa_loop: isa_loop.clone(),
@@ -299,6 +364,8 @@ impl Jit {
             ibtc: Rc::default(),
             ibtc_on: std::env::var_os("FERRITE_JIT_IBTC").is_none_or(|v| v != "0"),
             regions: Rc::new(region::Shared::new(isa_loop)),
+            tramp,
+            tail: std::env::var_os("FERRITE_JIT_TAIL").is_none_or(|v| v != "0"),
         })
     }
 
@@ -343,6 +410,9 @@ impl Jit {
         // Nothing registers unwind tables for generated code (no unwinding crosses it:
         // `call_handler` catches panics), so Cranelift need not make them.
         flags.set("unwind_info", "false").map_err(|e| e.to_string())?;
+        // Cranelift's x86-64 tail calls (a followed link, `emit_slot`) need every frame to keep
+        // its frame pointer.
+        flags.set("preserve_frame_pointers", "true").map_err(|e| e.to_string())?;
         cranelift_native::builder()
             .map_err(|e| format!("cranelift does not support this host: {e}"))?
             .finish(settings::Flags::new(flags))
@@ -375,12 +445,10 @@ impl Jit {
         let mut sig = ir::Signature::new(isa.default_call_conv());
         sig.params.extend([AbiParam::new(ptr), AbiParam::new(ptr), AbiParam::new(ptr)]);
         sig.returns.push(AbiParam::new(types::I32));
-        // The block's own signature adds its link slots.
-        let mut bsig = sig.clone();
-        bsig.params.push(AbiParam::new(ptr));
-        let mut func = ir::Function::with_name_signature(UserFuncName::default(), bsig);
+        let mut func = ir::Function::with_name_signature(UserFuncName::default(), block_sig(ptr));
         let mut b = FunctionBuilder::new(&mut func, &mut self.fctx);
         let callee = b.import_signature(sig);
+        let succ_sig = b.import_signature(block_sig(ptr));
         let mf = MemFlagsData::trusted();
 
         let entry = b.create_block();
@@ -705,7 +773,7 @@ impl Jit {
         b.seal_block(link_exit);
         b.switch_to_block(link_exit);
         if chain {
-            let env = LinkEnv { st, out, links, tlb, user_tag, loop_limit, exit, ret_ok };
+            let env = LinkEnv { ctx, st, out, links, tlb, user_tag, loop_limit, exit, ret_ok, succ_sig };
             emit_links_with(&mut b, env, dispatch::indirect_end(insns).filter(|_| self.ibtc_on));
         } else {
             b.ins().jump(ret_ok, &[]);
@@ -727,6 +795,7 @@ impl Jit {
 /// What [`emit_links`] needs of the function being built.
 #[derive(Clone, Copy)]
 struct LinkEnv {
+    ctx: ir::Value,
     st: ir::Value,
     out: ir::Value,
     links: ir::Value,
@@ -735,6 +804,8 @@ struct LinkEnv {
     loop_limit: ir::Value,
     exit: ir::Block,
     ret_ok: ir::Block,
+    /// The imported [`block_sig`], for the tail call of a successor.
+    succ_sig: ir::SigRef,
 }
 
 /// Emits, at a normal end where everything is in `CpuState`, the following of a [`Link`] whose
@@ -755,7 +826,14 @@ fn emit_links_with(b: &mut FunctionBuilder<'_>, e: LinkEnv, ibtc_bits: Option<u3
     let ic = b.ins().load(types::I64, mf, st, cpu::offsets::ICOUNT as i32);
     let epoch = b.ins().load(types::I64, mf, out, offset_of!(Outcome, epoch) as i32);
     let utag = b.ins().band_imm_s(e.user_tag, 3);
-    let probe = Probe { e, rip, ic, epoch, utag };
+    // Where every slot that holds goes, with the successor's code, instructions, slots and
+    // length | chain flag: one copy of the following (the code a block spends on links is what
+    // every translation carries).
+    let follow = b.create_block();
+    for _ in 0..4 {
+        b.append_block_param(follow, types::I64);
+    }
+    let probe = Probe { e, rip, ic, epoch, utag, follow };
     for k in 0..LINKS {
         let last = k + 1 == LINKS && ibtc_bits.is_none();
         let miss = if last { ret_ok } else { b.create_block() };
@@ -779,6 +857,10 @@ fn emit_links_with(b: &mut FunctionBuilder<'_>, e: LinkEnv, ibtc_bits: Option<u3
         );
         emit_slot(b, &probe, ent, 0, Some((cs_base, bits)), ret_ok);
     }
+    b.seal_block(follow);
+    b.switch_to_block(follow);
+    let p = b.block_params(follow).to_vec();
+    emit_follow(b, e, ic, [p[0], p[1], p[2], p[3]]);
 }
 
 /// The values [`emit_slot`] compares a [`Link`] with.
@@ -788,11 +870,13 @@ struct Probe {
     ic: ir::Value,
     epoch: ir::Value,
     utag: ir::Value,
+    /// The block that follows a link (`emit_follow`).
+    follow: ir::Block,
 }
 
 /// Emits the check of the [`Link`] at `base + off` (with `mode`, of an [`IbEntry`]: the current
 /// CS base and the block's code size, which the entry's must equal) and, when every check holds,
-/// the return of [`ST_LINK`] with the successor in `Outcome::next_*`; else a jump to `miss`.
+/// a jump to `Probe::follow` with the successor; else a jump to `miss`.
 fn emit_slot(
     b: &mut FunctionBuilder<'_>,
     p: &Probe,
@@ -801,7 +885,7 @@ fn emit_slot(
     mode: Option<(ir::Value, u32)>,
     miss: ir::Block,
 ) {
-    let LinkEnv { out, tlb, loop_limit, exit, .. } = p.e;
+    let LinkEnv { tlb, loop_limit, .. } = p.e;
     let mf = MemFlagsData::trusted();
     let at = |f: usize| off + f as i32;
     // Each check falls through to the next in a new block, or leaves for `miss`.
@@ -836,23 +920,61 @@ fn emit_slot(
     let wp = b.ins().load(types::I64, mf, base, at(offset_of!(Link, phys)));
     let ok_phys = b.ins().icmp(IntCC::Equal, ph, wp);
     check(b, ok_phys);
-    // The interpreter's budget check, the one event check between blocks.
+    // The interpreter's budget check, the one event check between blocks (the interrupt and
+    // device deadlines are folded into `loop_limit` by the interpreter).
     let n = b.ins().load(types::I64, mf, base, at(offset_of!(Link, len)));
     let after = b.ins().iadd(p.ic, n);
     let fits = b.ins().icmp(IntCC::UnsignedLessThanOrEqual, after, loop_limit);
     check(b, fits);
-    for (from, to) in [
-        (offset_of!(Link, code), offset_of!(Outcome, next_code)),
-        (offset_of!(Link, insns), offset_of!(Outcome, next_insns)),
-        (offset_of!(Link, links), offset_of!(Outcome, next_links)),
-        (offset_of!(Link, len), offset_of!(Outcome, next_len)),
-        (offset_of!(Link, chain), offset_of!(Outcome, next_chain)),
+    let code = b.ins().load(types::I64, mf, base, at(offset_of!(Link, code)));
+    let insns = b.ins().load(types::I64, mf, base, at(offset_of!(Link, insns)));
+    let links = b.ins().load(types::I64, mf, base, at(offset_of!(Link, links)));
+    let len_chain = b.ins().load(types::I64, mf, base, at(offset_of!(Link, len_chain)));
+    b.ins().jump(p.follow, &[code.into(), insns.into(), links.into(), len_chain.into()]);
+}
+
+/// Emits the following of a link to the successor `[code, insns, links, len_chain]` (see
+/// [`Link`]) at retired count `ic`: the tail call of its code, the block that ran last recorded in
+/// `Outcome::last_*`; or, for a link `Outcome::stop_*` selects, the return of [`ST_LINK`] with the
+/// successor in `Outcome::next_*`.
+fn emit_follow(b: &mut FunctionBuilder<'_>, e: LinkEnv, ic: ir::Value, next: [ir::Value; 4]) {
+    let LinkEnv { ctx, out, exit, succ_sig, .. } = e;
+    let mf = MemFlagsData::trusted();
+    let [code, insns, links, len_chain] = next;
+    // Whether `JitBlock::run` watches this link (region selection): see `Outcome::stop_xor`.
+    let sx = b.ins().load(types::I64, mf, out, offset_of!(Outcome, stop_xor) as i32);
+    let sm = b.ins().load(types::I64, mf, out, offset_of!(Outcome, stop_max) as i32);
+    let x = b.ins().bxor(code, sx);
+    let stop = b.ins().icmp(IntCC::UnsignedLessThanOrEqual, x, sm);
+    let back = b.create_block();
+    let tail = b.create_block();
+    b.ins().brif(stop, back, &[], tail, &[]);
+    b.seal_block(back);
+    b.seal_block(tail);
+    b.switch_to_block(back);
+    for (v, to) in [
+        (code, offset_of!(Outcome, next_code)),
+        (insns, offset_of!(Outcome, next_insns)),
+        (links, offset_of!(Outcome, next_links)),
+        (len_chain, offset_of!(Outcome, next_len_chain)),
     ] {
-        let v = b.ins().load(types::I64, mf, base, at(from));
         b.ins().store(mf, v, out, to as i32);
     }
     let st_link = b.ins().iconst(types::I32, ST_LINK as i64);
     b.ins().jump(exit, &[st_link.into()]);
+    b.switch_to_block(tail);
+    for (v, to) in [
+        (insns, offset_of!(Outcome, last_insns)),
+        (links, offset_of!(Outcome, last_links)),
+        (len_chain, offset_of!(Outcome, last_len_chain)),
+        (ic, offset_of!(Outcome, last_start)),
+    ] {
+        b.ins().store(mf, v, out, to as i32);
+    }
+    let f = b.ins().load(types::I64, mf, out, offset_of!(Outcome, followed) as i32);
+    let f = b.ins().iadd_imm_s(f, 1);
+    b.ins().store(mf, f, out, offset_of!(Outcome, followed) as i32);
+    b.ins().return_call_indirect(succ_sig, code, &[ctx, insns, out, links]);
 }
 
 impl BlockBackend for Jit {
@@ -881,7 +1003,7 @@ impl BlockBackend for Jit {
     fn describe(&self) -> String {
         let s = &self.stats;
         format!(
-            "jit: {} blocks translated ({} declined) in {:.2} s, {} KiB of code ({} KiB mapped now); {} instructions inlined, {} calls; {} links made, {} links followed, {} entries from the interpreter, {} unlink epochs; {}",
+            "jit: {} blocks translated ({} declined) in {:.2} s, {} KiB of code ({} KiB mapped now); {} instructions inlined, {} calls; {} links made, {} links followed, {} of them by tail call, {} entries from the interpreter, {} unlink epochs; {}",
             s.compiled,
             s.declined,
             s.compile_ns as f64 / 1e9,
@@ -891,6 +1013,7 @@ impl BlockBackend for Jit {
             s.called,
             self.links_made.get(),
             self.ibtc.followed.get(),
+            self.ibtc.tail.get(),
             self.ibtc.entries.get(),
             self.epoch.get() - 1,
             self.region_summary()
@@ -968,6 +1091,8 @@ impl Jit {
             ibtc: self.ibtc.clone(),
             inline_retired: self.inline_retired.clone(),
             region: region::Slot::new(self.regions.clone()),
+            tramp: self.tramp.clone(),
+            tail: self.tail,
         })
     }
 }
@@ -1072,6 +1197,10 @@ struct JitBlock {
     inline_retired: Rc<Cell<u64>>,
     /// Its region, once the block heads a hot cycle of links (`region.rs`).
     region: region::Slot,
+    /// `Jit::tramp`, through which `run` calls generated code.
+    tramp: Rc<Code>,
+    /// `Jit::tail`: whether links are followed by tail calls (else all return to `run`).
+    tail: bool,
 }
 
 impl JitBlock {
@@ -1111,6 +1240,7 @@ impl JitBlock {
         // The block's region when it has one (its code runs the block first).
         let (code, ins, links) = self.entry(insns);
         let chain = cpu::interp::chains(&insns[insns.len() - 1]) as u64;
+        let len_chain = self.len as u64 | chain << 32;
         let fill = |l: &Link| {
             l.rip.set(st.rip);
             l.page.set(lin & !0xfff);
@@ -1120,7 +1250,7 @@ impl JitBlock {
             l.insns.set(ins);
             l.links.set(links);
             l.len.set(self.len as u64);
-            l.chain.set(chain);
+            l.len_chain.set(len_chain);
             l.epoch.set(epoch);
         };
         fill(&slots[k]);
@@ -1172,14 +1302,11 @@ impl CompiledBlock for JitBlock {
             ..Outcome::default()
         };
         let icount0 = ctx.st.icount;
-        let mut f: BlockFn;
-        let (code, ins, links) = self.entry(insns);
-        // SAFETY: the code was generated by `Jit::build` or `region::build` with the `BlockFn`
-        // signature, and stays mapped executable while `self.code` (or the region, which only
-        // this function replaces, after the loop) lives.
-        f = unsafe { std::mem::transmute::<usize, BlockFn>(code) };
-        let (mut ins, mut links) = (ins as *const Insn, links as *const Link);
-        let mut last = None;
+        // SAFETY: `tramp` is the code `trampoline` generated with the `Trampoline` signature,
+        // mapped executable while this block (which holds it) lives.
+        let tramp = unsafe { std::mem::transmute::<*const u8, Trampoline>(self.tramp.as_ptr()) };
+        let (code, ins, links0) = self.entry(insns);
+        let (mut f, mut ins, mut links) = (code, ins as *const Insn, links0 as *const Link);
         // Cycles of links back to this block (region selection, `region.rs`): the blocks run since
         // it last ran (`path[0]` is this one; `pn == usize::MAX`: not recording).
         let mut collecting = self.region.collecting();
@@ -1189,17 +1316,28 @@ impl CompiledBlock for JitBlock {
         let mut recorded = 0u32;
         let mut followed = 0u64;
         let status = loop {
-            // SAFETY: `f` is the code of a block of `n` instructions at `ins` with its slots at
-            // `links` (this block's, or those a `Link` named: a live block's, checked by the epoch
-            // in generated code). It reads and writes only `ctx` (the fields named by `offset_of!`),
-            // the `CpuState` it points to (offsets checked in `cpu::offsets`), the TLB, `out` and
-            // the slots, and passes `ins[k]` for k < n to `call_handler`.
-            let status = unsafe { f(ctx as *mut Ctx<'_> as *mut c_void, ins, &mut out, links) };
+            // The links that come back here (`Outcome::stop_xor`): every one while a cycle's
+            // path is recorded, those into this block while cycles are counted, else none (the
+            // chain then runs by tail calls until it leaves generated code).
+            (out.stop_xor, out.stop_max) = match (collecting, pn) {
+                _ if !self.tail => (0, u64::MAX),
+                (false, _) => (0, 0),
+                (true, usize::MAX) => (me as u64, 0),
+                (true, _) => (0, u64::MAX),
+            };
+            // SAFETY: `f` is the code of a block (or region) of `n` instructions at `ins` with its
+            // slots at `links` (this block's, or those a `Link` named: a live block's, checked by
+            // the epoch in generated code), generated with `block_sig` by `Jit::build` or
+            // `region::build`, mapped while that translation lives. It reads and writes only `ctx`
+            // (the fields named by `offset_of!`), the `CpuState` it points to (offsets checked in
+            // `cpu::offsets`), the TLB, `out` and the slots, passes `ins[k]` for k < n to
+            // `call_handler`, and tail-calls only successors named by live links (the same holds
+            // of them).
+            let status = unsafe { tramp(ctx as *mut Ctx<'_> as *mut c_void, ins, &mut out, links, f) };
             if status != ST_LINK {
                 break status;
             }
             followed += 1;
-            out.last_insns = 0;
             if collecting {
                 if out.next_code == me {
                     if pn <= region::MAX_MEMBERS && recorded < region::RECORDS {
@@ -1217,36 +1355,35 @@ impl CompiledBlock for JitBlock {
                         collecting = false;
                     }
                 } else if pn < region::MAX_MEMBERS {
-                    path[pn] = (out.next_insns, out.next_len as usize);
+                    path[pn] = (out.next_insns, out.next_len_chain as u32 as usize);
                     pn += 1;
                 } else {
                     pn = usize::MAX;
                 }
             }
-            // SAFETY: as above: `next_code` is a live translation's `BlockFn`.
-            f = unsafe { std::mem::transmute::<usize, BlockFn>(out.next_code) };
+            f = out.next_code;
             ins = out.next_insns as *const Insn;
             links = out.next_links as *const Link;
-            last = Some(LastBlock {
-                start_icount: ctx.st.icount,
-                insns: ins,
-                len: out.next_len as usize,
-                chain: out.next_chain != 0,
-            });
+            out.last_insns = out.next_insns;
+            out.last_links = out.next_links;
+            out.last_len_chain = out.next_len_chain;
+            out.last_start = ctx.st.icount;
         };
-        if out.last_insns != 0 {
-            // A region ran last: the member it was in.
-            last = Some(LastBlock {
-                start_icount: out.last_start,
-                insns: out.last_insns as *const Insn,
-                len: out.last_len_chain as u32 as usize,
-                chain: out.last_len_chain >> 32 != 0,
-            });
-        }
+        // The block that ran last: the one entered, or one a link led to, or the member of a
+        // region it left from.
+        let last = (out.last_insns != 0).then_some(LastBlock {
+            start_icount: out.last_start,
+            insns: out.last_insns as *const Insn,
+            len: out.last_len_chain as u32 as usize,
+            chain: out.last_len_chain >> 32 != 0,
+        });
+        let link_from = if out.last_links != 0 { out.last_links } else { links0 };
+        followed += out.followed;
         // The chain's last lazy flag state, computed before anything else sees the state.
         ctx.st.settle_flags();
         let flow = &self.ibtc;
         flow.followed.set(flow.followed.get() + followed);
+        flow.tail.set(flow.tail.get() + out.followed);
         flow.entries.set(flow.entries.get() + 1);
         if let Some(p) = out.panic {
             resume_unwind(p);
@@ -1255,7 +1392,7 @@ impl CompiledBlock for JitBlock {
         let retired = ctx.st.icount.wrapping_sub(icount0);
         self.inline_retired.set(self.inline_retired.get() + retired.saturating_sub(out.called));
         debug_assert_eq!(status == ST_EXIT, out.fault.is_some());
-        RunEnd { fault: out.fault, last, link_from: links as usize }
+        RunEnd { fault: out.fault, last, link_from }
     }
 }
 

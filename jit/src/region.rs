@@ -417,7 +417,7 @@ impl Slot {
 /// A flag operation carried into a member (its kind and the flags it owns), as for self-loops.
 type CarrySpec = Option<(lower::CarryKind, u64)>;
 
-/// Builds a region's function: the [`crate::BlockFn`] signature, `insns` the members'
+/// Builds a region's function: the [`crate::block_sig`] signature, `insns` the members'
 /// instructions one after the other. `carries[m]` is the pending flag operation that edges into
 /// member `m` hand over uncomputed (`lower::Lower::back_edge`); the second result is, per member,
 /// the operation the edges into it left pending first (what a second build can carry).
@@ -431,11 +431,10 @@ fn build(
     let mut sig = ir::Signature::new(isa.default_call_conv());
     sig.params.extend([AbiParam::new(ptr), AbiParam::new(ptr), AbiParam::new(ptr)]);
     sig.returns.push(AbiParam::new(types::I32));
-    let mut bsig = sig.clone();
-    bsig.params.push(AbiParam::new(ptr));
-    let mut func = ir::Function::with_name_signature(UserFuncName::default(), bsig);
+    let mut func = ir::Function::with_name_signature(UserFuncName::default(), crate::block_sig(ptr));
     let mut b = FunctionBuilder::new(&mut func, fctx);
     let callee = b.import_signature(sig);
+    let succ_sig = b.import_signature(crate::block_sig(ptr));
     let mf = MemFlagsData::trusted();
     let entry = b.create_block();
     b.append_block_params_for_function_params(entry);
@@ -552,7 +551,8 @@ fn build(
     b.seal_block(link_exit);
     b.switch_to_block(link_exit);
     if members.iter().any(|m| cpu::interp::chains(&m[m.len() - 1])) {
-        emit_links(&mut b, LinkEnv { st, out, links, tlb, user_tag, loop_limit, exit, ret_ok });
+        let env = LinkEnv { ctx, st, out, links, tlb, user_tag, loop_limit, exit, ret_ok, succ_sig };
+        emit_links(&mut b, env);
     } else {
         b.ins().jump(ret_ok, &[]);
     }
