@@ -200,13 +200,73 @@ type FxBuild = std::hash::BuildHasherDefault<FxHasher>;
 /// Most decoded blocks kept at once (a few hundred MiB at worst); the cache starts over beyond it.
 const MAX_BLOCKS: usize = 1 << 18;
 
-/// Entries in the direct-mapped block cache in front of the hash map.
-const JUMP_CACHE: usize = 4096;
+/// Sets of the block lookup cache in front of the hash map (two ways each).
+const JUMP_SETS: usize = 4096;
 
-/// The jump-cache slot of a block at `rip`, physical address `phys`.
+/// The lookup-cache set of a block at `rip`, physical address `phys`: a multiplicative hash of both,
+/// so that blocks at the same page offset of different pages (the user and kernel halves of a
+/// system call) spread over the sets.
 #[inline]
-fn jump_slot(rip: u64, phys: u64) -> usize {
-    ((rip ^ (rip >> 12) ^ (phys >> 2)) as usize) % JUMP_CACHE
+fn jump_set(rip: u64, phys: u64) -> usize {
+    let h = (rip ^ phys.rotate_left(32)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (h >> (64 - JUMP_SETS.trailing_zeros())) as usize
+}
+
+/// A two-way set-associative cache of decoded blocks by key, in front of `Interpreter::blocks`:
+/// what `block_at` and the chaining loop look up between blocks. It was direct-mapped (4096 slots,
+/// `rip ^ rip >> 12 ^ phys >> 2`): the hot blocks of a system call collided in it, so a third of
+/// the lookups after SYSCALL/SYSRET/STI went on to the hash map, and the chaining loop missed almost
+/// every time (measured on the guest benchmark's syscall kernel). A fill goes to way 0 and moves
+/// way 0's entry to way 1 (like the TLB), so two hot blocks of one set both stay.
+///
+/// Host-side only: which blocks it holds is never guest-visible (every miss is served by the hash
+/// map or a decode, exactly as before). Every block dropped from `Interpreter::blocks` is removed
+/// from it too ([`JumpCache::remove`], [`JumpCache::clear`]).
+#[derive(Default)]
+struct JumpCache {
+    sets: Vec<[Option<(BlockKey, Rc<Block>)>; 2]>,
+}
+
+impl JumpCache {
+    /// The cached block of `key`.
+    #[inline]
+    fn get(&self, key: &BlockKey) -> Option<&Rc<Block>> {
+        let set = self.sets.get(jump_set(key.rip, key.phys))?;
+        set.iter().find_map(|e| match e {
+            Some((k, b)) if k == key => Some(b),
+            _ => None,
+        })
+    }
+
+    /// Caches `block` under `key` (not already cached).
+    fn insert(&mut self, key: BlockKey, block: Rc<Block>) {
+        if self.sets.is_empty() {
+            self.sets.resize_with(JUMP_SETS, Default::default);
+        }
+        let set = &mut self.sets[jump_set(key.rip, key.phys)];
+        if set[1].as_ref().is_some_and(|(k, _)| *k == key) {
+            set[1] = Some((key, block));
+        } else {
+            set[1] = set[0].take();
+            set[0] = Some((key, block));
+        }
+    }
+
+    /// Forgets the block of `key`, if cached.
+    fn remove(&mut self, key: &BlockKey) {
+        if let Some(set) = self.sets.get_mut(jump_set(key.rip, key.phys)) {
+            for e in set.iter_mut() {
+                if e.as_ref().is_some_and(|(k, _)| k == key) {
+                    *e = None;
+                }
+            }
+        }
+    }
+
+    /// Forgets every block.
+    fn clear(&mut self) {
+        self.sets.iter_mut().for_each(|s| *s = Default::default());
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -223,7 +283,7 @@ pub struct Interpreter {
     pub mmu: Mmu,
     blocks: HashMap<BlockKey, Rc<Block>, FxBuild>,
     page_blocks: HashMap<u64, Vec<BlockKey>, FxBuild>,
-    jump: Vec<Option<(BlockKey, Rc<Block>)>>,
+    jump: JumpCache,
     /// Blocks decoded so far (statistics).
     pub decoded_blocks: u64,
     /// Block runs by the interpreter's own loop, not a translation (statistics: with a backend,
@@ -272,7 +332,7 @@ impl Default for Interpreter {
             mmu: Mmu::default(),
             blocks: HashMap::default(),
             page_blocks: HashMap::default(),
-            jump: Vec::new(),
+            jump: JumpCache::default(),
             decoded_blocks: 0,
             interpreted_runs: 0,
             interpreted_insns: 0,
@@ -342,13 +402,9 @@ impl Interpreter {
         if let Some(keys) = self.page_blocks.remove(&page) {
             for k in keys {
                 self.blocks.remove(&k);
-                // Only this block's jump-cache slot (clearing the whole cache on every write to a
+                // Only this block's lookup-cache entry (clearing the whole cache on every write to a
                 // code page made a guest that recycles code pages miss it everywhere).
-                if let Some(e) = self.jump.get_mut(jump_slot(k.rip, k.phys))
-                    && e.as_ref().is_some_and(|(jk, _)| *jk == k)
-                {
-                    *e = None;
-                }
+                self.jump.remove(&k);
             }
             if let Some((b, _)) = &mut self.backend {
                 b.unlink_all();
@@ -540,7 +596,7 @@ impl Interpreter {
                 let end = code.run(&mut ctx, insns, loop_limit, 0);
                 fault = end.fault;
                 let mut go = chain_ok && block.chain;
-                // The block that ran last: borrowed from the jump cache (nothing changes the cache
+                // The block that ran last: borrowed from the lookup cache or the block map (nothing changes them
                 // while blocks run: invalidation waits for `process_dirty_code` below), or one the
                 // translation went on into.
                 let mut last: Option<&Rc<Block>> = None;
@@ -559,7 +615,7 @@ impl Interpreter {
                     {
                         break;
                     }
-                    let Some(next) = cached_block(st, ctx.mmu, &self.jump) else { break };
+                    let Some(next) = cached_block(st, ctx.mmu, &self.jump, &self.blocks) else { break };
                     let next: &Rc<Block> = next;
                     let Some(Some(code)) = next.compiled.get() else { break };
                     if st.icount.saturating_add(next.insns.len() as u64) > until {
@@ -738,17 +794,11 @@ impl Interpreter {
             Ctx { st: &mut *st, bus: &mut *bus, mmu: &mut self.mmu, next_rip: 0, break_block: false };
         let phys = ctx.lin_to_phys(lin, AccessKind::Exec)?;
         let key = BlockKey { phys, rip, cs_base: cs.base, bits };
-        if self.jump.is_empty() {
-            self.jump.resize(JUMP_CACHE, None);
-        }
-        let slot = jump_slot(rip, phys);
-        if let Some((k, b)) = &self.jump[slot]
-            && *k == key
-        {
+        if let Some(b) = self.jump.get(&key) {
             return Ok(b.clone());
         }
         if let Some(b) = self.blocks.get(&key) {
-            self.jump[slot] = Some((key, b.clone()));
+            self.jump.insert(key, b.clone());
             return Ok(b.clone());
         }
         let block = Rc::new(decode_block(&mut ctx, lin, phys, bits, self.stop_at)?);
@@ -757,7 +807,7 @@ impl Interpreter {
             // pages): bound the host memory the cache may take by starting over.
             self.blocks.clear();
             self.page_blocks.clear();
-            self.jump.iter_mut().for_each(|e| *e = None);
+            self.jump.clear();
             if let Some((b, _)) = &mut self.backend {
                 b.unlink_all();
             }
@@ -773,20 +823,22 @@ impl Interpreter {
             }
         }
         self.blocks.insert(key, block.clone());
-        self.jump[slot] = Some((key, block.clone()));
+        self.jump.insert(key, block.clone());
         self.decoded_blocks += 1;
         Ok(block)
     }
 }
 
-/// The cached block at the current RIP when `Interpreter::block_at` would return it from the jump
-/// cache through a hit in the fetch TLB, with no side effect; `None` when it would do more (walk the
+/// The cached block at the current RIP when `Interpreter::block_at` would return it from the lookup
+/// cache or the block map through a hit in the fetch TLB, with no side effect (a block found in the
+/// map is not put into the lookup cache); `None` when it would do more (walk the
 /// page tables, fault, decode), which the caller leaves to `block_at`.
 #[inline]
 fn cached_block<'a>(
     st: &CpuState,
     mmu: &Mmu,
-    jump: &'a [Option<(BlockKey, Rc<Block>)>],
+    jump: &'a JumpCache,
+    blocks: &'a HashMap<BlockKey, Rc<Block>, FxBuild>,
 ) -> Option<&'a Rc<Block>> {
     let bits = st.code_bits();
     let cs = st.sreg(Seg::Cs);
@@ -804,11 +856,7 @@ fn cached_block<'a>(
     let rip = st.rip;
     let phys = e.phys | (lin & 0xfff);
     let key = BlockKey { phys, rip, cs_base: cs.base, bits };
-    let slot = jump_slot(rip, phys);
-    match jump.get(slot) {
-        Some(Some((k, b))) if *k == key => Some(b),
-        _ => None,
-    }
+    jump.get(&key).or_else(|| blocks.get(&key))
 }
 
 /// Whether RIP `rip` is `stop_at` or one of the debugger's `stops`.
