@@ -307,12 +307,18 @@ pub struct Interpreter {
     /// The JIT, when installed ([`Interpreter::set_backend`]), and the number of entries after which
     /// a block is handed to it.
     backend: Option<(Box<dyn BlockBackend>, u32)>,
-    /// Times each physical page's decoded code was invalidated (self-modifying code, DMA). A block on
-    /// a page invalidated `k` times is translated only after
-    /// `threshold << min(k - SMC_BACKOFF_GRACE, SMC_BACKOFF_MAX)` entries, so code that keeps rewriting itself (or data written next to code) stays interpreted
-    /// instead of paying a translation for every rewrite. Host-side statistics: it decides only when a
-    /// block is translated, which no guest can observe.
-    invalidations: HashMap<u64, u32, FxBuild>,
+    /// Times each physical page's decoded code was invalidated (self-modifying code, DMA) in a row
+    /// (each less than [`SMC_QUIET`] retired instructions after the one before), and the retired
+    /// count at the last one. A block on a page invalidated `k` times in a row, the last less than
+    /// `SMC_QUIET` instructions ago, is translated only after
+    /// `threshold << min(k - SMC_BACKOFF_GRACE, SMC_BACKOFF_MAX)` entries, so code that keeps
+    /// rewriting itself (or data written next to code) stays interpreted instead of paying a
+    /// translation for every rewrite. Host-side statistics: it decides only when a block is
+    /// translated, which no guest can observe.
+    invalidations: HashMap<u64, (u32, u64), FxBuild>,
+    /// `st.icount` as `run` last saw it (when code pages are invalidated): the clock of
+    /// `invalidations`.
+    clock: u64,
 }
 
 /// The entry of a block at which the interpreter asks the backend for an existing translation
@@ -325,6 +331,13 @@ const SMC_BACKOFF_MAX: u32 = 6;
 /// Invalidations of a page before its threshold starts doubling: code patched once or twice (a
 /// loader, a one-time fix-up) is translated again as soon as it would have been.
 const SMC_BACKOFF_GRACE: u32 = 2;
+/// Retired instructions without an invalidation after which a page counts as stable again: its
+/// back-off ends. Linux patches its text hundreds of times per page while it boots (alternatives,
+/// static keys and calls), then never again; without the decay the page-fault handler's blocks
+/// stayed interpreted until their 64,000th entry. A page rewritten once per `SMC_QUIET`
+/// instructions costs at most one translation (about 0.4 ms) per this many interpreted
+/// instructions (some tens of ms).
+const SMC_QUIET: u64 = 1 << 22;
 
 impl Default for Interpreter {
     fn default() -> Self {
@@ -343,6 +356,7 @@ impl Default for Interpreter {
             db_defer_icount: u64::MAX,
             backend: None,
             invalidations: HashMap::default(),
+            clock: 0,
         }
     }
 }
@@ -408,8 +422,10 @@ impl Interpreter {
             }
             if let Some((b, _)) = &mut self.backend {
                 b.unlink_all();
-                let n = self.invalidations.entry(page).or_insert(0);
-                *n = n.saturating_add(1);
+                let clock = self.clock;
+                let (n, last) = self.invalidations.entry(page).or_insert((0, clock));
+                *n = if clock.saturating_sub(*last) >= SMC_QUIET { 1 } else { n.saturating_add(1) };
+                *last = clock;
             }
         }
         self.mmu.code_pages.remove(&page);
@@ -423,6 +439,7 @@ impl Interpreter {
 
     /// Runs until `st.icount` reaches `until` or the CPU stops.
     pub fn run(&mut self, st: &mut CpuState, bus: &mut dyn CpuBus, until: u64) -> Exit {
+        self.clock = st.icount;
         // The debug registers may have been written from outside (reset, snapshot, another engine).
         if self.mmu.debug.sync(st) {
             self.mmu.tlb.flush(false);
@@ -565,7 +582,8 @@ impl Interpreter {
                                         .pages
                                         .iter()
                                         .filter_map(|p| self.invalidations.get(p))
-                                        .copied()
+                                        .filter(|(_, last)| st.icount.saturating_sub(*last) < SMC_QUIET)
+                                        .map(|(n, _)| *n)
                                         .max();
                                     let k = k.unwrap_or(0).saturating_sub(SMC_BACKOFF_GRACE);
                                     h >= threshold.saturating_mul(1 << k.min(SMC_BACKOFF_MAX))
@@ -669,6 +687,7 @@ impl Interpreter {
                 self.interpreted_runs += 1;
                 self.interpreted_insns += done as u64;
             }
+            self.clock = st.icount;
             self.process_dirty_code();
             if reached_stop {
                 return Exit::ReachedStop;
