@@ -224,8 +224,11 @@ fn jump_set(rip: u64, phys: u64) -> usize {
 /// from it too ([`JumpCache::remove`], [`JumpCache::clear`]).
 #[derive(Default)]
 struct JumpCache {
-    sets: Vec<[Option<(BlockKey, Rc<Block>)>; 2]>,
+    sets: Vec<[JumpEntry; 2]>,
 }
+
+/// One way of a [`JumpCache`] set.
+type JumpEntry = Option<(BlockKey, Rc<Block>)>;
 
 impl JumpCache {
     /// The cached block of `key`.
@@ -751,7 +754,7 @@ impl Interpreter {
             && !self.mmu.debug.data
             && self.db_defer_icount != st.icount
             && !(st.rflags & flags::IF != 0 && bus.interrupt_pending())
-            && !(!st.nmi_blocked && bus.nmi_pending())
+            && (st.nmi_blocked || !bus.nmi_pending())
     }
 
     /// Delivers the pending trap-class debug conditions as one #DB: their DR6 bits are ORed in (B0-B3,
