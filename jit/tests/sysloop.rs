@@ -115,7 +115,8 @@ fn program(r: &mut Rng) -> Vec<u8> {
 /// Sets up the machine: IDT, handlers, the page table of [`LIN`].
 fn setup(bus: &mut TestBus) -> cpu::CpuState {
     let mut st = cpu_in(TestMode::Long64, bus);
-    let w = |bus: &mut TestBus, a: u64, v: &[u8]| bus.ram[a as usize..a as usize + v.len()].copy_from_slice(v);
+    let w =
+        |bus: &mut TestBus, a: u64, v: &[u8]| bus.ram[a as usize..a as usize + v.len()].copy_from_slice(v);
     for (v, h) in [(14u64, PF_H), (0x20, IRQ_H), (0x21, SOFT_H)] {
         let lo = (h & 0xffff) | (0x08 << 16) | (0x8e00u64 << 32) | ((h >> 16 & 0xffff) << 48);
         w(bus, IDT + v * 16, &lo.to_le_bytes());
@@ -208,7 +209,9 @@ fn jit_matches_interpreter_around_sti_int_iret_and_page_faults_with_interrupts()
         assert_eq!(ea, eb, "case {case}: exits");
         assert_eq!(tlb_tags(&interp), tlb_tags(&jit), "case {case}: the TLB");
         assert!(ba.bus.ram == bb.bus.ram, "case {case}: RAM differs");
-        let word = |b: &IrqBus, o: u64| u64::from_le_bytes(b.bus.ram[(DATA + o) as usize..][..8].try_into().unwrap());
+        let word = |b: &IrqBus, o: u64| {
+            u64::from_le_bytes(b.bus.ram[(DATA + o) as usize..][..8].try_into().unwrap())
+        };
         delivered += word(&ba, 0x100);
         faults += word(&ba, 0x110);
     }
