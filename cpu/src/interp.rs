@@ -200,13 +200,76 @@ type FxBuild = std::hash::BuildHasherDefault<FxHasher>;
 /// Most decoded blocks kept at once (a few hundred MiB at worst); the cache starts over beyond it.
 const MAX_BLOCKS: usize = 1 << 18;
 
-/// Entries in the direct-mapped block cache in front of the hash map.
-const JUMP_CACHE: usize = 4096;
+/// Sets of the block lookup cache in front of the hash map (two ways each).
+const JUMP_SETS: usize = 4096;
 
-/// The jump-cache slot of a block at `rip`, physical address `phys`.
+/// The lookup-cache set of a block at `rip`, physical address `phys`: a multiplicative hash of both,
+/// so that blocks at the same page offset of different pages (the user and kernel halves of a
+/// system call) spread over the sets.
 #[inline]
-fn jump_slot(rip: u64, phys: u64) -> usize {
-    ((rip ^ (rip >> 12) ^ (phys >> 2)) as usize) % JUMP_CACHE
+fn jump_set(rip: u64, phys: u64) -> usize {
+    let h = (rip ^ phys.rotate_left(32)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (h >> (64 - JUMP_SETS.trailing_zeros())) as usize
+}
+
+/// A two-way set-associative cache of decoded blocks by key, in front of `Interpreter::blocks`:
+/// what `block_at` and the chaining loop look up between blocks. It was direct-mapped (4096 slots,
+/// `rip ^ rip >> 12 ^ phys >> 2`): the hot blocks of a system call collided in it, so a third of
+/// the lookups after SYSCALL/SYSRET/STI went on to the hash map, and the chaining loop missed almost
+/// every time (measured on the guest benchmark's syscall kernel). A fill goes to way 0 and moves
+/// way 0's entry to way 1 (like the TLB), so two hot blocks of one set both stay.
+///
+/// Host-side only: which blocks it holds is never guest-visible (every miss is served by the hash
+/// map or a decode, exactly as before). Every block dropped from `Interpreter::blocks` is removed
+/// from it too ([`JumpCache::remove`], [`JumpCache::clear`]).
+#[derive(Default)]
+struct JumpCache {
+    sets: Vec<[JumpEntry; 2]>,
+}
+
+/// One way of a [`JumpCache`] set.
+type JumpEntry = Option<(BlockKey, Rc<Block>)>;
+
+impl JumpCache {
+    /// The cached block of `key`.
+    #[inline]
+    fn get(&self, key: &BlockKey) -> Option<&Rc<Block>> {
+        let set = self.sets.get(jump_set(key.rip, key.phys))?;
+        set.iter().find_map(|e| match e {
+            Some((k, b)) if k == key => Some(b),
+            _ => None,
+        })
+    }
+
+    /// Caches `block` under `key` (not already cached).
+    fn insert(&mut self, key: BlockKey, block: Rc<Block>) {
+        if self.sets.is_empty() {
+            self.sets.resize_with(JUMP_SETS, Default::default);
+        }
+        let set = &mut self.sets[jump_set(key.rip, key.phys)];
+        if set[1].as_ref().is_some_and(|(k, _)| *k == key) {
+            set[1] = Some((key, block));
+        } else {
+            set[1] = set[0].take();
+            set[0] = Some((key, block));
+        }
+    }
+
+    /// Forgets the block of `key`, if cached.
+    fn remove(&mut self, key: &BlockKey) {
+        if let Some(set) = self.sets.get_mut(jump_set(key.rip, key.phys)) {
+            for e in set.iter_mut() {
+                if e.as_ref().is_some_and(|(k, _)| k == key) {
+                    *e = None;
+                }
+            }
+        }
+    }
+
+    /// Forgets every block.
+    fn clear(&mut self) {
+        self.sets.iter_mut().for_each(|s| *s = Default::default());
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -223,7 +286,7 @@ pub struct Interpreter {
     pub mmu: Mmu,
     blocks: HashMap<BlockKey, Rc<Block>, FxBuild>,
     page_blocks: HashMap<u64, Vec<BlockKey>, FxBuild>,
-    jump: Vec<Option<(BlockKey, Rc<Block>)>>,
+    jump: JumpCache,
     /// Blocks decoded so far (statistics).
     pub decoded_blocks: u64,
     /// Block runs by the interpreter's own loop, not a translation (statistics: with a backend,
@@ -247,12 +310,18 @@ pub struct Interpreter {
     /// The JIT, when installed ([`Interpreter::set_backend`]), and the number of entries after which
     /// a block is handed to it.
     backend: Option<(Box<dyn BlockBackend>, u32)>,
-    /// Times each physical page's decoded code was invalidated (self-modifying code, DMA). A block on
-    /// a page invalidated `k` times is translated only after
-    /// `threshold << min(k - SMC_BACKOFF_GRACE, SMC_BACKOFF_MAX)` entries, so code that keeps rewriting itself (or data written next to code) stays interpreted
-    /// instead of paying a translation for every rewrite. Host-side statistics: it decides only when a
-    /// block is translated, which no guest can observe.
-    invalidations: HashMap<u64, u32, FxBuild>,
+    /// Times each physical page's decoded code was invalidated (self-modifying code, DMA) in a row
+    /// (each less than [`SMC_QUIET`] retired instructions after the one before), and the retired
+    /// count at the last one. A block on a page invalidated `k` times in a row, the last less than
+    /// `SMC_QUIET` instructions ago, is translated only after
+    /// `threshold << min(k - SMC_BACKOFF_GRACE, SMC_BACKOFF_MAX)` entries, so code that keeps
+    /// rewriting itself (or data written next to code) stays interpreted instead of paying a
+    /// translation for every rewrite. Host-side statistics: it decides only when a block is
+    /// translated, which no guest can observe.
+    invalidations: HashMap<u64, (u32, u64), FxBuild>,
+    /// `st.icount` as `run` last saw it (when code pages are invalidated): the clock of
+    /// `invalidations`.
+    clock: u64,
 }
 
 /// The entry of a block at which the interpreter asks the backend for an existing translation
@@ -265,6 +334,13 @@ const SMC_BACKOFF_MAX: u32 = 6;
 /// Invalidations of a page before its threshold starts doubling: code patched once or twice (a
 /// loader, a one-time fix-up) is translated again as soon as it would have been.
 const SMC_BACKOFF_GRACE: u32 = 2;
+/// Retired instructions without an invalidation after which a page counts as stable again: its
+/// back-off ends. Linux patches its text hundreds of times per page while it boots (alternatives,
+/// static keys and calls), then never again; without the decay the page-fault handler's blocks
+/// stayed interpreted until their 64,000th entry. A page rewritten once per `SMC_QUIET`
+/// instructions costs at most one translation (about 0.4 ms) per this many interpreted
+/// instructions (some tens of ms).
+const SMC_QUIET: u64 = 1 << 22;
 
 impl Default for Interpreter {
     fn default() -> Self {
@@ -272,7 +348,7 @@ impl Default for Interpreter {
             mmu: Mmu::default(),
             blocks: HashMap::default(),
             page_blocks: HashMap::default(),
-            jump: Vec::new(),
+            jump: JumpCache::default(),
             decoded_blocks: 0,
             interpreted_runs: 0,
             interpreted_insns: 0,
@@ -283,6 +359,7 @@ impl Default for Interpreter {
             db_defer_icount: u64::MAX,
             backend: None,
             invalidations: HashMap::default(),
+            clock: 0,
         }
     }
 }
@@ -342,18 +419,16 @@ impl Interpreter {
         if let Some(keys) = self.page_blocks.remove(&page) {
             for k in keys {
                 self.blocks.remove(&k);
-                // Only this block's jump-cache slot (clearing the whole cache on every write to a
+                // Only this block's lookup-cache entry (clearing the whole cache on every write to a
                 // code page made a guest that recycles code pages miss it everywhere).
-                if let Some(e) = self.jump.get_mut(jump_slot(k.rip, k.phys))
-                    && e.as_ref().is_some_and(|(jk, _)| *jk == k)
-                {
-                    *e = None;
-                }
+                self.jump.remove(&k);
             }
             if let Some((b, _)) = &mut self.backend {
                 b.unlink_all();
-                let n = self.invalidations.entry(page).or_insert(0);
-                *n = n.saturating_add(1);
+                let clock = self.clock;
+                let (n, last) = self.invalidations.entry(page).or_insert((0, clock));
+                *n = if clock.saturating_sub(*last) >= SMC_QUIET { 1 } else { n.saturating_add(1) };
+                *last = clock;
             }
         }
         self.mmu.code_pages.remove(&page);
@@ -367,6 +442,7 @@ impl Interpreter {
 
     /// Runs until `st.icount` reaches `until` or the CPU stops.
     pub fn run(&mut self, st: &mut CpuState, bus: &mut dyn CpuBus, until: u64) -> Exit {
+        self.clock = st.icount;
         // The debug registers may have been written from outside (reset, snapshot, another engine).
         if self.mmu.debug.sync(st) {
             self.mmu.tlb.flush(false);
@@ -462,11 +538,12 @@ impl Interpreter {
             };
             events_without_progress = 0;
             // After STI or MOV SS the next instruction runs with interrupts inhibited; the block ends
-            // right after it so that a pending interrupt is taken at the exact boundary. TF is sampled
-            // before the instruction: it single-steps the instruction that clears it, not the one that
-            // sets it (SDM Vol. 3B 17.3.1.4).
+            // right after it so that a pending interrupt is taken at the exact boundary (unless none
+            // can be: `shadow_runs_whole`). TF is sampled before the instruction: it single-steps the
+            // instruction that clears it, not the one that sets it (SDM Vol. 3B 17.3.1.4).
             let tf = st.rflags & flags::TF != 0;
-            let single_step = tf || st.irq_shadow_icount == st.icount;
+            let single_step =
+                tf || (st.irq_shadow_icount == st.icount && !self.shadow_runs_whole(st, bus, &block));
             // RF is cleared at the start of the instruction, after the instruction-breakpoint check.
             if st.rflags & flags::RF != 0 {
                 st.rflags &= !flags::RF;
@@ -509,7 +586,8 @@ impl Interpreter {
                                         .pages
                                         .iter()
                                         .filter_map(|p| self.invalidations.get(p))
-                                        .copied()
+                                        .filter(|(_, last)| st.icount.saturating_sub(*last) < SMC_QUIET)
+                                        .map(|(n, _)| *n)
                                         .max();
                                     let k = k.unwrap_or(0).saturating_sub(SMC_BACKOFF_GRACE);
                                     h >= threshold.saturating_mul(1 << k.min(SMC_BACKOFF_MAX))
@@ -540,7 +618,7 @@ impl Interpreter {
                 let end = code.run(&mut ctx, insns, loop_limit, 0);
                 fault = end.fault;
                 let mut go = chain_ok && block.chain;
-                // The block that ran last: borrowed from the jump cache (nothing changes the cache
+                // The block that ran last: borrowed from the lookup cache or the block map (nothing changes them
                 // while blocks run: invalidation waits for `process_dirty_code` below), or one the
                 // translation went on into.
                 let mut last: Option<&Rc<Block>> = None;
@@ -559,7 +637,7 @@ impl Interpreter {
                     {
                         break;
                     }
-                    let Some(next) = cached_block(st, ctx.mmu, &self.jump) else { break };
+                    let Some(next) = cached_block(st, ctx.mmu, &self.jump, &self.blocks) else { break };
                     let next: &Rc<Block> = next;
                     let Some(Some(code)) = next.compiled.get() else { break };
                     if st.icount.saturating_add(next.insns.len() as u64) > until {
@@ -613,6 +691,7 @@ impl Interpreter {
                 self.interpreted_runs += 1;
                 self.interpreted_insns += done as u64;
             }
+            self.clock = st.icount;
             self.process_dirty_code();
             if reached_stop {
                 return Exit::ReachedStop;
@@ -650,6 +729,32 @@ impl Interpreter {
                 }
             }
         }
+    }
+
+    /// Whether `block`, entered in an interrupt shadow (the instruction after STI, MOV SS or POP
+    /// SS), may run as any other block instead of one instruction and a return to the loop's checks:
+    /// when no interrupt or NMI is pending that the shadow holds back, nothing can be delivered at
+    /// the boundary after its first instruction (an interrupt becomes pending only through a device,
+    /// which ends the block, or at a deadline, which the budget covers: the premise of chaining),
+    /// no debug condition waits on it, and the loop would find the rest of the block as a block of
+    /// its own with no side effect. That holds when the block is more than its first instruction
+    /// (otherwise both are the same), within one page (the rest's decode fetches only through the
+    /// fetch-TLB entry `block_at` has just used, a hit that changes nothing) and shorter than
+    /// [`MAX_BLOCK`] (the rest would end at the same instruction). Linux enables interrupts with STI
+    /// on every system call and page fault: one loop round and an interpreted instruction less each.
+    ///
+    /// The NMI query latches a local APIC NMI into the interrupt controller a boundary earlier than
+    /// the loop's own check would; it is delivered at the same instruction either way.
+    fn shadow_runs_whole(&self, st: &CpuState, bus: &mut dyn CpuBus, block: &Block) -> bool {
+        block.insns.len() > 1
+            && block.insns.len() < MAX_BLOCK
+            && block.pages[1] == u64::MAX
+            && self.mmu.debug.pending == 0
+            && !self.mmu.debug.code
+            && !self.mmu.debug.data
+            && self.db_defer_icount != st.icount
+            && !(st.rflags & flags::IF != 0 && bus.interrupt_pending())
+            && (st.nmi_blocked || !bus.nmi_pending())
     }
 
     /// Delivers the pending trap-class debug conditions as one #DB: their DR6 bits are ORed in (B0-B3,
@@ -738,17 +843,11 @@ impl Interpreter {
             Ctx { st: &mut *st, bus: &mut *bus, mmu: &mut self.mmu, next_rip: 0, break_block: false };
         let phys = ctx.lin_to_phys(lin, AccessKind::Exec)?;
         let key = BlockKey { phys, rip, cs_base: cs.base, bits };
-        if self.jump.is_empty() {
-            self.jump.resize(JUMP_CACHE, None);
-        }
-        let slot = jump_slot(rip, phys);
-        if let Some((k, b)) = &self.jump[slot]
-            && *k == key
-        {
+        if let Some(b) = self.jump.get(&key) {
             return Ok(b.clone());
         }
         if let Some(b) = self.blocks.get(&key) {
-            self.jump[slot] = Some((key, b.clone()));
+            self.jump.insert(key, b.clone());
             return Ok(b.clone());
         }
         let block = Rc::new(decode_block(&mut ctx, lin, phys, bits, self.stop_at)?);
@@ -757,7 +856,7 @@ impl Interpreter {
             // pages): bound the host memory the cache may take by starting over.
             self.blocks.clear();
             self.page_blocks.clear();
-            self.jump.iter_mut().for_each(|e| *e = None);
+            self.jump.clear();
             if let Some((b, _)) = &mut self.backend {
                 b.unlink_all();
             }
@@ -773,20 +872,22 @@ impl Interpreter {
             }
         }
         self.blocks.insert(key, block.clone());
-        self.jump[slot] = Some((key, block.clone()));
+        self.jump.insert(key, block.clone());
         self.decoded_blocks += 1;
         Ok(block)
     }
 }
 
-/// The cached block at the current RIP when `Interpreter::block_at` would return it from the jump
-/// cache through a hit in the fetch TLB, with no side effect; `None` when it would do more (walk the
+/// The cached block at the current RIP when `Interpreter::block_at` would return it from the lookup
+/// cache or the block map through a hit in the fetch TLB, with no side effect (a block found in the
+/// map is not put into the lookup cache); `None` when it would do more (walk the
 /// page tables, fault, decode), which the caller leaves to `block_at`.
 #[inline]
 fn cached_block<'a>(
     st: &CpuState,
     mmu: &Mmu,
-    jump: &'a [Option<(BlockKey, Rc<Block>)>],
+    jump: &'a JumpCache,
+    blocks: &'a HashMap<BlockKey, Rc<Block>, FxBuild>,
 ) -> Option<&'a Rc<Block>> {
     let bits = st.code_bits();
     let cs = st.sreg(Seg::Cs);
@@ -804,11 +905,7 @@ fn cached_block<'a>(
     let rip = st.rip;
     let phys = e.phys | (lin & 0xfff);
     let key = BlockKey { phys, rip, cs_base: cs.base, bits };
-    let slot = jump_slot(rip, phys);
-    match jump.get(slot) {
-        Some(Some((k, b))) if *k == key => Some(b),
-        _ => None,
-    }
+    jump.get(&key).or_else(|| blocks.get(&key))
 }
 
 /// Whether RIP `rip` is `stop_at` or one of the debugger's `stops`.
@@ -1014,4 +1111,326 @@ fn is_special_mov(i: &iced_x86::Instruction) -> bool {
             r.is_segment_register() || r.is_cr() || r.is_dr() || r.is_tr()
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{CODE, DATA, TestBus, TestMode, asm, cpu_in};
+    use iced_x86::code_asm::*;
+    use std::ptr::NonNull;
+
+    fn key(rip: u64, phys: u64) -> BlockKey {
+        BlockKey { phys, rip, cs_base: 0, bits: 64 }
+    }
+
+    fn dummy() -> Rc<Block> {
+        Rc::new(Block {
+            insns: Vec::new(),
+            pages: [0, u64::MAX],
+            hits: Cell::new(0),
+            compiled: OnceCell::new(),
+            chain: false,
+        })
+    }
+
+    /// Keys of `n` blocks that all fall into one set of the lookup cache.
+    fn same_set(n: usize) -> Vec<BlockKey> {
+        let set = jump_set(0x40_1000, 0x123_4000);
+        let mut v = vec![key(0x40_1000, 0x123_4000)];
+        let mut rip = 0x40_1000u64;
+        while v.len() < n {
+            rip += 1;
+            if jump_set(rip, 0x123_4000) == set {
+                v.push(key(rip, 0x123_4000));
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn lookup_cache_keeps_two_blocks_of_a_set_and_evicts_the_older() {
+        let mut c = JumpCache::default();
+        let k = same_set(3);
+        let b: Vec<_> = (0..3).map(|_| dummy()).collect();
+        assert!(c.get(&k[0]).is_none(), "an empty cache finds nothing");
+        c.insert(k[0], b[0].clone());
+        c.insert(k[1], b[1].clone());
+        // The direct-mapped cache this replaced lost k[0] here: the system call's hot blocks thrashed.
+        assert!(Rc::ptr_eq(c.get(&k[0]).unwrap(), &b[0]));
+        assert!(Rc::ptr_eq(c.get(&k[1]).unwrap(), &b[1]));
+        c.insert(k[2], b[2].clone());
+        assert!(c.get(&k[0]).is_none(), "the oldest of three in a set is evicted");
+        assert!(Rc::ptr_eq(c.get(&k[1]).unwrap(), &b[1]));
+        assert!(Rc::ptr_eq(c.get(&k[2]).unwrap(), &b[2]));
+        // The rest of the key takes part: another CS base or code size is another block.
+        assert!(c.get(&BlockKey { cs_base: 0x10, ..k[2] }).is_none());
+        assert!(c.get(&BlockKey { bits: 32, ..k[2] }).is_none());
+        c.remove(&k[1]);
+        assert!(c.get(&k[1]).is_none());
+        assert!(Rc::ptr_eq(c.get(&k[2]).unwrap(), &b[2]), "remove takes only its own key");
+        c.clear();
+        assert!(c.get(&k[2]).is_none());
+        // Re-inserting the key that sits in way 1 keeps way 0.
+        c.insert(k[0], b[0].clone());
+        c.insert(k[1], b[1].clone());
+        c.insert(k[0], b[2].clone());
+        assert!(Rc::ptr_eq(c.get(&k[0]).unwrap(), &b[2]));
+        assert!(Rc::ptr_eq(c.get(&k[1]).unwrap(), &b[1]));
+    }
+
+    #[test]
+    fn lookup_cache_set_hash_spreads_same_offsets_of_different_pages() {
+        // The user and kernel blocks of a system call share page offsets; 64 pages at one offset
+        // must not pile into a few sets.
+        let sets: std::collections::HashSet<_> = (0..64u64)
+            .map(|p| jump_set(0xffff_ffff_8100_0000 + p * 0x1000 + 0x40, 0x100_0000 + p * 0x1000 + 0x40))
+            .collect();
+        assert!(sets.len() >= 60, "{} sets for 64 pages", sets.len());
+    }
+
+    /// Code that runs a block, rewrites an immediate in it with a store to its own page, and runs
+    /// it again: the second run must see the new code, whichever cache held the old block.
+    #[test]
+    fn a_rewritten_block_is_never_found_in_the_lookup_cache() {
+        let code = asm(64, |a| {
+            let mut top = a.create_label();
+            let mut done = a.create_label();
+            a.mov(ecx, 2).unwrap();
+            a.set_label(&mut top).unwrap();
+            a.mov(eax, 0x11).unwrap(); // b8 11 00 00 00: the store below rewrites the 0x11
+            a.add(ebx, eax).unwrap();
+            a.dec(ecx).unwrap();
+            a.jz(done).unwrap();
+            a.lea(rdx, ptr(top)).unwrap();
+            a.mov(byte_ptr(rdx + 1), 0x22).unwrap();
+            a.jmp(top).unwrap();
+            a.set_label(&mut done).unwrap();
+            a.hlt().unwrap();
+        });
+        let mut bus = TestBus::default();
+        let mut st = cpu_in(TestMode::Long64, &mut bus);
+        bus.ram[CODE as usize..CODE as usize + code.len()].copy_from_slice(&code);
+        let mut it = Interpreter::new();
+        assert_eq!(it.run(&mut st, &mut bus, 1000), Exit::Halted);
+        assert_eq!(st.gpr[3], 0x11 + 0x22, "the second pass ran the rewritten MOV");
+        // Every block of the page was dropped from the lookup cache with the map.
+        for set in &it.jump.sets {
+            for (k, _) in set.iter().flatten() {
+                assert!(it.blocks.contains_key(k), "a dropped block left in the lookup cache");
+            }
+        }
+    }
+
+    /// The same bytes at the same RIP and physical address, run as 64-bit and then as 32-bit code
+    /// by one interpreter: `48 ff c0` is INC RAX in 64-bit mode, DEC EAX; INC EAX in 32-bit mode.
+    #[test]
+    fn a_mode_change_finds_the_block_of_the_new_mode() {
+        let code = [0x48, 0xff, 0xc0, 0xf4];
+        let mut it = Interpreter::new();
+        // One bus throughout: the TLB holds pointers into its RAM.
+        let mut bus = TestBus::default();
+        for (mode, icount) in [(TestMode::Long64, 2), (TestMode::Prot32, 3), (TestMode::Long64, 2)] {
+            let mut st = cpu_in(mode, &mut bus);
+            bus.ram[CODE as usize..CODE as usize + code.len()].copy_from_slice(&code);
+            st.gpr[0] = 5;
+            assert_eq!(it.run(&mut st, &mut bus, 100), Exit::Halted);
+            assert_eq!(st.icount, icount, "{mode:?}: the block decoded for this mode ran");
+            assert_eq!(st.gpr[0], if mode == TestMode::Long64 { 6 } else { 5 });
+        }
+    }
+
+    /// A test bus with an interrupt (vector 0x20) or an NMI pending from the start.
+    struct IrqBus {
+        bus: TestBus,
+        irq: bool,
+        nmi: bool,
+    }
+
+    impl CpuBus for IrqBus {
+        fn ram_page(&mut self, page: u64, write: bool) -> Option<NonNull<u8>> {
+            self.bus.ram_page(page, write)
+        }
+        fn read_phys(&mut self, addr: u64, data: &mut [u8]) {
+            self.bus.read_phys(addr, data)
+        }
+        fn write_phys(&mut self, addr: u64, data: &[u8]) {
+            self.bus.write_phys(addr, data)
+        }
+        fn io_in(&mut self, port: u16, size: u8) -> u32 {
+            self.bus.io_in(port, size)
+        }
+        fn io_out(&mut self, port: u16, size: u8, value: u32) {
+            self.bus.io_out(port, size, value)
+        }
+        fn interrupt_pending(&mut self) -> bool {
+            self.irq
+        }
+        fn acknowledge_interrupt(&mut self) -> Option<u8> {
+            std::mem::take(&mut self.irq).then_some(0x20)
+        }
+        fn nmi_pending(&mut self) -> bool {
+            self.nmi
+        }
+        fn take_nmi(&mut self) {
+            self.nmi = false;
+        }
+        fn tsc(&mut self, icount: u64) -> u64 {
+            self.bus.tsc(icount)
+        }
+    }
+
+    const HANDLER: u64 = CODE + 0x200;
+
+    /// 32-bit code with IF = 0: STI, then a block of three MOVs and HLT (with an NMI: from the first
+    /// MOV, in the shadow of an STI just run). The handler of vector 0x20
+    /// and of the NMI stores ECX and EDX (what the block had done when the event came) and IRETs.
+    /// Returns the stored ECX and EDX, the final state and the interpreter's block runs.
+    fn sti_then_block(irq: bool, nmi: bool) -> (u32, u32, CpuState, u64) {
+        let mut bus = IrqBus { bus: TestBus::default(), irq, nmi };
+        let mut st = cpu_in(TestMode::Prot32, &mut bus.bus);
+        let code = asm(32, |a| {
+            a.sti().unwrap();
+            a.mov(ecx, 1).unwrap();
+            a.mov(edx, 2).unwrap();
+            a.mov(esi, 3).unwrap();
+            a.hlt().unwrap();
+        });
+        bus.bus.ram[CODE as usize..CODE as usize + code.len()].copy_from_slice(&code);
+        let handler = iced_x86::code_asm::CodeAssembler::new(32)
+            .and_then(|mut a| {
+                a.mov(dword_ptr(DATA as u32), ecx)?;
+                a.mov(dword_ptr(DATA as u32 + 4), edx)?;
+                a.iretd()?;
+                a.assemble(HANDLER)
+            })
+            .unwrap();
+        bus.bus.ram[HANDLER as usize..HANDLER as usize + handler.len()].copy_from_slice(&handler);
+        // 32-bit interrupt gates to HANDLER for the NMI (2) and vector 0x20.
+        let gate = (HANDLER & 0xffff) | (0x08 << 16) | (0x8e00u64 << 32) | ((HANDLER >> 16) << 48);
+        for v in [2usize, 0x20] {
+            bus.bus.ram[0x600 + v * 8..0x608 + v * 8].copy_from_slice(&gate.to_le_bytes());
+        }
+        st.idtr.base = 0x600;
+        st.idtr.limit = 0x7ff;
+        bus.bus.ram[DATA as usize..DATA as usize + 8].fill(0xff);
+        st.rflags &= !flags::IF;
+        st.gpr[1] = 0;
+        st.gpr[2] = 0;
+        if nmi {
+            // An NMI is not held by IF = 0: start as if STI had just run (shadow and IF set), or it
+            // would come before the STI.
+            st.rip += 1;
+            st.rflags |= flags::IF;
+            st.irq_shadow_icount = st.icount;
+        }
+        let mut it = Interpreter::new();
+        assert_eq!(it.run(&mut st, &mut bus, 100), Exit::Halted);
+        let word = |a: u64| u32::from_le_bytes(bus.bus.ram[a as usize..a as usize + 4].try_into().unwrap());
+        (word(DATA), word(DATA + 4), st, it.interpreted_runs)
+    }
+
+    #[test]
+    fn an_interrupt_held_by_the_sti_shadow_comes_after_one_instruction() {
+        let (c, d, st, _) = sti_then_block(true, false);
+        assert_eq!((c, d), (1, 0), "the interrupt came after the MOV in the shadow, no later");
+        assert_eq!((st.gpr[1], st.gpr[2], st.gpr[6]), (1, 2, 3));
+        let (c, d, _, _) = sti_then_block(false, true);
+        assert_eq!((c, d), (1, 0), "the NMI came after the MOV in the shadow, no later");
+    }
+
+    #[test]
+    fn with_nothing_pending_the_block_after_sti_runs_whole() {
+        let (c, d, st, runs) = sti_then_block(false, false);
+        assert_eq!((c, d), (0xffff_ffff, 0xffff_ffff), "no event was delivered");
+        assert_eq!((st.gpr[1], st.gpr[2], st.gpr[6], st.icount), (1, 2, 3, 5));
+        // STI's block, then the rest as one block (it was three runs: STI, the MOV in the shadow
+        // alone, then the rest from the second MOV).
+        assert_eq!(runs, 2);
+    }
+
+    /// A backend that counts translations and runs them as the interpreter would.
+    struct Counting(Rc<Cell<u64>>);
+
+    struct Interp;
+
+    impl CompiledBlock for Interp {
+        fn run(&self, ctx: &mut Ctx<'_>, insns: &[Insn], _: u64, _: usize) -> RunEnd {
+            RunEnd { fault: run_insns(ctx, insns), ..RunEnd::default() }
+        }
+    }
+
+    impl BlockBackend for Counting {
+        fn compile(&mut self, _: &[Insn]) -> Option<Box<dyn CompiledBlock>> {
+            self.0.set(self.0.get() + 1);
+            Some(Box::new(Interp))
+        }
+        fn compiled_blocks(&self) -> u64 {
+            self.0.get()
+        }
+    }
+
+    /// Code on page A rewrites a byte of its own page 20 times (every rewrite drops its blocks),
+    /// calls a loop of `wait` iterations on page B, then runs a loop of 10,000 iterations on page A.
+    /// Returns the final state and the instructions the interpreter ran itself.
+    fn backoff_run(wait: u32) -> (CpuState, u64) {
+        let page_b = CODE + 0x1000;
+        let a_code = asm(64, |a| {
+            let mut w = a.create_label();
+            let mut q = a.create_label();
+            let mut data = a.create_label();
+            a.mov(ecx, 20).unwrap();
+            a.set_label(&mut w).unwrap();
+            a.mov(byte_ptr(data), cl).unwrap();
+            a.dec(ecx).unwrap();
+            a.jnz(w).unwrap();
+            a.mov(ebx, page_b as u32).unwrap();
+            a.call(rbx).unwrap();
+            a.mov(ecx, 10_000).unwrap();
+            a.set_label(&mut q).unwrap();
+            a.add(eax, ecx).unwrap();
+            a.dec(ecx).unwrap();
+            a.jnz(q).unwrap();
+            a.hlt().unwrap();
+            a.set_label(&mut data).unwrap();
+            a.db(&[0]).unwrap();
+        });
+        let b_code = iced_x86::code_asm::CodeAssembler::new(64)
+            .and_then(|mut a| {
+                let mut l = a.create_label();
+                a.mov(ecx, wait)?;
+                a.set_label(&mut l)?;
+                a.add(edx, ecx)?;
+                a.dec(ecx)?;
+                a.jnz(l)?;
+                a.ret()?;
+                a.assemble(page_b)
+            })
+            .unwrap();
+        let mut bus = TestBus::default();
+        let mut st = cpu_in(TestMode::Long64, &mut bus);
+        bus.ram[CODE as usize..CODE as usize + a_code.len()].copy_from_slice(&a_code);
+        bus.ram[page_b as usize..page_b as usize + b_code.len()].copy_from_slice(&b_code);
+        let mut it = Interpreter::new();
+        it.set_backend(Box::new(Counting(Rc::new(Cell::new(0)))), 1000);
+        assert_eq!(it.run(&mut st, &mut bus, u64::MAX), Exit::Halted);
+        (st, it.interpreted_insns)
+    }
+
+    #[test]
+    fn the_smc_back_off_of_a_page_ends_when_it_stays_quiet() {
+        let sum = (1..=10_000u32).sum::<u32>();
+        // Page A's loop runs 10,000 times: translated at its 1,000th entry once the page has been
+        // quiet for SMC_QUIET instructions (the wait), not at its 64,000th (never here).
+        let (st, interpreted) = backoff_run((SMC_QUIET / 3) as u32 + 1000);
+        assert_eq!(st.gpr[0] as u32, sum);
+        assert!(
+            interpreted < 15_000,
+            "{interpreted} instructions interpreted: the back-off outlived the quiet"
+        );
+        // Right after the rewrites the back-off holds: the loop stays interpreted all 10,000 times.
+        let (st, interpreted) = backoff_run(1000);
+        assert_eq!(st.gpr[0] as u32, sum);
+        assert!(interpreted > 30_000, "{interpreted} instructions interpreted: the back-off did not hold");
+    }
 }
