@@ -473,6 +473,12 @@ fn linux_is_the_same_whenever_and_wherever_translations_come_from() {
         "the warm boot compiled: {}",
         warm.3
     );
+    // Warm blocks (run often, below the threshold) were compiled and saved by the first boot: the
+    // warm boot finds them at their second entry and queues none.
+    assert!(warm.3.contains("; 0 warm blocks queued;"), "the warm boot compiled warm blocks: {}", warm.3);
+    // Regions come from saved code, not Cranelift.
+    assert!(warm.3.contains("; 0 regions compiled, "), "the warm boot compiled regions: {}", warm.3);
+    assert!(!warm.3.contains(", 0 from saved code;"), "the warm boot placed no saved region: {}", warm.3);
     assert!(damaged.3.contains(" 1 rejected"), "the damage went unnoticed: {}", damaged.3);
     let _ = std::fs::remove_dir_all(&cache);
 }

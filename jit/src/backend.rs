@@ -66,7 +66,7 @@ impl Default for Options {
 }
 
 /// Entries after which a block is warm, by default (`Options::warm`).
-pub const WARM: u32 = 32;
+pub const WARM: u32 = 128;
 
 /// Warm blocks queued for the compile thread's idle time at most over a run.
 const MAX_WARM: u64 = 1 << 15;
@@ -355,13 +355,28 @@ impl Core {
         }
         let Some(w) = &self.worker else { return };
         let id = self.next_id;
-        if w.submit_idle(Job { id, insns: insns.to_vec(), members: Vec::new() }).is_ok() {
-            self.next_id += 1;
-            let p =
-                Pending { slot: Weak::new(), key: Some(key), len: insns.len(), first_ip: insns[0].next_rip };
-            self.pending.insert(id, p);
-            self.warm.insert(h, id);
-            self.counters.warm_queued += 1;
+        match w.submit_idle(Job { id, insns: insns.to_vec(), members: Vec::new() }) {
+            Ok(()) => {
+                self.next_id += 1;
+                let p = Pending {
+                    slot: Weak::new(),
+                    key: Some(key),
+                    len: insns.len(),
+                    first_ip: insns[0].next_rip,
+                };
+                self.pending.insert(id, p);
+                self.warm.insert(h, id);
+                self.counters.warm_queued += 1;
+            }
+            // The compile thread is far behind: with a persistent cache the block is compiled at
+            // the run's end, as a deferred one is.
+            Err(Submit::Full)
+                if self.cache.as_ref().is_some_and(Cache::persistent)
+                    && self.deferred.len() < MAX_DEFERRED =>
+            {
+                self.deferred.entry(key).or_insert_with(|| insns.to_vec());
+            }
+            Err(_) => {}
         }
     }
 

@@ -45,12 +45,15 @@
 //! member's block key, `cache::region_key`): in memory for this run, and in the persistent cache
 //! (`--jit-cache`) for the next ones ([`Shared::remember`]). A head's slot then looks its recorded
 //! members up at each record that adds one ([`Slot::record`]): once every member of a saved region
-//! with this head has been recorded, with byte-identical keys, that region is placed at once,
-//! before any threshold, and without Cranelift. It is exact for the same reason a compiled one is:
-//! its code is a function of its members' instructions alone (which the keys cover entirely), the
-//! members are live blocks the interpreter decoded at the head's page, and the region lives as long
-//! as the head's translation. A saved region whose members are not all recorded is never placed;
-//! one whose key is malformed is refused when loaded.
+//! that has the head among its members has been recorded, with byte-identical keys, that region is
+//! placed at once, before any threshold, and without Cranelift. The head need not be the saved
+//! region's first member (which block heads a loop's region depends on where chains of
+//! translations start, which differs between runs): a region's function enters the member whose
+//! start is the RIP, and every member's entry state is the same. It is exact for the same reason
+//! a compiled one is: its code is a function of its members' instructions alone (which the keys
+//! cover entirely), the members are live blocks the interpreter decoded at the head's page, and
+//! the region lives as long as the head's translation. A saved region whose members are not all
+//! recorded is never placed; one whose key is malformed is refused when loaded.
 //!
 //! Not yet: regions spanning two pages.
 
@@ -114,8 +117,8 @@ pub(crate) struct Shared {
     requests: RefCell<Vec<Request>>,
     /// Regions queued or being compiled (the backend polls while this is not 0).
     work: Cell<usize>,
-    /// Saved regions by the hash of their head's block key ([`Shared::remember`]).
-    saved: RefCell<HashMap<u64, Vec<Saved>>>,
+    /// Saved regions by the hash of each of their members' block keys ([`Shared::remember`]).
+    saved: RefCell<HashMap<u64, Vec<Rc<Saved>>>>,
     /// How many are held.
     saved_count: Cell<usize>,
 }
@@ -311,17 +314,26 @@ impl Shared {
             return false;
         }
         let mut saved = self.saved.borrow_mut();
-        let list = saved.entry(crate::cache::hash64(0, members[0])).or_default();
-        if list.iter().any(|s| s.members.iter().map(Vec::as_slice).eq(members.iter().copied())) {
+        let same = |s: &Rc<Saved>| s.members.iter().map(Vec::as_slice).eq(members.iter().copied());
+        if saved.get(&crate::cache::hash64(0, members[0])).is_some_and(|l| l.iter().any(same)) {
             return true;
         }
-        list.push(Saved { members: members.iter().map(|m| m.to_vec()).collect(), code: code.into() });
+        // Filed under each member: any of them may head it in another run.
+        let region =
+            Rc::new(Saved { members: members.iter().map(|m| m.to_vec()).collect(), code: code.into() });
+        for m in &members {
+            let list = saved.entry(crate::cache::hash64(0, m)).or_default();
+            if !list.iter().any(|s| Rc::ptr_eq(s, &region)) {
+                list.push(region.clone());
+            }
+        }
         self.saved_count.set(self.saved_count.get() + 1);
         true
     }
 
     /// A saved region all of whose members are among `members` (recorded blocks, the head first,
-    /// each with the same key), placed in the arena with its members in the saved order.
+    /// each with the same key), the head among them, placed in the arena with its members in the
+    /// saved order.
     fn from_saved(&self, members: &[Vec<Insn>]) -> Option<Region> {
         if self.saved_count.get() == 0 {
             return None;
@@ -332,17 +344,15 @@ impl Shared {
         let keys: Vec<Vec<u8>> =
             std::iter::once(head).chain(members[1..].iter().map(|m| crate::cache::key(m))).collect();
         for s in list {
-            if s.members[0] != keys[0] {
-                continue;
-            }
+            // The head is one of its members (the code enters the member at the RIP); every other
+            // member must have been recorded with the same key.
             let order: Vec<usize> =
-                s.members[1..].iter().map_while(|k| (1..keys.len()).find(|&j| keys[j] == *k)).collect();
-            if order.len() + 1 != s.members.len() {
+                s.members.iter().map_while(|k| (0..keys.len()).find(|&j| keys[j] == *k)).collect();
+            if order.len() != s.members.len() || !order.contains(&0) {
                 continue;
             }
             let code = self.arena_copy(&s.code)?;
-            let insns: Box<[Insn]> =
-                std::iter::once(0).chain(order).flat_map(|j| members[j].iter().copied()).collect();
+            let insns: Box<[Insn]> = order.iter().flat_map(|&j| members[j].iter().copied()).collect();
             crate::perf_map(&code, "region", insns.first().map_or(0, |i| i.next_rip), insns.len());
             let mut st = self.stats.get();
             st.regions += 1;
@@ -609,6 +619,19 @@ fn build(
     }
     let lives: Vec<Vec<u64>> = members.iter().map(|m| lower::liveness(m)).collect();
     let live_in: Vec<u64> = members.iter().zip(&lives).map(|(m, l)| lower::live_in(m, l)).collect();
+    // Entered at the member whose start is the RIP: the head's block, which may be any member of
+    // a saved region placed at another head (`Shared::from_saved`). Every member's entry state is
+    // the one set up here (registers held, RFLAGS current, nothing carried).
+    if members.len() > 1 {
+        let rip = b.ins().load(types::I64, mf, st, cpu::offsets::RIP as i32);
+        for (m, insns) in members.iter().enumerate().skip(1) {
+            let other = b.create_block();
+            let same = b.ins().icmp_imm_s(IntCC::Equal, rip, insns[0].i.ip() as i64);
+            b.ins().brif(same, mblocks[m], &[], other, &[]);
+            b.seal_block(other);
+            b.switch_to_block(other);
+        }
+    }
     b.ins().jump(mblocks[0], &[]);
     let mut g = Gen {
         b,
