@@ -45,9 +45,10 @@ pub struct Options {
     /// stays interpreted and asks again after another `threshold` entries).
     pub queue: usize,
     /// Entries (rounded up to a power of two) after which a block below the threshold is *warm*:
-    /// compiled when the compile thread has nothing else to do, and saved in the cache, so that it
-    /// is placed at its threshold without waiting and, in the next run, from its second entry
-    /// (0: off; `FERRITE_JIT_WARM` overrides it, see docs/PERF.md for the measurement).
+    /// with a persistent cache (`cache`), compiled when the compile thread has nothing else to do
+    /// and saved, so that the next run places it from its second entry (and this one at its next
+    /// power-of-two entry) (0: off; `FERRITE_JIT_WARM` overrides it; docs/PERF.md has the
+    /// measurement).
     pub warm: u32,
 }
 
@@ -568,7 +569,9 @@ impl BlockBackend for Backend {
     fn warm(&mut self, insns: &[Insn], hits: u32) -> Option<Box<dyn CompiledBlock>> {
         let mut core = self.core.borrow_mut();
         let at = core.warm_at;
-        if at == 0 || hits < at || insns.is_empty() {
+        // Only a persistent cache makes them worth compiling: within one run, a warm block placed
+        // at its 256th entry saves less than its compilation costs (docs/PERF.md).
+        if at == 0 || hits < at || insns.is_empty() || !core.cache.as_ref().is_some_and(Cache::persistent) {
             return None;
         }
         let key = cache::key(insns);

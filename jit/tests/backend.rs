@@ -529,10 +529,14 @@ fn warm_blocks_are_compiled_in_idle_time_and_placed_early_in_the_next_run() {
     assert!(ram == want_ram, "memory differs");
     assert_eq!(second.compiled_background + second.compiled_foreground + second.warm_queued, 0, "{line}");
     assert_eq!(second.early_hits, first.warm_queued, "{line}");
-    // Off: nothing is queued.
+    // Off, or without a persistent cache: nothing is queued.
     let _ = std::fs::remove_dir_all(&dir);
     let (got, _, off, line) = under_threshold(&code, 10_000_000, jit::Options { warm: 0, ..opts() }, None);
     assert_eq!(got, want);
     assert_eq!((off.warm_queued, off.cache_stored), (0, 0), "{line}");
+    let (got, _, off, line) =
+        under_threshold(&code, 10_000_000, jit::Options { cache: None, ..opts() }, None);
+    assert_eq!(got, want);
+    assert_eq!((off.warm_queued, off.compiled_background), (0, 0), "{line}");
     let _ = std::fs::remove_dir_all(&dir);
 }
