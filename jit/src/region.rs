@@ -334,7 +334,7 @@ impl Shared {
     /// A saved region all of whose members are among `members` (recorded blocks, the head first,
     /// each with the same key), the head among them, placed in the arena with its members in the
     /// saved order.
-    fn from_saved(&self, members: &[Vec<Insn>]) -> Option<Region> {
+    fn saved_region(&self, members: &[Vec<Insn>]) -> Option<Region> {
         if self.saved_count.get() == 0 {
             return None;
         }
@@ -480,7 +480,7 @@ impl Slot {
         // New members: a saved region of them may be placed now (`count` then reports it).
         if members.len() > self.searched.get() && members.len() >= 2 {
             self.searched.set(members.len());
-            if let Some(r) = self.shared.from_saved(members) {
+            if let Some(r) = self.shared.saved_region(members) {
                 *state = State::Ready(r);
                 self.placed.set(true);
             }
@@ -620,7 +620,7 @@ fn build(
     let lives: Vec<Vec<u64>> = members.iter().map(|m| lower::liveness(m)).collect();
     let live_in: Vec<u64> = members.iter().zip(&lives).map(|(m, l)| lower::live_in(m, l)).collect();
     // Entered at the member whose start is the RIP: the head's block, which may be any member of
-    // a saved region placed at another head (`Shared::from_saved`). Every member's entry state is
+    // a saved region placed at another head (`Shared::saved_region`). Every member's entry state is
     // the one set up here (registers held, RFLAGS current, nothing carried).
     if members.len() > 1 {
         let rip = b.ins().load(types::I64, mf, st, cpu::offsets::RIP as i32);
