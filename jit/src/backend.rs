@@ -280,11 +280,12 @@ impl Core {
             self.place(slot, &code, insns.len(), insns[0].next_rip);
             return;
         }
-        // A warm block still waiting for the compile thread's idle time: its job becomes an
-        // ordinary one, this block's.
+        // A warm block still waiting for the compile thread's idle time: its job (the same key,
+        // compared whole: the map is by hash) becomes an ordinary one, this block's.
         if let (Some(w), Some(k)) = (&self.worker, &key)
             && let Some(&id) = self.warm.get(&cache::hash64(0, k))
             && let Some(p) = self.pending.get_mut(&id)
+            && p.key.as_deref() == Some(&k[..])
         {
             let heat = Heat::default();
             if w.promote(id, heat.clone()) {
