@@ -69,6 +69,12 @@ pub trait BlockBackend {
     fn lookup(&mut self, _insns: &[Insn]) -> Option<Box<dyn CompiledBlock>> {
         None
     }
+    /// Asked at a block's entries that are powers of two above [`LOOKUP_AT`] and below the
+    /// threshold (`hits` of them so far): the backend may note the block as warm, and may return a
+    /// translation that exists already, as [`BlockBackend::lookup`] does.
+    fn warm(&mut self, _insns: &[Insn], _hits: u32) -> Option<Box<dyn CompiledBlock>> {
+        None
+    }
     /// Blocks translated so far (statistics).
     fn compiled_blocks(&self) -> u64;
     /// Retired instructions that ran inline in generated code rather than through their handler
@@ -574,6 +580,8 @@ impl Interpreter {
                             block.hits.set(h);
                             let found = if h == LOOKUP_AT && h < *threshold {
                                 backend.lookup(&block.insns)
+                            } else if h > LOOKUP_AT && h < *threshold && h.is_power_of_two() {
+                                backend.warm(&block.insns, h)
                             } else {
                                 None
                             };

@@ -473,6 +473,17 @@ fn linux_is_the_same_whenever_and_wherever_translations_come_from() {
         "the warm boot compiled: {}",
         warm.3
     );
+    // Warm blocks (run often, below the threshold) were compiled and saved by the first boot: the
+    // warm boot finds them at their second entry and queues none.
+    assert!(warm.3.contains("; 0 warm blocks queued;"), "the warm boot compiled warm blocks: {}", warm.3);
+    // Regions come from saved code, most of them: a loop whose recorded blocks differ from the
+    // first boot's (where chains of translations start differs) has its region compiled again.
+    let count = |what: &str| -> u64 {
+        let at = warm.3.find(what).unwrap_or_else(|| panic!("no {what:?} in {}", warm.3));
+        warm.3[..at].rsplit(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0)
+    };
+    let (compiled, saved) = (count(" regions compiled"), count(" from saved code"));
+    assert!(saved > 0 && compiled < saved, "the warm boot compiled regions: {}", warm.3);
     assert!(damaged.3.contains(" 1 rejected"), "the damage went unnoticed: {}", damaged.3);
     let _ = std::fs::remove_dir_all(&cache);
 }

@@ -44,6 +44,12 @@ pub struct Options {
     /// Jobs the compile thread's queue holds at most; a request beyond it is deferred (the block
     /// stays interpreted and asks again after another `threshold` entries).
     pub queue: usize,
+    /// Entries (rounded up to a power of two) after which a block below the threshold is *warm*:
+    /// with a persistent cache (`cache`), compiled when the compile thread has nothing else to do
+    /// and saved, so that the next run places it from its second entry (and this one at its next
+    /// power-of-two entry) (0: off; `FERRITE_JIT_WARM` overrides it; docs/PERF.md has the
+    /// measurement).
+    pub warm: u32,
 }
 
 impl Default for Options {
@@ -55,9 +61,16 @@ impl Default for Options {
             code_limit: crate::arena::MAX_MAPPED,
             threshold: 1000,
             queue: crate::worker::QUEUE,
+            warm: WARM,
         }
     }
 }
+
+/// Entries after which a block is warm, by default (`Options::warm`).
+pub const WARM: u32 = 128;
+
+/// Warm blocks queued for the compile thread's idle time at most over a run.
+const MAX_WARM: u64 = 1 << 15;
 
 /// What the backend has done (statistics, and what tests check).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -72,8 +85,15 @@ pub struct Counters {
     /// Translations placed from the cache (the persistent one, or this run's in memory; no
     /// Cranelift), at the threshold or earlier.
     pub cache_hits: u64,
-    /// Of those, found at a block's early lookup (`cpu::interp::LOOKUP_AT`), before its threshold.
+    /// Of those, found at a block's early lookup (`cpu::interp::LOOKUP_AT`, or a warm block's
+    /// later one, `BlockBackend::warm`), before its threshold.
     pub early_hits: u64,
+    /// Warm blocks (`Options::warm`) given to the compile thread for its idle time.
+    pub warm_queued: u64,
+    /// Regions compiled (on either thread).
+    pub regions_compiled: u64,
+    /// Regions placed from saved code (the persistent cache's, or this run's), not compiled.
+    pub regions_saved: u64,
     /// Requests the compile thread's full queue turned away: the block stays interpreted and asks
     /// again after another threshold's worth of entries (never compiled on the interpreter's thread,
     /// which would stall the guest).
@@ -122,7 +142,7 @@ enum State {
 
 type Slot = RefCell<State>;
 
-/// A pending job: whose it is and what its translation is keyed by.
+/// A pending job: whose it is (no one's for a warm block's) and what its translation is keyed by.
 struct Pending {
     slot: Weak<Slot>,
     key: Option<Vec<u8>>,
@@ -134,8 +154,13 @@ struct Core {
     jit: Jit,
     worker: Option<Worker>,
     pending: HashMap<u64, Pending>,
-    /// Regions on the compile thread, by job id: their heads' region state.
-    regions: HashMap<u64, crate::region::Head>,
+    /// Regions on the compile thread, by job id: their heads' region state and the regions' keys
+    /// (`cache::region_key`).
+    regions: HashMap<u64, (crate::region::Head, Vec<u8>)>,
+    /// Warm blocks waiting for the compile thread's idle time, by the hash of their key: the job.
+    warm: HashMap<u64, u64>,
+    /// Entries after which a block is warm (0: off).
+    warm_at: u32,
     next_id: u64,
     /// Every handle's slot, for eviction (dead ones pruned as it grows).
     live: Vec<Weak<Slot>>,
@@ -164,10 +189,23 @@ impl Backend {
     pub fn new(opts: Options) -> Result<Backend, String> {
         let mut jit = Jit::new()?;
         jit.arena.set_limit(opts.code_limit);
-        let cache = match &opts.cache {
+        let mut cache = match &opts.cache {
             Some(dir) => Some(Cache::open(dir, &jit.codegen_id())?),
             None => Some(Cache::memory()),
         };
+        // Saved regions go to the regions' table, where heads find them (`region.rs`).
+        if let Some(c) = &mut cache {
+            let bad = c.regions().filter(|(k, code)| !jit.regions.remember(k, code)).count();
+            if bad > 0 {
+                c.rejected += 1;
+                eprintln!(
+                    "ferrite: jit-cache: {}: {bad} region entries of no region's shape ignored",
+                    c.path().display()
+                );
+            }
+        }
+        let warm_at =
+            std::env::var("FERRITE_JIT_WARM").ok().and_then(|v| v.parse().ok()).unwrap_or(opts.warm);
         let worker = if opts.background { Some(Worker::spawn(opts.delay, opts.queue)?) } else { None };
         // Regions that become hot are queued for this backend (`Core::poll_regions`).
         jit.regions.queue.set(true);
@@ -178,6 +216,8 @@ impl Backend {
                 worker,
                 pending: HashMap::new(),
                 regions: HashMap::new(),
+                warm: HashMap::new(),
+                warm_at,
                 next_id: 0,
                 live: Vec::new(),
                 prune_at: 1024,
@@ -213,6 +253,9 @@ impl Core {
             c.cache_stored = cache.stored;
             c.cache_rejected = cache.rejected;
         }
+        let r = self.jit.regions.stats.get();
+        c.regions_saved = r.saved;
+        c.regions_compiled = r.regions - r.saved;
         c
     }
 
@@ -236,6 +279,20 @@ impl Core {
             self.counters.cache_hits += 1;
             self.place(slot, &code, insns.len(), insns[0].next_rip);
             return;
+        }
+        // A warm block still waiting for the compile thread's idle time: its job (the same key,
+        // compared whole: the map is by hash) becomes an ordinary one, this block's.
+        if let (Some(w), Some(k)) = (&self.worker, &key)
+            && let Some(&id) = self.warm.get(&cache::hash64(0, k))
+            && let Some(p) = self.pending.get_mut(&id)
+            && p.key.as_deref() == Some(&k[..])
+        {
+            let heat = Heat::default();
+            if w.promote(id, heat.clone()) {
+                p.slot = Rc::downgrade(slot);
+                *slot.borrow_mut() = State::Pending(heat);
+                return;
+            }
         }
         if let Some(w) = &self.worker {
             let id = self.next_id;
@@ -288,6 +345,40 @@ impl Core {
                 self.jit.stats.declined += 1;
                 *slot.borrow_mut() = State::Declined;
             }
+        }
+    }
+
+    /// Gives a warm block to the compile thread for its idle time (at most [`MAX_WARM`] in a run,
+    /// once each); its translation goes to the cache.
+    fn queue_warm(&mut self, key: Vec<u8>, insns: &[Insn]) {
+        let h = cache::hash64(0, &key);
+        if self.counters.warm_queued >= MAX_WARM || self.warm.contains_key(&h) {
+            return;
+        }
+        let Some(w) = &self.worker else { return };
+        let id = self.next_id;
+        match w.submit_idle(Job { id, insns: insns.to_vec(), members: Vec::new() }) {
+            Ok(()) => {
+                self.next_id += 1;
+                let p = Pending {
+                    slot: Weak::new(),
+                    key: Some(key),
+                    len: insns.len(),
+                    first_ip: insns[0].next_rip,
+                };
+                self.pending.insert(id, p);
+                self.warm.insert(h, id);
+                self.counters.warm_queued += 1;
+            }
+            // The compile thread is far behind: with a persistent cache the block is compiled at
+            // the run's end, as a deferred one is.
+            Err(Submit::Full)
+                if self.cache.as_ref().is_some_and(Cache::persistent)
+                    && self.deferred.len() < MAX_DEFERRED =>
+            {
+                self.deferred.entry(key).or_insert_with(|| insns.to_vec());
+            }
+            Err(_) => {}
         }
     }
 
@@ -345,6 +436,14 @@ impl Core {
     fn submit_regions(&mut self) {
         for (head, insns, members) in crate::region::take_requests(&self.jit.regions) {
             let id = self.next_id;
+            // The region's key: its members' block keys.
+            let mut keys = Vec::with_capacity(members.len());
+            let mut at = 0;
+            for &n in &members {
+                keys.push(cache::key(&insns[at..(at + n).min(insns.len())]));
+                at += n;
+            }
+            let key = cache::region_key(&keys);
             // Regions are few (tens per boot): one that meets a full queue is compiled here
             // rather than lost, so the queue keeps a copy of the job's instructions.
             let job = Job { id, insns, members };
@@ -352,16 +451,27 @@ impl Core {
                 && w.submit(Job { id, insns: job.insns.clone(), members: job.members.clone() }, None).is_ok()
             {
                 self.next_id += 1;
-                self.regions.insert(id, head);
+                self.regions.insert(id, (head, key));
                 continue;
             }
             let t0 = crate::worker::thread_cpu_ns();
             let code = self.jit.region_bytes(&job.insns, &job.members);
             let ns = crate::worker::thread_cpu_ns().saturating_sub(t0);
             self.counters.compile_ns += ns;
+            self.save_region(key, code.as_deref());
             if crate::region::place(&self.jit.regions, &head, code, ns) {
                 BlockBackend::unlink_all(&mut self.jit);
             }
+        }
+    }
+
+    /// Keeps a compiled region's code for heads decoded again and for the next run.
+    fn save_region(&mut self, key: Vec<u8>, code: Option<&[u8]>) {
+        let Some(code) = code else { return };
+        if self.jit.regions.remember(&key, code)
+            && let Some(c) = &mut self.cache
+        {
+            c.store_kind(cache::Kind::Region, key, code.to_vec());
         }
     }
 
@@ -372,9 +482,10 @@ impl Core {
     }
 
     fn finish_job(&mut self, done: Done) {
-        if let Some(head) = self.regions.remove(&done.id) {
+        if let Some((head, key)) = self.regions.remove(&done.id) {
             // A region (`region.rs`): placed into its head's translation if that is still alive.
             self.counters.compile_ns += done.ns;
+            self.save_region(key, done.code.as_deref());
             if crate::region::place(&self.jit.regions, &head, done.code, done.ns) {
                 // Links into the head must be remade to reach its region.
                 BlockBackend::unlink_all(&mut self.jit);
@@ -388,6 +499,9 @@ impl Core {
         self.jit.stats.called += done.called;
         self.jit.stats.compile_ns += done.ns;
         let Some(p) = self.pending.remove(&done.id) else { return };
+        if let Some(k) = &p.key {
+            self.warm.remove(&cache::hash64(0, k));
+        }
         // A block invalidated meanwhile (its handle dropped) needs no code, but the cache may.
         let slot = p.slot.upgrade();
         match done.code {
@@ -450,6 +564,34 @@ impl BlockBackend for Backend {
         Some(Box::new(Translation { slot, core: self.core.clone() }))
     }
 
+    /// A warm block (`Options::warm`): placed when its translation is in the cache by now (a warm
+    /// job finished, or another block with the same code was translated); else, at its first
+    /// warm entry, given to the compile thread for its idle time.
+    fn warm(&mut self, insns: &[Insn], hits: u32) -> Option<Box<dyn CompiledBlock>> {
+        let mut core = self.core.borrow_mut();
+        let at = core.warm_at;
+        // Only a persistent cache makes them worth compiling: within one run, a warm block placed
+        // at its 256th entry saves less than its compilation costs (docs/PERF.md).
+        if at == 0 || hits < at || insns.is_empty() || !core.cache.as_ref().is_some_and(Cache::persistent) {
+            return None;
+        }
+        let key = cache::key(insns);
+        if let Some(code) = core.cache.as_ref().and_then(|c| c.lookup(&key)) {
+            let code = code.to_vec();
+            core.counters.cache_hits += 1;
+            core.counters.early_hits += 1;
+            let slot = Rc::new(RefCell::new(State::Declined));
+            core.place(&slot, &code, insns.len(), insns[0].next_rip);
+            drop(core);
+            return Some(Box::new(Translation { slot, core: self.core.clone() }));
+        }
+        // `hits` is a power of two: the first at or above `at`.
+        if hits / 2 < at {
+            core.queue_warm(key, insns);
+        }
+        None
+    }
+
     fn lookup(&mut self, insns: &[Insn]) -> Option<Box<dyn CompiledBlock>> {
         let mut core = self.core.borrow_mut();
         let cache = core.cache.as_ref()?;
@@ -483,7 +625,7 @@ impl BlockBackend for Backend {
         let (c, s) = (&core.counters, core.jit.stats);
         let per_insn = c.compile_ns as f64 / c.translated_insns.max(1) as f64;
         let mut line = format!(
-            "jit: {} blocks to translate, {} placed ({} compiled on the compile thread, {} on the main thread, {} from the cache, {} of them early; {} declined; {} deferred by a full queue); Cranelift {:.2} s of CPU, {:.0} ns per guest instruction; {} KiB of code ({} KiB mapped now, {} evictions); {} instructions inlined, {} calls; {} links made, {} unlink epochs; {} block runs interpreted while pending; {}",
+            "jit: {} blocks to translate, {} placed ({} compiled on the compile thread, {} on the main thread, {} from the cache, {} of them early; {} declined; {} deferred by a full queue); Cranelift {:.2} s of CPU, {:.0} ns per guest instruction; {} KiB of code ({} KiB mapped now, {} evictions); {} instructions inlined, {} calls; {} links made, {} unlink epochs; {} block runs interpreted while pending; {} warm blocks queued; {}; {} regions compiled, {} from saved code",
             c.requested,
             s.compiled,
             c.compiled_background,
@@ -502,7 +644,10 @@ impl BlockBackend for Backend {
             core.jit.links_made.get(),
             core.jit.epoch.get(),
             c.interpreted_runs,
+            c.warm_queued,
             core.jit.region_summary(),
+            core.counters().regions_compiled,
+            core.counters().regions_saved,
         );
         if let Some(cache) = core.cache.as_ref().filter(|c| !c.persistent()) {
             line += &format!("; cache in memory: {} entries", cache.entry_count());

@@ -34,20 +34,40 @@ use std::sync::OnceLock;
 
 /// The file's magic number.
 const MAGIC: &[u8; 8] = b"FERRJITC";
-/// The file format's version.
-const VERSION: u32 = 1;
+/// The file format's version (2: entries have a kind, blocks or regions).
+const VERSION: u32 = 2;
 /// An entry's magic number.
 const ENTRY_MAGIC: u32 = 0x4A43_5246;
 /// Size of the file header: magic, version, reserved, tag.
 const HEADER: usize = 24;
-/// Size of an entry's header: magic, key length, code length, reserved, checksum.
+/// Size of an entry's header: magic, key length, code length, kind ([`Kind`]), checksum.
 const ENTRY_HEADER: usize = 24;
-/// Longest key an entry may have (a block is at most 64 instructions of about 60 bytes each).
+/// Longest key an entry may have (a block is at most 64 instructions of about 60 bytes each; a
+/// region at most `region::MAX_INSNS` instructions).
 const MAX_KEY: usize = 64 << 10;
 /// Longest code an entry may have.
 const MAX_CODE: usize = 4 << 20;
 /// Largest cache file: past it new translations are not stored.
 pub(crate) const MAX_FILE: u64 = 512 << 20;
+
+/// What an entry holds (the entry header's fourth word, covered by the checksum).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// A block's translation (`Jit::code_bytes`), keyed by [`key`].
+    Block = 0,
+    /// A region's function (`region.rs`), keyed by [`region_key`].
+    Region = 1,
+}
+
+impl Kind {
+    fn from_u32(v: u32) -> Option<Kind> {
+        match v {
+            0 => Some(Kind::Block),
+            1 => Some(Kind::Region),
+            _ => None,
+        }
+    }
+}
 
 /// A 64-bit hash of `bytes` (not cryptographic: an index and a checksum against corruption).
 pub(crate) fn hash64(seed: u64, bytes: &[u8]) -> u64 {
@@ -98,6 +118,40 @@ pub(crate) fn key(insns: &[Insn]) -> Vec<u8> {
         k.extend_from_slice(&((insn.handler as usize).wrapping_sub(anchor) as u64).to_le_bytes());
     }
     k
+}
+
+/// The key of a region's function: its members' [`key`]s in order, after their count and lengths
+/// (so that [`split_region_key`] gives them back).
+pub(crate) fn region_key(members: &[Vec<u8>]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(4 + 4 * members.len() + members.iter().map(Vec::len).sum::<usize>());
+    k.extend_from_slice(&(members.len() as u32).to_le_bytes());
+    for m in members {
+        k.extend_from_slice(&(m.len() as u32).to_le_bytes());
+    }
+    for m in members {
+        k.extend_from_slice(m);
+    }
+    k
+}
+
+/// The member keys of a [`region_key`]; `None` when `k` is not one (fewer than two members, or
+/// lengths that do not add up).
+pub(crate) fn split_region_key(k: &[u8]) -> Option<Vec<&[u8]>> {
+    let n = u32::from_le_bytes(k.get(..4)?.try_into().ok()?) as usize;
+    if !(2..=64).contains(&n) {
+        return None;
+    }
+    let mut at = 4 + 4 * n;
+    let mut out = Vec::with_capacity(n);
+    for j in 0..n {
+        let len = u32::from_le_bytes(k.get(4 + 4 * j..8 + 4 * j)?.try_into().ok()?) as usize;
+        if len == 0 {
+            return None;
+        }
+        out.push(k.get(at..at.checked_add(len)?)?);
+        at += len;
+    }
+    (at == k.len()).then_some(out)
 }
 
 /// Ferrite's build identity: a rebuild changes the code any translation calls into, the offsets it
@@ -203,6 +257,7 @@ fn loaded_build_id() -> Option<Vec<u8>> {
 
 /// One saved translation.
 struct Entry {
+    kind: Kind,
     key: Vec<u8>,
     code: Vec<u8>,
 }
@@ -230,18 +285,23 @@ pub(crate) struct Cache {
 }
 
 /// The checksum of an entry.
-fn entry_sum(key: &[u8], code: &[u8]) -> u64 {
-    hash64(hash64(0x0065_6e74_7279, key), code)
+fn entry_sum(kind: Kind, key: &[u8], code: &[u8]) -> u64 {
+    hash64(hash64(0x0065_6e74_7279 ^ ((kind as u64) << 56), key), code)
+}
+
+/// The index of an entry in memory: a hash of its kind and key.
+fn index(kind: Kind, key: &[u8]) -> u64 {
+    hash64(kind as u64, key)
 }
 
 /// An entry as written to the file.
-fn entry_bytes(key: &[u8], code: &[u8]) -> Vec<u8> {
+fn entry_bytes(kind: Kind, key: &[u8], code: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(ENTRY_HEADER + key.len() + code.len());
     v.extend_from_slice(&ENTRY_MAGIC.to_le_bytes());
     v.extend_from_slice(&(key.len() as u32).to_le_bytes());
     v.extend_from_slice(&(code.len() as u32).to_le_bytes());
-    v.extend_from_slice(&0u32.to_le_bytes());
-    v.extend_from_slice(&entry_sum(key, code).to_le_bytes());
+    v.extend_from_slice(&(kind as u32).to_le_bytes());
+    v.extend_from_slice(&entry_sum(kind, key, code).to_le_bytes());
     v.extend_from_slice(key);
     v.extend_from_slice(code);
     v
@@ -265,7 +325,8 @@ fn parse_entries(b: &[u8]) -> (Vec<Entry>, bool) {
         }
         let (klen, clen) = (u32_at(b, at + 4) as usize, u32_at(b, at + 8) as usize);
         let sum = u64_at(b, at + 16);
-        if klen == 0 || klen > MAX_KEY || clen == 0 || clen > MAX_CODE || u32_at(b, at + 12) != 0 {
+        let Some(kind) = Kind::from_u32(u32_at(b, at + 12)) else { return (out, false) };
+        if klen == 0 || klen > MAX_KEY || clen == 0 || clen > MAX_CODE {
             return (out, false);
         }
         let body = at + ENTRY_HEADER;
@@ -273,10 +334,10 @@ fn parse_entries(b: &[u8]) -> (Vec<Entry>, bool) {
             return (out, false);
         }
         let (key, code) = (&b[body..body + klen], &b[body + klen..body + klen + clen]);
-        if entry_sum(key, code) != sum {
+        if entry_sum(kind, key, code) != sum {
             return (out, false);
         }
-        out.push(Entry { key: key.to_vec(), code: code.to_vec() });
+        out.push(Entry { kind, key: key.to_vec(), code: code.to_vec() });
         at = body + klen + clen;
     }
     (out, true)
@@ -348,7 +409,7 @@ impl Cache {
             // meanwhile leaves one or the other.
             let mut bytes = header(tag);
             for e in &keep {
-                bytes.extend_from_slice(&entry_bytes(&e.key, &e.code));
+                bytes.extend_from_slice(&entry_bytes(e.kind, &e.key, &e.code));
             }
             let tmp = cache.path.with_extension(format!("tmp{}", std::process::id()));
             let written = std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, &cache.path));
@@ -369,13 +430,23 @@ impl Cache {
 
     fn insert(&mut self, e: Entry) {
         self.memory += (e.key.len() + e.code.len()) as u64;
-        self.entries.entry(hash64(0, &e.key)).or_default().push(e);
+        self.entries.entry(index(e.kind, &e.key)).or_default().push(e);
     }
 
-    /// The saved code for `key`, if any.
+    /// The saved code of the block `key`, if any.
     pub(crate) fn lookup(&self, key: &[u8]) -> Option<&[u8]> {
-        let list = self.entries.get(&hash64(0, key))?;
-        list.iter().find(|e| e.key == key).map(|e| &e.code[..])
+        self.lookup_kind(Kind::Block, key)
+    }
+
+    /// The saved code of the entry of `kind` with `key`, if any.
+    pub(crate) fn lookup_kind(&self, kind: Kind, key: &[u8]) -> Option<&[u8]> {
+        let list = self.entries.get(&index(kind, key))?;
+        list.iter().find(|e| e.kind == kind && e.key == key).map(|e| &e.code[..])
+    }
+
+    /// Every saved region, as `(key, code)` (`region.rs` places them; the key is checked there).
+    pub(crate) fn regions(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.entries.values().flatten().filter(|e| e.kind == Kind::Region).map(|e| (&e.key[..], &e.code[..]))
     }
 
     /// A cache without a file: the translations of this run only (see the module documentation).
@@ -402,20 +473,27 @@ impl Cache {
         !self.path.as_os_str().is_empty()
     }
 
-    /// Saves a translation (in memory while below [`MAX_MEMORY`], and appended to the file while it
-    /// is below [`MAX_FILE`]).
+    /// Saves a block's translation (in memory while below [`MAX_MEMORY`], and appended to the
+    /// file while it is below [`MAX_FILE`]).
     pub(crate) fn store(&mut self, key: Vec<u8>, code: Vec<u8>) {
-        if key.len() > MAX_KEY
+        self.store_kind(Kind::Block, key, code);
+    }
+
+    /// Saves an entry of `kind` (as [`Cache::store`]).
+    pub(crate) fn store_kind(&mut self, kind: Kind, key: Vec<u8>, code: Vec<u8>) {
+        if key.is_empty()
+            || code.is_empty()
+            || key.len() > MAX_KEY
             || code.len() > MAX_CODE
             || self.memory >= MAX_MEMORY
-            || self.lookup(&key).is_some()
+            || self.lookup_kind(kind, &key).is_some()
         {
             return;
         }
         if let Some(f) = &mut self.file
             && self.size < MAX_FILE
         {
-            let bytes = entry_bytes(&key, &code);
+            let bytes = entry_bytes(kind, &key, &code);
             match f.write_all(&bytes) {
                 Ok(()) => {
                     self.size += bytes.len() as u64;
@@ -427,7 +505,7 @@ impl Cache {
                 }
             }
         }
-        self.insert(Entry { key, code });
+        self.insert(Entry { kind, key, code });
     }
 
     /// The cache file.
@@ -442,13 +520,14 @@ mod tests {
 
     #[test]
     fn entries_round_trip_and_damage_is_detected() {
-        let a = entry_bytes(b"key-a", &[1, 2, 3]);
-        let b = entry_bytes(b"key-b", &[4; 100]);
+        let a = entry_bytes(Kind::Block, b"key-a", &[1, 2, 3]);
+        let b = entry_bytes(Kind::Region, b"key-b", &[4; 100]);
         let all = [a.clone(), b.clone()].concat();
         let (e, whole) = parse_entries(&all);
         assert!(whole);
         assert_eq!(e.len(), 2);
         assert_eq!((&e[1].key[..], &e[1].code[..]), (&b"key-b"[..], &[4u8; 100][..]));
+        assert_eq!((e[0].kind, e[1].kind), (Kind::Block, Kind::Region));
         // Every single-byte change and every truncation is caught: the good prefix survives.
         for at in 0..all.len() {
             let mut bad = all.clone();
@@ -522,6 +601,29 @@ mod tests {
             "the in-memory build ID is not the file's note"
         );
         assert!(build_id().is_some());
+    }
+
+    #[test]
+    fn region_keys_give_back_their_members_and_malformed_ones_give_none() {
+        let members = vec![b"head".to_vec(), b"second member".to_vec(), b"x".to_vec()];
+        let k = region_key(&members);
+        let back = split_region_key(&k).expect("a region key");
+        assert_eq!(back, members.iter().map(Vec::as_slice).collect::<Vec<_>>());
+        // Any truncation or extension is refused, as are counts of fewer than two members.
+        for cut in 0..k.len() {
+            assert_eq!(split_region_key(&k[..cut]), None, "cut at {cut}");
+        }
+        assert_eq!(split_region_key(&[k.clone(), vec![0]].concat()), None);
+        assert_eq!(split_region_key(&region_key(&members[..1])), None);
+        let mut huge = k.clone();
+        huge[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(split_region_key(&huge), None);
+        // A region and a block with the same key bytes are different entries.
+        let mut c = Cache::memory();
+        c.store_kind(Kind::Region, k.clone(), vec![1, 2]);
+        assert_eq!(c.lookup(&k), None);
+        assert_eq!(c.lookup_kind(Kind::Region, &k), Some(&[1u8, 2][..]));
+        assert_eq!(c.regions().count(), 1);
     }
 
     #[test]

@@ -41,7 +41,21 @@
 //! (`Jit::region_bytes`); the backend places the code when it arrives (`place`). A bare `Jit`
 //! compiles it at once.
 //!
-//! Not yet: regions spanning two pages, and the persistent cache (regions are not saved).
+//! Saved regions. Under `Backend`, a compiled region's code is kept by the key of its members (each
+//! member's block key, `cache::region_key`): in memory for this run, and in the persistent cache
+//! (`--jit-cache`) for the next ones ([`Shared::remember`]). A head's slot then looks its recorded
+//! members up at each record that adds one ([`Slot::record`]): once every member of a saved region
+//! that has the head among its members has been recorded, with byte-identical keys, that region is
+//! placed at once, before any threshold, and without Cranelift. The head need not be the saved
+//! region's first member (which block heads a loop's region depends on where chains of
+//! translations start, which differs between runs): a region's function enters the member whose
+//! start is the RIP, and every member's entry state is the same. It is exact for the same reason
+//! a compiled one is: its code is a function of its members' instructions alone (which the keys
+//! cover entirely), the members are live blocks the interpreter decoded at the head's page, and
+//! the region lives as long as the head's translation. A saved region whose members are not all
+//! recorded is never placed; one whose key is malformed is refused when loaded.
+//!
+//! Not yet: regions spanning two pages.
 
 use crate::arena::{Arena, Code};
 use crate::{HELPER_CALL, LINKS, Link, LinkEnv, Outcome, ST_OK, emit_links, helper_offset, lower};
@@ -52,6 +66,7 @@ use cranelift_codegen::ir::{self, AbiParam, InstBuilder, MemFlagsData, UserFuncN
 use cranelift_codegen::isa::OwnedTargetIsa;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::mem::offset_of;
 use std::rc::{Rc, Weak};
 
@@ -65,6 +80,8 @@ pub(crate) const RECORDS: u32 = 4;
 pub(crate) const DEFAULT_THRESHOLD: u32 = 2000;
 /// Bound on the code memory regions map (their own arena, beside the blocks').
 const CODE_LIMIT: usize = 64 << 20;
+/// Most saved regions held in memory ([`Shared::remember`]); past it no more are kept.
+const MAX_SAVED: usize = 1 << 14;
 
 /// Region statistics.
 #[derive(Clone, Copy, Debug, Default)]
@@ -77,6 +94,14 @@ pub(crate) struct Stats {
     pub declined: u64,
     /// Host time spent compiling them, in nanoseconds.
     pub ns: u64,
+    /// Of `regions`, those placed from saved code ([`Shared::remember`]), not compiled.
+    pub saved: u64,
+}
+
+/// A region's code kept for placing again: its members' block keys, the head's first.
+struct Saved {
+    members: Vec<Vec<u8>>,
+    code: Box<[u8]>,
 }
 
 /// What every translation of one `Jit` shares about regions.
@@ -92,6 +117,10 @@ pub(crate) struct Shared {
     requests: RefCell<Vec<Request>>,
     /// Regions queued or being compiled (the backend polls while this is not 0).
     work: Cell<usize>,
+    /// Saved regions by the hash of each of their members' block keys ([`Shared::remember`]).
+    saved: RefCell<HashMap<u64, Vec<Rc<Saved>>>>,
+    /// How many are held.
+    saved_count: Cell<usize>,
 }
 
 /// A head's region state, as the backend holds it while the region compiles.
@@ -249,6 +278,10 @@ pub(crate) struct Slot {
     pub shared: Rc<Shared>,
     pub cycles: Cell<u32>,
     pub state: Rc<RefCell<State>>,
+    /// Members recorded when the saved regions were last searched ([`Slot::record`]).
+    searched: Cell<usize>,
+    /// A saved region was placed by [`Slot::record`]: the next [`Slot::count`] says so.
+    placed: Cell<bool>,
 }
 
 impl Shared {
@@ -267,7 +300,68 @@ impl Shared {
             queue: Cell::new(false),
             requests: RefCell::default(),
             work: Cell::new(0),
+            saved: RefCell::default(),
+            saved_count: Cell::new(0),
         }
+    }
+
+    /// Keeps a region's code (`key`: `cache::region_key` of its members) so that a head whose
+    /// recorded members have these keys gets it placed without compiling. Returns `false`, keeping
+    /// nothing, when the key is malformed (a damaged cache entry) or the bound is reached.
+    pub(crate) fn remember(&self, key: &[u8], code: &[u8]) -> bool {
+        let Some(members) = crate::cache::split_region_key(key) else { return false };
+        if members.len() > MAX_MEMBERS || code.is_empty() || self.saved_count.get() >= MAX_SAVED {
+            return false;
+        }
+        let mut saved = self.saved.borrow_mut();
+        let same = |s: &Rc<Saved>| s.members.iter().map(Vec::as_slice).eq(members.iter().copied());
+        if saved.get(&crate::cache::hash64(0, members[0])).is_some_and(|l| l.iter().any(same)) {
+            return true;
+        }
+        // Filed under each member: any of them may head it in another run.
+        let region =
+            Rc::new(Saved { members: members.iter().map(|m| m.to_vec()).collect(), code: code.into() });
+        for m in &members {
+            let list = saved.entry(crate::cache::hash64(0, m)).or_default();
+            if !list.iter().any(|s| Rc::ptr_eq(s, &region)) {
+                list.push(region.clone());
+            }
+        }
+        self.saved_count.set(self.saved_count.get() + 1);
+        true
+    }
+
+    /// A saved region all of whose members are among `members` (recorded blocks, the head first,
+    /// each with the same key), the head among them, placed in the arena with its members in the
+    /// saved order.
+    fn saved_region(&self, members: &[Vec<Insn>]) -> Option<Region> {
+        if self.saved_count.get() == 0 {
+            return None;
+        }
+        let saved = self.saved.borrow();
+        let head = crate::cache::key(&members[0]);
+        let list = saved.get(&crate::cache::hash64(0, &head))?;
+        let keys: Vec<Vec<u8>> =
+            std::iter::once(head).chain(members[1..].iter().map(|m| crate::cache::key(m))).collect();
+        for s in list {
+            // The head is one of its members (the code enters the member at the RIP); every other
+            // member must have been recorded with the same key.
+            let order: Vec<usize> =
+                s.members.iter().map_while(|k| (0..keys.len()).find(|&j| keys[j] == *k)).collect();
+            if order.len() != s.members.len() || !order.contains(&0) {
+                continue;
+            }
+            let code = self.arena_copy(&s.code)?;
+            let insns: Box<[Insn]> = order.iter().flat_map(|&j| members[j].iter().copied()).collect();
+            crate::perf_map(&code, "region", insns.first().map_or(0, |i| i.next_rip), insns.len());
+            let mut st = self.stats.get();
+            st.regions += 1;
+            st.saved += 1;
+            st.members += s.members.len() as u64;
+            self.stats.set(st);
+            return Some(Region { code, insns, links: Box::default() });
+        }
+        None
     }
 
     /// Copies a region's code into the regions' arena.
@@ -337,7 +431,13 @@ fn on_page(st: &cpu::CpuState, insns: &[Insn], page: u64) -> bool {
 impl Slot {
     /// A fresh slot (collecting) for a translation made by a `Jit` with `shared`.
     pub(crate) fn new(shared: Rc<Shared>) -> Slot {
-        Slot { shared, cycles: Cell::new(0), state: Rc::new(RefCell::new(State::Collecting(Vec::new()))) }
+        Slot {
+            shared,
+            cycles: Cell::new(0),
+            state: Rc::new(RefCell::new(State::Collecting(Vec::new()))),
+            searched: Cell::new(0),
+            placed: Cell::new(false),
+        }
     }
 
     /// Whether the link loop should count cycles and record members.
@@ -377,12 +477,23 @@ impl Slot {
             }
             members.push(b.to_vec());
         }
+        // New members: a saved region of them may be placed now (`count` then reports it).
+        if members.len() > self.searched.get() && members.len() >= 2 {
+            self.searched.set(members.len());
+            if let Some(r) = self.shared.saved_region(members) {
+                *state = State::Ready(r);
+                self.placed.set(true);
+            }
+        }
     }
 
     /// Counts `returns` more returns of the link loop to the head, and once they reach the
     /// threshold compiles the region. Returns whether a region was placed (every link must then be
     /// remade, so that links into the head reach the region).
     pub(crate) fn count(&self, returns: u32) -> bool {
+        if self.placed.replace(false) {
+            return true;
+        }
         let c = self.cycles.get().saturating_add(returns);
         self.cycles.set(c);
         if c < self.shared.threshold.get() {
@@ -514,6 +625,19 @@ fn build(
     }
     let lives: Vec<Vec<u64>> = members.iter().map(|m| lower::liveness(m)).collect();
     let live_in: Vec<u64> = members.iter().zip(&lives).map(|(m, l)| lower::live_in(m, l)).collect();
+    // Entered at the member whose start is the RIP: the head's block, which may be any member of
+    // a saved region placed at another head (`Shared::saved_region`). Every member's entry state is
+    // the one set up here (registers held, RFLAGS current, nothing carried).
+    if members.len() > 1 {
+        let rip = b.ins().load(types::I64, mf, st, cpu::offsets::RIP as i32);
+        for (m, insns) in members.iter().enumerate().skip(1) {
+            let other = b.create_block();
+            let same = b.ins().icmp_imm_s(IntCC::Equal, rip, insns[0].i.ip() as i64);
+            b.ins().brif(same, mblocks[m], &[], other, &[]);
+            b.seal_block(other);
+            b.switch_to_block(other);
+        }
+    }
     b.ins().jump(mblocks[0], &[]);
     let mut g = Gen {
         b,

@@ -22,6 +22,8 @@ use std::time::Duration;
 /// Jobs queued at most, by default: past it a block is left interpreted and asks again later
 /// (back-pressure, and a bound on the memory a burst of new code can queue).
 pub(crate) const QUEUE: usize = 512;
+/// Idle jobs (warm blocks, `Worker::submit_idle`) queued at most.
+const IDLE: usize = 1 << 14;
 
 /// A test knob: the compile thread sleeps a pseudo-random time before each job, so that translations
 /// arrive at arbitrary points of the guest's run. The guest's results must not change.
@@ -65,6 +67,8 @@ impl Heat {
 struct Queue {
     /// Waiting jobs with their heat (`u64::MAX` for a region).
     jobs: Vec<(Job, Option<Heat>)>,
+    /// Jobs for idle time (warm blocks), oldest first: taken only when `jobs` is empty.
+    idle: std::collections::VecDeque<Job>,
     /// Set when the owner is gone: the thread ends once the queue is empty of what it wants.
     closed: bool,
     /// Set when the thread has ended.
@@ -73,14 +77,17 @@ struct Queue {
 
 impl Queue {
     /// Removes the job to compile next: the hottest, the oldest (lowest id) among equals; a
-    /// region (no heat) before any block.
+    /// region (no heat) before any block; an idle job only when no other waits.
     fn take(&mut self) -> Option<Job> {
         let heat = |h: &Option<Heat>| h.as_ref().map_or(u64::MAX, Heat::get);
         let best = (0..self.jobs.len()).max_by(|&a, &b| {
             let (ja, jb) = (&self.jobs[a], &self.jobs[b]);
             heat(&ja.1).cmp(&heat(&jb.1)).then(jb.0.id.cmp(&ja.0.id))
-        })?;
-        Some(self.jobs.swap_remove(best).0)
+        });
+        match best {
+            Some(best) => Some(self.jobs.swap_remove(best).0),
+            None => self.idle.pop_front(),
+        }
     }
 }
 
@@ -219,6 +226,31 @@ impl Worker {
         Ok(())
     }
 
+    /// Queues a job for the thread's idle time (after every other job), up to [`IDLE`] of them.
+    pub(crate) fn submit_idle(&self, job: Job) -> Result<(), Submit> {
+        let mut q = lock(&self.queue);
+        if q.ended || q.closed {
+            return Err(Submit::Ended);
+        }
+        if q.idle.len() >= IDLE {
+            return Err(Submit::Full);
+        }
+        q.idle.push_back(job);
+        drop(q);
+        self.queue.1.notify_one();
+        Ok(())
+    }
+
+    /// Makes the idle job `id`, if it still waits, an ordinary one ranked by `heat` (it is wanted
+    /// now); says whether it did. Ignores the queue's bound: the job was queued already.
+    pub(crate) fn promote(&self, id: u64, heat: Heat) -> bool {
+        let mut q = lock(&self.queue);
+        let Some(at) = q.idle.iter().position(|j| j.id == id) else { return false };
+        let Some(job) = q.idle.remove(at) else { return false };
+        q.jobs.push((job, Some(heat)));
+        true
+    }
+
     /// A finished job, if one is waiting.
     pub(crate) fn try_done(&self) -> Option<Done> {
         self.done.try_recv().ok()
@@ -238,6 +270,7 @@ impl Drop for Worker {
             let mut q = lock(&self.queue);
             q.closed = true;
             q.jobs.clear();
+            q.idle.clear();
         }
         self.queue.1.notify_all();
         if let Some(t) = self.thread.take() {
@@ -291,5 +324,20 @@ mod tests {
         let order: Vec<u64> = std::iter::from_fn(|| q.take()).map(|j| j.id).collect();
         // 0 and 3 were never run: the older first.
         assert_eq!(order, [9, 2, 1, 0, 3]);
+    }
+
+    #[test]
+    fn idle_jobs_wait_for_every_other_job() {
+        let mut q = Queue::default();
+        q.idle.push_back(job(20));
+        q.idle.push_back(job(21));
+        q.jobs.push((job(5), Some(Heat::default())));
+        assert_eq!(q.take().map(|j| j.id), Some(5));
+        q.jobs.push((job(6), None));
+        assert_eq!(q.take().map(|j| j.id), Some(6));
+        // Only now, oldest first.
+        assert_eq!(q.take().map(|j| j.id), Some(20));
+        assert_eq!(q.take().map(|j| j.id), Some(21));
+        assert!(q.take().is_none());
     }
 }

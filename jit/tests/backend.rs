@@ -391,3 +391,152 @@ fn the_code_arena_is_bounded_and_evicts_under_a_code_generating_guest() {
         println!("background {background}: {line}");
     }
 }
+
+/// A loop of four blocks (its body branches on the counter's low bit), whose even arm adds `step`:
+/// a region of the whole body once hot.
+fn two_armed_loop(step: i32) -> Vec<u8> {
+    asm(64, |a| {
+        let mut top = a.create_label();
+        let mut even = a.create_label();
+        let mut next = a.create_label();
+        a.mov(ecx, 3000).unwrap();
+        a.set_label(&mut top).unwrap();
+        a.add(eax, ecx).unwrap();
+        a.test(ecx, 1).unwrap();
+        a.jz(even).unwrap();
+        a.xor(ebx, eax).unwrap();
+        a.jmp(next).unwrap();
+        a.set_label(&mut even).unwrap();
+        a.add(ebx, step).unwrap();
+        a.set_label(&mut next).unwrap();
+        a.dec(ecx).unwrap();
+        a.jnz(top).unwrap();
+        a.hlt().unwrap();
+    })
+}
+
+/// Runs `code` under a backend translating every block at its first entry and regions after 20
+/// cycles, and waits for everything (so that the cache holds it all).
+fn with_regions(code: &[u8], opts: jit::Options) -> (Outcome, Vec<u8>, jit::Counters, String) {
+    let backend = jit::Backend::new(jit::Options { threshold: 1, ..opts }).expect("backend");
+    backend.set_region_threshold(20);
+    let handle = backend.handle();
+    let mut it = Interpreter::new();
+    it.set_backend(Box::new(backend), 1);
+    let mut bus = TestBus::default();
+    let mut st = cpu_in(TestMode::Long64, &mut bus);
+    bus.ram[CODE as usize..CODE as usize + code.len()].copy_from_slice(code);
+    // A pause after the loop's first iterations lets the compile thread catch up, whatever the
+    // host's load.
+    assert_eq!(it.run(&mut st, &mut bus, 200), Exit::BudgetSpent);
+    handle.finish_pending();
+    let exit = it.run(&mut st, &mut bus, 1_000_000);
+    handle.finish_pending();
+    let o = Outcome { gpr: st.gpr, rip: st.rip, rflags: st.rflags, icount: st.icount, exit };
+    let line = it.backend_stats().unwrap_or_default();
+    (o, bus.ram, handle.counters(), line)
+}
+
+/// The entries of a cache file as (offset, kind, key length, code length).
+fn cache_entries(bytes: &[u8]) -> Vec<(usize, u32, usize, usize)> {
+    let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
+    let mut out = Vec::new();
+    let mut at = 24;
+    while at + 24 <= bytes.len() {
+        let (klen, clen) = (u32_at(at + 4) as usize, u32_at(at + 8) as usize);
+        out.push((at, u32_at(at + 12), klen, clen));
+        at += 24 + klen + clen;
+    }
+    out
+}
+
+#[test]
+fn regions_are_saved_and_placed_from_the_cache_and_stale_or_damaged_ones_are_not() {
+    let code = two_armed_loop(3);
+    let (want, want_ram) = reference(&code, 1_000_000);
+    let dir = temp_dir("jit-cache-regions");
+    // A region compiled on the compile thread is saved as well.
+    let opts = |background| jit::Options { background, cache: Some(dir.clone()), ..Default::default() };
+    let (got, ram, first, line) = with_regions(&code, opts(true));
+    assert_eq!(got, want);
+    assert!(ram == want_ram, "memory differs");
+    assert_eq!((first.regions_compiled, first.regions_saved), (1, 0), "{line}");
+    let saved = cache_entries(&std::fs::read(cache_file(&dir)).unwrap());
+    assert_eq!(saved.iter().filter(|e| e.1 == 1).count(), 1, "one region saved: {saved:?}");
+    // The next run, compiling on the main thread, starts its chains elsewhere: the region's head
+    // is another of its members, which the saved code is entered at.
+    let (got, ram, second, line) = with_regions(&code, opts(false));
+    assert_eq!(got, want, "a saved region entered at another member");
+    assert!(ram == want_ram, "memory differs");
+    assert_eq!((second.regions_compiled, second.regions_saved), (0, 1), "{line}");
+    // On the main thread both runs start their chains at the same block: the second places the
+    // saved region, compiles nothing, and the result is the same.
+    let _ = std::fs::remove_dir_all(&dir);
+    let (got, ram, first, line) = with_regions(&code, opts(false));
+    assert_eq!(got, want);
+    assert!(ram == want_ram, "memory differs");
+    assert_eq!((first.regions_compiled, first.regions_saved), (1, 0), "{line}");
+    let (got, ram, second, line) = with_regions(&code, opts(false));
+    assert_eq!(got, want, "from the cache");
+    assert!(ram == want_ram, "memory differs");
+    assert_eq!((second.regions_compiled, second.regions_saved), (0, 1), "{line}");
+    assert_eq!(second.compiled_foreground + second.compiled_background, 0, "{line}");
+    assert_eq!(second.cache_rejected, 0, "{line}");
+    // Stale: the same loop with another immediate in one arm. The head and two members have the
+    // keys of the saved region's, the fourth does not: the saved region is never placed.
+    let other = two_armed_loop(5);
+    let (want5, want5_ram) = reference(&other, 1_000_000);
+    assert_ne!(want5.gpr, want.gpr);
+    let (got, ram, c, line) = with_regions(&other, opts(false));
+    assert_eq!(got, want5, "a stale region");
+    assert!(ram == want5_ram, "memory differs");
+    assert_eq!((c.regions_compiled, c.regions_saved), (1, 0), "{line}");
+    // Damaged: a byte of the first region entry's code: rejected with a warning, never placed; the
+    // run is exact and compiles it again.
+    let file = cache_file(&dir);
+    let mut bytes = std::fs::read(&file).unwrap();
+    let entries = cache_entries(&bytes);
+    assert_eq!(entries.iter().filter(|e| e.1 == 1).count(), 2, "two regions saved: {entries:?}");
+    let &(at, _, klen, clen) = entries.iter().find(|e| e.1 == 1).unwrap();
+    bytes[at + 24 + klen + clen / 2] ^= 0x20;
+    std::fs::write(&file, &bytes).unwrap();
+    let (got, ram, c, line) = with_regions(&code, opts(false));
+    assert_eq!(got, want, "a damaged region entry");
+    assert!(ram == want_ram, "memory differs");
+    assert_eq!(c.cache_rejected, 1, "{line}");
+    assert_eq!(c.regions_saved, 0, "{line}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn warm_blocks_are_compiled_in_idle_time_and_placed_early_in_the_next_run() {
+    // Every block of the loop runs 300 times, below the threshold of 1000: before warm blocks,
+    // none was ever translated.
+    let code = many_blocks();
+    let (want, want_ram) = reference(&code, 10_000_000);
+    let dir = temp_dir("jit-cache-warm");
+    let opts = || jit::Options { threshold: 1000, warm: 32, cache: Some(dir.clone()), ..Default::default() };
+    let (got, ram, first, line) = under_threshold(&code, 10_000_000, opts(), None);
+    assert_eq!(got, want);
+    assert!(ram == want_ram, "memory differs");
+    assert_eq!(first.requested, 0, "{line}");
+    assert!(first.warm_queued >= 13, "the loop's blocks were not queued as warm: {line}");
+    assert_eq!(first.compiled_background, first.warm_queued, "{line}");
+    assert_eq!(first.cache_stored, first.warm_queued, "{line}");
+    // The next run finds them at their second entry and compiles nothing.
+    let (got, ram, second, line) = under_threshold(&code, 10_000_000, opts(), None);
+    assert_eq!(got, want);
+    assert!(ram == want_ram, "memory differs");
+    assert_eq!(second.compiled_background + second.compiled_foreground + second.warm_queued, 0, "{line}");
+    assert_eq!(second.early_hits, first.warm_queued, "{line}");
+    // Off, or without a persistent cache: nothing is queued.
+    let _ = std::fs::remove_dir_all(&dir);
+    let (got, _, off, line) = under_threshold(&code, 10_000_000, jit::Options { warm: 0, ..opts() }, None);
+    assert_eq!(got, want);
+    assert_eq!((off.warm_queued, off.cache_stored), (0, 0), "{line}");
+    let (got, _, off, line) =
+        under_threshold(&code, 10_000_000, jit::Options { cache: None, ..opts() }, None);
+    assert_eq!(got, want);
+    assert_eq!((off.warm_queued, off.compiled_background), (0, 0), "{line}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
