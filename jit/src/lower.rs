@@ -1013,14 +1013,18 @@ impl Lower<'_, '_> {
             let lin_page = self.b.ins().band_imm_s(lin, !0xfff);
             let t = self.b.use_var(ct);
             let same = self.b.ins().icmp(IntCC::Equal, t, lin_page);
-            let ok = if size == 1 {
-                same
+            if size == 1 {
+                self.b.ins().brif(same, hit, &[], miss, &[]);
             } else {
+                // Two compare-and-branches (the first tier does not fuse a `band` of two compares).
+                let within = self.b.create_block();
+                self.b.ins().brif(same, within, &[], miss, &[]);
+                self.b.seal_block(within);
+                self.b.switch_to_block(within);
                 let inside =
                     self.b.ins().icmp_imm_s(IntCC::UnsignedLessThanOrEqual, off, 0x1000 - size as i64);
-                self.b.ins().band(same, inside)
-            };
-            self.b.ins().brif(ok, hit, &[], miss, &[]);
+                self.b.ins().brif(inside, hit, &[], miss, &[]);
+            }
             self.b.seal_block(hit);
             self.b.seal_block(miss);
             self.b.switch_to_block(hit);
@@ -1032,7 +1036,8 @@ impl Lower<'_, '_> {
         // - canonical form: the TLB never caches a non-canonical page (`Ctx::tlb_fill`), so a
         //   non-canonical `lin` cannot match (an access that crosses from a non-canonical page into
         //   a canonical one crosses a page, below);
-        // - RFLAGS.AC: `user_tag` has bit 2 set when AC is, which no stored tag has;
+        // - alignment: `user_tag` (`Mmu::access_tag`) has bit 2 set when the interpreter may
+        //   have to check it (RFLAGS.AC, CR0.AM, CPL 3), which no stored tag has;
         // - the TLB entry: tag = page | 2 | user. The page is that of the access's last byte: an
         //   access that crosses into the next page has a tag that cannot be in `lin`'s slot (the
         //   next page has the next slot), so it takes the slow path, which splits it.

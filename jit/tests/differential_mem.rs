@@ -615,15 +615,17 @@ fn privilege_changes_reach_inline_accesses() {
     };
     // Reads the supervisor page: #PF at CPL 3.
     let read_sup: fn(&mut CodeAssembler) = |a| a.mov(rax, qword_ptr(SUP)).unwrap();
-    // Touches the user page, then enters the kernel with `syscall` or `int 0x80` or a #PF.
+    // Touches a user page, then enters the kernel with `syscall` or `int 0x80` or a #PF
+    // (The next user page, which the kernel's start did not touch: the TLB holds it only as a
+    // user entry when the kernel is entered.)
     fn touch_user(a: &mut CodeAssembler) {
-        a.mov(rax, qword_ptr(U)).unwrap();
-        a.mov(qword_ptr(U + 8), rax).unwrap();
+        a.mov(rax, qword_ptr(U + 0x1000)).unwrap();
+        a.mov(qword_ptr(U + 0x1008), rax).unwrap();
     }
-    // In the kernel: the user page again (a supervisor entry must be filled, or SMAP faults).
+    // In the kernel: that page again (a supervisor entry must be filled, or SMAP faults).
     let kernel_touch: fn(&mut CodeAssembler) = |a| {
-        a.mov(rbx, qword_ptr(U + 0x10)).unwrap();
-        a.mov(qword_ptr(U + 0x18), rbx).unwrap();
+        a.mov(rbx, qword_ptr(U + 0x1010)).unwrap();
+        a.mov(qword_ptr(U + 0x1018), rbx).unwrap();
     };
     let iret_frame = |a: &mut CodeAssembler, fl: u64| {
         a.push(0x23).unwrap();
@@ -734,7 +736,7 @@ fn privilege_changes_reach_inline_accesses() {
             vec![
                 (CODE, kernel(sysret(0x202))),
                 user(|a| {
-                    touch_user(a);
+                    a.mov(rax, qword_ptr(U)).unwrap();
                     a.pushfq().unwrap();
                     a.or(qword_ptr(rsp), flags::AC as i32).unwrap();
                     a.popfq().unwrap();
@@ -792,4 +794,39 @@ fn privilege_changes_reach_inline_accesses() {
         assert!(ma.ram == mb.ram, "{name}: RAM");
         assert!(jit.inline_retired() > 0, "{name}: nothing ran inline");
     }
+}
+
+/// CPL written from outside between two runs (as a debugger, a snapshot restore or another engine
+/// does): `Interpreter::run` brings `Mmu::access_tag` up to date on entry, so the second run's user
+/// code faults on the supervisor page the first run cached, under both engines.
+#[test]
+fn privilege_written_between_runs_reaches_inline_accesses() {
+    use iced_x86::code_asm::*;
+    use privilege::*;
+    let mut a = CodeAssembler::new(64).unwrap();
+    a.mov(rax, qword_ptr(SUP)).unwrap();
+    a.hlt().unwrap();
+    let pieces = vec![(CODE, kernel(|_| {})), (UCODE, a.assemble(UCODE).unwrap())];
+    let mut outcomes = Vec::new();
+    for jit_on in [false, true] {
+        let mut it = Interpreter::new();
+        if jit_on {
+            it.set_backend(Box::new(jit::Jit::new().expect("jit")), 1);
+        }
+        it.trap_faults = true;
+        let (mut st, first, mut bus) = privilege::run(&mut it, &pieces, false);
+        assert!(matches!(first, Exit::Halted), "{first:?}");
+        // To CPL 3 at UCODE, the way a debugger would: registers only.
+        st.halted = false;
+        st.cpl = 3;
+        st.seg[Seg::Cs as usize].selector = 0x2b;
+        st.seg[Seg::Cs as usize].attr |= 3 << attr::DPL_SHIFT;
+        st.seg[Seg::Ss as usize].selector = 0x23;
+        st.seg[Seg::Ss as usize].attr |= 3 << attr::DPL_SHIFT;
+        st.rip = UCODE;
+        let exit = it.run(&mut st, &mut bus, 100);
+        outcomes.push((format!("{exit:?}"), st.rip, st.cr2, tlb_tags(&it)));
+    }
+    assert!(outcomes[0].0.contains("vector: 14"), "the interpreter: {:?}", outcomes[0].0);
+    assert_eq!(outcomes[0], outcomes[1]);
 }
