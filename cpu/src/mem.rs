@@ -972,6 +972,43 @@ mod tests {
         assert_eq!(sup_read(&mut m, USER + 0x10, true), Ok(0));
     }
 
+    /// `Mmu::access_tag`, the JIT's copy of the tag bits, follows each change the handlers make:
+    /// SYSRET to CPL 3, POPF setting AC (with CR0.AM: the alignment bit), SYSCALL back to CPL 0
+    /// (SFMASK clearing AC), MOV CR0; each step must leave it equal to `access_tag` of the state.
+    #[test]
+    fn the_access_tag_copy_follows_the_handlers() {
+        use super::{TAG_ALIGN, access_tag};
+        use crate::state::{cr0, efer, flags};
+        use crate::testutil::{CODE, PD, STACK, TestMode};
+        // sysretq; popfq; syscall; mov cr0, rax
+        let code = [0x48, 0x0f, 0x07, 0x9d, 0x0f, 0x05, 0x0f, 0x22, 0xc0];
+        let mut m = crate::exec::string::testkit::Machine::new(TestMode::Long64, &code);
+        // User pages at every level (the stack is read at CPL 3).
+        let pml4 = m.st.cr3;
+        let pdpt = m.peek_le(pml4, 8) & !0xfff;
+        for a in [pml4, pdpt, PD] {
+            let e = m.peek_le(a, 8);
+            m.poke(a, &(e | 4).to_le_bytes());
+        }
+        m.st.efer |= efer::SCE;
+        m.st.msr.star = 0x18 << 48 | 0x08 << 32;
+        m.st.msr.lstar = CODE + 6;
+        m.st.msr.sfmask = flags::IF | flags::TF | flags::AC;
+        m.st.cr0 |= cr0::AM;
+        m.st.gpr[1] = CODE + 3;
+        m.st.gpr[11] = 0x202;
+        m.st.gpr[0] = m.st.cr0 & !cr0::AM;
+        m.poke(STACK, &(0x202 | flags::AC).to_le_bytes());
+        m.mmu.access_tag = access_tag(&m.st);
+        assert_eq!(m.mmu.access_tag, 2);
+        for (what, want) in [("sysret", 3), ("popf", 3 | TAG_ALIGN), ("syscall", 2), ("mov cr0", 2)] {
+            m.step().unwrap_or_else(|f| panic!("{what}: {f:?}"));
+            assert_eq!(m.mmu.access_tag, access_tag(&m.st), "{what}: the copy");
+            assert_eq!(m.mmu.access_tag, want, "{what}");
+        }
+        assert_eq!(m.st.cr0 & cr0::AM, 0);
+    }
+
     /// Pages 1 MiB apart (a process's code at 0x401000, the kernel's at 0x...81a01000) do not share a
     /// TLB slot, and consecutive pages never do (the JIT's inline probe relies on it).
     #[test]
