@@ -12,6 +12,7 @@ pub mod exec;
 pub mod fault;
 pub mod interp;
 pub mod interrupt;
+pub mod lazyflags;
 pub mod mem;
 pub mod model;
 pub mod offsets;

@@ -18,6 +18,9 @@ pub const ICOUNT: usize = 144;
 /// Offset of `seg[0]` (ES); each segment is [`SEGMENT_SIZE`] bytes: selector u16, attr u16, limit u32,
 /// base u64.
 pub const SEG0: usize = 152;
+/// Offset of `lazy` (the JIT's lazy flag state, `crate::lazyflags::LazyFlags`; its fields at
+/// `crate::lazyflags::field`).
+pub const LAZY: usize = std::mem::offset_of!(crate::state::CpuState, lazy);
 /// Size of one segment register record.
 pub const SEGMENT_SIZE: usize = 16;
 
@@ -36,5 +39,10 @@ mod tests {
         assert_eq!(offset_of!(CpuState, seg), SEG0);
         assert_eq!(std::mem::size_of::<crate::state::Segment>(), SEGMENT_SIZE);
         assert_eq!(gpr(15), 120);
+        use crate::lazyflags::{LazyFlags, field};
+        assert_eq!(offset_of!(LazyFlags, kind), field::KIND);
+        assert_eq!(offset_of!(LazyFlags, a), field::A);
+        assert_eq!(offset_of!(LazyFlags, b), field::B);
+        assert_eq!(offset_of!(LazyFlags, r), field::R);
     }
 }

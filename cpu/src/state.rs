@@ -360,7 +360,8 @@ pub struct CpuState {
     pub gpr: [u64; 16],
     /// Instruction pointer (offset in CS).
     pub rip: u64,
-    /// RFLAGS, always materialised.
+    /// RFLAGS: complete whenever `lazy` has nothing pending, which is everywhere outside the
+    /// JIT's block runner (`crate::lazyflags`).
     pub rflags: u64,
     /// Retired-instruction counter (exact; the basis of virtual time).
     pub icount: u64,
@@ -422,6 +423,10 @@ pub struct CpuState {
     /// PKRU: for each protection key i, access-disable (bit 2i) and write-disable (bit 2i+1) of
     /// user-mode pages with that key (CR4.PKE, IA-32e paging); XSAVE component 9.
     pub pkru: u32,
+    /// The JIT's lazy flag state between two linked translated blocks (`crate::lazyflags`): never
+    /// pending outside its block runner, so no other reader sees it (not saved in snapshots, not
+    /// hashed).
+    pub lazy: crate::lazyflags::LazyFlags,
 }
 
 /// The vector register file beyond [`FpuState::xmm`], laid out as the XSAVE components that hold it, so
@@ -556,6 +561,7 @@ impl Default for CpuState {
             vec: VecState::default(),
             model: crate::model::CpuModel::ferrite(),
             pkru: 0,
+            lazy: crate::lazyflags::LazyFlags::NONE,
         };
         s.reset();
         s

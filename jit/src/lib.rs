@@ -13,8 +13,10 @@
 //! `tests/differential.rs`. The ROM and Linux tests that compare the two engines check the bookkeeping.
 //!
 //! Within a block, guest registers and RFLAGS are Cranelift variables, written back before handler
-//! calls and at exits; flags are computed only where live, and lazily (`lower::Pending`). A block
-//! that branches back to its own start loops in generated code while the budget allows. Blocks
+//! calls and at exits; flags are computed only where live, and lazily (`lower::Pending`), also
+//! across a link: an exit leaves its last ADD/SUB/logic operation uncomputed in `CpuState::lazy`
+//! (`cpu::lazyflags`), the successor computes it only where it reads a flag first, and
+//! `JitBlock::run` computes what is left before it returns. A block that branches back to its own start loops in generated code while the budget allows. Blocks
 //! the interpreter chains get direct links ([`Link`]): a block's code hands its successor's
 //! translation to `JitBlock::run` without the interpreter's loop; a link epoch, raised whenever
 //! decoded blocks are dropped, unlinks everything at once. A block ending in RET or an indirect
@@ -101,7 +103,7 @@ pub struct Outcome {
     /// The host functions generated code calls, indexed by the `HELPER_*` constants: code loads
     /// them from here instead of holding their addresses, so that it runs unchanged in another
     /// process (the persistent translation cache) whatever address the binary was loaded at.
-    helpers: [usize; 6],
+    helpers: [usize; 7],
     /// The `Ctx` the code runs on (`*mut Ctx`), for helpers that need more than the `CpuState`
     /// (`lower_sys.rs`: the bus).
     ctx: usize,
@@ -128,9 +130,11 @@ pub(crate) const HELPER_CNT_FLAGS: usize = 3;
 pub(crate) const HELPER_SSE: usize = 4;
 /// Index of `lower_sys::sys_helper` in `Outcome::helpers`.
 pub(crate) const HELPER_SYS: usize = 5;
+/// Index of `lower::lazy_flags` in `Outcome::helpers`.
+pub(crate) const HELPER_LAZY: usize = 6;
 
 /// The table generated code finds in `Outcome::helpers`.
-fn helper_table() -> [usize; 6] {
+fn helper_table() -> [usize; 7] {
     [
         call_handler as *const () as usize,
         lower::imul_flags as lower::FlagsHelper as usize,
@@ -138,6 +142,7 @@ fn helper_table() -> [usize; 6] {
         lower::cnt_flags as lower::FlagsHelper as usize,
         lower::sse_helper as lower::FlagsHelper as usize,
         lower::sys_helper as lower::FlagsHelper as usize,
+        lower::lazy_flags as lower::FlagsHelper as usize,
     ]
 }
 
@@ -190,6 +195,7 @@ pub unsafe extern "C" fn call_handler(ctx: *mut c_void, insn: *const Insn, out: 
     // SAFETY: the caller (a block's function, entered only from `JitBlock::run`) passes the `Ctx` it
     // was given, an element of the block's instruction slice and the `Outcome` on `run`'s stack.
     let (ctx, insn, out) = unsafe { (&mut *(ctx as *mut Ctx<'_>), &*insn, &mut *out) };
+    debug_assert!(!ctx.st.lazy.is_pending(), "a handler would see a lazy flag state");
     profile::count(insn);
     match catch_unwind(AssertUnwindSafe(|| (insn.handler)(ctx, insn))) {
         Ok(Ok(())) => {
@@ -464,6 +470,13 @@ impl Jit {
             (lower::Carry { on: v[0], a: v[1], b: v[2], r: v[3], kind }, mask)
         });
         let mut carriable = None;
+        if self_loop {
+            // A predecessor's lazy flag state (`cpu::lazyflags`) is computed before the loop,
+            // whose top holds RFLAGS as entered.
+            let mut l = lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig, out };
+            l.take_incoming();
+            l.materialize();
+        }
         let top = b.create_block();
         b.ins().jump(top, &[]);
         b.switch_to_block(top);
@@ -474,6 +487,10 @@ impl Jit {
         }
         if let Some((c, mask)) = carry {
             regs.pending = lower::PendingSet::carried(c, mask);
+        }
+        if !self_loop {
+            // Computed only where a flag is read before being written (`Lower::take_incoming`).
+            lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig, out }.take_incoming();
         }
         let bump = |b: &mut FunctionBuilder<'_>, n: i64| {
             let v = b.use_var(icount);
@@ -607,7 +624,7 @@ impl Jit {
                 }
                 b.ins().store(mf, rip, st, cpu::offsets::RIP as i32);
                 b.ins().store(mf, v, st, cpu::offsets::ICOUNT as i32);
-                lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig, out }.materialize();
+                lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig, out }.export();
                 store_fl(&mut b);
                 regs.flush(&mut b, st);
                 ended = true;
@@ -633,7 +650,7 @@ impl Jit {
                     bump(&mut b, 1);
                     let v = b.use_var(icount);
                     b.ins().store(mf, v, st, cpu::offsets::ICOUNT as i32);
-                    lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig, out }.materialize();
+                    lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig, out }.export();
                     store_fl(&mut b);
                     regs.flush(&mut b, st);
                     b.ins().jump(link_exit, &[]);
@@ -655,9 +672,7 @@ impl Jit {
                 // path computes them before its handler, and computing them again after the
                 // join gives the same RFLAGS (an instruction that leaves them pending does not
                 // write flags).
-                if l.regs.pending != pending0 {
-                    l.materialize();
-                }
+                let joined = if l.regs.pending != pending0 { l.join_carry() } else { None };
                 bump(&mut b, 1);
                 b.ins().jump(join, &[]);
                 let (in1, dirty1, pending1) = (regs.in_var, regs.dirty, regs.pending);
@@ -670,6 +685,9 @@ impl Jit {
                 regs.load(&mut b, st, in1);
                 regs.dirty = dirty1;
                 regs.pending = pending1;
+                if let Some(c) = joined {
+                    lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig, out }.join_carry_slow(c);
+                }
                 b.ins().jump(join, &[]);
                 b.seal_block(join);
                 b.switch_to_block(join);
@@ -684,7 +702,7 @@ impl Jit {
             if dirty {
                 sync(&mut b, insns[insns.len() - 1].next_rip);
             }
-            lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig, out }.materialize();
+            lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig, out }.export();
             store_fl(&mut b);
             regs.flush(&mut b, st);
         }
@@ -1146,6 +1164,7 @@ impl CompiledBlock for JitBlock {
             return RunEnd { fault: cpu::interp::run_insns(ctx, insns), ..RunEnd::default() };
         }
         debug_assert_eq!(insns[0].next_rip, self.first_ip, "a translation run on another block");
+        debug_assert!(!ctx.st.lazy.is_pending(), "a lazy flag state outside the block runner");
         if link_from != 0 && loop_limit != 0 {
             // SAFETY: `CompiledBlock::run`'s contract: `link_from` comes from the run just before
             // in the same chain, during which no block was dropped.
@@ -1231,6 +1250,8 @@ impl CompiledBlock for JitBlock {
                 chain: out.last_len_chain >> 32 != 0,
             });
         }
+        // The chain's last lazy flag state, computed before anything else sees the state.
+        ctx.st.settle_flags();
         let flow = &self.ibtc;
         flow.followed.set(flow.followed.get() + followed);
         flow.entries.set(flow.entries.get() + 1);

@@ -365,6 +365,20 @@ pub(crate) extern "C" fn imul_flags(st: *const cpu::CpuState, fl: u64, a: u64, b
     cpu::exec::muldiv::mul_flags(fl, lo, ovf, code, quirks)
 }
 
+/// RFLAGS with the lazy flag state a linked predecessor left (`cpu::lazyflags`) computed into it:
+/// `kind` is the state's kind word (taken from `CpuState` at the block's entry), its operands
+/// are still in `CpuState::lazy`. The one accessor, `LazyFlags::apply`.
+pub(crate) extern "C" fn lazy_flags(st: *const cpu::CpuState, fl: u64, kind: u64, _: u64, _: u32) -> u64 {
+    // SAFETY: generated code passes the `CpuState` of the `Ctx` it runs on, live for the call.
+    let l = unsafe { (*st).lazy };
+    cpu::lazyflags::LazyFlags { kind, ..l }.apply(fl)
+}
+
+/// Offset of a field of `CpuState::lazy` (`cpu::lazyflags::field`).
+fn lazy_off(field: usize) -> i32 {
+    (cpu::offsets::LAZY + field) as i32
+}
+
 const MF: MemFlagsData = MemFlagsData::trusted();
 
 impl Lower<'_, '_> {
@@ -525,6 +539,27 @@ impl Lower<'_, '_> {
             Pending::Arith { a, b, r, size, sub, .. } => self.arith_flags(a, b, r, size, sub, want),
             Pending::Logic { r, size } => self.szp(r, size, want),
             Pending::Shift(s) => self.shift_flags(s, want),
+            Pending::Incoming { kind } => {
+                // The accessor, called only when a state is pending (a block entered from the
+                // interpreter has none).
+                let fl = self.b.use_var(self.fl);
+                let call_b = self.b.create_block();
+                let join = self.b.create_block();
+                self.b.append_block_param(join, I64);
+                self.b.ins().brif(kind, call_b, &[], join, &[fl.into()]);
+                self.b.seal_block(call_b);
+                self.b.switch_to_block(call_b);
+                let f = self.b.ins().load(I64, MF, self.out, crate::helper_offset(crate::HELPER_LAZY));
+                let zero = self.b.ins().iconst(I64, 0);
+                let code = self.b.ins().iconst(types::I32, 0);
+                let call = self.b.ins().call_indirect(self.helper_sig, f, &[self.st, fl, kind, zero, code]);
+                let r = self.b.inst_results(call)[0];
+                self.b.ins().jump(join, &[r.into()]);
+                self.b.seal_block(join);
+                self.b.switch_to_block(join);
+                let v = self.b.block_params(join)[0];
+                self.b.ins().band_imm_s(v, want as i64)
+            }
             Pending::Carried(c) => {
                 // Iterations after the first: the operation carried across the back edge; the first:
                 // RFLAGS as the loop was entered.
@@ -616,6 +651,11 @@ impl Lower<'_, '_> {
             }
             if let Some((k, ..)) = p.carry_kind() {
                 found = Some((k, m));
+            } else if let Pending::Carried(from) = p
+                && m == p.mask()
+            {
+                // A memory form's operation, carried over its join (`join_carry`).
+                found = Some((from.kind, m));
             }
             let f = self.pending_flags(p, m);
             self.set_flags(f, m);
@@ -635,6 +675,122 @@ impl Lower<'_, '_> {
         for (p, m) in set.0.into_iter().flatten() {
             let f = self.pending_flags(p, m);
             self.set_flags(f, m);
+        }
+    }
+
+    /// At a block's entry, when a linked predecessor may have left a lazy flag state in
+    /// `CpuState` (`cpu::lazyflags`): takes it over (clears `kind` there, so that nothing else
+    /// computes it again) as a pending operation owning every arithmetic flag, computed only where
+    /// one is read before being written (or before a handler call).
+    pub(crate) fn take_incoming(&mut self) {
+        let kind = self.b.ins().load(I64, MF, self.st, lazy_off(cpu::lazyflags::field::KIND));
+        let zero = self.b.ins().iconst(I64, 0);
+        self.b.ins().store(MF, zero, self.st, lazy_off(cpu::lazyflags::field::KIND));
+        self.regs.pending = PendingSet([Some((Pending::Incoming { kind }, flags::ARITH)), None]);
+    }
+
+    /// At an exit (everything else stored, the RFLAGS variable stored by the caller after this):
+    /// the newest pending operation, when it is an ADD/SUB/logic operation, is not computed but
+    /// stored as the lazy flag state (`cpu::lazyflags`), which the linked successor takes over
+    /// (`take_incoming`) or `JitBlock::run` computes before it returns; any other pending flag is
+    /// computed into RFLAGS.
+    pub(crate) fn export(&mut self) {
+        let set = std::mem::take(&mut self.regs.pending);
+        let newest = if set.0[1].is_some() { 1 } else { 0 };
+        for (p, m) in set.0[..newest].iter().flatten().copied() {
+            let f = self.pending_flags(p, m);
+            self.set_flags(f, m);
+        }
+        let Some((p, m)) = set.0[newest] else { return };
+        use cpu::lazyflags::{OP_ADD, OP_LOGIC, OP_SUB, field, kind};
+        let (word, a, b, r) = match p {
+            Pending::Arith { a, b, r, size, sub, .. } => {
+                let op = if sub { OP_SUB } else { OP_ADD };
+                (self.b.ins().iconst(I64, kind(op, size, m) as i64), Some(a), Some(b), r)
+            }
+            Pending::Logic { r, size } => {
+                (self.b.ins().iconst(I64, kind(OP_LOGIC, size, m) as i64), None, None, r)
+            }
+            Pending::Incoming { kind } if m == flags::ARITH => {
+                // Nothing wrote a flag: hand the predecessor's state on (its operands are still
+                // in `CpuState`).
+                self.b.ins().store(MF, kind, self.st, lazy_off(field::KIND));
+                return;
+            }
+            Pending::Carried(c) if matches!(c.kind, CarryKind::Arith { .. } | CarryKind::Logic { .. }) => {
+                // Pending where `on` says so, else RFLAGS is current: kind 0.
+                let on = self.b.use_var(c.on);
+                let (op, size, a, b) = match c.kind {
+                    CarryKind::Arith { size, sub, keep_cf } => {
+                        let a = self.b.use_var(c.a);
+                        let b = if keep_cf { self.b.ins().iconst(I64, 1) } else { self.b.use_var(c.b) };
+                        (if sub { OP_SUB } else { OP_ADD }, size, Some(a), Some(b))
+                    }
+                    CarryKind::Logic { size } => (OP_LOGIC, size, None, None),
+                    CarryKind::Shift { .. } => unreachable!("matched above"),
+                };
+                let r = match (c.kind, a, b) {
+                    (CarryKind::Arith { sub, .. }, Some(x), Some(y)) => {
+                        let r = if sub { self.b.ins().isub(x, y) } else { self.b.ins().iadd(x, y) };
+                        self.trunc(r, size)
+                    }
+                    _ => self.b.use_var(c.r),
+                };
+                let w = self.b.ins().iconst(I64, kind(op, size, m) as i64);
+                let zero = self.b.ins().iconst(I64, 0);
+                let word = self.b.ins().select(on, w, zero);
+                (word, a, b, r)
+            }
+            _ => {
+                let f = self.pending_flags(p, m);
+                self.set_flags(f, m);
+                return;
+            }
+        };
+        self.b.ins().store(MF, word, self.st, lazy_off(field::KIND));
+        if let Some(a) = a {
+            self.b.ins().store(MF, a, self.st, lazy_off(field::A));
+        }
+        if let Some(b) = b {
+            self.b.ins().store(MF, b, self.st, lazy_off(field::B));
+        }
+        self.b.ins().store(MF, r, self.st, lazy_off(field::R));
+    }
+
+    /// After a memory form's fast path, which left its own flag operation pending (and only it):
+    /// rather than computing it before the join with the slow path (whose handler computes the
+    /// flags into RFLAGS), hands it over the join in variables as a carried operation (`on` = 1
+    /// here, 0 on the slow path: `join_carry_slow`), so the flags are computed only where read
+    /// (or stored lazily at the exit). Otherwise computes the pending flags. Returns the carry.
+    pub(crate) fn join_carry(&mut self) -> Option<Carry> {
+        let set = self.regs.pending.0;
+        let newest = if set[1].is_some() { 1 } else { 0 };
+        let (p, mask) = set[newest]?;
+        let Some((kind, a, b, r)) = p.carry_kind().filter(|_| mask == p.mask()) else {
+            self.materialize();
+            return None;
+        };
+        // An older operation (owning what the newest does not write) is computed here.
+        for (q, qm) in set[..newest].iter().flatten().copied() {
+            let f = self.pending_flags(q, qm);
+            self.set_flags(f, qm);
+        }
+        let v = [(); 4].map(|_| self.b.declare_var(I64));
+        let c = Carry { on: v[0], a: v[1], b: v[2], r: v[3], kind };
+        let one = self.b.ins().iconst(I64, 1);
+        self.b.def_var(c.on, one);
+        for (var, val) in [(c.a, a), (c.b, b), (c.r, r)] {
+            self.b.def_var(var, val);
+        }
+        self.regs.pending = PendingSet::carried(c, mask);
+        Some(c)
+    }
+
+    /// The slow path's side of `join_carry`: RFLAGS is current (`on` = 0).
+    pub(crate) fn join_carry_slow(&mut self, c: Carry) {
+        let zero = self.b.ins().iconst(I64, 0);
+        for var in [c.on, c.a, c.b, c.r] {
+            self.b.def_var(var, zero);
         }
     }
 
@@ -687,6 +843,17 @@ impl Lower<'_, '_> {
     /// `ops::cond`: condition code `cc` on the current RFLAGS, as an i8 0/1. Pending flags are
     /// read from their operation's operands (JNZ after DEC is one compare), not materialized.
     pub(crate) fn cond(&mut self, cc: u32) -> Value {
+        // A predecessor's lazy state: computed once (one call), not once per flag read.
+        if let Some(i) =
+            self.regs.pending.0.iter().position(|e| matches!(e, Some((Pending::Incoming { .. }, _))))
+        {
+            let (p, m) = self.regs.pending.0[i].take().expect("found");
+            let f = self.pending_flags(p, m);
+            self.set_flags(f, m);
+            if self.regs.pending.0[0].is_none() {
+                self.regs.pending.0.swap(0, 1);
+            }
+        }
         // ZF of a pending result: one compare.
         if cc >> 1 == 2
             && let Some(r) = self.regs.pending.owner(flags::ZF).and_then(Pending::zf_result)
@@ -1319,6 +1486,9 @@ pub(crate) enum Pending {
     /// At the top of a self-loop: the operation its back edge left pending, whose operands are in
     /// variables, when `on` is nonzero (else RFLAGS is current).
     Carried(Carry),
+    /// At a block's entry: the lazy flag state a linked predecessor left (`kind`, its kind word,
+    /// taken from `CpuState`; 0: none, RFLAGS is current), computed by `lazy_flags`.
+    Incoming { kind: Value },
 }
 
 /// What kind of flag computation a self-loop's back edge hands to the next iteration.
@@ -1395,7 +1565,7 @@ impl Pending {
                 }
                 _ => None,
             },
-            Pending::Carried(_) => None,
+            Pending::Carried(_) | Pending::Incoming { .. } => None,
         }
     }
 
@@ -1404,7 +1574,7 @@ impl Pending {
         match self {
             Pending::Arith { r, .. } | Pending::Logic { r, .. } => Some(r),
             Pending::Shift(s) if s.zf_of_result() => Some(s.r),
-            Pending::Shift(_) | Pending::Carried(_) => None,
+            Pending::Shift(_) | Pending::Carried(_) | Pending::Incoming { .. } => None,
         }
     }
 }

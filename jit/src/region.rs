@@ -469,6 +469,13 @@ fn build(
     regs.dirty = used;
     let user_tag = lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig, out }.user_tag(mmu);
     regs.sys = Some(lower::SysEnv { count: icount, tlb, user_tag });
+    {
+        // A predecessor's lazy flag state (`cpu::lazyflags`) is computed at the region's entry:
+        // its members are entered with RFLAGS current.
+        let mut l = lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig, out };
+        l.take_incoming();
+        l.materialize();
+    }
     // Each memory form's last TLB hit (linear page, host page), as in a self-loop; 1: none.
     let micro: Vec<Option<(Variable, Variable)>> = members
         .iter()
@@ -634,6 +641,14 @@ impl<'f> Gen<'f> {
         self.b.ins().store(MF, v, self.st, cpu::offsets::RFLAGS as i32);
     }
 
+    /// As `settle`, at a side exit: the newest pending flag operation is left lazy
+    /// (`lower::Lower::export`) for the linked successor.
+    fn settle_exit(&mut self, regs: &mut lower::Regs) {
+        self.lower(regs).export();
+        self.store_fl();
+        regs.flush(&mut self.b, self.st);
+    }
+
     /// Everything but RIP and the count to `CpuState`.
     fn settle(&mut self, regs: &mut lower::Regs) {
         self.lower(regs).materialize();
@@ -749,7 +764,7 @@ impl<'f> Gen<'f> {
         self.b.ins().store(MF, r, self.st, cpu::offsets::RIP as i32);
         let v = self.b.use_var(self.icount);
         self.b.ins().store(MF, v, self.st, cpu::offsets::ICOUNT as i32);
-        self.settle(regs);
+        self.settle_exit(regs);
         self.note_last(self.cur.1);
         let to = self.leave(chain);
         self.b.ins().jump(to, &[]);
@@ -857,9 +872,7 @@ impl<'f> Gen<'f> {
             let mut l = self.lower(regs);
             l.emit_mem(insn, form, host, live[k], slow);
             l.b.seal_block(slow);
-            if l.regs.pending != pending0 {
-                l.materialize();
-            }
+            let joined = if l.regs.pending != pending0 { l.join_carry() } else { None };
             self.bump(1);
             self.b.ins().jump(join, &[]);
             let (in1, dirty1, pending1) = (regs.in_var, regs.dirty, regs.pending);
@@ -871,6 +884,9 @@ impl<'f> Gen<'f> {
             regs.load(&mut self.b, self.st, in1);
             regs.dirty = dirty1;
             regs.pending = pending1;
+            if let Some(c) = joined {
+                self.lower(regs).join_carry_slow(c);
+            }
             self.b.ins().jump(join, &[]);
             self.b.seal_block(join);
             self.b.switch_to_block(join);

@@ -243,7 +243,11 @@ pub fn save_cpu(w: &mut SnapshotWriter, c: &CpuState) {
         vec,
         model,
         pkru,
+        // The JIT's lazy flag state is never pending outside its block runner (`cpu::lazyflags`):
+        // `rflags` is complete here, and there is nothing to save.
+        lazy: _,
     } = c;
+    debug_assert!(!c.lazy.is_pending(), "a lazy flag state outside the JIT's block runner");
     w.tag("cpu");
     gpr.iter().for_each(|v| w.u64(*v));
     for v in [*rip, *rflags, *icount] {
@@ -367,6 +371,7 @@ pub fn restore_cpu(r: &mut SnapshotReader<'_>) -> Result<CpuState, SnapshotError
         vec: restore_vec(r)?,
         model: restore_model(r)?,
         pkru: r.u32()?,
+        lazy: cpu::lazyflags::LazyFlags::NONE,
     })
 }
 

@@ -1,0 +1,388 @@
+//! The lazy flag state across block exits (`cpu::lazyflags`, `lower::Lower::export` and
+//! `take_incoming`) against the interpreter: random loops of blocks that end right after a
+//! flag-writing operation of every lazy kind (ADD, SUB/CMP/NEG, INC/DEC, the logic ops; register
+//! and memory forms, each operand size) and whose successor reads those flags first (Jcc, SETcc,
+//! ADC/SBB, CMOVcc, PUSHF through its handler, LAHF, a partial writer such as INC followed by a
+//! read of CF), joined by every block end that links (Jcc, JMP, CALL, RET), in 64-bit and 32-bit
+//! code, cut by random budgets (where the machine would take an interrupt: the flags are compared
+//! at every slice end) and ending in a halt or a fault (#DE, #PF, #UD) raised right after a lazy
+//! state was left. Registers, RFLAGS, RIP, the retired count, the exits and memory must equal the
+//! interpreter's.
+
+use cpu::Interpreter;
+use cpu::interp::Exit;
+use cpu::testutil::{CODE, DATA, STACK, TestBus, TestMode, cpu_in};
+use iced_x86::code_asm::*;
+
+mod common;
+use common::Rng;
+
+/// Where the functions the main loop calls start.
+const FUNCS: u64 = 0x5000;
+
+struct Program {
+    main: Vec<u8>,
+    funcs: Vec<u8>,
+}
+
+/// A random condition code's Jcc to `l`.
+fn jcc(a: &mut CodeAssembler, cc: u64, l: CodeLabel) {
+    match cc % 16 {
+        0 => a.jo(l),
+        1 => a.jno(l),
+        2 => a.jb(l),
+        3 => a.jae(l),
+        4 => a.je(l),
+        5 => a.jne(l),
+        6 => a.jbe(l),
+        7 => a.ja(l),
+        8 => a.js(l),
+        9 => a.jns(l),
+        10 => a.jp(l),
+        11 => a.jnp(l),
+        12 => a.jl(l),
+        13 => a.jge(l),
+        14 => a.jle(l),
+        _ => a.jg(l),
+    }
+    .unwrap();
+}
+
+/// A random SETcc of AL.
+fn setcc(a: &mut CodeAssembler, cc: u64) {
+    match cc % 16 {
+        0 => a.seto(al),
+        1 => a.setno(al),
+        2 => a.setb(al),
+        3 => a.setae(al),
+        4 => a.sete(al),
+        5 => a.setne(al),
+        6 => a.setbe(al),
+        7 => a.seta(al),
+        8 => a.sets(al),
+        9 => a.setns(al),
+        10 => a.setp(al),
+        11 => a.setnp(al),
+        12 => a.setl(al),
+        13 => a.setge(al),
+        14 => a.setle(al),
+        _ => a.setg(al),
+    }
+    .unwrap();
+}
+
+/// A random CMOVcc EBP, EBX.
+fn cmovcc(a: &mut CodeAssembler, cc: u64) {
+    match cc % 16 {
+        0 => a.cmovo(ebp, ebx),
+        1 => a.cmovno(ebp, ebx),
+        2 => a.cmovb(ebp, ebx),
+        3 => a.cmovae(ebp, ebx),
+        4 => a.cmove(ebp, ebx),
+        5 => a.cmovne(ebp, ebx),
+        6 => a.cmovbe(ebp, ebx),
+        7 => a.cmova(ebp, ebx),
+        8 => a.cmovs(ebp, ebx),
+        9 => a.cmovns(ebp, ebx),
+        10 => a.cmovp(ebp, ebx),
+        11 => a.cmovnp(ebp, ebx),
+        12 => a.cmovl(ebp, ebx),
+        13 => a.cmovge(ebp, ebx),
+        14 => a.cmovle(ebp, ebx),
+        _ => a.cmovg(ebp, ebx),
+    }
+    .unwrap();
+}
+
+/// Mixes EAX into EBX, EDX and ESI so that operands vary from one iteration to the next.
+fn stir(a: &mut CodeAssembler, r: &mut Rng) {
+    a.imul_3(eax, eax, (r.next() as u32 | 1) as i32).unwrap();
+    a.add(eax, ecx).unwrap();
+    match r.below(3) {
+        0 => a.mov(ebx, eax).unwrap(),
+        1 => a.rol(edx, 13).unwrap(),
+        _ => a.xor(esi, eax).unwrap(),
+    }
+    a.rol(eax, 7).unwrap();
+}
+
+/// A flag-writing operation of one of the lazy kinds: register or memory form, any size.
+fn setter(a: &mut CodeAssembler, r: &mut Rng, bits: u32) {
+    let off = (r.below(16) * 4) as i32;
+    let mem32 = |bits: u32| if bits == 64 { dword_ptr(rdi + off) } else { dword_ptr(edi + off) };
+    let mem8 = |bits: u32| if bits == 64 { byte_ptr(rdi + off) } else { byte_ptr(edi + off) };
+    match r.below(22) {
+        0 => a.add(eax, ebx).unwrap(),
+        1 => a.sub(eax, edx).unwrap(),
+        2 => a.cmp(ebx, edx).unwrap(),
+        3 => a.cmp(al, (r.next() & 0xff) as i32).unwrap(),
+        4 => a.cmp(si, dx).unwrap(),
+        5 => a.inc(ebx).unwrap(),
+        6 => a.dec(edx).unwrap(),
+        7 => a.dec(dl).unwrap(),
+        8 => a.neg(esi).unwrap(),
+        9 => a.and(eax, edx).unwrap(),
+        10 => a.or(bx, si).unwrap(),
+        11 => a.xor(dl, al).unwrap(),
+        12 => a.test(esi, ebx).unwrap(),
+        13 => a.add(ax, (r.next() & 0x7fff) as i32).unwrap(),
+        14 if bits == 64 => a.sub(rax, rbx).unwrap(),
+        14 => a.sub(eax, 1).unwrap(),
+        15 if bits == 64 => a.cmp(rdx, rsi).unwrap(),
+        15 => a.cmp(edx, esi).unwrap(),
+        16 if bits == 64 => a.and(rsi, rax).unwrap(),
+        16 => a.and(esi, eax).unwrap(),
+        // Memory forms (their flags are carried over the join with the slow path).
+        17 => a.cmp(mem32(bits), ebx).unwrap(),
+        18 => a.cmp(mem8(bits), 0).unwrap(),
+        19 => a.add(mem32(bits), edx).unwrap(),
+        20 => a.sub(eax, mem32(bits)).unwrap(),
+        _ => a.test(mem8(bits), al).unwrap(),
+    }
+}
+
+/// Something that reads the flags first: the result lands in EBP (a checksum) or the flags.
+fn reader(a: &mut CodeAssembler, r: &mut Rng, bits: u32) {
+    match r.below(10) {
+        0 | 1 => {
+            let mut skip = a.create_label();
+            jcc(a, r.next(), skip);
+            a.xor(ebp, 0x1234_5678).unwrap();
+            a.set_label(&mut skip).unwrap();
+            a.nop().unwrap();
+        }
+        2 => {
+            setcc(a, r.next());
+            a.movzx(esi, al).unwrap();
+            a.lea(ebp, dword_ptr(ebp + esi * 2 + 1)).unwrap();
+        }
+        3 => a.adc(ebp, ebx).unwrap(),
+        4 => a.sbb(ebp, edx).unwrap(),
+        5 => {
+            // PUSHF runs its handler: the flags must be computed before the call.
+            if bits == 64 {
+                a.pushfq().unwrap();
+                a.pop(rsi).unwrap();
+            } else {
+                a.pushfd().unwrap();
+                a.pop(esi).unwrap();
+            }
+            a.xor(ebp, esi).unwrap();
+        }
+        6 => {
+            a.lahf().unwrap();
+            a.movzx(esi, ah).unwrap();
+            a.add(ebp, esi).unwrap();
+        }
+        7 => cmovcc(a, r.next()),
+        8 => {
+            // A partial writer: INC keeps the predecessor's CF, which ADC then reads.
+            a.inc(ebx).unwrap();
+            a.adc(ebp, 0).unwrap();
+        }
+        // Nothing: the next writer overwrites the state unread.
+        _ => {}
+    }
+}
+
+/// A random program of `bits`-bit code: a loop of `sites` (setter, block end, reader) triples.
+fn program(seed: u64, bits: u32, iterations: u32, end: u64) -> Program {
+    let mut r = Rng(seed | 1);
+    let nf = 3;
+    let assemble = |a: &mut CodeAssembler, at: u64, labels: &[CodeLabel]| {
+        let res = a
+            .assemble_options(at, iced_x86::BlockEncoderOptions::RETURN_NEW_INSTRUCTION_OFFSETS)
+            .expect("assemble");
+        let ips: Vec<u64> = labels.iter().map(|l| res.label_ip(l).expect("label")).collect();
+        (res.inner.code_buffer, ips)
+    };
+    // Functions: they read the caller's flags first, then leave a lazy state to the return site.
+    let mut fa = CodeAssembler::new(bits).unwrap();
+    let mut fl: Vec<CodeLabel> = (0..nf).map(|_| fa.create_label()).collect();
+    for l in fl.iter_mut() {
+        fa.set_label(l).unwrap();
+        reader(&mut fa, &mut r, bits);
+        stir(&mut fa, &mut r);
+        setter(&mut fa, &mut r, bits);
+        fa.ret().unwrap();
+    }
+    let (funcs, fips) = assemble(&mut fa, FUNCS, &fl);
+
+    let mut a = CodeAssembler::new(bits).unwrap();
+    let mut top = a.create_label();
+    if bits == 64 {
+        a.mov(rdi, DATA).unwrap();
+    } else {
+        a.mov(edi, DATA as u32).unwrap();
+    }
+    a.mov(ecx, iterations).unwrap();
+    a.set_label(&mut top).unwrap();
+    for _ in 0..3 + r.below(5) {
+        stir(&mut a, &mut r);
+        setter(&mut a, &mut r, bits);
+        match r.below(4) {
+            // A Jcc whose both successors are the next instruction, or one that skips a bit.
+            0 => {
+                let mut next = a.create_label();
+                jcc(&mut a, r.next(), next);
+                a.set_label(&mut next).unwrap();
+                a.nop().unwrap();
+            }
+            1 => {
+                let mut next = a.create_label();
+                a.jmp(next).unwrap();
+                a.set_label(&mut next).unwrap();
+                a.nop().unwrap();
+            }
+            // CALL (the callee reads first), whose RET returns to a reader.
+            _ => a.call(fips[r.below(nf as u64) as usize]).unwrap(),
+        }
+        // `nop` above began the successor; the reader follows it (NOP reads nothing).
+        reader(&mut a, &mut r, bits);
+    }
+    a.dec(ecx).unwrap();
+    a.jne(top).unwrap();
+    // The end: a fault right after a block left a lazy state, or HLT.
+    stir(&mut a, &mut r);
+    setter(&mut a, &mut r, bits);
+    let mut next = a.create_label();
+    a.jmp(next).unwrap();
+    a.set_label(&mut next).unwrap();
+    match end {
+        0 => a.hlt().unwrap(),
+        1 => {
+            a.xor(edx, edx).unwrap();
+            a.mov(esi, 0).unwrap();
+            a.div(esi).unwrap();
+        }
+        2 if bits == 64 => a.mov(eax, dword_ptr(0x4000_0000u64)).unwrap(),
+        _ => a.ud2().unwrap(),
+    }
+    let (main, _) = assemble(&mut a, CODE, &[]);
+    assert!(CODE + (main.len() as u64) < FUNCS, "main code fits below the functions");
+    assert!(FUNCS + (funcs.len() as u64) < STACK - 0x400, "functions fit below the stack");
+    Program { main, funcs }
+}
+
+fn setup(mode: TestMode, p: &Program, seed: u64) -> (cpu::CpuState, TestBus) {
+    let mut bus = TestBus::default();
+    let mut st = cpu_in(mode, &mut bus);
+    bus.ram[CODE as usize..CODE as usize + p.main.len()].copy_from_slice(&p.main);
+    bus.ram[FUNCS as usize..FUNCS as usize + p.funcs.len()].copy_from_slice(&p.funcs);
+    let mut r = Rng(seed ^ 0x5eed);
+    for k in 0..64 {
+        bus.ram[DATA as usize + k] = r.byte();
+    }
+    st.rip = CODE;
+    st.gpr[4] = STACK;
+    for g in [0, 2, 3, 5, 6] {
+        st.gpr[g] = r.next();
+    }
+    (st, bus)
+}
+
+/// The interpreter, or with the JIT (translating at the first entry); `regions`: loops become
+/// regions after a few turns (their entries take a lazy state over, their side exits leave one).
+fn engine(jit: bool, regions: bool) -> Interpreter {
+    let mut it = Interpreter::new();
+    if jit {
+        let mut j = jit::Jit::new().expect("jit");
+        j.set_region_threshold(if regions { 4 } else { 0 });
+        it.set_backend(Box::new(j), 1);
+    }
+    it.trap_faults = true;
+    it
+}
+
+/// A statistic of the JIT's `describe` line: the number before `name`.
+fn stat(it: &Interpreter, name: &str) -> u64 {
+    let s = it.backend_stats().expect("a backend");
+    s.split(name).next().and_then(|h| h.rsplit(' ').next()).and_then(|n| n.parse().ok()).unwrap_or(0)
+}
+
+/// Each run's exit with the retired count, RIP, RFLAGS and a digest of the registers.
+type Marks = Vec<(Exit, u64, u64, u64, u64)>;
+type Outcome = ([u64; 16], u64, u64, u64, Marks, Vec<u8>);
+
+fn mark(e: Exit, st: &cpu::CpuState) -> (Exit, u64, u64, u64, u64) {
+    let digest = st.gpr.iter().fold(0, |h: u64, &g| h.rotate_left(7) ^ g);
+    (e, st.icount, st.rip, st.rflags, digest)
+}
+
+fn outcome(st: &cpu::CpuState, bus: &TestBus, exits: Marks) -> Outcome {
+    let mut mem = bus.ram[STACK as usize - 0x400..STACK as usize].to_vec();
+    mem.extend_from_slice(&bus.ram[DATA as usize..DATA as usize + 64]);
+    (st.gpr, st.rip, st.rflags, st.icount, exits, mem)
+}
+
+/// Runs `p` in slices of random budgets until it stops; `long` runs it in one slice.
+fn run_sliced(it: &mut Interpreter, mode: TestMode, p: &Program, seed: u64, long: bool) -> Outcome {
+    let (mut st, mut bus) = setup(mode, p, seed);
+    it.flush_all();
+    let mut r = Rng(seed | 1);
+    let mut exits = Vec::new();
+    loop {
+        let n = if long {
+            u64::MAX / 2
+        } else if r.below(4) == 0 {
+            1 + r.below(20_000)
+        } else {
+            1 + r.below(300)
+        };
+        let until = st.icount + n;
+        let e = it.run(&mut st, &mut bus, until);
+        assert!(!st.lazy.is_pending(), "a lazy flag state left after a run");
+        let done = e != Exit::BudgetSpent;
+        exits.push(mark(e, &st));
+        if done || exits.len() > 100_000 {
+            break;
+        }
+    }
+    outcome(&st, &bus, exits)
+}
+
+/// Random programs of flag writers, block ends and flag readers, in 64-bit and 32-bit code, under
+/// random budgets and in one long run, ending in HLT or a fault, with and without regions: the JIT
+/// equals the interpreter.
+#[test]
+fn lazy_flags_across_block_exits_match_the_interpreter() {
+    let cases: u64 = std::env::var("FERRITE_JIT_LAZY_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(24);
+    for mode in [TestMode::Long64, TestMode::Prot32] {
+        let bits = if mode == TestMode::Long64 { 64 } else { 32 };
+        let mut made = 0;
+        for case in 0..cases {
+            let seed = 0x1a2f_0000 + case * 7919 + bits as u64;
+            let end = case % 4;
+            let p = program(seed, bits, 150 + (case as u32 % 4) * 50, end);
+            for (long, regions) in [(false, false), (true, false), (false, true), (true, true)] {
+                let want = run_sliced(&mut engine(false, false), mode, &p, seed, long);
+                let last = &want.4.last().expect("a run").0;
+                assert!(
+                    matches!(last, Exit::Halted | Exit::Trapped(_)),
+                    "{bits}-bit case {case}: the program ends ({last:?})"
+                );
+                let mut it = engine(true, regions);
+                let got = run_sliced(&mut it, mode, &p, seed, long);
+                if regions {
+                    made += stat(&it, " regions (");
+                }
+                let slice = got.4.iter().zip(&want.4).position(|(g, w)| g != w);
+                assert!(
+                    got == want,
+                    "{bits}-bit case {case} (one run: {long}, regions: {regions}): first differing slice end {slice:?} (jit {:x?} interp {:x?}); at the end jit {:x?} rflags {:#x} rip {:#x} icount {} != interp {:x?} rflags {:#x} rip {:#x} icount {}",
+                    slice.map(|k| &got.4[k]),
+                    slice.map(|k| &want.4[k]),
+                    got.0,
+                    got.2,
+                    got.1,
+                    got.3,
+                    want.0,
+                    want.2,
+                    want.1,
+                    want.3
+                );
+            }
+        }
+        assert!(made > 0, "{bits}-bit: no region was made");
+    }
+}
