@@ -453,6 +453,8 @@ impl Interpreter {
         if self.mmu.debug.sync(st) {
             self.mmu.tlb.flush(false);
         }
+        // So may CPL, RFLAGS and CR0: the generated code's copy of the TLB tag bits follows them.
+        self.mmu.access_tag = crate::mem::access_tag(st);
         // Guard against a guest that takes exceptions forever without retiring instructions.
         let mut events_without_progress = 0u32;
         loop {

@@ -257,6 +257,7 @@ fn deliver_protected(ctx: &mut Ctx<'_>, vector: u8, ev: Event) -> Result<(), Fau
         // Push onto the new stack (as the new CPL, so user-page checks apply as supervisor). Leaving
         // v86 mode first makes the pushes see the new SS with protected-mode segment rules.
         ctx.st.cpl = new_cpl;
+        ctx.privilege_changed();
         ctx.st.rflags &= !flags::VM;
         *ctx.st.sreg_mut(Seg::Ss) = new_ss_seg;
         let sp_mask = if ssd.big() { 0xffff_ffff } else { 0xffff };
@@ -315,6 +316,7 @@ fn deliver_protected(ctx: &mut Ctx<'_>, vector: u8, ev: Event) -> Result<(), Fau
     cs.attr |= attr::ACCESSED;
     *ctx.st.sreg_mut(Seg::Cs) = cs;
     ctx.st.cpl = new_cpl;
+    ctx.privilege_changed();
     ctx.st.rip = offset;
     ctx.st.rflags &= !(flags::TF | flags::VM | flags::RF | flags::NT);
     if !trap {
@@ -382,11 +384,13 @@ fn deliver_long(ctx: &mut Ctx<'_>, vector: u8, ev: Event) -> Result<(), Fault> {
     }
     rsp &= !0xf;
     ctx.st.cpl = new_cpl;
+    ctx.privilege_changed();
     let vals = [old_ss as u64, old_rsp, old_flags, old_cs as u64, old_rip];
     for v in vals.iter().copied().chain(error.map(|e| e as u64)) {
         rsp = rsp.wrapping_sub(8);
         if let Err(e) = ctx.write_lin(rsp, 8, v) {
             ctx.st.cpl = cpl;
+            ctx.privilege_changed();
             return Err(e);
         }
     }

@@ -228,6 +228,15 @@ pub struct Mmu {
     pub dirty_code: Vec<u64>,
     /// Decoded breakpoints (DR0-DR3/DR7) and debug conditions waiting for delivery.
     pub debug: Breakpoints,
+    /// [`access_tag`] of the CPU state, kept for generated code, which ORs it into a page address to
+    /// get the TLB tag its inline accesses look for (one load, instead of deriving it from CPL,
+    /// RFLAGS and CR0 in every translated block). Every change of what it depends on calls
+    /// [`Ctx::privilege_changed`]; `Interpreter::run` sets it on entry (the state may have been
+    /// written from outside: reset, snapshots, a debugger, another engine). 0, the default, matches
+    /// no stored tag (bit 1 is clear), so a stale-from-birth value can only send accesses to the
+    /// slow path. The interpreter itself calls [`access_tag`]: a missed update shows as the JIT
+    /// parting from it (`jit/tests/differential_mem.rs`).
+    pub access_tag: u64,
 }
 
 /// Everything an instruction handler works on.
@@ -249,6 +258,23 @@ pub struct Ctx<'a> {
 #[inline]
 pub(crate) fn tag_of(lin: u64, user: bool) -> u64 {
     (lin & !0xfff) | 2 | user as u64
+}
+
+/// Bit 2 of [`access_tag`]: an access may have to be alignment-checked (#AC). No stored tag has it,
+/// so an inline probe that ORs it in never hits and leaves the access to the handler.
+pub const TAG_ALIGN: u64 = 4;
+
+/// The low bits of the TLB tag an explicit data access looks for in state `st`: 2 (valid) | 1 at
+/// CPL 3 (a user access), and [`TAG_ALIGN`] when RFLAGS.AC, CR0.AM and CPL 3 make
+/// [`Ctx::check_alignment`] check it. The one source of both for the interpreter (`tlb_lookup`,
+/// `check_alignment`) and, through [`Mmu::access_tag`], for the JIT's inline probes and block links.
+/// RFLAGS.AC at CPL 0-2 (SMAP's STAC/CLAC) is not in it: a supervisor entry of a user page exists
+/// only while SMAP allows it (`Tlb::drop_smap_entries`), so a hit is right whatever AC is.
+#[inline]
+pub fn access_tag(st: &CpuState) -> u64 {
+    let user = st.cpl == 3;
+    let align = user && st.rflags & flags::AC != 0 && st.cr0 & crate::state::cr0::AM != 0;
+    2 | user as u64 | (align as u64) << 2
 }
 
 impl Ctx<'_> {
@@ -280,6 +306,13 @@ impl Ctx<'_> {
         self.st.cpl == 3
     }
 
+    /// CPL, RFLAGS.AC or CR0 changed (or may have): brings [`Mmu::access_tag`] up to date. Called
+    /// right after each such change in the handlers and event delivery.
+    #[inline]
+    pub fn privilege_changed(&mut self) {
+        self.mmu.access_tag = access_tag(self.st);
+    }
+
     /// Translates a linear address through the TLB, filling it on a miss. Returns the TLB entry.
     /// `size` is the number of bytes of this page the access touches (0 for a translation only), for
     /// data breakpoints: pages they watch are never cached, so the check costs nothing on a hit.
@@ -291,7 +324,7 @@ impl Ctx<'_> {
         implicit: bool,
         size: u32,
     ) -> Result<TlbEntry, Fault> {
-        let user = self.st.cpl == 3 && !implicit;
+        let user = !implicit && access_tag(self.st) & 1 != 0;
         let idx = tlb_index(lin);
         let tag = tag_of(lin, user);
         let t = match kind {
@@ -610,15 +643,10 @@ impl Ctx<'_> {
         self.write_lin(lin, size, v)
     }
 
-    /// Alignment check (#AC) when CR0.AM, RFLAGS.AC and CPL 3 are all set.
+    /// Alignment check (#AC) when CR0.AM, RFLAGS.AC and CPL 3 are all set ([`TAG_ALIGN`]).
     #[inline]
     pub fn check_alignment(&self, lin: u64, size: u32) -> Result<(), Fault> {
-        if self.st.rflags & flags::AC != 0
-            && self.st.cpl == 3
-            && self.st.cr0 & crate::state::cr0::AM != 0
-            && size > 1
-            && lin & (size as u64 - 1) != 0
-        {
+        if access_tag(self.st) & TAG_ALIGN != 0 && size > 1 && lin & (size as u64 - 1) != 0 {
             return Err(Fault::ac());
         }
         Ok(())
@@ -942,6 +970,43 @@ mod tests {
         // Without SMAP the implicit access has the supervisor's rights, and the entry serves it.
         m.st.cr4 &= !cr4::SMAP;
         assert_eq!(sup_read(&mut m, USER + 0x10, true), Ok(0));
+    }
+
+    /// `Mmu::access_tag`, the JIT's copy of the tag bits, follows each change the handlers make:
+    /// SYSRET to CPL 3, POPF setting AC (with CR0.AM: the alignment bit), SYSCALL back to CPL 0
+    /// (SFMASK clearing AC), MOV CR0; each step must leave it equal to `access_tag` of the state.
+    #[test]
+    fn the_access_tag_copy_follows_the_handlers() {
+        use super::{TAG_ALIGN, access_tag};
+        use crate::state::{cr0, efer, flags};
+        use crate::testutil::{CODE, PD, STACK, TestMode};
+        // sysretq; popfq; syscall; mov cr0, rax
+        let code = [0x48, 0x0f, 0x07, 0x9d, 0x0f, 0x05, 0x0f, 0x22, 0xc0];
+        let mut m = crate::exec::string::testkit::Machine::new(TestMode::Long64, &code);
+        // User pages at every level (the stack is read at CPL 3).
+        let pml4 = m.st.cr3;
+        let pdpt = m.peek_le(pml4, 8) & !0xfff;
+        for a in [pml4, pdpt, PD] {
+            let e = m.peek_le(a, 8);
+            m.poke(a, &(e | 4).to_le_bytes());
+        }
+        m.st.efer |= efer::SCE;
+        m.st.msr.star = 0x18 << 48 | 0x08 << 32;
+        m.st.msr.lstar = CODE + 6;
+        m.st.msr.sfmask = flags::IF | flags::TF | flags::AC;
+        m.st.cr0 |= cr0::AM;
+        m.st.gpr[1] = CODE + 3;
+        m.st.gpr[11] = 0x202;
+        m.st.gpr[0] = m.st.cr0 & !cr0::AM;
+        m.poke(STACK, &(0x202 | flags::AC).to_le_bytes());
+        m.mmu.access_tag = access_tag(&m.st);
+        assert_eq!(m.mmu.access_tag, 2);
+        for (what, want) in [("sysret", 3), ("popf", 3 | TAG_ALIGN), ("syscall", 2), ("mov cr0", 2)] {
+            m.step().unwrap_or_else(|f| panic!("{what}: {f:?}"));
+            assert_eq!(m.mmu.access_tag, access_tag(&m.st), "{what}: the copy");
+            assert_eq!(m.mmu.access_tag, want, "{what}");
+        }
+        assert_eq!(m.st.cr0 & cr0::AM, 0);
     }
 
     /// Pages 1 MiB apart (a process's code at 0x401000, the kernel's at 0x...81a01000) do not share a

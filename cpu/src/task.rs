@@ -278,6 +278,7 @@ fn commit(
     }
     ctx.st.ldtr = Segment { selector: t.ldt, attr: 0, limit: 0, base: 0 };
     ctx.st.cpl = if v86 { 3 } else { (t.segs[Seg::Cs as usize] & 3) as u8 };
+    ctx.privilege_changed();
 
     load_ldtr(ctx, t.ldt, ext)?;
     if v86 {

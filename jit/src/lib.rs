@@ -500,7 +500,7 @@ impl Jit {
         let used = if self_loop { lower::used_gprs(insns) } else { 0 };
         regs.load(&mut b, st, used);
         regs.dirty = used;
-        let user_tag = lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig, out }.user_tag();
+        let user_tag = lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig, out }.user_tag(mmu);
         regs.sys = Some(lower::SysEnv { count: icount, tlb, user_tag });
         // In a self-loop, each memory form keeps the TLB entry (linear page, host page) of its last
         // inline access in SSA across the back edge, and probes it before the TLB: a loop walking a
@@ -548,6 +548,11 @@ impl Jit {
         let top = b.create_block();
         b.ins().jump(top, &[]);
         b.switch_to_block(top);
+        if !self_loop {
+            // No back edge: sealed now, so a variable's value here is known (the memory forms'
+            // first probe skips the empty micro-cache).
+            b.seal_block(top);
+        }
         if let Some((c, mask)) = carry {
             regs.pending = lower::PendingSet::carried(c, mask);
         }
@@ -782,7 +787,9 @@ impl Jit {
         b.switch_to_block(ret_ok);
         b.ins().jump(exit, &[ok.into()]);
         b.seal_block(entry);
-        b.seal_block(top);
+        if self_loop {
+            b.seal_block(top);
+        }
         b.seal_block(exit);
         b.switch_to_block(exit);
         let status = b.block_params(exit)[0];

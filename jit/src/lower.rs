@@ -892,24 +892,35 @@ impl Lower<'_, '_> {
     /// `ops::ea` (LEA's address, masked to the address size).
     fn ea(&mut self, insn: &Insn) -> Value {
         let i = &insn.i;
-        let mut a = self.b.ins().iconst(I64, i.memory_displacement64() as i64);
+        // base + index * scale + displacement, without the adds of zeros and the multiply by 1
+        // that the first tier (no optimisation) would emit as they are.
+        let mut a: Option<Value> = None;
         let base = i.memory_base();
         if base != Register::None
             && base != Register::RIP
             && base != Register::EIP
             && let Some(g) = cpu::regs::gpr(base)
         {
-            let v = self.read(RegOp { index: g.index as u8, size: g.size as u8, shift: g.shift as u8 });
-            a = self.b.ins().iadd(a, v);
+            a = Some(self.read(RegOp { index: g.index as u8, size: g.size as u8, shift: g.shift as u8 }));
         }
         let index = i.memory_index();
         if index != Register::None
             && let Some(g) = cpu::regs::gpr(index)
         {
             let v = self.read(RegOp { index: g.index as u8, size: g.size as u8, shift: g.shift as u8 });
-            let v = self.b.ins().imul_imm_s(v, i.memory_index_scale() as i64);
-            a = self.b.ins().iadd(a, v);
+            let scale = i.memory_index_scale();
+            let v = if scale == 1 { v } else { self.b.ins().ishl_imm_s(v, scale.trailing_zeros() as i64) };
+            a = Some(match a {
+                Some(x) => self.b.ins().iadd(x, v),
+                None => v,
+            });
         }
+        let disp = i.memory_displacement64() as i64;
+        let a = match a {
+            None => self.b.ins().iconst(I64, disp),
+            Some(a) if disp == 0 => a,
+            Some(a) => self.b.ins().iadd_imm_s(a, disp),
+        };
         self.trunc(a, insn.asize as u32)
     }
 
@@ -1152,21 +1163,35 @@ impl Lower<'_, '_> {
         let off = self.b.ins().band_imm_s(lin, 0xfff);
         let done = self.b.create_block();
         let base = self.b.append_block_param(done, I64);
-        if let Some((ct, ch)) = cache {
-            // The cache holds the linear page of an earlier inline access of this instruction (1,
-            // which is no page, when empty) and its host page. The privilege and AC cannot have
-            // changed since (they are constant in a run of generated code), so a hit is an access
-            // within that page: the same page, and not crossing its end (the TLB's slot/tag pair
-            // catches a crossing; a single entry has no slot, so it is checked here).
+        // The cache holds the linear page of an earlier inline access of this instruction (1,
+        // which is no page, when empty) and its host page. When it is still the constant 1 here
+        // (the block's first access through it), it cannot hit: no compare is emitted.
+        if let Some((ct, ch)) = cache.filter(|&(ct, _)| {
+            let t = self.b.use_var(ct);
+            !self.is_iconst(t, 1)
+        }) {
+            // The privilege and AC cannot have changed since (they are constant in a run of
+            // generated code), so a hit is an access within that page: the same page, and not
+            // crossing its end (the TLB's slot/tag pair catches a crossing; a single entry has no
+            // slot, so it is checked here; a 1-byte access cannot cross).
             let hit = self.b.create_block();
             let miss = self.b.create_block();
             self.b.set_cold_block(miss);
             let lin_page = self.b.ins().band_imm_s(lin, !0xfff);
             let t = self.b.use_var(ct);
             let same = self.b.ins().icmp(IntCC::Equal, t, lin_page);
-            let inside = self.b.ins().icmp_imm_s(IntCC::UnsignedLessThanOrEqual, off, 0x1000 - size as i64);
-            let ok = self.b.ins().band(same, inside);
-            self.b.ins().brif(ok, hit, &[], miss, &[]);
+            if size == 1 {
+                self.b.ins().brif(same, hit, &[], miss, &[]);
+            } else {
+                // Two compare-and-branches (the first tier does not fuse a `band` of two compares).
+                let within = self.b.create_block();
+                self.b.ins().brif(same, within, &[], miss, &[]);
+                self.b.seal_block(within);
+                self.b.switch_to_block(within);
+                let inside =
+                    self.b.ins().icmp_imm_s(IntCC::UnsignedLessThanOrEqual, off, 0x1000 - size as i64);
+                self.b.ins().brif(inside, hit, &[], miss, &[]);
+            }
             self.b.seal_block(hit);
             self.b.seal_block(miss);
             self.b.switch_to_block(hit);
@@ -1178,11 +1203,12 @@ impl Lower<'_, '_> {
         // - canonical form: the TLB never caches a non-canonical page (`Ctx::tlb_fill`), so a
         //   non-canonical `lin` cannot match (an access that crosses from a non-canonical page into
         //   a canonical one crosses a page, below);
-        // - RFLAGS.AC: `user_tag` has bit 2 set when AC is, which no stored tag has;
+        // - alignment: `user_tag` (`Mmu::access_tag`) has bit 2 set when the interpreter may
+        //   have to check it (RFLAGS.AC, CR0.AM, CPL 3), which no stored tag has;
         // - the TLB entry: tag = page | 2 | user. The page is that of the access's last byte: an
         //   access that crosses into the next page has a tag that cannot be in `lin`'s slot (the
         //   next page has the next slot), so it takes the slow path, which splits it.
-        let end = self.b.ins().iadd_imm_s(lin, size as i64 - 1);
+        let end = if size == 1 { lin } else { self.b.ins().iadd_imm_s(lin, size as i64 - 1) };
         let page = self.b.ins().band_imm_s(end, !0xfff);
         let tag = self.b.ins().bor(page, user_tag);
         let ent = self.tlb_slot(tlb, lin);
@@ -1192,27 +1218,20 @@ impl Lower<'_, '_> {
         // Way 0, else way 1 (`TLB_SIZE` entries on, in a cold block): a lookup only, as the
         // interpreter's `tlb_lookup` on a hit, so the TLB is left as it was. Without it, a page that a
         // fill had moved to way 1 stayed there (entries move only on fills) and every inline access to
-        // it ran its handler: 27 M loads and 19 M stores of a Linux boot.
-        let way0 = self.b.create_block();
+        // it ran its handler: 27 M loads and 19 M stores of a Linux boot. Both branches pass the
+        // entry straight to `found` (no block of their own that only jumps on).
         let way1 = self.b.create_block();
         let found = self.b.create_block();
         let at = self.b.append_block_param(found, I64);
         self.b.set_cold_block(way1);
-        self.b.ins().brif(hit, way0, &[], way1, &[]);
-        self.b.seal_block(way0);
+        self.b.ins().brif(hit, found, &[ent.into()], way1, &[]);
         self.b.seal_block(way1);
         self.b.switch_to_block(way1);
         const WAY1: usize = TLB_SIZE * std::mem::size_of::<TlbEntry>();
         let etag1 = self.b.ins().load(I64, MF, ent, (WAY1 + table + offset_of!(TlbEntry, tag)) as i32);
         let hit1 = self.b.ins().icmp(IntCC::Equal, etag1, tag);
         let ent1 = self.b.ins().iadd_imm_s(ent, WAY1 as i64);
-        let next1 = self.b.create_block();
-        self.b.ins().brif(hit1, next1, &[], slow, &[]);
-        self.b.seal_block(next1);
-        self.b.switch_to_block(next1);
-        self.b.ins().jump(found, &[ent1.into()]);
-        self.b.switch_to_block(way0);
-        self.b.ins().jump(found, &[ent.into()]);
+        self.b.ins().brif(hit1, found, &[ent1.into()], slow, &[]);
         self.b.seal_block(found);
         self.b.switch_to_block(found);
         let ehost = self.b.ins().load(I64, MF, at, (table + offset_of!(TlbEntry, host)) as i32);
@@ -1243,6 +1262,19 @@ impl Lower<'_, '_> {
         self.b.ins().iadd(tlb, at)
     }
 
+    /// Whether `v` is the constant `k` (an `iconst` in the function being built).
+    fn is_iconst(&self, v: Value, k: i64) -> bool {
+        use cranelift_codegen::ir::{InstructionData, Opcode, ValueDef};
+        let dfg = &self.b.func.dfg;
+        match dfg.value_def(v) {
+            ValueDef::Result(inst, _) => matches!(
+                dfg.insts[inst],
+                InstructionData::UnaryImm { opcode: Opcode::Iconst, imm } if imm.bits() == k
+            ),
+            _ => false,
+        }
+    }
+
     /// Continues in a new block when `ok`, else branches to `slow`.
     fn or_slow(&mut self, ok: Value, slow: Block) {
         let next = self.b.create_block();
@@ -1251,19 +1283,14 @@ impl Lower<'_, '_> {
         self.b.seal_block(next);
     }
 
-    /// `2 | user` for the TLB tags of this block's accesses, `| 4` (which no stored tag has: the
-    /// inline access never hits) when RFLAGS.AC is set and the interpreter may have to check
-    /// alignment. Neither can change inside a block (or a loop of it): CPL and AC change only in
-    /// instructions that end the block (far transfers, IRET, POPF, STAC/CLAC, task switches).
-    pub(crate) fn user_tag(&mut self) -> Value {
-        let cpl = self.b.ins().load(types::I8, MF, self.st, std::mem::offset_of!(cpu::CpuState, cpl) as i32);
-        let user = self.b.ins().icmp_imm_s(IntCC::Equal, cpl, 3);
-        let user = self.b.ins().uextend(I64, user);
-        let fl = self.b.use_var(self.fl);
-        let ac = self.b.ins().band_imm_s(fl, flags::AC as i64);
-        let ac = self.b.ins().ushr_imm_s(ac, (flags::AC.trailing_zeros() - 2) as i64);
-        let t = self.b.ins().bor(user, ac);
-        self.b.ins().bor_imm_s(t, 2)
+    /// The low bits of the TLB tags of this block's accesses (`cpu::mem::access_tag`: `2 | user`,
+    /// `| 4`, which no stored tag has, when the interpreter may have to check alignment), loaded
+    /// from `Mmu::access_tag` at `mmu`, which the handlers keep up to date. It cannot change inside a
+    /// block (or a loop of it): CPL, RFLAGS.AC and CR0 change only in instructions that end the
+    /// block (far transfers, IRET, POPF, SYSCALL/SYSRET, MOV CR0, task switches) or in event delivery.
+    pub(crate) fn user_tag(&mut self, mmu: Value) -> Value {
+        let at = std::mem::offset_of!(cpu::mem::Mmu, access_tag) as i32;
+        self.b.ins().load(I64, MF, mmu, at)
     }
 
     fn host_load(&mut self, host: Value, size: u32) -> Value {

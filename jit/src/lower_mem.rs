@@ -210,10 +210,11 @@ impl Lower<'_, '_> {
         let want = (0xffff_ffffu64 << 32) | (u64::from(attr::P | attr::S | attr::RW | db) << 16);
         let x = self.b.ins().band_imm_s(w, want_mask as i64);
         let seg_ok = self.b.ins().icmp_imm_s(IntCC::Equal, x, want as i64);
+        // Two compare-and-branches (the first tier does not fuse a `band` of two compares).
+        self.or_slow(seg_ok, slow);
         let in_limit =
             self.b.ins().icmp_imm_s(IntCC::UnsignedLessThanOrEqual, off, (1i64 << 32) - size as i64);
-        let ok = self.b.ins().band(seg_ok, in_limit);
-        self.or_slow(ok, slow);
+        self.or_slow(in_limit, slow);
         let base = self.b.ins().load(I64, MF, self.st, at + 8);
         let lin = self.b.ins().iadd(base, off);
         self.trunc(lin, 4)

@@ -577,7 +577,7 @@ fn build(
     let mut regs = lower::Regs::new(&mut b);
     regs.load(&mut b, st, used);
     regs.dirty = used;
-    let user_tag = lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig, out }.user_tag();
+    let user_tag = lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig, out }.user_tag(mmu);
     regs.sys = Some(lower::SysEnv { count: icount, tlb, user_tag });
     {
         // A predecessor's lazy flag state (`cpu::lazyflags`) is computed at the region's entry:

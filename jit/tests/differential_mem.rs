@@ -471,3 +471,362 @@ fn an_inline_access_hits_either_tlb_way() {
     assert!(ta.contains(&(0, idx + cpu::mem::TLB_SIZE, A | 2, true)), "A sits in way 1: {ta:x?}");
     assert!(inline * 10 >= b.icount * 9, "only {inline} of {} instructions ran inline", b.icount);
 }
+
+/// Where the privilege tests put things (all in the first 2 MiB, mapped by 4 KiB pages).
+mod privilege {
+    use super::*;
+    use cpu::state::{cr0, cr4, efer, flags};
+    use iced_x86::code_asm::*;
+
+    /// Code run at CPL 3 (after SYSRET, IRETQ or a far RET), user pages like everything here but
+    /// the supervisor data page.
+    pub const UCODE: u64 = 0x2000;
+    /// SYSCALL's target (LSTAR).
+    pub const LSTAR: u64 = 0x2800;
+    /// The handler of every exception vector and of INT 0x80.
+    pub const HANDLER: u64 = 0x2c00;
+    /// A user data page.
+    pub const U: u64 = DATA;
+    /// A supervisor data page.
+    pub const SUP: u64 = DATA + 0x10000;
+    /// The user stack top; the kernel stack top (TSS.RSP0) is [`STACK`].
+    pub const USTACK: u64 = 0x5000;
+    const PT: u64 = 0x104000;
+    const IDT: u64 = 0x3000;
+    const TSS: u64 = 0x700;
+
+    fn asm_at(at: u64, f: impl FnOnce(&mut CodeAssembler)) -> Vec<u8> {
+        let mut a = CodeAssembler::new(64).expect("bitness");
+        f(&mut a);
+        a.assemble(at).expect("assemble")
+    }
+
+    /// CPL 0 code that loads TR, reads and writes the supervisor page and the user page (so that
+    /// the TLB holds supervisor entries of both), then runs `then`.
+    pub fn kernel(then: impl FnOnce(&mut CodeAssembler)) -> Vec<u8> {
+        asm_at(CODE, |a| {
+            a.mov(ax, 0x30).unwrap();
+            a.ltr(ax).unwrap();
+            a.mov(rax, qword_ptr(SUP)).unwrap();
+            a.mov(qword_ptr(SUP), rax).unwrap();
+            // STAC/CLAC around the user page, for the machine with SMAP.
+            a.stac().unwrap();
+            a.mov(rax, qword_ptr(U)).unwrap();
+            a.mov(qword_ptr(U), rax).unwrap();
+            a.clac().unwrap();
+            then(a);
+            a.hlt().unwrap();
+        })
+    }
+
+    /// SYSRET to [`UCODE`] with RFLAGS = `fl`.
+    pub fn sysret(fl: u64) -> impl FnOnce(&mut CodeAssembler) {
+        move |a| {
+            a.mov(rcx, UCODE).unwrap();
+            a.mov(r11, fl).unwrap();
+            a.mov(rsp, USTACK).unwrap();
+            a.sysretq().unwrap();
+        }
+    }
+
+    /// One machine: long mode, 4 KiB user pages but [`SUP`] and the system tables, a GDT with user segments and a TSS,
+    /// an IDT whose gates (INT 0x80's of DPL 3) all lead to [`HANDLER`], SYSCALL enabled (SFMASK
+    /// clears IF, TF and AC), CR0.AM and (with `smap`) CR4.SMAP set. `pieces` are (address, code).
+    pub fn run(
+        it: &mut Interpreter,
+        pieces: &[(u64, Vec<u8>)],
+        smap: bool,
+    ) -> (cpu::CpuState, Exit, TestBus) {
+        let mut bus = TestBus::default();
+        let mut st = cpu_in(TestMode::Long64, &mut bus);
+        let w = |bus: &mut TestBus, a: u64, v: u64| {
+            bus.ram[a as usize..a as usize + 8].copy_from_slice(&v.to_le_bytes())
+        };
+        // The PML4 and PDPT entries of `cpu_in`, made user; PD[0] points at a 4 KiB table.
+        for a in [0x100000u64, 0x101000] {
+            let e = u64::from_le_bytes(bus.ram[a as usize..a as usize + 8].try_into().unwrap());
+            w(&mut bus, a, e | 4);
+        }
+        w(&mut bus, cpu::testutil::PD, PT | 7);
+        for k in 0..512u64 {
+            // Supervisor pages: SUP, and (for SMAP, which refuses implicit accesses to user
+            // pages) the GDT and TSS, the IDT and the kernel stack.
+            let sup = [SUP, 0, IDT, STACK - 0x1000].contains(&(k << 12));
+            w(&mut bus, PT + 8 * k, (k << 12) | if sup { 3 } else { 7 });
+        }
+        // GDT: 0x08 kernel code, 0x10 kernel data (from `cpu_in`), 0x20 user data, 0x28 user
+        // code (SYSRET's selectors for STAR[63:48] = 0x18), 0x30 a 64-bit TSS.
+        let gdt = st.gdtr.base;
+        w(&mut bus, gdt + 0x20, 0x00cf_f300_0000_ffff);
+        w(&mut bus, gdt + 0x28, 0x00af_fb00_0000_ffff);
+        w(&mut bus, gdt + 0x30, 0x0000_8900_0000_0067 | (TSS & 0xff_ffff) << 16);
+        w(&mut bus, gdt + 0x38, 0);
+        st.gdtr.limit = 0x3f;
+        w(&mut bus, TSS + 4, STACK);
+        for v in 0..=0x80u64 {
+            let dpl = if v == 0x80 { 3 } else { 0 };
+            let lo =
+                (HANDLER & 0xffff) | 0x08 << 16 | (0x8e | dpl << 5) << 40 | (HANDLER >> 16 & 0xffff) << 48;
+            w(&mut bus, IDT + 16 * v, lo);
+            w(&mut bus, IDT + 16 * v + 8, HANDLER >> 32);
+        }
+        st.idtr.base = IDT;
+        st.idtr.limit = 0x80 * 16 + 15;
+        for (at, code) in pieces {
+            bus.ram[*at as usize..*at as usize + code.len()].copy_from_slice(code);
+        }
+        st.efer |= efer::SCE;
+        st.msr.star = 0x18 << 48 | 0x08 << 32;
+        st.msr.lstar = LSTAR;
+        st.msr.sfmask = flags::IF | flags::TF | flags::AC;
+        st.cr0 |= cr0::AM;
+        if smap {
+            st.cr4 |= cr4::SMAP;
+        }
+        it.flush_all();
+        let exit = it.run(&mut st, &mut bus, 500);
+        (st, exit, bus)
+    }
+}
+
+/// Privilege changes between translated blocks: after each way CPL or RFLAGS.AC changes (SYSRET,
+/// IRETQ, far RET, SYSCALL, INT n, an exception from CPL 3, POPF), a load or store that must
+/// fault (a user access to a supervisor page; SMAP; #AC) or must fill the TLB (a supervisor access
+/// to a user page the TLB holds only as a user entry) runs in generated code. The JIT's probes
+/// take the tag bits from `Mmu::access_tag`, the interpreter from `cpu::mem::access_tag`: an update
+/// site that forgot the copy shows as a different fault, state or TLB.
+#[test]
+fn privilege_changes_reach_inline_accesses() {
+    use cpu::state::flags;
+    use iced_x86::code_asm::*;
+    use privilege::*;
+    type Piece = (u64, Vec<u8>);
+    let user = |f: fn(&mut CodeAssembler)| -> Piece {
+        let mut a = CodeAssembler::new(64).unwrap();
+        f(&mut a);
+        a.hlt().unwrap();
+        (UCODE, a.assemble(UCODE).unwrap())
+    };
+    let at = |addr: u64, f: fn(&mut CodeAssembler)| -> Piece {
+        let mut a = CodeAssembler::new(64).unwrap();
+        f(&mut a);
+        a.hlt().unwrap();
+        (addr, a.assemble(addr).unwrap())
+    };
+    // Reads the supervisor page: #PF at CPL 3.
+    let read_sup: fn(&mut CodeAssembler) = |a| a.mov(rax, qword_ptr(SUP)).unwrap();
+    // Touches a user page, then enters the kernel with `syscall` or `int 0x80` or a #PF
+    // (The next user page, which the kernel's start did not touch: the TLB holds it only as a
+    // user entry when the kernel is entered.)
+    fn touch_user(a: &mut CodeAssembler) {
+        a.mov(rax, qword_ptr(U + 0x1000)).unwrap();
+        a.mov(qword_ptr(U + 0x1008), rax).unwrap();
+    }
+    // In the kernel: that page again (a supervisor entry must be filled, or SMAP faults).
+    let kernel_touch: fn(&mut CodeAssembler) = |a| {
+        a.mov(rbx, qword_ptr(U + 0x1010)).unwrap();
+        a.mov(qword_ptr(U + 0x1018), rbx).unwrap();
+    };
+    let iret_frame = |a: &mut CodeAssembler, fl: u64| {
+        a.push(0x23).unwrap();
+        a.mov(rax, USTACK).unwrap();
+        a.push(rax).unwrap();
+        a.mov(rax, fl).unwrap();
+        a.push(rax).unwrap();
+        a.push(0x2b).unwrap();
+        a.mov(rax, UCODE).unwrap();
+        a.push(rax).unwrap();
+    };
+    let cases: Vec<(&str, Vec<Piece>, bool, bool)> = vec![
+        (
+            "SYSRET to CPL 3, then a supervisor page",
+            vec![(CODE, kernel(sysret(0x202))), user(read_sup)],
+            false,
+            true,
+        ),
+        (
+            "IRETQ to CPL 3, then a supervisor page",
+            vec![
+                (
+                    CODE,
+                    kernel(|a| {
+                        iret_frame(a, 0x202);
+                        a.iretq().unwrap();
+                    }),
+                ),
+                user(read_sup),
+            ],
+            false,
+            true,
+        ),
+        (
+            "far RET to CPL 3, then a supervisor page",
+            vec![
+                (
+                    CODE,
+                    kernel(|a| {
+                        a.push(0x23).unwrap();
+                        a.mov(rax, USTACK).unwrap();
+                        a.push(rax).unwrap();
+                        a.push(0x2b).unwrap();
+                        a.mov(rax, UCODE).unwrap();
+                        a.push(rax).unwrap();
+                        a.db(&[0x48, 0xcb]).unwrap(); // retfq
+                    }),
+                ),
+                user(read_sup),
+            ],
+            false,
+            true,
+        ),
+        (
+            "SYSCALL to CPL 0, then the user page",
+            vec![
+                (CODE, kernel(sysret(0x202))),
+                user(|a| {
+                    touch_user(a);
+                    a.syscall().unwrap();
+                }),
+                at(LSTAR, kernel_touch),
+            ],
+            false,
+            true,
+        ),
+        (
+            "SYSCALL to CPL 0 with SMAP (SFMASK clears AC), then the user page",
+            vec![
+                (CODE, kernel(sysret(0x4_0202))),
+                user(|a| {
+                    touch_user(a);
+                    a.syscall().unwrap();
+                }),
+                at(LSTAR, kernel_touch),
+            ],
+            true,
+            true,
+        ),
+        (
+            "INT 0x80 to CPL 0, then the user page",
+            vec![
+                (CODE, kernel(sysret(0x202))),
+                user(|a| {
+                    touch_user(a);
+                    a.int(0x80).unwrap();
+                }),
+                at(HANDLER, kernel_touch),
+            ],
+            false,
+            false,
+        ),
+        (
+            "a #PF from CPL 3 to CPL 0, then the user page",
+            vec![
+                (CODE, kernel(sysret(0x202))),
+                user(|a| {
+                    touch_user(a);
+                    a.mov(rax, qword_ptr(SUP)).unwrap();
+                }),
+                at(HANDLER, kernel_touch),
+            ],
+            false,
+            false,
+        ),
+        (
+            "POPF sets AC at CPL 3 (CR0.AM): a misaligned load",
+            vec![
+                (CODE, kernel(sysret(0x202))),
+                user(|a| {
+                    a.mov(rax, qword_ptr(U)).unwrap();
+                    a.pushfq().unwrap();
+                    a.or(qword_ptr(rsp), flags::AC as i32).unwrap();
+                    a.popfq().unwrap();
+                    a.mov(rax, qword_ptr(U + 1)).unwrap();
+                }),
+            ],
+            false,
+            true,
+        ),
+        (
+            "SYSRET sets AC (CR0.AM): a misaligned load of a page the kernel read",
+            vec![
+                (CODE, kernel(sysret(0x4_0202))),
+                user(|a| {
+                    a.mov(rax, qword_ptr(U + 1)).unwrap();
+                }),
+            ],
+            false,
+            true,
+        ),
+        (
+            "IRETQ sets AC (CR0.AM): a misaligned load of a page the kernel read",
+            vec![
+                (
+                    CODE,
+                    kernel(|a| {
+                        iret_frame(a, 0x4_0202);
+                        a.iretq().unwrap();
+                    }),
+                ),
+                user(|a| {
+                    a.mov(rax, qword_ptr(U + 1)).unwrap();
+                }),
+            ],
+            false,
+            true,
+        ),
+    ];
+    for (name, pieces, smap, trap) in cases {
+        let mut interp = Interpreter::new();
+        let mut jit = Interpreter::new();
+        jit.set_backend(Box::new(jit::Jit::new().expect("jit")), 1);
+        interp.trap_faults = trap;
+        jit.trap_faults = trap;
+        let (a, ea, ma) = privilege::run(&mut interp, &pieces, smap);
+        let (b, eb, mb) = privilege::run(&mut jit, &pieces, smap);
+        println!("{name}: {ea:?} at {:#x}, CPL {}", a.rip, a.cpl);
+        assert_eq!(tlb_tags(&interp), tlb_tags(&jit), "{name}: the TLB");
+        assert_eq!(format!("{ea:?}"), format!("{eb:?}"), "{name}: the exit");
+        assert_eq!(
+            (a.rip, a.cpl, a.icount, a.rflags, a.cr2, a.gpr),
+            (b.rip, b.cpl, b.icount, b.rflags, b.cr2, b.gpr),
+            "{name}: the state"
+        );
+        assert!(ma.ram == mb.ram, "{name}: RAM");
+        assert!(jit.inline_retired() > 0, "{name}: nothing ran inline");
+    }
+}
+
+/// CPL written from outside between two runs (as a debugger, a snapshot restore or another engine
+/// does): `Interpreter::run` brings `Mmu::access_tag` up to date on entry, so the second run's user
+/// code faults on the supervisor page the first run cached, under both engines.
+#[test]
+fn privilege_written_between_runs_reaches_inline_accesses() {
+    use iced_x86::code_asm::*;
+    use privilege::*;
+    let mut a = CodeAssembler::new(64).unwrap();
+    a.mov(rax, qword_ptr(SUP)).unwrap();
+    a.hlt().unwrap();
+    let pieces = vec![(CODE, kernel(|_| {})), (UCODE, a.assemble(UCODE).unwrap())];
+    let mut outcomes = Vec::new();
+    for jit_on in [false, true] {
+        let mut it = Interpreter::new();
+        if jit_on {
+            it.set_backend(Box::new(jit::Jit::new().expect("jit")), 1);
+        }
+        it.trap_faults = true;
+        let (mut st, first, mut bus) = privilege::run(&mut it, &pieces, false);
+        assert!(matches!(first, Exit::Halted), "{first:?}");
+        // To CPL 3 at UCODE, the way a debugger would: registers only.
+        st.halted = false;
+        st.cpl = 3;
+        st.seg[Seg::Cs as usize].selector = 0x2b;
+        st.seg[Seg::Cs as usize].attr |= 3 << attr::DPL_SHIFT;
+        st.seg[Seg::Ss as usize].selector = 0x23;
+        st.seg[Seg::Ss as usize].attr |= 3 << attr::DPL_SHIFT;
+        st.rip = UCODE;
+        let exit = it.run(&mut st, &mut bus, 100);
+        outcomes.push((format!("{exit:?}"), st.rip, st.cr2, tlb_tags(&it)));
+    }
+    assert!(outcomes[0].0.contains("vector: 14"), "the interpreter: {:?}", outcomes[0].0);
+    assert_eq!(outcomes[0], outcomes[1]);
+}

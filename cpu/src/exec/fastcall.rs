@@ -67,6 +67,7 @@ fn enter(ctx: &mut Ctx<'_>, cs: Segment, ss: Segment, cpl: u8, rip: u64) {
     *ctx.st.sreg_mut(Seg::Cs) = cs;
     *ctx.st.sreg_mut(Seg::Ss) = ss;
     ctx.st.cpl = cpl;
+    ctx.privilege_changed();
     ctx.next_rip = rip;
     ctx.break_block = true;
 }

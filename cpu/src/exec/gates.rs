@@ -107,6 +107,7 @@ fn enter_cs(ctx: &mut Ctx<'_>, sel: u16, d: Desc, rip: u64, cpl: u8) -> Result<(
     ctx.set_accessed(sel, d)?;
     *ctx.st.sreg_mut(Seg::Cs) = Desc(d.0 | (1 << 40)).to_segment((sel & !3) | cpl as u16);
     ctx.st.cpl = cpl;
+    ctx.privilege_changed();
     ctx.next_rip = rip;
     ctx.break_block = true;
     Ok(())
@@ -207,6 +208,7 @@ fn call_inner_legacy(ctx: &mut Ctx<'_>, gate: Desc, cs: u16, cd: Desc, eip: u64)
     // Push on the new stack as the new (supervisor) privilege level.
     let saved_cpl = ctx.st.cpl;
     ctx.st.cpl = new_cpl;
+    ctx.privilege_changed();
     let r = (|| {
         let mut sp = top;
         let mut put = |ctx: &mut Ctx<'_>, v: u64| -> Result<(), Fault> {
@@ -227,11 +229,13 @@ fn call_inner_legacy(ctx: &mut Ctx<'_>, gate: Desc, cs: u16, cd: Desc, eip: u64)
         Ok(sp) => sp,
         Err(e) => {
             ctx.st.cpl = saved_cpl;
+            ctx.privilege_changed();
             return Err(e);
         }
     };
     if let Err(e) = enter_cs(ctx, cs, cd, eip, new_cpl) {
         ctx.st.cpl = saved_cpl;
+        ctx.privilege_changed();
         return Err(e);
     }
     *ctx.st.sreg_mut(Seg::Ss) = new_ss;
@@ -285,6 +289,7 @@ fn call_gate64(ctx: &mut Ctx<'_>, sel: u16, gate: Desc, call: bool) -> Result<()
     let ret = ctx.next_rip;
     let saved_cpl = cpl;
     ctx.st.cpl = new_cpl;
+    ctx.privilege_changed();
     let r = (|| {
         let mut sp = rsp;
         let frame = [old_ss, old_rsp, old_cs, ret];
@@ -298,11 +303,13 @@ fn call_gate64(ctx: &mut Ctx<'_>, sel: u16, gate: Desc, call: bool) -> Result<()
         Ok(sp) => sp,
         Err(e) => {
             ctx.st.cpl = saved_cpl;
+            ctx.privilege_changed();
             return Err(e);
         }
     };
     if let Err(e) = enter_cs(ctx, cs, cd, rip, new_cpl) {
         ctx.st.cpl = saved_cpl;
+        ctx.privilege_changed();
         return Err(e);
     }
     if inner {

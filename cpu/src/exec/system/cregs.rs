@@ -135,6 +135,9 @@ pub fn write_cr0(ctx: &mut Ctx<'_>, v: u64) -> Result<(), Fault> {
         ctx.st.efer &= !efer::LMA;
     }
     ctx.st.cr0 = v;
+    // CR0.AM counts at CPL 3 only, where CR0 cannot be written, so this changes nothing today;
+    // it keeps the tag a function of the state should the tag ever depend on more of CR0.
+    ctx.privilege_changed();
     if (old ^ v) & (cr0::PG | cr0::WP | cr0::PE) != 0 {
         ctx.mmu.tlb.flush(false);
     }

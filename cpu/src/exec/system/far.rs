@@ -36,6 +36,7 @@ pub(super) fn set_cs(ctx: &mut Ctx<'_>, sel: u16, d: Desc, rip: u64, cpl: u8) ->
     ctx.set_accessed(sel, d)?;
     *ctx.st.sreg_mut(Seg::Cs) = Desc(d.0 | (1 << 40)).to_segment((sel & !3) | cpl as u16);
     ctx.st.cpl = cpl;
+    ctx.privilege_changed();
     ctx.next_rip = rip;
     ctx.break_block = true;
     Ok(())
@@ -354,6 +355,7 @@ pub(super) fn iret_to_v86(ctx: &mut Ctx<'_>, ip: u64, cs: u16, fl: u64) -> Resul
     }
     ctx.st.rflags = (fl & flags::ALL) | flags::FIXED1;
     ctx.st.cpl = 3;
+    ctx.privilege_changed();
     for (s, v) in [(Seg::Cs, cs), (Seg::Ss, ss), (Seg::Es, es), (Seg::Ds, ds), (Seg::Fs, fs), (Seg::Gs, gs)] {
         ctx.load_seg(s, v)?;
     }
@@ -453,6 +455,7 @@ pub(super) fn iret_long(ctx: &mut Ctx<'_>, osz: u32) -> Result<(), Fault> {
 pub fn set_rflags(ctx: &mut Ctx<'_>, v: u64, mask: u64) {
     let old = ctx.st.rflags;
     ctx.st.rflags = ((old & !mask) | (v & mask) | flags::FIXED1) & (flags::ALL | flags::FIXED1);
+    ctx.privilege_changed();
     if old & !ctx.st.rflags & flags::AC != 0 && ctx.st.cr4 & cr4::SMAP != 0 {
         ctx.mmu.tlb.drop_smap_entries();
     }
