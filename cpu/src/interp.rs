@@ -1128,7 +1128,6 @@ mod tests {
     use super::*;
     use crate::testutil::{CODE, DATA, TestBus, TestMode, asm, cpu_in};
     use iced_x86::code_asm::*;
-    use std::ptr::NonNull;
 
     fn key(rip: u64, phys: u64) -> BlockKey {
         BlockKey { phys, rip, cs_base: 0, bits: 64 }
@@ -1250,46 +1249,6 @@ mod tests {
         }
     }
 
-    /// A test bus with an interrupt (vector 0x20) or an NMI pending from the start.
-    struct IrqBus {
-        bus: TestBus,
-        irq: bool,
-        nmi: bool,
-    }
-
-    impl CpuBus for IrqBus {
-        fn ram_page(&mut self, page: u64, write: bool) -> Option<NonNull<u8>> {
-            self.bus.ram_page(page, write)
-        }
-        fn read_phys(&mut self, addr: u64, data: &mut [u8]) {
-            self.bus.read_phys(addr, data)
-        }
-        fn write_phys(&mut self, addr: u64, data: &[u8]) {
-            self.bus.write_phys(addr, data)
-        }
-        fn io_in(&mut self, port: u16, size: u8) -> u32 {
-            self.bus.io_in(port, size)
-        }
-        fn io_out(&mut self, port: u16, size: u8, value: u32) {
-            self.bus.io_out(port, size, value)
-        }
-        fn interrupt_pending(&mut self) -> bool {
-            self.irq
-        }
-        fn acknowledge_interrupt(&mut self) -> Option<u8> {
-            std::mem::take(&mut self.irq).then_some(0x20)
-        }
-        fn nmi_pending(&mut self) -> bool {
-            self.nmi
-        }
-        fn take_nmi(&mut self) {
-            self.nmi = false;
-        }
-        fn tsc(&mut self, icount: u64) -> u64 {
-            self.bus.tsc(icount)
-        }
-    }
-
     const HANDLER: u64 = CODE + 0x200;
 
     /// 32-bit code with IF = 0: STI, then a block of three MOVs and HLT (with an NMI: from the first
@@ -1297,8 +1256,8 @@ mod tests {
     /// and of the NMI stores ECX and EDX (what the block had done when the event came) and IRETs.
     /// Returns the stored ECX and EDX, the final state and the interpreter's block runs.
     fn sti_then_block(irq: bool, nmi: bool) -> (u32, u32, CpuState, u64) {
-        let mut bus = IrqBus { bus: TestBus::default(), irq, nmi };
-        let mut st = cpu_in(TestMode::Prot32, &mut bus.bus);
+        let mut bus = TestBus { irq: irq.then_some(0x20), nmi, ..TestBus::default() };
+        let mut st = cpu_in(TestMode::Prot32, &mut bus);
         let code = asm(32, |a| {
             a.sti().unwrap();
             a.mov(ecx, 1).unwrap();
@@ -1306,7 +1265,7 @@ mod tests {
             a.mov(esi, 3).unwrap();
             a.hlt().unwrap();
         });
-        bus.bus.ram[CODE as usize..CODE as usize + code.len()].copy_from_slice(&code);
+        bus.ram[CODE as usize..CODE as usize + code.len()].copy_from_slice(&code);
         let handler = iced_x86::code_asm::CodeAssembler::new(32)
             .and_then(|mut a| {
                 a.mov(dword_ptr(DATA as u32), ecx)?;
@@ -1315,15 +1274,15 @@ mod tests {
                 a.assemble(HANDLER)
             })
             .unwrap();
-        bus.bus.ram[HANDLER as usize..HANDLER as usize + handler.len()].copy_from_slice(&handler);
+        bus.ram[HANDLER as usize..HANDLER as usize + handler.len()].copy_from_slice(&handler);
         // 32-bit interrupt gates to HANDLER for the NMI (2) and vector 0x20.
         let gate = (HANDLER & 0xffff) | (0x08 << 16) | (0x8e00u64 << 32) | ((HANDLER >> 16) << 48);
         for v in [2usize, 0x20] {
-            bus.bus.ram[0x600 + v * 8..0x608 + v * 8].copy_from_slice(&gate.to_le_bytes());
+            bus.ram[0x600 + v * 8..0x608 + v * 8].copy_from_slice(&gate.to_le_bytes());
         }
         st.idtr.base = 0x600;
         st.idtr.limit = 0x7ff;
-        bus.bus.ram[DATA as usize..DATA as usize + 8].fill(0xff);
+        bus.ram[DATA as usize..DATA as usize + 8].fill(0xff);
         st.rflags &= !flags::IF;
         st.gpr[1] = 0;
         st.gpr[2] = 0;
@@ -1336,7 +1295,7 @@ mod tests {
         }
         let mut it = Interpreter::new();
         assert_eq!(it.run(&mut st, &mut bus, 100), Exit::Halted);
-        let word = |a: u64| u32::from_le_bytes(bus.bus.ram[a as usize..a as usize + 4].try_into().unwrap());
+        let word = |a: u64| u32::from_le_bytes(bus.ram[a as usize..a as usize + 4].try_into().unwrap());
         (word(DATA), word(DATA + 4), st, it.interpreted_runs)
     }
 

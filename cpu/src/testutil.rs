@@ -21,17 +21,21 @@ const PML4: u64 = 0x100000;
 /// entry at a 4 KiB page table of its own.
 pub const PD: u64 = PML4 + 0x2000;
 
-/// A bus with flat RAM and a port log.
+/// A bus with flat RAM, a port log, and an external interrupt and an NMI a test can raise.
 pub struct TestBus {
     pub ram: Vec<u8>,
     pub outs: Vec<(u16, u8, u32)>,
     pub in_value: u32,
     pub tsc: u64,
+    /// A pending external interrupt: its vector, taken by `acknowledge_interrupt`.
+    pub irq: Option<u8>,
+    /// A pending NMI, taken by `take_nmi`.
+    pub nmi: bool,
 }
 
 impl Default for TestBus {
     fn default() -> Self {
-        TestBus { ram: vec![0; RAM], outs: Vec::new(), in_value: 0xffff_ffff, tsc: 0 }
+        TestBus { ram: vec![0; RAM], outs: Vec::new(), in_value: 0xffff_ffff, tsc: 0, irq: None, nmi: false }
     }
 }
 
@@ -62,10 +66,16 @@ impl CpuBus for TestBus {
         self.outs.push((port, size, value));
     }
     fn interrupt_pending(&mut self) -> bool {
-        false
+        self.irq.is_some()
     }
     fn acknowledge_interrupt(&mut self) -> Option<u8> {
-        None
+        self.irq.take()
+    }
+    fn nmi_pending(&mut self) -> bool {
+        self.nmi
+    }
+    fn take_nmi(&mut self) {
+        self.nmi = false;
     }
     fn tsc(&mut self, icount: u64) -> u64 {
         self.tsc + icount

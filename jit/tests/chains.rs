@@ -209,40 +209,6 @@ fn chains_stop_at_every_budget_position_like_the_interpreter() {
     }
 }
 
-/// A [`TestBus`] with an interrupt line the test raises between slices (vector 0x20, held until
-/// the CPU acknowledges it).
-struct IrqBus {
-    bus: TestBus,
-    irq: bool,
-}
-
-impl cpu::CpuBus for IrqBus {
-    fn ram_page(&mut self, page: u64, write: bool) -> Option<std::ptr::NonNull<u8>> {
-        self.bus.ram_page(page, write)
-    }
-    fn read_phys(&mut self, addr: u64, data: &mut [u8]) {
-        self.bus.read_phys(addr, data)
-    }
-    fn write_phys(&mut self, addr: u64, data: &[u8]) {
-        self.bus.write_phys(addr, data)
-    }
-    fn io_in(&mut self, port: u16, size: u8) -> u32 {
-        self.bus.io_in(port, size)
-    }
-    fn io_out(&mut self, port: u16, size: u8, value: u32) {
-        self.bus.io_out(port, size, value)
-    }
-    fn interrupt_pending(&mut self) -> bool {
-        self.irq
-    }
-    fn acknowledge_interrupt(&mut self) -> Option<u8> {
-        std::mem::take(&mut self.irq).then_some(0x20)
-    }
-    fn tsc(&mut self, icount: u64) -> u64 {
-        self.bus.tsc(icount)
-    }
-}
-
 /// Where the interrupt handler counts interrupts and folds in the return IPs it was entered with.
 const HANDLED: u64 = 0x3000;
 /// The handler (vector 0x20 of the real-mode IVT).
@@ -295,9 +261,9 @@ fn popf_program(seed: u64, iterations: u16) -> (Vec<u8>, Vec<u8>) {
 /// before every slice (the handler returns with interrupts disabled, so each is taken right after
 /// a POPF); every slice's end, with the handler's record.
 fn run_irq(it: &mut Interpreter, main: &[u8], handler: &[u8], max: u64, irq: bool) -> Vec<(Mark, u32)> {
-    let mut bus = IrqBus { bus: TestBus::default(), irq: false };
-    let mut st = cpu_in(TestMode::Real, &mut bus.bus);
-    let ram = &mut bus.bus.ram;
+    let mut bus = TestBus::default();
+    let mut st = cpu_in(TestMode::Real, &mut bus);
+    let ram = &mut bus.ram;
     ram[CODE as usize..CODE as usize + main.len()].copy_from_slice(main);
     ram[HANDLER as usize..HANDLER as usize + handler.len()].copy_from_slice(handler);
     // IVT entries 0x20 and 1 (#DB): HANDLER in segment 0.
@@ -310,11 +276,11 @@ fn run_irq(it: &mut Interpreter, main: &[u8], handler: &[u8], max: u64, irq: boo
     let mut n = 0;
     loop {
         n = n % max + 1;
-        bus.irq = irq;
+        bus.irq = irq.then_some(0x20);
         let until = st.icount + n;
         let e = it.run(&mut st, &mut bus, until);
         let done = e != Exit::BudgetSpent;
-        let rec = &bus.bus.ram[HANDLED as usize..HANDLED as usize + 4];
+        let rec = &bus.ram[HANDLED as usize..HANDLED as usize + 4];
         let rec = u32::from_le_bytes([rec[0], rec[1], rec[2], rec[3]]);
         marks.push(((e, st.icount, st.rip, st.rflags, st.gpr), rec));
         if done || marks.len() > 1_000_000 {

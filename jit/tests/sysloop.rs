@@ -8,12 +8,10 @@
 //!
 //! `FERRITE_JIT_DIFF_CASES=N` runs N programs (default 150).
 
-use cpu::CpuBus;
 use cpu::Interpreter;
 use cpu::interp::Exit;
 use cpu::testutil::{CODE, DATA, PD, TestBus, TestMode, cpu_in};
 use iced_x86::code_asm::*;
-use std::ptr::NonNull;
 
 mod common;
 use common::{Rng, tlb_tags};
@@ -29,39 +27,6 @@ const FRAME: u64 = 0x1f_0000;
 const PF_H: u64 = 0x4000;
 const IRQ_H: u64 = 0x4100;
 const SOFT_H: u64 = 0x4200;
-
-/// A test bus whose interrupt (vector 0x20) the driver raises.
-struct IrqBus {
-    bus: TestBus,
-    irq: bool,
-}
-
-impl CpuBus for IrqBus {
-    fn ram_page(&mut self, page: u64, write: bool) -> Option<NonNull<u8>> {
-        self.bus.ram_page(page, write)
-    }
-    fn read_phys(&mut self, addr: u64, data: &mut [u8]) {
-        self.bus.read_phys(addr, data)
-    }
-    fn write_phys(&mut self, addr: u64, data: &[u8]) {
-        self.bus.write_phys(addr, data)
-    }
-    fn io_in(&mut self, port: u16, size: u8) -> u32 {
-        self.bus.io_in(port, size)
-    }
-    fn io_out(&mut self, port: u16, size: u8, value: u32) {
-        self.bus.io_out(port, size, value)
-    }
-    fn interrupt_pending(&mut self) -> bool {
-        self.irq
-    }
-    fn acknowledge_interrupt(&mut self) -> Option<u8> {
-        std::mem::take(&mut self.irq).then_some(0x20)
-    }
-    fn tsc(&mut self, icount: u64) -> u64 {
-        self.bus.tsc(icount)
-    }
-}
 
 fn assemble(at: u64, f: impl FnOnce(&mut CodeAssembler) -> Result<(), IcedError>) -> Vec<u8> {
     let mut a = CodeAssembler::new(64).unwrap();
@@ -158,10 +123,10 @@ fn setup(bus: &mut TestBus) -> cpu::CpuState {
 
 /// Runs the program with interrupts raised at the retired counts of `gaps`; returns the state, the
 /// exits and the bus.
-fn go(it: &mut Interpreter, code: &[u8], gaps: &[u64]) -> (cpu::CpuState, Vec<Exit>, IrqBus) {
-    let mut bus = IrqBus { bus: TestBus::default(), irq: false };
-    let mut st = setup(&mut bus.bus);
-    bus.bus.ram[CODE as usize..CODE as usize + code.len()].copy_from_slice(code);
+fn go(it: &mut Interpreter, code: &[u8], gaps: &[u64]) -> (cpu::CpuState, Vec<Exit>, TestBus) {
+    let mut bus = TestBus::default();
+    let mut st = setup(&mut bus);
+    bus.ram[CODE as usize..CODE as usize + code.len()].copy_from_slice(code);
     it.flush_all();
     let mut exits = Vec::new();
     let mut at = 0;
@@ -174,12 +139,12 @@ fn go(it: &mut Interpreter, code: &[u8], gaps: &[u64]) -> (cpu::CpuState, Vec<Ex
         let e = it.run(&mut st, &mut bus, next);
         exits.push(e.clone());
         match e {
-            Exit::BudgetSpent => bus.irq = true,
+            Exit::BudgetSpent => bus.irq = Some(0x20),
             Exit::Halted if st.rflags & cpu::state::flags::IF == 0 => break,
             Exit::Halted => {
                 // HLT with interrupts on: the next interrupt wakes it.
                 st.icount = st.icount.max(next);
-                bus.irq = true;
+                bus.irq = Some(0x20);
             }
             _ => break,
         }
@@ -208,10 +173,9 @@ fn jit_matches_interpreter_around_sti_int_iret_and_page_faults_with_interrupts()
         assert_eq!(key(&a), key(&b), "case {case}: state (gaps {gaps:?})");
         assert_eq!(ea, eb, "case {case}: exits");
         assert_eq!(tlb_tags(&interp), tlb_tags(&jit), "case {case}: the TLB");
-        assert!(ba.bus.ram == bb.bus.ram, "case {case}: RAM differs");
-        let word = |b: &IrqBus, o: u64| {
-            u64::from_le_bytes(b.bus.ram[(DATA + o) as usize..][..8].try_into().unwrap())
-        };
+        assert!(ba.ram == bb.ram, "case {case}: RAM differs");
+        let word =
+            |b: &TestBus, o: u64| u64::from_le_bytes(b.ram[(DATA + o) as usize..][..8].try_into().unwrap());
         delivered += word(&ba, 0x100);
         faults += word(&ba, 0x110);
     }
