@@ -15,7 +15,7 @@ use cpu::testutil::{CODE, DATA, STACK, TestBus, TestMode, cpu_in};
 use iced_x86::code_asm::*;
 
 mod common;
-use common::Rng;
+use common::{Rng, jcc};
 
 /// Where the functions the main loop calls start.
 const FUNCS: u64 = 0x5000;
@@ -23,29 +23,6 @@ const FUNCS: u64 = 0x5000;
 struct Program {
     main: Vec<u8>,
     funcs: Vec<u8>,
-}
-
-/// A random condition code's Jcc to `l`.
-fn jcc(a: &mut CodeAssembler, cc: u64, l: CodeLabel) {
-    match cc % 16 {
-        0 => a.jo(l),
-        1 => a.jno(l),
-        2 => a.jb(l),
-        3 => a.jae(l),
-        4 => a.je(l),
-        5 => a.jne(l),
-        6 => a.jbe(l),
-        7 => a.ja(l),
-        8 => a.js(l),
-        9 => a.jns(l),
-        10 => a.jp(l),
-        11 => a.jnp(l),
-        12 => a.jl(l),
-        13 => a.jge(l),
-        14 => a.jle(l),
-        _ => a.jg(l),
-    }
-    .unwrap();
 }
 
 /// A random SETcc of AL.

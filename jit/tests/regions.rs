@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::Rng;
+use common::{Rng, jcc};
 use cpu::Interpreter;
 use cpu::interp::Exit;
 use cpu::testutil::{CODE, STACK, TestBus, TestMode, asm, cpu_in};
@@ -25,29 +25,6 @@ fn bits_of(mode: TestMode) -> u32 {
 /// Registers the random bodies write: not ECX (the loop counter), EBX (the data base) or ESP.
 const DST: [AsmRegister32; 5] = [eax, edx, esi, edi, ebp];
 const SRC: [AsmRegister32; 7] = [eax, edx, esi, edi, ebp, ebx, ecx];
-
-/// A conditional jump on condition `cc` (0..16) to `l`.
-fn jcc(a: &mut CodeAssembler, cc: u64, l: CodeLabel) {
-    let r = match cc {
-        0 => a.jo(l),
-        1 => a.jno(l),
-        2 => a.jb(l),
-        3 => a.jae(l),
-        4 => a.je(l),
-        5 => a.jne(l),
-        6 => a.jbe(l),
-        7 => a.ja(l),
-        8 => a.js(l),
-        9 => a.jns(l),
-        10 => a.jp(l),
-        11 => a.jnp(l),
-        12 => a.jl(l),
-        13 => a.jge(l),
-        14 => a.jle(l),
-        _ => a.jg(l),
-    };
-    r.expect("jcc");
-}
 
 /// A random straight-line body of 1..6 instructions: inlined ALU, shift, IMUL, LEA, SETcc, CMOVcc,
 /// ADC and memory forms, PUSH/POP, and BSWAP (a handler call).

@@ -3,6 +3,30 @@
 #![allow(dead_code)]
 
 use cpu::Interpreter;
+use iced_x86::code_asm::{CodeAssembler, CodeLabel};
+
+/// A conditional jump on condition `cc % 16` (the order of the condition codes' encodings) to `l`.
+pub fn jcc(a: &mut CodeAssembler, cc: u64, l: CodeLabel) {
+    let r = match cc % 16 {
+        0 => a.jo(l),
+        1 => a.jno(l),
+        2 => a.jb(l),
+        3 => a.jae(l),
+        4 => a.je(l),
+        5 => a.jne(l),
+        6 => a.jbe(l),
+        7 => a.ja(l),
+        8 => a.js(l),
+        9 => a.jns(l),
+        10 => a.jp(l),
+        11 => a.jnp(l),
+        12 => a.jl(l),
+        13 => a.jge(l),
+        14 => a.jle(l),
+        _ => a.jg(l),
+    };
+    r.expect("jcc");
+}
 
 /// The software TLB's valid entries (table, slot, tag, whether it has a host page): the JIT must
 /// leave exactly the interpreter's, as the state hash of a machine covers them (an inline
