@@ -7,10 +7,11 @@
 //!
 //! One source of semantics: each arm restates `sse_int::compute`'s arm of the same mnemonic (and
 //! `sse::movmsk`/`avx::movmsk`, `avx::write_reg`'s VEX rule, `VecState::clear_above_128` for
-//! VZEROUPPER). `tests/differential_sse.rs` and `tests/differential_vec.rs` compare every form
-//! here with the interpreter (register and memory operands, XMM and YMM, all lanes random), and
-//! the difftest crate's `jit_vs_native` SIMD runs compare them with this host's CPU. A form not
-//! listed in [`VOp::of`] keeps the `sse_helper` call.
+//! VZEROUPPER). `tests/differential_sse.rs` compares every form here with the interpreter
+//! (register and memory operands, aligned, misaligned and page-crossing; XMM and YMM, registers
+//! 0-15, all lanes random), and the difftest crate's `tests/jit_vec.rs` compares them with this
+//! host's CPU (every encoding of these mnemonics, both modes). A form not listed in [`VOp::of`]
+//! keeps the `sse_helper` call.
 
 use super::{HOST, Lower, MF, xmm_off, ymm_hi_off, zmm_hi_off};
 use cpu::exec::Insn;
@@ -277,7 +278,7 @@ impl Lower<'_, '_> {
             _ => I8X16,
         };
         // Every lane of every source first (the destination may be a source).
-        let mut out = Vec::with_capacity(lanes as usize);
+        let mut out = Vec::with_capacity(lanes);
         for l in 0..lanes as i32 {
             let a = self.b.ins().load(ty, MF, self.st, Self::vlane_off(first, l));
             let b = match i.op_kind(second) {
