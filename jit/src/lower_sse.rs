@@ -11,8 +11,9 @@
 //! exception its #XM, CR0.TS its #NM), as it does for a memory access off the TLB's fast path.
 //!
 //! One source of semantics. The XMM registers stay in `CpuState` (`fpu.xmm`); generated code reads
-//! and writes them there. Two kinds of forms:
-//! - restated in IR, on 64-bit halves: the moves (MOVAPS/MOVUPS/MOVAPD/MOVUPD/MOVDQA/MOVDQU/LDDQU,
+//! and writes them there. Three kinds of forms:
+//! - restated in IR, on 64-bit halves (the 128-bit moves, VEX moves and logic on whole 16-byte
+//!   vectors): the moves (MOVAPS/MOVUPS/MOVAPD/MOVUPD/MOVDQA/MOVDQU/LDDQU,
 //!   MOVD/MOVQ to and from general registers and memory, MOVSD/MOVSS, MOVLPD/MOVLPS/MOVHPD/MOVHPS,
 //!   MOVHLPS/MOVLHPS, MOVDDUP), UNPCKLPD/UNPCKHPD/PUNPCKLQDQ/PUNPCKHQDQ and the bitwise logic
 //!   (PAND/PANDN/POR/PXOR and their PS/PD forms): `sse::mov_v` and `sse_int::compute`'s logic arms,
@@ -766,15 +767,18 @@ impl Lower<'_, '_> {
         let d = i.op0_register();
         match op {
             Sse::Mov => {
+                // One 16-byte load and store.
+                use cranelift_codegen::ir::types::I8X16;
                 if mem == Mem::Dst {
-                    let s = i.op1_register();
-                    let (lo, hi) = (self.xmm_lo(s), self.xmm_hi(s));
-                    self.b.ins().store(HOST, lo, host, 0);
-                    self.b.ins().store(HOST, hi, host, 8);
+                    let v = self.b.ins().load(I8X16, MF, self.st, xmm_off(i.op1_register()));
+                    self.b.ins().store(HOST, v, host, 0);
                 } else {
-                    let (lo, hi) = self.src_halves(insn, host, true, true);
-                    self.set_xmm_lo(d, lo.expect("asked for"));
-                    self.set_xmm_hi(d, hi.expect("asked for"));
+                    let v = if i.op1_kind() == OpKind::Memory {
+                        self.b.ins().load(I8X16, HOST, host, 0)
+                    } else {
+                        self.b.ins().load(I8X16, MF, self.st, xmm_off(i.op1_register()))
+                    };
+                    self.b.ins().store(MF, v, self.st, xmm_off(d));
                 }
             }
             Sse::MovIn(n) => {
@@ -897,61 +901,52 @@ impl Lower<'_, '_> {
                 self.set_xmm_hi(d, hi);
             }
             Sse::Logic(l) => {
-                let (slo, shi) = self.src_halves(insn, host, true, true);
-                let s = [slo.expect("asked for"), shi.expect("asked for")];
-                let a = [self.xmm_lo(d), self.xmm_hi(d)];
-                let r = [0, 1].map(|k| match l {
-                    Logic::And => self.b.ins().band(a[k], s[k]),
-                    Logic::AndNot => self.b.ins().band_not(s[k], a[k]),
-                    Logic::Or => self.b.ins().bor(a[k], s[k]),
-                    Logic::Xor => self.b.ins().bxor(a[k], s[k]),
-                });
-                self.set_xmm_lo(d, r[0]);
-                self.set_xmm_hi(d, r[1]);
+                // On the whole 128 bits at once (I64X2).
+                use cranelift_codegen::ir::types::I64X2;
+                let s = if i.op1_kind() == OpKind::Memory {
+                    self.b.ins().load(I64X2, HOST, host, 0)
+                } else {
+                    self.b.ins().load(I64X2, MF, self.st, xmm_off(i.op1_register()))
+                };
+                let a = self.b.ins().load(I64X2, MF, self.st, xmm_off(d));
+                let r = match l {
+                    Logic::And => self.b.ins().band(a, s),
+                    Logic::AndNot => self.b.ins().band_not(s, a),
+                    Logic::Or => self.b.ins().bor(a, s),
+                    Logic::Xor => self.b.ins().bxor(a, s),
+                };
+                self.b.ins().store(MF, r, self.st, xmm_off(d));
             }
             Sse::Helper { .. } => self.emit_sse_helper(insn, host),
             Sse::VMov(wide) => {
+                use cranelift_codegen::ir::types::I8X16;
+                // One 16-byte load and store per 128-bit lane.
+                let lanes = if wide { 2 } else { 1 };
+                let lane_off = |r: Register, l: i32| {
+                    if l == 0 { xmm_off(r) } else { ymm_hi_off(cpu::exec::avx::vindex(r)) }
+                };
                 if mem == Mem::Dst {
                     let s = i.op1_register();
-                    let k = cpu::exec::avx::vindex(s);
-                    let (lo, hi) = (self.xmm_lo(s), self.xmm_hi(s));
-                    self.b.ins().store(HOST, lo, host, 0);
-                    self.b.ins().store(HOST, hi, host, 8);
-                    if wide {
-                        for h in 0..2 {
-                            let v = self.b.ins().load(I64, MF, self.st, ymm_hi_off(k) + 8 * h);
-                            self.b.ins().store(HOST, v, host, 16 + 8 * h);
-                        }
+                    for l in 0..lanes {
+                        let v = self.b.ins().load(I8X16, MF, self.st, lane_off(s, l));
+                        self.b.ins().store(HOST, v, host, 16 * l);
                     }
                 } else {
-                    // Every source quadword first (the source may be the destination).
-                    let src: Vec<Value> = (0..if wide { 4 } else { 2 })
-                        .map(|q: i32| {
+                    // Every source lane first (the source may be the destination).
+                    let src: Vec<Value> = (0..lanes)
+                        .map(|l| {
                             if i.op1_kind() == OpKind::Memory {
-                                self.b.ins().load(I64, HOST, host, 8 * q)
+                                self.b.ins().load(I8X16, HOST, host, 16 * l)
                             } else {
-                                let s = i.op1_register();
-                                let at = if q < 2 {
-                                    xmm_off(s) + 8 * q
-                                } else {
-                                    ymm_hi_off(cpu::exec::avx::vindex(s)) + 8 * (q - 2)
-                                };
-                                self.b.ins().load(I64, MF, self.st, at)
+                                self.b.ins().load(I8X16, MF, self.st, lane_off(i.op1_register(), l))
                             }
                         })
                         .collect();
-                    let k = cpu::exec::avx::vindex(d);
-                    let zero = self.b.ins().iconst(I64, 0);
-                    self.set_xmm_lo(d, src[0]);
-                    self.set_xmm_hi(d, src[1]);
+                    for (l, v) in src.into_iter().enumerate() {
+                        self.b.ins().store(MF, v, self.st, lane_off(d, l as i32));
+                    }
                     // `avx::write_reg`: bits 255:128 from a YMM source or zeroed, 511:256 zeroed.
-                    for h in 0..2 {
-                        let v = if wide { src[2 + h] } else { zero };
-                        self.b.ins().store(MF, v, self.st, ymm_hi_off(k) + 8 * h as i32);
-                    }
-                    for q in 0..4 {
-                        self.b.ins().store(MF, zero, self.st, zmm_hi_off(k) + 8 * q);
-                    }
+                    self.zero_above(d, wide);
                 }
             }
             Sse::VHelper => self.emit_vex_helper(insn, host),
@@ -961,15 +956,15 @@ impl Lower<'_, '_> {
     /// `avx::write_reg`'s VEX rule after a write of bits 127:0 (`wide`: 255:0) of vector register
     /// `r`: the bits above them, up to MAXVL, zeroed.
     fn zero_above(&mut self, r: Register, wide: bool) {
+        use cranelift_codegen::ir::types::I64X2;
         let k = cpu::exec::avx::vindex(r);
         let zero = self.b.ins().iconst(I64, 0);
+        let zero = self.b.ins().splat(I64X2, zero);
         if !wide {
-            for h in 0..2 {
-                self.b.ins().store(MF, zero, self.st, ymm_hi_off(k) + 8 * h);
-            }
+            self.b.ins().store(MF, zero, self.st, ymm_hi_off(k));
         }
-        for q in 0..4 {
-            self.b.ins().store(MF, zero, self.st, zmm_hi_off(k) + 8 * q);
+        for h in 0..2 {
+            self.b.ins().store(MF, zero, self.st, zmm_hi_off(k) + 16 * h);
         }
     }
 
