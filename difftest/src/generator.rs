@@ -547,6 +547,8 @@ pub struct GenConfig {
     /// `vm.mmap_min_addr <= LOW_DATA_ADDR` on the host running the native engine; without it, 16-bit
     /// addresses still aim at that range but fault (#PF), which is compared like any other outcome.
     pub low_region: bool,
+    /// Only encodings of these mnemonics (empty: every one of the families).
+    pub mnemonics: Vec<Mnemonic>,
 }
 
 /// Whether this host lets a process map the low data region (`vm.mmap_min_addr <= LOW_DATA_ADDR`).
@@ -566,6 +568,7 @@ impl Default for GenConfig {
             modes: Mode::ALL.to_vec(),
             mixed_percent: 25,
             low_region: host_allows_low_region(),
+            mnemonics: Vec::new(),
         }
     }
 }
@@ -765,6 +768,9 @@ impl Generator {
                 continue;
             }
             let Some(fam) = Family::of_code(code) else { continue };
+            if !config.mnemonics.is_empty() && !config.mnemonics.contains(&code.mnemonic()) {
+                continue;
+            }
             if fam.is_fp_simd() && fp_excluded(code.mnemonic()) {
                 continue;
             }

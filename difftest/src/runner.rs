@@ -28,6 +28,9 @@ pub struct Config {
     pub max_reports: usize,
     /// Shrink divergent cases to the first differing instruction.
     pub shrink: bool,
+    /// Only encodings of these mnemonics (empty: every one of the families): for a run aimed at
+    /// the forms one engine implements specially (the JIT's vector IR forms).
+    pub mnemonics: Vec<iced_x86::Mnemonic>,
 }
 
 impl Default for Config {
@@ -41,6 +44,7 @@ impl Default for Config {
             mixed_percent: 25,
             max_reports: 10,
             shrink: true,
+            mnemonics: Vec::new(),
         }
     }
 }
@@ -86,6 +90,7 @@ impl Config {
             modes: if self.modes.is_empty() { Mode::ALL.to_vec() } else { self.modes.clone() },
             mixed_percent: self.mixed_percent,
             low_region: crate::generator::host_allows_low_region(),
+            mnemonics: self.mnemonics.clone(),
         }
     }
 }

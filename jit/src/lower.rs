@@ -35,7 +35,7 @@ mod lower_shift;
 mod lower_sse;
 #[path = "lower_sys.rs"]
 mod lower_sys;
-pub(crate) use lower_sse::sse_helper;
+pub(crate) use lower_sse::{helper_form_name, sse_helper};
 pub(crate) use lower_sys::{SysEnv, sys_helper};
 
 /// What an inlined instruction does.

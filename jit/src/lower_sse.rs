@@ -11,16 +11,23 @@
 //! exception its #XM, CR0.TS its #NM), as it does for a memory access off the TLB's fast path.
 //!
 //! One source of semantics. The XMM registers stay in `CpuState` (`fpu.xmm`); generated code reads
-//! and writes them there. Two kinds of forms:
-//! - restated in IR, on 64-bit halves: the moves (MOVAPS/MOVUPS/MOVAPD/MOVUPD/MOVDQA/MOVDQU/LDDQU,
+//! and writes them there. Three kinds of forms:
+//! - restated in IR, on 64-bit halves (the 128-bit moves, VEX moves and logic on whole 16-byte
+//!   vectors): the moves (MOVAPS/MOVUPS/MOVAPD/MOVUPD/MOVDQA/MOVDQU/LDDQU,
 //!   MOVD/MOVQ to and from general registers and memory, MOVSD/MOVSS, MOVLPD/MOVLPS/MOVHPD/MOVHPS,
 //!   MOVHLPS/MOVLHPS, MOVDDUP), UNPCKLPD/UNPCKHPD/PUNPCKLQDQ/PUNPCKHQDQ and the bitwise logic
 //!   (PAND/PANDN/POR/PXOR and their PS/PD forms): `sse::mov_v` and `sse_int::compute`'s logic arms,
 //!   covered form by form by `tests/differential_sse.rs`;
+//! - restated in Cranelift vector IR by the child module `lower_vec` (one host instruction or a
+//!   few per 128-bit lane): the integer SIMD forms compiled C and glibc's string functions run
+//!   (PADD*/PSUB* with and without saturation, PCMPEQ*/PCMPGT*, PMIN*/PMAX*, PAVG*, PMULLW/PMULLD,
+//!   PUNPCKL*/PUNPCKH*, PSHUF D/LW/HW/B, PSLLDQ/PSRLDQ, shifts by an imm8, PMOVMSKB), legacy and
+//!   VEX.128/VEX.256, and VZEROUPPER: `sse_int::compute`'s arms, covered form by form by
+//!   `tests/differential_sse.rs` and difftest's `tests/jit_vec.rs` (jit against this host's CPU);
 //! - computed by [`sse_helper`], a direct call (no `call_handler`, no write-back of the general
 //!   registers or RFLAGS, which it does not touch) of the interpreter's own pure functions on the
-//!   XMM slots: `sse_int::compute` for integer SIMD (PADD*, PCMPEQ*, PSHUFD, PUNPCKL*, PMINUB,
-//!   PSLLDQ...), `sse_fp::host` (the host's own instruction with the guest's RC/DAZ/FTZ, all
+//!   XMM slots: `sse_int::compute` for the other integer SIMD (PSADBW, PMADDWD, PALIGNR, shifts by
+//!   a register count, PACK*...), `sse_fp::host` (the host's own instruction with the guest's RC/DAZ/FTZ, all
 //!   exceptions masked) for FP arithmetic, compares, conversions, CVTSI2SD/CVTTSD2SI and
 //!   (U)COMISS/SD. With every MXCSR exception masked (the guard), `sse_fp::apply_flags` reduces to
 //!   ORing the raised flags into MXCSR, which the helper does; so results, sticky flags, DAZ/FTZ and
@@ -34,6 +41,9 @@
 //!   helper. This restates the IEEE operation (the host's own, bit for bit) and the flag
 //!   classification, covered by the differential test's FP cases. PMOVMSKB/MOVMSKPS/MOVMSKPD (`sse::movmsk`, private to the
 //!   interpreter) are restated in the helper and covered by the same test.
+
+#[path = "lower_vec.rs"]
+mod lower_vec;
 
 use super::{Form, HOST, Lower, MF, Mem, Op, lea_regs_ok};
 use cpu::CpuState;
@@ -65,13 +75,14 @@ pub(crate) enum Sse {
     Halves(Halves),
     /// A bitwise operation on both halves.
     Logic(Logic),
-    /// Computed by [`sse_helper`]; `fp` when it runs on the host's FP unit (needs masked MXCSR).
+    /// Computed by [`sse_helper`] (integer forms of `lower_vec` in vector IR instead); `fp` when it
+    /// runs on the host's FP unit (needs masked MXCSR).
     Helper { fp: bool },
     /// VEX (64-bit code): VMOVDQU/VMOVDQA/VMOVUPS/VMOVAPS/VMOVUPD/VMOVAPD with an XMM (`false`) or
     /// YMM (`true`) register.
     VMov(bool),
-    /// VEX: an integer form of `sse_int::compute` lane by lane, VPMOVMSKB, or VZEROUPPER, computed
-    /// by [`sse_helper`].
+    /// VEX: an integer form of `sse_int::compute`, VPMOVMSKB, or VZEROUPPER: in vector IR
+    /// (`lower_vec`) where it has the form, else computed lane by lane by [`sse_helper`].
     VHelper,
     /// VEX: VMOVD/VMOVQ into an XMM register from a general register, m32/m64 or (VMOVQ) an XMM
     /// register: the low `n` bytes, bits MAXVL-1:`8n` zeroed (`avx::mov`, `avx::write_reg`).
@@ -405,6 +416,7 @@ pub(crate) extern "C" fn sse_helper(st: *const CpuState, mem: u64, g: u64, size:
     // SAFETY: generated code passes the `CpuState` of the `Ctx` it runs on (derived from its
     // exclusive borrow), which nothing else accesses during the call.
     let st = unsafe { &mut *(st as *mut CpuState) };
+    crate::profile::count_helper(code & (C_MNEMONIC | C_VEX | C_WIDE | 3 << C_KIND));
     let Ok(m) = M::try_from((code & C_MNEMONIC) as usize) else { return 0 };
     let d = ((code >> C_DST) & 15) as usize;
     let imm = (code >> C_IMM) as u8;
@@ -509,6 +521,16 @@ pub(crate) extern "C" fn sse_helper(st: *const CpuState, mem: u64, g: u64, size:
     st.fpu.mxcsr |= raised & cpu::exec::sse::MXCSR_FLAGS;
     st.fpu.xmm[d] = r;
     out
+}
+
+/// A name for the form `code` names (an [`sse_helper`] code word masked to its mnemonic, source
+/// kind, VEX and width bits), for the profile's table.
+pub(crate) fn helper_form_name(code: u32) -> String {
+    let m = M::try_from((code & C_MNEMONIC) as usize).map_or_else(|_| "?".into(), |m| format!("{m:?}"));
+    let kind = ["xmm", "mem", "gpr", "imm"][((code >> C_KIND) & 3) as usize];
+    let vex = if code & C_VEX != 0 { " vex" } else { "" };
+    let wide = if code & C_WIDE != 0 { " wide" } else { "" };
+    format!("{m} src={kind}{vex}{wide}")
 }
 
 /// The VEX forms of [`sse_helper`] (`avx::vzero`, `avx::movmsk`, `avx::int_op` with the VEX write
@@ -745,15 +767,18 @@ impl Lower<'_, '_> {
         let d = i.op0_register();
         match op {
             Sse::Mov => {
+                // One 16-byte load and store.
+                use cranelift_codegen::ir::types::I8X16;
                 if mem == Mem::Dst {
-                    let s = i.op1_register();
-                    let (lo, hi) = (self.xmm_lo(s), self.xmm_hi(s));
-                    self.b.ins().store(HOST, lo, host, 0);
-                    self.b.ins().store(HOST, hi, host, 8);
+                    let v = self.b.ins().load(I8X16, MF, self.st, xmm_off(i.op1_register()));
+                    self.b.ins().store(HOST, v, host, 0);
                 } else {
-                    let (lo, hi) = self.src_halves(insn, host, true, true);
-                    self.set_xmm_lo(d, lo.expect("asked for"));
-                    self.set_xmm_hi(d, hi.expect("asked for"));
+                    let v = if i.op1_kind() == OpKind::Memory {
+                        self.b.ins().load(I8X16, HOST, host, 0)
+                    } else {
+                        self.b.ins().load(I8X16, MF, self.st, xmm_off(i.op1_register()))
+                    };
+                    self.b.ins().store(MF, v, self.st, xmm_off(d));
                 }
             }
             Sse::MovIn(n) => {
@@ -876,61 +901,52 @@ impl Lower<'_, '_> {
                 self.set_xmm_hi(d, hi);
             }
             Sse::Logic(l) => {
-                let (slo, shi) = self.src_halves(insn, host, true, true);
-                let s = [slo.expect("asked for"), shi.expect("asked for")];
-                let a = [self.xmm_lo(d), self.xmm_hi(d)];
-                let r = [0, 1].map(|k| match l {
-                    Logic::And => self.b.ins().band(a[k], s[k]),
-                    Logic::AndNot => self.b.ins().band_not(s[k], a[k]),
-                    Logic::Or => self.b.ins().bor(a[k], s[k]),
-                    Logic::Xor => self.b.ins().bxor(a[k], s[k]),
-                });
-                self.set_xmm_lo(d, r[0]);
-                self.set_xmm_hi(d, r[1]);
+                // On the whole 128 bits at once (I64X2).
+                use cranelift_codegen::ir::types::I64X2;
+                let s = if i.op1_kind() == OpKind::Memory {
+                    self.b.ins().load(I64X2, HOST, host, 0)
+                } else {
+                    self.b.ins().load(I64X2, MF, self.st, xmm_off(i.op1_register()))
+                };
+                let a = self.b.ins().load(I64X2, MF, self.st, xmm_off(d));
+                let r = match l {
+                    Logic::And => self.b.ins().band(a, s),
+                    Logic::AndNot => self.b.ins().band_not(s, a),
+                    Logic::Or => self.b.ins().bor(a, s),
+                    Logic::Xor => self.b.ins().bxor(a, s),
+                };
+                self.b.ins().store(MF, r, self.st, xmm_off(d));
             }
             Sse::Helper { .. } => self.emit_sse_helper(insn, host),
             Sse::VMov(wide) => {
+                use cranelift_codegen::ir::types::I8X16;
+                // One 16-byte load and store per 128-bit lane.
+                let lanes = if wide { 2 } else { 1 };
+                let lane_off = |r: Register, l: i32| {
+                    if l == 0 { xmm_off(r) } else { ymm_hi_off(cpu::exec::avx::vindex(r)) }
+                };
                 if mem == Mem::Dst {
                     let s = i.op1_register();
-                    let k = cpu::exec::avx::vindex(s);
-                    let (lo, hi) = (self.xmm_lo(s), self.xmm_hi(s));
-                    self.b.ins().store(HOST, lo, host, 0);
-                    self.b.ins().store(HOST, hi, host, 8);
-                    if wide {
-                        for h in 0..2 {
-                            let v = self.b.ins().load(I64, MF, self.st, ymm_hi_off(k) + 8 * h);
-                            self.b.ins().store(HOST, v, host, 16 + 8 * h);
-                        }
+                    for l in 0..lanes {
+                        let v = self.b.ins().load(I8X16, MF, self.st, lane_off(s, l));
+                        self.b.ins().store(HOST, v, host, 16 * l);
                     }
                 } else {
-                    // Every source quadword first (the source may be the destination).
-                    let src: Vec<Value> = (0..if wide { 4 } else { 2 })
-                        .map(|q: i32| {
+                    // Every source lane first (the source may be the destination).
+                    let src: Vec<Value> = (0..lanes)
+                        .map(|l| {
                             if i.op1_kind() == OpKind::Memory {
-                                self.b.ins().load(I64, HOST, host, 8 * q)
+                                self.b.ins().load(I8X16, HOST, host, 16 * l)
                             } else {
-                                let s = i.op1_register();
-                                let at = if q < 2 {
-                                    xmm_off(s) + 8 * q
-                                } else {
-                                    ymm_hi_off(cpu::exec::avx::vindex(s)) + 8 * (q - 2)
-                                };
-                                self.b.ins().load(I64, MF, self.st, at)
+                                self.b.ins().load(I8X16, MF, self.st, lane_off(i.op1_register(), l))
                             }
                         })
                         .collect();
-                    let k = cpu::exec::avx::vindex(d);
-                    let zero = self.b.ins().iconst(I64, 0);
-                    self.set_xmm_lo(d, src[0]);
-                    self.set_xmm_hi(d, src[1]);
+                    for (l, v) in src.into_iter().enumerate() {
+                        self.b.ins().store(MF, v, self.st, lane_off(d, l as i32));
+                    }
                     // `avx::write_reg`: bits 255:128 from a YMM source or zeroed, 511:256 zeroed.
-                    for h in 0..2 {
-                        let v = if wide { src[2 + h] } else { zero };
-                        self.b.ins().store(MF, v, self.st, ymm_hi_off(k) + 8 * h as i32);
-                    }
-                    for q in 0..4 {
-                        self.b.ins().store(MF, zero, self.st, zmm_hi_off(k) + 8 * q);
-                    }
+                    self.zero_above(d, wide);
                 }
             }
             Sse::VHelper => self.emit_vex_helper(insn, host),
@@ -940,99 +956,28 @@ impl Lower<'_, '_> {
     /// `avx::write_reg`'s VEX rule after a write of bits 127:0 (`wide`: 255:0) of vector register
     /// `r`: the bits above them, up to MAXVL, zeroed.
     fn zero_above(&mut self, r: Register, wide: bool) {
+        use cranelift_codegen::ir::types::I64X2;
         let k = cpu::exec::avx::vindex(r);
         let zero = self.b.ins().iconst(I64, 0);
+        let zero = self.b.ins().splat(I64X2, zero);
         if !wide {
-            for h in 0..2 {
-                self.b.ins().store(MF, zero, self.st, ymm_hi_off(k) + 8 * h);
-            }
+            self.b.ins().store(MF, zero, self.st, ymm_hi_off(k));
         }
-        for q in 0..4 {
-            self.b.ins().store(MF, zero, self.st, zmm_hi_off(k) + 8 * q);
+        for h in 0..2 {
+            self.b.ins().store(MF, zero, self.st, zmm_hi_off(k) + 16 * h);
         }
     }
 
-    /// The 128-bit lane `l` of vector register `r` (bits 255:128 for `l` = 1) as a Cranelift
-    /// vector, and its offset.
-    fn lane_off(r: Register, l: i32) -> i32 {
-        if l == 0 { xmm_off(r) } else { ymm_hi_off(cpu::exec::avx::vindex(r)) }
-    }
-
-    /// VPCMPEQB/W/D, VPMINUB, VPAND/VPANDN/VPOR/VPXOR with three vector operands and VPMOVMSKB in
-    /// Cranelift's SIMD IR (each one host instruction per 128-bit lane), restating
-    /// `sse_int::compute`'s arms, `avx::movmsk` and `avx::write_reg`'s VEX rule (covered by the
-    /// differential test); false for any other form, which [`sse_helper`] computes.
-    fn emit_vex_simd(&mut self, insn: &Insn, host: Value) -> bool {
-        use cranelift_codegen::ir::types::{I8X16, I16X8, I32X4};
-        let i = &insn.i;
-        let m = i.mnemonic();
-        if m == M::Vpmovmskb {
-            let s = i.op1_register();
-            let mut r = self.b.ins().iconst(I64, 0);
-            for l in 0..if s.is_ymm() { 2 } else { 1 } {
-                let v = self.b.ins().load(I8X16, MF, self.st, Self::lane_off(s, l));
-                let bits = self.b.ins().vhigh_bits(I64, v);
-                let bits = if l == 1 { self.b.ins().ishl_imm_s(bits, 16) } else { bits };
-                r = self.b.ins().bor(r, bits);
-            }
-            let g = Self::gpr_op(insn, 0);
-            self.write(g, r);
-            return true;
-        }
-        let l = cpu::exec::avx::legacy(m);
-        let ty = match l {
-            M::Pcmpeqb | M::Pminub | M::Pand | M::Pandn | M::Por | M::Pxor => I8X16,
-            M::Pcmpeqw => I16X8,
-            M::Pcmpeqd => I32X4,
-            _ => return false,
-        };
-        if i.op_count() != 3 || i.op_kind(1) != OpKind::Register {
-            return false;
-        }
-        let d = i.op0_register();
-        let a_reg = i.op1_register();
-        let wide = d.is_ymm();
-        let mut out = Vec::new();
-        for lane in 0..if wide { 2 } else { 1 } {
-            let a = self.b.ins().load(ty, MF, self.st, Self::lane_off(a_reg, lane));
-            let b = if i.op2_kind() == OpKind::Memory {
-                self.b.ins().load(ty, HOST, host, 16 * lane)
-            } else {
-                self.b.ins().load(ty, MF, self.st, Self::lane_off(i.op2_register(), lane))
-            };
-            let r = match l {
-                M::Pcmpeqb | M::Pcmpeqw | M::Pcmpeqd => self.b.ins().icmp(IntCC::Equal, a, b),
-                M::Pminub => self.b.ins().umin(a, b),
-                M::Pand => self.b.ins().band(a, b),
-                M::Pandn => self.b.ins().band_not(b, a),
-                M::Por => self.b.ins().bor(a, b),
-                _ => self.b.ins().bxor(a, b),
-            };
-            out.push(r);
-        }
-        // Both lanes computed before either is stored (the destination may be a source).
-        let k = cpu::exec::avx::vindex(d);
-        for (lane, r) in out.into_iter().enumerate() {
-            self.b.ins().store(MF, r, self.st, Self::lane_off(d, lane as i32));
-        }
-        let zero = self.b.ins().iconst(I64, 0);
-        if !wide {
-            for h in 0..2 {
-                self.b.ins().store(MF, zero, self.st, ymm_hi_off(k) + 8 * h);
-            }
-        }
-        for q in 0..4 {
-            self.b.ins().store(MF, zero, self.st, zmm_hi_off(k) + 8 * q);
-        }
-        true
-    }
-
-    /// A VEX form computed by [`sse_helper`].
+    /// A VEX form of `Sse::VHelper`: VZEROUPPER, VPMOVMSKB and the forms of `lower_vec` in vector
+    /// IR, the others computed by [`sse_helper`].
     fn emit_vex_helper(&mut self, insn: &Insn, host: Value) {
         let i = &insn.i;
         let m = i.mnemonic();
-        if self.emit_vex_simd(insn, host) {
-            return;
+        match m {
+            M::Vzeroupper => return self.emit_vzeroupper(),
+            M::Vpmovmskb => return self.emit_pmovmskb(insn),
+            _ if self.emit_int_vec(insn, host, true) => return,
+            _ => {}
         }
         let mut code = C_VEX | (cpu::exec::avx::imm8(insn) as u32) << C_IMM;
         let zero = self.b.ins().iconst(I64, 0);
@@ -1187,7 +1132,14 @@ impl Lower<'_, '_> {
     /// A form computed by [`sse_helper`] (the FP arithmetic of [`Self::emit_fp_inline`] inline
     /// when it can).
     fn emit_sse_helper(&mut self, insn: &Insn, host: Value) {
-        if !self.emit_fp_inline(insn, host) {
+        let i = &insn.i;
+        if i.mnemonic() == M::Pmovmskb
+            && i.op0_kind() == OpKind::Register
+            && cpu::regs::gpr(i.op0_register()).is_some()
+        {
+            return self.emit_pmovmskb(insn);
+        }
+        if !self.emit_fp_inline(insn, host) && !self.emit_int_vec(insn, host, false) {
             self.call_sse_helper(insn, host);
         }
     }

@@ -1,5 +1,7 @@
 //! An opt-in count of the instructions generated code retires through [`crate::call_handler`]
-//! (the ones not lowered inline), for choosing what to lower next.
+//! (the ones not lowered inline), and of the SSE/VEX forms it computes through
+//! `lower_sse::sse_helper` (inline in control flow, but a call per instruction), for choosing what
+//! to lower next.
 //!
 //! `FERRITE_JIT_PROFILE=1` prints, when the process exits, the most frequent forms (iced's `Code`,
 //! whether operand 0 is memory, the code size) with their share of all handler calls to stderr;
@@ -24,6 +26,9 @@ static TARGET: OnceLock<Option<String>> = OnceLock::new();
 
 /// Forms printed.
 const TOP: usize = 50;
+
+/// Set in a key of an `sse_helper` call (see [`count_helper`]).
+const HELPER: u32 = 1 << 30;
 
 /// `code | mem << 16 | code size << 17`.
 fn key(insn: &Insn) -> u32 {
@@ -77,21 +82,52 @@ fn count_slow(insn: &Insn) {
     }
 }
 
+/// Counts one `sse_helper` call with the helper's `code` word (mnemonic, VEX and width bits: the
+/// caller masks it to what names the form), when profiling is on.
+#[inline(always)]
+pub(crate) fn count_helper(code: u32) {
+    if STATE.load(Ordering::Relaxed) != 1 {
+        count_helper_slow(code);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn count_helper_slow(code: u32) {
+    if !enabled() {
+        return;
+    }
+    if let Some(m) = COUNTS.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+        *m.entry(HELPER | (code & !HELPER)).or_default() += 1;
+    }
+}
+
+/// The name of a form key: an iced `Code` with its operand and size notes, or an `sse_helper`
+/// form (its mnemonic, `vex` and `wide` for a VEX.256 or 64-bit-GPR form).
+fn name(k: u32) -> String {
+    if k & HELPER != 0 {
+        let m = crate::lower::helper_form_name(k & !HELPER);
+        return format!("sse_helper {m}");
+    }
+    let code = iced_x86::Code::values().nth((k & 0xffff) as usize).unwrap_or(iced_x86::Code::INVALID);
+    let mem = if k >> 16 & 1 != 0 { "m" } else { "r" };
+    let bits = [16, 32, 64][(k >> 17) as usize & 3];
+    format!("{code:?} op0={mem} code{bits}")
+}
+
 /// The table: the [`TOP`] most frequent forms, weighted by count.
 fn table() -> String {
     let counts = COUNTS.lock().unwrap_or_else(|e| e.into_inner()).clone().unwrap_or_default();
     let total: u64 = counts.values().sum();
     let mut v: Vec<(u32, u64)> = counts.into_iter().collect();
     v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    let mut s = format!("jit profile: {total} instructions retired through call_handler\n");
+    let helper: u64 = v.iter().filter(|(k, _)| k & HELPER != 0).map(|(_, n)| n).sum();
+    let mut s = format!(
+        "jit profile: {} instructions retired through call_handler, {helper} sse_helper calls\n",
+        total - helper
+    );
     for (k, n) in v.into_iter().take(TOP) {
-        let code = iced_x86::Code::values().nth((k & 0xffff) as usize).unwrap_or(iced_x86::Code::INVALID);
-        let mem = if k >> 16 & 1 != 0 { "m" } else { "r" };
-        let bits = [16, 32, 64][(k >> 17) as usize & 3];
-        s += &format!(
-            "jit profile: {:>6.2}% {n:>12} {code:?} op0={mem} code{bits}\n",
-            n as f64 * 100.0 / total.max(1) as f64
-        );
+        s += &format!("jit profile: {:>6.2}% {n:>12} {}\n", n as f64 * 100.0 / total.max(1) as f64, name(k));
     }
     s
 }

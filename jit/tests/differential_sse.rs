@@ -120,6 +120,50 @@ const FORMS: &[(Option<u8>, &[u8], Kind)] = {
         (None, &[0x50], RxOnly),
         (Some(0x66), &[0x50], RxOnly),
         (Some(0x66), &[0x38, 0x00], Xx),
+        // More integer forms in vector IR (`lower_vec`): saturating add/sub, compares, min/max,
+        // averages, multiplies, the high unpacks, word shuffles, shifts by an imm8 (counts at and
+        // above the lane width included), and the SSE4.1/4.2 ones of map 0F38.
+        (Some(0x66), &[0xdc], Xx),
+        (Some(0x66), &[0xdd], Xx),
+        (Some(0x66), &[0xd8], Xx),
+        (Some(0x66), &[0xd9], Xx),
+        (Some(0x66), &[0xec], Xx),
+        (Some(0x66), &[0xed], Xx),
+        (Some(0x66), &[0xe8], Xx),
+        (Some(0x66), &[0xe9], Xx),
+        (Some(0x66), &[0x64], Xx),
+        (Some(0x66), &[0x65], Xx),
+        (Some(0x66), &[0x66], Xx),
+        (Some(0x66), &[0xde], Xx),
+        (Some(0x66), &[0xea], Xx),
+        (Some(0x66), &[0xee], Xx),
+        (Some(0x66), &[0xe0], Xx),
+        (Some(0x66), &[0xe3], Xx),
+        (Some(0x66), &[0xd5], Xx),
+        (Some(0x66), &[0x68], Xx),
+        (Some(0x66), &[0x69], Xx),
+        (Some(0x66), &[0x6a], Xx),
+        (Some(0xf2), &[0x70], Xxi),
+        (Some(0xf3), &[0x70], Xxi),
+        (Some(0x66), &[0x71], Xi(2)),
+        (Some(0x66), &[0x71], Xi(4)),
+        (Some(0x66), &[0x71], Xi(6)),
+        (Some(0x66), &[0x72], Xi(2)),
+        (Some(0x66), &[0x72], Xi(4)),
+        (Some(0x66), &[0x72], Xi(6)),
+        (Some(0x66), &[0x73], Xi(2)),
+        (Some(0x66), &[0x73], Xi(6)),
+        (Some(0x66), &[0x38, 0x38], Xx),
+        (Some(0x66), &[0x38, 0x39], Xx),
+        (Some(0x66), &[0x38, 0x3a], Xx),
+        (Some(0x66), &[0x38, 0x3b], Xx),
+        (Some(0x66), &[0x38, 0x3c], Xx),
+        (Some(0x66), &[0x38, 0x3d], Xx),
+        (Some(0x66), &[0x38, 0x3e], Xx),
+        (Some(0x66), &[0x38, 0x3f], Xx),
+        (Some(0x66), &[0x38, 0x40], Xx),
+        (Some(0x66), &[0x38, 0x29], Xx),
+        (Some(0x66), &[0x38, 0x37], Xx),
         // Floating point (the helper).
         (Some(0xf2), &[0x58], Xx),
         (Some(0xf2), &[0x5c], Xx),
@@ -503,6 +547,22 @@ fn jit_matches_interpreter_on_sse_forms() {
         "Cvtsd2si",
         "Cmppd",
         "Cmpsd",
+        "Paddusw",
+        "Psubsb",
+        "Pcmpgtw",
+        "Pmaxsw",
+        "Pavgw",
+        "Pmullw",
+        "Punpckhdq",
+        "Pshufhw",
+        "Psllw",
+        "Psrad",
+        "Psrlq",
+        "Pminud",
+        "Pmaxsb",
+        "Pmulld",
+        "Pcmpeqq",
+        "Pcmpgtq",
     ] {
         assert!(seen.contains(m), "the generator never produced {m}");
     }
@@ -527,6 +587,41 @@ const VEX_FORMS: &[(u8, u8, Kind)] = {
         (1, 0xfe, Xx),
         (1, 0x60, Xx),
         (1, 0x70, Xxi),
+        (2, 0x70, Xxi),
+        (3, 0x70, Xxi),
+        (1, 0xdc, Xx),
+        (1, 0xdd, Xx),
+        (1, 0xd8, Xx),
+        (1, 0xd9, Xx),
+        (1, 0xec, Xx),
+        (1, 0xed, Xx),
+        (1, 0xe8, Xx),
+        (1, 0xe9, Xx),
+        (1, 0x64, Xx),
+        (1, 0x65, Xx),
+        (1, 0x66, Xx),
+        (1, 0xde, Xx),
+        (1, 0xea, Xx),
+        (1, 0xee, Xx),
+        (1, 0xe0, Xx),
+        (1, 0xe3, Xx),
+        (1, 0xd5, Xx),
+        (1, 0x61, Xx),
+        (1, 0x62, Xx),
+        (1, 0x6c, Xx),
+        (1, 0x68, Xx),
+        (1, 0x69, Xx),
+        (1, 0x6a, Xx),
+        (1, 0x6d, Xx),
+        (1, 0xd4, Xx),
+        (1, 0xfb, Xx),
+        (1, 0xfd, Xx),
+        (1, 0xf9, Xx),
+        (1, 0xfa, Xx),
+        (0, 0x54, Xx),
+        (1, 0x57, Xx),
+        (0, 0x14, Xx),
+        (1, 0x15, Xx),
         (1, 0xd7, RxOnly),
         (2, 0x6f, XmOnly),
         (2, 0x7f, Mx),
@@ -572,6 +667,27 @@ fn gen_vex(r: &mut Rng) -> Vec<u8> {
     }
     if r.below(10) == 0 {
         v.insert(0, [0x64, 0x65][r.below(2) as usize]);
+    }
+    v
+}
+
+/// One VEX integer form of map 0F38 in the three-byte (C4) form, which also reaches registers
+/// 8-15: VPSHUFB, VPMINSB/SD/UW/UD, VPMAXSB/SD/UW/UD, VPMULLD, VPCMPEQQ, VPCMPGTQ (66 0F38 /r,
+/// three vector operands), XMM or YMM, register or memory source.
+fn gen_vex38(r: &mut Rng) -> Vec<u8> {
+    const OPS: [u8; 12] = [0x00, 0x38, 0x39, 0x3a, 0x3b, 0x3c, 0x3d, 0x3e, 0x3f, 0x40, 0x29, 0x37];
+    let op = OPS[r.below(OPS.len() as u64) as usize];
+    let use_mem = r.below(3) == 0;
+    let l = (r.byte() & 1) << 2;
+    let vvvv = r.byte() & 15;
+    let rbar = r.byte() & 0x80;
+    let bbar = if use_mem { 0x20 } else { r.byte() & 0x20 };
+    let mut v = vec![0xc4, rbar | 0x40 | bbar | 2, ((!vvvv & 15) << 3) | l | 1, op];
+    let reg = r.byte() & 7;
+    if use_mem {
+        mem_modrm(r, reg, &mut v);
+    } else {
+        v.push(0xc0 | (reg << 3) | (r.byte() & 7));
     }
     v
 }
@@ -684,9 +800,10 @@ fn jit_matches_interpreter_on_vex_forms() {
         let mut code = Vec::new();
         let mut k = 0;
         while k < n {
-            let v = match r.below(6) {
+            let v = match r.below(8) {
                 0 => gen_filler(&mut r),
                 1 => gen_sse(&mut r),
+                2 | 3 => gen_vex38(&mut r),
                 _ => gen_vex(&mut r),
             };
             let mut d = Decoder::with_ip(64, &v, 0, DecoderOptions::NONE);
@@ -720,6 +837,27 @@ fn jit_matches_interpreter_on_vex_forms() {
         "Vmovups",
         "Vmovaps",
         "Vzeroupper",
+        "Vpaddusb",
+        "Vpsubsw",
+        "Vpcmpgtb",
+        "Vpcmpgtd",
+        "Vpmaxub",
+        "Vpminsw",
+        "Vpavgb",
+        "Vpmullw",
+        "Vpunpckhbw",
+        "Vpunpckhqdq",
+        "Vpshufhw",
+        "Vpshuflw",
+        "Vpshufb",
+        "Vpminsd",
+        "Vpmaxud",
+        "Vpmulld",
+        "Vpcmpeqq",
+        "Vpcmpgtq",
+        "Vandps",
+        "Vxorpd",
+        "Vunpcklps",
     ] {
         assert!(seen.contains(m), "the generator never produced {m}");
     }
