@@ -1,8 +1,8 @@
 //! Executable memory for generated code, shared by the blocks whose code they hold and unmapped
 //! when the last of those blocks is dropped. No mapping is ever writable and executable at once:
-//! a chunk is one shared memory object (`memfd_create`) mapped twice, read-execute where code runs
-//! and read-write where code is copied in, so placing a translation is a `memcpy` and no system
-//! call. Where the host refuses the memory object, the chunk is one anonymous mapping flipped to
+//! a chunk is shared memory mapped twice, read-execute where code runs and read-write where code
+//! is copied in, so placing a translation is a `memcpy` and no system call. Where the host refuses
+//! the second mapping, the chunk is one anonymous mapping flipped to
 //! read-write while code is copied in and back to read-execute (two `mprotect` calls per placement:
 //! 3.4% of a warm-cache Linux boot's CPU time, docs/PERF.md). (Raw `mmap`/`mprotect`: memmap2's
 //! protection changes consume the mapping, and a failed change would unmap code that other blocks
@@ -31,30 +31,41 @@ struct Chunk {
     mapped: Rc<Cell<usize>>,
 }
 
-/// Maps `size` bytes of one new shared memory object twice, read-execute and read-write; `None`
-/// if the host refuses any step (nothing stays mapped or open then).
+/// Maps `size` bytes of shared memory twice, read-execute and read-write; `None` if the host
+/// refuses any step (nothing stays mapped then). The second view is made by `mremap` with an old
+/// size of 0, which maps the same pages of a shared mapping again; both views are then shared
+/// anonymous memory, which perf treats as anonymous, so `FERRITE_JIT_PERFMAP`'s map names the code
+/// (a `memfd_create` object would be a named file to perf, and the map ignored).
 #[cfg(target_os = "linux")]
 fn map_two_views(size: usize) -> Option<(*mut u8, *mut u8)> {
-    // SAFETY: the name is a NUL-terminated string; the result is checked.
-    let fd = unsafe { libc::memfd_create(c"ferrite-jit".as_ptr(), libc::MFD_CLOEXEC) };
-    if fd < 0 {
+    // SAFETY: a new shared anonymous mapping at an address of the kernel's choice touches no
+    // existing memory; the result is checked.
+    let write = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if write == libc::MAP_FAILED {
         return None;
     }
-    let view = |prot| {
-        // SAFETY: a new shared mapping of our own memory object at an address of the kernel's
-        // choice touches no existing memory; the result is checked by the caller.
-        unsafe { libc::mmap(std::ptr::null_mut(), size, prot, libc::MAP_SHARED, fd, 0) }
-    };
-    // SAFETY: `fd` is the object just created; its size is checked.
-    let sized = unsafe { libc::ftruncate(fd, size as libc::off_t) } == 0;
-    let exec = if sized { view(libc::PROT_READ | libc::PROT_EXEC) } else { libc::MAP_FAILED };
-    let write = if exec != libc::MAP_FAILED { view(libc::PROT_READ | libc::PROT_WRITE) } else { libc::MAP_FAILED };
-    // SAFETY: the mappings keep the object alive; the descriptor is ours and no longer needed.
-    unsafe { libc::close(fd) };
-    if write == libc::MAP_FAILED {
-        if exec != libc::MAP_FAILED {
-            // SAFETY: `exec` is the mapping made above, which nothing refers to yet.
-            unsafe { libc::munmap(exec, size) };
+    // SAFETY: `write` is the shared mapping just made; an old size of 0 asks for a second mapping
+    // of its pages at an address of the kernel's choice, leaving the first in place.
+    let exec = unsafe { libc::mremap(write, 0, size, libc::MREMAP_MAYMOVE) };
+    // SAFETY: `exec` (when mapped) is the mapping just made, which holds no code yet.
+    let ok = exec != libc::MAP_FAILED
+        && unsafe { libc::mprotect(exec, size, libc::PROT_READ | libc::PROT_EXEC) } == 0;
+    if !ok {
+        // SAFETY: the mappings made above, which nothing refers to yet.
+        unsafe {
+            if exec != libc::MAP_FAILED {
+                libc::munmap(exec, size);
+            }
+            libc::munmap(write, size);
         }
         return None;
     }
@@ -186,7 +197,7 @@ pub(crate) struct Arena {
     /// A bound below [`MAX_MAPPED`] (`None`: that one), set by [`Arena::set_limit`].
     limit: Option<usize>,
     /// Map new chunks as one view whose protection is flipped for each copy (the fallback where
-    /// the host refuses a shared memory object; tests set it to cover that path).
+    /// the host refuses a second mapping; tests set it to cover that path).
     single_view: bool,
 }
 
@@ -266,8 +277,8 @@ mod tests {
             if single_view {
                 assert!(chunk.write.is_null());
             } else {
-                // Where the host has memfd_create (every Linux this project runs on), the copy went
-                // through the second view, which is never executable.
+                // On Linux (where this project runs), the copy went through the second view, which
+                // is never executable.
                 assert!(!chunk.write.is_null(), "no second view");
                 assert_eq!(&perms(chunk.write as usize)[..3], "rw-");
             }
