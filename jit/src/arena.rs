@@ -56,9 +56,13 @@ fn map_two_views(size: usize) -> Option<(*mut u8, *mut u8)> {
     // SAFETY: `write` is the shared mapping just made; an old size of 0 asks for a second mapping
     // of its pages at an address of the kernel's choice, leaving the first in place.
     let exec = unsafe { libc::mremap(write, 0, size, libc::MREMAP_MAYMOVE) };
-    // SAFETY: `exec` (when mapped) is the mapping just made, which holds no code yet.
+    // SAFETY: `exec` (when mapped) is the mapping just made, which holds no code yet. Neither view
+    // is inherited by a forked child (difftest forks one to run random code natively): a shared
+    // writable view would let the child's stray writes reach the parent's code, where the private
+    // mapping before gave the child a copy.
     let ok = exec != libc::MAP_FAILED
-        && unsafe { libc::mprotect(exec, size, libc::PROT_READ | libc::PROT_EXEC) } == 0;
+        && unsafe { libc::mprotect(exec, size, libc::PROT_READ | libc::PROT_EXEC) } == 0
+        && [exec, write].iter().all(|&v| unsafe { libc::madvise(v, size, libc::MADV_DONTFORK) } == 0);
     if !ok {
         // SAFETY: the mappings made above, which nothing refers to yet.
         unsafe {
@@ -283,6 +287,34 @@ mod tests {
                 assert_eq!(&perms(chunk.write as usize)[..3], "rw-");
             }
         }
+    }
+
+    /// A forked child inherits neither view of a two-view chunk.
+    #[test]
+    fn a_forked_child_does_not_inherit_the_views() {
+        let mut a = Arena::default();
+        let code = a.copy_in(&ret_const(1)).expect("mapped");
+        let (exec, write) = (code.chunk.base as usize, code.chunk.write as usize);
+        assert_ne!(write, 0, "no second view");
+        // SAFETY: the child makes only system calls (async-signal-safe) and ends with `_exit`.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            // SAFETY: madvise on an address range only asks; ENOMEM says it is not mapped.
+            let mapped =
+                |p: usize| unsafe { libc::madvise(p as *mut libc::c_void, 4096, libc::MADV_NORMAL) == 0 };
+            let status = if mapped(exec) || mapped(write) { 1 } else { 0 };
+            // SAFETY: ending the forked child without running the parent's destructors.
+            unsafe { libc::_exit(status) };
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "the child saw a view: {status:#x}"
+        );
+        assert_eq!(call(&code), 1, "the parent's code still runs");
     }
 
     #[test]
