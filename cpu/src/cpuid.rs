@@ -4,13 +4,18 @@
 //! (see [`crate::model::FEATURES`]); when a family lands (x87/SSE, XSAVE, x2APIC) its bit is marked
 //! implemented there. [`feat`] holds the default model's bits (the CPUID Ferrite always presented).
 
-use crate::model::{CpuModel, Reg, Vendor};
+use crate::model::{Base, CpuModel, Reg, Vendor};
 
 /// Family 6, model 0x3A, stepping 9: the default model's value of EDX at reset and of CPUID.1:EAX.
 pub const SIGNATURE: u32 = 0x0003_06a9;
 
 /// Maximum physical address width advertised (CPUID.80000008:EAX[7:0]).
 pub const PHYS_ADDR_BITS: u32 = 40;
+
+/// The time-stamp counter's rate and the local APIC timer's input clock: 1 GHz, one tick per virtual
+/// nanosecond (the machine's clock counts nanoseconds). CPUID leaves 15H/16H report it on the Intel
+/// models Ferrite defines itself (`ferrite`, `max`).
+pub const TSC_HZ: u64 = 1_000_000_000;
 
 /// Feature bits the default model advertises.
 pub mod feat {
@@ -110,8 +115,9 @@ pub fn cpuid_model(model: &CpuModel, leaf: u32, subleaf: u32, apic_id: u32) -> [
     let v = |i: usize| u32::from_le_bytes([vendor[i], vendor[i + 1], vendor[i + 2], vendor[i + 3]]);
     let r = |x: Reg| model.regs[x as usize];
     let xsave = model.has(Reg::L1Ecx, 26);
+    let tsc_leaves = model.vendor == Vendor::Intel && matches!(model.base, Base::Ferrite | Base::Max);
     match leaf {
-        0 => [0xd, v(0), v(8), v(4)],
+        0 => [if tsc_leaves { 0x16 } else { 0xd }, v(0), v(8), v(4)],
         1 => [model.signature, (apic_id << 24) | (1 << 16) | (8 << 8), r(Reg::L1Ecx), r(Reg::L1Edx)],
         7 if subleaf == 0 => [0, r(Reg::L7Ebx), r(Reg::L7Ecx), r(Reg::L7Edx)],
         // XSAVE: components x87 and SSE (the 512-byte legacy region) and AVX (YMM_Hi128, 256 bytes at
@@ -133,6 +139,17 @@ pub fn cpuid_model(model: &CpuModel, leaf: u32, subleaf: u32, apic_id: u32) -> [
                 9 if supported & fp::XCR0_PKRU != 0 => [fp::XSAVE_PKRU_SIZE, fp::XSAVE_PKRU_OFFSET, 0, 0],
                 _ => [0, 0, 0, 0],
             }
+        }
+        // Time-stamp counter and core crystal clock (SDM vol. 2A, CPUID leaf 15H): TSC = crystal x
+        // EBX / EAX, and the local APIC timer runs from the crystal. Both are [`TSC_HZ`] here (one tick
+        // per virtual nanosecond). Linux reads it (`native_calibrate_tsc`, Intel only) and then neither
+        // measures the TSC against the PIT nor the APIC timer against the PIT or PM timer: about 150 ms
+        // of busy-waiting in virtual time at every boot, and no calibration error.
+        0x15 if tsc_leaves => [1, 1, TSC_HZ as u32, 0],
+        // Processor frequency information (leaf 16H): base, maximum and bus (reference) MHz.
+        0x16 if tsc_leaves => {
+            let mhz = (TSC_HZ / 1_000_000) as u32;
+            [mhz, mhz, mhz, 0]
         }
         0x8000_0000 => [0x8000_0008, 0, 0, 0],
         0x8000_0001 => {
@@ -214,6 +231,25 @@ mod tests {
         assert_eq!(cpuid(1, 0, 3)[1] >> 24, 3);
         // Nothing beyond the advertised leaves.
         assert_eq!(cpuid(0x4000_0000, 0, 0), [0; 4]);
+    }
+
+    #[test]
+    fn tsc_and_crystal_clock_leaves() {
+        // Leaf 15H: TSC = crystal x EBX / EAX must be the rate the machine's TSC runs at, and the
+        // crystal the APIC timer's clock (both TSC_HZ); leaf 16H gives the same in MHz.
+        let r = cpuid(0, 0, 0);
+        assert_eq!(r[0], 0x16);
+        let [den, num, crystal, _] = cpuid(0x15, 0, 0);
+        assert!(den != 0 && num != 0 && crystal != 0, "Linux ignores a leaf 15H with a zero field");
+        assert_eq!(crystal as u64 * num as u64 / den as u64, TSC_HZ);
+        assert_eq!(crystal as u64, TSC_HZ);
+        assert_eq!(cpuid(0x16, 0, 0)[..3], [1000; 3]);
+        // Models that copy a product Ferrite does not define keep their own leaf limit and no 15H.
+        for m in [CpuModel::qemu64(), CpuModel::parse("ferrite,vendor=amd").unwrap()] {
+            assert_eq!(cpuid_model(&m, 0, 0, 0)[0], 0xd);
+            assert_eq!(cpuid_model(&m, 0x15, 0, 0), [0; 4]);
+        }
+        assert_eq!(cpuid_model(&CpuModel::max(), 0x15, 0, 0), cpuid(0x15, 0, 0));
     }
 
     #[test]

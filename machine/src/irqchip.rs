@@ -20,8 +20,9 @@ use chipset::{DualPic, IoApic, LocalApic};
 use vmcore::Snapshot;
 use vmcore::{Device, IrqLevels, MachineRequests, SnapshotError, SnapshotReader, SnapshotWriter, VirtTime};
 
-/// The local APIC's TSC and timer input clock: 1 GHz, the TSC's rate (one tick per virtual ns).
-const APIC_HZ: u64 = 1_000_000_000;
+/// The local APIC's TSC and timer input clock: the TSC's rate (one tick per virtual ns), which CPUID
+/// leaf 15H reports as the core crystal clock.
+const APIC_HZ: u64 = cpu::cpuid::TSC_HZ;
 
 /// PCI INTx lines PIRQA-D: GSIs 16-19 in [`IrqLevels`] (asserted = high there; wired active low to the
 /// I/O APIC).

@@ -481,6 +481,9 @@ pub fn guest_cpuid(host: &[kvm_cpuid_entry2]) -> Vec<kvm_cpuid_entry2> {
                     r[3] &= h[3];
                 }
                 (0xd, 1) => r[0] &= h[0],
+                // The TSC and crystal clock: under KVM the TSC and the APIC timer run at KVM's rates,
+                // not Ferrite's 1 GHz, so neither leaf is given and the guest calibrates (as before).
+                (0x15, _) | (0x16, _) => r = [0; 4],
                 (0x8000_0008, _) => {
                     let host_bits = h[0] & 0xff;
                     if host_bits != 0 && host_bits < (r[0] & 0xff) {

@@ -280,6 +280,13 @@ fn cpuid_is_ferrites_model_masked_by_the_host() {
         assert!(xs.iter().all(|e| e.flags == KVM_CPUID_FLAG_SIGNIFCANT_INDEX));
         assert!(xs.iter().any(|e| e.index == 0 && e.eax == 0));
     }
+    // Ferrite's 1 GHz TSC/crystal leaves are not the rates under KVM: not given, even by a host that has them.
+    let host_tsc = vec![entry(0x15, 0, [2, 100, 25_000_000, 0]), entry(0x16, 0, [2000, 3000, 100, 0])];
+    let t15 = guest_cpuid(&host_tsc);
+    for f in [0x15, 0x16] {
+        let e = t15.iter().find(|e| e.function == f).copied();
+        assert!(e.is_none_or(|e| [e.eax, e.ebx, e.ecx, e.edx] == [0; 4]), "leaf {f:#x} under KVM");
+    }
     // A host lacking a leaf entirely clears its features.
     let t = guest_cpuid(&[]);
     assert_eq!(t.iter().find(|e| e.function == 1).unwrap().ecx, 0);
