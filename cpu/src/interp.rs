@@ -50,7 +50,8 @@ pub struct Block {
     /// `Interpreter::run`'s loop: it ends with a near jump, call, return or conditional branch, CLI
     /// or SWAPGS (see [`chains`]), or at the length or page limit, so it cannot have changed the
     /// mode, CS, paging, or made an interrupt deliverable, nor touched a device (an instruction
-    /// that does sets `Ctx::break_block`).
+    /// that does sets `Ctx::break_block`). Or it ends with SYSCALL or SYSRETQ in 64-bit code, which
+    /// set `Ctx::break_block`: the next block follows after the checks of [`ends_through`].
     chain: bool,
 }
 
@@ -666,13 +667,7 @@ impl Interpreter {
                     // for any chain), and an IRET's stack reads may have met a host watchpoint or a
                     // device. Each query is one the loop would make at this boundary; when one
                     // fires, the loop makes it again and acts.
-                    if through
-                        && (ctx.mmu.debug.host_hit.is_some()
-                            || st.halted
-                            || ctx.bus.stop_requested()
-                            || (!st.nmi_blocked && ctx.bus.nmi_pending())
-                            || (st.rflags & flags::IF != 0 && ctx.bus.interrupt_pending()))
-                    {
+                    if through && events_after_through(&mut ctx) {
                         break;
                     }
                     let st = &*ctx.st;
@@ -977,6 +972,24 @@ fn ends_through(insns: &[Insn], done: u64) -> bool {
         })
 }
 
+/// Whether, right after a SYSCALL, SYSRET or IRET that ended a block ([`ends_through`]), the
+/// interpreter's loop would act before running the next block on account of what such an
+/// instruction may change: a host watchpoint met by its memory reads, a device request, an NMI
+/// it unblocked (IRET) or an interrupt it enabled (SYSRET and IRET set IF from R11 or the stack).
+/// The pending state itself changes only through a device or at a deadline, as for any chain.
+/// Each query is one the loop makes at this boundary (in its order); when one answers yes, the
+/// loop makes it again and acts. The one check for the interpreter's chaining loop and for
+/// translated code that links through a SYSRET (the JIT calls it).
+#[inline]
+pub fn events_after_through(ctx: &mut Ctx<'_>) -> bool {
+    let st = &*ctx.st;
+    ctx.mmu.debug.host_hit.is_some()
+        || st.halted
+        || ctx.bus.stop_requested()
+        || (!st.nmi_blocked && st.irq_shadow_icount != st.icount && ctx.bus.nmi_pending())
+        || (st.rflags & flags::IF != 0 && st.irq_shadow_icount != st.icount && ctx.bus.interrupt_pending())
+}
+
 /// Whether RIP `rip` is `stop_at` or one of the debugger's `stops`.
 #[inline(always)]
 fn is_stop(stop_at: Option<u64>, stops: &std::collections::BTreeSet<u64>, rip: u64) -> bool {
@@ -1094,6 +1107,11 @@ pub fn chains(insn: &Insn) -> bool {
         // changes GS.base, which no lookup uses), so the next block may follow them directly, as
         // the loop's own checks would let it (the Linux system-call path runs three per call).
         || matches!(i.mnemonic(), M::Swapgs | M::Cli)
+        // They change CS, CPL and RFLAGS, so they still set `Ctx::break_block`: after them the
+        // chaining loop, and translated code that links through them, make the checks of what
+        // they change first (`ends_through`, `events_after_through`); in 64-bit code the next
+        // block's key is always of 64-bit code with CS.base 0, so a direct link stays right.
+        || (i.code_size() == iced_x86::CodeSize::Code64 && matches!(i.code(), iced_x86::Code::Syscall | iced_x86::Code::Sysretq))
 }
 
 fn fetch(ctx: &mut Ctx<'_>, lin: u64, out: &mut [u8]) -> Result<(), Fault> {

@@ -61,7 +61,7 @@ fn piece(a: &mut CodeAssembler, r: &mut Rng) -> Result<(), IcedError> {
             a.syscall()
         }
         5 => {
-            a.mov(eax, 4)?;
+            a.mov(eax, 4 + r.below(2) as u32)?;
             a.syscall()
         }
         // A store into the page that may be unmapped: #PF from ring 3, the kernel maps it.
@@ -142,10 +142,11 @@ fn setup(bus: &mut TestBus, sfmask: u64) -> cpu::CpuState {
     write(bus, CODE, &start);
     // SYSCALL: RAX 0 a plain return, 1 unmaps LIN, 2 enables interrupts for a few instructions,
     // 3 returns with a non-canonical RCX (#GP in ring 0: the #GP handler returns properly), 4
-    // returns with TF set; FINISH halts with interrupts off. It runs on the user stack.
+    // returns with TF set, 5 on every fourth call (so that the block of the SYSRET has a link
+    // to the return address, which a return with TF must not follow); FINISH halts with
+    // interrupts off. It runs on the user stack.
     let sys = assemble(SYS_H, |a| {
-        let (mut l1, mut l2, mut l3, mut l4, mut fin) =
-            (a.create_label(), a.create_label(), a.create_label(), a.create_label(), a.create_label());
+        let [mut l1, mut l2, mut l3, mut l4, mut l5, mut fin] = [(); 6].map(|_| a.create_label());
         a.inc(qword_ptr(DATA + 0x120))?;
         a.cmp(eax, FINISH as i32)?;
         a.je(fin)?;
@@ -172,16 +173,30 @@ fn setup(bus: &mut TestBus, sfmask: u64) -> cpu::CpuState {
         a.jne(l4)?;
         a.or(r11, 0x100)?;
         a.set_label(&mut l4)?;
+        a.cmp(eax, 5)?;
+        a.jne(l5)?;
+        a.test(byte_ptr(DATA + 0x120), 3)?;
+        a.jnz(l5)?;
+        a.or(r11, 0x100)?;
+        a.set_label(&mut l5)?;
         a.sysretq()?;
         a.set_label(&mut fin)?;
         a.cli()?;
         a.hlt()
     });
     write(bus, SYS_H, &sys);
-    // #DB: counted; TF cleared in the interrupted RFLAGS.
+    // #DB: counted, the RIP recorded; TF cleared in the interrupted RFLAGS.
     let db = assemble(DB_H, |a| {
+        a.push(rax)?;
         a.inc(qword_ptr(DATA + 0x128))?;
-        a.and(qword_ptr(rsp + 16), !0x100)?;
+        // The RIP after the stepped instruction, summed with the count: a trap one instruction
+        // off (a TF set by SYSRET not honoured) shows.
+        a.mov(rax, qword_ptr(rsp + 8))?;
+        a.add(qword_ptr(DATA + 0x138), rax)?;
+        a.imul_3(rax, qword_ptr(DATA + 0x128), 0x1f)?;
+        a.xor(qword_ptr(DATA + 0x138), rax)?;
+        a.and(qword_ptr(rsp + 24), !0x100)?;
+        a.pop(rax)?;
         a.iretq()
     });
     write(bus, DB_H, &db);
@@ -291,4 +306,43 @@ fn jit_matches_interpreter_through_syscall_sysret_and_iretq_with_interrupts() {
     for (k, what) in ["interrupts", "system calls", "page faults", "#DB", "#GP"].iter().enumerate() {
         assert!(seen[k] > cases, "too few {what} to test anything: {}", seen[k]);
     }
+}
+
+/// The number before `what` in the backend's statistics line.
+fn stat(it: &Interpreter, what: &str) -> u64 {
+    let s = it.backend_stats().expect("a backend");
+    let at = s.find(what).unwrap_or_else(|| panic!("no {what:?} in {s}"));
+    s[..at].trim_end().rsplit(' ').next().and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{s}"))
+}
+
+/// The mechanism itself: a loop of system calls (a ring-3 SYSCALL, a kernel SYSRETQ) with nothing
+/// pending runs linked, SYSCALL's block into LSTAR's and SYSRET's into the user's, instead of
+/// returning to the interpreter twice per call (as it did when both ended the chain); the result
+/// equals the interpreter's.
+#[test]
+fn a_system_call_loop_runs_linked_through_syscall_and_sysret() {
+    const CALLS: u32 = 2000;
+    let code = assemble(USER, |a| {
+        let mut top = a.create_label();
+        a.mov(r14d, CALLS)?;
+        a.set_label(&mut top)?;
+        a.mov(eax, 0)?;
+        a.syscall()?;
+        a.add(rcx, rbx)?;
+        a.dec(r14d)?;
+        a.jnz(top)?;
+        a.mov(eax, FINISH)?;
+        a.syscall()
+    });
+    let mut interp = Interpreter::new();
+    let mut jit = Interpreter::new();
+    jit.set_backend(Box::new(jit::Jit::new().expect("jit")), 2);
+    let (a, ea, ba) = go(&mut interp, &code, flags::IF, &[]);
+    let (b, eb, bb) = go(&mut jit, &code, flags::IF, &[]);
+    assert_eq!((a.gpr, a.rflags, a.rip, a.icount, a.cpl), (b.gpr, b.rflags, b.rip, b.icount, b.cpl));
+    assert_eq!(ea, eb);
+    assert!(ba.ram == bb.ram, "RAM differs");
+    let entries = stat(&jit, "entries from the interpreter");
+    println!("{CALLS} system calls: {entries} entries into translated code");
+    assert!(entries < CALLS as u64 / 10, "{entries} entries for {CALLS} system calls: not linked");
 }
