@@ -4,6 +4,8 @@
 //! returns with SYSRETQ (sometimes enabling interrupts in the kernel, unmapping a page, returning
 //! with TF set, or with a non-canonical RCX whose #GP the kernel fixes up); the program also faults
 //! on the unmapped page (#PF from ring 3, IRETQ back), raises INT 0x21 and single-steps a SYSCALL.
+//! NMIs arrive too (at every third stop, or in a third of the programs at every stop), also while
+//! one is being handled.
 //! SFMASK varies per program (IF masked or not, TF masked or not). External interrupts become
 //! pending at random retired counts, in user and kernel code, with IF clear or set; the interrupt
 //! handler records the interrupted RIP, so a delivery one instruction late (after the SYSRET or
@@ -41,6 +43,7 @@ const GP_H: u64 = 0x4300;
 const PF_H: u64 = 0x4400;
 const IRQ_H: u64 = 0x4500;
 const SOFT_H: u64 = 0x4600;
+const NMI_H: u64 = 0x4700;
 /// STAR[63:48]: SYSRET's SS = this + 8 (GDT entry 4), CS = this + 16 (entry 5), RPL 3.
 const USER_BASE: u64 = 0x18;
 /// RAX of the last SYSCALL: the kernel halts.
@@ -120,7 +123,8 @@ fn setup(bus: &mut TestBus, sfmask: u64) -> cpu::CpuState {
     q(bus, 0x500 + 0x28, 0x00af_fb00_0000_ffff);
     st.tr = Segment { selector: 0x30, attr: 0x8b, limit: 0x67, base: TSS };
     q(bus, TSS + 4, RSP0);
-    for (v, h, dpl) in [(1u64, DB_H, 0u64), (13, GP_H, 0), (14, PF_H, 0), (0x20, IRQ_H, 0), (0x21, SOFT_H, 3)]
+    for (v, h, dpl) in
+        [(1u64, DB_H, 0u64), (2, NMI_H, 0), (13, GP_H, 0), (14, PF_H, 0), (0x20, IRQ_H, 0), (0x21, SOFT_H, 3)]
     {
         let lo = (h & 0xffff) | (0x08 << 16) | ((0x8e00 | dpl << 13) << 32) | ((h >> 16 & 0xffff) << 48);
         q(bus, IDT + v * 16, lo);
@@ -231,6 +235,20 @@ fn setup(bus: &mut TestBus, sfmask: u64) -> cpu::CpuState {
         a.iretq()
     });
     write(bus, IRQ_H, &irq);
+    // NMI: counted, the interrupted RIP recorded. NMIs stay blocked until its IRETQ, after which
+    // one that became pending meanwhile is delivered at once (the IRETQ's block must not chain
+    // past it).
+    let nmi = assemble(NMI_H, |a| {
+        a.push(rax)?;
+        a.inc(qword_ptr(DATA + 0x140))?;
+        a.mov(rax, qword_ptr(rsp + 8))?;
+        a.add(qword_ptr(DATA + 0x148), rax)?;
+        a.imul_3(rax, qword_ptr(DATA + 0x140), 0x1f)?;
+        a.xor(qword_ptr(DATA + 0x148), rax)?;
+        a.pop(rax)?;
+        a.iretq()
+    });
+    write(bus, NMI_H, &nmi);
     let soft = assemble(SOFT_H, |a| {
         a.add(qword_ptr(DATA + 0x108), rcx)?;
         a.iretq()
@@ -239,9 +257,15 @@ fn setup(bus: &mut TestBus, sfmask: u64) -> cpu::CpuState {
     st
 }
 
-/// Runs the program with interrupts raised at the retired counts of `gaps`; returns the state, the
-/// exits and the bus.
-fn go(it: &mut Interpreter, code: &[u8], sfmask: u64, gaps: &[u64]) -> (cpu::CpuState, Vec<Exit>, TestBus) {
+/// Runs the program with interrupts (NMIs only with `nmis`) raised at the retired counts of
+/// `gaps`; returns the state, the exits and the bus.
+fn go(
+    it: &mut Interpreter,
+    code: &[u8],
+    sfmask: u64,
+    gaps: &[u64],
+    nmis: bool,
+) -> (cpu::CpuState, Vec<Exit>, TestBus) {
     let mut bus = TestBus::default();
     let mut st = setup(&mut bus, sfmask);
     write(&mut bus, USER, code);
@@ -257,6 +281,8 @@ fn go(it: &mut Interpreter, code: &[u8], sfmask: u64, gaps: &[u64]) -> (cpu::Cpu
         let e = it.run(&mut st, &mut bus, next);
         exits.push(e.clone());
         match e {
+            // With `nmis` an NMI at every stop, else at every third; else an interrupt.
+            Exit::BudgetSpent if nmis || exits.len() % 3 == 0 => bus.nmi = true,
             Exit::BudgetSpent => bus.irq = Some(0x20),
             _ => break,
         }
@@ -270,11 +296,11 @@ fn jit_matches_interpreter_through_syscall_sysret_and_iretq_with_interrupts() {
     let mut r = Rng(0x7379_7374_6872_7501);
     let mut interp = Interpreter::new();
     let mut jit = Interpreter::new();
-    jit.set_backend(Box::new(jit::Jit::new().expect("jit")), 2);
+    jit.set_backend(Box::new(jit::Jit::new().expect("jit")), 1);
     let word =
         |b: &TestBus, o: u64| u64::from_le_bytes(b.ram[(DATA + o) as usize..][..8].try_into().unwrap());
-    // Interrupts, system calls, page faults, #DB, #GP over all programs.
-    let mut seen = [0u64; 5];
+    // Interrupts, system calls, page faults, #DB, #GP, NMIs over all programs.
+    let mut seen = [0u64; 6];
     for case in 0..cases {
         let code = program(&mut r);
         let sfmask = [flags::IF, flags::IF | flags::TF, 0, flags::TF | flags::DF][r.below(4) as usize];
@@ -283,10 +309,21 @@ fn jit_matches_interpreter_through_syscall_sysret_and_iretq_with_interrupts() {
             let span = if r.below(2) == 0 { 8 } else { 300 };
             gaps.push(1 + r.below(span));
         }
-        let (a, ea, ba) = go(&mut interp, &code, sfmask, &gaps);
-        let (b, eb, bb) = go(&mut jit, &code, sfmask, &gaps);
+        let nmis = r.below(3) == 0;
+        let (a, ea, ba) = go(&mut interp, &code, sfmask, &gaps, nmis);
+        let (b, eb, bb) = go(&mut jit, &code, sfmask, &gaps, nmis);
         let key = |s: &cpu::CpuState| {
-            (s.gpr, s.rflags, s.rip, s.icount, s.cpl, s.irq_shadow_icount, s.cr2, s.sreg(Seg::Cs).selector)
+            (
+                s.gpr,
+                s.rflags,
+                s.rip,
+                s.icount,
+                s.cpl,
+                s.irq_shadow_icount,
+                s.cr2,
+                s.sreg(Seg::Cs).selector,
+                s.nmi_blocked,
+            )
         };
         assert_eq!(key(&a), key(&b), "case {case}: state (sfmask {sfmask:#x}, gaps {gaps:?})");
         assert_eq!(ea, eb, "case {case}: exits");
@@ -298,12 +335,12 @@ fn jit_matches_interpreter_through_syscall_sysret_and_iretq_with_interrupts() {
             ea.last(),
             a.dump()
         );
-        for (k, o) in [0x100, 0x120, 0x110, 0x128, 0x130].into_iter().enumerate() {
+        for (k, o) in [0x100, 0x120, 0x110, 0x128, 0x130, 0x140].into_iter().enumerate() {
             seen[k] += word(&ba, o);
         }
     }
-    println!("over {cases} programs: {seen:?} interrupts, system calls, page faults, #DB, #GP");
-    for (k, what) in ["interrupts", "system calls", "page faults", "#DB", "#GP"].iter().enumerate() {
+    println!("over {cases} programs: {seen:?} interrupts, system calls, page faults, #DB, #GP, NMIs");
+    for (k, what) in ["interrupts", "system calls", "page faults", "#DB", "#GP", "NMIs"].iter().enumerate() {
         assert!(seen[k] > cases, "too few {what} to test anything: {}", seen[k]);
     }
 }
@@ -337,8 +374,8 @@ fn a_system_call_loop_runs_linked_through_syscall_and_sysret() {
     let mut interp = Interpreter::new();
     let mut jit = Interpreter::new();
     jit.set_backend(Box::new(jit::Jit::new().expect("jit")), 2);
-    let (a, ea, ba) = go(&mut interp, &code, flags::IF, &[]);
-    let (b, eb, bb) = go(&mut jit, &code, flags::IF, &[]);
+    let (a, ea, ba) = go(&mut interp, &code, flags::IF, &[], false);
+    let (b, eb, bb) = go(&mut jit, &code, flags::IF, &[], false);
     assert_eq!((a.gpr, a.rflags, a.rip, a.icount, a.cpl), (b.gpr, b.rflags, b.rip, b.icount, b.cpl));
     assert_eq!(ea, eb);
     assert!(ba.ram == bb.ram, "RAM differs");
