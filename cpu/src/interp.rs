@@ -50,7 +50,8 @@ pub struct Block {
     /// `Interpreter::run`'s loop: it ends with a near jump, call, return or conditional branch, CLI
     /// or SWAPGS (see [`chains`]), or at the length or page limit, so it cannot have changed the
     /// mode, CS, paging, or made an interrupt deliverable, nor touched a device (an instruction
-    /// that does sets `Ctx::break_block`).
+    /// that does sets `Ctx::break_block`). Or it ends with SYSCALL or SYSRETQ in 64-bit code, which
+    /// set `Ctx::break_block`: the next block follows after the checks of [`ends_through`].
     chain: bool,
 }
 
@@ -638,7 +639,20 @@ impl Interpreter {
                     go = chain_ok && l.chain;
                     last_linked = Some(l);
                 }
-                while go && fault.is_none() && !ctx.break_block {
+                // Whether the run ended with the whole of a block whose last instruction is a
+                // system-call or interrupt return (`ends_through`): the chain goes on through it.
+                let mut through = chain_ok
+                    && fault.is_none()
+                    && ctx.break_block
+                    && match &last_linked {
+                        // SAFETY: as for `last_insns` below (a block of this interpreter's cache,
+                        // none dropped since).
+                        Some(l) => ends_through(unsafe { std::slice::from_raw_parts(l.insns, l.len) }, {
+                            ctx.st.icount.wrapping_sub(l.start_icount)
+                        }),
+                        None => ends_through(insns, ctx.st.icount.wrapping_sub(start_icount)),
+                    };
+                while (go || through) && fault.is_none() && (through || !ctx.break_block) {
                     let st = &*ctx.st;
                     if st.rflags & (flags::TF | flags::RF) != 0
                         || st.irq_shadow_icount == st.icount
@@ -647,6 +661,16 @@ impl Interpreter {
                     {
                         break;
                     }
+                    // After SYSCALL, SYSRET or IRET the loop's own event checks, in its order, of
+                    // what the instruction may have changed: it may have set IF or unblocked NMIs
+                    // (the pending state itself changes only through a device or at a deadline, as
+                    // for any chain), and an IRET's stack reads may have met a host watchpoint or a
+                    // device. Each query is one the loop would make at this boundary; when one
+                    // fires, the loop makes it again and acts.
+                    if through && events_after_through(&mut ctx) {
+                        break;
+                    }
+                    let st = &*ctx.st;
                     let Some(next) = cached_block(st, ctx.mmu, &self.jump, &self.blocks) else { break };
                     let next: &Rc<Block> = next;
                     let Some(Some(code)) = next.compiled.get() else { break };
@@ -654,6 +678,9 @@ impl Interpreter {
                         break;
                     }
                     start_icount = st.icount;
+                    // The instruction that ended the block before asked for the loop's checks
+                    // (`break_block`), made above.
+                    ctx.break_block = false;
                     let end = code.run(&mut ctx, &next.insns, loop_limit, link_from);
                     fault = end.fault;
                     link_from = end.link_from;
@@ -664,6 +691,15 @@ impl Interpreter {
                         go = l.chain;
                         last_linked = Some(l);
                     }
+                    through = fault.is_none()
+                        && ctx.break_block
+                        && match &last_linked {
+                            // SAFETY: as above.
+                            Some(l) => ends_through(unsafe { std::slice::from_raw_parts(l.insns, l.len) }, {
+                                ctx.st.icount.wrapping_sub(l.start_icount)
+                            }),
+                            None => ends_through(&next.insns, ctx.st.icount.wrapping_sub(start_icount)),
+                        };
                 }
                 let last_insns: &[Insn] = match (&last_linked, last) {
                     (Some(l), _) => {
@@ -918,6 +954,42 @@ fn cached_block<'a>(
     jump.get(&key).or_else(|| blocks.get(&key))
 }
 
+/// Whether a run of `done` instructions of the block `insns` ran it whole and its last instruction
+/// is SYSCALL, SYSRET or IRET in 64-bit code, which end their block with `Ctx::break_block`
+/// because they change CS, CPL and RFLAGS (SYSRET and IRET also the mode: compatibility code). In
+/// IA-32e mode none of them changes paging, touches a device on its own or switches tasks, so
+/// after one the chaining loop may go on to the next translated block once it has made the loop's
+/// checks of what they change (interrupt flag, NMI blocking; the block lookup reads CS, the code
+/// size and CPL afresh). A fault ends the run before: they never get here then. The Linux system
+/// call path runs a SYSCALL and a SYSRET per call, the page-fault path an IRETQ per fault.
+#[inline]
+fn ends_through(insns: &[Insn], done: u64) -> bool {
+    use iced_x86::Code as C;
+    done == insns.len() as u64
+        && insns.last().is_some_and(|i| {
+            i.i.code_size() == iced_x86::CodeSize::Code64
+                && matches!(i.i.code(), C::Syscall | C::Sysretq | C::Sysretd | C::Iretq | C::Iretd)
+        })
+}
+
+/// Whether, right after a SYSCALL, SYSRET or IRET that ended a block ([`ends_through`]), the
+/// interpreter's loop would act before running the next block on account of what such an
+/// instruction may change: a host watchpoint met by its memory reads, a device request, an NMI
+/// it unblocked (IRET) or an interrupt it enabled (SYSRET and IRET set IF from R11 or the stack).
+/// The pending state itself changes only through a device or at a deadline, as for any chain.
+/// Each query is one the loop makes at this boundary (in its order); when one answers yes, the
+/// loop makes it again and acts. The one check for the interpreter's chaining loop and for
+/// translated code that links through a SYSRET (the JIT calls it).
+#[inline]
+pub fn events_after_through(ctx: &mut Ctx<'_>) -> bool {
+    let st = &*ctx.st;
+    ctx.mmu.debug.host_hit.is_some()
+        || st.halted
+        || ctx.bus.stop_requested()
+        || (!st.nmi_blocked && st.irq_shadow_icount != st.icount && ctx.bus.nmi_pending())
+        || (st.rflags & flags::IF != 0 && st.irq_shadow_icount != st.icount && ctx.bus.interrupt_pending())
+}
+
 /// Whether RIP `rip` is `stop_at` or one of the debugger's `stops`.
 #[inline(always)]
 fn is_stop(stop_at: Option<u64>, stops: &std::collections::BTreeSet<u64>, rip: u64) -> bool {
@@ -1035,6 +1107,11 @@ pub fn chains(insn: &Insn) -> bool {
         // changes GS.base, which no lookup uses), so the next block may follow them directly, as
         // the loop's own checks would let it (the Linux system-call path runs three per call).
         || matches!(i.mnemonic(), M::Swapgs | M::Cli)
+        // They change CS, CPL and RFLAGS, so they still set `Ctx::break_block`: after them the
+        // chaining loop, and translated code that links through them, make the checks of what
+        // they change first (`ends_through`, `events_after_through`); in 64-bit code the next
+        // block's key is always of 64-bit code with CS.base 0, so a direct link stays right.
+        || (i.code_size() == iced_x86::CodeSize::Code64 && matches!(i.code(), iced_x86::Code::Syscall | iced_x86::Code::Sysretq))
 }
 
 fn fetch(ctx: &mut Ctx<'_>, lin: u64, out: &mut [u8]) -> Result<(), Fault> {

@@ -578,6 +578,7 @@ impl Jit {
         // only those.
         let live_in = lower::live_in(insns, &live);
         let mut ended = false;
+        let through = if chain { lower::through_end(insns) } else { None };
         // Emits the handler call of instruction `k` (state synced first), continuing in a new block
         // when the instruction completed without ending the block.
         let call =
@@ -617,7 +618,12 @@ impl Jit {
                 // so in ctx.break_block.
                 let bb = b.ins().load(types::I8, mf, ctx, offset_of!(Ctx<'static>, break_block) as i32);
                 let next_block = b.create_block();
-                b.ins().brif(bb, exit, &[ok.into()], next_block, &[]);
+                if k + 1 == insns.len() && through.is_some() {
+                    // SYSCALL/SYSRETQ: the links' end checks what it changed (`lower::emit_through`).
+                    b.ins().jump(next_block, &[]);
+                } else {
+                    b.ins().brif(bb, exit, &[ok.into()], next_block, &[]);
+                }
                 b.switch_to_block(next_block);
                 b.seal_block(next_block);
             };
@@ -778,6 +784,10 @@ impl Jit {
         b.seal_block(link_exit);
         b.switch_to_block(link_exit);
         if chain {
+            let user_tag = match through {
+                Some(events) => lower::emit_through(&mut b, helper_sig, ctx, st, out, mmu, events, ret_ok),
+                None => user_tag,
+            };
             let env = LinkEnv { ctx, st, out, links, tlb, user_tag, loop_limit, exit, ret_ok, succ_sig };
             emit_links_with(&mut b, env, dispatch::indirect_end(insns).filter(|_| self.ibtc_on));
         } else {

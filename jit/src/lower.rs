@@ -36,7 +36,7 @@ mod lower_sse;
 #[path = "lower_sys.rs"]
 mod lower_sys;
 pub(crate) use lower_sse::{helper_form_name, sse_helper};
-pub(crate) use lower_sys::{SysEnv, sys_helper};
+pub(crate) use lower_sys::{SysEnv, emit_through, sys_helper, through_end};
 
 /// What an inlined instruction does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

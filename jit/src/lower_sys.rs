@@ -33,6 +33,16 @@
 //!   for one instruction (`irq_shadow_icount` = the count after it). STI still ends its block and
 //!   does not chain, so the interpreter's loop sees the shadow exactly as before.
 //!
+//! - **Links through SYSCALL and SYSRETQ** (64-bit code; [`through_end`], [`emit_through`]): their
+//!   handler still runs (the one source of their semantics) and sets `Ctx::break_block`, but the
+//!   block goes on to its links after the interpreter chaining loop's checks of what they change:
+//!   TF and RF clear, for SYSRET (which sets IF from R11) `cpu::interp::events_after_through`
+//!   through [`sys_helper`], then `break_block` cleared and the links checked with the new
+//!   privilege's fetch-TLB tag. A Linux system call then runs from the user's SYSCALL to the
+//!   kernel's STI, and from its SYSRET on into user code, without returning to the loop.
+//!   `tests/systhrough.rs` (jit against interp with interrupts at random counts, TF from R11 on
+//!   some returns, non-canonical RCX).
+//!
 //! Every form here has cases in `tests/differential_sys.rs` (jit against interp, faults included).
 
 use super::*;
@@ -73,6 +83,72 @@ pub(crate) struct SysEnv {
 const CODE_RDTSC: u32 = 0;
 /// `code` of [`sys_helper`]: RDTSCP.
 const CODE_RDTSCP: u32 = 1;
+/// `code` of [`sys_helper`]: `cpu::interp::events_after_through` (0: none due).
+const CODE_THROUGH: u32 = 2;
+
+/// Whether the block `insns` ends with an instruction that translated code links through although
+/// it sets `Ctx::break_block` (SYSCALL or SYSRETQ in 64-bit code, which `cpu::interp::chains`
+/// admits), and whether the interpreter's event checks must be made after it first (SYSRET: it sets
+/// IF from R11, so an interrupt held back in the kernel may be deliverable now).
+///
+/// SYSCALL needs none: it makes nothing deliverable (IF and TF can only be cleared by SFMASK, NMI
+/// blocking is unchanged, and no memory or device is touched), and its block began at a boundary
+/// where nothing was (the premise of every chain); that IF is the same at the SYSCALL as at the
+/// block's start holds because every instruction that sets IF ends its block.
+pub(crate) fn through_end(insns: &[Insn]) -> Option<bool> {
+    let last = insns.last()?;
+    if last.i.code_size() != CodeSize::Code64 || !cpu::interp::chains(last) {
+        return None;
+    }
+    match last.i.code() {
+        Code::Syscall => Some(false),
+        Code::Sysretq => Some(true),
+        _ => None,
+    }
+}
+
+/// Emits, at the normal end of a block that [`through_end`] names (its last instruction's handler
+/// has run, so everything is in `CpuState`), what the interpreter's chaining loop does after such
+/// an instruction before it runs the next block: TF and RF clear (SYSRET may set TF from R11: the
+/// single-step trap is the loop's), the event checks (`events` = SYSRET: a call of
+/// `cpu::interp::events_after_through`), and `Ctx::break_block` cleared. Any check that fails leaves
+/// for `ret_ok` with `break_block` still set, so the interpreter makes the checks again and acts.
+/// Returns the access tag of the new privilege level (`Mmu::access_tag`, which the handler
+/// brought up to date) for the links' fetch-TLB check, in place of the one loaded at entry.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn emit_through(
+    b: &mut FunctionBuilder<'_>,
+    helper_sig: SigRef,
+    ctx: Value,
+    st: Value,
+    out: Value,
+    mmu: Value,
+    events: bool,
+    ret_ok: Block,
+) -> Value {
+    let pass = |b: &mut FunctionBuilder<'_>, ok: Value| {
+        let next = b.create_block();
+        b.ins().brif(ok, next, &[], ret_ok, &[]);
+        b.seal_block(next);
+        b.switch_to_block(next);
+    };
+    let fl = b.ins().load(I64, MF, st, cpu::offsets::RFLAGS as i32);
+    let t = b.ins().band_imm_s(fl, (flags::TF | flags::RF) as i64);
+    let clear = b.ins().icmp_imm_s(IntCC::Equal, t, 0);
+    pass(b, clear);
+    if events {
+        let f = b.ins().load(I64, MF, out, crate::helper_offset(crate::HELPER_SYS));
+        let zero = b.ins().iconst(I64, 0);
+        let code = b.ins().iconst(types::I32, CODE_THROUGH as i64);
+        let call = b.ins().call_indirect(helper_sig, f, &[st, zero, zero, out, code]);
+        let status = b.inst_results(call)[0];
+        let none = b.ins().icmp_imm_s(IntCC::Equal, status, 0);
+        pass(b, none);
+    }
+    let no = b.ins().iconst(types::I8, 0);
+    b.ins().store(MF, no, ctx, offset_of!(cpu::mem::Ctx<'static>, break_block) as i32);
+    b.ins().load(I64, MF, mmu, offset_of!(cpu::mem::Mmu, access_tag) as i32)
+}
 
 /// Whether (and as what) `insn` is one of this file's forms. Only where its handler is the
 /// interpreter's own (a CPU model without RDTSCP decodes it to the #UD handler: that stays a call).
@@ -125,6 +201,16 @@ pub(crate) extern "C" fn sys_helper(
     let out = unsafe { &mut *(out as *mut crate::Outcome) };
     // SAFETY: as above.
     let ctx = unsafe { &mut *(out.ctx as *mut cpu::mem::Ctx<'_>) };
+    if code == CODE_THROUGH {
+        // Queries of the bus: a panic in one is kept like any other.
+        return match catch_unwind(AssertUnwindSafe(|| cpu::interp::events_after_through(ctx))) {
+            Ok(due) => due as u64,
+            Err(p) => {
+                out.panic.get_or_insert(p);
+                1
+            }
+        };
+    }
     let r = catch_unwind(AssertUnwindSafe(|| match code {
         CODE_RDTSC => cpu::exec::system::rdtsc_at(ctx, icount, false),
         CODE_RDTSCP => cpu::exec::system::rdtsc_at(ctx, icount, true),

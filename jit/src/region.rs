@@ -456,7 +456,8 @@ impl Slot {
         let State::Collecting(members) = &mut *state else { return };
         if members.is_empty() {
             let page = lin_page(st, head[0].i.ip());
-            if !on_page(st, head, page) {
+            // A block ending in SYSCALL/SYSRET changes CPL: the region's code holds one access tag.
+            if !on_page(st, head, page) || crate::lower::through_end(head).is_some() {
                 *state = State::Declined;
                 return;
             }
@@ -472,6 +473,7 @@ impl Slot {
                 || total + b.len() > MAX_INSNS
                 || members.iter().any(|m| m[0].i.ip() == b[0].i.ip())
                 || !on_page(st, b, page)
+                || crate::lower::through_end(b).is_some()
             {
                 continue;
             }
