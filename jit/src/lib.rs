@@ -235,20 +235,30 @@ pub unsafe extern "C" fn call_handler(ctx: *mut c_void, insn: *const Insn, out: 
     }
 }
 
-/// The signature of a block's (or a region's) function: `(ctx, insns, out, links) -> status`, where
-/// `links` is the block's own [`Link`] slots, in Cranelift's `tail` calling convention, so that a
+/// The signature of a block's (or a region's) function: `(ctx, insns, out, links, st, icount) ->
+/// status`, where `links` is the block's own [`Link`] slots, `st` is `ctx.st` (the `CpuState`) and
+/// `icount` its retired count as stored there, in Cranelift's `tail` calling convention, so that a
 /// followed link is a tail call (`return_call_indirect`) of the successor: a chain of linked blocks
 /// runs in one host frame at a time and returns to `JitBlock::run` only when it leaves generated code.
+/// The state pointer and the count travel in registers (the six the convention passes arguments in)
+/// rather than being loaded again by every block: a link passes its own, the trampoline loads them
+/// once per chain. Part of the generated code's ABI: [`BLOCK_ABI`] names it in the cache key.
 pub(crate) fn block_sig(ptr: ir::Type) -> ir::Signature {
     let mut sig = ir::Signature::new(CallConv::Tail);
-    sig.params.extend([AbiParam::new(ptr); 4]);
+    sig.params.extend([AbiParam::new(ptr); 5]);
+    sig.params.push(AbiParam::new(types::I64));
     sig.returns.push(AbiParam::new(types::I32));
     sig
 }
 
+/// The version of the generated code's calling contract ([`block_sig`], [`Outcome`]'s fields as
+/// generated code uses them), part of [`Jit::codegen_id`] and so of the persistent cache's key:
+/// raised whenever code generated before would not run correctly under the current contract.
+const BLOCK_ABI: &str = "block-abi 2: (ctx, insns, out, links, st, icount)";
+
 /// Rust cannot call the `tail` convention: `JitBlock::run` calls a block's function through this
 /// trampoline (generated once per [`Jit`], [`trampoline`]), `(ctx, insns, out, links, code) ->
-/// status`, which calls `code` with the first four.
+/// status`, which calls `code` with the first four, `ctx.st` and its retired count.
 type Trampoline = unsafe extern "C" fn(*mut c_void, *const Insn, *mut Outcome, *const Link, usize) -> u32;
 
 /// Generates the [`Trampoline`] for `isa` into `arena`.
@@ -266,7 +276,10 @@ fn trampoline(isa: &dyn TargetIsa, arena: &mut Arena) -> Result<Code, String> {
     b.switch_to_block(entry);
     b.seal_block(entry);
     let p = b.block_params(entry).to_vec();
-    let call = b.ins().call_indirect(callee, p[4], &p[..4]);
+    let mf = MemFlagsData::trusted();
+    let st = b.ins().load(ptr, mf, p[0], offset_of!(Ctx<'static>, st) as i32);
+    let ic = b.ins().load(types::I64, mf, st, cpu::offsets::ICOUNT as i32);
+    let call = b.ins().call_indirect(callee, p[4], &[p[0], p[1], p[2], p[3], st, ic]);
     let status = b.inst_results(call)[0];
     b.ins().return_(&[status]);
     b.finalize(isa.frontend_config());
@@ -428,7 +441,7 @@ impl Jit {
     /// Cranelift's settings and the host features it targets (part of the persistent cache's key).
     pub(crate) fn codegen_id(&self) -> String {
         let isa_flags: Vec<String> = self.isa.isa_flags().iter().map(|v| v.to_string()).collect();
-        format!("{}\n{}\n{}", self.isa.triple(), self.isa.flags(), isa_flags.join(","))
+        format!("{}\n{}\n{}\n{BLOCK_ABI}", self.isa.triple(), self.isa.flags(), isa_flags.join(","))
     }
 
     /// Builds the Cranelift function of a block of `n` instructions with the given next RIPs. In a
@@ -456,23 +469,24 @@ impl Jit {
         let exit = b.create_block();
         b.append_block_param(exit, types::I32);
         // A normal end (no fault, no `break_block`): where links are followed.
+        // Where links are checked, with the new RIP and the retired count (both also in `CpuState`).
         let link_exit = b.create_block();
+        b.append_block_param(link_exit, types::I64);
+        b.append_block_param(link_exit, types::I64);
         let ret_ok = b.create_block();
         let chain = cpu::interp::chains(&insns[insns.len() - 1]);
         b.switch_to_block(entry);
-        let (ctx, base, out, links) = {
+        // `Ctx::st` (which cannot change while a chain runs) and the retired count come in
+        // registers (`block_sig`).
+        let (ctx, base, out, links, st, ic0) = {
             let p = b.block_params(entry);
-            (p[0], p[1], p[2], p[3])
+            (p[0], p[1], p[2], p[3], p[4], p[5])
         };
-        // `Ctx::st` cannot change while the block runs: load it once.
-        let st = b.ins().load(ptr, mf, ctx, offset_of!(Ctx<'static>, st) as i32);
-        let tramp = b.ins().load(ptr, mf, out, helper_offset(HELPER_CALL));
         let ok = b.ins().iconst(types::I32, ST_OK as i64);
         let size = std::mem::size_of::<Insn>() as i64;
         // The retired count lives in an SSA variable while the block runs; `rip` and `icount` in
         // `CpuState` are brought up to date (`sync`) before each handler call and at the end.
         let icount = b.declare_var(types::I64);
-        let ic0 = b.ins().load(types::I64, mf, st, cpu::offsets::ICOUNT as i32);
         b.def_var(icount, ic0);
         // RFLAGS too: stored before each handler call (and reloaded after it) and at the end.
         let fl = b.declare_var(types::I64);
@@ -489,13 +503,17 @@ impl Jit {
         };
         let mmu = b.ins().load(ptr, mf, ctx, offset_of!(Ctx<'static>, mmu) as i32);
         let tlb = b.ins().load(ptr, mf, mmu, offset_of!(cpu::mem::Mmu, tlb) as i32);
-        let loop_limit = b.ins().load(types::I64, mf, out, offset_of!(Outcome, loop_limit) as i32);
         let first_ip = insns[0].i.ip();
         let len = insns.len() as i64;
         // A block that branches back to its own start loops in generated code, its registers and
         // flags staying in variables across the back edge: the registers it uses are loaded before
         // the loop, and counted as held (and changed) at its top.
         let self_loop = self_loop(insns);
+        // The budget: a self-loop checks it at its back edge (loaded once, before the loop); other
+        // blocks only where links are checked, which load it there (not held across the block).
+        let loop_limit_at =
+            |b: &mut FunctionBuilder<'_>| b.ins().load(types::I64, mf, out, offset_of!(Outcome, loop_limit) as i32);
+        let loop_limit = if self_loop { Some(loop_limit_at(&mut b)) } else { None };
         let mut regs = lower::Regs::new(&mut b);
         let used = if self_loop { lower::used_gprs(insns) } else { 0 };
         regs.load(&mut b, st, used);
@@ -578,6 +596,9 @@ impl Jit {
         // only those.
         let live_in = lower::live_in(insns, &live);
         let mut ended = false;
+        // The new RIP and retired count where the block ends by an inlined branch (the values
+        // just stored, which the links compare without loading them again).
+        let mut at_end: Option<(ir::Value, ir::Value)> = None;
         // Emits the handler call of instruction `k` (state synced first), continuing in a new block
         // when the instruction completed without ending the block.
         let call =
@@ -593,6 +614,9 @@ impl Jit {
                 let next = b.ins().iconst(types::I64, insn.next_rip as i64);
                 b.ins().store(mf, next, ctx, offset_of!(Ctx<'static>, next_rip) as i32);
                 let ip = b.ins().iadd_imm_s(base, k as i64 * size);
+                // The handler's address, loaded where it is called (cold paths, mostly) rather than
+                // held across the block.
+                let tramp = b.ins().load(ptr, mf, out, helper_offset(HELPER_CALL));
                 let call = b.ins().call_indirect(callee, tramp, &[ctx, ip, out]);
                 let status = b.inst_results(call)[0];
                 let done = b.create_block();
@@ -649,7 +673,11 @@ impl Jit {
                     // edge keeps RIP, the count, RFLAGS and the registers in SSA: only the way out
                     // stores them.
                     let after = b.ins().iadd_imm_s(v, len);
-                    let fits = b.ins().icmp(IntCC::UnsignedLessThanOrEqual, after, loop_limit);
+                    let limit = match loop_limit {
+                        Some(l) => l,
+                        None => loop_limit_at(&mut b),
+                    };
+                    let fits = b.ins().icmp(IntCC::UnsignedLessThanOrEqual, after, limit);
                     let latch = b.create_block();
                     let leave = b.create_block();
                     // Whether the branch leads back to the top, from the condition itself.
@@ -695,6 +723,7 @@ impl Jit {
                 lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig, out }.export();
                 store_fl(&mut b);
                 regs.flush(&mut b, st);
+                at_end = Some((rip, v));
                 ended = true;
                 break;
             }
@@ -721,7 +750,7 @@ impl Jit {
                     lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig, out }.export();
                     store_fl(&mut b);
                     regs.flush(&mut b, st);
-                    b.ins().jump(link_exit, &[]);
+                    b.ins().jump(link_exit, &[rip.into(), v.into()]);
                     (regs.in_var, regs.dirty, regs.pending) = (in0, dirty0, pending0);
                     b.switch_to_block(slow);
                     call(&mut b, &mut regs, k, insn, dirty);
@@ -768,18 +797,32 @@ impl Jit {
         }
         if !ended {
             if dirty {
-                sync(&mut b, insns[insns.len() - 1].next_rip);
+                let next = insns[insns.len() - 1].next_rip;
+                sync(&mut b, next);
+                let r = b.ins().iconst(types::I64, next as i64);
+                at_end = Some((r, b.use_var(icount)));
             }
             lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig, out }.export();
             store_fl(&mut b);
             regs.flush(&mut b, st);
         }
-        b.ins().jump(link_exit, &[]);
+        // Where a handler ran last, `CpuState` holds what it left.
+        let (end_rip, end_ic) = at_end.unwrap_or_else(|| {
+            let r = b.ins().load(types::I64, mf, st, cpu::offsets::RIP as i32);
+            (r, b.ins().load(types::I64, mf, st, cpu::offsets::ICOUNT as i32))
+        });
+        b.ins().jump(link_exit, &[end_rip.into(), end_ic.into()]);
         b.seal_block(link_exit);
         b.switch_to_block(link_exit);
         if chain {
+            let (rip, ic) = (b.block_params(link_exit)[0], b.block_params(link_exit)[1]);
+            let loop_limit = match loop_limit {
+                Some(l) => l,
+                None => loop_limit_at(&mut b),
+            };
             let env = LinkEnv { ctx, st, out, links, tlb, user_tag, loop_limit, exit, ret_ok, succ_sig };
-            emit_links_with(&mut b, env, dispatch::indirect_end(insns).filter(|_| self.ibtc_on));
+            let ibtc = dispatch::indirect_end(insns).filter(|_| self.ibtc_on);
+            emit_links_with(&mut b, env, Some((rip, ic)), ibtc);
         } else {
             b.ins().jump(ret_ok, &[]);
         }
@@ -818,19 +861,28 @@ struct LinkEnv {
 /// Emits, at a normal end where everything is in `CpuState`, the following of a [`Link`] whose
 /// successor is the block at the new RIP (see `Link`), else a jump to `ret_ok`.
 fn emit_links(b: &mut FunctionBuilder<'_>, e: LinkEnv) {
-    emit_links_with(b, e, None);
+    emit_links_with(b, e, None, None);
 }
 
-/// [`emit_links`], and for a block of `bits`-bit code ending in an indirect transfer (RET, JMP or
-/// CALL through a register or memory), after its own slots the probe of the indirect-branch target
-/// cache ([`IbEntry`], `dispatch.rs`): a link shared by every block, found by the new RIP.
-fn emit_links_with(b: &mut FunctionBuilder<'_>, e: LinkEnv, ibtc_bits: Option<u32>) {
+/// [`emit_links`] with `rip_ic`, when given, the new RIP and retired count (the values stored in
+/// `CpuState`, which are loaded from there otherwise), and for a block of `bits`-bit code ending in
+/// an indirect transfer (RET, JMP or CALL through a register or memory), after its own slots the
+/// probe of the indirect-branch target cache ([`IbEntry`], `dispatch.rs`): a link shared by every
+/// block, found by the new RIP.
+fn emit_links_with(
+    b: &mut FunctionBuilder<'_>,
+    e: LinkEnv,
+    rip_ic: Option<(ir::Value, ir::Value)>,
+    ibtc_bits: Option<u32>,
+) {
     let LinkEnv { st, out, links, ret_ok, .. } = e;
     let mf = MemFlagsData::trusted();
     // Everything is in `CpuState` now. Follow a link whose successor is the block at the new
     // RIP (see `Link`), else return to the interpreter.
-    let rip = b.ins().load(types::I64, mf, st, cpu::offsets::RIP as i32);
-    let ic = b.ins().load(types::I64, mf, st, cpu::offsets::ICOUNT as i32);
+    let (rip, ic) = rip_ic.unwrap_or_else(|| {
+        let rip = b.ins().load(types::I64, mf, st, cpu::offsets::RIP as i32);
+        (rip, b.ins().load(types::I64, mf, st, cpu::offsets::ICOUNT as i32))
+    });
     let epoch = b.ins().load(types::I64, mf, out, offset_of!(Outcome, epoch) as i32);
     let utag = b.ins().band_imm_s(e.user_tag, 3);
     // Where every slot that holds goes, with the successor's code, instructions, slots and
@@ -945,7 +997,7 @@ fn emit_slot(
 /// `Outcome::last_*`; or, for a link `Outcome::stop_*` selects, the return of [`ST_LINK`] with the
 /// successor in `Outcome::next_*`.
 fn emit_follow(b: &mut FunctionBuilder<'_>, e: LinkEnv, ic: ir::Value, next: [ir::Value; 4]) {
-    let LinkEnv { ctx, out, exit, succ_sig, .. } = e;
+    let LinkEnv { ctx, st, out, exit, succ_sig, .. } = e;
     let mf = MemFlagsData::trusted();
     let [code, insns, links, len_chain] = next;
     // Whether `JitBlock::run` watches this link (region selection): see `Outcome::stop_xor`.
@@ -981,7 +1033,8 @@ fn emit_follow(b: &mut FunctionBuilder<'_>, e: LinkEnv, ic: ir::Value, next: [ir
     let f = b.ins().load(types::I64, mf, out, offset_of!(Outcome, followed) as i32);
     let f = b.ins().iadd_imm_s(f, 1);
     b.ins().store(mf, f, out, offset_of!(Outcome, followed) as i32);
-    b.ins().return_call_indirect(succ_sig, code, &[ctx, insns, out, links]);
+    // The successor takes the state pointer and the count in registers (`block_sig`).
+    b.ins().return_call_indirect(succ_sig, code, &[ctx, insns, out, links, st, ic]);
 }
 
 impl BlockBackend for Jit {

@@ -554,14 +554,13 @@ fn build(
     let link_exit = b.create_block();
     let ret_ok = b.create_block();
     b.switch_to_block(entry);
-    let (ctx, base, out, links) = {
+    // `Ctx::st` and the retired count come in registers (`crate::block_sig`).
+    let (ctx, base, out, links, st, ic0) = {
         let p = b.block_params(entry);
-        (p[0], p[1], p[2], p[3])
+        (p[0], p[1], p[2], p[3], p[4], p[5])
     };
-    let st = b.ins().load(ptr, mf, ctx, offset_of!(Ctx<'static>, st) as i32);
     let tramp = b.ins().load(ptr, mf, out, helper_offset(HELPER_CALL));
     let icount = b.declare_var(types::I64);
-    let ic0 = b.ins().load(types::I64, mf, st, cpu::offsets::ICOUNT as i32);
     b.def_var(icount, ic0);
     let fl = b.declare_var(types::I64);
     let fl0 = b.ins().load(types::I64, mf, st, cpu::offsets::RFLAGS as i32);
