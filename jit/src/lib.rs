@@ -121,14 +121,15 @@ pub struct Outcome {
     ctx: usize,
     /// The block that ran last, which becomes `RunEnd::last` (0 in `last_insns`: the one
     /// `JitBlock::run` entered): its instructions, its length | chain flag << 32, and the retired
-    /// count at its start. Written wherever a link is followed (by generated code before a tail
-    /// call, by `JitBlock::run` after [`ST_LINK`]) and by a region's code where it may leave, for
-    /// the member it leaves from (`region.rs`).
+    /// count at its start. Written where generated code leaves (a block's function at its return,
+    /// whatever the status, for itself; a region's code for the member it leaves from,
+    /// `region.rs`) and by `JitBlock::run` after [`ST_LINK`], not where a link is followed by a
+    /// tail call: the block it leads to writes them if the chain ends in it.
     last_insns: usize,
     last_len_chain: u64,
     last_start: u64,
     /// The link slots of the block that ran last (0: the one `JitBlock::run` entered), which
-    /// become `RunEnd::link_from`. Written with `last_insns` where a link is followed.
+    /// become `RunEnd::link_from`. Written with `last_insns`.
     last_links: usize,
     /// Read by generated code: the indirect-branch target cache (`Jit::ibtc`, [`IbEntry`]s).
     ibtc: usize,
@@ -235,18 +236,14 @@ pub unsafe extern "C" fn call_handler(ctx: *mut c_void, insn: *const Insn, out: 
     }
 }
 
-/// The signature of a block's (or a region's) function: `(ctx, insns, out, links, st, icount) ->
-/// status`, where `links` is the block's own [`Link`] slots, `st` is `ctx.st` (the `CpuState`) and
-/// `icount` its retired count as stored there, in Cranelift's `tail` calling convention, so that a
+/// The signature of a block's (or a region's) function: `(ctx, insns, out, links) -> status`, where
+/// `links` is the block's own [`Link`] slots, in Cranelift's `tail` calling convention, so that a
 /// followed link is a tail call (`return_call_indirect`) of the successor: a chain of linked blocks
 /// runs in one host frame at a time and returns to `JitBlock::run` only when it leaves generated code.
-/// The state pointer and the count travel in registers (the six the convention passes arguments in)
-/// rather than being loaded again by every block: a link passes its own, the trampoline loads them
-/// once per chain. Part of the generated code's ABI: [`BLOCK_ABI`] names it in the cache key.
+/// Part of the generated code's ABI: [`BLOCK_ABI`] names it in the cache key.
 pub(crate) fn block_sig(ptr: ir::Type) -> ir::Signature {
     let mut sig = ir::Signature::new(CallConv::Tail);
-    sig.params.extend([AbiParam::new(ptr); 5]);
-    sig.params.push(AbiParam::new(types::I64));
+    sig.params.extend([AbiParam::new(ptr); 4]);
     sig.returns.push(AbiParam::new(types::I32));
     sig
 }
@@ -254,11 +251,11 @@ pub(crate) fn block_sig(ptr: ir::Type) -> ir::Signature {
 /// The version of the generated code's calling contract ([`block_sig`], [`Outcome`]'s fields as
 /// generated code uses them), part of [`Jit::codegen_id`] and so of the persistent cache's key:
 /// raised whenever code generated before would not run correctly under the current contract.
-const BLOCK_ABI: &str = "block-abi 2: (ctx, insns, out, links, st, icount)";
+const BLOCK_ABI: &str = "block-abi 2: (ctx, insns, out, links); Outcome::last_* written where code leaves";
 
 /// Rust cannot call the `tail` convention: `JitBlock::run` calls a block's function through this
 /// trampoline (generated once per [`Jit`], [`trampoline`]), `(ctx, insns, out, links, code) ->
-/// status`, which calls `code` with the first four, `ctx.st` and its retired count.
+/// status`, which calls `code` with the first four.
 type Trampoline = unsafe extern "C" fn(*mut c_void, *const Insn, *mut Outcome, *const Link, usize) -> u32;
 
 /// Generates the [`Trampoline`] for `isa` into `arena`.
@@ -276,10 +273,7 @@ fn trampoline(isa: &dyn TargetIsa, arena: &mut Arena) -> Result<Code, String> {
     b.switch_to_block(entry);
     b.seal_block(entry);
     let p = b.block_params(entry).to_vec();
-    let mf = MemFlagsData::trusted();
-    let st = b.ins().load(ptr, mf, p[0], offset_of!(Ctx<'static>, st) as i32);
-    let ic = b.ins().load(types::I64, mf, st, cpu::offsets::ICOUNT as i32);
-    let call = b.ins().call_indirect(callee, p[4], &[p[0], p[1], p[2], p[3], st, ic]);
+    let call = b.ins().call_indirect(callee, p[4], &p[..4]);
     let status = b.inst_results(call)[0];
     b.ins().return_(&[status]);
     b.finalize(isa.frontend_config());
@@ -438,7 +432,8 @@ impl Jit {
     }
 
     /// Everything about code generation besides the guest code that the machine code depends on:
-    /// Cranelift's settings and the host features it targets (part of the persistent cache's key).
+    /// Cranelift's settings, the host features it targets and the calling contract of generated
+    /// code ([`BLOCK_ABI`]) (part of the persistent cache's key).
     pub(crate) fn codegen_id(&self) -> String {
         let isa_flags: Vec<String> = self.isa.isa_flags().iter().map(|v| v.to_string()).collect();
         format!("{}\n{}\n{}\n{BLOCK_ABI}", self.isa.triple(), self.isa.flags(), isa_flags.join(","))
@@ -476,17 +471,20 @@ impl Jit {
         let ret_ok = b.create_block();
         let chain = cpu::interp::chains(&insns[insns.len() - 1]);
         b.switch_to_block(entry);
-        // `Ctx::st` (which cannot change while a chain runs) and the retired count come in
-        // registers (`block_sig`).
-        let (ctx, base, out, links, st, ic0) = {
+        let (ctx, base, out, links) = {
             let p = b.block_params(entry);
-            (p[0], p[1], p[2], p[3], p[4], p[5])
+            (p[0], p[1], p[2], p[3])
         };
-        let ok = b.ins().iconst(types::I32, ST_OK as i64);
+        // `Ctx::st` cannot change while the block runs: load it once.
+        let st = b.ins().load(ptr, mf, ctx, offset_of!(Ctx<'static>, st) as i32);
+        // `ST_OK`, made where it is used (a constant made here would hold a register through the
+        // whole block: Cranelift does not rematerialize at `opt_level=none`).
+        let ok = |b: &mut FunctionBuilder<'_>| b.ins().iconst(types::I32, ST_OK as i64);
         let size = std::mem::size_of::<Insn>() as i64;
         // The retired count lives in an SSA variable while the block runs; `rip` and `icount` in
         // `CpuState` are brought up to date (`sync`) before each handler call and at the end.
         let icount = b.declare_var(types::I64);
+        let ic0 = b.ins().load(types::I64, mf, st, cpu::offsets::ICOUNT as i32);
         b.def_var(icount, ic0);
         // RFLAGS too: stored before each handler call (and reloaded after it) and at the end.
         let fl = b.declare_var(types::I64);
@@ -641,6 +639,7 @@ impl Jit {
                 // so in ctx.break_block.
                 let bb = b.ins().load(types::I8, mf, ctx, offset_of!(Ctx<'static>, break_block) as i32);
                 let next_block = b.create_block();
+                let ok = ok(b);
                 b.ins().brif(bb, exit, &[ok.into()], next_block, &[]);
                 b.switch_to_block(next_block);
                 b.seal_block(next_block);
@@ -828,6 +827,7 @@ impl Jit {
         }
         b.seal_block(ret_ok);
         b.switch_to_block(ret_ok);
+        let ok = ok(&mut b);
         b.ins().jump(exit, &[ok.into()]);
         b.seal_block(entry);
         if self_loop {
@@ -836,6 +836,16 @@ impl Jit {
         b.seal_block(exit);
         b.switch_to_block(exit);
         let status = b.block_params(exit)[0];
+        // Generated code leaves here: this block ran last (`Outcome::last_*`), started at `ic0`.
+        let len_chain = b.ins().iconst(types::I64, len | (chain as i64) << 32);
+        for (v, to) in [
+            (base, offset_of!(Outcome, last_insns)),
+            (links, offset_of!(Outcome, last_links)),
+            (len_chain, offset_of!(Outcome, last_len_chain)),
+            (ic0, offset_of!(Outcome, last_start)),
+        ] {
+            b.ins().store(mf, v, out, to as i32);
+        }
         b.ins().return_(&[status]);
         b.finalize(isa.frontend_config());
         (func, carriable)
@@ -919,7 +929,7 @@ fn emit_links_with(
     b.seal_block(follow);
     b.switch_to_block(follow);
     let p = b.block_params(follow).to_vec();
-    emit_follow(b, e, ic, [p[0], p[1], p[2], p[3]]);
+    emit_follow(b, e, [p[0], p[1], p[2], p[3]]);
 }
 
 /// The values [`emit_slot`] compares a [`Link`] with.
@@ -993,11 +1003,11 @@ fn emit_slot(
 }
 
 /// Emits the following of a link to the successor `[code, insns, links, len_chain]` (see
-/// [`Link`]) at retired count `ic`: the tail call of its code, the block that ran last recorded in
-/// `Outcome::last_*`; or, for a link `Outcome::stop_*` selects, the return of [`ST_LINK`] with the
+/// [`Link`]): the tail call of its code (which records itself in `Outcome::last_*` if the chain
+/// ends in it); or, for a link `Outcome::stop_*` selects, the return of [`ST_LINK`] with the
 /// successor in `Outcome::next_*`.
-fn emit_follow(b: &mut FunctionBuilder<'_>, e: LinkEnv, ic: ir::Value, next: [ir::Value; 4]) {
-    let LinkEnv { ctx, st, out, exit, succ_sig, .. } = e;
+fn emit_follow(b: &mut FunctionBuilder<'_>, e: LinkEnv, next: [ir::Value; 4]) {
+    let LinkEnv { ctx, out, exit, succ_sig, .. } = e;
     let mf = MemFlagsData::trusted();
     let [code, insns, links, len_chain] = next;
     // Whether `JitBlock::run` watches this link (region selection): see `Outcome::stop_xor`.
@@ -1022,19 +1032,11 @@ fn emit_follow(b: &mut FunctionBuilder<'_>, e: LinkEnv, ic: ir::Value, next: [ir
     let st_link = b.ins().iconst(types::I32, ST_LINK as i64);
     b.ins().jump(exit, &[st_link.into()]);
     b.switch_to_block(tail);
-    for (v, to) in [
-        (insns, offset_of!(Outcome, last_insns)),
-        (links, offset_of!(Outcome, last_links)),
-        (len_chain, offset_of!(Outcome, last_len_chain)),
-        (ic, offset_of!(Outcome, last_start)),
-    ] {
-        b.ins().store(mf, v, out, to as i32);
-    }
+    // `Outcome::last_*` are left to the successor, which writes them where it leaves.
     let f = b.ins().load(types::I64, mf, out, offset_of!(Outcome, followed) as i32);
     let f = b.ins().iadd_imm_s(f, 1);
     b.ins().store(mf, f, out, offset_of!(Outcome, followed) as i32);
-    // The successor takes the state pointer and the count in registers (`block_sig`).
-    b.ins().return_call_indirect(succ_sig, code, &[ctx, insns, out, links, st, ic]);
+    b.ins().return_call_indirect(succ_sig, code, &[ctx, insns, out, links]);
 }
 
 impl BlockBackend for Jit {

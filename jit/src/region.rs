@@ -554,13 +554,14 @@ fn build(
     let link_exit = b.create_block();
     let ret_ok = b.create_block();
     b.switch_to_block(entry);
-    // `Ctx::st` and the retired count come in registers (`crate::block_sig`).
-    let (ctx, base, out, links, st, ic0) = {
+    let (ctx, base, out, links) = {
         let p = b.block_params(entry);
-        (p[0], p[1], p[2], p[3], p[4], p[5])
+        (p[0], p[1], p[2], p[3])
     };
+    let st = b.ins().load(ptr, mf, ctx, offset_of!(Ctx<'static>, st) as i32);
     let tramp = b.ins().load(ptr, mf, out, helper_offset(HELPER_CALL));
     let icount = b.declare_var(types::I64);
+    let ic0 = b.ins().load(types::I64, mf, st, cpu::offsets::ICOUNT as i32);
     b.def_var(icount, ic0);
     let fl = b.declare_var(types::I64);
     let fl0 = b.ins().load(types::I64, mf, st, cpu::offsets::RFLAGS as i32);
@@ -644,6 +645,7 @@ fn build(
         ctx,
         base,
         out,
+        links,
         fl,
         icount,
         helper_sig,
@@ -702,6 +704,8 @@ struct Gen<'f> {
     ctx: ir::Value,
     base: ir::Value,
     out: ir::Value,
+    /// The region's own [`Link`] slots.
+    links: ir::Value,
     fl: Variable,
     icount: Variable,
     helper_sig: ir::SigRef,
@@ -792,6 +796,8 @@ impl<'f> Gen<'f> {
         let ic = self.b.use_var(self.icount);
         let start = self.b.ins().iadd_imm_s(ic, -(done as i64));
         self.b.ins().store(MF, start, self.out, offset_of!(Outcome, last_start) as i32);
+        // The region's own slots (a link into it no longer writes them: `Outcome::last_links`).
+        self.b.ins().store(MF, self.links, self.out, offset_of!(Outcome, last_links) as i32);
     }
 
     /// The handler call of global instruction `gk` (as `Jit::build`'s `call`).
