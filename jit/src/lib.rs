@@ -509,8 +509,9 @@ impl Jit {
         let self_loop = self_loop(insns);
         // The budget: a self-loop checks it at its back edge (loaded once, before the loop); other
         // blocks only where links are checked, which load it there (not held across the block).
-        let loop_limit_at =
-            |b: &mut FunctionBuilder<'_>| b.ins().load(types::I64, mf, out, offset_of!(Outcome, loop_limit) as i32);
+        let loop_limit_at = |b: &mut FunctionBuilder<'_>| {
+            b.ins().load(types::I64, mf, out, offset_of!(Outcome, loop_limit) as i32)
+        };
         let loop_limit = if self_loop { Some(loop_limit_at(&mut b)) } else { None };
         let mut regs = lower::Regs::new(&mut b);
         let used = if self_loop { lower::used_gprs(insns) } else { 0 };

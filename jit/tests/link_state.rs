@@ -139,9 +139,12 @@ fn stat(it: &Interpreter, name: &str) -> u64 {
 /// Where a run (or slice) ended: its exit, the retired count, RIP, RFLAGS and the registers.
 type Mark = (Exit, u64, u64, u64, [u64; 16]);
 
+/// Every slice's end, the data page and the software TLB's entries (`common::tlb_tags`).
+type Outcome = (Vec<Mark>, Vec<u8>, Vec<(usize, usize, u64, bool)>);
+
 /// Runs `code` until it halts or faults, in slices of budget 1, 2, .., `max`, 1, 2, .. (`max` 0:
 /// one run); every slice's end, and at the end the data page and the software TLB.
-fn run(it: &mut Interpreter, mode: TestMode, code: &[u8], max: u64) -> (Vec<Mark>, Vec<u8>, Vec<(usize, usize, u64, bool)>) {
+fn run(it: &mut Interpreter, mode: TestMode, code: &[u8], max: u64) -> Outcome {
     let mut bus = TestBus::default();
     let mut st = cpu_in(mode, &mut bus);
     bus.ram[CODE as usize..CODE as usize + code.len()].copy_from_slice(code);
@@ -179,14 +182,22 @@ fn successors_take_the_state_and_count_a_link_hands_them() {
             let code = program(seed, bits, blocks, 40);
             let want_once = run(&mut engine(None), mode, &code, 0);
             let end = &want_once.0.last().expect("a run").0;
-            assert!(matches!(end, Exit::Trapped(cpu::Fault::Exc { vector: 0, .. })), "{bits}-bit case {case}: ends at the #DE, not {end:?}");
+            assert!(
+                matches!(end, Exit::Trapped(cpu::Fault::Exc { vector: 0, .. })),
+                "{bits}-bit case {case}: ends at the #DE, not {end:?}"
+            );
             // A trip retires at most 8 + 2 * 4 instructions a block.
             let max = 20 * blocks as u64 + 3;
             let want = run(&mut engine(None), mode, &code, max);
             for regions in [0, 3] {
                 let mut it = engine(Some(regions));
                 let got = run(&mut it, mode, &code, 0);
-                assert!(got == want_once, "{bits}-bit case {case} (regions {regions}), one run: jit {:x?} != interp {:x?}", got.0, want_once.0);
+                assert!(
+                    got == want_once,
+                    "{bits}-bit case {case} (regions {regions}), one run: jit {:x?} != interp {:x?}",
+                    got.0,
+                    want_once.0
+                );
                 if regions == 0 {
                     let (followed, tail) = (stat(&it, " links followed"), stat(&it, " of them by tail call"));
                     assert!(
