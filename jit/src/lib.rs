@@ -463,8 +463,8 @@ impl Jit {
         b.append_block_params_for_function_params(entry);
         let exit = b.create_block();
         b.append_block_param(exit, types::I32);
-        // A normal end (no fault, no `break_block`): where links are followed.
-        // Where links are checked, with the new RIP and the retired count (both also in `CpuState`).
+        // A normal end (no fault, no `break_block`): where links are followed, with the new RIP
+        // and the retired count (both also in `CpuState`) as its parameters.
         let link_exit = b.create_block();
         b.append_block_param(link_exit, types::I64);
         b.append_block_param(link_exit, types::I64);
