@@ -2,7 +2,9 @@
 //! ones the guest CPU benchmark (`benches/guest/cpubench.c`) and the Linux kernel execute that
 //! called their handler before. ADC/SBB (register, immediate and, in 64-bit code, memory forms),
 //! XCHG r, r, BT/BTS/BTR/BTC r, r|imm, BSF/BSR r, r, TZCNT/LZCNT/POPCNT r, r, the one-operand
-//! MUL/IMUL r and, in 64-bit code, BZHI r, r, r.
+//! MUL/IMUL r, in 64-bit code BZHI r, r, r, PREFETCHh/PREFETCHW m (no effect: the handler's
+//! `hint_nop`), BSWAP r32/r64 (with MOVBE's memory forms in `lower_mem.rs`) and MOV r, Sreg
+//! (these four covered by `tests/differential_small.rs`).
 //!
 //! One source of semantics: the vendor-dependent flags of the multiplies and of TZCNT/LZCNT its `muldiv::mul_flags` and
 //! `bits::count_zeros_flags`, called from generated code only
@@ -53,6 +55,8 @@ pub(crate) enum Ext {
     Bswap,
     /// MOVBE r, m (`Mem::Src`) or m, r (`Mem::Dst`) (`lower_mem.rs`).
     Movbe,
+    /// MOV r, Sreg (the segment register's index in `CpuState::seg`).
+    MovSreg(u8),
 }
 
 impl Ext {
@@ -68,7 +72,13 @@ impl Ext {
             // AMD leaves SF, ZF, AF and PF alone.
             Ext::Mul(_) => flags::CF | flags::OF,
             // Intel leaves every flag after a divide.
-            Ext::Xchg | Ext::Div(_) | Ext::ShiftCl(_) | Ext::Cwd(..) | Ext::Bswap | Ext::Movbe => 0,
+            Ext::Xchg
+            | Ext::Div(_)
+            | Ext::ShiftCl(_)
+            | Ext::Cwd(..)
+            | Ext::Bswap
+            | Ext::Movbe
+            | Ext::MovSreg(_) => 0,
         }
     }
 }
@@ -142,6 +152,21 @@ pub(crate) fn inline_ext(insn: &Insn) -> Option<Form> {
                 && insn.handler as usize == cpu::exec::handler_for(i.code()) as usize =>
         {
             plain(Ext::Bswap)
+        }
+        // MOV r16/r32/r64, Sreg (`segregs::mov_from_sreg`: the selector zero-extended to the
+        // operand size, a 16-bit destination keeping its upper bits); the m16 form stays with
+        // the handler.
+        Mnemonic::Mov
+            if matches!(
+                i.code(),
+                iced_x86::Code::Mov_rm16_Sreg
+                    | iced_x86::Code::Mov_r32m16_Sreg
+                    | iced_x86::Code::Mov_r64m16_Sreg
+            ) && reg(0)
+                && insn.handler as usize == cpu::exec::handler_for(i.code()) as usize =>
+        {
+            cpu::regs::sreg(i.op1_register())
+                .map(|s| Form { op: Op::Ext(Ext::MovSreg(s as u8)), mem: Mem::None })
         }
         Mnemonic::Bsf | Mnemonic::Bsr if reg(0) && reg(1) => plain(Ext::Bsf(i.mnemonic() == Mnemonic::Bsr)),
         Mnemonic::Mul | Mnemonic::Imul if i.op_count() == 1 && reg(0) => {
@@ -288,6 +313,13 @@ impl Lower<'_, '_> {
             }
             Ext::Cmpxchg | Ext::Xadd => self.emit_xchg_reg(insn, e, live),
             Ext::Div(_) | Ext::Cwd(..) | Ext::Movbe => unreachable!("{e:?}: lower_mem"),
+            Ext::MovSreg(s) => {
+                let off = std::mem::offset_of!(cpu::CpuState, seg)
+                    + s as usize * std::mem::size_of::<cpu::state::Segment>()
+                    + std::mem::offset_of!(cpu::state::Segment, selector);
+                let v = self.b.ins().uload16(I64, super::MF, self.st, off as i32);
+                self.write(d, v);
+            }
             Ext::Bswap => {
                 // `bits::bswap` at 4 or 8 bytes (`inline_ext` admits no other size); a 32-bit
                 // destination is zero-extended by the write.

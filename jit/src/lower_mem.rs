@@ -9,6 +9,8 @@
 //!   `CpuState::quirks`.
 //! - CMPXCHG and XADD r/m, r (`bits::cmpxchg`/`xadd`), LOCK allowed (one vCPU: a locked access is
 //!   an ordinary one), and the LOCK forms of the ALU memory forms `lower.rs` inlines.
+//! - MOVBE r, m and m, r (`bits::movbe`): the inline load or store with a byte swap
+//!   (`tests/differential_small.rs`).
 //! - Memory-indirect JMP/CALL (`jmp [rip+disp]`, `call [reg+disp]`): the target is read inline and
 //!   must pass the same check as a register target (canonical in 64-bit code, within CS's limit
 //!   elsewhere), else the handler raises the #GP.
