@@ -121,14 +121,15 @@ pub struct Outcome {
     ctx: usize,
     /// The block that ran last, which becomes `RunEnd::last` (0 in `last_insns`: the one
     /// `JitBlock::run` entered): its instructions, its length | chain flag << 32, and the retired
-    /// count at its start. Written wherever a link is followed (by generated code before a tail
-    /// call, by `JitBlock::run` after [`ST_LINK`]) and by a region's code where it may leave, for
-    /// the member it leaves from (`region.rs`).
+    /// count at its start. Written where generated code leaves (a block's function at its return,
+    /// whatever the status, for itself; a region's code for the member it leaves from,
+    /// `region.rs`) and by `JitBlock::run` after [`ST_LINK`], not where a link is followed by a
+    /// tail call: the block it leads to writes them if the chain ends in it.
     last_insns: usize,
     last_len_chain: u64,
     last_start: u64,
     /// The link slots of the block that ran last (0: the one `JitBlock::run` entered), which
-    /// become `RunEnd::link_from`. Written with `last_insns` where a link is followed.
+    /// become `RunEnd::link_from`. Written with `last_insns`.
     last_links: usize,
     /// Read by generated code: the indirect-branch target cache (`Jit::ibtc`, [`IbEntry`]s).
     ibtc: usize,
@@ -239,12 +240,18 @@ pub unsafe extern "C" fn call_handler(ctx: *mut c_void, insn: *const Insn, out: 
 /// `links` is the block's own [`Link`] slots, in Cranelift's `tail` calling convention, so that a
 /// followed link is a tail call (`return_call_indirect`) of the successor: a chain of linked blocks
 /// runs in one host frame at a time and returns to `JitBlock::run` only when it leaves generated code.
+/// Part of the generated code's ABI: [`BLOCK_ABI`] names it in the cache key.
 pub(crate) fn block_sig(ptr: ir::Type) -> ir::Signature {
     let mut sig = ir::Signature::new(CallConv::Tail);
     sig.params.extend([AbiParam::new(ptr); 4]);
     sig.returns.push(AbiParam::new(types::I32));
     sig
 }
+
+/// The version of the generated code's calling contract ([`block_sig`], [`Outcome`]'s fields as
+/// generated code uses them), part of [`Jit::codegen_id`] and so of the persistent cache's key:
+/// raised whenever code generated before would not run correctly under the current contract.
+const BLOCK_ABI: &str = "block-abi 2: (ctx, insns, out, links); Outcome::last_* written where code leaves";
 
 /// Rust cannot call the `tail` convention: `JitBlock::run` calls a block's function through this
 /// trampoline (generated once per [`Jit`], [`trampoline`]), `(ctx, insns, out, links, code) ->
@@ -425,10 +432,11 @@ impl Jit {
     }
 
     /// Everything about code generation besides the guest code that the machine code depends on:
-    /// Cranelift's settings and the host features it targets (part of the persistent cache's key).
+    /// Cranelift's settings, the host features it targets and the calling contract of generated
+    /// code ([`BLOCK_ABI`]) (part of the persistent cache's key).
     pub(crate) fn codegen_id(&self) -> String {
         let isa_flags: Vec<String> = self.isa.isa_flags().iter().map(|v| v.to_string()).collect();
-        format!("{}\n{}\n{}", self.isa.triple(), self.isa.flags(), isa_flags.join(","))
+        format!("{}\n{}\n{}\n{BLOCK_ABI}", self.isa.triple(), self.isa.flags(), isa_flags.join(","))
     }
 
     /// Builds the Cranelift function of a block of `n` instructions with the given next RIPs. In a
@@ -455,8 +463,11 @@ impl Jit {
         b.append_block_params_for_function_params(entry);
         let exit = b.create_block();
         b.append_block_param(exit, types::I32);
-        // A normal end (no fault, no `break_block`): where links are followed.
+        // A normal end (no fault, no `break_block`): where links are followed, with the new RIP
+        // and the retired count (both also in `CpuState`) as its parameters.
         let link_exit = b.create_block();
+        b.append_block_param(link_exit, types::I64);
+        b.append_block_param(link_exit, types::I64);
         let ret_ok = b.create_block();
         let chain = cpu::interp::chains(&insns[insns.len() - 1]);
         b.switch_to_block(entry);
@@ -466,8 +477,9 @@ impl Jit {
         };
         // `Ctx::st` cannot change while the block runs: load it once.
         let st = b.ins().load(ptr, mf, ctx, offset_of!(Ctx<'static>, st) as i32);
-        let tramp = b.ins().load(ptr, mf, out, helper_offset(HELPER_CALL));
-        let ok = b.ins().iconst(types::I32, ST_OK as i64);
+        // `ST_OK`, made where it is used (a constant made here would hold a register through the
+        // whole block: Cranelift does not rematerialize at `opt_level=none`).
+        let ok = |b: &mut FunctionBuilder<'_>| b.ins().iconst(types::I32, ST_OK as i64);
         let size = std::mem::size_of::<Insn>() as i64;
         // The retired count lives in an SSA variable while the block runs; `rip` and `icount` in
         // `CpuState` are brought up to date (`sync`) before each handler call and at the end.
@@ -489,13 +501,18 @@ impl Jit {
         };
         let mmu = b.ins().load(ptr, mf, ctx, offset_of!(Ctx<'static>, mmu) as i32);
         let tlb = b.ins().load(ptr, mf, mmu, offset_of!(cpu::mem::Mmu, tlb) as i32);
-        let loop_limit = b.ins().load(types::I64, mf, out, offset_of!(Outcome, loop_limit) as i32);
         let first_ip = insns[0].i.ip();
         let len = insns.len() as i64;
         // A block that branches back to its own start loops in generated code, its registers and
         // flags staying in variables across the back edge: the registers it uses are loaded before
         // the loop, and counted as held (and changed) at its top.
         let self_loop = self_loop(insns);
+        // The budget: a self-loop checks it at its back edge (loaded once, before the loop); other
+        // blocks only where links are checked, which load it there (not held across the block).
+        let loop_limit_at = |b: &mut FunctionBuilder<'_>| {
+            b.ins().load(types::I64, mf, out, offset_of!(Outcome, loop_limit) as i32)
+        };
+        let loop_limit = if self_loop { Some(loop_limit_at(&mut b)) } else { None };
         let mut regs = lower::Regs::new(&mut b);
         let used = if self_loop { lower::used_gprs(insns) } else { 0 };
         regs.load(&mut b, st, used);
@@ -579,6 +596,9 @@ impl Jit {
         let live_in = lower::live_in(insns, &live);
         let mut ended = false;
         let through = if chain { lower::through_end(insns) } else { None };
+        // The new RIP and retired count where the block ends by an inlined branch (the values
+        // just stored, which the links compare without loading them again).
+        let mut at_end: Option<(ir::Value, ir::Value)> = None;
         // Emits the handler call of instruction `k` (state synced first), continuing in a new block
         // when the instruction completed without ending the block.
         let call =
@@ -594,6 +614,9 @@ impl Jit {
                 let next = b.ins().iconst(types::I64, insn.next_rip as i64);
                 b.ins().store(mf, next, ctx, offset_of!(Ctx<'static>, next_rip) as i32);
                 let ip = b.ins().iadd_imm_s(base, k as i64 * size);
+                // The handler's address, loaded where it is called (cold paths, mostly) rather than
+                // held across the block.
+                let tramp = b.ins().load(ptr, mf, out, helper_offset(HELPER_CALL));
                 let call = b.ins().call_indirect(callee, tramp, &[ctx, ip, out]);
                 let status = b.inst_results(call)[0];
                 let done = b.create_block();
@@ -622,6 +645,7 @@ impl Jit {
                     // SYSCALL/SYSRETQ: the links' end checks what it changed (`lower::emit_through`).
                     b.ins().jump(next_block, &[]);
                 } else {
+                    let ok = ok(b);
                     b.ins().brif(bb, exit, &[ok.into()], next_block, &[]);
                 }
                 b.switch_to_block(next_block);
@@ -655,7 +679,11 @@ impl Jit {
                     // edge keeps RIP, the count, RFLAGS and the registers in SSA: only the way out
                     // stores them.
                     let after = b.ins().iadd_imm_s(v, len);
-                    let fits = b.ins().icmp(IntCC::UnsignedLessThanOrEqual, after, loop_limit);
+                    let limit = match loop_limit {
+                        Some(l) => l,
+                        None => loop_limit_at(&mut b),
+                    };
+                    let fits = b.ins().icmp(IntCC::UnsignedLessThanOrEqual, after, limit);
                     let latch = b.create_block();
                     let leave = b.create_block();
                     // Whether the branch leads back to the top, from the condition itself.
@@ -701,6 +729,7 @@ impl Jit {
                 lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig, out }.export();
                 store_fl(&mut b);
                 regs.flush(&mut b, st);
+                at_end = Some((rip, v));
                 ended = true;
                 break;
             }
@@ -727,7 +756,7 @@ impl Jit {
                     lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig, out }.export();
                     store_fl(&mut b);
                     regs.flush(&mut b, st);
-                    b.ins().jump(link_exit, &[]);
+                    b.ins().jump(link_exit, &[rip.into(), v.into()]);
                     (regs.in_var, regs.dirty, regs.pending) = (in0, dirty0, pending0);
                     b.switch_to_block(slow);
                     call(&mut b, &mut regs, k, insn, dirty);
@@ -774,27 +803,42 @@ impl Jit {
         }
         if !ended {
             if dirty {
-                sync(&mut b, insns[insns.len() - 1].next_rip);
+                let next = insns[insns.len() - 1].next_rip;
+                sync(&mut b, next);
+                let r = b.ins().iconst(types::I64, next as i64);
+                at_end = Some((r, b.use_var(icount)));
             }
             lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig, out }.export();
             store_fl(&mut b);
             regs.flush(&mut b, st);
         }
-        b.ins().jump(link_exit, &[]);
+        // Where a handler ran last, `CpuState` holds what it left.
+        let (end_rip, end_ic) = at_end.unwrap_or_else(|| {
+            let r = b.ins().load(types::I64, mf, st, cpu::offsets::RIP as i32);
+            (r, b.ins().load(types::I64, mf, st, cpu::offsets::ICOUNT as i32))
+        });
+        b.ins().jump(link_exit, &[end_rip.into(), end_ic.into()]);
         b.seal_block(link_exit);
         b.switch_to_block(link_exit);
         if chain {
+            let (rip, ic) = (b.block_params(link_exit)[0], b.block_params(link_exit)[1]);
+            let loop_limit = match loop_limit {
+                Some(l) => l,
+                None => loop_limit_at(&mut b),
+            };
             let user_tag = match through {
                 Some(events) => lower::emit_through(&mut b, helper_sig, ctx, st, out, mmu, events, ret_ok),
                 None => user_tag,
             };
             let env = LinkEnv { ctx, st, out, links, tlb, user_tag, loop_limit, exit, ret_ok, succ_sig };
-            emit_links_with(&mut b, env, dispatch::indirect_end(insns).filter(|_| self.ibtc_on));
+            let ibtc = dispatch::indirect_end(insns).filter(|_| self.ibtc_on);
+            emit_links_with(&mut b, env, Some((rip, ic)), ibtc);
         } else {
             b.ins().jump(ret_ok, &[]);
         }
         b.seal_block(ret_ok);
         b.switch_to_block(ret_ok);
+        let ok = ok(&mut b);
         b.ins().jump(exit, &[ok.into()]);
         b.seal_block(entry);
         if self_loop {
@@ -803,6 +847,16 @@ impl Jit {
         b.seal_block(exit);
         b.switch_to_block(exit);
         let status = b.block_params(exit)[0];
+        // Generated code leaves here: this block ran last (`Outcome::last_*`), started at `ic0`.
+        let len_chain = b.ins().iconst(types::I64, len | (chain as i64) << 32);
+        for (v, to) in [
+            (base, offset_of!(Outcome, last_insns)),
+            (links, offset_of!(Outcome, last_links)),
+            (len_chain, offset_of!(Outcome, last_len_chain)),
+            (ic0, offset_of!(Outcome, last_start)),
+        ] {
+            b.ins().store(mf, v, out, to as i32);
+        }
         b.ins().return_(&[status]);
         b.finalize(isa.frontend_config());
         (func, carriable)
@@ -828,19 +882,28 @@ struct LinkEnv {
 /// Emits, at a normal end where everything is in `CpuState`, the following of a [`Link`] whose
 /// successor is the block at the new RIP (see `Link`), else a jump to `ret_ok`.
 fn emit_links(b: &mut FunctionBuilder<'_>, e: LinkEnv) {
-    emit_links_with(b, e, None);
+    emit_links_with(b, e, None, None);
 }
 
-/// [`emit_links`], and for a block of `bits`-bit code ending in an indirect transfer (RET, JMP or
-/// CALL through a register or memory), after its own slots the probe of the indirect-branch target
-/// cache ([`IbEntry`], `dispatch.rs`): a link shared by every block, found by the new RIP.
-fn emit_links_with(b: &mut FunctionBuilder<'_>, e: LinkEnv, ibtc_bits: Option<u32>) {
+/// [`emit_links`] with `rip_ic`, when given, the new RIP and retired count (the values stored in
+/// `CpuState`, which are loaded from there otherwise), and for a block of `bits`-bit code ending in
+/// an indirect transfer (RET, JMP or CALL through a register or memory), after its own slots the
+/// probe of the indirect-branch target cache ([`IbEntry`], `dispatch.rs`): a link shared by every
+/// block, found by the new RIP.
+fn emit_links_with(
+    b: &mut FunctionBuilder<'_>,
+    e: LinkEnv,
+    rip_ic: Option<(ir::Value, ir::Value)>,
+    ibtc_bits: Option<u32>,
+) {
     let LinkEnv { st, out, links, ret_ok, .. } = e;
     let mf = MemFlagsData::trusted();
     // Everything is in `CpuState` now. Follow a link whose successor is the block at the new
     // RIP (see `Link`), else return to the interpreter.
-    let rip = b.ins().load(types::I64, mf, st, cpu::offsets::RIP as i32);
-    let ic = b.ins().load(types::I64, mf, st, cpu::offsets::ICOUNT as i32);
+    let (rip, ic) = rip_ic.unwrap_or_else(|| {
+        let rip = b.ins().load(types::I64, mf, st, cpu::offsets::RIP as i32);
+        (rip, b.ins().load(types::I64, mf, st, cpu::offsets::ICOUNT as i32))
+    });
     let epoch = b.ins().load(types::I64, mf, out, offset_of!(Outcome, epoch) as i32);
     let utag = b.ins().band_imm_s(e.user_tag, 3);
     // Where every slot that holds goes, with the successor's code, instructions, slots and
@@ -877,7 +940,7 @@ fn emit_links_with(b: &mut FunctionBuilder<'_>, e: LinkEnv, ibtc_bits: Option<u3
     b.seal_block(follow);
     b.switch_to_block(follow);
     let p = b.block_params(follow).to_vec();
-    emit_follow(b, e, ic, [p[0], p[1], p[2], p[3]]);
+    emit_follow(b, e, [p[0], p[1], p[2], p[3]]);
 }
 
 /// The values [`emit_slot`] compares a [`Link`] with.
@@ -951,10 +1014,10 @@ fn emit_slot(
 }
 
 /// Emits the following of a link to the successor `[code, insns, links, len_chain]` (see
-/// [`Link`]) at retired count `ic`: the tail call of its code, the block that ran last recorded in
-/// `Outcome::last_*`; or, for a link `Outcome::stop_*` selects, the return of [`ST_LINK`] with the
+/// [`Link`]): the tail call of its code (which records itself in `Outcome::last_*` if the chain
+/// ends in it); or, for a link `Outcome::stop_*` selects, the return of [`ST_LINK`] with the
 /// successor in `Outcome::next_*`.
-fn emit_follow(b: &mut FunctionBuilder<'_>, e: LinkEnv, ic: ir::Value, next: [ir::Value; 4]) {
+fn emit_follow(b: &mut FunctionBuilder<'_>, e: LinkEnv, next: [ir::Value; 4]) {
     let LinkEnv { ctx, out, exit, succ_sig, .. } = e;
     let mf = MemFlagsData::trusted();
     let [code, insns, links, len_chain] = next;
@@ -980,14 +1043,7 @@ fn emit_follow(b: &mut FunctionBuilder<'_>, e: LinkEnv, ic: ir::Value, next: [ir
     let st_link = b.ins().iconst(types::I32, ST_LINK as i64);
     b.ins().jump(exit, &[st_link.into()]);
     b.switch_to_block(tail);
-    for (v, to) in [
-        (insns, offset_of!(Outcome, last_insns)),
-        (links, offset_of!(Outcome, last_links)),
-        (len_chain, offset_of!(Outcome, last_len_chain)),
-        (ic, offset_of!(Outcome, last_start)),
-    ] {
-        b.ins().store(mf, v, out, to as i32);
-    }
+    // `Outcome::last_*` are left to the successor, which writes them where it leaves.
     let f = b.ins().load(types::I64, mf, out, offset_of!(Outcome, followed) as i32);
     let f = b.ins().iadd_imm_s(f, 1);
     b.ins().store(mf, f, out, offset_of!(Outcome, followed) as i32);

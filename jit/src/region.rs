@@ -647,6 +647,7 @@ fn build(
         ctx,
         base,
         out,
+        links,
         fl,
         icount,
         helper_sig,
@@ -705,6 +706,8 @@ struct Gen<'f> {
     ctx: ir::Value,
     base: ir::Value,
     out: ir::Value,
+    /// The region's own [`Link`] slots.
+    links: ir::Value,
     fl: Variable,
     icount: Variable,
     helper_sig: ir::SigRef,
@@ -795,6 +798,8 @@ impl<'f> Gen<'f> {
         let ic = self.b.use_var(self.icount);
         let start = self.b.ins().iadd_imm_s(ic, -(done as i64));
         self.b.ins().store(MF, start, self.out, offset_of!(Outcome, last_start) as i32);
+        // The region's own slots (a link into it no longer writes them: `Outcome::last_links`).
+        self.b.ins().store(MF, self.links, self.out, offset_of!(Outcome, last_links) as i32);
     }
 
     /// The handler call of global instruction `gk` (as `Jit::build`'s `call`).
