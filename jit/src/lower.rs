@@ -1362,7 +1362,7 @@ impl Lower<'_, '_> {
     pub(crate) fn emit_mem(&mut self, insn: &Insn, form: Form, host: Value, live: u64, slow: Block) {
         match form.op {
             Op::Sse(s) => return self.emit_sse(insn, s, form.mem, host),
-            Op::Ext(e @ (Ext::Div(_) | Ext::Cmpxchg | Ext::Xadd | Ext::Bt(_))) => {
+            Op::Ext(e @ (Ext::Div(_) | Ext::Cmpxchg | Ext::Xadd | Ext::Bt(_) | Ext::Movbe)) => {
                 return self.emit_ext_mem(insn, e, form, host, live, slow);
             }
             Op::Cmov(_) | Op::Setcc(_) => return self.emit_cc_mem(insn, form, host),

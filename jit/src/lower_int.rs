@@ -2,7 +2,9 @@
 //! ones the guest CPU benchmark (`benches/guest/cpubench.c`) and the Linux kernel execute that
 //! called their handler before. ADC/SBB (register, immediate and, in 64-bit code, memory forms),
 //! XCHG r, r, BT/BTS/BTR/BTC r, r|imm, BSF/BSR r, r, TZCNT/LZCNT/POPCNT r, r, the one-operand
-//! MUL/IMUL r and, in 64-bit code, BZHI r, r, r.
+//! MUL/IMUL r, in 64-bit code BZHI r, r, r, PREFETCHh/PREFETCHW m (no effect: the handler's
+//! `hint_nop`), BSWAP r32/r64 (with MOVBE's memory forms in `lower_mem.rs`) and MOV r, Sreg
+//! (these four covered by `tests/differential_small.rs`).
 //!
 //! One source of semantics: the vendor-dependent flags of the multiplies and of TZCNT/LZCNT its `muldiv::mul_flags` and
 //! `bits::count_zeros_flags`, called from generated code only
@@ -49,6 +51,12 @@ pub(crate) enum Ext {
     Cwd(bool, u8),
     /// BZHI r, r, r (BMI2, VEX-encoded, 64-bit code).
     Bzhi,
+    /// BSWAP r32/r64 (BSWAP r16, undefined, stays with the handler).
+    Bswap,
+    /// MOVBE r, m (`Mem::Src`) or m, r (`Mem::Dst`) (`lower_mem.rs`).
+    Movbe,
+    /// MOV r, Sreg (the segment register's index in `CpuState::seg`).
+    MovSreg(u8),
 }
 
 impl Ext {
@@ -64,7 +72,13 @@ impl Ext {
             // AMD leaves SF, ZF, AF and PF alone.
             Ext::Mul(_) => flags::CF | flags::OF,
             // Intel leaves every flag after a divide.
-            Ext::Xchg | Ext::Div(_) | Ext::ShiftCl(_) | Ext::Cwd(..) => 0,
+            Ext::Xchg
+            | Ext::Div(_)
+            | Ext::ShiftCl(_)
+            | Ext::Cwd(..)
+            | Ext::Bswap
+            | Ext::Movbe
+            | Ext::MovSreg(_) => 0,
         }
     }
 }
@@ -119,6 +133,40 @@ pub(crate) fn inline_ext(insn: &Insn) -> Option<Form> {
                 _ => 3,
             };
             plain(Ext::Bt(k))
+        }
+        // PREFETCHh/PREFETCHW: the handler (`misc::hint_nop`) does nothing (a prefetch never
+        // faults, SDM Vol. 2B PREFETCHh); only where the decoder gave the block that handler
+        // (a model without the form has the #UD handler there, which must run).
+        Mnemonic::Prefetcht0
+        | Mnemonic::Prefetcht1
+        | Mnemonic::Prefetcht2
+        | Mnemonic::Prefetchnta
+        | Mnemonic::Prefetchw
+        | Mnemonic::Prefetch
+            if insn.handler as usize == cpu::exec::handler_for(i.code()) as usize =>
+        {
+            Some(Form { op: Op::Nop, mem: Mem::None })
+        }
+        Mnemonic::Bswap
+            if matches!(insn.op[0], Opnd::Reg(g) if g.size >= 4)
+                && insn.handler as usize == cpu::exec::handler_for(i.code()) as usize =>
+        {
+            plain(Ext::Bswap)
+        }
+        // MOV r16/r32/r64, Sreg (`segregs::mov_from_sreg`: the selector zero-extended to the
+        // operand size, a 16-bit destination keeping its upper bits); the m16 form stays with
+        // the handler.
+        Mnemonic::Mov
+            if matches!(
+                i.code(),
+                iced_x86::Code::Mov_rm16_Sreg
+                    | iced_x86::Code::Mov_r32m16_Sreg
+                    | iced_x86::Code::Mov_r64m16_Sreg
+            ) && reg(0)
+                && insn.handler as usize == cpu::exec::handler_for(i.code()) as usize =>
+        {
+            cpu::regs::sreg(i.op1_register())
+                .map(|s| Form { op: Op::Ext(Ext::MovSreg(s as u8)), mem: Mem::None })
         }
         Mnemonic::Bsf | Mnemonic::Bsr if reg(0) && reg(1) => plain(Ext::Bsf(i.mnemonic() == Mnemonic::Bsr)),
         Mnemonic::Mul | Mnemonic::Imul if i.op_count() == 1 && reg(0) => {
@@ -175,6 +223,16 @@ pub(crate) extern "C" fn mul_flags(st: *const cpu::CpuState, fl: u64, a: u64, b:
 }
 
 impl Lower<'_, '_> {
+    /// The low `size` bytes of `v` in reverse order, zero-extended (`bits::swap_bytes`).
+    pub(super) fn swap_bytes(&mut self, v: Value, size: u32) -> Value {
+        if size == 8 {
+            return self.b.ins().bswap(v);
+        }
+        let x = self.b.ins().ireduce(super::ty_of(size), v);
+        let y = self.b.ins().bswap(x);
+        self.b.ins().uextend(I64, y)
+    }
+
     /// ADC/SBB of `a` and `b` (masked to `size`) with the current CF; computes the flags when `live`.
     pub(super) fn adc(&mut self, sub: bool, a: Value, b: Value, size: u32, live: bool) -> Value {
         // The carry in is a flag some earlier operation may still hold pending.
@@ -254,7 +312,21 @@ impl Lower<'_, '_> {
                 self.write(d, r);
             }
             Ext::Cmpxchg | Ext::Xadd => self.emit_xchg_reg(insn, e, live),
-            Ext::Div(_) | Ext::Cwd(..) => unreachable!("{e:?}: lower_mem"),
+            Ext::Div(_) | Ext::Cwd(..) | Ext::Movbe => unreachable!("{e:?}: lower_mem"),
+            Ext::MovSreg(s) => {
+                let off = std::mem::offset_of!(cpu::CpuState, seg)
+                    + s as usize * std::mem::size_of::<cpu::state::Segment>()
+                    + std::mem::offset_of!(cpu::state::Segment, selector);
+                let v = self.b.ins().uload16(I64, super::MF, self.st, off as i32);
+                self.write(d, v);
+            }
+            Ext::Bswap => {
+                // `bits::bswap` at 4 or 8 bytes (`inline_ext` admits no other size); a 32-bit
+                // destination is zero-extended by the write.
+                let v = self.read(d);
+                let r = self.swap_bytes(v, size);
+                self.write(d, r);
+            }
             Ext::ShiftCl(sop) => {
                 let a = self.read(d);
                 let c = self.read(RegOp { index: 1, size: 1, shift: 0 });

@@ -9,6 +9,8 @@
 //!   `CpuState::quirks`.
 //! - CMPXCHG and XADD r/m, r (`bits::cmpxchg`/`xadd`), LOCK allowed (one vCPU: a locked access is
 //!   an ordinary one), and the LOCK forms of the ALU memory forms `lower.rs` inlines.
+//! - MOVBE r, m and m, r (`bits::movbe`): the inline load or store with a byte swap
+//!   (`tests/differential_small.rs`).
 //! - Memory-indirect JMP/CALL (`jmp [rip+disp]`, `call [reg+disp]`): the target is read inline and
 //!   must pass the same check as a register target (canonical in 64-bit code, within CS's limit
 //!   elsewhere), else the handler raises the #GP.
@@ -125,6 +127,17 @@ pub(crate) fn inline_mem(insn: &Insn) -> Option<Form> {
         }
         _ if op0f(insn, 0x90) && m0 => {
             Some(Form { op: Op::Setcc(cpu::exec::ops::cc_of(insn)), mem: Mem::Dst })
+        }
+        // MOVBE r, m and m, r (`bits::movbe`), where the CPU model has it (else the block holds
+        // the #UD handler, which must run).
+        Mnemonic::Movbe if insn.handler as usize == cpu::exec::handler_for(i.code()) as usize => {
+            if reg(0) && insn.op[1] == Opnd::Mem && mem_ok(insn) {
+                ext(Ext::Movbe, Mem::Src)
+            } else if m0 && reg(1) {
+                ext(Ext::Movbe, Mem::Dst)
+            } else {
+                None
+            }
         }
         // CBW/CWDE/CDQE, CWD/CDQ/CQO.
         Mnemonic::Cbw => ext(Ext::Cwd(false, 2), Mem::None),
@@ -378,6 +391,22 @@ impl Lower<'_, '_> {
                 let d = self.host_load(host, size);
                 let v = self.xchg_op(insn, e, d, size, live);
                 self.host_store(host, v, size);
+            }
+            Ext::Movbe => {
+                let size = Self::access_size(insn, form);
+                if form.mem == Mem::Src {
+                    // A 16-bit destination keeps its upper bits, a 32-bit one is zero-extended
+                    // (`write`, as the handler's `write_op`).
+                    let Opnd::Reg(d) = insn.op[0] else { unreachable!() };
+                    let v = self.host_load(host, size);
+                    let r = self.swap_bytes(v, size);
+                    self.write(d, r);
+                } else {
+                    let Opnd::Reg(s) = insn.op[1] else { unreachable!() };
+                    let v = self.read(s);
+                    let r = self.swap_bytes(v, size);
+                    self.host_store(host, r, size);
+                }
             }
             _ => unreachable!("{e:?} is not a form of lower_mem"),
         }
