@@ -193,7 +193,8 @@ struct Link {
     insns: Cell<usize>,
     links: Cell<usize>,
     len: Cell<u64>,
-    /// `len` | chain flag << 32 (whether the successor's last instruction chains).
+    /// The successor's length as region recording sees it (`JitBlock::recorded_len`: `len`, or 0
+    /// when `insns` are not its own) | chain flag << 32 (whether its last instruction chains).
     len_chain: Cell<u64>,
 }
 
@@ -1313,7 +1314,7 @@ impl JitBlock {
         // The block's region when it has one (its code runs the block first).
         let (code, ins, links) = self.entry(insns);
         let chain = cpu::interp::chains(&insns[insns.len() - 1]) as u64;
-        let len_chain = self.len as u64 | chain << 32;
+        let len_chain = self.recorded_len(insns) | chain << 32;
         let fill = |l: &Link| {
             l.rip.set(st.rip);
             l.page.set(lin & !0xfff);
@@ -1335,6 +1336,21 @@ impl JitBlock {
 }
 
 impl JitBlock {
+    /// This block's length as a link into it tells region recording (`Outcome::next_len_chain`,
+    /// `region::Slot::record`), which takes the link's instructions (`entry`) for the block's. They
+    /// are unless the block runs as a saved region entered at another member than its first
+    /// (`region::Shared::saved_region` keeps the saved order): then 0, which the recording skips.
+    /// Taking the first `len` instructions of another member would record a block that does not
+    /// exist, ending mid-block, and a region of it would leave there every time (when that region
+    /// is formed depends on when translations arrive, so it made the set of blocks a run decodes
+    /// depend on the host's timing).
+    fn recorded_len(&self, insns: &[Insn]) -> u64 {
+        match &*self.region.state.borrow() {
+            region::State::Ready(r) if r.insns.first().map(|i| i.i.ip()) != Some(insns[0].i.ip()) => 0,
+            _ => self.len as u64,
+        }
+    }
+
     /// Whether regions wait to be sent to the compile thread or placed (`Backend` polls then).
     pub(crate) fn region_work(&self) -> bool {
         self.region.shared.busy()
