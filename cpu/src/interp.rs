@@ -301,6 +301,8 @@ pub struct Interpreter {
     pub interpreted_runs: u64,
     /// Instructions retired by those runs (statistics).
     pub interpreted_insns: u64,
+    /// Why runs of translated code came back to this loop, counted by [`Return`] (statistics).
+    pub returns: [u64; Return::COUNT],
     /// Return [`Exit::Trapped`] instead of delivering exceptions (differential testing).
     pub trap_faults: bool,
     /// Return [`Exit::ReachedStop`] when RIP reaches this address (differential testing, debuggers).
@@ -336,6 +338,70 @@ pub struct Interpreter {
 /// them the lookup (hashing the block) would cost more than interpreting it.
 pub const LOOKUP_AT: u32 = 2;
 
+/// What became of a run of translated code when it came back to [`Interpreter::run`]'s loop
+/// (the index into [`Interpreter::returns`]): statistics of the dispatch between translations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Return {
+    /// A translated block entered from the top of the loop (after its checks and lookup).
+    Entered,
+    /// A translated block run by the chaining loop right after the one before.
+    Chained,
+    /// Of those, runs handed the previous run's link slots (a link may be made).
+    ChainedLinkable,
+    /// The chain ended with a fault (or software interrupt).
+    Fault,
+    /// The chain ended at an instruction that asks for the loop's checks (`Ctx::break_block`:
+    /// a device access, a mode change...), not one the chain goes on through.
+    Break,
+    /// The chain ended at a block whose end is not [chainable](Block) (a far transfer, HLT...).
+    NotChainable,
+    /// TF or RF set, an interrupt shadow, a pending debug trap or a code page written.
+    Checks,
+    /// An event became deliverable after SYSCALL, SYSRET or IRET (`events_after_through`).
+    EventAfterThrough,
+    /// The next block is not in the lookup cache or the block map through a fetch-TLB hit.
+    NotCached,
+    /// The next block is not translated (yet).
+    NotTranslated,
+    /// The next block does not fit in the budget (a deadline or the end of the run).
+    Budget,
+}
+
+impl Return {
+    /// How many reasons there are.
+    pub const COUNT: usize = 11;
+    /// Every reason, in index order.
+    pub const ALL: [Return; Return::COUNT] = [
+        Return::Entered,
+        Return::Chained,
+        Return::ChainedLinkable,
+        Return::Fault,
+        Return::Break,
+        Return::NotChainable,
+        Return::Checks,
+        Return::EventAfterThrough,
+        Return::NotCached,
+        Return::NotTranslated,
+        Return::Budget,
+    ];
+    /// A short name for statistics lines.
+    pub fn name(self) -> &'static str {
+        match self {
+            Return::Entered => "entered",
+            Return::Chained => "chained",
+            Return::ChainedLinkable => "chained-linkable",
+            Return::Fault => "fault",
+            Return::Break => "break",
+            Return::NotChainable => "not-chainable",
+            Return::Checks => "checks",
+            Return::EventAfterThrough => "event-after-through",
+            Return::NotCached => "not-cached",
+            Return::NotTranslated => "not-translated",
+            Return::Budget => "budget",
+        }
+    }
+}
+
 /// Most doublings of the translation threshold for a page whose code keeps being invalidated.
 const SMC_BACKOFF_MAX: u32 = 6;
 /// Invalidations of a page before its threshold starts doubling: code patched once or twice (a
@@ -359,6 +425,7 @@ impl Default for Interpreter {
             decoded_blocks: 0,
             interpreted_runs: 0,
             interpreted_insns: 0,
+            returns: [0; Return::COUNT],
             trap_faults: false,
             strict: false,
             stop_at: None,
@@ -388,11 +455,16 @@ impl Interpreter {
     pub fn backend_stats(&self) -> Option<String> {
         self.backend.as_ref().map(|(b, _)| {
             format!(
-                "{}; {} blocks decoded, {} block runs ({} instructions) in the interpreter's loop",
+                "{}; {} blocks decoded, {} block runs ({} instructions) in the interpreter's loop; translated runs by the loop: {}",
                 b.describe(),
                 self.decoded_blocks,
                 self.interpreted_runs,
-                self.interpreted_insns
+                self.interpreted_insns,
+                Return::ALL
+                    .iter()
+                    .map(|r| format!("{} {}", self.returns[*r as usize], r.name()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )
         })
     }
@@ -652,14 +724,24 @@ impl Interpreter {
                         }),
                         None => ends_through(insns, ctx.st.icount.wrapping_sub(start_icount)),
                     };
-                while (go || through) && fault.is_none() && (through || !ctx.break_block) {
+                self.returns[Return::Entered as usize] += 1;
+                let why = loop {
+                    if fault.is_some() {
+                        break Return::Fault;
+                    }
+                    if !go && !through {
+                        break Return::NotChainable;
+                    }
+                    if !through && ctx.break_block {
+                        break Return::Break;
+                    }
                     let st = &*ctx.st;
                     if st.rflags & (flags::TF | flags::RF) != 0
                         || st.irq_shadow_icount == st.icount
                         || ctx.mmu.debug.pending != 0
                         || !ctx.mmu.dirty_code.is_empty()
                     {
-                        break;
+                        break Return::Checks;
                     }
                     // After SYSCALL, SYSRET or IRET the loop's own event checks, in its order, of
                     // what the instruction may have changed: it may have set IF or unblocked NMIs
@@ -668,14 +750,20 @@ impl Interpreter {
                     // device. Each query is one the loop would make at this boundary; when one
                     // fires, the loop makes it again and acts.
                     if through && events_after_through(&mut ctx) {
-                        break;
+                        break Return::EventAfterThrough;
                     }
                     let st = &*ctx.st;
-                    let Some(next) = cached_block(st, ctx.mmu, &self.jump, &self.blocks) else { break };
+                    let Some(next) = cached_block(st, ctx.mmu, &self.jump, &self.blocks) else {
+                        break Return::NotCached;
+                    };
                     let next: &Rc<Block> = next;
-                    let Some(Some(code)) = next.compiled.get() else { break };
+                    let Some(Some(code)) = next.compiled.get() else { break Return::NotTranslated };
                     if st.icount.saturating_add(next.insns.len() as u64) > until {
-                        break;
+                        break Return::Budget;
+                    }
+                    self.returns[Return::Chained as usize] += 1;
+                    if link_from != 0 {
+                        self.returns[Return::ChainedLinkable as usize] += 1;
                     }
                     start_icount = st.icount;
                     // The instruction that ended the block before asked for the loop's checks
@@ -700,7 +788,8 @@ impl Interpreter {
                             }),
                             None => ends_through(&next.insns, ctx.st.icount.wrapping_sub(start_icount)),
                         };
-                }
+                };
+                self.returns[why as usize] += 1;
                 let last_insns: &[Insn] = match (&last_linked, last) {
                     (Some(l), _) => {
                         start_icount = l.start_icount;
