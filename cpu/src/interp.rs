@@ -45,7 +45,9 @@ pub struct Block {
     hits: Cell<u32>,
     /// The backend's translation (`None` inside: the backend declined it). Owned by the block, so
     /// that invalidating the block (self-modifying code, flushes, the cache bound) drops its code too.
-    compiled: OnceCell<Option<Box<dyn CompiledBlock>>>,
+    /// An `Rc` rather than a `Box`: the backend's handle lives in the reference-counted allocation
+    /// itself, one pointer hop from the block when the loop dispatches to it.
+    compiled: OnceCell<Option<Rc<dyn CompiledBlock>>>,
     /// Whether the block, run to its end, may be followed by the next one without the checks of
     /// `Interpreter::run`'s loop: it ends with a near jump, call, return or conditional branch, CLI
     /// or SWAPGS (see [`chains`]), or at the length or page limit, so it cannot have changed the
@@ -62,18 +64,18 @@ pub struct Block {
 /// interpreter's handler: a backend calls it, or lowers exactly what it does (with a differential test).
 pub trait BlockBackend {
     /// Translates `insns` (a block of the interpreter's, which outlives the result), or declines.
-    fn compile(&mut self, insns: &[Insn]) -> Option<Box<dyn CompiledBlock>>;
+    fn compile(&mut self, insns: &[Insn]) -> Option<Rc<dyn CompiledBlock>>;
     /// A translation of `insns` that exists already and is cheap to get (the persistent translation
     /// cache), or `None`: asked once, at a block's [`LOOKUP_AT`]th entry, long before the threshold,
     /// so that code a previous run translated runs translated from (almost) the start. Like
     /// [`BlockBackend::compile`], it changes only the host's speed, never what the guest sees.
-    fn lookup(&mut self, _insns: &[Insn]) -> Option<Box<dyn CompiledBlock>> {
+    fn lookup(&mut self, _insns: &[Insn]) -> Option<Rc<dyn CompiledBlock>> {
         None
     }
     /// Asked at a block's entries that are powers of two above [`LOOKUP_AT`] and below the
     /// threshold (`hits` of them so far): the backend may note the block as warm, and may return a
     /// translation that exists already, as [`BlockBackend::lookup`] does.
-    fn warm(&mut self, _insns: &[Insn], _hits: u32) -> Option<Box<dyn CompiledBlock>> {
+    fn warm(&mut self, _insns: &[Insn], _hits: u32) -> Option<Rc<dyn CompiledBlock>> {
         None
     }
     /// Blocks translated so far (statistics).
@@ -1496,13 +1498,45 @@ mod tests {
     }
 
     impl BlockBackend for Counting {
-        fn compile(&mut self, _: &[Insn]) -> Option<Box<dyn CompiledBlock>> {
+        fn compile(&mut self, _: &[Insn]) -> Option<Rc<dyn CompiledBlock>> {
             self.0.set(self.0.get() + 1);
-            Some(Box::new(Interp))
+            Some(Rc::new(Interp))
         }
         fn compiled_blocks(&self) -> u64 {
             self.0.get()
         }
+    }
+
+    /// A loop of 100 iterations and HLT, every block translated at its first entry (by a backend
+    /// whose runs come back after each block): the loop enters translated code once, chains every
+    /// later block, and counts the one way the chain ended, at HLT.
+    #[test]
+    fn returns_to_the_loop_are_counted_by_reason() {
+        let code = asm(64, |a| {
+            let mut top = a.create_label();
+            a.mov(ecx, 100).unwrap();
+            a.set_label(&mut top).unwrap();
+            a.add(eax, ecx).unwrap();
+            a.dec(ecx).unwrap();
+            a.jnz(top).unwrap();
+            a.hlt().unwrap();
+        });
+        let mut bus = TestBus::default();
+        let mut st = cpu_in(TestMode::Long64, &mut bus);
+        bus.ram[CODE as usize..CODE as usize + code.len()].copy_from_slice(&code);
+        let mut it = Interpreter::new();
+        it.set_backend(Box::new(Counting(Rc::new(Cell::new(0)))), 1);
+        assert_eq!(it.run(&mut st, &mut bus, u64::MAX), Exit::Halted);
+        assert_eq!(st.gpr[0] as u32, (1..=100u32).sum::<u32>());
+        let r = |k: Return| it.returns[k as usize];
+        assert_eq!(r(Return::Entered), 1, "{:?}", it.returns);
+        // The loop's block 99 times after the first block and itself, then HLT's block.
+        assert_eq!(r(Return::Chained), 100, "{:?}", it.returns);
+        assert_eq!(r(Return::ChainedLinkable), 0, "these runs hand on no link slots");
+        assert_eq!(r(Return::Break), 1, "HLT ends the chain: {:?}", it.returns);
+        // Every entry ends for exactly one reason.
+        let ends: u64 = Return::ALL[3..].iter().map(|&k| r(k)).sum();
+        assert_eq!(ends, r(Return::Entered));
     }
 
     /// Code on page A rewrites a byte of its own page 20 times (every rewrite drops its blocks),
