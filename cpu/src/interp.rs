@@ -45,7 +45,9 @@ pub struct Block {
     hits: Cell<u32>,
     /// The backend's translation (`None` inside: the backend declined it). Owned by the block, so
     /// that invalidating the block (self-modifying code, flushes, the cache bound) drops its code too.
-    compiled: OnceCell<Option<Box<dyn CompiledBlock>>>,
+    /// An `Rc` rather than a `Box`: the backend's handle lives in the reference-counted allocation
+    /// itself, one pointer hop from the block when the loop dispatches to it.
+    compiled: OnceCell<Option<Rc<dyn CompiledBlock>>>,
     /// Whether the block, run to its end, may be followed by the next one without the checks of
     /// `Interpreter::run`'s loop: it ends with a near jump, call, return or conditional branch, CLI
     /// or SWAPGS (see [`chains`]), or at the length or page limit, so it cannot have changed the
@@ -62,18 +64,18 @@ pub struct Block {
 /// interpreter's handler: a backend calls it, or lowers exactly what it does (with a differential test).
 pub trait BlockBackend {
     /// Translates `insns` (a block of the interpreter's, which outlives the result), or declines.
-    fn compile(&mut self, insns: &[Insn]) -> Option<Box<dyn CompiledBlock>>;
+    fn compile(&mut self, insns: &[Insn]) -> Option<Rc<dyn CompiledBlock>>;
     /// A translation of `insns` that exists already and is cheap to get (the persistent translation
     /// cache), or `None`: asked once, at a block's [`LOOKUP_AT`]th entry, long before the threshold,
     /// so that code a previous run translated runs translated from (almost) the start. Like
     /// [`BlockBackend::compile`], it changes only the host's speed, never what the guest sees.
-    fn lookup(&mut self, _insns: &[Insn]) -> Option<Box<dyn CompiledBlock>> {
+    fn lookup(&mut self, _insns: &[Insn]) -> Option<Rc<dyn CompiledBlock>> {
         None
     }
     /// Asked at a block's entries that are powers of two above [`LOOKUP_AT`] and below the
     /// threshold (`hits` of them so far): the backend may note the block as warm, and may return a
     /// translation that exists already, as [`BlockBackend::lookup`] does.
-    fn warm(&mut self, _insns: &[Insn], _hits: u32) -> Option<Box<dyn CompiledBlock>> {
+    fn warm(&mut self, _insns: &[Insn], _hits: u32) -> Option<Rc<dyn CompiledBlock>> {
         None
     }
     /// Blocks translated so far (statistics).
@@ -301,6 +303,8 @@ pub struct Interpreter {
     pub interpreted_runs: u64,
     /// Instructions retired by those runs (statistics).
     pub interpreted_insns: u64,
+    /// Why runs of translated code came back to this loop, counted by [`Return`] (statistics).
+    pub returns: [u64; Return::COUNT],
     /// Return [`Exit::Trapped`] instead of delivering exceptions (differential testing).
     pub trap_faults: bool,
     /// Return [`Exit::ReachedStop`] when RIP reaches this address (differential testing, debuggers).
@@ -336,6 +340,70 @@ pub struct Interpreter {
 /// them the lookup (hashing the block) would cost more than interpreting it.
 pub const LOOKUP_AT: u32 = 2;
 
+/// What became of a run of translated code when it came back to [`Interpreter::run`]'s loop
+/// (the index into [`Interpreter::returns`]): statistics of the dispatch between translations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Return {
+    /// A translated block entered from the top of the loop (after its checks and lookup).
+    Entered,
+    /// A translated block run by the chaining loop right after the one before.
+    Chained,
+    /// Of those, runs handed the previous run's link slots (a link may be made).
+    ChainedLinkable,
+    /// The chain ended with a fault (or software interrupt).
+    Fault,
+    /// The chain ended at an instruction that asks for the loop's checks (`Ctx::break_block`:
+    /// a device access, a mode change...), not one the chain goes on through.
+    Break,
+    /// The chain ended at a block whose end is not [chainable](Block) (a far transfer, HLT...).
+    NotChainable,
+    /// TF or RF set, an interrupt shadow, a pending debug trap or a code page written.
+    Checks,
+    /// An event became deliverable after SYSCALL, SYSRET or IRET (`events_after_through`).
+    EventAfterThrough,
+    /// The next block is not in the lookup cache or the block map through a fetch-TLB hit.
+    NotCached,
+    /// The next block is not translated (yet).
+    NotTranslated,
+    /// The next block does not fit in the budget (a deadline or the end of the run).
+    Budget,
+}
+
+impl Return {
+    /// How many reasons there are.
+    pub const COUNT: usize = 11;
+    /// Every reason, in index order.
+    pub const ALL: [Return; Return::COUNT] = [
+        Return::Entered,
+        Return::Chained,
+        Return::ChainedLinkable,
+        Return::Fault,
+        Return::Break,
+        Return::NotChainable,
+        Return::Checks,
+        Return::EventAfterThrough,
+        Return::NotCached,
+        Return::NotTranslated,
+        Return::Budget,
+    ];
+    /// A short name for statistics lines.
+    pub fn name(self) -> &'static str {
+        match self {
+            Return::Entered => "entered",
+            Return::Chained => "chained",
+            Return::ChainedLinkable => "chained-linkable",
+            Return::Fault => "fault",
+            Return::Break => "break",
+            Return::NotChainable => "not-chainable",
+            Return::Checks => "checks",
+            Return::EventAfterThrough => "event-after-through",
+            Return::NotCached => "not-cached",
+            Return::NotTranslated => "not-translated",
+            Return::Budget => "budget",
+        }
+    }
+}
+
 /// Most doublings of the translation threshold for a page whose code keeps being invalidated.
 const SMC_BACKOFF_MAX: u32 = 6;
 /// Invalidations of a page before its threshold starts doubling: code patched once or twice (a
@@ -359,6 +427,7 @@ impl Default for Interpreter {
             decoded_blocks: 0,
             interpreted_runs: 0,
             interpreted_insns: 0,
+            returns: [0; Return::COUNT],
             trap_faults: false,
             strict: false,
             stop_at: None,
@@ -388,11 +457,16 @@ impl Interpreter {
     pub fn backend_stats(&self) -> Option<String> {
         self.backend.as_ref().map(|(b, _)| {
             format!(
-                "{}; {} blocks decoded, {} block runs ({} instructions) in the interpreter's loop",
+                "{}; {} blocks decoded, {} block runs ({} instructions) in the interpreter's loop; translated runs by the loop: {}",
                 b.describe(),
                 self.decoded_blocks,
                 self.interpreted_runs,
-                self.interpreted_insns
+                self.interpreted_insns,
+                Return::ALL
+                    .iter()
+                    .map(|r| format!("{} {}", self.returns[*r as usize], r.name()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )
         })
     }
@@ -652,14 +726,24 @@ impl Interpreter {
                         }),
                         None => ends_through(insns, ctx.st.icount.wrapping_sub(start_icount)),
                     };
-                while (go || through) && fault.is_none() && (through || !ctx.break_block) {
+                self.returns[Return::Entered as usize] += 1;
+                let why = loop {
+                    if fault.is_some() {
+                        break Return::Fault;
+                    }
+                    if !go && !through {
+                        break Return::NotChainable;
+                    }
+                    if !through && ctx.break_block {
+                        break Return::Break;
+                    }
                     let st = &*ctx.st;
                     if st.rflags & (flags::TF | flags::RF) != 0
                         || st.irq_shadow_icount == st.icount
                         || ctx.mmu.debug.pending != 0
                         || !ctx.mmu.dirty_code.is_empty()
                     {
-                        break;
+                        break Return::Checks;
                     }
                     // After SYSCALL, SYSRET or IRET the loop's own event checks, in its order, of
                     // what the instruction may have changed: it may have set IF or unblocked NMIs
@@ -668,14 +752,20 @@ impl Interpreter {
                     // device. Each query is one the loop would make at this boundary; when one
                     // fires, the loop makes it again and acts.
                     if through && events_after_through(&mut ctx) {
-                        break;
+                        break Return::EventAfterThrough;
                     }
                     let st = &*ctx.st;
-                    let Some(next) = cached_block(st, ctx.mmu, &self.jump, &self.blocks) else { break };
+                    let Some(next) = cached_block(st, ctx.mmu, &self.jump, &self.blocks) else {
+                        break Return::NotCached;
+                    };
                     let next: &Rc<Block> = next;
-                    let Some(Some(code)) = next.compiled.get() else { break };
+                    let Some(Some(code)) = next.compiled.get() else { break Return::NotTranslated };
                     if st.icount.saturating_add(next.insns.len() as u64) > until {
-                        break;
+                        break Return::Budget;
+                    }
+                    self.returns[Return::Chained as usize] += 1;
+                    if link_from != 0 {
+                        self.returns[Return::ChainedLinkable as usize] += 1;
                     }
                     start_icount = st.icount;
                     // The instruction that ended the block before asked for the loop's checks
@@ -700,7 +790,8 @@ impl Interpreter {
                             }),
                             None => ends_through(&next.insns, ctx.st.icount.wrapping_sub(start_icount)),
                         };
-                }
+                };
+                self.returns[why as usize] += 1;
                 let last_insns: &[Insn] = match (&last_linked, last) {
                     (Some(l), _) => {
                         start_icount = l.start_icount;
@@ -1407,13 +1498,48 @@ mod tests {
     }
 
     impl BlockBackend for Counting {
-        fn compile(&mut self, _: &[Insn]) -> Option<Box<dyn CompiledBlock>> {
+        fn compile(&mut self, _: &[Insn]) -> Option<Rc<dyn CompiledBlock>> {
             self.0.set(self.0.get() + 1);
-            Some(Box::new(Interp))
+            Some(Rc::new(Interp))
         }
         fn compiled_blocks(&self) -> u64 {
             self.0.get()
         }
+    }
+
+    /// A loop of 100 iterations and HLT, every block translated at its first entry (by a backend
+    /// whose runs come back after each block): the loop enters translated code three times (the
+    /// first block, then the loop's and HLT's blocks, each met undecoded by the chaining loop),
+    /// chains the loop's block the other 98 times, and counts why each chain ended.
+    #[test]
+    fn returns_to_the_loop_are_counted_by_reason() {
+        let code = asm(64, |a| {
+            let mut top = a.create_label();
+            a.mov(ecx, 100).unwrap();
+            a.set_label(&mut top).unwrap();
+            a.add(eax, ecx).unwrap();
+            a.dec(ecx).unwrap();
+            a.jnz(top).unwrap();
+            a.hlt().unwrap();
+        });
+        let mut bus = TestBus::default();
+        let mut st = cpu_in(TestMode::Long64, &mut bus);
+        bus.ram[CODE as usize..CODE as usize + code.len()].copy_from_slice(&code);
+        let mut it = Interpreter::new();
+        it.set_backend(Box::new(Counting(Rc::new(Cell::new(0)))), 1);
+        assert_eq!(it.run(&mut st, &mut bus, u64::MAX), Exit::Halted);
+        assert_eq!(st.gpr[0] as u32, (1..=100u32).sum::<u32>());
+        let r = |k: Return| it.returns[k as usize];
+        assert_eq!(r(Return::Entered), 3, "{:?}", it.returns);
+        assert_eq!(r(Return::Chained), 98, "{:?}", it.returns);
+        assert_eq!(r(Return::ChainedLinkable), 0, "these runs hand on no link slots");
+        // The first block's and the loop's last run's successors were not decoded yet.
+        assert_eq!(r(Return::NotCached), 2, "{:?}", it.returns);
+        // HLT's block does not chain (it also asks for the loop's checks: one reason, the first).
+        assert_eq!(r(Return::NotChainable), 1, "{:?}", it.returns);
+        // Every entry ends for exactly one reason.
+        let ends: u64 = Return::ALL[3..].iter().map(|&k| r(k)).sum();
+        assert_eq!(ends, r(Return::Entered));
     }
 
     /// Code on page A rewrites a byte of its own page 20 times (every rewrite drops its blocks),

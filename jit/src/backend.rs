@@ -2,7 +2,7 @@
 //! persistent cache, and evicted when the code arena is full.
 //!
 //! The interpreter asks for a translation once a block is hot ([`BlockBackend::compile`]) and keeps
-//! what it gets for as long as the block lives. What it gets here is a [`Translation`], a handle
+//! what it gets for as long as the block lives. What it gets here is a `Slot`, a handle
 //! whose state the backend changes under it: pending (the compile thread has the block), ready
 //! (machine code placed), evicted (the arena was flushed) or declined. A handle that is not ready
 //! runs the block through `cpu::interp::run_insns`, which is what the interpreter's own loop would
@@ -140,7 +140,21 @@ enum State {
     Declined,
 }
 
-type Slot = RefCell<State>;
+/// The interpreter's handle on one block's translation, shared with the backend (which holds it
+/// weakly): the interpreter's block owns it as an `Rc<dyn CompiledBlock>`, so that its state is one
+/// hop from the block (see the module documentation).
+struct Slot {
+    state: RefCell<State>,
+    core: Rc<RefCell<Core>>,
+    /// This handle, for the backend's weak references (a request made from `run`).
+    me: Weak<Slot>,
+}
+
+impl Slot {
+    fn new(core: &Rc<RefCell<Core>>) -> Rc<Slot> {
+        Rc::new_cyclic(|me| Slot { state: RefCell::new(State::Declined), core: core.clone(), me: me.clone() })
+    }
+}
 
 /// A pending job: whose it is (no one's for a warm block's) and what its translation is keyed by.
 struct Pending {
@@ -290,7 +304,7 @@ impl Core {
             let heat = Heat::default();
             if w.promote(id, heat.clone()) {
                 p.slot = Rc::downgrade(slot);
-                *slot.borrow_mut() = State::Pending(heat);
+                *slot.state.borrow_mut() = State::Pending(heat);
                 return;
             }
         }
@@ -307,7 +321,7 @@ impl Core {
                         first_ip: insns[0].next_rip,
                     };
                     self.pending.insert(id, p);
-                    *slot.borrow_mut() = State::Pending(heat);
+                    *slot.state.borrow_mut() = State::Pending(heat);
                     return;
                 }
                 // A full queue: the compile thread is behind; the block asks again later (as an
@@ -320,7 +334,7 @@ impl Core {
                     {
                         self.deferred.entry(k).or_insert_with(|| insns.to_vec());
                     }
-                    *slot.borrow_mut() = State::Evicted(0);
+                    *slot.state.borrow_mut() = State::Evicted(0);
                     return;
                 }
                 // An ended thread leaves the block to be compiled here.
@@ -343,7 +357,7 @@ impl Core {
             }
             None => {
                 self.jit.stats.declined += 1;
-                *slot.borrow_mut() = State::Declined;
+                *slot.state.borrow_mut() = State::Declined;
             }
         }
     }
@@ -398,7 +412,7 @@ impl Core {
                 State::Declined
             }
         };
-        *slot.borrow_mut() = state;
+        *slot.state.borrow_mut() = state;
         self.counters.peak_mapped = self.counters.peak_mapped.max(self.jit.arena.mapped() as u64);
         if self.live.len() >= self.prune_at {
             self.live.retain(|w| w.strong_count() > 0);
@@ -415,7 +429,7 @@ impl Core {
         BlockBackend::unlink_all(&mut self.jit);
         for w in self.live.drain(..) {
             if let Some(s) = w.upgrade()
-                && let Ok(mut st) = s.try_borrow_mut()
+                && let Ok(mut st) = s.state.try_borrow_mut()
                 && matches!(*st, State::Ready(_))
             {
                 *st = State::Evicted(0);
@@ -516,7 +530,7 @@ impl Core {
             None => {
                 self.jit.stats.declined += 1;
                 if let Some(slot) = slot {
-                    *slot.borrow_mut() = State::Declined;
+                    *slot.state.borrow_mut() = State::Declined;
                 }
             }
         }
@@ -552,22 +566,22 @@ impl Core {
 }
 
 impl BlockBackend for Backend {
-    fn compile(&mut self, insns: &[Insn]) -> Option<Box<dyn CompiledBlock>> {
+    fn compile(&mut self, insns: &[Insn]) -> Option<Rc<dyn CompiledBlock>> {
         if insns.is_empty() {
             return None;
         }
-        let slot = Rc::new(RefCell::new(State::Declined));
+        let slot = Slot::new(&self.core);
         let mut core = self.core.borrow_mut();
         core.counters.requested += 1;
         core.request(&slot, insns);
         drop(core);
-        Some(Box::new(Translation { slot, core: self.core.clone() }))
+        Some(slot)
     }
 
     /// A warm block (`Options::warm`): placed when its translation is in the cache by now (a warm
     /// job finished, or another block with the same code was translated); else, at its first
     /// warm entry, given to the compile thread for its idle time.
-    fn warm(&mut self, insns: &[Insn], hits: u32) -> Option<Box<dyn CompiledBlock>> {
+    fn warm(&mut self, insns: &[Insn], hits: u32) -> Option<Rc<dyn CompiledBlock>> {
         let mut core = self.core.borrow_mut();
         let at = core.warm_at;
         // Only a persistent cache makes them worth compiling: within one run, a warm block placed
@@ -580,10 +594,9 @@ impl BlockBackend for Backend {
             let code = code.to_vec();
             core.counters.cache_hits += 1;
             core.counters.early_hits += 1;
-            let slot = Rc::new(RefCell::new(State::Declined));
+            let slot = Slot::new(&self.core);
             core.place(&slot, &code, insns.len(), insns[0].next_rip);
-            drop(core);
-            return Some(Box::new(Translation { slot, core: self.core.clone() }));
+            return Some(slot);
         }
         // `hits` is a power of two: the first at or above `at`.
         if hits / 2 < at {
@@ -592,16 +605,15 @@ impl BlockBackend for Backend {
         None
     }
 
-    fn lookup(&mut self, insns: &[Insn]) -> Option<Box<dyn CompiledBlock>> {
+    fn lookup(&mut self, insns: &[Insn]) -> Option<Rc<dyn CompiledBlock>> {
         let mut core = self.core.borrow_mut();
         let cache = core.cache.as_ref()?;
         let code = cache.lookup(&cache::key(insns))?.to_vec();
         core.counters.cache_hits += 1;
         core.counters.early_hits += 1;
-        let slot = Rc::new(RefCell::new(State::Declined));
+        let slot = Slot::new(&self.core);
         core.place(&slot, &code, insns.len(), insns[0].next_rip);
-        drop(core);
-        Some(Box::new(Translation { slot, core: self.core.clone() }))
+        Some(slot)
     }
 
     /// The blocks handed over for translation (placed, pending or declined) and those given a
@@ -625,7 +637,7 @@ impl BlockBackend for Backend {
         let (c, s) = (&core.counters, core.jit.stats);
         let per_insn = c.compile_ns as f64 / c.translated_insns.max(1) as f64;
         let mut line = format!(
-            "jit: {} blocks to translate, {} placed ({} compiled on the compile thread, {} on the main thread, {} from the cache, {} of them early; {} declined; {} deferred by a full queue); Cranelift {:.2} s of CPU, {:.0} ns per guest instruction; {} KiB of code ({} KiB mapped now, {} evictions); {} instructions inlined, {} calls; {} links made, {} unlink epochs; {} block runs interpreted while pending; {} warm blocks queued; {}; {} regions compiled, {} from saved code",
+            "jit: {} blocks to translate, {} placed ({} compiled on the compile thread, {} on the main thread, {} from the cache, {} of them early; {} declined; {} deferred by a full queue); Cranelift {:.2} s of CPU, {:.0} ns per guest instruction; {} KiB of code ({} KiB mapped now, {} evictions); {} instructions inlined, {} calls; {} links made, {} links followed ({} by tail call), {} entries from the interpreter, {} unlink epochs; {} block runs interpreted while pending; {} warm blocks queued; {}; {} regions compiled, {} from saved code",
             c.requested,
             s.compiled,
             c.compiled_background,
@@ -642,6 +654,9 @@ impl BlockBackend for Backend {
             s.inlined,
             s.called,
             core.jit.links_made.get(),
+            core.jit.ibtc.followed.get(),
+            core.jit.ibtc.tail.get(),
+            core.jit.ibtc.entries.get(),
             core.jit.epoch.get(),
             c.interpreted_runs,
             c.warm_queued,
@@ -664,17 +679,11 @@ impl BlockBackend for Backend {
     }
 }
 
-/// The interpreter's handle on one block's translation (see the module documentation).
-struct Translation {
-    slot: Rc<Slot>,
-    core: Rc<RefCell<Core>>,
-}
-
-impl CompiledBlock for Translation {
+impl CompiledBlock for Slot {
     fn run(&self, ctx: &mut Ctx<'_>, insns: &[Insn], loop_limit: u64, link_from: usize) -> RunEnd {
         for attempt in 0..2 {
             {
-                let st = self.slot.borrow();
+                let st = self.state.borrow();
                 if attempt == 0 && matches!(&*st, State::Ready(code) if code.region_work()) {
                     // Regions to send to the compile thread or to place (no generated code is on
                     // the stack): placing may evict everything, this block included.
@@ -693,23 +702,26 @@ impl CompiledBlock for Translation {
                 break;
             }
             let mut core = self.core.borrow_mut();
-            let state = std::mem::replace(&mut *self.slot.borrow_mut(), State::Declined);
+            let state = std::mem::replace(&mut *self.state.borrow_mut(), State::Declined);
             match state {
                 State::Pending(heat) => {
                     heat.bump();
-                    *self.slot.borrow_mut() = State::Pending(heat);
+                    *self.state.borrow_mut() = State::Pending(heat);
                     core.poll();
                 }
                 State::Evicted(hits) => {
                     let hits = hits + 1;
                     if hits >= core.threshold {
-                        core.request(&self.slot, insns);
+                        // `me` is alive: the interpreter's block holds this handle while it runs.
+                        if let Some(me) = self.me.upgrade() {
+                            core.request(&me, insns);
+                        }
                     } else {
-                        *self.slot.borrow_mut() = State::Evicted(hits);
+                        *self.state.borrow_mut() = State::Evicted(hits);
                     }
                 }
                 other => {
-                    *self.slot.borrow_mut() = other;
+                    *self.state.borrow_mut() = other;
                     break;
                 }
             }

@@ -99,6 +99,27 @@ pub(crate) fn indirect_end(insns: &[cpu::exec::Insn]) -> Option<u32> {
     }
 }
 
+/// The code size to key a region's cache probe with: its members' common one (a region's exits
+/// probe the cache after its two slots whatever their kind, since a region leaves through the
+/// exits of all its members: a RET of one, a loop exit of another...), else `None`.
+pub(crate) fn region_end(members: &[&[cpu::exec::Insn]]) -> Option<u32> {
+    use iced_x86::CodeSize;
+    let bits = |m: &&[cpu::exec::Insn]| match m.last()?.i.code_size() {
+        CodeSize::Code16 => Some(16),
+        CodeSize::Code32 => Some(32),
+        CodeSize::Code64 => Some(64),
+        CodeSize::Unknown => None,
+    };
+    let first = bits(members.first()?)?;
+    members.iter().all(|m| bits(m) == Some(first)).then_some(first)
+}
+
+/// Whether translations probe the cache (`FERRITE_JIT_IBTC=0` turns it off; for blocks,
+/// `Jit::set_indirect_cache` overrides it).
+pub(crate) fn enabled_by_env() -> bool {
+    std::env::var_os("FERRITE_JIT_IBTC").is_none_or(|v| v != "0")
+}
+
 impl Ibtc {
     /// The table's address (for `Outcome::ibtc`).
     pub(crate) fn as_ptr(&self) -> usize {
@@ -113,5 +134,29 @@ impl Ibtc {
         e.bits.set(bits as u64);
         self.fills.set(self.fills.get() + 1);
         &e.link
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::region_end;
+    use cpu::exec::Insn;
+
+    fn decode(bits: u32, bytes: &[u8]) -> Vec<Insn> {
+        let mut dec = iced_x86::Decoder::with_ip(bits, bytes, 0x1000, iced_x86::DecoderOptions::NONE);
+        dec.iter().map(|i| Insn::new(i, cpu::exec::handler_for(i.code()), 8, i.next_ip())).collect()
+    }
+
+    #[test]
+    fn a_region_probes_the_cache_with_its_members_common_code_size() {
+        // ADD EAX, 1; RET and DEC ECX; JNZ: a RET exit and a loop exit.
+        let ret64 = decode(64, &[0x83, 0xc0, 0x01, 0xc3]);
+        let jnz64 = decode(64, &[0xff, 0xc9, 0x75, 0xfc]);
+        let jnz32 = decode(32, &[0x49, 0x75, 0xfd]);
+        assert_eq!(region_end(&[&ret64, &jnz64]), Some(64));
+        assert_eq!(region_end(&[&jnz32]), Some(32));
+        // Members of two code sizes (never formed): no probe rather than a wrong key.
+        assert_eq!(region_end(&[&ret64, &jnz32]), None);
+        assert_eq!(region_end(&[]), None);
     }
 }

@@ -252,7 +252,7 @@ pub(crate) fn block_sig(ptr: ir::Type) -> ir::Signature {
 /// The version of the generated code's calling contract ([`block_sig`], [`Outcome`]'s fields as
 /// generated code uses them), part of [`Jit::codegen_id`] and so of the persistent cache's key:
 /// raised whenever code generated before would not run correctly under the current contract.
-const BLOCK_ABI: &str = "block-abi 2: (ctx, insns, out, links); Outcome::last_* written where code leaves";
+const BLOCK_ABI: &str = "block-abi 3: (ctx, insns, out, links); Outcome::last_* written where code leaves; region exits probe the IBTC";
 
 /// Rust cannot call the `tail` convention: `JitBlock::run` calls a block's function through this
 /// trampoline (generated once per [`Jit`], [`trampoline`]), `(ctx, insns, out, links, code) ->
@@ -370,7 +370,7 @@ impl Jit {
             epoch: Rc::new(Cell::new(1)),
             links_made: Rc::default(),
             ibtc: Rc::default(),
-            ibtc_on: std::env::var_os("FERRITE_JIT_IBTC").is_none_or(|v| v != "0"),
+            ibtc_on: dispatch::enabled_by_env(),
             regions: Rc::new(region::Shared::new(isa_loop)),
             tramp,
             tail: std::env::var_os("FERRITE_JIT_TAIL").is_none_or(|v| v != "0"),
@@ -1052,7 +1052,7 @@ fn emit_follow(b: &mut FunctionBuilder<'_>, e: LinkEnv, next: [ir::Value; 4]) {
 }
 
 impl BlockBackend for Jit {
-    fn compile(&mut self, insns: &[Insn]) -> Option<Box<dyn CompiledBlock>> {
+    fn compile(&mut self, insns: &[Insn]) -> Option<Rc<dyn CompiledBlock>> {
         if insns.is_empty() {
             return None;
         }
@@ -1097,13 +1097,13 @@ impl BlockBackend for Jit {
 
 impl Jit {
     /// Builds, compiles and places one block's code.
-    fn translate(&mut self, insns: &[Insn]) -> Option<Box<dyn CompiledBlock>> {
+    fn translate(&mut self, insns: &[Insn]) -> Option<Rc<dyn CompiledBlock>> {
         let code = self.code_bytes(insns);
         let block = code.and_then(|c| self.install(&c, insns.len(), insns[0].next_rip));
         if block.is_none() {
             self.stats.declined += 1;
         }
-        Some(Box::new(block?))
+        Some(Rc::new(block?))
     }
 
     /// Compiles a block into position-independent machine code (no relocations, no host address:

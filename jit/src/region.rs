@@ -679,7 +679,16 @@ fn build(
     b.switch_to_block(link_exit);
     if members.iter().any(|m| cpu::interp::chains(&m[m.len() - 1])) {
         let env = LinkEnv { ctx, st, out, links, tlb, user_tag, loop_limit, exit, ret_ok, succ_sig };
-        emit_links(&mut b, env);
+        // After the region's two slots, the indirect-branch target cache: a region leaves through
+        // every member's exit (a RET's many return sites among them), which two slots cannot hold;
+        // without it, 3.7M of a warm Linux boot's 4.3M returns to the interpreter's chaining loop
+        // were region exits relinking their slots (docs/PERF.md).
+        let ibtc = crate::dispatch::region_end(members).filter(|_| crate::dispatch::enabled_by_env());
+        if ibtc.is_some() {
+            crate::emit_links_with(&mut b, env, None, ibtc);
+        } else {
+            emit_links(&mut b, env);
+        }
     } else {
         b.ins().jump(ret_ok, &[]);
     }
