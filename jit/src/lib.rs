@@ -566,13 +566,17 @@ impl Jit {
         // flags staying in variables across the back edge: the registers it uses are loaded before
         // the loop, and counted as held (and changed) at its top.
         let self_loop = self_loop(insns);
+        // A block that calls nothing (no handler call, no inline memory or system form, whose
+        // slow paths call the handler) and does not loop on itself ends with lean links
+        // (`emit_lean_links`): holding few values, it needs no callee-saved register. Any other
+        // block saves them anyway (Cranelift saves them in the prologue whatever path a call is
+        // on), and checks its links with the values it holds, as a region does.
+        let lean = !self_loop
+            && insns.iter().all(|i| lower::inline_op(i).is_some_and(|f| f.mem == lower::Mem::None));
         // The MMU, TLB and access tag are loaded at entry only where something reads them: an
-        // inline memory or system form, a self-loop's own links, SYSCALL/SYSRETQ's end checks.
-        // Elsewhere they are constants that nothing reads (so never emitted): the links load
-        // what they need.
-        let mem_env = self_loop
-            || (chain && lower::through_end(insns).is_some())
-            || insns.iter().any(|i| lower::inline_op(i).is_some_and(|f| f.mem != lower::Mem::None));
+        // inline memory or system form, held links. Elsewhere they are constants that nothing
+        // reads (so never emitted): lean links load what they need.
+        let mem_env = !lean;
         let (mmu, tlb) = if mem_env {
             let mmu = b.ins().load(ptr, mf, ctx, offset_of!(Ctx<'static>, mmu) as i32);
             (mmu, b.ins().load(ptr, mf, mmu, offset_of!(cpu::mem::Mmu, tlb) as i32))
@@ -898,12 +902,10 @@ impl Jit {
         b.seal_block(link_exit);
         b.switch_to_block(link_exit);
         let ibtc = dispatch::indirect_end(insns).filter(|_| self.ibtc_on);
-        if chain && !self_loop {
-            // Everything is in `CpuState`: the links, holding only what they compare.
+        if chain && lean {
+            // Everything is in `CpuState`: the links, holding only what they compare (no
+            // SYSCALL/SYSRETQ here: they are handler calls).
             let (rip, ic) = (b.block_params(link_exit)[0], b.block_params(link_exit)[1]);
-            if let Some(events) = through {
-                lower::emit_through(&mut b, helper_sig, ctx, st, out, mmu, events, ret_ok);
-            }
             emit_lean_links(&mut b, out, links, rip, ic, ibtc, succ_sig);
         } else if chain {
             let (rip, ic) = (b.block_params(link_exit)[0], b.block_params(link_exit)[1]);
