@@ -308,9 +308,9 @@ fn trampoline(isa: &dyn TargetIsa, arena: &mut Arena) -> Result<Code, String> {
 /// loaded where a check uses it), then the function's return: of [`ST_LINK`] at once for a link
 /// `JitBlock::run` watches (it records the block that ran last then), else of [`ST_OK`] once the
 /// block is recorded in `Outcome::last_*` from its `Exits` (started at `ic - len`: it ran whole,
-/// one retired instruction each). An ordinary block's end (not a self-loop's, not a region's:
-/// they hold these values and check their links with them): with few values live, a block whose
-/// body calls nothing needs no callee-saved register.
+/// one retired instruction each). The end of a block that calls nothing and does not loop on
+/// itself (other blocks, self-loops and regions hold these values and check their links with
+/// them): with few values live, such a block needs no callee-saved register.
 fn emit_lean_links(
     b: &mut FunctionBuilder<'_>,
     out: ir::Value,
