@@ -953,9 +953,9 @@ impl Jit {
 /// What [`emit_links`] needs of the function being built.
 #[derive(Clone, Copy)]
 struct LinkEnv {
-    /// Values the function already holds (a region's, a self-loop's), or `None` (an ordinary
-    /// block's end, [`emit_lean_links`]): each is then loaded where a check uses it, so that few
-    /// values are live at once.
+    /// Values the function already holds (a region's, a self-loop's, a block's with a call), or
+    /// `None` (the end of a block that calls nothing, [`emit_lean_links`]): each is then loaded
+    /// where a check uses it, so that few values are live at once.
     held: Option<Held>,
     out: ir::Value,
     links: ir::Value,
