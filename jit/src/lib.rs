@@ -201,6 +201,20 @@ struct Link {
 /// Exit slots per block (a conditional branch has two successors).
 const LINKS: usize = 2;
 
+/// A translated block's exit slots and what its end ([`emit_lean_links`]) records of the block
+/// when it leaves generated code there (`Outcome::last_*`): at a fixed address while the block lives; its
+/// address is the `links` argument of the block's function (the slots come first).
+#[repr(C)]
+#[derive(Default)]
+struct Exits {
+    slots: [Link; LINKS],
+    /// The block's instructions (set by each `JitBlock::run`, before any link to the block can
+    /// be made).
+    insns: Cell<usize>,
+    /// Its length | chain flag << 32.
+    len_chain: Cell<u64>,
+}
+
 /// Calls the handler of `insn`, the one call generated code makes per instruction.
 ///
 /// Returns [`ST_OK`] when the instruction completed; otherwise records the fault in `out` (a software
@@ -252,7 +266,7 @@ pub(crate) fn block_sig(ptr: ir::Type) -> ir::Signature {
 /// The version of the generated code's calling contract ([`block_sig`], [`Outcome`]'s fields as
 /// generated code uses them), part of [`Jit::codegen_id`] and so of the persistent cache's key:
 /// raised whenever code generated before would not run correctly under the current contract.
-const BLOCK_ABI: &str = "block-abi 3: (ctx, insns, out, links); Outcome::last_* written where code leaves; region exits probe the IBTC";
+const BLOCK_ABI: &str = "block-abi 4: (ctx, insns, out, links); Outcome::last_* written where code leaves; links is an Exits; region exits probe the IBTC";
 
 /// Rust cannot call the `tail` convention: `JitBlock::run` calls a block's function through this
 /// trampoline (generated once per [`Jit`], [`trampoline`]), `(ctx, insns, out, links, code) ->
@@ -286,6 +300,52 @@ fn trampoline(isa: &dyn TargetIsa, arena: &mut Arena) -> Result<Code, String> {
     }
     let bytes = c.code_buffer().to_vec();
     arena.copy_in(&bytes).ok_or_else(|| "no executable memory for the JIT's trampoline".into())
+}
+
+/// Emits, where a block has ended normally with everything in `CpuState` (`rip` and `ic` the new
+/// RIP and retired count, `links` its [`Exits`]), the checks and following of its links (and with
+/// `ibtc_bits` the cache probe) holding only `out`, `links`, `rip` and `ic` (every other value is
+/// loaded where a check uses it), then the function's return: of [`ST_LINK`] at once for a link
+/// `JitBlock::run` watches (it records the block that ran last then), else of [`ST_OK`] once the
+/// block is recorded in `Outcome::last_*` from its `Exits` (started at `ic - len`: it ran whole,
+/// one retired instruction each). The end of a block that calls nothing and does not loop on
+/// itself (other blocks, self-loops and regions hold these values and check their links with
+/// them): with few values live, such a block needs no callee-saved register.
+fn emit_lean_links(
+    b: &mut FunctionBuilder<'_>,
+    out: ir::Value,
+    links: ir::Value,
+    rip: ir::Value,
+    ic: ir::Value,
+    ibtc_bits: Option<u32>,
+    succ_sig: ir::SigRef,
+) {
+    let mf = MemFlagsData::trusted();
+    let back = b.create_block();
+    b.append_block_param(back, types::I32);
+    let ret_ok = b.create_block();
+    let env = LinkEnv { held: None, out, links, exit: back, ret_ok, succ_sig };
+    emit_links_with(b, env, Some((rip, ic)), ibtc_bits);
+    b.seal_block(back);
+    b.switch_to_block(back);
+    let status = b.block_params(back)[0];
+    b.ins().return_(&[status]);
+    b.seal_block(ret_ok);
+    b.switch_to_block(ret_ok);
+    let insns = b.ins().load(types::I64, mf, links, offset_of!(Exits, insns) as i32);
+    let len_chain = b.ins().load(types::I64, mf, links, offset_of!(Exits, len_chain) as i32);
+    let len = b.ins().band_imm_u(len_chain, u32::MAX as i64);
+    let start = b.ins().isub(ic, len);
+    for (v, to) in [
+        (insns, offset_of!(Outcome, last_insns)),
+        (links, offset_of!(Outcome, last_links)),
+        (len_chain, offset_of!(Outcome, last_len_chain)),
+        (start, offset_of!(Outcome, last_start)),
+    ] {
+        b.ins().store(mf, v, out, to as i32);
+    }
+    let ok = b.ins().iconst(types::I32, ST_OK as i64);
+    b.ins().return_(&[ok]);
 }
 
 /// Translation statistics.
@@ -500,14 +560,30 @@ impl Jit {
             let v = b.use_var(fl);
             b.ins().store(mf, v, st, cpu::offsets::RFLAGS as i32);
         };
-        let mmu = b.ins().load(ptr, mf, ctx, offset_of!(Ctx<'static>, mmu) as i32);
-        let tlb = b.ins().load(ptr, mf, mmu, offset_of!(cpu::mem::Mmu, tlb) as i32);
         let first_ip = insns[0].i.ip();
         let len = insns.len() as i64;
         // A block that branches back to its own start loops in generated code, its registers and
         // flags staying in variables across the back edge: the registers it uses are loaded before
         // the loop, and counted as held (and changed) at its top.
         let self_loop = self_loop(insns);
+        // A block that calls nothing (no handler call, no inline memory or system form, whose
+        // slow paths call the handler) and does not loop on itself ends with lean links
+        // (`emit_lean_links`): holding few values, it needs no callee-saved register. Any other
+        // block saves them anyway (Cranelift saves them in the prologue whatever path a call is
+        // on), and checks its links with the values it holds, as a region does.
+        let lean = !self_loop
+            && insns.iter().all(|i| lower::inline_op(i).is_some_and(|f| f.mem == lower::Mem::None));
+        // The MMU, TLB and access tag are loaded at entry only where something reads them: an
+        // inline memory or system form, held links. Elsewhere they are constants that nothing
+        // reads (so never emitted): lean links load what they need.
+        let mem_env = !lean;
+        let (mmu, tlb) = if mem_env {
+            let mmu = b.ins().load(ptr, mf, ctx, offset_of!(Ctx<'static>, mmu) as i32);
+            (mmu, b.ins().load(ptr, mf, mmu, offset_of!(cpu::mem::Mmu, tlb) as i32))
+        } else {
+            let none = b.ins().iconst(ptr, 0);
+            (none, none)
+        };
         // The budget: a self-loop checks it at its back edge (loaded once, before the loop); other
         // blocks only where links are checked, which load it there (not held across the block).
         let loop_limit_at = |b: &mut FunctionBuilder<'_>| {
@@ -518,8 +594,12 @@ impl Jit {
         let used = if self_loop { lower::used_gprs(insns) } else { 0 };
         regs.load(&mut b, st, used);
         regs.dirty = used;
-        let user_tag = lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig, out }.user_tag(mmu);
-        regs.sys = Some(lower::SysEnv { count: icount, tlb, user_tag });
+        let user_tag = if mem_env {
+            lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig, out }.user_tag(mmu)
+        } else {
+            mmu
+        };
+        regs.sys = mem_env.then_some(lower::SysEnv { count: icount, tlb, user_tag });
         // In a self-loop, each memory form keeps the TLB entry (linear page, host page) of its last
         // inline access in SSA across the back edge, and probes it before the TLB: a loop walking a
         // buffer then has no TLB load on its dependency chain. Only the inline path fills it, and
@@ -821,7 +901,13 @@ impl Jit {
         b.ins().jump(link_exit, &[end_rip.into(), end_ic.into()]);
         b.seal_block(link_exit);
         b.switch_to_block(link_exit);
-        if chain {
+        let ibtc = dispatch::indirect_end(insns).filter(|_| self.ibtc_on);
+        if chain && lean {
+            // Everything is in `CpuState`: the links, holding only what they compare (no
+            // SYSCALL/SYSRETQ here: they are handler calls).
+            let (rip, ic) = (b.block_params(link_exit)[0], b.block_params(link_exit)[1]);
+            emit_lean_links(&mut b, out, links, rip, ic, ibtc, succ_sig);
+        } else if chain {
             let (rip, ic) = (b.block_params(link_exit)[0], b.block_params(link_exit)[1]);
             let loop_limit = match loop_limit {
                 Some(l) => l,
@@ -831,8 +917,8 @@ impl Jit {
                 Some(events) => lower::emit_through(&mut b, helper_sig, ctx, st, out, mmu, events, ret_ok),
                 None => user_tag,
             };
-            let env = LinkEnv { ctx, st, out, links, tlb, user_tag, loop_limit, exit, ret_ok, succ_sig };
-            let ibtc = dispatch::indirect_end(insns).filter(|_| self.ibtc_on);
+            let held = Some(Held { ctx, st, tlb, user_tag, loop_limit });
+            let env = LinkEnv { held, out, links, exit, ret_ok, succ_sig };
             emit_links_with(&mut b, env, Some((rip, ic)), ibtc);
         } else {
             b.ins().jump(ret_ok, &[]);
@@ -867,17 +953,91 @@ impl Jit {
 /// What [`emit_links`] needs of the function being built.
 #[derive(Clone, Copy)]
 struct LinkEnv {
-    ctx: ir::Value,
-    st: ir::Value,
+    /// Values the function already holds (a region's, a self-loop's, a block's with a call), or
+    /// `None` (the end of a block that calls nothing, [`emit_lean_links`]): each is then loaded
+    /// where a check uses it, so that few values are live at once.
+    held: Option<Held>,
     out: ir::Value,
     links: ir::Value,
-    tlb: ir::Value,
-    user_tag: ir::Value,
-    loop_limit: ir::Value,
+    /// Where a watched link returns [`ST_LINK`] (the status its parameter): the function's exit,
+    /// or a plain return (`JitBlock::run` writes `Outcome::last_*` after it).
     exit: ir::Block,
     ret_ok: ir::Block,
     /// The imported [`block_sig`], for the tail call of a successor.
     succ_sig: ir::SigRef,
+}
+
+/// The values of a [`LinkEnv`] that a function may already hold.
+#[derive(Clone, Copy)]
+struct Held {
+    ctx: ir::Value,
+    st: ir::Value,
+    tlb: ir::Value,
+    user_tag: ir::Value,
+    loop_limit: ir::Value,
+}
+
+impl LinkEnv {
+    /// The `Ctx` pointer.
+    fn ctx(&self, b: &mut FunctionBuilder<'_>) -> ir::Value {
+        match self.held {
+            Some(h) => h.ctx,
+            None => {
+                b.ins().load(types::I64, MemFlagsData::trusted(), self.out, offset_of!(Outcome, ctx) as i32)
+            }
+        }
+    }
+
+    /// The `CpuState` pointer.
+    fn st(&self, b: &mut FunctionBuilder<'_>) -> ir::Value {
+        match self.held {
+            Some(h) => h.st,
+            None => {
+                let ctx = self.ctx(b);
+                b.ins().load(types::I64, MemFlagsData::trusted(), ctx, offset_of!(Ctx<'static>, st) as i32)
+            }
+        }
+    }
+
+    /// The software TLB's address and the privilege bits of the current access tag
+    /// (`Mmu::access_tag & 3`: unless held, the current one, which a SYSCALL/SYSRETQ ending the
+    /// block has brought up to date).
+    fn tlb_utag(&self, b: &mut FunctionBuilder<'_>) -> (ir::Value, ir::Value) {
+        let mf = MemFlagsData::trusted();
+        let (tlb, tag) = match self.held {
+            Some(h) => (h.tlb, h.user_tag),
+            None => {
+                let ctx = self.ctx(b);
+                let mmu = b.ins().load(types::I64, mf, ctx, offset_of!(Ctx<'static>, mmu) as i32);
+                let tlb = b.ins().load(types::I64, mf, mmu, offset_of!(cpu::mem::Mmu, tlb) as i32);
+                (tlb, b.ins().load(types::I64, mf, mmu, offset_of!(cpu::mem::Mmu, access_tag) as i32))
+            }
+        };
+        (tlb, b.ins().band_imm_s(tag, 3))
+    }
+
+    /// The budget (`Outcome::loop_limit`).
+    fn loop_limit(&self, b: &mut FunctionBuilder<'_>) -> ir::Value {
+        match self.held {
+            Some(h) => h.loop_limit,
+            None => b.ins().load(
+                types::I64,
+                MemFlagsData::trusted(),
+                self.out,
+                offset_of!(Outcome, loop_limit) as i32,
+            ),
+        }
+    }
+
+    /// The link epoch (`Outcome::epoch`): `held` when the function holds its values.
+    fn epoch(&self, b: &mut FunctionBuilder<'_>, held: Option<ir::Value>) -> ir::Value {
+        match held {
+            Some(e) => e,
+            None => {
+                b.ins().load(types::I64, MemFlagsData::trusted(), self.out, offset_of!(Outcome, epoch) as i32)
+            }
+        }
+    }
 }
 
 /// Emits, at a normal end where everything is in `CpuState`, the following of a [`Link`] whose
@@ -897,16 +1057,23 @@ fn emit_links_with(
     rip_ic: Option<(ir::Value, ir::Value)>,
     ibtc_bits: Option<u32>,
 ) {
-    let LinkEnv { st, out, links, ret_ok, .. } = e;
+    let LinkEnv { out, links, ret_ok, .. } = e;
     let mf = MemFlagsData::trusted();
     // Everything is in `CpuState` now. Follow a link whose successor is the block at the new
     // RIP (see `Link`), else return to the interpreter.
     let (rip, ic) = rip_ic.unwrap_or_else(|| {
+        let st = e.st(b);
         let rip = b.ins().load(types::I64, mf, st, cpu::offsets::RIP as i32);
         (rip, b.ins().load(types::I64, mf, st, cpu::offsets::ICOUNT as i32))
     });
-    let epoch = b.ins().load(types::I64, mf, out, offset_of!(Outcome, epoch) as i32);
-    let utag = b.ins().band_imm_s(e.user_tag, 3);
+    // A function that holds its values loads the epoch and the tag once, before the slots.
+    let (epoch, utag) = match e.held {
+        Some(_) => {
+            let epoch = b.ins().load(types::I64, mf, out, offset_of!(Outcome, epoch) as i32);
+            (Some(epoch), Some(e.tlb_utag(b)))
+        }
+        None => (None, None),
+    };
     // Where every slot that holds goes, with the successor's code, instructions, slots and
     // length | chain flag: one copy of the following (the code a block spends on links is what
     // every translation carries).
@@ -928,15 +1095,7 @@ fn emit_links_with(
         let table = b.ins().load(types::I64, mf, out, offset_of!(Outcome, ibtc) as i32);
         let off = dispatch::emit_slot_offset(b, rip);
         let ent = b.ins().iadd(table, off);
-        let cs_base = b.ins().load(
-            types::I64,
-            mf,
-            st,
-            (cpu::offsets::SEG0
-                + cpu::state::Seg::Cs as usize * cpu::offsets::SEGMENT_SIZE
-                + offset_of!(cpu::state::Segment, base)) as i32,
-        );
-        emit_slot(b, &probe, ent, 0, Some((cs_base, bits)), ret_ok);
+        emit_slot(b, &probe, ent, 0, Some(bits), ret_ok);
     }
     b.seal_block(follow);
     b.switch_to_block(follow);
@@ -949,24 +1108,24 @@ struct Probe {
     e: LinkEnv,
     rip: ir::Value,
     ic: ir::Value,
-    epoch: ir::Value,
-    utag: ir::Value,
+    /// The epoch and (TLB, privilege bits of the access tag), when loaded once before the slots.
+    epoch: Option<ir::Value>,
+    utag: Option<(ir::Value, ir::Value)>,
     /// The block that follows a link (`emit_follow`).
     follow: ir::Block,
 }
 
-/// Emits the check of the [`Link`] at `base + off` (with `mode`, of an [`IbEntry`]: the current
-/// CS base and the block's code size, which the entry's must equal) and, when every check holds,
-/// a jump to `Probe::follow` with the successor; else a jump to `miss`.
+/// Emits the check of the [`Link`] at `base + off` (with `ibtc_bits`, of an [`IbEntry`]: the
+/// current CS base and the block's code size, which the entry's must equal) and, when every check
+/// holds, a jump to `Probe::follow` with the successor; else a jump to `miss`.
 fn emit_slot(
     b: &mut FunctionBuilder<'_>,
     p: &Probe,
     base: ir::Value,
     off: i32,
-    mode: Option<(ir::Value, u32)>,
+    ibtc_bits: Option<u32>,
     miss: ir::Block,
 ) {
-    let LinkEnv { tlb, loop_limit, .. } = p.e;
     let mf = MemFlagsData::trusted();
     let at = |f: usize| off + f as i32;
     // Each check falls through to the next in a new block, or leaves for `miss`.
@@ -980,9 +1139,19 @@ fn emit_slot(
     let same = b.ins().icmp(IntCC::Equal, r, p.rip);
     check(b, same);
     let e = b.ins().load(types::I64, mf, base, at(offset_of!(Link, epoch)));
-    let ok_epoch = b.ins().icmp(IntCC::Equal, e, p.epoch);
+    let epoch = p.e.epoch(b, p.epoch);
+    let ok_epoch = b.ins().icmp(IntCC::Equal, e, epoch);
     check(b, ok_epoch);
-    if let Some((cs_base, bits)) = mode {
+    if let Some(bits) = ibtc_bits {
+        let st = p.e.st(b);
+        let cs_base = b.ins().load(
+            types::I64,
+            mf,
+            st,
+            (cpu::offsets::SEG0
+                + cpu::state::Seg::Cs as usize * cpu::offsets::SEGMENT_SIZE
+                + offset_of!(cpu::state::Segment, base)) as i32,
+        );
         let eb = b.ins().load(types::I64, mf, base, at(offset_of!(IbEntry, cs_base)));
         let ok_base = b.ins().icmp(IntCC::Equal, eb, cs_base);
         check(b, ok_base);
@@ -990,11 +1159,15 @@ fn emit_slot(
         let ok_bits = b.ins().icmp_imm_u(IntCC::Equal, ebits, bits as i64);
         check(b, ok_bits);
     }
+    let (tlb, utag) = match p.utag {
+        Some(v) => v,
+        None => p.e.tlb_utag(b),
+    };
     let off_tlb = b.ins().load(types::I64, mf, base, at(offset_of!(Link, tlb_off)));
     let ent = b.ins().iadd(tlb, off_tlb);
     let t = b.ins().load(types::I64, mf, ent, offset_of!(cpu::mem::TlbEntry, tag) as i32);
     let page = b.ins().load(types::I64, mf, base, at(offset_of!(Link, page)));
-    let want = b.ins().bor(page, p.utag);
+    let want = b.ins().bor(page, utag);
     let ok_tag = b.ins().icmp(IntCC::Equal, t, want);
     check(b, ok_tag);
     let ph = b.ins().load(types::I64, mf, ent, offset_of!(cpu::mem::TlbEntry, phys) as i32);
@@ -1005,6 +1178,7 @@ fn emit_slot(
     // device deadlines are folded into `loop_limit` by the interpreter).
     let n = b.ins().load(types::I64, mf, base, at(offset_of!(Link, len)));
     let after = b.ins().iadd(p.ic, n);
+    let loop_limit = p.e.loop_limit(b);
     let fits = b.ins().icmp(IntCC::UnsignedLessThanOrEqual, after, loop_limit);
     check(b, fits);
     let code = b.ins().load(types::I64, mf, base, at(offset_of!(Link, code)));
@@ -1019,7 +1193,7 @@ fn emit_slot(
 /// ends in it); or, for a link `Outcome::stop_*` selects, the return of [`ST_LINK`] with the
 /// successor in `Outcome::next_*`.
 fn emit_follow(b: &mut FunctionBuilder<'_>, e: LinkEnv, next: [ir::Value; 4]) {
-    let LinkEnv { ctx, out, exit, succ_sig, .. } = e;
+    let LinkEnv { out, exit, succ_sig, .. } = e;
     let mf = MemFlagsData::trusted();
     let [code, insns, links, len_chain] = next;
     // Whether `JitBlock::run` watches this link (region selection): see `Outcome::stop_xor`.
@@ -1048,6 +1222,7 @@ fn emit_follow(b: &mut FunctionBuilder<'_>, e: LinkEnv, next: [ir::Value; 4]) {
     let f = b.ins().load(types::I64, mf, out, offset_of!(Outcome, followed) as i32);
     let f = b.ins().iadd_imm_s(f, 1);
     b.ins().store(mf, f, out, offset_of!(Outcome, followed) as i32);
+    let ctx = e.ctx(b);
     b.ins().return_call_indirect(succ_sig, code, &[ctx, insns, out, links]);
 }
 
@@ -1260,7 +1435,7 @@ struct JitBlock {
     first_ip: u64,
     /// Its exit slots (at a fixed address: generated code of this block reads them, and
     /// `link_into` of a successor writes them).
-    links: Box<[Link; LINKS]>,
+    links: Box<Exits>,
     /// `Jit::epoch`.
     epoch: Rc<Cell<u64>>,
     /// `Jit::links_made`.
@@ -1363,7 +1538,9 @@ impl JitBlock {
             region::State::Ready(r) => {
                 (r.code.as_ptr() as usize, r.insns.as_ptr() as usize, r.links.as_ptr() as usize)
             }
-            _ => (self.code.as_ptr() as usize, insns.as_ptr() as usize, self.links.as_ptr() as usize),
+            _ => {
+                (self.code.as_ptr() as usize, insns.as_ptr() as usize, &*self.links as *const Exits as usize)
+            }
         }
     }
 }
@@ -1377,6 +1554,12 @@ impl CompiledBlock for JitBlock {
         }
         debug_assert_eq!(insns[0].next_rip, self.first_ip, "a translation run on another block");
         debug_assert!(!ctx.st.lazy.is_pending(), "a lazy flag state outside the block runner");
+        // What a normal end records of this block (before `link_into` lets links reach it).
+        if self.links.insns.get() != insns.as_ptr() as usize {
+            self.links.insns.set(insns.as_ptr() as usize);
+            let chain = cpu::interp::chains(&insns[insns.len() - 1]) as u64;
+            self.links.len_chain.set(self.len as u64 | chain << 32);
+        }
         if link_from != 0 && loop_limit != 0 {
             // SAFETY: `CompiledBlock::run`'s contract: `link_from` comes from the run just before
             // in the same chain, during which no block was dropped.
@@ -1390,6 +1573,7 @@ impl CompiledBlock for JitBlock {
             ctx: ctx as *mut Ctx<'_> as usize,
             ..Outcome::default()
         };
+
         let icount0 = ctx.st.icount;
         // SAFETY: `tramp` is the code `trampoline` generated with the `Trampoline` signature,
         // mapped executable while this block (which holds it) lives.

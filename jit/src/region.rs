@@ -58,7 +58,7 @@
 //! Not yet: regions spanning two pages.
 
 use crate::arena::{Arena, Code};
-use crate::{HELPER_CALL, LINKS, Link, LinkEnv, Outcome, ST_OK, emit_links, helper_offset, lower};
+use crate::{HELPER_CALL, Held, LINKS, Link, LinkEnv, Outcome, ST_OK, emit_links, helper_offset, lower};
 use cpu::exec::Insn;
 use cpu::mem::Ctx;
 use cranelift_codegen::ir::condcodes::IntCC;
@@ -678,7 +678,8 @@ fn build(
     b.seal_block(link_exit);
     b.switch_to_block(link_exit);
     if members.iter().any(|m| cpu::interp::chains(&m[m.len() - 1])) {
-        let env = LinkEnv { ctx, st, out, links, tlb, user_tag, loop_limit, exit, ret_ok, succ_sig };
+        let held = Some(Held { ctx, st, tlb, user_tag, loop_limit });
+        let env = LinkEnv { held, out, links, exit, ret_ok, succ_sig };
         // After the region's two slots, the indirect-branch target cache: a region leaves through
         // every member's exit (a RET's many return sites among them), which two slots cannot hold;
         // without it, 3.7M of a warm Linux boot's 4.3M returns to the interpreter's chaining loop
