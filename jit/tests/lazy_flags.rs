@@ -126,7 +126,12 @@ fn setter(a: &mut CodeAssembler, r: &mut Rng, bits: u32) {
             a.sbb(eax, eax).unwrap();
         }
         25 => {
-            a.add(eax, ebx).unwrap();
+            // ADD's CF read as a carry in, with an addend of 0 half the time (no carry, r == a).
+            if r.below(2) == 0 {
+                a.add(eax, 0).unwrap();
+            } else {
+                a.add(eax, ebx).unwrap();
+            }
             a.adc(dl, (r.next() & 0x7f) as i32).unwrap();
         }
         26 if bits == 64 => {
