@@ -22,6 +22,12 @@ pub const OP_ADD: u64 = 1;
 pub const OP_SUB: u64 = 2;
 /// AND/OR/XOR/TEST: `ops::flags_logic` of `r` (CF, OF, AF cleared).
 pub const OP_LOGIC: u64 = 3;
+/// ADC: `ops::flags_add` of `a`, `b`, the carry in and `r`. The carry in is not stored: it is
+/// `r - a - b` (mod 2^size), which is 0 or 1 since `r = a + b + carry`.
+pub const OP_ADC: u64 = 4;
+/// SBB: `ops::flags_sub` of `a`, `b`, the borrow in and `r`; the borrow in is `a - b - r`
+/// (mod 2^size).
+pub const OP_SBB: u64 = 5;
 
 /// A pending flag computation. `kind` packs the operation (bits 0-7, an `OP_*`), the operand size
 /// in bytes (bits 8-15) and the flags it defines (bits 16-31; INC/DEC leave CF out); the operands and
@@ -76,10 +82,19 @@ impl LazyFlags {
         if !matches!(size, 1 | 2 | 4 | 8) {
             return rflags;
         }
+        let m = crate::regs::size_mask(size);
         let f = match op {
             OP_ADD => ops::flags_add(self.a, self.b, 0, self.r, size),
             OP_SUB => ops::flags_sub(self.a, self.b, 0, self.r, size),
             OP_LOGIC => ops::flags_logic(self.r, size),
+            OP_ADC => {
+                let c = self.r.wrapping_sub(self.a).wrapping_sub(self.b) & m;
+                ops::flags_add(self.a, self.b, (c != 0) as u64, self.r, size)
+            }
+            OP_SBB => {
+                let c = self.a.wrapping_sub(self.b).wrapping_sub(self.r) & m;
+                ops::flags_sub(self.a, self.b, (c != 0) as u64, self.r, size)
+            }
             _ => return rflags,
         };
         (rflags & !mask) | (f & mask)
@@ -130,7 +145,8 @@ mod tests {
     }
 
     /// The accessor against the interpreter's flag functions, the way each operation of the
-    /// interpreter applies them (ADD/SUB with all six flags, INC/DEC keeping CF, logic ops), for
+    /// interpreter applies them (ADD/SUB with all six flags, INC/DEC keeping CF, logic ops, ADC/SBB
+    /// with either carry in), for
     /// random operands of every size and random incoming RFLAGS.
     #[test]
     fn accessor_matches_the_interpreters_flag_functions() {
@@ -140,7 +156,8 @@ mod tests {
             let m = size_mask(size);
             let (a, b) = (r.operand(size), r.operand(size));
             let before = (r.next() & (flags::ARITH | flags::DF | flags::IF | flags::TF)) | flags::FIXED1;
-            let which = r.next() % 5;
+            let which = r.next() % 7;
+            let cin = r.next() & 1;
             let (lazy, want) = match which {
                 0 => {
                     let res = a.wrapping_add(b) & m;
@@ -166,6 +183,18 @@ mod tests {
                     let keep = flags::ARITH & !flags::CF;
                     (kind(OP_SUB, size, keep), (before & !keep) | (f & keep))
                 }
+                5 => {
+                    // ADC with a random carry in (recovered from the operands and result).
+                    let res = a.wrapping_add(b).wrapping_add(cin) & m;
+                    let f = ops::flags_add(a, b, cin, res, size);
+                    (kind(OP_ADC, size, flags::ARITH), (before & !flags::ARITH) | f)
+                }
+                6 => {
+                    // SBB with a random borrow in.
+                    let res = a.wrapping_sub(b).wrapping_sub(cin) & m;
+                    let f = ops::flags_sub(a, b, cin, res, size);
+                    (kind(OP_SBB, size, flags::ARITH), (before & !flags::ARITH) | f)
+                }
                 _ => {
                     let res = (a ^ b) & m;
                     (
@@ -179,6 +208,8 @@ mod tests {
                 1 => (b, a.wrapping_sub(b) & m),
                 2 => (1, a.wrapping_add(1) & m),
                 3 => (1, a.wrapping_sub(1) & m),
+                5 => (b, a.wrapping_add(b).wrapping_add(cin) & m),
+                6 => (b, a.wrapping_sub(b).wrapping_sub(cin) & m),
                 _ => (0, (a ^ b) & m),
             };
             let l = LazyFlags { kind: lazy, a, b: ob, r: res };

@@ -179,7 +179,7 @@ impl Form {
     pub(crate) fn writes(self) -> bool {
         match self.mem {
             Mem::Dst => !matches!(self.op, Op::Cmp | Op::Test),
-            Mem::Stack => matches!(self.op, Op::Push | Op::Call),
+            Mem::Stack => matches!(self.op, Op::Push | Op::Call | Op::Sys(lower_sys::Sys::Pushf)),
             _ => false,
         }
     }
@@ -537,6 +537,7 @@ impl Lower<'_, '_> {
     fn pending_flags(&mut self, p: Pending, want: u64) -> Value {
         match p {
             Pending::Arith { a, b, r, size, sub, .. } => self.arith_flags(a, b, r, size, sub, want),
+            Pending::Adc { a, b, c, r, size, sub } => self.adc_flags(a, b, c, r, size, sub, want),
             Pending::Logic { r, size } => self.szp(r, size, want),
             Pending::Shift(s) => self.shift_flags(s, want),
             Pending::Incoming { kind } => {
@@ -575,6 +576,13 @@ impl Lower<'_, '_> {
                         Pending::Arith { a, b, r, size, sub, keep_cf }
                     }
                     CarryKind::Logic { size } => Pending::Logic { r: self.b.use_var(c.r), size },
+                    CarryKind::Adc { size, sub } => {
+                        let a = self.b.use_var(c.a);
+                        let b = self.b.use_var(c.b);
+                        let r = self.b.use_var(c.r);
+                        let c = self.adc_carry_of(a, b, r, size, sub);
+                        Pending::Adc { a, b, c, r, size, sub }
+                    }
                     CarryKind::Shift { op, size, cnt } => {
                         let a = self.b.use_var(c.a);
                         let r = self.b.use_var(c.r);
@@ -702,7 +710,7 @@ impl Lower<'_, '_> {
             self.set_flags(f, m);
         }
         let Some((p, m)) = set.0[newest] else { return };
-        use cpu::lazyflags::{OP_ADD, OP_LOGIC, OP_SUB, field, kind};
+        use cpu::lazyflags::{OP_ADC, OP_ADD, OP_LOGIC, OP_SBB, OP_SUB, field, kind};
         let (word, a, b, r) = match p {
             Pending::Arith { a, b, r, size, sub, .. } => {
                 let op = if sub { OP_SUB } else { OP_ADD };
@@ -711,13 +719,23 @@ impl Lower<'_, '_> {
             Pending::Logic { r, size } => {
                 (self.b.ins().iconst(I64, kind(OP_LOGIC, size, m) as i64), None, None, r)
             }
+            Pending::Adc { a, b, r, size, sub, .. } => {
+                // The carry in is not stored: the accessor recovers it from a, b and r.
+                let op = if sub { OP_SBB } else { OP_ADC };
+                (self.b.ins().iconst(I64, kind(op, size, m) as i64), Some(a), Some(b), r)
+            }
             Pending::Incoming { kind } if m == flags::ARITH => {
                 // Nothing wrote a flag: hand the predecessor's state on (its operands are still
                 // in `CpuState`).
                 self.b.ins().store(MF, kind, self.st, lazy_off(field::KIND));
                 return;
             }
-            Pending::Carried(c) if matches!(c.kind, CarryKind::Arith { .. } | CarryKind::Logic { .. }) => {
+            Pending::Carried(c)
+                if matches!(
+                    c.kind,
+                    CarryKind::Arith { .. } | CarryKind::Logic { .. } | CarryKind::Adc { .. }
+                ) =>
+            {
                 // Pending where `on` says so, else RFLAGS is current: kind 0.
                 let on = self.b.use_var(c.on);
                 let (op, size, a, b) = match c.kind {
@@ -727,6 +745,11 @@ impl Lower<'_, '_> {
                         (if sub { OP_SUB } else { OP_ADD }, size, Some(a), Some(b))
                     }
                     CarryKind::Logic { size } => (OP_LOGIC, size, None, None),
+                    CarryKind::Adc { size, sub } => {
+                        let a = self.b.use_var(c.a);
+                        let b = self.b.use_var(c.b);
+                        (if sub { OP_SBB } else { OP_ADC }, size, Some(a), Some(b))
+                    }
                     CarryKind::Shift { .. } => unreachable!("matched above"),
                 };
                 let r = match (c.kind, a, b) {
@@ -804,15 +827,22 @@ impl Lower<'_, '_> {
     /// from RFLAGS. Nothing is materialized.
     fn flag_bit(&mut self, f: u64) -> Value {
         match self.regs.pending.owner(f) {
-            Some(Pending::Arith { r, .. } | Pending::Logic { r, .. }) if f == flags::ZF => {
+            Some(Pending::Arith { r, .. } | Pending::Logic { r, .. } | Pending::Adc { r, .. })
+                if f == flags::ZF =>
+            {
                 let z = self.b.ins().icmp_imm_s(IntCC::Equal, r, 0);
                 self.b.ins().uextend(I64, z)
             }
-            Some(Pending::Arith { r, size, .. } | Pending::Logic { r, size }) if f == flags::SF => {
-                self.bit_to(r, size * 8 - 1, 0)
-            }
-            Some(Pending::Arith { a, b, sub: true, .. }) if f == flags::CF => {
+            Some(
+                Pending::Arith { r, size, .. } | Pending::Logic { r, size } | Pending::Adc { r, size, .. },
+            ) if f == flags::SF => self.bit_to(r, size * 8 - 1, 0),
+            // CF of a pending SUB/CMP/NEG or ADD: one compare (INC/DEC never own CF).
+            Some(Pending::Arith { a, b, sub: true, keep_cf: false, .. }) if f == flags::CF => {
                 let c = self.b.ins().icmp(IntCC::UnsignedLessThan, a, b);
+                self.b.ins().uextend(I64, c)
+            }
+            Some(Pending::Arith { a, r, sub: false, keep_cf: false, .. }) if f == flags::CF => {
+                let c = self.b.ins().icmp(IntCC::UnsignedLessThan, r, a);
                 self.b.ins().uextend(I64, c)
             }
             Some(Pending::Logic { .. }) if f & (flags::CF | flags::OF | flags::AF) != 0 => {
@@ -843,17 +873,7 @@ impl Lower<'_, '_> {
     /// `ops::cond`: condition code `cc` on the current RFLAGS, as an i8 0/1. Pending flags are
     /// read from their operation's operands (JNZ after DEC is one compare), not materialized.
     pub(crate) fn cond(&mut self, cc: u32) -> Value {
-        // A predecessor's lazy state: computed once (one call), not once per flag read.
-        if let Some(i) =
-            self.regs.pending.0.iter().position(|e| matches!(e, Some((Pending::Incoming { .. }, _))))
-        {
-            let (p, m) = self.regs.pending.0[i].take().expect("found");
-            let f = self.pending_flags(p, m);
-            self.set_flags(f, m);
-            if self.regs.pending.0[0].is_none() {
-                self.regs.pending.0.swap(0, 1);
-            }
-        }
+        self.settle_incoming();
         // ZF of a pending result: one compare.
         if cc >> 1 == 2
             && let Some(r) = self.regs.pending.owner(flags::ZF).and_then(Pending::zf_result)
@@ -887,6 +907,30 @@ impl Lower<'_, '_> {
         };
         let v = if cc & 1 != 0 { self.b.ins().bxor_imm_s(v, 1) } else { v };
         self.b.ins().icmp_imm_s(IntCC::NotEqual, v, 0)
+    }
+
+    /// A predecessor's lazy state still pending (`Pending::Incoming`): computed into RFLAGS now,
+    /// so that a reader of several flags (or of one flag several times) calls the accessor once.
+    fn settle_incoming(&mut self) {
+        if let Some(i) =
+            self.regs.pending.0.iter().position(|e| matches!(e, Some((Pending::Incoming { .. }, _))))
+        {
+            let (p, m) = self.regs.pending.0[i].take().expect("found");
+            let f = self.pending_flags(p, m);
+            self.set_flags(f, m);
+            if self.regs.pending.0[0].is_none() {
+                self.regs.pending.0.swap(0, 1);
+            }
+        }
+    }
+
+    /// CF as 0/1 in an i64 without computing any other pending flag (ADC/SBB's carry in): one
+    /// compare when a pending SUB/CMP/ADD owns it, a constant after a logic operation.
+    pub(super) fn carry_in(&mut self) -> Value {
+        if matches!(self.regs.pending.owner(flags::CF), Some(Pending::Incoming { .. })) {
+            self.settle_incoming();
+        }
+        self.flag_bit(flags::CF)
     }
 
     /// `ops::ea` (LEA's address, masked to the address size).
@@ -1479,6 +1523,10 @@ pub(crate) enum Pending {
     /// result `r`, which is always `a + b` or `a - b` truncated to `size` (a carried one is remade
     /// from `a` and `b`).
     Arith { a: Value, b: Value, r: Value, size: u32, sub: bool, keep_cf: bool },
+    /// ADC (`sub` false) or SBB: `ops::flags_add`/`flags_sub` of `a`, `b` and the carry in `c`
+    /// (0 or 1), result `r` = `a + b + c` or `a - b - c` truncated to `size` (a carried one
+    /// recovers `c` from `a`, `b` and `r`).
+    Adc { a: Value, b: Value, c: Value, r: Value, size: u32, sub: bool },
     /// AND/OR/XOR/TEST: SF, ZF, PF of `r`; CF, OF, AF cleared.
     Logic { r: Value, size: u32 },
     /// ROL/ROR/SHL/SHR/SAR of a register (`lower_shift.rs`).
@@ -1498,6 +1546,8 @@ pub(crate) enum CarryKind {
     Arith { size: u32, sub: bool, keep_cf: bool },
     /// `Pending::Logic`.
     Logic { size: u32 },
+    /// `Pending::Adc` (its operands and result carried, the carry in recovered from them).
+    Adc { size: u32, sub: bool },
     /// `Pending::Shift` by an immediate (nothing kept from before it).
     Shift { op: ShiftOp, size: u32, cnt: u32 },
 }
@@ -1525,6 +1575,7 @@ impl CarryKind {
         match self {
             CarryKind::Arith { keep_cf, .. } => (true, !keep_cf, false),
             CarryKind::Logic { .. } => (false, false, true),
+            CarryKind::Adc { .. } => (true, true, true),
             CarryKind::Shift { .. } => (true, false, true),
         }
     }
@@ -1559,6 +1610,7 @@ impl Pending {
                 Some((CarryKind::Arith { size, sub, keep_cf }, a, b, r))
             }
             Pending::Logic { r, size } => Some((CarryKind::Logic { size }, r, r, r)),
+            Pending::Adc { a, b, r, size, sub, .. } => Some((CarryKind::Adc { size, sub }, a, b, r)),
             Pending::Shift(s) => match (s.cnt, s.old) {
                 (lower_shift::Count::Imm(cnt), None) => {
                     Some((CarryKind::Shift { op: s.op, size: s.size, cnt }, s.a, s.a, s.r))
@@ -1572,7 +1624,7 @@ impl Pending {
     /// The result whose ZF (zero or not) this operation's ZF is, if it always is.
     fn zf_result(self) -> Option<Value> {
         match self {
-            Pending::Arith { r, .. } | Pending::Logic { r, .. } => Some(r),
+            Pending::Arith { r, .. } | Pending::Logic { r, .. } | Pending::Adc { r, .. } => Some(r),
             Pending::Shift(s) if s.zf_of_result() => Some(s.r),
             Pending::Shift(_) | Pending::Carried(_) | Pending::Incoming { .. } => None,
         }

@@ -4,12 +4,14 @@
 //! XCHG r, r, BT/BTS/BTR/BTC r, r|imm, BSF/BSR r, r, TZCNT/LZCNT/POPCNT r, r, the one-operand
 //! MUL/IMUL r, in 64-bit code BZHI r, r, r, PREFETCHh/PREFETCHW m (no effect: the handler's
 //! `hint_nop`), BSWAP r32/r64 (with MOVBE's memory forms in `lower_mem.rs`) and MOV r, Sreg
-//! (these four covered by `tests/differential_small.rs`).
+//! (these four covered by `tests/differential_small.rs`), and LFENCE/MFENCE/SFENCE (no effect) and
+//! CLD/STD (DF), also in `tests/differential_small.rs`.
 //!
 //! One source of semantics: the vendor-dependent flags of the multiplies and of TZCNT/LZCNT its `muldiv::mul_flags` and
 //! `bits::count_zeros_flags`, called from generated code only
 //! where the flags are live (as `imul_flags` is). What is restated in IR (the
-//! results; ADC/SBB's flags, `ops::flags_add`/`flags_sub` with a carry in; BT's CF; BSF/BSR's and
+//! results; ADC/SBB's flags, `ops::flags_add`/`flags_sub` with a carry in, left pending as a lazy
+//! kind of their own (`Pending::Adc`, `cpu::lazyflags::OP_ADC`/`OP_SBB`); BT's CF; BSF/BSR's and
 //! POPCNT's flags: none of them depends on the vendor; BZHI's, whose undefined PF is chosen at
 //! run time from `CpuState::quirks` as `lower_shift.rs` does) is covered form by form by
 //! `tests/differential.rs` under both vendors' quirks.
@@ -57,6 +59,8 @@ pub(crate) enum Ext {
     Movbe,
     /// MOV r, Sreg (the segment register's index in `CpuState::seg`).
     MovSreg(u8),
+    /// CLD (`false`) or STD (`true`): RFLAGS.DF.
+    DirFlag(bool),
 }
 
 impl Ext {
@@ -78,7 +82,8 @@ impl Ext {
             | Ext::Cwd(..)
             | Ext::Bswap
             | Ext::Movbe
-            | Ext::MovSreg(_) => 0,
+            | Ext::MovSreg(_)
+            | Ext::DirFlag(_) => 0,
         }
     }
 }
@@ -146,6 +151,23 @@ pub(crate) fn inline_ext(insn: &Insn) -> Option<Form> {
             if insn.handler as usize == cpu::exec::handler_for(i.code()) as usize =>
         {
             Some(Form { op: Op::Nop, mem: Mem::None })
+        }
+        // LFENCE/MFENCE/SFENCE (their canonical encodings): the `nop` handler on one in-order CPU
+        // (the kernel's `rdtsc_ordered`, its speculation barriers).
+        Mnemonic::Lfence | Mnemonic::Mfence | Mnemonic::Sfence
+            if matches!(
+                i.code(),
+                iced_x86::Code::Lfence | iced_x86::Code::Mfence | iced_x86::Code::Sfence
+            ) && insn.handler as usize == cpu::exec::handler_for(i.code()) as usize =>
+        {
+            Some(Form { op: Op::Nop, mem: Mem::None })
+        }
+        // CLD/STD (`intflags::cld`/`std_`): DF in the RFLAGS variable (the kernel's entry code, every
+        // system call).
+        Mnemonic::Cld | Mnemonic::Std
+            if insn.handler as usize == cpu::exec::handler_for(i.code()) as usize =>
+        {
+            plain(Ext::DirFlag(i.mnemonic() == Mnemonic::Std))
         }
         Mnemonic::Bswap
             if matches!(insn.op[0], Opnd::Reg(g) if g.size >= 4)
@@ -233,12 +255,11 @@ impl Lower<'_, '_> {
         self.b.ins().uextend(I64, y)
     }
 
-    /// ADC/SBB of `a` and `b` (masked to `size`) with the current CF; computes the flags when `live`.
+    /// ADC/SBB of `a` and `b` (masked to `size`) with the current CF. When `live`, its flags are
+    /// left pending (`Pending::Adc`: computed only where read, or stored as the lazy flag state at
+    /// an exit); the carry in is read from a pending operation without computing its other flags.
     pub(super) fn adc(&mut self, sub: bool, a: Value, b: Value, size: u32, live: bool) -> Value {
-        // The carry in is a flag some earlier operation may still hold pending.
-        self.materialize();
-        let fl = self.b.use_var(self.fl);
-        let c = self.b.ins().band_imm_s(fl, flags::CF as i64);
+        let c = self.carry_in();
         let r = if sub {
             let x = self.b.ins().isub(a, b);
             self.b.ins().isub(x, c)
@@ -246,31 +267,83 @@ impl Lower<'_, '_> {
             let x = self.b.ins().iadd(a, b);
             self.b.ins().iadd(x, c)
         };
-        let r = if size < 8 { self.b.ins().band_imm_s(r, mask(size)) } else { r };
+        let r = self.trunc(r, size);
         if live {
-            // `ops::flags_add`/`flags_sub` with a carry in (vendor-independent, restated here and
-            // covered by the differential test): SF, ZF, PF, AF and OF as without it; CF is the
-            // carry out of a + b + c, i.e. r < a, or r == a with c = 1 (a - b - c: a < b, or
-            // a == b with c = 1).
-            let f = self.arith_flags(a, b, r, size, sub, flags::ARITH);
+            self.defer(super::Pending::Adc { a, b, c, r, size, sub });
+        }
+        r
+    }
+
+    /// The carry in (0 or 1) of an ADC (`r` = `a + b + c`) or SBB (`r` = `a - b - c`) at `size`
+    /// bytes, recovered from its operands and result (as `LazyFlags::apply` does).
+    pub(super) fn adc_carry_of(&mut self, a: Value, b: Value, r: Value, size: u32, sub: bool) -> Value {
+        let (x, y, z) = if sub { (a, b, r) } else { (r, a, b) };
+        let d = self.b.ins().isub(x, y);
+        let d = self.b.ins().isub(d, z);
+        let d = self.trunc(d, size);
+        let nz = self.b.ins().icmp_imm_s(IntCC::NotEqual, d, 0);
+        self.b.ins().uextend(I64, nz)
+    }
+
+    /// `ops::flags_add`/`flags_sub` with the carry in `c` (0 or 1; vendor-independent, restated
+    /// here and covered by the differential tests): SF, ZF, PF, AF and OF as without it (the same
+    /// formulas of a, b and r); CF the carry out of a + b + c (a - b - c). Only the flags in `want`,
+    /// the other bits zero.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn adc_flags(
+        &mut self,
+        a: Value,
+        b: Value,
+        c: Value,
+        r: Value,
+        size: u32,
+        sub: bool,
+        want: u64,
+    ) -> Value {
+        let f = self.arith_flags(a, b, r, size, sub, want & !flags::CF);
+        if want & flags::CF == 0 {
+            return f;
+        }
+        let cf = if size < 8 {
+            // The sum of the masked operands has the carry at bit 8 * size; their difference is
+            // negative (bit 63) exactly on a borrow.
+            if sub {
+                let d = self.b.ins().isub(a, b);
+                let d = self.b.ins().isub(d, c);
+                self.b.ins().ushr_imm_s(d, 63)
+            } else {
+                let s = self.b.ins().iadd(a, b);
+                let s = self.b.ins().iadd(s, c);
+                self.b.ins().ushr_imm_s(s, i64::from(size * 8))
+            }
+        } else {
+            // r < a, or r == a with a carry in (a < b, or a == b with a borrow in).
             let (x, y) = if sub { (a, b) } else { (r, a) };
             let lt = self.b.ins().icmp(IntCC::UnsignedLessThan, x, y);
             let eq = self.b.ins().icmp(IntCC::Equal, x, y);
-            let cin = self.b.ins().icmp_imm_s(IntCC::NotEqual, c, 0);
+            let cin = self.b.ins().ireduce(cranelift_codegen::ir::types::I8, c);
             let eq_c = self.b.ins().band(eq, cin);
             let cf = self.b.ins().bor(lt, eq_c);
-            let cf = self.flag_of(cf, flags::CF);
-            let f = self.b.ins().band_imm_s(f, !(flags::CF as i64));
-            let f = self.b.ins().bor(f, cf);
-            self.set_flags(f, flags::ARITH);
-        }
-        r
+            self.b.ins().uextend(I64, cf)
+        };
+        self.b.ins().bor(f, cf)
     }
 
     /// Emits a register form of this file.
     pub(super) fn emit_ext(&mut self, insn: &Insn, e: Ext, live: u64) {
         if let Ext::Cwd(dx, size) = e {
             return self.emit_cwd(dx, size);
+        }
+        if let Ext::DirFlag(set) = e {
+            // DF is never pending (only arithmetic flags are).
+            let fl = self.b.use_var(self.fl);
+            let v = if set {
+                self.b.ins().bor_imm_s(fl, flags::DF as i64)
+            } else {
+                self.b.ins().band_imm_s(fl, !(flags::DF as i64))
+            };
+            self.b.def_var(self.fl, v);
+            return;
         }
         let Opnd::Reg(d) = insn.op[0] else { unreachable!("{e:?} without a register operand 0") };
         let size = d.size as u32;
@@ -313,6 +386,7 @@ impl Lower<'_, '_> {
             }
             Ext::Cmpxchg | Ext::Xadd => self.emit_xchg_reg(insn, e, live),
             Ext::Div(_) | Ext::Cwd(..) | Ext::Movbe => unreachable!("{e:?}: lower_mem"),
+            Ext::DirFlag(_) => unreachable!("emitted above"),
             Ext::MovSreg(s) => {
                 let off = std::mem::offset_of!(cpu::CpuState, seg)
                     + s as usize * std::mem::size_of::<cpu::state::Segment>()

@@ -181,6 +181,9 @@ pub(crate) fn inline_vex(insn: &Insn) -> Option<Form> {
             let r = if mem == Some(0) { i.op1_register() } else { i.op0_register() };
             form(Sse::VMov(r.is_ymm()))
         }
+        // VMOVNTDQ m, xmm/ymm (glibc's memset/memcpy of large blocks): `avx::mov`, an aligned store
+        // (the non-temporal hint has no effect here), as VMOVDQA's store.
+        M::Vmovntdq if i.op_count() == 2 && mem == Some(0) => form(Sse::VMov(i.op1_register().is_ymm())),
         M::Vpmovmskb if cpu::regs::gpr(i.op0_register()).is_some() => form(Sse::VHelper),
         _ if mem == Some(0) || m as u32 > C_MNEMONIC => None,
         _ => {
@@ -344,7 +347,7 @@ pub(crate) fn inline_sse(insn: &Insn) -> Option<Form> {
 fn needs_align(insn: &Insn) -> bool {
     if insn.i.code().op_code().encoding() == iced_x86::EncodingKind::VEX {
         // `avx::needs_align` for the inlined VEX forms: the aligned moves, to their size.
-        return matches!(insn.i.mnemonic(), M::Vmovdqa | M::Vmovaps | M::Vmovapd);
+        return matches!(insn.i.mnemonic(), M::Vmovdqa | M::Vmovaps | M::Vmovapd | M::Vmovntdq);
     }
     insn.i.memory_size().size() == 16
         && !matches!(insn.i.mnemonic(), M::Movups | M::Movupd | M::Movdqu | M::Lddqu)

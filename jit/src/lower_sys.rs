@@ -33,6 +33,13 @@
 //!   for one instruction (`irq_shadow_icount` = the count after it). STI still ends its block and
 //!   does not chain, so the interpreter's loop sees the shadow exactly as before.
 //!
+//! - **PUSHFQ, POPFQ** in 64-bit code (the kernel's `local_irq_save`, once per system call):
+//!   through the stack probe of `lower.rs` like PUSH/POP. PUSHFQ (`intflags::pushf`) pushes the
+//!   computed RFLAGS less VM and RF. POPFQ (`intflags::popf`) inline only when the popped value
+//!   changes no bit but the arithmetic flags and DF (which every CPL writes); a change of TF, IF,
+//!   IOPL, NT, AC or ID runs the handler (CPL/IOPL rules, the interrupt window, the access tag).
+//!   POPF ends its block and does not chain, as with the handler.
+//!
 //! - **Links through SYSCALL and SYSRETQ** (64-bit code; [`through_end`], [`emit_through`]): their
 //!   handler still runs (the one source of their semantics) and sets `Ctx::break_block`, but the
 //!   block goes on to its links after the interpreter chaining loop's checks of what they change:
@@ -68,6 +75,10 @@ pub(crate) enum Sys {
     Cli,
     /// STI in 64-bit code.
     Sti,
+    /// PUSHFQ in 64-bit code.
+    Pushf,
+    /// POPFQ in 64-bit code.
+    Popf,
 }
 
 /// What this file's forms need of the function being built: its retired-count variable (the count
@@ -167,6 +178,8 @@ pub(crate) fn inline_sys(insn: &Insn) -> Option<Form> {
         Code::Swapgs if long => (Sys::Swapgs, Mem::Guard),
         Code::Cli if long => (Sys::Cli, Mem::Guard),
         Code::Sti if long => (Sys::Sti, Mem::Guard),
+        Code::Pushfq if long => (Sys::Pushf, Mem::Stack),
+        Code::Popfq if long => (Sys::Popf, Mem::Stack),
         Code::Xchg_rm8_r8 | Code::Xchg_rm16_r16 | Code::Xchg_rm32_r32 | Code::Xchg_rm64_r64
             if insn.op[0] == Opnd::Mem
                 && matches!(insn.op[1], Opnd::Reg(_))
@@ -231,6 +244,48 @@ impl Lower<'_, '_> {
     /// Emits a form of this file once its probe succeeded (`host` addresses the access of a memory
     /// form); `slow` runs the instruction's handler (nothing changed yet).
     pub(crate) fn emit_sys(&mut self, insn: &Insn, sys: Sys, host: Value, slow: Block) {
+        match sys {
+            Sys::Pushf => {
+                // `intflags::pushf` outside virtual-8086 mode (64-bit code never is): RFLAGS with
+                // VM and RF cleared, pushed as 8 bytes at RSP - 8 (the probe's slot).
+                self.materialize();
+                let fl = self.b.use_var(self.fl);
+                let v = self.b.ins().band_imm_s(fl, !((flags::VM | flags::RF) as i64));
+                self.host_store(host, v, 8);
+                let sp = self.load_gpr(4);
+                let sp = self.b.ins().iadd_imm_s(sp, -8);
+                self.store_gpr(4, sp);
+                return;
+            }
+            Sys::Popf => {
+                // `intflags::popf` (64-bit code: not real or virtual-8086 mode) when the popped
+                // value changes nothing but the arithmetic flags and DF, which it writes at every
+                // CPL: then `set_rflags` leaves every other bit, the access tag (AC) and the TLB
+                // alone; the block ends after POPF (`interp::ends_block`) and does not chain, so
+                // the loop's checks follow it as after the handler. Anything else (TF, IF, IOPL,
+                // NT, AC or ID changing, whose writes depend on CPL and IOPL and may open the
+                // interrupt window) runs the handler, before anything is written.
+                let v = self.host_load(host, 8);
+                let fl = self.b.use_var(self.fl);
+                let diff = self.b.ins().bxor(v, fl);
+                let guarded = flags::TF | flags::IF | flags::IOPL | flags::NT | flags::AC | flags::ID;
+                let diff = self.b.ins().band_imm_s(diff, guarded as i64);
+                let ok = self.b.ins().icmp_imm_s(IntCC::Equal, diff, 0);
+                self.or_slow(ok, slow);
+                // Every arithmetic flag is written: pending ones are not computed.
+                self.drop_pending();
+                let written = (flags::ARITH | flags::DF) as i64;
+                let keep = self.b.ins().band_imm_s(fl, !written);
+                let new = self.b.ins().band_imm_s(v, written);
+                let new = self.b.ins().bor(keep, new);
+                self.b.def_var(self.fl, new);
+                let sp = self.load_gpr(4);
+                let sp = self.b.ins().iadd_imm_s(sp, 8);
+                self.store_gpr(4, sp);
+                return;
+            }
+            _ => {}
+        }
         let Some(env) = self.regs.sys else {
             // The code holds no retired count here: the handler runs it.
             self.b.ins().jump(slow, &[]);
@@ -276,6 +331,7 @@ impl Lower<'_, '_> {
                 self.b.ins().store(MF, a, self.st, kgs);
                 return;
             }
+            Sys::Pushf | Sys::Popf => unreachable!("emitted above"),
             Sys::Cli | Sys::Sti => {
                 // CPL <= IOPL, else the handler (VIF or #GP).
                 let cpl = self.b.ins().load(types::I8, MF, self.st, offset_of!(cpu::CpuState, cpl) as i32);

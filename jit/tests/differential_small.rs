@@ -1,7 +1,8 @@
 //! The JIT against the interpreter on the small forms lowered inline for the guest CPU benchmark's
 //! profile: PREFETCHT0/T1/T2/NTA and PREFETCHW m (no architectural effect), BSWAP r32/r64 (BSWAP
 //! r16, undefined, stays with the handler and is generated too) and MOVBE r, m / m, r at 2, 4 and 8
-//! bytes, MOV r16/r32/r64, Sreg (and MOV m16, Sreg, the handler's). Random programs of them (with register fillers) run from random registers in 64-bit
+//! bytes, MOV r16/r32/r64, Sreg (and MOV m16, Sreg, the handler's), CLD/STD (then PUSHF or STOSB,
+//! which read DF) and LFENCE/MFENCE/SFENCE. Random programs of them (with register fillers) run from random registers in 64-bit
 //! code (where some address registers point above the identity-mapped first GiB, so a MOVBE
 //! there raises #PF and must leave the interpreter's state; a prefetch there must not fault) and
 //! in 32-bit protected mode, under both vendors' quirks, every block translated on first entry;
@@ -45,7 +46,18 @@ fn gen_insn(r: &mut Rng, bits: u32) -> Vec<u8> {
             v.push(0x40 | (r.byte() & 0x0c));
         }
     };
-    match r.below(9) {
+    match r.below(14) {
+        // CLD/STD, and what reads DF after them: PUSHF (inline in 64-bit code) and STOSB into the
+        // data (the handler) after a MOV EDI, imm32 there.
+        9 => v.push(0xfc + r.below(2) as u8),
+        11 => v.push(0x9c),
+        12 => {
+            v.push(0xbf);
+            v.extend(((DATA + 0x100 + r.below(0x100)) as u32).to_le_bytes());
+        }
+        13 => v.push(0xaa),
+        // LFENCE/MFENCE/SFENCE (0F AE E8/F0/F8), sometimes an alternate encoding (the handler's).
+        10 => v.extend([0x0f, 0xae, [0xe8, 0xf0, 0xf8, 0xe9, 0xf1][r.below(5) as usize]]),
         // MOV r16/r32/r64, Sreg (8C /r), and the m16 form (the handler's).
         8 => {
             if r.below(4) == 0 {

@@ -631,6 +631,8 @@ const VEX_FORMS: &[(u8, u8, Kind)] = {
         (0, 0x11, Mx),
         (0, 0x28, XmOnly),
         (0, 0x29, Mx),
+        // VMOVNTDQ m, xmm/ymm (the register form is invalid and skipped).
+        (1, 0xe7, MxOnly),
         (0, 0x77, Gx),
     ]
 };
@@ -834,6 +836,7 @@ fn jit_matches_interpreter_on_vex_forms() {
         "Vpmovmskb",
         "Vmovdqu",
         "Vmovdqa",
+        "Vmovntdq",
         "Vmovups",
         "Vmovaps",
         "Vzeroupper",

@@ -1,9 +1,9 @@
 //! The lazy flag state across block exits (`cpu::lazyflags`, `lower::Lower::export` and
 //! `take_incoming`) against the interpreter: random loops of blocks that end right after a
-//! flag-writing operation of every lazy kind (ADD, SUB/CMP/NEG, INC/DEC, the logic ops; register
-//! and memory forms, each operand size) and whose successor reads those flags first (Jcc, SETcc,
-//! ADC/SBB, CMOVcc, PUSHF through its handler, LAHF, a partial writer such as INC followed by a
-//! read of CF), joined by every block end that links (Jcc, JMP, CALL, RET), in 64-bit and 32-bit
+//! flag-writing operation of every lazy kind (ADD, SUB/CMP/NEG, INC/DEC, the logic ops, ADC/SBB
+//! after whatever left CF pending; register and memory forms, each operand size) and whose
+//! successor reads those flags first (Jcc, SETcc, ADC/SBB and chains of them, CMOVcc, PUSHF, POPF
+//! of the pushed flags changed, LAHF, a partial writer such as INC followed by a read of CF), joined by every block end that links (Jcc, JMP, CALL, RET), in 64-bit and 32-bit
 //! code, cut by random budgets (where the machine would take an interrupt: the flags are compared
 //! at every slice end) and ending in a halt or a fault (#DE, #PF, #UD) raised right after a lazy
 //! state was left. Registers, RFLAGS, RIP, the retired count, the exits and memory must equal the
@@ -88,7 +88,7 @@ fn setter(a: &mut CodeAssembler, r: &mut Rng, bits: u32) {
     let off = (r.below(16) * 4) as i32;
     let mem32 = |bits: u32| if bits == 64 { dword_ptr(rdi + off) } else { dword_ptr(edi + off) };
     let mem8 = |bits: u32| if bits == 64 { byte_ptr(rdi + off) } else { byte_ptr(edi + off) };
-    match r.below(22) {
+    match r.below(32) {
         0 => a.add(eax, ebx).unwrap(),
         1 => a.sub(eax, edx).unwrap(),
         2 => a.cmp(ebx, edx).unwrap(),
@@ -114,13 +114,59 @@ fn setter(a: &mut CodeAssembler, r: &mut Rng, bits: u32) {
         18 => a.cmp(mem8(bits), 0).unwrap(),
         19 => a.add(mem32(bits), edx).unwrap(),
         20 => a.sub(eax, mem32(bits)).unwrap(),
+        21 => a.test(mem8(bits), al).unwrap(),
+        // ADC/SBB, a lazy kind of their own, each reading the CF of what is pending before it
+        // (the rotate of `stir`, an ADD/CMP/SUB, another ADC), every size, register, immediate and
+        // memory forms.
+        22 => a.adc(eax, ebx).unwrap(),
+        23 => a.sbb(edx, esi).unwrap(),
+        24 => {
+            // The compare idiom: 0 or -1 from CF of a pending CMP.
+            a.cmp(ebx, edx).unwrap();
+            a.sbb(eax, eax).unwrap();
+        }
+        25 => {
+            // ADD's CF read as a carry in, with an addend of 0 half the time (no carry, r == a).
+            if r.below(2) == 0 {
+                a.add(eax, 0).unwrap();
+            } else {
+                a.add(eax, ebx).unwrap();
+            }
+            a.adc(dl, (r.next() & 0x7f) as i32).unwrap();
+        }
+        26 if bits == 64 => {
+            // A bignum chain: ADD then ADCs (the carry in from an ADD, then from an ADC).
+            a.add(rax, rbx).unwrap();
+            a.adc(rdx, rsi).unwrap();
+            a.adc(rbx, rax).unwrap();
+        }
+        26 => {
+            a.sub(si, bx).unwrap();
+            a.sbb(bx, dx).unwrap();
+        }
+        27 => a.adc(mem32(bits), edx).unwrap(),
+        28 => a.sbb(eax, mem32(bits)).unwrap(),
+        29 if bits == 64 => {
+            // 64-bit carries where r == a (b all ones with a carry in; a == b with a borrow in).
+            a.mov(rsi, -1i64).unwrap();
+            a.cmp(eax, ebx).unwrap();
+            a.adc(rdx, rsi).unwrap();
+            a.cmp(ebx, eax).unwrap();
+            a.sbb(rax, rax).unwrap();
+        }
+        29 => {
+            a.mov(esi, -1).unwrap();
+            a.cmp(eax, ebx).unwrap();
+            a.adc(edx, esi).unwrap();
+        }
+        30 => a.sbb(mem8(bits), (r.next() & 0x7f) as i32).unwrap(),
         _ => a.test(mem8(bits), al).unwrap(),
     }
 }
 
 /// Something that reads the flags first: the result lands in EBP (a checksum) or the flags.
 fn reader(a: &mut CodeAssembler, r: &mut Rng, bits: u32) {
-    match r.below(10) {
+    match r.below(13) {
         0 | 1 => {
             let mut skip = a.create_label();
             jcc(a, r.next(), skip);
@@ -136,7 +182,7 @@ fn reader(a: &mut CodeAssembler, r: &mut Rng, bits: u32) {
         3 => a.adc(ebp, ebx).unwrap(),
         4 => a.sbb(ebp, edx).unwrap(),
         5 => {
-            // PUSHF runs its handler: the flags must be computed before the call.
+            // PUSHF (inline in 64-bit code, the handler in 32-bit code): the flags computed first.
             if bits == 64 {
                 a.pushfq().unwrap();
                 a.pop(rsi).unwrap();
@@ -156,6 +202,37 @@ fn reader(a: &mut CodeAssembler, r: &mut Rng, bits: u32) {
             // A partial writer: INC keeps the predecessor's CF, which ADC then reads.
             a.inc(ebx).unwrap();
             a.adc(ebp, 0).unwrap();
+        }
+        9 => {
+            // An ADC chain: the second reads the CF the first left pending.
+            a.adc(ebp, ebx).unwrap();
+            a.sbb(esi, edx).unwrap();
+            a.xor(ebp, esi).unwrap();
+        }
+        10 => {
+            // POPF of the pushed flags with some arithmetic flags (and sometimes DF, or IF, which
+            // sends the inline POPFQ to its handler) flipped; POPF ends the block.
+            let mut m = r.next() & 0x8d5;
+            if r.below(4) == 0 {
+                m |= 0x400;
+            }
+            if r.below(4) == 0 {
+                m |= 0x200;
+            }
+            if bits == 64 {
+                a.pushfq().unwrap();
+                a.pop(rsi).unwrap();
+                a.xor(rsi, m as i32).unwrap();
+                a.push(rsi).unwrap();
+                a.popfq().unwrap();
+            } else {
+                a.pushfd().unwrap();
+                a.pop(esi).unwrap();
+                a.xor(esi, m as i32).unwrap();
+                a.push(esi).unwrap();
+                a.popfd().unwrap();
+            }
+            a.lea(ebp, dword_ptr(ebp + esi)).unwrap();
         }
         // Nothing: the next writer overwrites the state unread.
         _ => {}
