@@ -196,10 +196,43 @@ struct Link {
     /// The successor's length as region recording sees it (`JitBlock::recorded_len`: `len`, or 0
     /// when `insns` are not its own) | chain flag << 32 (whether its last instruction chains).
     len_chain: Cell<u64>,
+    /// Not read by generated code: the one RIP this slot may link to when its block's end has a
+    /// fixed target for it ([`static_exits`]): the block's code then selects the slot by that RIP
+    /// (a compare with a constant) and does not compare the slot's `rip`. `None`: any RIP (a
+    /// block ending in an indirect transfer, a region's slots, the indirect-branch cache).
+    fixed: Cell<Option<u64>>,
 }
 
 /// Exit slots per block (a conditional branch has two successors).
 const LINKS: usize = 2;
+
+/// The RIPs at which a block can end normally when its last instruction fixes them, slot by slot:
+/// a conditional branch (Jcc, LOOPcc, JrCXZ) its target then the next instruction, a direct JMP or
+/// CALL its target, an instruction that chains without branching (a block cut at its length or
+/// page limit, CLI, SWAPGS) the next instruction. `None` for ends whose RIP is known only at run
+/// time (RET, indirect JMP/CALL, SYSCALL/SYSRETQ) and for blocks that do not chain. The block's code
+/// checks slot `k` only where the new RIP equals the `k`th RIP (a compare with a constant), and
+/// `JitBlock::link_into` fills slot `k` only with the block at that RIP (`Link::fixed`), so the slot's
+/// own RIP need not be compared.
+pub(crate) fn static_exits(insns: &[Insn]) -> Option<[Option<u64>; LINKS]> {
+    use iced_x86::Mnemonic as M;
+    let last = insns.last()?;
+    let i = &last.i;
+    if !cpu::interp::chains(last) || matches!(i.mnemonic(), M::Syscall | M::Sysret | M::Ret) {
+        return None;
+    }
+    if i.is_jcc_short_or_near()
+        || matches!(i.mnemonic(), M::Loop | M::Loope | M::Loopne | M::Jcxz | M::Jecxz | M::Jrcxz)
+    {
+        Some([Some(i.near_branch_target()), Some(last.next_rip)])
+    } else if i.is_jmp_short_or_near() || i.is_call_near() {
+        Some([Some(i.near_branch_target()), None])
+    } else if i.flow_control() == iced_x86::FlowControl::Next {
+        Some([Some(last.next_rip), None])
+    } else {
+        None
+    }
+}
 
 /// A translated block's exit slots and what its end ([`emit_lean_links`]) records of the block
 /// when it leaves generated code there (`Outcome::last_*`): at a fixed address while the block lives; its
@@ -266,7 +299,7 @@ pub(crate) fn block_sig(ptr: ir::Type) -> ir::Signature {
 /// The version of the generated code's calling contract ([`block_sig`], [`Outcome`]'s fields as
 /// generated code uses them), part of [`Jit::codegen_id`] and so of the persistent cache's key:
 /// raised whenever code generated before would not run correctly under the current contract.
-const BLOCK_ABI: &str = "block-abi 4: (ctx, insns, out, links); Outcome::last_* written where code leaves; links is an Exits; region exits probe the IBTC";
+const BLOCK_ABI: &str = "block-abi 5: (ctx, insns, out, links); Outcome::last_* written where code leaves; links is an Exits; region exits probe the IBTC; blocks select fixed-exit slots by RIP constants";
 
 /// Rust cannot call the `tail` convention: `JitBlock::run` calls a block's function through this
 /// trampoline (generated once per [`Jit`], [`trampoline`]), `(ctx, insns, out, links, code) ->
@@ -318,6 +351,7 @@ fn emit_lean_links(
     rip: ir::Value,
     ic: ir::Value,
     ibtc_bits: Option<u32>,
+    fixed: Option<Fixed>,
     succ_sig: ir::SigRef,
 ) {
     let mf = MemFlagsData::trusted();
@@ -325,7 +359,7 @@ fn emit_lean_links(
     b.append_block_param(back, types::I32);
     let ret_ok = b.create_block();
     let env = LinkEnv { held: None, out, links, exit: back, ret_ok, succ_sig };
-    emit_links_with(b, env, Some((rip, ic)), ibtc_bits);
+    emit_links_with(b, env, Some((rip, ic)), ibtc_bits, fixed);
     b.seal_block(back);
     b.switch_to_block(back);
     let status = b.block_params(back)[0];
@@ -906,7 +940,7 @@ impl Jit {
             // Everything is in `CpuState`: the links, holding only what they compare (no
             // SYSCALL/SYSRETQ here: they are handler calls).
             let (rip, ic) = (b.block_params(link_exit)[0], b.block_params(link_exit)[1]);
-            emit_lean_links(&mut b, out, links, rip, ic, ibtc, succ_sig);
+            emit_lean_links(&mut b, out, links, rip, ic, ibtc, Fixed::of(insns), succ_sig);
         } else if chain {
             let (rip, ic) = (b.block_params(link_exit)[0], b.block_params(link_exit)[1]);
             let loop_limit = match loop_limit {
@@ -919,7 +953,8 @@ impl Jit {
             };
             let held = Some(Held { ctx, st, tlb, user_tag, loop_limit });
             let env = LinkEnv { held, out, links, exit, ret_ok, succ_sig };
-            emit_links_with(&mut b, env, Some((rip, ic)), ibtc);
+            // SYSCALL/SYSRETQ (`through`) have no fixed exits.
+            emit_links_with(&mut b, env, Some((rip, ic)), ibtc, Fixed::of(insns));
         } else {
             b.ins().jump(ret_ok, &[]);
         }
@@ -1043,7 +1078,27 @@ impl LinkEnv {
 /// Emits, at a normal end where everything is in `CpuState`, the following of a [`Link`] whose
 /// successor is the block at the new RIP (see `Link`), else a jump to `ret_ok`.
 fn emit_links(b: &mut FunctionBuilder<'_>, e: LinkEnv) {
-    emit_links_with(b, e, None, None);
+    emit_links_with(b, e, None, None, None);
+}
+
+/// A block's [`static_exits`] as its code checks them: per slot, the RIP and whether the target
+/// lies in the linear page of the block's first instruction in 64-bit code, where the fetch-TLB
+/// check is left out. That page's entry was checked (or filled) when the block was entered, and
+/// nothing in a chaining block changes or evicts fetch-TLB entries (flushes end blocks without
+/// chaining; only decoding fills the fetch TLB), so the check would hold; the successor's physical
+/// page is the block's own, with which the link was made (a block is keyed by its physical page);
+/// the epoch covers its code being dropped.
+#[derive(Clone, Copy)]
+pub(crate) struct Fixed([Option<(u64, bool)>; LINKS]);
+
+impl Fixed {
+    /// The fixed exits of `insns` (`None` where [`static_exits`] has none).
+    pub(crate) fn of(insns: &[Insn]) -> Option<Fixed> {
+        let t = static_exits(insns)?;
+        let first = insns[0].i.ip();
+        let long = insns[0].i.code_size() == iced_x86::CodeSize::Code64;
+        Some(Fixed(t.map(|t| t.map(|rip| (rip, long && rip & !0xfff == first & !0xfff)))))
+    }
 }
 
 /// [`emit_links`] with `rip_ic`, when given, the new RIP and retired count (the values stored in
@@ -1056,6 +1111,7 @@ fn emit_links_with(
     e: LinkEnv,
     rip_ic: Option<(ir::Value, ir::Value)>,
     ibtc_bits: Option<u32>,
+    fixed: Option<Fixed>,
 ) {
     let LinkEnv { out, links, ret_ok, .. } = e;
     let mf = MemFlagsData::trusted();
@@ -1082,20 +1138,40 @@ fn emit_links_with(
         b.append_block_param(follow, types::I64);
     }
     let probe = Probe { e, rip, ic, epoch, utag, follow };
-    for k in 0..LINKS {
-        let last = k + 1 == LINKS && ibtc_bits.is_none();
-        let miss = if last { ret_ok } else { b.create_block() };
-        emit_slot(b, &probe, links, (k * std::mem::size_of::<Link>()) as i32, None, miss);
-        if !last {
+    if let Some(Fixed(fixed)) = fixed {
+        // Each slot checked only where the new RIP is its fixed one: no compare of the slot's RIP
+        // (`Link::fixed`), and none of the fetch TLB for a target on the block's own page.
+        for (k, f) in fixed.iter().enumerate() {
+            let Some((t, same_page)) = *f else { continue };
+            let hit = b.create_block();
+            let miss = b.create_block();
+            let is = b.ins().icmp_imm_s(IntCC::Equal, rip, t as i64);
+            b.ins().brif(is, hit, &[], miss, &[]);
+            b.seal_block(hit);
+            b.switch_to_block(hit);
+            let check = Check { rip: false, tlb: !same_page, ibtc_bits: None };
+            emit_slot(b, &probe, links, (k * std::mem::size_of::<Link>()) as i32, check, ret_ok);
             b.seal_block(miss);
             b.switch_to_block(miss);
         }
-    }
-    if let Some(bits) = ibtc_bits {
-        let table = b.ins().load(types::I64, mf, out, offset_of!(Outcome, ibtc) as i32);
-        let off = dispatch::emit_slot_offset(b, rip);
-        let ent = b.ins().iadd(table, off);
-        emit_slot(b, &probe, ent, 0, Some(bits), ret_ok);
+        b.ins().jump(ret_ok, &[]);
+    } else {
+        for k in 0..LINKS {
+            let last = k + 1 == LINKS && ibtc_bits.is_none();
+            let miss = if last { ret_ok } else { b.create_block() };
+            let check = Check { rip: true, tlb: true, ibtc_bits: None };
+            emit_slot(b, &probe, links, (k * std::mem::size_of::<Link>()) as i32, check, miss);
+            if !last {
+                b.seal_block(miss);
+                b.switch_to_block(miss);
+            }
+        }
+        if let Some(bits) = ibtc_bits {
+            let table = b.ins().load(types::I64, mf, out, offset_of!(Outcome, ibtc) as i32);
+            let off = dispatch::emit_slot_offset(b, rip);
+            let ent = b.ins().iadd(table, off);
+            emit_slot(b, &probe, ent, 0, Check { rip: true, tlb: true, ibtc_bits: Some(bits) }, ret_ok);
+        }
     }
     b.seal_block(follow);
     b.switch_to_block(follow);
@@ -1115,17 +1191,22 @@ struct Probe {
     follow: ir::Block,
 }
 
-/// Emits the check of the [`Link`] at `base + off` (with `ibtc_bits`, of an [`IbEntry`]: the
-/// current CS base and the block's code size, which the entry's must equal) and, when every check
-/// holds, a jump to `Probe::follow` with the successor; else a jump to `miss`.
-fn emit_slot(
-    b: &mut FunctionBuilder<'_>,
-    p: &Probe,
-    base: ir::Value,
-    off: i32,
+/// Which checks [`emit_slot`] makes besides the epoch and the budget.
+#[derive(Clone, Copy)]
+struct Check {
+    /// The slot's RIP against the new RIP (not for a slot of a fixed exit, [`Fixed`]).
+    rip: bool,
+    /// The fetch-TLB entry of the target's page (not for a fixed target on the block's own page).
+    tlb: bool,
+    /// With `Some(bits)`, the slot is an [`IbEntry`]: the current CS base and the block's code size
+    /// must equal the entry's.
     ibtc_bits: Option<u32>,
-    miss: ir::Block,
-) {
+}
+
+/// Emits the check of the [`Link`] at `base + off` (see [`Check`]) and, when every check holds, a
+/// jump to `Probe::follow` with the successor; else a jump to `miss`.
+fn emit_slot(b: &mut FunctionBuilder<'_>, p: &Probe, base: ir::Value, off: i32, c: Check, miss: ir::Block) {
+    let ibtc_bits = c.ibtc_bits;
     let mf = MemFlagsData::trusted();
     let at = |f: usize| off + f as i32;
     // Each check falls through to the next in a new block, or leaves for `miss`.
@@ -1135,9 +1216,11 @@ fn emit_slot(
         b.seal_block(next);
         b.switch_to_block(next);
     };
-    let r = b.ins().load(types::I64, mf, base, at(offset_of!(Link, rip)));
-    let same = b.ins().icmp(IntCC::Equal, r, p.rip);
-    check(b, same);
+    if c.rip {
+        let r = b.ins().load(types::I64, mf, base, at(offset_of!(Link, rip)));
+        let same = b.ins().icmp(IntCC::Equal, r, p.rip);
+        check(b, same);
+    }
     let e = b.ins().load(types::I64, mf, base, at(offset_of!(Link, epoch)));
     let epoch = p.e.epoch(b, p.epoch);
     let ok_epoch = b.ins().icmp(IntCC::Equal, e, epoch);
@@ -1159,21 +1242,23 @@ fn emit_slot(
         let ok_bits = b.ins().icmp_imm_u(IntCC::Equal, ebits, bits as i64);
         check(b, ok_bits);
     }
-    let (tlb, utag) = match p.utag {
-        Some(v) => v,
-        None => p.e.tlb_utag(b),
-    };
-    let off_tlb = b.ins().load(types::I64, mf, base, at(offset_of!(Link, tlb_off)));
-    let ent = b.ins().iadd(tlb, off_tlb);
-    let t = b.ins().load(types::I64, mf, ent, offset_of!(cpu::mem::TlbEntry, tag) as i32);
-    let page = b.ins().load(types::I64, mf, base, at(offset_of!(Link, page)));
-    let want = b.ins().bor(page, utag);
-    let ok_tag = b.ins().icmp(IntCC::Equal, t, want);
-    check(b, ok_tag);
-    let ph = b.ins().load(types::I64, mf, ent, offset_of!(cpu::mem::TlbEntry, phys) as i32);
-    let wp = b.ins().load(types::I64, mf, base, at(offset_of!(Link, phys)));
-    let ok_phys = b.ins().icmp(IntCC::Equal, ph, wp);
-    check(b, ok_phys);
+    if c.tlb {
+        let (tlb, utag) = match p.utag {
+            Some(v) => v,
+            None => p.e.tlb_utag(b),
+        };
+        let off_tlb = b.ins().load(types::I64, mf, base, at(offset_of!(Link, tlb_off)));
+        let ent = b.ins().iadd(tlb, off_tlb);
+        let t = b.ins().load(types::I64, mf, ent, offset_of!(cpu::mem::TlbEntry, tag) as i32);
+        let page = b.ins().load(types::I64, mf, base, at(offset_of!(Link, page)));
+        let want = b.ins().bor(page, utag);
+        let ok_tag = b.ins().icmp(IntCC::Equal, t, want);
+        check(b, ok_tag);
+        let ph = b.ins().load(types::I64, mf, ent, offset_of!(cpu::mem::TlbEntry, phys) as i32);
+        let wp = b.ins().load(types::I64, mf, base, at(offset_of!(Link, phys)));
+        let ok_phys = b.ins().icmp(IntCC::Equal, ph, wp);
+        check(b, ok_phys);
+    }
     // The interpreter's budget check, the one event check between blocks (the interrupt and
     // device deadlines are folded into `loop_limit` by the interpreter).
     let n = b.ins().load(types::I64, mf, base, at(offset_of!(Link, len)));
@@ -1482,8 +1567,18 @@ impl JitBlock {
         // SAFETY: the caller's contract.
         let slots = unsafe { &*(from as *const [Link; LINKS]) };
         let epoch = self.epoch.get();
-        let k =
-            slots.iter().position(|l| l.epoch.get() != epoch || l.rip.get() == st.rip).unwrap_or(LINKS - 1);
+        // A block with fixed exits has a slot for each RIP its end can have (`static_exits`):
+        // only that one may hold a link to this RIP (its code does not compare the slot's RIP).
+        let k = if slots.iter().any(|l| l.fixed.get().is_some()) {
+            slots.iter().position(|l| l.fixed.get() == Some(st.rip))
+        } else {
+            Some(
+                slots
+                    .iter()
+                    .position(|l| l.epoch.get() != epoch || l.rip.get() == st.rip)
+                    .unwrap_or(LINKS - 1),
+            )
+        };
         let tlb_off =
             (offset_of!(cpu::mem::Tlb, exec) + idx * std::mem::size_of::<cpu::mem::TlbEntry>()) as u64;
         // The block's region when it has one (its code runs the block first).
@@ -1502,7 +1597,9 @@ impl JitBlock {
             l.len_chain.set(len_chain);
             l.epoch.set(epoch);
         };
-        fill(&slots[k]);
+        if let Some(k) = k {
+            fill(&slots[k]);
+        }
         // The indirect-branch target cache too (`dispatch.rs`): the same link, keyed by the RIP
         // and the rest of the interpreter's block key, for any block whose end jumps here.
         fill(self.ibtc.entry(st.rip, st.sreg(cpu::state::Seg::Cs).base, st.code_bits()));
@@ -1559,6 +1656,12 @@ impl CompiledBlock for JitBlock {
             self.links.insns.set(insns.as_ptr() as usize);
             let chain = cpu::interp::chains(&insns[insns.len() - 1]) as u64;
             self.links.len_chain.set(self.len as u64 | chain << 32);
+            // The RIPs the code selects its slots by, a function of the instructions as the
+            // code is (`Jit::build`): what `link_into` may write in each.
+            let fixed = static_exits(insns);
+            for (k, l) in self.links.slots.iter().enumerate() {
+                l.fixed.set(fixed.and_then(|f| f[k]));
+            }
         }
         if link_from != 0 && loop_limit != 0 {
             // SAFETY: `CompiledBlock::run`'s contract: `link_from` comes from the run just before

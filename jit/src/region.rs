@@ -686,7 +686,7 @@ fn build(
         // were region exits relinking their slots (docs/PERF.md).
         let ibtc = crate::dispatch::region_end(members).filter(|_| crate::dispatch::enabled_by_env());
         if ibtc.is_some() {
-            crate::emit_links_with(&mut b, env, None, ibtc);
+            crate::emit_links_with(&mut b, env, None, ibtc, None);
         } else {
             emit_links(&mut b, env);
         }
