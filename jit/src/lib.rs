@@ -672,10 +672,16 @@ impl Jit {
         let mut carriable = None;
         if self_loop {
             // A predecessor's lazy flag state (`cpu::lazyflags`) is computed before the loop,
-            // whose top holds RFLAGS as entered.
+            // whose top holds RFLAGS as entered; dropped when the loop writes every arithmetic
+            // flag before anything can read one (memory forms and handler calls count as reading
+            // them all).
             let mut l = lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig, out };
             l.take_incoming();
-            l.materialize();
+            if lower::live_in(insns, &live) == 0 {
+                l.drop_pending();
+            } else {
+                l.materialize();
+            }
         }
         let top = b.create_block();
         b.ins().jump(top, &[]);

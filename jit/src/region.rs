@@ -581,13 +581,13 @@ fn build(
     regs.dirty = used;
     let user_tag = lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig, out }.user_tag(mmu);
     regs.sys = Some(lower::SysEnv { count: icount, tlb, user_tag });
-    {
-        // A predecessor's lazy flag state (`cpu::lazyflags`) is computed at the region's entry:
-        // its members are entered with RFLAGS current.
-        let mut l = lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig, out };
-        l.take_incoming();
-        l.materialize();
-    }
+    // A predecessor's lazy flag state (`cpu::lazyflags`) is taken over at the region's entry and
+    // computed on the way into the member entered (below) unless that member writes every
+    // arithmetic flag before anything can read one (its `live_in` is empty: memory forms and
+    // handler calls count as reading them all): members are entered with RFLAGS current.
+    lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig, out }.take_incoming();
+    let incoming = regs.pending;
+    regs.pending = lower::PendingSet::default();
     // Each memory form's last TLB hit (linear page, host page), as in a self-loop; 1: none.
     let micro: Vec<Option<(Variable, Variable)>> = members
         .iter()
@@ -630,17 +630,28 @@ fn build(
     // Entered at the member whose start is the RIP: the head's block, which may be any member of
     // a saved region placed at another head (`Shared::saved_region`). Every member's entry state is
     // the one set up here (registers held, RFLAGS current, nothing carried).
+    let enter = |b: &mut FunctionBuilder<'_>, regs: &mut lower::Regs, m: usize| {
+        if live_in[m] != 0 {
+            regs.pending = incoming;
+            lower::Lower { b, st, regs, fl, helper_sig, out }.materialize();
+        }
+        b.ins().jump(mblocks[m], &[]);
+    };
     if members.len() > 1 {
         let rip = b.ins().load(types::I64, mf, st, cpu::offsets::RIP as i32);
         for (m, insns) in members.iter().enumerate().skip(1) {
+            let this = b.create_block();
             let other = b.create_block();
             let same = b.ins().icmp_imm_s(IntCC::Equal, rip, insns[0].i.ip() as i64);
-            b.ins().brif(same, mblocks[m], &[], other, &[]);
+            b.ins().brif(same, this, &[], other, &[]);
+            b.seal_block(this);
+            b.switch_to_block(this);
+            enter(&mut b, &mut regs, m);
             b.seal_block(other);
             b.switch_to_block(other);
         }
     }
-    b.ins().jump(mblocks[0], &[]);
+    enter(&mut b, &mut regs, 0);
     let mut g = Gen {
         b,
         st,
