@@ -81,6 +81,14 @@ const ST_EXIT: u32 = 1;
 /// `Outcome::stop_xor`/`stop_max` select return it (region selection watches them); every other link
 /// is followed by a tail call, without returning.
 const ST_LINK: u32 = 2;
+/// A block's function only: a memory form's access could not be made inline (a TLB miss, MMIO, a
+/// page-crossing or misaligned access, a guard of the form) and the code left before that
+/// instruction, everything stored (the lazy flag state too), with the instruction's index in
+/// `Outcome::resume`; `JitBlock::run` runs the rest of the block as the interpreter's loop would
+/// (`cpu::interp::run_insns`). A slow path that leaves instead of calling the handler keeps
+/// values from living across a call, so a block whose only calls would be those needs no
+/// callee-saved register and ends with lean links.
+const ST_RESUME: u32 = 3;
 
 /// What a block's function leaves for its caller when it ends early.
 #[derive(Default)]
@@ -133,6 +141,9 @@ pub struct Outcome {
     last_links: usize,
     /// Read by generated code: the indirect-branch target cache (`Jit::ibtc`, [`IbEntry`]s).
     ibtc: usize,
+    /// Written by generated code with [`ST_RESUME`]: the index, in the block that ran last, of
+    /// the instruction to resume at.
+    resume: usize,
 }
 
 /// Index of [`call_handler`] in `Outcome::helpers`.
@@ -538,10 +549,14 @@ impl Jit {
     /// self-loop, `carry` is the pending flag operation (kind, owned flags) its back edge hands to
     /// the next iteration uncomputed (`lower::Lower::back_edge`); the second result is the one a
     /// build without it found carriable.
+    /// With `lean`, a block that is not a self-loop and whose instructions are all inline forms
+    /// ends with lean links ([`emit_lean_links`]); the caller builds it again without when the
+    /// function calls something after all (a flag or SSE helper: [`has_calls`]).
     fn build(
         &mut self,
         insns: &[Insn],
         carry: Option<(lower::CarryKind, u64)>,
+        lean: bool,
     ) -> (ir::Function, Option<(lower::CarryKind, u64)>) {
         let isa: &dyn TargetIsa = &*self.isa;
         let ptr = isa.pointer_type();
@@ -605,12 +620,12 @@ impl Jit {
         // (`emit_lean_links`): holding few values, it needs no callee-saved register. Any other
         // block saves them anyway (Cranelift saves them in the prologue whatever path a call is
         // on), and checks its links with the values it holds, as a region does.
-        let lean = !self_loop
-            && insns.iter().all(|i| lower::inline_op(i).is_some_and(|f| f.mem == lower::Mem::None));
+        let lean = lean && !self_loop && insns.iter().all(|i| lower::inline_op(i).is_some());
         // The MMU, TLB and access tag are loaded at entry only where something reads them: an
         // inline memory or system form, held links. Elsewhere they are constants that nothing
         // reads (so never emitted): lean links load what they need.
-        let mem_env = !lean;
+        let has_mem = insns.iter().any(|i| lower::inline_op(i).is_some_and(|f| f.mem != lower::Mem::None));
+        let mem_env = has_mem || !lean;
         let (mmu, tlb) = if mem_env {
             let mmu = b.ins().load(ptr, mf, ctx, offset_of!(Ctx<'static>, mmu) as i32);
             (mmu, b.ins().load(ptr, mf, mmu, offset_of!(cpu::mem::Mmu, tlb) as i32))
@@ -772,6 +787,22 @@ impl Jit {
                 b.switch_to_block(next_block);
                 b.seal_block(next_block);
             };
+        // A memory form's slow path outside self-loops: leaves before instruction `k` with
+        // everything stored (`ST_RESUME`); `JitBlock::run` runs the rest of the block as the
+        // interpreter's loop would. The lazy flag state is stored as at any exit.
+        let slow_exit =
+            |b: &mut FunctionBuilder<'_>, regs: &mut lower::Regs, k: usize, insn: &Insn, dirty: bool| {
+                if dirty {
+                    sync(b, insn.i.ip());
+                }
+                lower::Lower { b, st, regs, fl, helper_sig, out }.export();
+                store_fl(b);
+                regs.flush(b, st);
+                let at = b.ins().iconst(types::I64, k as i64);
+                b.ins().store(mf, at, out, offset_of!(Outcome, resume) as i32);
+                let status = b.ins().iconst(types::I32, ST_RESUME as i64);
+                b.ins().jump(exit, &[status.into()]);
+            };
         for (k, insn) in insns.iter().enumerate() {
             let Some(form) = lower::inline_op(insn) else {
                 self.stats.called += 1;
@@ -880,8 +911,16 @@ impl Jit {
                     b.ins().jump(link_exit, &[rip.into(), v.into()]);
                     (regs.in_var, regs.dirty, regs.pending) = (in0, dirty0, pending0);
                     b.switch_to_block(slow);
-                    call(&mut b, &mut regs, k, insn, dirty);
-                    // `call` synced everything (and left a fresh block for the fall-through).
+                    if self_loop {
+                        call(&mut b, &mut regs, k, insn, dirty);
+                        // `call` synced everything (and left a fresh block for the fall-through).
+                    } else {
+                        slow_exit(&mut b, &mut regs, k, insn, dirty);
+                        // A block that nothing reaches, for the code after the loop.
+                        let dead = b.create_block();
+                        b.switch_to_block(dead);
+                        b.seal_block(dead);
+                    }
                     ended = true;
                     break;
                 }
@@ -891,6 +930,22 @@ impl Jit {
                 let mut l = lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig, out };
                 l.emit_mem(insn, form, host, live[k], slow);
                 l.b.seal_block(slow);
+                if !self_loop {
+                    // The slow path leaves the block's code (`ST_RESUME`): only the fast path
+                    // goes on, its pending flags as they are.
+                    bump(&mut b, 1);
+                    b.ins().jump(join, &[]);
+                    let (in1, dirty1, pending1) = (regs.in_var, regs.dirty, regs.pending);
+                    (regs.in_var, regs.dirty, regs.pending) = (in0, dirty0, pending0);
+                    b.switch_to_block(slow);
+                    slow_exit(&mut b, &mut regs, k, insn, dirty);
+                    (regs.in_var, regs.dirty, regs.pending) = (in1, dirty1, pending1);
+                    b.seal_block(join);
+                    b.switch_to_block(join);
+                    dirty = true;
+                    continue;
+                }
+                let mut l = lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig, out };
                 // Flags pending from this instruction are computed here (their operands are not
                 // available after the join); flags still pending from before stay so: the slow
                 // path computes them before its handler, and computing them again after the
@@ -1377,12 +1432,18 @@ impl Jit {
     /// the persistent cache, in another one; `None` when Cranelift fails or the code is not
     /// self-contained.
     fn code_bytes(&mut self, insns: &[Insn]) -> Option<Vec<u8>> {
-        let (mut func, carriable) = self.build(insns, None);
+        let (mut func, carriable) = self.build(insns, None, true);
         if carriable.is_some() {
             // A self-loop whose back edge computed flags it can hand over: build it again carrying
             // them (the statistics count the block once).
             let stats = self.stats;
-            func = self.build(insns, carriable).0;
+            func = self.build(insns, carriable, true).0;
+            self.stats = stats;
+        } else if has_calls(&func) {
+            // Built for lean links, it calls a helper after all (Cranelift saves the callee-saved
+            // registers in the prologue whatever path a call is on): it holds its values then.
+            let stats = self.stats;
+            func = self.build(insns, None, false).0;
             self.stats = stats;
         }
         self.ctx.clear();
@@ -1435,6 +1496,15 @@ impl Jit {
             tail: self.tail,
         })
     }
+}
+
+/// Whether `func` calls anything (a handler, a flag, SSE or system helper).
+fn has_calls(func: &ir::Function) -> bool {
+    func.layout.blocks().any(|bl| {
+        func.layout
+            .block_insts(bl)
+            .any(|i| matches!(func.dfg.insts[i].opcode(), ir::Opcode::Call | ir::Opcode::CallIndirect))
+    })
 }
 
 /// Whether `FERRITE_JIT_DUMP` asks for the translation of `insns` (see [`Jit::code_bytes`]).
@@ -1763,6 +1833,18 @@ impl CompiledBlock for JitBlock {
         followed += out.followed;
         // The chain's last lazy flag state, computed before anything else sees the state.
         ctx.st.settle_flags();
+        if status == ST_RESUME {
+            // A slow path left the last block's code before instruction `resume`, everything
+            // stored: the rest of that block, as the interpreter's loop runs it.
+            let last = last.as_ref().expect("a block's function records itself where it leaves");
+            // SAFETY: `LastBlock::insns` names the instructions of a block that ran in this
+            // chain (no block has been dropped since), `len` of them.
+            let all = unsafe { std::slice::from_raw_parts(last.insns, last.len) };
+            let before = ctx.st.icount;
+            out.fault = cpu::interp::run_insns(ctx, &all[out.resume..]);
+            // Not inline: counted as handler calls are.
+            out.called += ctx.st.icount.wrapping_sub(before);
+        }
         let flow = &self.ibtc;
         flow.followed.set(flow.followed.get() + followed);
         flow.tail.set(flow.tail.get() + out.followed);
@@ -1773,7 +1855,7 @@ impl CompiledBlock for JitBlock {
 
         let retired = ctx.st.icount.wrapping_sub(icount0);
         self.inline_retired.set(self.inline_retired.get() + retired.saturating_sub(out.called));
-        debug_assert_eq!(status == ST_EXIT, out.fault.is_some());
+        debug_assert!(status == ST_RESUME || (status == ST_EXIT) == out.fault.is_some());
         RunEnd { fault: out.fault, last, link_from }
     }
 }
