@@ -359,8 +359,7 @@ fn emit_lean_links(
     b: &mut FunctionBuilder<'_>,
     out: ir::Value,
     links: ir::Value,
-    rip: ir::Value,
-    ic: ir::Value,
+    (rip, ic): (ir::Value, ir::Value),
     ibtc_bits: Option<u32>,
     fixed: Option<Fixed>,
     succ_sig: ir::SigRef,
@@ -1001,7 +1000,7 @@ impl Jit {
             // Everything is in `CpuState`: the links, holding only what they compare (no
             // SYSCALL/SYSRETQ here: they are handler calls).
             let (rip, ic) = (b.block_params(link_exit)[0], b.block_params(link_exit)[1]);
-            emit_lean_links(&mut b, out, links, rip, ic, ibtc, Fixed::of(insns), succ_sig);
+            emit_lean_links(&mut b, out, links, (rip, ic), ibtc, Fixed::of(insns), succ_sig);
         } else if chain {
             let (rip, ic) = (b.block_params(link_exit)[0], b.block_params(link_exit)[1]);
             let loop_limit = match loop_limit {
