@@ -637,7 +637,7 @@ impl BlockBackend for Backend {
         let (c, s) = (&core.counters, core.jit.stats);
         let per_insn = c.compile_ns as f64 / c.translated_insns.max(1) as f64;
         let mut line = format!(
-            "jit: {} blocks to translate, {} placed ({} compiled on the compile thread, {} on the main thread, {} from the cache, {} of them early; {} declined; {} deferred by a full queue); Cranelift {:.2} s of CPU, {:.0} ns per guest instruction; {} KiB of code ({} KiB mapped now, {} evictions); {} instructions inlined, {} calls; {} links made, {} links followed ({} by tail call), {} entries from the interpreter, {} unlink epochs; {} block runs interpreted while pending; {} warm blocks queued; {}; {} regions compiled, {} from saved code",
+            "jit: {} blocks to translate, {} placed ({} compiled on the compile thread, {} on the main thread, {} from the cache, {} of them early; {} declined; {} deferred by a full queue); Cranelift {:.2} s of CPU, {:.0} ns per guest instruction; {} KiB of code ({} KiB mapped now, {} evictions); {} instructions inlined, {} calls; {} links made, {} links followed ({} by tail call), {} entries from the interpreter, {} slow-path resumes, {} unlink epochs; {} block runs interpreted while pending; {} warm blocks queued; {}; {} regions compiled, {} from saved code",
             c.requested,
             s.compiled,
             c.compiled_background,
@@ -657,6 +657,7 @@ impl BlockBackend for Backend {
             core.jit.ibtc.followed.get(),
             core.jit.ibtc.tail.get(),
             core.jit.ibtc.entries.get(),
+            core.jit.ibtc.resumes.get(),
             core.jit.epoch.get(),
             c.interpreted_runs,
             c.warm_queued,

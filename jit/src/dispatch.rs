@@ -55,6 +55,9 @@ pub(crate) struct Ibtc {
     /// Runs of translations started by the interpreter (`JitBlock::run`; statistics): with
     /// `followed`, how many block transitions stayed in generated code.
     pub(crate) entries: Cell<u64>,
+    /// Runs that left generated code at a memory form's slow path (`ST_RESUME`) and finished
+    /// their block in the interpreter's loop (statistics).
+    pub(crate) resumes: Cell<u64>,
 }
 
 impl Default for Ibtc {
@@ -65,6 +68,7 @@ impl Default for Ibtc {
             followed: Cell::default(),
             tail: Cell::default(),
             entries: Cell::default(),
+            resumes: Cell::default(),
         }
     }
 }

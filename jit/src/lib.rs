@@ -1397,7 +1397,7 @@ impl BlockBackend for Jit {
     fn describe(&self) -> String {
         let s = &self.stats;
         format!(
-            "jit: {} blocks translated ({} declined) in {:.2} s, {} KiB of code ({} KiB mapped now); {} instructions inlined, {} calls; {} links made, {} links followed, {} of them by tail call, {} entries from the interpreter, {} unlink epochs; {}",
+            "jit: {} blocks translated ({} declined) in {:.2} s, {} KiB of code ({} KiB mapped now); {} instructions inlined, {} calls; {} links made, {} links followed, {} of them by tail call, {} entries from the interpreter, {} slow-path resumes, {} unlink epochs; {}",
             s.compiled,
             s.declined,
             s.compile_ns as f64 / 1e9,
@@ -1409,6 +1409,7 @@ impl BlockBackend for Jit {
             self.ibtc.followed.get(),
             self.ibtc.tail.get(),
             self.ibtc.entries.get(),
+            self.ibtc.resumes.get(),
             self.epoch.get() - 1,
             self.region_summary()
         )
@@ -1843,6 +1844,7 @@ impl CompiledBlock for JitBlock {
             out.fault = cpu::interp::run_insns(ctx, &all[out.resume..]);
             // Not inline: counted as handler calls are.
             out.called += ctx.st.icount.wrapping_sub(before);
+            self.ibtc.resumes.set(self.ibtc.resumes.get() + 1);
         }
         let flow = &self.ibtc;
         flow.followed.set(flow.followed.get() + followed);

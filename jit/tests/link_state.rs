@@ -217,3 +217,66 @@ fn successors_take_the_state_and_count_a_link_hands_them() {
         }
     }
 }
+
+/// A loop of two blocks whose memory accesses go to a new page on every trip, so that each misses
+/// the TLB and leaves generated code at its slow path (`ST_RESUME`: the rest of the block runs in
+/// the interpreter's loop): between an ADD whose carry is still lazy and the ADC that reads it, a
+/// load, and a store after the ADC. 32 trips, then HLT.
+fn resume_program(bits: u32) -> Vec<u8> {
+    let mut a = CodeAssembler::new(bits).expect("bitness");
+    let mut top = a.create_label();
+    let mut second = a.create_label();
+    a.mov(ecx, 32u32).unwrap();
+    a.mov(ebp, DATA as u32).unwrap();
+    a.mov(eax, 0xfff0_0000u32).unwrap();
+    a.mov(ebx, 0x9000_0001u32).unwrap();
+    a.set_label(&mut top).unwrap();
+    a.add(eax, ebx).unwrap();
+    a.mov(edx, dword_ptr(ebp + 4)).unwrap();
+    a.adc(eax, edx).unwrap();
+    a.mov(dword_ptr(ebp + 8), eax).unwrap();
+    a.inc(edx).unwrap();
+    a.jmp(second).unwrap();
+    a.set_label(&mut second).unwrap();
+    a.add(ebp, 0x1000).unwrap();
+    a.rol(ebx, 3).unwrap();
+    a.mov(dword_ptr(ebp + 4), edx).unwrap();
+    a.dec(ecx).unwrap();
+    a.jne(top).unwrap();
+    a.hlt().unwrap();
+    a.assemble(CODE).expect("assemble")
+}
+
+/// The rest of a block after a slow path runs exactly as the interpreter runs it: registers,
+/// flags (the ADD's carry read by the ADC after the resume), count, memory and TLB, in one run
+/// and in slices cut at every position, and the resumes really happen.
+#[test]
+fn slow_paths_resume_the_rest_of_their_block_like_the_interpreter() {
+    for (mode, bits) in [(TestMode::Long64, 64), (TestMode::Prot32, 32)] {
+        let code = resume_program(bits);
+        let want_once = run(&mut engine(None), mode, &code, 0);
+        assert!(matches!(want_once.0.last().expect("a run").0, Exit::Halted), "{bits}-bit: ends at HLT");
+        let want = run(&mut engine(None), mode, &code, 13);
+        for regions in [0, 3] {
+            let mut it = engine(Some(regions));
+            let got = run(&mut it, mode, &code, 0);
+            assert!(
+                got == want_once,
+                "{bits}-bit (regions {regions}), one run: jit {:x?} != interp {:x?}",
+                got.0,
+                want_once.0
+            );
+            if regions == 0 {
+                let resumes = stat(&it, " slow-path resumes");
+                assert!(resumes >= 30, "{bits}-bit: {resumes} slow-path resumes");
+            }
+            let got = run(&mut engine(Some(regions)), mode, &code, 13);
+            assert!(
+                got == want,
+                "{bits}-bit (regions {regions}), sliced: jit {:x?} != interp {:x?}",
+                got.0,
+                want.0
+            );
+        }
+    }
+}
