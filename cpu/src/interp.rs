@@ -625,8 +625,9 @@ impl Interpreter {
             // can be: `shadow_runs_whole`). TF is sampled before the instruction: it single-steps the
             // instruction that clears it, not the one that sets it (SDM Vol. 3B 17.3.1.4).
             let tf = st.rflags & flags::TF != 0;
-            let single_step =
-                tf || (st.irq_shadow_icount == st.icount && !self.shadow_runs_whole(st, bus, &block));
+            let single_step = tf
+                || (st.irq_shadow_icount == st.icount
+                    && !shadow_runs_whole(&self.mmu, self.db_defer_icount, st, bus, &block));
             // RF is cleared at the start of the instruction, after the instruction-breakpoint check.
             if st.rflags & flags::RF != 0 {
                 st.rflags &= !flags::RF;
@@ -726,20 +727,38 @@ impl Interpreter {
                         }),
                         None => ends_through(insns, ctx.st.icount.wrapping_sub(start_icount)),
                     };
+                // Whether it ended with the whole of a block whose last instruction is STI
+                // (`ends_sti`): the chain goes on through its interrupt shadow.
+                let mut sti = chain_ok
+                    && fault.is_none()
+                    && match &last_linked {
+                        // SAFETY: as above.
+                        Some(l) => ends_sti(unsafe { std::slice::from_raw_parts(l.insns, l.len) }, {
+                            ctx.st.icount.wrapping_sub(l.start_icount)
+                        }),
+                        None => ends_sti(insns, ctx.st.icount.wrapping_sub(start_icount)),
+                    };
                 self.returns[Return::Entered as usize] += 1;
                 let why = loop {
                     if fault.is_some() {
                         break Return::Fault;
                     }
-                    if !go && !through {
+                    if !go && !through && !sti {
                         break Return::NotChainable;
                     }
-                    if !through && ctx.break_block {
+                    if !through && !sti && ctx.break_block {
                         break Return::Break;
                     }
                     let st = &*ctx.st;
-                    if st.rflags & (flags::TF | flags::RF) != 0
-                        || st.irq_shadow_icount == st.icount
+                    // RF after an IRET (a fault's handler returns with the RF = 1 it was delivered
+                    // with) is what the loop clears before the next block when no instruction
+                    // breakpoint can be met (`chain_ok`): cleared below, right before that block
+                    // runs, so that anything delivered first still sees it. The shadow STI opened
+                    // is the next block's question (`shadow_runs_whole`), asked below.
+                    let shadow = st.irq_shadow_icount == st.icount;
+                    if st.rflags & flags::TF != 0
+                        || (st.rflags & flags::RF != 0 && !through)
+                        || (shadow && !sti)
                         || ctx.mmu.debug.pending != 0
                         || !ctx.mmu.dirty_code.is_empty()
                     {
@@ -751,7 +770,9 @@ impl Interpreter {
                     // for any chain), and an IRET's stack reads may have met a host watchpoint or a
                     // device. Each query is one the loop would make at this boundary; when one
                     // fires, the loop makes it again and acts.
-                    if through && events_after_through(&mut ctx) {
+                    // After STI the same checks: it may have set IF (in its shadow, when it did, the
+                    // NMI and interrupt queries are not made, as at the loop's top).
+                    if (through || sti) && events_after_through(&mut ctx) {
                         break Return::EventAfterThrough;
                     }
                     let st = &*ctx.st;
@@ -763,11 +784,24 @@ impl Interpreter {
                     if st.icount.saturating_add(next.insns.len() as u64) > until {
                         break Return::Budget;
                     }
+                    // In STI's shadow the loop runs the next block whole only when nothing the
+                    // shadow holds back is pending (else one instruction, then the loop's checks).
+                    if shadow && !shadow_runs_whole(ctx.mmu, self.db_defer_icount, ctx.st, ctx.bus, next) {
+                        break Return::Checks;
+                    }
+                    if through {
+                        ctx.st.rflags &= !flags::RF;
+                    }
+                    // A block that is not chainable (IRET, STI) never follows a link: none is made
+                    // from it.
+                    if !go {
+                        link_from = 0;
+                    }
                     self.returns[Return::Chained as usize] += 1;
                     if link_from != 0 {
                         self.returns[Return::ChainedLinkable as usize] += 1;
                     }
-                    start_icount = st.icount;
+                    start_icount = ctx.st.icount;
                     // The instruction that ended the block before asked for the loop's checks
                     // (`break_block`), made above.
                     ctx.break_block = false;
@@ -789,6 +823,14 @@ impl Interpreter {
                                 ctx.st.icount.wrapping_sub(l.start_icount)
                             }),
                             None => ends_through(&next.insns, ctx.st.icount.wrapping_sub(start_icount)),
+                        };
+                    sti = fault.is_none()
+                        && match &last_linked {
+                            // SAFETY: as above.
+                            Some(l) => ends_sti(unsafe { std::slice::from_raw_parts(l.insns, l.len) }, {
+                                ctx.st.icount.wrapping_sub(l.start_icount)
+                            }),
+                            None => ends_sti(&next.insns, ctx.st.icount.wrapping_sub(start_icount)),
                         };
                 };
                 self.returns[why as usize] += 1;
@@ -866,32 +908,6 @@ impl Interpreter {
                 }
             }
         }
-    }
-
-    /// Whether `block`, entered in an interrupt shadow (the instruction after STI, MOV SS or POP
-    /// SS), may run as any other block instead of one instruction and a return to the loop's checks:
-    /// when no interrupt or NMI is pending that the shadow holds back, nothing can be delivered at
-    /// the boundary after its first instruction (an interrupt becomes pending only through a device,
-    /// which ends the block, or at a deadline, which the budget covers: the premise of chaining),
-    /// no debug condition waits on it, and the loop would find the rest of the block as a block of
-    /// its own with no side effect. That holds when the block is more than its first instruction
-    /// (otherwise both are the same), within one page (the rest's decode fetches only through the
-    /// fetch-TLB entry `block_at` has just used, a hit that changes nothing) and shorter than
-    /// [`MAX_BLOCK`] (the rest would end at the same instruction). Linux enables interrupts with STI
-    /// on every system call and page fault: one loop round and an interpreted instruction less each.
-    ///
-    /// The NMI query latches a local APIC NMI into the interrupt controller a boundary earlier than
-    /// the loop's own check would; it is delivered at the same instruction either way.
-    fn shadow_runs_whole(&self, st: &CpuState, bus: &mut dyn CpuBus, block: &Block) -> bool {
-        block.insns.len() > 1
-            && block.insns.len() < MAX_BLOCK
-            && block.pages[1] == u64::MAX
-            && self.mmu.debug.pending == 0
-            && !self.mmu.debug.code
-            && !self.mmu.debug.data
-            && self.db_defer_icount != st.icount
-            && !(st.rflags & flags::IF != 0 && bus.interrupt_pending())
-            && (st.nmi_blocked || !bus.nmi_pending())
     }
 
     /// Delivers the pending trap-class debug conditions as one #DB: their DR6 bits are ORed in (B0-B3,
@@ -1063,6 +1079,16 @@ fn ends_through(insns: &[Insn], done: u64) -> bool {
         })
 }
 
+/// Whether a block `insns`, of which `done` instructions ran, ran whole and ends with STI (in any
+/// mode: the interpreter's handler or the JIT's inline form). It is not [chainable](chains) (no
+/// link leads past it), but the interpreter's chaining loop goes on after it as the loop would:
+/// the checks of [`events_after_through`] (STI may have set IF), and in the shadow it opened,
+/// the next block only when [`shadow_runs_whole`] holds. Linux runs three per page fault and one
+/// per system call.
+fn ends_sti(insns: &[Insn], done: u64) -> bool {
+    done == insns.len() as u64 && insns.last().is_some_and(|i| i.i.mnemonic() == iced_x86::Mnemonic::Sti)
+}
+
 /// Whether, right after a SYSCALL, SYSRET or IRET that ended a block ([`ends_through`]), the
 /// interpreter's loop would act before running the next block on account of what such an
 /// instruction may change: a host watchpoint met by its memory reads, a device request, an NMI
@@ -1079,6 +1105,40 @@ pub fn events_after_through(ctx: &mut Ctx<'_>) -> bool {
         || ctx.bus.stop_requested()
         || (!st.nmi_blocked && st.irq_shadow_icount != st.icount && ctx.bus.nmi_pending())
         || (st.rflags & flags::IF != 0 && st.irq_shadow_icount != st.icount && ctx.bus.interrupt_pending())
+}
+
+/// Whether `block`, entered in an interrupt shadow (the instruction after STI, MOV SS or POP
+/// SS), may run as any other block instead of one instruction and a return to the loop's checks:
+/// when no interrupt or NMI is pending that the shadow holds back, nothing can be delivered at
+/// the boundary after its first instruction (an interrupt becomes pending only through a device,
+/// which ends the block, or at a deadline, which the budget covers: the premise of chaining),
+/// no debug condition waits on it, and the loop would find the rest of the block as a block of
+/// its own with no side effect. That holds when the block is more than its first instruction
+/// (otherwise both are the same), within one page (the rest's decode fetches only through the
+/// fetch-TLB entry `block_at` has just used, a hit that changes nothing) and shorter than
+/// [`MAX_BLOCK`] (the rest would end at the same instruction). Linux enables interrupts with STI
+/// on every system call and page fault: one loop round and an interpreted instruction less each.
+/// The chaining loop asks the same of the block it would run next after a block that ended with
+/// STI (`ends_sti`), and follows it only then.
+///
+/// The NMI query latches a local APIC NMI into the interrupt controller a boundary earlier than
+/// the loop's own check would; it is delivered at the same instruction either way.
+fn shadow_runs_whole(
+    mmu: &Mmu,
+    db_defer_icount: u64,
+    st: &CpuState,
+    bus: &mut dyn CpuBus,
+    block: &Block,
+) -> bool {
+    block.insns.len() > 1
+        && block.insns.len() < MAX_BLOCK
+        && block.pages[1] == u64::MAX
+        && mmu.debug.pending == 0
+        && !mmu.debug.code
+        && !mmu.debug.data
+        && db_defer_icount != st.icount
+        && !(st.rflags & flags::IF != 0 && bus.interrupt_pending())
+        && (st.nmi_blocked || !bus.nmi_pending())
 }
 
 /// Whether RIP `rip` is `stop_at` or one of the debugger's `stops`.
@@ -1195,9 +1255,11 @@ pub fn chains(insn: &Insn) -> bool {
         || matches!(i.mnemonic(), M::Ret | M::Loop | M::Loope | M::Loopne | M::Jcxz | M::Jecxz | M::Jrcxz)
         // They end blocks but change nothing the checks between blocks look at: not the mode, CS
         // or paging, no device, and no interrupt can become deliverable (CLI only masks; SWAPGS
-        // changes GS.base, which no lookup uses), so the next block may follow them directly, as
-        // the loop's own checks would let it (the Linux system-call path runs three per call).
-        || matches!(i.mnemonic(), M::Swapgs | M::Cli)
+        // changes GS.base, which no lookup uses; CLAC and STAC, at CPL 0 only, change AC, which
+        // the access tag reads only at CPL 3, and CLAC drops the TLB entries SMAP allowed for AC =
+        // 1 itself), so the next block may follow them directly, as the loop's own checks would
+        // let it (the Linux system-call path runs three per call; every exception entry a CLAC).
+        || matches!(i.mnemonic(), M::Swapgs | M::Cli | M::Clac | M::Stac)
         // They change CS, CPL and RFLAGS, so they still set `Ctx::break_block`: after them the
         // chaining loop, and translated code that links through them, make the checks of what
         // they change first (`ends_through`, `events_after_through`); in 64-bit code the next
@@ -1282,13 +1344,15 @@ fn ends_block(i: &iced_x86::Instruction) -> bool {
         && (i.mnemonic() != M::Pop || i.op0_register().is_segment_register())
 }
 
+/// Whether a MOV ends its block: a write of a segment, control, debug or test register, or a read
+/// of a debug or test register. A read of a segment or control register (`mov_from_sreg`,
+/// `mov_from_cr`: Linux's page-fault entry reads CR2) changes nothing but its destination and
+/// touches no device, so the block goes on after it.
 fn is_special_mov(i: &iced_x86::Instruction) -> bool {
-    (0..i.op_count()).any(|k| {
-        i.op_kind(k) == iced_x86::OpKind::Register && {
-            let r = i.op_register(k);
-            r.is_segment_register() || r.is_cr() || r.is_dr() || r.is_tr()
-        }
-    })
+    let reg =
+        |k: u32| (i.op_count() > k && i.op_kind(k) == iced_x86::OpKind::Register).then(|| i.op_register(k));
+    reg(0).is_some_and(|r| r.is_segment_register() || r.is_cr() || r.is_dr() || r.is_tr())
+        || reg(1).is_some_and(|r| r.is_dr() || r.is_tr())
 }
 
 #[cfg(test)]

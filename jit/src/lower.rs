@@ -374,6 +374,15 @@ pub(crate) extern "C" fn lazy_flags(st: *const cpu::CpuState, fl: u64, kind: u64
     cpu::lazyflags::LazyFlags { kind, ..l }.apply(fl)
 }
 
+/// The lazy flag kinds (operation, size; every arithmetic flag defined) that a condition read at a
+/// block's entry takes from the predecessor's state inline (`Lower::cond_incoming`).
+const FAST_KINDS: [(u64, u32); 4] = [
+    (cpu::lazyflags::OP_SUB, 4),
+    (cpu::lazyflags::OP_SUB, 8),
+    (cpu::lazyflags::OP_LOGIC, 4),
+    (cpu::lazyflags::OP_LOGIC, 8),
+];
+
 /// Offset of a field of `CpuState::lazy` (`cpu::lazyflags::field`).
 fn lazy_off(field: usize) -> i32 {
     (cpu::offsets::LAZY + field) as i32
@@ -873,6 +882,9 @@ impl Lower<'_, '_> {
     /// `ops::cond`: condition code `cc` on the current RFLAGS, as an i8 0/1. Pending flags are
     /// read from their operation's operands (JNZ after DEC is one compare), not materialized.
     pub(crate) fn cond(&mut self, cc: u32) -> Value {
+        if let Some(v) = self.cond_incoming(cc) {
+            return v;
+        }
         self.settle_incoming();
         // ZF of a pending result: one compare.
         if cc >> 1 == 2
@@ -907,6 +919,63 @@ impl Lower<'_, '_> {
         };
         let v = if cc & 1 != 0 { self.b.ins().bxor_imm_s(v, 1) } else { v };
         self.b.ins().icmp_imm_s(IntCC::NotEqual, v, 0)
+    }
+
+    /// `cond` at a block's entry, where every arithmetic flag is still the predecessor's lazy state
+    /// (`Pending::Incoming`, as a Jcc that follows a block ending in CMP/Jcc finds it: Linux's
+    /// system-call table dispatch is a tree of them). For the common kinds ([`FAST_KINDS`]: CMP/SUB
+    /// and the logic ops at 4 and 8 bytes, every flag defined) the kind word selects, at run time,
+    /// the same pending operation a block that wrote the flags itself holds (`Pending::Arith` or
+    /// `Pending::Logic` of the operands in `CpuState::lazy`, which `export` stored from one), and
+    /// the condition is read from it as `cond` reads any: one or two compares instead of the
+    /// accessor's call. Any other kind (or none) computes the flags with the accessor into a value
+    /// of its own. The state stays pending on every path (nothing is settled): a later reader
+    /// decides again. `None` when the flags are not all the incoming state's.
+    fn cond_incoming(&mut self, cc: u32) -> Option<Value> {
+        use cpu::lazyflags::{OP_SUB, field, kind};
+        let saved = self.regs.pending;
+        let [Some((Pending::Incoming { kind: word }, m)), None] = saved.0 else { return None };
+        if m != flags::ARITH {
+            return None;
+        }
+        let join = self.b.create_block();
+        let v = self.b.append_block_param(join, types::I8);
+        for (op, size) in FAST_KINDS {
+            let this = self.b.create_block();
+            let other = self.b.create_block();
+            let is = self.b.ins().icmp_imm_s(IntCC::Equal, word, kind(op, size, flags::ARITH) as i64);
+            self.b.ins().brif(is, this, &[], other, &[]);
+            self.b.seal_block(this);
+            self.b.seal_block(other);
+            self.b.switch_to_block(this);
+            let r = self.b.ins().load(I64, MF, self.st, lazy_off(field::R));
+            let p = if op == OP_SUB {
+                let a = self.b.ins().load(I64, MF, self.st, lazy_off(field::A));
+                let b = self.b.ins().load(I64, MF, self.st, lazy_off(field::B));
+                Pending::Arith { a, b, r, size, sub: true, keep_cf: false }
+            } else {
+                Pending::Logic { r, size }
+            };
+            self.regs.pending = PendingSet([Some((p, flags::ARITH)), None]);
+            let c = self.cond(cc);
+            self.regs.pending = saved;
+            self.b.ins().jump(join, &[c.into()]);
+            self.b.switch_to_block(other);
+        }
+        // The accessor (nothing when no state is pending), into RFLAGS for this path only.
+        let fl = self.b.use_var(self.fl);
+        let f = self.pending_flags(Pending::Incoming { kind: word }, flags::ARITH);
+        let rest = self.b.ins().band_imm_s(fl, !(flags::ARITH as i64));
+        let full = self.b.ins().bor(rest, f);
+        self.b.def_var(self.fl, full);
+        self.regs.pending = PendingSet::default();
+        let c = self.cond(cc);
+        self.regs.pending = saved;
+        self.b.def_var(self.fl, fl);
+        self.b.ins().jump(join, &[c.into()]);
+        self.b.seal_block(join);
+        self.b.switch_to_block(join);
+        Some(v)
     }
 
     /// A predecessor's lazy state still pending (`Pending::Incoming`): computed into RFLAGS now,

@@ -31,7 +31,8 @@
 //!   it is not #UD); CLI and STI (`intflags::cli`/`sti`) with CPL <= IOPL (no VIF, no #GP in 64-bit
 //!   code then) clear or set RFLAGS.IF, and STI that sets IF (IF was 0) opens the interrupt shadow
 //!   for one instruction (`irq_shadow_icount` = the count after it). STI still ends its block and
-//!   does not chain, so the interpreter's loop sees the shadow exactly as before.
+//!   does not chain (no link leads past it), so the interpreter sees the shadow exactly as before:
+//!   its chaining loop goes on after it only as its loop's top would (`cpu::interp`'s `ends_sti`).
 //!
 //! - **PUSHFQ, POPFQ** in 64-bit code (the kernel's `local_irq_save`, once per system call):
 //!   through the stack probe of `lower.rs` like PUSH/POP. PUSHFQ (`intflags::pushf`) pushes the

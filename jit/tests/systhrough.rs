@@ -1,9 +1,12 @@
 //! The JIT against the interpreter on the system-call path, where the chaining loop goes on through
-//! a block that ends with SYSCALL, SYSRET or IRETQ (`cpu::interp`'s `ends_through`) instead of
-//! returning to the loop's checks: a ring-3 program calls a ring-0 handler with SYSCALL, which
-//! returns with SYSRETQ (sometimes enabling interrupts in the kernel, unmapping a page, returning
-//! with TF set, or with a non-canonical RCX whose #GP the kernel fixes up); the program also faults
-//! on the unmapped page (#PF from ring 3, IRETQ back), raises INT 0x21 and single-steps a SYSCALL.
+//! a block that ends with SYSCALL, SYSRET or IRETQ (`cpu::interp`'s `ends_through`; after the IRETQ
+//! of a fault, with the RF = 1 it restores), or STI (`ends_sti`: into its interrupt shadow), or
+//! CLAC/STAC (chainable), instead of returning to the loop's checks: a ring-3 program calls a
+//! ring-0 handler with SYSCALL, which returns with SYSRETQ (sometimes enabling interrupts in the
+//! kernel, once or twice, unmapping a page, returning with TF set, or with a non-canonical RCX
+//! whose #GP the kernel fixes up, or after STAC and CLAC); the program also faults on the unmapped
+//! page (#PF from ring 3, whose handler runs as Linux's entry does: CLAC, CR2 read mid-block, STI,
+//! CLI, IRETQ back), raises INT 0x21 and single-steps a SYSCALL.
 //! NMIs arrive too (at every third stop, or in a third of the programs at every stop), also while
 //! one is being handled.
 //! SFMASK varies per program (IF masked or not, TF masked or not). External interrupts become
@@ -64,7 +67,7 @@ fn piece(a: &mut CodeAssembler, r: &mut Rng) -> Result<(), IcedError> {
             a.syscall()
         }
         5 => {
-            a.mov(eax, 4 + r.below(2) as u32)?;
+            a.mov(eax, 4 + r.below(4) as u32)?;
             a.syscall()
         }
         // A store into the page that may be unmapped: #PF from ring 3, the kernel maps it.
@@ -147,10 +150,12 @@ fn setup(bus: &mut TestBus, sfmask: u64) -> cpu::CpuState {
     // SYSCALL: RAX 0 a plain return, 1 unmaps LIN, 2 enables interrupts for a few instructions,
     // 3 returns with a non-canonical RCX (#GP in ring 0: the #GP handler returns properly), 4
     // returns with TF set, 5 on every fourth call (so that the block of the SYSRET has a link
-    // to the return address, which a return with TF must not follow); FINISH halts with
-    // interrupts off. It runs on the user stack.
+    // to the return address, which a return with TF must not follow), 6 runs STAC and CLAC (each
+    // ends its block), 7 STI twice (the second with IF set: no shadow) and a one-instruction
+    // block after each; FINISH halts with interrupts off. It runs on the user stack.
     let sys = assemble(SYS_H, |a| {
-        let [mut l1, mut l2, mut l3, mut l4, mut l5, mut fin] = [(); 6].map(|_| a.create_label());
+        let [mut l1, mut l2, mut l3, mut l4, mut l5, mut l6, mut l7, mut l8, mut fin] =
+            [(); 9].map(|_| a.create_label());
         a.inc(qword_ptr(DATA + 0x120))?;
         a.cmp(eax, FINISH as i32)?;
         a.je(fin)?;
@@ -183,6 +188,22 @@ fn setup(bus: &mut TestBus, sfmask: u64) -> cpu::CpuState {
         a.jnz(l5)?;
         a.or(r11, 0x100)?;
         a.set_label(&mut l5)?;
+        a.cmp(eax, 6)?;
+        a.jne(l6)?;
+        a.stac()?;
+        a.add(rbx, 3)?;
+        a.clac()?;
+        a.xor(rdx, rbx)?;
+        a.set_label(&mut l6)?;
+        a.cmp(eax, 7)?;
+        a.jne(l7)?;
+        a.sti()?;
+        a.jmp(l8)?;
+        a.set_label(&mut l8)?;
+        a.sti()?;
+        a.inc(rbx)?;
+        a.cli()?;
+        a.set_label(&mut l7)?;
         a.sysretq()?;
         a.set_label(&mut fin)?;
         a.cli()?;
@@ -213,11 +234,19 @@ fn setup(bus: &mut TestBus, sfmask: u64) -> cpu::CpuState {
         a.sysretq()
     });
     write(bus, GP_H, &gp);
+    // #PF: as Linux's entry, CLAC first, CR2 read in the middle of a block, interrupts enabled
+    // while it works (STI, where an interrupt held back since the fault is delivered after the
+    // next instruction) and disabled again before the IRETQ, which restores RF = 1.
     let pf = assemble(PF_H, |a| {
+        a.clac()?;
         a.push(rax)?;
+        a.mov(rax, cr2)?;
+        a.add(qword_ptr(DATA + 0x150), rax)?;
+        a.sti()?;
         a.mov(rax, PT)?;
         a.mov(qword_ptr(rax), (FRAME | 7) as i32)?;
         a.inc(qword_ptr(DATA + 0x110))?;
+        a.cli()?;
         a.pop(rax)?;
         a.add(rsp, 8)?;
         a.iretq()
@@ -382,4 +411,40 @@ fn a_system_call_loop_runs_linked_through_syscall_and_sysret() {
     let entries = stat(&jit, "entries from the interpreter");
     println!("{CALLS} system calls: {entries} entries into translated code");
     assert!(entries < CALLS as u64 / 10, "{entries} entries for {CALLS} system calls: not linked");
+}
+
+/// Linux's page-fault path (CLAC at the entry, CR2 read, STI, CLI, IRETQ with RF = 1) runs
+/// chained: a loop that unmaps its page with a system call (whose INVLPG ends a chain) and faults
+/// on it enters translated code from the interpreter's loop twice per round (after the fault and
+/// after the INVLPG), where it did six times (CLAC and STI ended chains, the CR2 read its block,
+/// the IRETQ's RF sent the loop's checks); the result equals the interpreter's.
+#[test]
+fn a_page_fault_loop_runs_chained_through_clac_cr2_sti_and_iretq() {
+    const ROUNDS: u32 = 1000;
+    let code = assemble(USER, |a| {
+        let mut top = a.create_label();
+        a.mov(r14d, ROUNDS)?;
+        a.set_label(&mut top)?;
+        a.mov(eax, 1)?;
+        a.syscall()?;
+        a.mov(qword_ptr(LIN + 8), rcx)?;
+        a.dec(r14d)?;
+        a.jnz(top)?;
+        a.mov(eax, FINISH)?;
+        a.syscall()
+    });
+    let mut interp = Interpreter::new();
+    let mut jit = Interpreter::new();
+    jit.set_backend(Box::new(jit::Jit::new().expect("jit")), 2);
+    let (a, ea, ba) = go(&mut interp, &code, flags::IF, &[], false);
+    let (b, eb, bb) = go(&mut jit, &code, flags::IF, &[], false);
+    assert_eq!((a.gpr, a.rflags, a.rip, a.icount, a.cpl), (b.gpr, b.rflags, b.rip, b.icount, b.cpl));
+    assert_eq!(ea, eb);
+    assert!(ba.ram == bb.ram, "RAM differs");
+    let faults = u64::from_le_bytes(ba.ram[(DATA + 0x110) as usize..][..8].try_into().unwrap());
+    assert_eq!(faults, ROUNDS as u64, "the loop faults once per round");
+    // Runs of translated code entered from the loop's top (not those its chaining loop follows).
+    let entered = jit.returns[cpu::interp::Return::Entered as usize];
+    println!("{ROUNDS} page faults: {entered} entries from the loop's top; {:?}", jit.returns);
+    assert!(entered < ROUNDS as u64 * 5 / 2, "{entered} entries for {ROUNDS} page faults: not chained");
 }

@@ -235,8 +235,7 @@ pub(super) fn clac(ctx: &mut Ctx<'_>, _: &Insn) -> Result<(), Fault> {
     if ctx.st.cpl != 0 || ctx.st.mode() == Mode::V86 || feat7(cpuid::feat::LEAF7_EBX, 20) {
         return Err(Fault::ud());
     }
-    let v = ctx.st.rflags & !flags::AC;
-    set_rflags(ctx, v, flags::AC);
+    set_ac(ctx, false);
     Ok(())
 }
 
@@ -244,9 +243,21 @@ pub(super) fn stac(ctx: &mut Ctx<'_>, _: &Insn) -> Result<(), Fault> {
     if ctx.st.cpl != 0 || ctx.st.mode() == Mode::V86 || feat7(cpuid::feat::LEAF7_EBX, 20) {
         return Err(Fault::ud());
     }
-    let v = ctx.st.rflags | flags::AC;
-    set_rflags(ctx, v, flags::AC);
+    set_ac(ctx, true);
     Ok(())
+}
+
+/// CLAC's and STAC's change (at CPL 0, the only one where they run): RFLAGS.AC, with what
+/// `far::set_rflags` does for it (the access tag, which reads AC only at CPL 3; clearing AC under
+/// SMAP drops the TLB entries it allowed) but without `Ctx::break_block`: nothing the checks
+/// between blocks look at changes, so a block that ends with them chains (`interp::chains`).
+fn set_ac(ctx: &mut Ctx<'_>, on: bool) {
+    let old = ctx.st.rflags;
+    ctx.st.rflags = if on { old | flags::AC } else { old & !flags::AC };
+    ctx.privilege_changed();
+    if old & !ctx.st.rflags & flags::AC != 0 && ctx.st.cr4 & cr4::SMAP != 0 {
+        ctx.mmu.tlb.drop_smap_entries();
+    }
 }
 
 pub(super) fn feat7(mask: u32, bit: u32) -> bool {
