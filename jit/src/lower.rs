@@ -1093,6 +1093,13 @@ impl Lower<'_, '_> {
 
     /// Emits an inlined instruction without a memory operand (branches are the caller's).
     pub(crate) fn emit(&mut self, insn: &Insn, op: Op, live: u64) {
+        let before = self.regs.pending;
+        self.emit_form(insn, op, live);
+        self.regs.pending.overwritten(&before, kills(op));
+    }
+
+    /// `emit` without the bookkeeping of overwritten pending flags.
+    fn emit_form(&mut self, insn: &Insn, op: Op, live: u64) {
         if op == Op::Nop {
             return;
         }
@@ -1579,6 +1586,30 @@ pub(crate) struct Regs {
 pub(crate) struct PendingSet([Option<(Pending, u64)>; 2]);
 
 impl PendingSet {
+    /// After an instruction that writes the flags in `written` whatever their old value: an
+    /// operation that was pending before it (in `before`) no longer owns them. A form whose flags
+    /// are dead after it defers nothing (`liveness`), so without this an older operation, or a
+    /// predecessor's incoming state, would stay the owner of flags nobody reads, and be computed
+    /// (through the accessor, for an incoming one) where a later form needs RFLAGS current.
+    fn overwritten(&mut self, before: &PendingSet, written: u64) {
+        if written == 0 {
+            return;
+        }
+        for e in self.0.iter_mut() {
+            if let Some((p, m)) = e
+                && before.0.iter().flatten().any(|(q, _)| q == p)
+            {
+                *m &= !written;
+                if *m == 0 {
+                    *e = None;
+                }
+            }
+        }
+        if self.0[0].is_none() {
+            self.0.swap(0, 1);
+        }
+    }
+
     /// The pending operation that owns flag `f`, if any.
     fn owner(&self, f: u64) -> Option<Pending> {
         self.0.iter().flatten().find(|(_, m)| m & f != 0).map(|(p, _)| *p)
@@ -1769,4 +1800,33 @@ pub(crate) fn used_gprs(insns: &[Insn]) -> u16 {
         }
     }
     mask
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn val(n: u32) -> Value {
+        Value::from_u32(n)
+    }
+
+    #[test]
+    fn overwritten_flags_leave_older_pending_operations() {
+        let incoming = Pending::Incoming { kind: val(1) };
+        let before = PendingSet([Some((incoming, flags::ARITH)), None]);
+        // A SUB whose flags are dead after it deferred nothing: the incoming state owns nothing now.
+        let mut set = before;
+        set.overwritten(&before, flags::ARITH);
+        assert_eq!(set, PendingSet::default());
+        // DEC (all but CF), dead: the incoming state keeps CF alone.
+        let mut set = before;
+        set.overwritten(&before, flags::ARITH & !flags::CF);
+        assert_eq!(set, PendingSet([Some((incoming, flags::CF)), None]));
+        // A live SUB deferred itself (defer masked the older one): the new one keeps its flags, and
+        // it moves first when the older one is gone.
+        let sub = Pending::Arith { a: val(2), b: val(3), r: val(4), size: 4, sub: true, keep_cf: false };
+        let mut set = PendingSet([None, Some((sub, flags::ARITH))]);
+        set.overwritten(&before, flags::ARITH);
+        assert_eq!(set, PendingSet([Some((sub, flags::ARITH)), None]));
+    }
 }
