@@ -712,15 +712,29 @@ impl Jit {
             // Computed only where a flag is read before being written (`Lower::take_incoming`).
             lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig, out }.take_incoming();
         }
-        let bump = |b: &mut FunctionBuilder<'_>, n: i64| {
+        // The count is the variable plus `lag`, instructions retired since the variable was last
+        // defined, known while building: each sync point adds its own constant to the one value
+        // (a chain of additions would hold a register per pending sync point). `settle` defines the
+        // variable where a join or a reader of it (`lower_sys.rs`, a self-loop's top) needs it.
+        let lag = Cell::new(0i64);
+        let bump = |_: &mut FunctionBuilder<'_>, n: i64| lag.set(lag.get() + n);
+        let cur = |b: &mut FunctionBuilder<'_>| {
             let v = b.use_var(icount);
-            let v = b.ins().iadd_imm_s(v, n);
+            match lag.get() {
+                0 => v,
+                n => b.ins().iadd_imm_s(v, n),
+            }
+        };
+        let settle = |b: &mut FunctionBuilder<'_>| {
+            let v = cur(b);
             b.def_var(icount, v);
+            lag.set(0);
+            v
         };
         let sync = |b: &mut FunctionBuilder<'_>, rip: u64| {
             let r = b.ins().iconst(types::I64, rip as i64);
             b.ins().store(mf, r, st, cpu::offsets::RIP as i32);
-            let v = b.use_var(icount);
+            let v = cur(b);
             b.ins().store(mf, v, st, cpu::offsets::ICOUNT as i32);
         };
         // Whether `rip`/`icount` in memory lag behind (an inlined instruction ran since the last sync).
@@ -770,7 +784,7 @@ impl Jit {
                 let rip = b.ins().load(types::I64, mf, ctx, offset_of!(Ctx<'static>, next_rip) as i32);
                 b.ins().store(mf, rip, st, cpu::offsets::RIP as i32);
                 bump(b, 1);
-                let v = b.use_var(icount);
+                let v = cur(b);
                 b.ins().store(mf, v, st, cpu::offsets::ICOUNT as i32);
                 // An instruction that must end the block (MMIO, self-modifying code, mode changes) says
                 // so in ctx.break_block.
@@ -810,6 +824,10 @@ impl Jit {
                 continue;
             };
             self.stats.inlined += 1;
+            if matches!(form.op, lower::Op::Sys(_)) {
+                // `lower_sys.rs` reads the count from the variable.
+                settle(&mut b);
+            }
             if let lower::Op::Branch(cc) = form.op {
                 // A branch ends the block: RIP is the target or the next instruction.
                 let target = b.ins().iconst(types::I64, insn.i.near_branch_target() as i64);
@@ -823,7 +841,7 @@ impl Jit {
                     }
                 };
                 bump(&mut b, 1);
-                let v = b.use_var(icount);
+                let v = settle(&mut b);
                 if self_loop {
                     // Run again while the next run fits below the limit: exactly the interpreter's
                     // budget check; nothing else can be due (the block ran to its end). The back
@@ -901,14 +919,17 @@ impl Jit {
                         .emit_call_ret(insn, form, host, slow, tlb, user_tag);
                     b.seal_block(slow);
                     b.ins().store(mf, rip, st, cpu::offsets::RIP as i32);
+                    // The slow path (emitted below) leaves before this instruction retired.
+                    let lag0 = lag.get();
                     bump(&mut b, 1);
-                    let v = b.use_var(icount);
+                    let v = cur(&mut b);
                     b.ins().store(mf, v, st, cpu::offsets::ICOUNT as i32);
                     lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig, out }.export();
                     store_fl(&mut b);
                     regs.flush(&mut b, st);
                     b.ins().jump(link_exit, &[rip.into(), v.into()]);
                     (regs.in_var, regs.dirty, regs.pending) = (in0, dirty0, pending0);
+                    lag.set(lag0);
                     b.switch_to_block(slow);
                     if self_loop {
                         call(&mut b, &mut regs, k, insn, dirty);
@@ -932,13 +953,13 @@ impl Jit {
                 if !self_loop {
                     // The slow path leaves the block's code (`ST_RESUME`): only the fast path
                     // goes on, its pending flags as they are.
-                    bump(&mut b, 1);
                     b.ins().jump(join, &[]);
                     let (in1, dirty1, pending1) = (regs.in_var, regs.dirty, regs.pending);
                     (regs.in_var, regs.dirty, regs.pending) = (in0, dirty0, pending0);
                     b.switch_to_block(slow);
                     slow_exit(&mut b, &mut regs, k, insn, dirty);
                     (regs.in_var, regs.dirty, regs.pending) = (in1, dirty1, pending1);
+                    bump(&mut b, 1);
                     b.seal_block(join);
                     b.switch_to_block(join);
                     dirty = true;
@@ -951,7 +972,8 @@ impl Jit {
                 // join gives the same RFLAGS (an instruction that leaves them pending does not
                 // write flags).
                 let joined = if l.regs.pending != pending0 { l.join_carry() } else { None };
-                bump(&mut b, 1);
+                // Both paths retire it before the join (the slow path in `call`): `lag` is the
+                // same on both.
                 b.ins().jump(join, &[]);
                 let (in1, dirty1, pending1) = (regs.in_var, regs.dirty, regs.pending);
                 // The slow path leaves the registers as the fast path does (held in `in1`).
@@ -960,6 +982,7 @@ impl Jit {
                 regs.pending = pending0;
                 b.switch_to_block(slow);
                 call(&mut b, &mut regs, k, insn, dirty);
+                lag.set(lag.get() - 1);
                 regs.load(&mut b, st, in1);
                 regs.dirty = dirty1;
                 regs.pending = pending1;
@@ -969,6 +992,7 @@ impl Jit {
                 b.ins().jump(join, &[]);
                 b.seal_block(join);
                 b.switch_to_block(join);
+                bump(&mut b, 1);
                 // The slow path is synced, the fast path is not: `rip`/`icount` lag at the join.
                 dirty = true;
                 continue;
@@ -981,7 +1005,7 @@ impl Jit {
                 let next = insns[insns.len() - 1].next_rip;
                 sync(&mut b, next);
                 let r = b.ins().iconst(types::I64, next as i64);
-                at_end = Some((r, b.use_var(icount)));
+                at_end = Some((r, settle(&mut b)));
             }
             lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig, out }.export();
             store_fl(&mut b);
