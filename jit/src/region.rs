@@ -661,6 +661,7 @@ fn build(
         links,
         fl,
         icount,
+        lag: 0,
         helper_sig,
         callee,
         tramp,
@@ -730,7 +731,9 @@ struct Gen<'f> {
     /// The region's own [`Link`] slots.
     links: ir::Value,
     fl: Variable,
+    /// The retired count is this variable plus `lag` (see `Jit::build`'s `settle`).
     icount: Variable,
+    lag: i64,
     helper_sig: ir::SigRef,
     callee: ir::SigRef,
     tramp: ir::Value,
@@ -774,15 +777,29 @@ impl<'f> Gen<'f> {
     }
 
     fn bump(&mut self, n: i64) {
+        self.lag += n;
+    }
+
+    /// The retired count now: the variable plus `lag`.
+    fn count(&mut self) -> ir::Value {
         let v = self.b.use_var(self.icount);
-        let v = self.b.ins().iadd_imm_s(v, n);
+        match self.lag {
+            0 => v,
+            n => self.b.ins().iadd_imm_s(v, n),
+        }
+    }
+
+    /// Defines the count's variable as the count now (`lag` 0).
+    fn settle_count(&mut self) {
+        let v = self.count();
         self.b.def_var(self.icount, v);
+        self.lag = 0;
     }
 
     fn sync(&mut self, rip: u64) {
         let r = self.b.ins().iconst(types::I64, rip as i64);
         self.b.ins().store(MF, r, self.st, cpu::offsets::RIP as i32);
-        let v = self.b.use_var(self.icount);
+        let v = self.count();
         self.b.ins().store(MF, v, self.st, cpu::offsets::ICOUNT as i32);
     }
 
@@ -816,7 +833,7 @@ impl<'f> Gen<'f> {
         self.b.ins().store(MF, p, self.out, offset_of!(Outcome, last_insns) as i32);
         let l = self.b.ins().iconst(types::I64, (len as i64) | (chain as i64) << 32);
         self.b.ins().store(MF, l, self.out, offset_of!(Outcome, last_len_chain) as i32);
-        let ic = self.b.use_var(self.icount);
+        let ic = self.count();
         let start = self.b.ins().iadd_imm_s(ic, -(done as i64));
         self.b.ins().store(MF, start, self.out, offset_of!(Outcome, last_start) as i32);
         // The region's own slots (a link into it no longer writes them: `Outcome::last_links`).
@@ -853,7 +870,7 @@ impl<'f> Gen<'f> {
         let rip = self.b.ins().load(types::I64, MF, self.ctx, offset_of!(Ctx<'static>, next_rip) as i32);
         self.b.ins().store(MF, rip, self.st, cpu::offsets::RIP as i32);
         self.bump(1);
-        let v = self.b.use_var(self.icount);
+        let v = self.count();
         self.b.ins().store(MF, v, self.st, cpu::offsets::ICOUNT as i32);
         let bb = self.b.ins().load(types::I8, MF, self.ctx, offset_of!(Ctx<'static>, break_block) as i32);
         let next_block = self.b.create_block();
@@ -886,12 +903,17 @@ impl<'f> Gen<'f> {
         regs.load(&mut self.b, self.st, missing);
         regs.dirty &= !self.used;
         regs.flush(&mut self.b, self.st);
+        // A member starts with the count in its variable (`lag` 0); the caller's other paths
+        // keep theirs.
+        let lag = self.lag;
+        self.settle_count();
+        self.lag = lag;
         self.b.ins().jump(self.mblocks[m], &[]);
     }
 
     /// Jumps to member `m` when it fits in the budget, else to `no`.
     fn fits(&mut self, m: usize, no: ir::Block) {
-        let v = self.b.use_var(self.icount);
+        let v = self.count();
         let after = self.b.ins().iadd_imm_s(v, self.lens[m] as i64);
         let fits = self.b.ins().icmp(IntCC::UnsignedLessThanOrEqual, after, self.loop_limit);
         let yes = self.b.create_block();
@@ -914,7 +936,7 @@ impl<'f> Gen<'f> {
         }
         let r = self.b.ins().iconst(types::I64, rip as i64);
         self.b.ins().store(MF, r, self.st, cpu::offsets::RIP as i32);
-        let v = self.b.use_var(self.icount);
+        let v = self.count();
         self.b.ins().store(MF, v, self.st, cpu::offsets::ICOUNT as i32);
         self.settle_exit(regs);
         self.note_last(self.cur.1);
@@ -963,6 +985,7 @@ impl<'f> Gen<'f> {
         // Which block runs now, for `RunEnd::last` (stored where the region leaves).
         let chain = cpu::interp::chains(&insns[insns.len() - 1]);
         self.cur = (k0, insns.len(), chain);
+        self.lag = 0;
         let mut dirty = true;
         for (k, insn) in insns.iter().enumerate() {
             let gk = k0 + k;
@@ -971,6 +994,10 @@ impl<'f> Gen<'f> {
                 dirty = false;
                 continue;
             };
+            if matches!(form.op, lower::Op::Sys(_)) {
+                // `lower_sys.rs` reads the count from the variable.
+                self.settle_count();
+            }
             if let lower::Op::Branch(cc) = form.op {
                 let target = insn.i.near_branch_target();
                 let taken = cc.map(|cc| self.lower(regs).cond(cc));
@@ -1007,12 +1034,15 @@ impl<'f> Gen<'f> {
                 let rip = self.lower(regs).emit_call_ret(insn, form, host, slow, tlb, user_tag);
                 self.b.seal_block(slow);
                 self.b.ins().store(MF, rip, self.st, cpu::offsets::RIP as i32);
+                // The slow path (below) runs the instruction from the count before it.
+                let lag = self.lag;
                 self.bump(1);
-                let v = self.b.use_var(self.icount);
+                let v = self.count();
                 self.b.ins().store(MF, v, self.st, cpu::offsets::ICOUNT as i32);
                 self.settle(regs);
                 self.goto_dynamic(regs, rip, chain);
                 (regs.in_var, regs.dirty, regs.pending) = saved;
+                self.lag = lag;
                 self.b.switch_to_block(slow);
                 self.call(regs, gk, insn, dirty);
                 let rip = self.b.ins().load(types::I64, MF, self.st, cpu::offsets::RIP as i32);
@@ -1025,7 +1055,8 @@ impl<'f> Gen<'f> {
             l.emit_mem(insn, form, host, live[k], slow);
             l.b.seal_block(slow);
             let joined = if l.regs.pending != pending0 { l.join_carry() } else { None };
-            self.bump(1);
+            // Both paths retire it before the join (the slow path in `call`): `lag` is the same
+            // on both.
             self.b.ins().jump(join, &[]);
             let (in1, dirty1, pending1) = (regs.in_var, regs.dirty, regs.pending);
             regs.in_var = in0;
@@ -1033,6 +1064,7 @@ impl<'f> Gen<'f> {
             regs.pending = pending0;
             self.b.switch_to_block(slow);
             self.call(regs, gk, insn, dirty);
+            self.lag -= 1;
             regs.load(&mut self.b, self.st, in1);
             regs.dirty = dirty1;
             regs.pending = pending1;
@@ -1042,6 +1074,7 @@ impl<'f> Gen<'f> {
             self.b.ins().jump(join, &[]);
             self.b.seal_block(join);
             self.b.switch_to_block(join);
+            self.bump(1);
             dirty = true;
         }
         // The member ends without a branch of its own (the length or page limit, or a handler ran
