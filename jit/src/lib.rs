@@ -690,10 +690,10 @@ impl Jit {
             // flag before anything can read one (memory forms and handler calls count as reading
             // them all).
             let mut l = lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig, out };
-            l.take_incoming();
             if lower::live_in(insns, &live) == 0 {
-                l.drop_pending();
+                l.clear_incoming();
             } else {
+                l.take_incoming();
                 l.materialize();
             }
         }
@@ -710,7 +710,12 @@ impl Jit {
         }
         if !self_loop {
             // Computed only where a flag is read before being written (`Lower::take_incoming`).
-            lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig, out }.take_incoming();
+            let mut l = lower::Lower { b: &mut b, st, regs: &mut regs, fl, helper_sig, out };
+            if lower::live_in(insns, &live) == 0 {
+                l.clear_incoming();
+            } else {
+                l.take_incoming();
+            }
         }
         // The count is the variable plus `lag`, instructions retired since the variable was last
         // defined, known while building: each sync point adds its own constant to the one value

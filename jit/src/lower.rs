@@ -706,6 +706,15 @@ impl Lower<'_, '_> {
         self.regs.pending = PendingSet([Some((Pending::Incoming { kind }, flags::ARITH)), None]);
     }
 
+    /// At the entry of a block that writes every arithmetic flag before anything can read one
+    /// (`live_in` empty): a predecessor's lazy flag state is dead, so it is only cleared (not
+    /// loaded).
+    pub(crate) fn clear_incoming(&mut self) {
+        let zero = self.b.ins().iconst(I64, 0);
+        self.b.ins().store(MF, zero, self.st, lazy_off(cpu::lazyflags::field::KIND));
+        self.regs.pending = PendingSet::default();
+    }
+
     /// At an exit (everything else stored, the RFLAGS variable stored by the caller after this):
     /// the newest pending operation, when it is an ADD/SUB/logic operation, is not computed but
     /// stored as the lazy flag state (`cpu::lazyflags`), which the linked successor takes over
