@@ -16,7 +16,7 @@ use cpu::exec::{Insn, Opnd, RegOp};
 use cpu::mem::{TLB_SIZE, Tlb, TlbEntry};
 use cpu::state::Seg;
 use cpu::state::flags;
-use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::condcodes::{CondCode, IntCC};
 use cranelift_codegen::ir::types::I64;
 use cranelift_codegen::ir::{Block, SigRef};
 use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Type, Value, types};
@@ -902,6 +902,9 @@ impl Lower<'_, '_> {
             let c = if cc & 1 != 0 { IntCC::NotEqual } else { IntCC::Equal };
             return self.b.ins().icmp_imm_s(c, r, 0);
         }
+        if let Some(v) = self.cond_compare(cc) {
+            return v;
+        }
         let v = match cc >> 1 {
             0 => self.flag_bit(flags::OF),
             1 => self.flag_bit(flags::CF),
@@ -928,6 +931,68 @@ impl Lower<'_, '_> {
         };
         let v = if cc & 1 != 0 { self.b.ins().bxor_imm_s(v, 1) } else { v };
         self.b.ins().icmp_imm_s(IntCC::NotEqual, v, 0)
+    }
+
+    /// Condition `cc` as one compare of the operands of the pending operation that owns every
+    /// flag it reads, where that compare is the condition by definition: after CMP/SUB a, b
+    /// (`ops::flags_sub`), CF is a <u b, ZF a = b, and SF xor OF is a <s b (the true difference's
+    /// sign), all at the operation's size; after DEC (a - 1, CF not its own) the same holds of the
+    /// conditions without CF; after a logic operation CF and OF are 0, so B is never, BE is ZF,
+    /// and L/LE are the result's sign (and zero). `None` for any other condition or operation.
+    fn cond_compare(&mut self, cc: u32) -> Option<Value> {
+        let need = match cc >> 1 {
+            1 => flags::CF,
+            3 => flags::CF | flags::ZF,
+            6 => flags::SF | flags::OF,
+            7 => flags::ZF | flags::SF | flags::OF,
+            _ => return None,
+        };
+        let p = self.regs.pending.owner(need & need.wrapping_neg())?;
+        let mut bit = need;
+        while bit != 0 {
+            let f = bit & bit.wrapping_neg();
+            if self.regs.pending.owner(f) != Some(p) {
+                return None;
+            }
+            bit &= bit - 1;
+        }
+        let ty = match p {
+            Pending::Arith { size, .. } | Pending::Logic { size, .. } => match size {
+                1 => types::I8,
+                2 => types::I16,
+                4 => types::I32,
+                _ => I64,
+            },
+            _ => return None,
+        };
+        let narrow =
+            |b: &mut FunctionBuilder<'_>, v: Value| if ty == I64 { v } else { b.ins().ireduce(ty, v) };
+        let (c, x, y) = match p {
+            Pending::Arith { a, b, sub: true, keep_cf, .. } if !keep_cf || need & flags::CF == 0 => {
+                let c = match cc >> 1 {
+                    1 => IntCC::UnsignedLessThan,
+                    3 => IntCC::UnsignedLessThanOrEqual,
+                    6 => IntCC::SignedLessThan,
+                    _ => IntCC::SignedLessThanOrEqual,
+                };
+                (c, narrow(self.b, a), narrow(self.b, b))
+            }
+            Pending::Logic { r, .. } => {
+                let c = match cc >> 1 {
+                    // CF is 0: B never holds (0 <u 0 is false), BE is ZF.
+                    1 => IntCC::UnsignedLessThan,
+                    3 => IntCC::Equal,
+                    6 => IntCC::SignedLessThan,
+                    _ => IntCC::SignedLessThanOrEqual,
+                };
+                let r = narrow(self.b, r);
+                let zero = self.b.ins().iconst(ty, 0);
+                (c, r, zero)
+            }
+            _ => return None,
+        };
+        let c = if cc & 1 != 0 { c.complement() } else { c };
+        Some(self.b.ins().icmp(c, x, y))
     }
 
     /// `cond` at a block's entry, where every arithmetic flag is still the predecessor's lazy state
