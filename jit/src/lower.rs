@@ -938,11 +938,14 @@ impl Lower<'_, '_> {
     /// (`ops::flags_sub`), CF is a <u b, ZF a = b, and SF xor OF is a <s b (the true difference's
     /// sign), all at the operation's size; after DEC (a - 1, CF not its own) the same holds of the
     /// conditions without CF; after a logic operation CF and OF are 0, so B is never, BE is ZF,
-    /// and L/LE are the result's sign (and zero). `None` for any other condition or operation.
+    /// and L/LE are the result's sign (and zero); after ADD a, b CF is the truncated sum below a;
+    /// S is the result's sign after any of them (and ADC/SBB). `None` for any other condition or
+    /// operation.
     fn cond_compare(&mut self, cc: u32) -> Option<Value> {
         let need = match cc >> 1 {
             1 => flags::CF,
             3 => flags::CF | flags::ZF,
+            4 => flags::SF,
             6 => flags::SF | flags::OF,
             7 => flags::ZF | flags::SF | flags::OF,
             _ => return None,
@@ -957,17 +960,29 @@ impl Lower<'_, '_> {
             bit &= bit - 1;
         }
         let ty = match p {
-            Pending::Arith { size, .. } | Pending::Logic { size, .. } => match size {
-                1 => types::I8,
-                2 => types::I16,
-                4 => types::I32,
-                _ => I64,
-            },
+            Pending::Arith { size, .. } | Pending::Logic { size, .. } | Pending::Adc { size, .. } => {
+                match size {
+                    1 => types::I8,
+                    2 => types::I16,
+                    4 => types::I32,
+                    _ => I64,
+                }
+            }
             _ => return None,
         };
         let narrow =
             |b: &mut FunctionBuilder<'_>, v: Value| if ty == I64 { v } else { b.ins().ireduce(ty, v) };
         let (c, x, y) = match p {
+            // SF is the result's sign.
+            Pending::Arith { r, .. } | Pending::Logic { r, .. } | Pending::Adc { r, .. } if cc >> 1 == 4 => {
+                let r = narrow(self.b, r);
+                let zero = self.b.ins().iconst(ty, 0);
+                (IntCC::SignedLessThan, r, zero)
+            }
+            // ADD a, b: CF is the carry out, the truncated sum below a.
+            Pending::Arith { a, r, sub: false, keep_cf: false, .. } if cc >> 1 == 1 => {
+                (IntCC::UnsignedLessThan, narrow(self.b, r), narrow(self.b, a))
+            }
             Pending::Arith { a, b, sub: true, keep_cf, .. } if !keep_cf || need & flags::CF == 0 => {
                 let c = match cc >> 1 {
                     1 => IntCC::UnsignedLessThan,
