@@ -1146,11 +1146,12 @@ fn shadow_shape_ok(block: &Block) -> bool {
 /// The part of [`shadow_runs_whole`] that is the machine's: no debug condition, no interrupt or
 /// NMI pending that the shadow holds back (the queries in the loop's order).
 fn shadow_quiet(mmu: &Mmu, st: &CpuState, bus: &mut dyn CpuBus) -> bool {
-    mmu.debug.pending == 0
-        && !mmu.debug.code
-        && !mmu.debug.data
-        && !(st.rflags & flags::IF != 0 && bus.interrupt_pending())
-        && (st.nmi_blocked || !bus.nmi_pending())
+    let held = mmu.debug.pending != 0
+        || mmu.debug.code
+        || mmu.debug.data
+        || (st.rflags & flags::IF != 0 && bus.interrupt_pending())
+        || (!st.nmi_blocked && bus.nmi_pending());
+    !held
 }
 
 /// Whether, right after a block that ran whole and ends with STI in 64-bit code, the interpreter's
