@@ -792,9 +792,12 @@ impl Interpreter {
                     if through {
                         ctx.st.rflags &= !flags::RF;
                     }
-                    // A block that is not chainable (IRET, STI) never follows a link: none is made
-                    // from it.
-                    if !go {
+                    // A block that is not chainable (IRET, STI outside 64-bit code) never follows a
+                    // link: none is made from it. A link from a block that ends with STI in 64-bit
+                    // code (chainable: its translation checks what `events_after_sti` does) leads
+                    // only to a block the shadow may run whole (`shadow_shape_ok`), so that in the
+                    // shadow the link is followed exactly where this loop would go on.
+                    if !go || (sti && !shadow_shape_ok(next)) {
                         link_from = 0;
                     }
                     self.returns[Return::Chained as usize] += 1;
@@ -1080,11 +1083,12 @@ fn ends_through(insns: &[Insn], done: u64) -> bool {
 }
 
 /// Whether a block `insns`, of which `done` instructions ran, ran whole and ends with STI (in any
-/// mode: the interpreter's handler or the JIT's inline form). It is not [chainable](chains) (no
-/// link leads past it), but the interpreter's chaining loop goes on after it as the loop would:
-/// the checks of [`events_after_through`] (STI may have set IF), and in the shadow it opened,
-/// the next block only when [`shadow_runs_whole`] holds. Linux runs three per page fault and one
-/// per system call.
+/// mode: the interpreter's handler or the JIT's inline form). The interpreter's chaining loop goes
+/// on after it as the loop would: the checks of [`events_after_through`] (STI may have set IF),
+/// and in the shadow it opened, the next block only when [`shadow_runs_whole`] holds. Linux runs
+/// three per page fault and one per system call. In 64-bit code it is also [chainable](chains):
+/// a translation links past it after the same checks ([`events_after_sti`]), and only to a block
+/// of [`shadow_shape_ok`]'s shape (the loop makes no other link from it).
 fn ends_sti(insns: &[Insn], done: u64) -> bool {
     done == insns.len() as u64 && insns.last().is_some_and(|i| i.i.mnemonic() == iced_x86::Mnemonic::Sti)
 }
@@ -1130,15 +1134,39 @@ fn shadow_runs_whole(
     bus: &mut dyn CpuBus,
     block: &Block,
 ) -> bool {
-    block.insns.len() > 1
-        && block.insns.len() < MAX_BLOCK
-        && block.pages[1] == u64::MAX
-        && mmu.debug.pending == 0
-        && !mmu.debug.code
-        && !mmu.debug.data
-        && db_defer_icount != st.icount
-        && !(st.rflags & flags::IF != 0 && bus.interrupt_pending())
-        && (st.nmi_blocked || !bus.nmi_pending())
+    shadow_shape_ok(block) && db_defer_icount != st.icount && shadow_quiet(mmu, st, bus)
+}
+
+/// The part of [`shadow_runs_whole`] that is the block's own: more than one instruction, fewer
+/// than [`MAX_BLOCK`], within one page.
+fn shadow_shape_ok(block: &Block) -> bool {
+    block.insns.len() > 1 && block.insns.len() < MAX_BLOCK && block.pages[1] == u64::MAX
+}
+
+/// The part of [`shadow_runs_whole`] that is the machine's: no debug condition, no interrupt or
+/// NMI pending that the shadow holds back (the queries in the loop's order).
+fn shadow_quiet(mmu: &Mmu, st: &CpuState, bus: &mut dyn CpuBus) -> bool {
+    let held = mmu.debug.pending != 0
+        || mmu.debug.code
+        || mmu.debug.data
+        || (st.rflags & flags::IF != 0 && bus.interrupt_pending())
+        || (!st.nmi_blocked && bus.nmi_pending());
+    !held
+}
+
+/// Whether, right after a block that ran whole and ends with STI in 64-bit code, the interpreter's
+/// chaining loop would not go on into a block of [`shadow_shape_ok`]'s shape (the only kind a link
+/// from such a block leads to): its checks after the block (TF and RF, which generated code tests
+/// itself, aside) in its order: a debug condition pending or a code page written, then
+/// [`events_after_through`], then, in the shadow STI opened, [`shadow_quiet`]. `MOV SS`'s deferral
+/// (`db_defer_icount`) cannot be at the count after a block that ran whole: it is at most the
+/// count where the chain began. The one check for translated code that links past STI (the JIT
+/// calls it).
+pub fn events_after_sti(ctx: &mut Ctx<'_>) -> bool {
+    if ctx.mmu.debug.pending != 0 || !ctx.mmu.dirty_code.is_empty() || events_after_through(ctx) {
+        return true;
+    }
+    ctx.st.irq_shadow_icount == ctx.st.icount && !shadow_quiet(ctx.mmu, ctx.st, ctx.bus)
 }
 
 /// Whether RIP `rip` is `stop_at` or one of the debugger's `stops`.
@@ -1265,6 +1293,11 @@ pub fn chains(insn: &Insn) -> bool {
         // they change first (`ends_through`, `events_after_through`); in 64-bit code the next
         // block's key is always of 64-bit code with CS.base 0, so a direct link stays right.
         || (i.code_size() == iced_x86::CodeSize::Code64 && matches!(i.code(), iced_x86::Code::Syscall | iced_x86::Code::Sysretq))
+        // STI in 64-bit code (Linux enables interrupts with it on every system call and page
+        // fault): the chaining loop goes on after it (`ends_sti`), and translated code that links
+        // past it makes that loop's checks first (`events_after_sti`); the loop links it only to
+        // blocks the shadow may run whole (`shadow_shape_ok`).
+        || (i.code_size() == iced_x86::CodeSize::Code64 && i.code() == iced_x86::Code::Sti)
 }
 
 fn fetch(ctx: &mut Ctx<'_>, lin: u64, out: &mut [u8]) -> Result<(), Fault> {

@@ -619,7 +619,12 @@ impl Jit {
         // (`emit_lean_links`): holding few values, it needs no callee-saved register. Any other
         // block saves them anyway (Cranelift saves them in the prologue whatever path a call is
         // on), and checks its links with the values it holds, as a region does.
-        let lean = lean && !self_loop && insns.iter().all(|i| lower::inline_op(i).is_some());
+        // A block that ends with STI (`lower::through_end`) checks the loop's events before its
+        // links (`lower::emit_through`), which lean links do not.
+        let lean = lean
+            && !self_loop
+            && insns.iter().all(|i| lower::inline_op(i).is_some())
+            && lower::through_end(insns).is_none();
         // The MMU, TLB and access tag are loaded at entry only where something reads them: an
         // inline memory or system form, held links. Elsewhere they are constants that nothing
         // reads (so never emitted): lean links load what they need.
@@ -1042,7 +1047,7 @@ impl Jit {
             };
             let held = Some(Held { ctx, st, tlb, user_tag, loop_limit });
             let env = LinkEnv { held, out, links, exit, ret_ok, succ_sig };
-            // SYSCALL/SYSRETQ (`through`) have no fixed exits.
+            // SYSCALL/SYSRETQ (`through`) have no fixed exits; STI has its next instruction.
             emit_links_with(&mut b, env, Some((rip, ic)), ibtc, Fixed::of(insns));
         } else {
             b.ins().jump(ret_ok, &[]);

@@ -30,9 +30,9 @@
 //!   CPL 0 exchanges GS.base with IA32_KERNEL_GS_BASE (64-bit code runs only in IA-32e mode, where
 //!   it is not #UD); CLI and STI (`intflags::cli`/`sti`) with CPL <= IOPL (no VIF, no #GP in 64-bit
 //!   code then) clear or set RFLAGS.IF, and STI that sets IF (IF was 0) opens the interrupt shadow
-//!   for one instruction (`irq_shadow_icount` = the count after it). STI still ends its block and
-//!   does not chain (no link leads past it), so the interpreter sees the shadow exactly as before:
-//!   its chaining loop goes on after it only as its loop's top would (`cpu::interp`'s `ends_sti`).
+//!   for one instruction (`irq_shadow_icount` = the count after it). STI still ends its block;
+//!   its links are followed only after the chaining loop's checks (below), so the shadow is seen
+//!   exactly as the loop's top would see it (`cpu::interp`'s `ends_sti`).
 //!
 //! - **PUSHFQ, POPFQ** in 64-bit code (the kernel's `local_irq_save`, once per system call):
 //!   through the stack probe of `lower.rs` like PUSH/POP. PUSHFQ (`intflags::pushf`) pushes the
@@ -46,8 +46,15 @@
 //!   block goes on to its links after the interpreter chaining loop's checks of what they change:
 //!   TF and RF clear, for SYSRET (which sets IF from R11) `cpu::interp::events_after_through`
 //!   through [`sys_helper`], then `break_block` cleared and the links checked with the new
-//!   privilege's fetch-TLB tag. A Linux system call then runs from the user's SYSCALL to the
-//!   kernel's STI, and from its SYSRET on into user code, without returning to the loop.
+//!   privilege's fetch-TLB tag. A Linux system call then runs from the user's SYSCALL to its
+//!   SYSRET and on into user code without returning to the loop.
+//! - **Links past STI** (64-bit code, `cpu::interp::chains`): a block that ends with STI (inline,
+//!   or its handler) goes on to its links after the chaining loop's checks: TF and RF clear, then
+//!   `cpu::interp::events_after_sti` through [`sys_helper`] (a debug condition or written code
+//!   page, `events_after_through`, and in the interrupt shadow STI opened, no interrupt or NMI
+//!   pending that it holds back). The loop links such a block only to a block that the shadow may
+//!   run whole (`shadow_shape_ok`), so a link is followed exactly where the loop would go on. Once
+//!   per system call and three times per page fault of Linux, a return to the loop less.
 //!   `tests/systhrough.rs` (jit against interp with interrupts at random counts, TF from R11 on
 //!   some returns, non-canonical RCX).
 //!
@@ -97,24 +104,40 @@ const CODE_RDTSC: u32 = 0;
 const CODE_RDTSCP: u32 = 1;
 /// `code` of [`sys_helper`]: `cpu::interp::events_after_through` (0: none due).
 const CODE_THROUGH: u32 = 2;
+/// `code` of [`sys_helper`]: `cpu::interp::events_after_sti` (0: the loop would go on).
+const CODE_STI: u32 = 3;
+
+/// What a block that [`through_end`] names ends with, for [`emit_through`]'s checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Through {
+    /// SYSCALL: no event check (below).
+    Syscall,
+    /// SYSRETQ: `cpu::interp::events_after_through` (it sets IF from R11).
+    Sysret,
+    /// STI: `cpu::interp::events_after_sti` (it sets IF and may open the interrupt shadow).
+    Sti,
+}
 
 /// Whether the block `insns` ends with an instruction that translated code links through although
-/// it sets `Ctx::break_block` (SYSCALL or SYSRETQ in 64-bit code, which `cpu::interp::chains`
-/// admits), and whether the interpreter's event checks must be made after it first (SYSRET: it sets
-/// IF from R11, so an interrupt held back in the kernel may be deliverable now).
+/// the interpreter's chaining loop makes checks after it (SYSCALL, SYSRETQ or STI in 64-bit code,
+/// which `cpu::interp::chains` admits; SYSCALL and SYSRETQ set `Ctx::break_block`, and so does
+/// STI's handler), and which checks the loop makes first (SYSRET: it sets IF from R11, so an
+/// interrupt held back in the kernel may be deliverable now; STI: the same, and in the shadow it
+/// opens the loop goes on only when nothing the shadow holds back is pending).
 ///
 /// SYSCALL needs none: it makes nothing deliverable (IF and TF can only be cleared by SFMASK, NMI
 /// blocking is unchanged, and no memory or device is touched), and its block began at a boundary
 /// where nothing was (the premise of every chain); that IF is the same at the SYSCALL as at the
 /// block's start holds because every instruction that sets IF ends its block.
-pub(crate) fn through_end(insns: &[Insn]) -> Option<bool> {
+pub(crate) fn through_end(insns: &[Insn]) -> Option<Through> {
     let last = insns.last()?;
     if last.i.code_size() != CodeSize::Code64 || !cpu::interp::chains(last) {
         return None;
     }
     match last.i.code() {
-        Code::Syscall => Some(false),
-        Code::Sysretq => Some(true),
+        Code::Syscall => Some(Through::Syscall),
+        Code::Sysretq => Some(Through::Sysret),
+        Code::Sti => Some(Through::Sti),
         _ => None,
     }
 }
@@ -135,7 +158,7 @@ pub(crate) fn emit_through(
     st: Value,
     out: Value,
     mmu: Value,
-    events: bool,
+    events: Through,
     ret_ok: Block,
 ) -> Value {
     let pass = |b: &mut FunctionBuilder<'_>, ok: Value| {
@@ -148,10 +171,11 @@ pub(crate) fn emit_through(
     let t = b.ins().band_imm_s(fl, (flags::TF | flags::RF) as i64);
     let clear = b.ins().icmp_imm_s(IntCC::Equal, t, 0);
     pass(b, clear);
-    if events {
+    if events != Through::Syscall {
         let f = b.ins().load(I64, MF, out, crate::helper_offset(crate::HELPER_SYS));
         let zero = b.ins().iconst(I64, 0);
-        let code = b.ins().iconst(types::I32, CODE_THROUGH as i64);
+        let code = if events == Through::Sti { CODE_STI } else { CODE_THROUGH };
+        let code = b.ins().iconst(types::I32, code as i64);
         let call = b.ins().call_indirect(helper_sig, f, &[st, zero, zero, out, code]);
         let status = b.inst_results(call)[0];
         let none = b.ins().icmp_imm_s(IntCC::Equal, status, 0);
@@ -215,9 +239,11 @@ pub(crate) extern "C" fn sys_helper(
     let out = unsafe { &mut *(out as *mut crate::Outcome) };
     // SAFETY: as above.
     let ctx = unsafe { &mut *(out.ctx as *mut cpu::mem::Ctx<'_>) };
-    if code == CODE_THROUGH {
+    if code == CODE_THROUGH || code == CODE_STI {
         // Queries of the bus: a panic in one is kept like any other.
-        return match catch_unwind(AssertUnwindSafe(|| cpu::interp::events_after_through(ctx))) {
+        let check =
+            if code == CODE_STI { cpu::interp::events_after_sti } else { cpu::interp::events_after_through };
+        return match catch_unwind(AssertUnwindSafe(|| check(ctx))) {
             Ok(due) => due as u64,
             Err(p) => {
                 out.panic.get_or_insert(p);

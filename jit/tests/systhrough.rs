@@ -448,3 +448,45 @@ fn a_page_fault_loop_runs_chained_through_clac_cr2_sti_and_iretq() {
     println!("{ROUNDS} page faults: {entered} entries from the loop's top; {:?}", jit.returns);
     assert!(entered < ROUNDS as u64 * 5 / 2, "{entered} entries for {ROUNDS} page faults: not chained");
 }
+
+/// Links past STI: a loop of system calls whose kernel enables interrupts with STI (opening the
+/// shadow: SFMASK clears IF) and disables them again before SYSRETQ, with nothing pending, runs
+/// linked from STI's block into the next (after `cpu::interp::events_after_sti` in generated
+/// code) instead of returning to the interpreter's chaining loop once per call, as it did when
+/// STI was not chainable; the result equals the interpreter's. (Interrupts pending at the STI,
+/// where the link must not be followed, are `jit_matches_interpreter_through_...`'s cases.)
+#[test]
+fn a_system_call_loop_runs_linked_past_sti() {
+    const CALLS: u32 = 2000;
+    let code = assemble(USER, |a| {
+        let mut top = a.create_label();
+        a.mov(r14d, CALLS)?;
+        a.set_label(&mut top)?;
+        // The kernel's action 2: STI, two instructions in its shadow's block, CLI.
+        a.mov(eax, 2)?;
+        a.syscall()?;
+        a.add(rcx, rbx)?;
+        a.dec(r14d)?;
+        a.jnz(top)?;
+        a.mov(eax, FINISH)?;
+        a.syscall()
+    });
+    let mut interp = Interpreter::new();
+    let mut jit = Interpreter::new();
+    jit.set_backend(Box::new(jit::Jit::new().expect("jit")), 2);
+    let (a, ea, ba) = go(&mut interp, &code, flags::IF, &[], false);
+    let (b, eb, bb) = go(&mut jit, &code, flags::IF, &[], false);
+    assert_eq!((a.gpr, a.rflags, a.rip, a.icount, a.cpl), (b.gpr, b.rflags, b.rip, b.icount, b.cpl));
+    assert_eq!(ea, eb);
+    assert!(ba.ram == bb.ram, "RAM differs");
+    let chained = jit.returns[cpu::interp::Return::Chained as usize];
+    let entries = stat(&jit, "entries from the interpreter");
+    println!(
+        "{CALLS} system calls with STI: {entries} entries into translated code, {chained} chained by the loop"
+    );
+    assert!(
+        chained < CALLS as u64 / 10,
+        "{chained} follows by the chaining loop for {CALLS} calls: STI not linked"
+    );
+    assert!(entries < CALLS as u64 / 10, "{entries} entries for {CALLS} system calls: not linked");
+}
