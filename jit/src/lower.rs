@@ -549,6 +549,7 @@ impl Lower<'_, '_> {
             Pending::Adc { a, b, c, r, size, sub } => self.adc_flags(a, b, c, r, size, sub, want),
             Pending::Logic { r, size } => self.szp(r, size, want),
             Pending::Shift(s) => self.shift_flags(s, want),
+            Pending::Incoming { kind } if want & !flags::CF == 0 => self.incoming_cf(kind, want),
             Pending::Incoming { kind } => {
                 // The accessor, called only when a state is pending (a block entered from the
                 // interpreter has none).
@@ -611,6 +612,57 @@ impl Lower<'_, '_> {
                 self.b.ins().select(on, lazy, cur)
             }
         }
+    }
+
+    /// CF of a predecessor's lazy state (`Pending::Incoming`), masked to `want` (CF or nothing):
+    /// what an INC/DEC (which keeps CF) at a block's entry leaves of it, computed at the block's
+    /// exit or before a handler call. Inline for the kinds whose CF is one compare of the stored
+    /// operands (`cpu::lazyflags`: masked to the size, so the compare needs no size): SUB/CMP/NEG
+    /// `a < b`, ADD `r < a`, the logic ops 0; RFLAGS' own CF when nothing is pending or the state
+    /// does not define CF (an INC/DEC kind); the accessor for ADC/SBB (their carry in).
+    fn incoming_cf(&mut self, kind: Value, want: u64) -> Value {
+        use cpu::lazyflags::{OP_ADD, OP_LOGIC, OP_SUB, field};
+        let fl = self.b.use_var(self.fl);
+        let join = self.b.create_block();
+        self.b.append_block_param(join, I64);
+        let calc = self.b.create_block();
+        let defines = self.b.ins().band_imm_s(kind, (flags::CF << 16) as i64);
+        self.b.ins().brif(defines, calc, &[], join, &[fl.into()]);
+        self.b.seal_block(calc);
+        self.b.switch_to_block(calc);
+        let op = self.b.ins().band_imm_s(kind, 0xff);
+        let is_sub = self.b.ins().icmp_imm_s(IntCC::Equal, op, OP_SUB as i64);
+        let is_add = self.b.ins().icmp_imm_s(IntCC::Equal, op, OP_ADD as i64);
+        let is_logic = self.b.ins().icmp_imm_s(IntCC::Equal, op, OP_LOGIC as i64);
+        let fast = self.b.ins().bor(is_sub, is_add);
+        let fast = self.b.ins().bor(fast, is_logic);
+        let inline = self.b.create_block();
+        let call_b = self.b.create_block();
+        self.b.ins().brif(fast, inline, &[], call_b, &[]);
+        self.b.seal_block(inline);
+        self.b.seal_block(call_b);
+        self.b.switch_to_block(inline);
+        let a = self.b.ins().load(I64, MF, self.st, lazy_off(field::A));
+        let b = self.b.ins().load(I64, MF, self.st, lazy_off(field::B));
+        let r = self.b.ins().load(I64, MF, self.st, lazy_off(field::R));
+        let borrow = self.b.ins().icmp(IntCC::UnsignedLessThan, a, b);
+        let carry = self.b.ins().icmp(IntCC::UnsignedLessThan, r, a);
+        let zero = self.b.ins().iconst(types::I8, 0);
+        let c = self.b.ins().select(is_add, carry, zero);
+        let c = self.b.ins().select(is_sub, borrow, c);
+        let c = self.b.ins().uextend(I64, c);
+        self.b.ins().jump(join, &[c.into()]);
+        self.b.switch_to_block(call_b);
+        let f = self.b.ins().load(I64, MF, self.out, crate::helper_offset(crate::HELPER_LAZY));
+        let zero = self.b.ins().iconst(I64, 0);
+        let code = self.b.ins().iconst(types::I32, 0);
+        let call = self.b.ins().call_indirect(self.helper_sig, f, &[self.st, fl, kind, zero, code]);
+        let res = self.b.inst_results(call)[0];
+        self.b.ins().jump(join, &[res.into()]);
+        self.b.seal_block(join);
+        self.b.switch_to_block(join);
+        let v = self.b.block_params(join)[0];
+        self.b.ins().band_imm_s(v, (want & flags::CF) as i64)
     }
 
     /// At a self-loop's back edge (or a region's edge into a member), where the next iteration
