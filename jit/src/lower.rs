@@ -1262,8 +1262,17 @@ impl Lower<'_, '_> {
                 self.write(d, r);
             }
             _ => {
-                let a = self.read(d);
-                let b = if matches!(op, Op::Inc | Op::Dec) { a } else { self.operand(insn.op[1], size) };
+                // XOR r, r and SUB r, r (the compilers' zeroing idioms) are the operation on 0 and
+                // 0 whatever the register holds: the result is 0, and so are the operands' parts in
+                // the flags (SUB: no borrow; AF and OF from `a ^ b`, which is 0), so the register
+                // is not read.
+                let (a, b) = if matches!(op, Op::Xor | Op::Sub) && insn.op[1] == Opnd::Reg(d) {
+                    let zero = self.b.ins().iconst(I64, 0);
+                    (zero, zero)
+                } else {
+                    let a = self.read(d);
+                    (a, if matches!(op, Op::Inc | Op::Dec) { a } else { self.operand(insn.op[1], size) })
+                };
                 if let Some(r) = self.alu(op, a, b, size, live) {
                     self.write(d, r);
                 }
