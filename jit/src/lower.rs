@@ -945,6 +945,9 @@ impl Lower<'_, '_> {
             let c = if cc & 1 != 0 { IntCC::NotEqual } else { IntCC::Equal };
             return self.b.ins().icmp_imm_s(c, r, 0);
         }
+        if let Some(v) = self.cond_compare(cc) {
+            return v;
+        }
         let v = match cc >> 1 {
             0 => self.flag_bit(flags::OF),
             1 => self.flag_bit(flags::CF),
@@ -971,6 +974,57 @@ impl Lower<'_, '_> {
         };
         let v = if cc & 1 != 0 { self.b.ins().bxor_imm_s(v, 1) } else { v };
         self.b.ins().icmp_imm_s(IntCC::NotEqual, v, 0)
+    }
+
+    /// `cond` as one compare of the operands when every flag `cc` reads is owned by one pending
+    /// SUB/CMP/NEG/DEC (`Pending::Arith` with `sub`) or logic operation, for B/AE, BE/A, L/GE and
+    /// LE/G (`None` otherwise): after `a - b` at `size` bytes (a, b masked to it), CF is `a < b`
+    /// unsigned, CF | ZF is `a <= b` unsigned, SF ^ OF is `a < b` and ZF | (SF ^ OF) is `a <= b`
+    /// as signed `size`-byte integers; after a logic operation CF and OF are 0, so B is false, BE
+    /// is ZF (`r == 0`), L is SF (`r < 0` signed) and LE is `r <= 0` signed. The first tier
+    /// (`opt_level=none`) otherwise computes each flag's bit and combines them.
+    fn cond_compare(&mut self, cc: u32) -> Option<Value> {
+        let reads = match cc >> 1 {
+            1 => flags::CF,
+            3 => flags::CF | flags::ZF,
+            6 => flags::SF | flags::OF,
+            7 => flags::ZF | flags::SF | flags::OF,
+            _ => return None,
+        };
+        let set = self.regs.pending;
+        let p = set.owner(reads & reads.wrapping_neg())?;
+        let mut f = reads;
+        while f != 0 {
+            let bit = f & f.wrapping_neg();
+            if set.owner(bit) != Some(p) {
+                return None;
+            }
+            f &= !bit;
+        }
+        let (x, y, size, signed) = match p {
+            Pending::Arith { a, b, size, sub: true, .. } => (a, b, size, cc >> 1 >= 6),
+            Pending::Logic { r, size } => {
+                if cc >> 1 == 1 {
+                    // CF is 0: B is false, AE true.
+                    return Some(self.b.ins().iconst(types::I8, (cc & 1) as i64));
+                }
+                let zero = self.b.ins().iconst(I64, 0);
+                (r, zero, size, cc >> 1 >= 6)
+            }
+            _ => return None,
+        };
+        let (x, y) = if signed { (self.sext(x, size, 8), self.sext(y, size, 8)) } else { (x, y) };
+        let c = match (cc >> 1, cc & 1 != 0) {
+            (1, false) => IntCC::UnsignedLessThan,
+            (1, true) => IntCC::UnsignedGreaterThanOrEqual,
+            (3, false) => IntCC::UnsignedLessThanOrEqual,
+            (3, true) => IntCC::UnsignedGreaterThan,
+            (6, false) => IntCC::SignedLessThan,
+            (6, true) => IntCC::SignedGreaterThanOrEqual,
+            (_, false) => IntCC::SignedLessThanOrEqual,
+            (_, true) => IntCC::SignedGreaterThan,
+        };
+        Some(self.b.ins().icmp(c, x, y))
     }
 
     /// `cond` at a block's entry, where every arithmetic flag is still the predecessor's lazy state
