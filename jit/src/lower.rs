@@ -549,6 +549,14 @@ impl Lower<'_, '_> {
             Pending::Adc { a, b, c, r, size, sub } => self.adc_flags(a, b, c, r, size, sub, want),
             Pending::Logic { r, size } => self.szp(r, size, want),
             Pending::Shift(s) => self.shift_flags(s, want),
+            Pending::Imul { a, b, size } => {
+                let f = self.b.ins().load(I64, MF, self.out, crate::helper_offset(crate::HELPER_IMUL_FLAGS));
+                let fl = self.b.use_var(self.fl);
+                let code = self.b.ins().iconst(types::I32, size as i64);
+                let call = self.b.ins().call_indirect(self.helper_sig, f, &[self.st, fl, a, b, code]);
+                let r = self.b.inst_results(call)[0];
+                self.b.ins().band_imm_s(r, want as i64)
+            }
             Pending::Incoming { kind } if want & !flags::CF == 0 => self.incoming_cf(kind, want),
             Pending::Incoming { kind } => {
                 // The accessor, called only when a state is pending (a block entered from the
@@ -1311,7 +1319,10 @@ impl Lower<'_, '_> {
                     self.trunc(p, size)
                 };
                 if live & flags::ARITH != 0 {
-                    self.call_flags(crate::HELPER_IMUL_FLAGS, a, b, size);
+                    // Its flags are computed only where read (a memory form after it reads them
+                    // only on its slow path), from RFLAGS made current here (`Pending::Imul`).
+                    self.materialize();
+                    self.defer(Pending::Imul { a, b, size });
                 }
                 self.write(d, r);
             }
@@ -1752,6 +1763,12 @@ pub(crate) enum Pending {
     /// At a block's entry: the lazy flag state a linked predecessor left (`kind`, its kind word,
     /// taken from `CpuState`; 0: none, RFLAGS is current), computed by `lazy_flags`.
     Incoming { kind: Value },
+    /// IMUL r, r/m or r, r/m, imm of `a` by `b` at `size` bytes: the interpreter's vendor-dependent
+    /// `mul_flags` through `imul_flags`, applied to RFLAGS as it is where computed. It owns every
+    /// arithmetic flag (Intel writes them all; AMD keeps SF, ZF, AF, PF), and RFLAGS was made
+    /// current before it was deferred, so the flags it owns and AMD keeps are still RFLAGS' own
+    /// there (only a flag's owner writes it into RFLAGS).
+    Imul { a: Value, b: Value, size: u32 },
 }
 
 /// What kind of flag computation a self-loop's back edge hands to the next iteration.
@@ -1832,7 +1849,7 @@ impl Pending {
                 }
                 _ => None,
             },
-            Pending::Carried(_) | Pending::Incoming { .. } => None,
+            Pending::Carried(_) | Pending::Incoming { .. } | Pending::Imul { .. } => None,
         }
     }
 
@@ -1841,7 +1858,7 @@ impl Pending {
         match self {
             Pending::Arith { r, .. } | Pending::Logic { r, .. } | Pending::Adc { r, .. } => Some(r),
             Pending::Shift(s) if s.zf_of_result() => Some(s.r),
-            Pending::Shift(_) | Pending::Carried(_) | Pending::Incoming { .. } => None,
+            Pending::Shift(_) | Pending::Carried(_) | Pending::Incoming { .. } | Pending::Imul { .. } => None,
         }
     }
 }
