@@ -549,6 +549,15 @@ impl Lower<'_, '_> {
             Pending::Adc { a, b, c, r, size, sub } => self.adc_flags(a, b, c, r, size, sub, want),
             Pending::Logic { r, size } => self.szp(r, size, want),
             Pending::Shift(s) => self.shift_flags(s, want),
+            Pending::Imul { a, b, size } => {
+                let f = self.b.ins().load(I64, MF, self.out, crate::helper_offset(crate::HELPER_IMUL_FLAGS));
+                let fl = self.b.use_var(self.fl);
+                let code = self.b.ins().iconst(types::I32, size as i64);
+                let call = self.b.ins().call_indirect(self.helper_sig, f, &[self.st, fl, a, b, code]);
+                let r = self.b.inst_results(call)[0];
+                self.b.ins().band_imm_s(r, want as i64)
+            }
+            Pending::Incoming { kind } if want & !flags::CF == 0 => self.incoming_cf(kind, want),
             Pending::Incoming { kind } => {
                 // The accessor, called only when a state is pending (a block entered from the
                 // interpreter has none).
@@ -611,6 +620,57 @@ impl Lower<'_, '_> {
                 self.b.ins().select(on, lazy, cur)
             }
         }
+    }
+
+    /// CF of a predecessor's lazy state (`Pending::Incoming`), masked to `want` (CF or nothing):
+    /// what an INC/DEC (which keeps CF) at a block's entry leaves of it, computed at the block's
+    /// exit or before a handler call. Inline for the kinds whose CF is one compare of the stored
+    /// operands (`cpu::lazyflags`: masked to the size, so the compare needs no size): SUB/CMP/NEG
+    /// `a < b`, ADD `r < a`, the logic ops 0; RFLAGS' own CF when nothing is pending or the state
+    /// does not define CF (an INC/DEC kind); the accessor for ADC/SBB (their carry in).
+    fn incoming_cf(&mut self, kind: Value, want: u64) -> Value {
+        use cpu::lazyflags::{OP_ADD, OP_LOGIC, OP_SUB, field};
+        let fl = self.b.use_var(self.fl);
+        let join = self.b.create_block();
+        self.b.append_block_param(join, I64);
+        let calc = self.b.create_block();
+        let defines = self.b.ins().band_imm_s(kind, (flags::CF << 16) as i64);
+        self.b.ins().brif(defines, calc, &[], join, &[fl.into()]);
+        self.b.seal_block(calc);
+        self.b.switch_to_block(calc);
+        let op = self.b.ins().band_imm_s(kind, 0xff);
+        let is_sub = self.b.ins().icmp_imm_s(IntCC::Equal, op, OP_SUB as i64);
+        let is_add = self.b.ins().icmp_imm_s(IntCC::Equal, op, OP_ADD as i64);
+        let is_logic = self.b.ins().icmp_imm_s(IntCC::Equal, op, OP_LOGIC as i64);
+        let fast = self.b.ins().bor(is_sub, is_add);
+        let fast = self.b.ins().bor(fast, is_logic);
+        let inline = self.b.create_block();
+        let call_b = self.b.create_block();
+        self.b.ins().brif(fast, inline, &[], call_b, &[]);
+        self.b.seal_block(inline);
+        self.b.seal_block(call_b);
+        self.b.switch_to_block(inline);
+        let a = self.b.ins().load(I64, MF, self.st, lazy_off(field::A));
+        let b = self.b.ins().load(I64, MF, self.st, lazy_off(field::B));
+        let r = self.b.ins().load(I64, MF, self.st, lazy_off(field::R));
+        let borrow = self.b.ins().icmp(IntCC::UnsignedLessThan, a, b);
+        let carry = self.b.ins().icmp(IntCC::UnsignedLessThan, r, a);
+        let zero = self.b.ins().iconst(types::I8, 0);
+        let c = self.b.ins().select(is_add, carry, zero);
+        let c = self.b.ins().select(is_sub, borrow, c);
+        let c = self.b.ins().uextend(I64, c);
+        self.b.ins().jump(join, &[c.into()]);
+        self.b.switch_to_block(call_b);
+        let f = self.b.ins().load(I64, MF, self.out, crate::helper_offset(crate::HELPER_LAZY));
+        let zero = self.b.ins().iconst(I64, 0);
+        let code = self.b.ins().iconst(types::I32, 0);
+        let call = self.b.ins().call_indirect(self.helper_sig, f, &[self.st, fl, kind, zero, code]);
+        let res = self.b.inst_results(call)[0];
+        self.b.ins().jump(join, &[res.into()]);
+        self.b.seal_block(join);
+        self.b.switch_to_block(join);
+        let v = self.b.block_params(join)[0];
+        self.b.ins().band_imm_s(v, (want & flags::CF) as i64)
     }
 
     /// At a self-loop's back edge (or a region's edge into a member), where the next iteration
@@ -1294,13 +1354,25 @@ impl Lower<'_, '_> {
                     self.trunc(p, size)
                 };
                 if live & flags::ARITH != 0 {
-                    self.call_flags(crate::HELPER_IMUL_FLAGS, a, b, size);
+                    // Its flags are computed only where read (a memory form after it reads them
+                    // only on its slow path), from RFLAGS made current here (`Pending::Imul`).
+                    self.materialize();
+                    self.defer(Pending::Imul { a, b, size });
                 }
                 self.write(d, r);
             }
             _ => {
-                let a = self.read(d);
-                let b = if matches!(op, Op::Inc | Op::Dec) { a } else { self.operand(insn.op[1], size) };
+                // XOR r, r and SUB r, r (the compilers' zeroing idioms) are the operation on 0 and
+                // 0 whatever the register holds: the result is 0, and so are the operands' parts in
+                // the flags (SUB: no borrow; AF and OF from `a ^ b`, which is 0), so the register
+                // is not read.
+                let (a, b) = if matches!(op, Op::Xor | Op::Sub) && insn.op[1] == Opnd::Reg(d) {
+                    let zero = self.b.ins().iconst(I64, 0);
+                    (zero, zero)
+                } else {
+                    let a = self.read(d);
+                    (a, if matches!(op, Op::Inc | Op::Dec) { a } else { self.operand(insn.op[1], size) })
+                };
                 if let Some(r) = self.alu(op, a, b, size, live) {
                     self.write(d, r);
                 }
@@ -1726,6 +1798,12 @@ pub(crate) enum Pending {
     /// At a block's entry: the lazy flag state a linked predecessor left (`kind`, its kind word,
     /// taken from `CpuState`; 0: none, RFLAGS is current), computed by `lazy_flags`.
     Incoming { kind: Value },
+    /// IMUL r, r/m or r, r/m, imm of `a` by `b` at `size` bytes: the interpreter's vendor-dependent
+    /// `mul_flags` through `imul_flags`, applied to RFLAGS as it is where computed. It owns every
+    /// arithmetic flag (Intel writes them all; AMD keeps SF, ZF, AF, PF), and RFLAGS was made
+    /// current before it was deferred, so the flags it owns and AMD keeps are still RFLAGS' own
+    /// there (only a flag's owner writes it into RFLAGS).
+    Imul { a: Value, b: Value, size: u32 },
 }
 
 /// What kind of flag computation a self-loop's back edge hands to the next iteration.
@@ -1806,7 +1884,7 @@ impl Pending {
                 }
                 _ => None,
             },
-            Pending::Carried(_) | Pending::Incoming { .. } => None,
+            Pending::Carried(_) | Pending::Incoming { .. } | Pending::Imul { .. } => None,
         }
     }
 
@@ -1815,7 +1893,7 @@ impl Pending {
         match self {
             Pending::Arith { r, .. } | Pending::Logic { r, .. } | Pending::Adc { r, .. } => Some(r),
             Pending::Shift(s) if s.zf_of_result() => Some(s.r),
-            Pending::Shift(_) | Pending::Carried(_) | Pending::Incoming { .. } => None,
+            Pending::Shift(_) | Pending::Carried(_) | Pending::Incoming { .. } | Pending::Imul { .. } => None,
         }
     }
 }
