@@ -604,9 +604,13 @@ impl Jit {
         hsig.returns.push(AbiParam::new(types::I64));
         let helper_sig = b.import_signature(hsig);
         let live = lower::liveness(insns);
+        // Not where RFLAGS is still the value loaded at the entry (no flag or IF written on this
+        // path, no handler ran): `CpuState` holds it, and the entry's load need not be held.
         let store_fl = |b: &mut FunctionBuilder<'_>| {
             let v = b.use_var(fl);
-            b.ins().store(mf, v, st, cpu::offsets::RFLAGS as i32);
+            if v != fl0 {
+                b.ins().store(mf, v, st, cpu::offsets::RFLAGS as i32);
+            }
         };
         let first_ip = insns[0].i.ip();
         let len = insns.len() as i64;
