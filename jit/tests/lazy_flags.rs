@@ -423,25 +423,29 @@ fn carry_kept_by_inc_dec_from_a_linked_predecessors_state_matches_the_interprete
             a.dec(r15d).unwrap();
             a.jnz(turn).unwrap();
             a.hlt().unwrap();
-            let main = a.assemble(CODE).unwrap();
-            assert!(CODE + (main.len() as u64) < STACK - 0x400, "the program reaches the stack");
-            let p = Program { main, funcs: Vec::new() };
-            let run = |jit: bool| {
-                let mut it = engine(jit, false);
-                let (mut st, mut bus) = setup(TestMode::Long64, &p, 1);
-                let e = it.run(&mut st, &mut bus, u64::MAX / 2);
-                let out = bus.ram[OUT as usize..(OUT + slot) as usize].to_vec();
-                let followed = jit.then(|| stat(&it, " links followed"));
-                ((e, st.gpr, st.rflags, st.icount, out), followed)
-            };
-            let ((want, _), (got, followed)) = (run(false), run(true));
-            assert_eq!(want, got, "operation {op} at {size} bytes");
-            assert!(
-                followed.unwrap() >= 36 * 2 * 3,
-                "operation {op} at {size} bytes: {followed:?} links followed"
-            );
+            let followed = interp_and_jit_agree(a, OUT, slot, &format!("operation {op} at {size} bytes"));
+            assert!(followed >= 36 * 2 * 3, "operation {op} at {size} bytes: {followed:?} links followed");
         }
     }
+}
+
+/// Runs the program `a` assembled (64-bit code, no functions) under the interpreter and the JIT
+/// (regions off) to its HLT, requires the same exit, registers, RFLAGS, count and the `slot`
+/// bytes at `out`, and returns the links the JIT followed.
+fn interp_and_jit_agree(mut a: CodeAssembler, out: u64, slot: u64, what: &str) -> u64 {
+    let main = a.assemble(CODE).unwrap();
+    assert!(CODE + (main.len() as u64) < STACK - 0x400, "the program reaches the stack");
+    let p = Program { main, funcs: Vec::new() };
+    let run = |jit: bool| {
+        let mut it = engine(jit, false);
+        let (mut st, mut bus) = setup(TestMode::Long64, &p, 1);
+        let e = it.run(&mut st, &mut bus, u64::MAX / 2);
+        let bytes = bus.ram[out as usize..(out + slot) as usize].to_vec();
+        ((e, st.gpr, st.rflags, st.icount, bytes), jit.then(|| stat(&it, " links followed")))
+    };
+    let ((want, _), (got, followed)) = (run(false), run(true));
+    assert_eq!(want, got, "{what}");
+    followed.expect("counted under the JIT")
 }
 
 fn setup(mode: TestMode, p: &Program, seed: u64) -> (cpu::CpuState, TestBus) {
@@ -665,24 +669,9 @@ fn every_condition_read_from_a_linked_predecessors_state_matches_the_interpreter
             a.dec(r15d).unwrap();
             a.jnz(turn).unwrap();
             a.hlt().unwrap();
-            let main = a.assemble(CODE).unwrap();
-            assert!(CODE + (main.len() as u64) < STACK - 0x400, "the program reaches the stack");
-            let p = Program { main, funcs: Vec::new() };
-            let run = |jit: bool| {
-                let mut it = engine(jit, false);
-                let (mut st, mut bus) = setup(TestMode::Long64, &p, 1);
-                let e = it.run(&mut st, &mut bus, u64::MAX / 2);
-                let out = bus.ram[OUT as usize..(OUT + slot) as usize].to_vec();
-                let followed = jit.then(|| stat(&it, " links followed"));
-                ((e, st.gpr, st.rflags, st.icount, out), followed)
-            };
-            let ((want, _), (got, followed)) = (run(false), run(true));
-            assert_eq!(want, got, "operation {op} at {size} bytes");
+            let followed = interp_and_jit_agree(a, OUT, slot, &format!("operation {op} at {size} bytes"));
             // The later turns entered the readers by links, with the state pending.
-            assert!(
-                followed.unwrap() > 36 * 16,
-                "operation {op} at {size} bytes: {followed:?} links followed"
-            );
+            assert!(followed > 36 * 16, "operation {op} at {size} bytes: {followed:?} links followed");
         }
     }
 }

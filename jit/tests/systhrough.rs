@@ -381,18 +381,15 @@ fn stat(it: &Interpreter, what: &str) -> u64 {
     s[..at].trim_end().rsplit(' ').next().and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{s}"))
 }
 
-/// The mechanism itself: a loop of system calls (a ring-3 SYSCALL, a kernel SYSRETQ) with nothing
-/// pending runs linked, SYSCALL's block into LSTAR's and SYSRET's into the user's, instead of
-/// returning to the interpreter twice per call (as it did when both ended the chain); the result
-/// equals the interpreter's.
-#[test]
-fn a_system_call_loop_runs_linked_through_syscall_and_sysret() {
-    const CALLS: u32 = 2000;
+/// A user loop of `calls` system calls of kernel action `action` (then FINISH), run by the
+/// interpreter and by the JIT (threshold 2) with IF set and nothing pending: requires the same
+/// registers, RFLAGS, RIP, count, CPL, exit and RAM, and returns the JIT's interpreter.
+fn system_call_loop(action: u32, calls: u32) -> Interpreter {
     let code = assemble(USER, |a| {
         let mut top = a.create_label();
-        a.mov(r14d, CALLS)?;
+        a.mov(r14d, calls)?;
         a.set_label(&mut top)?;
-        a.mov(eax, 0)?;
+        a.mov(eax, action)?;
         a.syscall()?;
         a.add(rcx, rbx)?;
         a.dec(r14d)?;
@@ -408,6 +405,17 @@ fn a_system_call_loop_runs_linked_through_syscall_and_sysret() {
     assert_eq!((a.gpr, a.rflags, a.rip, a.icount, a.cpl), (b.gpr, b.rflags, b.rip, b.icount, b.cpl));
     assert_eq!(ea, eb);
     assert!(ba.ram == bb.ram, "RAM differs");
+    jit
+}
+
+/// The mechanism itself: a loop of system calls (a ring-3 SYSCALL, a kernel SYSRETQ) with nothing
+/// pending runs linked, SYSCALL's block into LSTAR's and SYSRET's into the user's, instead of
+/// returning to the interpreter twice per call (as it did when both ended the chain); the result
+/// equals the interpreter's.
+#[test]
+fn a_system_call_loop_runs_linked_through_syscall_and_sysret() {
+    const CALLS: u32 = 2000;
+    let jit = system_call_loop(0, CALLS);
     let entries = stat(&jit, "entries from the interpreter");
     println!("{CALLS} system calls: {entries} entries into translated code");
     assert!(entries < CALLS as u64 / 10, "{entries} entries for {CALLS} system calls: not linked");
@@ -458,27 +466,8 @@ fn a_page_fault_loop_runs_chained_through_clac_cr2_sti_and_iretq() {
 #[test]
 fn a_system_call_loop_runs_linked_past_sti() {
     const CALLS: u32 = 2000;
-    let code = assemble(USER, |a| {
-        let mut top = a.create_label();
-        a.mov(r14d, CALLS)?;
-        a.set_label(&mut top)?;
-        // The kernel's action 2: STI, two instructions in its shadow's block, CLI.
-        a.mov(eax, 2)?;
-        a.syscall()?;
-        a.add(rcx, rbx)?;
-        a.dec(r14d)?;
-        a.jnz(top)?;
-        a.mov(eax, FINISH)?;
-        a.syscall()
-    });
-    let mut interp = Interpreter::new();
-    let mut jit = Interpreter::new();
-    jit.set_backend(Box::new(jit::Jit::new().expect("jit")), 2);
-    let (a, ea, ba) = go(&mut interp, &code, flags::IF, &[], false);
-    let (b, eb, bb) = go(&mut jit, &code, flags::IF, &[], false);
-    assert_eq!((a.gpr, a.rflags, a.rip, a.icount, a.cpl), (b.gpr, b.rflags, b.rip, b.icount, b.cpl));
-    assert_eq!(ea, eb);
-    assert!(ba.ram == bb.ram, "RAM differs");
+    // The kernel's action 2: STI, two instructions in its shadow's block, CLI.
+    let jit = system_call_loop(2, CALLS);
     let chained = jit.returns[cpu::interp::Return::Chained as usize];
     let entries = stat(&jit, "entries from the interpreter");
     println!(
